@@ -1,0 +1,1 @@
+//! Flatwrap: ship a whole root filesystem as an extension with namespace launchers.

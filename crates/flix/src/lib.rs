@@ -1,0 +1,1 @@
+//! Flix: relocate programs and their library closure into a self-contained extension.

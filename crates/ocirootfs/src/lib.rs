@@ -1,0 +1,1 @@
+//! Pull container images from registries and local archives into a root filesystem folder.

@@ -1,0 +1,23 @@
+//! The shared core of the sysext toolchain: everything about systemd-sysext images that does
+//! not depend on where the software came from.
+//!
+//! - [`release`]: os-release / extension-release parsing and writing, systemd's compatibility
+//!   rules, architecture names, extension name validation.
+//! - [`rootfs`]: resolving paths inside a foreign root filesystem with that root as `/`.
+//! - [`elf`]: read-only ELF scan and the loader-faithful dependency closure.
+//! - [`squashfs`]: our squashfs writer and reader.
+//! - [`pack`]: a staged extension tree to `NAME.raw` or a folder, reproducible and atomic.
+//! - [`inspect`]: read an image (`.raw` or folder) back.
+//! - [`check`]: lint an image as systemd would see it.
+//! - [`merge`]: merge images over `/usr` and `/opt` in a private mount namespace.
+//! - [`atomic`]: outputs written under a temporary name and renamed into place.
+
+pub mod atomic;
+pub mod check;
+pub mod elf;
+pub mod inspect;
+pub mod merge;
+pub mod pack;
+pub mod release;
+pub mod rootfs;
+pub mod squashfs;

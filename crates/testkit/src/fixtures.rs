@@ -1,0 +1,139 @@
+//! Real root filesystems built with mmdebstrap, once per machine, shared by every test.
+//!
+//! Each fixture is built under a file lock into a temporary folder and renamed into place, so
+//! test binaries running at the same time build it once, and an interrupted build is retried
+//! next time. The folder is `$SYSEXT_FIXTURES`, else `fixtures/` at the workspace root (ignored
+//! by git). Nothing here is committed.
+
+use std::fs;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Packages of the Debian trixie fixture: the programs the end-to-end tests relocate and run.
+pub const TRIXIE_PACKAGES: &str = "htop,nginx-light,b3sum,curl,python3,ncurses-base,ncurses-term";
+
+/// Packages of the arm64 fixture (extracted, not installed: nothing arm64 is executed).
+pub const ARM64_PACKAGES: &str = "libc6,b3sum,htop,curl,libncursesw6";
+
+/// The fixtures folder.
+pub fn fixtures_dir() -> PathBuf {
+    let dir = std::env::var_os("SYSEXT_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::workspace_root().join("fixtures"));
+    fs::create_dir_all(&dir).expect("cannot create the fixtures folder");
+    dir
+}
+
+/// Holds an exclusive lock on `fixtures/.NAME.lock` while alive.
+struct Lock(#[allow(dead_code)] fs::File);
+
+fn lock(name: &str) -> Lock {
+    let path = fixtures_dir().join(format!(".{name}.lock"));
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .expect("fixture lock file");
+    rustix::fs::flock(f.as_fd(), rustix::fs::FlockOperation::LockExclusive)
+        .expect("cannot lock the fixture");
+    Lock(f)
+}
+
+/// Builds `fixtures/NAME` with `build(tmp)` unless it is there; returns its path.
+pub fn cached(name: &str, build: impl FnOnce(&Path)) -> PathBuf {
+    let dir = fixtures_dir();
+    let done = dir.join(name);
+    if done.exists() {
+        return done;
+    }
+    let _lock = lock(name);
+    if done.exists() {
+        return done;
+    }
+    let tmp = dir.join(format!(".{name}.building"));
+    if tmp.exists() {
+        remove(&tmp);
+    }
+    fs::create_dir_all(&tmp).unwrap();
+    build(&tmp);
+    fs::rename(&tmp, &done).expect("cannot move the fixture into place");
+    done
+}
+
+fn remove(path: &Path) {
+    // A rootfs may hold read-only folders; rm -rf copes with them.
+    crate::run_ok(Command::new("rm").arg("-rf").arg(path));
+}
+
+fn mmdebstrap(args: &[&str], out_tar: &Path) {
+    eprintln!("building fixture {} with mmdebstrap (once per machine)", out_tar.display());
+    crate::run_ok(
+        Command::new("mmdebstrap")
+            .arg("--quiet")
+            .args(args)
+            .arg("trixie")
+            .arg(out_tar),
+    );
+}
+
+fn untar(tar: &Path, dest: &Path) {
+    fs::create_dir_all(dest).unwrap();
+    crate::run_ok(
+        Command::new("tar")
+            .arg("--numeric-owner")
+            .arg("-xpf")
+            .arg(tar)
+            .arg("-C")
+            .arg(dest),
+    );
+}
+
+/// The tar written by mmdebstrap for the trixie fixture (amd64, `--variant=apt`).
+pub fn trixie_tar() -> PathBuf {
+    cached("trixie-tar", |tmp| {
+        let include = format!("--include={TRIXIE_PACKAGES}");
+        mmdebstrap(&["--variant=apt", &include], &tmp.join("rootfs.tar"));
+    })
+    .join("rootfs.tar")
+}
+
+/// A Debian trixie root filesystem folder (amd64) holding htop, nginx, b3sum, curl, python3.
+/// Its glibc is newer than the bookworm host's. Treat it as read-only.
+pub fn trixie_rootfs() -> PathBuf {
+    let tar = trixie_tar();
+    cached("trixie-rootfs", |tmp| untar(&tar, tmp))
+}
+
+/// The trixie root filesystem as an OCI image layout with the tag `trixie`
+/// (built with `umoci insert`).
+pub fn trixie_oci_layout() -> PathBuf {
+    let rootfs = trixie_rootfs();
+    cached("trixie-oci", |tmp| {
+        let layout = tmp.join("layout");
+        let image = format!("{}:trixie", layout.display());
+        crate::run_ok(Command::new("umoci").args(["init", "--layout"]).arg(&layout));
+        crate::run_ok(Command::new("umoci").args(["new", "--image", &image]));
+        crate::run_ok(
+            Command::new("umoci")
+                .args(["insert", "--image", &image])
+                .arg(&rootfs)
+                .arg("/"),
+        );
+    })
+    .join("layout")
+}
+
+/// A Debian trixie arm64 tree (`--variant=extract`), for checks that read foreign ELF files.
+pub fn trixie_arm64_rootfs() -> PathBuf {
+    let tar = cached("trixie-arm64-tar", |tmp| {
+        let include = format!("--include={ARM64_PACKAGES}");
+        mmdebstrap(
+            &["--variant=extract", "--arch=arm64", &include],
+            &tmp.join("rootfs.tar"),
+        );
+    })
+    .join("rootfs.tar");
+    cached("trixie-arm64-rootfs", |tmp| untar(&tar, tmp))
+}
