@@ -93,7 +93,7 @@ pub struct ImageInfo {
 }
 
 enum Source {
-    Squashfs(SquashfsReader),
+    Squashfs(Box<SquashfsReader>),
     Dir(PathBuf),
 }
 
@@ -229,7 +229,7 @@ impl Image {
                 .strip_suffix(".raw")
                 .unwrap_or(&file_name)
                 .to_string(),
-            source: Source::Squashfs(reader),
+            source: Source::Squashfs(Box::new(reader)),
             entries,
         })
     }

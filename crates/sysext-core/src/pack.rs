@@ -224,11 +224,12 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
                         source,
                     },
                 })?;
-            let mut wopts = WriterOptions::default();
-            wopts.compression = opts.compression;
-            wopts.level = opts.level;
-            wopts.mtime = mtime32;
-            wopts.threads = opts.threads;
+            let wopts = WriterOptions {
+                compression: opts.compression,
+                level: opts.level,
+                mtime: mtime32,
+                threads: opts.threads,
+            };
             let stats = writer::write_image(tree, file, out.path(), &wopts).map_err(|source| {
                 PackError::Squashfs {
                     path: output.to_path_buf(),
@@ -332,7 +333,7 @@ impl Copier {
             rustix::fs::CWD,
             to,
             &rustix::fs::Timestamps {
-                last_access: t.clone(),
+                last_access: t,
                 last_modification: t,
             },
             rustix::fs::AtFlags::SYMLINK_NOFOLLOW,

@@ -125,6 +125,12 @@ pub struct WriteStats {
 // ---------------------------------------------------------------------------------------------
 // Scan
 
+/// An xattr as stored: (prefix type, name without the prefix, value).
+type Xattr = (u16, Vec<u8>, Vec<u8>);
+
+/// The writer thread's result: job placements (offset, size word), end offset, the file.
+type Written = (Vec<(u64, u32)>, u64, File);
+
 #[derive(Debug)]
 enum Kind {
     Dir { entries: Vec<(Vec<u8>, usize)> },
@@ -140,7 +146,7 @@ enum Kind {
 struct Inode {
     mode: u16,
     nlink: u32,
-    xattrs: Vec<(u16, Vec<u8>, Vec<u8>)>,
+    xattrs: Vec<Xattr>,
     kind: Kind,
 }
 
@@ -157,7 +163,7 @@ fn read_err(path: &Path) -> impl FnOnce(io::Error) -> WriteError + '_ {
 
 /// Kept xattrs: `user.*`, `trusted.*` and `security.capability`, as (type, name without
 /// prefix, value), sorted.
-fn read_xattrs(path: &Path) -> io::Result<Vec<(u16, Vec<u8>, Vec<u8>)>> {
+fn read_xattrs(path: &Path) -> io::Result<Vec<Xattr>> {
     let mut names = vec![0u8; 4096];
     let n = loop {
         match rustix::fs::llistxattr(path, &mut names[..]) {
@@ -617,46 +623,44 @@ fn data_pass(
     drop(done_tx);
 
     let out_path_w = out_path.to_path_buf();
-    let writer = thread::spawn(
-        move || -> Result<(Vec<(u64, u32)>, u64, File), WriteError> {
-            let werr = |source| WriteError::Write {
-                path: out_path_w.clone(),
-                source,
-            };
-            let mut w = BufWriter::with_capacity(1 << 20, out);
-            w.seek(SeekFrom::Start(96)).map_err(werr)?;
-            let mut offset = 96u64;
-            let mut placed: Vec<(u64, u32)> = Vec::new();
-            let mut pending: BTreeMap<usize, (Vec<u8>, bool)> = BTreeMap::new();
-            let mut next = 0usize;
-            let mut first_err = None;
-            for done in done_rx {
-                match done.result {
-                    Err(e) => {
-                        first_err.get_or_insert(e);
-                        continue;
-                    }
-                    Ok(r) => {
-                        pending.insert(done.seq, r);
-                    }
+    let writer = thread::spawn(move || -> Result<Written, WriteError> {
+        let werr = |source| WriteError::Write {
+            path: out_path_w.clone(),
+            source,
+        };
+        let mut w = BufWriter::with_capacity(1 << 20, out);
+        w.seek(SeekFrom::Start(96)).map_err(werr)?;
+        let mut offset = 96u64;
+        let mut placed: Vec<(u64, u32)> = Vec::new();
+        let mut pending: BTreeMap<usize, (Vec<u8>, bool)> = BTreeMap::new();
+        let mut next = 0usize;
+        let mut first_err = None;
+        for done in done_rx {
+            match done.result {
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                    continue;
                 }
-                while let Some((bytes, raw)) = pending.remove(&next) {
-                    w.write_all(&bytes).map_err(werr)?;
-                    placed.push((
-                        offset,
-                        bytes.len() as u32 | if raw { UNCOMPRESSED_BLOCK } else { 0 },
-                    ));
-                    offset += bytes.len() as u64;
-                    next += 1;
+                Ok(r) => {
+                    pending.insert(done.seq, r);
                 }
             }
-            if let Some(e) = first_err {
-                return Err(e);
+            while let Some((bytes, raw)) = pending.remove(&next) {
+                w.write_all(&bytes).map_err(werr)?;
+                placed.push((
+                    offset,
+                    bytes.len() as u32 | if raw { UNCOMPRESSED_BLOCK } else { 0 },
+                ));
+                offset += bytes.len() as u64;
+                next += 1;
             }
-            let f = w.into_inner().map_err(|e| werr(e.into_error()))?;
-            Ok((placed, offset, f))
-        },
-    );
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        let f = w.into_inner().map_err(|e| werr(e.into_error()))?;
+        Ok((placed, offset, f))
+    });
 
     let mut sub = Submitter {
         tx: job_tx,
@@ -778,15 +782,11 @@ impl From<DupOf> for Placed {
 struct XattrTable {
     kv: MetaWriter,
     ids: Vec<(u64, u32, u32)>,
-    by_set: HashMap<Vec<(u16, Vec<u8>, Vec<u8>)>, u32>,
+    by_set: HashMap<Vec<Xattr>, u32>,
 }
 
 impl XattrTable {
-    fn id(
-        &mut self,
-        codec: &mut Codec,
-        set: &[(u16, Vec<u8>, Vec<u8>)],
-    ) -> Result<u32, WriteError> {
+    fn id(&mut self, codec: &mut Codec, set: &[Xattr]) -> Result<u32, WriteError> {
         if set.is_empty() {
             return Ok(NO_XATTR);
         }
