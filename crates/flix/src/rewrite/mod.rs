@@ -316,6 +316,14 @@ fn find_cstr(hay: &[u8], s: &str) -> Option<usize> {
 }
 
 impl Strings {
+    fn get(&self, off: u64) -> R<String> {
+        let bytes = if off < self.table.len() as u64 {
+            cstr(&self.table, off)?
+        } else {
+            cstr(&self.extra, off - self.table.len() as u64)?
+        };
+        Ok(String::from_utf8_lossy(bytes).into_owned())
+    }
     fn add(&mut self, s: &str) -> u64 {
         if let Some(i) = find_cstr(&self.table, s) {
             return i as u64;
@@ -578,7 +586,7 @@ fn rewrite_named(
     for (old, new) in &edits.replace_needed {
         let mut hit = false;
         for i in 0..dyns.len() {
-            if dyns[i].0 == DT_NEEDED && p.string_in(&strings.table, dyns[i].1)? == *old {
+            if dyns[i].0 == DT_NEEDED && strings.get(dyns[i].1)? == *old {
                 dyns[i].1 = strings.add(new);
                 hit = true;
             }
@@ -595,7 +603,7 @@ fn rewrite_named(
         let mut kept = Vec::with_capacity(dyns.len());
         for &(t, v) in &dyns {
             if t == DT_NEEDED {
-                let name = p.string_in(&strings.table, v)?;
+                let name = strings.get(v)?;
                 if edits.remove_needed.contains(&name) {
                     removed.insert(name);
                     continue;
@@ -648,7 +656,7 @@ fn rewrite_named(
         let mut dropped_idx = BTreeSet::new();
         let mut changed = false;
         for mut e in list.clone() {
-            let name = p.string_in(&strings.table, e.file)?;
+            let name = strings.get(e.file)?;
             if removed.contains(&name) {
                 dropped_idx.extend(e.aux.iter().map(|a| a.other & 0x7fff));
                 changed = true;
@@ -742,12 +750,6 @@ fn last_needed_pos(dyns: &[(u64, u64)]) -> usize {
     dyns.iter()
         .rposition(|&(t, _)| t == DT_NEEDED || t == DT_SONAME)
         .map_or(0, |i| i + 1)
-}
-
-impl Parsed {
-    fn string_in(&self, table: &[u8], off: u64) -> R<String> {
-        Ok(String::from_utf8_lossy(cstr(table, off)?).into_owned())
-    }
 }
 
 fn write_dyn_entries(fmt: Fmt, b: &mut [u8], off: u64, slots: u64, dyns: &[(u64, u64)]) -> R<()> {
@@ -1081,6 +1083,17 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
         }
     }
 
+    // The old string table is no longer referenced: clear it so stale strings (old search
+    // paths) do not linger.
+    if let (Some(_), Some((so, _, size))) = (dynstr_pos, p.strtab) {
+        bytes_at_mut(out, so, size)?.fill(0);
+        if let Some((start, end)) = block {
+            if so >= start && so + size <= end {
+                bytes_at_mut(&mut seg, so - start, size)?.fill(0);
+            }
+        }
+    }
+
     // Write it all.
     out.resize(seg_off as usize, 0);
     out.extend_from_slice(&seg);
@@ -1111,7 +1124,7 @@ fn verify(out: &[u8], input: &[u8], expect: &ElfSummary) -> R<()> {
         return Err(fail(format!("expected {expect:?}, got {got:?}")));
     }
     // Program headers: loads sorted and disjoint, PT_PHDR inside a load.
-    let loads: Vec<&Phdr> = p.loads().collect();
+    let loads: Vec<&Phdr> = p.loads().filter(|ph| ph.memsz > 0).collect();
     for w in loads.windows(2) {
         if w[1].vaddr < w[0].mem_end() {
             return Err(fail("PT_LOAD segments overlap or are out of order".into()));

@@ -4,6 +4,7 @@
 //! set interpreter, print rpath, shrink/remove/set/add rpath, print needed, remove, replace and
 //! add needed, no-default-lib. A file is written only when something changed (or to `--output`).
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -69,6 +70,9 @@ pub struct Args {
     /// Print the version.
     #[arg(long)]
     pub version: bool,
+    /// Accepted for compatibility; the alignment of the new segment comes from the file.
+    #[arg(long, value_name = "SIZE")]
+    pub page_size: Option<u64>,
     /// Ignored (patchelf's debug switch).
     #[arg(long)]
     pub debug: bool,
@@ -137,6 +141,15 @@ fn inspect_header(head: &[u8]) -> Result<u16> {
     })
 }
 
+/// patchelf's `@FILE` arguments: the value is read from FILE.
+fn resolve(value: &str) -> Result<String> {
+    match value.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("getting info about '{path}'")),
+        None => Ok(value.to_string()),
+    }
+}
+
 fn process(args: &Args, file: &Path, out: &mut String) -> Result<()> {
     let input = std::fs::read(file).with_context(|| format!("getting info about '{}'", file.display()))?;
     let info = inspect(&input).with_context(|| format!("{}", file.display()))?;
@@ -154,11 +167,13 @@ fn process(args: &Args, file: &Path, out: &mut String) -> Result<()> {
         }
     }
     if let Some(s) = &args.set_soname {
+        let s = &resolve(s)?;
         if info.soname.as_deref() != Some(s) {
             edits.soname = Some(s.clone());
         }
     }
     if let Some(i) = &args.set_interpreter {
+        let i = &resolve(i)?;
         if info.interpreter.as_deref() != Some(i) {
             edits.interpreter = Some(i.clone());
         }
@@ -181,8 +196,9 @@ fn process(args: &Args, file: &Path, out: &mut String) -> Result<()> {
         }
         None
     } else if let Some(s) = &args.set_rpath {
-        Some(s.clone())
+        Some(resolve(s)?)
     } else if let Some(s) = &args.add_rpath {
+        let s = &resolve(s)?;
         Some(match old {
             Some(o) if !o.is_empty() => format!("{o}:{s}"),
             _ => s.clone(),
@@ -243,9 +259,10 @@ pub fn run(args: &Args) -> Result<i32> {
     for f in &args.files {
         let mut out = String::new();
         let r = process(args, f, &mut out);
-        print!("{out}");
+        let mut stdout = std::io::stdout().lock();
+        let _ = std::io::Write::write_all(&mut stdout, out.as_bytes());
         if let Err(e) = r {
-            eprintln!("patchelf: {e:#}");
+            let _ = writeln!(std::io::stderr(), "patchelf: {e:#}");
             code = 1;
         }
     }

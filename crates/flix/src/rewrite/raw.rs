@@ -150,26 +150,22 @@ pub(crate) fn bytes_at_mut(b: &mut [u8], off: u64, len: u64) -> R<&mut [u8]> {
 pub(crate) struct Ehdr {
     pub e_type: u16,
     pub machine: u16,
-    pub entry: u64,
     pub phoff: u64,
     pub shoff: u64,
     pub phnum: u16,
     pub shnum: u16,
-    pub shstrndx: u16,
 }
 
 impl Ehdr {
     fn off(fmt: Fmt, field: &str) -> u64 {
         let w = fmt.word_size();
         match field {
-            "entry" => 24,
             "phoff" => 24 + w,
             "shoff" => 24 + 2 * w,
             "phentsize" => 30 + 3 * w,
             "phnum" => 32 + 3 * w,
             "shentsize" => 34 + 3 * w,
             "shnum" => 36 + 3 * w,
-            "shstrndx" => 38 + 3 * w,
             _ => 0,
         }
     }
@@ -198,12 +194,10 @@ impl Ehdr {
         let e = Ehdr {
             e_type: fmt.u16(b, 16)?,
             machine: fmt.u16(b, 18)?,
-            entry: fmt.word(b, Self::off(fmt, "entry"))?,
             phoff: fmt.word(b, Self::off(fmt, "phoff"))?,
             shoff: fmt.word(b, Self::off(fmt, "shoff"))?,
             phnum: fmt.u16(b, Self::off(fmt, "phnum"))?,
             shnum: fmt.u16(b, Self::off(fmt, "shnum"))?,
-            shstrndx: fmt.u16(b, Self::off(fmt, "shstrndx"))?,
         };
         let phentsize = fmt.u16(b, Self::off(fmt, "phentsize"))?;
         if e.phnum > 0 && u64::from(phentsize) != fmt.phentsize() {
