@@ -500,6 +500,12 @@ fn rewrite_named(
 ) -> Result<Vec<u8>, RewriteError> {
     let p = Parsed::parse(input)?.ok_or(RewriteError::NotElf)?;
     let fmt = p.fmt;
+    if p.eh.e_type != 2 && p.eh.e_type != 3 {
+        return Err(unsupported(format!(
+            "ELF type {} is neither an executable nor a shared object",
+            p.eh.e_type
+        )));
+    }
     refuse_loader(&p, input, file_name)?;
     let before = p.summary(input)?;
     let mut out = input.to_vec();

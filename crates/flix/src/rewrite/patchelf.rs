@@ -153,6 +153,9 @@ fn resolve(value: &str) -> Result<String> {
 fn process(args: &Args, file: &Path, out: &mut String) -> Result<()> {
     let input = std::fs::read(file).with_context(|| format!("getting info about '{}'", file.display()))?;
     let info = inspect(&input).with_context(|| format!("{}", file.display()))?;
+    if info.e_type != 2 && info.e_type != 3 {
+        bail!("wrong ELF type");
+    }
     let mut edits = Edits::default();
     if args.print_interpreter {
         match &info.interpreter {
@@ -161,9 +164,9 @@ fn process(args: &Args, file: &Path, out: &mut String) -> Result<()> {
         }
     }
     if args.print_soname {
-        match &info.soname {
-            Some(s) => out.push_str(&format!("{s}\n")),
-            None => bail!("no DT_SONAME found"),
+        // patchelf 0.14 prints nothing (and succeeds) when there is no DT_SONAME.
+        if let Some(s) = &info.soname {
+            out.push_str(&format!("{s}\n"));
         }
     }
     if let Some(s) = &args.set_soname {
