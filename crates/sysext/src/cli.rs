@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+use crate::cmd;
+
 /// Build, check and try systemd-sysext extension images.
 #[derive(Debug, Parser)]
 #[command(name = "sysext", version, about)]
@@ -14,9 +16,19 @@ pub struct Args {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    Merge(cmd::merge::MergeArgs),
+    Unmerge(cmd::merge::UnmergeArgs),
+    Status(cmd::merge::StatusArgs),
+    Run(cmd::run::RunArgs),
+}
 
 pub fn run() -> Result<ExitCode> {
     let args = Args::parse();
-    match args.command {}
+    match args.command {
+        Command::Merge(a) => cmd::merge::merge(a),
+        Command::Unmerge(a) => cmd::merge::unmerge(a),
+        Command::Status(a) => cmd::merge::status(a),
+        Command::Run(a) => cmd::run::run(a),
+    }
 }

@@ -52,16 +52,16 @@ pub enum Verdict {
 pub fn check_compatibility(ext: &OsRelease, host: &OsRelease, host_arch: &str) -> Verdict {
     let no = |reason: String| Verdict::Incompatible { reason };
     if ext.is_empty() {
-        return no("carries no extension-release data".into());
+        return no("carries no extension-release data, ignoring extension.".into());
     }
     let scope = ext.get("SYSEXT_SCOPE").unwrap_or("system portable");
     if !scope.split_whitespace().any(|s| s == "system") {
-        return no("is not suitable for scope system".into());
+        return no("is not suitable for scope system, ignoring extension.".into());
     }
     if let Some(a) = ext.get("ARCHITECTURE").filter(|a| !a.is_empty() && *a != "_any") {
         if a != host_arch {
             return no(format!(
-                "is for architecture '{a}', but deployed on top of '{host_arch}'"
+                "is for architecture '{a}', but deployed on top of '{host_arch}'."
             ));
         }
     }
@@ -75,7 +75,7 @@ pub fn check_compatibility(ext: &OsRelease, host: &OsRelease, host_arch: &str) -
         return Verdict::Compatible;
     }
     if id != host_id {
-        return no(format!("is for OS '{id}', but deployed on top of '{host_id}'"));
+        return no(format!("is for OS '{id}', but deployed on top of '{host_id}'."));
     }
     let host_version = host.get("VERSION_ID").filter(|s| !s.is_empty());
     let host_level = host.get("SYSEXT_LEVEL").filter(|s| !s.is_empty());
@@ -95,7 +95,7 @@ pub fn check_compatibility(ext: &OsRelease, host: &OsRelease, host_arch: &str) -
         None => no(format!(
             "does not contain VERSION_ID in extension-release but requested to match '{hv}'"
         )),
-        Some(v) if v != hv => no(format!("is for OS '{id}' version '{v}', but deployed on top of '{hv}'")),
+        Some(v) if v != hv => no(format!("is for OS '{v}', but deployed on top of '{hv}'.")),
         Some(_) => Verdict::Compatible,
     }
 }
