@@ -76,7 +76,9 @@ pub enum MergeError {
         #[source]
         source: io::Error,
     },
-    #[error("{path} is not an extension image: expected a directory or a regular file named NAME.raw")]
+    #[error(
+        "{path} is not an extension image: expected a directory or a regular file named NAME.raw"
+    )]
     NotAnImage { path: PathBuf },
     #[error("{path}: invalid image name {name:?}")]
     InvalidName { path: PathBuf, name: String },
@@ -90,7 +92,9 @@ pub enum MergeError {
     NoHostRelease { root: PathBuf },
     #[error("'ID' field not found or empty in 'os-release' data of OS tree {root}")]
     NoHostId { root: PathBuf },
-    #[error("cannot tell the host's architecture for the compatibility check; pass --force to skip it")]
+    #[error(
+        "cannot tell the host's architecture for the compatibility check; pass --force to skip it"
+    )]
     UnknownArchitecture,
     #[error("hierarchy '{hierarchy}' is already merged; run `sysext unmerge` first")]
     AlreadyMerged { hierarchy: String },
@@ -320,12 +324,12 @@ pub fn discover(root: &Path) -> Result<Vec<Candidate>, MergeError> {
 /// own name, not its target's).
 pub fn candidate_from_path(path: &Path) -> Result<Candidate, MergeError> {
     let md = fs::metadata(path).map_err(io_err("reading image", path))?;
-    let fname = path
-        .file_name()
-        .and_then(|f| f.to_str())
-        .ok_or_else(|| MergeError::NotAnImage {
-            path: path.to_path_buf(),
-        })?;
+    let fname =
+        path.file_name()
+            .and_then(|f| f.to_str())
+            .ok_or_else(|| MergeError::NotAnImage {
+                path: path.to_path_buf(),
+            })?;
     let (name, directory) = if md.is_dir() {
         (fname, true)
     } else if md.is_file() || md.file_type().is_block_device() {
@@ -369,7 +373,10 @@ pub fn candidates(opts: &MergeOptions) -> Result<Vec<Candidate>, MergeError> {
 }
 
 fn is_host_root(root: &Path) -> bool {
-    root.as_os_str().is_empty() || fs::canonicalize(root).map(|p| p == Path::new("/")).unwrap_or(false)
+    root.as_os_str().is_empty()
+        || fs::canonicalize(root)
+            .map(|p| p == Path::new("/"))
+            .unwrap_or(false)
 }
 
 /// Resolve `inside` (absolute) with `root` as `/`, symlinks included. `None`: it does not exist.
@@ -378,7 +385,11 @@ fn chase(root: &Path, inside: &str) -> Result<Option<PathBuf>, MergeError> {
     if rel.is_empty() {
         return Ok(Some(root.to_path_buf()));
     }
-    let dir = match rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) {
+    let dir = match rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
         Ok(d) => d,
         Err(e) if e == rustix::io::Errno::NOENT => return Ok(None),
         Err(e) => return Err(io_err("opening", root)(e.into())),
@@ -391,7 +402,9 @@ fn chase(root: &Path, inside: &str) -> Result<Option<PathBuf>, MergeError> {
         ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
     ) {
         Ok(fd) => fd,
-        Err(e) if e == rustix::io::Errno::NOENT || e == rustix::io::Errno::NOTDIR => return Ok(None),
+        Err(e) if e == rustix::io::Errno::NOENT || e == rustix::io::Errno::NOTDIR => {
+            return Ok(None)
+        }
         Err(e) => return Err(io_err("resolving", root.join(rel))(e.into())),
     };
     let link = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
@@ -461,17 +474,21 @@ fn find_release(image_root: &Path, name: &str) -> Result<Option<PathBuf>, MergeE
     let mut found = None;
     for de in rd.flatten() {
         let fname = de.file_name();
-        let Some(other) = fname.to_str().and_then(|f| f.strip_prefix("extension-release.")) else {
+        let Some(other) = fname
+            .to_str()
+            .and_then(|f| f.strip_prefix("extension-release."))
+        else {
             continue;
         };
         if !image_name_is_valid(other) || !de.file_type().map(|t| t.is_file()).unwrap_or(false) {
             continue;
         }
         let mut buf = [0u8; 64];
-        let strict = match rustix::fs::lgetxattr(de.path(), "user.extension-release.strict", &mut buf) {
-            Ok(n) => std::str::from_utf8(&buf[..n]).ok().and_then(parse_boolean),
-            Err(_) => continue,
-        };
+        let strict =
+            match rustix::fs::lgetxattr(de.path(), "user.extension-release.strict", &mut buf) {
+                Ok(n) => std::str::from_utf8(&buf[..n]).ok().and_then(parse_boolean),
+                Err(_) => continue,
+            };
         if strict != Some(false) {
             continue;
         }
@@ -546,12 +563,13 @@ fn mount_image(c: &Candidate, target: &Path) -> Result<ImageFormat, MergeError> 
         (c.path.clone(), None)
     } else {
         let backing = File::open(&c.path).map_err(io_err("opening image", &c.path))?;
-        let dev = sys::LoopDevice::attach(&backing, &c.path.to_string_lossy()).map_err(|source| {
-            MergeError::Loop {
-                path: c.path.clone(),
-                source,
-            }
-        })?;
+        let dev =
+            sys::LoopDevice::attach(&backing, &c.path.to_string_lossy()).map_err(|source| {
+                MergeError::Loop {
+                    path: c.path.clone(),
+                    source,
+                }
+            })?;
         (dev.path.clone(), Some(dev))
     };
     // The loop device (autoclear) stays attached as long as the mount uses it; `_loop` closes
@@ -744,7 +762,9 @@ fn prepare(
         )
         .map_err(|e| {
             if e == rustix::io::Errno::LOOP {
-                MergeError::Overlapping { hierarchy: h.clone() }
+                MergeError::Overlapping {
+                    hierarchy: h.clone(),
+                }
             } else {
                 MergeError::Mount {
                     what: format!("overlay {options}"),
@@ -810,19 +830,21 @@ fn in_private_namespace<T: Send>(
     std::thread::scope(|s| {
         let h = s.spawn(move || {
             sys::unshare_mount_namespace().map_err(MergeError::Unshare)?;
-            rustix::mount::mount_change("/", MountPropagationFlags::REC | MountPropagationFlags::PRIVATE)
+            rustix::mount::mount_change(
+                "/",
+                MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+            )
+            .map_err(|e| MergeError::Mount {
+                what: "private propagation".into(),
+                target: "/".into(),
+                source: e.into(),
+            })?;
+            rustix::mount::mount("sysext", ws, "tmpfs", MountFlags::empty(), c"mode=0700")
                 .map_err(|e| MergeError::Mount {
-                    what: "private propagation".into(),
-                    target: "/".into(),
-                    source: e.into(),
-                })?;
-            rustix::mount::mount("sysext", ws, "tmpfs", MountFlags::empty(), c"mode=0700").map_err(
-                |e| MergeError::Mount {
                     what: "tmpfs".into(),
                     target: ws.to_path_buf(),
                     source: e.into(),
-                },
-            )?;
+                })?;
             f()
         });
         match h.join() {
@@ -853,7 +875,8 @@ fn is_our_mount_point(p: &Path) -> Result<bool, MergeError> {
     let Some((maj, min)) = buf.trim().split_once(':') else {
         return Ok(false);
     };
-    Ok(maj.parse::<u32>().ok() == Some(stx.stx_dev_major) && min.parse::<u32>().ok() == Some(stx.stx_dev_minor))
+    Ok(maj.parse::<u32>().ok() == Some(stx.stx_dev_major)
+        && min.parse::<u32>().ok() == Some(stx.stx_dev_minor))
 }
 
 /// Merge the images over the root's hierarchies, persistently (until [`unmerge`]), as
@@ -877,7 +900,8 @@ pub fn merge(opts: &MergeOptions) -> Result<MergeReport, MergeError> {
             let fd = rustix::mount::open_tree(
                 CWD,
                 &overlay,
-                rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC,
+                rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE
+                    | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC,
             )
             .map_err(|e| MergeError::Mount {
                 what: "a detached copy of the overlay".into(),
@@ -914,12 +938,12 @@ pub fn unmerge(root: &Path, hierarchies: &[String]) -> Result<Vec<PathBuf>, Merg
     for h in hierarchies {
         let Some(p) = chase(root, h)? else { continue };
         while is_our_mount_point(&p)? {
-            rustix::mount::unmount(&p, UnmountFlags::DETACH | UnmountFlags::NOFOLLOW).map_err(|e| {
-                MergeError::Unmount {
+            rustix::mount::unmount(&p, UnmountFlags::DETACH | UnmountFlags::NOFOLLOW).map_err(
+                |e| MergeError::Unmount {
                     target: p.clone(),
                     source: e.into(),
-                }
-            })?;
+                },
+            )?;
             done.push(p.clone());
         }
     }
@@ -944,7 +968,12 @@ pub fn status(root: &Path, hierarchies: &[String]) -> Result<Vec<HierarchyStatus
         let since = rustix::fs::stat(&p).ok().map(|st| st.st_mtime);
         out.push(HierarchyStatus {
             hierarchy: h.clone(),
-            extensions: Some(text.lines().filter(|l| !l.is_empty()).map(String::from).collect()),
+            extensions: Some(
+                text.lines()
+                    .filter(|l| !l.is_empty())
+                    .map(String::from)
+                    .collect(),
+            ),
             since,
         });
     }
@@ -956,6 +985,16 @@ pub fn status(root: &Path, hierarchies: &[String]) -> Result<Vec<HierarchyStatus
 /// with `/proc`, `/dev` and `/sys` of the host, when the root is not `/`). The host's mounts are
 /// never changed; the command's exit status is returned (128+N when killed by signal N).
 pub fn run(opts: &MergeOptions, command: &[OsString]) -> Result<RunOutcome, MergeError> {
+    run_with(opts, command, |_| {})
+}
+
+/// [`run`], calling `ready` with the merge report just before the command starts (to print
+/// systemd's messages first).
+pub fn run_with(
+    opts: &MergeOptions,
+    command: &[OsString],
+    ready: impl FnOnce(&MergeReport) + Send,
+) -> Result<RunOutcome, MergeError> {
     let (program, args) = command.split_first().ok_or(MergeError::NoCommand)?;
     let cands = candidates(opts)?;
     let ws = Workspace::new()?;
@@ -976,12 +1015,20 @@ pub fn run(opts: &MergeOptions, command: &[OsString]) -> Result<RunOutcome, Merg
         })?;
         if chroot {
             for (what, fstype) in [("/proc", Some("proc")), ("/dev", None), ("/sys", None)] {
-                let Some(t) = chase(&opts.root, what)? else { continue };
+                let Some(t) = chase(&opts.root, what)? else {
+                    continue;
+                };
                 if !t.is_dir() {
                     continue;
                 }
                 let r = match fstype {
-                    Some(fs) => rustix::mount::mount(fs, &t, fs, MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC, None),
+                    Some(fs) => rustix::mount::mount(
+                        fs,
+                        &t,
+                        fs,
+                        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+                        None,
+                    ),
                     None => rustix::mount::mount_bind_recursive(what, &t),
                 };
                 r.map_err(|e| MergeError::Mount {
@@ -991,17 +1038,19 @@ pub fn run(opts: &MergeOptions, command: &[OsString]) -> Result<RunOutcome, Merg
                 })?;
             }
             // Only this thread's root changes: unshare(CLONE_NEWNS) made its fs state private.
-            rustix::process::chroot(&opts.root).map_err(|e| io_err("chroot into", &opts.root)(e.into()))?;
+            rustix::process::chroot(&opts.root)
+                .map_err(|e| io_err("chroot into", &opts.root)(e.into()))?;
             rustix::process::chdir("/").map_err(|e| io_err("chdir into", &opts.root)(e.into()))?;
         }
+        ready(&prepared.report);
         let shown = Path::new(program).display().to_string();
-        let status = Command::new(program)
-            .args(args)
-            .status()
-            .map_err(|source| MergeError::Spawn {
-                command: shown,
-                source,
-            })?;
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        sys::kill_with_parent(&mut cmd);
+        let status = cmd.status().map_err(|source| MergeError::Spawn {
+            command: shown,
+            source,
+        })?;
         use std::os::unix::process::ExitStatusExt;
         let code = status
             .code()
@@ -1060,10 +1109,25 @@ mod tests {
     fn discovery_order_and_masking() {
         let t = tempfile::tempdir().unwrap();
         let r = t.path();
-        for d in ["etc/extensions/a", "var/lib/extensions/a", "var/lib/extensions/b", "usr/lib/extensions/c"] {
+        for d in [
+            "etc/extensions/a",
+            "var/lib/extensions/a",
+            "var/lib/extensions/b",
+            "usr/lib/extensions/c",
+        ] {
             fs::create_dir_all(r.join(d)).unwrap();
         }
-        fs::write(r.join("run/extensions/x.raw").parent().map(|p| { fs::create_dir_all(p).unwrap(); p.join("x.raw") }).unwrap(), b"").unwrap();
+        fs::write(
+            r.join("run/extensions/x.raw")
+                .parent()
+                .map(|p| {
+                    fs::create_dir_all(p).unwrap();
+                    p.join("x.raw")
+                })
+                .unwrap(),
+            b"",
+        )
+        .unwrap();
         fs::write(r.join("run/extensions/notes.txt"), b"").unwrap();
         std::os::unix::fs::symlink("/elsewhere/l.raw", r.join("var/lib/extensions/l.raw")).unwrap();
         let found = discover(r).unwrap();

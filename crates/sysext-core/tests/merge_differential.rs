@@ -153,8 +153,18 @@ fn scenarios() -> Vec<Scenario> {
             host: vec![],
             exts: vec![
                 ext("sq", VL, "a", &[any, "X usr/bin/tool=a", "F usr/share/a=a"]),
-                ext("sq", VL, "c", &[any, "X usr/bin/tool=c", "X usr/bin/host-tool=c"]),
-                ext("sq", VL, "b", &[any, "X usr/bin/tool=b", "F usr/share/doc/host=b"]),
+                ext(
+                    "sq",
+                    VL,
+                    "c",
+                    &[any, "X usr/bin/tool=c", "X usr/bin/host-tool=c"],
+                ),
+                ext(
+                    "sq",
+                    VL,
+                    "b",
+                    &[any, "X usr/bin/tool=b", "F usr/share/doc/host=b"],
+                ),
             ],
         },
         Scenario {
@@ -172,15 +182,30 @@ fn scenarios() -> Vec<Scenario> {
             host: vec![],
             exts: vec![
                 ext("dir", VL, "good", &[any, "F usr/share/g=g"]),
-                ext("sq", VL, "fedora", &["R ID=fedora\\nVERSION_ID=39", "F usr/share/f=f"]),
+                ext(
+                    "sq",
+                    VL,
+                    "fedora",
+                    &["R ID=fedora\\nVERSION_ID=39", "F usr/share/f=f"],
+                ),
             ],
         },
         Scenario {
             name: "VERSION_ID match and mismatch",
             host: vec![],
             exts: vec![
-                ext("dir", VL, "v12", &["R ID=debian\\nVERSION_ID=12", "F usr/share/v12=x"]),
-                ext("dir", VL, "v11", &["R ID=debian\\nVERSION_ID=11", "F usr/share/v11=x"]),
+                ext(
+                    "dir",
+                    VL,
+                    "v12",
+                    &["R ID=debian\\nVERSION_ID=12", "F usr/share/v12=x"],
+                ),
+                ext(
+                    "dir",
+                    VL,
+                    "v11",
+                    &["R ID=debian\\nVERSION_ID=11", "F usr/share/v11=x"],
+                ),
                 ext("dir", VL, "noversion", &["R ID=debian", "F usr/share/nv=x"]),
             ],
         },
@@ -191,18 +216,51 @@ fn scenarios() -> Vec<Scenario> {
                 "F usr/lib/os-release=ID=flatcar\nVERSION_ID=3815.2.0\nSYSEXT_LEVEL=1.0\n",
             ],
             exts: vec![
-                ext("dir", VL, "lvl", &["R ID=flatcar\\nSYSEXT_LEVEL=1.0\\nVERSION_ID=1", "F usr/share/l=1"]),
-                ext("dir", VL, "lvl2", &["R ID=flatcar\\nSYSEXT_LEVEL=2.0", "F usr/share/l2=2"]),
-                ext("sq", VL, "ver", &["R ID=flatcar\\nVERSION_ID=3815.2.0", "F usr/share/v=v"]),
+                ext(
+                    "dir",
+                    VL,
+                    "lvl",
+                    &[
+                        "R ID=flatcar\\nSYSEXT_LEVEL=1.0\\nVERSION_ID=1",
+                        "F usr/share/l=1",
+                    ],
+                ),
+                ext(
+                    "dir",
+                    VL,
+                    "lvl2",
+                    &["R ID=flatcar\\nSYSEXT_LEVEL=2.0", "F usr/share/l2=2"],
+                ),
+                ext(
+                    "sq",
+                    VL,
+                    "ver",
+                    &["R ID=flatcar\\nVERSION_ID=3815.2.0", "F usr/share/v=v"],
+                ),
             ],
         },
         Scenario {
             name: "_any with wrong architecture",
             host: vec![],
             exts: vec![
-                ext("sq", VL, "arm", &["R ID=_any\\nARCHITECTURE=arm64", "X usr/bin/tool=arm"]),
-                ext("sq", VL, "x86", &["R ID=_any\\nARCHITECTURE=x86-64", "X usr/bin/tool=x86"]),
-                ext("dir", VL, "wrongname", &["R ID=_any\\nARCHITECTURE=x86_64", "F usr/share/w=w"]),
+                ext(
+                    "sq",
+                    VL,
+                    "arm",
+                    &["R ID=_any\\nARCHITECTURE=arm64", "X usr/bin/tool=arm"],
+                ),
+                ext(
+                    "sq",
+                    VL,
+                    "x86",
+                    &["R ID=_any\\nARCHITECTURE=x86-64", "X usr/bin/tool=x86"],
+                ),
+                ext(
+                    "dir",
+                    VL,
+                    "wrongname",
+                    &["R ID=_any\\nARCHITECTURE=x86_64", "F usr/share/w=w"],
+                ),
             ],
         },
         Scenario {
@@ -218,24 +276,54 @@ fn scenarios() -> Vec<Scenario> {
             host: vec![],
             exts: vec![
                 ext("sq", VL, "tools", &[any, "X usr/bin/tool=var"]),
-                ext("dir", "run/extensions", "tools", &[any, "X usr/bin/tool=run"]),
-                ext("sq", "usr/lib/extensions", "vendor", &[any, "F usr/share/vendor=v"]),
-                ext("sq", "usr/local/lib/extensions", "local", &[any, "F usr/share/local=l"]),
+                ext(
+                    "dir",
+                    "run/extensions",
+                    "tools",
+                    &[any, "X usr/bin/tool=run"],
+                ),
+                ext(
+                    "sq",
+                    "usr/lib/extensions",
+                    "vendor",
+                    &[any, "F usr/share/vendor=v"],
+                ),
+                ext(
+                    "sq",
+                    "usr/local/lib/extensions",
+                    "local",
+                    &[any, "F usr/share/local=l"],
+                ),
             ],
         },
         Scenario {
             name: "folder plus raw plus erofs",
             host: vec![],
             exts: vec![
-                ext("dir", VL, "folder", &[any, "X usr/bin/tool=folder", "F usr/share/f=f"]),
+                ext(
+                    "dir",
+                    VL,
+                    "folder",
+                    &[any, "X usr/bin/tool=folder", "F usr/share/f=f"],
+                ),
                 ext("sq", VL, "raw", &[any, "X usr/bin/tool=raw"]),
-                ext("ero", VL, "zero", &[any, "X usr/bin/tool=erofs", "F opt/zero/z=z"]),
+                ext(
+                    "ero",
+                    VL,
+                    "zero",
+                    &[any, "X usr/bin/tool=erofs", "F opt/zero/z=z"],
+                ),
             ],
         },
         Scenario {
             name: "a folder image inside /usr overlaps the host layer",
             host: vec![],
-            exts: vec![ext("dir", "usr/lib/extensions", "vendor", &[any, "F usr/share/vendor=v"])],
+            exts: vec![ext(
+                "dir",
+                "usr/lib/extensions",
+                "vendor",
+                &[any, "F usr/share/vendor=v"],
+            )],
         },
         Scenario {
             name: "empty /opt on the host",
@@ -251,8 +339,18 @@ fn scenarios() -> Vec<Scenario> {
             name: "scope",
             host: vec![],
             exts: vec![
-                ext("dir", VL, "portable", &["R ID=_any\\nSYSEXT_SCOPE=portable", "F usr/share/p=p"]),
-                ext("dir", VL, "both", &["R ID=_any\\nSYSEXT_SCOPE=initrd system", "F usr/share/b=b"]),
+                ext(
+                    "dir",
+                    VL,
+                    "portable",
+                    &["R ID=_any\\nSYSEXT_SCOPE=portable", "F usr/share/p=p"],
+                ),
+                ext(
+                    "dir",
+                    VL,
+                    "both",
+                    &["R ID=_any\\nSYSEXT_SCOPE=initrd system", "F usr/share/b=b"],
+                ),
             ],
         },
         Scenario {
@@ -295,12 +393,21 @@ fn scenarios() -> Vec<Scenario> {
                 "sq",
                 VL,
                 "modes",
-                &[any, "X usr/sbin/tool=t", "D usr/share/games 0700", "D usr/share/private 0700", "L usr/bin/link>tool"],
+                &[
+                    any,
+                    "X usr/sbin/tool=t",
+                    "D usr/share/games 0700",
+                    "D usr/share/private 0700",
+                    "L usr/bin/link>tool",
+                ],
             )],
         },
         Scenario {
             name: "symlinks in an extension directory are ignored with a root",
-            host: vec!["L var/lib/extensions/linked.raw>/store/linked.raw", "L var/lib/extensions/rel.raw>../../../store/linked.raw"],
+            host: vec![
+                "L var/lib/extensions/linked.raw>/store/linked.raw",
+                "L var/lib/extensions/rel.raw>../../../store/linked.raw",
+            ],
             exts: vec![
                 ext("sq", "store", "linked", &[any, "F usr/share/l=l"]),
                 ext("dir", VL, "plain", &[any, "F usr/share/p=p"]),
@@ -334,7 +441,11 @@ fn in_namespace(root: &Path, out: &Path, merge_cmd: &str) -> Outcome {
         "namespace script failed: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let rc: i32 = fs::read_to_string(out.join("rc")).unwrap().trim().parse().unwrap();
+    let rc: i32 = fs::read_to_string(out.join("rc"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     Outcome {
         ok: rc == 0,
         using: Vec::new(),

@@ -205,10 +205,8 @@ pub(super) fn analyse(
                     .collect(),
             });
         }
-        let (Some(top), Some(host)) = (
-            stack.first(),
-            stack.iter().find(|e| e.layer == host_index),
-        ) else {
+        let (Some(top), Some(host)) = (stack.first(), stack.iter().find(|e| e.layer == host_index))
+        else {
             continue;
         };
         if top.layer == host_index || top.kind != Kind::Directory {
@@ -298,11 +296,17 @@ mod tests {
             ("a".to_string(), a.as_path()),
         ];
         let (cols, _) = analyse("/usr", &layers, Some(&host));
-        let tool = cols.iter().find(|c| c.path == "/usr/bin/tool").unwrap_or_else(|| panic!("{cols:#?}"));
+        let tool = cols
+            .iter()
+            .find(|c| c.path == "/usr/bin/tool")
+            .unwrap_or_else(|| panic!("{cols:#?}"));
         assert_eq!(tool.winner.layer, "c");
         let shadowed: Vec<_> = tool.shadowed.iter().map(|p| p.layer.as_str()).collect();
         assert_eq!(shadowed, ["b", "a", "host"]);
-        let x = cols.iter().find(|c| c.path == "/usr/share/x").unwrap_or_else(|| panic!("{cols:#?}"));
+        let x = cols
+            .iter()
+            .find(|c| c.path == "/usr/share/x")
+            .unwrap_or_else(|| panic!("{cols:#?}"));
         assert_eq!(x.winner.kind, Kind::Directory);
         assert_eq!(x.shadowed[0].layer, "a");
         assert!(!cols.iter().any(|c| c.path == "/usr/bin/only-a"));

@@ -58,7 +58,10 @@ pub fn check_compatibility(ext: &OsRelease, host: &OsRelease, host_arch: &str) -
     if !scope.split_whitespace().any(|s| s == "system") {
         return no("is not suitable for scope system, ignoring extension.".into());
     }
-    if let Some(a) = ext.get("ARCHITECTURE").filter(|a| !a.is_empty() && *a != "_any") {
+    if let Some(a) = ext
+        .get("ARCHITECTURE")
+        .filter(|a| !a.is_empty() && *a != "_any")
+    {
         if a != host_arch {
             return no(format!(
                 "is for architecture '{a}', but deployed on top of '{host_arch}'."
@@ -75,14 +78,19 @@ pub fn check_compatibility(ext: &OsRelease, host: &OsRelease, host_arch: &str) -
         return Verdict::Compatible;
     }
     if id != host_id {
-        return no(format!("is for OS '{id}', but deployed on top of '{host_id}'."));
+        return no(format!(
+            "is for OS '{id}', but deployed on top of '{host_id}'."
+        ));
     }
     let host_version = host.get("VERSION_ID").filter(|s| !s.is_empty());
     let host_level = host.get("SYSEXT_LEVEL").filter(|s| !s.is_empty());
     if host_version.is_none() && host_level.is_none() {
         return Verdict::Compatible;
     }
-    if let (Some(h), Some(e)) = (host_level, ext.get("SYSEXT_LEVEL").filter(|s| !s.is_empty())) {
+    if let (Some(h), Some(e)) = (
+        host_level,
+        ext.get("SYSEXT_LEVEL").filter(|s| !s.is_empty()),
+    ) {
         if h != e {
             return no(format!(
                 "is for sysext API level '{e}', but running on sysext API level '{h}'"

@@ -163,3 +163,27 @@ impl LoopDevice {
         ))
     }
 }
+
+/// Make the spawned command die with SIGKILL when the thread that spawned it dies (the
+/// waiting thread lives as long as the command, so in practice: when our process is killed),
+/// so that a killed `sysext run` does not leave the command holding the namespace.
+pub(super) fn kill_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec in the child and only calls prctl(2),
+    // which is async-signal-safe, allocates nothing and takes no locks.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

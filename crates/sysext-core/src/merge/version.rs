@@ -107,12 +107,34 @@ mod tests {
     fn systemd_documented_order() {
         // The order from the comment in systemd's string-util-fundamental.c.
         let order = [
-            "122.1", "123~rc1-1", "123", "123-a", "123-a.1", "123-1", "123-1.1", "123^post1",
-            "123.a-1", "123.1-1", "123a-1", "124-1",
+            "122.1",
+            "123~rc1-1",
+            "123",
+            "123-a",
+            "123-a.1",
+            "123-1",
+            "123-1.1",
+            "123^post1",
+            "123.a-1",
+            "123.1-1",
+            "123a-1",
+            "124-1",
         ];
         for w in order.windows(2) {
-            assert_eq!(strverscmp_improved(w[0], w[1]), Ordering::Less, "{} < {}", w[0], w[1]);
-            assert_eq!(strverscmp_improved(w[1], w[0]), Ordering::Greater, "{} > {}", w[1], w[0]);
+            assert_eq!(
+                strverscmp_improved(w[0], w[1]),
+                Ordering::Less,
+                "{} < {}",
+                w[0],
+                w[1]
+            );
+            assert_eq!(
+                strverscmp_improved(w[1], w[0]),
+                Ordering::Greater,
+                "{} > {}",
+                w[1],
+                w[0]
+            );
         }
     }
 

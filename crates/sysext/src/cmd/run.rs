@@ -41,13 +41,15 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     }
     opts.images = args.images;
     opts.force = args.force;
-    let outcome = merge::run(&opts, &args.command)
-        .with_context(|| format!("running {}", merge::display_command(&args.command)))?;
-    super::merge::print_messages(&outcome.report);
-    if args.report {
-        for c in &outcome.report.collisions {
-            eprintln!("{c}");
+    let report = args.report;
+    let outcome = merge::run_with(&opts, &args.command, |r| {
+        super::merge::print_messages(r);
+        if report {
+            for c in &r.collisions {
+                eprintln!("{c}");
+            }
         }
-    }
+    })
+    .with_context(|| format!("running {}", merge::display_command(&args.command)))?;
     Ok(ExitCode::from(outcome.status.clamp(0, 255) as u8))
 }
