@@ -359,3 +359,60 @@ fn merge_reports_collisions_of_three_extensions() {
     assert_eq!(read("unmerged"), "unmerged\n");
     assert_no_loops_eventually(&root);
 }
+
+/// A program of a newer distribution (trixie's htop needs GLIBC_2.38, the bookworm host has
+/// 2.36) runs from an image through its own loader and libraries, merged under /usr/local.
+#[test]
+fn run_trixie_program_through_its_own_loader() {
+    if !ready() {
+        return;
+    }
+    let rootfs = testkit::fixtures::trixie_rootfs();
+    let htop = rootfs.join("usr/bin/htop");
+    let on_host = Command::new(&htop).arg("--version").output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&on_host.stderr).contains("GLIBC_2.38"),
+        "trixie's htop is expected to fail on the host: {on_host:?}"
+    );
+    let t = tempfile::tempdir().unwrap();
+    let tree = t.path().join("tree");
+    let dir = tree.join("usr/local/trixie-htop");
+    fs::create_dir_all(&dir).unwrap();
+    let libdir = rootfs.join("usr/lib/x86_64-linux-gnu");
+    for lib in [
+        "ld-linux-x86-64.so.2",
+        "libc.so.6",
+        "libm.so.6",
+        "libncursesw.so.6",
+        "libtinfo.so.6",
+    ] {
+        fs::copy(libdir.join(lib), dir.join(lib)).unwrap();
+    }
+    fs::copy(&htop, dir.join("htop")).unwrap();
+    let rel = tree.join("usr/lib/extension-release.d/extension-release.htop");
+    fs::create_dir_all(rel.parent().unwrap()).unwrap();
+    fs::write(rel, "ID=_any\nARCHITECTURE=x86-64\n").unwrap();
+    let raw = t.path().join("htop.raw");
+    testkit::run_ok(
+        Command::new("mksquashfs")
+            .arg(&tree)
+            .arg(&raw)
+            .args(["-all-root", "-noappend", "-no-progress", "-quiet"]),
+    );
+    let before = mountinfo();
+    let d = "/usr/local/trixie-htop";
+    let o = Command::new(SYSEXT)
+        .arg("run")
+        .arg(&raw)
+        .arg("--")
+        .arg(format!("{d}/ld-linux-x86-64.so.2"))
+        .args(["--library-path", d])
+        .arg(format!("{d}/htop"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("htop 3."), "{o:?}");
+    assert_same_mounts(&before, "after running htop");
+    assert_no_loops_eventually(t.path());
+}
