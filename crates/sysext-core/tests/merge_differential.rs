@@ -44,8 +44,8 @@ fn ext(format: &'static str, dir: &'static str, name: &'static str, lines: &[&'s
 const VL: &str = "var/lib/extensions";
 
 /// Apply spec lines to a tree:
-/// `R text` release file for `name` (`\n` escapes), `F path=content` (0644), `X path=content`
-/// (0755), `D path mode`, `L path>target`, `RM path`.
+/// `R text` release file for `name`, `F path=content` (0644), `X path=content` (0755) (`\n`
+/// escapes in both), `D path mode`, `L path>target`, `RM path`.
 fn apply(tree: &Path, name: &str, lines: &[&str]) {
     for line in lines {
         let (op, rest) = line.split_once(' ').unwrap();
@@ -62,7 +62,7 @@ fn apply(tree: &Path, name: &str, lines: &[&str]) {
                 let (path, content) = rest.split_once('=').unwrap();
                 let p = tree.join(path);
                 mkparent(&p);
-                fs::write(&p, content).unwrap();
+                fs::write(&p, content.replace("\\n", "\n")).unwrap();
                 let mode = if op == "X" { 0o755 } else { 0o644 };
                 fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
             }
@@ -78,6 +78,18 @@ fn apply(tree: &Path, name: &str, lines: &[&str]) {
                 let p = tree.join(path);
                 mkparent(&p);
                 std::os::unix::fs::symlink(target, p).unwrap();
+            }
+            "A" => {
+                // A path name=value: set an extended attribute.
+                let (path, kv) = rest.split_once(' ').unwrap();
+                let (k, v) = kv.split_once('=').unwrap();
+                rustix::fs::lsetxattr(
+                    tree.join(path),
+                    k,
+                    v.as_bytes(),
+                    rustix::fs::XattrFlags::empty(),
+                )
+                .unwrap();
             }
             "RM" => {
                 let p = tree.join(rest);
@@ -326,6 +338,43 @@ fn scenarios() -> Vec<Scenario> {
             )],
         },
         Scenario {
+            name: "release file under another name, accepted through the strict=0 xattr",
+            host: vec![],
+            exts: vec![
+                ext("dir", VL, "renamed", &[
+                    "F usr/lib/extension-release.d/extension-release.orig=ID=_any",
+                    "A usr/lib/extension-release.d/extension-release.orig user.extension-release.strict=0",
+                    "F usr/share/r=r",
+                ]),
+                ext("sq", VL, "renamed-raw", &[
+                    "F usr/lib/extension-release.d/extension-release.orig2=ID=_any",
+                    "A usr/lib/extension-release.d/extension-release.orig2 user.extension-release.strict=false",
+                    "F usr/share/rr=rr",
+                ]),
+                ext("dir", VL, "strict", &[
+                    "F usr/lib/extension-release.d/extension-release.orig=ID=_any",
+                    "A usr/lib/extension-release.d/extension-release.orig user.extension-release.strict=1",
+                    "F usr/share/s=s",
+                ]),
+            ],
+        },
+        Scenario {
+            name: "host os-release only in usr/lib",
+            host: vec!["RM etc/os-release", "F usr/lib/os-release=ID=debian\nVERSION_ID=13\n"],
+            exts: vec![
+                ext("dir", VL, "thirteen", &["R ID=debian\nVERSION_ID=13", "F usr/share/t=13"]),
+                ext("dir", VL, "twelve", &["R ID=debian\nVERSION_ID=12", "F usr/share/t=12"]),
+            ],
+        },
+        Scenario {
+            name: "etc/os-release wins over usr/lib/os-release",
+            host: vec!["F etc/os-release=ID=fedora\nVERSION_ID=40\n"],
+            exts: vec![
+                ext("dir", VL, "fedora", &["R ID=fedora\nVERSION_ID=40", "F usr/share/f=f"]),
+                ext("dir", VL, "debian", &["R ID=debian\nVERSION_ID=12", "F usr/share/d=d"]),
+            ],
+        },
+        Scenario {
             name: "empty /opt on the host",
             host: vec!["RM opt/host-file"],
             exts: vec![ext("sq", VL, "optional", &[any, "X opt/optional/bin/o=o"])],
@@ -561,7 +610,10 @@ fn differential_against_systemd_sysext() {
             !got.ok && want.dump == got.dump
         };
         if same {
-            eprintln!("match: {}", sc.name);
+            eprintln!(
+                "match: {} (ok: {}, merged: {:?}, skipped: {:?})",
+                sc.name, want.ok, want.using, want.skipped
+            );
         } else {
             let log = fs::read_to_string(o2.join("log")).unwrap_or_default();
             failures.push(format!(

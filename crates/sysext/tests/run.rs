@@ -393,12 +393,12 @@ fn run_trixie_program_through_its_own_loader() {
     fs::create_dir_all(rel.parent().unwrap()).unwrap();
     fs::write(rel, "ID=_any\nARCHITECTURE=x86-64\n").unwrap();
     let raw = t.path().join("htop.raw");
-    testkit::run_ok(
-        Command::new("mksquashfs")
-            .arg(&tree)
-            .arg(&raw)
-            .args(["-all-root", "-noappend", "-no-progress", "-quiet"]),
-    );
+    testkit::run_ok(Command::new("mksquashfs").arg(&tree).arg(&raw).args([
+        "-all-root",
+        "-noappend",
+        "-no-progress",
+        "-quiet",
+    ]));
     let before = mountinfo();
     let d = "/usr/local/trixie-htop";
     let o = Command::new(SYSEXT)
@@ -412,7 +412,10 @@ fn run_trixie_program_through_its_own_loader() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{o:?}");
-    assert!(String::from_utf8_lossy(&o.stdout).starts_with("htop 3."), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).starts_with("htop 3."),
+        "{o:?}"
+    );
     assert_same_mounts(&before, "after running htop");
     assert_no_loops_eventually(t.path());
 }
