@@ -1046,7 +1046,8 @@ pub fn run_with(
         let shown = Path::new(program).display().to_string();
         let mut cmd = Command::new(program);
         cmd.args(args);
-        sys::kill_with_parent(&mut cmd);
+        sys::prepare_command(&mut cmd);
+        let _interrupts = sys::IgnoreInterrupts::new();
         let status = cmd.status().map_err(|source| MergeError::Spawn {
             command: shown,
             source,

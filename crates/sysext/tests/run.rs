@@ -419,3 +419,29 @@ fn run_trixie_program_through_its_own_loader() {
     assert_same_mounts(&before, "after running htop");
     assert_no_loops_eventually(t.path());
 }
+
+/// Ctrl-C (SIGINT to the process group) is the command's to handle: `sysext run` waits for it,
+/// as system(3) does, and the command gets the default SIGINT handling back.
+#[test]
+fn interrupt_is_left_to_the_command() {
+    if !ready() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let raw = image(t.path(), "tools", "ID=_any\n", &[]);
+    let o = Command::new(SYSEXT)
+        .arg("run")
+        .arg(&raw)
+        .args([
+            "--",
+            BB,
+            "sh",
+            "-c",
+            "trap 'echo caught; exit 5' INT; kill -INT $PPID; kill -INT $$; sleep 5; echo not-interrupted",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "caught\n");
+    assert_eq!(o.status.code(), Some(5), "{o:?}");
+    assert_no_loops_eventually(t.path());
+}

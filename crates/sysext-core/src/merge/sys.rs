@@ -164,13 +164,14 @@ impl LoopDevice {
     }
 }
 
-/// Make the spawned command die with SIGKILL when the thread that spawned it dies (the
-/// waiting thread lives as long as the command, so in practice: when our process is killed),
-/// so that a killed `sysext run` does not leave the command holding the namespace.
-pub(super) fn kill_with_parent(cmd: &mut std::process::Command) {
+/// Prepare the command: it dies with SIGKILL when the thread that spawned it dies (the waiting
+/// thread lives as long as the command, so in practice: when our process is killed), so that a
+/// killed `sysext run` does not leave the command holding the namespace; and it gets the
+/// default SIGINT/SIGQUIT handling back (see [`IgnoreInterrupts`]).
+pub(super) fn prepare_command(cmd: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs between fork and exec in the child and only calls prctl(2),
-    // which is async-signal-safe, allocates nothing and takes no locks.
+    // SAFETY: the closure runs between fork and exec in the child and only calls prctl(2) and
+    // signal(2), which are async-signal-safe, allocate nothing and take no locks.
     unsafe {
         cmd.pre_exec(|| {
             if libc::prctl(
@@ -183,7 +184,42 @@ pub(super) fn kill_with_parent(cmd: &mut std::process::Command) {
             {
                 return Err(io::Error::last_os_error());
             }
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGQUIT, libc::SIG_DFL);
             Ok(())
         });
+    }
+}
+
+/// While alive, the process ignores SIGINT and SIGQUIT, as system(3) does while it waits: a
+/// Ctrl-C goes to the command (same process group), which decides; we then return its status.
+pub(super) struct IgnoreInterrupts {
+    int: libc::sighandler_t,
+    quit: libc::sighandler_t,
+}
+
+impl IgnoreInterrupts {
+    pub(super) fn new() -> IgnoreInterrupts {
+        // SAFETY: installing SIG_IGN is always sound; the previous handlers are restored on drop.
+        unsafe {
+            IgnoreInterrupts {
+                int: libc::signal(libc::SIGINT, libc::SIG_IGN),
+                quit: libc::signal(libc::SIGQUIT, libc::SIG_IGN),
+            }
+        }
+    }
+}
+
+impl Drop for IgnoreInterrupts {
+    fn drop(&mut self) {
+        // SAFETY: restores the dispositions that were in place before `new`.
+        unsafe {
+            if self.int != libc::SIG_ERR {
+                libc::signal(libc::SIGINT, self.int);
+            }
+            if self.quit != libc::SIG_ERR {
+                libc::signal(libc::SIGQUIT, self.quit);
+            }
+        }
     }
 }
