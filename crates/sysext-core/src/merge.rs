@@ -514,6 +514,14 @@ fn raw_format(path: &Path) -> Result<ImageFormat, MergeError> {
         }
     }
     head.truncate(n);
+    detect_format(&head).map_err(|found| MergeError::UnsupportedFormat {
+        path: path.to_path_buf(),
+        found,
+    })
+}
+
+/// The file system of a `.raw` image from its first 2 KiB (or what there is of them).
+pub fn detect_format(head: &[u8]) -> Result<ImageFormat, &'static str> {
     let at = |o: usize, len: usize| head.get(o..o + len);
     if at(0, 4) == Some(b"hsqs") {
         Ok(ImageFormat::Squashfs)
@@ -522,15 +530,11 @@ fn raw_format(path: &Path) -> Result<ImageFormat, MergeError> {
     } else if at(1080, 2) == Some(&0xEF53u16.to_le_bytes()) {
         Ok(ImageFormat::Ext4)
     } else if at(512, 8) == Some(b"EFI PART") {
-        Err(MergeError::UnsupportedFormat {
-            path: path.to_path_buf(),
-            found: "a GPT disk image",
-        })
+        Err("a GPT disk image")
+    } else if head.is_empty() {
+        Err("an empty file")
     } else {
-        Err(MergeError::UnsupportedFormat {
-            path: path.to_path_buf(),
-            found: "unknown content",
-        })
+        Err("unknown content")
     }
 }
 
@@ -1088,6 +1092,52 @@ mod tests {
             overlay_options(&l),
             "lowerdir=/run/meta/usr:/run/ext/b\\,c/usr:/a\\:b"
         );
+    }
+
+    #[test]
+    fn formats() {
+        let mut erofs = vec![0u8; 2048];
+        erofs[1024..1028].copy_from_slice(&0xE0F5_E1E2u32.to_le_bytes());
+        let mut ext4 = vec![0u8; 2048];
+        ext4[1080..1082].copy_from_slice(&0xEF53u16.to_le_bytes());
+        let mut gpt = vec![0u8; 1024];
+        gpt[512..520].copy_from_slice(b"EFI PART");
+        assert_eq!(detect_format(b"hsqs\x01\x02"), Ok(ImageFormat::Squashfs));
+        assert_eq!(detect_format(&erofs), Ok(ImageFormat::Erofs));
+        assert_eq!(detect_format(&ext4), Ok(ImageFormat::Ext4));
+        assert_eq!(detect_format(&gpt), Err("a GPT disk image"));
+        assert_eq!(detect_format(b""), Err("an empty file"));
+        assert_eq!(detect_format(b"hsq"), Err("unknown content"));
+        assert_eq!(detect_format(&[0u8; 1030]), Err("unknown content"));
+    }
+
+    #[test]
+    fn image_names_from_paths() {
+        let t = tempfile::tempdir().unwrap();
+        fs::write(t.path().join("tool-1.2-x86-64.raw"), b"").unwrap();
+        std::os::unix::fs::symlink("tool-1.2-x86-64.raw", t.path().join("tool.raw")).unwrap();
+        fs::create_dir(t.path().join("folder")).unwrap();
+        let c = candidate_from_path(&t.path().join("tool.raw")).unwrap();
+        assert_eq!((c.name.as_str(), c.directory), ("tool", false));
+        let c = candidate_from_path(&t.path().join("folder")).unwrap();
+        assert_eq!((c.name.as_str(), c.directory), ("folder", true));
+        let err = candidate_from_path(&t.path().join("missing.raw")).unwrap_err();
+        assert!(err.to_string().contains("missing.raw"), "{err}");
+        // The first image of a name wins, given ones before discovered ones.
+        let mut o = MergeOptions::default();
+        o.root = t.path().to_path_buf();
+        o.images = vec![
+            t.path().join("tool.raw"),
+            t.path().join("tool-1.2-x86-64.raw"),
+        ];
+        let names: Vec<String> = candidates(&o)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(names, ["tool", "tool-1.2-x86-64"]);
+        o.images.push(t.path().join("tool.raw"));
+        assert_eq!(candidates(&o).unwrap().len(), 2);
     }
 
     #[test]

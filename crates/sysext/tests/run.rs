@@ -445,3 +445,28 @@ fn interrupt_is_left_to_the_command() {
     assert_eq!(o.status.code(), Some(5), "{o:?}");
     assert_no_loops_eventually(t.path());
 }
+
+/// A `.raw` that is no file system image is refused before anything runs, naming the file.
+#[test]
+fn run_refuses_an_unknown_image_format() {
+    if !ready() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let bad = t.path().join("notes.raw");
+    fs::write(&bad, "just text\n").unwrap();
+    let o = Command::new(SYSEXT)
+        .arg("run")
+        .arg(&bad)
+        .args(["--", BB, "echo", "ran"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(o.stdout.is_empty(), "the command must not run");
+    assert!(
+        stderr.contains(&*bad.to_string_lossy()) && stderr.contains("unsupported format"),
+        "{stderr}"
+    );
+    assert_no_loops_eventually(t.path());
+}
