@@ -1124,12 +1124,14 @@ mod tests {
         let err = candidate_from_path(&t.path().join("missing.raw")).unwrap_err();
         assert!(err.to_string().contains("missing.raw"), "{err}");
         // The first image of a name wins, given ones before discovered ones.
-        let mut o = MergeOptions::default();
-        o.root = t.path().to_path_buf();
-        o.images = vec![
-            t.path().join("tool.raw"),
-            t.path().join("tool-1.2-x86-64.raw"),
-        ];
+        let mut o = MergeOptions {
+            root: t.path().to_path_buf(),
+            images: vec![
+                t.path().join("tool.raw"),
+                t.path().join("tool-1.2-x86-64.raw"),
+            ],
+            ..MergeOptions::default()
+        };
         let names: Vec<String> = candidates(&o)
             .unwrap()
             .into_iter()
