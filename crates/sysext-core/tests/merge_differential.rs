@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use sysext_core::merge::{merge, MergeOptions};
+use sysext_core::merge::{merge, status, unmerge, MergeOptions};
 
 /// An image: format (`dir`, `sq` for squashfs, `ero` for erofs), the extension directory
 /// inside the root, the image name, and the spec lines of its content.
@@ -562,6 +562,33 @@ fn ours_merge_helper() {
     let mut opts = MergeOptions::default();
     opts.root = root.into();
     opts.discover = true;
+    let action = std::env::var("SYSEXT_MERGE_HELPER_ACTION").unwrap_or_default();
+    if action == "unmerge" || action == "status" {
+        let text = if action == "unmerge" {
+            match unmerge(&opts.root, &opts.hierarchies) {
+                Ok(done) => format!("OK\nUNMERGED {}\n", done.len()),
+                Err(e) => format!("ERROR {e}\n"),
+            }
+        } else {
+            match status(&opts.root, &opts.hierarchies) {
+                Ok(st) => {
+                    let mut t = String::from("OK\n");
+                    for h in st {
+                        let e = h.extensions.map(|e| e.join(" "));
+                        t += &format!(
+                            "STATUS {} {}\n",
+                            h.hierarchy,
+                            e.as_deref().unwrap_or("none")
+                        );
+                    }
+                    t
+                }
+                Err(e) => format!("ERROR {e}\n"),
+            }
+        };
+        fs::write(out, text).unwrap();
+        return;
+    }
     let text = match merge(&opts) {
         Ok(r) => {
             let mut t = String::from("OK\n");
@@ -628,4 +655,81 @@ fn differential_against_systemd_sysext() {
         all.len()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// Our marker files are systemd's: systemd-sysext unmerges what we merged, and we see and
+/// unmerge what it merged.
+#[test]
+fn interoperates_with_systemd_sysext() {
+    if !testkit::require_root("the merge interoperability test")
+        || !testkit::require_tool("systemd-sysext")
+        || !testkit::require_tool("mksquashfs")
+    {
+        return;
+    }
+    let sc = Scenario {
+        name: "interop",
+        host: vec![],
+        exts: vec![
+            ext(
+                "sq",
+                VL,
+                "a",
+                &["R ID=_any", "X usr/bin/tool=a", "F opt/a/x=a"],
+            ),
+            ext("dir", VL, "b", &["R ID=_any", "X usr/bin/tool=b"]),
+        ],
+    };
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    fs::create_dir_all(&root).unwrap();
+    build_root(&root, &sc, &t.path().join("stage"));
+    let exe = std::env::current_exe().unwrap();
+    let helper = |action: &str| {
+        format!(
+            "SYSEXT_MERGE_HELPER_ACTION={action} SYSEXT_MERGE_HELPER_ROOT=\"$ROOT\" SYSEXT_MERGE_HELPER_OUT=\"$OUT/{action}.log\" '{}' --ignored --exact ours_merge_helper --test-threads=1 -q >/dev/null 2>&1",
+            exe.display()
+        )
+    };
+    let script = format!(
+        "mount -t tmpfs tmpfs /run || exit 99
+         {merge}
+         cat \"$ROOT/usr/bin/tool\" > \"$OUT/tool1\"
+         systemd-sysext --root=\"$ROOT\" unmerge 2> \"$OUT/sd-unmerge.log\" || exit 1
+         mountpoint -q \"$ROOT/usr\" && exit 2
+         mountpoint -q \"$ROOT/opt\" && exit 3
+         systemd-sysext --root=\"$ROOT\" merge 2> \"$OUT/sd-merge.log\" || exit 4
+         {status}
+         {unmerge}
+         mountpoint -q \"$ROOT/usr\" && exit 5
+         mountpoint -q \"$ROOT/opt\" && exit 6
+         cat \"$ROOT/usr/bin/tool\" > \"$OUT/tool2\"
+         exit 0",
+        merge = helper("merge"),
+        status = helper("status"),
+        unmerge = helper("unmerge"),
+    );
+    let out = t.path().join("out");
+    fs::create_dir_all(&out).unwrap();
+    let o = Command::new("unshare")
+        .args(["-m", "--propagation", "shared", "sh", "-c", &script])
+        .env("ROOT", &root)
+        .env("OUT", &out)
+        .output()
+        .unwrap();
+    let read = |f: &str| fs::read_to_string(out.join(f)).unwrap_or_default();
+    assert!(
+        o.status.success(),
+        "{o:?}\nmerge: {}\nsystemd unmerge: {}\nsystemd merge: {}\nstatus: {}\nunmerge: {}",
+        read("merge.log"),
+        read("sd-unmerge.log"),
+        read("sd-merge.log"),
+        read("status.log"),
+        read("unmerge.log")
+    );
+    assert_eq!(read("tool1"), "b");
+    // systemd lists every merged extension in each hierarchy's marker.
+    assert_eq!(read("status.log"), "OK\nSTATUS /opt a b\nSTATUS /usr a b\n");
+    assert_eq!(read("unmerge.log"), "OK\nUNMERGED 2\n");
+    assert_eq!(read("tool2"), "", "the host has no /usr/bin/tool");
 }
