@@ -15,9 +15,11 @@ pub struct RootArgs {
     pub root: PathBuf,
 }
 
-/// Merge extension images over ROOT's /usr and /opt until `sysext unmerge`, as systemd-sysext
-/// does (compatibility check, discovery order, name masking, layer order), plus a report of
-/// which file of which extension shadows which other file.
+/// Merge extension images over ROOT's /usr and /opt until `sysext unmerge`.
+///
+/// As systemd-sysext does (compatibility check, discovery order, name masking, layer order),
+/// plus a report of which file of which extension shadows which other file, and warnings for
+/// directories that hide a host symlink or change a directory's mode or owner.
 #[derive(Debug, clap::Args)]
 pub struct MergeArgs {
     #[command(flatten)]

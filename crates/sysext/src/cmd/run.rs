@@ -7,9 +7,11 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use sysext_core::merge::{self, MergeOptions};
 
-/// Merge IMAGEs over /usr and /opt in a private mount namespace, exactly as systemd-sysext
-/// would, and run COMMAND there; exits with COMMAND's status (128+N when killed by signal N).
-/// The host's mounts stay untouched, also when COMMAND is killed.
+/// Run COMMAND with IMAGEs merged over /usr and /opt, without touching the host.
+///
+/// The images are merged in a private mount namespace exactly as systemd-sysext would; exits
+/// with COMMAND's status (128+N when killed by signal N). The host's mounts stay untouched,
+/// also when COMMAND or sysext is killed; loop devices go away with the namespace.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Merge over this OS tree instead of /, add the images in its extension directories, and
