@@ -475,12 +475,16 @@ struct Outcome {
 
 const DUMP: &str = r#"cd "$ROOT" && for h in usr opt; do [ -e "$h" ] || continue; mountpoint -q "$h" && echo "MOUNTED $h"; find "$h" -printf '%p %y %m %U:%G %l\n'; find "$h" -type f ! -path '*/.systemd-sysext/dev' -exec sha256sum {} +; done | LC_ALL=C sort"#;
 
+/// Runs `merge_cmd` in a new mount namespace cut off from the host's peer groups (private),
+/// then made shared inside, so that systemd-sysext's child namespace can propagate its merge
+/// back to ours but nothing reaches the host even where the host's `/` is shared (systemd
+/// hosts, where `unshare --propagation shared` alone would mount over the host's /run).
 fn in_namespace(root: &Path, out: &Path, merge_cmd: &str) -> Outcome {
     let script = format!(
-        "mount -t tmpfs tmpfs /run || exit 99; {merge_cmd}; echo $? > \"$OUT/rc\"; ({DUMP}) > \"$OUT/dump\""
+        "mount --make-rshared / && mount -t tmpfs tmpfs /run || exit 99; {merge_cmd}; echo $? > \"$OUT/rc\"; ({DUMP}) > \"$OUT/dump\""
     );
     let o = Command::new("unshare")
-        .args(["-m", "--propagation", "shared", "sh", "-c", &script])
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
         .env("ROOT", root)
         .env("OUT", out)
         .output()
@@ -692,7 +696,7 @@ fn interoperates_with_systemd_sysext() {
         )
     };
     let script = format!(
-        "mount -t tmpfs tmpfs /run || exit 99
+        "mount --make-rshared / && mount -t tmpfs tmpfs /run || exit 99
          {merge}
          cat \"$ROOT/usr/bin/tool\" > \"$OUT/tool1\"
          systemd-sysext --root=\"$ROOT\" unmerge 2> \"$OUT/sd-unmerge.log\" || exit 1
@@ -712,7 +716,7 @@ fn interoperates_with_systemd_sysext() {
     let out = t.path().join("out");
     fs::create_dir_all(&out).unwrap();
     let o = Command::new("unshare")
-        .args(["-m", "--propagation", "shared", "sh", "-c", &script])
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
         .env("ROOT", &root)
         .env("OUT", &out)
         .output()

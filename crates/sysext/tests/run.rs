@@ -279,7 +279,7 @@ fn merge_reports_collisions_of_three_extensions() {
         &[("usr/bin/tool", "gamma"), ("usr/bin/host-tool", "gamma")],
     );
     let script = format!(
-        "mount -t tmpfs tmpfs /run && {s} merge --root {r} --json > {o}/report.json 2> {o}/merge.err && \
+        "mount --make-rshared / && mount -t tmpfs tmpfs /run && {s} merge --root {r} --json > {o}/report.json 2> {o}/merge.err && \
          cat {r}/usr/bin/tool > {o}/tool && {s} status --root {r} --json > {o}/status.json && \
          {s} merge --root {r} 2> {o}/again.err; echo $? > {o}/again.rc; \
          {s} unmerge --root {r} && ! mountpoint -q {r}/usr && echo unmerged > {o}/unmerged",
@@ -288,7 +288,7 @@ fn merge_reports_collisions_of_three_extensions() {
         o = t.path().display()
     );
     let o = Command::new("unshare")
-        .args(["-m", "--propagation", "shared", "sh", "-c", &script])
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
         .output()
         .unwrap();
     let read = |f: &str| fs::read_to_string(t.path().join(f)).unwrap_or_default();
