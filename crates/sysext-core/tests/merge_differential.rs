@@ -351,6 +351,13 @@ fn scenarios() -> Vec<Scenario> {
                     "A usr/lib/extension-release.d/extension-release.orig2 user.extension-release.strict=false",
                     "F usr/share/rr=rr",
                 ]),
+                ext("dir", VL, "ambiguous", &[
+                    "F usr/lib/extension-release.d/extension-release.one=ID=_any",
+                    "A usr/lib/extension-release.d/extension-release.one user.extension-release.strict=0",
+                    "F usr/lib/extension-release.d/extension-release.two=ID=_any",
+                    "A usr/lib/extension-release.d/extension-release.two user.extension-release.strict=0",
+                    "F usr/share/amb=a",
+                ]),
                 ext("dir", VL, "strict", &[
                     "F usr/lib/extension-release.d/extension-release.orig=ID=_any",
                     "A usr/lib/extension-release.d/extension-release.orig user.extension-release.strict=1",
