@@ -470,3 +470,59 @@ fn run_refuses_an_unknown_image_format() {
     );
     assert_no_loops_eventually(t.path());
 }
+
+/// Folders and erofs images run too; the last in version order wins, loop devices go away.
+#[test]
+fn run_folder_and_erofs_images() {
+    if !ready() || !testkit::require_tool("mkfs.erofs") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    // "tool-10" sorts after "tool-9" in UAPI version order, so the erofs image wins.
+    let folder = t.path().join("tool-9");
+    let rel = folder.join("usr/lib/extension-release.d/extension-release.tool-9");
+    fs::create_dir_all(rel.parent().unwrap()).unwrap();
+    fs::write(rel, "ID=_any\n").unwrap();
+    fs::create_dir_all(folder.join("usr/share/tool")).unwrap();
+    fs::write(folder.join("usr/share/tool/which"), "folder\n").unwrap();
+    fs::write(folder.join("usr/share/tool/folder-only"), "f\n").unwrap();
+    let raw = image(t.path(), "tool-10", "ID=_any\n", &[]);
+    let tree = t.path().join("tool-10.tree");
+    fs::create_dir_all(tree.join("usr/share/tool")).unwrap();
+    fs::write(tree.join("usr/share/tool/which"), "erofs\n").unwrap();
+    fs::remove_file(&raw).unwrap();
+    testkit::run_ok(
+        Command::new("mkfs.erofs")
+            .arg("--all-root")
+            .arg(&raw)
+            .arg(&tree),
+    );
+    let before = mountinfo();
+    let o = Command::new(SYSEXT)
+        .arg("run")
+        .arg("--report")
+        .arg(&folder)
+        .arg(&raw)
+        .args([
+            "--",
+            BB,
+            "cat",
+            "/usr/share/tool/which",
+            "/usr/share/tool/folder-only",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "erofs\nf\n");
+    assert!(
+        stderr.contains("Using extensions 'tool-9', 'tool-10'."),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("/usr/share/tool/which: file of 'tool-10' wins over file of 'tool-9'"),
+        "{stderr}"
+    );
+    assert_same_mounts(&before, "after the run");
+    assert_no_loops_eventually(t.path());
+}
