@@ -597,13 +597,15 @@ pub fn validate_name(name: &str) -> Result<Vec<String>, ReleaseError> {
     if name.starts_with(".#") {
         return err("systemd ignores '.#' names (temporary files)");
     }
-    if name.starts_with('.') {
-        return err("systemd skips hidden names starting with '.'");
-    }
     if name.ends_with(".raw") {
         return err("the image name is the file name without '.raw'; drop the suffix");
     }
     let mut warnings = Vec::new();
+    if name.starts_with('.') {
+        warnings.push(format!(
+            "name {name:?} starts with '.': the image file is hidden from ls and most tools"
+        ));
+    }
     for (c, what) in [('_', "underscore"), ('+', "plus sign")] {
         if name.contains(c) {
             warnings.push(format!(
@@ -639,7 +641,10 @@ mod tests {
             ("\n\n  \n", &[]),
             ("ID=debian", &[("ID", "debian")]),
             ("ID=debian\n", &[("ID", "debian")]),
-            ("ID=debian\r\nVERSION_ID=12\r\n", &[("ID", "debian"), ("VERSION_ID", "12")]),
+            (
+                "ID=debian\r\nVERSION_ID=12\r\n",
+                &[("ID", "debian"), ("VERSION_ID", "12")],
+            ),
             ("# comment\nID=x\n; also a comment\n", &[("ID", "x")]),
             ("  ID=x", &[("ID", "x")]),
             ("ID =x", &[("ID", "x")]),
@@ -753,22 +758,56 @@ mod tests {
             ("ID=_any\nARCHITECTURE=_any\n", host, "x86-64", true),
             ("ID=_any\nARCHITECTURE=\n", host, "x86-64", true),
             ("ID=_any\nSYSEXT_SCOPE=portable\n", host, "x86-64", false),
-            ("ID=_any\nSYSEXT_SCOPE=\"portable system\"\n", host, "x86-64", true),
+            (
+                "ID=_any\nSYSEXT_SCOPE=\"portable system\"\n",
+                host,
+                "x86-64",
+                true,
+            ),
             ("ID=_any\nSYSEXT_SCOPE=\n", host, "x86-64", false),
             ("ID=debian\n", "ID=debian\n", "x86-64", true),
             ("ID=debian\nVERSION_ID=1\n", "ID=debian\n", "x86-64", true),
             ("ID=flatcar\nSYSEXT_LEVEL=1.0\n", host_level, "x86-64", true),
-            ("ID=flatcar\nSYSEXT_LEVEL=2.0\nVERSION_ID=4081.2.0\n", host_level, "x86-64", false),
-            ("ID=flatcar\nVERSION_ID=4081.2.0\n", host_level, "x86-64", true),
+            (
+                "ID=flatcar\nSYSEXT_LEVEL=2.0\nVERSION_ID=4081.2.0\n",
+                host_level,
+                "x86-64",
+                false,
+            ),
+            (
+                "ID=flatcar\nVERSION_ID=4081.2.0\n",
+                host_level,
+                "x86-64",
+                true,
+            ),
             ("ID=flatcar\nVERSION_ID=1\n", host_level, "x86-64", false),
-            ("ID=flatcar\nSYSEXT_LEVEL=1.0\n", "ID=flatcar\nVERSION_ID=1\n", "x86-64", false),
-            ("ID=flatcar\n", "ID=flatcar\nSYSEXT_LEVEL=1.0\n", "x86-64", true),
+            (
+                "ID=flatcar\nSYSEXT_LEVEL=1.0\n",
+                "ID=flatcar\nVERSION_ID=1\n",
+                "x86-64",
+                false,
+            ),
+            (
+                "ID=flatcar\n",
+                "ID=flatcar\nSYSEXT_LEVEL=1.0\n",
+                "x86-64",
+                true,
+            ),
             ("ID=_any\n", "VERSION_ID=12\n", "x86-64", false),
-            ("ID=debian\nID_LIKE=debian\n", "ID=ubuntu\nID_LIKE=debian\n", "x86-64", false),
+            (
+                "ID=debian\nID_LIKE=debian\n",
+                "ID=ubuntu\nID_LIKE=debian\n",
+                "x86-64",
+                false,
+            ),
         ];
         for (ext, host, arch, want) in cases {
             let v = check_compatibility(&OsRelease::parse(ext), &OsRelease::parse(host), arch);
-            assert_eq!(v.is_compatible(), *want, "ext {ext:?} on host {host:?} ({arch}): {v:?}");
+            assert_eq!(
+                v.is_compatible(),
+                *want,
+                "ext {ext:?} on host {host:?} ({arch}): {v:?}"
+            );
         }
         let v = check_compatibility(
             &OsRelease::parse("ID=fedora\n"),
@@ -828,13 +867,16 @@ mod tests {
             ("htop_1", 1),
             ("c++", 1),
             ("a_b+c", 2),
+            (".hidden", 1),
         ];
         for (name, warnings) in ok {
             let w = validate_name(name).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(w.len(), *warnings, "{name}: {w:?}");
         }
         let long = "x".repeat(MAX_NAME_LEN + 1);
-        for bad in ["", ".", "..", "a/b", "/", "a\nb", "tab\t", ".#tmp", ".hidden", "x.raw", &long] {
+        for bad in [
+            "", ".", "..", "a/b", "/", "a\nb", "tab\t", ".#tmp", "x.raw", &long,
+        ] {
             assert!(validate_name(bad).is_err(), "{bad:?} accepted");
         }
         assert!(validate_name(&"x".repeat(MAX_NAME_LEN)).is_ok());
