@@ -19,6 +19,7 @@ pub struct Args {
 pub enum Command {
     Pack(cmd::pack::PackArgs),
     Inspect(cmd::inspect::InspectArgs),
+    Check(cmd::check::CheckArgs),
 }
 
 pub fn run() -> Result<ExitCode> {
@@ -26,5 +27,6 @@ pub fn run() -> Result<ExitCode> {
     match args.command {
         Command::Pack(a) => cmd::pack::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Check(a) => cmd::check::run(a),
     }
 }
