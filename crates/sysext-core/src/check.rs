@@ -98,11 +98,10 @@ impl Host {
 
     /// A host described by an os-release file; `arch` defaults to the running host's.
     pub fn from_os_release_file(path: &Path, arch: Option<&str>) -> Result<Host, CheckError> {
-        let os_release =
-            OsRelease::read(path).map_err(|source| CheckError::HostOsRelease {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let os_release = OsRelease::read(path).map_err(|source| CheckError::HostOsRelease {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let architecture = match arch {
             Some(a) => a.to_string(),
             None => host_architecture()
@@ -259,7 +258,10 @@ pub fn check(name: &str, entries: &[Entry], release: Option<&[u8]>, host: Option
                 Some(&e.path),
                 Severity::Error,
                 if matches!(e.path.as_str(), "usr" | "opt") {
-                    format!("{} is not a directory; systemd-sysext cannot merge it", e.path)
+                    format!(
+                        "{} is not a directory; systemd-sysext cannot merge it",
+                        e.path
+                    )
                 } else {
                     format!(
                         "{} is outside usr/ and opt/: systemd-sysext only merges /usr and /opt and silently ignores it; move it under usr/",
@@ -311,7 +313,11 @@ pub fn check(name: &str, entries: &[Entry], release: Option<&[u8]>, host: Option
             )
         })
         .collect();
-    capped("directory-mode", modes, "directories with a mode other than 0755");
+    capped(
+        "directory-mode",
+        modes,
+        "directories with a mode other than 0755",
+    );
 
     Report {
         name: name.to_string(),
@@ -407,18 +413,85 @@ mod tests {
         let h = host("ID=debian\nVERSION_ID=12\n");
         type Mutate = fn(&mut Vec<Entry>);
         let cases: &[(&str, &str, Mutate, &[u8], &str, Option<&str>)] = &[
-            ("missing release", "tool", |e| e.retain(|e| !e.path.contains("extension-release.tool")), b"", "missing-release",
-             Some("usr/lib/extension-release.d/extension-release.tool")),
-            ("misnamed release", "tool", |e| {
-                for x in e.iter_mut() { x.path = x.path.replace("release.tool", "release.other") }
-            }, b"", "misnamed-release", Some("usr/lib/extension-release.d/extension-release.other")),
-            ("os-release", "tool", |e| e.push(file("usr/lib/os-release")), b"ID=_any\n", "os-release-in-image", Some("usr/lib/os-release")),
-            ("etc", "tool", |e| { e.push(dir("etc")); e.push(file("etc/tool.conf")) }, b"ID=_any\n", "outside-hierarchy", Some("etc")),
-            ("owner", "tool", |e| e[1].uid = 1000, b"ID=_any\n", "not-root-owned", Some("usr/bin")),
-            ("mode", "tool", |e| e[1].mode = 0o775, b"ID=_any\n", "directory-mode", Some("usr/bin")),
-            ("incompatible", "tool", |_| {}, b"ID=fedora\n", "incompatible", Some("usr/lib/extension-release.d/extension-release.tool")),
-            ("not utf-8", "tool", |_| {}, b"ID=\xff\n", "unreadable-release", Some("usr/lib/extension-release.d/extension-release.tool")),
-            ("underscore", "to_ol", |_| {}, b"ID=_any\n", "risky-name", None),
+            (
+                "missing release",
+                "tool",
+                |e| e.retain(|e| !e.path.contains("extension-release.tool")),
+                b"",
+                "missing-release",
+                Some("usr/lib/extension-release.d/extension-release.tool"),
+            ),
+            (
+                "misnamed release",
+                "tool",
+                |e| {
+                    for x in e.iter_mut() {
+                        x.path = x.path.replace("release.tool", "release.other")
+                    }
+                },
+                b"",
+                "misnamed-release",
+                Some("usr/lib/extension-release.d/extension-release.other"),
+            ),
+            (
+                "os-release",
+                "tool",
+                |e| e.push(file("usr/lib/os-release")),
+                b"ID=_any\n",
+                "os-release-in-image",
+                Some("usr/lib/os-release"),
+            ),
+            (
+                "etc",
+                "tool",
+                |e| {
+                    e.push(dir("etc"));
+                    e.push(file("etc/tool.conf"))
+                },
+                b"ID=_any\n",
+                "outside-hierarchy",
+                Some("etc"),
+            ),
+            (
+                "owner",
+                "tool",
+                |e| e[1].uid = 1000,
+                b"ID=_any\n",
+                "not-root-owned",
+                Some("usr/bin"),
+            ),
+            (
+                "mode",
+                "tool",
+                |e| e[1].mode = 0o775,
+                b"ID=_any\n",
+                "directory-mode",
+                Some("usr/bin"),
+            ),
+            (
+                "incompatible",
+                "tool",
+                |_| {},
+                b"ID=fedora\n",
+                "incompatible",
+                Some("usr/lib/extension-release.d/extension-release.tool"),
+            ),
+            (
+                "not utf-8",
+                "tool",
+                |_| {},
+                b"ID=\xff\n",
+                "unreadable-release",
+                Some("usr/lib/extension-release.d/extension-release.tool"),
+            ),
+            (
+                "underscore",
+                "to_ol",
+                |_| {},
+                b"ID=_any\n",
+                "risky-name",
+                None,
+            ),
         ];
         for (what, name, mutate, release, code, path) in cases {
             let mut entries = clean(name);

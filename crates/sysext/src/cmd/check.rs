@@ -42,8 +42,8 @@ pub fn run(args: CheckArgs) -> Result<ExitCode> {
     .context("reading the host to check against")?;
     let path = image_path(&args.image)?;
     let image = Image::open(&path).with_context(|| format!("checking {}", path.display()))?;
-    let report = check_image(&image, Some(&host))
-        .with_context(|| format!("checking {}", path.display()))?;
+    let report =
+        check_image(&image, Some(&host)).with_context(|| format!("checking {}", path.display()))?;
     let mut out = io::stdout().lock();
     match print(&report, &path, args.json, &mut out).and_then(|()| out.flush()) {
         // A closed pipe (`| head`) is not an error.
