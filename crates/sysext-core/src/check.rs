@@ -412,7 +412,9 @@ mod tests {
     fn each_finding_kind() {
         let h = host("ID=debian\nVERSION_ID=12\n");
         type Mutate = fn(&mut Vec<Entry>);
-        let cases: &[(&str, &str, Mutate, &[u8], &str, Option<&str>)] = &[
+        // (what, image name, change to a clean image, release text, code, path)
+        type Case<'a> = (&'a str, &'a str, Mutate, &'a [u8], &'a str, Option<&'a str>);
+        let cases: &[Case] = &[
             (
                 "missing release",
                 "tool",
