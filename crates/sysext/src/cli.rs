@@ -23,6 +23,7 @@ pub enum Command {
     Unmerge(cmd::merge::UnmergeArgs),
     Status(cmd::merge::StatusArgs),
     Run(cmd::run::RunArgs),
+    Check(cmd::check::CheckArgs),
 }
 
 pub fn run() -> Result<ExitCode> {
@@ -34,5 +35,6 @@ pub fn run() -> Result<ExitCode> {
         Command::Unmerge(a) => cmd::merge::unmerge(a),
         Command::Status(a) => cmd::merge::status(a),
         Command::Run(a) => cmd::run::run(a),
+        Command::Check(a) => cmd::check::run(a),
     }
 }
