@@ -2,3 +2,5 @@
 
 pub mod inspect;
 pub mod pack;
+pub mod merge;
+pub mod run;
