@@ -1,6 +1,6 @@
 //! One module per subcommand.
 
 pub mod inspect;
-pub mod pack;
 pub mod merge;
+pub mod pack;
 pub mod run;
