@@ -156,7 +156,11 @@ impl Parsed {
         };
         let mut phdrs = Vec::with_capacity(eh.phnum.into());
         for i in 0..u64::from(eh.phnum) {
-            phdrs.push(Phdr::read(fmt, b, eh.phoff.saturating_add(i * fmt.phentsize()))?);
+            phdrs.push(Phdr::read(
+                fmt,
+                b,
+                eh.phoff.saturating_add(i * fmt.phentsize()),
+            )?);
         }
         let mut shdrs = Vec::new();
         if eh.shoff != 0 {
@@ -164,7 +168,11 @@ impl Parsed {
                 return Err(unsupported("extended section numbering (e_shnum = 0)"));
             }
             for i in 0..u64::from(eh.shnum) {
-                shdrs.push(Shdr::read(fmt, b, eh.shoff.saturating_add(i * fmt.shentsize()))?);
+                shdrs.push(Shdr::read(
+                    fmt,
+                    b,
+                    eh.shoff.saturating_add(i * fmt.shentsize()),
+                )?);
             }
         }
         let mut p = Parsed {
@@ -198,7 +206,9 @@ impl Parsed {
             match (addr, size) {
                 (Some(addr), Some(size)) => {
                     let off = p.addr_to_off(addr, size).map_err(|_| {
-                        bad(format!("DT_STRTAB {addr:#x} is not inside a loaded segment"))
+                        bad(format!(
+                            "DT_STRTAB {addr:#x} is not inside a loaded segment"
+                        ))
                     })?;
                     bytes_at(b, off, size)?;
                     p.strtab = Some((off, addr, size));
@@ -227,7 +237,9 @@ impl Parsed {
                 return Ok(ph.offset + (addr - ph.vaddr));
             }
         }
-        Err(bad(format!("address {addr:#x} is not inside a loaded segment")))
+        Err(bad(format!(
+            "address {addr:#x} is not inside a loaded segment"
+        )))
     }
 
     fn string(&self, b: &[u8], off: u64) -> R<String> {
@@ -312,7 +324,8 @@ fn find_cstr(hay: &[u8], s: &str) -> Option<usize> {
     if s.is_empty() {
         return hay.iter().position(|&c| c == 0);
     }
-    hay.windows(needle.len()).position(|w| w == needle.as_slice())
+    hay.windows(needle.len())
+        .position(|w| w == needle.as_slice())
 }
 
 impl Strings {
@@ -578,7 +591,9 @@ fn rewrite_named(
                 Some(v) => v,
                 None => strings.add(&s),
             };
-            let at = first.unwrap_or_else(|| last_needed_pos(&dyns)).min(dyns.len());
+            let at = first
+                .unwrap_or_else(|| last_needed_pos(&dyns))
+                .min(dyns.len());
             dyns.insert(at, (tag, val));
             if edits.force_rpath {
                 expect.rpath = Some(s);
@@ -779,11 +794,7 @@ fn set_verneed_info(p: &Parsed, out: &mut [u8], n: u64) -> R<()> {
         if sh.sh_type == SHT_GNU_VERNEED {
             let mut s = *sh;
             s.info = u32::try_from(n).map_err(|_| bad("too many version needs"))?;
-            s.write_placement(
-                p.fmt,
-                out,
-                p.eh.shoff + i as u64 * p.fmt.shentsize(),
-            )?;
+            s.write_placement(p.fmt, out, p.eh.shoff + i as u64 * p.fmt.shentsize())?;
         }
     }
     Ok(())
@@ -818,10 +829,14 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
         max_end = max_end.max(ph.mem_end());
     }
     if !align.is_power_of_two() {
-        return Err(unsupported(format!("PT_LOAD alignment {align:#x} is not a power of two")));
+        return Err(unsupported(format!(
+            "PT_LOAD alignment {align:#x} is not a power of two"
+        )));
     }
     if align > 0x1000_0000 {
-        return Err(unsupported(format!("PT_LOAD alignment {align:#x} is too large")));
+        return Err(unsupported(format!(
+            "PT_LOAD alignment {align:#x} is too large"
+        )));
     }
 
     // Room for one more program header right after the table.
@@ -831,9 +846,7 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
     let first = *p
         .loads()
         .find(|ph| ph.offset <= p.eh.phoff && old_ph_end <= ph.file_end())
-        .ok_or_else(|| {
-            unsupported("the program header table is not inside a loadable segment")
-        })?;
+        .ok_or_else(|| unsupported("the program header table is not inside a loadable segment"))?;
     if need_end > first.file_end() {
         return Err(unsupported(
             "the first loadable segment is too short to hold one more program header",
@@ -1037,7 +1050,10 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
         }
         phdrs.push(n);
     }
-    let last_load = phdrs.iter().rposition(|ph| ph.p_type == PT_LOAD).unwrap_or(0);
+    let last_load = phdrs
+        .iter()
+        .rposition(|ph| ph.p_type == PT_LOAD)
+        .unwrap_or(0);
     phdrs.insert(
         last_load + 1,
         Phdr {
@@ -1153,14 +1169,25 @@ fn verify(out: &[u8], input: &[u8], expect: &ElfSummary) -> R<()> {
                 && pp.offset - l.offset == pp.vaddr - l.vaddr
         });
         if !inside || pp.offset != p.eh.phoff || pp.file_end() != ph_end {
-            return Err(fail("PT_PHDR does not describe the program header table inside a PT_LOAD".into()));
+            return Err(fail(
+                "PT_PHDR does not describe the program header table inside a PT_LOAD".into(),
+            ));
         }
     }
     // Address-valued dynamic tags point into the file image of a load.
     for &(t, v) in &p.dyns {
-        if is_pointer_tag(t) && v != 0 && matches!(t, DT_HASH | DT_STRTAB | 6 | DT_VERSYM | DT_VERNEED | DT_VERDEF | DT_GNU_HASH) {
-            p.addr_to_off(v, 1)
-                .map_err(|_| fail(format!("dynamic tag {t:#x} points outside the loaded file ({v:#x})")))?;
+        if is_pointer_tag(t)
+            && v != 0
+            && matches!(
+                t,
+                DT_HASH | DT_STRTAB | 6 | DT_VERSYM | DT_VERNEED | DT_VERDEF | DT_GNU_HASH
+            )
+        {
+            p.addr_to_off(v, 1).map_err(|_| {
+                fail(format!(
+                    "dynamic tag {t:#x} points outside the loaded file ({v:#x})"
+                ))
+            })?;
         }
     }
     // Anything appended to the input is still there, byte for byte.

@@ -144,14 +144,16 @@ fn inspect_header(head: &[u8]) -> Result<u16> {
 /// patchelf's `@FILE` arguments: the value is read from FILE.
 fn resolve(value: &str) -> Result<String> {
     match value.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("getting info about '{path}'")),
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("getting info about '{path}'"))
+        }
         None => Ok(value.to_string()),
     }
 }
 
 fn process(args: &Args, file: &Path, out: &mut String) -> Result<()> {
-    let input = std::fs::read(file).with_context(|| format!("getting info about '{}'", file.display()))?;
+    let input =
+        std::fs::read(file).with_context(|| format!("getting info about '{}'", file.display()))?;
     let info = inspect(&input).with_context(|| format!("{}", file.display()))?;
     if info.e_type != 2 && info.e_type != 3 {
         bail!("wrong ELF type");
@@ -160,7 +162,9 @@ fn process(args: &Args, file: &Path, out: &mut String) -> Result<()> {
     if args.print_interpreter {
         match &info.interpreter {
             Some(i) => out.push_str(&format!("{i}\n")),
-            None => bail!("cannot find section '.interp'. The input file is most likely statically linked"),
+            None => bail!(
+                "cannot find section '.interp'. The input file is most likely statically linked"
+            ),
         }
     }
     if args.print_soname {

@@ -2,6 +2,6 @@
 
 pub mod check;
 pub mod inspect;
-pub mod pack;
 pub mod merge;
+pub mod pack;
 pub mod run;
