@@ -14,9 +14,14 @@ pub struct Args {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Show the libraries programs need inside a rootfs, found as their loader would.
+    Deps(crate::cmd::deps::DepsArgs),
+}
 
 pub fn run() -> Result<ExitCode> {
     let args = Args::parse();
-    match args.command {}
+    match args.command {
+        Command::Deps(a) => crate::cmd::deps::run(a),
+    }
 }

@@ -1,0 +1,3 @@
+//! One module per `sysext` subcommand.
+
+pub mod deps;
