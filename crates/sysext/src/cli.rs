@@ -24,6 +24,8 @@ pub enum Command {
     Status(cmd::merge::StatusArgs),
     Run(cmd::run::RunArgs),
     Check(cmd::check::CheckArgs),
+    /// Show the libraries programs need inside a rootfs, found as their loader would.
+    Deps(crate::cmd::deps::DepsArgs),
 }
 
 pub fn run() -> Result<ExitCode> {
@@ -36,5 +38,6 @@ pub fn run() -> Result<ExitCode> {
         Command::Status(a) => cmd::merge::status(a),
         Command::Run(a) => cmd::run::run(a),
         Command::Check(a) => cmd::check::run(a),
+        Command::Deps(a) => crate::cmd::deps::run(a),
     }
 }

@@ -5,3 +5,6 @@ pub mod inspect;
 pub mod merge;
 pub mod pack;
 pub mod run;
+//! One module per `sysext` subcommand.
+
+pub mod deps;
