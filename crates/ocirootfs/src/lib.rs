@@ -197,6 +197,7 @@ pub fn pull_and_run(
     } else if !force && std::fs::symlink_metadata(folder).is_ok() {
         return Err(Error::NotEmpty(folder.to_path_buf()));
     }
+    remove_stale_temps(folder);
     let out = AtomicOutput::dir(folder, force)?;
     let mut report = match &src {
         Source::Folder(p) => {
@@ -242,6 +243,27 @@ pub fn pull_and_run(
     }
     out.commit()?;
     Ok(report)
+}
+
+/// Removes temporary folders `.NAME.tmp-PID-N` left beside FOLDER by an interrupted run (one
+/// whose process no longer exists).
+fn remove_stale_temps(folder: &Path) {
+    let (Some(name), parent) = (folder.file_name(), folder.parent()) else { return };
+    let parent = match parent {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    let Ok(rd) = std::fs::read_dir(parent) else { return };
+    for e in rd.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = n.strip_prefix(&prefix) else { continue };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            tracing::info!("removing {} left by an interrupted run", e.path().display());
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Copies a folder tree with `cp -a` semantics (a plain folder given to `ocirootfs`).
