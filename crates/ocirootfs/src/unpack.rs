@@ -80,6 +80,36 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
+/// Ends the tar stream gracefully: some writers (umoci 0.4 `insert`) stop right after the last
+/// entry's data, without padding or the end-of-archive blocks, and umoci and Go accept that. At
+/// the first EOF this reader records where the real data ended and supplies the missing zeros;
+/// [`Applier::entry`] refuses an entry whose data would reach past that point, so a stream cut
+/// inside a file is still an error.
+struct Tail<R> {
+    inner: R,
+    pos: u64,
+    eof: Rc<std::cell::Cell<Option<u64>>>,
+    pad_left: u64,
+}
+
+impl<R: Read> Read for Tail<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.eof.get().is_none() {
+            let n = self.inner.read(buf)?;
+            if n > 0 {
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            self.eof.set(Some(self.pos));
+            self.pad_left = (512 - self.pos % 512) % 512 + 1024;
+        }
+        let n = (self.pad_left.min(buf.len() as u64)) as usize;
+        buf[..n].fill(0);
+        self.pad_left -= n as u64;
+        Ok(n)
+    }
+}
+
 fn io_err<'a>(op: &'static str, path: &'a [u8]) -> impl FnOnce(Errno) -> UnpackError + 'a {
     move |e| UnpackError::Io { op, path: PathBuf::from(OsStr::from_bytes(path)), source: e.into() }
 }
@@ -153,7 +183,8 @@ pub fn apply_layer(
     } else {
         Box::new(buffered)
     };
-    let tar_stream = Hashing { inner: decoded, state: inner.clone() };
+    let eof = Rc::new(std::cell::Cell::new(None));
+    let tar_stream = Tail { inner: Hashing { inner: decoded, state: inner.clone() }, pos: 0, eof: eof.clone(), pad_left: 0 };
     let mut archive = tar::Archive::new(tar_stream);
     let mut applier = Applier {
         root: open_root(root)?,
@@ -165,7 +196,14 @@ pub fn apply_layer(
     };
     for entry in archive.entries().map_err(UnpackError::Tar)? {
         let mut entry = entry.map_err(UnpackError::Tar)?;
+        let data_end = entry.raw_file_position() + entry.size();
         applier.entry(&mut entry)?;
+        if eof.get().is_some_and(|e| e < data_end) {
+            return Err(UnpackError::Tar(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the layer ends inside the data of {}", String::from_utf8_lossy(&entry.path_bytes())),
+            )));
+        }
     }
     // Drain what follows the end-of-archive marker so both hashes cover the whole stream.
     let mut rest = archive.into_inner();
@@ -262,9 +300,14 @@ impl Applier<'_> {
                     Ok(()) | Err(Errno::EXIST) => {}
                     Err(e) => return Err(io_err("create directory", &key)(e)),
                 }
-                let fd = rfs::openat2(&self.root, OsStr::from_bytes(&key), flags, Mode::empty(), RESOLVE)
-                    .map_err(io_err("open directory", &key))?;
-                Ok(Some(fd))
+                match rfs::openat2(&self.root, OsStr::from_bytes(&key), flags, Mode::empty(), RESOLVE) {
+                    Ok(fd) => Ok(Some(fd)),
+                    Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => Err(UnpackError::Unsafe {
+                        path: String::from_utf8_lossy(&key).into_owned(),
+                        reason: "this parent is not a directory inside the root (a dangling or looping symlink?)",
+                    }),
+                    Err(e) => Err(io_err("open directory", &key)(e)),
+                }
             }
             Err(Errno::NOENT) => Ok(None),
             Err(e) => Err(io_err("open directory", &key)(e)),
