@@ -69,7 +69,6 @@ pub struct Finding {
 pub struct Host {
     /// Where the os-release came from (for messages).
     pub origin: PathBuf,
-    #[serde(skip)]
     pub os_release: OsRelease,
     /// systemd's architecture name, e.g. `x86-64`.
     pub architecture: String,
@@ -190,18 +189,18 @@ pub fn check(name: &str, entries: &[Entry], release: Option<&[u8]>, host: Option
                 );
             }
         }
-        Some(e) if e.kind != EntryKind::File => push(
-            "unreadable-release",
-            Some(&expected),
-            Severity::Error,
-            format!("{expected} is a {:?}, not a regular file", e.kind).to_lowercase(),
-        ),
-        Some(_) => match release.map(OsRelease::from_bytes) {
+        Some(e) => match release.map(OsRelease::from_bytes) {
             None => push(
                 "unreadable-release",
                 Some(&expected),
                 Severity::Error,
-                format!("{expected} could not be read"),
+                if e.kind == EntryKind::File {
+                    format!("{expected} could not be read")
+                } else {
+                    format!(
+                        "{expected} is not a regular file, nor a symlink to one inside the image"
+                    )
+                },
             ),
             Some(None) => push(
                 "unreadable-release",
@@ -327,19 +326,15 @@ pub fn check(name: &str, entries: &[Entry], release: Option<&[u8]>, host: Option
     }
 }
 
-/// Checks an opened image (`.raw` or folder) against `host`.
+/// Checks an opened image (`.raw` or folder) against `host`. A symlinked release file is
+/// followed inside the image.
 pub fn check_image(image: &Image, host: Option<&Host>) -> Result<Report, CheckError> {
     let expected = release_file_path(image.name())
         .to_string_lossy()
         .into_owned();
-    let is_file = image
-        .entries()
-        .iter()
-        .any(|e| e.path == expected && e.kind == EntryKind::File);
-    let release = if is_file {
-        Some(image.read_file(&expected)?)
-    } else {
-        None
+    let release = match resolve(image.entries(), &expected) {
+        Some(e) if e.kind == EntryKind::File => Some(image.read_file(&e.path)?),
+        _ => None,
     };
     Ok(check(
         image.name(),
@@ -347,6 +342,47 @@ pub fn check_image(image: &Image, host: Option<&Host>) -> Result<Report, CheckEr
         release.as_deref(),
         host,
     ))
+}
+
+/// The entry at `path`, following symlinks in its last component (relative targets from its
+/// folder, absolute ones from the image root, `..` clamped at the root), at most 32 hops.
+fn resolve<'a>(entries: &'a [Entry], path: &str) -> Option<&'a Entry> {
+    let find = |p: &str| {
+        entries
+            .binary_search_by(|e| e.path.as_str().cmp(p))
+            .ok()
+            .map(|i| &entries[i])
+            .or_else(|| entries.iter().find(|e| e.path == p))
+    };
+    let mut current = find(path)?;
+    for _ in 0..32 {
+        let Some(target) = current
+            .target
+            .as_deref()
+            .filter(|_| current.kind == EntryKind::Symlink)
+        else {
+            return Some(current);
+        };
+        let mut parts: Vec<&str> = if target.starts_with('/') {
+            Vec::new()
+        } else {
+            current.path.split('/').collect()
+        };
+        if !target.starts_with('/') {
+            parts.pop();
+        }
+        for c in target.split('/') {
+            match c {
+                "" | "." => {}
+                ".." => {
+                    parts.pop();
+                }
+                c => parts.push(c),
+            }
+        }
+        current = find(&parts.join("/"))?;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -516,6 +552,40 @@ mod tests {
         assert_eq!(r.findings.len(), MAX_PER_CODE + 1);
         assert!(r.findings.last().unwrap().message.starts_with("30 more"));
         assert_eq!(r.verdict, None);
+    }
+
+    #[test]
+    fn symlinks_resolve_inside_the_image() {
+        let link = |path: &str, target: &str| Entry {
+            kind: EntryKind::Symlink,
+            target: Some(target.into()),
+            ..file(path)
+        };
+        let mut entries = vec![
+            file("usr/lib/extension-release.d/real"),
+            link("usr/lib/extension-release.d/rel", "real"),
+            link(
+                "usr/lib/extension-release.d/abs",
+                "/usr/lib/extension-release.d/real",
+            ),
+            link(
+                "usr/lib/extension-release.d/up",
+                "../../../../usr/lib/extension-release.d/rel",
+            ),
+            link("usr/lib/extension-release.d/loop", "loop"),
+            link("usr/lib/extension-release.d/dangling", "nothing"),
+        ];
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        for p in ["rel", "abs", "up", "real"] {
+            let e = resolve(&entries, &format!("usr/lib/extension-release.d/{p}"));
+            assert_eq!(
+                e.map(|e| e.path.as_str()),
+                Some("usr/lib/extension-release.d/real"),
+                "{p}"
+            );
+        }
+        assert!(resolve(&entries, "usr/lib/extension-release.d/loop").is_none());
+        assert!(resolve(&entries, "usr/lib/extension-release.d/dangling").is_none());
     }
 
     #[test]

@@ -34,9 +34,16 @@ pub enum ReleaseError {
 
 /// A parsed os-release / extension-release file: ordered key/value pairs, each key once
 /// (a later duplicate replaces the earlier value in place, as systemd's pair loader does).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// Serialises as a JSON object in file order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OsRelease {
     pairs: Vec<(String, String)>,
+}
+
+impl Serialize for OsRelease {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.pairs.iter().map(|(k, v)| (k, v)))
+    }
 }
 
 const WHITESPACE: &[char] = &[' ', '\t', '\n', '\r'];
