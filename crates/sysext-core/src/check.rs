@@ -84,9 +84,9 @@ impl Host {
     /// `usr/lib/os-release`); `arch` defaults to the running host's.
     pub fn from_root(root: &Path, arch: Option<&str>) -> Result<Host, CheckError> {
         for rel in ["etc/os-release", "usr/lib/os-release"] {
-            let path = root.join(rel);
-            // A dangling /etc/os-release symlink counts as absent, as for systemd.
-            if path.exists() {
+            // Symlinks resolve inside `root` (Debian's etc/os-release is one); a dangling one
+            // counts as absent, as for systemd.
+            if let Some(path) = resolve_in_root(root, rel) {
                 return Self::from_os_release_file(&path, arch);
             }
         }
@@ -113,6 +113,42 @@ impl Host {
             architecture,
         })
     }
+}
+
+/// `rel` inside the folder `root` with `root` as `/`: symlinks (in any component) are
+/// followed with absolute targets re-rooted and `..` clamped at the root, so nothing resolves
+/// against the machine running the check. `None` when it does not exist (or loops).
+fn resolve_in_root(root: &Path, rel: &str) -> Option<PathBuf> {
+    let mut todo: Vec<String> = rel.split('/').rev().map(str::to_string).collect();
+    let mut done: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = todo.pop() {
+        match c.as_str() {
+            "" | "." => continue,
+            ".." => {
+                done.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let candidate = root.join(done.join("/")).join(&c);
+        let meta = std::fs::symlink_metadata(&candidate).ok()?;
+        if meta.file_type().is_symlink() {
+            hops += 1;
+            if hops > 40 {
+                return None;
+            }
+            let target = std::fs::read_link(&candidate).ok()?;
+            let target = target.to_str()?;
+            if target.starts_with('/') {
+                done.clear();
+            }
+            todo.extend(target.split('/').rev().map(str::to_string));
+        } else {
+            done.push(c);
+        }
+    }
+    Some(root.join(done.join("/")))
 }
 
 /// The outcome of checking one image.
@@ -586,6 +622,37 @@ mod tests {
         }
         assert!(resolve(&entries, "usr/lib/extension-release.d/loop").is_none());
         assert!(resolve(&entries, "usr/lib/extension-release.d/dangling").is_none());
+    }
+
+    #[test]
+    fn host_os_release_symlinks_stay_in_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("usr/lib/os-release"), "ID=inside\n").unwrap();
+        // Absolute: must not read the machine's own /usr/lib/os-release.
+        std::os::unix::fs::symlink("/usr/lib/os-release", root.join("etc/os-release")).unwrap();
+        let h = Host::from_root(root, Some("x86-64")).unwrap();
+        assert_eq!(h.os_release.get("ID"), Some("inside"));
+        std::fs::remove_file(root.join("etc/os-release")).unwrap();
+        std::os::unix::fs::symlink(
+            "../../../../usr/lib/os-release",
+            root.join("etc/os-release"),
+        )
+        .unwrap();
+        let h = Host::from_root(root, Some("x86-64")).unwrap();
+        assert_eq!(h.os_release.get("ID"), Some("inside"));
+        // Dangling: falls back to usr/lib/os-release.
+        std::fs::remove_file(root.join("etc/os-release")).unwrap();
+        std::os::unix::fs::symlink("/nowhere", root.join("etc/os-release")).unwrap();
+        assert_eq!(
+            Host::from_root(root, None).unwrap().origin,
+            root.join("usr/lib/os-release")
+        );
+        std::fs::remove_file(root.join("usr/lib/os-release")).unwrap();
+        let e = Host::from_root(root, None).unwrap_err().to_string();
+        assert!(e.contains(&root.display().to_string()), "{e}");
     }
 
     #[test]
