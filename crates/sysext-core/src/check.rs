@@ -265,12 +265,19 @@ pub fn check(name: &str, entries: &[Entry], release: Option<&[u8]>, host: Option
         },
     }
     for e in others {
+        let release_name = e.path.rsplit("extension-release.").next().unwrap_or("");
+        let cut = name.split(['_', '+']).next().unwrap_or(name);
+        let newer = if release_name == cut && cut != name {
+            " (systemd 257+ accepts it, as the name cut at the first '_' or '+'; older versions do not)"
+        } else {
+            ""
+        };
         push(
             "misnamed-release",
             Some(&e.path),
             Severity::Error,
             format!(
-                "release file for another name: an image named {name:?} must carry {expected}; rename the file, or name the image after it"
+                "release file for another name: systemd-sysext looks for {expected} in an image named {name:?} and skips a folder or refuses a .raw without it{newer}; rename the file, or name the image after it"
             ),
         );
     }
