@@ -60,6 +60,9 @@ fn loader_list(root: &Path, loader: &str, file: &str) -> (BTreeSet<PathBuf>, BTr
             .unwrap_or_else(|e| panic!("loader output {text}: {path}: {e}"));
         paths.insert(real);
     }
+    // The interpreter is mapped in every process, but glibc lists it only when some DT_NEEDED
+    // names it (libc.so.6 does): count it in.
+    paths.insert(rootfs::resolve(root, Path::new(loader), true).unwrap());
     // musl's ldd reports a missing library on stderr: "Error loading shared library NAME: ..."
     for line in String::from_utf8_lossy(&out.stderr).lines() {
         if let Some(rest) = line.strip_prefix("Error loading shared library ") {
@@ -173,7 +176,8 @@ fn glibc_skips_wrong_class_and_inherits_rpath_only() {
     write(&src.join("deep.c"), "int deep(void) { return 1; }\n");
     write(&src.join("wc.c"), "int deep(void);\nint wc(void) { return deep(); }\n");
     write(&src.join("wc32.c"), "int wc(void) { return 2; }\n");
-    write(&src.join("main.c"), "int wc(void);\nint main(void) { return wc() - 1; }\n");
+    write(&src.join("main.c"), "int wc(void);\nint hw(void);\nint main(void) { return wc() + hw() - 2; }\n");
+    write(&src.join("hw.c"), "int hw(void) { return 1; }\n");
     let s = |p: PathBuf| p.to_str().unwrap().to_string();
     for d in ["opt/w32", "opt/w64", "opt/deep", "opt/bin"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
@@ -184,12 +188,21 @@ fn glibc_skips_wrong_class_and_inherits_rpath_only() {
         &format!("-L{}", s(root.join("opt/deep"))), "-ldeep",
     ]);
     cc("i686-linux-gnu-gcc", &["-shared", "-fPIC", "-nostdlib", "-Wl,-soname,libwc.so", "-o", &s(root.join("opt/w32/libwc.so")), &s(src.join("wc32.c"))]);
+    // glibc-hwcaps: the v4 copy is beyond what we assume (and what this CPU has), v2 is taken.
+    for d in ["opt/w64", "opt/w64/glibc-hwcaps/x86-64-v2", "opt/w64/glibc-hwcaps/x86-64-v4"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+        cc("gcc", &["-shared", "-fPIC", "-Wl,-soname,libhw.so", "-o", &s(root.join(d).join("libhw.so")), &s(src.join("hw.c"))]);
+    }
     let w32 = elf::scan_file(&root.join("opt/w32/libwc.so")).unwrap().unwrap();
     assert!(!w32.class64 && w32.machine == object::elf::EM_386.0);
-    for (prog, dtags) in [("prog-rpath", "-Wl,--disable-new-dtags"), ("prog-runpath", "-Wl,--enable-new-dtags")] {
+    for (prog, dtags) in [
+        ("prog-rpath", "-Wl,--disable-new-dtags"),
+        ("prog-runpath", "-Wl,--enable-new-dtags"),
+        ("prog-nodeflib", "-Wl,-z,nodefaultlib,--disable-new-dtags"),
+    ] {
         cc("gcc", &[
             "-o", &s(root.join("opt/bin").join(prog)), &s(src.join("main.c")),
-            &format!("-L{}", s(root.join("opt/w64"))), "-lwc",
+            &format!("-L{}", s(root.join("opt/w64"))), "-lwc", "-lhw",
             &format!("-Wl,-rpath-link,{}", s(root.join("opt/deep"))),
             "-Wl,-rpath,/opt/w32:/opt/w64:/opt/deep", dtags,
         ]);
@@ -199,6 +212,15 @@ fn glibc_skips_wrong_class_and_inherits_rpath_only() {
         assert_eq!((got, got_missing.clone()), want, "{prog}\n{c:#?}");
         let wc = c.objects.iter().find(|o| o.name == "libwc.so").unwrap();
         assert_eq!(wc.real_path, Path::new("/opt/w64/libwc.so"));
+        let hw = c.objects.iter().find(|o| o.name == "libhw.so").unwrap();
+        assert_eq!(hw.real_path, Path::new("/opt/w64/glibc-hwcaps/x86-64-v2/libhw.so"));
+        if prog == "prog-nodeflib" {
+            // The executable may not use the system dirs: its libc.so.6 is not found (and the
+            // name stays unresolved for the whole process), as with the real loader.
+            assert!(c.objects[0].info.nodeflib);
+            assert!(got_missing.contains("libc.so.6"), "{got_missing:?}");
+            continue;
+        }
         if prog == "prog-rpath" {
             assert_eq!(wc.reason.to_string(), "RPATH of /opt/bin/prog-rpath");
             assert_eq!(reason_of(&c, "libdeep.so"), "RPATH of /opt/bin/prog-rpath");
