@@ -357,7 +357,9 @@ impl Env<'_> {
         };
         let interp_path = match &info.interpreter {
             Some(i) => Some(i.clone()),
-            None if info.is_dynamic => self.default_interpreter(&info),
+            // A library: it runs under the loader of its architecture. A dynamic file with
+            // nothing needed and no interpreter (static-pie, a loader) needs none.
+            None if info.is_dynamic && !info.needed.is_empty() => self.default_interpreter(&info),
             None => None,
         };
         let flavour = match &interp_path {
