@@ -360,3 +360,100 @@ fn glibc_skips_wrong_class_and_inherits_rpath_only() {
         assert_eq!(reason_of(&c, "libc.so.6"), "system dir");
     }
 }
+
+/// Without a cache the dirs of `/etc/ld.so.conf` (with its include globs) are searched; after
+/// `ldconfig -r ROOT` writes a cache from the same configuration, the closure finds the same
+/// files through the cache, and the real loader agrees.
+#[test]
+fn ld_so_conf_then_ldconfig_cache_agree_with_the_loader() {
+    if !testkit::require_root("chroot and ldconfig -r")
+        || !testkit::require_tool("busybox")
+        || !testkit::require_tool("gcc")
+    {
+        return;
+    }
+    let ldconfig = ["/sbin/ldconfig", "/usr/sbin/ldconfig"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("ldconfig (libc-bin) is installed");
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    let src = root.join("src");
+    copy_host(
+        "/lib64/ld-linux-x86-64.so.2",
+        root,
+        "/lib64/ld-linux-x86-64.so.2",
+    );
+    copy_host(
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        root,
+        "/lib/x86_64-linux-gnu/libc.so.6",
+    );
+    copy_host(
+        testkit::which("busybox").unwrap().to_str().unwrap(),
+        root,
+        "/busybox",
+    );
+    write(
+        &root.join("etc/ld.so.conf"),
+        "include /etc/ld.so.conf.d/*.conf\n",
+    );
+    write(
+        &root.join("etc/ld.so.conf.d/app.conf"),
+        "# app\n/opt/conf/lib\n",
+    );
+    write(
+        &root.join("etc/ld.so.conf.d/app.conf.disabled"),
+        "/opt/off/lib\n",
+    );
+    write(&src.join("c.c"), "int c(void) { return 0; }\n");
+    write(
+        &src.join("main.c"),
+        "int c(void);\nint main(void) { return c(); }\n",
+    );
+    let s = |p: PathBuf| p.to_str().unwrap().to_string();
+    for d in ["opt/off/lib", "opt/conf/lib", "opt/bin"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    // A decoy in the disabled file's dir: only the glob-matched file counts.
+    for d in ["opt/off/lib", "opt/conf/lib"] {
+        cc(
+            "gcc",
+            &[
+                "-shared",
+                "-fPIC",
+                "-Wl,-soname,libc1.so",
+                "-o",
+                &s(root.join(d).join("libc1.so")),
+                &s(src.join("c.c")),
+            ],
+        );
+    }
+    cc(
+        "gcc",
+        &[
+            "-o",
+            &s(root.join("opt/bin/prog")),
+            &s(src.join("main.c")),
+            &format!("-L{}", s(root.join("opt/conf/lib"))),
+            "-lc1",
+        ],
+    );
+    let (c, before, missing) = ours(root, "/opt/bin/prog");
+    assert!(missing.is_empty(), "{missing:?}");
+    assert_eq!(reason_of(&c, "libc1.so"), "ld.so.conf");
+    assert!(
+        before.contains(Path::new("/opt/conf/lib/libc1.so")),
+        "{before:?}"
+    );
+
+    testkit::run_ok(Command::new(ldconfig).arg("-r").arg(root));
+    assert!(root.join("etc/ld.so.cache").exists());
+    let (c, after, missing) = ours(root, "/opt/bin/prog");
+    assert!(missing.is_empty(), "{missing:?}");
+    assert_eq!(reason_of(&c, "libc1.so"), "ld.so.cache");
+    assert_eq!(reason_of(&c, "libc.so.6"), "ld.so.cache");
+    assert_eq!(before, after);
+    let want = loader_list(root, "/lib64/ld-linux-x86-64.so.2", "/opt/bin/prog");
+    assert_eq!((after, missing), want);
+}
