@@ -236,10 +236,15 @@ impl Env<'_> {
             return s.clone();
         }
         let host = rootfs::host_path(self.root, real);
+        // glibc stops with "invalid ELF header" on such a candidate; we warn and search on.
         let res = match scan_file(&host) {
-            Ok(s) => s,
+            Ok(Some(s)) => Some(s),
+            Ok(None) => {
+                tracing::warn!("skipping {}: not an ELF file", real.display());
+                None
+            }
             Err(e) => {
-                tracing::debug!("skipping {}: {e}", real.display());
+                tracing::warn!("skipping {}: {e}", real.display());
                 None
             }
         };
