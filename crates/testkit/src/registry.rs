@@ -81,7 +81,10 @@ impl Registry {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "docker-registry did not start on port {port}");
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry did not start on port {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         reg
@@ -90,6 +93,11 @@ impl Registry {
     /// `127.0.0.1:PORT`.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The registry's storage folder (`docker/registry/v2/...` inside), e.g. to corrupt a blob.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("data")
     }
 
     pub fn port(&self) -> u16 {
