@@ -333,13 +333,35 @@ pub fn run(args: &Args) -> Result<i32> {
     if args.output.is_some() && args.files.len() > 1 {
         bail!("--output option only allowed with single input file");
     }
+    // Files are independent: work on them in parallel, print in command-line order.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(args.files.len());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<(String, Option<anyhow::Error>)>>> =
+        args.files.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(f) = args.files.get(i) else { break };
+                let mut out = String::new();
+                let r = process(args, f, &mut out);
+                if let Ok(mut slot) = results[i].lock() {
+                    *slot = Some((out, r.err()));
+                }
+            });
+        }
+    });
     let mut code = 0;
-    for f in &args.files {
-        let mut out = String::new();
-        let r = process(args, f, &mut out);
-        let mut stdout = std::io::stdout().lock();
-        let _ = std::io::Write::write_all(&mut stdout, out.as_bytes());
-        if let Err(e) = r {
+    let mut stdout = std::io::stdout().lock();
+    for slot in results {
+        let Some((out, err)) = slot.into_inner().ok().flatten() else {
+            continue;
+        };
+        let _ = stdout.write_all(out.as_bytes());
+        if let Some(e) = err {
+            let _ = stdout.flush();
             let _ = writeln!(std::io::stderr(), "patchelf: {e:#}");
             code = 1;
         }
