@@ -33,14 +33,23 @@ fn several_files_output_and_errors() {
     let a_s = a.to_str().unwrap();
     let b_s = b.to_str().unwrap();
 
-    let o = pe(&["--set-rpath", "/opt/one:/opt/two", "--force-rpath", a_s, b_s]);
+    let o = pe(&[
+        "--set-rpath",
+        "/opt/one:/opt/two",
+        "--force-rpath",
+        a_s,
+        b_s,
+    ]);
     assert!(o.status.success(), "{o:?}");
     let o = pe(&["--print-rpath", a_s, b_s]);
     assert_eq!(stdout(&o), "/opt/one:/opt/two\n/opt/one:/opt/two\n");
 
     // --add-rpath appends; --remove-rpath removes both kinds.
     assert!(pe(&["--add-rpath", "/opt/three", a_s]).status.success());
-    assert_eq!(stdout(&pe(&["--print-rpath", a_s])), "/opt/one:/opt/two:/opt/three\n");
+    assert_eq!(
+        stdout(&pe(&["--print-rpath", a_s])),
+        "/opt/one:/opt/two:/opt/three\n"
+    );
     assert!(pe(&["--remove-rpath", a_s]).status.success());
     assert_eq!(stdout(&pe(&["--print-rpath", a_s])), "\n");
 
@@ -50,20 +59,42 @@ fn several_files_output_and_errors() {
     fs::write(&real, b"placeholder").unwrap();
     let link = t.join("link.so");
     std::os::unix::fs::symlink(&real, &link).unwrap();
-    let o = pe(&["--set-soname", "libzz.so.1", "--output", link.to_str().unwrap(), b_s]);
+    let o = pe(&[
+        "--set-soname",
+        "libzz.so.1",
+        "--output",
+        link.to_str().unwrap(),
+        b_s,
+    ]);
     assert!(o.status.success(), "{o:?}");
     assert_eq!(fs::read(&b).unwrap(), before);
-    assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
-    assert_eq!(stdout(&pe(&["--print-soname", real.to_str().unwrap()])), "libzz.so.1\n");
+    assert!(fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        stdout(&pe(&["--print-soname", real.to_str().unwrap()])),
+        "libzz.so.1\n"
+    );
 
     // --output to a FIFO writes into it instead of replacing it.
     let fifo = t.join("fifo");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
     let reader = {
         let fifo = fifo.clone();
         std::thread::spawn(move || fs::read(&fifo).unwrap())
     };
-    let o = pe(&["--set-soname", "libfifo.so.1", "--output", fifo.to_str().unwrap(), b_s]);
+    let o = pe(&[
+        "--set-soname",
+        "libfifo.so.1",
+        "--output",
+        fifo.to_str().unwrap(),
+        b_s,
+    ]);
     assert!(o.status.success(), "{o:?}");
     let got = reader.join().unwrap();
     assert!(got.starts_with(b"\x7fELF") && got.windows(12).any(|w| w == b"libfifo.so.1"));
@@ -74,7 +105,10 @@ fn several_files_output_and_errors() {
     fs::write(&text, "not an elf\n").unwrap();
     let o = pe(&["--print-needed", text.to_str().unwrap(), b_s]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("patchelf: "), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("patchelf: "),
+        "{o:?}"
+    );
     assert!(stdout(&o).contains("libc.so.6"));
     let o = pe(&["--output", "x", a_s, b_s]);
     assert_eq!(o.status.code(), Some(1));
@@ -97,20 +131,39 @@ fn shrink_rpath_keeps_only_dirs_with_needed_libraries() {
     for d in ["has-libc", "empty", "other/has-libc-too"] {
         fs::create_dir_all(t.join(d)).unwrap();
     }
-    fs::copy("/usr/lib/x86_64-linux-gnu/libc.so.6", t.join("has-libc/libc.so.6")).unwrap();
-    fs::copy("/usr/lib/x86_64-linux-gnu/libc.so.6", t.join("other/has-libc-too/libc.so.6")).unwrap();
+    fs::copy(
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        t.join("has-libc/libc.so.6"),
+    )
+    .unwrap();
+    fs::copy(
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        t.join("other/has-libc-too/libc.so.6"),
+    )
+    .unwrap();
     let lib = t.join("libz.so.1");
     fs::copy("/usr/lib/x86_64-linux-gnu/libz.so.1", &lib).unwrap();
     let l = lib.to_str().unwrap();
     let d = |s: &str| t.join(s).to_string_lossy().into_owned();
-    let rpath = format!("{}:$ORIGIN/x:{}:{}", d("empty"), d("has-libc"), d("other/has-libc-too"));
+    let rpath = format!(
+        "{}:$ORIGIN/x:{}:{}",
+        d("empty"),
+        d("has-libc"),
+        d("other/has-libc-too")
+    );
     assert!(pe(&["--set-rpath", &rpath, l]).status.success());
     assert!(pe(&["--shrink-rpath", l]).status.success());
-    assert_eq!(stdout(&pe(&["--print-rpath", l])), format!("$ORIGIN/x:{}\n", d("has-libc")));
+    assert_eq!(
+        stdout(&pe(&["--print-rpath", l])),
+        format!("$ORIGIN/x:{}\n", d("has-libc"))
+    );
 
     // With allowed prefixes, a directory outside them goes even when it has the library.
     assert!(pe(&["--set-rpath", &rpath, l]).status.success());
     let o = pe(&["--shrink-rpath", "--allowed-rpath-prefixes", &d("other"), l]);
     assert!(o.status.success());
-    assert_eq!(stdout(&pe(&["--print-rpath", l])), format!("$ORIGIN/x:{}\n", d("other/has-libc-too")));
+    assert_eq!(
+        stdout(&pe(&["--print-rpath", l])),
+        format!("$ORIGIN/x:{}\n", d("other/has-libc-too"))
+    );
 }

@@ -162,7 +162,11 @@ impl Parsed {
         };
         let mut phdrs = Vec::with_capacity(eh.phnum.into());
         for i in 0..u64::from(eh.phnum) {
-            phdrs.push(Phdr::read(fmt, b, eh.phoff.saturating_add(i * fmt.phentsize()))?);
+            phdrs.push(Phdr::read(
+                fmt,
+                b,
+                eh.phoff.saturating_add(i * fmt.phentsize()),
+            )?);
         }
         let mut shdrs = Vec::new();
         if eh.shoff != 0 {
@@ -170,7 +174,11 @@ impl Parsed {
                 return Err(unsupported("extended section numbering (e_shnum = 0)"));
             }
             for i in 0..u64::from(eh.shnum) {
-                shdrs.push(Shdr::read(fmt, b, eh.shoff.saturating_add(i * fmt.shentsize()))?);
+                shdrs.push(Shdr::read(
+                    fmt,
+                    b,
+                    eh.shoff.saturating_add(i * fmt.shentsize()),
+                )?);
             }
         }
         let mut p = Parsed {
@@ -204,7 +212,9 @@ impl Parsed {
             match (addr, size) {
                 (Some(addr), Some(size)) => {
                     let off = p.addr_to_off(addr, size).map_err(|_| {
-                        bad(format!("DT_STRTAB {addr:#x} is not inside a loaded segment"))
+                        bad(format!(
+                            "DT_STRTAB {addr:#x} is not inside a loaded segment"
+                        ))
                     })?;
                     bytes_at(b, off, size)?;
                     p.strtab = Some((off, addr, size));
@@ -233,7 +243,9 @@ impl Parsed {
                 return Ok(ph.offset + (addr - ph.vaddr));
             }
         }
-        Err(bad(format!("address {addr:#x} is not inside a loaded segment")))
+        Err(bad(format!(
+            "address {addr:#x} is not inside a loaded segment"
+        )))
     }
 
     fn string(&self, b: &[u8], off: u64) -> R<String> {
@@ -587,7 +599,9 @@ fn rewrite_named(
                 Some(v) => v,
                 None => strings.add(&s),
             };
-            let at = first.unwrap_or_else(|| last_needed_pos(&dyns)).min(dyns.len());
+            let at = first
+                .unwrap_or_else(|| last_needed_pos(&dyns))
+                .min(dyns.len());
             dyns.insert(at, (tag, val));
             if edits.force_rpath {
                 expect.rpath = Some(s);
@@ -600,9 +614,9 @@ fn rewrite_named(
     let mut renames: Vec<(String, String)> = Vec::new();
     for (old, new) in &edits.replace_needed {
         let mut hit = false;
-        for i in 0..dyns.len() {
-            if dyns[i].0 == DT_NEEDED && strings.get(dyns[i].1)? == *old {
-                dyns[i].1 = strings.add(new);
+        for entry in dyns.iter_mut() {
+            if entry.0 == DT_NEEDED && strings.get(entry.1)? == *old {
+                entry.1 = strings.add(new);
                 hit = true;
             }
         }
@@ -792,11 +806,7 @@ fn set_verneed_info(p: &Parsed, out: &mut [u8], n: u64) -> R<()> {
         if sh.sh_type == SHT_GNU_VERNEED {
             let mut s = *sh;
             s.info = u32::try_from(n).map_err(|_| bad("too many version needs"))?;
-            s.write_placement(
-                p.fmt,
-                out,
-                p.eh.shoff + i as u64 * p.fmt.shentsize(),
-            )?;
+            s.write_placement(p.fmt, out, p.eh.shoff + i as u64 * p.fmt.shentsize())?;
         }
     }
     Ok(())
@@ -831,10 +841,14 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
         max_end = max_end.max(ph.mem_end());
     }
     if !align.is_power_of_two() {
-        return Err(unsupported(format!("PT_LOAD alignment {align:#x} is not a power of two")));
+        return Err(unsupported(format!(
+            "PT_LOAD alignment {align:#x} is not a power of two"
+        )));
     }
     if align > 0x1000_0000 {
-        return Err(unsupported(format!("PT_LOAD alignment {align:#x} is too large")));
+        return Err(unsupported(format!(
+            "PT_LOAD alignment {align:#x} is too large"
+        )));
     }
 
     // Room for one more program header right after the table.
@@ -844,9 +858,7 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
     let first = *p
         .loads()
         .find(|ph| ph.offset <= p.eh.phoff && old_ph_end <= ph.file_end())
-        .ok_or_else(|| {
-            unsupported("the program header table is not inside a loadable segment")
-        })?;
+        .ok_or_else(|| unsupported("the program header table is not inside a loadable segment"))?;
     if need_end > first.file_end() {
         return Err(unsupported(
             "the first loadable segment is too short to hold one more program header",
@@ -1050,7 +1062,10 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
         }
         phdrs.push(n);
     }
-    let last_load = phdrs.iter().rposition(|ph| ph.p_type == PT_LOAD).unwrap_or(0);
+    let last_load = phdrs
+        .iter()
+        .rposition(|ph| ph.p_type == PT_LOAD)
+        .unwrap_or(0);
     phdrs.insert(
         last_load + 1,
         Phdr {
@@ -1181,14 +1196,25 @@ fn verify(out: &[u8], input: &[u8], expect: &ElfSummary) -> R<()> {
                 && pp.offset - l.offset == pp.vaddr - l.vaddr
         });
         if !inside || pp.offset != p.eh.phoff || pp.file_end() != ph_end {
-            return Err(fail("PT_PHDR does not describe the program header table inside a PT_LOAD".into()));
+            return Err(fail(
+                "PT_PHDR does not describe the program header table inside a PT_LOAD".into(),
+            ));
         }
     }
     // Address-valued dynamic tags point into the file image of a load.
     for &(t, v) in &p.dyns {
-        if is_pointer_tag(t) && v != 0 && matches!(t, DT_HASH | DT_STRTAB | 6 | DT_VERSYM | DT_VERNEED | DT_VERDEF | DT_GNU_HASH) {
-            p.addr_to_off(v, 1)
-                .map_err(|_| fail(format!("dynamic tag {t:#x} points outside the loaded file ({v:#x})")))?;
+        if is_pointer_tag(t)
+            && v != 0
+            && matches!(
+                t,
+                DT_HASH | DT_STRTAB | 6 | DT_VERSYM | DT_VERNEED | DT_VERDEF | DT_GNU_HASH
+            )
+        {
+            p.addr_to_off(v, 1).map_err(|_| {
+                fail(format!(
+                    "dynamic tag {t:#x} points outside the loaded file ({v:#x})"
+                ))
+            })?;
         }
     }
     // Anything appended to the input (past every segment, section and header table) is still
@@ -1198,7 +1224,9 @@ fn verify(out: &[u8], input: &[u8], expect: &ElfSummary) -> R<()> {
         if extent < input.len() as u64 {
             let tail = &input[extent as usize..];
             if out.get(extent as usize..input.len()) != Some(tail) {
-                return Err(fail("data appended after the ELF image was not preserved".into()));
+                return Err(fail(
+                    "data appended after the ELF image was not preserved".into(),
+                ));
             }
         }
     }

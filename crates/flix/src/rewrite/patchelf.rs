@@ -164,14 +164,16 @@ fn inspect_header(head: &[u8]) -> Result<u16> {
 /// patchelf's `@FILE` arguments: the value is read from FILE.
 fn resolve(value: &str) -> Result<String> {
     match value.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("getting info about '{path}'")),
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("getting info about '{path}'"))
+        }
         None => Ok(value.to_string()),
     }
 }
 
 fn process(args: &Args, file: &Path, out: &mut String) -> Result<()> {
-    let input = std::fs::read(file).with_context(|| format!("getting info about '{}'", file.display()))?;
+    let input =
+        std::fs::read(file).with_context(|| format!("getting info about '{}'", file.display()))?;
     let info = inspect(&input).with_context(|| format!("{}", file.display()))?;
     if info.e_type != 2 && info.e_type != 3 {
         bail!("wrong ELF type");
@@ -180,7 +182,9 @@ fn process(args: &Args, file: &Path, out: &mut String) -> Result<()> {
     if args.print_interpreter {
         match &info.interpreter {
             Some(i) => out.push_str(&format!("{i}\n")),
-            None => bail!("cannot find section '.interp'. The input file is most likely statically linked"),
+            None => bail!(
+                "cannot find section '.interp'. The input file is most likely statically linked"
+            ),
         }
     }
     let mut bytes = std::borrow::Cow::Borrowed(&input[..]);
@@ -217,7 +221,10 @@ fn process(args: &Args, file: &Path, out: &mut String) -> Result<()> {
     }
     if args.print_execstack {
         let x = execstack(&bytes)?;
-        out.push_str(&format!("execstack: {}\n", if x == Some(true) { "X" } else { "-" }));
+        out.push_str(&format!(
+            "execstack: {}\n",
+            if x == Some(true) { "X" } else { "-" }
+        ));
     } else if args.set_execstack || args.clear_execstack {
         let want = args.set_execstack;
         if execstack(&bytes)? != Some(want) {
@@ -321,6 +328,9 @@ fn abi_from_name(name: &str) -> Result<u8> {
         .ok_or_else(|| anyhow::anyhow!("unrecognized OS ABI"))
 }
 
+/// Printed output and error of one file.
+type FileResult = (String, Option<anyhow::Error>);
+
 /// Run the command; returns the exit code.
 pub fn run(args: &Args) -> Result<i32> {
     if args.version {
@@ -338,8 +348,11 @@ pub fn run(args: &Args) -> Result<i32> {
         .map_or(1, |n| n.get())
         .min(args.files.len());
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::sync::Mutex<Option<(String, Option<anyhow::Error>)>>> =
-        args.files.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let results: Vec<std::sync::Mutex<Option<FileResult>>> = args
+        .files
+        .iter()
+        .map(|_| std::sync::Mutex::new(None))
+        .collect();
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {
