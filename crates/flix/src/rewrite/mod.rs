@@ -29,12 +29,15 @@
 //! Both ELF classes and both byte orders are supported.
 
 mod consts;
+mod flags;
 pub mod patchelf;
 mod raw;
 
 use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
+
+pub use flags::{execstack, os_abi, set_execstack, set_os_abi};
 
 use consts::*;
 use raw::{bad, bytes_at, bytes_at_mut, cstr, unsupported, Ehdr, Fmt, Phdr, Shdr, R};
@@ -99,6 +102,8 @@ pub struct Edits {
     pub remove_needed: Vec<String>,
     /// `(old, new)` DT_NEEDED renames; `.gnu.version_r` follows.
     pub replace_needed: Vec<(String, String)>,
+    /// Add a DT_DEBUG entry when there is none (debuggers find `r_debug` through it).
+    pub add_debug_tag: bool,
 }
 
 impl Edits {
@@ -109,6 +114,7 @@ impl Edits {
             || !self.add_needed.is_empty()
             || !self.remove_needed.is_empty()
             || !self.replace_needed.is_empty()
+            || self.add_debug_tag
     }
 }
 
@@ -319,6 +325,8 @@ struct Strings {
     extra: Vec<u8>,
 }
 
+/// Offset of `s` followed by NUL in `hay` (a suffix of a longer string counts, as linkers
+/// share tails): checks the bytes before each NUL, so it is linear in the table size.
 fn find_cstr(hay: &[u8], s: &str) -> Option<usize> {
     let needle: Vec<u8> = s.bytes().chain([0]).collect();
     if s.is_empty() {
@@ -326,6 +334,12 @@ fn find_cstr(hay: &[u8], s: &str) -> Option<usize> {
     }
     hay.windows(needle.len())
         .position(|w| w == needle.as_slice())
+    let n = s.len();
+    hay.iter()
+        .enumerate()
+        .filter(|&(j, &c)| c == 0 && j >= n)
+        .map(|(j, _)| j - n)
+        .find(|&start| &hay[start..start + n] == s.as_bytes())
 }
 
 impl Strings {
@@ -606,9 +620,9 @@ fn rewrite_named(
     let mut renames: Vec<(String, String)> = Vec::new();
     for (old, new) in &edits.replace_needed {
         let mut hit = false;
-        for i in 0..dyns.len() {
-            if dyns[i].0 == DT_NEEDED && strings.get(dyns[i].1)? == *old {
-                dyns[i].1 = strings.add(new);
+        for entry in dyns.iter_mut() {
+            if entry.0 == DT_NEEDED && strings.get(entry.1)? == *old {
+                entry.1 = strings.add(new);
                 hit = true;
             }
         }
@@ -664,6 +678,10 @@ fn rewrite_named(
             None => dyns.push((DT_FLAGS_1, DF_1_NODEFLIB)),
         }
         expect.flags_1 |= DF_1_NODEFLIB;
+    }
+
+    if edits.add_debug_tag && !dyns.iter().any(|&(t, _)| t == DT_DEBUG) {
+        dyns.push((DT_DEBUG, 0));
     }
 
     // Version needs follow DT_NEEDED.
@@ -1133,6 +1151,21 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
     Ok(())
 }
 
+/// Where the ELF image ends: the furthest segment, section or header table.
+fn elf_extent(p: &Parsed) -> u64 {
+    let mut end = p.eh.phoff + u64::from(p.eh.phnum) * p.fmt.phentsize();
+    end = end.max(p.eh.shoff + p.shdrs.len() as u64 * p.fmt.shentsize());
+    for ph in &p.phdrs {
+        end = end.max(ph.file_end());
+    }
+    for sh in &p.shdrs {
+        if sh.sh_type != SHT_NOBITS {
+            end = end.max(sh.offset.saturating_add(sh.size));
+        }
+    }
+    end
+}
+
 /// Parse the output again and check it says what was asked and is laid out sanely.
 fn verify(out: &[u8], input: &[u8], expect: &ElfSummary) -> R<()> {
     let fail = |m: String| RewriteError::Verify(m);
@@ -1190,8 +1223,19 @@ fn verify(out: &[u8], input: &[u8], expect: &ElfSummary) -> R<()> {
             })?;
         }
     }
-    // Anything appended to the input is still there, byte for byte.
-    let _ = input;
+    // Anything appended to the input (past every segment, section and header table) is still
+    // there, at the same offset, byte for byte.
+    if let Ok(Some(orig)) = Parsed::parse(input) {
+        let extent = elf_extent(&orig);
+        if extent < input.len() as u64 {
+            let tail = &input[extent as usize..];
+            if out.get(extent as usize..input.len()) != Some(tail) {
+                return Err(fail(
+                    "data appended after the ELF image was not preserved".into(),
+                ));
+            }
+        }
+    }
     // And object agrees it is a well-formed ELF file.
     object::File::parse(out).map_err(|e| fail(format!("object cannot parse the output: {e}")))?;
     Ok(())
@@ -1214,26 +1258,33 @@ pub fn rewrite_file(path: &Path, edits: &Edits) -> Result<(), RewriteError> {
 }
 
 /// Write `bytes` to `path` through a temporary file and a rename, keeping the mode of an
-/// existing file.
+/// existing file. A symlink is followed (its target is replaced, the link stays); an existing
+/// non-regular file such as `/dev/null` or a pipe is written to directly, never replaced.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RewriteError> {
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)
-        .map(|m| m.permissions().mode())
-        .unwrap_or(0o755);
-    let tmp = sysext_core::atomic::AtomicOutput::file(path, true).map_err(|source| {
-        RewriteError::Atomic {
-            path: path.to_path_buf(),
-            source,
-        }
-    })?;
     let werr = |source| RewriteError::Write {
         path: path.to_path_buf(),
         source,
     };
+    let target = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path).map_err(werr)?,
+        _ => path.to_path_buf(),
+    };
+    let meta = std::fs::metadata(&target).ok();
+    if meta.as_ref().is_some_and(|m| !m.is_file()) {
+        return std::fs::write(&target, bytes).map_err(werr);
+    }
+    let mode = meta.map_or(0o755, |m| m.permissions().mode());
+    let tmp = sysext_core::atomic::AtomicOutput::file(&target, true).map_err(|source| {
+        RewriteError::Atomic {
+            path: target.clone(),
+            source,
+        }
+    })?;
     std::fs::write(tmp.path(), bytes).map_err(werr)?;
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode)).map_err(werr)?;
     tmp.commit().map_err(|source| RewriteError::Atomic {
-        path: path.to_path_buf(),
+        path: target.clone(),
         source,
     })?;
     Ok(())
