@@ -17,6 +17,9 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    Pack(cmd::pack::PackArgs),
+    Inspect(cmd::inspect::InspectArgs),
+    Check(cmd::check::CheckArgs),
     Merge(cmd::merge::MergeArgs),
     Unmerge(cmd::merge::UnmergeArgs),
     Status(cmd::merge::StatusArgs),
@@ -26,6 +29,9 @@ pub enum Command {
 pub fn run() -> Result<ExitCode> {
     let args = Args::parse();
     match args.command {
+        Command::Pack(a) => cmd::pack::run(a),
+        Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Check(a) => cmd::check::run(a),
         Command::Merge(a) => cmd::merge::merge(a),
         Command::Unmerge(a) => cmd::merge::unmerge(a),
         Command::Status(a) => cmd::merge::status(a),
