@@ -14,17 +14,25 @@
 //! - `outside-hierarchy`: only `usr/` and `opt/` are merged, anything else is ignored;
 //! - `not-root-owned`: every entry should belong to root:root;
 //! - `directory-mode`: directories replace the host's in the merged view, so they must be 0755;
-//! - `incompatible`: systemd's compatibility rules against a [`Host`].
+//! - `incompatible`: systemd's compatibility rules against a [`Host`];
+//! - `missing-interpreter` / `missing-library`: a dynamic ELF file under `usr/` or `opt/`
+//!   whose PT_INTERP or DT_NEEDED names nothing in the merged view (the image's `usr/` and
+//!   `opt/` over the host's root folder, searched as the loader would, see [`crate::elf`]).
+//!   Only presence is checked, not symbol versions. Needs the host's root folder
+//!   ([`Host::root`]); without one the report says so in [`Report::notes`];
+//! - `wrong-architecture`: an ELF file for another CPU than the release file's `ARCHITECTURE`.
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::elf::{self, ClosureOptions, ElfInfo};
 use crate::inspect::{Entry, EntryKind, Image, InspectError};
 use crate::release::{
-    check_compatibility, host_architecture, release_file_path, validate_name, OsRelease,
-    ReleaseError, Verdict,
+    arch_from_elf, check_compatibility, host_architecture, release_file_path, validate_name,
+    OsRelease, ReleaseError, Verdict,
 };
+use crate::rootfs::RootStack;
 
 /// Errors of this module (a finding is not an error: errors mean the check could not run).
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +49,12 @@ pub enum CheckError {
     UnknownHostArchitecture,
     #[error(transparent)]
     Inspect(#[from] InspectError),
+    #[error("cannot unpack the ELF files of {} into a temporary folder", image.display())]
+    Unpack {
+        image: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// How bad a finding is.
@@ -72,6 +86,9 @@ pub struct Host {
     pub os_release: OsRelease,
     /// systemd's architecture name, e.g. `x86-64`.
     pub architecture: String,
+    /// The host's root folder, where the libraries of the image's ELF files are looked for
+    /// (none for a host given by its os-release file alone).
+    pub root: Option<PathBuf>,
 }
 
 impl Host {
@@ -87,7 +104,9 @@ impl Host {
             // Symlinks resolve inside `root` (Debian's etc/os-release is one); a dangling one
             // counts as absent, as for systemd.
             if let Some(path) = resolve_in_root(root, rel) {
-                return Self::from_os_release_file(&path, arch);
+                let mut host = Self::from_os_release_file(&path, arch)?;
+                host.root = Some(root.to_path_buf());
+                return Ok(host);
             }
         }
         Err(CheckError::NoOsReleaseInRoot {
@@ -111,6 +130,7 @@ impl Host {
             origin: path.to_path_buf(),
             os_release,
             architecture,
+            root: None,
         })
     }
 }
@@ -161,6 +181,8 @@ pub struct Report {
     /// systemd's verdict on that host (none without a host or a readable release file).
     pub verdict: Option<Verdict>,
     pub findings: Vec<Finding>,
+    /// What was not checked, and why.
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -366,11 +388,13 @@ pub fn check(name: &str, entries: &[Entry], release: Option<&[u8]>, host: Option
         host: host.cloned(),
         verdict,
         findings,
+        notes: Vec::new(),
     }
 }
 
 /// Checks an opened image (`.raw` or folder) against `host`. A symlinked release file is
-/// followed inside the image.
+/// followed inside the image. With a host root folder ([`Host::root`]) the dynamic ELF files
+/// are checked too ([`check_elf`]).
 pub fn check_image(image: &Image, host: Option<&Host>) -> Result<Report, CheckError> {
     let expected = release_file_path(image.name())
         .to_string_lossy()
@@ -379,12 +403,222 @@ pub fn check_image(image: &Image, host: Option<&Host>) -> Result<Report, CheckEr
         Some(e) if e.kind == EntryKind::File => Some(image.read_file(&e.path)?),
         _ => None,
     };
-    Ok(check(
+    let mut report = check(
         image.name(),
         image.entries(),
         release.as_deref(),
         host,
-    ))
+    );
+    let arch = release
+        .as_deref()
+        .and_then(OsRelease::from_bytes)
+        .and_then(|r| r.get("ARCHITECTURE").map(str::to_string))
+        .filter(|a| !a.is_empty() && a != "_any");
+    match host.and_then(|h| h.root.as_deref()) {
+        Some(root) => {
+            let findings = check_elf(image, root, arch.as_deref())?;
+            report.findings.extend(findings);
+        }
+        None => {
+            report.notes.push(
+                "the libraries of the image's ELF files were not checked: that needs the host's root folder (--root DIR, or the running host)".into(),
+            );
+            // The architecture needs no host.
+            if let Some(arch) = &arch {
+                let elves = elf_files(image, None)?;
+                report.findings.extend(cap(arch_findings(&elves, arch)));
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// One ELF file of an image: its relative path and scan.
+struct ImageElf {
+    path: String,
+    info: ElfInfo,
+}
+
+/// The ELF files under `usr/` and `opt/` of `image`. With `unpack_to`, a `.raw` image's
+/// folders, symlinks and ELF files are written there (other files as empty placeholders:
+/// the loader would skip them anyway) so the loader's search can run on a folder.
+fn elf_files(image: &Image, unpack_to: Option<&Path>) -> Result<Vec<ImageElf>, CheckError> {
+    let unpack_err = |source| CheckError::Unpack {
+        image: image.folder().unwrap_or(Path::new(image.name())).to_path_buf(),
+        source,
+    };
+    let mut out = Vec::new();
+    for e in image.entries() {
+        let merged = e.path.starts_with("usr/") || e.path.starts_with("opt/");
+        if let Some(dir) = unpack_to.filter(|_| merged || e.path == "usr" || e.path == "opt") {
+            let dst = dir.join(&e.path);
+            match e.kind {
+                EntryKind::Dir => std::fs::create_dir_all(&dst).map_err(unpack_err)?,
+                EntryKind::Symlink => {
+                    if let Some(t) = &e.target {
+                        std::os::unix::fs::symlink(t, &dst).map_err(unpack_err)?;
+                    }
+                }
+                EntryKind::File => {}
+                _ => std::fs::write(&dst, b"").map_err(unpack_err)?,
+            }
+        }
+        if !merged || e.kind != EntryKind::File {
+            continue;
+        }
+        let is_elf = e.size >= 20
+            && image
+                .head(e)
+                .is_some_and(|h| h.len() >= 4 && &h[..4] == b"\x7fELF");
+        let info = match (image.folder(), unpack_to) {
+            (Some(folder), _) if is_elf => elf::scan_file(&folder.join(&e.path)),
+            (None, _) if is_elf => {
+                let bytes = image.read_file(&e.path)?;
+                if let Some(dir) = unpack_to {
+                    std::fs::write(dir.join(&e.path), &bytes).map_err(unpack_err)?;
+                }
+                elf::scan(&bytes)
+            }
+            (_, Some(dir)) if image.folder().is_none() => {
+                std::fs::write(dir.join(&e.path), b"").map_err(unpack_err)?;
+                continue;
+            }
+            _ => continue,
+        };
+        match info {
+            Ok(Some(info)) => out.push(ImageElf {
+                path: e.path.clone(),
+                info,
+            }),
+            Ok(None) => {}
+            Err(err) => tracing::warn!("{}: {err}", e.path),
+        }
+    }
+    Ok(out)
+}
+
+fn arch_findings(elves: &[ImageElf], arch: &str) -> Vec<Finding> {
+    elves
+        .iter()
+        .filter_map(|e| {
+            let got = arch_from_elf(e.info.machine, e.info.class64, e.info.little_endian);
+            (got != Some(arch)).then(|| Finding {
+                code: "wrong-architecture",
+                path: Some(e.path.clone()),
+                message: format!(
+                    "built for {} but the release file says ARCHITECTURE={arch}; rebuild it for {arch}, or drop it",
+                    got.unwrap_or("an architecture systemd has no name for")
+                ),
+                severity: Severity::Error,
+            })
+        })
+        .collect()
+}
+
+/// Keeps at most [`MAX_PER_CODE`] findings of each code and says how many more there were.
+fn cap(findings: Vec<Finding>) -> Vec<Finding> {
+    let mut counts: Vec<(&'static str, usize)> = Vec::new();
+    let mut out = Vec::new();
+    for f in findings {
+        let n = match counts.iter_mut().find(|(c, _)| *c == f.code) {
+            Some((_, n)) => n,
+            None => {
+                counts.push((f.code, 0));
+                &mut counts.last_mut().expect("just pushed").1
+            }
+        };
+        *n += 1;
+        if *n <= MAX_PER_CODE {
+            out.push(f);
+        }
+    }
+    for (code, n) in counts.into_iter().filter(|(_, n)| *n > MAX_PER_CODE) {
+        out.push(Finding {
+            code,
+            path: None,
+            message: format!("{} more {code} findings not listed", n - MAX_PER_CODE),
+            severity: Severity::Error,
+        });
+    }
+    out
+}
+
+/// The ELF findings of `image` merged over the host root folder `host_root`: for every dynamic
+/// ELF file under `usr/` and `opt/` with an interpreter or needed libraries, each name the
+/// loader would not find in the merged view (`missing-interpreter`, `missing-library`); and,
+/// when `arch` (the release file's `ARCHITECTURE`) is given, the files built for another CPU
+/// (`wrong-architecture`). A `.raw` image's folders, symlinks and ELF files are unpacked into a
+/// temporary folder first. Only presence is checked, not symbol versions.
+pub fn check_elf(
+    image: &Image,
+    host_root: &Path,
+    arch: Option<&str>,
+) -> Result<Vec<Finding>, CheckError> {
+    let tmp;
+    let (folder, elves) = match image.folder() {
+        Some(f) => (f.to_path_buf(), elf_files(image, None)?),
+        None => {
+            tmp = tempfile::tempdir().map_err(|source| CheckError::Unpack {
+                image: PathBuf::from(image.name()),
+                source,
+            })?;
+            let elves = elf_files(image, Some(tmp.path()))?;
+            (tmp.path().to_path_buf(), elves)
+        }
+    };
+    let mut roots = RootStack::new();
+    roots.push(&folder, &["/usr", "/opt"]).push(host_root, &[]);
+    let opts = ClosureOptions::default();
+    let mut findings = Vec::new();
+    if let Some(arch) = arch {
+        findings.extend(arch_findings(&elves, arch));
+    }
+    let hint = "ship it in the image (flix pulls the closure in) or make sure the host has it";
+    for e in elves
+        .iter()
+        .filter(|e| e.info.interpreter.is_some() || !e.info.needed.is_empty())
+    {
+        let inside = PathBuf::from(format!("/{}", e.path));
+        let closure = match elf::closure_in(&roots, std::slice::from_ref(&inside), &opts) {
+            Ok(c) => c,
+            Err(err) => {
+                tracing::warn!("not checking the libraries of {}: {err}", e.path);
+                continue;
+            }
+        };
+        for m in closure.missing {
+            let is_interp =
+                m.needed_by == inside && e.info.interpreter.as_deref() == Some(m.name.as_str());
+            let via = if m.needed_by == inside {
+                String::new()
+            } else {
+                format!(" (needed by {})", m.needed_by.display())
+            };
+            let host = host_root.display();
+            findings.push(if is_interp {
+                Finding {
+                    code: "missing-interpreter",
+                    path: Some(e.path.clone()),
+                    message: format!(
+                        "program interpreter {} is neither in the image nor on the host {host}; {hint}",
+                        m.name
+                    ),
+                    severity: Severity::Error,
+                }
+            } else {
+                Finding {
+                    code: "missing-library",
+                    path: Some(e.path.clone()),
+                    message: format!(
+                        "library {}{via} is neither in the image nor on the host {host} (searched as the loader would); {hint}",
+                        m.name
+                    ),
+                    severity: Severity::Error,
+                }
+            });
+        }
+    }
+    Ok(cap(findings))
 }
 
 /// The entry at `path`, following symlinks in its last component (relative targets from its
@@ -472,6 +706,7 @@ mod tests {
             origin: "/test/os-release".into(),
             os_release: OsRelease::parse(text),
             architecture: "x86-64".into(),
+            root: None,
         }
     }
 

@@ -266,8 +266,16 @@ impl Image {
         }
     }
 
-    /// Reads the first bytes of a file (ELF header) without reading it all from a folder.
-    fn head(&self, e: &Entry) -> Option<Vec<u8>> {
+    /// The folder of a folder image; `None` for a `.raw`.
+    pub fn folder(&self) -> Option<&Path> {
+        match &self.source {
+            Source::Dir(root) => Some(root),
+            Source::Squashfs(_) => None,
+        }
+    }
+
+    /// The first (up to) 20 bytes of a file (an ELF header), without reading it all.
+    pub fn head(&self, e: &Entry) -> Option<Vec<u8>> {
         match &self.source {
             Source::Dir(root) => {
                 let mut buf = vec![0u8; 20];
@@ -341,7 +349,7 @@ impl Image {
 }
 
 /// systemd's architecture name from an ELF header (first 20 bytes); None if not ELF or unknown.
-// The lead switches this to `release::arch_from_elf` once both branches are merged.
+/// The table is [`crate::release::arch_from_elf`]'s.
 fn elf_arch(h: &[u8]) -> Option<&'static str> {
     if h.len() < 20 || &h[..4] != b"\x7fELF" {
         return None;
@@ -361,30 +369,7 @@ fn elf_arch(h: &[u8]) -> Option<&'static str> {
     } else {
         u16::from_be_bytes([h[18], h[19]])
     };
-    Some(match (machine, class64, le) {
-        (62, true, true) => "x86-64",
-        (3, false, true) => "x86",
-        (183, true, true) => "arm64",
-        (183, true, false) => "arm64-be",
-        (40, false, true) => "arm",
-        (40, false, false) => "arm-be",
-        (243, true, _) => "riscv64",
-        (243, false, _) => "riscv32",
-        (21, true, true) => "ppc64-le",
-        (21, true, false) => "ppc64",
-        (20, false, false) => "ppc",
-        (22, true, _) => "s390x",
-        (22, false, _) => "s390",
-        (258, true, _) => "loongarch64",
-        (8, false, _) => "mips-le",
-        (8, true, _) => "mips64-le",
-        (2, _, _) => "sparc",
-        (43, _, _) => "sparc64",
-        (50, _, _) => "ia64",
-        (15, _, _) => "parisc",
-        (4, _, _) => "m68k",
-        _ => return None,
-    })
+    crate::release::arch_from_elf(machine, class64, le)
 }
 
 #[cfg(test)]

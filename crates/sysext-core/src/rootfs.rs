@@ -6,6 +6,11 @@
 //! resolution is a loop. Only `lstat` and `readlink` are used, always on paths built under the
 //! root, so nothing outside the root is ever looked at. [`host_path`] turns a resolved
 //! inside-root path into the path on the build host.
+//!
+//! [`RootStack`] is the same walk over an ordered stack of folders seen as one tree, the way
+//! systemd-sysext's overlay shows an image's `usr/` and `opt/` over the host's: each path is
+//! looked up in the layers in order and the first layer holding it wins (directories are thus
+//! merged, files and symlinks of an upper layer hide the lower ones).
 
 use std::ffi::OsString;
 use std::io;
@@ -71,6 +76,115 @@ fn join_inside(parts: &[OsString]) -> PathBuf {
 /// inside-root path (absolute, no symlinks in it except the last component when `follow_last`
 /// is false). Fails with [`RootfsError::NotFound`] when a component does not exist.
 pub fn resolve(root: &Path, path: &Path, follow_last: bool) -> Result<PathBuf, RootfsError> {
+    resolve_in(&RootStack::single(root), path, follow_last)
+}
+
+/// One folder of a [`RootStack`].
+#[derive(Debug, Clone)]
+struct Layer {
+    dir: PathBuf,
+    /// Absolute inside-root folders this layer shows (all paths when empty).
+    only_under: Vec<PathBuf>,
+}
+
+impl Layer {
+    fn shows(&self, inside: &Path) -> bool {
+        self.only_under.is_empty() || self.only_under.iter().any(|u| inside.starts_with(u))
+    }
+}
+
+/// An ordered stack of folders seen as one root filesystem: the first layer (that shows the
+/// path) holding a path wins. Built with [`RootStack::single`] or [`RootStack::new`] and
+/// [`RootStack::push`] (upper layers first).
+#[derive(Debug, Clone, Default)]
+pub struct RootStack {
+    layers: Vec<Layer>,
+}
+
+impl RootStack {
+    /// No layers: every path is absent until layers are pushed.
+    pub fn new() -> RootStack {
+        RootStack::default()
+    }
+
+    /// One folder as the whole root.
+    pub fn single(root: &Path) -> RootStack {
+        let mut s = RootStack::new();
+        s.push(root, &[]);
+        s
+    }
+
+    /// Adds `dir` below the layers already there. `only_under` (absolute inside-root folders,
+    /// e.g. `/usr` and `/opt` for an extension image) limits which paths it shows; empty:
+    /// all of them.
+    pub fn push(&mut self, dir: &Path, only_under: &[&str]) -> &mut RootStack {
+        self.layers.push(Layer {
+            dir: dir.to_path_buf(),
+            only_under: only_under.iter().map(PathBuf::from).collect(),
+        });
+        self
+    }
+
+    /// The bottom folder (the one named in errors), or `/` for an empty stack.
+    pub fn base(&self) -> &Path {
+        self.layers
+            .last()
+            .map(|l| l.dir.as_path())
+            .unwrap_or(Path::new("/"))
+    }
+
+    /// See [`resolve`]; the stack is the root.
+    pub fn resolve(&self, path: &Path, follow_last: bool) -> Result<PathBuf, RootfsError> {
+        resolve_in(self, path, follow_last)
+    }
+
+    /// Where the inside-root path `inside` lives on the build host: in the first layer that
+    /// holds it (no resolution is done), else where the bottom layer would hold it.
+    pub fn host_path(&self, inside: &Path) -> PathBuf {
+        match self.lstat(inside) {
+            Ok((host, _)) => host,
+            Err(_) => host_path(self.base(), inside),
+        }
+    }
+
+    /// The names in the inside-root folder `inside` (already resolved), merged over the
+    /// layers, sorted; entries of a layer are hidden when an upper layer holds a non-folder
+    /// at `inside`.
+    pub fn read_dir(&self, inside: &Path) -> Vec<std::ffi::OsString> {
+        let mut out = Vec::new();
+        for l in self.layers.iter().filter(|l| l.shows(inside)) {
+            let host = host_path(&l.dir, inside);
+            match std::fs::symlink_metadata(&host) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => break,
+                Err(_) => continue,
+            }
+            if let Ok(rd) = std::fs::read_dir(&host) {
+                out.extend(rd.filter_map(|e| e.ok()).map(|e| e.file_name()));
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// `lstat` of `inside` in the first layer that holds it; `NotFound` when none does (an
+    /// error other than "not found" in a layer stops the search, as the overlay would).
+    fn lstat(&self, inside: &Path) -> io::Result<(PathBuf, std::fs::Metadata)> {
+        for l in self.layers.iter().filter(|l| l.shows(inside)) {
+            let host = host_path(&l.dir, inside);
+            match std::fs::symlink_metadata(&host) {
+                Ok(m) => return Ok((host, m)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::from(io::ErrorKind::NotFound))
+    }
+}
+
+fn resolve_in(stack: &RootStack, path: &Path, follow_last: bool) -> Result<PathBuf, RootfsError> {
+    let root = stack.base();
     if !path.has_root() {
         return Err(RootfsError::NotAbsolute {
             path: path.to_path_buf(),
@@ -93,8 +207,7 @@ pub fn resolve(root: &Path, path: &Path, follow_last: bool) -> Result<PathBuf, R
         let is_last = todo.iter().all(|c| c == "." || c.is_empty());
         done.push(comp);
         let inside = join_inside(&done);
-        let host = host_path(root, &inside);
-        let meta = match std::fs::symlink_metadata(&host) {
+        let (host, meta) = match stack.lstat(&inside) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(RootfsError::NotFound {

@@ -39,7 +39,7 @@ const EM_LOONGARCH: u16 = elf::EM_LOONGARCH.0;
 
 use super::ldcache::LdCache;
 use super::{scan_file, ElfError, ElfInfo};
-use crate::rootfs::{self, RootfsError};
+use crate::rootfs::{RootStack, RootfsError};
 
 /// Options of [`closure`], applied to every requested file.
 #[non_exhaustive]
@@ -136,8 +136,18 @@ pub struct Closure {
 /// Errors: a requested file that does not exist or is not ELF, a malformed requested file or
 /// interpreter. Libraries that cannot be found are reported in [`Closure::missing`].
 pub fn closure(root: &Path, files: &[PathBuf], opts: &ClosureOptions) -> Result<Closure, ElfError> {
+    closure_in(&RootStack::single(root), files, opts)
+}
+
+/// [`closure`] in a root made of several folders (e.g. an extension image over a host's root,
+/// as systemd-sysext merges them): every lookup goes through `roots`.
+pub fn closure_in(
+    roots: &RootStack,
+    files: &[PathBuf],
+    opts: &ClosureOptions,
+) -> Result<Closure, ElfError> {
     let mut env = Env {
-        root,
+        roots,
         opts,
         scans: HashMap::new(),
         dirs: HashMap::new(),
@@ -201,7 +211,7 @@ struct Process {
 }
 
 struct Env<'a> {
-    root: &'a Path,
+    roots: &'a RootStack,
     opts: &'a ClosureOptions,
     scans: HashMap<PathBuf, Option<ElfInfo>>,
     dirs: HashMap<String, Option<PathBuf>>,
@@ -235,7 +245,7 @@ impl Env<'_> {
         if let Some(s) = self.scans.get(real) {
             return s.clone();
         }
-        let host = rootfs::host_path(self.root, real);
+        let host = self.roots.host_path(real);
         // glibc stops with "invalid ELF header" on such a candidate; we warn and search on.
         let res = match scan_file(&host) {
             Ok(Some(s)) => Some(s),
@@ -263,9 +273,9 @@ impl Env<'_> {
             // The loader runs with `/` as its working directory (chroot).
             format!("/{dir}")
         };
-        let res = rootfs::resolve(self.root, Path::new(&abs), true)
+        let res = self.roots.resolve(Path::new(&abs), true)
             .ok()
-            .filter(|p| rootfs::host_path(self.root, p).is_dir());
+            .filter(|p| self.roots.host_path(p).is_dir());
         self.dirs.insert(dir.to_string(), res.clone());
         res
     }
@@ -280,7 +290,7 @@ impl Env<'_> {
         let (dir, name) = abs.rsplit_once('/')?;
         let dir = if dir.is_empty() { "/" } else { dir };
         let real_dir = self.dir(dir)?;
-        let real = rootfs::resolve(self.root, &real_dir.join(name), true).ok()?;
+        let real = self.roots.resolve(&real_dir.join(name), true).ok()?;
         let info = self.scan_real(&real)?;
         if !info.same_abi(want) {
             tracing::debug!("skipping {path}: wrong class, byte order or machine");
@@ -316,9 +326,9 @@ impl Env<'_> {
 
     fn ldcache(&mut self) -> Option<&LdCache> {
         if self.ldcache.is_none() {
-            let cache = rootfs::resolve(self.root, Path::new("/etc/ld.so.cache"), true)
+            let cache = self.roots.resolve(Path::new("/etc/ld.so.cache"), true)
                 .ok()
-                .and_then(|p| match LdCache::read(&rootfs::host_path(self.root, &p)) {
+                .and_then(|p| match LdCache::read(&self.roots.host_path(&p)) {
                     Ok(c) => Some(c),
                     Err(e) => {
                         tracing::warn!("ignoring the rootfs's ld.so.cache: {e}");
@@ -333,7 +343,7 @@ impl Env<'_> {
     fn ldsoconf(&mut self) -> Vec<String> {
         if self.ldsoconf.is_none() {
             let mut dirs = Vec::new();
-            read_ld_so_conf(self.root, "/etc/ld.so.conf", 0, &mut dirs);
+            read_ld_so_conf(self.roots, "/etc/ld.so.conf", 0, &mut dirs);
             self.ldsoconf = Some(dirs);
         }
         self.ldsoconf.clone().unwrap_or_default()
@@ -341,8 +351,8 @@ impl Env<'_> {
 
     /// The closure of one requested file.
     fn process(&mut self, file: &Path) -> Result<(Vec<LoadedObject>, Vec<Missing>), ElfError> {
-        let real = rootfs::resolve(self.root, file, true).map_err(|e| self.rootfs_err(e))?;
-        let host = rootfs::host_path(self.root, &real);
+        let real = self.roots.resolve(file, true).map_err(|e| self.rootfs_err(e))?;
+        let host = self.roots.host_path(&real);
         let info = scan_file(&host)?.ok_or_else(|| ElfError::NotElf {
             path: file.to_path_buf(),
         })?;
@@ -481,9 +491,9 @@ impl Env<'_> {
                 }
             }
             let file = format!("{prefix}/etc/ld-musl-{arch}.path");
-            let content = rootfs::resolve(self.root, Path::new(&file), true)
+            let content = self.roots.resolve(Path::new(&file), true)
                 .ok()
-                .and_then(|r| std::fs::read(rootfs::host_path(self.root, &r)).ok());
+                .and_then(|r| std::fs::read(self.roots.host_path(&r)).ok());
             p.musl_path = Some(match content {
                 Some(c) => (
                     String::from_utf8_lossy(&c)
@@ -873,14 +883,14 @@ fn cache_id(info: &ElfInfo) -> Option<i32> {
 }
 
 /// Reads an `ld.so.conf`-style file inside the root, following `include` globs.
-fn read_ld_so_conf(root: &Path, file: &str, depth: usize, out: &mut Vec<String>) {
+fn read_ld_so_conf(root: &RootStack, file: &str, depth: usize, out: &mut Vec<String>) {
     if depth > 8 {
         return;
     }
-    let Ok(real) = rootfs::resolve(root, Path::new(file), true) else {
+    let Ok(real) = root.resolve(Path::new(file), true) else {
         return;
     };
-    let Ok(text) = std::fs::read_to_string(rootfs::host_path(root, &real)) else {
+    let Ok(text) = std::fs::read_to_string(root.host_path(&real)) else {
         return;
     };
     let here = parent_str(file);
@@ -918,21 +928,19 @@ fn read_ld_so_conf(root: &Path, file: &str, depth: usize, out: &mut Vec<String>)
 }
 
 /// Expands a pattern with `*`/`?` in its last component inside the root; sorted.
-fn glob(root: &Path, pattern: &str) -> Vec<String> {
+fn glob(root: &RootStack, pattern: &str) -> Vec<String> {
     let (dir, last) = pattern.rsplit_once('/').unwrap_or(("", pattern));
     let dir = if dir.is_empty() { "/" } else { dir };
     if !last.contains(['*', '?']) {
         return vec![pattern.to_string()];
     }
-    let Ok(real) = rootfs::resolve(root, Path::new(dir), true) else {
+    let Ok(real) = root.resolve(Path::new(dir), true) else {
         return Vec::new();
     };
-    let Ok(rd) = std::fs::read_dir(rootfs::host_path(root, &real)) else {
-        return Vec::new();
-    };
-    let mut out: Vec<String> = rd
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+    let mut out: Vec<String> = root
+        .read_dir(&real)
+        .into_iter()
+        .filter_map(|n| n.to_str().map(str::to_string))
         .filter(|n| !n.starts_with('.') && glob_match(last.as_bytes(), n.as_bytes()))
         .map(|n| join_str(dir, &n))
         .collect();
@@ -989,7 +997,7 @@ mod tests {
         .unwrap();
         std::fs::write(r.join("etc/ld.so.conf.d/a.conf.off"), "/off\n").unwrap();
         let mut dirs = Vec::new();
-        read_ld_so_conf(r, "/etc/ld.so.conf", 0, &mut dirs);
+        read_ld_so_conf(&RootStack::single(r), "/etc/ld.so.conf", 0, &mut dirs);
         assert_eq!(dirs, ["/a/lib", "/b/lib", "/opt/a/lib", "/opt/b/lib"]);
     }
 
@@ -1009,8 +1017,9 @@ mod tests {
             is_dynamic: true,
         };
         let opts = ClosureOptions::default();
+        let roots = RootStack::single(Path::new("/nonexistent"));
         let env = Env {
-            root: Path::new("/nonexistent"),
+            roots: &roots,
             opts: &opts,
             scans: HashMap::new(),
             dirs: HashMap::new(),

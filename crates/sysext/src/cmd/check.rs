@@ -11,17 +11,22 @@ use sysext_core::inspect::Image;
 
 /// Check an image (NAME.raw or a folder) for what would make systemd-sysext skip it or change
 /// the host: release file name and contents, compatibility with the host, usr/lib/os-release,
-/// content outside usr/ and opt/, owners, directory modes, risky names.
+/// content outside usr/ and opt/, owners, directory modes, risky names, ELF files built for
+/// another CPU than the release file's ARCHITECTURE, and dynamic ELF files whose interpreter or
+/// libraries are neither in the image nor on the host (the image's usr/ and opt/ over the
+/// host's root folder, searched as the loader would; only presence is checked, not symbol
+/// versions; skipped with --host-os-release, which gives no host tree).
 /// Exit status: 0 clean, 1 findings, 2 error.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// A NAME.raw squashfs image or an extension folder.
     pub image: PathBuf,
-    /// Check compatibility with the OS in this root folder (its etc/os-release, else
-    /// usr/lib/os-release) instead of the running host.
+    /// Check against the OS in this root folder (its etc/os-release, else
+    /// usr/lib/os-release, and its libraries) instead of the running host.
     #[arg(long, value_name = "DIR", conflicts_with = "host_os_release")]
     pub root: Option<PathBuf>,
-    /// Check compatibility with the host described by this os-release file.
+    /// Check compatibility with the host described by this os-release file (the ELF files'
+    /// libraries are then not checked: there is no host tree to look in).
     #[arg(long, value_name = "FILE")]
     pub host_os_release: Option<PathBuf>,
     /// The host's architecture in systemd's naming (x86-64, arm64, ...); default: this machine's.
@@ -71,6 +76,9 @@ fn print(report: &Report, path: &Path, json: bool, out: &mut impl Write) -> io::
     if json {
         serde_json::to_writer_pretty(&mut *out, report)?;
         return writeln!(out);
+    }
+    for n in &report.notes {
+        writeln!(out, "note: {n}")?;
     }
     if report.is_clean() {
         let host = report
