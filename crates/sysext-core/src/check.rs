@@ -403,12 +403,7 @@ pub fn check_image(image: &Image, host: Option<&Host>) -> Result<Report, CheckEr
         Some(e) if e.kind == EntryKind::File => Some(image.read_file(&e.path)?),
         _ => None,
     };
-    let mut report = check(
-        image.name(),
-        image.entries(),
-        release.as_deref(),
-        host,
-    );
+    let mut report = check(image.name(), image.entries(), release.as_deref(), host);
     let arch = release
         .as_deref()
         .and_then(OsRelease::from_bytes)
@@ -444,7 +439,10 @@ struct ImageElf {
 /// the loader would skip them anyway) so the loader's search can run on a folder.
 fn elf_files(image: &Image, unpack_to: Option<&Path>) -> Result<Vec<ImageElf>, CheckError> {
     let unpack_err = |source| CheckError::Unpack {
-        image: image.folder().unwrap_or(Path::new(image.name())).to_path_buf(),
+        image: image
+            .folder()
+            .unwrap_or(Path::new(image.name()))
+            .to_path_buf(),
         source,
     };
     let mut out = Vec::new();

@@ -383,4 +383,43 @@ mod tests {
             Path::new("/srv/root/x")
         );
     }
+
+    #[test]
+    fn stack_upper_wins_and_only_shows_its_folders() {
+        let upper = tempfile::tempdir().unwrap();
+        let lower = tree();
+        let (u, l) = (upper.path(), lower.path());
+        std::fs::create_dir_all(u.join("usr/lib/x86_64-linux-gnu")).unwrap();
+        std::fs::create_dir_all(u.join("etc")).unwrap();
+        std::fs::write(u.join("usr/lib/x86_64-linux-gnu/libfoo.so"), b"up").unwrap();
+        std::fs::write(u.join("usr/lib/x86_64-linux-gnu/libc.so.6"), b"up").unwrap();
+        std::fs::write(u.join("etc/passwd"), b"up").unwrap();
+        let mut s = RootStack::new();
+        s.push(u, &["/usr", "/opt"]).push(l, &[]);
+        assert_eq!(s.base(), l);
+        // The lower layer's /lib symlink leads into the merged /usr/lib.
+        let p = s
+            .resolve(Path::new("/lib/x86_64-linux-gnu/libfoo.so"), true)
+            .unwrap();
+        assert_eq!(p, Path::new("/usr/lib/x86_64-linux-gnu/libfoo.so"));
+        assert_eq!(std::fs::read(s.host_path(&p)).unwrap(), b"up");
+        // The upper file hides the lower one; outside /usr and /opt the upper one is not seen.
+        let libc = Path::new("/usr/lib/x86_64-linux-gnu/libc.so.6");
+        assert_eq!(std::fs::read(s.host_path(libc)).unwrap(), b"up");
+        assert_eq!(
+            std::fs::read(s.host_path(Path::new("/etc/passwd"))).unwrap(),
+            b"inside"
+        );
+        // Lower-only paths still resolve.
+        assert_eq!(
+            s.resolve(Path::new("/opt/app/etc/passwd"), true).unwrap(),
+            Path::new("/etc/passwd")
+        );
+        let names = s.read_dir(Path::new("/usr/lib/x86_64-linux-gnu"));
+        assert_eq!(names, ["libc.so.6", "libfoo.so"]);
+        assert!(s
+            .resolve(Path::new("/usr/nothing"), true)
+            .unwrap_err()
+            .is_not_found());
+    }
 }

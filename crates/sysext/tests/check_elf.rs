@@ -116,7 +116,13 @@ fn libraries_are_looked_for_in_the_image_and_on_the_host() {
     fs::copy("/usr/bin/true", t.join("usr/bin/true")).unwrap();
     fs::create_dir_all(t.join("usr/lib/tools")).unwrap();
     // libfoo only in the image, found through the program's RUNPATH.
-    cc(&["-shared", "-fPIC", "-o", &p("usr/lib/tools/libfoo.so"), &s("foo.c")]);
+    cc(&[
+        "-shared",
+        "-fPIC",
+        "-o",
+        &p("usr/lib/tools/libfoo.so"),
+        &s("foo.c"),
+    ]);
     let runpath = "-Wl,--enable-new-dtags,-rpath,$ORIGIN/../lib/tools";
     cc(&[
         "-o",
@@ -148,7 +154,10 @@ fn libraries_are_looked_for_in_the_image_and_on_the_host() {
     let (code, f) = findings(&check(&t, &[]));
     assert_eq!(code, 1);
     assert_eq!(f.len(), 1, "{f:?}");
-    assert_eq!((f[0].0.as_str(), f[0].1.as_str()), ("missing-library", "usr/bin/bar"));
+    assert_eq!(
+        (f[0].0.as_str(), f[0].1.as_str()),
+        ("missing-library", "usr/bin/bar")
+    );
     assert!(f[0].2.contains("libbar.so"), "{}", f[0].2);
     assert!(f[0].2.contains("make sure the host has it"), "{}", f[0].2);
     // Plain output: exit 1 and the finding on stdout.
@@ -192,7 +201,10 @@ fn libraries_are_looked_for_in_the_image_and_on_the_host() {
         );
     }
     // libfoo is in the image: it misses libc too (via the loader's search), but never itself.
-    assert!(!f.iter().any(|x| x.2.contains("library libfoo.so ")), "{f:?}");
+    assert!(
+        !f.iter().any(|x| x.2.contains("library libfoo.so ")),
+        "{f:?}"
+    );
 }
 
 #[test]
@@ -226,7 +238,11 @@ fn trixie_b3sum_against_the_host_and_a_foreign_architecture() {
         .iter()
         .find(|x| x.0 == "missing-interpreter")
         .unwrap_or_else(|| panic!("{f:?}"));
-    assert!(interp.2.contains("/lib/ld-linux-aarch64.so.1"), "{}", interp.2);
+    assert!(
+        interp.2.contains("/lib/ld-linux-aarch64.so.1"),
+        "{}",
+        interp.2
+    );
     let raw = pack(&t);
     let (code, raw_f) = findings(&check(&raw, &[]));
     assert_eq!((code, &raw_f), (1, &f), "packed");

@@ -273,7 +273,9 @@ impl Env<'_> {
             // The loader runs with `/` as its working directory (chroot).
             format!("/{dir}")
         };
-        let res = self.roots.resolve(Path::new(&abs), true)
+        let res = self
+            .roots
+            .resolve(Path::new(&abs), true)
             .ok()
             .filter(|p| self.roots.host_path(p).is_dir());
         self.dirs.insert(dir.to_string(), res.clone());
@@ -326,7 +328,9 @@ impl Env<'_> {
 
     fn ldcache(&mut self) -> Option<&LdCache> {
         if self.ldcache.is_none() {
-            let cache = self.roots.resolve(Path::new("/etc/ld.so.cache"), true)
+            let cache = self
+                .roots
+                .resolve(Path::new("/etc/ld.so.cache"), true)
                 .ok()
                 .and_then(|p| match LdCache::read(&self.roots.host_path(&p)) {
                     Ok(c) => Some(c),
@@ -351,7 +355,10 @@ impl Env<'_> {
 
     /// The closure of one requested file.
     fn process(&mut self, file: &Path) -> Result<(Vec<LoadedObject>, Vec<Missing>), ElfError> {
-        let real = self.roots.resolve(file, true).map_err(|e| self.rootfs_err(e))?;
+        let real = self
+            .roots
+            .resolve(file, true)
+            .map_err(|e| self.rootfs_err(e))?;
         let host = self.roots.host_path(&real);
         let info = scan_file(&host)?.ok_or_else(|| ElfError::NotElf {
             path: file.to_path_buf(),
@@ -491,7 +498,9 @@ impl Env<'_> {
                 }
             }
             let file = format!("{prefix}/etc/ld-musl-{arch}.path");
-            let content = self.roots.resolve(Path::new(&file), true)
+            let content = self
+                .roots
+                .resolve(Path::new(&file), true)
                 .ok()
                 .and_then(|r| std::fs::read(self.roots.host_path(&r)).ok());
             p.musl_path = Some(match content {
