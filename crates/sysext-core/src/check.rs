@@ -572,12 +572,18 @@ pub fn check_elf(
         findings.extend(arch_findings(&elves, arch));
     }
     let hint = "ship it in the image (flix pulls the closure in) or make sure the host has it";
-    for e in elves
+    let dynamic: Vec<&ImageElf> = elves
         .iter()
         .filter(|e| e.info.interpreter.is_some() || !e.info.needed.is_empty())
-    {
-        let inside = PathBuf::from(format!("/{}", e.path));
-        let closure = match elf::closure_in(&roots, std::slice::from_ref(&inside), &opts) {
+        .collect();
+    let files: Vec<PathBuf> = dynamic
+        .iter()
+        .map(|e| PathBuf::from(format!("/{}", e.path)))
+        .collect();
+    let closures = elf::closure_each(&roots, &files, &opts);
+    for ((e, inside), closure) in dynamic.iter().zip(&files).zip(closures) {
+        let inside = inside.as_path();
+        let closure = match closure {
             Ok(c) => c,
             Err(err) => {
                 tracing::warn!("not checking the libraries of {}: {err}", e.path);
@@ -585,9 +591,9 @@ pub fn check_elf(
             }
         };
         for m in closure.missing {
-            let is_interp =
-                m.needed_by == inside && e.info.interpreter.as_deref() == Some(m.name.as_str());
-            let via = if m.needed_by == inside {
+            let is_interp = m.needed_by.as_path() == inside
+                && e.info.interpreter.as_deref() == Some(m.name.as_str());
+            let via = if m.needed_by.as_path() == inside {
                 String::new()
             } else {
                 format!(" (needed by {})", m.needed_by.display())

@@ -146,14 +146,7 @@ pub fn closure_in(
     files: &[PathBuf],
     opts: &ClosureOptions,
 ) -> Result<Closure, ElfError> {
-    let mut env = Env {
-        roots,
-        opts,
-        scans: HashMap::new(),
-        dirs: HashMap::new(),
-        ldcache: None,
-        ldsoconf: None,
-    };
+    let mut env = Env::new(roots, opts);
     let mut out = Closure::default();
     let mut seen = HashSet::new();
     let mut seen_missing = HashSet::new();
@@ -171,6 +164,24 @@ pub fn closure_in(
         }
     }
     Ok(out)
+}
+
+/// The closure of each of `files` on its own (one result per file, in order), sharing the
+/// scans, directory lookups and `ld.so.cache` between them: what [`closure_in`] would give for
+/// each file alone.
+pub fn closure_each(
+    roots: &RootStack,
+    files: &[PathBuf],
+    opts: &ClosureOptions,
+) -> Vec<Result<Closure, ElfError>> {
+    let mut env = Env::new(roots, opts);
+    files
+        .iter()
+        .map(|file| {
+            let (objects, missing) = env.process(file)?;
+            Ok(Closure { objects, missing })
+        })
+        .collect()
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -235,7 +246,18 @@ fn join_str(dir: &str, name: &str) -> String {
     format!("{d}/{name}")
 }
 
-impl Env<'_> {
+impl<'a> Env<'a> {
+    fn new(roots: &'a RootStack, opts: &'a ClosureOptions) -> Env<'a> {
+        Env {
+            roots,
+            opts,
+            scans: HashMap::new(),
+            dirs: HashMap::new(),
+            ldcache: None,
+            ldsoconf: None,
+        }
+    }
+
     fn rootfs_err(&self, e: RootfsError) -> ElfError {
         ElfError::Rootfs(e)
     }

@@ -17,7 +17,9 @@ mod scan;
 
 use std::path::PathBuf;
 
-pub use closure::{closure, closure_in, Closure, ClosureOptions, LoadedObject, Missing, Reason};
+pub use closure::{
+    closure, closure_each, closure_in, Closure, ClosureOptions, LoadedObject, Missing, Reason,
+};
 pub use ldcache::{LdCache, LdCacheEntry};
 pub use scan::{scan, scan_file};
 
