@@ -435,14 +435,12 @@ struct ImageElf {
 }
 
 /// The ELF files under `usr/` and `opt/` of `image`. With `unpack_to`, a `.raw` image's
-/// folders, symlinks and ELF files are written there (other files as empty placeholders:
-/// the loader would skip them anyway) so the loader's search can run on a folder.
+/// folders, symlinks and ELF files are written there so the loader's search can run on a
+/// folder (other files are left out: the loader skips a candidate that is not ELF as it skips
+/// one that is absent).
 fn elf_files(image: &Image, unpack_to: Option<&Path>) -> Result<Vec<ImageElf>, CheckError> {
     let unpack_err = |source| CheckError::Unpack {
-        image: image
-            .folder()
-            .unwrap_or(Path::new(image.name()))
-            .to_path_buf(),
+        image: image.path().to_path_buf(),
         source,
     };
     let mut out = Vec::new();
@@ -457,8 +455,7 @@ fn elf_files(image: &Image, unpack_to: Option<&Path>) -> Result<Vec<ImageElf>, C
                         std::os::unix::fs::symlink(t, &dst).map_err(unpack_err)?;
                     }
                 }
-                EntryKind::File => {}
-                _ => std::fs::write(&dst, b"").map_err(unpack_err)?,
+                _ => {}
             }
         }
         if !merged || e.kind != EntryKind::File {
@@ -476,10 +473,6 @@ fn elf_files(image: &Image, unpack_to: Option<&Path>) -> Result<Vec<ImageElf>, C
                     std::fs::write(dir.join(&e.path), &bytes).map_err(unpack_err)?;
                 }
                 elf::scan(&bytes)
-            }
-            (_, Some(dir)) if image.folder().is_none() => {
-                std::fs::write(dir.join(&e.path), b"").map_err(unpack_err)?;
-                continue;
             }
             _ => continue,
         };
@@ -557,7 +550,7 @@ pub fn check_elf(
         Some(f) => (f.to_path_buf(), elf_files(image, None)?),
         None => {
             tmp = tempfile::tempdir().map_err(|source| CheckError::Unpack {
-                image: PathBuf::from(image.name()),
+                image: image.path().to_path_buf(),
                 source,
             })?;
             let elves = elf_files(image, Some(tmp.path()))?;

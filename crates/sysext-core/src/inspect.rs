@@ -266,6 +266,11 @@ impl Image {
         }
     }
 
+    /// The path the image was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The folder of a folder image; `None` for a `.raw`.
     pub fn folder(&self) -> Option<&Path> {
         match &self.source {
