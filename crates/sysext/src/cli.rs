@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+use crate::cmd;
+
 /// Build, check and try systemd-sysext extension images.
 #[derive(Debug, Parser)]
 #[command(name = "sysext", version, about)]
@@ -14,9 +16,15 @@ pub struct Args {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    Pack(cmd::pack::PackArgs),
+    Inspect(cmd::inspect::InspectArgs),
+}
 
 pub fn run() -> Result<ExitCode> {
     let args = Args::parse();
-    match args.command {}
+    match args.command {
+        Command::Pack(a) => cmd::pack::run(a),
+        Command::Inspect(a) => cmd::inspect::run(a),
+    }
 }
