@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use sysext_core::pack::{Compression, Format, PackOptions};
 
@@ -102,21 +102,19 @@ impl Args {
     }
 }
 
-fn open_source(args: &Args) -> anyhow::Result<PathBuf> {
-    let p = PathBuf::from(&args.source);
-    if p.is_dir() {
-        return Ok(p);
-    }
-    bail!(
-        "source {} is not a rootfs folder; pulling images is not available in this build yet",
-        args.source
-    )
+fn open_source(args: &Args) -> anyhow::Result<ocirootfs::Rootfs> {
+    let mut opts = ocirootfs::SourceOptions::default();
+    opts.platform = args.platform.clone();
+    opts.progress = true;
+    ocirootfs::materialize(&args.source, &opts)
+        .with_context(|| format!("reading the source {}", args.source))
 }
 
 /// Runs `flix` with parsed arguments.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let extra = args.extra_libs(std::env::var("EXTRALIBS").ok().as_deref());
-    let root = open_source(&args)?;
+    let rootfs = open_source(&args)?;
+    let root = rootfs.path.clone();
     let opts = PlanOptions {
         name: args.name.clone(),
         paths: args.paths.clone(),

@@ -30,13 +30,15 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use walkdir::WalkDir;
 
+use sysext_core::release::{self, ExtensionRelease};
+
 use crate::shim::{self as elf, ElfInfo};
 
 /// Errors that stop planning.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("invalid extension name {0:?}: use letters, digits, '-' and '.' only")]
-    Name(String),
+    #[error("invalid extension name")]
+    Name(#[source] release::ReleaseError),
     #[error("entry {0:?} is not an absolute path inside the rootfs")]
     NotAbsolute(String),
     #[error("entry {entry:?}: target {target:?} must be under /usr/ or /opt/")]
@@ -213,18 +215,9 @@ pub fn parse_entry(s: &str) -> Result<EntrySpec, PlanError> {
     })
 }
 
-/// Validates the extension name.
-pub fn check_name(name: &str) -> Result<(), PlanError> {
-    let ok = !name.is_empty()
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '+'));
-    if ok {
-        Ok(())
-    } else {
-        Err(PlanError::Name(name.to_string()))
-    }
+/// Validates the extension name; returns warnings (e.g. '_' or '+' in it).
+pub fn check_name(name: &str) -> Result<Vec<String>, PlanError> {
+    release::validate_name(name).map_err(PlanError::Name)
 }
 
 /// Maps a target (relative, e.g. `usr/sbin/nginx`) to where it is shipped, per the module rules.
@@ -592,14 +585,14 @@ pub fn relative_link(from_dir: &Path, to: &Path) -> PathBuf {
 }
 
 fn arch_of(info: &ElfInfo) -> String {
-    elf::arch_from_elf(info.machine, info.class64, info.little_endian)
+    release::arch_from_elf(info.machine, info.class64, info.little_endian)
         .map(str::to_string)
         .unwrap_or_else(|| format!("machine {}", info.machine))
 }
 
 /// Resolves the options against the rootfs `root` into a validated plan.
 pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
-    check_name(&opts.name)?;
+    let name_warnings = check_name(&opts.name)?;
     let name = opts.name.clone();
     let mut b = Builder {
         root,
@@ -612,6 +605,9 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
         units: Vec::new(),
         diags: Vec::new(),
     };
+    for w in name_warnings {
+        b.note(Severity::Warning, w, None);
+    }
     b.push(Action::Dir { to: "usr".into() })?;
 
     for spec in &opts.paths {
@@ -942,7 +938,7 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
     }
 
     let arch = architecture.map(|a| a.0);
-    let release = elf::ExtensionRelease {
+    let release = ExtensionRelease {
         id: opts.os.clone().unwrap_or_else(|| "_any".into()),
         version_id: opts.version_id.clone(),
         sysext_level: opts.sysext_level.clone(),
@@ -950,7 +946,7 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
         reload_manager: !unit_names.is_empty(),
         ..Default::default()
     };
-    let rel_path = elf::release_file_path(&name);
+    let rel_path = release::release_file_path(&name);
     b.parents(&rel_path)?;
     let release_text = release.render();
     b.push(Action::Write {

@@ -1,11 +1,9 @@
 //! Stand-ins, with the agreed signatures, for pieces being written on other branches:
-//! `sysext_core::rootfs::resolve`/`host_path`, `sysext_core::elf::{scan, closure}` and
-//! `sysext_core::release::{ExtensionRelease, arch_from_elf}`. They are deliberately minimal
+//! `sysext_core::rootfs::resolve`/`host_path` and `sysext_core::elf::{scan, closure}`. They are deliberately minimal
 //! (Debian/Fedora system dirs, `/etc/ld.so.conf` with includes, no hwcaps, no ld.so.cache) and
 //! are removed once those branches are merged; nothing outside `plan.rs` uses them.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::fmt::Write as _;
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 
@@ -382,61 +380,4 @@ fn is_musl_libc(name: &str) -> bool {
     ["libc.", "libm.", "libpthread.", "libdl.", "librt.", "libutil.", "libxnet."]
         .iter()
         .any(|p| name.starts_with(p))
-}
-
-/// systemd's architecture name for an ELF machine.
-pub fn arch_from_elf(machine: u16, class64: bool, little_endian: bool) -> Option<&'static str> {
-    Some(match (machine, class64, little_endian) {
-        (62, true, true) => "x86-64",
-        (3, false, true) => "x86",
-        (183, true, true) => "arm64",
-        (40, false, true) => "arm",
-        (243, true, true) => "riscv64",
-        (21, true, true) => "ppc64-le",
-        (22, true, false) => "s390x",
-        _ => return None,
-    })
-}
-
-/// The extension-release metadata.
-#[derive(Debug, Clone, Default)]
-pub struct ExtensionRelease {
-    pub id: String,
-    pub version_id: Option<String>,
-    pub sysext_level: Option<String>,
-    pub architecture: Option<String>,
-    pub sysext_scope: Option<String>,
-    pub reload_manager: bool,
-    pub sysext_id: Option<String>,
-    pub sysext_version_id: Option<String>,
-}
-
-impl ExtensionRelease {
-    /// The file's text, keys in a stable order.
-    pub fn render(&self) -> String {
-        let mut s = String::new();
-        let id = if self.id.is_empty() { "_any" } else { &self.id };
-        let _ = writeln!(s, "ID={id}");
-        for (k, v) in [
-            ("VERSION_ID", &self.version_id),
-            ("SYSEXT_LEVEL", &self.sysext_level),
-            ("ARCHITECTURE", &self.architecture),
-            ("SYSEXT_SCOPE", &self.sysext_scope),
-            ("SYSEXT_ID", &self.sysext_id),
-            ("SYSEXT_VERSION_ID", &self.sysext_version_id),
-        ] {
-            if let Some(v) = v {
-                let _ = writeln!(s, "{k}={v}");
-            }
-        }
-        if self.reload_manager {
-            s.push_str("EXTENSION_RELOAD_MANAGER=1\n");
-        }
-        s
-    }
-}
-
-/// `usr/lib/extension-release.d/extension-release.NAME`.
-pub fn release_file_path(name: &str) -> PathBuf {
-    Path::new("usr/lib/extension-release.d").join(format!("extension-release.{name}"))
 }
