@@ -32,8 +32,14 @@ pub enum CacheError {
     Mismatch { digest: String, actual: String },
     #[error("blob {digest} is larger than the {expected} bytes its descriptor declares; it was not cached")]
     TooLarge { digest: String, expected: u64 },
-    #[error("blob {digest} has {actual} bytes, its descriptor declares {expected}; it was not cached")]
-    SizeMismatch { digest: String, expected: u64, actual: u64 },
+    #[error(
+        "blob {digest} has {actual} bytes, its descriptor declares {expected}; it was not cached"
+    )]
+    SizeMismatch {
+        digest: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error(transparent)]
     Digest(#[from] crate::reference::ReferenceError),
 }
@@ -62,8 +68,13 @@ impl Cache {
     /// Opens (creating) a cache folder.
     pub fn open(dir: &Path) -> Result<Cache, CacheError> {
         let blobs = dir.join("blobs/sha256");
-        fs::create_dir_all(&blobs).map_err(|source| CacheError::Create { path: blobs, source })?;
-        Ok(Cache { dir: dir.to_path_buf() })
+        fs::create_dir_all(&blobs).map_err(|source| CacheError::Create {
+            path: blobs,
+            source,
+        })?;
+        Ok(Cache {
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// The cache folder.
@@ -143,7 +154,10 @@ impl BlobWriter {
         self.written += chunk.len() as u64;
         if let Some(s) = self.size {
             if self.written > s {
-                return Err(CacheError::TooLarge { digest: self.digest.clone(), expected: s });
+                return Err(CacheError::TooLarge {
+                    digest: self.digest.clone(),
+                    expected: s,
+                });
             }
         }
         self.hasher.update(chunk);
@@ -164,14 +178,25 @@ impl BlobWriter {
     pub fn finish(mut self) -> Result<PathBuf, CacheError> {
         if let Some(s) = self.size {
             if self.written != s {
-                return Err(CacheError::SizeMismatch { digest: self.digest.clone(), expected: s, actual: self.written });
+                return Err(CacheError::SizeMismatch {
+                    digest: self.digest.clone(),
+                    expected: s,
+                    actual: self.written,
+                });
             }
         }
         let actual = hex::encode(std::mem::take(&mut self.hasher).finalize());
         if Some(actual.as_str()) != self.digest.strip_prefix("sha256:") {
-            return Err(CacheError::Mismatch { digest: self.digest.clone(), actual });
+            return Err(CacheError::Mismatch {
+                digest: self.digest.clone(),
+                actual,
+            });
         }
-        let wr = |source| CacheError::Write { digest: self.digest.clone(), path: self.tmp.clone(), source };
+        let wr = |source| CacheError::Write {
+            digest: self.digest.clone(),
+            path: self.tmp.clone(),
+            source,
+        };
         let file = self.file.take().expect("finish called once");
         let file = file.into_inner().map_err(|e| wr(e.into_error()))?;
         file.sync_data().map_err(wr)?;
@@ -209,13 +234,21 @@ mod tests {
         assert_eq!(cache.get(&d, Some(5)).unwrap(), Some(p));
 
         let other = digest_of(b"other");
-        assert!(matches!(cache.put(&other, b"wrong"), Err(CacheError::Mismatch { .. })));
+        assert!(matches!(
+            cache.put(&other, b"wrong"),
+            Err(CacheError::Mismatch { .. })
+        ));
         assert!(cache.get(&other, None).unwrap().is_none());
         let mut w = cache.writer(&other, Some(3)).unwrap();
-        assert!(matches!(w.write_chunk(b"other"), Err(CacheError::TooLarge { .. })));
+        assert!(matches!(
+            w.write_chunk(b"other"),
+            Err(CacheError::TooLarge { .. })
+        ));
         drop(w);
         // Nothing but the one good blob is left, no partial files.
-        let names: Vec<_> = fs::read_dir(tmp.path().join("blobs/sha256")).unwrap().collect();
+        let names: Vec<_> = fs::read_dir(tmp.path().join("blobs/sha256"))
+            .unwrap()
+            .collect();
         assert_eq!(names.len(), 1);
         assert!(cache.blob_path("sha256:../../etc").is_err());
     }

@@ -43,15 +43,26 @@ pub struct Args {
 
 /// Runs the command; `Ok(code)` is the process exit status.
 pub fn run(args: Args) -> anyhow::Result<i32> {
-    let mut opts = crate::SourceOptions::default();
-    opts.platform = args.platform.clone();
-    opts.cache_dir = args.cache.clone();
-    opts.creds = args.creds.clone();
-    opts.insecure = args.insecure;
-    opts.progress = !args.json;
-    let res = crate::pull_and_run(&args.image, &args.folder, &opts, args.force, args.run.as_deref());
+    let opts = crate::SourceOptions {
+        platform: args.platform.clone(),
+        cache_dir: args.cache.clone(),
+        creds: args.creds.clone(),
+        insecure: args.insecure,
+        progress: !args.json,
+    };
+    let res = crate::pull_and_run(
+        &args.image,
+        &args.folder,
+        &opts,
+        args.force,
+        args.run.as_deref(),
+    );
     let report = match res {
-        Err(crate::Error::RunFailed { command, status, folder }) => {
+        Err(crate::Error::RunFailed {
+            command,
+            status,
+            folder,
+        }) => {
             eprintln!(
                 "ocirootfs: the command `{command}` exited with status {status}; {} was not written",
                 folder.display()
@@ -79,7 +90,17 @@ mod tests {
 
     #[test]
     fn parses() {
-        let a = Args::try_parse_from(["ocirootfs", "alpine", "out", "--platform", "linux/arm64", "--run", "true", "--json"]).unwrap();
+        let a = Args::try_parse_from([
+            "ocirootfs",
+            "alpine",
+            "out",
+            "--platform",
+            "linux/arm64",
+            "--run",
+            "true",
+            "--json",
+        ])
+        .unwrap();
         assert_eq!(a.image, "alpine");
         assert_eq!(a.platform.as_deref(), Some("linux/arm64"));
         assert!(a.json);

@@ -54,7 +54,11 @@ pub enum Error {
     #[error("cannot run the command in the rootfs")]
     Run(#[from] run::RunError),
     #[error("the command `{command}` exited with status {status}; {} was not written", folder.display())]
-    RunFailed { command: String, status: i32, folder: PathBuf },
+    RunFailed {
+        command: String,
+        status: i32,
+        folder: PathBuf,
+    },
     #[error("source folder {} does not exist or is not a directory", .0.display())]
     NoFolder(PathBuf),
     #[error("copying the folder {} to {}", from.display(), to.display())]
@@ -158,10 +162,25 @@ fn apply_all(image: &mut Image, root: &Path) -> Result<Vec<LayerReport>, Error> 
     let mut reports = Vec::new();
     let name = image.name.clone();
     for (index, layer) in image.layers.iter_mut().enumerate() {
-        let label = layer.digest.clone().or_else(|| layer.diff_id.clone()).unwrap_or_else(|| format!("#{index}"));
+        let label = layer
+            .digest
+            .clone()
+            .or_else(|| layer.diff_id.clone())
+            .unwrap_or_else(|| format!("#{index}"));
         let blob = layer.open()?;
-        let stats = unpack::apply_layer(root, blob, layer.digest.as_deref(), layer.diff_id.as_deref(), &uopts)
-            .map_err(|source| Error::Unpack { index, digest: label, image: name.clone(), source })?;
+        let stats = unpack::apply_layer(
+            root,
+            blob,
+            layer.digest.as_deref(),
+            layer.diff_id.as_deref(),
+            &uopts,
+        )
+        .map_err(|source| Error::Unpack {
+            index,
+            digest: label,
+            image: name.clone(),
+            source,
+        })?;
         reports.push(LayerReport {
             digest: layer.digest.clone(),
             diff_id: layer.diff_id.clone(),
@@ -176,7 +195,12 @@ fn apply_all(image: &mut Image, root: &Path) -> Result<Vec<LayerReport>, Error> 
 }
 
 /// Pulls SOURCE and unpacks it into FOLDER (`ocirootfs IMAGE FOLDER`). See [`pull_and_run`].
-pub fn pull(source: &str, folder: &Path, opts: &SourceOptions, force: bool) -> Result<PullReport, Error> {
+pub fn pull(
+    source: &str,
+    folder: &Path,
+    opts: &SourceOptions,
+    force: bool,
+) -> Result<PullReport, Error> {
     pull_and_run(source, folder, opts, force, None)
 }
 
@@ -235,10 +259,15 @@ pub fn pull_and_run(
         }
     };
     if let Some(cmd) = run {
-        let status = run::run_in_rootfs(out.path(), cmd, &report.env, report.working_dir.as_deref())?;
+        let status =
+            run::run_in_rootfs(out.path(), cmd, &report.env, report.working_dir.as_deref())?;
         report.run_status = Some(status);
         if status != 0 {
-            return Err(Error::RunFailed { command: cmd.to_string(), status, folder: folder.to_path_buf() });
+            return Err(Error::RunFailed {
+                command: cmd.to_string(),
+                status,
+                folder: folder.to_path_buf(),
+            });
         }
     }
     out.commit()?;
@@ -248,17 +277,25 @@ pub fn pull_and_run(
 /// Removes temporary folders `.NAME.tmp-PID-N` left beside FOLDER by an interrupted run (one
 /// whose process no longer exists).
 fn remove_stale_temps(folder: &Path) {
-    let (Some(name), parent) = (folder.file_name(), folder.parent()) else { return };
+    let (Some(name), parent) = (folder.file_name(), folder.parent()) else {
+        return;
+    };
     let parent = match parent {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
     let prefix = format!(".{}.tmp-", name.to_string_lossy());
-    let Ok(rd) = std::fs::read_dir(parent) else { return };
+    let Ok(rd) = std::fs::read_dir(parent) else {
+        return;
+    };
     for e in rd.flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = n.strip_prefix(&prefix) else { continue };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let Some(rest) = n.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
         if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
             tracing::info!("removing {} left by an interrupted run", e.path().display());
             let _ = std::fs::remove_dir_all(e.path());
@@ -274,9 +311,17 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), Error> {
         .arg(format!("{}/.", from.display()))
         .arg(to)
         .status()
-        .map_err(|source| Error::Copy { from: from.into(), to: to.into(), source })?;
+        .map_err(|source| Error::Copy {
+            from: from.into(),
+            to: to.into(),
+            source,
+        })?;
     if !status.success() {
-        return Err(Error::Copy { from: from.into(), to: to.into(), source: std::io::Error::other(format!("cp -a exited with {status}")) });
+        return Err(Error::Copy {
+            from: from.into(),
+            to: to.into(),
+            source: std::io::Error::other(format!("cp -a exited with {status}")),
+        });
     }
     Ok(())
 }
@@ -291,7 +336,14 @@ pub fn materialize(source: &str, opts: &SourceOptions) -> Result<Rootfs, Error> 
         if !p.is_dir() {
             return Err(Error::NoFolder(p.clone()));
         }
-        return Ok(Rootfs { path: p.clone(), digest: None, platform: None, env: Vec::new(), working_dir: None, _guard: None });
+        return Ok(Rootfs {
+            path: p.clone(),
+            digest: None,
+            platform: None,
+            env: Vec::new(),
+            working_dir: None,
+            _guard: None,
+        });
     }
     let cache = open_cache(opts, &src)?;
     let mut image = source::resolve(&src, cache.as_ref(), &resolve_opts(opts)?)?;
@@ -321,8 +373,19 @@ pub fn materialize(source: &str, opts: &SourceOptions) -> Result<Rootfs, Error> 
             }
         }
     }
-    let base = std::env::temp_dir().join(format!("ocirootfs-{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)));
-    std::fs::create_dir(&base).map_err(|source| Error::Copy { from: PathBuf::from(source_name(&src)), to: base.clone(), source })?;
+    let base = std::env::temp_dir().join(format!(
+        "ocirootfs-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    std::fs::create_dir(&base).map_err(|source| Error::Copy {
+        from: PathBuf::from(source_name(&src)),
+        to: base.clone(),
+        source,
+    })?;
     let guard = TempGuard(base.clone());
     apply_all(&mut image, &base)?;
     Ok(made(base, &image, Some(guard)))

@@ -53,7 +53,9 @@ impl ImageRef {
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         host == "localhost"
-            || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
     }
 }
 
@@ -62,9 +64,15 @@ impl ImageRef {
 pub enum Source {
     Registry(ImageRef),
     /// `oci:DIR[:TAG]`
-    OciLayout { dir: PathBuf, tag: Option<String> },
+    OciLayout {
+        dir: PathBuf,
+        tag: Option<String>,
+    },
     /// `oci-archive:FILE[:TAG]`
-    OciArchive { file: PathBuf, tag: Option<String> },
+    OciArchive {
+        file: PathBuf,
+        tag: Option<String>,
+    },
     /// `docker-archive:FILE`
     DockerArchive(PathBuf),
     /// An existing root filesystem folder.
@@ -74,7 +82,13 @@ pub enum Source {
 /// Checks a `sha256:<64 hex>` digest, so paths built from it are safe.
 pub fn validate_digest(d: &str) -> Result<&str, ReferenceError> {
     match d.strip_prefix("sha256:") {
-        Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) => Ok(h),
+        Some(h)
+            if h.len() == 64
+                && h.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+        {
+            Ok(h)
+        }
         _ => Err(ReferenceError::Digest(d.to_string())),
     }
 }
@@ -86,7 +100,9 @@ fn split_path_tag(s: &str) -> (PathBuf, Option<String>) {
         return (PathBuf::from(s), None);
     }
     match s.rsplit_once(':') {
-        Some((p, t)) if !t.is_empty() && !t.contains('/') => (PathBuf::from(p), Some(t.to_string())),
+        Some((p, t)) if !t.is_empty() && !t.contains('/') => {
+            (PathBuf::from(p), Some(t.to_string()))
+        }
         _ => (PathBuf::from(s), None),
     }
 }
@@ -112,7 +128,12 @@ pub fn parse_source(s: &str) -> Result<Source, ReferenceError> {
     if let Some(rest) = s.strip_prefix("docker://") {
         return parse_image_ref(rest).map(Source::Registry);
     }
-    if s.starts_with('/') || s.starts_with("./") || s.starts_with("../") || s == "." || Path::new(s).is_dir() {
+    if s.starts_with('/')
+        || s.starts_with("./")
+        || s.starts_with("../")
+        || s == "."
+        || Path::new(s).is_dir()
+    {
         return Ok(Source::Folder(PathBuf::from(s)));
     }
     parse_image_ref(s).map(Source::Registry)
@@ -142,7 +163,8 @@ pub fn parse_image_ref(s: &str) -> Result<ImageRef, ReferenceError> {
     if let Some(t) = &tag {
         let ok = !t.is_empty()
             && t.len() <= 128
-            && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
             && !t.starts_with(['.', '-']);
         if !ok {
             return Err(ReferenceError::Invalid(s.into(), "bad tag"));
@@ -170,7 +192,8 @@ pub fn parse_image_ref(s: &str) -> Result<ImageRef, ReferenceError> {
     let repo_ok = !repository.is_empty()
         && repository.split('/').all(|c| {
             !c.is_empty()
-                && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
         });
     if !repo_ok {
         return Err(ReferenceError::Invalid(
@@ -178,8 +201,17 @@ pub fn parse_image_ref(s: &str) -> Result<ImageRef, ReferenceError> {
             "repository must be lowercase letters, digits, '.', '_', '-' separated by '/'",
         ));
     }
-    let tag = if tag.is_none() && digest.is_none() { Some("latest".to_string()) } else { tag };
-    Ok(ImageRef { registry, repository, tag, digest })
+    let tag = if tag.is_none() && digest.is_none() {
+        Some("latest".to_string())
+    } else {
+        tag
+    };
+    Ok(ImageRef {
+        registry,
+        repository,
+        tag,
+        digest,
+    })
 }
 
 /// An OCI platform: `os/architecture[/variant]`.
@@ -219,7 +251,11 @@ impl Platform {
             "aarch64" => "arm64",
             a => a,
         };
-        Ok(Platform { os: os.to_string(), architecture: architecture.to_string(), variant })
+        Ok(Platform {
+            os: os.to_string(),
+            architecture: architecture.to_string(),
+            variant,
+        })
     }
 
     /// The platform of the running host.
@@ -234,7 +270,11 @@ impl Platform {
             "s390x" => ("s390x", None),
             a => (a, None),
         };
-        Platform { os: "linux".into(), architecture: architecture.into(), variant: variant.map(Into::into) }
+        Platform {
+            os: "linux".into(),
+            architecture: architecture.into(),
+            variant: variant.map(Into::into),
+        }
     }
 
     fn norm_variant(arch: &str, v: Option<&str>) -> Option<String> {
@@ -256,7 +296,8 @@ impl Platform {
         match &self.variant {
             None => true,
             Some(want) => {
-                Self::norm_variant(architecture, Some(want)) == Self::norm_variant(architecture, variant)
+                Self::norm_variant(architecture, Some(want))
+                    == Self::norm_variant(architecture, variant)
             }
         }
     }
@@ -283,20 +324,37 @@ mod tests {
             ),
         ];
         for (input, want) in cases {
-            assert_eq!(parse_image_ref(input).unwrap().to_string(), *want, "{input}");
+            assert_eq!(
+                parse_image_ref(input).unwrap().to_string(),
+                *want,
+                "{input}"
+            );
         }
     }
 
     #[test]
     fn rejects_bad_references() {
-        for bad in ["", "UPPER/case", "a:b:c", "x@sha256:abc", "x@md5:00", "a//b", "a:-x"] {
+        for bad in [
+            "",
+            "UPPER/case",
+            "a:b:c",
+            "x@sha256:abc",
+            "x@md5:00",
+            "a//b",
+            "a:-x",
+        ] {
             assert!(parse_image_ref(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn loopback() {
-        for (r, want) in [("127.0.0.1:5000/a", true), ("localhost:1/a", true), ("[::1]:5000/a", true), ("quay.io/a", false)] {
+        for (r, want) in [
+            ("127.0.0.1:5000/a", true),
+            ("localhost:1/a", true),
+            ("[::1]:5000/a", true),
+            ("quay.io/a", false),
+        ] {
             assert_eq!(parse_image_ref(r).unwrap().is_loopback(), want, "{r}");
         }
     }
@@ -305,20 +363,41 @@ mod tests {
     fn parses_sources() {
         assert_eq!(
             parse_source("oci:/nonexistent/dir:trixie").unwrap(),
-            Source::OciLayout { dir: "/nonexistent/dir".into(), tag: Some("trixie".into()) }
+            Source::OciLayout {
+                dir: "/nonexistent/dir".into(),
+                tag: Some("trixie".into())
+            }
         );
         assert_eq!(
             parse_source("oci:/nonexistent/dir").unwrap(),
-            Source::OciLayout { dir: "/nonexistent/dir".into(), tag: None }
+            Source::OciLayout {
+                dir: "/nonexistent/dir".into(),
+                tag: None
+            }
         );
-        assert_eq!(parse_source("docker-archive:/x.tar").unwrap(), Source::DockerArchive("/x.tar".into()));
+        assert_eq!(
+            parse_source("docker-archive:/x.tar").unwrap(),
+            Source::DockerArchive("/x.tar".into())
+        );
         assert_eq!(
             parse_source("oci-archive:/x.tar").unwrap(),
-            Source::OciArchive { file: "/x.tar".into(), tag: None }
+            Source::OciArchive {
+                file: "/x.tar".into(),
+                tag: None
+            }
         );
-        assert_eq!(parse_source("/srv/rootfs").unwrap(), Source::Folder("/srv/rootfs".into()));
-        assert!(matches!(parse_source("alpine").unwrap(), Source::Registry(_)));
-        assert!(matches!(parse_source("docker://alpine").unwrap(), Source::Registry(_)));
+        assert_eq!(
+            parse_source("/srv/rootfs").unwrap(),
+            Source::Folder("/srv/rootfs".into())
+        );
+        assert!(matches!(
+            parse_source("alpine").unwrap(),
+            Source::Registry(_)
+        ));
+        assert!(matches!(
+            parse_source("docker://alpine").unwrap(),
+            Source::Registry(_)
+        ));
     }
 
     #[test]
@@ -334,7 +413,10 @@ mod tests {
         assert!(v7.matches("linux", "arm", Some("v7")));
         assert!(!v7.matches("linux", "arm", Some("v6")));
         assert!(!p.matches("linux", "amd64", None));
-        assert_eq!(Platform::parse("x86_64").unwrap().to_string(), "linux/amd64");
+        assert_eq!(
+            Platform::parse("x86_64").unwrap().to_string(),
+            "linux/amd64"
+        );
         assert!(Platform::parse("a/b/c/d").is_err());
         assert!(Platform::parse("linux/").is_err());
     }

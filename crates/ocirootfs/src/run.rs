@@ -37,7 +37,11 @@ pub enum RunError {
 
 fn setup(op: impl Into<String>, root: &Path) -> impl FnOnce(io::Error) -> RunError + '_ {
     let op = op.into();
-    move |source| RunError::Setup { op, root: root.to_path_buf(), source }
+    move |source| RunError::Setup {
+        op,
+        root: root.to_path_buf(),
+        source,
+    }
 }
 
 /// A real directory directly under the root (created when missing), never a symlink.
@@ -54,7 +58,12 @@ fn mount_point(root: &Path, name: &str) -> Result<PathBuf, RunError> {
 }
 
 /// Runs `sh -c command` chrooted into `root`; returns its exit code (128+N for signal N).
-pub fn run_in_rootfs(root: &Path, command: &str, env: &[String], working_dir: Option<&str>) -> Result<i32, RunError> {
+pub fn run_in_rootfs(
+    root: &Path,
+    command: &str,
+    env: &[String],
+    working_dir: Option<&str>,
+) -> Result<i32, RunError> {
     let root = fs::canonicalize(root).map_err(setup("resolve the rootfs", root))?;
     let sh = root.join("bin/sh");
     if fs::symlink_metadata(&sh).is_err() {
@@ -67,24 +76,42 @@ pub fn run_in_rootfs(root: &Path, command: &str, env: &[String], working_dir: Op
     let etc = root.join("etc");
     let mut resolv = None;
     let mut created_resolv = false;
-    if fs::symlink_metadata(&etc).is_ok_and(|m| m.is_dir()) && Path::new("/etc/resolv.conf").exists() {
+    if fs::symlink_metadata(&etc).is_ok_and(|m| m.is_dir())
+        && Path::new("/etc/resolv.conf").exists()
+    {
         let r = etc.join("resolv.conf");
         match fs::symlink_metadata(&r) {
             Ok(m) if m.is_file() => resolv = Some(r),
-            Ok(_) => tracing::warn!("{} is not a plain file; the host's resolv.conf is not bound", r.display()),
+            Ok(_) => tracing::warn!(
+                "{} is not a plain file; the host's resolv.conf is not bound",
+                r.display()
+            ),
             Err(_) => {
-                fs::OpenOptions::new().write(true).create_new(true).open(&r).map_err(setup("create /etc/resolv.conf", &root))?;
+                fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&r)
+                    .map_err(setup("create /etc/resolv.conf", &root))?;
                 created_resolv = true;
                 resolv = Some(r);
             }
         }
     }
-    let mut envs: Vec<(String, String)> =
-        env.iter().filter_map(|e| e.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let mut envs: Vec<(String, String)> = env
+        .iter()
+        .filter_map(|e| e.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     if !envs.iter().any(|(k, _)| k == "PATH") {
-        envs.push(("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()));
+        envs.push((
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ));
     }
-    let wd = working_dir.filter(|w| !w.is_empty()).unwrap_or("/").to_string();
+    let wd = working_dir
+        .filter(|w| !w.is_empty())
+        .unwrap_or("/")
+        .to_string();
     let command = command.to_string();
     let root2 = root.clone();
     let result = std::thread::spawn(move || -> Result<i32, RunError> {
@@ -93,14 +120,26 @@ pub fn run_in_rootfs(root: &Path, command: &str, env: &[String], working_dir: Op
         // CLONE_FS and CLONE_NEWNS only give this thread its own root/cwd and mount namespace.
         unsafe { rustix::thread::unshare_unsafe(UnshareFlags::FS | UnshareFlags::NEWNS) }
             .map_err(|e| setup("unshare the mount namespace", &root)(e.into()))?;
-        mount::mount_change("/", MountPropagationFlags::PRIVATE | MountPropagationFlags::REC)
-            .map_err(|e| setup("make mounts private", &root)(e.into()))?;
-        mount::mount("proc", &proc_, "proc", MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC, None)
-            .map_err(|e| setup("mount /proc", &root)(e.into()))?;
-        mount::mount_bind_recursive("/dev", &dev).map_err(|e| setup("bind /dev", &root)(e.into()))?;
-        mount::mount_bind_recursive("/sys", &sys).map_err(|e| setup("bind /sys", &root)(e.into()))?;
+        mount::mount_change(
+            "/",
+            MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+        )
+        .map_err(|e| setup("make mounts private", &root)(e.into()))?;
+        mount::mount(
+            "proc",
+            &proc_,
+            "proc",
+            MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+            None,
+        )
+        .map_err(|e| setup("mount /proc", &root)(e.into()))?;
+        mount::mount_bind_recursive("/dev", &dev)
+            .map_err(|e| setup("bind /dev", &root)(e.into()))?;
+        mount::mount_bind_recursive("/sys", &sys)
+            .map_err(|e| setup("bind /sys", &root)(e.into()))?;
         if let Some(r) = &resolv {
-            mount::mount_bind("/etc/resolv.conf", r).map_err(|e| setup("bind /etc/resolv.conf", &root)(e.into()))?;
+            mount::mount_bind("/etc/resolv.conf", r)
+                .map_err(|e| setup("bind /etc/resolv.conf", &root)(e.into()))?;
         }
         rustix::process::chroot(&root).map_err(|e| setup("chroot", &root)(e.into()))?;
         if rustix::process::chdir(wd.as_str()).is_err() {
@@ -120,7 +159,9 @@ pub fn run_in_rootfs(root: &Path, command: &str, env: &[String], working_dir: Op
             .stdout(stdout)
             .status()
             .map_err(setup("start /bin/sh", &root))?;
-        Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+        Ok(status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
     })
     .join()
     .map_err(|_| RunError::Panicked);

@@ -46,15 +46,27 @@ pub enum SourceError {
     #[error("{0}")]
     Invalid(String),
     #[error("no image for platform {wanted} in {source_name}; it offers: {offered}. Pass --platform with one of those")]
-    Platform { wanted: String, source_name: String, offered: String },
+    Platform {
+        wanted: String,
+        source_name: String,
+        offered: String,
+    },
     #[error("{source_name} holds several images ({tags}); name one as {source_name}:TAG")]
     AmbiguousTag { source_name: String, tags: String },
     #[error("tag {tag:?} not found in {source_name}; it holds: {tags}")]
-    TagNotFound { tag: String, source_name: String, tags: String },
+    TagNotFound {
+        tag: String,
+        source_name: String,
+        tags: String,
+    },
     #[error("blob {digest} is missing from {where_}")]
     MissingBlob { digest: String, where_: String },
     #[error("blob {digest} from {where_} does not match its digest (got sha256:{actual})")]
-    Digest { digest: String, where_: String, actual: String },
+    Digest {
+        digest: String,
+        where_: String,
+        actual: String,
+    },
     #[error("registry {registry}: access denied to {image} (401/403); log in (~/.docker/config.json or $REGISTRY_AUTH_FILE) or pass --creds USER:PASSWORD")]
     Unauthorized { registry: String, image: String },
     #[error("image {image} not found (manifest unknown); check the name and tag")]
@@ -156,8 +168,11 @@ pub struct ImageConfig {
 }
 
 fn parse_config(bytes: &[u8], where_: &str) -> Result<ImageConfig, SourceError> {
-    let c: ConfigDoc = serde_json::from_slice(bytes)
-        .map_err(|source| SourceError::Json { what: "image config", where_: where_.into(), source })?;
+    let c: ConfigDoc = serde_json::from_slice(bytes).map_err(|source| SourceError::Json {
+        what: "image config",
+        where_: where_.into(),
+        source,
+    })?;
     let inner = c.config.unwrap_or_default();
     Ok(ImageConfig {
         os: c.os,
@@ -173,7 +188,11 @@ fn parse_config(bytes: &[u8], where_: &str) -> Result<ImageConfig, SourceError> 
 
 pub(crate) enum LayerData {
     File(PathBuf),
-    Slice { file: PathBuf, offset: u64, len: u64 },
+    Slice {
+        file: PathBuf,
+        offset: u64,
+        len: u64,
+    },
     Download(mpsc::Receiver<Result<PathBuf, SourceError>>),
 }
 
@@ -197,12 +216,22 @@ impl Layer {
         }
         match &self.data {
             LayerData::File(p) => {
-                let f = fs::File::open(p).map_err(|source| SourceError::Read { path: p.clone(), source })?;
+                let f = fs::File::open(p).map_err(|source| SourceError::Read {
+                    path: p.clone(),
+                    source,
+                })?;
                 Ok(Box::new(f))
             }
             LayerData::Slice { file, offset, len } => {
-                let mut f = fs::File::open(file).map_err(|source| SourceError::Read { path: file.clone(), source })?;
-                f.seek(SeekFrom::Start(*offset)).map_err(|source| SourceError::Read { path: file.clone(), source })?;
+                let mut f = fs::File::open(file).map_err(|source| SourceError::Read {
+                    path: file.clone(),
+                    source,
+                })?;
+                f.seek(SeekFrom::Start(*offset))
+                    .map_err(|source| SourceError::Read {
+                        path: file.clone(),
+                        source,
+                    })?;
                 Ok(Box::new(f.take(*len)))
             }
             LayerData::Download(_) => Err(SourceError::Cancelled),
@@ -245,7 +274,9 @@ fn select_platform<'a>(
     source_name: &str,
 ) -> Result<&'a Descriptor, SourceError> {
     let real = |d: &&Descriptor| {
-        d.platform.as_ref().is_some_and(|p| p.os != "unknown" && p.architecture != "unknown")
+        d.platform
+            .as_ref()
+            .is_some_and(|p| p.os != "unknown" && p.architecture != "unknown")
     };
     let hit = manifests.iter().filter(real).find(|d| {
         let p = d.platform.as_ref().expect("filtered");
@@ -268,18 +299,32 @@ fn select_platform<'a>(
     Err(SourceError::Platform {
         wanted: want.to_string(),
         source_name: source_name.into(),
-        offered: if offered.is_empty() { "nothing with a platform".into() } else { offered.join(", ") },
+        offered: if offered.is_empty() {
+            "nothing with a platform".into()
+        } else {
+            offered.join(", ")
+        },
     })
 }
 
-fn check_platform(cfg: &ImageConfig, want: &Option<Platform>, source_name: &str) -> Result<String, SourceError> {
+fn check_platform(
+    cfg: &ImageConfig,
+    want: &Option<Platform>,
+    source_name: &str,
+) -> Result<String, SourceError> {
     let mut plat = format!("{}/{}", cfg.os, cfg.architecture);
     if let Some(v) = cfg.variant.as_deref().filter(|v| !v.is_empty()) {
         plat = format!("{plat}/{v}");
     }
     if let Some(w) = want {
-        if !cfg.architecture.is_empty() && !w.matches(&cfg.os, &cfg.architecture, cfg.variant.as_deref()) {
-            return Err(SourceError::Platform { wanted: w.to_string(), source_name: source_name.into(), offered: plat });
+        if !cfg.architecture.is_empty()
+            && !w.matches(&cfg.os, &cfg.architecture, cfg.variant.as_deref())
+        {
+            return Err(SourceError::Platform {
+                wanted: w.to_string(),
+                source_name: source_name.into(),
+                offered: plat,
+            });
         }
     }
     Ok(plat)
@@ -316,7 +361,10 @@ fn clean_member(name: &str) -> String {
 
 impl ArchiveIndex {
     fn build(file: &Path) -> Result<ArchiveIndex, SourceError> {
-        let rd = |source| SourceError::Read { path: file.to_path_buf(), source };
+        let rd = |source| SourceError::Read {
+            path: file.to_path_buf(),
+            source,
+        };
         let f = fs::File::open(file).map_err(rd)?;
         let mut ar = tar::Archive::new(io::BufReader::new(f));
         let mut members = HashMap::new();
@@ -331,7 +379,9 @@ impl ArchiveIndex {
                 tar::EntryType::Symlink | tar::EntryType::Link => {
                     if let Some(t) = e.link_name_bytes() {
                         let t = String::from_utf8_lossy(&t).into_owned();
-                        let target = if e.header().entry_type() == tar::EntryType::Link || t.starts_with('/') {
+                        let target = if e.header().entry_type() == tar::EntryType::Link
+                            || t.starts_with('/')
+                        {
                             clean_member(&t)
                         } else {
                             let dir = name.rsplit_once('/').map_or("", |(d, _)| d);
@@ -343,7 +393,11 @@ impl ArchiveIndex {
                 _ => {}
             }
         }
-        Ok(ArchiveIndex { file: file.to_path_buf(), members, links })
+        Ok(ArchiveIndex {
+            file: file.to_path_buf(),
+            members,
+            links,
+        })
     }
 
     fn find(&self, name: &str) -> Option<(u64, u64)> {
@@ -358,11 +412,19 @@ impl ArchiveIndex {
     }
 
     fn read_member(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>, SourceError> {
-        let Some((off, len)) = self.find(name) else { return Ok(None) };
+        let Some((off, len)) = self.find(name) else {
+            return Ok(None);
+        };
         if len > limit {
-            return Err(SourceError::Invalid(format!("{name} in {} is too large ({len} bytes)", self.file.display())));
+            return Err(SourceError::Invalid(format!(
+                "{name} in {} is too large ({len} bytes)",
+                self.file.display()
+            )));
         }
-        let rd = |source| SourceError::Read { path: self.file.clone(), source };
+        let rd = |source| SourceError::Read {
+            path: self.file.clone(),
+            source,
+        };
         let mut f = fs::File::open(&self.file).map_err(rd)?;
         f.seek(SeekFrom::Start(off)).map_err(rd)?;
         let mut v = Vec::with_capacity(len as usize);
@@ -404,10 +466,17 @@ impl LocalBlobs {
         let hex = validate_digest(digest)?;
         let bytes = self
             .read_file(&format!("blobs/sha256/{hex}"))?
-            .ok_or_else(|| SourceError::MissingBlob { digest: digest.into(), where_: self.where_() })?;
+            .ok_or_else(|| SourceError::MissingBlob {
+                digest: digest.into(),
+                where_: self.where_(),
+            })?;
         let actual = sha256_hex(&bytes);
         if actual != hex {
-            return Err(SourceError::Digest { digest: digest.into(), where_: self.where_(), actual });
+            return Err(SourceError::Digest {
+                digest: digest.into(),
+                where_: self.where_(),
+                actual,
+            });
         }
         Ok(bytes)
     }
@@ -417,44 +486,78 @@ impl LocalBlobs {
             LocalBlobs::Dir(d) => {
                 let p = d.join(rel);
                 if !p.is_file() {
-                    return Err(SourceError::MissingBlob { digest: rel.into(), where_: self.where_() });
+                    return Err(SourceError::MissingBlob {
+                        digest: rel.into(),
+                        where_: self.where_(),
+                    });
                 }
                 Ok(LayerData::File(p))
             }
             LocalBlobs::Archive(a) => {
-                let (offset, len) = a
-                    .find(rel)
-                    .ok_or_else(|| SourceError::MissingBlob { digest: rel.into(), where_: self.where_() })?;
-                Ok(LayerData::Slice { file: a.file.clone(), offset, len })
+                let (offset, len) = a.find(rel).ok_or_else(|| SourceError::MissingBlob {
+                    digest: rel.into(),
+                    where_: self.where_(),
+                })?;
+                Ok(LayerData::Slice {
+                    file: a.file.clone(),
+                    offset,
+                    len,
+                })
             }
         }
     }
 }
 
 fn parse_doc(bytes: &[u8], what: &'static str, where_: &str) -> Result<Document, SourceError> {
-    serde_json::from_slice(bytes).map_err(|source| SourceError::Json { what, where_: where_.into(), source })
+    serde_json::from_slice(bytes).map_err(|source| SourceError::Json {
+        what,
+        where_: where_.into(),
+        source,
+    })
 }
 
-fn resolve_layout(blobs: LocalBlobs, name: String, tag: Option<&str>, opts: &ResolveOptions) -> Result<Image, SourceError> {
+fn resolve_layout(
+    blobs: LocalBlobs,
+    name: String,
+    tag: Option<&str>,
+    opts: &ResolveOptions,
+) -> Result<Image, SourceError> {
     let where_ = blobs.where_();
-    let index_bytes = blobs
-        .read_file("index.json")?
-        .ok_or_else(|| SourceError::Invalid(format!("{where_} is not an OCI image layout (no index.json)")))?;
+    let index_bytes = blobs.read_file("index.json")?.ok_or_else(|| {
+        SourceError::Invalid(format!(
+            "{where_} is not an OCI image layout (no index.json)"
+        ))
+    })?;
     let index = parse_doc(&index_bytes, "index.json", &where_)?;
     let entries = index.manifests.unwrap_or_default();
-    let tag_of = |d: &Descriptor| d.annotations.get("org.opencontainers.image.ref.name").cloned();
+    let tag_of = |d: &Descriptor| {
+        d.annotations
+            .get("org.opencontainers.image.ref.name")
+            .cloned()
+    };
     let tags = || {
         let t: Vec<String> = entries.iter().filter_map(tag_of).collect();
-        if t.is_empty() { "no tags".to_string() } else { t.join(", ") }
+        if t.is_empty() {
+            "no tags".to_string()
+        } else {
+            t.join(", ")
+        }
     };
     let chosen: Vec<&Descriptor> = match tag {
-        Some(t) => entries.iter().filter(|d| tag_of(d).as_deref() == Some(t)).collect(),
+        Some(t) => entries
+            .iter()
+            .filter(|d| tag_of(d).as_deref() == Some(t))
+            .collect(),
         None => entries.iter().collect(),
     };
     let mut desc = match chosen.as_slice() {
         [one] => (*one).clone(),
         [] if tag.is_some() => {
-            return Err(SourceError::TagNotFound { tag: tag.unwrap_or_default().into(), source_name: where_, tags: tags() })
+            return Err(SourceError::TagNotFound {
+                tag: tag.unwrap_or_default().into(),
+                source_name: where_,
+                tags: tags(),
+            })
         }
         [] => return Err(SourceError::Invalid(format!("{where_} holds no image"))),
         many => {
@@ -463,7 +566,10 @@ fn resolve_layout(blobs: LocalBlobs, name: String, tag: Option<&str>, opts: &Res
             if list.iter().all(|d| d.platform.is_some()) {
                 select_platform(&list, &host_or(&opts.platform), &where_)?.clone()
             } else {
-                return Err(SourceError::AmbiguousTag { source_name: where_, tags: tags() });
+                return Err(SourceError::AmbiguousTag {
+                    source_name: where_,
+                    tags: tags(),
+                });
             }
         }
     };
@@ -478,12 +584,19 @@ fn resolve_layout(blobs: LocalBlobs, name: String, tag: Option<&str>, opts: &Res
         }
         depth += 1;
         if depth > 4 {
-            return Err(SourceError::Invalid(format!("{where_}: image indexes nested too deep")));
+            return Err(SourceError::Invalid(format!(
+                "{where_}: image indexes nested too deep"
+            )));
         }
         let list = doc.manifests.clone().unwrap_or_default();
         desc = select_platform(&list, &host_or(&opts.platform), &where_)?.clone();
     }
-    let cfg_desc = doc.config.ok_or_else(|| SourceError::Invalid(format!("manifest {} in {where_} has no config", desc.digest)))?;
+    let cfg_desc = doc.config.ok_or_else(|| {
+        SourceError::Invalid(format!(
+            "manifest {} in {where_} has no config",
+            desc.digest
+        ))
+    })?;
     let cfg_bytes = blobs.read_blob(&cfg_desc.digest)?;
     let config = parse_config(&cfg_bytes, &where_)?;
     let platform = check_platform(&config, &opts.platform, &where_)?;
@@ -527,17 +640,37 @@ fn resolve_docker_archive(file: &Path, opts: &ResolveOptions) -> Result<Image, S
         // No legacy manifest: an OCI layout inside?
         return resolve_layout(blobs, name, None, opts);
     };
-    let entries: Vec<DockerManifestEntry> = serde_json::from_slice(&mbytes)
-        .map_err(|source| SourceError::Json { what: "manifest.json", where_: where_.clone(), source })?;
-    let entry = entries.into_iter().next().ok_or_else(|| SourceError::Invalid(format!("{where_}: manifest.json lists no image")))?;
+    let entries: Vec<DockerManifestEntry> =
+        serde_json::from_slice(&mbytes).map_err(|source| SourceError::Json {
+            what: "manifest.json",
+            where_: where_.clone(),
+            source,
+        })?;
+    let entry = entries
+        .into_iter()
+        .next()
+        .ok_or_else(|| SourceError::Invalid(format!("{where_}: manifest.json lists no image")))?;
     let cfg_bytes = blobs
         .read_file(&entry.config)?
-        .ok_or_else(|| SourceError::MissingBlob { digest: entry.config.clone(), where_: where_.clone() })?;
+        .ok_or_else(|| SourceError::MissingBlob {
+            digest: entry.config.clone(),
+            where_: where_.clone(),
+        })?;
     let cfg_hex = sha256_hex(&cfg_bytes);
     // The config's name is its digest, in both formats: `<hex>.json` or `blobs/sha256/<hex>`.
-    let named = entry.config.rsplit('/').next().unwrap_or_default().trim_end_matches(".json").to_string();
+    let named = entry
+        .config
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches(".json")
+        .to_string();
     if named.len() == 64 && named != cfg_hex {
-        return Err(SourceError::Digest { digest: format!("sha256:{named}"), where_, actual: cfg_hex });
+        return Err(SourceError::Digest {
+            digest: format!("sha256:{named}"),
+            where_,
+            actual: cfg_hex,
+        });
     }
     let config = parse_config(&cfg_bytes, &where_)?;
     let platform = check_platform(&config, &opts.platform, &where_)?;
@@ -612,9 +745,18 @@ pub fn creds_from_auth_file(text: &str, registry: &str) -> Option<(String, Strin
     let v: serde_json::Value = serde_json::from_str(text).ok()?;
     let auths = v.get("auths")?.as_object()?;
     let keys: Vec<String> = if registry == "docker.io" {
-        vec!["docker.io".into(), "index.docker.io".into(), "https://index.docker.io/v1/".into(), "registry-1.docker.io".into()]
+        vec![
+            "docker.io".into(),
+            "index.docker.io".into(),
+            "https://index.docker.io/v1/".into(),
+            "registry-1.docker.io".into(),
+        ]
     } else {
-        vec![registry.into(), format!("https://{registry}"), format!("http://{registry}")]
+        vec![
+            registry.into(),
+            format!("https://{registry}"),
+            format!("http://{registry}"),
+        ]
     };
     for (k, e) in auths {
         let k_trim = k.trim_end_matches('/');
@@ -661,32 +803,79 @@ fn classify(e: oci_client::errors::OciDistributionError, r: &ImageRef) -> (Sourc
     let image = r.to_string();
     let msg = e.to_string();
     match e {
-        E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => {
-            (SourceError::Unauthorized { registry: r.registry.clone(), image }, false)
-        }
+        E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => (
+            SourceError::Unauthorized {
+                registry: r.registry.clone(),
+                image,
+            },
+            false,
+        ),
         E::ImageManifestNotFoundError(_) => (SourceError::NotFound { image }, false),
         E::RegistryError { envelope, .. } => {
-            let codes: Vec<String> = envelope.errors.iter().map(|x| format!("{:?}", x.code)).collect();
+            let codes: Vec<String> = envelope
+                .errors
+                .iter()
+                .map(|x| format!("{:?}", x.code))
+                .collect();
             let joined = codes.join(",").to_ascii_lowercase();
-            if joined.contains("manifestunknown") || joined.contains("nameunknown") || joined.contains("notfound") {
+            if joined.contains("manifestunknown")
+                || joined.contains("nameunknown")
+                || joined.contains("notfound")
+            {
                 (SourceError::NotFound { image }, false)
             } else if joined.contains("unauthorized") || joined.contains("denied") {
-                (SourceError::Unauthorized { registry: r.registry.clone(), image }, false)
+                (
+                    SourceError::Unauthorized {
+                        registry: r.registry.clone(),
+                        image,
+                    },
+                    false,
+                )
             } else {
-                (SourceError::Registry { image, message: msg }, false)
+                (
+                    SourceError::Registry {
+                        image,
+                        message: msg,
+                    },
+                    false,
+                )
             }
         }
         E::ServerError { code, .. } => {
             if code == 401 || code == 403 {
-                (SourceError::Unauthorized { registry: r.registry.clone(), image }, false)
+                (
+                    SourceError::Unauthorized {
+                        registry: r.registry.clone(),
+                        image,
+                    },
+                    false,
+                )
             } else if code == 404 {
                 (SourceError::NotFound { image }, false)
             } else {
-                (SourceError::Registry { image, message: msg }, code >= 500 || code == 429 || code == 408)
+                (
+                    SourceError::Registry {
+                        image,
+                        message: msg,
+                    },
+                    code >= 500 || code == 429 || code == 408,
+                )
             }
         }
-        E::RequestError(_) | E::IoError(_) => (SourceError::Registry { image, message: format!("{msg}: {}", error_chain(&msg)) }, true),
-        _ => (SourceError::Registry { image, message: msg }, false),
+        E::RequestError(_) | E::IoError(_) => (
+            SourceError::Registry {
+                image,
+                message: format!("{msg}: {}", error_chain(&msg)),
+            },
+            true,
+        ),
+        _ => (
+            SourceError::Registry {
+                image,
+                message: msg,
+            },
+            false,
+        ),
     }
 }
 
@@ -730,32 +919,60 @@ struct Registry {
 }
 
 impl Registry {
-    async fn manifest(&self, digest_or_tag: Option<&str>) -> Result<(Vec<u8>, String), SourceError> {
+    async fn manifest(
+        &self,
+        digest_or_tag: Option<&str>,
+    ) -> Result<(Vec<u8>, String), SourceError> {
         let reference = match digest_or_tag {
             Some(d) => self.reference.clone_with_digest(d.to_string()),
             None => self.reference.clone(),
         };
-        let (bytes, digest) = retry(&self.image, || self.client.pull_manifest_raw(&reference, &oci_client::secrets::RegistryAuth::Anonymous, ACCEPT)).await?;
+        let (bytes, digest) = retry(&self.image, || {
+            self.client.pull_manifest_raw(
+                &reference,
+                &oci_client::secrets::RegistryAuth::Anonymous,
+                ACCEPT,
+            )
+        })
+        .await?;
         let actual = format!("sha256:{}", sha256_hex(&bytes));
-        let expected = digest_or_tag.map(str::to_string).or_else(|| self.image.digest.clone());
+        let expected = digest_or_tag
+            .map(str::to_string)
+            .or_else(|| self.image.digest.clone());
         if let Some(exp) = expected {
             if exp != actual {
-                return Err(SourceError::Digest { digest: exp, where_: self.image.to_string(), actual });
+                return Err(SourceError::Digest {
+                    digest: exp,
+                    where_: self.image.to_string(),
+                    actual,
+                });
             }
         }
         if digest.starts_with("sha256:") && digest != actual {
-            return Err(SourceError::Digest { digest, where_: self.image.to_string(), actual });
+            return Err(SourceError::Digest {
+                digest,
+                where_: self.image.to_string(),
+                actual,
+            });
         }
         Ok((bytes.to_vec(), actual))
     }
 
-    async fn small_blob(&self, cache: &Cache, digest: &str, size: Option<u64>) -> Result<Vec<u8>, SourceError> {
+    async fn small_blob(
+        &self,
+        cache: &Cache,
+        digest: &str,
+        size: Option<u64>,
+    ) -> Result<Vec<u8>, SourceError> {
         if let Some(p) = cache.get(digest, size)? {
             return fs::read(&p).map_err(|source| SourceError::Read { path: p, source });
         }
         let out = retry(&self.image, || async {
             let mut out = Vec::new();
-            self.client.pull_blob(&self.reference, digest, &mut out).await.map(|()| out)
+            self.client
+                .pull_blob(&self.reference, digest, &mut out)
+                .await
+                .map(|()| out)
         })
         .await?;
         cache.put(digest, &out)?;
@@ -763,7 +980,8 @@ impl Registry {
     }
 }
 
-async fn download(
+/// One layer download, run as a task on the runtime.
+struct Download {
     client: Arc<oci_client::Client>,
     reference: oci_client::Reference,
     image: ImageRef,
@@ -772,8 +990,20 @@ async fn download(
     size: Option<u64>,
     bar: Option<indicatif::ProgressBar>,
     counter: Arc<std::sync::atomic::AtomicU64>,
-) -> Result<PathBuf, SourceError> {
+}
+
+async fn download(d: Download) -> Result<PathBuf, SourceError> {
     use futures_util::StreamExt;
+    let Download {
+        client,
+        reference,
+        image,
+        cache,
+        digest,
+        size,
+        bar,
+        counter,
+    } = d;
     let mut delay = Duration::from_millis(250);
     let mut attempt = 0;
     loop {
@@ -801,7 +1031,13 @@ async fn download(
                         // An error once every byte arrived is the client's digest check.
                         let complete = size.is_some_and(|s| w.written() >= s);
                         let msg = format!("downloading {digest}: {e}");
-                        return Err((SourceError::Registry { image: image.to_string(), message: msg }, !complete));
+                        return Err((
+                            SourceError::Registry {
+                                image: image.to_string(),
+                                message: msg,
+                            },
+                            !complete,
+                        ));
                     }
                 }
             }
@@ -830,7 +1066,11 @@ async fn download(
     }
 }
 
-fn resolve_registry(r: &ImageRef, cache: &Cache, opts: &ResolveOptions) -> Result<Image, SourceError> {
+fn resolve_registry(
+    r: &ImageRef,
+    cache: &Cache,
+    opts: &ResolveOptions,
+) -> Result<Image, SourceError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -848,33 +1088,59 @@ fn resolve_registry(r: &ImageRef, cache: &Cache, opts: &ResolveOptions) -> Resul
         read_timeout: Some(Duration::from_secs(120)),
         ..Default::default()
     };
-    let client = oci_client::Client::try_from(config)
-        .map_err(|e| SourceError::Registry { image: r.to_string(), message: e.to_string() })?;
+    let client = oci_client::Client::try_from(config).map_err(|e| SourceError::Registry {
+        image: r.to_string(),
+        message: e.to_string(),
+    })?;
     let reference = match (&r.tag, &r.digest) {
-        (_, Some(d)) => oci_client::Reference::with_digest(r.registry.clone(), r.repository.clone(), d.clone()),
-        (Some(t), None) => oci_client::Reference::with_tag(r.registry.clone(), r.repository.clone(), t.clone()),
-        (None, None) => oci_client::Reference::with_tag(r.registry.clone(), r.repository.clone(), "latest".into()),
+        (_, Some(d)) => {
+            oci_client::Reference::with_digest(r.registry.clone(), r.repository.clone(), d.clone())
+        }
+        (Some(t), None) => {
+            oci_client::Reference::with_tag(r.registry.clone(), r.repository.clone(), t.clone())
+        }
+        (None, None) => oci_client::Reference::with_tag(
+            r.registry.clone(),
+            r.repository.clone(),
+            "latest".into(),
+        ),
     };
-    let reg = Registry { client: Arc::new(client), reference, image: r.clone() };
+    let reg = Registry {
+        client: Arc::new(client),
+        reference,
+        image: r.clone(),
+    };
     let auth = registry_auth(r, &opts.creds);
     let counter: Arc<std::sync::atomic::AtomicU64> = Default::default();
-    let progress = (opts.progress && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(indicatif::MultiProgress::new);
+    let progress = (opts.progress && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .then(indicatif::MultiProgress::new);
 
     let (digest, platform, config, layer_descs) = rt.block_on(async {
-        retry(r, || reg.client.auth(&reg.reference, &auth, oci_client::RegistryOperation::Pull)).await?;
+        retry(r, || {
+            reg.client
+                .auth(&reg.reference, &auth, oci_client::RegistryOperation::Pull)
+        })
+        .await?;
         let (mut bytes, mut digest) = reg.manifest(r.digest.as_deref()).await?;
         let mut doc = parse_doc(&bytes, "manifest", &r.to_string())?;
         let mut depth = 0;
         while is_index(&doc, "") {
             depth += 1;
             if depth > 4 {
-                return Err(SourceError::Invalid(format!("{r}: image indexes nested too deep")));
+                return Err(SourceError::Invalid(format!(
+                    "{r}: image indexes nested too deep"
+                )));
             }
             let list = doc.manifests.clone().unwrap_or_default();
-            let d = select_platform(&list, &host_or(&opts.platform), &r.to_string())?.digest.clone();
+            let d = select_platform(&list, &host_or(&opts.platform), &r.to_string())?
+                .digest
+                .clone();
             validate_digest(&d)?;
             (bytes, digest) = match cache.get(&d, None)? {
-                Some(p) => (fs::read(&p).map_err(|source| SourceError::Read { path: p, source })?, d.clone()),
+                Some(p) => (
+                    fs::read(&p).map_err(|source| SourceError::Read { path: p, source })?,
+                    d.clone(),
+                ),
                 None => {
                     let (b, dg) = reg.manifest(Some(&d)).await?;
                     cache.put(&dg, &b)?;
@@ -883,8 +1149,12 @@ fn resolve_registry(r: &ImageRef, cache: &Cache, opts: &ResolveOptions) -> Resul
             };
             doc = parse_doc(&bytes, "manifest", &r.to_string())?;
         }
-        let cfg_desc = doc.config.clone().ok_or_else(|| SourceError::Invalid(format!("manifest {digest} of {r} has no config")))?;
-        let cfg = reg.small_blob(cache, &cfg_desc.digest, cfg_desc.size).await?;
+        let cfg_desc = doc.config.clone().ok_or_else(|| {
+            SourceError::Invalid(format!("manifest {digest} of {r} has no config"))
+        })?;
+        let cfg = reg
+            .small_blob(cache, &cfg_desc.digest, cfg_desc.size)
+            .await?;
         let config = parse_config(&cfg, &r.to_string())?;
         let platform = check_platform(&config, &opts.platform, &r.to_string())?;
         Ok::<_, SourceError>((digest, platform, config, doc.layers.unwrap_or_default()))
@@ -901,23 +1171,25 @@ fn resolve_registry(r: &ImageRef, cache: &Cache, opts: &ResolveOptions) -> Resul
                 let bar = progress.as_ref().map(|m| {
                     let b = m.add(indicatif::ProgressBar::new(l.size.unwrap_or(0)));
                     b.set_style(
-                        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-                            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                            .progress_chars("=> "),
+                        indicatif::ProgressStyle::with_template(
+                            "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                        )
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                        .progress_chars("=> "),
                     );
                     b.set_prefix(l.digest.get(7..19).unwrap_or_default().to_string());
                     b
                 });
-                let fut = download(
-                    reg.client.clone(),
-                    reg.reference.clone(),
-                    r.clone(),
-                    cache.clone(),
-                    l.digest.clone(),
-                    l.size,
+                let fut = download(Download {
+                    client: reg.client.clone(),
+                    reference: reg.reference.clone(),
+                    image: r.clone(),
+                    cache: cache.clone(),
+                    digest: l.digest.clone(),
+                    size: l.size,
                     bar,
-                    counter.clone(),
-                );
+                    counter: counter.clone(),
+                });
                 let sem = sem.clone();
                 rt.spawn(async move {
                     let _permit = sem.acquire_owned().await;
@@ -926,7 +1198,13 @@ fn resolve_registry(r: &ImageRef, cache: &Cache, opts: &ResolveOptions) -> Resul
                 LayerData::Download(rx)
             }
         };
-        layers.push(Layer { diff_id: config.diff_ids.get(i).cloned(), digest: Some(l.digest), size: l.size, media_type: l.media_type, data });
+        layers.push(Layer {
+            diff_id: config.diff_ids.get(i).cloned(),
+            digest: Some(l.digest),
+            size: l.size,
+            media_type: l.media_type,
+            data,
+        });
     }
     Ok(Image {
         name: r.to_string(),
@@ -941,10 +1219,16 @@ fn resolve_registry(r: &ImageRef, cache: &Cache, opts: &ResolveOptions) -> Resul
 }
 
 /// Resolves an image source (not a folder).
-pub fn resolve(source: &Source, cache: Option<&Cache>, opts: &ResolveOptions) -> Result<Image, SourceError> {
+pub fn resolve(
+    source: &Source,
+    cache: Option<&Cache>,
+    opts: &ResolveOptions,
+) -> Result<Image, SourceError> {
     match source {
         Source::Registry(r) => {
-            let cache = cache.ok_or_else(|| SourceError::Invalid("a registry pull needs a cache folder".into()))?;
+            let cache = cache.ok_or_else(|| {
+                SourceError::Invalid("a registry pull needs a cache folder".into())
+            })?;
             resolve_registry(r, cache, opts)
         }
         Source::OciLayout { dir, tag } => {
@@ -962,10 +1246,18 @@ pub fn resolve(source: &Source, cache: Option<&Cache>, opts: &ResolveOptions) ->
         }
         Source::OciArchive { file, tag } => {
             let idx = ArchiveIndex::build(file)?;
-            resolve_layout(LocalBlobs::Archive(idx), format!("oci-archive:{}", file.display()), tag.as_deref(), opts)
+            resolve_layout(
+                LocalBlobs::Archive(idx),
+                format!("oci-archive:{}", file.display()),
+                tag.as_deref(),
+                opts,
+            )
         }
         Source::DockerArchive(file) => resolve_docker_archive(file, opts),
-        Source::Folder(p) => Err(SourceError::Invalid(format!("{} is a folder, not an image", p.display()))),
+        Source::Folder(p) => Err(SourceError::Invalid(format!(
+            "{} is a folder, not an image",
+            p.display()
+        ))),
     }
 }
 
@@ -978,8 +1270,14 @@ mod tests {
         assert_eq!(b64decode("dXNlcjpwYXNz").unwrap(), b"user:pass");
         assert_eq!(b64decode("YQ==").unwrap(), b"a");
         let text = r#"{"auths":{"https://index.docker.io/v1/":{"auth":"dXNlcjpwYXNz"},"127.0.0.1:5000":{"auth":"YTpi"}}}"#;
-        assert_eq!(creds_from_auth_file(text, "docker.io"), Some(("user".into(), "pass".into())));
-        assert_eq!(creds_from_auth_file(text, "127.0.0.1:5000"), Some(("a".into(), "b".into())));
+        assert_eq!(
+            creds_from_auth_file(text, "docker.io"),
+            Some(("user".into(), "pass".into()))
+        );
+        assert_eq!(
+            creds_from_auth_file(text, "127.0.0.1:5000"),
+            Some(("a".into(), "b".into()))
+        );
         assert_eq!(creds_from_auth_file(text, "quay.io"), None);
         assert_eq!(creds_from_auth_file("garbage", "quay.io"), None);
     }
@@ -989,17 +1287,27 @@ mod tests {
             media_type: String::new(),
             digest: format!("sha256:{os}{arch}"),
             size: None,
-            platform: Some(Plat { os: os.into(), architecture: arch.into(), variant: variant.map(Into::into) }),
+            platform: Some(Plat {
+                os: os.into(),
+                architecture: arch.into(),
+                variant: variant.map(Into::into),
+            }),
             annotations: HashMap::new(),
         }
     }
 
     #[test]
     fn platform_selection_lists_the_offer() {
-        let list = vec![desc("linux", "amd64", None), desc("linux", "arm64", Some("v8")), desc("unknown", "unknown", None)];
+        let list = vec![
+            desc("linux", "amd64", None),
+            desc("linux", "arm64", Some("v8")),
+            desc("unknown", "unknown", None),
+        ];
         let got = select_platform(&list, &Platform::parse("linux/arm64").unwrap(), "x").unwrap();
         assert_eq!(got.digest, "sha256:linuxarm64");
-        let err = select_platform(&list, &Platform::parse("linux/s390x").unwrap(), "x").unwrap_err().to_string();
+        let err = select_platform(&list, &Platform::parse("linux/s390x").unwrap(), "x")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("linux/amd64, linux/arm64/v8"), "{err}");
         assert!(!err.contains("unknown"), "{err}");
     }

@@ -55,7 +55,9 @@ pub struct UnpackOptions {
 
 impl Default for UnpackOptions {
     fn default() -> Self {
-        UnpackOptions { as_root: rustix::process::geteuid().is_root() }
+        UnpackOptions {
+            as_root: rustix::process::geteuid().is_root(),
+        }
     }
 }
 
@@ -80,8 +82,42 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
+/// Ends the tar stream gracefully: some writers (umoci 0.4 `insert`) stop right after the last
+/// entry's data, without padding or the end-of-archive blocks, and umoci and Go accept that. At
+/// the first EOF this reader records where the real data ended and supplies the missing zeros;
+/// [`Applier::entry`] refuses an entry whose data would reach past that point, so a stream cut
+/// inside a file is still an error.
+struct Tail<R> {
+    inner: R,
+    pos: u64,
+    eof: Rc<std::cell::Cell<Option<u64>>>,
+    pad_left: u64,
+}
+
+impl<R: Read> Read for Tail<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.eof.get().is_none() {
+            let n = self.inner.read(buf)?;
+            if n > 0 {
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            self.eof.set(Some(self.pos));
+            self.pad_left = (512 - self.pos % 512) % 512 + 1024;
+        }
+        let n = (self.pad_left.min(buf.len() as u64)) as usize;
+        buf[..n].fill(0);
+        self.pad_left -= n as u64;
+        Ok(n)
+    }
+}
+
 fn io_err<'a>(op: &'static str, path: &'a [u8]) -> impl FnOnce(Errno) -> UnpackError + 'a {
-    move |e| UnpackError::Io { op, path: PathBuf::from(OsStr::from_bytes(path)), source: e.into() }
+    move |e| UnpackError::Io {
+        op,
+        path: PathBuf::from(OsStr::from_bytes(path)),
+        source: e.into(),
+    }
 }
 
 const RESOLVE: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
@@ -129,8 +165,16 @@ struct Applier<'a> {
 }
 
 fn open_root(root: &Path) -> Result<OwnedFd, UnpackError> {
-    rfs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| UnpackError::Io { op: "open the root folder", path: root.to_path_buf(), source: e.into() })
+    rfs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| UnpackError::Io {
+        op: "open the root folder",
+        path: root.to_path_buf(),
+        source: e.into(),
+    })
 }
 
 /// Applies one layer blob (gzip, zstd or tar) to `root`, verifying the blob against `digest`
@@ -144,7 +188,13 @@ pub fn apply_layer(
 ) -> Result<LayerStats, UnpackError> {
     let outer = Rc::new(RefCell::new(Sha256::new()));
     let inner = Rc::new(RefCell::new(Sha256::new()));
-    let mut buffered = BufReader::with_capacity(1 << 20, Hashing { inner: blob, state: outer.clone() });
+    let mut buffered = BufReader::with_capacity(
+        1 << 20,
+        Hashing {
+            inner: blob,
+            state: outer.clone(),
+        },
+    );
     let magic = buffered.fill_buf().map_err(UnpackError::Tar)?;
     let decoded: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::bufread::MultiGzDecoder::new(buffered))
@@ -153,7 +203,16 @@ pub fn apply_layer(
     } else {
         Box::new(buffered)
     };
-    let tar_stream = Hashing { inner: decoded, state: inner.clone() };
+    let eof = Rc::new(std::cell::Cell::new(None));
+    let tar_stream = Tail {
+        inner: Hashing {
+            inner: decoded,
+            state: inner.clone(),
+        },
+        pos: 0,
+        eof: eof.clone(),
+        pad_left: 0,
+    };
     let mut archive = tar::Archive::new(tar_stream);
     let mut applier = Applier {
         root: open_root(root)?,
@@ -165,7 +224,17 @@ pub fn apply_layer(
     };
     for entry in archive.entries().map_err(UnpackError::Tar)? {
         let mut entry = entry.map_err(UnpackError::Tar)?;
+        let data_end = entry.raw_file_position() + entry.size();
         applier.entry(&mut entry)?;
+        if eof.get().is_some_and(|e| e < data_end) {
+            return Err(UnpackError::Tar(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the layer ends inside the data of {}",
+                    String::from_utf8_lossy(&entry.path_bytes())
+                ),
+            )));
+        }
     }
     // Drain what follows the end-of-archive marker so both hashes cover the whole stream.
     let mut rest = archive.into_inner();
@@ -176,12 +245,18 @@ pub fn apply_layer(
     let actual_outer = hex::encode(outer.take().finalize());
     if let Some(d) = digest {
         if d.strip_prefix("sha256:") != Some(actual_outer.as_str()) {
-            return Err(UnpackError::Digest { expected: d.into(), actual: actual_outer });
+            return Err(UnpackError::Digest {
+                expected: d.into(),
+                actual: actual_outer,
+            });
         }
     }
     if let Some(d) = diff_id {
         if d.strip_prefix("sha256:") != Some(actual_inner.as_str()) {
-            return Err(UnpackError::DiffId { expected: d.into(), actual: actual_inner });
+            return Err(UnpackError::DiffId {
+                expected: d.into(),
+                actual: actual_inner,
+            });
         }
     }
     Ok(applier.stats)
@@ -206,8 +281,14 @@ fn parse_meta<R: Read>(entry: &mut tar::Entry<R>) -> Meta {
     };
     if let Ok(Some(pax)) = entry.pax_extensions() {
         for ext in pax.flatten() {
-            let (Ok(k), v) = (ext.key(), ext.value_bytes()) else { continue };
-            let num = || std::str::from_utf8(v).ok().and_then(|s| s.split('.').next()?.parse::<i64>().ok());
+            let (Ok(k), v) = (ext.key(), ext.value_bytes()) else {
+                continue;
+            };
+            let num = || {
+                std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.split('.').next()?.parse::<i64>().ok())
+            };
             match k {
                 "uid" => m.uid = num().unwrap_or(m.uid as i64) as u32,
                 "gid" => m.gid = num().unwrap_or(m.gid as i64) as u32,
@@ -246,25 +327,46 @@ impl Applier<'_> {
     fn open_dir(&mut self, comps: &[&[u8]], create: bool) -> Result<Option<OwnedFd>, UnpackError> {
         let key = join(comps);
         if let Some(fd) = self.parents.get(&key) {
-            return Ok(Some(fd.try_clone().map_err(|e| UnpackError::Io { op: "dup", path: PathBuf::from(OsStr::from_bytes(&key)), source: e })?));
+            return Ok(Some(fd.try_clone().map_err(|e| UnpackError::Io {
+                op: "dup",
+                path: PathBuf::from(OsStr::from_bytes(&key)),
+                source: e,
+            })?));
         }
         let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        match rfs::openat2(&self.root, OsStr::from_bytes(&key), flags, Mode::empty(), RESOLVE) {
+        match rfs::openat2(
+            &self.root,
+            OsStr::from_bytes(&key),
+            flags,
+            Mode::empty(),
+            RESOLVE,
+        ) {
             Ok(fd) => {
-                let dup = fd.try_clone().map_err(|e| UnpackError::Io { op: "dup", path: PathBuf::from(OsStr::from_bytes(&key)), source: e })?;
+                let dup = fd.try_clone().map_err(|e| UnpackError::Io {
+                    op: "dup",
+                    path: PathBuf::from(OsStr::from_bytes(&key)),
+                    source: e,
+                })?;
                 self.parents.insert(key, dup);
                 Ok(Some(fd))
             }
             Err(Errno::NOENT) if create && !comps.is_empty() => {
-                let parent = self.open_dir(&comps[..comps.len() - 1], true)?.expect("created");
+                let parent = self
+                    .open_dir(&comps[..comps.len() - 1], true)?
+                    .expect("created");
                 let name = comps[comps.len() - 1];
                 match rfs::mkdirat(&parent, OsStr::from_bytes(name), Mode::from_raw_mode(0o755)) {
                     Ok(()) | Err(Errno::EXIST) => {}
                     Err(e) => return Err(io_err("create directory", &key)(e)),
                 }
-                let fd = rfs::openat2(&self.root, OsStr::from_bytes(&key), flags, Mode::empty(), RESOLVE)
-                    .map_err(io_err("open directory", &key))?;
-                Ok(Some(fd))
+                match rfs::openat2(&self.root, OsStr::from_bytes(&key), flags, Mode::empty(), RESOLVE) {
+                    Ok(fd) => Ok(Some(fd)),
+                    Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => Err(UnpackError::Unsafe {
+                        path: String::from_utf8_lossy(&key).into_owned(),
+                        reason: "this parent is not a directory inside the root (a dangling or looping symlink?)",
+                    }),
+                    Err(e) => Err(io_err("open directory", &key)(e)),
+                }
             }
             Err(Errno::NOENT) => Ok(None),
             Err(e) => Err(io_err("open directory", &key)(e)),
@@ -273,19 +375,33 @@ impl Applier<'_> {
 
     /// Removes `name` in `dir` whatever it is; directories recursively, keeping paths this
     /// layer wrote when `keep_written` (for opaque directories).
-    fn remove(&mut self, dir: &OwnedFd, name: &[u8], path: &[u8], keep_written: bool) -> Result<(), UnpackError> {
+    fn remove(
+        &mut self,
+        dir: &OwnedFd,
+        name: &[u8],
+        path: &[u8],
+        keep_written: bool,
+    ) -> Result<(), UnpackError> {
         let st = match rfs::statat(dir, OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             Err(Errno::NOENT) => return Ok(()),
             Err(e) => return Err(io_err("stat", path)(e)),
         };
-        if keep_written && self.written.contains(path) && FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+        if keep_written
+            && self.written.contains(path)
+            && FileType::from_raw_mode(st.st_mode) != FileType::Directory
+        {
             return Ok(());
         }
         if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
             self.parents.clear();
-            let sub = rfs::openat(dir, OsStr::from_bytes(name), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-                .map_err(io_err("open directory", path))?;
+            let sub = rfs::openat(
+                dir,
+                OsStr::from_bytes(name),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(io_err("open directory", path))?;
             let mut names = Vec::new();
             for ent in rfs::Dir::read_from(&sub).map_err(io_err("read directory", path))? {
                 let ent = ent.map_err(io_err("read directory", path))?;
@@ -303,12 +419,14 @@ impl Applier<'_> {
             if keep_written && self.written.contains(path) {
                 return Ok(());
             }
-            rfs::unlinkat(dir, OsStr::from_bytes(name), AtFlags::REMOVEDIR).map_err(io_err("remove directory", path))?;
+            rfs::unlinkat(dir, OsStr::from_bytes(name), AtFlags::REMOVEDIR)
+                .map_err(io_err("remove directory", path))?;
         } else {
             if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
                 self.parents.clear();
             }
-            rfs::unlinkat(dir, OsStr::from_bytes(name), AtFlags::empty()).map_err(io_err("remove", path))?;
+            rfs::unlinkat(dir, OsStr::from_bytes(name), AtFlags::empty())
+                .map_err(io_err("remove", path))?;
         }
         Ok(())
     }
@@ -316,7 +434,10 @@ impl Applier<'_> {
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<R>) -> Result<(), UnpackError> {
         use tar::EntryType as T;
         let etype = entry.header().entry_type();
-        if matches!(etype, T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink) {
+        if matches!(
+            etype,
+            T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink
+        ) {
             return Ok(());
         }
         self.stats.entries += 1;
@@ -328,9 +449,16 @@ impl Applier<'_> {
         let Some((&name, parent_comps)) = comps.split_last() else {
             // The root itself: only a directory may be ".".
             if etype != T::Directory {
-                return Err(UnpackError::Unsafe { path: String::from_utf8_lossy(&raw).into(), reason: "'.' may only be a directory" });
+                return Err(UnpackError::Unsafe {
+                    path: String::from_utf8_lossy(&raw).into(),
+                    reason: "'.' may only be a directory",
+                });
             }
-            let root = self.root.try_clone().map_err(|e| UnpackError::Io { op: "dup", path: ".".into(), source: e })?;
+            let root = self.root.try_clone().map_err(|e| UnpackError::Io {
+                op: "dup",
+                path: ".".into(),
+                source: e,
+            })?;
             self.set_meta_fd(&root, &meta, &path, true)?;
             self.dir_times.push((path, meta.mtime, 0));
             return Ok(());
@@ -338,14 +466,23 @@ impl Applier<'_> {
 
         // Whiteouts.
         if let Some(target) = name.strip_prefix(b".wh.") {
-            let Some(parent) = self.open_dir(parent_comps, false)? else { return Ok(()) };
+            let Some(parent) = self.open_dir(parent_comps, false)? else {
+                return Ok(());
+            };
             let parent_path = join(parent_comps);
             if target == b".wh..opq" {
                 let names: Vec<Vec<u8>> = {
-                    let d = rfs::openat(&parent, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-                        .map_err(io_err("open directory", &parent_path))?;
+                    let d = rfs::openat(
+                        &parent,
+                        ".",
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(io_err("open directory", &parent_path))?;
                     let mut v = Vec::new();
-                    for ent in rfs::Dir::read_from(&d).map_err(io_err("read directory", &parent_path))? {
+                    for ent in
+                        rfs::Dir::read_from(&d).map_err(io_err("read directory", &parent_path))?
+                    {
                         let ent = ent.map_err(io_err("read directory", &parent_path))?;
                         let n = ent.file_name().to_bytes();
                         if n != b"." && n != b".." {
@@ -355,7 +492,13 @@ impl Applier<'_> {
                     v
                 };
                 for n in names {
-                    let mut child = if parent_comps.is_empty() { Vec::new() } else { let mut p = parent_path.clone(); p.push(b'/'); p };
+                    let mut child = if parent_comps.is_empty() {
+                        Vec::new()
+                    } else {
+                        let mut p = parent_path.clone();
+                        p.push(b'/');
+                        p
+                    };
                     child.extend_from_slice(&n);
                     self.remove(&parent, &n, &child, true)?;
                 }
@@ -387,19 +530,30 @@ impl Applier<'_> {
             T::Directory => {
                 if existing != Some(FileType::Directory) {
                     replace(self, &parent)?;
-                    rfs::mkdirat(&parent, cname, Mode::from_raw_mode(0o700)).map_err(io_err("create directory", &path))?;
+                    rfs::mkdirat(&parent, cname, Mode::from_raw_mode(0o700))
+                        .map_err(io_err("create directory", &path))?;
                 }
-                let fd = rfs::openat(&parent, cname, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-                    .map_err(io_err("open directory", &path))?;
+                let fd = rfs::openat(
+                    &parent,
+                    cname,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(io_err("open directory", &path))?;
                 self.set_meta_fd(&fd, &meta, &path, true)?;
-                self.dir_times.push((path.clone(), meta.mtime, comps.len() as u32));
+                self.dir_times
+                    .push((path.clone(), meta.mtime, comps.len() as u32));
             }
             T::Regular | T::Continuous | T::GNUSparse => {
                 replace(self, &parent)?;
                 let fd = rfs::openat(
                     &parent,
                     cname,
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )
                 .map_err(io_err("create file", &path))?;
@@ -410,34 +564,59 @@ impl Applier<'_> {
                 self.set_meta_fd(&fd, &meta, &path, false)?;
             }
             T::Symlink => {
-                let target = entry.link_name_bytes().map(|c| c.into_owned()).unwrap_or_default();
+                let target = entry
+                    .link_name_bytes()
+                    .map(|c| c.into_owned())
+                    .unwrap_or_default();
                 replace(self, &parent)?;
                 self.parents.clear();
-                rfs::symlinkat(OsStr::from_bytes(&target), &parent, cname).map_err(io_err("create symlink", &path))?;
+                rfs::symlinkat(OsStr::from_bytes(&target), &parent, cname)
+                    .map_err(io_err("create symlink", &path))?;
                 if self.opts.as_root {
-                    rfs::chownat(&parent, cname, Some(rfs::Uid::from_raw(meta.uid)), Some(rfs::Gid::from_raw(meta.gid)), AtFlags::SYMLINK_NOFOLLOW)
-                        .map_err(io_err("chown", &path))?;
+                    rfs::chownat(
+                        &parent,
+                        cname,
+                        Some(rfs::Uid::from_raw(meta.uid)),
+                        Some(rfs::Gid::from_raw(meta.gid)),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(io_err("chown", &path))?;
                 }
                 let ts = times(meta.mtime);
-                rfs::utimensat(&parent, cname, &ts, AtFlags::SYMLINK_NOFOLLOW).map_err(io_err("set times of", &path))?;
+                rfs::utimensat(&parent, cname, &ts, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(io_err("set times of", &path))?;
             }
             T::Link => {
-                let target_raw = entry.link_name_bytes().map(|c| c.into_owned()).unwrap_or_default();
+                let target_raw = entry
+                    .link_name_bytes()
+                    .map(|c| c.into_owned())
+                    .unwrap_or_default();
                 let tcomps = components(&target_raw)?;
                 let Some((&tname, tparent_comps)) = tcomps.split_last() else {
-                    return Err(UnpackError::Unsafe { path: String::from_utf8_lossy(&raw).into(), reason: "hardlink to the root" });
+                    return Err(UnpackError::Unsafe {
+                        path: String::from_utf8_lossy(&raw).into(),
+                        reason: "hardlink to the root",
+                    });
                 };
                 if tcomps == comps {
                     return Ok(());
                 }
-                let tparent = self.open_dir(tparent_comps, false)?.ok_or_else(|| UnpackError::Io {
-                    op: "find the hardlink target of",
-                    path: PathBuf::from(OsStr::from_bytes(&path)),
-                    source: io::ErrorKind::NotFound.into(),
-                })?;
+                let tparent =
+                    self.open_dir(tparent_comps, false)?
+                        .ok_or_else(|| UnpackError::Io {
+                            op: "find the hardlink target of",
+                            path: PathBuf::from(OsStr::from_bytes(&path)),
+                            source: io::ErrorKind::NotFound.into(),
+                        })?;
                 replace(self, &parent)?;
-                rfs::linkat(&tparent, OsStr::from_bytes(tname), &parent, cname, AtFlags::empty())
-                    .map_err(io_err("create hardlink", &path))?;
+                rfs::linkat(
+                    &tparent,
+                    OsStr::from_bytes(tname),
+                    &parent,
+                    cname,
+                    AtFlags::empty(),
+                )
+                .map_err(io_err("create hardlink", &path))?;
             }
             T::Char | T::Block | T::Fifo => {
                 let ft = match etype {
@@ -446,22 +625,50 @@ impl Applier<'_> {
                     _ => FileType::Fifo,
                 };
                 if ft != FileType::Fifo && !self.opts.as_root {
-                    self.warn(format!("skipped device node /{} (needs root)", String::from_utf8_lossy(&path)));
+                    self.warn(format!(
+                        "skipped device node /{} (needs root)",
+                        String::from_utf8_lossy(&path)
+                    ));
                     return Ok(());
                 }
                 replace(self, &parent)?;
                 let h = entry.header();
-                let dev = rfs::makedev(h.device_major().ok().flatten().unwrap_or(0), h.device_minor().ok().flatten().unwrap_or(0));
-                rfs::mknodat(&parent, cname, ft, Mode::from_raw_mode(0o600), dev).map_err(io_err("create node", &path))?;
+                let dev = rfs::makedev(
+                    h.device_major().ok().flatten().unwrap_or(0),
+                    h.device_minor().ok().flatten().unwrap_or(0),
+                );
+                rfs::mknodat(&parent, cname, ft, Mode::from_raw_mode(0o600), dev)
+                    .map_err(io_err("create node", &path))?;
                 if self.opts.as_root {
-                    rfs::chownat(&parent, cname, Some(rfs::Uid::from_raw(meta.uid)), Some(rfs::Gid::from_raw(meta.gid)), AtFlags::SYMLINK_NOFOLLOW)
-                        .map_err(io_err("chown", &path))?;
+                    rfs::chownat(
+                        &parent,
+                        cname,
+                        Some(rfs::Uid::from_raw(meta.uid)),
+                        Some(rfs::Gid::from_raw(meta.gid)),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(io_err("chown", &path))?;
                 }
-                rfs::chmodat(&parent, cname, Mode::from_raw_mode(meta.mode), AtFlags::empty()).map_err(io_err("chmod", &path))?;
-                rfs::utimensat(&parent, cname, &times(meta.mtime), AtFlags::SYMLINK_NOFOLLOW).map_err(io_err("set times of", &path))?;
+                rfs::chmodat(
+                    &parent,
+                    cname,
+                    Mode::from_raw_mode(meta.mode),
+                    AtFlags::empty(),
+                )
+                .map_err(io_err("chmod", &path))?;
+                rfs::utimensat(
+                    &parent,
+                    cname,
+                    &times(meta.mtime),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(io_err("set times of", &path))?;
             }
             other => {
-                self.warn(format!("skipped /{}: unsupported tar entry type {other:?}", String::from_utf8_lossy(&path)));
+                self.warn(format!(
+                    "skipped /{}: unsupported tar entry type {other:?}",
+                    String::from_utf8_lossy(&path)
+                ));
                 return Ok(());
             }
         }
@@ -469,13 +676,27 @@ impl Applier<'_> {
         Ok(())
     }
 
-    fn set_meta_fd(&mut self, fd: &OwnedFd, meta: &Meta, path: &[u8], is_dir: bool) -> Result<(), UnpackError> {
+    fn set_meta_fd(
+        &mut self,
+        fd: &OwnedFd,
+        meta: &Meta,
+        path: &[u8],
+        is_dir: bool,
+    ) -> Result<(), UnpackError> {
         if self.opts.as_root {
-            rfs::fchown(fd, Some(rfs::Uid::from_raw(meta.uid)), Some(rfs::Gid::from_raw(meta.gid))).map_err(io_err("chown", path))?;
+            rfs::fchown(
+                fd,
+                Some(rfs::Uid::from_raw(meta.uid)),
+                Some(rfs::Gid::from_raw(meta.gid)),
+            )
+            .map_err(io_err("chown", path))?;
         }
         for (k, v) in &meta.xattrs {
             if let Err(e) = rfs::fsetxattr(fd, k.as_str(), v, rfs::XattrFlags::empty()) {
-                self.warn(format!("cannot set xattr {k} on /{}: {e}", String::from_utf8_lossy(path)));
+                self.warn(format!(
+                    "cannot set xattr {k} on /{}: {e}",
+                    String::from_utf8_lossy(path)
+                ));
             }
         }
         rfs::fchmod(fd, Mode::from_raw_mode(meta.mode)).map_err(io_err("chmod", path))?;
@@ -487,14 +708,24 @@ impl Applier<'_> {
 
     fn finish_dir_times(&mut self) -> Result<(), UnpackError> {
         let mut list = std::mem::take(&mut self.dir_times);
-        list.sort_by(|a, b| b.2.cmp(&a.2));
+        list.sort_by_key(|a| std::cmp::Reverse(a.2));
         for (path, mtime, _) in list {
-            let comps: Vec<&[u8]> = if path == b"." { Vec::new() } else { path.split(|&b| b == b'/').collect() };
+            let comps: Vec<&[u8]> = if path == b"." {
+                Vec::new()
+            } else {
+                path.split(|&b| b == b'/').collect()
+            };
             match comps.split_last() {
-                None => rfs::futimens(&self.root, &times(mtime)).map_err(io_err("set times of", &path))?,
+                None => rfs::futimens(&self.root, &times(mtime))
+                    .map_err(io_err("set times of", &path))?,
                 Some((&name, parent)) => {
                     if let Some(p) = self.open_dir(parent, false)? {
-                        match rfs::utimensat(&p, OsStr::from_bytes(name), &times(mtime), AtFlags::SYMLINK_NOFOLLOW) {
+                        match rfs::utimensat(
+                            &p,
+                            OsStr::from_bytes(name),
+                            &times(mtime),
+                            AtFlags::SYMLINK_NOFOLLOW,
+                        ) {
                             Ok(()) | Err(Errno::NOENT) => {}
                             Err(e) => return Err(io_err("set times of", &path)(e)),
                         }
@@ -507,8 +738,14 @@ impl Applier<'_> {
 }
 
 fn times(mtime: i64) -> Timestamps {
-    let t = Timespec { tv_sec: mtime, tv_nsec: 0 };
-    Timestamps { last_access: t, last_modification: t }
+    let t = Timespec {
+        tv_sec: mtime,
+        tv_nsec: 0,
+    };
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
 }
 
 /// Whether `dir` is missing or an empty folder.

@@ -38,9 +38,16 @@ fn multi_layer_layout(dir: &Path) -> Layout {
         .file(".wh.pipe", 0o644, b"")
         .file("run/x", 0o644, b"run");
     let mut l3 = LayerTar::new();
-    l3.file("swap", 0o644, b"file again").symlink("bin/rel", "../etc/keep");
+    l3.file("swap", 0o644, b"file again")
+        .symlink("bin/rel", "../etc/keep");
     let mut layout = Layout::new(dir);
-    let m = layout.image(&[l1.finish(), l2.finish(), l3.finish()], Comp::Gzip, "amd64", None, &["PATH=/bin"]);
+    let m = layout.image(
+        &[l1.finish(), l2.finish(), l3.finish()],
+        Comp::Gzip,
+        "amd64",
+        None,
+        &["PATH=/bin"],
+    );
     layout.tag(&m, "multi");
     layout
 }
@@ -56,14 +63,20 @@ fn multi_layer_rules_match_umoci() {
     umoci_unpack(&layout.dir, "multi", &reference);
     let ours = tmp.path().join("ours");
     let src = format!("oci:{}:multi", layout.dir.display());
-    ok(ocirootfs(&tmp.path().join("cache"), &[&src, ours.to_str().unwrap()]));
+    ok(ocirootfs(
+        &tmp.path().join("cache"),
+        &[&src, ours.to_str().unwrap()],
+    ));
     assert_same_tree(&ours, &reference);
     // Spot checks a user would notice.
     assert!(!ours.join("etc/gone").exists());
     assert!(!ours.join("opq/lower").exists() && !ours.join("opq/sub").exists());
     assert_eq!(fs::read(ours.join("opq/new")).unwrap(), b"new");
     assert_eq!(fs::read(ours.join("swap")).unwrap(), b"file again");
-    assert_eq!(fs::read_link(ours.join("bin/rel")).unwrap(), Path::new("../etc/keep"));
+    assert_eq!(
+        fs::read_link(ours.join("bin/rel")).unwrap(),
+        Path::new("../etc/keep")
+    );
     assert!(fs::symlink_metadata(ours.join("pipe")).is_err());
 }
 
@@ -74,28 +87,61 @@ fn compressions_and_folder_rules() {
     let mut tar = LayerTar::new();
     tar.file("a/b", 0o644, b"hello");
     let tar = tar.finish();
-    for (tag, c) in [("plain", Comp::None), ("gz", Comp::Gzip), ("zst", Comp::Zstd)] {
+    for (tag, c) in [
+        ("plain", Comp::None),
+        ("gz", Comp::Gzip),
+        ("zst", Comp::Zstd),
+    ] {
         let m = layout.image(std::slice::from_ref(&tar), c, "amd64", None, &[]);
         layout.tag(&m, tag);
     }
     let cache = tmp.path().join("cache");
     for tag in ["plain", "gz", "zst"] {
         let out = tmp.path().join(tag);
-        ok(ocirootfs(&cache, &[&format!("oci:{}:{tag}", layout.dir.display()), out.to_str().unwrap()]));
+        ok(ocirootfs(
+            &cache,
+            &[
+                &format!("oci:{}:{tag}", layout.dir.display()),
+                out.to_str().unwrap(),
+            ],
+        ));
         assert_eq!(fs::read(out.join("a/b")).unwrap(), b"hello", "{tag}");
     }
     // An existing non-empty FOLDER is refused without --force and left alone.
     let out = tmp.path().join("gz");
     fs::write(out.join("mine"), b"x").unwrap();
-    let r = ocirootfs(&cache, &[&format!("oci:{}:zst", layout.dir.display()), out.to_str().unwrap()]);
+    let r = ocirootfs(
+        &cache,
+        &[
+            &format!("oci:{}:zst", layout.dir.display()),
+            out.to_str().unwrap(),
+        ],
+    );
     assert_eq!(r.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&r.stderr).contains("--force"));
     assert!(out.join("mine").exists());
-    ok(ocirootfs(&cache, &[&format!("oci:{}:zst", layout.dir.display()), out.to_str().unwrap(), "--force"]));
+    ok(ocirootfs(
+        &cache,
+        &[
+            &format!("oci:{}:zst", layout.dir.display()),
+            out.to_str().unwrap(),
+            "--force",
+        ],
+    ));
     assert!(!out.join("mine").exists());
     // No tag in a layout with several: a clear error naming the tags.
-    let r = ocirootfs(&cache, &[&format!("oci:{}", layout.dir.display()), tmp.path().join("x").to_str().unwrap()]);
-    assert!(String::from_utf8_lossy(&r.stderr).contains("plain, gz, zst"), "{}", String::from_utf8_lossy(&r.stderr));
+    let r = ocirootfs(
+        &cache,
+        &[
+            &format!("oci:{}", layout.dir.display()),
+            tmp.path().join("x").to_str().unwrap(),
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("plain, gz, zst"),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
 }
 
 #[test]
@@ -114,49 +160,103 @@ fn hostile_layers_never_write_outside() {
         f(&mut t);
         t.finish()
     };
-    cases.push(("dotdot", vec![one(&|t| {
-        t.file("../../../../../../../../pwned-dotdot", 0o644, b"x");
-    })]));
-    cases.push(("dotdot-deep", vec![one(&|t| {
-        t.file(&format!("a/../../../../../../../../../{rel_out}/pwned"), 0o644, b"x");
-    })]));
-    cases.push(("absolute", vec![one(&|t| {
-        t.file(&format!("{out_abs}/pwned-abs"), 0o644, b"x");
-    })]));
-    cases.push(("symlink-root", vec![one(&|t| {
-        t.symlink("evil", "/").file(&format!("evil/{rel_out}/pwned-root"), 0o644, b"x");
-    })]));
-    cases.push(("symlink-dotdot", vec![one(&|t| {
-        t.symlink("up", "..").file(&format!("up/up/up/up/up/up/up/up/{rel_out}/pwned-up"), 0o644, b"x");
-    })]));
-    cases.push(("symlink-abs-dir", vec![one(&|t| {
-        t.symlink("o", &out_abs).file("o/pwned-o", 0o644, b"x").file("o/secret", 0o644, b"overwritten");
-    })]));
-    cases.push(("symlink-next-layer", vec![
-        one(&|t| {
-            t.symlink("o", &out_abs);
-        }),
-        one(&|t| {
-            t.file("o/secret", 0o644, b"overwritten").file("o/pwned-layer", 0o644, b"x");
-        }),
-    ]));
-    cases.push(("symlink-chain", vec![one(&|t| {
-        t.symlink("c", &out_abs).symlink("b", "c").symlink("a", "b").dir("a/d", 0o755).file("a/d/../pwned-chain", 0o644, b"x").file("a/pwned-chain", 0o644, b"x");
-    })]));
-    cases.push(("hardlink-outside", vec![one(&|t| {
-        t.hardlink("hl", &format!("{out_abs}/secret"));
-    })]));
-    cases.push(("hardlink-dotdot", vec![one(&|t| {
-        t.hardlink("hl", &format!("../../../../../../../../{rel_out}/secret"));
-    })]));
-    cases.push(("whiteout-through-symlink", vec![
-        one(&|t| {
-            t.symlink("o", &out_abs);
-        }),
-        one(&|t| {
-            t.file("o/.wh.secret", 0o644, b"").dir("o", 0o755).file("o/.wh..wh..opq", 0o644, b"");
-        }),
-    ]));
+    cases.push((
+        "dotdot",
+        vec![one(&|t| {
+            t.file("../../../../../../../../pwned-dotdot", 0o644, b"x");
+        })],
+    ));
+    cases.push((
+        "dotdot-deep",
+        vec![one(&|t| {
+            t.file(
+                &format!("a/../../../../../../../../../{rel_out}/pwned"),
+                0o644,
+                b"x",
+            );
+        })],
+    ));
+    cases.push((
+        "absolute",
+        vec![one(&|t| {
+            t.file(&format!("{out_abs}/pwned-abs"), 0o644, b"x");
+        })],
+    ));
+    cases.push((
+        "symlink-root",
+        vec![one(&|t| {
+            t.symlink("evil", "/")
+                .file(&format!("evil/{rel_out}/pwned-root"), 0o644, b"x");
+        })],
+    ));
+    cases.push((
+        "symlink-dotdot",
+        vec![one(&|t| {
+            t.symlink("up", "..").file(
+                &format!("up/up/up/up/up/up/up/up/{rel_out}/pwned-up"),
+                0o644,
+                b"x",
+            );
+        })],
+    ));
+    cases.push((
+        "symlink-abs-dir",
+        vec![one(&|t| {
+            t.symlink("o", &out_abs)
+                .file("o/pwned-o", 0o644, b"x")
+                .file("o/secret", 0o644, b"overwritten");
+        })],
+    ));
+    cases.push((
+        "symlink-next-layer",
+        vec![
+            one(&|t| {
+                t.symlink("o", &out_abs);
+            }),
+            one(&|t| {
+                t.file("o/secret", 0o644, b"overwritten")
+                    .file("o/pwned-layer", 0o644, b"x");
+            }),
+        ],
+    ));
+    cases.push((
+        "symlink-chain",
+        vec![one(&|t| {
+            t.symlink("c", &out_abs)
+                .symlink("b", "c")
+                .symlink("a", "b")
+                .dir("a/d", 0o755)
+                .file("a/d/../pwned-chain", 0o644, b"x")
+                .file("a/pwned-chain", 0o644, b"x");
+        })],
+    ));
+    cases.push((
+        "hardlink-outside",
+        vec![one(&|t| {
+            t.hardlink("hl", &format!("{out_abs}/secret"));
+        })],
+    ));
+    cases.push((
+        "hardlink-dotdot",
+        vec![one(&|t| {
+            t.hardlink("hl", &format!("../../../../../../../../{rel_out}/secret"));
+        })],
+    ));
+    cases.push((
+        "whiteout-through-symlink",
+        vec![
+            one(&|t| {
+                t.symlink("o", &out_abs);
+            }),
+            one(&|t| {
+                t.file("o/.wh.secret", 0o644, b"").dir("o", 0o755).file(
+                    "o/.wh..wh..opq",
+                    0o644,
+                    b"",
+                );
+            }),
+        ],
+    ));
     let names: Vec<&str> = cases.iter().map(|c| c.0).collect();
     for (name, layers) in cases {
         let m = layout.image(&layers, Comp::None, "amd64", None, &[]);
@@ -165,15 +265,31 @@ fn hostile_layers_never_write_outside() {
     let cache = tmp.path().join("cache");
     for name in names {
         let folder = tmp.path().join(format!("out-{name}"));
-        let r = ocirootfs(&cache, &[&format!("oci:{}:{name}", layout.dir.display()), folder.to_str().unwrap()]);
-        eprintln!("{name}: {} {}", r.status, String::from_utf8_lossy(&r.stderr).trim());
+        let r = ocirootfs(
+            &cache,
+            &[
+                &format!("oci:{}:{name}", layout.dir.display()),
+                folder.to_str().unwrap(),
+            ],
+        );
+        eprintln!(
+            "{name}: {} {}",
+            r.status,
+            String::from_utf8_lossy(&r.stderr).trim()
+        );
         if !r.status.success() {
             assert_eq!(r.status.code(), Some(2), "{name}");
             assert!(!folder.exists(), "{name}: a failed pull left FOLDER");
         }
-        assert_eq!(fs::read(outside.join("secret")).unwrap(), b"secret", "{name} changed the outside");
+        assert_eq!(
+            fs::read(outside.join("secret")).unwrap(),
+            b"secret",
+            "{name} changed the outside"
+        );
         let mut now = listing(tmp.path());
-        now.retain(|p| !p.starts_with(&folder) && !p.starts_with(&cache) && !p.starts_with(&layout.dir));
+        now.retain(|p| {
+            !p.starts_with(&folder) && !p.starts_with(&cache) && !p.starts_with(&layout.dir)
+        });
         let mut want = before.clone();
         want.retain(|p| !p.starts_with(&layout.dir));
         assert_eq!(now, want, "{name} wrote outside FOLDER");
@@ -191,18 +307,100 @@ fn corrupt_blob_is_refused() {
     let m = layout.image(&[t.finish()], Comp::Gzip, "amd64", None, &[]);
     layout.tag(&m, "bad");
     // Swap the layer blob's content for another valid layer.
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&fs::read(layout.dir.join("blobs/sha256").join(&m["digest"].as_str().unwrap()[7..])).unwrap()).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &fs::read(
+            layout
+                .dir
+                .join("blobs/sha256")
+                .join(&m["digest"].as_str().unwrap()[7..]),
+        )
+        .unwrap(),
+    )
+    .unwrap();
     let layer = manifest["layers"][0]["digest"].as_str().unwrap();
     let mut evil = LayerTar::new();
     evil.file("f", 0o644, b"evil!!!");
     let (evil, _) = compress(&evil.finish(), Comp::Gzip);
     fs::write(layout.dir.join("blobs/sha256").join(&layer[7..]), evil).unwrap();
     let folder = tmp.path().join("out");
-    let r = ocirootfs(&tmp.path().join("cache"), &[&format!("oci:{}:bad", layout.dir.display()), folder.to_str().unwrap()]);
+    let r = ocirootfs(
+        &tmp.path().join("cache"),
+        &[
+            &format!("oci:{}:bad", layout.dir.display()),
+            folder.to_str().unwrap(),
+        ],
+    );
     assert_eq!(r.status.code(), Some(2));
     let err = String::from_utf8_lossy(&r.stderr);
-    assert!(err.contains(layer) && err.contains("does not match"), "{err}");
+    assert!(
+        err.contains(layer) && err.contains("does not match"),
+        "{err}"
+    );
     assert!(!folder.exists());
-    assert!(fs::read_dir(tmp.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with(".out")));
+    assert!(fs::read_dir(tmp.path()).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with(".out")));
+}
+
+#[test]
+fn archives_and_materialize() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut layout = Layout::new(&tmp.path().join("layout"));
+    let mut t1 = LayerTar::new();
+    t1.dir("etc", 0o755).file("etc/os-release", 0o644, b"ID=test\n").file("old", 0o644, b"old");
+    let mut t2 = LayerTar::new();
+    t2.file(".wh.old", 0o644, b"").file("usr/bin/app", 0o755, b"app");
+    let m = layout.image(&[t1.finish(), t2.finish()], Comp::Gzip, "amd64", None, &["A=1"]);
+    layout.tag(&m, "v1");
+    let check = |root: &Path| {
+        assert_eq!(fs::read(root.join("etc/os-release")).unwrap(), b"ID=test\n");
+        assert_eq!(fs::read(root.join("usr/bin/app")).unwrap(), b"app");
+        assert!(!root.join("old").exists());
+    };
+    let cache = tmp.path().join("cache");
+
+    // oci-archive: the layout in a tar, read in place.
+    let oci_archive = tmp.path().join("image.oci.tar");
+    testkit::run_ok(std::process::Command::new("tar").arg("-cf").arg(&oci_archive).arg("-C").arg(&layout.dir).arg("."));
+    let out = tmp.path().join("from-oci-archive");
+    ok(ocirootfs(&cache, &[&format!("oci-archive:{}", oci_archive.display()), out.to_str().unwrap()]));
+    check(&out);
+
+    // docker-archive as Docker 25+ writes it: an OCI layout plus manifest.json naming blobs.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.dir.join("blobs/sha256").join(&m["digest"].as_str().unwrap()[7..])).unwrap()).unwrap();
+    let layers: Vec<String> =
+        manifest["layers"].as_array().unwrap().iter().map(|l| format!("blobs/sha256/{}", &l["digest"].as_str().unwrap()[7..])).collect();
+    let docker_manifest = serde_json::json!([{
+        "Config": format!("blobs/sha256/{}", &manifest["config"]["digest"].as_str().unwrap()[7..]),
+        "RepoTags": ["test:v1"],
+        "Layers": layers,
+    }]);
+    fs::write(layout.dir.join("manifest.json"), serde_json::to_vec(&docker_manifest).unwrap()).unwrap();
+    let docker_archive = tmp.path().join("image.docker.tar");
+    testkit::run_ok(std::process::Command::new("tar").arg("-cf").arg(&docker_archive).arg("-C").arg(&layout.dir).arg("."));
+    let out = tmp.path().join("from-docker-archive");
+    ok(ocirootfs(&cache, &[&format!("docker-archive:{}", docker_archive.display()), out.to_str().unwrap()]));
+    check(&out);
+
+    // materialize: a folder passes through; an image is unpacked once into the cache.
+    let mut opts = ocirootfs::SourceOptions::default();
+    opts.cache_dir = Some(cache.clone());
+    let folder = ocirootfs::materialize(out.to_str().unwrap(), &opts).unwrap();
+    assert_eq!(folder.path, out);
+    assert!(folder.digest.is_none());
+    let src = format!("oci:{}:v1", layout.dir.display());
+    let first = ocirootfs::materialize(&src, &opts).unwrap();
+    check(&first.path);
+    assert!(first.path.starts_with(&cache));
+    assert_eq!(first.digest.as_deref(), m["digest"].as_str());
+    assert_eq!(first.env, vec!["A=1".to_string()]);
+    fs::write(first.path.join("marker"), b"reused").unwrap();
+    let second = ocirootfs::materialize(&src, &opts).unwrap();
+    assert_eq!(second.path, first.path);
+    assert!(second.path.join("marker").exists(), "the cached rootfs was not re-used");
+    let missing = ocirootfs::materialize("/nonexistent/rootfs", &opts).unwrap_err();
+    assert!(missing.to_string().contains("/nonexistent/rootfs"), "{missing}");
 }

@@ -17,7 +17,12 @@ pub fn bin() -> PathBuf {
 
 /// Runs `ocirootfs ARGS...` with a given cache dir; returns the output (not checked).
 pub fn ocirootfs(cache: &Path, args: &[&str]) -> Output {
-    Command::new(bin()).arg("--cache").arg(cache).args(args).output().expect("run ocirootfs")
+    Command::new(bin())
+        .arg("--cache")
+        .arg(cache)
+        .args(args)
+        .output()
+        .expect("run ocirootfs")
 }
 
 pub fn ok(out: Output) -> Output {
@@ -66,7 +71,9 @@ impl Default for LayerTar {
 
 impl LayerTar {
     pub fn new() -> Self {
-        LayerTar { b: tar::Builder::new(Vec::new()) }
+        LayerTar {
+            b: tar::Builder::new(Vec::new()),
+        }
     }
     fn put(&mut self, mut h: tar::Header, data: &[u8]) -> &mut Self {
         h.set_cksum();
@@ -77,9 +84,19 @@ impl LayerTar {
         self.put(header(name, tar::EntryType::Directory, mode, 0), b"")
     }
     pub fn file(&mut self, name: &str, mode: u32, data: &[u8]) -> &mut Self {
-        self.put(header(name, tar::EntryType::Regular, mode, data.len() as u64), data)
+        self.put(
+            header(name, tar::EntryType::Regular, mode, data.len() as u64),
+            data,
+        )
     }
-    pub fn file_owned(&mut self, name: &str, mode: u32, uid: u64, gid: u64, data: &[u8]) -> &mut Self {
+    pub fn file_owned(
+        &mut self,
+        name: &str,
+        mode: u32,
+        uid: u64,
+        gid: u64,
+        data: &[u8],
+    ) -> &mut Self {
         let mut h = header(name, tar::EntryType::Regular, mode, data.len() as u64);
         h.set_uid(uid);
         h.set_gid(gid);
@@ -118,9 +135,15 @@ pub fn compress(tar: &[u8], c: Comp) -> (Vec<u8>, &'static str) {
         Comp::Gzip => {
             let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
             e.write_all(tar).unwrap();
-            (e.finish().unwrap(), "application/vnd.oci.image.layer.v1.tar+gzip")
+            (
+                e.finish().unwrap(),
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+            )
         }
-        Comp::Zstd => (zstd::encode_all(tar, 3).unwrap(), "application/vnd.oci.image.layer.v1.tar+zstd"),
+        Comp::Zstd => (
+            zstd::encode_all(tar, 3).unwrap(),
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+        ),
     }
 }
 
@@ -140,7 +163,10 @@ impl Layout {
     pub fn new(dir: &Path) -> Layout {
         fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
         fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-        Layout { dir: dir.to_path_buf(), index: Vec::new() }
+        Layout {
+            dir: dir.to_path_buf(),
+            index: Vec::new(),
+        }
     }
 
     pub fn blob(&self, bytes: &[u8]) -> (String, u64) {
@@ -151,7 +177,14 @@ impl Layout {
 
     /// Adds an image (layers as plain tars, compressed with `c`); returns the manifest
     /// descriptor (with platform).
-    pub fn image(&self, layers: &[Vec<u8>], c: Comp, arch: &str, variant: Option<&str>, env: &[&str]) -> serde_json::Value {
+    pub fn image(
+        &self,
+        layers: &[Vec<u8>],
+        c: Comp,
+        arch: &str,
+        variant: Option<&str>,
+        env: &[&str],
+    ) -> serde_json::Value {
         let mut descs = Vec::new();
         let mut diff_ids = Vec::new();
         for l in layers {
@@ -197,7 +230,11 @@ impl Layout {
         d["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": tag});
         self.index.push(d);
         let idx = serde_json::json!({"schemaVersion": 2, "manifests": self.index});
-        fs::write(self.dir.join("index.json"), serde_json::to_vec(&idx).unwrap()).unwrap();
+        fs::write(
+            self.dir.join("index.json"),
+            serde_json::to_vec(&idx).unwrap(),
+        )
+        .unwrap();
     }
 }
 
@@ -254,12 +291,21 @@ pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Node> {
         } else {
             "other"
         };
-        let link_group = (ft.is_file() && m.nlink() > 1).then(|| inodes.entry((m.dev(), m.ino())).or_insert(rel.clone()).clone());
+        let link_group = (ft.is_file() && m.nlink() > 1).then(|| {
+            inodes
+                .entry((m.dev(), m.ino()))
+                .or_insert(rel.clone())
+                .clone()
+        });
         out.insert(
             rel,
             Node {
                 kind,
-                mode: if ft.is_symlink() { 0 } else { m.permissions().mode() & 0o7777 },
+                mode: if ft.is_symlink() {
+                    0
+                } else {
+                    m.permissions().mode() & 0o7777
+                },
                 uid: m.uid(),
                 gid: m.gid(),
                 target: ft.is_symlink().then(|| fs::read_link(e.path()).unwrap()),
@@ -280,7 +326,9 @@ pub fn assert_same_tree(ours: &Path, reference: &Path) {
     for (p, n) in &a {
         match b.get(p) {
             None => diffs.push(format!("only in ours: {}", p.display())),
-            Some(m) if m != n => diffs.push(format!("{}: ours {n:?}, reference {m:?}", p.display())),
+            Some(m) if m != n => {
+                diffs.push(format!("{}: ours {n:?}, reference {m:?}", p.display()))
+            }
             _ => {}
         }
     }
@@ -295,12 +343,21 @@ pub fn assert_same_tree(ours: &Path, reference: &Path) {
         diffs.len(),
         ours.display(),
         reference.display(),
-        diffs.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
+        diffs
+            .iter()
+            .take(20)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     assert!(!a.is_empty(), "empty tree {}", ours.display());
 }
 
 /// All paths under `dir` (to prove nothing was written outside FOLDER).
 pub fn listing(dir: &Path) -> Vec<PathBuf> {
-    walkdir::WalkDir::new(dir).sort_by_file_name().into_iter().map(|e| e.unwrap().path().to_path_buf()).collect()
+    walkdir::WalkDir::new(dir)
+        .sort_by_file_name()
+        .into_iter()
+        .map(|e| e.unwrap().path().to_path_buf())
+        .collect()
 }
