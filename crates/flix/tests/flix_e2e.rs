@@ -25,7 +25,7 @@ fn flix(args: &[&str], cwd: &Path) -> Output {
 /// A root holding only busybox (static), os-release, /etc/passwd and the extension.
 fn busybox_root(dir: &Path, raw: &Path) -> PathBuf {
     let root = dir.join("root");
-    for d in ["usr/bin", "usr/lib", "etc", "var/lib/extensions", "proc", "tmp", "dev", "run"] {
+    for d in ["usr/bin", "usr/lib", "etc", "var/lib/extensions", "var/lib/nginx", "proc", "tmp", "dev", "run"] {
         fs::create_dir_all(root.join(d)).unwrap();
     }
     let busybox = testkit::which("busybox").expect("busybox-static");
