@@ -10,5 +10,4 @@
 pub mod cli;
 pub mod plan;
 pub mod rewrite;
-mod shim;
 pub mod stage;

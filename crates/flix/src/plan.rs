@@ -32,7 +32,8 @@ use walkdir::WalkDir;
 
 use sysext_core::release::{self, ExtensionRelease};
 
-use crate::shim::{self as elf, ElfInfo};
+use sysext_core::elf::{self, ElfError, ElfInfo};
+use sysext_core::rootfs::{self, RootfsError};
 
 /// Errors that stop planning.
 #[derive(Debug, thiserror::Error)]
@@ -56,9 +57,15 @@ pub enum PlanError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Resolve(#[from] elf::ShimError),
-    #[error("cannot parse the ELF file {}: {reason}", path.display())]
-    Elf { path: PathBuf, reason: String },
+    Resolve(#[from] RootfsError),
+    #[error("cannot read the ELF file {}", path.display())]
+    Elf {
+        path: PathBuf,
+        #[source]
+        source: ElfError,
+    },
+    #[error("cannot walk the libraries the programs load")]
+    Closure(#[source] ElfError),
     #[error("{} is for {found}, but {} is for {first}: all programs of one extension must be for one architecture", path.display(), first_path.display())]
     MixedArch {
         path: PathBuf,
@@ -72,6 +79,8 @@ pub enum PlanError {
     Missing { name: String, needed_by: PathBuf },
     #[error("--extra-lib {0:?} must be an absolute path inside the rootfs, e.g. /usr/lib/x86_64-linux-gnu/{0}")]
     ExtraLibPath(String),
+    #[error("{} starts like ELF but is not a readable ELF file", .0.display())]
+    NotElf(PathBuf),
     #[error("--extra-lib {} is not an ELF shared library", .0.display())]
     ExtraLibNotElf(PathBuf),
     #[error("--enable {0}: no such unit among the entries; add the unit file as a PATH")]
@@ -283,9 +292,9 @@ fn read_all(path: &Path) -> Result<Vec<u8>, PlanError> {
 
 fn scan_file(path: &Path) -> Result<Option<ElfInfo>, PlanError> {
     let bytes = read_all(path)?;
-    elf::scan(&bytes).map_err(|reason| PlanError::Elf {
+    elf::scan(&bytes).map_err(|source| PlanError::Elf {
         path: path.to_path_buf(),
-        reason,
+        source,
     })
 }
 
@@ -356,7 +365,7 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     fn host(&self, inside: &Path) -> PathBuf {
-        elf::host_path(self.root, inside)
+        rootfs::host_path(self.root, inside)
     }
 
     fn push(&mut self, a: Action) -> Result<usize, PlanError> {
@@ -396,7 +405,7 @@ impl Builder<'_> {
             );
         }
         if meta.file_type().is_symlink() {
-            let real = elf::resolve(self.root, src, true)?;
+            let real = rootfs::resolve(self.root, src, true)?;
             if !self.host(&real).exists() || depth > 8 {
                 return Err(PlanError::NotFound {
                     path: real,
@@ -455,10 +464,9 @@ impl Builder<'_> {
         };
         self.parents(&to)?;
         if first.starts_with(b"\x7fELF") {
-            let info = scan_file(&host)?.ok_or_else(|| PlanError::Elf {
-                path: src.to_path_buf(),
-                reason: "not an ELF file".into(),
-            })?;
+            let Some(info) = scan_file(&host)? else {
+                return Err(PlanError::NotElf(src.to_path_buf()));
+            };
             let i = self.push(Action::Copy {
                 from: host,
                 to,
@@ -612,7 +620,7 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
 
     for spec in &opts.paths {
         let e = parse_entry(spec)?;
-        let src = elf::resolve(root, &e.source, false)?;
+        let src = rootfs::resolve(root, &e.source, false)?;
         let target = match &e.target {
             Some(t) => rel(t),
             None if src.starts_with("/usr/") || src.starts_with("/opt/") => rel(&src),
@@ -638,7 +646,7 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
             return Err(PlanError::ExtraLibPath(x.clone()));
         }
         let p = PathBuf::from(x);
-        let real = elf::resolve(root, &p, true)?;
+        let real = rootfs::resolve(root, &p, true)?;
         let host = b.host(&real);
         if !host.is_file() {
             return Err(PlanError::NotFound {
@@ -681,7 +689,8 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
 
     // The closure of every ELF root.
     let roots: Vec<PathBuf> = b.elf_roots.iter().map(|(_, p, _, _)| p.clone()).collect();
-    let closure = elf::closure(root, &roots, &elf::ClosureOptions::default())?;
+    let closure = elf::closure(root, &roots, &elf::ClosureOptions::default())
+        .map_err(PlanError::Closure)?;
     let required: BTreeSet<PathBuf> = b
         .elf_roots
         .iter()
@@ -742,6 +751,7 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
             }
             Some(_) => {}
             None => {
+                tracing::debug!("library {} from {} ({})", o.name, o.real_path.display(), o.reason);
                 libraries.insert(o.name.clone(), o.real_path.clone());
                 lib_info.push((o.name.clone(), o.real_path.clone(), o.info.clone()));
             }
@@ -777,7 +787,7 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
             if !expanded.starts_with('/') {
                 continue;
             }
-            let resolved = elf::resolve(b.root, Path::new(&expanded), true)
+            let resolved = rootfs::resolve(b.root, Path::new(&expanded), true)
                 .unwrap_or_else(|_| PathBuf::from(&expanded));
             if let Some(t) = b.translate(&resolved) {
                 let s = format!("/{}", t.display());
@@ -851,7 +861,7 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
             Some(interp.clone())
         };
         let Some(wanted) = wanted else { continue };
-        let inside = elf::resolve(root, Path::new(&wanted), true).ok();
+        let inside = rootfs::resolve(root, Path::new(&wanted), true).ok();
         let shipped = inside
             .as_ref()
             .and_then(|p| b.translate(p))
@@ -880,7 +890,7 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
         };
         let mut new_text = text.clone();
         for p in unit_exec_paths(&text) {
-            let inside = elf::resolve(root, Path::new(&p), false).unwrap_or_else(|_| PathBuf::from(&p));
+            let inside = rootfs::resolve(root, Path::new(&p), false).unwrap_or_else(|_| PathBuf::from(&p));
             match b.translate(&inside) {
                 Some(t) => {
                     let shipped = format!("/{}", t.display());

@@ -17,14 +17,23 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+<<<<<<< HEAD
     Pack(cmd::pack::PackArgs),
     Inspect(cmd::inspect::InspectArgs),
+=======
+    /// Show the libraries programs need inside a rootfs, found as their loader would.
+    Deps(crate::cmd::deps::DepsArgs),
+>>>>>>> elf-closure
 }
 
 pub fn run() -> Result<ExitCode> {
     let args = Args::parse();
     match args.command {
+<<<<<<< HEAD
         Command::Pack(a) => cmd::pack::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
+=======
+        Command::Deps(a) => crate::cmd::deps::run(a),
+>>>>>>> elf-closure
     }
 }

@@ -1,4 +1,5 @@
-//! One module per subcommand.
+//! One module per `sysext` subcommand.
 
+pub mod deps;
 pub mod inspect;
 pub mod pack;
