@@ -85,6 +85,8 @@ pub enum PlanError {
     ExtraLibNotElf(PathBuf),
     #[error("--enable {0}: no such unit among the entries; add the unit file as a PATH")]
     EnableUnknown(String),
+    #[error("refusing to write {}: not a path inside the extension tree", .0.display())]
+    Escapes(PathBuf),
     #[error("two entries would be shipped at {0}; rename one with SRC:/usr/TARGET")]
     DuplicateTarget(String),
 }
@@ -370,6 +372,9 @@ impl Builder<'_> {
 
     fn push(&mut self, a: Action) -> Result<usize, PlanError> {
         let to = a.to().to_path_buf();
+        if !is_inside_tree(&to) {
+            return Err(PlanError::Escapes(to));
+        }
         if let Some(&i) = self.targets.get(&to) {
             if self.actions[i] == a || matches!(a, Action::Dir { .. }) {
                 return Ok(i);
@@ -577,6 +582,13 @@ impl Builder<'_> {
     }
 }
 
+/// True for a non-empty relative path made of plain names only (no `/`, `..` or `.`).
+pub fn is_inside_tree(p: &Path) -> bool {
+    !p.as_os_str().is_empty()
+        && p.components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
 /// A relative symlink target from directory `from_dir` to `to` (both tree-relative).
 pub fn relative_link(from_dir: &Path, to: &Path) -> PathBuf {
     let a: Vec<_> = from_dir.components().collect();
@@ -735,7 +747,22 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
         if o.name.starts_with("libc.so.6") {
             glibc = true;
         }
-        if root_set.contains(&o.real_path) && extra_roots.contains(&o.real_path) {
+        // Requested files are shipped at their own place; extra libraries in extralibs/.
+        if o.needed_by.is_none()
+            || (root_set.contains(&o.real_path) && extra_roots.contains(&o.real_path))
+        {
+            continue;
+        }
+        if o.name.contains('/') {
+            b.note(
+                Severity::Warning,
+                format!(
+                    "{} loads {} by path; it is not relocated",
+                    o.needed_by.as_deref().unwrap_or(Path::new("?")).display(),
+                    o.name
+                ),
+                Some("ship that file as a PATH at the same place".into()),
+            );
             continue;
         }
         match libraries.get(&o.name) {
@@ -1091,6 +1118,16 @@ mod tests {
         assert!(r.contains("ExecStart=/usr/bin/nginx\n"));
         assert!(r.contains("@/bin/kill"));
         assert_eq!(replace_word("/usr/sbin/nginxx", "/usr/sbin/nginx", "/a"), "/usr/sbin/nginxx");
+    }
+
+    #[test]
+    fn tree_paths() {
+        for good in ["usr", "usr/bin/x", "usr/local/n/libc.so.6"] {
+            assert!(is_inside_tree(Path::new(good)), "{good}");
+        }
+        for bad in ["", "/usr/bin/x", "usr/../etc", "./usr", "usr/./x/../../.."] {
+            assert!(!is_inside_tree(Path::new(bad)), "{bad}");
+        }
     }
 
     #[test]

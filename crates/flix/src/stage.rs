@@ -39,6 +39,8 @@ pub enum StageError {
         #[source]
         source: RewriteError,
     },
+    #[error("refusing to write {}: not a path inside the extension tree", .0.display())]
+    Escapes(PathBuf),
     #[error(transparent)]
     Output(#[from] AtomicError),
     #[error(transparent)]
@@ -52,11 +54,20 @@ fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> StageError + '_ {
     }
 }
 
+/// `tree/to`, refusing anything that would leave the tree.
+fn dest(tree: &Path, to: &Path) -> Result<PathBuf, StageError> {
+    if crate::plan::is_inside_tree(to) {
+        Ok(tree.join(to))
+    } else {
+        Err(StageError::Escapes(to.to_path_buf()))
+    }
+}
+
 fn copy_one(tree: &Path, a: &Action) -> Result<(), StageError> {
     match a {
         Action::Dir { .. } | Action::Symlink { .. } => Ok(()),
         Action::Write { to, contents, mode } => {
-            let dest = tree.join(to);
+            let dest = dest(tree, to)?;
             fs::write(&dest, contents).map_err(write_err(&dest))?;
             fs::set_permissions(&dest, fs::Permissions::from_mode(*mode)).map_err(write_err(&dest))
         }
@@ -66,7 +77,7 @@ fn copy_one(tree: &Path, a: &Action) -> Result<(), StageError> {
             mode,
             elf,
         } => {
-            let dest = tree.join(to);
+            let dest = dest(tree, to)?;
             match elf {
                 Some(e) => {
                     let bytes = fs::read(from).map_err(|source| StageError::Read {
@@ -105,7 +116,7 @@ pub fn stage_tree(plan: &Plan, tree: &Path) -> Result<(), StageError> {
     // then symlinks.
     for a in &plan.actions {
         if let Action::Dir { to } = a {
-            let dest = tree.join(to);
+            let dest = dest(tree, to)?;
             match fs::create_dir(&dest) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -149,7 +160,7 @@ pub fn stage_tree(plan: &Plan, tree: &Path) -> Result<(), StageError> {
     }
     for a in &plan.actions {
         if let Action::Symlink { to, target } = a {
-            let dest = tree.join(to);
+            let dest = dest(tree, to)?;
             std::os::unix::fs::symlink(target, &dest).map_err(write_err(&dest))?;
         }
     }
