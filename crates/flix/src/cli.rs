@@ -171,8 +171,17 @@ mod tests {
     #[test]
     fn parses_upstream_style() {
         let a = Args::try_parse_from([
-            "flix", "/src", "tools", "/usr/bin/b3sum", "/etc/terminfo:/usr/share/terminfo",
-            "--extra-lib", "/usr/lib/libx.so.1", "--compression", "zstd", "--format", "dir",
+            "flix",
+            "/src",
+            "tools",
+            "/usr/bin/b3sum",
+            "/etc/terminfo:/usr/share/terminfo",
+            "--extra-lib",
+            "/usr/lib/libx.so.1",
+            "--compression",
+            "zstd",
+            "--format",
+            "dir",
         ])
         .unwrap();
         assert_eq!(a.paths.len(), 2);
@@ -187,8 +196,21 @@ mod tests {
     #[test]
     fn rejects_missing_paths_and_unbound_levels() {
         assert!(Args::try_parse_from(["flix", "/src", "tools"]).is_err());
-        assert!(Args::try_parse_from(["flix", "/src", "t", "/usr/bin/x", "--sysext-level", "1.0"]).is_err());
-        let a = Args::try_parse_from(["flix", "/src", "t", "/usr/bin/x", "--os", "flatcar", "--sysext-level", "1.0"]).unwrap();
+        assert!(
+            Args::try_parse_from(["flix", "/src", "t", "/usr/bin/x", "--sysext-level", "1.0"])
+                .is_err()
+        );
+        let a = Args::try_parse_from([
+            "flix",
+            "/src",
+            "t",
+            "/usr/bin/x",
+            "--os",
+            "flatcar",
+            "--sysext-level",
+            "1.0",
+        ])
+        .unwrap();
         assert_eq!(a.output_path(), PathBuf::from("t.raw"));
     }
 }

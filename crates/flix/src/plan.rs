@@ -74,7 +74,11 @@ pub enum PlanError {
         first: String,
     },
     #[error("two different files are loaded as {name}: {} and {}; ship only one of the programs needing them, or make them agree", a.display(), b.display())]
-    SonameConflict { name: String, a: PathBuf, b: PathBuf },
+    SonameConflict {
+        name: String,
+        a: PathBuf,
+        b: PathBuf,
+    },
     #[error("library {name} needed by {} not found in the rootfs; pass it with --extra-lib or add the package to the image", needed_by.display())]
     Missing { name: String, needed_by: PathBuf },
     #[error("--extra-lib {0:?} must be an absolute path inside the rootfs, e.g. /usr/lib/x86_64-linux-gnu/{0}")]
@@ -257,9 +261,11 @@ fn rel(p: &Path) -> PathBuf {
 fn is_unit_name(p: &Path) -> bool {
     let n = p.to_string_lossy();
     n.contains("/systemd/")
-        && [".service", ".socket", ".timer", ".path", ".mount", ".target"]
-            .iter()
-            .any(|e| n.ends_with(e))
+        && [
+            ".service", ".socket", ".timer", ".path", ".mount", ".target",
+        ]
+        .iter()
+        .any(|e| n.ends_with(e))
 }
 
 fn head(path: &Path, n: usize) -> Result<Vec<u8>, PlanError> {
@@ -395,7 +401,13 @@ impl Builder<'_> {
     }
 
     /// Adds one entry: `src` inside the rootfs (parents resolved), `target` relative.
-    fn entry(&mut self, spec: &str, src: &Path, target: &Path, depth: usize) -> Result<(), PlanError> {
+    fn entry(
+        &mut self,
+        spec: &str,
+        src: &Path,
+        target: &Path,
+        depth: usize,
+    ) -> Result<(), PlanError> {
         let host = self.host(src);
         let meta = fs::symlink_metadata(&host).map_err(|_| PlanError::NotFound {
             path: src.to_path_buf(),
@@ -514,7 +526,9 @@ impl Builder<'_> {
     fn dir_entry(&mut self, src: &Path, to: &Path) -> Result<(), PlanError> {
         let host = self.host(src);
         self.parents(to)?;
-        self.push(Action::Dir { to: to.to_path_buf() })?;
+        self.push(Action::Dir {
+            to: to.to_path_buf(),
+        })?;
         for e in WalkDir::new(&host).min_depth(1).sort_by_file_name() {
             let e = e.map_err(|e| PlanError::Io {
                 path: host.clone(),
@@ -531,7 +545,10 @@ impl Builder<'_> {
                     path: e.path().to_path_buf(),
                     source,
                 })?;
-                self.push(Action::Symlink { to: dest, target: t })?;
+                self.push(Action::Symlink {
+                    to: dest,
+                    target: t,
+                })?;
             } else if ft.is_file() {
                 let meta = e.metadata().map_err(|err| PlanError::Io {
                     path: e.path().to_path_buf(),
@@ -552,11 +569,9 @@ impl Builder<'_> {
                             self.elf_roots.push((i, inside, info, false));
                         }
                         Ok(_) => {}
-                        Err(err) => self.note(
-                            Severity::Warning,
-                            format!("{err}; copied unchanged"),
-                            None,
-                        ),
+                        Err(err) => {
+                            self.note(Severity::Warning, format!("{err}; copied unchanged"), None)
+                        }
                     }
                 }
             }
@@ -701,8 +716,8 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
 
     // The closure of every ELF root.
     let roots: Vec<PathBuf> = b.elf_roots.iter().map(|(_, p, _, _)| p.clone()).collect();
-    let closure = elf::closure(root, &roots, &elf::ClosureOptions::default())
-        .map_err(PlanError::Closure)?;
+    let closure =
+        elf::closure(root, &roots, &elf::ClosureOptions::default()).map_err(PlanError::Closure)?;
     let required: BTreeSet<PathBuf> = b
         .elf_roots
         .iter()
@@ -778,7 +793,12 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
             }
             Some(_) => {}
             None => {
-                tracing::debug!("library {} from {} ({})", o.name, o.real_path.display(), o.reason);
+                tracing::debug!(
+                    "library {} from {} ({})",
+                    o.name,
+                    o.real_path.display(),
+                    o.reason
+                );
                 libraries.insert(o.name.clone(), o.real_path.clone());
                 lib_info.push((o.name.clone(), o.real_path.clone(), o.info.clone()));
             }
@@ -917,7 +937,8 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
         };
         let mut new_text = text.clone();
         for p in unit_exec_paths(&text) {
-            let inside = rootfs::resolve(root, Path::new(&p), false).unwrap_or_else(|_| PathBuf::from(&p));
+            let inside =
+                rootfs::resolve(root, Path::new(&p), false).unwrap_or_else(|_| PathBuf::from(&p));
             match b.translate(&inside) {
                 Some(t) => {
                     let shipped = format!("/{}", t.display());
@@ -941,7 +962,10 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
             *contents = new_text;
         }
         unit_names.push((
-            to.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+            to.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
             text,
         ));
     }
@@ -958,7 +982,9 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
             b.parents(&dir.join("x"))?;
             b.push(Action::Write {
                 to: dir.join(format!("10-{name}-{unit}.conf")),
-                contents: format!("# Written by flix: start {unit} with the extension.\n[Unit]\nUpholds={unit}\n"),
+                contents: format!(
+                    "# Written by flix: start {unit} with the extension.\n[Unit]\nUpholds={unit}\n"
+                ),
                 mode: 0o644,
             })?;
         }
@@ -1066,7 +1092,9 @@ mod tests {
             }
         );
         assert_eq!(
-            parse_entry("/etc/terminfo:/usr/share/terminfo").unwrap().target,
+            parse_entry("/etc/terminfo:/usr/share/terminfo")
+                .unwrap()
+                .target,
             Some(PathBuf::from("/usr/share/terminfo"))
         );
         for bad in ["usr/bin/x", "/x:/etc/y", "/x:/usr/../etc", "/x:usr/y"] {
@@ -1094,8 +1122,14 @@ mod tests {
 
     #[test]
     fn relative_links() {
-        assert_eq!(relative_link(Path::new("usr/bin"), Path::new("usr/bin/python3.13")), PathBuf::from("python3.13"));
-        assert_eq!(relative_link(Path::new("usr/bin"), Path::new("usr/lib/x/y")), PathBuf::from("../lib/x/y"));
+        assert_eq!(
+            relative_link(Path::new("usr/bin"), Path::new("usr/bin/python3.13")),
+            PathBuf::from("python3.13")
+        );
+        assert_eq!(
+            relative_link(Path::new("usr/bin"), Path::new("usr/lib/x/y")),
+            PathBuf::from("../lib/x/y")
+        );
     }
 
     #[test]
@@ -1111,13 +1145,22 @@ mod tests {
     #[test]
     fn unit_lines() {
         let u = "[Service]\nExecStartPre=-/usr/sbin/nginx -t\nExecStart=/usr/sbin/nginx\nExecReload=@/bin/kill kill -HUP $MAINPID\nExecStop=true\n[Install]\nWantedBy=multi-user.target graphical.target\n";
-        assert_eq!(unit_exec_paths(u), vec!["/usr/sbin/nginx", "/usr/sbin/nginx", "/bin/kill"]);
-        assert_eq!(unit_wanted_by(u), vec!["multi-user.target", "graphical.target"]);
+        assert_eq!(
+            unit_exec_paths(u),
+            vec!["/usr/sbin/nginx", "/usr/sbin/nginx", "/bin/kill"]
+        );
+        assert_eq!(
+            unit_wanted_by(u),
+            vec!["multi-user.target", "graphical.target"]
+        );
         let r = replace_exec(u, "/usr/sbin/nginx", "/usr/bin/nginx");
         assert!(r.contains("ExecStartPre=-/usr/bin/nginx -t\n"));
         assert!(r.contains("ExecStart=/usr/bin/nginx\n"));
         assert!(r.contains("@/bin/kill"));
-        assert_eq!(replace_word("/usr/sbin/nginxx", "/usr/sbin/nginx", "/a"), "/usr/sbin/nginxx");
+        assert_eq!(
+            replace_word("/usr/sbin/nginxx", "/usr/sbin/nginx", "/a"),
+            "/usr/sbin/nginxx"
+        );
     }
 
     #[test]

@@ -88,12 +88,11 @@ fn copy_one(tree: &Path, a: &Action) -> Result<(), StageError> {
                     edits.interpreter = e.interpreter.clone();
                     edits.runpath = Some(e.runpath.clone());
                     edits.nodeflib = e.nodeflib;
-                    let out = rewrite::rewrite(&bytes, &edits).map_err(|source| {
-                        StageError::Rewrite {
+                    let out =
+                        rewrite::rewrite(&bytes, &edits).map_err(|source| StageError::Rewrite {
                             path: from.clone(),
                             source,
-                        }
-                    })?;
+                        })?;
                     fs::write(&dest, out).map_err(write_err(&dest))?;
                 }
                 None => {
@@ -122,12 +121,15 @@ pub fn stage_tree(plan: &Plan, tree: &Path) -> Result<(), StageError> {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(write_err(&dest)(e)),
             }
-            fs::set_permissions(&dest, fs::Permissions::from_mode(0o755)).map_err(write_err(&dest))?;
+            fs::set_permissions(&dest, fs::Permissions::from_mode(0o755))
+                .map_err(write_err(&dest))?;
         }
     }
     let next = AtomicUsize::new(0);
     let first_err: Mutex<Option<StageError>> = Mutex::new(None);
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8);
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(8);
     // Largest first, so a big library does not end up last on one thread.
     let mut order: Vec<&Action> = plan
         .actions

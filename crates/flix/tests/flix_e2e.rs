@@ -25,7 +25,17 @@ fn flix(args: &[&str], cwd: &Path) -> Output {
 /// A root holding only busybox (static), os-release, /etc/passwd and the extension.
 fn busybox_root(dir: &Path, raw: &Path) -> PathBuf {
     let root = dir.join("root");
-    for d in ["usr/bin", "usr/lib", "etc", "var/lib/extensions", "var/lib/nginx", "proc", "tmp", "dev", "run"] {
+    for d in [
+        "usr/bin",
+        "usr/lib",
+        "etc",
+        "var/lib/extensions",
+        "var/lib/nginx",
+        "proc",
+        "tmp",
+        "dev",
+        "run",
+    ] {
         fs::create_dir_all(root.join(d)).unwrap();
     }
     let busybox = testkit::which("busybox").expect("busybox-static");
@@ -34,9 +44,17 @@ fn busybox_root(dir: &Path, raw: &Path) -> PathBuf {
         std::os::unix::fs::symlink("busybox", root.join("usr/bin").join(applet)).unwrap();
     }
     std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
-    fs::write(root.join("usr/lib/os-release"), "ID=busyboxos\nVERSION_ID=1\n").unwrap();
+    fs::write(
+        root.join("usr/lib/os-release"),
+        "ID=busyboxos\nVERSION_ID=1\n",
+    )
+    .unwrap();
     fs::write(root.join("etc/os-release"), "ID=busyboxos\nVERSION_ID=1\n").unwrap();
-    fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n").unwrap();
+    fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n",
+    )
+    .unwrap();
     fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
     let name = raw.file_name().unwrap();
     fs::copy(raw, root.join("var/lib/extensions").join(name)).unwrap();
@@ -70,15 +88,28 @@ fn ok(script: &str) -> String {
 
 fn release_of(root_or_tree: &Path, raw: &Path) -> String {
     let _ = root_or_tree;
-    let out = testkit::run_ok(Command::new("unsquashfs").arg("-cat").arg(raw).arg("usr/lib/extension-release.d/extension-release.tools"));
+    let out = testkit::run_ok(
+        Command::new("unsquashfs")
+            .arg("-cat")
+            .arg(raw)
+            .arg("usr/lib/extension-release.d/extension-release.tools"),
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn prerequisites() -> bool {
     testkit::require_root("flix end-to-end")
-        && ["systemd-sysext", "busybox", "unsquashfs", "skopeo", "docker-registry", "tmux", "umoci"]
-            .iter()
-            .all(|t| testkit::require_tool(t))
+        && [
+            "systemd-sysext",
+            "busybox",
+            "unsquashfs",
+            "skopeo",
+            "docker-registry",
+            "tmux",
+            "umoci",
+        ]
+        .iter()
+        .all(|t| testkit::require_tool(t))
 }
 
 #[test]
@@ -94,10 +125,16 @@ fn trixie_programs_from_a_registry_run_in_a_root_without_libc() {
     let tmp = dir.path();
 
     // Without relocation the trixie programs do not run on this (older) host.
-    let host = Command::new(rootfs.join("usr/bin/htop")).arg("--version").output().unwrap();
+    let host = Command::new(rootfs.join("usr/bin/htop"))
+        .arg("--version")
+        .output()
+        .unwrap();
     assert!(!host.status.success());
     let err = String::from_utf8_lossy(&host.stderr);
-    assert!(err.contains("GLIBC_2.") && err.contains("not found"), "{err}");
+    assert!(
+        err.contains("GLIBC_2.") && err.contains("not found"),
+        "{err}"
+    );
 
     let out = flix(
         &[
@@ -114,29 +151,49 @@ fn trixie_programs_from_a_registry_run_in_a_root_without_libc() {
         tmp,
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("/usr/sbin/nginx is shipped as /usr/bin/nginx"), "{stderr}");
+    assert!(
+        stderr.contains("/usr/sbin/nginx is shipped as /usr/bin/nginx"),
+        "{stderr}"
+    );
     let raw = tmp.join("tools.raw");
     let release = release_of(tmp, &raw);
-    assert!(release.contains("ID=_any") && release.contains("ARCHITECTURE=x86-64"), "{release}");
+    assert!(
+        release.contains("ID=_any") && release.contains("ARCHITECTURE=x86-64"),
+        "{release}"
+    );
     let listing = String::from_utf8_lossy(
         &testkit::run_ok(Command::new("unsquashfs").arg("-l").arg(&raw)).stdout,
     )
     .into_owned();
-    assert!(!listing.contains("squashfs-root/usr/sbin"), "usr/sbin shipped as a directory");
+    assert!(
+        !listing.contains("squashfs-root/usr/sbin"),
+        "usr/sbin shipped as a directory"
+    );
     assert!(!listing.contains("squashfs-root/usr/lib64"));
     assert!(listing.contains("squashfs-root/usr/local/tools/ld-linux-x86-64.so.2"));
 
     let root = busybox_root(tmp, &raw);
-    fs::write(root.join("tmp/data"), "flix relocates programs\n".repeat(1000)).unwrap();
+    fs::write(
+        root.join("tmp/data"),
+        "flix relocates programs\n".repeat(1000),
+    )
+    .unwrap();
     fs::write(
         root.join("tmp/nginx.conf"),
         "user nobody nogroup;\nerror_log /tmp/error.log;\npid /tmp/nginx.pid;\nevents {}\nhttp { access_log off; server { listen 127.0.0.1:8080; root /tmp; } }\n",
     )
     .unwrap();
     // The oracle for b3sum: the unrelocated program inside its own rootfs.
-    fs::write(rootfs.join("tmp/.flix-e2e-data"), "flix relocates programs\n".repeat(1000)).ok();
+    fs::write(
+        rootfs.join("tmp/.flix-e2e-data"),
+        "flix relocates programs\n".repeat(1000),
+    )
+    .ok();
     let r = root.display();
-    let got = ok(&merged(&root, &format!("chroot {r} /usr/bin/b3sum --no-names /tmp/data")));
+    let got = ok(&merged(
+        &root,
+        &format!("chroot {r} /usr/bin/b3sum --no-names /tmp/data"),
+    ));
     let want_out = Command::new("chroot")
         .arg(&rootfs)
         .args(["/usr/bin/b3sum", "--no-names", "/tmp/.flix-e2e-data"])
@@ -147,11 +204,22 @@ fn trixie_programs_from_a_registry_run_in_a_root_without_libc() {
     assert_eq!(got.trim(), String::from_utf8_lossy(&want_out.stdout).trim());
     assert_eq!(got.trim().len(), 64);
 
-    let nginx = sh(&merged(&root, &format!("chroot {r} /usr/bin/nginx -t -c /tmp/nginx.conf -e /tmp/error.log")));
+    let nginx = sh(&merged(
+        &root,
+        &format!("chroot {r} /usr/bin/nginx -t -c /tmp/nginx.conf -e /tmp/error.log"),
+    ));
     let nginx_err = String::from_utf8_lossy(&nginx.stderr);
-    assert!(nginx.status.success() && nginx_err.contains("syntax is ok") && nginx_err.contains("test is successful"), "{nginx_err}");
+    assert!(
+        nginx.status.success()
+            && nginx_err.contains("syntax is ok")
+            && nginx_err.contains("test is successful"),
+        "{nginx_err}"
+    );
 
-    let curl = ok(&merged(&root, &format!("chroot {r} /usr/bin/curl -sS file:///tmp/data")));
+    let curl = ok(&merged(
+        &root,
+        &format!("chroot {r} /usr/bin/curl -sS file:///tmp/data"),
+    ));
     assert_eq!(curl, "flix relocates programs\n".repeat(1000));
 
     let py = ok(&merged(
@@ -162,19 +230,40 @@ fn trixie_programs_from_a_registry_run_in_a_root_without_libc() {
 
     // htop draws in a terminal.
     let sock = format!("flix-e2e-{}", std::process::id());
-    let inner = merged(&root, &format!("TERM=xterm-256color chroot {r} /usr/bin/htop"));
-    testkit::run_ok(Command::new("tmux").args(["-L", &sock, "new-session", "-d", "-x", "120", "-y", "30", &inner]));
+    let inner = merged(
+        &root,
+        &format!("TERM=xterm-256color chroot {r} /usr/bin/htop"),
+    );
+    testkit::run_ok(Command::new("tmux").args([
+        "-L",
+        &sock,
+        "new-session",
+        "-d",
+        "-x",
+        "120",
+        "-y",
+        "30",
+        &inner,
+    ]));
     let mut screen = String::new();
     for _ in 0..50 {
         std::thread::sleep(std::time::Duration::from_millis(200));
-        let cap = Command::new("tmux").args(["-L", &sock, "capture-pane", "-p"]).output().unwrap();
+        let cap = Command::new("tmux")
+            .args(["-L", &sock, "capture-pane", "-p"])
+            .output()
+            .unwrap();
         screen = String::from_utf8_lossy(&cap.stdout).into_owned();
         if screen.contains("Load average") {
             break;
         }
     }
-    let _ = Command::new("tmux").args(["-L", &sock, "kill-server"]).status();
-    assert!(screen.contains("Load average") && screen.contains("Tasks"), "htop screen:\n{screen}");
+    let _ = Command::new("tmux")
+        .args(["-L", &sock, "kill-server"])
+        .status();
+    assert!(
+        screen.contains("Load average") && screen.contains("Tasks"),
+        "htop screen:\n{screen}"
+    );
 }
 
 #[test]
@@ -197,13 +286,25 @@ fn folder_and_oci_layout_sources_give_working_images() {
         flix(&[source, "tools", "/usr/bin/curl", "/usr/bin/htop"], &sub);
         let raw = sub.join("tools.raw");
         // An existing output is kept unless --force.
-        let again = Command::new(FLIX).args([source.as_str(), "tools", "/usr/bin/curl"]).current_dir(&sub).output().unwrap();
+        let again = Command::new(FLIX)
+            .args([source.as_str(), "tools", "/usr/bin/curl"])
+            .current_dir(&sub)
+            .output()
+            .unwrap();
         assert_eq!(again.status.code(), Some(2));
         assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
         let root = busybox_root(&sub, &raw);
         fs::write(root.join("tmp/x"), "payload").unwrap();
         let r = root.display();
-        let out = ok(&merged(&root, &format!("chroot {r} /usr/bin/curl -sS file:///tmp/x && chroot {r} /usr/bin/htop --version")));
-        assert!(out.starts_with("payload") && out.contains("htop 3."), "{source}: {out}");
+        let out = ok(&merged(
+            &root,
+            &format!(
+                "chroot {r} /usr/bin/curl -sS file:///tmp/x && chroot {r} /usr/bin/htop --version"
+            ),
+        ));
+        assert!(
+            out.starts_with("payload") && out.contains("htop 3."),
+            "{source}: {out}"
+        );
     }
 }
