@@ -51,19 +51,33 @@ fn is_loader(path: &Path) -> bool {
 /// Where the host loader would find `name` for `obj` (RPATH/RUNPATH with $ORIGIN, then the
 /// system directories).
 fn find_lib(obj: &Path, info: &ElfSummary, name: &str) -> Option<PathBuf> {
-    let origin = obj.parent().unwrap_or(Path::new("/")).to_string_lossy().into_owned();
+    let origin = obj
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .to_string_lossy()
+        .into_owned();
     let mut dirs: Vec<String> = Vec::new();
     for p in [&info.runpath, &info.rpath].into_iter().flatten() {
-        dirs.extend(p.split(':').map(|d| d.replace("$ORIGIN", &origin).replace("${ORIGIN}", &origin)));
+        dirs.extend(
+            p.split(':')
+                .map(|d| d.replace("$ORIGIN", &origin).replace("${ORIGIN}", &origin)),
+        );
     }
-    dirs.extend([LIBDIR.to_string(), "/lib/x86_64-linux-gnu".into(), "/usr/lib".into(), "/lib".into()]);
+    dirs.extend([
+        LIBDIR.to_string(),
+        "/lib/x86_64-linux-gnu".into(),
+        "/usr/lib".into(),
+        "/lib".into(),
+    ]);
     dirs.into_iter()
         .map(|d| Path::new(&d).join(name))
         .find(|p| p.is_file())
 }
 
 fn run_parallel<T: Send + Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let n = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
+    let n = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 8);
     let next = Mutex::new(0usize);
     let results: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
     std::thread::scope(|s| {
@@ -83,7 +97,12 @@ fn run_parallel<T: Send + Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync
             });
         }
     });
-    results.into_inner().unwrap().into_iter().map(|r| r.unwrap()).collect()
+    results
+        .into_inner()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect()
 }
 
 /// Run a command; a file another thread has just written may still be open in a child being
@@ -124,15 +143,20 @@ int main(int argc, char **argv) {
 }
 "#;
 
-
 #[test]
 fn host_binaries_still_load_after_long_interpreter_and_runpath() {
     if !host_ok() {
-        assert!(std::env::var_os("CI").is_none(), "CI must run on an x86-64 glibc host");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run on an x86-64 glibc host"
+        );
         eprintln!("skipped: not an x86-64 Debian host");
         return;
     }
-    assert!(testkit::require_tool("cc"), "cc is needed to build the dlopen helper");
+    assert!(
+        testkit::require_tool("cc"),
+        "cc is needed to build the dlopen helper"
+    );
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join(LONG);
     let subjects_dir = d.join("subjects");
@@ -169,7 +193,9 @@ fn host_binaries_still_load_after_long_interpreter_and_runpath() {
         if is_loader(p) {
             continue;
         }
-        let Some((_, info)) = read_elf(p) else { continue };
+        let Some((_, info)) = read_elf(p) else {
+            continue;
+        };
         if !info.has_dynamic || info.machine != 62 {
             skipped_static += 1;
             continue;
@@ -203,7 +229,13 @@ fn host_binaries_still_load_after_long_interpreter_and_runpath() {
     let helper_src = tmp.path().join("dl.c");
     fs::write(&helper_src, DL_HELPER).unwrap();
     let host_helper = tmp.path().join("dl-host");
-    testkit::run_ok(Command::new("cc").arg("-o").arg(&host_helper).arg(&helper_src).arg("-ldl"));
+    testkit::run_ok(
+        Command::new("cc")
+            .arg("-o")
+            .arg(&host_helper)
+            .arg(&helper_src)
+            .arg("-ldl"),
+    );
     let helper = bin_dir.join("dl-helper");
     let helper_bytes = rewrite(&fs::read(&host_helper).unwrap(), &exe_edits).unwrap();
     fs::write(&helper, helper_bytes).unwrap();
@@ -254,13 +286,18 @@ fn host_binaries_still_load_after_long_interpreter_and_runpath() {
         if problems.is_empty() {
             Ok(true)
         } else {
-            Err(format!("{}: {}\n{after}", src.display(), problems.join("; ")))
+            Err(format!(
+                "{}: {}\n{after}",
+                src.display(),
+                problems.join("; ")
+            ))
         }
     });
 
     // Libraries: dlopen(RTLD_NOW) of the original (host helper) and of the rewritten copy
     // (relocated helper, every mapped .so must come from D).
-    let lib_items: Vec<(usize, PathBuf)> = libs.iter().map(|(p, _)| p.clone()).enumerate().collect();
+    let lib_items: Vec<(usize, PathBuf)> =
+        libs.iter().map(|(p, _)| p.clone()).enumerate().collect();
     let lib_results = run_parallel(&lib_items, |(i, src)| -> Result<Option<bool>, String> {
         let before = Command::new(&host_helper).arg(src).output().unwrap();
         if !before.status.success() {
@@ -270,10 +307,15 @@ fn host_binaries_still_load_after_long_interpreter_and_runpath() {
         let out = match rewrite(&bytes, &lib_edits) {
             Ok(o) => o,
             Err(RewriteError::Loader(_)) => return Ok(None),
-            Err(e @ RewriteError::Unsupported(_)) => return Err(format!("UNSUPPORTED {}: {e}", src.display())),
+            Err(e @ RewriteError::Unsupported(_)) => {
+                return Err(format!("UNSUPPORTED {}: {e}", src.display()))
+            }
             Err(e) => return Err(format!("{}: {e}", src.display())),
         };
-        let dst = subjects_dir.join(format!("{i}-{}", src.file_name().unwrap().to_string_lossy()));
+        let dst = subjects_dir.join(format!(
+            "{i}-{}",
+            src.file_name().unwrap().to_string_lossy()
+        ));
         fs::write(&dst, out).unwrap();
         let after = output_retrying(Command::new(&helper).arg(&dst).arg(&d_str));
         if after.status.success() {
@@ -289,8 +331,14 @@ fn host_binaries_still_load_after_long_interpreter_and_runpath() {
     });
 
     let exe_ok = exe_results.iter().filter(|r| matches!(r, Ok(true))).count();
-    let exe_base = exe_results.iter().filter(|r| matches!(r, Ok(false))).count();
-    let lib_ok = lib_results.iter().filter(|r| matches!(r, Ok(Some(true)))).count();
+    let exe_base = exe_results
+        .iter()
+        .filter(|r| matches!(r, Ok(false)))
+        .count();
+    let lib_ok = lib_results
+        .iter()
+        .filter(|r| matches!(r, Ok(Some(true))))
+        .count();
     let lib_base = lib_results.iter().filter(|r| matches!(r, Ok(None))).count();
     let unsupported: Vec<&String> = lib_results
         .iter()
@@ -300,7 +348,12 @@ fn host_binaries_still_load_after_long_interpreter_and_runpath() {
     let failures: Vec<&String> = exe_results
         .iter()
         .filter_map(|r| r.as_ref().err())
-        .chain(lib_results.iter().filter_map(|r| r.as_ref().err()).filter(|e| !e.starts_with("UNSUPPORTED")))
+        .chain(
+            lib_results
+                .iter()
+                .filter_map(|r| r.as_ref().err())
+                .filter(|e| !e.starts_with("UNSUPPORTED")),
+        )
         .chain(dep_errors.iter())
         .collect();
     eprintln!(
@@ -313,7 +366,22 @@ fn host_binaries_still_load_after_long_interpreter_and_runpath() {
     for u in &unsupported {
         eprintln!("  {u}");
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n"));
-    assert!(unsupported.len() * 100 <= lib_items.len().max(1), "too many unsupported files");
-    assert!(exe_ok > 50 && lib_ok > 50, "too few files checked: {exe_ok} programs, {lib_ok} libraries");
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        unsupported.len() * 100 <= lib_items.len().max(1),
+        "too many unsupported files"
+    );
+    assert!(
+        exe_ok > 50 && lib_ok > 50,
+        "too few files checked: {exe_ok} programs, {lib_ok} libraries"
+    );
 }

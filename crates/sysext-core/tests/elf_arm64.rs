@@ -38,7 +38,10 @@ fn arm64_closure_from_the_files_alone() {
     let root = testkit::fixtures::trixie_arm64_rootfs();
     let cases = [
         ("/usr/bin/b3sum", &["libc.so.6"][..]),
-        ("/usr/bin/htop", &["libncursesw.so.6", "libtinfo.so.6", "libc.so.6"][..]),
+        (
+            "/usr/bin/htop",
+            &["libncursesw.so.6", "libtinfo.so.6", "libc.so.6"][..],
+        ),
     ];
     // The extract-variant tree has no `/lib -> usr/lib` link, so PT_INTERP
     // (/lib/ld-linux-aarch64.so.1) cannot be found there: it is reported, nothing else is.
@@ -61,7 +64,11 @@ fn arm64_closure_from_the_files_alone() {
             .status()
             .is_ok_and(|s| s.success())
     };
-    assert!(cp(&["-al"]) || cp(&["-a"]), "copying {}/usr", root.display());
+    assert!(
+        cp(&["-al"]) || cp(&["-a"]),
+        "copying {}/usr",
+        root.display()
+    );
     std::os::unix::fs::symlink("usr/lib", merged.join("lib")).unwrap();
     for (exe, wants) in cases {
         let c = elf::closure(merged, &[PathBuf::from(exe)], &ClosureOptions::default()).unwrap();
@@ -75,7 +82,10 @@ fn arm64_closure_from_the_files_alone() {
             Path::new("/usr/lib/aarch64-linux-gnu/ld-linux-aarch64.so.1")
         );
         assert_eq!(
-            c.objects.iter().filter(|o| o.real_path == interp[0].real_path).count(),
+            c.objects
+                .iter()
+                .filter(|o| o.real_path == interp[0].real_path)
+                .count(),
             1
         );
         let libc = c.objects.iter().find(|o| o.name == "libc.so.6").unwrap();

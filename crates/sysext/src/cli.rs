@@ -18,22 +18,45 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 pub enum Command {
 <<<<<<< HEAD
+<<<<<<< HEAD
     Pack(cmd::pack::PackArgs),
     Inspect(cmd::inspect::InspectArgs),
 =======
     /// Show the libraries programs need inside a rootfs, found as their loader would.
     Deps(crate::cmd::deps::DepsArgs),
 >>>>>>> elf-closure
+=======
+    Pack(cmd::pack::PackArgs),
+    Inspect(cmd::inspect::InspectArgs),
+    Merge(cmd::merge::MergeArgs),
+    Unmerge(cmd::merge::UnmergeArgs),
+    Status(cmd::merge::StatusArgs),
+    Run(cmd::run::RunArgs),
+    Check(cmd::check::CheckArgs),
+    /// Show the libraries programs need inside a rootfs, found as their loader would.
+    Deps(crate::cmd::deps::DepsArgs),
+>>>>>>> main
 }
 
 pub fn run() -> Result<ExitCode> {
     let args = Args::parse();
     match args.command {
 <<<<<<< HEAD
+<<<<<<< HEAD
         Command::Pack(a) => cmd::pack::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
 =======
         Command::Deps(a) => crate::cmd::deps::run(a),
 >>>>>>> elf-closure
+=======
+        Command::Pack(a) => cmd::pack::run(a),
+        Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Merge(a) => cmd::merge::merge(a),
+        Command::Unmerge(a) => cmd::merge::unmerge(a),
+        Command::Status(a) => cmd::merge::status(a),
+        Command::Run(a) => cmd::run::run(a),
+        Command::Check(a) => cmd::check::run(a),
+        Command::Deps(a) => crate::cmd::deps::run(a),
+>>>>>>> main
     }
 }

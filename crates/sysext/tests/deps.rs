@@ -26,7 +26,12 @@ fn lists_objects_paths_and_reasons() {
         "libncursesw.so.6 => /lib/x86_64-linux-gnu/libncursesw.so.6 -> /usr/lib/x86_64-linux-gnu/libncursesw.so.6"
     ), "{stdout}");
     assert!(stdout.contains("(ld.so.cache)"), "{stdout}");
-    assert!(stdout.lines().any(|l| l.starts_with("/lib64/ld-linux-x86-64.so.2") && l.ends_with("(interpreter)")), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("/lib64/ld-linux-x86-64.so.2") && l.ends_with("(interpreter)")),
+        "{stdout}"
+    );
 
     let out = deps(&["--root", root, "--json", "usr/bin/htop", "/usr/bin/b3sum"]);
     assert_eq!(out.status.code(), Some(0));
@@ -36,9 +41,14 @@ fn lists_objects_paths_and_reasons() {
     assert_eq!(libc["reason"]["kind"], "ld_cache");
     assert_eq!(libc["real_path"], "/usr/lib/x86_64-linux-gnu/libc.so.6");
     assert_eq!(libc["info"]["class64"], true);
-    assert!(objects.iter().any(|o| o["path"] == "/usr/bin/b3sum" && o["reason"]["kind"] == "requested"));
+    assert!(objects
+        .iter()
+        .any(|o| o["path"] == "/usr/bin/b3sum" && o["reason"]["kind"] == "requested"));
     // libc is shared by both programs: listed once.
-    assert_eq!(objects.iter().filter(|o| o["name"] == "libc.so.6").count(), 1);
+    assert_eq!(
+        objects.iter().filter(|o| o["name"] == "libc.so.6").count(),
+        1
+    );
     assert_eq!(v["missing"].as_array().unwrap().len(), 0);
 }
 
@@ -68,7 +78,10 @@ fn missing_libraries_exit_1_with_a_hint() {
     let stdout = text(&out.stdout);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
-    assert!(stdout.contains("libncursesw.so.6 => not found  (needed by /usr/bin/htop)"), "{stdout}");
+    assert!(
+        stdout.contains("libncursesw.so.6 => not found  (needed by /usr/bin/htop)"),
+        "{stdout}"
+    );
     assert!(stdout.contains("libtinfo.so.6 => not found"), "{stdout}");
     assert!(stdout.contains("libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 -> /usr/lib/x86_64-linux-gnu/libc.so.6  (system dir)"), "{stdout}");
     assert!(stderr.contains("--extra-lib"), "{stderr}");
@@ -79,10 +92,18 @@ fn bad_input_is_an_error_naming_it() {
     let root = testkit::fixtures::trixie_rootfs();
     let out = deps(&["--root", root.to_str().unwrap(), "/etc/os-release"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("/etc/os-release is not an ELF file"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("/etc/os-release is not an ELF file"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = deps(&["--root", root.to_str().unwrap(), "/usr/bin/no-such-program"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("/usr/bin/no-such-program not found"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("/usr/bin/no-such-program not found"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = deps(&["--root", "/nonexistent-root", "/usr/bin/htop"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("/nonexistent-root"));

@@ -29,12 +29,15 @@
 //! Both ELF classes and both byte orders are supported.
 
 mod consts;
+mod flags;
 pub mod patchelf;
 mod raw;
 
 use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
+
+pub use flags::{execstack, os_abi, set_execstack, set_os_abi};
 
 use consts::*;
 use raw::{bad, bytes_at, bytes_at_mut, cstr, unsupported, Ehdr, Fmt, Phdr, Shdr, R};
@@ -99,6 +102,8 @@ pub struct Edits {
     pub remove_needed: Vec<String>,
     /// `(old, new)` DT_NEEDED renames; `.gnu.version_r` follows.
     pub replace_needed: Vec<(String, String)>,
+    /// Add a DT_DEBUG entry when there is none (debuggers find `r_debug` through it).
+    pub add_debug_tag: bool,
 }
 
 impl Edits {
@@ -109,6 +114,7 @@ impl Edits {
             || !self.add_needed.is_empty()
             || !self.remove_needed.is_empty()
             || !self.replace_needed.is_empty()
+            || self.add_debug_tag
     }
 }
 
@@ -156,7 +162,11 @@ impl Parsed {
         };
         let mut phdrs = Vec::with_capacity(eh.phnum.into());
         for i in 0..u64::from(eh.phnum) {
-            phdrs.push(Phdr::read(fmt, b, eh.phoff.saturating_add(i * fmt.phentsize()))?);
+            phdrs.push(Phdr::read(
+                fmt,
+                b,
+                eh.phoff.saturating_add(i * fmt.phentsize()),
+            )?);
         }
         let mut shdrs = Vec::new();
         if eh.shoff != 0 {
@@ -164,7 +174,11 @@ impl Parsed {
                 return Err(unsupported("extended section numbering (e_shnum = 0)"));
             }
             for i in 0..u64::from(eh.shnum) {
-                shdrs.push(Shdr::read(fmt, b, eh.shoff.saturating_add(i * fmt.shentsize()))?);
+                shdrs.push(Shdr::read(
+                    fmt,
+                    b,
+                    eh.shoff.saturating_add(i * fmt.shentsize()),
+                )?);
             }
         }
         let mut p = Parsed {
@@ -198,7 +212,9 @@ impl Parsed {
             match (addr, size) {
                 (Some(addr), Some(size)) => {
                     let off = p.addr_to_off(addr, size).map_err(|_| {
-                        bad(format!("DT_STRTAB {addr:#x} is not inside a loaded segment"))
+                        bad(format!(
+                            "DT_STRTAB {addr:#x} is not inside a loaded segment"
+                        ))
                     })?;
                     bytes_at(b, off, size)?;
                     p.strtab = Some((off, addr, size));
@@ -227,7 +243,9 @@ impl Parsed {
                 return Ok(ph.offset + (addr - ph.vaddr));
             }
         }
-        Err(bad(format!("address {addr:#x} is not inside a loaded segment")))
+        Err(bad(format!(
+            "address {addr:#x} is not inside a loaded segment"
+        )))
     }
 
     fn string(&self, b: &[u8], off: u64) -> R<String> {
@@ -307,12 +325,21 @@ struct Strings {
     extra: Vec<u8>,
 }
 
+/// Offset of `s` followed by NUL in `hay` (a suffix of a longer string counts, as linkers
+/// share tails): checks the bytes before each NUL, so it is linear in the table size.
 fn find_cstr(hay: &[u8], s: &str) -> Option<usize> {
     let needle: Vec<u8> = s.bytes().chain([0]).collect();
     if s.is_empty() {
         return hay.iter().position(|&c| c == 0);
     }
-    hay.windows(needle.len()).position(|w| w == needle.as_slice())
+    hay.windows(needle.len())
+        .position(|w| w == needle.as_slice())
+    let n = s.len();
+    hay.iter()
+        .enumerate()
+        .filter(|&(j, &c)| c == 0 && j >= n)
+        .map(|(j, _)| j - n)
+        .find(|&start| &hay[start..start + n] == s.as_bytes())
 }
 
 impl Strings {
@@ -578,7 +605,9 @@ fn rewrite_named(
                 Some(v) => v,
                 None => strings.add(&s),
             };
-            let at = first.unwrap_or_else(|| last_needed_pos(&dyns)).min(dyns.len());
+            let at = first
+                .unwrap_or_else(|| last_needed_pos(&dyns))
+                .min(dyns.len());
             dyns.insert(at, (tag, val));
             if edits.force_rpath {
                 expect.rpath = Some(s);
@@ -591,9 +620,9 @@ fn rewrite_named(
     let mut renames: Vec<(String, String)> = Vec::new();
     for (old, new) in &edits.replace_needed {
         let mut hit = false;
-        for i in 0..dyns.len() {
-            if dyns[i].0 == DT_NEEDED && strings.get(dyns[i].1)? == *old {
-                dyns[i].1 = strings.add(new);
+        for entry in dyns.iter_mut() {
+            if entry.0 == DT_NEEDED && strings.get(entry.1)? == *old {
+                entry.1 = strings.add(new);
                 hit = true;
             }
         }
@@ -649,6 +678,10 @@ fn rewrite_named(
             None => dyns.push((DT_FLAGS_1, DF_1_NODEFLIB)),
         }
         expect.flags_1 |= DF_1_NODEFLIB;
+    }
+
+    if edits.add_debug_tag && !dyns.iter().any(|&(t, _)| t == DT_DEBUG) {
+        dyns.push((DT_DEBUG, 0));
     }
 
     // Version needs follow DT_NEEDED.
@@ -779,11 +812,7 @@ fn set_verneed_info(p: &Parsed, out: &mut [u8], n: u64) -> R<()> {
         if sh.sh_type == SHT_GNU_VERNEED {
             let mut s = *sh;
             s.info = u32::try_from(n).map_err(|_| bad("too many version needs"))?;
-            s.write_placement(
-                p.fmt,
-                out,
-                p.eh.shoff + i as u64 * p.fmt.shentsize(),
-            )?;
+            s.write_placement(p.fmt, out, p.eh.shoff + i as u64 * p.fmt.shentsize())?;
         }
     }
     Ok(())
@@ -818,10 +847,14 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
         max_end = max_end.max(ph.mem_end());
     }
     if !align.is_power_of_two() {
-        return Err(unsupported(format!("PT_LOAD alignment {align:#x} is not a power of two")));
+        return Err(unsupported(format!(
+            "PT_LOAD alignment {align:#x} is not a power of two"
+        )));
     }
     if align > 0x1000_0000 {
-        return Err(unsupported(format!("PT_LOAD alignment {align:#x} is too large")));
+        return Err(unsupported(format!(
+            "PT_LOAD alignment {align:#x} is too large"
+        )));
     }
 
     // Room for one more program header right after the table.
@@ -831,9 +864,7 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
     let first = *p
         .loads()
         .find(|ph| ph.offset <= p.eh.phoff && old_ph_end <= ph.file_end())
-        .ok_or_else(|| {
-            unsupported("the program header table is not inside a loadable segment")
-        })?;
+        .ok_or_else(|| unsupported("the program header table is not inside a loadable segment"))?;
     if need_end > first.file_end() {
         return Err(unsupported(
             "the first loadable segment is too short to hold one more program header",
@@ -1037,7 +1068,10 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
         }
         phdrs.push(n);
     }
-    let last_load = phdrs.iter().rposition(|ph| ph.p_type == PT_LOAD).unwrap_or(0);
+    let last_load = phdrs
+        .iter()
+        .rposition(|ph| ph.p_type == PT_LOAD)
+        .unwrap_or(0);
     phdrs.insert(
         last_load + 1,
         Phdr {
@@ -1117,6 +1151,21 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
     Ok(())
 }
 
+/// Where the ELF image ends: the furthest segment, section or header table.
+fn elf_extent(p: &Parsed) -> u64 {
+    let mut end = p.eh.phoff + u64::from(p.eh.phnum) * p.fmt.phentsize();
+    end = end.max(p.eh.shoff + p.shdrs.len() as u64 * p.fmt.shentsize());
+    for ph in &p.phdrs {
+        end = end.max(ph.file_end());
+    }
+    for sh in &p.shdrs {
+        if sh.sh_type != SHT_NOBITS {
+            end = end.max(sh.offset.saturating_add(sh.size));
+        }
+    }
+    end
+}
+
 /// Parse the output again and check it says what was asked and is laid out sanely.
 fn verify(out: &[u8], input: &[u8], expect: &ElfSummary) -> R<()> {
     let fail = |m: String| RewriteError::Verify(m);
@@ -1153,18 +1202,40 @@ fn verify(out: &[u8], input: &[u8], expect: &ElfSummary) -> R<()> {
                 && pp.offset - l.offset == pp.vaddr - l.vaddr
         });
         if !inside || pp.offset != p.eh.phoff || pp.file_end() != ph_end {
-            return Err(fail("PT_PHDR does not describe the program header table inside a PT_LOAD".into()));
+            return Err(fail(
+                "PT_PHDR does not describe the program header table inside a PT_LOAD".into(),
+            ));
         }
     }
     // Address-valued dynamic tags point into the file image of a load.
     for &(t, v) in &p.dyns {
-        if is_pointer_tag(t) && v != 0 && matches!(t, DT_HASH | DT_STRTAB | 6 | DT_VERSYM | DT_VERNEED | DT_VERDEF | DT_GNU_HASH) {
-            p.addr_to_off(v, 1)
-                .map_err(|_| fail(format!("dynamic tag {t:#x} points outside the loaded file ({v:#x})")))?;
+        if is_pointer_tag(t)
+            && v != 0
+            && matches!(
+                t,
+                DT_HASH | DT_STRTAB | 6 | DT_VERSYM | DT_VERNEED | DT_VERDEF | DT_GNU_HASH
+            )
+        {
+            p.addr_to_off(v, 1).map_err(|_| {
+                fail(format!(
+                    "dynamic tag {t:#x} points outside the loaded file ({v:#x})"
+                ))
+            })?;
         }
     }
-    // Anything appended to the input is still there, byte for byte.
-    let _ = input;
+    // Anything appended to the input (past every segment, section and header table) is still
+    // there, at the same offset, byte for byte.
+    if let Ok(Some(orig)) = Parsed::parse(input) {
+        let extent = elf_extent(&orig);
+        if extent < input.len() as u64 {
+            let tail = &input[extent as usize..];
+            if out.get(extent as usize..input.len()) != Some(tail) {
+                return Err(fail(
+                    "data appended after the ELF image was not preserved".into(),
+                ));
+            }
+        }
+    }
     // And object agrees it is a well-formed ELF file.
     object::File::parse(out).map_err(|e| fail(format!("object cannot parse the output: {e}")))?;
     Ok(())
@@ -1187,26 +1258,33 @@ pub fn rewrite_file(path: &Path, edits: &Edits) -> Result<(), RewriteError> {
 }
 
 /// Write `bytes` to `path` through a temporary file and a rename, keeping the mode of an
-/// existing file.
+/// existing file. A symlink is followed (its target is replaced, the link stays); an existing
+/// non-regular file such as `/dev/null` or a pipe is written to directly, never replaced.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RewriteError> {
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)
-        .map(|m| m.permissions().mode())
-        .unwrap_or(0o755);
-    let tmp = sysext_core::atomic::AtomicOutput::file(path, true).map_err(|source| {
-        RewriteError::Atomic {
-            path: path.to_path_buf(),
-            source,
-        }
-    })?;
     let werr = |source| RewriteError::Write {
         path: path.to_path_buf(),
         source,
     };
+    let target = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path).map_err(werr)?,
+        _ => path.to_path_buf(),
+    };
+    let meta = std::fs::metadata(&target).ok();
+    if meta.as_ref().is_some_and(|m| !m.is_file()) {
+        return std::fs::write(&target, bytes).map_err(werr);
+    }
+    let mode = meta.map_or(0o755, |m| m.permissions().mode());
+    let tmp = sysext_core::atomic::AtomicOutput::file(&target, true).map_err(|source| {
+        RewriteError::Atomic {
+            path: target.clone(),
+            source,
+        }
+    })?;
     std::fs::write(tmp.path(), bytes).map_err(werr)?;
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode)).map_err(werr)?;
     tmp.commit().map_err(|source| RewriteError::Atomic {
-        path: path.to_path_buf(),
+        path: target.clone(),
         source,
     })?;
     Ok(())

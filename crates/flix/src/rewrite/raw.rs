@@ -27,8 +27,11 @@ fn slice(b: &[u8], off: u64, len: usize) -> R<&[u8]> {
     let end = start
         .checked_add(len)
         .ok_or_else(|| bad(format!("offset {off:#x} out of range")))?;
-    b.get(start..end)
-        .ok_or_else(|| bad(format!("read of {len} bytes at {off:#x} is past the end of the file")))
+    b.get(start..end).ok_or_else(|| {
+        bad(format!(
+            "read of {len} bytes at {off:#x} is past the end of the file"
+        ))
+    })
 }
 
 fn slice_mut(b: &mut [u8], off: u64, len: usize) -> R<&mut [u8]> {
@@ -36,8 +39,11 @@ fn slice_mut(b: &mut [u8], off: u64, len: usize) -> R<&mut [u8]> {
     let end = start
         .checked_add(len)
         .ok_or_else(|| bad(format!("offset {off:#x} out of range")))?;
-    b.get_mut(start..end)
-        .ok_or_else(|| bad(format!("write of {len} bytes at {off:#x} is past the end of the file")))
+    b.get_mut(start..end).ok_or_else(|| {
+        bad(format!(
+            "write of {len} bytes at {off:#x} is past the end of the file"
+        ))
+    })
 }
 
 impl Fmt {
@@ -49,7 +55,9 @@ impl Fmt {
         }
     }
     pub fn u16(self, b: &[u8], off: u64) -> R<u16> {
-        let s: [u8; 2] = slice(b, off, 2)?.try_into().map_err(|_| bad("short read"))?;
+        let s: [u8; 2] = slice(b, off, 2)?
+            .try_into()
+            .map_err(|_| bad("short read"))?;
         Ok(if self.le {
             u16::from_le_bytes(s)
         } else {
@@ -57,7 +65,9 @@ impl Fmt {
         })
     }
     pub fn u32(self, b: &[u8], off: u64) -> R<u32> {
-        let s: [u8; 4] = slice(b, off, 4)?.try_into().map_err(|_| bad("short read"))?;
+        let s: [u8; 4] = slice(b, off, 4)?
+            .try_into()
+            .map_err(|_| bad("short read"))?;
         Ok(if self.le {
             u32::from_le_bytes(s)
         } else {
@@ -65,7 +75,9 @@ impl Fmt {
         })
     }
     pub fn u64(self, b: &[u8], off: u64) -> R<u64> {
-        let s: [u8; 8] = slice(b, off, 8)?.try_into().map_err(|_| bad("short read"))?;
+        let s: [u8; 8] = slice(b, off, 8)?
+            .try_into()
+            .map_err(|_| bad("short read"))?;
         Ok(if self.le {
             u64::from_le_bytes(s)
         } else {
