@@ -826,41 +826,9 @@ struct LayoutInput<'a> {
     verneed_count: Option<u64>,
 }
 
-/// Grow: a new PT_LOAD at the end, room for one more program header in place.
-fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R<()> {
-    let fmt = p.fmt;
-    let LayoutInput {
-        mut dyns,
-        new_interp,
-        dyn_moves,
-        strings,
-        verneed_count,
-    } = li;
-    let str_moves = !strings.extra.is_empty();
-    if p.loads().next().is_none() {
-        return Err(unsupported("no PT_LOAD segment"));
-    }
-    let mut align: u64 = 0x1000;
-    let mut max_end = 0u64;
-    for ph in p.loads() {
-        align = align.max(ph.align);
-        max_end = max_end.max(ph.mem_end());
-    }
-    if !align.is_power_of_two() {
-        return Err(unsupported(format!(
-            "PT_LOAD alignment {align:#x} is not a power of two"
-        )));
-    }
-    if align > 0x1000_0000 {
-        return Err(unsupported(format!(
-            "PT_LOAD alignment {align:#x} is too large"
-        )));
-    }
-
-    // Room for one more program header right after the table.
-    let phsz = fmt.phentsize();
-    let old_ph_end = p.eh.phoff + u64::from(p.eh.phnum) * phsz;
-    let need_end = old_ph_end + phsz;
+/// The block of movable sections right after the program header table that must move to
+/// make room for one more program header (`None`: there is room already).
+fn choose_block(p: &Parsed, old_ph_end: u64, need_end: u64) -> R<Option<(u64, u64, u64)>> {
     let first = *p
         .loads()
         .find(|ph| ph.offset <= p.eh.phoff && old_ph_end <= ph.file_end())
@@ -899,7 +867,7 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
         }
     }
     let limit = occupants.iter().copied().min().unwrap_or(u64::MAX);
-    let mut block: Option<(u64, u64)> = None;
+    let mut block: Option<(u64, u64, u64)> = None;
     if limit < need_end {
         if p.shdrs.is_empty() {
             return Err(unsupported(
@@ -957,20 +925,74 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
         if end > first.file_end() {
             return Err(unsupported("the sections to move cross a segment boundary"));
         }
-        block = Some((start, end));
+        block = Some((start, end, first.vaddr + (start - first.offset)));
     }
+    Ok(block)
+}
+
+/// Grow: a new PT_LOAD at the end, room for one more program header in place.
+fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R<()> {
+    let fmt = p.fmt;
+    let LayoutInput {
+        mut dyns,
+        new_interp,
+        dyn_moves,
+        strings,
+        verneed_count,
+    } = li;
+    let str_moves = !strings.extra.is_empty();
+    if p.loads().next().is_none() {
+        return Err(unsupported("no PT_LOAD segment"));
+    }
+    let mut align: u64 = 0x1000;
+    let mut max_end = 0u64;
+    for ph in p.loads() {
+        align = align.max(ph.align);
+        max_end = max_end.max(ph.mem_end());
+    }
+    if !align.is_power_of_two() {
+        return Err(unsupported(format!(
+            "PT_LOAD alignment {align:#x} is not a power of two"
+        )));
+    }
+    if align > 0x1000_0000 {
+        return Err(unsupported(format!(
+            "PT_LOAD alignment {align:#x} is too large"
+        )));
+    }
+
+    // Room for one more program header right after the table.
+    let phsz = fmt.phentsize();
+    let old_ph_end = p.eh.phoff + u64::from(p.eh.phnum) * phsz;
+    let need_end = old_ph_end + phsz;
+    let interp_off = p
+        .phdrs
+        .iter()
+        .find(|ph| ph.p_type == PT_INTERP)
+        .map(|ph| ph.offset);
+    let library_like = !p
+        .phdrs
+        .iter()
+        .any(|ph| matches!(ph.p_type, PT_INTERP | PT_PHDR));
+    // A shared library whose table cannot grow in place gets its program headers in the new
+    // segment instead (glibc reads a library's table from the file and finds it in a PT_LOAD);
+    // programs never do, the kernel wants theirs in the first page.
+    let (block, phdrs_at_end) = match choose_block(p, old_ph_end, need_end) {
+        Ok(b) => (b, false),
+        Err(RewriteError::Unsupported(_)) if library_like => (None, true),
+        Err(e) => return Err(e),
+    };
 
     // Build the new segment.
     let file_len = out.len() as u64;
     let seg_off = match block {
-        Some((start, _)) => align_up(file_len, 0x1000)? + start % 0x1000,
+        Some((start, _, _)) => align_up(file_len, 0x1000)? + start % 0x1000,
         None => align_up(file_len, 16)?,
     };
     let seg_vaddr = align_up(max_end, align)? + seg_off % align;
     let mut seg: Vec<u8> = Vec::new();
     let mut shift: Option<(u64, u64, u64, u64)> = None; // old off, old vaddr, len, new pos
-    if let Some((start, end)) = block {
-        let old_vaddr = first.vaddr + (start - first.offset);
+    if let Some((start, end, old_vaddr)) = block {
         seg.extend_from_slice(bytes_at(out, start, end - start)?);
         shift = Some((start, old_vaddr, end - start, 0));
     }
@@ -1028,6 +1050,13 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
         Some((place(&mut seg, &bytes, fmt.word_size())?, n * es))
     } else {
         write_dynamic_in_place(p, out, &dyns)?;
+        None
+    };
+
+    let phdr_pos = if phdrs_at_end {
+        let table = vec![0u8; ((p.phdrs.len() + 1) as u64 * phsz) as usize];
+        Some(place(&mut seg, &table, fmt.word_size())?)
+    } else {
         None
     };
 
@@ -1127,7 +1156,7 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
     // paths) do not linger.
     if let (Some(_), Some((so, _, size))) = (dynstr_pos, p.strtab) {
         bytes_at_mut(out, so, size)?.fill(0);
-        if let Some((start, end)) = block {
+        if let Some((start, end, _)) = block {
             if so >= start && so + size <= end {
                 bytes_at_mut(&mut seg, so - start, size)?.fill(0);
             }
@@ -1138,10 +1167,14 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
     out.resize(seg_off as usize, 0);
     out.extend_from_slice(&seg);
     let phnum = u16::try_from(phdrs.len()).map_err(|_| unsupported("too many program headers"))?;
+    let phoff = phdr_pos.map_or(p.eh.phoff, off_of);
     for (i, ph) in phdrs.iter().enumerate() {
-        ph.write(fmt, out, p.eh.phoff + i as u64 * phsz)?;
+        ph.write(fmt, out, phoff + i as u64 * phsz)?;
     }
     Ehdr::write_phnum(fmt, out, phnum)?;
+    if phdr_pos.is_some() {
+        Ehdr::write_phoff(fmt, out, phoff)?;
+    }
     for (i, sh) in shdrs.iter().enumerate() {
         if *sh != p.shdrs[i] {
             sh.write_placement(fmt, out, p.eh.shoff + i as u64 * fmt.shentsize())?;
