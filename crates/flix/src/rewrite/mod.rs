@@ -328,12 +328,6 @@ struct Strings {
 /// Offset of `s` followed by NUL in `hay` (a suffix of a longer string counts, as linkers
 /// share tails): checks the bytes before each NUL, so it is linear in the table size.
 fn find_cstr(hay: &[u8], s: &str) -> Option<usize> {
-    let needle: Vec<u8> = s.bytes().chain([0]).collect();
-    if s.is_empty() {
-        return hay.iter().position(|&c| c == 0);
-    }
-    hay.windows(needle.len())
-        .position(|w| w == needle.as_slice())
     let n = s.len();
     hay.iter()
         .enumerate()
