@@ -176,6 +176,9 @@ fn musl_program_with_origin_rpath_and_plugin_runs_from_a_symlinked_entry() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(before, snapshot(&root), "the source rootfs was modified");
     let raw = dir.path().join("hello.raw");
+    let image = sysext_core::inspect::Image::open(&raw).unwrap();
+    let report = sysext_core::check::check_image(&image, None).unwrap();
+    assert!(report.is_clean(), "{:#?}", report.findings);
 
     // The tree as shipped: link kept, target and plugin patched.
     let tree = dir.path().join("tree");
