@@ -322,7 +322,39 @@ fn two_different_libraries_under_one_soname_are_an_error() {
         "nothing left beside the output"
     );
 
-    // One of them alone is fine.
+    // One of them alone is fine; a library given with EXTRALIBS goes to extralibs/ and every
+    // object's RUNPATH names that folder.
+    let out = Command::new(FLIX)
+        .env("EXTRALIBS", "/usr/lib/b/libfoo.so.1")
+        .args([
+            root.to_str().unwrap(),
+            "foo",
+            "/usr/bin/prog-a",
+            "--format",
+            "dir",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let t = dir.path().join("foo");
+    let extra =
+        sysext_core::elf::scan(&fs::read(t.join("usr/local/foo/extralibs/libfoo.so.1")).unwrap())
+            .unwrap()
+            .unwrap();
+    assert!(extra.nodeflib, "extra libraries are patched too");
+    let prog = sysext_core::elf::scan(&fs::read(t.join("usr/bin/prog-a")).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        prog.runpath,
+        vec!["/usr/local/foo", "/usr/local/foo/extralibs"]
+    );
+    assert_eq!(
+        prog.interpreter.as_deref(),
+        Some("/usr/local/foo/ld-linux-x86-64.so.2")
+    );
+    fs::remove_dir_all(&t).unwrap();
     let out = flix(
         &[
             root.to_str().unwrap(),
