@@ -398,6 +398,13 @@ fn incompatible(reason: String) -> Verdict {
 ///
 /// A host os-release without `ID` makes systemd refuse to merge anything; that is reported
 /// as incompatible too.
+///
+/// A missing release file: systemd 252 skips a *directory* image without one like an empty
+/// file (pass `OsRelease::default()`), but a `.raw` image without one ("Failed to read
+/// metadata for image") aborts the whole merge, even with `--force`; callers that merge
+/// `.raw` images must treat that as an error, not as a skip.
+///
+/// Verified against systemd-sysext 252 by `tests/release_compat_systemd.rs` (52 cases).
 pub fn check_compatibility(ext: &OsRelease, host: &OsRelease, host_arch: &str) -> Verdict {
     let Some(host_id) = host.non_empty("ID") else {
         return incompatible(
