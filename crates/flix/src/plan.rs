@@ -1176,7 +1176,10 @@ mod tests {
     #[test]
     fn names() {
         assert_eq!(check_name("tools").unwrap(), Vec::<String>::new());
-        assert!(!check_name("my_tools").unwrap().is_empty(), "'_' is warned about");
+        assert!(
+            !check_name("my_tools").unwrap().is_empty(),
+            "'_' is warned about"
+        );
         for bad in ["", "a/b", ".."] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
