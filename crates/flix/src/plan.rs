@@ -186,12 +186,6 @@ pub struct Plan {
     pub diagnostics: Vec<Diagnostic>,
 }
 
-impl Plan {
-    pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
-        self.diagnostics.iter()
-    }
-}
-
 /// A user entry split into source and target (both absolute inside-root paths).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntrySpec {
