@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use sysext_core::pack::{Compression, Format, PackOptions};
 
@@ -110,6 +110,20 @@ fn open_source(args: &Args) -> anyhow::Result<ocirootfs::Rootfs> {
         .with_context(|| format!("reading the source {}", args.source))
 }
 
+/// systemd's architecture name for an OCI platform (`linux/arm64`, `amd64`, ...).
+pub fn platform_arch(platform: &str) -> Option<&'static str> {
+    let arch = platform
+        .split('/')
+        .nth(if platform.contains('/') { 1 } else { 0 })?;
+    sysext_core::release::arch_from_uname(match arch {
+        "amd64" => "x86_64",
+        "arm64" => "aarch64",
+        "386" => "i686",
+        "ppc64le" => "ppc64le",
+        other => other,
+    })
+}
+
 /// Runs `flix` with parsed arguments.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let extra = args.extra_libs(std::env::var("EXTRALIBS").ok().as_deref());
@@ -126,6 +140,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let plan = plan::build(&root, &opts)
         .with_context(|| format!("planning extension {} from {}", args.name, args.source))?;
+    if let (Some(p), Some(found)) = (&args.platform, &plan.architecture) {
+        if let Some(want) = platform_arch(p) {
+            if want != found {
+                bail!(
+                    "--platform {p} asks for {want}, but the programs in {} are for {found}; pick the image for {want} or drop --platform",
+                    args.source
+                );
+            }
+        }
+    }
     for d in &plan.diagnostics {
         let level = match d.severity {
             Severity::Note => "note",
@@ -191,6 +215,14 @@ mod tests {
             a.extra_libs(Some(" /a.so  /b.so ")),
             vec!["/usr/lib/libx.so.1", "/a.so", "/b.so"]
         );
+    }
+
+    #[test]
+    fn platforms_map_to_systemd_architectures() {
+        assert_eq!(platform_arch("linux/amd64"), Some("x86-64"));
+        assert_eq!(platform_arch("linux/arm64/v8"), Some("arm64"));
+        assert_eq!(platform_arch("arm64"), Some("arm64"));
+        assert_eq!(platform_arch("linux/nonsense"), None);
     }
 
     #[test]

@@ -988,9 +988,12 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
         b.note(
             Severity::Note,
             "glibc's gconv modules, locales and NSS modules are found through fixed paths and are not relocated".into(),
-            Some(format!(
-                "ship what the programs need as PATHs and point to it from a unit drop-in (GCONV_PATH=, LOCPATH=); NSS modules other than files and dns go with --extra-lib (e.g. /usr/lib/x86_64-linux-gnu/libnss_systemd.so.2); e.g. for {name}"
-            )),
+            Some(
+                "ship what the programs need as PATHs and point to it from a unit drop-in \
+                 (GCONV_PATH=, LOCPATH=); NSS modules other than files and dns go with \
+                 --extra-lib (e.g. /usr/lib/x86_64-linux-gnu/libnss_systemd.so.2)"
+                    .into(),
+            ),
         );
     }
 
