@@ -104,13 +104,19 @@ pub struct Report {
 /// Runs the command.
 pub fn run(args: Args) -> Result<Report> {
     let rootfs = resolve_source(&args.source, &SourceOptions::default())?;
-    let mut opts = PlanOptions::default();
-    opts.etc = args.etc;
-    opts.var = args.var;
-    opts.home = args.home;
-    opts.reload_manager = args.reload_manager;
-    let plan = plan::plan(&rootfs.path, &args.name, &args.paths, &opts)
-        .with_context(|| format!("planning the extension {} from {}", args.name, rootfs.path.display()))?;
+    let opts = PlanOptions {
+        etc: args.etc,
+        var: args.var,
+        home: args.home,
+        reload_manager: args.reload_manager,
+    };
+    let plan = plan::plan(&rootfs.path, &args.name, &args.paths, &opts).with_context(|| {
+        format!(
+            "planning the extension {} from {}",
+            args.name,
+            rootfs.path.display()
+        )
+    })?;
     for w in &plan.warnings {
         tracing::warn!("{w}");
     }
@@ -137,8 +143,9 @@ pub fn run(args: Args) -> Result<Report> {
             // Stage beside the output (same filesystem), pack, and drop the staged tree.
             let scratch_name = format!(".{}.flatwrap-tree", args.name);
             let scratch = AtomicOutput::dir(&output.with_file_name(scratch_name), true)?;
-            let report = stage::stage(&plan, scratch.path())
-                .with_context(|| format!("staging the extension tree in {}", scratch.path().display()))?;
+            let report = stage::stage(&plan, scratch.path()).with_context(|| {
+                format!("staging the extension tree in {}", scratch.path().display())
+            })?;
             let mut popts = PackOptions::default();
             popts.format = Some(PackFormat::Raw);
             popts.force = args.force;
@@ -171,7 +178,9 @@ fn check_output_outside(output: &Path, rootfs: &Path) -> Result<()> {
             _ => p,
         }
     };
-    let root = rootfs.canonicalize().unwrap_or_else(|_| rootfs.to_path_buf());
+    let root = rootfs
+        .canonicalize()
+        .unwrap_or_else(|_| rootfs.to_path_buf());
     anyhow::ensure!(
         !abs(output).starts_with(&root),
         "output {} lies inside the source rootfs {}; the source is never modified: write elsewhere",
@@ -205,7 +214,18 @@ mod tests {
 
     #[test]
     fn parses_the_upstream_form() {
-        let a = Args::try_parse_from(["flatwrap", "/r", "tools", "/usr/bin/htop", "/bin/busybox:/usr/bin/busybox", "--etc", "chroot", "--format", "dir"]).unwrap();
+        let a = Args::try_parse_from([
+            "flatwrap",
+            "/r",
+            "tools",
+            "/usr/bin/htop",
+            "/bin/busybox:/usr/bin/busybox",
+            "--etc",
+            "chroot",
+            "--format",
+            "dir",
+        ])
+        .unwrap();
         assert_eq!(a.paths, ["/usr/bin/htop", "/bin/busybox:/usr/bin/busybox"]);
         assert_eq!(a.etc, Map::Chroot);
         assert_eq!(a.format, Format::Dir);

@@ -247,8 +247,17 @@ fn normalise(entry: &str, p: &str) -> Result<String, PlanError> {
 /// Whether an inside path names a systemd unit.
 pub fn is_unit(path: &str) -> bool {
     const SUFFIXES: &[&str] = &[
-        ".service", ".socket", ".timer", ".target", ".path", ".mount", ".automount", ".slice",
-        ".scope", ".swap", ".device",
+        ".service",
+        ".socket",
+        ".timer",
+        ".target",
+        ".path",
+        ".mount",
+        ".automount",
+        ".slice",
+        ".scope",
+        ".swap",
+        ".device",
     ];
     path.contains("/systemd/system/")
         || path.contains("/systemd/user/")
@@ -417,10 +426,12 @@ pub fn plan(
         let host = host_path(rootfs, &e.resolved);
         if let Ok(text) = fs::read_to_string(&host) {
             for exec in unit_exec_paths(&text) {
-                let wrapped = planned
-                    .iter()
-                    .any(|p| p.kind == EntryKind::Launcher && p.target == exec);
-                if !wrapped && exec.starts_with("/usr/") && !exec.starts_with(&own) {
+                // /sbin/x in a usr-merged rootfs is /usr/sbin/x: compare both spellings.
+                let merged = resolve_inside(rootfs, &exec, false)?;
+                let wrapped = planned.iter().any(|p| {
+                    p.kind == EntryKind::Launcher && (p.target == exec || p.target == merged)
+                });
+                if !wrapped && !exec.starts_with(&format!("{own}/")) {
                     warnings.push(format!(
                         "unit {} runs {exec}, which is not among the wrapped entries: on the host it runs the host's {exec} (add {exec} as an entry to run the rootfs' one)",
                         e.source
@@ -514,7 +525,13 @@ mod tests {
     fn tree() -> tempfile::TempDir {
         let t = tempfile::tempdir().unwrap();
         let r = t.path();
-        for d in ["usr/bin", "usr/sbin", "usr/lib/systemd/system", "etc", "usr/share/doc"] {
+        for d in [
+            "usr/bin",
+            "usr/sbin",
+            "usr/lib/systemd/system",
+            "etc",
+            "usr/share/doc",
+        ] {
             fs::create_dir_all(r.join(d)).unwrap();
         }
         symlink("usr/bin", r.join("bin")).unwrap();
@@ -635,8 +652,9 @@ mod tests {
         assert!(err("tools", &["/etc"]).contains("outside /usr"));
         assert!(err("tools", &["/usr/bin/prog:/opt/x"]).contains("not under /usr/"));
         assert!(err("tools", &["/usr/bin/prog:/usr/local/tools/x"]).contains("inside"));
-        assert!(err("tools", &["/usr/bin/prog", "/usr/bin/alias:/usr/bin/prog"])
-            .contains("both go to"));
+        assert!(
+            err("tools", &["/usr/bin/prog", "/usr/bin/alias:/usr/bin/prog"]).contains("both go to")
+        );
         assert!(err("bad/name", &["/usr/bin/prog"]).contains("invalid extension name"));
         assert!(err(".x", &["/usr/bin/prog"]).contains("invalid extension name"));
         assert!(err("tools", &[]).contains("no entries"));
@@ -669,6 +687,9 @@ mod tests {
     #[test]
     fn unit_exec_lines() {
         let text = "[Service]\nExecStart=/usr/sbin/nginx -g 'daemon on;'\nExecReload=-+/usr/sbin/nginx -s reload\nExecStop=kill $MAINPID\n# ExecStart=/x\n";
-        assert_eq!(unit_exec_paths(text), ["/usr/sbin/nginx", "/usr/sbin/nginx"]);
+        assert_eq!(
+            unit_exec_paths(text),
+            ["/usr/sbin/nginx", "/usr/sbin/nginx"]
+        );
     }
 }

@@ -131,10 +131,13 @@ pub fn copy_tree(src: &Path, dst: &Path, report: &mut StageReport) -> Result<(),
         })?;
         let rel = e.path().strip_prefix(src).unwrap_or(Path::new(""));
         let to = dst.join(rel);
-        let m = e.path().symlink_metadata().map_err(|source| StageError::Read {
-            path: e.path().to_path_buf(),
-            source,
-        })?;
+        let m = e
+            .path()
+            .symlink_metadata()
+            .map_err(|source| StageError::Read {
+                path: e.path().to_path_buf(),
+                source,
+            })?;
         let ft = m.file_type();
         if ft.is_dir() {
             if rel.as_os_str().is_empty() {
@@ -331,10 +334,7 @@ mod tests {
         assert_eq!(m.nlink(), 2);
         assert_eq!(m.ino(), fs::metadata(d.join("a/g")).unwrap().ino());
         assert_eq!(fs::read_link(d.join("a/l")).unwrap(), Path::new("b/f"));
-        assert_eq!(
-            fs::metadata(d.join("a/b")).unwrap().mode() & 0o7777,
-            0o555
-        );
+        assert_eq!(fs::metadata(d.join("a/b")).unwrap().mode() & 0o7777, 0o555);
         assert_eq!((r.files, r.hardlinks, r.symlinks, r.bytes), (1, 1, 1, 4));
         // The source is untouched.
         assert_eq!(fs::metadata(s.join("a/b/f")).unwrap().nlink(), 2);
