@@ -28,8 +28,8 @@ pub enum Format {
 /// user namespace). Units, folders and other files are linked into /usr/.
 ///
 /// The launchers need on the host: /bin/sh, mkdir, ln, id, util-linux unshare and mount, and
-/// optionally bwrap. At run time they read ETCMAP, VARMAP, HOMEMAP (host|chroot), CHROOT, HOST,
-/// FLATWRAP_ROOT (run from an unpacked tree) and NOBWRAP=1.
+/// optionally bwrap. At run time they read ETCMAP, VARMAP, HOMEMAP (host|chroot),
+/// FLATWRAP_CHROOT, FLATWRAP_HOST, FLATWRAP_ROOT (run from an unpacked tree) and NOBWRAP=1.
 #[derive(Debug, Parser)]
 #[command(name = "flatwrap", version, about, long_about)]
 pub struct Args {
@@ -50,6 +50,15 @@ pub struct Args {
     /// Where /home and /root come from by default (HOMEMAP overrides at run time).
     #[arg(long, value_enum, default_value_t = Map::Host, env = "HOMEMAP")]
     pub home: Map,
+    /// Paths taken from the rootfs, space separated (default: every top-level entry of the
+    /// rootfs but /dev /proc /sys /run /tmp /etc /var /home /root); FLATWRAP_CHROOT overrides at
+    /// run time.
+    #[arg(long, env = "CHROOT", value_name = "LIST")]
+    pub chroot: Option<String>,
+    /// Host paths bound in, space separated (default "/dev /proc /sys /run /tmp /var/tmp");
+    /// missing ones are skipped at run time; FLATWRAP_HOST overrides at run time.
+    #[arg(long, env = "HOST", value_name = "LIST")]
+    pub host: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Raw)]
     pub format: Format,
@@ -109,6 +118,8 @@ pub fn run(args: Args) -> Result<Report> {
         var: args.var,
         home: args.home,
         reload_manager: args.reload_manager,
+        chroot: args.chroot.as_deref().map(split_list),
+        host: args.host.as_deref().map(split_list),
     };
     let plan = plan::plan(&rootfs.path, &args.name, &args.paths, &opts).with_context(|| {
         format!(
@@ -163,6 +174,10 @@ pub fn run(args: Args) -> Result<Report> {
         stage: stage_report,
         pack: pack_report,
     })
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split_whitespace().map(String::from).collect()
 }
 
 fn check_output_outside(output: &Path, rootfs: &Path) -> Result<()> {

@@ -45,6 +45,11 @@ pub struct PlanOptions {
     pub home: Map,
     /// Write `EXTENSION_RELOAD_MANAGER=1` (also set when a unit is among the entries).
     pub reload_manager: bool,
+    /// Paths taken from the rootfs (upstream `CHROOT`); `None` = every top-level entry of the
+    /// rootfs except the host's and the mapped ones.
+    pub chroot: Option<Vec<String>>,
+    /// Host paths bound in (upstream `HOST`); `None` = [`DEFAULT_HOST`].
+    pub host: Option<Vec<String>>,
 }
 
 /// How an entry appears on the host.
@@ -89,6 +94,8 @@ pub struct Plan {
     /// Top-level entries other than the ones mapped from the host or handled by the
     /// `/etc`, `/var`, `/home`, `/root` mappings: the launcher's default `CHROOT` list.
     pub chroot: Vec<TopLevel>,
+    /// Host paths bound in (the launcher's default `HOST` list), parents first.
+    pub host: Vec<String>,
     pub etc: Map,
     pub var: Map,
     pub home: Map,
@@ -101,6 +108,8 @@ pub struct Plan {
 
 /// Top-level names never taken from the rootfs by default: the host provides them.
 pub const HOST_DIRS: &[&str] = &["dev", "proc", "sys", "run", "tmp"];
+/// The host paths bound in by default.
+pub const DEFAULT_HOST: &[&str] = &["/dev", "/proc", "/sys", "/run", "/tmp", "/var/tmp"];
 /// Top-level names handled by the `/etc`, `/var`, `/home` mappings.
 pub const MAPPED_DIRS: &[&str] = &["etc", "var", "home", "root"];
 /// The folder inside `/usr/local/NAME/` holding the launcher helper and its staging dir.
@@ -137,6 +146,8 @@ pub enum PlanError {
         #[source]
         source: io::Error,
     },
+    #[error("{var} item {item:?} (from --{} or the environment variable {var}) is not an absolute path without '..', e.g. /usr /opt", var.to_lowercase())]
+    ListItem { var: &'static str, item: String },
     #[error("too many levels of symlinks resolving {0:?} inside the rootfs")]
     Loop(String),
 }
@@ -217,6 +228,79 @@ fn components(path: &str) -> Vec<String> {
 /// The host path of an inside path.
 pub fn host_path(root: &Path, inside: &str) -> PathBuf {
     root.join(inside.trim_start_matches('/'))
+}
+
+fn list_item(var: &'static str, item: &str) -> Result<String, PlanError> {
+    let comps = components(item);
+    if !item.starts_with('/') || comps.is_empty() || comps.iter().any(|c| c == "..") {
+        return Err(PlanError::ListItem {
+            var,
+            item: item.to_string(),
+        });
+    }
+    Ok(format!("/{}", comps.join("/")))
+}
+
+fn read_symlink(path: &Path) -> Result<Option<String>, PlanError> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Ok(Some(
+            fs::read_link(path)
+                .map_err(|source| PlanError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })?
+                .to_string_lossy()
+                .into_owned(),
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// The user's `CHROOT` list, with the symlinks among it recorded.
+fn chroot_list(rootfs: &Path, list: &[String]) -> Result<Vec<TopLevel>, PlanError> {
+    let mut out = Vec::new();
+    for item in list {
+        let p = list_item("CHROOT", item)?;
+        let name = p.trim_start_matches('/').to_string();
+        let symlink = read_symlink(&rootfs.join(&name))?;
+        if !out.iter().any(|t: &TopLevel| t.name == name) {
+            out.push(TopLevel { name, symlink });
+        }
+    }
+    Ok(out)
+}
+
+/// Every top-level entry of the rootfs but the host's and the mapped ones.
+fn chroot_default(rootfs: &Path) -> Result<Vec<TopLevel>, PlanError> {
+    let mut chroot = Vec::new();
+    let mut top: Vec<_> = fs::read_dir(rootfs)
+        .map_err(|source| PlanError::Io {
+            path: rootfs.to_path_buf(),
+            source,
+        })?
+        .filter_map(|e| e.ok())
+        .collect();
+    top.sort_by_key(|e| e.file_name());
+    for e in top {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if HOST_DIRS.contains(&name.as_str())
+            || MAPPED_DIRS.contains(&name.as_str())
+            || name == "lost+found"
+        {
+            continue;
+        }
+        let path = e.path();
+        let m = fs::symlink_metadata(&path).map_err(|source| PlanError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        if !(m.is_dir() || m.is_file() || m.file_type().is_symlink()) {
+            continue;
+        }
+        let symlink = read_symlink(&path)?;
+        chroot.push(TopLevel { name, symlink });
+    }
+    Ok(chroot)
 }
 
 /// Splits `SRC[:TARGET]`.
@@ -440,46 +524,23 @@ pub fn plan(
             }
         }
     }
-    let mut chroot = Vec::new();
-    let mut top: Vec<_> = fs::read_dir(rootfs)
-        .map_err(|source| PlanError::Io {
-            path: rootfs.to_path_buf(),
-            source,
-        })?
-        .filter_map(|e| e.ok())
-        .collect();
-    top.sort_by_key(|e| e.file_name());
-    for e in top {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if HOST_DIRS.contains(&name.as_str())
-            || MAPPED_DIRS.contains(&name.as_str())
-            || name == "lost+found"
-        {
-            continue;
+    let chroot = match &opts.chroot {
+        Some(list) => chroot_list(rootfs, list)?,
+        None => chroot_default(rootfs)?,
+    };
+    let host = match &opts.host {
+        Some(list) => {
+            let mut v = list
+                .iter()
+                .map(|d| list_item("HOST", d))
+                .collect::<Result<Vec<_>, _>>()?;
+            // A parent before its children (/var before /var/tmp), as upstream.
+            v.sort();
+            v.dedup();
+            v
         }
-        let path = e.path();
-        let m = fs::symlink_metadata(&path).map_err(|source| PlanError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        if !(m.is_dir() || m.is_file() || m.file_type().is_symlink()) {
-            continue;
-        }
-        let symlink = if m.file_type().is_symlink() {
-            Some(
-                fs::read_link(&path)
-                    .map_err(|source| PlanError::Io {
-                        path: path.clone(),
-                        source,
-                    })?
-                    .to_string_lossy()
-                    .into_owned(),
-            )
-        } else {
-            None
-        };
-        chroot.push(TopLevel { name, symlink });
-    }
+        None => DEFAULT_HOST.iter().map(|s| s.to_string()).collect(),
+    };
     // The architecture: from the launched programs, else from the rootfs' shell or env.
     let candidates = planned
         .iter()
@@ -508,6 +569,7 @@ pub fn plan(
         rootfs: rootfs.to_path_buf(),
         entries: planned,
         chroot,
+        host,
         etc: opts.etc,
         var: opts.var,
         home: opts.home,
@@ -659,6 +721,33 @@ mod tests {
         assert!(err(".x", &["/usr/bin/prog"]).contains("invalid extension name"));
         assert!(err("tools", &[]).contains("no entries"));
         assert!(err("tools", &["/usr/bin/../bin/prog"]).contains("'..'"));
+    }
+
+    #[test]
+    fn chroot_and_host_lists() {
+        let t = tree();
+        let o = PlanOptions {
+            chroot: Some(s(&["/usr", "/bin", "/lib64"])),
+            host: Some(s(&["/var/tmp", "/dev", "/var"])),
+            ..Default::default()
+        };
+        let p = plan(t.path(), "tools", &s(&["/usr/bin/prog"]), &o).unwrap();
+        let names: Vec<_> = p
+            .chroot
+            .iter()
+            .map(|t| (t.name.as_str(), t.symlink.as_deref()))
+            .collect();
+        assert_eq!(
+            names,
+            [("usr", None), ("bin", Some("usr/bin")), ("lib64", None)]
+        );
+        assert_eq!(p.host, ["/dev", "/var", "/var/tmp"]);
+        let o = PlanOptions {
+            host: Some(s(&["myhostname"])),
+            ..Default::default()
+        };
+        let e = plan(t.path(), "tools", &s(&["/usr/bin/prog"]), &o).unwrap_err();
+        assert!(e.to_string().contains("HOST item \"myhostname\""), "{e}");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -234,6 +235,42 @@ fn copy_one(job: &FileJob) -> Result<(), StageError> {
     // std::fs::copy uses copy_file_range (reflinks where the filesystem can).
     fs::copy(&job.from, &job.to).map_err(err)?;
     fs::set_permissions(&job.to, fs::Permissions::from_mode(job.mode)).map_err(err)?;
+    copy_xattrs(&job.from, &job.to).map_err(err)?;
+    Ok(())
+}
+
+/// Copies the extended attributes squashfs and systemd care about (`user.*`, `trusted.*`,
+/// `security.capability`, e.g. file capabilities of ping); a target filesystem without xattr
+/// support is tolerated with a warning.
+fn copy_xattrs(from: &Path, to: &Path) -> io::Result<()> {
+    let mut names = vec![0u8; 16 * 1024];
+    let n = match rustix::fs::llistxattr(from, &mut names[..]) {
+        Ok(n) => n,
+        Err(rustix::io::Errno::NOTSUP) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut value = vec![0u8; 64 * 1024];
+    for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let keep = name.starts_with(b"user.")
+            || name.starts_with(b"trusted.")
+            || name == b"security.capability";
+        if !keep {
+            continue;
+        }
+        let name = std::ffi::OsStr::from_bytes(name);
+        let len = rustix::fs::lgetxattr(from, name, &mut value[..])?;
+        match rustix::fs::lsetxattr(to, name, &value[..len], rustix::fs::XattrFlags::empty()) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::NOTSUP) => {
+                tracing::warn!(
+                    "cannot keep the extended attribute {} of {}: the output's filesystem does not support it",
+                    name.to_string_lossy(),
+                    from.display()
+                );
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     Ok(())
 }
 
@@ -323,6 +360,13 @@ mod tests {
         fs::set_permissions(s.join("a/b/f"), fs::Permissions::from_mode(0o4755)).unwrap();
         fs::hard_link(s.join("a/b/f"), s.join("a/g")).unwrap();
         symlink("b/f", s.join("a/l")).unwrap();
+        let xattr = rustix::fs::lsetxattr(
+            s.join("a/b/f"),
+            "user.flatwrap-test",
+            b"kept",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .is_ok();
         fs::set_permissions(s.join("a/b"), fs::Permissions::from_mode(0o555)).unwrap();
         let dst = tempfile::tempdir().unwrap();
         let d = dst.path().join("copy");
@@ -336,6 +380,12 @@ mod tests {
         assert_eq!(fs::read_link(d.join("a/l")).unwrap(), Path::new("b/f"));
         assert_eq!(fs::metadata(d.join("a/b")).unwrap().mode() & 0o7777, 0o555);
         assert_eq!((r.files, r.hardlinks, r.symlinks, r.bytes), (1, 1, 1, 4));
+        if xattr {
+            let mut v = [0u8; 16];
+            let n = rustix::fs::lgetxattr(d.join("a/b/f"), "user.flatwrap-test", &mut v[..])
+                .expect("the xattr is copied");
+            assert_eq!(&v[..n], b"kept");
+        }
         // The source is untouched.
         assert_eq!(fs::metadata(s.join("a/b/f")).unwrap().nlink(), 2);
         fs::set_permissions(d.join("a/b"), fs::Permissions::from_mode(0o755)).unwrap();

@@ -26,10 +26,12 @@
 //! host's file is bound over the rootfs' `/usr/lib/os-release` it links to), and the rootfs'
 //! `ld.so.cache` is bound over the host's so the loader's cache matches the libraries.
 //!
-//! Environment (the upstream names): `ETCMAP`, `VARMAP`, `HOMEMAP` = `host|chroot`;
-//! `CHROOT` (top-level paths taken from the rootfs, space separated), `HOST` (host folders bound
-//! in), `FLATWRAP_ROOT=DIR` (run from an unpacked tree at DIR instead of the merged `/usr`),
-//! `NOBWRAP=1`, and `FLATWRAP_DEBUG=1` (trace the helper on stderr).
+//! Environment at run time: `ETCMAP`, `VARMAP`, `HOMEMAP` = `host|chroot` (defaults baked in
+//! from `--etc`/`--var`/`--home`, which read the same names at build time as upstream did);
+//! `FLATWRAP_CHROOT` and `FLATWRAP_HOST` (space-separated path lists; the defaults are the
+//! build-time `CHROOT`/`--chroot` and `HOST`/`--host`: upstream read those generic names only at
+//! build time, and `HOST` often holds a host name); `FLATWRAP_ROOT=DIR` (run from an unpacked
+//! tree at DIR instead of the merged `/usr`), `NOBWRAP=1`, and `FLATWRAP_DEBUG=1` (trace).
 
 use crate::plan::{Plan, TopLevel, PRIVATE_DIR};
 
@@ -87,6 +89,7 @@ pub fn helper(plan: &Plan) -> String {
         .replace("@VARMAP@", plan.var.as_str())
         .replace("@HOMEMAP@", plan.home.as_str())
         .replace("@CHROOT@", &chroot_default(&plan.chroot))
+        .replace("@HOST@", &plan.host.join(" "))
         .replace("@SYMLINKS@", &symlink_cases(&plan.chroot))
         .replace("@PRIVATE@", PRIVATE_DIR)
 }
@@ -100,21 +103,23 @@ const HELPER: &str = r#"#!/bin/sh
 # The host needs: /bin/sh, mkdir, ln, id, util-linux unshare (>= 2.38 for the user-namespace
 # fallback) and mount; bwrap is used when the caller is not root and it is on PATH.
 #
-# Variables (upstream names): ETCMAP, VARMAP, HOMEMAP = host|chroot (where /etc, /var,
-# /home and /root come from); CHROOT = top-level paths taken from the rootfs; HOST = host
-# folders bound in (missing ones are skipped); FLATWRAP_ROOT = prefix of an unpacked tree;
-# NOBWRAP=1 = use the user-namespace fallback instead of bwrap; FLATWRAP_DEBUG=1 = trace.
+# Variables: ETCMAP, VARMAP, HOMEMAP = host|chroot (where /etc, /var, /home and /root come
+# from; the defaults were chosen at build time); FLATWRAP_CHROOT = paths taken from the rootfs
+# and FLATWRAP_HOST = host paths bound in, missing ones skipped (the build-time CHROOT and HOST
+# lists are the defaults); FLATWRAP_ROOT = prefix of an unpacked tree; NOBWRAP=1 = use the
+# user-namespace fallback instead of bwrap; FLATWRAP_DEBUG=1 = trace.
 set -eu
 [ "${FLATWRAP_DEBUG-}" = 1 ] && set -x
 name=@NAME@
 base="${FLATWRAP_ROOT-}/usr/local/$name"
+case $base in /*) ;; *) base="$(pwd -P)/$base" ;; esac
 helper="$base/@PRIVATE@/launch"
 stage="$base/@PRIVATE@/root"
 etcmap="${ETCMAP:-@ETCMAP@}"
 varmap="${VARMAP:-@VARMAP@}"
 homemap="${HOMEMAP:-@HOMEMAP@}"
-chroot_dirs="${CHROOT-@CHROOT@}"
-host_dirs="${HOST-/dev /proc /sys /run /tmp /var/tmp}"
+chroot_dirs="${FLATWRAP_CHROOT-@CHROOT@}"
+host_dirs="${FLATWRAP_HOST-@HOST@}"
 
 warn() { printf 'flatwrap(%s): %s\n' "$name" "$*" >&2; }
 die() { warn "$*"; exit 125; }
@@ -156,7 +161,7 @@ stage_root() {
   for d in $chroot_dirs; do
     case $d in /*) ;; *) d=/$d ;; esac
     if [ -L "$base$d" ]; then
-      t=$(toplink "$d") || die "CHROOT names $d, a symlink flatwrap did not record"
+      t=$(toplink "$d") || die "FLATWRAP_CHROOT names $d, a symlink flatwrap did not record at build time"
       ln -s "$t" "$stage$d"
     else
       mount_at "$base$d" "$stage$d" ro
@@ -232,7 +237,7 @@ run)
     for d in $chroot_dirs; do
       case $d in /*) ;; *) d=/$d ;; esac
       if [ -L "$base$d" ]; then
-        t=$(toplink "$d") || die "CHROOT names $d, a symlink flatwrap did not record"
+        t=$(toplink "$d") || die "FLATWRAP_CHROOT names $d, a symlink flatwrap did not record at build time"
         set -- "$@" --symlink "$t" "$d"
       else
         set -- "$@" --ro-bind-try "$base$d" "$d"

@@ -286,7 +286,7 @@ fn flatwrap_root_runs_unmerged_and_skips_missing_host_dirs() {
             "import os,sys; print(os.getcwd()); open('/tmp/' + os.path.basename(os.getcwd()) + '/x', 'w').write('y'); print(os.path.isdir('/proc/self'))",
         ])
         .env("FLATWRAP_ROOT", dir)
-        .env("HOST", "/dev /proc /flatwrap-no-such-dir /tmp")
+        .env("FLATWRAP_HOST", "/dev /proc /flatwrap-no-such-dir /tmp")
         .current_dir(shared.path())
         .output()
         .unwrap();
