@@ -299,3 +299,52 @@ fn folder_output_is_root_owned_with_fixed_times_and_links() {
     // The source was not touched.
     assert_eq!(fs::metadata(t.join("usr/bin/a")).unwrap().uid(), 1234);
 }
+
+/// A fixed tree (explicit modes, no randomness) packs to pinned bytes: any change to the
+/// layout the writer produces is noticed here. If a change is intended, check the new image
+/// with unsquashfs and the kernel, then update the digest.
+#[test]
+fn image_bytes_are_pinned() {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let t = d.path().join("tree");
+    release(&t, "pinned");
+    fs::create_dir_all(t.join("usr/bin")).unwrap();
+    fs::create_dir_all(t.join("usr/share/pinned")).unwrap();
+    fs::write(t.join("usr/bin/tool"), "#!/bin/sh\necho pinned\n").unwrap();
+    fs::hard_link(t.join("usr/bin/tool"), t.join("usr/bin/tool2")).unwrap();
+    std::os::unix::fs::symlink("tool", t.join("usr/bin/alias")).unwrap();
+    let text: String = (0..20000).map(|i| format!("line {i}\n")).collect();
+    fs::write(t.join("usr/share/pinned/text"), text).unwrap();
+    for p in walk(&t) {
+        let m = fs::symlink_metadata(&p).unwrap();
+        if m.file_type().is_symlink() {
+            continue;
+        }
+        let mode = if m.is_dir() || p.ends_with("tool") {
+            0o755
+        } else {
+            0o644
+        };
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let digests: Vec<String> = [Compression::Gzip, Compression::Zstd, Compression::Xz]
+        .into_iter()
+        .map(|c| {
+            let out = d.path().join(format!("{c}/pinned.raw"));
+            fs::create_dir_all(out.parent().unwrap()).unwrap();
+            let mut o = opts(c, 0);
+            o.mtime = Some(0);
+            pack(&t, &out, &o).unwrap();
+            format!("{c} {:x}", Sha256::digest(fs::read(&out).unwrap()))
+        })
+        .collect();
+    assert_eq!(digests, PINNED, "image bytes changed");
+}
+
+const PINNED: [&str; 3] = [
+    "gzip a7079c937e0da136d48ea6f3014edf8e274533b971e594e67e52866e135cbeac",
+    "zstd 9af81576f2742f64762fc8d5c68f9860b65c624fbe46a5c6d132e66e6a708ea6",
+    "xz 99e9b957501522cc99f9247037f09a73f2724efed36009e3941fd27a6b7ea409",
+];

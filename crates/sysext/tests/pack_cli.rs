@@ -526,3 +526,40 @@ fn an_unreadable_tree_fails_without_leaving_output() {
         );
     }
 }
+
+#[test]
+fn source_date_epoch_sets_every_timestamp() {
+    let d = tempfile::tempdir().unwrap();
+    let tree = build_tree(d.path(), "demo");
+    let image = d.path().join("demo.raw");
+    testkit::run_ok(
+        sysext()
+            .env("SOURCE_DATE_EPOCH", "86400")
+            .arg("pack")
+            .arg(&tree)
+            .arg(&image),
+    );
+    let bytes = fs::read(&image).unwrap();
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 86400);
+    if testkit::require_tool("unsquashfs") {
+        let out = testkit::run_ok(
+            Command::new("unsquashfs")
+                .env("TZ", "UTC")
+                .arg("-lln")
+                .arg(&image),
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.lines().all(|l| l.contains(" 1970-01-02 00:00 ")),
+            "{text}"
+        );
+    }
+    let e = fails(
+        sysext()
+            .env("SOURCE_DATE_EPOCH", "yesterday")
+            .arg("pack")
+            .arg(&tree)
+            .arg(d.path().join("other/demo.raw")),
+    );
+    assert!(e.contains("SOURCE_DATE_EPOCH"), "{e}");
+}

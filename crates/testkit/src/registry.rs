@@ -95,6 +95,11 @@ impl Registry {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The registry's storage folder (`docker/registry/v2/...` inside), e.g. to corrupt a blob.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("data")
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

@@ -56,6 +56,8 @@ pub struct SquashfsReader {
     path: PathBuf,
     fs: FilesystemReader<'static>,
     nodes: Vec<Node>,
+    /// Relative path → index into backhand's node list.
+    index: std::collections::HashMap<String, usize>,
 }
 
 impl std::fmt::Debug for SquashfsReader {
@@ -96,7 +98,9 @@ impl SquashfsReader {
         .map_err(|p| corrupt(panic_reason(p)))?
         .map_err(|e| corrupt(e.to_string()))?;
         let mut nodes = Vec::new();
-        for n in fs.files() {
+        let mut index = std::collections::HashMap::new();
+        for (i, n) in fs.files().enumerate() {
+            index.insert(rel(&n.fullpath), i);
             let (kind, size, target) = match &n.inner {
                 InnerNode::File(f) => (NodeKind::File, f.file_len() as u64, None),
                 InnerNode::Dir(_) => (NodeKind::Dir, 0, None),
@@ -125,6 +129,7 @@ impl SquashfsReader {
             path: path.to_path_buf(),
             fs,
             nodes,
+            index,
         })
     }
 
@@ -142,9 +147,9 @@ impl SquashfsReader {
     pub fn read_prefix(&self, rel_path: &str, limit: u64) -> Result<Vec<u8>, ReadError> {
         let want = rel_path.trim_start_matches('/');
         let node = self
-            .fs
-            .files()
-            .find(|n| rel(&n.fullpath) == want)
+            .index
+            .get(want)
+            .and_then(|&i| self.fs.root.nodes.get(i))
             .ok_or_else(|| ReadError::NotAFile {
                 image: self.path.clone(),
                 path: want.to_string(),

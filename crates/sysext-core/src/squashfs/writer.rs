@@ -209,7 +209,7 @@ fn squashfs_dev(rdev: u64, path: &Path) -> Result<u32, WriteError> {
 }
 
 fn scan(root: &Path) -> Result<Tree, WriteError> {
-    let meta = fs::symlink_metadata(root).map_err(read_err(root))?;
+    let meta = fs::metadata(root).map_err(read_err(root))?;
     if !meta.is_dir() {
         return Err(WriteError::NotADirectory(root.to_path_buf()));
     }
@@ -873,40 +873,53 @@ impl MetaPass<'_> {
                 self.write_other(child)?;
             }
         }
-        // The listing: runs of entries sharing an inode metadata block, at most 256 each.
+        // The listing: runs of entries sharing an inode metadata block, at most 256 each, a
+        // new run (and an index entry) whenever the listing enters a new metadata block, so a
+        // lookup in a large directory decompresses one block of it.
         let (dir_block, dir_offset) = self.dirs.pos();
-        let mut listing = Vec::new();
+        let mut listing_len = 0usize;
+        let mut index: Vec<(u32, u32, &[u8])> = Vec::new();
+        let mut last_block = dir_block;
         let mut i = 0;
         while i < entries.len() {
+            let (run_block, run_offset) = self.dirs.pos();
+            if run_block != last_block {
+                let block = u32::try_from(run_block)
+                    .map_err(|_| WriteError::TooLarge("directory table"))?;
+                index.push((listing_len as u32, block, &entries[i].0));
+                last_block = run_block;
+            }
             let first = entries[i].1;
             let base_ref = self.refs[first].expect("child inode written");
             let base_num = self.numbers[first];
+            let mut run = Vec::with_capacity(1024);
+            run.extend_from_slice(&[0u8; 12]);
             let mut j = i;
             while j < entries.len() && j - i < 256 {
-                let c = entries[j].1;
-                let r = self.refs[c].expect("child inode written");
-                let diff = self.numbers[c] as i64 - base_num as i64;
+                let (name, c) = &entries[j];
+                let r = self.refs[*c].expect("child inode written");
+                let diff = self.numbers[*c] as i64 - base_num as i64;
                 if r >> 16 != base_ref >> 16 || !(-32768..=32767).contains(&diff) {
                     break;
                 }
+                if j > i && run_offset as usize + run.len() >= METADATA_SIZE {
+                    break;
+                }
+                run.extend_from_slice(&((r & 0xffff) as u16).to_le_bytes());
+                run.extend_from_slice(&(diff as i16).to_le_bytes());
+                run.extend_from_slice(&basic_type(&tree.inodes[*c].kind).to_le_bytes());
+                run.extend_from_slice(&((name.len() - 1) as u16).to_le_bytes());
+                run.extend_from_slice(name);
                 j += 1;
             }
-            listing.extend_from_slice(&((j - i - 1) as u32).to_le_bytes());
-            listing.extend_from_slice(&((base_ref >> 16) as u32).to_le_bytes());
-            listing.extend_from_slice(&base_num.to_le_bytes());
-            for (name, c) in &entries[i..j] {
-                let r = self.refs[*c].expect("child inode written");
-                let diff = (self.numbers[*c] as i64 - base_num as i64) as i16;
-                listing.extend_from_slice(&((r & 0xffff) as u16).to_le_bytes());
-                listing.extend_from_slice(&diff.to_le_bytes());
-                listing.extend_from_slice(&basic_type(&self.tree.inodes[*c].kind).to_le_bytes());
-                listing.extend_from_slice(&((name.len() - 1) as u16).to_le_bytes());
-                listing.extend_from_slice(name);
-            }
+            run[0..4].copy_from_slice(&((j - i - 1) as u32).to_le_bytes());
+            run[4..8].copy_from_slice(&((base_ref >> 16) as u32).to_le_bytes());
+            run[8..12].copy_from_slice(&base_num.to_le_bytes());
+            self.dirs.write(&mut self.codec, &run)?;
+            listing_len += run.len();
             i = j;
         }
-        self.dirs.write(&mut self.codec, &listing)?;
-        let file_size = listing.len() as u64 + 3;
+        let file_size = listing_len as u64 + 3;
         let xattr = self
             .xattrs
             .id(&mut self.codec, &self.tree.inodes[idx].xattrs)?;
@@ -914,15 +927,21 @@ impl MetaPass<'_> {
         let dir_block =
             u32::try_from(dir_block).map_err(|_| WriteError::TooLarge("directory table"))?;
         let mut buf = Vec::with_capacity(40);
-        if file_size > 0xffff || xattr != NO_XATTR {
+        if file_size > 0xffff || xattr != NO_XATTR || !index.is_empty() {
             self.header(&mut buf, 8, idx);
             buf.extend_from_slice(&nlink.to_le_bytes());
             buf.extend_from_slice(&(file_size as u32).to_le_bytes());
             buf.extend_from_slice(&dir_block.to_le_bytes());
             buf.extend_from_slice(&parent.to_le_bytes());
-            buf.extend_from_slice(&0u16.to_le_bytes()); // no directory index
+            buf.extend_from_slice(&(index.len() as u16).to_le_bytes());
             buf.extend_from_slice(&dir_offset.to_le_bytes());
             buf.extend_from_slice(&xattr.to_le_bytes());
+            for (offset, block, name) in &index {
+                buf.extend_from_slice(&offset.to_le_bytes());
+                buf.extend_from_slice(&block.to_le_bytes());
+                buf.extend_from_slice(&((name.len() - 1) as u32).to_le_bytes());
+                buf.extend_from_slice(name);
+            }
         } else {
             self.header(&mut buf, 1, idx);
             buf.extend_from_slice(&dir_block.to_le_bytes());

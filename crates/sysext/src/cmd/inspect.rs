@@ -1,11 +1,12 @@
 //! `sysext inspect IMAGE`: what an image holds.
 
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use sysext_core::inspect::{EntryKind, Image};
+use sysext_core::inspect::{EntryKind, Image, ImageFormat, ImageInfo};
 
 /// Show an image's name, release file, size and architectures (and its entries with --list).
 #[derive(Debug, Args)]
@@ -24,36 +25,51 @@ pub fn run(args: InspectArgs) -> Result<ExitCode> {
     let image =
         Image::open(&args.image).with_context(|| format!("inspecting {}", args.image.display()))?;
     let info = image.info();
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&info)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!("name:          {}", info.name);
-    println!("format:        {:?}", info.format);
-    if let Some(b) = info.image_bytes {
-        println!("image size:    {b}");
-    }
-    println!("files:         {}", info.files);
-    println!("total size:    {}", info.total_size);
-    println!(
-        "architectures: {}",
-        if info.architectures.is_empty() {
-            "(no ELF files)".to_string()
-        } else {
-            info.architectures.join(" ")
+    let mut out = std::io::stdout().lock();
+    match print(&info, &args, &mut out).and_then(|()| out.flush()) {
+        // A closed pipe (`| head`) is not an error.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        r => {
+            r.context("writing to stdout")?;
+            Ok(ExitCode::SUCCESS)
         }
-    );
+    }
+}
+
+fn print(info: &ImageInfo, args: &InspectArgs, out: &mut impl Write) -> io::Result<()> {
+    if args.json {
+        serde_json::to_writer_pretty(&mut *out, info)?;
+        return writeln!(out);
+    }
+    let format = match info.format {
+        ImageFormat::Squashfs => "squashfs",
+        ImageFormat::Dir => "folder",
+    };
+    writeln!(out, "name:          {}", info.name)?;
+    writeln!(out, "format:        {format}")?;
+    if let Some(b) = info.image_bytes {
+        writeln!(out, "image size:    {b}")?;
+    }
+    writeln!(out, "files:         {}", info.files)?;
+    writeln!(out, "total size:    {}", info.total_size)?;
+    let arch = if info.architectures.is_empty() {
+        "(no ELF files)".to_string()
+    } else {
+        info.architectures.join(" ")
+    };
+    writeln!(out, "architectures: {arch}")?;
     match (&info.release_file, &info.release) {
         (Some(f), Some(text)) => {
-            println!("release file:  {f}");
+            writeln!(out, "release file:  {f}")?;
             for line in text.lines() {
-                println!("  {line}");
+                writeln!(out, "  {line}")?;
             }
         }
-        _ => println!(
+        _ => writeln!(
+            out,
             "release file:  missing (usr/lib/extension-release.d/extension-release.{})",
             info.name
-        ),
+        )?,
     }
     if args.list {
         for e in &info.entries {
@@ -71,11 +87,12 @@ pub fn run(args: InspectArgs) -> Result<ExitCode> {
                 .as_deref()
                 .map(|t| format!(" -> {t}"))
                 .unwrap_or_default();
-            println!(
+            writeln!(
+                out,
                 "{t}{:04o} {}/{} {:>10} {}{}",
                 e.mode, e.uid, e.gid, e.size, e.path, target
-            );
+            )?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

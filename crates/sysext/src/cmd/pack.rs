@@ -1,5 +1,6 @@
 //! `sysext pack DIR OUTPUT`: a staged extension tree to NAME.raw (squashfs) or a folder.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -48,10 +49,10 @@ pub fn run(args: PackArgs) -> Result<ExitCode> {
             args.output.display()
         )
     })?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    let text = if args.json {
+        serde_json::to_string_pretty(&report)?
     } else {
-        println!(
+        format!(
             "{}: {} ({} bytes{})",
             report.name,
             report.output.display(),
@@ -60,7 +61,15 @@ pub fn run(args: PackArgs) -> Result<ExitCode> {
                 .compression
                 .map(|c| format!(", {c}"))
                 .unwrap_or_default()
-        );
+        )
+    };
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        // A closed pipe is not an error: the image is written.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        r => {
+            r.context("writing to stdout")?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
-    Ok(ExitCode::SUCCESS)
 }

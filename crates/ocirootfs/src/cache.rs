@@ -1,0 +1,255 @@
+//! The content-addressed blob cache: `DIR/blobs/sha256/<hex>`, each blob verified against its
+//! digest (and its declared size) while it streams in, written under a temporary name and renamed
+//! into place, so the cache never holds a partial or corrupt blob. Unpacked root filesystems for
+//! [`crate::materialize`] live beside it in `DIR/rootfs/<manifest hex>`.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::reference::validate_digest;
+
+/// Errors from the blob cache.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("cannot create the cache folder {}; pass --cache DIR to use another one", path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot write blob {digest} to the cache at {}", path.display())]
+    Write {
+        digest: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("blob {digest} does not match its digest (got sha256:{actual}); it was not cached")]
+    Mismatch { digest: String, actual: String },
+    #[error("blob {digest} is larger than the {expected} bytes its descriptor declares; it was not cached")]
+    TooLarge { digest: String, expected: u64 },
+    #[error(
+        "blob {digest} has {actual} bytes, its descriptor declares {expected}; it was not cached"
+    )]
+    SizeMismatch {
+        digest: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error(transparent)]
+    Digest(#[from] crate::reference::ReferenceError),
+}
+
+/// A cache folder.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    dir: PathBuf,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The default cache folder: `$XDG_CACHE_HOME/ocirootfs`, `~/.cache/ocirootfs`, or
+/// `/var/cache/ocirootfs` when there is no home.
+pub fn default_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("ocirootfs");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(h).join(".cache/ocirootfs");
+    }
+    PathBuf::from("/var/cache/ocirootfs")
+}
+
+impl Cache {
+    /// Opens (creating) a cache folder.
+    pub fn open(dir: &Path) -> Result<Cache, CacheError> {
+        let blobs = dir.join("blobs/sha256");
+        fs::create_dir_all(&blobs).map_err(|source| CacheError::Create {
+            path: blobs,
+            source,
+        })?;
+        Ok(Cache {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The cache folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where a blob lives (whether or not it is there).
+    pub fn blob_path(&self, digest: &str) -> Result<PathBuf, CacheError> {
+        let hex = validate_digest(digest)?;
+        Ok(self.dir.join("blobs/sha256").join(hex))
+    }
+
+    /// The blob's path if it is cached with the expected size.
+    pub fn get(&self, digest: &str, size: Option<u64>) -> Result<Option<PathBuf>, CacheError> {
+        let p = self.blob_path(digest)?;
+        match fs::metadata(&p) {
+            Ok(m) if m.is_file() && size.is_none_or(|s| s == m.len()) => Ok(Some(p)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Starts writing a blob; feed it with [`BlobWriter::write_chunk`], then
+    /// [`BlobWriter::finish`].
+    pub fn writer(&self, digest: &str, size: Option<u64>) -> Result<BlobWriter, CacheError> {
+        let path = self.blob_path(digest)?;
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = path.with_file_name(format!(
+            ".{}.partial-{}-{n}",
+            path.file_name().unwrap_or_default().to_string_lossy(),
+            std::process::id()
+        ));
+        let file = fs::File::create(&tmp).map_err(|source| CacheError::Write {
+            digest: digest.to_string(),
+            path: tmp.clone(),
+            source,
+        })?;
+        Ok(BlobWriter {
+            digest: digest.to_string(),
+            size,
+            path,
+            tmp,
+            file: Some(io::BufWriter::with_capacity(1 << 20, file)),
+            hasher: Sha256::new(),
+            written: 0,
+        })
+    }
+
+    /// Stores a small blob already in memory (manifests, configs).
+    pub fn put(&self, digest: &str, bytes: &[u8]) -> Result<PathBuf, CacheError> {
+        let mut w = self.writer(digest, Some(bytes.len() as u64))?;
+        w.write_chunk(bytes)?;
+        w.finish()
+    }
+
+    /// Where the unpacked root filesystem of a manifest is kept.
+    pub fn rootfs_path(&self, manifest_digest: &str) -> Result<PathBuf, CacheError> {
+        let hex = validate_digest(manifest_digest)?;
+        Ok(self.dir.join("rootfs").join(hex))
+    }
+}
+
+/// A blob being written into the cache; dropped without `finish`, the partial file goes away.
+pub struct BlobWriter {
+    digest: String,
+    size: Option<u64>,
+    path: PathBuf,
+    tmp: PathBuf,
+    file: Option<io::BufWriter<fs::File>>,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl BlobWriter {
+    /// Appends bytes, refusing more than the declared size.
+    pub fn write_chunk(&mut self, chunk: &[u8]) -> Result<(), CacheError> {
+        self.written += chunk.len() as u64;
+        if let Some(s) = self.size {
+            if self.written > s {
+                return Err(CacheError::TooLarge {
+                    digest: self.digest.clone(),
+                    expected: s,
+                });
+            }
+        }
+        self.hasher.update(chunk);
+        let file = self.file.as_mut().expect("writer used after finish");
+        file.write_all(chunk).map_err(|source| CacheError::Write {
+            digest: self.digest.clone(),
+            path: self.tmp.clone(),
+            source,
+        })
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Verifies size and digest, then renames the blob into place.
+    pub fn finish(mut self) -> Result<PathBuf, CacheError> {
+        if let Some(s) = self.size {
+            if self.written != s {
+                return Err(CacheError::SizeMismatch {
+                    digest: self.digest.clone(),
+                    expected: s,
+                    actual: self.written,
+                });
+            }
+        }
+        let actual = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        if Some(actual.as_str()) != self.digest.strip_prefix("sha256:") {
+            return Err(CacheError::Mismatch {
+                digest: self.digest.clone(),
+                actual,
+            });
+        }
+        let wr = |source| CacheError::Write {
+            digest: self.digest.clone(),
+            path: self.tmp.clone(),
+            source,
+        };
+        let file = self.file.take().expect("finish called once");
+        let file = file.into_inner().map_err(|e| wr(e.into_error()))?;
+        file.sync_data().map_err(wr)?;
+        drop(file);
+        fs::rename(&self.tmp, &self.path).map_err(wr)?;
+        Ok(self.path.clone())
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if self.file.is_some() || fs::symlink_metadata(&self.tmp).is_ok() {
+            self.file = None;
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest_of(b: &[u8]) -> String {
+        format!("sha256:{}", hex::encode(Sha256::digest(b)))
+    }
+
+    #[test]
+    fn stores_verified_blobs_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::open(tmp.path()).unwrap();
+        let d = digest_of(b"hello");
+        assert!(cache.get(&d, Some(5)).unwrap().is_none());
+        let p = cache.put(&d, b"hello").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"hello");
+        assert_eq!(cache.get(&d, Some(5)).unwrap(), Some(p));
+
+        let other = digest_of(b"other");
+        assert!(matches!(
+            cache.put(&other, b"wrong"),
+            Err(CacheError::Mismatch { .. })
+        ));
+        assert!(cache.get(&other, None).unwrap().is_none());
+        let mut w = cache.writer(&other, Some(3)).unwrap();
+        assert!(matches!(
+            w.write_chunk(b"other"),
+            Err(CacheError::TooLarge { .. })
+        ));
+        drop(w);
+        // Nothing but the one good blob is left, no partial files.
+        let names: Vec<_> = fs::read_dir(tmp.path().join("blobs/sha256"))
+            .unwrap()
+            .collect();
+        assert_eq!(names.len(), 1);
+        assert!(cache.blob_path("sha256:../../etc").is_err());
+    }
+}

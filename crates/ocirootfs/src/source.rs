@@ -1,0 +1,1320 @@
+//! Resolve a [`Source`] into an [`Image`]: its manifest for the wanted platform, its config
+//! (`Env`, `WorkingDir`, `diff_ids`) and its layers, ready to be opened in order.
+//!
+//! - registries through `oci-client` on a `tokio` runtime: anonymous bearer tokens, or
+//!   credentials from `--creds`, `$REGISTRY_AUTH_FILE`, `~/.docker/config.json`; plain HTTP only
+//!   for loopback registries or with `insecure`; retries with backoff on transient failures.
+//!   Layers stream into the [`Cache`] in parallel, each verified while it downloads, and can be
+//!   unpacked as soon as they land while later ones are still downloading.
+//! - `oci:DIR[:TAG]` (an OCI image layout), `oci-archive:FILE` and `docker-archive:FILE` (both
+//!   `docker save` formats) are read in place: archives are indexed once and their members read
+//!   by offset, never extracted.
+//!
+//! Manifests are parsed with small tolerant structs so Docker schema2 and OCI media types are
+//! treated alike; every digest is validated before it is used to build a path.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::cache::{Cache, CacheError};
+use crate::reference::{validate_digest, ImageRef, Platform, ReferenceError, Source};
+
+/// Errors from resolving or fetching an image.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{what} in {where_} is not valid JSON")]
+    Json {
+        what: &'static str,
+        where_: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no image for platform {wanted} in {source_name}; it offers: {offered}. Pass --platform with one of those")]
+    Platform {
+        wanted: String,
+        source_name: String,
+        offered: String,
+    },
+    #[error("{source_name} holds several images ({tags}); name one as {source_name}:TAG")]
+    AmbiguousTag { source_name: String, tags: String },
+    #[error("tag {tag:?} not found in {source_name}; it holds: {tags}")]
+    TagNotFound {
+        tag: String,
+        source_name: String,
+        tags: String,
+    },
+    #[error("blob {digest} is missing from {where_}")]
+    MissingBlob { digest: String, where_: String },
+    #[error("blob {digest} from {where_} does not match its digest (got sha256:{actual})")]
+    Digest {
+        digest: String,
+        where_: String,
+        actual: String,
+    },
+    #[error("registry {registry}: access denied to {image} (401/403); log in (~/.docker/config.json or $REGISTRY_AUTH_FILE) or pass --creds USER:PASSWORD")]
+    Unauthorized { registry: String, image: String },
+    #[error("image {image} not found (manifest unknown); check the name and tag")]
+    NotFound { image: String },
+    #[error("registry error for {image}: {message}")]
+    Registry { image: String, message: String },
+    #[error("cannot set up the registry client")]
+    Runtime(#[source] io::Error),
+    #[error("a layer download was cancelled")]
+    Cancelled,
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+}
+
+// ---------- manifest model ----------
+
+#[derive(Debug, Clone, Deserialize, Default)]
+struct Plat {
+    #[serde(default)]
+    os: String,
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    variant: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Descriptor {
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
+    digest: String,
+    #[serde(default)]
+    size: Option<u64>,
+    #[serde(default)]
+    platform: Option<Plat>,
+    #[serde(default)]
+    annotations: HashMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Document {
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
+    #[serde(default)]
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Option<Vec<Descriptor>>,
+    #[serde(default)]
+    manifests: Option<Vec<Descriptor>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct ConfigInner {
+    #[serde(rename = "Env", default)]
+    env: Option<Vec<String>>,
+    #[serde(rename = "WorkingDir", default)]
+    working_dir: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct RootfsSection {
+    #[serde(default)]
+    diff_ids: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct ConfigDoc {
+    #[serde(default)]
+    os: String,
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    variant: Option<String>,
+    #[serde(default)]
+    config: Option<ConfigInner>,
+    #[serde(default)]
+    rootfs: RootfsSection,
+}
+
+fn is_index(doc: &Document, desc_type: &str) -> bool {
+    doc.manifests.is_some()
+        || doc.media_type.contains("index")
+        || doc.media_type.contains("manifest.list")
+        || desc_type.contains("index")
+        || desc_type.contains("manifest.list")
+}
+
+/// What the image's config says about running it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ImageConfig {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    pub diff_ids: Vec<String>,
+}
+
+fn parse_config(bytes: &[u8], where_: &str) -> Result<ImageConfig, SourceError> {
+    let c: ConfigDoc = serde_json::from_slice(bytes).map_err(|source| SourceError::Json {
+        what: "image config",
+        where_: where_.into(),
+        source,
+    })?;
+    let inner = c.config.unwrap_or_default();
+    Ok(ImageConfig {
+        os: c.os,
+        architecture: c.architecture,
+        variant: c.variant,
+        env: inner.env.unwrap_or_default(),
+        working_dir: inner.working_dir.filter(|w| !w.is_empty()),
+        diff_ids: c.rootfs.diff_ids,
+    })
+}
+
+// ---------- image ----------
+
+pub(crate) enum LayerData {
+    File(PathBuf),
+    Slice {
+        file: PathBuf,
+        offset: u64,
+        len: u64,
+    },
+    Download(mpsc::Receiver<Result<PathBuf, SourceError>>),
+}
+
+/// One layer of an image.
+pub struct Layer {
+    /// The blob digest (compressed), when known.
+    pub digest: Option<String>,
+    /// The digest of the uncompressed tar, from the config.
+    pub diff_id: Option<String>,
+    pub size: Option<u64>,
+    pub media_type: String,
+    pub(crate) data: LayerData,
+}
+
+impl Layer {
+    /// Opens the layer blob for reading, waiting for its download if needed.
+    pub fn open(&mut self) -> Result<Box<dyn Read + Send>, SourceError> {
+        if let LayerData::Download(rx) = &self.data {
+            let path = rx.recv().map_err(|_| SourceError::Cancelled)??;
+            self.data = LayerData::File(path);
+        }
+        match &self.data {
+            LayerData::File(p) => {
+                let f = fs::File::open(p).map_err(|source| SourceError::Read {
+                    path: p.clone(),
+                    source,
+                })?;
+                Ok(Box::new(f))
+            }
+            LayerData::Slice { file, offset, len } => {
+                let mut f = fs::File::open(file).map_err(|source| SourceError::Read {
+                    path: file.clone(),
+                    source,
+                })?;
+                f.seek(SeekFrom::Start(*offset))
+                    .map_err(|source| SourceError::Read {
+                        path: file.clone(),
+                        source,
+                    })?;
+                Ok(Box::new(f.take(*len)))
+            }
+            LayerData::Download(_) => Err(SourceError::Cancelled),
+        }
+    }
+}
+
+/// A resolved image.
+pub struct Image {
+    /// The source as normalised (`docker.io/library/alpine:latest`, `oci:/path:tag`, ...).
+    pub name: String,
+    /// The manifest digest (for docker-archive: the config digest, the image ID).
+    pub digest: Option<String>,
+    /// `os/arch[/variant]` of the chosen manifest.
+    pub platform: Option<String>,
+    pub config: ImageConfig,
+    pub layers: Vec<Layer>,
+    /// Bytes downloaded from a registry by this pull (manifests, config and layers).
+    pub downloaded: Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) _runtime: Option<tokio::runtime::Runtime>,
+    pub(crate) _progress: Option<indicatif::MultiProgress>,
+}
+
+/// Settings for resolving.
+#[derive(Debug, Clone, Default)]
+pub struct ResolveOptions {
+    pub platform: Option<Platform>,
+    pub insecure: bool,
+    pub creds: Option<String>,
+    pub progress: bool,
+}
+
+fn host_or(p: &Option<Platform>) -> Platform {
+    p.clone().unwrap_or_else(Platform::host)
+}
+
+fn select_platform<'a>(
+    manifests: &'a [Descriptor],
+    want: &Platform,
+    source_name: &str,
+) -> Result<&'a Descriptor, SourceError> {
+    let real = |d: &&Descriptor| {
+        d.platform
+            .as_ref()
+            .is_some_and(|p| p.os != "unknown" && p.architecture != "unknown")
+    };
+    let hit = manifests.iter().filter(real).find(|d| {
+        let p = d.platform.as_ref().expect("filtered");
+        want.matches(&p.os, &p.architecture, p.variant.as_deref())
+    });
+    if let Some(d) = hit {
+        return Ok(d);
+    }
+    let offered: Vec<String> = manifests
+        .iter()
+        .filter(real)
+        .map(|d| {
+            let p = d.platform.as_ref().expect("filtered");
+            match p.variant.as_deref().filter(|v| !v.is_empty()) {
+                Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+                None => format!("{}/{}", p.os, p.architecture),
+            }
+        })
+        .collect();
+    Err(SourceError::Platform {
+        wanted: want.to_string(),
+        source_name: source_name.into(),
+        offered: if offered.is_empty() {
+            "nothing with a platform".into()
+        } else {
+            offered.join(", ")
+        },
+    })
+}
+
+fn check_platform(
+    cfg: &ImageConfig,
+    want: &Option<Platform>,
+    source_name: &str,
+) -> Result<String, SourceError> {
+    let mut plat = format!("{}/{}", cfg.os, cfg.architecture);
+    if let Some(v) = cfg.variant.as_deref().filter(|v| !v.is_empty()) {
+        plat = format!("{plat}/{v}");
+    }
+    if let Some(w) = want {
+        if !cfg.architecture.is_empty()
+            && !w.matches(&cfg.os, &cfg.architecture, cfg.variant.as_deref())
+        {
+            return Err(SourceError::Platform {
+                wanted: w.to_string(),
+                source_name: source_name.into(),
+                offered: plat,
+            });
+        }
+    }
+    Ok(plat)
+}
+
+// ---------- local layouts and archives ----------
+
+/// Where a local layout keeps its blobs.
+enum LocalBlobs {
+    Dir(PathBuf),
+    Archive(ArchiveIndex),
+}
+
+/// Member offsets of an uncompressed tar archive.
+struct ArchiveIndex {
+    file: PathBuf,
+    members: HashMap<String, (u64, u64)>,
+    links: HashMap<String, String>,
+}
+
+fn clean_member(name: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in name.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    parts.join("/")
+}
+
+impl ArchiveIndex {
+    fn build(file: &Path) -> Result<ArchiveIndex, SourceError> {
+        let rd = |source| SourceError::Read {
+            path: file.to_path_buf(),
+            source,
+        };
+        let f = fs::File::open(file).map_err(rd)?;
+        let mut ar = tar::Archive::new(io::BufReader::new(f));
+        let mut members = HashMap::new();
+        let mut links = HashMap::new();
+        for e in ar.entries().map_err(rd)? {
+            let e = e.map_err(rd)?;
+            let name = clean_member(&String::from_utf8_lossy(&e.path_bytes()));
+            match e.header().entry_type() {
+                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                    members.insert(name, (e.raw_file_position(), e.size()));
+                }
+                tar::EntryType::Symlink | tar::EntryType::Link => {
+                    if let Some(t) = e.link_name_bytes() {
+                        let t = String::from_utf8_lossy(&t).into_owned();
+                        let target = if e.header().entry_type() == tar::EntryType::Link
+                            || t.starts_with('/')
+                        {
+                            clean_member(&t)
+                        } else {
+                            let dir = name.rsplit_once('/').map_or("", |(d, _)| d);
+                            clean_member(&format!("{dir}/{t}"))
+                        };
+                        links.insert(name, target);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(ArchiveIndex {
+            file: file.to_path_buf(),
+            members,
+            links,
+        })
+    }
+
+    fn find(&self, name: &str) -> Option<(u64, u64)> {
+        let mut n = clean_member(name);
+        for _ in 0..16 {
+            if let Some(m) = self.members.get(&n) {
+                return Some(*m);
+            }
+            n = self.links.get(&n)?.clone();
+        }
+        None
+    }
+
+    fn read_member(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>, SourceError> {
+        let Some((off, len)) = self.find(name) else {
+            return Ok(None);
+        };
+        if len > limit {
+            return Err(SourceError::Invalid(format!(
+                "{name} in {} is too large ({len} bytes)",
+                self.file.display()
+            )));
+        }
+        let rd = |source| SourceError::Read {
+            path: self.file.clone(),
+            source,
+        };
+        let mut f = fs::File::open(&self.file).map_err(rd)?;
+        f.seek(SeekFrom::Start(off)).map_err(rd)?;
+        let mut v = Vec::with_capacity(len as usize);
+        f.take(len).read_to_end(&mut v).map_err(rd)?;
+        Ok(Some(v))
+    }
+}
+
+const SMALL: u64 = 32 << 20;
+
+fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+impl LocalBlobs {
+    fn where_(&self) -> String {
+        match self {
+            LocalBlobs::Dir(d) => d.display().to_string(),
+            LocalBlobs::Archive(a) => a.file.display().to_string(),
+        }
+    }
+
+    fn read_file(&self, rel: &str) -> Result<Option<Vec<u8>>, SourceError> {
+        match self {
+            LocalBlobs::Dir(d) => {
+                let p = d.join(rel);
+                match fs::read(&p) {
+                    Ok(v) => Ok(Some(v)),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                    Err(source) => Err(SourceError::Read { path: p, source }),
+                }
+            }
+            LocalBlobs::Archive(a) => a.read_member(rel, SMALL),
+        }
+    }
+
+    /// Reads a small blob and verifies it.
+    fn read_blob(&self, digest: &str) -> Result<Vec<u8>, SourceError> {
+        let hex = validate_digest(digest)?;
+        let bytes = self
+            .read_file(&format!("blobs/sha256/{hex}"))?
+            .ok_or_else(|| SourceError::MissingBlob {
+                digest: digest.into(),
+                where_: self.where_(),
+            })?;
+        let actual = sha256_hex(&bytes);
+        if actual != hex {
+            return Err(SourceError::Digest {
+                digest: digest.into(),
+                where_: self.where_(),
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+
+    fn layer_data(&self, rel: &str) -> Result<LayerData, SourceError> {
+        match self {
+            LocalBlobs::Dir(d) => {
+                let p = d.join(rel);
+                if !p.is_file() {
+                    return Err(SourceError::MissingBlob {
+                        digest: rel.into(),
+                        where_: self.where_(),
+                    });
+                }
+                Ok(LayerData::File(p))
+            }
+            LocalBlobs::Archive(a) => {
+                let (offset, len) = a.find(rel).ok_or_else(|| SourceError::MissingBlob {
+                    digest: rel.into(),
+                    where_: self.where_(),
+                })?;
+                Ok(LayerData::Slice {
+                    file: a.file.clone(),
+                    offset,
+                    len,
+                })
+            }
+        }
+    }
+}
+
+fn parse_doc(bytes: &[u8], what: &'static str, where_: &str) -> Result<Document, SourceError> {
+    serde_json::from_slice(bytes).map_err(|source| SourceError::Json {
+        what,
+        where_: where_.into(),
+        source,
+    })
+}
+
+fn resolve_layout(
+    blobs: LocalBlobs,
+    name: String,
+    tag: Option<&str>,
+    opts: &ResolveOptions,
+) -> Result<Image, SourceError> {
+    let where_ = blobs.where_();
+    let index_bytes = blobs.read_file("index.json")?.ok_or_else(|| {
+        SourceError::Invalid(format!(
+            "{where_} is not an OCI image layout (no index.json)"
+        ))
+    })?;
+    let index = parse_doc(&index_bytes, "index.json", &where_)?;
+    let entries = index.manifests.unwrap_or_default();
+    let tag_of = |d: &Descriptor| {
+        d.annotations
+            .get("org.opencontainers.image.ref.name")
+            .cloned()
+    };
+    let tags = || {
+        let t: Vec<String> = entries.iter().filter_map(tag_of).collect();
+        if t.is_empty() {
+            "no tags".to_string()
+        } else {
+            t.join(", ")
+        }
+    };
+    let chosen: Vec<&Descriptor> = match tag {
+        Some(t) => entries
+            .iter()
+            .filter(|d| tag_of(d).as_deref() == Some(t))
+            .collect(),
+        None => entries.iter().collect(),
+    };
+    let mut desc = match chosen.as_slice() {
+        [one] => (*one).clone(),
+        [] if tag.is_some() => {
+            return Err(SourceError::TagNotFound {
+                tag: tag.unwrap_or_default().into(),
+                source_name: where_,
+                tags: tags(),
+            })
+        }
+        [] => return Err(SourceError::Invalid(format!("{where_} holds no image"))),
+        many => {
+            // Several entries for one tag or none: treat them as an index over platforms.
+            let list: Vec<Descriptor> = many.iter().map(|d| (*d).clone()).collect();
+            if list.iter().all(|d| d.platform.is_some()) {
+                select_platform(&list, &host_or(&opts.platform), &where_)?.clone()
+            } else {
+                return Err(SourceError::AmbiguousTag {
+                    source_name: where_,
+                    tags: tags(),
+                });
+            }
+        }
+    };
+    let mut manifest_bytes;
+    let mut doc;
+    let mut depth = 0;
+    loop {
+        manifest_bytes = blobs.read_blob(&desc.digest)?;
+        doc = parse_doc(&manifest_bytes, "manifest", &where_)?;
+        if !is_index(&doc, &desc.media_type) {
+            break;
+        }
+        depth += 1;
+        if depth > 4 {
+            return Err(SourceError::Invalid(format!(
+                "{where_}: image indexes nested too deep"
+            )));
+        }
+        let list = doc.manifests.clone().unwrap_or_default();
+        desc = select_platform(&list, &host_or(&opts.platform), &where_)?.clone();
+    }
+    let cfg_desc = doc.config.ok_or_else(|| {
+        SourceError::Invalid(format!(
+            "manifest {} in {where_} has no config",
+            desc.digest
+        ))
+    })?;
+    let cfg_bytes = blobs.read_blob(&cfg_desc.digest)?;
+    let config = parse_config(&cfg_bytes, &where_)?;
+    let platform = check_platform(&config, &opts.platform, &where_)?;
+    let mut layers = Vec::new();
+    for (i, l) in doc.layers.unwrap_or_default().into_iter().enumerate() {
+        let hex = validate_digest(&l.digest)?;
+        layers.push(Layer {
+            data: blobs.layer_data(&format!("blobs/sha256/{hex}"))?,
+            diff_id: config.diff_ids.get(i).cloned(),
+            digest: Some(l.digest),
+            size: l.size,
+            media_type: l.media_type,
+        });
+    }
+    Ok(Image {
+        name,
+        digest: Some(desc.digest),
+        platform: Some(platform),
+        config,
+        layers,
+        downloaded: Default::default(),
+        _runtime: None,
+        _progress: None,
+    })
+}
+
+#[derive(Deserialize)]
+struct DockerManifestEntry {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "Layers", default)]
+    layers: Vec<String>,
+}
+
+fn resolve_docker_archive(file: &Path, opts: &ResolveOptions) -> Result<Image, SourceError> {
+    let idx = ArchiveIndex::build(file)?;
+    let blobs = LocalBlobs::Archive(idx);
+    let where_ = file.display().to_string();
+    let name = format!("docker-archive:{where_}");
+    let Some(mbytes) = blobs.read_file("manifest.json")? else {
+        // No legacy manifest: an OCI layout inside?
+        return resolve_layout(blobs, name, None, opts);
+    };
+    let entries: Vec<DockerManifestEntry> =
+        serde_json::from_slice(&mbytes).map_err(|source| SourceError::Json {
+            what: "manifest.json",
+            where_: where_.clone(),
+            source,
+        })?;
+    let entry = entries
+        .into_iter()
+        .next()
+        .ok_or_else(|| SourceError::Invalid(format!("{where_}: manifest.json lists no image")))?;
+    let cfg_bytes = blobs
+        .read_file(&entry.config)?
+        .ok_or_else(|| SourceError::MissingBlob {
+            digest: entry.config.clone(),
+            where_: where_.clone(),
+        })?;
+    let cfg_hex = sha256_hex(&cfg_bytes);
+    // The config's name is its digest, in both formats: `<hex>.json` or `blobs/sha256/<hex>`.
+    let named = entry
+        .config
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches(".json")
+        .to_string();
+    if named.len() == 64 && named != cfg_hex {
+        return Err(SourceError::Digest {
+            digest: format!("sha256:{named}"),
+            where_,
+            actual: cfg_hex,
+        });
+    }
+    let config = parse_config(&cfg_bytes, &where_)?;
+    let platform = check_platform(&config, &opts.platform, &where_)?;
+    if config.diff_ids.len() != entry.layers.len() {
+        return Err(SourceError::Invalid(format!(
+            "{where_}: manifest.json lists {} layers, the config {} diff_ids",
+            entry.layers.len(),
+            config.diff_ids.len()
+        )));
+    }
+    let mut layers = Vec::new();
+    for (i, l) in entry.layers.iter().enumerate() {
+        let digest = l
+            .strip_prefix("blobs/sha256/")
+            .filter(|h| validate_digest(&format!("sha256:{h}")).is_ok())
+            .map(|h| format!("sha256:{h}"));
+        layers.push(Layer {
+            data: blobs.layer_data(l)?,
+            diff_id: config.diff_ids.get(i).cloned(),
+            digest,
+            size: None,
+            media_type: "application/vnd.docker.image.rootfs.diff.tar".into(),
+        });
+    }
+    Ok(Image {
+        name,
+        digest: Some(format!("sha256:{cfg_hex}")),
+        platform: Some(platform),
+        config,
+        layers,
+        downloaded: Default::default(),
+        _runtime: None,
+        _progress: None,
+    })
+}
+
+// ---------- registry ----------
+
+const ACCEPT: &[&str] = &[
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+];
+
+fn b64decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes().filter(|c| !c.is_ascii_whitespace()) {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            b'=' => break,
+            _ => return None,
+        };
+        acc = (acc << 6) | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// Credentials for `registry` from an auth file (`{"auths": {"host": {"auth": base64}}}`).
+pub fn creds_from_auth_file(text: &str, registry: &str) -> Option<(String, String)> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    let auths = v.get("auths")?.as_object()?;
+    let keys: Vec<String> = if registry == "docker.io" {
+        vec![
+            "docker.io".into(),
+            "index.docker.io".into(),
+            "https://index.docker.io/v1/".into(),
+            "registry-1.docker.io".into(),
+        ]
+    } else {
+        vec![
+            registry.into(),
+            format!("https://{registry}"),
+            format!("http://{registry}"),
+        ]
+    };
+    for (k, e) in auths {
+        let k_trim = k.trim_end_matches('/');
+        if keys.iter().any(|x| x.trim_end_matches('/') == k_trim) {
+            let s = e.get("auth")?.as_str()?;
+            let dec = String::from_utf8(b64decode(s)?).ok()?;
+            let (u, p) = dec.split_once(':')?;
+            return Some((u.into(), p.into()));
+        }
+    }
+    None
+}
+
+fn registry_auth(r: &ImageRef, creds: &Option<String>) -> oci_client::secrets::RegistryAuth {
+    use oci_client::secrets::RegistryAuth;
+    if let Some((u, p)) = creds.as_deref().and_then(|c| c.split_once(':')) {
+        return RegistryAuth::Basic(u.into(), p.into());
+    }
+    let mut files = Vec::new();
+    if let Some(f) = std::env::var_os("REGISTRY_AUTH_FILE") {
+        files.push(PathBuf::from(f));
+    }
+    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR") {
+        files.push(PathBuf::from(x).join("containers/auth.json"));
+    }
+    if let Some(d) = std::env::var_os("DOCKER_CONFIG") {
+        files.push(PathBuf::from(d).join("config.json"));
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        files.push(PathBuf::from(h).join(".docker/config.json"));
+    }
+    for f in files {
+        if let Ok(text) = fs::read_to_string(&f) {
+            if let Some((u, p)) = creds_from_auth_file(&text, &r.registry) {
+                return RegistryAuth::Basic(u, p);
+            }
+        }
+    }
+    RegistryAuth::Anonymous
+}
+
+fn classify(e: oci_client::errors::OciDistributionError, r: &ImageRef) -> (SourceError, bool) {
+    use oci_client::errors::OciDistributionError as E;
+    let image = r.to_string();
+    let msg = e.to_string();
+    match e {
+        E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => (
+            SourceError::Unauthorized {
+                registry: r.registry.clone(),
+                image,
+            },
+            false,
+        ),
+        E::ImageManifestNotFoundError(_) => (SourceError::NotFound { image }, false),
+        E::RegistryError { envelope, .. } => {
+            let codes: Vec<String> = envelope
+                .errors
+                .iter()
+                .map(|x| format!("{:?}", x.code))
+                .collect();
+            let joined = codes.join(",").to_ascii_lowercase();
+            if joined.contains("manifestunknown")
+                || joined.contains("nameunknown")
+                || joined.contains("notfound")
+            {
+                (SourceError::NotFound { image }, false)
+            } else if joined.contains("unauthorized") || joined.contains("denied") {
+                (
+                    SourceError::Unauthorized {
+                        registry: r.registry.clone(),
+                        image,
+                    },
+                    false,
+                )
+            } else {
+                (
+                    SourceError::Registry {
+                        image,
+                        message: msg,
+                    },
+                    false,
+                )
+            }
+        }
+        E::ServerError { code, .. } => {
+            if code == 401 || code == 403 {
+                (
+                    SourceError::Unauthorized {
+                        registry: r.registry.clone(),
+                        image,
+                    },
+                    false,
+                )
+            } else if code == 404 {
+                (SourceError::NotFound { image }, false)
+            } else {
+                (
+                    SourceError::Registry {
+                        image,
+                        message: msg,
+                    },
+                    code >= 500 || code == 429 || code == 408,
+                )
+            }
+        }
+        E::RequestError(_) | E::IoError(_) => (
+            SourceError::Registry {
+                image,
+                message: format!("{msg}: {}", error_chain(&msg)),
+            },
+            true,
+        ),
+        _ => (
+            SourceError::Registry {
+                image,
+                message: msg,
+            },
+            false,
+        ),
+    }
+}
+
+fn error_chain(m: &str) -> String {
+    if m.contains("Connection refused") || m.contains("connect") {
+        "is the registry reachable? (plain HTTP is used only for loopback registries or with --insecure)".into()
+    } else {
+        "transient failure".into()
+    }
+}
+
+const ATTEMPTS: u32 = 4;
+
+async fn retry<T, F, Fut>(r: &ImageRef, mut f: F) -> Result<T, SourceError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, oci_client::errors::OciDistributionError>>,
+{
+    let mut delay = Duration::from_millis(250);
+    for attempt in 1..=ATTEMPTS {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                let (err, transient) = classify(e, r);
+                if !transient || attempt == ATTEMPTS {
+                    return Err(err);
+                }
+                tracing::warn!("{err}; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+struct Registry {
+    client: Arc<oci_client::Client>,
+    reference: oci_client::Reference,
+    image: ImageRef,
+}
+
+impl Registry {
+    async fn manifest(
+        &self,
+        digest_or_tag: Option<&str>,
+    ) -> Result<(Vec<u8>, String), SourceError> {
+        let reference = match digest_or_tag {
+            Some(d) => self.reference.clone_with_digest(d.to_string()),
+            None => self.reference.clone(),
+        };
+        let (bytes, digest) = retry(&self.image, || {
+            self.client.pull_manifest_raw(
+                &reference,
+                &oci_client::secrets::RegistryAuth::Anonymous,
+                ACCEPT,
+            )
+        })
+        .await?;
+        let actual = format!("sha256:{}", sha256_hex(&bytes));
+        let expected = digest_or_tag
+            .map(str::to_string)
+            .or_else(|| self.image.digest.clone());
+        if let Some(exp) = expected {
+            if exp != actual {
+                return Err(SourceError::Digest {
+                    digest: exp,
+                    where_: self.image.to_string(),
+                    actual,
+                });
+            }
+        }
+        if digest.starts_with("sha256:") && digest != actual {
+            return Err(SourceError::Digest {
+                digest,
+                where_: self.image.to_string(),
+                actual,
+            });
+        }
+        Ok((bytes.to_vec(), actual))
+    }
+
+    async fn small_blob(
+        &self,
+        cache: &Cache,
+        digest: &str,
+        size: Option<u64>,
+    ) -> Result<Vec<u8>, SourceError> {
+        if let Some(p) = cache.get(digest, size)? {
+            return fs::read(&p).map_err(|source| SourceError::Read { path: p, source });
+        }
+        let out = retry(&self.image, || async {
+            let mut out = Vec::new();
+            self.client
+                .pull_blob(&self.reference, digest, &mut out)
+                .await
+                .map(|()| out)
+        })
+        .await?;
+        cache.put(digest, &out)?;
+        Ok(out)
+    }
+}
+
+/// One layer download, run as a task on the runtime.
+struct Download {
+    client: Arc<oci_client::Client>,
+    reference: oci_client::Reference,
+    image: ImageRef,
+    cache: Cache,
+    digest: String,
+    size: Option<u64>,
+    bar: Option<indicatif::ProgressBar>,
+    counter: Arc<std::sync::atomic::AtomicU64>,
+}
+
+async fn download(d: Download) -> Result<PathBuf, SourceError> {
+    use futures_util::StreamExt;
+    let Download {
+        client,
+        reference,
+        image,
+        cache,
+        digest,
+        size,
+        bar,
+        counter,
+    } = d;
+    let mut delay = Duration::from_millis(250);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let res: Result<PathBuf, (SourceError, bool)> = async {
+            let mut stream = client
+                .pull_blob_stream(&reference, digest.as_str())
+                .await
+                .map_err(|e| classify(e, &image))?
+                .stream;
+            let mut w = cache.writer(&digest, size).map_err(|e| (e.into(), false))?;
+            if let Some(b) = &bar {
+                b.set_position(0);
+            }
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(c) => {
+                        w.write_chunk(&c).map_err(|e| (e.into(), false))?;
+                        counter.fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        if let Some(b) = &bar {
+                            b.inc(c.len() as u64);
+                        }
+                    }
+                    Err(e) => {
+                        // An error once every byte arrived is the client's digest check.
+                        let complete = size.is_some_and(|s| w.written() >= s);
+                        let msg = format!("downloading {digest}: {e}");
+                        return Err((
+                            SourceError::Registry {
+                                image: image.to_string(),
+                                message: msg,
+                            },
+                            !complete,
+                        ));
+                    }
+                }
+            }
+            w.finish().map_err(|e| (e.into(), false))
+        }
+        .await;
+        match res {
+            Ok(p) => {
+                if let Some(b) = &bar {
+                    b.finish();
+                }
+                return Ok(p);
+            }
+            Err((e, transient)) if transient && attempt < ATTEMPTS => {
+                tracing::warn!("{e}; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err((e, _)) => {
+                if let Some(b) = &bar {
+                    b.abandon();
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
+fn resolve_registry(
+    r: &ImageRef,
+    cache: &Cache,
+    opts: &ResolveOptions,
+) -> Result<Image, SourceError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(SourceError::Runtime)?;
+    let protocol = if r.is_loopback() || opts.insecure {
+        oci_client::client::ClientProtocol::Http
+    } else {
+        oci_client::client::ClientProtocol::Https
+    };
+    let config = oci_client::client::ClientConfig {
+        protocol,
+        accept_invalid_certificates: opts.insecure,
+        connect_timeout: Some(Duration::from_secs(30)),
+        read_timeout: Some(Duration::from_secs(120)),
+        ..Default::default()
+    };
+    let client = oci_client::Client::try_from(config).map_err(|e| SourceError::Registry {
+        image: r.to_string(),
+        message: e.to_string(),
+    })?;
+    let reference = match (&r.tag, &r.digest) {
+        (_, Some(d)) => {
+            oci_client::Reference::with_digest(r.registry.clone(), r.repository.clone(), d.clone())
+        }
+        (Some(t), None) => {
+            oci_client::Reference::with_tag(r.registry.clone(), r.repository.clone(), t.clone())
+        }
+        (None, None) => oci_client::Reference::with_tag(
+            r.registry.clone(),
+            r.repository.clone(),
+            "latest".into(),
+        ),
+    };
+    let reg = Registry {
+        client: Arc::new(client),
+        reference,
+        image: r.clone(),
+    };
+    let auth = registry_auth(r, &opts.creds);
+    let counter: Arc<std::sync::atomic::AtomicU64> = Default::default();
+    let progress = (opts.progress && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .then(indicatif::MultiProgress::new);
+
+    let (digest, platform, config, layer_descs) = rt.block_on(async {
+        retry(r, || {
+            reg.client
+                .auth(&reg.reference, &auth, oci_client::RegistryOperation::Pull)
+        })
+        .await?;
+        let (mut bytes, mut digest) = reg.manifest(r.digest.as_deref()).await?;
+        let mut doc = parse_doc(&bytes, "manifest", &r.to_string())?;
+        let mut depth = 0;
+        while is_index(&doc, "") {
+            depth += 1;
+            if depth > 4 {
+                return Err(SourceError::Invalid(format!(
+                    "{r}: image indexes nested too deep"
+                )));
+            }
+            let list = doc.manifests.clone().unwrap_or_default();
+            let d = select_platform(&list, &host_or(&opts.platform), &r.to_string())?
+                .digest
+                .clone();
+            validate_digest(&d)?;
+            (bytes, digest) = match cache.get(&d, None)? {
+                Some(p) => (
+                    fs::read(&p).map_err(|source| SourceError::Read { path: p, source })?,
+                    d.clone(),
+                ),
+                None => {
+                    let (b, dg) = reg.manifest(Some(&d)).await?;
+                    cache.put(&dg, &b)?;
+                    (b, dg)
+                }
+            };
+            doc = parse_doc(&bytes, "manifest", &r.to_string())?;
+        }
+        let cfg_desc = doc.config.clone().ok_or_else(|| {
+            SourceError::Invalid(format!("manifest {digest} of {r} has no config"))
+        })?;
+        let cfg = reg
+            .small_blob(cache, &cfg_desc.digest, cfg_desc.size)
+            .await?;
+        let config = parse_config(&cfg, &r.to_string())?;
+        let platform = check_platform(&config, &opts.platform, &r.to_string())?;
+        Ok::<_, SourceError>((digest, platform, config, doc.layers.unwrap_or_default()))
+    })?;
+
+    let sem = Arc::new(tokio::sync::Semaphore::new(4));
+    let mut layers = Vec::new();
+    for (i, l) in layer_descs.into_iter().enumerate() {
+        validate_digest(&l.digest)?;
+        let data = match cache.get(&l.digest, l.size)? {
+            Some(p) => LayerData::File(p),
+            None => {
+                let (tx, rx) = mpsc::sync_channel(1);
+                let bar = progress.as_ref().map(|m| {
+                    let b = m.add(indicatif::ProgressBar::new(l.size.unwrap_or(0)));
+                    b.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                        )
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                    );
+                    b.set_prefix(l.digest.get(7..19).unwrap_or_default().to_string());
+                    b
+                });
+                let fut = download(Download {
+                    client: reg.client.clone(),
+                    reference: reg.reference.clone(),
+                    image: r.clone(),
+                    cache: cache.clone(),
+                    digest: l.digest.clone(),
+                    size: l.size,
+                    bar,
+                    counter: counter.clone(),
+                });
+                let sem = sem.clone();
+                rt.spawn(async move {
+                    let _permit = sem.acquire_owned().await;
+                    let _ = tx.send(fut.await);
+                });
+                LayerData::Download(rx)
+            }
+        };
+        layers.push(Layer {
+            diff_id: config.diff_ids.get(i).cloned(),
+            digest: Some(l.digest),
+            size: l.size,
+            media_type: l.media_type,
+            data,
+        });
+    }
+    Ok(Image {
+        name: r.to_string(),
+        digest: Some(digest),
+        platform: Some(platform),
+        config,
+        layers,
+        downloaded: counter,
+        _runtime: Some(rt),
+        _progress: progress,
+    })
+}
+
+/// Resolves an image source (not a folder).
+pub fn resolve(
+    source: &Source,
+    cache: Option<&Cache>,
+    opts: &ResolveOptions,
+) -> Result<Image, SourceError> {
+    match source {
+        Source::Registry(r) => {
+            let cache = cache.ok_or_else(|| {
+                SourceError::Invalid("a registry pull needs a cache folder".into())
+            })?;
+            resolve_registry(r, cache, opts)
+        }
+        Source::OciLayout { dir, tag } => {
+            if !dir.join("oci-layout").is_file() && !dir.join("index.json").is_file() {
+                return Err(SourceError::Invalid(format!(
+                    "{} is not an OCI image layout (no oci-layout or index.json)",
+                    dir.display()
+                )));
+            }
+            let name = match tag {
+                Some(t) => format!("oci:{}:{t}", dir.display()),
+                None => format!("oci:{}", dir.display()),
+            };
+            resolve_layout(LocalBlobs::Dir(dir.clone()), name, tag.as_deref(), opts)
+        }
+        Source::OciArchive { file, tag } => {
+            let idx = ArchiveIndex::build(file)?;
+            resolve_layout(
+                LocalBlobs::Archive(idx),
+                format!("oci-archive:{}", file.display()),
+                tag.as_deref(),
+                opts,
+            )
+        }
+        Source::DockerArchive(file) => resolve_docker_archive(file, opts),
+        Source::Folder(p) => Err(SourceError::Invalid(format!(
+            "{} is a folder, not an image",
+            p.display()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_and_auth_files() {
+        assert_eq!(b64decode("dXNlcjpwYXNz").unwrap(), b"user:pass");
+        assert_eq!(b64decode("YQ==").unwrap(), b"a");
+        let text = r#"{"auths":{"https://index.docker.io/v1/":{"auth":"dXNlcjpwYXNz"},"127.0.0.1:5000":{"auth":"YTpi"}}}"#;
+        assert_eq!(
+            creds_from_auth_file(text, "docker.io"),
+            Some(("user".into(), "pass".into()))
+        );
+        assert_eq!(
+            creds_from_auth_file(text, "127.0.0.1:5000"),
+            Some(("a".into(), "b".into()))
+        );
+        assert_eq!(creds_from_auth_file(text, "quay.io"), None);
+        assert_eq!(creds_from_auth_file("garbage", "quay.io"), None);
+    }
+
+    fn desc(os: &str, arch: &str, variant: Option<&str>) -> Descriptor {
+        Descriptor {
+            media_type: String::new(),
+            digest: format!("sha256:{os}{arch}"),
+            size: None,
+            platform: Some(Plat {
+                os: os.into(),
+                architecture: arch.into(),
+                variant: variant.map(Into::into),
+            }),
+            annotations: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn platform_selection_lists_the_offer() {
+        let list = vec![
+            desc("linux", "amd64", None),
+            desc("linux", "arm64", Some("v8")),
+            desc("unknown", "unknown", None),
+        ];
+        let got = select_platform(&list, &Platform::parse("linux/arm64").unwrap(), "x").unwrap();
+        assert_eq!(got.digest, "sha256:linuxarm64");
+        let err = select_platform(&list, &Platform::parse("linux/s390x").unwrap(), "x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("linux/amd64, linux/arm64/v8"), "{err}");
+        assert!(!err.contains("unknown"), "{err}");
+    }
+
+    #[test]
+    fn member_names_are_cleaned() {
+        assert_eq!(clean_member("./a/../b//c"), "b/c");
+        assert_eq!(clean_member("../../x"), "x");
+    }
+}

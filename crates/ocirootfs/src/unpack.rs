@@ -1,0 +1,770 @@
+//! Layer application, as umoci does it, and never outside the root.
+//!
+//! Every entry's parent is opened with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`, so
+//! `..` and symlinks (absolute or relative, planted by an earlier entry or layer) resolve with
+//! the root as `/`; the last component is then created with the `*at` calls and never followed.
+//! Paths with `..` components are refused. Rules: `.wh.NAME` removes NAME from lower layers,
+//! `.wh..wh..opq` empties its directory of lower-layer content (whatever its position in the
+//! tar), whiteouts never appear; an existing entry is replaced unless directory over directory;
+//! metadata in the order chown → xattrs → chmod → times; directory mtimes last, deepest first.
+//! Layers may be gzip, zstd or plain tar (detected by magic), and are streamed: the compressed
+//! stream is hashed against the blob digest and the tar stream against the config's diff_id.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use rustix::fs::{
+    self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps,
+};
+use rustix::io::Errno;
+use sha2::{Digest as _, Sha256};
+
+/// Errors from applying a layer.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    #[error("cannot {op} {}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("refused layer entry {path:?}: {reason}")]
+    Unsafe { path: String, reason: &'static str },
+    #[error("cannot read the layer tar stream")]
+    Tar(#[source] io::Error),
+    #[error("layer blob does not match its digest {expected} (got sha256:{actual})")]
+    Digest { expected: String, actual: String },
+    #[error("uncompressed layer does not match its diff_id {expected} (got sha256:{actual})")]
+    DiffId { expected: String, actual: String },
+}
+
+/// How to unpack.
+#[non_exhaustive]
+#[derive(Debug, Clone)]
+pub struct UnpackOptions {
+    /// Apply the image's numeric owners and create device nodes (default: when running as root).
+    pub as_root: bool,
+}
+
+impl Default for UnpackOptions {
+    fn default() -> Self {
+        UnpackOptions {
+            as_root: rustix::process::geteuid().is_root(),
+        }
+    }
+}
+
+/// What one layer did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct LayerStats {
+    pub entries: u64,
+    pub bytes: u64,
+    pub warnings: Vec<String>,
+}
+
+struct Hashing<R> {
+    inner: R,
+    state: Rc<RefCell<Sha256>>,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.state.borrow_mut().update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Ends the tar stream gracefully: some writers (umoci 0.4 `insert`) stop right after the last
+/// entry's data, without padding or the end-of-archive blocks, and umoci and Go accept that. At
+/// the first EOF this reader records where the real data ended and supplies the missing zeros;
+/// [`Applier::entry`] refuses an entry whose data would reach past that point, so a stream cut
+/// inside a file is still an error.
+struct Tail<R> {
+    inner: R,
+    pos: u64,
+    eof: Rc<std::cell::Cell<Option<u64>>>,
+    pad_left: u64,
+}
+
+impl<R: Read> Read for Tail<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.eof.get().is_none() {
+            let n = self.inner.read(buf)?;
+            if n > 0 {
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            self.eof.set(Some(self.pos));
+            self.pad_left = (512 - self.pos % 512) % 512 + 1024;
+        }
+        let n = (self.pad_left.min(buf.len() as u64)) as usize;
+        buf[..n].fill(0);
+        self.pad_left -= n as u64;
+        Ok(n)
+    }
+}
+
+fn io_err<'a>(op: &'static str, path: &'a [u8]) -> impl FnOnce(Errno) -> UnpackError + 'a {
+    move |e| UnpackError::Io {
+        op,
+        path: PathBuf::from(OsStr::from_bytes(path)),
+        source: e.into(),
+    }
+}
+
+const RESOLVE: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
+
+/// Normalises a tar path into components: leading `/` and `.` dropped, `..` refused.
+fn components(raw: &[u8]) -> Result<Vec<&[u8]>, UnpackError> {
+    let mut out = Vec::new();
+    for c in raw.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                return Err(UnpackError::Unsafe {
+                    path: String::from_utf8_lossy(raw).into_owned(),
+                    reason: "a '..' component could leave the root",
+                })
+            }
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+fn join(comps: &[&[u8]]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for (i, c) in comps.iter().enumerate() {
+        if i > 0 {
+            v.push(b'/');
+        }
+        v.extend_from_slice(c);
+    }
+    if v.is_empty() {
+        v.push(b'.');
+    }
+    v
+}
+
+/// Opened root plus the state of one layer application.
+struct Applier<'a> {
+    root: OwnedFd,
+    opts: &'a UnpackOptions,
+    written: HashSet<Vec<u8>>,
+    parents: HashMap<Vec<u8>, OwnedFd>,
+    dir_times: Vec<(Vec<u8>, i64, u32)>,
+    stats: LayerStats,
+}
+
+fn open_root(root: &Path) -> Result<OwnedFd, UnpackError> {
+    rfs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| UnpackError::Io {
+        op: "open the root folder",
+        path: root.to_path_buf(),
+        source: e.into(),
+    })
+}
+
+/// Applies one layer blob (gzip, zstd or tar) to `root`, verifying the blob against `digest`
+/// and the tar stream against `diff_id` when given.
+pub fn apply_layer(
+    root: &Path,
+    blob: impl Read,
+    digest: Option<&str>,
+    diff_id: Option<&str>,
+    opts: &UnpackOptions,
+) -> Result<LayerStats, UnpackError> {
+    let outer = Rc::new(RefCell::new(Sha256::new()));
+    let inner = Rc::new(RefCell::new(Sha256::new()));
+    let mut buffered = BufReader::with_capacity(
+        1 << 20,
+        Hashing {
+            inner: blob,
+            state: outer.clone(),
+        },
+    );
+    let magic = buffered.fill_buf().map_err(UnpackError::Tar)?;
+    let decoded: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::bufread::MultiGzDecoder::new(buffered))
+    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::stream::read::Decoder::with_buffer(buffered).map_err(UnpackError::Tar)?)
+    } else {
+        Box::new(buffered)
+    };
+    let eof = Rc::new(std::cell::Cell::new(None));
+    let tar_stream = Tail {
+        inner: Hashing {
+            inner: decoded,
+            state: inner.clone(),
+        },
+        pos: 0,
+        eof: eof.clone(),
+        pad_left: 0,
+    };
+    let mut archive = tar::Archive::new(tar_stream);
+    let mut applier = Applier {
+        root: open_root(root)?,
+        opts,
+        written: HashSet::new(),
+        parents: HashMap::new(),
+        dir_times: Vec::new(),
+        stats: LayerStats::default(),
+    };
+    for entry in archive.entries().map_err(UnpackError::Tar)? {
+        let mut entry = entry.map_err(UnpackError::Tar)?;
+        let data_end = entry.raw_file_position() + entry.size();
+        applier.entry(&mut entry)?;
+        if eof.get().is_some_and(|e| e < data_end) {
+            return Err(UnpackError::Tar(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the layer ends inside the data of {}",
+                    String::from_utf8_lossy(&entry.path_bytes())
+                ),
+            )));
+        }
+    }
+    // Drain what follows the end-of-archive marker so both hashes cover the whole stream.
+    let mut rest = archive.into_inner();
+    io::copy(&mut rest, &mut io::sink()).map_err(UnpackError::Tar)?;
+    drop(rest);
+    applier.finish_dir_times()?;
+    let actual_inner = hex::encode(inner.take().finalize());
+    let actual_outer = hex::encode(outer.take().finalize());
+    if let Some(d) = digest {
+        if d.strip_prefix("sha256:") != Some(actual_outer.as_str()) {
+            return Err(UnpackError::Digest {
+                expected: d.into(),
+                actual: actual_outer,
+            });
+        }
+    }
+    if let Some(d) = diff_id {
+        if d.strip_prefix("sha256:") != Some(actual_inner.as_str()) {
+            return Err(UnpackError::DiffId {
+                expected: d.into(),
+                actual: actual_inner,
+            });
+        }
+    }
+    Ok(applier.stats)
+}
+
+struct Meta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+    xattrs: Vec<(String, Vec<u8>)>,
+}
+
+fn parse_meta<R: Read>(entry: &mut tar::Entry<R>) -> Meta {
+    let h = entry.header();
+    let mut m = Meta {
+        mode: h.mode().unwrap_or(0o644) & 0o7777,
+        uid: h.uid().unwrap_or(0) as u32,
+        gid: h.gid().unwrap_or(0) as u32,
+        mtime: h.mtime().unwrap_or(0) as i64,
+        xattrs: Vec::new(),
+    };
+    if let Ok(Some(pax)) = entry.pax_extensions() {
+        for ext in pax.flatten() {
+            let (Ok(k), v) = (ext.key(), ext.value_bytes()) else {
+                continue;
+            };
+            let num = || {
+                std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.split('.').next()?.parse::<i64>().ok())
+            };
+            match k {
+                "uid" => m.uid = num().unwrap_or(m.uid as i64) as u32,
+                "gid" => m.gid = num().unwrap_or(m.gid as i64) as u32,
+                "mtime" => m.mtime = num().unwrap_or(m.mtime),
+                k => {
+                    if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
+                        if name == "security.capability" || name.starts_with("user.") {
+                            m.xattrs.push((name.to_string(), v.to_vec()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    m
+}
+
+impl Applier<'_> {
+    fn warn(&mut self, msg: String) {
+        tracing::warn!("{msg}");
+        self.stats.warnings.push(msg);
+    }
+
+    fn mark_written(&mut self, comps: &[&[u8]]) {
+        for i in 1..=comps.len() {
+            let p = join(&comps[..i]);
+            if !self.written.insert(p) && i < comps.len() {
+                // Ancestors are already in; keep going only for the remaining suffix.
+                continue;
+            }
+        }
+    }
+
+    /// Opens the directory `comps` inside the root (symlinks resolved with the root as `/`),
+    /// creating missing directories when `create`.
+    fn open_dir(&mut self, comps: &[&[u8]], create: bool) -> Result<Option<OwnedFd>, UnpackError> {
+        let key = join(comps);
+        if let Some(fd) = self.parents.get(&key) {
+            return Ok(Some(fd.try_clone().map_err(|e| UnpackError::Io {
+                op: "dup",
+                path: PathBuf::from(OsStr::from_bytes(&key)),
+                source: e,
+            })?));
+        }
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        match rfs::openat2(
+            &self.root,
+            OsStr::from_bytes(&key),
+            flags,
+            Mode::empty(),
+            RESOLVE,
+        ) {
+            Ok(fd) => {
+                let dup = fd.try_clone().map_err(|e| UnpackError::Io {
+                    op: "dup",
+                    path: PathBuf::from(OsStr::from_bytes(&key)),
+                    source: e,
+                })?;
+                self.parents.insert(key, dup);
+                Ok(Some(fd))
+            }
+            Err(Errno::NOENT) if create && !comps.is_empty() => {
+                let parent = self
+                    .open_dir(&comps[..comps.len() - 1], true)?
+                    .expect("created");
+                let name = comps[comps.len() - 1];
+                match rfs::mkdirat(&parent, OsStr::from_bytes(name), Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => return Err(io_err("create directory", &key)(e)),
+                }
+                match rfs::openat2(&self.root, OsStr::from_bytes(&key), flags, Mode::empty(), RESOLVE) {
+                    Ok(fd) => Ok(Some(fd)),
+                    Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => Err(UnpackError::Unsafe {
+                        path: String::from_utf8_lossy(&key).into_owned(),
+                        reason: "this parent is not a directory inside the root (a dangling or looping symlink?)",
+                    }),
+                    Err(e) => Err(io_err("open directory", &key)(e)),
+                }
+            }
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(io_err("open directory", &key)(e)),
+        }
+    }
+
+    /// Removes `name` in `dir` whatever it is; directories recursively, keeping paths this
+    /// layer wrote when `keep_written` (for opaque directories).
+    fn remove(
+        &mut self,
+        dir: &OwnedFd,
+        name: &[u8],
+        path: &[u8],
+        keep_written: bool,
+    ) -> Result<(), UnpackError> {
+        let st = match rfs::statat(dir, OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(io_err("stat", path)(e)),
+        };
+        if keep_written
+            && self.written.contains(path)
+            && FileType::from_raw_mode(st.st_mode) != FileType::Directory
+        {
+            return Ok(());
+        }
+        if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+            self.parents.clear();
+            let sub = rfs::openat(
+                dir,
+                OsStr::from_bytes(name),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(io_err("open directory", path))?;
+            let mut names = Vec::new();
+            for ent in rfs::Dir::read_from(&sub).map_err(io_err("read directory", path))? {
+                let ent = ent.map_err(io_err("read directory", path))?;
+                let n = ent.file_name().to_bytes();
+                if n != b"." && n != b".." {
+                    names.push(n.to_vec());
+                }
+            }
+            for n in names {
+                let mut child = path.to_vec();
+                child.push(b'/');
+                child.extend_from_slice(&n);
+                self.remove(&sub, &n, &child, keep_written)?;
+            }
+            if keep_written && self.written.contains(path) {
+                return Ok(());
+            }
+            rfs::unlinkat(dir, OsStr::from_bytes(name), AtFlags::REMOVEDIR)
+                .map_err(io_err("remove directory", path))?;
+        } else {
+            if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+                self.parents.clear();
+            }
+            rfs::unlinkat(dir, OsStr::from_bytes(name), AtFlags::empty())
+                .map_err(io_err("remove", path))?;
+        }
+        Ok(())
+    }
+
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<R>) -> Result<(), UnpackError> {
+        use tar::EntryType as T;
+        let etype = entry.header().entry_type();
+        if matches!(
+            etype,
+            T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink
+        ) {
+            return Ok(());
+        }
+        self.stats.entries += 1;
+        let raw = entry.path_bytes().into_owned();
+        let comps = components(&raw)?;
+        let path = join(&comps);
+        let meta = parse_meta(entry);
+
+        let Some((&name, parent_comps)) = comps.split_last() else {
+            // The root itself: only a directory may be ".".
+            if etype != T::Directory {
+                return Err(UnpackError::Unsafe {
+                    path: String::from_utf8_lossy(&raw).into(),
+                    reason: "'.' may only be a directory",
+                });
+            }
+            let root = self.root.try_clone().map_err(|e| UnpackError::Io {
+                op: "dup",
+                path: ".".into(),
+                source: e,
+            })?;
+            self.set_meta_fd(&root, &meta, &path, true)?;
+            self.dir_times.push((path, meta.mtime, 0));
+            return Ok(());
+        };
+
+        // Whiteouts.
+        if let Some(target) = name.strip_prefix(b".wh.") {
+            let Some(parent) = self.open_dir(parent_comps, false)? else {
+                return Ok(());
+            };
+            let parent_path = join(parent_comps);
+            if target == b".wh..opq" {
+                let names: Vec<Vec<u8>> = {
+                    let d = rfs::openat(
+                        &parent,
+                        ".",
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(io_err("open directory", &parent_path))?;
+                    let mut v = Vec::new();
+                    for ent in
+                        rfs::Dir::read_from(&d).map_err(io_err("read directory", &parent_path))?
+                    {
+                        let ent = ent.map_err(io_err("read directory", &parent_path))?;
+                        let n = ent.file_name().to_bytes();
+                        if n != b"." && n != b".." {
+                            v.push(n.to_vec());
+                        }
+                    }
+                    v
+                };
+                for n in names {
+                    let mut child = if parent_comps.is_empty() {
+                        Vec::new()
+                    } else {
+                        let mut p = parent_path.clone();
+                        p.push(b'/');
+                        p
+                    };
+                    child.extend_from_slice(&n);
+                    self.remove(&parent, &n, &child, true)?;
+                }
+            } else if !target.is_empty() {
+                let mut victim: Vec<&[u8]> = parent_comps.to_vec();
+                victim.push(target);
+                let vpath = join(&victim);
+                if !self.written.contains(&vpath) {
+                    self.remove(&parent, target, &vpath, false)?;
+                }
+            }
+            return Ok(());
+        }
+
+        let parent = self.open_dir(parent_comps, true)?.expect("created");
+        let cname = OsStr::from_bytes(name);
+        let existing = match rfs::statat(&parent, cname, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Some(FileType::from_raw_mode(st.st_mode)),
+            Err(Errno::NOENT) => None,
+            Err(e) => return Err(io_err("stat", &path)(e)),
+        };
+        let replace = |me: &mut Self, parent: &OwnedFd| -> Result<(), UnpackError> {
+            if existing.is_some() {
+                me.remove(parent, name, &path, false)?;
+            }
+            Ok(())
+        };
+        match etype {
+            T::Directory => {
+                if existing != Some(FileType::Directory) {
+                    replace(self, &parent)?;
+                    rfs::mkdirat(&parent, cname, Mode::from_raw_mode(0o700))
+                        .map_err(io_err("create directory", &path))?;
+                }
+                let fd = rfs::openat(
+                    &parent,
+                    cname,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(io_err("open directory", &path))?;
+                self.set_meta_fd(&fd, &meta, &path, true)?;
+                self.dir_times
+                    .push((path.clone(), meta.mtime, comps.len() as u32));
+            }
+            T::Regular | T::Continuous | T::GNUSparse => {
+                replace(self, &parent)?;
+                let fd = rfs::openat(
+                    &parent,
+                    cname,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(io_err("create file", &path))?;
+                let mut file = std::fs::File::from(fd);
+                let n = io::copy(entry, &mut file).map_err(UnpackError::Tar)?;
+                self.stats.bytes += n;
+                let fd = OwnedFd::from(file);
+                self.set_meta_fd(&fd, &meta, &path, false)?;
+            }
+            T::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|c| c.into_owned())
+                    .unwrap_or_default();
+                replace(self, &parent)?;
+                self.parents.clear();
+                rfs::symlinkat(OsStr::from_bytes(&target), &parent, cname)
+                    .map_err(io_err("create symlink", &path))?;
+                if self.opts.as_root {
+                    rfs::chownat(
+                        &parent,
+                        cname,
+                        Some(rfs::Uid::from_raw(meta.uid)),
+                        Some(rfs::Gid::from_raw(meta.gid)),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(io_err("chown", &path))?;
+                }
+                let ts = times(meta.mtime);
+                rfs::utimensat(&parent, cname, &ts, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(io_err("set times of", &path))?;
+            }
+            T::Link => {
+                let target_raw = entry
+                    .link_name_bytes()
+                    .map(|c| c.into_owned())
+                    .unwrap_or_default();
+                let tcomps = components(&target_raw)?;
+                let Some((&tname, tparent_comps)) = tcomps.split_last() else {
+                    return Err(UnpackError::Unsafe {
+                        path: String::from_utf8_lossy(&raw).into(),
+                        reason: "hardlink to the root",
+                    });
+                };
+                if tcomps == comps {
+                    return Ok(());
+                }
+                let tparent =
+                    self.open_dir(tparent_comps, false)?
+                        .ok_or_else(|| UnpackError::Io {
+                            op: "find the hardlink target of",
+                            path: PathBuf::from(OsStr::from_bytes(&path)),
+                            source: io::ErrorKind::NotFound.into(),
+                        })?;
+                replace(self, &parent)?;
+                rfs::linkat(
+                    &tparent,
+                    OsStr::from_bytes(tname),
+                    &parent,
+                    cname,
+                    AtFlags::empty(),
+                )
+                .map_err(io_err("create hardlink", &path))?;
+            }
+            T::Char | T::Block | T::Fifo => {
+                let ft = match etype {
+                    T::Char => FileType::CharacterDevice,
+                    T::Block => FileType::BlockDevice,
+                    _ => FileType::Fifo,
+                };
+                if ft != FileType::Fifo && !self.opts.as_root {
+                    self.warn(format!(
+                        "skipped device node /{} (needs root)",
+                        String::from_utf8_lossy(&path)
+                    ));
+                    return Ok(());
+                }
+                replace(self, &parent)?;
+                let h = entry.header();
+                let dev = rfs::makedev(
+                    h.device_major().ok().flatten().unwrap_or(0),
+                    h.device_minor().ok().flatten().unwrap_or(0),
+                );
+                rfs::mknodat(&parent, cname, ft, Mode::from_raw_mode(0o600), dev)
+                    .map_err(io_err("create node", &path))?;
+                if self.opts.as_root {
+                    rfs::chownat(
+                        &parent,
+                        cname,
+                        Some(rfs::Uid::from_raw(meta.uid)),
+                        Some(rfs::Gid::from_raw(meta.gid)),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(io_err("chown", &path))?;
+                }
+                rfs::chmodat(
+                    &parent,
+                    cname,
+                    Mode::from_raw_mode(meta.mode),
+                    AtFlags::empty(),
+                )
+                .map_err(io_err("chmod", &path))?;
+                rfs::utimensat(
+                    &parent,
+                    cname,
+                    &times(meta.mtime),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(io_err("set times of", &path))?;
+            }
+            other => {
+                self.warn(format!(
+                    "skipped /{}: unsupported tar entry type {other:?}",
+                    String::from_utf8_lossy(&path)
+                ));
+                return Ok(());
+            }
+        }
+        self.mark_written(&comps);
+        Ok(())
+    }
+
+    fn set_meta_fd(
+        &mut self,
+        fd: &OwnedFd,
+        meta: &Meta,
+        path: &[u8],
+        is_dir: bool,
+    ) -> Result<(), UnpackError> {
+        if self.opts.as_root {
+            rfs::fchown(
+                fd,
+                Some(rfs::Uid::from_raw(meta.uid)),
+                Some(rfs::Gid::from_raw(meta.gid)),
+            )
+            .map_err(io_err("chown", path))?;
+        }
+        for (k, v) in &meta.xattrs {
+            if let Err(e) = rfs::fsetxattr(fd, k.as_str(), v, rfs::XattrFlags::empty()) {
+                self.warn(format!(
+                    "cannot set xattr {k} on /{}: {e}",
+                    String::from_utf8_lossy(path)
+                ));
+            }
+        }
+        rfs::fchmod(fd, Mode::from_raw_mode(meta.mode)).map_err(io_err("chmod", path))?;
+        if !is_dir {
+            rfs::futimens(fd, &times(meta.mtime)).map_err(io_err("set times of", path))?;
+        }
+        Ok(())
+    }
+
+    fn finish_dir_times(&mut self) -> Result<(), UnpackError> {
+        let mut list = std::mem::take(&mut self.dir_times);
+        list.sort_by_key(|a| std::cmp::Reverse(a.2));
+        for (path, mtime, _) in list {
+            let comps: Vec<&[u8]> = if path == b"." {
+                Vec::new()
+            } else {
+                path.split(|&b| b == b'/').collect()
+            };
+            match comps.split_last() {
+                None => rfs::futimens(&self.root, &times(mtime))
+                    .map_err(io_err("set times of", &path))?,
+                Some((&name, parent)) => {
+                    if let Some(p) = self.open_dir(parent, false)? {
+                        match rfs::utimensat(
+                            &p,
+                            OsStr::from_bytes(name),
+                            &times(mtime),
+                            AtFlags::SYMLINK_NOFOLLOW,
+                        ) {
+                            Ok(()) | Err(Errno::NOENT) => {}
+                            Err(e) => return Err(io_err("set times of", &path)(e)),
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn times(mtime: i64) -> Timestamps {
+    let t = Timespec {
+        tv_sec: mtime,
+        tv_nsec: 0,
+    };
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+/// Whether `dir` is missing or an empty folder.
+pub fn is_empty_dir(dir: &Path) -> bool {
+    match std::fs::read_dir(dir) {
+        Ok(mut it) => it.next().is_none(),
+        Err(_) => std::fs::symlink_metadata(dir).is_err(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn components_refuse_dotdot() {
+        assert_eq!(components(b"/a/./b/").unwrap(), vec![&b"a"[..], b"b"]);
+        assert!(components(b"a/../../etc").is_err());
+        assert!(components(b"..").is_err());
+        assert!(components(b".").unwrap().is_empty());
+    }
+}

@@ -1,0 +1,289 @@
+//! Pulls from a real `docker-registry` on 127.0.0.1, compared with `umoci raw unpack`; the
+//! `oci:` and `docker-archive:` forms of the same Debian image; multi-platform indexes; corrupt
+//! blobs; `--run`.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn debian_from_registry_oci_and_docker_archive_match_umoci() {
+    if !testkit::require_root("unpacking a Debian rootfs with its owners")
+        || !testkit::require_tool("umoci")
+        || !testkit::require_tool("skopeo")
+        || !testkit::require_tool("docker-registry")
+    {
+        return;
+    }
+    let layout = testkit::fixtures::trixie_oci_layout();
+    let tmp = tempfile::tempdir().unwrap();
+    let reference = tmp.path().join("umoci");
+    umoci_unpack(&layout, "trixie", &reference);
+    let cache = tmp.path().join("cache");
+
+    let registry = testkit::registry::Registry::start();
+    let image = registry.push_oci_layout(&layout, "trixie", "debian:trixie");
+    let first = tmp.path().join("from-registry");
+    let out = ok(ocirootfs(
+        &cache,
+        &["--json", &image, first.to_str().unwrap()],
+    ));
+    let report = json(&out);
+    assert_eq!(report["platform"], "linux/amd64");
+    assert!(report["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(
+        report["downloaded_bytes"].as_u64().unwrap() > 10 << 20,
+        "{report}"
+    );
+    assert_same_tree(&first, &reference);
+
+    // Warm cache: nothing is downloaded again, same tree.
+    let second = tmp.path().join("warm");
+    let out = ok(ocirootfs(
+        &cache,
+        &["--json", &image, second.to_str().unwrap()],
+    ));
+    assert_eq!(json(&out)["downloaded_bytes"], 0);
+    assert_eq!(json(&out)["digest"], report["digest"]);
+    fs::remove_dir_all(&second).unwrap();
+    fs::remove_dir_all(&first).unwrap();
+
+    let from_oci = tmp.path().join("from-oci");
+    ok(ocirootfs(
+        &cache,
+        &[
+            &format!("oci:{}:trixie", layout.display()),
+            from_oci.to_str().unwrap(),
+        ],
+    ));
+    assert_same_tree(&from_oci, &reference);
+    fs::remove_dir_all(&from_oci).unwrap();
+
+    let archive = tmp.path().join("debian.tar");
+    testkit::run_ok(Command::new("skopeo").args([
+        "copy",
+        "--quiet",
+        &format!("oci:{}:trixie", layout.display()),
+        &format!("docker-archive:{}:debian:trixie", archive.display()),
+    ]));
+    let from_archive = tmp.path().join("from-archive");
+    ok(ocirootfs(
+        &cache,
+        &[
+            &format!("docker-archive:{}", archive.display()),
+            from_archive.to_str().unwrap(),
+        ],
+    ));
+    assert_same_tree(&from_archive, &reference);
+}
+
+fn two_platform_layout(dir: &Path) -> Layout {
+    let mut layout = Layout::new(dir);
+    let mut amd = LayerTar::new();
+    amd.dir("etc", 0o755)
+        .file("etc/arch", 0o644, b"amd64")
+        .symlink("lib64", "usr/lib");
+    let mut arm = LayerTar::new();
+    arm.dir("etc", 0o755)
+        .file("etc/arch", 0o644, b"arm64")
+        .file("usr/lib/ld-linux-aarch64.so.1", 0o755, b"\x7fELF");
+    let m_amd = layout.image(&[amd.finish()], Comp::Gzip, "amd64", None, &[]);
+    let m_arm = layout.image(&[arm.finish()], Comp::None, "arm64", Some("v8"), &[]);
+    let idx = layout.index(&[m_amd.clone(), m_arm.clone()]);
+    layout.tag(&idx, "multi");
+    layout.tag(&m_arm, "arm64");
+    layout.tag(&m_amd, "amd64");
+    layout
+}
+
+#[test]
+fn multi_platform_index_picks_the_platform() {
+    if !testkit::require_tool("skopeo")
+        || !testkit::require_tool("docker-registry")
+        || !testkit::require_tool("umoci")
+    {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = two_platform_layout(&tmp.path().join("layout"));
+    let registry = testkit::registry::Registry::start();
+    let image = format!("{}/multi:1", registry.addr());
+    testkit::run_ok(Command::new("skopeo").args([
+        "copy",
+        "--quiet",
+        "--all",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:multi", layout.dir.display()),
+        &format!("docker://{image}"),
+    ]));
+    let cache = tmp.path().join("cache");
+    let reference = tmp.path().join("umoci-arm64");
+    umoci_unpack(&layout.dir, "arm64", &reference);
+    for (src, what) in [
+        (image.clone(), "registry"),
+        (format!("oci:{}:multi", layout.dir.display()), "oci"),
+    ] {
+        let arm = tmp.path().join(format!("arm-{what}"));
+        let out = ok(ocirootfs(
+            &cache,
+            &[
+                "--json",
+                "--platform",
+                "linux/arm64",
+                &src,
+                arm.to_str().unwrap(),
+            ],
+        ));
+        assert_eq!(json(&out)["platform"], "linux/arm64/v8", "{what}");
+        assert_eq!(fs::read(arm.join("etc/arch")).unwrap(), b"arm64", "{what}");
+        if testkit::require_root("comparing owners with umoci") {
+            assert_same_tree(&arm, &reference);
+        }
+        let host = tmp.path().join(format!("host-{what}"));
+        ok(ocirootfs(&cache, &[&src, host.to_str().unwrap()]));
+        assert_eq!(fs::read(host.join("etc/arch")).unwrap(), b"amd64", "{what}");
+        let bad = ocirootfs(
+            &cache,
+            &[
+                "--platform",
+                "linux/s390x",
+                &src,
+                tmp.path().join("none").to_str().unwrap(),
+            ],
+        );
+        assert_eq!(bad.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&bad.stderr);
+        assert!(
+            err.contains("linux/s390x") && err.contains("linux/amd64, linux/arm64/v8"),
+            "{what}: {err}"
+        );
+        assert!(!tmp.path().join("none").exists());
+    }
+}
+
+#[test]
+fn registry_errors_and_corrupt_blobs() {
+    if !testkit::require_tool("skopeo") || !testkit::require_tool("docker-registry") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut layout = Layout::new(&tmp.path().join("layout"));
+    let mut t = LayerTar::new();
+    t.file("data", 0o644, &vec![7u8; 1 << 20]);
+    let m = layout.image(&[t.finish()], Comp::Gzip, "amd64", None, &[]);
+    layout.tag(&m, "t");
+    let registry = testkit::registry::Registry::start();
+    let image = registry.push_oci_layout(&layout.dir, "t", "small:t");
+    let cache = tmp.path().join("cache");
+
+    // Unknown tag and unknown repository: a clear "not found".
+    for missing in [
+        format!("{}/small:nope", registry.addr()),
+        format!("{}/other:t", registry.addr()),
+    ] {
+        let r = ocirootfs(&cache, &[&missing, tmp.path().join("x").to_str().unwrap()]);
+        assert_eq!(r.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(err.contains("not found"), "{err}");
+    }
+
+    // Corrupt the layer blob in the registry's storage: refused, not cached, no FOLDER.
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &fs::read(
+            layout
+                .dir
+                .join("blobs/sha256")
+                .join(&m["digest"].as_str().unwrap()[7..]),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let data = registry.data_dir().join(format!(
+        "docker/registry/v2/blobs/sha256/{}/{}/data",
+        &layer[7..9],
+        &layer[7..]
+    ));
+    let mut bytes = fs::read(&data).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0xff;
+    fs::write(&data, bytes).unwrap();
+    let folder = tmp.path().join("out");
+    let r = ocirootfs(&cache, &[&image, folder.to_str().unwrap()]);
+    assert_eq!(r.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains(&layer), "{err}");
+    assert!(!folder.exists());
+    let cached: Vec<String> = fs::read_dir(cache.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !cached.iter().any(|c| c.contains(&layer[7..])),
+        "{cached:?}"
+    );
+}
+
+#[test]
+fn run_creates_a_file_and_reports_the_status() {
+    if !testkit::require_root("--run needs a mount namespace and chroot")
+        || !testkit::require_tool("busybox")
+    {
+        return;
+    }
+    let busybox = fs::read(testkit::which("busybox").unwrap()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut layout = Layout::new(&tmp.path().join("layout"));
+    let mut t = LayerTar::new();
+    t.dir("bin", 0o755)
+        .file("bin/busybox", 0o755, &busybox)
+        .symlink("bin/sh", "busybox")
+        .dir("etc", 0o755)
+        .dir("work", 0o755);
+    let m = layout.image(
+        &[t.finish()],
+        Comp::Gzip,
+        "amd64",
+        None,
+        &["FOO=bar", "PATH=/bin"],
+    );
+    layout.tag(&m, "bb");
+    let src = format!("oci:{}:bb", layout.dir.display());
+    let cache = tmp.path().join("cache");
+    let folder = tmp.path().join("out");
+    let out = ok(ocirootfs(
+        &cache,
+        &[
+            "--json",
+            "--run",
+            "echo \"$FOO\" > /created && busybox ls /proc/self >/dev/null && busybox pwd > /wd",
+            &src,
+            folder.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(json(&out)["run_status"], 0);
+    assert_eq!(fs::read_to_string(folder.join("created")).unwrap(), "bar\n");
+    assert_eq!(fs::read_to_string(folder.join("wd")).unwrap(), "/\n");
+    // Nothing stays mounted in the result.
+    assert_eq!(fs::read_dir(folder.join("proc")).unwrap().count(), 0);
+
+    let failed = tmp.path().join("failed");
+    let r = ocirootfs(
+        &cache,
+        &["--run", "touch /x; exit 7", &src, failed.to_str().unwrap()],
+    );
+    assert_eq!(
+        r.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert!(String::from_utf8_lossy(&r.stderr).contains("status 7"));
+    assert!(!failed.exists());
+}
