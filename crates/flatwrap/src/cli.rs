@@ -33,7 +33,8 @@ pub enum Format {
 #[derive(Debug, Parser)]
 #[command(name = "flatwrap", version, about, long_about)]
 pub struct Args {
-    /// The root filesystem folder to ship (read only; never modified).
+    /// The root filesystem to ship: a folder (read only; never modified), or a container image
+    /// (`registry/name:tag`, `oci:DIR[:TAG]`, `oci-archive:FILE`, `docker-archive:FILE`).
     pub source: String,
     /// The extension name (the image is NAME.raw, the rootfs goes to /usr/local/NAME).
     pub name: String,
@@ -59,6 +60,18 @@ pub struct Args {
     /// missing ones are skipped at run time; FLATWRAP_HOST overrides at run time.
     #[arg(long, env = "HOST", value_name = "LIST")]
     pub host: Option<String>,
+    /// Platform to pick from a multi-platform image: OS/ARCH[/VARIANT], e.g. linux/arm64.
+    #[arg(long, env = "OCIROOTFS_PLATFORM")]
+    pub platform: Option<String>,
+    /// Blob cache folder for images (default: $XDG_CACHE_HOME/ocirootfs or ~/.cache/ocirootfs).
+    #[arg(long, value_name = "DIR", env = "OCIROOTFS_CACHE")]
+    pub cache: Option<PathBuf>,
+    /// Registry credentials USER:PASSWORD (default: ~/.docker/config.json, $REGISTRY_AUTH_FILE).
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub creds: Option<String>,
+    /// Allow plain HTTP and unverified TLS for a non-loopback registry.
+    #[arg(long)]
+    pub insecure: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Raw)]
     pub format: Format,
@@ -76,28 +89,11 @@ pub struct Args {
     pub json: bool,
 }
 
-/// A resolved source: the rootfs folder to read.
-#[derive(Debug, Clone)]
-pub struct Rootfs {
-    pub path: PathBuf,
-}
-
-/// Options for [`resolve_source`].
-#[derive(Debug, Clone, Default)]
-#[non_exhaustive]
-pub struct SourceOptions {}
-
-/// Turns SOURCE into a rootfs folder. For now a folder only; images come with `ocirootfs`.
-pub fn resolve_source(source: &str, _opts: &SourceOptions) -> Result<Rootfs> {
-    let path = PathBuf::from(source);
-    let meta = std::fs::metadata(&path).with_context(|| {
-        format!("source {source:?} is not a rootfs folder (container images are not supported yet: unpack it first, e.g. with `ocirootfs IMAGE FOLDER`)")
-    })?;
-    anyhow::ensure!(
-        meta.is_dir(),
-        "source {source:?} is not a folder; pass a root filesystem folder"
-    );
-    Ok(Rootfs { path })
+/// Turns SOURCE into a rootfs folder: a folder is used as it is (read only); a container image
+/// (`registry/name:tag`, `oci:DIR[:TAG]`, `oci-archive:F`, `docker-archive:F`) is pulled and
+/// unpacked by `ocirootfs` (cached; a temporary unpack is removed when the result is dropped).
+pub fn resolve_source(source: &str, opts: &ocirootfs::SourceOptions) -> Result<ocirootfs::Rootfs> {
+    ocirootfs::materialize(source, opts).with_context(|| format!("getting a rootfs for {source}"))
 }
 
 /// What a run did, for `--json`.
@@ -112,7 +108,13 @@ pub struct Report {
 
 /// Runs the command.
 pub fn run(args: Args) -> Result<Report> {
-    let rootfs = resolve_source(&args.source, &SourceOptions::default())?;
+    let mut sopts = ocirootfs::SourceOptions::default();
+    sopts.platform = args.platform.clone();
+    sopts.cache_dir = args.cache.clone();
+    sopts.creds = args.creds.clone();
+    sopts.insecure = args.insecure;
+    sopts.progress = true;
+    let rootfs = resolve_source(&args.source, &sopts)?;
     let opts = PlanOptions {
         etc: args.etc,
         var: args.var,

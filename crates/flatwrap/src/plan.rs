@@ -126,6 +126,8 @@ pub enum PlanError {
     },
     #[error("invalid extension name {name:?}: {reason}")]
     Name { name: String, reason: &'static str },
+    #[error(transparent)]
+    Release(#[from] sysext_core::release::ReleaseError),
     #[error("no entries given; name at least one program inside the rootfs, e.g. /usr/bin/htop")]
     NoEntries,
     #[error("entry {entry:?}: {reason}")]
@@ -153,7 +155,9 @@ pub enum PlanError {
 }
 
 /// Checks an extension name the way `pack` and systemd-sysext need it.
-pub fn check_name(name: &str) -> Result<(), PlanError> {
+/// Returns systemd's warnings for legal but troublesome names (`_`, `+`).
+pub fn check_name(name: &str) -> Result<Vec<String>, PlanError> {
+    let warnings = sysext_core::release::validate_name(name)?;
     let bad = |reason| {
         Err(PlanError::Name {
             name: name.to_string(),
@@ -172,7 +176,7 @@ pub fn check_name(name: &str) -> Result<(), PlanError> {
     {
         return bad("use only letters, digits and - _ . + @");
     }
-    Ok(())
+    Ok(warnings)
 }
 
 /// Resolves `path` (absolute, inside the rootfs) with `root` as `/`: symlinks are followed
@@ -417,7 +421,7 @@ pub fn plan(
     entries: &[String],
     opts: &PlanOptions,
 ) -> Result<Plan, PlanError> {
-    check_name(name)?;
+    let mut warnings = check_name(name)?;
     let meta = fs::metadata(rootfs).map_err(|source| PlanError::Rootfs {
         path: rootfs.to_path_buf(),
         source,
@@ -436,7 +440,6 @@ pub fn plan(
     }
     let own = format!("/usr/local/{name}");
     let mut planned: Vec<PlannedEntry> = Vec::new();
-    let mut warnings = Vec::new();
     for entry in entries {
         let (src, target) = split_entry(entry);
         let src = normalise(entry, src)?;

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use serde::Serialize;
+use sysext_core::release::{release_file_path, ExtensionRelease};
 
 use crate::plan::{host_path, EntryKind, Plan, PRIVATE_DIR};
 use crate::wrapper;
@@ -80,14 +81,12 @@ fn write_err(path: &Path) -> impl FnOnce(io::Error) -> StageError + '_ {
 
 /// The extension-release text (`ID=_any`, the architecture, the reload flag).
 pub fn release_text(architecture: Option<&str>, reload_manager: bool) -> String {
-    let mut s = String::from("ID=_any\n");
-    if let Some(a) = architecture {
-        s.push_str(&format!("ARCHITECTURE={a}\n"));
+    ExtensionRelease {
+        architecture: architecture.map(String::from),
+        reload_manager,
+        ..Default::default()
     }
-    if reload_manager {
-        s.push_str("EXTENSION_RELOAD_MANAGER=1\n");
-    }
-    s
+    .render()
 }
 
 /// Creates the folders of `rel` (relative) under `tree`, mode 0755.
@@ -312,16 +311,12 @@ pub fn stage(plan: &Plan, tree: &Path) -> Result<StageReport, StageError> {
             }
         }
     }
-    let release_dir = Path::new("usr/lib/extension-release.d");
-    mkdirs(tree, release_dir)?;
+    let release = release_file_path(&plan.name);
+    if let Some(dir) = release.parent() {
+        mkdirs(tree, dir)?;
+    }
     report.release = release_text(plan.architecture.as_deref(), plan.reload_manager);
-    write_file(
-        &tree
-            .join(release_dir)
-            .join(format!("extension-release.{}", plan.name)),
-        &report.release,
-        0o644,
-    )?;
+    write_file(&tree.join(&release), &report.release, 0o644)?;
     // Sanity: every link target exists in the copy.
     for e in plan.entries.iter().filter(|e| e.kind == EntryKind::Link) {
         let inside = host_path(&own, &e.resolved);

@@ -1,4 +1,5 @@
-//! End-to-end: flatwrap a Debian trixie rootfs, merge the result over the bookworm host's
+//! End-to-end: flatwrap a Debian trixie image served by a local registry (and the same rootfs
+//! as a folder), merge the result over the bookworm host's
 //! `/usr` in a private mount namespace (as `sysext run` does) or run it unmerged with
 //! `FLATWRAP_ROOT`, and run the programs as root, as a user with bwrap and as a user with the
 //! user-namespace fallback. Everything namespaced runs in child processes.
@@ -46,9 +47,18 @@ fn built() -> &'static (PathBuf, PathBuf) {
             "/usr/share/doc/htop",
         ];
         let before = fs::metadata(rootfs.join("usr/bin")).unwrap().mtime();
-        let mut args = vec![src, "tools"];
+        // tools.raw from the image served by a local registry, as in the acceptance.
+        let registry = testkit::registry::Registry::start();
+        let image = registry.push_oci_layout(
+            &testkit::fixtures::trixie_oci_layout(),
+            "trixie",
+            "debian:trixie",
+        );
+        let cache = dir.join("cache");
+        let mut args = vec![image.as_str(), "tools", "--cache", cache.to_str().unwrap()];
         args.extend(entries);
         let out = flatwrap(&args, &dir);
+        drop(registry);
         assert!(
             out.status.success(),
             "flatwrap failed: {}",
@@ -60,6 +70,7 @@ fn built() -> &'static (PathBuf, PathBuf) {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // The folder variant straight from the rootfs folder.
         let mut args = vec![src, "tools", "--etc", "chroot", "--format", "dir"];
         args.extend(entries);
         let out = flatwrap(&args, &dir.join("chroot-etc"));
@@ -81,6 +92,9 @@ fn ready() -> bool {
     testkit::require_root("flatwrap launcher tests")
         && testkit::require_tool("bwrap")
         && testkit::require_tool("unshare")
+        && testkit::require_tool("docker-registry")
+        && testkit::require_tool("skopeo")
+        && testkit::require_tool("umoci")
 }
 
 /// Runs `body` (sh) in a private mount namespace where `raw` is merged over `/usr`.
@@ -381,7 +395,7 @@ fn bad_input_is_refused_without_output() {
     let cases: &[(&[&str], &str)] = &[
         (
             &["/nonexistent-rootfs", "x", "/usr/bin/htop"],
-            "not a rootfs folder",
+            "does not exist",
         ),
         (
             &[src, "x", "/usr/bin/no-such-program"],

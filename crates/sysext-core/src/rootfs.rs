@@ -22,7 +22,9 @@ pub enum RootfsError {
     NotFound { root: PathBuf, path: PathBuf },
     #[error("{path} in rootfs {root}: a component is not a directory")]
     NotADirectory { root: PathBuf, path: PathBuf },
-    #[error("{path} in rootfs {root}: too many levels of symbolic links (more than {MAX_SYMLINKS})")]
+    #[error(
+        "{path} in rootfs {root}: too many levels of symbolic links (more than {MAX_SYMLINKS})"
+    )]
     Loop { root: PathBuf, path: PathBuf },
     #[error("{path} is not an absolute path (paths inside a rootfs start with /)")]
     NotAbsolute { path: PathBuf },
@@ -148,7 +150,10 @@ pub fn resolve(root: &Path, path: &Path, follow_last: bool) -> Result<PathBuf, R
 /// Pushes the components of `p` onto the stack `todo` so that the first component is popped first.
 fn push_components(todo: &mut Vec<OsString>, p: &Path) {
     let bytes = p.as_os_str().as_bytes();
-    let parts: Vec<&[u8]> = bytes.split(|b| *b == b'/').filter(|s| !s.is_empty()).collect();
+    let parts: Vec<&[u8]> = bytes
+        .split(|b| *b == b'/')
+        .filter(|s| !s.is_empty())
+        .collect();
     for part in parts.into_iter().rev() {
         todo.push(std::ffi::OsStr::from_bytes(part).to_os_string());
     }
@@ -194,7 +199,11 @@ mod tests {
             ("/", true, "/"),
             ("/lib", true, "/usr/lib"),
             ("/lib", false, "/lib"),
-            ("/lib64/x86_64-linux-gnu/libc.so.6", true, "/usr/lib/x86_64-linux-gnu/libc.so.6"),
+            (
+                "/lib64/x86_64-linux-gnu/libc.so.6",
+                true,
+                "/usr/lib/x86_64-linux-gnu/libc.so.6",
+            ),
             ("/usr/bin/rootlink", true, "/"),
             ("/usr/bin/rootlink/etc/passwd", true, "/etc/passwd"),
             ("/usr/bin/up", true, "/usr"),
@@ -203,9 +212,17 @@ mod tests {
             ("/usr/bin/escape", true, "/etc/passwd"),
             ("/../../../etc/passwd", true, "/etc/passwd"),
             ("/opt/app/etc/passwd", true, "/etc/passwd"),
-            ("/opt/app/lib/libc.so", true, "/usr/lib/x86_64-linux-gnu/libc.so.6"),
+            (
+                "/opt/app/lib/libc.so",
+                true,
+                "/usr/lib/x86_64-linux-gnu/libc.so.6",
+            ),
             ("/opt/app/lib/libc.so", false, "/opt/app/lib/libc.so"),
-            ("/usr/bin/../lib/./x86_64-linux-gnu", true, "/usr/lib/x86_64-linux-gnu"),
+            (
+                "/usr/bin/../lib/./x86_64-linux-gnu",
+                true,
+                "/usr/lib/x86_64-linux-gnu",
+            ),
             ("/lib/../bin", true, "/usr/bin"),
             ("/opt/dangling", false, "/opt/dangling"),
         ];
@@ -237,8 +254,14 @@ mod tests {
     #[test]
     fn host_path_stays_inside() {
         let root = Path::new("/srv/root");
-        assert_eq!(host_path(root, Path::new("/etc/x")), Path::new("/srv/root/etc/x"));
+        assert_eq!(
+            host_path(root, Path::new("/etc/x")),
+            Path::new("/srv/root/etc/x")
+        );
         assert_eq!(host_path(root, Path::new("/")), Path::new("/srv/root"));
-        assert_eq!(host_path(root, Path::new("/../x")), Path::new("/srv/root/x"));
+        assert_eq!(
+            host_path(root, Path::new("/../x")),
+            Path::new("/srv/root/x")
+        );
     }
 }

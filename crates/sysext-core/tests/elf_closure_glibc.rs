@@ -9,7 +9,11 @@ use sysext_core::elf::{self, ClosureOptions, Reason};
 use sysext_core::rootfs;
 
 /// Real paths and missing names the reference loader reports.
-fn loader_list(root: &Path, loader: &str, file: &Path) -> Result<(BTreeSet<PathBuf>, BTreeSet<String>), String> {
+fn loader_list(
+    root: &Path,
+    loader: &str,
+    file: &Path,
+) -> Result<(BTreeSet<PathBuf>, BTreeSet<String>), String> {
     let out = Command::new("chroot")
         .arg(root)
         .arg(loader)
@@ -54,11 +58,16 @@ fn loader_list(root: &Path, loader: &str, file: &Path) -> Result<(BTreeSet<PathB
 fn executables(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for dir in ["usr/bin", "usr/sbin", "usr/libexec", "usr/lib"] {
-        for e in walkdir::WalkDir::new(root.join(dir)).into_iter().filter_map(Result::ok) {
+        for e in walkdir::WalkDir::new(root.join(dir))
+            .into_iter()
+            .filter_map(Result::ok)
+        {
             if !e.file_type().is_file() {
                 continue;
             }
-            let Ok(Some(info)) = elf::scan_file(e.path()) else { continue };
+            let Ok(Some(info)) = elf::scan_file(e.path()) else {
+                continue;
+            };
             if info.interpreter.is_some() {
                 let inside = Path::new("/").join(e.path().strip_prefix(root).unwrap());
                 out.push(inside);
@@ -76,7 +85,12 @@ fn closure_matches_the_trixie_loader_for_every_executable() {
     }
     let root = testkit::fixtures::trixie_rootfs();
     let exes = executables(&root);
-    assert!(exes.len() > 100, "only {} executables found in {}", exes.len(), root.display());
+    assert!(
+        exes.len() > 100,
+        "only {} executables found in {}",
+        exes.len(),
+        root.display()
+    );
     let opts = ClosureOptions::default();
     let threads = 4;
     let chunk = exes.len().div_ceil(threads);
@@ -131,7 +145,10 @@ fn closure_matches_the_trixie_loader_for_every_executable() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let results: Vec<_> = results.into_iter().flatten().collect();
-    let failures: Vec<_> = results.iter().filter_map(|(e, f)| f.as_ref().map(|f| (e, f))).collect();
+    let failures: Vec<_> = results
+        .iter()
+        .filter_map(|(e, f)| f.as_ref().map(|f| (e, f)))
+        .collect();
     eprintln!(
         "closure vs trixie ld.so --list: {} executables compared, {} matched",
         results.len(),
@@ -140,7 +157,12 @@ fn closure_matches_the_trixie_loader_for_every_executable() {
     for (e, f) in &failures {
         eprintln!("MISMATCH {}: {f}", e.display());
     }
-    assert!(failures.is_empty(), "{} of {} executables differ", failures.len(), results.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {} executables differ",
+        failures.len(),
+        results.len()
+    );
 }
 
 #[test]

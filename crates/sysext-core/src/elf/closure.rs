@@ -285,7 +285,13 @@ impl Env<'_> {
     }
 
     /// Searches `name` in `dirs`, each with the hwcaps subdirs first.
-    fn search(&mut self, name: &str, dirs: &[String], hwcaps: &[String], want: &ElfInfo) -> Option<Found> {
+    fn search(
+        &mut self,
+        name: &str,
+        dirs: &[String],
+        hwcaps: &[String],
+        want: &ElfInfo,
+    ) -> Option<Found> {
         for d in dirs {
             if d.is_empty() || self.dir(d).is_none() {
                 continue;
@@ -422,14 +428,23 @@ impl Env<'_> {
     /// musl loader of its architecture present in the root.
     fn default_interpreter(&mut self, info: &ElfInfo) -> Option<String> {
         let (glibc, musl): (&[&str], &[&str]) = match (info.machine, info.class64) {
-            (EM_X86_64, true) => (&["/lib64/ld-linux-x86-64.so.2"], &["/lib/ld-musl-x86_64.so.1"]),
+            (EM_X86_64, true) => (
+                &["/lib64/ld-linux-x86-64.so.2"],
+                &["/lib/ld-musl-x86_64.so.1"],
+            ),
             (EM_386, false) => (&["/lib/ld-linux.so.2"], &["/lib/ld-musl-i386.so.1"]),
-            (EM_AARCH64, true) => (&["/lib/ld-linux-aarch64.so.1"], &["/lib/ld-musl-aarch64.so.1"]),
+            (EM_AARCH64, true) => (
+                &["/lib/ld-linux-aarch64.so.1"],
+                &["/lib/ld-musl-aarch64.so.1"],
+            ),
             (EM_ARM, false) => (
                 &["/lib/ld-linux-armhf.so.3", "/lib/ld-linux.so.3"],
                 &["/lib/ld-musl-armhf.so.1", "/lib/ld-musl-arm.so.1"],
             ),
-            (EM_RISCV, true) => (&["/lib/ld-linux-riscv64-lp64d.so.1"], &["/lib/ld-musl-riscv64.so.1"]),
+            (EM_RISCV, true) => (
+                &["/lib/ld-linux-riscv64-lp64d.so.1"],
+                &["/lib/ld-musl-riscv64.so.1"],
+            ),
             _ => (&[], &[]),
         };
         for c in glibc.iter().chain(musl) {
@@ -474,7 +489,9 @@ impl Env<'_> {
                     },
                 ),
                 None => (
-                    ["/lib", "/usr/local/lib", "/usr/lib"].map(String::from).to_vec(),
+                    ["/lib", "/usr/local/lib", "/usr/lib"]
+                        .map(String::from)
+                        .to_vec(),
                     Reason::SystemDir,
                 ),
             });
@@ -596,11 +613,25 @@ impl Env<'_> {
         out
     }
 
-    fn load_glibc(&mut self, p: &mut Process, by: usize, name: &str) -> Option<(String, PathBuf, ElfInfo, Reason)> {
+    fn load_glibc(
+        &mut self,
+        p: &mut Process,
+        by: usize,
+        name: &str,
+    ) -> Option<(String, PathBuf, ElfInfo, Reason)> {
         // Already loaded under this name, path or SONAME.
-        if let Some(o) = p.objs.iter().position(|o| o.names.iter().any(|n| n == name)) {
+        if let Some(o) = p
+            .objs
+            .iter()
+            .position(|o| o.names.iter().any(|n| n == name))
+        {
             let real = p.objs[o].real.clone();
-            return Some((p.objs[o].path.clone(), real, p.objs[o].info.clone(), Reason::Direct));
+            return Some((
+                p.objs[o].path.clone(),
+                real,
+                p.objs[o].info.clone(),
+                Reason::Direct,
+            ));
         }
         let want = p.objs[by].info.clone();
         if name.contains('/') {
@@ -616,7 +647,8 @@ impl Env<'_> {
             while let Some(l) = cur {
                 let o = &p.objs[l];
                 if o.info.runpath.is_empty() && !o.info.rpath.is_empty() {
-                    let dirs: Vec<String> = o.info.rpath.iter().map(|d| self.expand(p, d, l)).collect();
+                    let dirs: Vec<String> =
+                        o.info.rpath.iter().map(|d| self.expand(p, d, l)).collect();
                     if let Some(f) = self.search(name, &dirs, &hwcaps, &want) {
                         let of = PathBuf::from(&p.objs[l].path);
                         return Some((f.0, f.1, f.2, Reason::Rpath { of }));
@@ -627,7 +659,12 @@ impl Env<'_> {
             }
             let main = &p.objs[0];
             if !did_main && main.info.runpath.is_empty() && !main.info.rpath.is_empty() {
-                let dirs: Vec<String> = main.info.rpath.iter().map(|d| self.expand(p, d, 0)).collect();
+                let dirs: Vec<String> = main
+                    .info
+                    .rpath
+                    .iter()
+                    .map(|d| self.expand(p, d, 0))
+                    .collect();
                 if let Some(f) = self.search(name, &dirs, &hwcaps, &want) {
                     let of = PathBuf::from(&p.objs[0].path);
                     return Some((f.0, f.1, f.2, Reason::Rpath { of }));
@@ -689,7 +726,12 @@ impl Env<'_> {
         None
     }
 
-    fn load_musl(&mut self, p: &mut Process, by: usize, name: &str) -> Option<(String, PathBuf, ElfInfo, Reason)> {
+    fn load_musl(
+        &mut self,
+        p: &mut Process,
+        by: usize,
+        name: &str,
+    ) -> Option<(String, PathBuf, ElfInfo, Reason)> {
         const RESERVED: [&str; 7] = ["c.", "pthread.", "rt.", "m.", "dl.", "util.", "xnet."];
         let interp = p.interp;
         let is_self = name
@@ -698,14 +740,26 @@ impl Env<'_> {
             || interp.is_some_and(|i| p.objs[i].path == name);
         if is_self {
             let i = interp?;
-            return Some((p.objs[i].path.clone(), p.objs[i].real.clone(), p.objs[i].info.clone(), Reason::Interpreter));
+            return Some((
+                p.objs[i].path.clone(),
+                p.objs[i].real.clone(),
+                p.objs[i].info.clone(),
+                Reason::Interpreter,
+            ));
         }
         let want = p.objs[by].info.clone();
         if name.contains('/') {
-            return self.try_file(name, &want).map(|(a, b, c)| (a, b, c, Reason::Direct));
+            return self
+                .try_file(name, &want)
+                .map(|(a, b, c)| (a, b, c, Reason::Direct));
         }
         if let Some(o) = p.objs.iter().find(|o| o.names.iter().any(|n| n == name)) {
-            return Some((o.path.clone(), o.real.clone(), o.info.clone(), Reason::Direct));
+            return Some((
+                o.path.clone(),
+                o.real.clone(),
+                o.info.clone(),
+                Reason::Direct,
+            ));
         }
         let mut cur = Some(by);
         while let Some(l) = cur {
@@ -921,7 +975,11 @@ mod tests {
         )
         .unwrap();
         std::fs::write(r.join("etc/ld.so.conf.d/b.conf"), "/b/lib # trailing\n").unwrap();
-        std::fs::write(r.join("etc/ld.so.conf.d/a.conf"), "/a/lib/\nhwcap 0 nosegneg\n").unwrap();
+        std::fs::write(
+            r.join("etc/ld.so.conf.d/a.conf"),
+            "/a/lib/\nhwcap 0 nosegneg\n",
+        )
+        .unwrap();
         std::fs::write(r.join("etc/ld.so.conf.d/a.conf.off"), "/off\n").unwrap();
         let mut dirs = Vec::new();
         read_ld_so_conf(r, "/etc/ld.so.conf", 0, &mut dirs);

@@ -53,7 +53,11 @@ impl Rd<'_> {
     fn u64(&self, off: usize) -> Option<u64> {
         let lo = u64::from(self.u32(off)?);
         let hi = u64::from(self.u32(off + 4)?);
-        Some(if self.le { lo | hi << 32 } else { hi | lo << 32 })
+        Some(if self.le {
+            lo | hi << 32
+        } else {
+            hi | lo << 32
+        })
     }
     fn cstr(&self, off: usize) -> Option<String> {
         let rest = self.b.get(off..)?;
@@ -205,8 +209,7 @@ fn parse_extension(rd: &Rd<'_>, off: usize) -> Vec<String> {
     let count = rd.u32(off + 4).unwrap_or(0) as usize;
     for i in 0..count.min(64) {
         let s = off + 8 + i * 16;
-        let (Some(tag), Some(data), Some(size)) = (rd.u32(s), rd.u32(s + 8), rd.u32(s + 12))
-        else {
+        let (Some(tag), Some(data), Some(size)) = (rd.u32(s), rd.u32(s + 8), rd.u32(s + 12)) else {
             break;
         };
         if tag != 1 {
@@ -288,8 +291,18 @@ mod tests {
         for le in [true, false] {
             let bytes = build(
                 &[
-                    (X86, "libz.so.1", "/usr/lib/glibc-hwcaps/x86-64-v4/libz.so.1", HWCAP_EXTENSION | 1),
-                    (X86, "libz.so.1", "/usr/lib/glibc-hwcaps/x86-64-v3/libz.so.1", HWCAP_EXTENSION),
+                    (
+                        X86,
+                        "libz.so.1",
+                        "/usr/lib/glibc-hwcaps/x86-64-v4/libz.so.1",
+                        HWCAP_EXTENSION | 1,
+                    ),
+                    (
+                        X86,
+                        "libz.so.1",
+                        "/usr/lib/glibc-hwcaps/x86-64-v3/libz.so.1",
+                        HWCAP_EXTENSION,
+                    ),
                     (3, "libz.so.1", "/usr/lib32/libz.so.1", 0),
                     (X86, "libz.so.1", "/usr/lib/libz.so.1", 0),
                     (X86, "libq.so.1", "/usr/lib/libq.so.1", 0),
@@ -307,7 +320,10 @@ mod tests {
                 Some("/usr/lib/glibc-hwcaps/x86-64-v3/libz.so.1")
             );
             assert_eq!(c.lookup("libz.so.1", x86, &[]), Some("/usr/lib/libz.so.1"));
-            assert_eq!(c.lookup("libz.so.1", |f| f == 3, &[]), Some("/usr/lib32/libz.so.1"));
+            assert_eq!(
+                c.lookup("libz.so.1", |f| f == 3, &[]),
+                Some("/usr/lib32/libz.so.1")
+            );
             assert_eq!(c.lookup("libq.so.1", |f| f == 3, &[]), None);
             assert_eq!(c.lookup("libnone.so", x86, &v3), None);
         }

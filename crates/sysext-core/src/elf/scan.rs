@@ -123,13 +123,19 @@ fn parse<'data, H: FileHeader<Endian = Endianness>, R: ReadRef<'data>>(
             _ => {}
         }
     }
-    let has_strings = !needed.is_empty() || soname.is_some() || rpath.is_some() || runpath.is_some();
+    let has_strings =
+        !needed.is_empty() || soname.is_some() || rpath.is_some() || runpath.is_some();
     if !has_strings {
         return Ok(info);
     }
     let strtab = strtab.ok_or_else(|| malformed(what, "DT_STRTAB missing"))?;
-    let (str_off, str_len) = vaddr_to_file::<H, R>(phdrs, endian, strtab, strsz)
-        .ok_or_else(|| malformed(what, format!("DT_STRTAB {strtab:#x} is not in a PT_LOAD segment")))?;
+    let (str_off, str_len) =
+        vaddr_to_file::<H, R>(phdrs, endian, strtab, strsz).ok_or_else(|| {
+            malformed(
+                what,
+                format!("DT_STRTAB {strtab:#x} is not in a PT_LOAD segment"),
+            )
+        })?;
     let table = data
         .read_bytes_at(str_off, str_len)
         .map_err(|()| malformed(what, "string table lies outside the file"))?;

@@ -27,11 +27,21 @@ pub struct DepsArgs {
 pub fn run(args: DepsArgs) -> Result<ExitCode> {
     let meta = std::fs::metadata(&args.root)
         .with_context(|| format!("reading rootfs {}", args.root.display()))?;
-    anyhow::ensure!(meta.is_dir(), "rootfs {} is not a directory", args.root.display());
+    anyhow::ensure!(
+        meta.is_dir(),
+        "rootfs {} is not a directory",
+        args.root.display()
+    );
     let files: Vec<PathBuf> = args
         .files
         .iter()
-        .map(|f| if f.has_root() { f.clone() } else { PathBuf::from("/").join(f) })
+        .map(|f| {
+            if f.has_root() {
+                f.clone()
+            } else {
+                PathBuf::from("/").join(f)
+            }
+        })
         .collect();
     let closure = elf::closure(&args.root, &files, &ClosureOptions::default())
         .with_context(|| format!("computing the library closure in {}", args.root.display()))?;
@@ -54,7 +64,11 @@ pub fn run(args: DepsArgs) -> Result<ExitCode> {
             "sysext: {} librar{} not found in {}: install the package that provides it in the \
              image, or pass it with --extra-lib",
             closure.missing.len(),
-            if closure.missing.len() == 1 { "y" } else { "ies" },
+            if closure.missing.len() == 1 {
+                "y"
+            } else {
+                "ies"
+            },
             args.root.display()
         );
         Ok(ExitCode::from(1))
@@ -71,11 +85,22 @@ fn print_text(out: &mut impl Write, c: &elf::Closure) -> std::io::Result<()> {
         if o.name == o.path.to_string_lossy() {
             writeln!(out, "{}{via}  ({})", o.path.display(), o.reason)?;
         } else {
-            writeln!(out, "{} => {}{via}  ({})", o.name, o.path.display(), o.reason)?;
+            writeln!(
+                out,
+                "{} => {}{via}  ({})",
+                o.name,
+                o.path.display(),
+                o.reason
+            )?;
         }
     }
     for m in &c.missing {
-        writeln!(out, "{} => not found  (needed by {})", m.name, m.needed_by.display())?;
+        writeln!(
+            out,
+            "{} => not found  (needed by {})",
+            m.name,
+            m.needed_by.display()
+        )?;
     }
     Ok(())
 }
