@@ -17,15 +17,6 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-<<<<<<< HEAD
-<<<<<<< HEAD
-    Pack(cmd::pack::PackArgs),
-    Inspect(cmd::inspect::InspectArgs),
-=======
-    /// Show the libraries programs need inside a rootfs, found as their loader would.
-    Deps(crate::cmd::deps::DepsArgs),
->>>>>>> elf-closure
-=======
     Pack(cmd::pack::PackArgs),
     Inspect(cmd::inspect::InspectArgs),
     Merge(cmd::merge::MergeArgs),
@@ -35,20 +26,12 @@ pub enum Command {
     Check(cmd::check::CheckArgs),
     /// Show the libraries programs need inside a rootfs, found as their loader would.
     Deps(crate::cmd::deps::DepsArgs),
->>>>>>> main
+    Bake(crate::cmd::bake::BakeArgs),
 }
 
 pub fn run() -> Result<ExitCode> {
     let args = Args::parse();
     match args.command {
-<<<<<<< HEAD
-<<<<<<< HEAD
-        Command::Pack(a) => cmd::pack::run(a),
-        Command::Inspect(a) => cmd::inspect::run(a),
-=======
-        Command::Deps(a) => crate::cmd::deps::run(a),
->>>>>>> elf-closure
-=======
         Command::Pack(a) => cmd::pack::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Merge(a) => cmd::merge::merge(a),
@@ -57,6 +40,6 @@ pub fn run() -> Result<ExitCode> {
         Command::Run(a) => cmd::run::run(a),
         Command::Check(a) => cmd::check::run(a),
         Command::Deps(a) => crate::cmd::deps::run(a),
->>>>>>> main
+        Command::Bake(a) => crate::cmd::bake::run(a),
     }
 }
