@@ -55,7 +55,7 @@ pub fn butane(name: &str, raw: &str, base_url: &str) -> String {
     let base = base_url.trim_end_matches('/');
     let conf = transfer_conf(name, base_url);
     format!(
-        "# Written by sysext bake. butane --strict < {name}.bu > {name}.json\n\
+        "# Written by sysext bake. butane --strict < THIS.bu > config.json\n\
 variant: flatcar\n\
 version: 1.0.0\n\
 storage:\n  \

@@ -85,8 +85,10 @@ impl Extension {
         let s = raw
             .replace("{arch}", arch)
             .replace("{goarch}", goarch(arch));
-        if (s.starts_with("./") || s.starts_with("../")) && !s.contains(':') {
-            base.join(&s).to_string_lossy().into_owned()
+        if (s.starts_with("./") || s.starts_with("../")) && !s.contains(':') && base != Path::new(".") {
+            base.join(s.strip_prefix("./").unwrap_or(&s))
+                .to_string_lossy()
+                .into_owned()
         } else {
             s
         }
@@ -212,7 +214,7 @@ architectures = ["x86-64"]
         assert_eq!(m.extensions.len(), 2);
         let t = &m.extensions[0];
         assert_eq!(t.arches(&m), ["x86-64", "arm64"]);
-        assert_eq!(t.source_for("arm64", Path::new("/b")), "/b/./rootfs-arm64");
+        assert_eq!(t.source_for("arm64", Path::new("/b")), "/b/rootfs-arm64");
         let d = &m.extensions[1];
         assert_eq!(d.arches(&m), ["x86-64"]);
         assert_eq!(
