@@ -26,11 +26,15 @@ fn inputs(dir: &Path) {
     fs::create_dir_all(dir.join("st/bin")).unwrap();
     fs::copy(testkit::which("busybox").unwrap(), dir.join("st/bin/hello")).unwrap();
     fs::write(dir.join("st/hello.service"), UNIT).unwrap();
-    sh(&format!("tar -C {d}/st -czf {d}/hello.tar.gz bin hello.service"));
+    sh(&format!(
+        "tar -C {d}/st -czf {d}/hello.tar.gz bin hello.service"
+    ));
     // arm64 static build of the same extension.
     fs::create_dir_all(dir.join("armst/bin")).unwrap();
     fs::write(dir.join("m.c"), "int main(void){return 0;}\n").unwrap();
-    sh(&format!("aarch64-linux-gnu-gcc -static -O -o {d}/armst/bin/hello {d}/m.c"));
+    sh(&format!(
+        "aarch64-linux-gnu-gcc -static -O -o {d}/armst/bin/hello {d}/m.c"
+    ));
     fs::write(dir.join("armst/hello.service"), UNIT).unwrap();
     // A tiny rootfs: busybox-static and a musl dynamic program with its loader.
     fs::create_dir_all(dir.join("rootfs/usr/bin")).unwrap();
@@ -44,7 +48,11 @@ fn inputs(dir: &Path) {
     let ld = fs::read_dir("/lib")
         .unwrap()
         .flatten()
-        .find(|e| e.file_name().to_string_lossy().starts_with("ld-musl-x86_64"))
+        .find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("ld-musl-x86_64")
+        })
         .expect("musl loader in /lib (musl-tools)");
     fs::copy(ld.path(), dir.join("rootfs/lib").join(ld.file_name())).unwrap();
     // The arm64 extract tree lacks the /lib link: give flix a root with it, hardlinking usr.
@@ -141,7 +149,9 @@ fn butane_ok(text: &str, name: &str, raw: &str) {
         &format!("    - path: /opt/extensions/{name}/{raw}\n"),
         &format!("        source: https://example.org/ext/{raw}\n"),
         &format!("    - path: /etc/sysupdate.{name}.d/{name}.conf\n"),
-        &format!("    - path: /etc/extensions/{name}.raw\n      target: /opt/extensions/{name}/{raw}\n"),
+        &format!(
+            "    - path: /etc/extensions/{name}.raw\n      target: /opt/extensions/{name}/{raw}\n"
+        ),
         "    - name: systemd-sysupdate.timer\n      enabled: true\n",
         &format!("ExecStartPre=/usr/lib/systemd/systemd-sysupdate -C {name} update\n"),
     ] {
@@ -160,7 +170,11 @@ fn butane_ok(text: &str, name: &str, raw: &str) {
         );
         let tmp = tempfile::NamedTempFile::new().unwrap();
         fs::write(tmp.path(), text).unwrap();
-        testkit::run_ok(Command::new("python3").args(["-c", &script]).arg(tmp.path()));
+        testkit::run_ok(
+            Command::new("python3")
+                .args(["-c", &script])
+                .arg(tmp.path()),
+        );
     }
 }
 
@@ -189,7 +203,11 @@ fn bake_builds_all_isolates_failures_and_is_incremental() {
         ("broken-1-x86-64.raw", "failed"),
     ];
     for (f, s) in expect {
-        assert_eq!(st.get(f).map(String::as_str), Some(s), "{f}: {st:?}\n{stderr}");
+        assert_eq!(
+            st.get(f).map(String::as_str),
+            Some(s),
+            "{f}: {st:?}\n{stderr}"
+        );
     }
     let broken = v["entries"]
         .as_array()
@@ -198,10 +216,16 @@ fn bake_builds_all_isolates_failures_and_is_incremental() {
         .find(|e| e["name"] == "broken")
         .unwrap();
     assert!(
-        broken["error"].as_str().unwrap().contains("/usr/bin/not-there"),
+        broken["error"]
+            .as_str()
+            .unwrap()
+            .contains("/usr/bin/not-there"),
         "{broken}"
     );
-    assert!(stderr.contains("FAILED") && stderr.contains("not-there"), "{stderr}");
+    assert!(
+        stderr.contains("FAILED") && stderr.contains("not-there"),
+        "{stderr}"
+    );
     let o = dir.join("out");
     assert!(!o.join("broken-1-x86-64.raw").exists());
     let leftovers: Vec<_> = fs::read_dir(&o)
@@ -224,10 +248,18 @@ fn bake_builds_all_isolates_failures_and_is_incremental() {
     assert_eq!(sums.lines().count(), 4, "{sums}");
     for l in sums.lines() {
         let (h, f) = l.split_once("  ").unwrap();
-        assert!(h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()), "{l}");
+        assert!(
+            h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{l}"
+        );
         assert!(f.ends_with(".raw") && !f.contains('/'), "{l}");
     }
-    testkit::run_ok(Command::new("sha256sum").arg("-c").arg("SHA256SUMS").current_dir(&o));
+    testkit::run_ok(
+        Command::new("sha256sum")
+            .arg("-c")
+            .arg("SHA256SUMS")
+            .current_dir(&o),
+    );
 
     // Images: names, architectures, release files, the Upholds drop-in.
     let img = Image::open(&o.join("hello-1.0-arm64.raw")).unwrap();
@@ -243,7 +275,11 @@ fn bake_builds_all_isolates_failures_and_is_incremental() {
     assert!(rel.contains("EXTENSION_RELOAD_MANAGER=1"), "{rel}");
     let hello = img.read_file("usr/bin/hello").unwrap();
     assert_eq!(&hello[..4], b"\x7fELF");
-    assert_eq!(u16::from_le_bytes([hello[18], hello[19]]), 183, "EM_AARCH64");
+    assert_eq!(
+        u16::from_le_bytes([hello[18], hello[19]]),
+        183,
+        "EM_AARCH64"
+    );
     for arch in ["x86-64", "arm64"] {
         let img = Image::open(&o.join(format!("hello-1.0-{arch}.raw"))).unwrap();
         let paths: Vec<&str> = img.entries().iter().map(|e| e.path.as_str()).collect();
@@ -280,7 +316,10 @@ fn bake_builds_all_isolates_failures_and_is_incremental() {
     let conf = fs::read_to_string(o.join("hello.conf")).unwrap();
     assert!(conf.contains("Path=https://example.org/ext\n"), "{conf}");
     assert!(conf.contains("MatchPattern=hello-@v-%a.raw\n"), "{conf}");
-    assert!(conf.contains("CurrentSymlink=/etc/extensions/hello.raw\n"), "{conf}");
+    assert!(
+        conf.contains("CurrentSymlink=/etc/extensions/hello.raw\n"),
+        "{conf}"
+    );
     for (name, raw, bu) in [
         ("hello", "hello-1.0-arm64.raw", "hello-arm64.bu"),
         ("hello", "hello-1.0-x86-64.raw", "hello-x86-64.bu"),
@@ -294,7 +333,11 @@ fn bake_builds_all_isolates_failures_and_is_incremental() {
     let (out2, v2) = bake(dir);
     assert_eq!(out2.status.code(), Some(1));
     for (f, s) in statuses(&v2) {
-        let want = if f.starts_with("broken") { "failed" } else { "up-to-date" };
+        let want = if f.starts_with("broken") {
+            "failed"
+        } else {
+            "up-to-date"
+        };
         assert_eq!(s, want, "{f}");
     }
     assert_eq!(before, mtimes(&o), "outputs were rewritten");
@@ -304,17 +347,35 @@ fn bake_builds_all_isolates_failures_and_is_incremental() {
     fs::write(dir.join("m.toml"), fixed).unwrap();
     fs::write(dir.join("st/extra"), "x").unwrap();
     let d = dir.display();
-    sh(&format!("tar -C {d}/st -czf {d}/hello.tar.gz bin hello.service extra"));
+    sh(&format!(
+        "tar -C {d}/st -czf {d}/hello.tar.gz bin hello.service extra"
+    ));
     let (out3, v3) = bake(dir);
-    assert_eq!(out3.status.code(), Some(0), "{}", String::from_utf8_lossy(&out3.stderr));
+    assert_eq!(
+        out3.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out3.stderr)
+    );
     let st = statuses(&v3);
     assert_eq!(st["hello-1.0-x86-64.raw"], "built");
     assert_eq!(st["broken-1-x86-64.raw"], "built");
     assert_eq!(st["hello-1.0-arm64.raw"], "up-to-date");
     assert_eq!(st["dyn-2.1-x86-64.raw"], "up-to-date");
     assert_eq!(st["b3-1.5-arm64.raw"], "up-to-date");
-    testkit::run_ok(Command::new("sha256sum").arg("-c").arg("SHA256SUMS").current_dir(&o));
-    assert_eq!(fs::read_to_string(o.join("SHA256SUMS")).unwrap().lines().count(), 5);
+    testkit::run_ok(
+        Command::new("sha256sum")
+            .arg("-c")
+            .arg("SHA256SUMS")
+            .current_dir(&o),
+    );
+    assert_eq!(
+        fs::read_to_string(o.join("SHA256SUMS"))
+            .unwrap()
+            .lines()
+            .count(),
+        5
+    );
 }
 
 #[test]

@@ -158,11 +158,11 @@ mod tests {
     fn sha256sums_format() {
         let h1 = "a".repeat(64);
         let h2 = "b".repeat(64);
-        let s = sha256sums([("z-1-arm64.raw", h1.as_str()), ("a-1-x86-64.raw", h2.as_str())]);
-        assert_eq!(
-            s,
-            format!("{h2}  a-1-x86-64.raw\n{h1}  z-1-arm64.raw\n")
-        );
+        let s = sha256sums([
+            ("z-1-arm64.raw", h1.as_str()),
+            ("a-1-x86-64.raw", h2.as_str()),
+        ]);
+        assert_eq!(s, format!("{h2}  a-1-x86-64.raw\n{h1}  z-1-arm64.raw\n"));
     }
 
     #[test]

@@ -139,7 +139,13 @@ pub fn key(ext: &Extension, arch: &str, source_identity: &str) -> String {
     canon.architectures = None;
     let mut h = Sha256::new();
     h.update(serde_json::to_string(&canon).unwrap_or_default().as_bytes());
-    h.update(format!("\0{arch}\0{source_identity}\0sysext {}", env!("CARGO_PKG_VERSION")).as_bytes());
+    h.update(
+        format!(
+            "\0{arch}\0{source_identity}\0sysext {}",
+            env!("CARGO_PKG_VERSION")
+        )
+        .as_bytes(),
+    );
     hex::encode(h.finalize())
 }
 
@@ -252,8 +258,7 @@ fn run_job_inner(
             flatwrap::stage::stage(&plan, &tree)
                 .with_context(|| format!("staging {}", ext.name))?;
             place_units(&src_root, &tree, &ext.units)?;
-            let arch = plan.architecture.clone();
-            arch
+            plan.architecture.clone()
         }
         Mode::Static => {
             place_static(&src_root, &tree, &ext.paths)?;
@@ -288,7 +293,8 @@ fn run_job_inner(
     po.name = Some(ext.name.clone());
     po.threads = 1;
     // pack writes through its own atomic temp file and rename.
-    let rep = pack::pack(&tree, &output, &po).with_context(|| format!("packing {}", output.display()))?;
+    let rep =
+        pack::pack(&tree, &output, &po).with_context(|| format!("packing {}", output.display()))?;
     drop(scratch);
     let mut e = job.entry(Status::Built);
     e.bytes = Some(rep.bytes);
@@ -332,7 +338,8 @@ fn target(t: &str) -> Result<PathBuf> {
     let p = Path::new(t);
     let ok = p.is_absolute()
         && (p.starts_with("/usr") || p.starts_with("/opt"))
-        && p.components().all(|c| !matches!(c, std::path::Component::ParentDir));
+        && p.components()
+            .all(|c| !matches!(c, std::path::Component::ParentDir));
     if !ok {
         bail!("target {t:?} must be an absolute path under /usr or /opt (systemd-sysext merges only those)");
     }
@@ -357,11 +364,15 @@ fn copy_any(src: &Path, dst: &Path) -> Result<()> {
         }
         Ok(())
     } else if ft.is_file() {
-        fs::copy(src, dst).with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
+        fs::copy(src, dst)
+            .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
         fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o1777))
             .with_context(|| format!("setting the mode of {}", dst.display()))
     } else {
-        bail!("{} is a special file; a static extension holds files, folders and links", src.display())
+        bail!(
+            "{} is a special file; a static extension holds files, folders and links",
+            src.display()
+        )
     }
 }
 

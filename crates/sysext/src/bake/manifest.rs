@@ -85,7 +85,10 @@ impl Extension {
         let s = raw
             .replace("{arch}", arch)
             .replace("{goarch}", goarch(arch));
-        if (s.starts_with("./") || s.starts_with("../")) && !s.contains(':') && base != Path::new(".") {
+        if (s.starts_with("./") || s.starts_with("../"))
+            && !s.contains(':')
+            && base != Path::new(".")
+        {
             base.join(s.strip_prefix("./").unwrap_or(&s))
                 .to_string_lossy()
                 .into_owned()
@@ -229,11 +232,20 @@ architectures = ["x86-64"]
         let cases = [
             (GOOD.replace("\"1.0\"", "\"1 0\""), "version"),
             (GOOD.replace("\"arm64\"]", "\"riscv\"]"), "riscv"),
-            (GOOD.replace("name = \"docker\"", "name = \"tools\""), "twice"),
+            (
+                GOOD.replace("name = \"docker\"", "name = \"tools\""),
+                "twice",
+            ),
             (GOOD.replace("name = \"docker\"", "name = \"a/b\""), "a/b"),
             (GOOD.replace("mode = \"flix\"", "mode = \"other\""), "other"),
-            (GOOD.replace("paths = [\"/usr/bin/b3sum\"]", ""), "needs paths"),
-            (GOOD.replace("version = \"1.0\"", "verison = \"1\""), "verison"),
+            (
+                GOOD.replace("paths = [\"/usr/bin/b3sum\"]", ""),
+                "needs paths",
+            ),
+            (
+                GOOD.replace("version = \"1.0\"", "verison = \"1\""),
+                "verison",
+            ),
             ("base_url = \"x\"".to_string(), "no [[extension]]"),
         ];
         for (text, want) in cases {
@@ -250,5 +262,28 @@ architectures = ["x86-64"]
         for v in ["", "1 0", "1/0", "ä"] {
             assert!(!valid_version(v), "{v}");
         }
+    }
+}
+
+#[cfg(test)]
+mod example {
+    use super::*;
+
+    #[test]
+    fn example_manifest_is_valid() {
+        let text = include_str!("../../../../examples/bake.toml");
+        let m = parse(text, Path::new("examples/bake.toml")).unwrap();
+        assert!(m.extensions.len() >= 3);
+        let modes: Vec<Mode> = m.extensions.iter().map(|e| e.mode).collect();
+        for want in [Mode::Flix, Mode::Flatwrap, Mode::Static] {
+            assert!(modes.contains(&want), "{want:?}");
+        }
+        let arm: Vec<&str> = m
+            .extensions
+            .iter()
+            .filter(|e| e.arches(&m).iter().any(|a| a == "arm64"))
+            .map(|e| e.name.as_str())
+            .collect();
+        assert!(arm.contains(&"b3sum") && arm.contains(&"hello"), "{arm:?}");
     }
 }

@@ -230,8 +230,10 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
         }
     }
     for e in &entries {
-        match (e.status, &e.key, &e.sha256, e.bytes) {
-            (Status::Built | Status::UpToDate, Some(key), Some(sha), Some(bytes)) => {
+        if let (Status::Built | Status::UpToDate, Some(key), Some(sha), Some(bytes)) =
+            (e.status, &e.key, &e.sha256, e.bytes)
+        {
+            {
                 state.images.insert(
                     e.file.clone(),
                     StateEntry {
@@ -241,7 +243,6 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
                     },
                 );
             }
-            _ => {}
         }
     }
     let text = serde_json::to_string_pretty(&state).unwrap_or_default() + "\n";

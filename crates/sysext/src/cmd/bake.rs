@@ -42,14 +42,15 @@ pub struct BakeArgs {
 }
 
 pub fn run(args: BakeArgs) -> Result<ExitCode> {
-    let mut opts = BakeOptions::default();
-    opts.out = args.out.clone();
-    opts.base_url = args.base_url.clone();
-    opts.cache_dir = args.cache.clone();
-    opts.insecure = args.insecure;
-    opts.jobs = args.jobs;
-    opts.force = args.force;
-    opts.only = args.only.clone();
+    let opts = BakeOptions {
+        out: args.out.clone(),
+        base_url: args.base_url.clone(),
+        cache_dir: args.cache.clone(),
+        insecure: args.insecure,
+        jobs: args.jobs,
+        force: args.force,
+        only: args.only.clone(),
+    };
     let report = bake::bake(&args.manifest, &opts)
         .with_context(|| format!("baking {}", args.manifest.display()))?;
     if args.json {
