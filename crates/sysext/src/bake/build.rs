@@ -291,7 +291,6 @@ fn run_job_inner(
     po.format = Some(Format::Raw);
     po.force = true;
     po.name = Some(ext.name.clone());
-    po.threads = 1;
     // pack writes through its own atomic temp file and rename.
     let rep =
         pack::pack(&tree, &output, &po).with_context(|| format!("packing {}", output.display()))?;

@@ -233,16 +233,14 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
         if let (Status::Built | Status::UpToDate, Some(key), Some(sha), Some(bytes)) =
             (e.status, &e.key, &e.sha256, e.bytes)
         {
-            {
-                state.images.insert(
-                    e.file.clone(),
-                    StateEntry {
-                        key: key.clone(),
-                        sha256: sha.clone(),
-                        bytes,
-                    },
-                );
-            }
+            state.images.insert(
+                e.file.clone(),
+                StateEntry {
+                    key: key.clone(),
+                    sha256: sha.clone(),
+                    bytes,
+                },
+            );
         }
     }
     let text = serde_json::to_string_pretty(&state).unwrap_or_default() + "\n";
