@@ -176,6 +176,9 @@ fn musl_program_with_origin_rpath_and_plugin_runs_from_a_symlinked_entry() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(before, snapshot(&root), "the source rootfs was modified");
     let raw = dir.path().join("hello.raw");
+    let image = sysext_core::inspect::Image::open(&raw).unwrap();
+    let report = sysext_core::check::check_image(&image, None).unwrap();
+    assert!(report.is_clean(), "{:#?}", report.findings);
 
     // The tree as shipped: link kept, target and plugin patched.
     let tree = dir.path().join("tree");
@@ -319,7 +322,39 @@ fn two_different_libraries_under_one_soname_are_an_error() {
         "nothing left beside the output"
     );
 
-    // One of them alone is fine.
+    // One of them alone is fine; a library given with EXTRALIBS goes to extralibs/ and every
+    // object's RUNPATH names that folder.
+    let out = Command::new(FLIX)
+        .env("EXTRALIBS", "/usr/lib/b/libfoo.so.1")
+        .args([
+            root.to_str().unwrap(),
+            "foo",
+            "/usr/bin/prog-a",
+            "--format",
+            "dir",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let t = dir.path().join("foo");
+    let extra =
+        sysext_core::elf::scan(&fs::read(t.join("usr/local/foo/extralibs/libfoo.so.1")).unwrap())
+            .unwrap()
+            .unwrap();
+    assert!(extra.nodeflib, "extra libraries are patched too");
+    let prog = sysext_core::elf::scan(&fs::read(t.join("usr/bin/prog-a")).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        prog.runpath,
+        vec!["/usr/local/foo", "/usr/local/foo/extralibs"]
+    );
+    assert_eq!(
+        prog.interpreter.as_deref(),
+        Some("/usr/local/foo/ld-linux-x86-64.so.2")
+    );
+    fs::remove_dir_all(&t).unwrap();
     let out = flix(
         &[
             root.to_str().unwrap(),

@@ -97,6 +97,18 @@ fn release_of(root_or_tree: &Path, raw: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `sysext check` finds nothing wrong.
+fn assert_clean(raw: &Path) {
+    let image = sysext_core::inspect::Image::open(raw).unwrap();
+    let report = sysext_core::check::check_image(&image, None).unwrap();
+    assert!(
+        report.is_clean(),
+        "sysext check on {}: {:#?}",
+        raw.display(),
+        report.findings
+    );
+}
+
 fn prerequisites() -> bool {
     testkit::require_root("flix end-to-end")
         && [
@@ -171,6 +183,7 @@ fn trixie_programs_from_a_registry_run_in_a_root_without_libc() {
     );
     assert!(!listing.contains("squashfs-root/usr/lib64"));
     assert!(listing.contains("squashfs-root/usr/local/tools/ld-linux-x86-64.so.2"));
+    assert_clean(&raw);
 
     let root = busybox_root(tmp, &raw);
     fs::write(
@@ -285,6 +298,7 @@ fn folder_and_oci_layout_sources_give_working_images() {
         fs::create_dir_all(&sub).unwrap();
         flix(&[source, "tools", "/usr/bin/curl", "/usr/bin/htop"], &sub);
         let raw = sub.join("tools.raw");
+        assert_clean(&raw);
         // An existing output is kept unless --force.
         let again = Command::new(FLIX)
             .args([source.as_str(), "tools", "/usr/bin/curl"])
