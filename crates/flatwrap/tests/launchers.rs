@@ -222,6 +222,19 @@ fn extension_layout() {
             .unwrap(),
         "ID=_any\nARCHITECTURE=x86-64\nEXTENSION_RELOAD_MANAGER=1\n"
     );
+    // `sysext check` finds nothing to complain about, and systemd's rules accept it here.
+    let image = sysext_core::inspect::Image::open(raw).unwrap();
+    let host = sysext_core::check::Host::running().unwrap();
+    let report = sysext_core::check::check_image(&image, Some(&host)).unwrap();
+    assert!(report.is_clean(), "{:#?}", report.findings);
+    assert!(
+        matches!(
+            report.verdict,
+            Some(sysext_core::release::Verdict::Compatible)
+        ),
+        "{:?}",
+        report.verdict
+    );
     // The real systemd-sysext accepts the image on a scratch root.
     let scratch = tempfile::tempdir().unwrap();
     let root = scratch.path();
