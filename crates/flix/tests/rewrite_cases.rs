@@ -373,7 +373,7 @@ fn needed_edits_keep_version_needs_consistent() {
     );
     let segs = segments(&grown);
     let dynamic = segs.iter().find(|s| s.kind == "DYNAMIC").unwrap();
-    let last = segs.iter().filter(|s| s.kind == "LOAD").last().unwrap();
+    let last = segs.iter().rfind(|s| s.kind == "LOAD").unwrap();
     assert!(
         dynamic.vaddr >= last.vaddr,
         "PT_DYNAMIC was expected to move into the new segment"

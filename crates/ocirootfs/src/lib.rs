@@ -59,6 +59,12 @@ pub enum Error {
         status: i32,
         folder: PathBuf,
     },
+    #[error("cannot create the temporary folder {}", path.display())]
+    TempDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("source folder {} does not exist or is not a directory", .0.display())]
     NoFolder(PathBuf),
     #[error("copying the folder {} to {}", from.display(), to.display())]
@@ -381,16 +387,11 @@ pub fn materialize(source: &str, opts: &SourceOptions) -> Result<Rootfs, Error> 
             .map(|d| d.as_nanos())
             .unwrap_or(0)
     ));
-    std::fs::create_dir(&base).map_err(|source| Error::Copy {
-        from: PathBuf::from(source_name(&src)),
-        to: base.clone(),
+    std::fs::create_dir(&base).map_err(|source| Error::TempDir {
+        path: base.clone(),
         source,
     })?;
     let guard = TempGuard(base.clone());
     apply_all(&mut image, &base)?;
     Ok(made(base, &image, Some(guard)))
-}
-
-fn source_name(s: &Source) -> String {
-    format!("{s:?}")
 }

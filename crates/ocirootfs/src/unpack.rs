@@ -760,6 +760,60 @@ pub fn is_empty_dir(dir: &Path) -> bool {
 mod tests {
     use super::*;
 
+    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn missing_trailer_is_accepted_but_cut_data_is_not() {
+        let full = tar_of(&[("a", b"hello"), ("b", b"world!")]);
+        // Cut right after b's data: no padding, no end-of-archive blocks (umoci 0.4 insert).
+        let cut_after_data = &full[..512 + 512 + 512 + 6];
+        let tmp = tempfile::tempdir().unwrap();
+        let d = format!("sha256:{}", hex::encode(Sha256::digest(cut_after_data)));
+        let stats = apply_layer(
+            tmp.path(),
+            cut_after_data,
+            Some(&d),
+            Some(&d),
+            &UnpackOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(stats.entries, 2);
+        assert_eq!(std::fs::read(tmp.path().join("b")).unwrap(), b"world!");
+        // Cut inside b's data: an error, not a zero-padded file.
+        let tmp = tempfile::tempdir().unwrap();
+        let err = apply_layer(
+            tmp.path(),
+            &full[..512 * 3 + 3],
+            None,
+            None,
+            &UnpackOptions::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("tar stream"), "{err}");
+        // A wrong diff_id is refused.
+        let tmp = tempfile::tempdir().unwrap();
+        let wrong = format!("sha256:{}", "0".repeat(64));
+        let err = apply_layer(
+            tmp.path(),
+            &full[..],
+            None,
+            Some(&wrong),
+            &UnpackOptions::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, UnpackError::DiffId { .. }), "{err}");
+    }
+
     #[test]
     fn components_refuse_dotdot() {
         assert_eq!(components(b"/a/./b/").unwrap(), vec![&b"a"[..], b"b"]);

@@ -343,3 +343,121 @@ fn corrupt_blob_is_refused() {
         .to_string_lossy()
         .starts_with(".out")));
 }
+
+#[test]
+fn archives_and_materialize() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut layout = Layout::new(&tmp.path().join("layout"));
+    let mut t1 = LayerTar::new();
+    t1.dir("etc", 0o755)
+        .file("etc/os-release", 0o644, b"ID=test\n")
+        .file("old", 0o644, b"old");
+    let mut t2 = LayerTar::new();
+    t2.file(".wh.old", 0o644, b"")
+        .file("usr/bin/app", 0o755, b"app");
+    let m = layout.image(
+        &[t1.finish(), t2.finish()],
+        Comp::Gzip,
+        "amd64",
+        None,
+        &["A=1"],
+    );
+    layout.tag(&m, "v1");
+    let check = |root: &Path| {
+        assert_eq!(fs::read(root.join("etc/os-release")).unwrap(), b"ID=test\n");
+        assert_eq!(fs::read(root.join("usr/bin/app")).unwrap(), b"app");
+        assert!(!root.join("old").exists());
+    };
+    let cache = tmp.path().join("cache");
+
+    // oci-archive: the layout in a tar, read in place.
+    let oci_archive = tmp.path().join("image.oci.tar");
+    testkit::run_ok(
+        std::process::Command::new("tar")
+            .arg("-cf")
+            .arg(&oci_archive)
+            .arg("-C")
+            .arg(&layout.dir)
+            .arg("."),
+    );
+    let out = tmp.path().join("from-oci-archive");
+    ok(ocirootfs(
+        &cache,
+        &[
+            &format!("oci-archive:{}", oci_archive.display()),
+            out.to_str().unwrap(),
+        ],
+    ));
+    check(&out);
+
+    // docker-archive as Docker 25+ writes it: an OCI layout plus manifest.json naming blobs.
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &fs::read(
+            layout
+                .dir
+                .join("blobs/sha256")
+                .join(&m["digest"].as_str().unwrap()[7..]),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let layers: Vec<String> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| format!("blobs/sha256/{}", &l["digest"].as_str().unwrap()[7..]))
+        .collect();
+    let docker_manifest = serde_json::json!([{
+        "Config": format!("blobs/sha256/{}", &manifest["config"]["digest"].as_str().unwrap()[7..]),
+        "RepoTags": ["test:v1"],
+        "Layers": layers,
+    }]);
+    fs::write(
+        layout.dir.join("manifest.json"),
+        serde_json::to_vec(&docker_manifest).unwrap(),
+    )
+    .unwrap();
+    let docker_archive = tmp.path().join("image.docker.tar");
+    testkit::run_ok(
+        std::process::Command::new("tar")
+            .arg("-cf")
+            .arg(&docker_archive)
+            .arg("-C")
+            .arg(&layout.dir)
+            .arg("."),
+    );
+    let out = tmp.path().join("from-docker-archive");
+    ok(ocirootfs(
+        &cache,
+        &[
+            &format!("docker-archive:{}", docker_archive.display()),
+            out.to_str().unwrap(),
+        ],
+    ));
+    check(&out);
+
+    // materialize: a folder passes through; an image is unpacked once into the cache.
+    let mut opts = ocirootfs::SourceOptions::default();
+    opts.cache_dir = Some(cache.clone());
+    let folder = ocirootfs::materialize(out.to_str().unwrap(), &opts).unwrap();
+    assert_eq!(folder.path, out);
+    assert!(folder.digest.is_none());
+    let src = format!("oci:{}:v1", layout.dir.display());
+    let first = ocirootfs::materialize(&src, &opts).unwrap();
+    check(&first.path);
+    assert!(first.path.starts_with(&cache));
+    assert_eq!(first.digest.as_deref(), m["digest"].as_str());
+    assert_eq!(first.env, vec!["A=1".to_string()]);
+    fs::write(first.path.join("marker"), b"reused").unwrap();
+    let second = ocirootfs::materialize(&src, &opts).unwrap();
+    assert_eq!(second.path, first.path);
+    assert!(
+        second.path.join("marker").exists(),
+        "the cached rootfs was not re-used"
+    );
+    let missing = ocirootfs::materialize("/nonexistent/rootfs", &opts).unwrap_err();
+    assert!(
+        missing.to_string().contains("/nonexistent/rootfs"),
+        "{missing}"
+    );
+}

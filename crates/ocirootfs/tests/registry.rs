@@ -22,6 +22,7 @@ fn debian_from_registry_oci_and_docker_archive_match_umoci() {
     let tmp = tempfile::tempdir().unwrap();
     let reference = tmp.path().join("umoci");
     umoci_unpack(&layout, "trixie", &reference);
+    let want = snapshot(&reference);
     let cache = tmp.path().join("cache");
 
     let registry = testkit::registry::Registry::start();
@@ -38,18 +39,55 @@ fn debian_from_registry_oci_and_docker_archive_match_umoci() {
         report["downloaded_bytes"].as_u64().unwrap() > 10 << 20,
         "{report}"
     );
-    assert_same_tree(&first, &reference);
+    assert_matches_snapshot(&first, &want, &reference);
+    fs::remove_dir_all(&first).unwrap();
 
-    // Warm cache: nothing is downloaded again, same tree.
-    let second = tmp.path().join("warm");
+    // Interrupted (SIGKILL while unpacking): no FOLDER; the next run cleans the leftover.
+    let folder = tmp.path().join("interrupted");
+    let mut child = Command::new(bin())
+        .arg("--cache")
+        .arg(&cache)
+        .arg(&image)
+        .arg(&folder)
+        .spawn()
+        .unwrap();
+    let temps = || -> Vec<std::path::PathBuf> {
+        fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(".interrupted.tmp-")
+            })
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !temps().iter().any(|t| t.join("usr").exists()) {
+        assert!(
+            std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+            "no unpack in progress seen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!folder.exists(), "an interrupted pull left FOLDER");
+
+    // Warm cache: nothing is downloaded again, same tree, and the leftover is gone.
     let out = ok(ocirootfs(
         &cache,
-        &["--json", &image, second.to_str().unwrap()],
+        &["--json", &image, folder.to_str().unwrap()],
     ));
     assert_eq!(json(&out)["downloaded_bytes"], 0);
     assert_eq!(json(&out)["digest"], report["digest"]);
-    fs::remove_dir_all(&second).unwrap();
-    fs::remove_dir_all(&first).unwrap();
+    assert!(
+        temps().is_empty(),
+        "the interrupted run's temporary folder was not cleaned"
+    );
+    assert_matches_snapshot(&folder, &want, &reference);
+    fs::remove_dir_all(&folder).unwrap();
 
     let from_oci = tmp.path().join("from-oci");
     ok(ocirootfs(
@@ -59,7 +97,7 @@ fn debian_from_registry_oci_and_docker_archive_match_umoci() {
             from_oci.to_str().unwrap(),
         ],
     ));
-    assert_same_tree(&from_oci, &reference);
+    assert_matches_snapshot(&from_oci, &want, &reference);
     fs::remove_dir_all(&from_oci).unwrap();
 
     let archive = tmp.path().join("debian.tar");
@@ -77,7 +115,7 @@ fn debian_from_registry_oci_and_docker_archive_match_umoci() {
             from_archive.to_str().unwrap(),
         ],
     ));
-    assert_same_tree(&from_archive, &reference);
+    assert_matches_snapshot(&from_archive, &want, &reference);
 }
 
 fn two_platform_layout(dir: &Path) -> Layout {

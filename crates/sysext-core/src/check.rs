@@ -69,7 +69,6 @@ pub struct Finding {
 pub struct Host {
     /// Where the os-release came from (for messages).
     pub origin: PathBuf,
-    #[serde(skip)]
     pub os_release: OsRelease,
     /// systemd's architecture name, e.g. `x86-64`.
     pub architecture: String,
@@ -85,9 +84,9 @@ impl Host {
     /// `usr/lib/os-release`); `arch` defaults to the running host's.
     pub fn from_root(root: &Path, arch: Option<&str>) -> Result<Host, CheckError> {
         for rel in ["etc/os-release", "usr/lib/os-release"] {
-            let path = root.join(rel);
-            // A dangling /etc/os-release symlink counts as absent, as for systemd.
-            if path.exists() {
+            // Symlinks resolve inside `root` (Debian's etc/os-release is one); a dangling one
+            // counts as absent, as for systemd.
+            if let Some(path) = resolve_in_root(root, rel) {
                 return Self::from_os_release_file(&path, arch);
             }
         }
@@ -114,6 +113,42 @@ impl Host {
             architecture,
         })
     }
+}
+
+/// `rel` inside the folder `root` with `root` as `/`: symlinks (in any component) are
+/// followed with absolute targets re-rooted and `..` clamped at the root, so nothing resolves
+/// against the machine running the check. `None` when it does not exist (or loops).
+fn resolve_in_root(root: &Path, rel: &str) -> Option<PathBuf> {
+    let mut todo: Vec<String> = rel.split('/').rev().map(str::to_string).collect();
+    let mut done: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = todo.pop() {
+        match c.as_str() {
+            "" | "." => continue,
+            ".." => {
+                done.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let candidate = root.join(done.join("/")).join(&c);
+        let meta = std::fs::symlink_metadata(&candidate).ok()?;
+        if meta.file_type().is_symlink() {
+            hops += 1;
+            if hops > 40 {
+                return None;
+            }
+            let target = std::fs::read_link(&candidate).ok()?;
+            let target = target.to_str()?;
+            if target.starts_with('/') {
+                done.clear();
+            }
+            todo.extend(target.split('/').rev().map(str::to_string));
+        } else {
+            done.push(c);
+        }
+    }
+    Some(root.join(done.join("/")))
 }
 
 /// The outcome of checking one image.
@@ -190,18 +225,18 @@ pub fn check(name: &str, entries: &[Entry], release: Option<&[u8]>, host: Option
                 );
             }
         }
-        Some(e) if e.kind != EntryKind::File => push(
-            "unreadable-release",
-            Some(&expected),
-            Severity::Error,
-            format!("{expected} is a {:?}, not a regular file", e.kind).to_lowercase(),
-        ),
-        Some(_) => match release.map(OsRelease::from_bytes) {
+        Some(e) => match release.map(OsRelease::from_bytes) {
             None => push(
                 "unreadable-release",
                 Some(&expected),
                 Severity::Error,
-                format!("{expected} could not be read"),
+                if e.kind == EntryKind::File {
+                    format!("{expected} could not be read")
+                } else {
+                    format!(
+                        "{expected} is not a regular file, nor a symlink to one inside the image"
+                    )
+                },
             ),
             Some(None) => push(
                 "unreadable-release",
@@ -230,12 +265,19 @@ pub fn check(name: &str, entries: &[Entry], release: Option<&[u8]>, host: Option
         },
     }
     for e in others {
+        let release_name = e.path.rsplit("extension-release.").next().unwrap_or("");
+        let cut = name.split(['_', '+']).next().unwrap_or(name);
+        let newer = if release_name == cut && cut != name {
+            " (systemd 257+ accepts it, as the name cut at the first '_' or '+'; older versions do not)"
+        } else {
+            ""
+        };
         push(
             "misnamed-release",
             Some(&e.path),
             Severity::Error,
             format!(
-                "release file for another name: an image named {name:?} must carry {expected}; rename the file, or name the image after it"
+                "release file for another name: systemd-sysext looks for {expected} in an image named {name:?} and skips a folder or refuses a .raw without it{newer}; rename the file, or name the image after it"
             ),
         );
     }
@@ -327,19 +369,15 @@ pub fn check(name: &str, entries: &[Entry], release: Option<&[u8]>, host: Option
     }
 }
 
-/// Checks an opened image (`.raw` or folder) against `host`.
+/// Checks an opened image (`.raw` or folder) against `host`. A symlinked release file is
+/// followed inside the image.
 pub fn check_image(image: &Image, host: Option<&Host>) -> Result<Report, CheckError> {
     let expected = release_file_path(image.name())
         .to_string_lossy()
         .into_owned();
-    let is_file = image
-        .entries()
-        .iter()
-        .any(|e| e.path == expected && e.kind == EntryKind::File);
-    let release = if is_file {
-        Some(image.read_file(&expected)?)
-    } else {
-        None
+    let release = match resolve(image.entries(), &expected) {
+        Some(e) if e.kind == EntryKind::File => Some(image.read_file(&e.path)?),
+        _ => None,
     };
     Ok(check(
         image.name(),
@@ -347,6 +385,47 @@ pub fn check_image(image: &Image, host: Option<&Host>) -> Result<Report, CheckEr
         release.as_deref(),
         host,
     ))
+}
+
+/// The entry at `path`, following symlinks in its last component (relative targets from its
+/// folder, absolute ones from the image root, `..` clamped at the root), at most 32 hops.
+fn resolve<'a>(entries: &'a [Entry], path: &str) -> Option<&'a Entry> {
+    let find = |p: &str| {
+        entries
+            .binary_search_by(|e| e.path.as_str().cmp(p))
+            .ok()
+            .map(|i| &entries[i])
+            .or_else(|| entries.iter().find(|e| e.path == p))
+    };
+    let mut current = find(path)?;
+    for _ in 0..32 {
+        let Some(target) = current
+            .target
+            .as_deref()
+            .filter(|_| current.kind == EntryKind::Symlink)
+        else {
+            return Some(current);
+        };
+        let mut parts: Vec<&str> = if target.starts_with('/') {
+            Vec::new()
+        } else {
+            current.path.split('/').collect()
+        };
+        if !target.starts_with('/') {
+            parts.pop();
+        }
+        for c in target.split('/') {
+            match c {
+                "" | "." => {}
+                ".." => {
+                    parts.pop();
+                }
+                c => parts.push(c),
+            }
+        }
+        current = find(&parts.join("/"))?;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -516,6 +595,71 @@ mod tests {
         assert_eq!(r.findings.len(), MAX_PER_CODE + 1);
         assert!(r.findings.last().unwrap().message.starts_with("30 more"));
         assert_eq!(r.verdict, None);
+    }
+
+    #[test]
+    fn symlinks_resolve_inside_the_image() {
+        let link = |path: &str, target: &str| Entry {
+            kind: EntryKind::Symlink,
+            target: Some(target.into()),
+            ..file(path)
+        };
+        let mut entries = vec![
+            file("usr/lib/extension-release.d/real"),
+            link("usr/lib/extension-release.d/rel", "real"),
+            link(
+                "usr/lib/extension-release.d/abs",
+                "/usr/lib/extension-release.d/real",
+            ),
+            link(
+                "usr/lib/extension-release.d/up",
+                "../../../../usr/lib/extension-release.d/rel",
+            ),
+            link("usr/lib/extension-release.d/loop", "loop"),
+            link("usr/lib/extension-release.d/dangling", "nothing"),
+        ];
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        for p in ["rel", "abs", "up", "real"] {
+            let e = resolve(&entries, &format!("usr/lib/extension-release.d/{p}"));
+            assert_eq!(
+                e.map(|e| e.path.as_str()),
+                Some("usr/lib/extension-release.d/real"),
+                "{p}"
+            );
+        }
+        assert!(resolve(&entries, "usr/lib/extension-release.d/loop").is_none());
+        assert!(resolve(&entries, "usr/lib/extension-release.d/dangling").is_none());
+    }
+
+    #[test]
+    fn host_os_release_symlinks_stay_in_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("usr/lib/os-release"), "ID=inside\n").unwrap();
+        // Absolute: must not read the machine's own /usr/lib/os-release.
+        std::os::unix::fs::symlink("/usr/lib/os-release", root.join("etc/os-release")).unwrap();
+        let h = Host::from_root(root, Some("x86-64")).unwrap();
+        assert_eq!(h.os_release.get("ID"), Some("inside"));
+        std::fs::remove_file(root.join("etc/os-release")).unwrap();
+        std::os::unix::fs::symlink(
+            "../../../../usr/lib/os-release",
+            root.join("etc/os-release"),
+        )
+        .unwrap();
+        let h = Host::from_root(root, Some("x86-64")).unwrap();
+        assert_eq!(h.os_release.get("ID"), Some("inside"));
+        // Dangling: falls back to usr/lib/os-release.
+        std::fs::remove_file(root.join("etc/os-release")).unwrap();
+        std::os::unix::fs::symlink("/nowhere", root.join("etc/os-release")).unwrap();
+        assert_eq!(
+            Host::from_root(root, None).unwrap().origin,
+            root.join("usr/lib/os-release")
+        );
+        std::fs::remove_file(root.join("usr/lib/os-release")).unwrap();
+        let e = Host::from_root(root, None).unwrap_err().to_string();
+        assert!(e.contains(&root.display().to_string()), "{e}");
     }
 
     #[test]

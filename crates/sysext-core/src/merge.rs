@@ -29,14 +29,11 @@
 //! vanish, loop devices included.
 
 mod collide;
-mod release_shim;
 mod sys;
 pub mod version;
 
 pub use collide::{Collision, Kind, MergeWarning, Provider};
 pub use version::strverscmp_improved;
-
-use release_shim as release;
 
 use std::ffi::{CString, OsString};
 use std::fs::{self, File};
@@ -52,7 +49,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxFlags, CWD};
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 use serde::Serialize;
 
-use release::{OsRelease, Verdict};
+use crate::release::{self, OsRelease, ReleaseError, Verdict};
 
 /// The hierarchies systemd-sysext merges by default.
 pub const DEFAULT_HIERARCHIES: [&str; 2] = ["/usr", "/opt"];
@@ -80,8 +77,12 @@ pub enum MergeError {
         "{path} is not an extension image: expected a directory or a regular file named NAME.raw"
     )]
     NotAnImage { path: PathBuf },
-    #[error("{path}: invalid image name {name:?}")]
-    InvalidName { path: PathBuf, name: String },
+    #[error("image {path}")]
+    InvalidName {
+        path: PathBuf,
+        #[source]
+        source: ReleaseError,
+    },
     #[error("image {path}: unsupported format ({found}); expected squashfs, erofs or ext4 (pack it with `sysext pack`)")]
     UnsupportedFormat { path: PathBuf, found: &'static str },
     #[error("failed to read metadata for image {name} ({path}): no usr/lib/extension-release.d/extension-release.{name} in it; add one (see `sysext check`)")]
@@ -127,6 +128,8 @@ pub enum MergeError {
     },
     #[error("cannot merge {hierarchy}: a folder image lies inside the hierarchy it is merged over (overlayfs refuses overlapping layers); store it outside {hierarchy} or pack it as a .raw")]
     Overlapping { hierarchy: String },
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
     #[error("no command to run")]
     NoCommand,
 }
@@ -256,8 +259,10 @@ pub struct RunOutcome {
     pub status: i32,
 }
 
-/// systemd's `image_name_is_valid()`.
-pub fn image_name_is_valid(name: &str) -> bool {
+/// systemd 252's `image_name_is_valid()`, the predicate of its discovery. Deliberately laxer
+/// than [`release::validate_name`] (which also lints names we produce: the release file
+/// name's length, a `.raw` suffix), so discovery takes exactly the images systemd takes.
+fn image_name_is_valid(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 255
         && name != "."
@@ -339,10 +344,10 @@ pub fn candidate_from_path(path: &Path) -> Result<Candidate, MergeError> {
             path: path.to_path_buf(),
         });
     };
-    if !image_name_is_valid(name) {
+    if let Err(e) = release::validate_name(name) {
         return Err(MergeError::InvalidName {
             path: path.to_path_buf(),
-            name: name.to_string(),
+            source: e,
         });
     }
     let path = std::path::absolute(path).map_err(io_err("reading image", path))?;
@@ -437,7 +442,7 @@ fn dir_is_empty(p: &Path) -> Result<bool, MergeError> {
 fn host_release(root: &Path) -> Result<OsRelease, MergeError> {
     for p in ["/etc/os-release", "/usr/lib/os-release"] {
         if let Some(path) = chase(root, p)? {
-            let r = OsRelease::read(&path).map_err(io_err("reading os-release", &path))?;
+            let r = OsRelease::read(&path)?;
             if r.get("ID").map(str::is_empty).unwrap_or(true) {
                 return Err(MergeError::NoHostId {
                     root: root.to_path_buf(),
@@ -676,7 +681,7 @@ fn prepare(
             });
         }
         let ext = match &release_path {
-            Some(rp) => OsRelease::read(rp).map_err(io_err("reading extension-release", rp))?,
+            Some(rp) => OsRelease::read(rp)?,
             None => OsRelease::parse(""),
         };
         match release::check_compatibility(&ext, &host, arch) {
@@ -792,9 +797,30 @@ fn prepare(
     Ok(Prepared { report, overlays })
 }
 
-/// systemd-sysext's log line for a skipped extension.
+/// systemd-sysext's log line for a skipped extension, from [`release::check_compatibility`]'s
+/// reason (which reads "extension is for ...").
 fn skip_message(name: &str, reason: &str) -> String {
-    format!("Extension '{name}' {reason}")
+    let rest = reason.strip_prefix("extension ").unwrap_or(reason);
+    if rest.starts_with("carries no extension-release data") {
+        return format!(
+            "Extension '{name}' carries no extension-release data, ignoring extension."
+        );
+    }
+    if let Some(scope) = rest.strip_prefix("is not suitable for scope ") {
+        let scope = scope.split(' ').next().unwrap_or(scope);
+        return format!(
+            "Extension '{name}' is not suitable for scope {scope}, ignoring extension."
+        );
+    }
+    // systemd says "is for OS '<version>'" for a version mismatch too.
+    let rest = rest.replacen("is for OS version '", "is for OS '", 1);
+    // Only these two of systemd's messages end with a period.
+    let period = if rest.starts_with("is for OS '") || rest.starts_with("is for architecture '") {
+        "."
+    } else {
+        ""
+    };
+    format!("Extension '{name}' {rest}{period}")
 }
 
 static WORKSPACE_SEQ: AtomicU32 = AtomicU32::new(0);
@@ -1140,6 +1166,28 @@ mod tests {
         assert_eq!(names, ["tool", "tool-1.2-x86-64"]);
         o.images.push(t.path().join("tool.raw"));
         assert_eq!(candidates(&o).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn messages_are_systemds() {
+        use crate::release::{check_compatibility, OsRelease};
+        let host = OsRelease::parse("ID=debian\nVERSION_ID=12\n");
+        for (ext, want) in [
+            ("", "Extension 'e' carries no extension-release data, ignoring extension."),
+            ("ID=_any\nSYSEXT_SCOPE=portable", "Extension 'e' is not suitable for scope system, ignoring extension."),
+            ("ID=_any\nARCHITECTURE=arm64", "Extension 'e' is for architecture 'arm64', but deployed on top of 'x86-64'."),
+            ("VERSION_ID=12", "Extension 'e' does not contain ID in extension-release but requested to match 'debian' or be '_any'"),
+            ("ID=fedora", "Extension 'e' is for OS 'fedora', but deployed on top of 'debian'."),
+            ("ID=debian", "Extension 'e' does not contain VERSION_ID in extension-release but requested to match '12'"),
+            ("ID=debian\nVERSION_ID=11", "Extension 'e' is for OS '11', but deployed on top of '12'."),
+        ] {
+            let Verdict::Incompatible { reason } =
+                check_compatibility(&OsRelease::parse(ext), &host, "x86-64")
+            else {
+                panic!("{ext:?} should be incompatible");
+            };
+            assert_eq!(skip_message("e", &reason), want, "{ext:?}");
+        }
     }
 
     #[test]

@@ -34,9 +34,16 @@ pub enum ReleaseError {
 
 /// A parsed os-release / extension-release file: ordered key/value pairs, each key once
 /// (a later duplicate replaces the earlier value in place, as systemd's pair loader does).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// Serialises as a JSON object in file order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OsRelease {
     pairs: Vec<(String, String)>,
+}
+
+impl Serialize for OsRelease {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.pairs.iter().map(|(k, v)| (k, v)))
+    }
 }
 
 const WHITESPACE: &[char] = &[' ', '\t', '\n', '\r'];
@@ -391,6 +398,13 @@ fn incompatible(reason: String) -> Verdict {
 ///
 /// A host os-release without `ID` makes systemd refuse to merge anything; that is reported
 /// as incompatible too.
+///
+/// A missing release file: systemd 252 skips a *directory* image without one like an empty
+/// file (pass `OsRelease::default()`), but a `.raw` image without one ("Failed to read
+/// metadata for image") aborts the whole merge, even with `--force`; callers that merge
+/// `.raw` images must treat that as an error, not as a skip.
+///
+/// Verified against systemd-sysext 252 by `tests/release_compat_systemd.rs` (52 cases).
 pub fn check_compatibility(ext: &OsRelease, host: &OsRelease, host_arch: &str) -> Verdict {
     let Some(host_id) = host.non_empty("ID") else {
         return incompatible(
@@ -676,6 +690,43 @@ mod tests {
         ];
         for (text, want) in cases {
             assert_eq!(p(text), kv(want), "parsing {text:?}");
+        }
+    }
+
+    /// Random text over the characters the parser cares about: never a panic, and every
+    /// value rendered by `ExtensionRelease` reads back unchanged.
+    #[test]
+    fn random_inputs_parse_and_round_trip() {
+        let alphabet: Vec<char> = "ab_= \t\r\n#;'\"\\$`ü\u{0}".chars().collect();
+        let mut seed = 0x2545f4914f6cdd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..5000 {
+            let len = (next() % 24) as usize;
+            let s: String = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            let parsed = OsRelease::parse(&s);
+            for (k, _) in parsed.pairs() {
+                assert!(!k.contains(['\n', '\r', '\0']), "key {k:?} from {s:?}");
+            }
+            // Values with NUL or CR cannot be written to an os-release file.
+            if s.contains(['\0', '\r']) {
+                continue;
+            }
+            let rel = ExtensionRelease {
+                sysext_id: Some(s.clone()),
+                ..Default::default()
+            };
+            assert_eq!(
+                OsRelease::parse(&rel.render()).get("SYSEXT_ID"),
+                Some(s.as_str()),
+                "round trip of {s:?}"
+            );
         }
     }
 

@@ -130,6 +130,12 @@ pub fn resolve(root: &Path, path: &Path, follow_last: bool) -> Result<PathBuf, R
                 path: inside.clone(),
                 source,
             })?;
+            if target.as_os_str().is_empty() {
+                return Err(RootfsError::NotFound {
+                    root: root.to_path_buf(),
+                    path: err_path(),
+                });
+            }
             done.pop();
             if target.as_os_str().as_bytes().first() == Some(&b'/') {
                 done.clear();

@@ -51,6 +51,9 @@ fn loader_list(
             .map_err(|e| format!("{}: loader reported {path}: {e}", file.display()))?;
         paths.insert(real);
     }
+    // The interpreter is mapped in every process, but glibc lists it only when some DT_NEEDED
+    // names it (libc.so.6 does): count it in.
+    paths.insert(rootfs::resolve(root, Path::new(loader), true).map_err(|e| e.to_string())?);
     Ok((paths, missing))
 }
 

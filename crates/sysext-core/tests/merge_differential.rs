@@ -135,7 +135,9 @@ fn build_root(root: &Path, sc: &Scenario, stage: &Path) {
                     Command::new("mksquashfs")
                         .arg(&tree)
                         .arg(dir.join(format!("{}.raw", e.name)))
-                        .args(["-all-root", "-noappend", "-no-progress", "-quiet"]),
+                        // Fixed times: both copies of a root hold byte-identical images.
+                        .args(["-all-root", "-noappend", "-no-progress", "-quiet"])
+                        .args(["-mkfs-time", "0", "-all-time", "0"]),
                 );
             }
             "ero" => {

@@ -178,6 +178,29 @@ fn cases(arch: &str) -> Vec<Case> {
             DEB,
             Some("ID=deb\\ian\nVERSION_ID=1\\2\n"),
         ),
+        // Parser fidelity, seen through the verdict.
+        case("single-quoted _any", DEB, Some("ID='_any'\n")),
+        case("quotes mid-value", DEB, Some("ID=\"_a\"ny\n")),
+        case(
+            "blanks around key, = and value",
+            DEB,
+            Some("  ID =  _any  \n"),
+        ),
+        case("# after a value is no comment", DEB, Some("ID=_any # x\n")),
+        case("; comment line", DEB, Some(";ID=_any\nID=fedora\n")),
+        case("escaped underscore", DEB, Some(r"ID=\_any")),
+        case("line continuation", DEB, Some("ID=_a\\\nny\n")),
+        case("key without =", DEB, Some("ID\nVERSION_ID=12\n")),
+        case(
+            "unknown escape kept in double quotes",
+            DEB,
+            Some("ID=\"deb\\ian\"\nVERSION_ID=12\n"),
+        ),
+        case(
+            "known escape in double quotes",
+            DEB_ROLLING,
+            Some("ID=\"deb\\ian\\\"\"\n"),
+        ),
     ];
     v.push(Case {
         what: "own ARCHITECTURE with ID=_any",

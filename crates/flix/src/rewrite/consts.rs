@@ -35,6 +35,7 @@ pub const DT_HASH: u64 = 4;
 pub const DT_STRTAB: u64 = 5;
 pub const DT_STRSZ: u64 = 10;
 pub const DT_SONAME: u64 = 14;
+pub const DT_DEBUG: u64 = 21;
 pub const DT_RPATH: u64 = 15;
 pub const DT_RUNPATH: u64 = 29;
 pub const DT_FLAGS_1: u64 = 0x6fff_fffb;

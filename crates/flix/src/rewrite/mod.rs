@@ -29,12 +29,15 @@
 //! Both ELF classes and both byte orders are supported.
 
 mod consts;
+mod flags;
 pub mod patchelf;
 mod raw;
 
 use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
+
+pub use flags::{execstack, os_abi, set_execstack, set_os_abi};
 
 use consts::*;
 use raw::{bad, bytes_at, bytes_at_mut, cstr, unsupported, Ehdr, Fmt, Phdr, Shdr, R};
@@ -99,6 +102,8 @@ pub struct Edits {
     pub remove_needed: Vec<String>,
     /// `(old, new)` DT_NEEDED renames; `.gnu.version_r` follows.
     pub replace_needed: Vec<(String, String)>,
+    /// Add a DT_DEBUG entry when there is none (debuggers find `r_debug` through it).
+    pub add_debug_tag: bool,
 }
 
 impl Edits {
@@ -109,6 +114,7 @@ impl Edits {
             || !self.add_needed.is_empty()
             || !self.remove_needed.is_empty()
             || !self.replace_needed.is_empty()
+            || self.add_debug_tag
     }
 }
 
@@ -319,13 +325,15 @@ struct Strings {
     extra: Vec<u8>,
 }
 
+/// Offset of `s` followed by NUL in `hay` (a suffix of a longer string counts, as linkers
+/// share tails): checks the bytes before each NUL, so it is linear in the table size.
 fn find_cstr(hay: &[u8], s: &str) -> Option<usize> {
-    let needle: Vec<u8> = s.bytes().chain([0]).collect();
-    if s.is_empty() {
-        return hay.iter().position(|&c| c == 0);
-    }
-    hay.windows(needle.len())
-        .position(|w| w == needle.as_slice())
+    let n = s.len();
+    hay.iter()
+        .enumerate()
+        .filter(|&(j, &c)| c == 0 && j >= n)
+        .map(|(j, _)| j - n)
+        .find(|&start| &hay[start..start + n] == s.as_bytes())
 }
 
 impl Strings {
@@ -606,9 +614,9 @@ fn rewrite_named(
     let mut renames: Vec<(String, String)> = Vec::new();
     for (old, new) in &edits.replace_needed {
         let mut hit = false;
-        for i in 0..dyns.len() {
-            if dyns[i].0 == DT_NEEDED && strings.get(dyns[i].1)? == *old {
-                dyns[i].1 = strings.add(new);
+        for entry in dyns.iter_mut() {
+            if entry.0 == DT_NEEDED && strings.get(entry.1)? == *old {
+                entry.1 = strings.add(new);
                 hit = true;
             }
         }
@@ -664,6 +672,10 @@ fn rewrite_named(
             None => dyns.push((DT_FLAGS_1, DF_1_NODEFLIB)),
         }
         expect.flags_1 |= DF_1_NODEFLIB;
+    }
+
+    if edits.add_debug_tag && !dyns.iter().any(|&(t, _)| t == DT_DEBUG) {
+        dyns.push((DT_DEBUG, 0));
     }
 
     // Version needs follow DT_NEEDED.
@@ -808,41 +820,9 @@ struct LayoutInput<'a> {
     verneed_count: Option<u64>,
 }
 
-/// Grow: a new PT_LOAD at the end, room for one more program header in place.
-fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R<()> {
-    let fmt = p.fmt;
-    let LayoutInput {
-        mut dyns,
-        new_interp,
-        dyn_moves,
-        strings,
-        verneed_count,
-    } = li;
-    let str_moves = !strings.extra.is_empty();
-    if p.loads().next().is_none() {
-        return Err(unsupported("no PT_LOAD segment"));
-    }
-    let mut align: u64 = 0x1000;
-    let mut max_end = 0u64;
-    for ph in p.loads() {
-        align = align.max(ph.align);
-        max_end = max_end.max(ph.mem_end());
-    }
-    if !align.is_power_of_two() {
-        return Err(unsupported(format!(
-            "PT_LOAD alignment {align:#x} is not a power of two"
-        )));
-    }
-    if align > 0x1000_0000 {
-        return Err(unsupported(format!(
-            "PT_LOAD alignment {align:#x} is too large"
-        )));
-    }
-
-    // Room for one more program header right after the table.
-    let phsz = fmt.phentsize();
-    let old_ph_end = p.eh.phoff + u64::from(p.eh.phnum) * phsz;
-    let need_end = old_ph_end + phsz;
+/// The block of movable sections right after the program header table that must move to
+/// make room for one more program header (`None`: there is room already).
+fn choose_block(p: &Parsed, old_ph_end: u64, need_end: u64) -> R<Option<(u64, u64, u64)>> {
     let first = *p
         .loads()
         .find(|ph| ph.offset <= p.eh.phoff && old_ph_end <= ph.file_end())
@@ -881,7 +861,7 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
         }
     }
     let limit = occupants.iter().copied().min().unwrap_or(u64::MAX);
-    let mut block: Option<(u64, u64)> = None;
+    let mut block: Option<(u64, u64, u64)> = None;
     if limit < need_end {
         if p.shdrs.is_empty() {
             return Err(unsupported(
@@ -939,20 +919,74 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
         if end > first.file_end() {
             return Err(unsupported("the sections to move cross a segment boundary"));
         }
-        block = Some((start, end));
+        block = Some((start, end, first.vaddr + (start - first.offset)));
     }
+    Ok(block)
+}
+
+/// Grow: a new PT_LOAD at the end, room for one more program header in place.
+fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R<()> {
+    let fmt = p.fmt;
+    let LayoutInput {
+        mut dyns,
+        new_interp,
+        dyn_moves,
+        strings,
+        verneed_count,
+    } = li;
+    let str_moves = !strings.extra.is_empty();
+    if p.loads().next().is_none() {
+        return Err(unsupported("no PT_LOAD segment"));
+    }
+    let mut align: u64 = 0x1000;
+    let mut max_end = 0u64;
+    for ph in p.loads() {
+        align = align.max(ph.align);
+        max_end = max_end.max(ph.mem_end());
+    }
+    if !align.is_power_of_two() {
+        return Err(unsupported(format!(
+            "PT_LOAD alignment {align:#x} is not a power of two"
+        )));
+    }
+    if align > 0x1000_0000 {
+        return Err(unsupported(format!(
+            "PT_LOAD alignment {align:#x} is too large"
+        )));
+    }
+
+    // Room for one more program header right after the table.
+    let phsz = fmt.phentsize();
+    let old_ph_end = p.eh.phoff + u64::from(p.eh.phnum) * phsz;
+    let need_end = old_ph_end + phsz;
+    let interp_off = p
+        .phdrs
+        .iter()
+        .find(|ph| ph.p_type == PT_INTERP)
+        .map(|ph| ph.offset);
+    let library_like = !p
+        .phdrs
+        .iter()
+        .any(|ph| matches!(ph.p_type, PT_INTERP | PT_PHDR));
+    // A shared library whose table cannot grow in place gets its program headers in the new
+    // segment instead (glibc reads a library's table from the file and finds it in a PT_LOAD);
+    // programs never do, the kernel wants theirs in the first page.
+    let (block, phdrs_at_end) = match choose_block(p, old_ph_end, need_end) {
+        Ok(b) => (b, false),
+        Err(RewriteError::Unsupported(_)) if library_like => (None, true),
+        Err(e) => return Err(e),
+    };
 
     // Build the new segment.
     let file_len = out.len() as u64;
     let seg_off = match block {
-        Some((start, _)) => align_up(file_len, 0x1000)? + start % 0x1000,
+        Some((start, _, _)) => align_up(file_len, 0x1000)? + start % 0x1000,
         None => align_up(file_len, 16)?,
     };
     let seg_vaddr = align_up(max_end, align)? + seg_off % align;
     let mut seg: Vec<u8> = Vec::new();
     let mut shift: Option<(u64, u64, u64, u64)> = None; // old off, old vaddr, len, new pos
-    if let Some((start, end)) = block {
-        let old_vaddr = first.vaddr + (start - first.offset);
+    if let Some((start, end, old_vaddr)) = block {
         seg.extend_from_slice(bytes_at(out, start, end - start)?);
         shift = Some((start, old_vaddr, end - start, 0));
     }
@@ -1010,6 +1044,13 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
         Some((place(&mut seg, &bytes, fmt.word_size())?, n * es))
     } else {
         write_dynamic_in_place(p, out, &dyns)?;
+        None
+    };
+
+    let phdr_pos = if phdrs_at_end {
+        let table = vec![0u8; ((p.phdrs.len() + 1) as u64 * phsz) as usize];
+        Some(place(&mut seg, &table, fmt.word_size())?)
+    } else {
         None
     };
 
@@ -1109,7 +1150,7 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
     // paths) do not linger.
     if let (Some(_), Some((so, _, size))) = (dynstr_pos, p.strtab) {
         bytes_at_mut(out, so, size)?.fill(0);
-        if let Some((start, end)) = block {
+        if let Some((start, end, _)) = block {
             if so >= start && so + size <= end {
                 bytes_at_mut(&mut seg, so - start, size)?.fill(0);
             }
@@ -1120,10 +1161,14 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
     out.resize(seg_off as usize, 0);
     out.extend_from_slice(&seg);
     let phnum = u16::try_from(phdrs.len()).map_err(|_| unsupported("too many program headers"))?;
+    let phoff = phdr_pos.map_or(p.eh.phoff, off_of);
     for (i, ph) in phdrs.iter().enumerate() {
-        ph.write(fmt, out, p.eh.phoff + i as u64 * phsz)?;
+        ph.write(fmt, out, phoff + i as u64 * phsz)?;
     }
     Ehdr::write_phnum(fmt, out, phnum)?;
+    if phdr_pos.is_some() {
+        Ehdr::write_phoff(fmt, out, phoff)?;
+    }
     for (i, sh) in shdrs.iter().enumerate() {
         if *sh != p.shdrs[i] {
             sh.write_placement(fmt, out, p.eh.shoff + i as u64 * fmt.shentsize())?;
@@ -1131,6 +1176,21 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
     }
     let _ = input;
     Ok(())
+}
+
+/// Where the ELF image ends: the furthest segment, section or header table.
+fn elf_extent(p: &Parsed) -> u64 {
+    let mut end = p.eh.phoff + u64::from(p.eh.phnum) * p.fmt.phentsize();
+    end = end.max(p.eh.shoff + p.shdrs.len() as u64 * p.fmt.shentsize());
+    for ph in &p.phdrs {
+        end = end.max(ph.file_end());
+    }
+    for sh in &p.shdrs {
+        if sh.sh_type != SHT_NOBITS {
+            end = end.max(sh.offset.saturating_add(sh.size));
+        }
+    }
+    end
 }
 
 /// Parse the output again and check it says what was asked and is laid out sanely.
@@ -1190,8 +1250,19 @@ fn verify(out: &[u8], input: &[u8], expect: &ElfSummary) -> R<()> {
             })?;
         }
     }
-    // Anything appended to the input is still there, byte for byte.
-    let _ = input;
+    // Anything appended to the input (past every segment, section and header table) is still
+    // there, at the same offset, byte for byte.
+    if let Ok(Some(orig)) = Parsed::parse(input) {
+        let extent = elf_extent(&orig);
+        if extent < input.len() as u64 {
+            let tail = &input[extent as usize..];
+            if out.get(extent as usize..input.len()) != Some(tail) {
+                return Err(fail(
+                    "data appended after the ELF image was not preserved".into(),
+                ));
+            }
+        }
+    }
     // And object agrees it is a well-formed ELF file.
     object::File::parse(out).map_err(|e| fail(format!("object cannot parse the output: {e}")))?;
     Ok(())
@@ -1214,26 +1285,33 @@ pub fn rewrite_file(path: &Path, edits: &Edits) -> Result<(), RewriteError> {
 }
 
 /// Write `bytes` to `path` through a temporary file and a rename, keeping the mode of an
-/// existing file.
+/// existing file. A symlink is followed (its target is replaced, the link stays); an existing
+/// non-regular file such as `/dev/null` or a pipe is written to directly, never replaced.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RewriteError> {
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)
-        .map(|m| m.permissions().mode())
-        .unwrap_or(0o755);
-    let tmp = sysext_core::atomic::AtomicOutput::file(path, true).map_err(|source| {
-        RewriteError::Atomic {
-            path: path.to_path_buf(),
-            source,
-        }
-    })?;
     let werr = |source| RewriteError::Write {
         path: path.to_path_buf(),
         source,
     };
+    let target = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path).map_err(werr)?,
+        _ => path.to_path_buf(),
+    };
+    let meta = std::fs::metadata(&target).ok();
+    if meta.as_ref().is_some_and(|m| !m.is_file()) {
+        return std::fs::write(&target, bytes).map_err(werr);
+    }
+    let mode = meta.map_or(0o755, |m| m.permissions().mode());
+    let tmp = sysext_core::atomic::AtomicOutput::file(&target, true).map_err(|source| {
+        RewriteError::Atomic {
+            path: target.clone(),
+            source,
+        }
+    })?;
     std::fs::write(tmp.path(), bytes).map_err(werr)?;
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode)).map_err(werr)?;
     tmp.commit().map_err(|source| RewriteError::Atomic {
-        path: path.to_path_buf(),
+        path: target.clone(),
         source,
     })?;
     Ok(())

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
-use super::{inspect, rewrite, write_atomic, Edits, ElfSummary};
+use super::{
+    execstack, inspect, os_abi, rewrite, set_execstack, set_os_abi, write_atomic, Edits, ElfSummary,
+};
 
 /// Modify the dynamic loader and search path fields of ELF executables and libraries.
 #[derive(Debug, Parser)]
@@ -70,6 +72,24 @@ pub struct Args {
     /// Print the version.
     #[arg(long)]
     pub version: bool,
+    /// Print the OS ABI of e_ident.
+    #[arg(long)]
+    pub print_os_abi: bool,
+    /// Set the OS ABI of e_ident ("System V", "Linux", "FreeBSD", ...).
+    #[arg(long, value_name = "ABI")]
+    pub set_os_abi: Option<String>,
+    /// Print whether PT_GNU_STACK asks for an executable stack ("execstack: X" or "-").
+    #[arg(long)]
+    pub print_execstack: bool,
+    /// Ask for an executable stack in PT_GNU_STACK.
+    #[arg(long)]
+    pub set_execstack: bool,
+    /// Ask for a non-executable stack in PT_GNU_STACK.
+    #[arg(long)]
+    pub clear_execstack: bool,
+    /// Add a DT_DEBUG entry if there is none.
+    #[arg(long)]
+    pub add_debug_tag: bool,
     /// Accepted for compatibility; the alignment of the new segment comes from the file.
     #[arg(long, value_name = "SIZE")]
     pub page_size: Option<u64>,
@@ -167,6 +187,16 @@ fn process(args: &Args, file: &Path, out: &mut String) -> Result<()> {
             ),
         }
     }
+    let mut bytes = std::borrow::Cow::Borrowed(&input[..]);
+    if args.print_os_abi {
+        out.push_str(&format!("{}\n", abi_name(os_abi(&bytes)?)));
+    }
+    if let Some(name) = &args.set_os_abi {
+        let abi = abi_from_name(&resolve(name)?)?;
+        if os_abi(&bytes)? != abi {
+            bytes = std::borrow::Cow::Owned(set_os_abi(&bytes, abi)?);
+        }
+    }
     if args.print_soname {
         // patchelf 0.14 prints nothing (and succeeds) when there is no DT_SONAME.
         if let Some(s) = &info.soname {
@@ -188,6 +218,18 @@ fn process(args: &Args, file: &Path, out: &mut String) -> Result<()> {
     if args.print_rpath {
         out.push_str(current_rpath(&info).unwrap_or(""));
         out.push('\n');
+    }
+    if args.print_execstack {
+        let x = execstack(&bytes)?;
+        out.push_str(&format!(
+            "execstack: {}\n",
+            if x == Some(true) { "X" } else { "-" }
+        ));
+    } else if args.set_execstack || args.clear_execstack {
+        let want = args.set_execstack;
+        if execstack(&bytes)? != Some(want) {
+            bytes = std::borrow::Cow::Owned(set_execstack(&bytes, want)?);
+        }
     }
     let old = current_rpath(&info);
     let new_rpath: Option<String> = if args.shrink_rpath {
@@ -240,15 +282,54 @@ fn process(args: &Args, file: &Path, out: &mut String) -> Result<()> {
     if args.no_default_lib && info.flags_1 & 0x800 == 0 {
         edits.nodeflib = true;
     }
+    edits.add_debug_tag = args.add_debug_tag;
     let target = args.output.clone().unwrap_or_else(|| file.to_path_buf());
     if edits != Edits::default() {
-        let bytes = rewrite(&input, &edits).with_context(|| format!("{}", file.display()))?;
+        let out = rewrite(&bytes, &edits).with_context(|| format!("{}", file.display()))?;
+        write_atomic(&target, &out)?;
+    } else if args.output.is_some() || bytes[..] != input[..] {
         write_atomic(&target, &bytes)?;
-    } else if args.output.is_some() {
-        write_atomic(&target, &input)?;
     }
     Ok(())
 }
+
+const ABIS: [(u8, &str); 12] = [
+    (0, "System V"),
+    (1, "HP-UX"),
+    (2, "NetBSD"),
+    (3, "Linux"),
+    (4, "GNU Hurd"),
+    (6, "Solaris"),
+    (7, "AIX"),
+    (8, "IRIX"),
+    (9, "FreeBSD"),
+    (10, "Tru64"),
+    (12, "OpenBSD"),
+    (13, "OpenVMS"),
+];
+
+fn abi_name(abi: u8) -> String {
+    ABIS.iter()
+        .find(|(v, _)| *v == abi)
+        .map_or_else(|| format!("0x{abi:02X}"), |(_, n)| n.to_string())
+}
+
+fn abi_from_name(name: &str) -> Result<u8> {
+    let n = name.trim().to_lowercase();
+    let alias = match n.as_str() {
+        "system-v" | "sysv" => "system v",
+        "gnu" => "linux",
+        "gnu-hurd" | "hurd" => "gnu hurd",
+        other => other,
+    };
+    ABIS.iter()
+        .find(|(_, s)| s.to_lowercase() == alias)
+        .map(|(v, _)| *v)
+        .ok_or_else(|| anyhow::anyhow!("unrecognized OS ABI"))
+}
+
+/// Printed output and error of one file.
+type FileResult = (String, Option<anyhow::Error>);
 
 /// Run the command; returns the exit code.
 pub fn run(args: &Args) -> Result<i32> {
@@ -262,13 +343,38 @@ pub fn run(args: &Args) -> Result<i32> {
     if args.output.is_some() && args.files.len() > 1 {
         bail!("--output option only allowed with single input file");
     }
+    // Files are independent: work on them in parallel, print in command-line order.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(args.files.len());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<FileResult>>> = args
+        .files
+        .iter()
+        .map(|_| std::sync::Mutex::new(None))
+        .collect();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(f) = args.files.get(i) else { break };
+                let mut out = String::new();
+                let r = process(args, f, &mut out);
+                if let Ok(mut slot) = results[i].lock() {
+                    *slot = Some((out, r.err()));
+                }
+            });
+        }
+    });
     let mut code = 0;
-    for f in &args.files {
-        let mut out = String::new();
-        let r = process(args, f, &mut out);
-        let mut stdout = std::io::stdout().lock();
-        let _ = std::io::Write::write_all(&mut stdout, out.as_bytes());
-        if let Err(e) = r {
+    let mut stdout = std::io::stdout().lock();
+    for slot in results {
+        let Some((out, err)) = slot.into_inner().ok().flatten() else {
+            continue;
+        };
+        let _ = stdout.write_all(out.as_bytes());
+        if let Some(e) = err {
+            let _ = stdout.flush();
             let _ = writeln!(std::io::stderr(), "patchelf: {e:#}");
             code = 1;
         }

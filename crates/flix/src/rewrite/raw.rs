@@ -225,6 +225,10 @@ impl Ehdr {
         Ok(Some((fmt, e)))
     }
 
+    pub fn write_phoff(fmt: Fmt, b: &mut [u8], phoff: u64) -> R<()> {
+        fmt.put_word(b, Self::off(fmt, "phoff"), phoff)
+    }
+
     pub fn write_phnum(fmt: Fmt, b: &mut [u8], phnum: u16) -> R<()> {
         fmt.put16(b, Self::off(fmt, "phnum"), phnum)
     }

@@ -320,8 +320,12 @@ pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Node> {
 
 /// Compares two trees; panics listing the first differences.
 pub fn assert_same_tree(ours: &Path, reference: &Path) {
+    assert_matches_snapshot(ours, &snapshot(reference), reference);
+}
+
+/// Compares a tree with a snapshot taken earlier of `reference`.
+pub fn assert_matches_snapshot(ours: &Path, b: &BTreeMap<PathBuf, Node>, reference: &Path) {
     let a = snapshot(ours);
-    let b = snapshot(reference);
     let mut diffs = Vec::new();
     for (p, n) in &a {
         match b.get(p) {

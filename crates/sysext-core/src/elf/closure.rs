@@ -236,10 +236,15 @@ impl Env<'_> {
             return s.clone();
         }
         let host = rootfs::host_path(self.root, real);
+        // glibc stops with "invalid ELF header" on such a candidate; we warn and search on.
         let res = match scan_file(&host) {
-            Ok(s) => s,
+            Ok(Some(s)) => Some(s),
+            Ok(None) => {
+                tracing::warn!("skipping {}: not an ELF file", real.display());
+                None
+            }
             Err(e) => {
-                tracing::debug!("skipping {}: {e}", real.display());
+                tracing::warn!("skipping {}: {e}", real.display());
                 None
             }
         };
@@ -357,7 +362,9 @@ impl Env<'_> {
         };
         let interp_path = match &info.interpreter {
             Some(i) => Some(i.clone()),
-            None if info.is_dynamic => self.default_interpreter(&info),
+            // A library: it runs under the loader of its architecture. A dynamic file with
+            // nothing needed and no interpreter (static-pie, a loader) needs none.
+            None if info.is_dynamic && !info.needed.is_empty() => self.default_interpreter(&info),
             None => None,
         };
         let flavour = match &interp_path {

@@ -105,8 +105,7 @@ impl LdCache {
                     }
                 }
             }
-            // An old-format-only cache: no current glibc reads it; treat it as empty.
-            return Ok(LdCache::default());
+            return parse_old(bytes);
         }
         Err("unknown magic (neither glibc-ld.so.cache1.1 nor ld.so-1.7.0)".into())
     }
@@ -141,6 +140,40 @@ impl LdCache {
         }
         best.map(|(_, p)| p)
     }
+}
+
+/// An old-format-only cache (`ld.so-1.7.0`, host byte order): 12-byte entries (`flags`,
+/// `key`, `value`), string offsets relative to the end of the entry table.
+fn parse_old(b: &[u8]) -> Result<LdCache, String> {
+    let rd = Rd {
+        b,
+        le: cfg!(target_endian = "little"),
+    };
+    let nlibs = rd.u32(12).ok_or("truncated header")? as usize;
+    let strings = nlibs
+        .checked_mul(12)
+        .and_then(|n| n.checked_add(16))
+        .filter(|e| *e <= b.len())
+        .ok_or_else(|| format!("{nlibs} entries do not fit in {} bytes", b.len()))?;
+    let mut entries = Vec::with_capacity(nlibs);
+    for off in (16..strings).step_by(12) {
+        let flags = rd.u32(off).ok_or("truncated entry")? as i32;
+        let key = rd.u32(off + 4).ok_or("truncated entry")? as usize;
+        let value = rd.u32(off + 8).ok_or("truncated entry")? as usize;
+        let get = |o: usize| {
+            o.checked_add(strings)
+                .and_then(|o| rd.cstr(o))
+                .ok_or_else(|| format!("entry string offset {o:#x} out of range"))
+        };
+        entries.push(LdCacheEntry {
+            key: get(key)?,
+            path: get(value)?,
+            flags,
+            hwcaps: None,
+            legacy_hwcap: 0,
+        });
+    }
+    Ok(LdCache { entries })
 }
 
 fn parse_new(b: &[u8]) -> Result<LdCache, String> {
@@ -343,6 +376,24 @@ mod tests {
         old.extend_from_slice(&new);
         let c = LdCache::parse(&old).unwrap();
         assert_eq!(c.lookup("liba.so", |f| f == X86, &[]), Some("/lib/liba.so"));
+    }
+
+    #[test]
+    fn old_format_alone() {
+        let mut b = Vec::new();
+        b.extend_from_slice(MAGIC_OLD);
+        b.push(0);
+        b.extend_from_slice(&1u32.to_ne_bytes());
+        for v in [X86 as u32, 0, 8] {
+            b.extend_from_slice(&v.to_ne_bytes());
+        }
+        b.extend_from_slice(b"liba.so\0/lib/liba.so\0");
+        let c = LdCache::parse(&b).unwrap();
+        assert_eq!(c.lookup("liba.so", |f| f == X86, &[]), Some("/lib/liba.so"));
+        for n in 0..b.len() {
+            let _ = LdCache::parse(&b[..n]);
+        }
+        assert!(LdCache::parse(&b[..20]).is_err());
     }
 
     #[test]

@@ -129,13 +129,12 @@ fn parse<'data, H: FileHeader<Endian = Endianness>, R: ReadRef<'data>>(
         return Ok(info);
     }
     let strtab = strtab.ok_or_else(|| malformed(what, "DT_STRTAB missing"))?;
-    let (str_off, str_len) =
-        vaddr_to_file::<H, R>(phdrs, endian, strtab, strsz).ok_or_else(|| {
-            malformed(
-                what,
-                format!("DT_STRTAB {strtab:#x} is not in a PT_LOAD segment"),
-            )
-        })?;
+    let (str_off, str_len) = vaddr_to_file::<H>(phdrs, endian, strtab, strsz).ok_or_else(|| {
+        malformed(
+            what,
+            format!("DT_STRTAB {strtab:#x} is not in a PT_LOAD segment"),
+        )
+    })?;
     let table = data
         .read_bytes_at(str_off, str_len)
         .map_err(|()| malformed(what, "string table lies outside the file"))?;
@@ -168,7 +167,7 @@ fn parse<'data, H: FileHeader<Endian = Endianness>, R: ReadRef<'data>>(
 
 /// Maps a virtual address to (file offset, bytes available in the file from there), capped by
 /// `size` when given.
-fn vaddr_to_file<'data, H: FileHeader<Endian = Endianness>, R: ReadRef<'data>>(
+fn vaddr_to_file<H: FileHeader<Endian = Endianness>>(
     phdrs: &[H::ProgramHeader],
     endian: Endianness,
     addr: u64,
@@ -209,5 +208,115 @@ mod tests {
         b[..4].copy_from_slice(&elf::ELFMAG);
         b[4] = 7;
         assert!(scan(&b).is_err());
+    }
+
+    /// Builds a minimal dynamic ELF of any class and byte order: one PT_LOAD mapping the whole
+    /// file at address 0x1000 + offset, PT_INTERP, PT_DYNAMIC.
+    fn synth(class64: bool, le: bool, machine: u16) -> Vec<u8> {
+        let word = if class64 { 8 } else { 4 };
+        let put = |out: &mut Vec<u8>, v: u64, n: usize| {
+            let b = v.to_be_bytes();
+            let b = &b[8 - n..];
+            if le {
+                out.extend(b.iter().rev());
+            } else {
+                out.extend_from_slice(b);
+            }
+        };
+        let (ehsize, phentsize) = if class64 { (64, 56) } else { (52, 32) };
+        let base = 0x1000u64;
+        let interp = b"/lib/ld-test.so.1\0";
+        let strtab = b"\0libfoo.so.1\0libbar.so\0libme.so\0/opt/a:$ORIGIN/../lib\0/r\0";
+        let interp_off = ehsize + 3 * phentsize;
+        let str_off = interp_off + interp.len();
+        let dyn_off = (str_off + strtab.len()).next_multiple_of(8);
+        let dyns: [(u64, u64); 9] = [
+            (1, 1),
+            (1, 13),
+            (14, 23),
+            (15, 32),
+            (29, 54),
+            (0x6fff_fffb, 0x800),
+            (5, base + str_off as u64),
+            (10, strtab.len() as u64),
+            (0, 0),
+        ];
+        let total = dyn_off + dyns.len() * 2 * word;
+        let mut o = Vec::new();
+        o.extend_from_slice(&elf::ELFMAG);
+        o.extend_from_slice(&[if class64 { 2 } else { 1 }, if le { 1 } else { 2 }, 1, 0]);
+        o.extend_from_slice(&[0; 8]);
+        put(&mut o, 3, 2);
+        put(&mut o, u64::from(machine), 2);
+        put(&mut o, 1, 4);
+        put(&mut o, 0, word);
+        put(&mut o, ehsize as u64, word);
+        put(&mut o, 0, word);
+        put(&mut o, 0, 4);
+        for v in [ehsize, phentsize, 3, 0, 0, 0] {
+            put(&mut o, v as u64, 2);
+        }
+        assert_eq!(o.len(), ehsize);
+        for (ty, off, size) in [
+            (1u64, 0usize, total),
+            (3, interp_off, interp.len()),
+            (2, dyn_off, total - dyn_off),
+        ] {
+            let (off, size, addr) = (off as u64, size as u64, base + off as u64);
+            put(&mut o, ty, 4);
+            if class64 {
+                put(&mut o, 4, 4);
+            }
+            for v in [off, addr, addr, size, size] {
+                put(&mut o, v, word);
+            }
+            if !class64 {
+                put(&mut o, 4, 4);
+            }
+            put(&mut o, 8, word);
+        }
+        o.extend_from_slice(interp);
+        o.extend_from_slice(strtab);
+        o.resize(dyn_off, 0);
+        for (t, v) in dyns {
+            put(&mut o, t, word);
+            put(&mut o, v, word);
+        }
+        assert_eq!(o.len(), total);
+        o
+    }
+
+    #[test]
+    fn all_classes_and_byte_orders() {
+        for (class64, le, machine) in [
+            (true, true, elf::EM_X86_64.0),
+            (true, false, elf::EM_S390.0),
+            (false, true, elf::EM_386.0),
+            (false, false, elf::EM_PPC.0),
+        ] {
+            let bytes = synth(class64, le, machine);
+            let info = scan(&bytes).unwrap().unwrap();
+            assert_eq!(
+                info,
+                ElfInfo {
+                    class64,
+                    little_endian: le,
+                    machine,
+                    e_type: elf::ET_DYN.0,
+                    interpreter: Some("/lib/ld-test.so.1".into()),
+                    needed: vec!["libfoo.so.1".into(), "libbar.so".into()],
+                    soname: Some("libme.so".into()),
+                    rpath: vec!["/opt/a".into(), "$ORIGIN/../lib".into()],
+                    runpath: vec!["/r".into()],
+                    nodeflib: true,
+                    is_dynamic: true,
+                },
+                "class64={class64} le={le}"
+            );
+            for n in 0..bytes.len() {
+                let r = scan(&bytes[..n]);
+                assert!(!matches!(r, Ok(Some(_))), "cut at {n} of {}", bytes.len());
+            }
+        }
     }
 }

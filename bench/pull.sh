@@ -1,0 +1,74 @@
+#!/bin/sh
+# Times `ocirootfs IMAGE FOLDER` from a local docker-registry against the reference pipeline
+# `skopeo copy docker://IMAGE oci:L:t && umoci raw unpack --image L:t FOLDER`, with a cold cache
+# (ours: empty blob cache; reference: empty layout) and a warm one (blobs already there), and
+# prints the ratios. Goal: cold at most 0.5, warm far below.
+#
+# Usage: bench/pull.sh [OCI_LAYOUT [TAG]]   (default: the trixie fixture, tag trixie)
+# Env:   OCIROOTFS_BIN (default: a release build, built here), RUNS (default 3), SYSEXT_FIXTURES.
+# Needs root (owners are applied by both tools), docker-registry, skopeo, umoci, hyperfine.
+set -eu
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+fixtures=${SYSEXT_FIXTURES:-/work/fixtures}
+layout=${1:-$fixtures/trixie-oci/layout}
+tag=${2:-trixie}
+runs=${RUNS:-3}
+[ -f "$layout/index.json" ] || {
+    echo "bench/pull.sh: no OCI layout at $layout (run the ocirootfs tests once to build the trixie fixture, or pass one)" >&2
+    exit 2
+}
+if [ -z "${OCIROOTFS_BIN:-}" ]; then
+    (cd "$here" && cargo build --release --locked -p ocirootfs >&2)
+    OCIROOTFS_BIN=$here/target/release/ocirootfs
+fi
+for t in docker-registry skopeo umoci hyperfine python3; do
+    command -v "$t" >/dev/null || { echo "bench/pull.sh: $t is missing (scripts/setup.sh installs it)" >&2; exit 2; }
+done
+
+work=$(mktemp -d /var/tmp/bench-pull.XXXXXX)
+reg_pid=
+cleanup() {
+    [ -n "$reg_pid" ] && kill "$reg_pid" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat >"$work/registry.yml" <<YML
+version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: $work/registry
+http:
+  addr: 127.0.0.1:$port
+YML
+docker-registry serve "$work/registry.yml" >/dev/null 2>&1 &
+reg_pid=$!
+i=0
+until python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null; do
+    i=$((i + 1)); [ $i -lt 100 ] || { echo "registry did not start" >&2; exit 2; }; sleep 0.1
+done
+image=127.0.0.1:$port/bench:$tag
+skopeo copy --quiet --dest-tls-verify=false "oci:$layout:$tag" "docker://$image"
+
+ours="$OCIROOTFS_BIN --cache $work/cache $image $work/out-ours"
+theirs="skopeo copy --quiet --src-tls-verify=false docker://$image oci:$work/ref-layout:t && umoci raw unpack --image $work/ref-layout:t $work/out-ref"
+
+hyperfine --style basic --runs "$runs" --export-json "$work/cold.json" \
+    -n "ocirootfs cold" --prepare "rm -rf $work/cache $work/out-ours; sync" "$ours" \
+    -n "skopeo+umoci cold" --prepare "rm -rf $work/ref-layout $work/out-ref; sync" "$theirs" >&2
+hyperfine --style basic --runs "$runs" --warmup 1 --export-json "$work/warm.json" \
+    -n "ocirootfs warm" --prepare "rm -rf $work/out-ours; sync" "$ours" \
+    -n "skopeo+umoci warm" --prepare "rm -rf $work/out-ref; sync" "$theirs" >&2
+
+python3 - "$work/cold.json" "$work/warm.json" <<'PY'
+import json, sys
+for path in sys.argv[1:]:
+    r = json.load(open(path))["results"]
+    ours, ref = r[0]["median"], r[1]["median"]
+    kind = "cold" if "cold" in r[0]["command"] else "warm"
+    print(f"{kind}: ocirootfs {ours:.2f}s  skopeo+umoci {ref:.2f}s  ratio {ours / ref:.2f}")
+PY
