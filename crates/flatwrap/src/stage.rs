@@ -3,7 +3,8 @@
 //! several threads), the helper and its staging folder under `usr/local/NAME/.flatwrap/`, a
 //! launcher or a symlink at each entry's target, and the release file.
 //!
-//! The source is only read. Device nodes, fifos and sockets are not copied (the launchers bind
+//! Folders in the copy are 0755 (the copy is read-only at run time; systemd-sysext wants
+//! 0755 folders). The source is only read. Device nodes, fifos and sockets are not copied (the launchers bind
 //! the host's `/dev`, `/run` and `/tmp` over the places that hold them); their count is
 //! reported. Run as root, everything written is owned by root.
 
@@ -119,6 +120,7 @@ struct FileJob {
 }
 
 /// Copies the rootfs `src` into the empty-or-missing folder `dst`.
+/// Files keep their modes (setuid included), folders become 0755.
 pub fn copy_tree(src: &Path, dst: &Path, report: &mut StageReport) -> Result<(), StageError> {
     let mut files = Vec::new();
     let mut links: Vec<(PathBuf, PathBuf)> = Vec::new();
@@ -149,7 +151,10 @@ pub fn copy_tree(src: &Path, dst: &Path, report: &mut StageReport) -> Result<(),
             }
             // Writable while we fill it; the real mode is set at the end, deepest first.
             fs::set_permissions(&to, fs::Permissions::from_mode(0o700)).map_err(write_err(&to))?;
-            dirs.push((to, m.mode() & 0o7777));
+            // The copy is read-only at run time, so a folder's own mode (1777 /tmp, 0700
+            // /root, setgid /var/mail) protects nothing; systemd-sysext wants 0755 folders
+            // (`sysext check`), and 0755 lets a user launcher read them.
+            dirs.push((to, 0o755));
             report.dirs += 1;
         } else if ft.is_symlink() {
             let target = fs::read_link(e.path()).map_err(|source| StageError::Read {
@@ -373,7 +378,11 @@ mod tests {
         assert_eq!(m.nlink(), 2);
         assert_eq!(m.ino(), fs::metadata(d.join("a/g")).unwrap().ino());
         assert_eq!(fs::read_link(d.join("a/l")).unwrap(), Path::new("b/f"));
-        assert_eq!(fs::metadata(d.join("a/b")).unwrap().mode() & 0o7777, 0o555);
+        assert_eq!(
+            fs::metadata(d.join("a/b")).unwrap().mode() & 0o7777,
+            0o755,
+            "folders become 0755"
+        );
         assert_eq!((r.files, r.hardlinks, r.symlinks, r.bytes), (1, 1, 1, 4));
         if xattr {
             let mut v = [0u8; 16];

@@ -222,6 +222,19 @@ fn extension_layout() {
             .unwrap(),
         "ID=_any\nARCHITECTURE=x86-64\nEXTENSION_RELOAD_MANAGER=1\n"
     );
+    // `sysext check` finds nothing to complain about, and systemd's rules accept it here.
+    let image = sysext_core::inspect::Image::open(raw).unwrap();
+    let host = sysext_core::check::Host::running().unwrap();
+    let report = sysext_core::check::check_image(&image, Some(&host)).unwrap();
+    assert!(report.is_clean(), "{:#?}", report.findings);
+    assert!(
+        matches!(
+            report.verdict,
+            Some(sysext_core::release::Verdict::Compatible)
+        ),
+        "{:?}",
+        report.verdict
+    );
     // The real systemd-sysext accepts the image on a scratch root.
     let scratch = tempfile::tempdir().unwrap();
     let root = scratch.path();
@@ -428,4 +441,27 @@ fn bad_input_is_refused_without_output() {
         .collect();
     assert_eq!(left, ["x"], "nothing half-written is left");
     assert!(fs::read_dir(tmp.path().join("x")).unwrap().next().is_none());
+}
+
+/// The unit is linked into /usr and its Exec lines reach the launcher: nginx.service's
+/// ExecStartPre (`nginx -t`) passes with the image's /etc, and fails with the host's, which has
+/// no nginx.conf.
+#[test]
+fn unit_exec_lines_run_the_wrapped_program() {
+    if !ready() {
+        return;
+    }
+    let (raw, _) = built();
+    let out = merged(
+        raw,
+        "mount -t tmpfs tmpfs /var/log && mkdir /var/log/nginx\n\
+         mount -t tmpfs tmpfs /var/lib && mkdir /var/lib/nginx\n\
+         line=$(sed -n 's/^ExecStartPre=//p' /usr/lib/systemd/system/nginx.service)\n\
+         set +e\nETCMAP=chroot sh -c \"$line\"; echo chroot=$?\nsh -c \"$line\"; echo host=$?\n",
+    );
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert!(stdout.contains("chroot=0\n"), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("host=0\n"), "{stdout}\n{stderr}");
+    assert!(stderr.contains("/etc/nginx/nginx.conf"), "{stderr}");
 }
