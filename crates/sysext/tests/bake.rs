@@ -95,6 +95,21 @@ paths = ["/usr/bin/b3sum"]
 architectures = ["arm64"]
 
 [[extension]]
+name = "wrapped"
+version = "0.1"
+source = "./rootfs"
+mode = "flatwrap"
+paths = ["/usr/bin/busybox"]
+architectures = ["x86-64"]
+
+[[extension]]
+name = "gone"
+version = "1"
+source = "./missing-{goarch}.tar.gz"
+mode = "static"
+architectures = ["x86-64"]
+
+[[extension]]
 name = "broken"
 version = "1"
 source = "./rootfs"
@@ -200,7 +215,9 @@ fn bake_builds_all_isolates_failures_and_is_incremental() {
         ("hello-1.0-arm64.raw", "built"),
         ("dyn-2.1-x86-64.raw", "built"),
         ("b3-1.5-arm64.raw", "built"),
+        ("wrapped-0.1-x86-64.raw", "built"),
         ("broken-1-x86-64.raw", "failed"),
+        ("gone-1-x86-64.raw", "failed"),
     ];
     for (f, s) in expect {
         assert_eq!(
@@ -245,7 +262,7 @@ fn bake_builds_all_isolates_failures_and_is_incremental() {
         }
     }
     let sums = fs::read_to_string(o.join("SHA256SUMS")).unwrap();
-    assert_eq!(sums.lines().count(), 4, "{sums}");
+    assert_eq!(sums.lines().count(), 5, "{sums}");
     for l in sums.lines() {
         let (h, f) = l.split_once("  ").unwrap();
         assert!(
@@ -333,17 +350,16 @@ fn bake_builds_all_isolates_failures_and_is_incremental() {
     let (out2, v2) = bake(dir);
     assert_eq!(out2.status.code(), Some(1));
     for (f, s) in statuses(&v2) {
-        let want = if f.starts_with("broken") {
-            "failed"
-        } else {
-            "up-to-date"
-        };
+        let failing = f.starts_with("broken") || f.starts_with("gone");
+        let want = if failing { "failed" } else { "up-to-date" };
         assert_eq!(s, want, "{f}");
     }
     assert_eq!(before, mtimes(&o), "outputs were rewritten");
 
     // Fix the broken entry, change the tarball: only those are rebuilt.
-    let fixed = MANIFEST.replace("/usr/bin/not-there", "/usr/bin/busybox");
+    let fixed = MANIFEST
+        .replace("/usr/bin/not-there", "/usr/bin/busybox")
+        .replace("./missing-{goarch}.tar.gz", "./rootfs");
     fs::write(dir.join("m.toml"), fixed).unwrap();
     fs::write(dir.join("st/extra"), "x").unwrap();
     let d = dir.display();
@@ -363,6 +379,8 @@ fn bake_builds_all_isolates_failures_and_is_incremental() {
     assert_eq!(st["hello-1.0-arm64.raw"], "up-to-date");
     assert_eq!(st["dyn-2.1-x86-64.raw"], "up-to-date");
     assert_eq!(st["b3-1.5-arm64.raw"], "up-to-date");
+    assert_eq!(st["wrapped-0.1-x86-64.raw"], "up-to-date");
+    assert_eq!(st["gone-1-x86-64.raw"], "built");
     testkit::run_ok(
         Command::new("sha256sum")
             .arg("-c")
@@ -374,8 +392,14 @@ fn bake_builds_all_isolates_failures_and_is_incremental() {
             .unwrap()
             .lines()
             .count(),
-        5
+        7
     );
+    // The flatwrap image has its launcher and release file.
+    let w = Image::open(&o.join("wrapped-0.1-x86-64.raw")).unwrap();
+    assert!(w.entries().iter().any(|e| e.path == "usr/bin/busybox"));
+    assert!(w
+        .read_file("usr/lib/extension-release.d/extension-release.wrapped")
+        .is_ok());
 }
 
 #[test]

@@ -170,6 +170,14 @@ fn run_job_inner(
     // Resolve the source and its identity.
     let mut rootfs = None;
     let mut image_digest = None;
+    let looks_local = job.source.starts_with('/') || job.source.starts_with('.');
+    if looks_local && fs::symlink_metadata(&job.source).is_err() {
+        bail!(
+            "source {} does not exist: fix source (or sources.{}) in the manifest",
+            job.source,
+            job.arch
+        );
+    }
     let identity = match kind(&job.source) {
         Kind::Folder(p) => format!("folder:{}", folder_identity(&p)?),
         Kind::Tarball(p) => format!("tarball:{}", file_sha256(&p)?),
