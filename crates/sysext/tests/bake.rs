@@ -243,6 +243,10 @@ fn bake_builds_all_isolates_failures_and_is_incremental() {
         stderr.contains("FAILED") && stderr.contains("not-there"),
         "{stderr}"
     );
+    assert!(
+        stderr.contains("missing-amd64.tar.gz does not exist"),
+        "{stderr}"
+    );
     let o = dir.join("out");
     assert!(!o.join("broken-1-x86-64.raw").exists());
     let leftovers: Vec<_> = fs::read_dir(&o)
