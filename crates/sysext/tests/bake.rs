@@ -193,6 +193,42 @@ fn butane_ok(text: &str, name: &str, raw: &str) {
     }
 }
 
+/// `/opt/extensions/hello/RAW` with a `hello.raw` link to it, in a scratch root
+/// merged by systemd-sysext in a private mount namespace: the program and the drop-in appear.
+fn systemd_merges_as_deployed(dir: &Path, raw: &Path) {
+    let root = dir.join("host");
+    let host = "ID=flatcar\nVERSION_ID=4081.2.0\n";
+    for d in [
+        "usr/lib",
+        "etc",
+        "var/lib/extensions",
+        "opt/extensions/hello",
+    ] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    fs::write(root.join("usr/lib/os-release"), host).unwrap();
+    fs::write(root.join("etc/os-release"), host).unwrap();
+    let file = raw.file_name().unwrap().to_string_lossy().into_owned();
+    fs::copy(raw, root.join("opt/extensions/hello").join(&file)).unwrap();
+    // What /etc/extensions/hello.raw points to on the host, as a copy in /var/lib/extensions:
+    // systemd-sysext 252 (this machine) has no /etc/extensions yet and does not discover
+    // symlinked images under --root; Flatcar's systemd does both.
+    fs::copy(raw, root.join("var/lib/extensions/hello.raw")).unwrap();
+    let r = root.display();
+    let script = format!(
+        "mount --make-rshared / && mount -t tmpfs tmpfs /run && systemd-sysext --root='{r}' merge && \
+         test -x '{r}/usr/bin/hello' && \
+         cat '{r}/usr/lib/systemd/system/multi-user.target.d/10-hello-hello.service.conf'"
+    );
+    let out = testkit::in_mount_namespace(&script);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("Upholds=hello.service"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn bake_builds_all_isolates_failures_and_is_incremental() {
     for t in ["busybox", "musl-gcc", "aarch64-linux-gnu-gcc", "sha256sum"] {
@@ -332,6 +368,11 @@ fn bake_builds_all_isolates_failures_and_is_incremental() {
         .read_file("usr/lib/extension-release.d/extension-release.dyn")
         .unwrap();
     assert!(String::from_utf8_lossy(&rel).contains("ARCHITECTURE=x86-64"));
+
+    // Deployed as the Butane snippet lays it out, the real systemd-sysext merges it.
+    if testkit::require_root("systemd-sysext merge of a baked image") {
+        systemd_merges_as_deployed(dir, &o.join("hello-1.0-x86-64.raw"));
+    }
 
     // Transfer files and Butane snippets.
     let conf = fs::read_to_string(o.join("hello.conf")).unwrap();
