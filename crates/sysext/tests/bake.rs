@@ -193,7 +193,7 @@ fn butane_ok(text: &str, name: &str, raw: &str) {
     }
 }
 
-/// `/opt/extensions/hello/RAW` with a `hello.raw` link to it, in a scratch root
+/// `/opt/extensions/hello/RAW` and the image `hello.raw` links to, in a scratch root
 /// merged by systemd-sysext in a private mount namespace: the program and the drop-in appear.
 fn systemd_merges_as_deployed(dir: &Path, raw: &Path) {
     let root = dir.join("host");
