@@ -77,5 +77,30 @@ echo "hello from the demo" > "$out/hello.txt"
 "$bin/sysext" run "$out/tools.raw" -- /usr/sbin/nginx -v
 "$bin/sysext" run "$out/tools.raw" -- /usr/bin/htop --version
 "$bin/sysext" run "$out/python.raw" -- /usr/bin/python3 -c 'import sys, json; print("python", sys.version.split()[0], json.dumps({"ok": True}))'
+
+step "bake: examples/bake.toml (flix, flatwrap and static extensions, x86-64 and arm64)"
+bake=$out/bake-inputs
+mkdir -p "$bake/hello/bin"
+sed "s/REGISTRY/127.0.0.1:$port/" examples/bake.toml > "$bake/bake.toml"
+printf '#include <stdio.h>\nint main(void){puts("hello from a static extension");return 0;}\n' > "$bake/hello.c"
+printf '[Unit]\nDescription=Say hello\n[Service]\nType=oneshot\nExecStart=/usr/bin/hello\n[Install]\nWantedBy=multi-user.target\n' > "$bake/hello/hello.service"
+for goarch in amd64 arm64; do
+  case $goarch in amd64) cc=gcc ;; arm64) cc=aarch64-linux-gnu-gcc ;; esac
+  $cc -static -O2 -o "$bake/hello/bin/hello" "$bake/hello.c"
+  tar -C "$bake/hello" -czf "$bake/hello-$goarch.tar.gz" bin hello.service
+done
+if [ ! -d "$bake/trixie-arm64" ]; then
+  mmdebstrap --quiet --variant=extract --arch=arm64 --include=libc6,b3sum trixie "$bake/trixie-arm64.tar"
+  mkdir -p "$bake/trixie-arm64.tmp"
+  tar --numeric-owner -xpf "$bake/trixie-arm64.tar" -C "$bake/trixie-arm64.tmp"
+  [ -e "$bake/trixie-arm64.tmp/lib" ] || ln -s usr/lib "$bake/trixie-arm64.tmp/lib"
+  mv "$bake/trixie-arm64.tmp" "$bake/trixie-arm64"
+fi
+time "$bin/sysext" bake "$bake/bake.toml" --out "$out/bake" --base-url "http://127.0.0.1:8080/extensions"
+(cd "$out/bake" && sha256sum -c SHA256SUMS)
+echo "again, with nothing changed:"
+time "$bin/sysext" bake "$bake/bake.toml" --out "$out/bake" --base-url "http://127.0.0.1:8080/extensions"
+ls -l "$out/bake"
+
 echo
 echo "demo done: images in $out"

@@ -2,5 +2,12 @@
 //!
 //! - [`rewrite`]: the ELF rewriter (interpreter, RUNPATH/RPATH, SONAME, DT_NEEDED,
 //!   DF_1_NODEFLIB), with our own layout step for growing sections; used by `flix-patchelf`.
+//! - [`plan`]: what the user typed resolved against the rootfs into a validated [`plan::Plan`]
+//!   (entries, renames, closure, flat library dir, RUNPATHs, units, diagnostics).
+//! - [`stage`]: the plan carried out into an extension tree and packed to `NAME.raw`.
+//! - [`cli`]: the `flix SOURCE NAME PATH...` command line.
 
+pub mod cli;
+pub mod plan;
 pub mod rewrite;
+pub mod stage;

@@ -26,6 +26,7 @@ pub enum Command {
     Check(cmd::check::CheckArgs),
     /// Show the libraries programs need inside a rootfs, found as their loader would.
     Deps(crate::cmd::deps::DepsArgs),
+    Bake(crate::cmd::bake::BakeArgs),
 }
 
 pub fn run() -> Result<ExitCode> {
@@ -39,5 +40,6 @@ pub fn run() -> Result<ExitCode> {
         Command::Run(a) => cmd::run::run(a),
         Command::Check(a) => cmd::check::run(a),
         Command::Deps(a) => crate::cmd::deps::run(a),
+        Command::Bake(a) => crate::cmd::bake::run(a),
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! Exit codes: 0 ok, 1 checked and found problems, 2 error.
 
+mod bake;
 mod cli;
 mod cmd;
 

@@ -517,47 +517,70 @@ impl Submitter {
         }
     }
 
-    fn file(
-        &mut self,
-        mut read: impl FnMut(&mut [u8]) -> io::Result<usize>,
-        size: u64,
-    ) -> io::Result<(FileData, u64)> {
+    fn block(&mut self, fd: &mut FileData, block: &[u8]) {
+        if block.iter().all(|&b| b == 0) {
+            fd.blocks.push(BlockRef::Sparse);
+        } else {
+            let seq = self.next_seq;
+            self.submit(block.to_vec());
+            fd.blocks.push(BlockRef::Seq(seq));
+        }
+    }
+
+    fn tail(&mut self, fd: &mut FileData, tail: &[u8]) {
+        if tail.is_empty() {
+            return;
+        }
+        if self.frag_buf.len() + tail.len() > BLOCK_SIZE as usize {
+            self.flush_fragment();
+        }
+        fd.fragment = Some((self.fragments.len() as u32, self.frag_buf.len() as u32));
+        self.frag_buf.extend_from_slice(tail);
+    }
+
+    /// A file held in memory: full blocks, then the tail into a fragment.
+    fn file_bytes(&mut self, content: &[u8]) -> FileData {
         let mut fd = FileData {
             first_seq: self.next_seq,
             ..Default::default()
         };
         let bs = BLOCK_SIZE as usize;
+        let full = content.len() / bs * bs;
+        for block in content[..full].chunks(bs) {
+            self.block(&mut fd, block);
+        }
+        self.tail(&mut fd, &content[full..]);
+        fd
+    }
+
+    /// A file streamed from `read`, expected to hold `size` bytes; returns the bytes read
+    /// (at most `size` + one block, to notice a file that grew).
+    fn file_stream(&mut self, mut read: impl Read, size: u64) -> io::Result<(FileData, u64)> {
+        let mut fd = FileData {
+            first_seq: self.next_seq,
+            ..Default::default()
+        };
+        let bs = BLOCK_SIZE as usize;
+        let mut buf = vec![0u8; bs];
         let mut total = 0u64;
         loop {
-            let mut block = vec![0u8; bs];
             let mut n = 0;
             while n < bs {
-                let r = read(&mut block[n..])?;
+                let r = read.read(&mut buf[n..])?;
                 if r == 0 {
                     break;
                 }
                 n += r;
             }
             total += n as u64;
-            if n == bs && total <= size {
-                if block.iter().all(|&b| b == 0) {
-                    fd.blocks.push(BlockRef::Sparse);
-                } else {
-                    let seq = self.next_seq;
-                    self.submit(block);
-                    fd.blocks.push(BlockRef::Seq(seq));
-                }
-                if total == size {
-                    break;
-                }
+            if n == bs && total < size {
+                self.block(&mut fd, &buf);
                 continue;
             }
-            if n > 0 {
-                if self.frag_buf.len() + n > bs {
-                    self.flush_fragment();
-                }
-                fd.fragment = Some((self.fragments.len() as u32, self.frag_buf.len() as u32));
-                self.frag_buf.extend_from_slice(&block[..n]);
+            if n == bs && total == size {
+                self.block(&mut fd, &buf);
+            } else {
+                self.tail(&mut fd, &buf[..n]);
             }
             break;
         }
@@ -700,21 +723,10 @@ fn data_pass(
                     continue;
                 }
                 seen.insert((size, hash), idx);
-                let mut pos = 0usize;
-                let (fd, _) = sub
-                    .file(
-                        |buf| {
-                            let n = buf.len().min(content.len() - pos);
-                            buf[..n].copy_from_slice(&content[pos..pos + n]);
-                            pos += n;
-                            Ok(n)
-                        },
-                        size,
-                    )
-                    .map_err(read_err(path))?;
+                let fd = sub.file_bytes(&content);
                 files.insert(idx, Placed::File(fd));
             } else {
-                let (fd, got) = sub.file(|buf| f.read(buf), size).map_err(read_err(path))?;
+                let (fd, got) = sub.file_stream(&mut f, size).map_err(read_err(path))?;
                 let mut extra = [0u8; 1];
                 if got != size || f.read(&mut extra).map_err(read_err(path))? != 0 {
                     return Err(changed(got));

@@ -1,5 +1,6 @@
 //! One module per `sysext` subcommand.
 
+pub mod bake;
 pub mod check;
 pub mod deps;
 pub mod inspect;

@@ -1,0 +1,37 @@
+//! `flatwrap SOURCE NAME PATH...`: see `flatwrap --help`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = flatwrap::cli::Args::parse();
+    let json = args.json;
+    match flatwrap::cli::run(args) {
+        Ok(report) => {
+            if json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("flatwrap: error: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            } else {
+                flatwrap::cli::print_summary(&report);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("flatwrap: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

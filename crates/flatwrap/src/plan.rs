@@ -1,0 +1,787 @@
+//! What to build, decided before any byte is written: the entries (launcher or link, and where
+//! each goes on the host), the rootfs' top-level layout the launchers recreate, the mapping of
+//! `/etc`, `/var` and `/home`, and the architecture for the release file.
+//!
+//! Every path of the rootfs is resolved with the rootfs as `/` ([`resolve_inside`]): absolute
+//! symlink targets are re-rooted and `..` is clamped, so nothing resolves against the build host.
+
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use serde::Serialize;
+
+/// Where a host directory (`/etc`, `/var`, `/home` + `/root`) comes from at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Map {
+    /// The host's directory, bound in read-write.
+    #[default]
+    Host,
+    /// The rootfs' own copy, read-only.
+    Chroot,
+}
+
+impl Map {
+    /// The word the launcher and the upstream env variables use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Map::Host => "host",
+            Map::Chroot => "chroot",
+        }
+    }
+}
+
+/// Options for [`plan`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct PlanOptions {
+    /// Default for `ETCMAP` (where `/etc` comes from).
+    pub etc: Map,
+    /// Default for `VARMAP`.
+    pub var: Map,
+    /// Default for `HOMEMAP` (`/home` and `/root`).
+    pub home: Map,
+    /// Write `EXTENSION_RELOAD_MANAGER=1` (also set when a unit is among the entries).
+    pub reload_manager: bool,
+    /// Paths taken from the rootfs (upstream `CHROOT`); `None` = every top-level entry of the
+    /// rootfs except the host's and the mapped ones.
+    pub chroot: Option<Vec<String>>,
+    /// Host paths bound in (upstream `HOST`); `None` = [`DEFAULT_HOST`].
+    pub host: Option<Vec<String>>,
+}
+
+/// How an entry appears on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    /// A generated launcher that runs the program inside the rootfs.
+    Launcher,
+    /// A symlink into `/usr/local/NAME/` (units, directories, non-executable files).
+    Link,
+}
+
+/// One entry of the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedEntry {
+    /// The path as given, inside the rootfs (absolute).
+    pub source: String,
+    /// The path with every symlink resolved inside the rootfs.
+    pub resolved: String,
+    /// Where it appears on the host (under `/usr/`).
+    pub target: String,
+    pub kind: EntryKind,
+    /// Whether this is a systemd unit.
+    pub unit: bool,
+}
+
+/// A top-level entry of the rootfs, recreated in the launcher's root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TopLevel {
+    /// Name without the leading `/`.
+    pub name: String,
+    /// `Some(target)` for a symlink (e.g. `bin -> usr/bin`), `None` for a folder or file.
+    pub symlink: Option<String>,
+}
+
+/// The validated plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub name: String,
+    pub rootfs: PathBuf,
+    pub entries: Vec<PlannedEntry>,
+    /// Top-level entries other than the ones mapped from the host or handled by the
+    /// `/etc`, `/var`, `/home`, `/root` mappings: the launcher's default `CHROOT` list.
+    pub chroot: Vec<TopLevel>,
+    /// Host paths bound in (the launcher's default `HOST` list), parents first.
+    pub host: Vec<String>,
+    pub etc: Map,
+    pub var: Map,
+    pub home: Map,
+    /// systemd's architecture name read from the entries' ELF headers.
+    pub architecture: Option<String>,
+    pub reload_manager: bool,
+    /// Things the user should know (e.g. a unit running a program that is not wrapped).
+    pub warnings: Vec<String>,
+}
+
+/// Top-level names never taken from the rootfs by default: the host provides them.
+pub const HOST_DIRS: &[&str] = &["dev", "proc", "sys", "run", "tmp"];
+/// The host paths bound in by default.
+pub const DEFAULT_HOST: &[&str] = &["/dev", "/proc", "/sys", "/run", "/tmp", "/var/tmp"];
+/// Top-level names handled by the `/etc`, `/var`, `/home` mappings.
+pub const MAPPED_DIRS: &[&str] = &["etc", "var", "home", "root"];
+/// The folder inside `/usr/local/NAME/` holding the launcher helper and its staging dir.
+pub const PRIVATE_DIR: &str = ".flatwrap";
+
+/// Errors from [`plan`].
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("rootfs {} is not a readable folder", path.display())]
+    Rootfs {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("invalid extension name {name:?}: {reason}")]
+    Name { name: String, reason: &'static str },
+    #[error(transparent)]
+    Release(#[from] sysext_core::release::ReleaseError),
+    #[error("no entries given; name at least one program inside the rootfs, e.g. /usr/bin/htop")]
+    NoEntries,
+    #[error("entry {entry:?}: {reason}")]
+    Entry { entry: String, reason: String },
+    #[error("entry {entry:?} not found in the rootfs {}", rootfs.display())]
+    NotFound { entry: String, rootfs: PathBuf },
+    #[error("entries {first:?} and {second:?} both go to {target}; give one of them another place with SRC:/usr/TARGET")]
+    Duplicate {
+        first: String,
+        second: String,
+        target: String,
+    },
+    #[error("the rootfs {} has a top-level {PRIVATE_DIR:?}, which flatwrap needs for itself", .0.display())]
+    Reserved(PathBuf),
+    #[error("cannot read {} in the rootfs", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{var} item {item:?} (from --{} or the environment variable {var}) is not an absolute path without '..', e.g. /usr /opt", var.to_lowercase())]
+    ListItem { var: &'static str, item: String },
+    #[error("too many levels of symlinks resolving {0:?} inside the rootfs")]
+    Loop(String),
+}
+
+/// Checks an extension name the way `pack` and systemd-sysext need it.
+/// Returns systemd's warnings for legal but troublesome names (`_`, `+`).
+pub fn check_name(name: &str) -> Result<Vec<String>, PlanError> {
+    let warnings = sysext_core::release::validate_name(name)?;
+    let bad = |reason| {
+        Err(PlanError::Name {
+            name: name.to_string(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.starts_with('.') {
+        return bad("it starts with '.'");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.+@".contains(c))
+    {
+        return bad("use only letters, digits and - _ . + @");
+    }
+    Ok(warnings)
+}
+
+/// Resolves `path` (absolute, inside the rootfs) with `root` as `/`: symlinks are followed
+/// inside the root (absolute targets re-rooted, `..` clamped at the root); the last component
+/// is followed only when `follow_last`. Returns the resolved absolute inside-path; components
+/// that do not exist are kept as they are.
+pub fn resolve_inside(root: &Path, path: &str, follow_last: bool) -> Result<String, PlanError> {
+    let mut todo: Vec<String> = components(path).into_iter().rev().collect();
+    let mut done: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = todo.pop() {
+        if c == ".." {
+            done.pop();
+            continue;
+        }
+        let last = todo.is_empty();
+        let mut host = root.to_path_buf();
+        host.extend(done.iter());
+        host.push(&c);
+        match fs::symlink_metadata(&host) {
+            Ok(m) if m.file_type().is_symlink() && (!last || follow_last) => {
+                hops += 1;
+                if hops > 40 {
+                    return Err(PlanError::Loop(path.to_string()));
+                }
+                let target = fs::read_link(&host).map_err(|source| PlanError::Io {
+                    path: host.clone(),
+                    source,
+                })?;
+                let target = target.to_string_lossy().into_owned();
+                if target.starts_with('/') {
+                    done.clear();
+                }
+                todo.extend(components(&target).into_iter().rev());
+            }
+            _ => done.push(c),
+        }
+    }
+    Ok(format!("/{}", done.join("/")))
+}
+
+fn components(path: &str) -> Vec<String> {
+    Path::new(path)
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+            Component::ParentDir => Some("..".to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The host path of an inside path.
+pub fn host_path(root: &Path, inside: &str) -> PathBuf {
+    root.join(inside.trim_start_matches('/'))
+}
+
+fn list_item(var: &'static str, item: &str) -> Result<String, PlanError> {
+    let comps = components(item);
+    if !item.starts_with('/') || comps.is_empty() || comps.iter().any(|c| c == "..") {
+        return Err(PlanError::ListItem {
+            var,
+            item: item.to_string(),
+        });
+    }
+    Ok(format!("/{}", comps.join("/")))
+}
+
+fn read_symlink(path: &Path) -> Result<Option<String>, PlanError> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Ok(Some(
+            fs::read_link(path)
+                .map_err(|source| PlanError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })?
+                .to_string_lossy()
+                .into_owned(),
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// The user's `CHROOT` list, with the symlinks among it recorded.
+fn chroot_list(rootfs: &Path, list: &[String]) -> Result<Vec<TopLevel>, PlanError> {
+    let mut out = Vec::new();
+    for item in list {
+        let p = list_item("CHROOT", item)?;
+        let name = p.trim_start_matches('/').to_string();
+        let symlink = read_symlink(&rootfs.join(&name))?;
+        if !out.iter().any(|t: &TopLevel| t.name == name) {
+            out.push(TopLevel { name, symlink });
+        }
+    }
+    Ok(out)
+}
+
+/// Every top-level entry of the rootfs but the host's and the mapped ones.
+fn chroot_default(rootfs: &Path) -> Result<Vec<TopLevel>, PlanError> {
+    let mut chroot = Vec::new();
+    let mut top: Vec<_> = fs::read_dir(rootfs)
+        .map_err(|source| PlanError::Io {
+            path: rootfs.to_path_buf(),
+            source,
+        })?
+        .filter_map(|e| e.ok())
+        .collect();
+    top.sort_by_key(|e| e.file_name());
+    for e in top {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if HOST_DIRS.contains(&name.as_str())
+            || MAPPED_DIRS.contains(&name.as_str())
+            || name == "lost+found"
+        {
+            continue;
+        }
+        let path = e.path();
+        let m = fs::symlink_metadata(&path).map_err(|source| PlanError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        if !(m.is_dir() || m.is_file() || m.file_type().is_symlink()) {
+            continue;
+        }
+        let symlink = read_symlink(&path)?;
+        chroot.push(TopLevel { name, symlink });
+    }
+    Ok(chroot)
+}
+
+/// Splits `SRC[:TARGET]`.
+fn split_entry(entry: &str) -> (&str, Option<&str>) {
+    match entry.split_once(':') {
+        Some((src, target)) => (src, Some(target)),
+        None => (entry, None),
+    }
+}
+
+fn normalise(entry: &str, p: &str) -> Result<String, PlanError> {
+    if !p.starts_with('/') {
+        return Err(PlanError::Entry {
+            entry: entry.to_string(),
+            reason: format!("{p:?} is not an absolute path"),
+        });
+    }
+    let comps = components(p);
+    if comps.iter().any(|c| c == "..") {
+        return Err(PlanError::Entry {
+            entry: entry.to_string(),
+            reason: format!("{p:?} contains '..'"),
+        });
+    }
+    Ok(format!("/{}", comps.join("/")))
+}
+
+/// Whether an inside path names a systemd unit.
+pub fn is_unit(path: &str) -> bool {
+    const SUFFIXES: &[&str] = &[
+        ".service",
+        ".socket",
+        ".timer",
+        ".target",
+        ".path",
+        ".mount",
+        ".automount",
+        ".slice",
+        ".scope",
+        ".swap",
+        ".device",
+    ];
+    path.contains("/systemd/system/")
+        || path.contains("/systemd/user/")
+        || SUFFIXES.iter().any(|s| path.ends_with(s))
+}
+
+/// systemd's architecture name for an ELF header, or None when the bytes are not ELF.
+pub fn elf_architecture(head: &[u8]) -> Option<&'static str> {
+    if head.len() < 20 || &head[..4] != b"\x7fELF" {
+        return None;
+    }
+    let class64 = head[4] == 2;
+    let le = head[5] == 1;
+    let machine = if le {
+        u16::from_le_bytes([head[18], head[19]])
+    } else {
+        u16::from_be_bytes([head[18], head[19]])
+    };
+    Some(match (machine, class64, le) {
+        (62, true, true) => "x86-64",
+        (3, false, true) => "x86",
+        (183, true, true) => "arm64",
+        (183, true, false) => "arm64-be",
+        (40, false, true) => "arm",
+        (40, false, false) => "arm-be",
+        (243, true, _) => "riscv64",
+        (243, false, _) => "riscv32",
+        (21, true, true) => "ppc64-le",
+        (21, true, false) => "ppc64",
+        (20, false, _) => "ppc",
+        (22, true, _) => "s390x",
+        (22, false, _) => "s390",
+        (258, true, _) => "loongarch64",
+        (8, true, _) => "mips64",
+        (8, false, true) => "mips-le",
+        (8, false, false) => "mips",
+        _ => return None,
+    })
+}
+
+fn read_head(path: &Path) -> Option<Vec<u8>> {
+    let mut f = fs::File::open(path).ok()?;
+    let mut buf = vec![0u8; 64];
+    let n = f.read(&mut buf).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+/// The program paths a unit's `Exec*=` lines start (first word, prefixes like `-@:+!` removed).
+pub fn unit_exec_paths(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        if !key.trim().starts_with("Exec") {
+            continue;
+        }
+        let word = value.split_whitespace().next().unwrap_or("");
+        let word = word.trim_start_matches(['-', '@', ':', '+', '!']);
+        if word.starts_with('/') {
+            out.push(word.to_string());
+        }
+    }
+    out
+}
+
+/// Resolves what the user typed into a validated [`Plan`].
+pub fn plan(
+    rootfs: &Path,
+    name: &str,
+    entries: &[String],
+    opts: &PlanOptions,
+) -> Result<Plan, PlanError> {
+    let mut warnings = check_name(name)?;
+    let meta = fs::metadata(rootfs).map_err(|source| PlanError::Rootfs {
+        path: rootfs.to_path_buf(),
+        source,
+    })?;
+    if !meta.is_dir() {
+        return Err(PlanError::Rootfs {
+            path: rootfs.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::NotADirectory, "not a folder"),
+        });
+    }
+    if entries.is_empty() {
+        return Err(PlanError::NoEntries);
+    }
+    if fs::symlink_metadata(rootfs.join(PRIVATE_DIR)).is_ok() {
+        return Err(PlanError::Reserved(rootfs.to_path_buf()));
+    }
+    let own = format!("/usr/local/{name}");
+    let mut planned: Vec<PlannedEntry> = Vec::new();
+    for entry in entries {
+        let (src, target) = split_entry(entry);
+        let src = normalise(entry, src)?;
+        let resolved = resolve_inside(rootfs, &src, true)?;
+        let host = host_path(rootfs, &resolved);
+        let meta = fs::metadata(&host).map_err(|_| PlanError::NotFound {
+            entry: src.clone(),
+            rootfs: rootfs.to_path_buf(),
+        })?;
+        let target = match target {
+            Some(t) => normalise(entry, t)?,
+            None if src.starts_with("/usr/") => src.clone(),
+            None => {
+                // /bin/bash in a usr-merged rootfs is /usr/bin/bash: take the parent's real place.
+                let parent = resolve_inside(rootfs, &src, false)?;
+                if parent.starts_with("/usr/") {
+                    parent
+                } else {
+                    return Err(PlanError::Entry {
+                        entry: entry.clone(),
+                        reason: format!(
+                            "{src} is outside /usr and only /usr reaches the host; give its place as {src}:/usr/bin/NAME"
+                        ),
+                    });
+                }
+            }
+        };
+        let bad_target = |reason: String| PlanError::Entry {
+            entry: entry.clone(),
+            reason,
+        };
+        if !target.starts_with("/usr/") || target == "/usr/" {
+            return Err(bad_target(format!(
+                "target {target} is not under /usr/ (systemd-sysext merges only /usr and /opt)"
+            )));
+        }
+        if target == own || target.starts_with(&format!("{own}/")) {
+            return Err(bad_target(format!(
+                "target {target} lies inside {own}, where the rootfs copy goes"
+            )));
+        }
+        if target.starts_with("/usr/lib/extension-release.d") {
+            return Err(bad_target(format!(
+                "target {target} would clash with the extension's release file"
+            )));
+        }
+        if let Some(prev) = planned.iter().find(|p| p.target == target) {
+            return Err(PlanError::Duplicate {
+                first: prev.source.clone(),
+                second: src,
+                target,
+            });
+        }
+        let unit = is_unit(&src) || is_unit(&target);
+        let executable = meta.is_file() && meta.permissions().mode() & 0o111 != 0;
+        let kind = if executable && !unit {
+            EntryKind::Launcher
+        } else {
+            EntryKind::Link
+        };
+        planned.push(PlannedEntry {
+            source: src,
+            resolved,
+            target,
+            kind,
+            unit,
+        });
+    }
+    // Units that start programs not wrapped would run host programs (or nothing).
+    for e in planned.iter().filter(|e| e.unit) {
+        let host = host_path(rootfs, &e.resolved);
+        if let Ok(text) = fs::read_to_string(&host) {
+            for exec in unit_exec_paths(&text) {
+                // /sbin/x in a usr-merged rootfs is /usr/sbin/x: compare both spellings.
+                let merged = resolve_inside(rootfs, &exec, false)?;
+                let wrapped = planned.iter().any(|p| {
+                    p.kind == EntryKind::Launcher && (p.target == exec || p.target == merged)
+                });
+                if !wrapped && !exec.starts_with(&format!("{own}/")) {
+                    warnings.push(format!(
+                        "unit {} runs {exec}, which is not among the wrapped entries: on the host it runs the host's {exec} (add {exec} as an entry to run the rootfs' one)",
+                        e.source
+                    ));
+                }
+            }
+        }
+    }
+    let chroot = match &opts.chroot {
+        Some(list) => chroot_list(rootfs, list)?,
+        None => chroot_default(rootfs)?,
+    };
+    let host = match &opts.host {
+        Some(list) => {
+            let mut v = list
+                .iter()
+                .map(|d| list_item("HOST", d))
+                .collect::<Result<Vec<_>, _>>()?;
+            // A parent before its children (/var before /var/tmp), as upstream.
+            v.sort();
+            v.dedup();
+            v
+        }
+        None => DEFAULT_HOST.iter().map(|s| s.to_string()).collect(),
+    };
+    // The architecture: from the launched programs, else from the rootfs' shell or env.
+    let candidates = planned
+        .iter()
+        .filter(|e| e.kind == EntryKind::Launcher)
+        .map(|e| e.resolved.clone())
+        .chain(["/usr/bin/env", "/bin/sh", "/usr/bin/sh"].map(String::from));
+    let mut architecture = None;
+    for c in candidates {
+        let resolved = resolve_inside(rootfs, &c, true)?;
+        if let Some(arch) = read_head(&host_path(rootfs, &resolved))
+            .as_deref()
+            .and_then(elf_architecture)
+        {
+            architecture = Some(arch.to_string());
+            break;
+        }
+    }
+    if architecture.is_none() {
+        warnings.push(
+            "cannot tell the architecture from the entries or the rootfs' /bin/sh; the release file has no ARCHITECTURE".to_string(),
+        );
+    }
+    let reload_manager = opts.reload_manager || planned.iter().any(|e| e.unit);
+    Ok(Plan {
+        name: name.to_string(),
+        rootfs: rootfs.to_path_buf(),
+        entries: planned,
+        chroot,
+        host,
+        etc: opts.etc,
+        var: opts.var,
+        home: opts.home,
+        architecture,
+        reload_manager,
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn tree() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        for d in [
+            "usr/bin",
+            "usr/sbin",
+            "usr/lib/systemd/system",
+            "etc",
+            "usr/share/doc",
+        ] {
+            fs::create_dir_all(r.join(d)).unwrap();
+        }
+        symlink("usr/bin", r.join("bin")).unwrap();
+        let mut elf = vec![0u8; 64];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[4] = 2;
+        elf[5] = 1;
+        elf[18] = 183;
+        fs::write(r.join("usr/bin/prog"), &elf).unwrap();
+        fs::set_permissions(r.join("usr/bin/prog"), fs::Permissions::from_mode(0o755)).unwrap();
+        symlink("prog", r.join("usr/bin/alias")).unwrap();
+        symlink("/usr/bin/prog", r.join("usr/bin/abs")).unwrap();
+        fs::write(r.join("usr/share/doc/README"), "x").unwrap();
+        fs::write(
+            r.join("usr/lib/systemd/system/prog.service"),
+            "[Service]\nExecStartPre=-/usr/bin/check\nExecStart=/usr/bin/prog --serve\n",
+        )
+        .unwrap();
+        t
+    }
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn resolves_inside_the_root() {
+        let t = tree();
+        let r = t.path();
+        let cases = [
+            ("/bin/prog", true, "/usr/bin/prog"),
+            ("/usr/bin/alias", true, "/usr/bin/prog"),
+            ("/usr/bin/alias", false, "/usr/bin/alias"),
+            ("/usr/bin/abs", true, "/usr/bin/prog"),
+            ("/../../bin/prog", true, "/usr/bin/prog"),
+            ("/bin/../etc", true, "/usr/etc"),
+            ("/nope/x", true, "/nope/x"),
+        ];
+        for (p, follow, want) in cases {
+            assert_eq!(resolve_inside(r, p, follow).unwrap(), want, "{p} {follow}");
+        }
+        symlink("loop", r.join("loop")).unwrap();
+        assert!(matches!(
+            resolve_inside(r, "/loop", true),
+            Err(PlanError::Loop(_))
+        ));
+    }
+
+    #[test]
+    fn kinds_targets_and_architecture() {
+        let t = tree();
+        let p = plan(
+            t.path(),
+            "tools",
+            &s(&[
+                "/usr/bin/prog",
+                "/usr/bin/alias",
+                "/bin/abs",
+                "/usr/share/doc",
+                "/usr/lib/systemd/system/prog.service",
+                "/usr/share/doc/README:/usr/share/tools/README",
+            ]),
+            &PlanOptions::default(),
+        )
+        .unwrap();
+        let got: Vec<_> = p
+            .entries
+            .iter()
+            .map(|e| (e.target.as_str(), e.kind, e.resolved.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("/usr/bin/prog", EntryKind::Launcher, "/usr/bin/prog"),
+                ("/usr/bin/alias", EntryKind::Launcher, "/usr/bin/prog"),
+                ("/usr/bin/abs", EntryKind::Launcher, "/usr/bin/prog"),
+                ("/usr/share/doc", EntryKind::Link, "/usr/share/doc"),
+                (
+                    "/usr/lib/systemd/system/prog.service",
+                    EntryKind::Link,
+                    "/usr/lib/systemd/system/prog.service"
+                ),
+                (
+                    "/usr/share/tools/README",
+                    EntryKind::Link,
+                    "/usr/share/doc/README"
+                ),
+            ]
+        );
+        assert_eq!(p.architecture.as_deref(), Some("arm64"));
+        assert!(p.reload_manager, "a unit sets EXTENSION_RELOAD_MANAGER");
+        assert_eq!(
+            p.chroot,
+            vec![
+                TopLevel {
+                    name: "bin".into(),
+                    symlink: Some("usr/bin".into())
+                },
+                TopLevel {
+                    name: "usr".into(),
+                    symlink: None
+                }
+            ]
+        );
+        // The unit's ExecStartPre program is not wrapped: the user is told.
+        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+        assert!(p.warnings[0].contains("/usr/bin/check"));
+    }
+
+    #[test]
+    fn bad_input_is_refused() {
+        let t = tree();
+        let r = t.path();
+        let o = PlanOptions::default();
+        let err = |name: &str, e: &[&str]| plan(r, name, &s(e), &o).unwrap_err().to_string();
+        assert!(err("tools", &["/usr/bin/missing"]).contains("not found"));
+        assert!(err("tools", &["usr/bin/prog"]).contains("not an absolute path"));
+        assert!(err("tools", &["/etc"]).contains("outside /usr"));
+        assert!(err("tools", &["/usr/bin/prog:/opt/x"]).contains("not under /usr/"));
+        assert!(err("tools", &["/usr/bin/prog:/usr/local/tools/x"]).contains("inside"));
+        assert!(
+            err("tools", &["/usr/bin/prog", "/usr/bin/alias:/usr/bin/prog"]).contains("both go to")
+        );
+        assert!(err("bad/name", &["/usr/bin/prog"]).contains("invalid extension name"));
+        assert!(err(".x", &["/usr/bin/prog"]).contains("invalid extension name"));
+        assert!(err("tools", &[]).contains("no entries"));
+        assert!(err("tools", &["/usr/bin/../bin/prog"]).contains("'..'"));
+    }
+
+    #[test]
+    fn chroot_and_host_lists() {
+        let t = tree();
+        let o = PlanOptions {
+            chroot: Some(s(&["/usr", "/bin", "/lib64"])),
+            host: Some(s(&["/var/tmp", "/dev", "/var"])),
+            ..Default::default()
+        };
+        let p = plan(t.path(), "tools", &s(&["/usr/bin/prog"]), &o).unwrap();
+        let names: Vec<_> = p
+            .chroot
+            .iter()
+            .map(|t| (t.name.as_str(), t.symlink.as_deref()))
+            .collect();
+        assert_eq!(
+            names,
+            [("usr", None), ("bin", Some("usr/bin")), ("lib64", None)]
+        );
+        assert_eq!(p.host, ["/dev", "/var", "/var/tmp"]);
+        let o = PlanOptions {
+            host: Some(s(&["myhostname"])),
+            ..Default::default()
+        };
+        let e = plan(t.path(), "tools", &s(&["/usr/bin/prog"]), &o).unwrap_err();
+        assert!(e.to_string().contains("HOST item \"myhostname\""), "{e}");
+    }
+
+    #[test]
+    fn elf_architectures() {
+        let mk = |class: u8, data: u8, machine: u16| {
+            let mut h = vec![0u8; 20];
+            h[..4].copy_from_slice(b"\x7fELF");
+            h[4] = class;
+            h[5] = data;
+            let m = if data == 1 {
+                machine.to_le_bytes()
+            } else {
+                machine.to_be_bytes()
+            };
+            h[18..20].copy_from_slice(&m);
+            h
+        };
+        assert_eq!(elf_architecture(&mk(2, 1, 62)), Some("x86-64"));
+        assert_eq!(elf_architecture(&mk(2, 1, 183)), Some("arm64"));
+        assert_eq!(elf_architecture(&mk(1, 1, 3)), Some("x86"));
+        assert_eq!(elf_architecture(&mk(2, 2, 22)), Some("s390x"));
+        assert_eq!(elf_architecture(b"#!/bin/sh\n"), None);
+        assert_eq!(elf_architecture(b"\x7fELF"), None);
+    }
+
+    #[test]
+    fn unit_exec_lines() {
+        let text = "[Service]\nExecStart=/usr/sbin/nginx -g 'daemon on;'\nExecReload=-+/usr/sbin/nginx -s reload\nExecStop=kill $MAINPID\n# ExecStart=/x\n";
+        assert_eq!(
+            unit_exec_paths(text),
+            ["/usr/sbin/nginx", "/usr/sbin/nginx"]
+        );
+    }
+}

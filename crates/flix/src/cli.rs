@@ -1,0 +1,248 @@
+//! The `flix` command line: `flix SOURCE NAME PATH...`.
+//!
+//! Arguments as the upstream `flix.sh`, so its users can switch: SOURCE, NAME, and entries
+//! (`PATH` under `/usr`, or `SRC:/usr/TARGET`); `EXTRALIBS` (space separated) and
+//! `--extra-lib` for libraries loaded with dlopen.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+use sysext_core::pack::{Compression, Format, PackOptions};
+
+use crate::plan::{self, PlanOptions, Severity};
+use crate::stage;
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutFormat {
+    /// A squashfs image, NAME.raw.
+    Raw,
+    /// A folder NAME.
+    Dir,
+}
+
+/// Squashfs compressor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Comp {
+    Gzip,
+    Zstd,
+    Xz,
+}
+
+/// Relocate programs and everything they load from a container image or rootfs into a
+/// self-contained systemd-sysext image: programs keep their /usr path, their libraries and
+/// loader go to /usr/local/NAME/, every relocated ELF object gets its own RUNPATH.
+#[derive(Debug, Parser)]
+#[command(name = "flix", version)]
+pub struct Args {
+    /// Image reference (e.g. alpine:latest), oci:DIR[:TAG], oci-archive:FILE,
+    /// docker-archive:FILE, or a rootfs folder.
+    pub source: String,
+    /// Extension name (the image is NAME.raw, its release file extension-release.NAME).
+    pub name: String,
+    /// Entries inside the source: programs, resource files or folders, systemd units,
+    /// symlinks; SRC:/usr/TARGET ships SRC at TARGET (needed for entries outside /usr).
+    #[arg(required = true)]
+    pub paths: Vec<String>,
+    /// A library loaded with dlopen (path inside the source); its closure comes too.
+    /// Repeatable; `EXTRALIBS` (space separated) adds more.
+    #[arg(long = "extra-lib", value_name = "PATH")]
+    pub extra_lib: Vec<String>,
+    /// Start this unit (one of the entries) with the extension: writes an Upholds= drop-in
+    /// for its WantedBy= target.
+    #[arg(long, value_name = "UNIT")]
+    pub enable: Vec<String>,
+    /// Output path (default NAME.raw, or NAME with --format dir).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutFormat::Raw)]
+    pub format: OutFormat,
+    /// Squashfs compressor.
+    #[arg(long, value_enum, default_value_t = Comp::Gzip)]
+    pub compression: Comp,
+    /// Bind the image to this OS ID (default: ID=_any).
+    #[arg(long)]
+    pub os: Option<String>,
+    /// SYSEXT_LEVEL of an OS-bound image.
+    #[arg(long, requires = "os")]
+    pub sysext_level: Option<String>,
+    /// VERSION_ID of an OS-bound image.
+    #[arg(long, requires = "os")]
+    pub version_id: Option<String>,
+    /// Platform of a multi-platform image, e.g. linux/arm64.
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Replace an existing output.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Print the plan and the pack report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Args {
+    /// `--extra-lib` values followed by the `EXTRALIBS` environment variable's words.
+    pub fn extra_libs(&self, env: Option<&str>) -> Vec<String> {
+        let mut v = self.extra_lib.clone();
+        if let Some(e) = env {
+            v.extend(e.split_whitespace().map(str::to_string));
+        }
+        v
+    }
+
+    /// The output path.
+    pub fn output_path(&self) -> PathBuf {
+        match (&self.output, self.format) {
+            (Some(o), _) => o.clone(),
+            (None, OutFormat::Raw) => PathBuf::from(format!("{}.raw", self.name)),
+            (None, OutFormat::Dir) => PathBuf::from(&self.name),
+        }
+    }
+}
+
+fn open_source(args: &Args) -> anyhow::Result<ocirootfs::Rootfs> {
+    let mut opts = ocirootfs::SourceOptions::default();
+    opts.platform = args.platform.clone();
+    opts.progress = true;
+    ocirootfs::materialize(&args.source, &opts)
+        .with_context(|| format!("reading the source {}", args.source))
+}
+
+/// systemd's architecture name for an OCI platform (`linux/arm64`, `amd64`, ...).
+pub fn platform_arch(platform: &str) -> Option<&'static str> {
+    let arch = platform
+        .split('/')
+        .nth(if platform.contains('/') { 1 } else { 0 })?;
+    sysext_core::release::arch_from_uname(match arch {
+        "amd64" => "x86_64",
+        "arm64" => "aarch64",
+        "386" => "i686",
+        "ppc64le" => "ppc64le",
+        other => other,
+    })
+}
+
+/// Runs `flix` with parsed arguments.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let extra = args.extra_libs(std::env::var("EXTRALIBS").ok().as_deref());
+    let rootfs = open_source(&args)?;
+    let root = rootfs.path.clone();
+    let opts = PlanOptions {
+        name: args.name.clone(),
+        paths: args.paths.clone(),
+        extra_libs: extra,
+        enable: args.enable.clone(),
+        os: args.os.clone(),
+        sysext_level: args.sysext_level.clone(),
+        version_id: args.version_id.clone(),
+    };
+    let plan = plan::build(&root, &opts)
+        .with_context(|| format!("planning extension {} from {}", args.name, args.source))?;
+    if let (Some(p), Some(found)) = (&args.platform, &plan.architecture) {
+        if let Some(want) = platform_arch(p) {
+            if want != found {
+                bail!(
+                    "--platform {p} asks for {want}, but the programs in {} are for {found}; pick the image for {want} or drop --platform",
+                    args.source
+                );
+            }
+        }
+    }
+    for d in &plan.diagnostics {
+        let level = match d.severity {
+            Severity::Note => "note",
+            Severity::Warning => "warning",
+        };
+        match &d.hint {
+            Some(h) => eprintln!("flix: {level}: {}\n  hint: {h}", d.message),
+            None => eprintln!("flix: {level}: {}", d.message),
+        }
+    }
+    let mut pack_opts = PackOptions::default();
+    pack_opts.compression = match args.compression {
+        Comp::Gzip => Compression::Gzip,
+        Comp::Zstd => Compression::Zstd,
+        Comp::Xz => Compression::Xz,
+    };
+    pack_opts.force = args.force;
+    pack_opts.format = Some(match args.format {
+        OutFormat::Raw => Format::Raw,
+        OutFormat::Dir => Format::Dir,
+    });
+    let output = args.output_path();
+    let report = stage::stage_and_pack(&plan, &output, &pack_opts)
+        .with_context(|| format!("writing {}", output.display()))?;
+    if args.json {
+        let v = serde_json::json!({ "plan": plan, "pack": report });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        eprintln!(
+            "flix: wrote {} ({} libraries, {} bytes)",
+            report.output.display(),
+            plan.libraries.len(),
+            report.bytes
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_upstream_style() {
+        let a = Args::try_parse_from([
+            "flix",
+            "/src",
+            "tools",
+            "/usr/bin/b3sum",
+            "/etc/terminfo:/usr/share/terminfo",
+            "--extra-lib",
+            "/usr/lib/libx.so.1",
+            "--compression",
+            "zstd",
+            "--format",
+            "dir",
+        ])
+        .unwrap();
+        assert_eq!(a.paths.len(), 2);
+        assert_eq!(a.compression, Comp::Zstd);
+        assert_eq!(a.output_path(), PathBuf::from("tools"));
+        assert_eq!(
+            a.extra_libs(Some(" /a.so  /b.so ")),
+            vec!["/usr/lib/libx.so.1", "/a.so", "/b.so"]
+        );
+    }
+
+    #[test]
+    fn platforms_map_to_systemd_architectures() {
+        assert_eq!(platform_arch("linux/amd64"), Some("x86-64"));
+        assert_eq!(platform_arch("linux/arm64/v8"), Some("arm64"));
+        assert_eq!(platform_arch("arm64"), Some("arm64"));
+        assert_eq!(platform_arch("linux/nonsense"), None);
+    }
+
+    #[test]
+    fn rejects_missing_paths_and_unbound_levels() {
+        assert!(Args::try_parse_from(["flix", "/src", "tools"]).is_err());
+        assert!(
+            Args::try_parse_from(["flix", "/src", "t", "/usr/bin/x", "--sysext-level", "1.0"])
+                .is_err()
+        );
+        let a = Args::try_parse_from([
+            "flix",
+            "/src",
+            "t",
+            "/usr/bin/x",
+            "--os",
+            "flatcar",
+            "--sysext-level",
+            "1.0",
+        ])
+        .unwrap();
+        assert_eq!(a.output_path(), PathBuf::from("t.raw"));
+    }
+}

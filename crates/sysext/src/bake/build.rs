@@ -1,0 +1,477 @@
+//! One image of a bake: resolve the source, compute the rebuild key, build through flix,
+//! flatwrap or the static placer, pack to `NAME-VERSION-ARCH.raw` atomically.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use sysext_core::atomic::AtomicOutput;
+use sysext_core::pack::{self, Format, PackOptions};
+use sysext_core::release::{self, ExtensionRelease};
+
+use super::manifest::{goarch, Extension, Mode};
+use super::{artifacts, BakeOptions, Entry, StateEntry, Status};
+
+/// One extension for one architecture.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub ext: Extension,
+    pub arch: String,
+    /// The resolved source.
+    pub source: String,
+}
+
+impl Job {
+    pub fn file_name(&self) -> String {
+        artifacts::raw_name(&self.ext.name, &self.ext.version, &self.arch)
+    }
+
+    fn entry(&self, status: Status) -> Entry {
+        Entry {
+            name: self.ext.name.clone(),
+            version: self.ext.version.clone(),
+            arch: self.arch.clone(),
+            mode: self.ext.mode,
+            source: self.source.clone(),
+            status,
+            file: self.file_name(),
+            bytes: None,
+            sha256: None,
+            key: None,
+            image_digest: None,
+            error: None,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// A failed entry with `error` as its cause.
+    pub fn failed(&self, key: Option<String>, error: String) -> Entry {
+        let mut e = self.entry(Status::Failed);
+        e.key = key;
+        e.error = Some(error);
+        e
+    }
+}
+
+/// Where a source comes from, for the key and the build.
+enum Kind {
+    Folder(PathBuf),
+    Tarball(PathBuf),
+    Image,
+}
+
+fn is_tarball(s: &str) -> bool {
+    [".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.zstd"]
+        .iter()
+        .any(|x| s.ends_with(x))
+}
+
+fn kind(source: &str) -> Kind {
+    let p = Path::new(source);
+    if p.is_dir() {
+        Kind::Folder(p.to_path_buf())
+    } else if is_tarball(source) && p.is_file() {
+        Kind::Tarball(p.to_path_buf())
+    } else {
+        Kind::Image
+    }
+}
+
+/// sha256 over a folder's listing: relative path, type, mode, size, mtime, link target. Cheap
+/// (no file contents) and changes whenever a package manager or `cp` touches the tree.
+pub fn folder_identity(root: &Path) -> Result<String> {
+    let mut h = Sha256::new();
+    for e in walkdir::WalkDir::new(root).sort_by_file_name() {
+        let e = e.with_context(|| format!("listing {}", root.display()))?;
+        let md = e
+            .path()
+            .symlink_metadata()
+            .with_context(|| format!("reading {}", e.path().display()))?;
+        let rel = e.path().strip_prefix(root).unwrap_or(e.path());
+        h.update(rel.as_os_str().as_encoded_bytes());
+        h.update(
+            format!(
+                "\0{:o}\0{}\0{}.{}\0",
+                md.mode(),
+                md.len(),
+                md.mtime(),
+                md.mtime_nsec()
+            )
+            .as_bytes(),
+        );
+        if md.file_type().is_symlink() {
+            if let Ok(t) = fs::read_link(e.path()) {
+                h.update(t.as_os_str().as_encoded_bytes());
+            }
+        }
+        h.update(b"\n");
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// sha256 of a file's contents.
+pub fn file_sha256(path: &Path) -> Result<String> {
+    let mut f = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// The rebuild key: sha256 over the canonical entry, the architecture, the source identity
+/// and the tool version.
+pub fn key(ext: &Extension, arch: &str, source_identity: &str) -> String {
+    let mut canon = ext.clone();
+    // The per-arch map is already folded into the source identity; the list of architectures
+    // does not change this image.
+    canon.sources.clear();
+    canon.architectures = None;
+    let mut h = Sha256::new();
+    h.update(serde_json::to_string(&canon).unwrap_or_default().as_bytes());
+    h.update(
+        format!(
+            "\0{arch}\0{source_identity}\0sysext {}",
+            env!("CARGO_PKG_VERSION")
+        )
+        .as_bytes(),
+    );
+    hex::encode(h.finalize())
+}
+
+/// Builds one job (or finds it up to date); never panics on bad input, reports the cause.
+pub fn run_job(job: &Job, out: &Path, prev: Option<&StateEntry>, opts: &BakeOptions) -> Entry {
+    let mut key_slot = None;
+    match run_job_inner(job, out, prev, opts, &mut key_slot) {
+        Ok(e) => e,
+        Err(err) => job.failed(key_slot, format!("{err:#}")),
+    }
+}
+
+fn run_job_inner(
+    job: &Job,
+    out: &Path,
+    prev: Option<&StateEntry>,
+    opts: &BakeOptions,
+    key_slot: &mut Option<String>,
+) -> Result<Entry> {
+    let ext = &job.ext;
+    let output = out.join(job.file_name());
+    // Resolve the source and its identity.
+    let mut rootfs = None;
+    let mut image_digest = None;
+    let looks_local = job.source.starts_with('/') || job.source.starts_with('.');
+    if looks_local && fs::symlink_metadata(&job.source).is_err() {
+        bail!(
+            "source {} does not exist: fix source (or sources.{}) in the manifest",
+            job.source,
+            job.arch
+        );
+    }
+    let identity = match kind(&job.source) {
+        Kind::Folder(p) => format!("folder:{}", folder_identity(&p)?),
+        Kind::Tarball(p) => format!("tarball:{}", file_sha256(&p)?),
+        Kind::Image => {
+            let mut so = ocirootfs::SourceOptions::default();
+            so.platform = Some(format!("linux/{}", goarch(&job.arch)));
+            so.cache_dir = opts.cache_dir.clone();
+            so.insecure = opts.insecure;
+            let r = ocirootfs::materialize(&job.source, &so)
+                .with_context(|| format!("reading the source {}", job.source))?;
+            let id = match &r.digest {
+                Some(d) => format!("image:{d}"),
+                None => format!("folder:{}", folder_identity(&r.path)?),
+            };
+            image_digest = r.digest.clone();
+            rootfs = Some(r);
+            id
+        }
+    };
+    let key = key(ext, &job.arch, &identity);
+    *key_slot = Some(key.clone());
+    if let Some(p) = prev {
+        let same_size = fs::metadata(&output).is_ok_and(|m| m.len() == p.bytes);
+        if !opts.force && p.key == key && same_size {
+            let mut e = job.entry(Status::UpToDate);
+            e.bytes = Some(p.bytes);
+            e.sha256 = Some(p.sha256.clone());
+            e.key = Some(key);
+            e.image_digest = image_digest;
+            return Ok(e);
+        }
+    }
+
+    let mut warnings = Vec::new();
+    // Scratch beside the output, never committed: dropped (removed) on every path.
+    let scratch = AtomicOutput::dir(&out.join(format!(".{}.bake", job.file_name())), true)?;
+    let tree = scratch.path().join("tree");
+    fs::create_dir(&tree).with_context(|| format!("creating {}", tree.display()))?;
+    let src_root: PathBuf = match (kind(&job.source), &rootfs) {
+        (_, Some(r)) => r.path.clone(),
+        (Kind::Folder(p), None) => p,
+        (Kind::Tarball(p), None) => {
+            if ext.mode != Mode::Static {
+                bail!(
+                    "a tarball source is for mode static; for {:?} give an image, oci:DIR or a rootfs folder",
+                    ext.mode
+                );
+            }
+            let dir = scratch.path().join("src");
+            fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let f = fs::File::open(&p).with_context(|| format!("opening {}", p.display()))?;
+            let mut uo = ocirootfs::unpack::UnpackOptions::default();
+            uo.as_root = false;
+            ocirootfs::unpack::apply_layer(&dir, f, None, None, &uo)
+                .with_context(|| format!("unpacking {}", p.display()))?;
+            dir
+        }
+        (Kind::Image, None) => unreachable_source(&job.source)?,
+    };
+
+    let built_arch: Option<String> = match ext.mode {
+        Mode::Flix => {
+            let po = flix::plan::PlanOptions {
+                name: ext.name.clone(),
+                paths: ext.paths.clone(),
+                extra_libs: ext.extra_libs.clone(),
+                enable: ext.enable.clone(),
+                ..Default::default()
+            };
+            let plan = flix::plan::build(&src_root, &po)
+                .with_context(|| format!("planning {} from {}", ext.name, job.source))?;
+            warnings.extend(plan.diagnostics.iter().map(|d| match &d.hint {
+                Some(h) => format!("{} (hint: {h})", d.message),
+                None => d.message.clone(),
+            }));
+            flix::stage::stage_tree(&plan, &tree)
+                .with_context(|| format!("staging {}", ext.name))?;
+            plan.architecture.clone()
+        }
+        Mode::Flatwrap => {
+            let mut po = flatwrap::plan::PlanOptions::default();
+            po.reload_manager = !ext.enable.is_empty() || !ext.units.is_empty();
+            let plan = flatwrap::plan::plan(&src_root, &ext.name, &ext.paths, &po)
+                .with_context(|| format!("planning {} from {}", ext.name, job.source))?;
+            warnings.extend(plan.warnings.iter().cloned());
+            flatwrap::stage::stage(&plan, &tree)
+                .with_context(|| format!("staging {}", ext.name))?;
+            place_units(&src_root, &tree, &ext.units)?;
+            plan.architecture.clone()
+        }
+        Mode::Static => {
+            place_static(&src_root, &tree, &ext.paths)?;
+            place_units(&src_root, &tree, &ext.units)?;
+            let arch = tree_architecture(&tree)?;
+            let rel = ExtensionRelease {
+                id: "_any".into(),
+                architecture: Some(job.arch.clone()),
+                reload_manager: !ext.units.is_empty(),
+                sysext_version_id: Some(ext.version.clone()),
+                ..Default::default()
+            };
+            let path = tree.join(release::release_file_path(&ext.name));
+            write_new(&path, &rel.render(), 0o644)?;
+            arch
+        }
+    };
+    if ext.mode != Mode::Flix && !ext.enable.is_empty() {
+        write_upholds(&tree, &ext.name, &ext.enable)?;
+    }
+    match built_arch.as_deref() {
+        Some(a) if a != job.arch => bail!(
+            "the programs of {} from {} are for {a}, but the manifest builds it for {}: give a source for {} (sources.{} = ...)",
+            ext.name, job.source, job.arch, job.arch, job.arch
+        ),
+        _ => {}
+    }
+
+    let mut po = PackOptions::default();
+    po.format = Some(Format::Raw);
+    po.force = true;
+    po.name = Some(ext.name.clone());
+    // pack writes through its own atomic temp file and rename.
+    let rep =
+        pack::pack(&tree, &output, &po).with_context(|| format!("packing {}", output.display()))?;
+    drop(scratch);
+    let mut e = job.entry(Status::Built);
+    e.bytes = Some(rep.bytes);
+    e.sha256 = Some(file_sha256(&output)?);
+    e.key = Some(key);
+    e.image_digest = image_digest;
+    e.warnings = warnings;
+    Ok(e)
+}
+
+fn unreachable_source(source: &str) -> Result<PathBuf> {
+    bail!("source {source} could not be opened")
+}
+
+fn write_new(path: &Path, text: &str, mode: u32) -> Result<()> {
+    if let Some(d) = path.parent() {
+        fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of {}", path.display()))
+}
+
+/// Resolves `rel` (relative or absolute inside the source) to a host path inside `root`.
+fn inside(root: &Path, rel: &str) -> Result<PathBuf> {
+    let abs = Path::new("/").join(rel.trim_start_matches('/'));
+    let r = sysext_core::rootfs::resolve(root, &abs, false)
+        .with_context(|| format!("{rel} in the source {}", root.display()))?;
+    let host = sysext_core::rootfs::host_path(root, &r);
+    if fs::symlink_metadata(&host).is_err() {
+        bail!(
+            "{rel} is not in the source {}: check the path in the manifest",
+            root.display()
+        );
+    }
+    Ok(host)
+}
+
+/// A target path inside the extension tree: absolute, under /usr or /opt, no `..`.
+fn target(t: &str) -> Result<PathBuf> {
+    let p = Path::new(t);
+    let ok = p.is_absolute()
+        && (p.starts_with("/usr") || p.starts_with("/opt"))
+        && p.components()
+            .all(|c| !matches!(c, std::path::Component::ParentDir));
+    if !ok {
+        bail!("target {t:?} must be an absolute path under /usr or /opt (systemd-sysext merges only those)");
+    }
+    Ok(p.strip_prefix("/").unwrap_or(p).to_path_buf())
+}
+
+/// Copies `src` (file, symlink or folder) to `dst`, keeping modes, never following links.
+fn copy_any(src: &Path, dst: &Path) -> Result<()> {
+    let md = fs::symlink_metadata(src).with_context(|| format!("reading {}", src.display()))?;
+    if let Some(d) = dst.parent() {
+        fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let ft = md.file_type();
+    if ft.is_symlink() {
+        let t = fs::read_link(src).with_context(|| format!("reading {}", src.display()))?;
+        std::os::unix::fs::symlink(&t, dst).with_context(|| format!("linking {}", dst.display()))
+    } else if ft.is_dir() {
+        fs::create_dir_all(dst).with_context(|| format!("creating {}", dst.display()))?;
+        for e in fs::read_dir(src).with_context(|| format!("listing {}", src.display()))? {
+            let e = e.with_context(|| format!("listing {}", src.display()))?;
+            copy_any(&e.path(), &dst.join(e.file_name()))?;
+        }
+        Ok(())
+    } else if ft.is_file() {
+        fs::copy(src, dst)
+            .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
+        fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o1777))
+            .with_context(|| format!("setting the mode of {}", dst.display()))
+    } else {
+        bail!(
+            "{} is a special file; a static extension holds files, folders and links",
+            src.display()
+        )
+    }
+}
+
+/// Places static files: `SRC:/usr/TARGET`, bare `usr/...`/`opt/...`, or (no paths) the
+/// source's usr/ and opt/.
+fn place_static(root: &Path, tree: &Path, paths: &[String]) -> Result<()> {
+    if paths.is_empty() {
+        let mut any = false;
+        for top in ["usr", "opt"] {
+            if root.join(top).is_dir() {
+                copy_any(&root.join(top), &tree.join(top))?;
+                any = true;
+            }
+        }
+        if !any {
+            bail!("the source {} has no usr/ or opt/: list what to place with paths = [\"SRC:/usr/bin/\"]", root.display());
+        }
+        return Ok(());
+    }
+    for p in paths {
+        let (src, dst) = match p.split_once(':') {
+            Some((s, d)) => (s, d.to_string()),
+            None => (p.as_str(), format!("/{}", p.trim_start_matches('/'))),
+        };
+        let from = inside(root, src)?;
+        let mut to = tree.join(target(&dst)?);
+        // "dir/" as a target: into that folder under the source's file name.
+        if dst.ends_with('/') && !from.is_dir() {
+            to = to.join(from.file_name().unwrap_or_default());
+        }
+        copy_any(&from, &to)?;
+    }
+    Ok(())
+}
+
+/// Installs unit files of the source into usr/lib/systemd/system/.
+fn place_units(root: &Path, tree: &Path, units: &[String]) -> Result<()> {
+    for u in units {
+        let from = inside(root, u)?;
+        let name = from.file_name().unwrap_or_default().to_owned();
+        let to = tree.join("usr/lib/systemd/system").join(name);
+        copy_any(&from, &to)?;
+    }
+    Ok(())
+}
+
+/// `Upholds=` drop-ins for every enabled unit on its `WantedBy=` targets.
+fn write_upholds(tree: &Path, name: &str, enable: &[String]) -> Result<()> {
+    let dir = tree.join("usr/lib/systemd/system");
+    for u in enable {
+        let path = dir.join(u);
+        let text = fs::read_to_string(&path).with_context(|| {
+            format!("enable = {u:?}: the unit is not in the extension; add it to units")
+        })?;
+        let mut targets = flix::plan::unit_wanted_by(&text);
+        if targets.is_empty() {
+            targets.push("multi-user.target".into());
+        }
+        for t in targets {
+            write_new(
+                &dir.join(format!("{t}.d")).join(format!("10-{name}-{u}.conf")),
+                &format!("# Written by sysext bake: start {u} with the extension.\n[Unit]\nUpholds={u}\n"),
+                0o644,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The architecture of the ELF objects in the tree; an error if they disagree.
+fn tree_architecture(tree: &Path) -> Result<Option<String>> {
+    let mut found: Option<(String, PathBuf)> = None;
+    for e in walkdir::WalkDir::new(tree) {
+        let e = e.with_context(|| format!("listing {}", tree.display()))?;
+        if !e.file_type().is_file() {
+            continue;
+        }
+        let Ok(Some(info)) = sysext_core::elf::scan_file(e.path()) else {
+            continue;
+        };
+        let Some(a) = release::arch_from_elf(info.machine, info.class64, info.little_endian) else {
+            continue;
+        };
+        match &found {
+            None => found = Some((a.to_string(), e.path().to_path_buf())),
+            Some((f, p)) if f != a => bail!(
+                "{} is for {a} but {} is for {f}: one image holds one architecture",
+                e.path().strip_prefix(tree).unwrap_or(e.path()).display(),
+                p.strip_prefix(tree).unwrap_or(p).display()
+            ),
+            _ => {}
+        }
+    }
+    Ok(found.map(|f| f.0))
+}

@@ -1,0 +1,481 @@
+//! `sysext bake` end to end: a static tarball with a unit, a flix folder (musl), static and
+//! flix arm64 entries, a broken entry; incremental re-runs; SHA256SUMS with `sha256sum -c`;
+//! Butane snippets parsed as YAML.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::SystemTime;
+
+use sysext_core::inspect::Image;
+
+fn sysext() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sysext"))
+}
+
+fn sh(script: &str) {
+    testkit::run_ok(Command::new("sh").args(["-ec", script]));
+}
+
+const UNIT: &str = "[Unit]\nDescription=hello\n[Service]\nExecStart=/usr/bin/hello true\n[Install]\nWantedBy=multi-user.target\n";
+
+/// Inputs in a folder on the same filesystem as the fixtures (hardlinked arm64 tree).
+fn inputs(dir: &Path) {
+    let d = dir.display();
+    fs::create_dir_all(dir.join("st/bin")).unwrap();
+    fs::copy(testkit::which("busybox").unwrap(), dir.join("st/bin/hello")).unwrap();
+    fs::write(dir.join("st/hello.service"), UNIT).unwrap();
+    sh(&format!(
+        "tar -C {d}/st -czf {d}/hello.tar.gz bin hello.service"
+    ));
+    // arm64 static build of the same extension.
+    fs::create_dir_all(dir.join("armst/bin")).unwrap();
+    fs::write(dir.join("m.c"), "int main(void){return 0;}\n").unwrap();
+    sh(&format!(
+        "aarch64-linux-gnu-gcc -static -O -o {d}/armst/bin/hello {d}/m.c"
+    ));
+    fs::write(dir.join("armst/hello.service"), UNIT).unwrap();
+    // A tiny rootfs: busybox-static and a musl dynamic program with its loader.
+    fs::create_dir_all(dir.join("rootfs/usr/bin")).unwrap();
+    fs::create_dir_all(dir.join("rootfs/lib")).unwrap();
+    fs::copy(
+        testkit::which("busybox").unwrap(),
+        dir.join("rootfs/usr/bin/busybox"),
+    )
+    .unwrap();
+    sh(&format!("musl-gcc -O -o {d}/rootfs/usr/bin/dyn {d}/m.c"));
+    let ld = fs::read_dir("/lib")
+        .unwrap()
+        .flatten()
+        .find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("ld-musl-x86_64")
+        })
+        .expect("musl loader in /lib (musl-tools)");
+    fs::copy(ld.path(), dir.join("rootfs/lib").join(ld.file_name())).unwrap();
+    // The arm64 extract tree lacks the /lib link: give flix a root with it, hardlinking usr.
+    let a64 = testkit::fixtures::trixie_arm64_rootfs();
+    sh(&format!(
+        "mkdir {d}/a64 && cp -al {}/usr {d}/a64/usr && ln -s usr/lib {d}/a64/lib",
+        a64.display()
+    ));
+}
+
+const MANIFEST: &str = r#"
+base_url = "https://example.org/ext"
+architectures = ["x86-64", "arm64"]
+
+[[extension]]
+name = "hello"
+version = "1.0"
+source = "./hello.tar.gz"
+sources = { arm64 = "./armst" }
+mode = "static"
+paths = ["bin/hello:/usr/bin/"]
+units = ["hello.service"]
+enable = ["hello.service"]
+
+[[extension]]
+name = "dyn"
+version = "2.1"
+source = "./rootfs"
+mode = "flix"
+paths = ["/usr/bin/dyn"]
+architectures = ["x86-64"]
+
+[[extension]]
+name = "b3"
+version = "1.5"
+source = "./rootfs"
+sources = { arm64 = "./a64" }
+mode = "flix"
+paths = ["/usr/bin/b3sum"]
+architectures = ["arm64"]
+
+[[extension]]
+name = "wrapped"
+version = "0.1"
+source = "./rootfs"
+mode = "flatwrap"
+paths = ["/usr/bin/busybox"]
+architectures = ["x86-64"]
+
+[[extension]]
+name = "gone"
+version = "1"
+source = "./missing-{goarch}.tar.gz"
+mode = "static"
+architectures = ["x86-64"]
+
+[[extension]]
+name = "broken"
+version = "1"
+source = "./rootfs"
+mode = "flix"
+paths = ["/usr/bin/not-there"]
+architectures = ["x86-64"]
+"#;
+
+fn bake(dir: &Path) -> (Output, serde_json::Value) {
+    let out = sysext()
+        .current_dir(dir)
+        .args(["bake", "m.toml", "--out", "out", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "bad JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out, v)
+}
+
+fn statuses(v: &serde_json::Value) -> BTreeMap<String, String> {
+    v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["file"].as_str().unwrap().to_string(),
+                e["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn mtimes(dir: &Path) -> BTreeMap<PathBuf, SystemTime> {
+    fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name() != "bake-report.json")
+        .map(|e| (e.path(), e.metadata().unwrap().modified().unwrap()))
+        .collect()
+}
+
+/// A structural YAML check for when python3-yaml is missing: keys at the right indents.
+fn butane_ok(text: &str, name: &str, raw: &str) {
+    for want in [
+        "variant: flatcar\n",
+        &format!("    - path: /opt/extensions/{name}/{raw}\n"),
+        &format!("        source: https://example.org/ext/{raw}\n"),
+        &format!("    - path: /etc/sysupdate.{name}.d/{name}.conf\n"),
+        &format!(
+            "    - path: /etc/extensions/{name}.raw\n      target: /opt/extensions/{name}/{raw}\n"
+        ),
+        "    - name: systemd-sysupdate.timer\n      enabled: true\n",
+        &format!("ExecStartPre=/usr/lib/systemd/systemd-sysupdate -C {name} update\n"),
+    ] {
+        assert!(text.contains(want), "{want:?} in\n{text}");
+    }
+    if testkit::which("python3").is_some() {
+        let script = format!(
+            "import sys\ntry:\n import yaml\nexcept ImportError:\n sys.exit(0)\n\
+             d = yaml.safe_load(open(sys.argv[1]))\n\
+             f = d['storage']['files']\n\
+             assert d['variant'] == 'flatcar', d\n\
+             assert f[0]['path'] == '/opt/extensions/{name}/{raw}', f\n\
+             assert f[0]['contents']['source'].endswith('/{raw}'), f\n\
+             assert 'MatchPattern={name}-@v-%a.raw' in f[1]['contents']['inline'], f\n\
+             assert d['storage']['links'][0] == {{'path': '/etc/extensions/{name}.raw', 'target': '/opt/extensions/{name}/{raw}', 'hard': False}}\n"
+        );
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        fs::write(tmp.path(), text).unwrap();
+        testkit::run_ok(
+            Command::new("python3")
+                .args(["-c", &script])
+                .arg(tmp.path()),
+        );
+    }
+}
+
+/// `/opt/extensions/hello/RAW` and the image `hello.raw` links to, in a scratch root
+/// merged by systemd-sysext in a private mount namespace: the program and the drop-in appear.
+fn systemd_merges_as_deployed(dir: &Path, raw: &Path) {
+    let root = dir.join("host");
+    let host = "ID=flatcar\nVERSION_ID=4081.2.0\n";
+    for d in [
+        "usr/lib",
+        "etc",
+        "var/lib/extensions",
+        "opt/extensions/hello",
+    ] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    fs::write(root.join("usr/lib/os-release"), host).unwrap();
+    fs::write(root.join("etc/os-release"), host).unwrap();
+    let file = raw.file_name().unwrap().to_string_lossy().into_owned();
+    fs::copy(raw, root.join("opt/extensions/hello").join(&file)).unwrap();
+    // What /etc/extensions/hello.raw points to on the host, as a copy in /var/lib/extensions:
+    // systemd-sysext 252 (this machine) has no /etc/extensions yet and does not discover
+    // symlinked images under --root; Flatcar's systemd does both.
+    fs::copy(raw, root.join("var/lib/extensions/hello.raw")).unwrap();
+    let r = root.display();
+    let script = format!(
+        "mount --make-rshared / && mount -t tmpfs tmpfs /run && systemd-sysext --root='{r}' merge && \
+         test -x '{r}/usr/bin/hello' && \
+         cat '{r}/usr/lib/systemd/system/multi-user.target.d/10-hello-hello.service.conf'"
+    );
+    let out = testkit::in_mount_namespace(&script);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("Upholds=hello.service"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn bake_builds_all_isolates_failures_and_is_incremental() {
+    for t in ["busybox", "musl-gcc", "aarch64-linux-gnu-gcc", "sha256sum"] {
+        if !testkit::require_tool(t) {
+            return;
+        }
+    }
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = tmp.path();
+    inputs(dir);
+    fs::write(dir.join("m.toml"), MANIFEST).unwrap();
+
+    // First bake: everything but the broken entry is built; exit status 1.
+    let (out, v) = bake(dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let st = statuses(&v);
+    let expect = [
+        ("hello-1.0-x86-64.raw", "built"),
+        ("hello-1.0-arm64.raw", "built"),
+        ("dyn-2.1-x86-64.raw", "built"),
+        ("b3-1.5-arm64.raw", "built"),
+        ("wrapped-0.1-x86-64.raw", "built"),
+        ("broken-1-x86-64.raw", "failed"),
+        ("gone-1-x86-64.raw", "failed"),
+    ];
+    for (f, s) in expect {
+        assert_eq!(
+            st.get(f).map(String::as_str),
+            Some(s),
+            "{f}: {st:?}\n{stderr}"
+        );
+    }
+    let broken = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "broken")
+        .unwrap();
+    assert!(
+        broken["error"]
+            .as_str()
+            .unwrap()
+            .contains("/usr/bin/not-there"),
+        "{broken}"
+    );
+    assert!(
+        stderr.contains("FAILED") && stderr.contains("not-there"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("missing-amd64.tar.gz does not exist"),
+        "{stderr}"
+    );
+    let o = dir.join("out");
+    assert!(!o.join("broken-1-x86-64.raw").exists());
+    let leftovers: Vec<_> = fs::read_dir(&o)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.') && n != ".bake-state.json")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // Report sizes and digests match the files; SHA256SUMS verifies with sha256sum -c.
+    for e in v["entries"].as_array().unwrap() {
+        if e["status"] == "built" {
+            let p = o.join(e["file"].as_str().unwrap());
+            assert_eq!(e["bytes"].as_u64(), Some(fs::metadata(&p).unwrap().len()));
+            assert_eq!(e["sha256"].as_str().unwrap().len(), 64);
+        }
+    }
+    let sums = fs::read_to_string(o.join("SHA256SUMS")).unwrap();
+    assert_eq!(sums.lines().count(), 5, "{sums}");
+    for l in sums.lines() {
+        let (h, f) = l.split_once("  ").unwrap();
+        assert!(
+            h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{l}"
+        );
+        assert!(f.ends_with(".raw") && !f.contains('/'), "{l}");
+    }
+    testkit::run_ok(
+        Command::new("sha256sum")
+            .arg("-c")
+            .arg("SHA256SUMS")
+            .current_dir(&o),
+    );
+
+    // Images: names, architectures, release files, the Upholds drop-in.
+    let img = Image::open(&o.join("hello-1.0-arm64.raw")).unwrap();
+    let info = serde_json::to_value(img.info()).unwrap();
+    let text = info.to_string();
+    assert!(text.contains("extension-release.hello"), "{text}");
+    let rel = String::from_utf8(
+        img.read_file("usr/lib/extension-release.d/extension-release.hello")
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(rel.contains("ARCHITECTURE=arm64"), "{rel}");
+    assert!(rel.contains("EXTENSION_RELOAD_MANAGER=1"), "{rel}");
+    let hello = img.read_file("usr/bin/hello").unwrap();
+    assert_eq!(&hello[..4], b"\x7fELF");
+    assert_eq!(
+        u16::from_le_bytes([hello[18], hello[19]]),
+        183,
+        "EM_AARCH64"
+    );
+    for arch in ["x86-64", "arm64"] {
+        let img = Image::open(&o.join(format!("hello-1.0-{arch}.raw"))).unwrap();
+        let paths: Vec<&str> = img.entries().iter().map(|e| e.path.as_str()).collect();
+        for want in [
+            "usr/bin/hello",
+            "usr/lib/systemd/system/hello.service",
+            "usr/lib/systemd/system/multi-user.target.d/10-hello-hello.service.conf",
+        ] {
+            assert!(paths.contains(&want), "{want} in {arch}: {paths:?}");
+        }
+        let dropin = img
+            .read_file("usr/lib/systemd/system/multi-user.target.d/10-hello-hello.service.conf")
+            .unwrap();
+        assert!(String::from_utf8_lossy(&dropin).contains("Upholds=hello.service"));
+        let rel = img
+            .read_file("usr/lib/extension-release.d/extension-release.hello")
+            .unwrap();
+        assert!(String::from_utf8_lossy(&rel).contains(&format!("ARCHITECTURE={arch}")));
+    }
+    let b3 = Image::open(&o.join("b3-1.5-arm64.raw")).unwrap();
+    let rel = b3
+        .read_file("usr/lib/extension-release.d/extension-release.b3")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&rel).contains("ARCHITECTURE=arm64"));
+    let bin = b3.read_file("usr/bin/b3sum").unwrap();
+    assert_eq!(u16::from_le_bytes([bin[18], bin[19]]), 183, "EM_AARCH64");
+    let dynimg = Image::open(&o.join("dyn-2.1-x86-64.raw")).unwrap();
+    let rel = dynimg
+        .read_file("usr/lib/extension-release.d/extension-release.dyn")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&rel).contains("ARCHITECTURE=x86-64"));
+
+    // Deployed as the Butane snippet lays it out, the real systemd-sysext merges it.
+    if testkit::require_root("systemd-sysext merge of a baked image") {
+        systemd_merges_as_deployed(dir, &o.join("hello-1.0-x86-64.raw"));
+    }
+
+    // Transfer files and Butane snippets.
+    let conf = fs::read_to_string(o.join("hello.conf")).unwrap();
+    assert!(conf.contains("Path=https://example.org/ext\n"), "{conf}");
+    assert!(conf.contains("MatchPattern=hello-@v-%a.raw\n"), "{conf}");
+    assert!(
+        conf.contains("CurrentSymlink=/etc/extensions/hello.raw\n"),
+        "{conf}"
+    );
+    for (name, raw, bu) in [
+        ("hello", "hello-1.0-arm64.raw", "hello-arm64.bu"),
+        ("hello", "hello-1.0-x86-64.raw", "hello-x86-64.bu"),
+        ("b3", "b3-1.5-arm64.raw", "b3-arm64.bu"),
+    ] {
+        butane_ok(&fs::read_to_string(o.join(bu)).unwrap(), name, raw);
+    }
+
+    // Second bake, nothing changed: all up to date, no output touched.
+    let before = mtimes(&o);
+    let (out2, v2) = bake(dir);
+    assert_eq!(out2.status.code(), Some(1));
+    for (f, s) in statuses(&v2) {
+        let failing = f.starts_with("broken") || f.starts_with("gone");
+        let want = if failing { "failed" } else { "up-to-date" };
+        assert_eq!(s, want, "{f}");
+    }
+    assert_eq!(before, mtimes(&o), "outputs were rewritten");
+
+    // Fix the broken entry, change the tarball: only those are rebuilt.
+    let fixed = MANIFEST
+        .replace("/usr/bin/not-there", "/usr/bin/busybox")
+        .replace("./missing-{goarch}.tar.gz", "./rootfs");
+    fs::write(dir.join("m.toml"), fixed).unwrap();
+    fs::write(dir.join("st/extra"), "x").unwrap();
+    let d = dir.display();
+    sh(&format!(
+        "tar -C {d}/st -czf {d}/hello.tar.gz bin hello.service extra"
+    ));
+    let (out3, v3) = bake(dir);
+    assert_eq!(
+        out3.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out3.stderr)
+    );
+    let st = statuses(&v3);
+    assert_eq!(st["hello-1.0-x86-64.raw"], "built");
+    assert_eq!(st["broken-1-x86-64.raw"], "built");
+    assert_eq!(st["hello-1.0-arm64.raw"], "up-to-date");
+    assert_eq!(st["dyn-2.1-x86-64.raw"], "up-to-date");
+    assert_eq!(st["b3-1.5-arm64.raw"], "up-to-date");
+    assert_eq!(st["wrapped-0.1-x86-64.raw"], "up-to-date");
+    assert_eq!(st["gone-1-x86-64.raw"], "built");
+    testkit::run_ok(
+        Command::new("sha256sum")
+            .arg("-c")
+            .arg("SHA256SUMS")
+            .current_dir(&o),
+    );
+    assert_eq!(
+        fs::read_to_string(o.join("SHA256SUMS"))
+            .unwrap()
+            .lines()
+            .count(),
+        7
+    );
+    // The flatwrap image has its launcher and release file.
+    let w = Image::open(&o.join("wrapped-0.1-x86-64.raw")).unwrap();
+    assert!(w.entries().iter().any(|e| e.path == "usr/bin/busybox"));
+    assert!(w
+        .read_file("usr/lib/extension-release.d/extension-release.wrapped")
+        .is_ok());
+}
+
+#[test]
+fn bad_manifest_is_an_error_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(
+        tmp.path().join("m.toml"),
+        "[[extension]]\nname = \"x\"\nversion = \"1 0\"\nsource = \"/\"\nmode = \"static\"\n",
+    )
+    .unwrap();
+    let out = sysext()
+        .current_dir(tmp.path())
+        .args(["bake", "m.toml", "--out", "out", "--base-url", "http://h/"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("m.toml") && err.contains("version"), "{err}");
+    assert!(!tmp.path().join("out").exists());
+
+    fs::write(
+        tmp.path().join("m.toml"),
+        "[[extension]]\nname = \"x\"\nversion = \"1\"\nsource = \"/\"\nmode = \"static\"\n",
+    )
+    .unwrap();
+    let out = sysext()
+        .current_dir(tmp.path())
+        .args(["bake", "m.toml", "--out", "out"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--base-url"), "{err}");
+}
