@@ -831,16 +831,20 @@ struct Workspace(PathBuf);
 impl Workspace {
     fn new() -> Result<Workspace, MergeError> {
         let base = std::env::temp_dir();
-        let p = base.join(format!(
-            ".sysext-merge-{}-{}",
-            std::process::id(),
-            WORKSPACE_SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&p)
-            .map_err(io_err("creating workspace", &p))?;
-        Ok(Workspace(p))
+        // A process killed before its drop leaves its (empty) folder behind, and pids are
+        // reused: skip names that exist instead of failing on them.
+        loop {
+            let p = base.join(format!(
+                ".sysext-merge-{}-{}",
+                std::process::id(),
+                WORKSPACE_SEQ.fetch_add(1, Ordering::Relaxed)
+            ));
+            match fs::DirBuilder::new().mode(0o700).create(&p) {
+                Ok(()) => return Ok(Workspace(p)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io_err("creating workspace", &p)(e)),
+            }
+        }
     }
 }
 
