@@ -152,7 +152,10 @@ fn converts_inspects_and_merges() {
     let unit = fs::read_to_string(dir.join("usr/lib/systemd/system/foo.service")).unwrap();
     assert!(unit.contains("ExecStart=/usr/bin/foo true\n"), "{unit}");
     assert!(unit.contains("ExecStartPost=/usr/bin/foo true\n"), "{unit}");
-    assert!(unit.contains("Environment=PATH=/usr/bin:/usr/bin\n"), "{unit}");
+    assert!(
+        unit.contains("Environment=PATH=/usr/bin:/usr/bin\n"),
+        "{unit}"
+    );
     assert!(!unit.contains("/run/torcx"), "{unit}");
     // Nothing but the outputs and the inputs beside them (no scratch left).
     assert_eq!(

@@ -370,7 +370,9 @@ fn convert(src: &Path, tree: &Path, name: &str, tarball: &Path) -> Result<Conver
         let rel = archive_rel(e, "network", tarball)?;
         conv.unmapped.push(Unmapped {
             path: rel_str(&rel),
-            reason: "a networkd file (manifest list \"network\"); extensions only merge /usr and /opt".into(),
+            reason:
+                "a networkd file (manifest list \"network\"); extensions only merge /usr and /opt"
+                    .into(),
             hint: "install it under /etc/systemd/network/ (e.g. with Ignition/Butane)".into(),
         });
         referenced.push(rel);
@@ -389,7 +391,11 @@ fn convert(src: &Path, tree: &Path, name: &str, tarball: &Path) -> Result<Conver
         if entry.file_type().is_dir() {
             continue;
         }
-        let rel = entry.path().strip_prefix(src).expect("under src").to_path_buf();
+        let rel = entry
+            .path()
+            .strip_prefix(src)
+            .expect("under src")
+            .to_path_buf();
         files.push(rel);
     }
     for rel in &files {
@@ -399,7 +405,11 @@ fn convert(src: &Path, tree: &Path, name: &str, tarball: &Path) -> Result<Conver
         let lib_rest = ["usr/lib", "usr/lib64", "lib", "lib64"]
             .iter()
             .find_map(|p| rel.strip_prefix(p).ok())
-            .filter(|rest| !rest.starts_with("systemd") && !rest.starts_with("tmpfiles.d") && !rest.starts_with("sysusers.d"));
+            .filter(|rest| {
+                !rest.starts_with("systemd")
+                    && !rest.starts_with("tmpfiles.d")
+                    && !rest.starts_with("sysusers.d")
+            });
         if let Some(rest) = lib_rest {
             let to_rel = Path::new("usr/lib").join(name).join(rest);
             let to = tree.join(&to_rel);
@@ -585,8 +595,10 @@ fn rewrite_unit(
             rest = &tail[end..];
         }
         new.push_str(rest);
-        conv.rewritten
-            .push(format!("{unit}: {} -> {}", line.trim_end(), new.trim_end()));
+        if new != line {
+            conv.rewritten
+                .push(format!("{unit}: {} -> {}", line.trim_end(), new.trim_end()));
+        }
         out.push_str(&new);
     }
     out
@@ -626,4 +638,50 @@ fn archive_path_clean(p: &str) -> Option<PathBuf> {
         }
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrites_torcx_paths_in_exec_and_environment_lines_only() {
+        let mut moved = BTreeMap::new();
+        moved.insert(PathBuf::from("bin/dockerd"), "/usr/bin/dockerd".to_string());
+        moved.insert(
+            PathBuf::from("lib/libx.so.1"),
+            "/usr/lib/docker/libx.so.1".to_string(),
+        );
+        let mut conv = Conversion::default();
+        let unit = "[Service]\n\
+            ExecStart=/run/torcx/bin/dockerd --x=1\n\
+            ExecStartPre=-/run/torcx/unpack/docker/bin/dockerd -v\n\
+            Environment=\"LD_LIBRARY_PATH=/run/torcx/unpack/docker/lib\" PATH=/run/torcx/bin:/usr/bin\n\
+            ExecStop=/run/torcx/unpack/docker/share/nothing\n\
+            Description=see /run/torcx/bin/dockerd\n";
+        let new = rewrite_unit(unit, &moved, "docker.service", &mut conv);
+        assert!(new.contains("ExecStart=/usr/bin/dockerd --x=1\n"), "{new}");
+        assert!(new.contains("ExecStartPre=-/usr/bin/dockerd -v\n"), "{new}");
+        assert!(
+            new.contains("\"LD_LIBRARY_PATH=/usr/lib/docker\" PATH=/usr/bin:/usr/bin\n"),
+            "{new}"
+        );
+        // Unknown paths and other keys stay, and are reported.
+        assert!(new.contains("ExecStop=/run/torcx/unpack/docker/share/nothing\n"));
+        assert!(new.contains("Description=see /run/torcx/bin/dockerd\n"));
+        assert_eq!(conv.unmapped.len(), 2, "{:?}", conv.unmapped);
+        assert_eq!(conv.rewritten.len(), 3, "{:?}", conv.rewritten);
+    }
+
+    #[test]
+    fn manifest_paths_must_stay_inside() {
+        let t = Path::new("x.tgz");
+        assert_eq!(
+            archive_rel("/bin/./foo", "bin", t).unwrap(),
+            PathBuf::from("bin/foo")
+        );
+        assert!(archive_rel("/bin/../../etc/passwd", "bin", t).is_err());
+        assert!(archive_rel("/", "bin", t).is_err());
+        assert!(map_torcx_path("/run/torcx/unpack/x/../../etc", &BTreeMap::new()).is_none());
+    }
 }
