@@ -118,8 +118,8 @@ pub struct ConvertReport {
 }
 
 pub fn run(args: ConvertTorcxArgs) -> Result<ExitCode> {
-    release::validate_name(&args.name)
-        .with_context(|| format!("invalid extension name {:?}", args.name))?;
+    // The error names the value and the rule.
+    release::validate_name(&args.name)?;
     let format = args.format.unwrap_or(match &args.output {
         Some(o) if !o.to_string_lossy().ends_with(".raw") => Format::Dir,
         _ => Format::Raw,
