@@ -27,6 +27,7 @@ pub enum Command {
     /// Show the libraries programs need inside a rootfs, found as their loader would.
     Deps(crate::cmd::deps::DepsArgs),
     Bake(crate::cmd::bake::BakeArgs),
+    ConvertTorcx(crate::cmd::convert_torcx::ConvertTorcxArgs),
 }
 
 pub fn run() -> Result<ExitCode> {
@@ -41,5 +42,6 @@ pub fn run() -> Result<ExitCode> {
         Command::Check(a) => cmd::check::run(a),
         Command::Deps(a) => crate::cmd::deps::run(a),
         Command::Bake(a) => crate::cmd::bake::run(a),
+        Command::ConvertTorcx(a) => crate::cmd::convert_torcx::run(a),
     }
 }

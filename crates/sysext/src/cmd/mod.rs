@@ -2,6 +2,7 @@
 
 pub mod bake;
 pub mod check;
+pub mod convert_torcx;
 pub mod deps;
 pub mod inspect;
 pub mod merge;

@@ -1,0 +1,687 @@
+//! `sysext convert-torcx TARBALL NAME`: an old Flatcar Torcx package (`.torcx.tgz` holding
+//! `.torcx/manifest.json`, kind `image-manifest-v0`) to a systemd-sysext extension.
+//!
+//! The tarball is unpacked (safely, by `ocirootfs::unpack::apply_layer`) into a scratch folder
+//! beside the output; the manifest's lists are mapped to their sysext places (binaries to
+//! `usr/bin/`, units to `usr/lib/systemd/system/` with `/run/torcx/...` paths rewritten,
+//! tmpfiles/sysusers to `usr/lib/{tmpfiles,sysusers}.d/`, libraries to `usr/lib/NAME/`), the
+//! extension-release file is written and the tree packed atomically. Whatever could not be
+//! mapped is reported with a hint.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use sysext_core::atomic::AtomicOutput;
+use sysext_core::pack::{pack, Format, PackOptions, PackReport};
+use sysext_core::release::{self, ExtensionRelease};
+
+/// Convert a Torcx package tarball (.torcx.tgz) into a systemd-sysext extension.
+#[derive(Debug, Args)]
+pub struct ConvertTorcxArgs {
+    /// The Torcx image tarball (gzip/zstd/plain tar holding .torcx/manifest.json).
+    pub tarball: PathBuf,
+    /// Extension name.
+    pub name: String,
+    /// Output (default: NAME.raw, or NAME with --format dir).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// raw (squashfs) or dir.
+    #[arg(long, value_parser = parse_format)]
+    pub format: Option<Format>,
+    /// Bind the extension to this OS ID (e.g. flatcar); default `_any`.
+    #[arg(long)]
+    pub os: Option<String>,
+    /// VERSION_ID to require of the host (only with --os).
+    #[arg(long, requires = "os")]
+    pub os_version: Option<String>,
+    /// Replace an existing output.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_format(s: &str) -> Result<Format, String> {
+    match s {
+        "raw" => Ok(Format::Raw),
+        "dir" => Ok(Format::Dir),
+        _ => Err(format!("unknown format {s:?}: use raw or dir")),
+    }
+}
+
+/// Torcx's image manifest (`image-manifest-v0`).
+#[derive(Debug, Deserialize)]
+struct Manifest {
+    kind: String,
+    #[serde(default)]
+    value: ManifestValue,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ManifestValue {
+    #[serde(default, alias = "binaries")]
+    bin: Vec<String>,
+    #[serde(default)]
+    network: Vec<String>,
+    #[serde(default)]
+    units: Vec<String>,
+    #[serde(default)]
+    sysusers: Vec<String>,
+    #[serde(default)]
+    tmpfiles: Vec<String>,
+}
+
+/// One file placed in the extension.
+#[derive(Debug, Serialize)]
+pub struct Placed {
+    /// Path inside the Torcx archive.
+    pub from: String,
+    /// Path inside the extension (and on the merged host).
+    pub to: String,
+    pub kind: &'static str,
+}
+
+/// Something the conversion could not map.
+#[derive(Debug, Serialize)]
+pub struct Unmapped {
+    pub path: String,
+    pub reason: String,
+    pub hint: String,
+}
+
+/// A binary that needs libraries now living under `/usr/lib/NAME/`.
+#[derive(Debug, Serialize)]
+pub struct LibraryUse {
+    pub binary: String,
+    pub libraries: Vec<String>,
+    pub hint: String,
+}
+
+/// What `convert-torcx` did.
+#[derive(Debug, Serialize)]
+pub struct ConvertReport {
+    pub name: String,
+    pub placed: Vec<Placed>,
+    /// Unit lines rewritten, as `unit: old -> new`.
+    pub rewritten: Vec<String>,
+    pub unmapped: Vec<Unmapped>,
+    pub library_users: Vec<LibraryUse>,
+    pub release: ExtensionRelease,
+    pub pack: PackReport,
+}
+
+pub fn run(args: ConvertTorcxArgs) -> Result<ExitCode> {
+    // The error names the value and the rule.
+    release::validate_name(&args.name)?;
+    let format = args.format.unwrap_or(match &args.output {
+        Some(o) if !o.to_string_lossy().ends_with(".raw") => Format::Dir,
+        _ => Format::Raw,
+    });
+    let output = args.output.clone().unwrap_or_else(|| match format {
+        Format::Raw => PathBuf::from(format!("{}.raw", args.name)),
+        Format::Dir => PathBuf::from(&args.name),
+    });
+    if !args.force && fs::symlink_metadata(&output).is_ok() {
+        bail!(
+            "{} already exists: pass --force to replace it",
+            output.display()
+        );
+    }
+    let parent = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = output
+        .file_name()
+        .with_context(|| format!("output {} has no file name", output.display()))?
+        .to_string_lossy()
+        .into_owned();
+    // Scratch beside the output, never committed: removed on every path.
+    let scratch = AtomicOutput::dir(&parent.join(format!(".{file_name}.torcx")), true)
+        .with_context(|| format!("creating a scratch folder in {}", parent.display()))?;
+    let src = scratch.path().join("src");
+    let tree = scratch.path().join("tree");
+    for d in [&src, &tree] {
+        fs::create_dir(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let f = fs::File::open(&args.tarball)
+        .with_context(|| format!("opening {}", args.tarball.display()))?;
+    let mut uo = ocirootfs::unpack::UnpackOptions::default();
+    uo.as_root = false;
+    ocirootfs::unpack::apply_layer(&src, f, None, None, &uo).with_context(|| {
+        format!(
+            "unpacking {} (is it a Torcx .torcx.tgz?)",
+            args.tarball.display()
+        )
+    })?;
+
+    let mut conv = convert(&src, &tree, &args.name, &args.tarball)?;
+
+    let mut rel = ExtensionRelease::default();
+    if let Some(os) = &args.os {
+        rel.id = os.clone();
+        rel.version_id = args.os_version.clone();
+    }
+    rel.architecture = conv.architecture.clone();
+    rel.reload_manager = conv.has_units;
+    let rel_path = tree.join(release::release_file_path(&args.name));
+    write_new(&rel_path, rel.render().as_bytes())?;
+
+    let mut po = PackOptions::default();
+    po.force = args.force;
+    po.format = Some(format);
+    po.name = Some(args.name.clone());
+    let pack_report = pack(&tree, &output, &po)
+        .with_context(|| format!("packing the converted tree into {}", output.display()))?;
+    drop(scratch);
+
+    let report = ConvertReport {
+        name: args.name.clone(),
+        placed: std::mem::take(&mut conv.placed),
+        rewritten: std::mem::take(&mut conv.rewritten),
+        unmapped: std::mem::take(&mut conv.unmapped),
+        library_users: std::mem::take(&mut conv.library_users),
+        release: rel,
+        pack: pack_report,
+    };
+    for u in &report.unmapped {
+        eprintln!(
+            "warning: not converted: {}: {} (hint: {})",
+            u.path, u.reason, u.hint
+        );
+    }
+    for l in &report.library_users {
+        eprintln!(
+            "note: {} needs {} (hint: {})",
+            l.binary,
+            l.libraries.join(", "),
+            l.hint
+        );
+    }
+    let text = if args.json {
+        serde_json::to_string_pretty(&report)?
+    } else {
+        let mut s = format!(
+            "{}: {} ({} files placed, {} unit lines rewritten, {} not converted)",
+            report.name,
+            report.pack.output.display(),
+            report.placed.len(),
+            report.rewritten.len(),
+            report.unmapped.len()
+        );
+        for p in &report.placed {
+            s.push_str(&format!("\n  {} -> {}", p.from, p.to));
+        }
+        s
+    };
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        r => {
+            r.context("writing to stdout")?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[derive(Default)]
+struct Conversion {
+    placed: Vec<Placed>,
+    rewritten: Vec<String>,
+    unmapped: Vec<Unmapped>,
+    library_users: Vec<LibraryUse>,
+    architecture: Option<String>,
+    has_units: bool,
+}
+
+/// A manifest path as a clean relative path inside the archive, or an error naming it.
+fn archive_rel(entry: &str, list: &str, tarball: &Path) -> Result<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in Path::new(entry).components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(n) => out.push(n),
+            _ => bail!(
+                "manifest of {} lists {entry:?} under {list:?}: a path leaving the archive; fix the manifest",
+                tarball.display()
+            ),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        bail!(
+            "manifest of {} lists an empty path under {list:?}",
+            tarball.display()
+        );
+    }
+    Ok(out)
+}
+
+fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(p) = path.parent() {
+        fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
+    }
+    fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Copies `from` (inside `src`) to `to`: symlinks inside the archive are followed (and must
+/// stay inside it), file modes are kept.
+fn copy_in(src: &Path, rel: &Path, to: &Path, tarball: &Path) -> Result<()> {
+    let from = src.join(rel);
+    let real = fs::canonicalize(&from).with_context(|| {
+        format!(
+            "{} lists /{} but the archive has no such file (or a dangling symlink)",
+            tarball.display(),
+            rel.display()
+        )
+    })?;
+    let root = fs::canonicalize(src).with_context(|| format!("resolving {}", src.display()))?;
+    if !real.starts_with(&root) {
+        bail!(
+            "/{} in {} is a symlink leaving the archive",
+            rel.display(),
+            tarball.display()
+        );
+    }
+    if !real.is_file() {
+        bail!(
+            "/{} in {} is not a regular file",
+            rel.display(),
+            tarball.display()
+        );
+    }
+    if let Some(p) = to.parent() {
+        fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
+    }
+    if fs::symlink_metadata(to).is_ok() {
+        bail!(
+            "two entries of {} map to the same place {}; rename one",
+            tarball.display(),
+            to.display()
+        );
+    }
+    fs::copy(&real, to)
+        .with_context(|| format!("copying /{} to {}", rel.display(), to.display()))?;
+    Ok(())
+}
+
+fn rel_str(p: &Path) -> String {
+    format!("/{}", p.display())
+}
+
+fn convert(src: &Path, tree: &Path, name: &str, tarball: &Path) -> Result<Conversion> {
+    let manifest_path = src.join(".torcx/manifest.json");
+    let text = fs::read(&manifest_path).map_err(|_| {
+        anyhow::anyhow!(
+            "{} has no .torcx/manifest.json: not a Torcx image (give the .torcx.tgz of a Torcx package)",
+            tarball.display()
+        )
+    })?;
+    let manifest: Manifest = serde_json::from_slice(&text).with_context(|| {
+        format!(
+            "parsing .torcx/manifest.json of {} (expected kind image-manifest-v0)",
+            tarball.display()
+        )
+    })?;
+    if manifest.kind != "image-manifest-v0" {
+        bail!(
+            ".torcx/manifest.json of {} has kind {:?}; only image-manifest-v0 is known",
+            tarball.display(),
+            manifest.kind
+        );
+    }
+    let v = &manifest.value;
+    let mut conv = Conversion::default();
+    // Archive path -> host path, for rewriting /run/torcx/unpack/X/... references.
+    let mut moved: BTreeMap<PathBuf, String> = BTreeMap::new();
+    let mut referenced: Vec<PathBuf> = vec![PathBuf::from(".torcx/manifest.json")];
+
+    let simple: [(&str, &Vec<String>, &str, &'static str); 3] = [
+        ("bin", &v.bin, "usr/bin", "binary"),
+        ("sysusers", &v.sysusers, "usr/lib/sysusers.d", "sysusers"),
+        ("tmpfiles", &v.tmpfiles, "usr/lib/tmpfiles.d", "tmpfiles"),
+    ];
+    let mut binaries = Vec::new();
+    for (list, entries, dest, kind) in simple {
+        for e in entries {
+            let rel = archive_rel(e, list, tarball)?;
+            let base = rel.file_name().expect("normal last component");
+            let to_rel = Path::new(dest).join(base);
+            copy_in(src, &rel, &tree.join(&to_rel), tarball)?;
+            if kind == "binary" {
+                binaries.push((rel.clone(), tree.join(&to_rel)));
+            }
+            moved.insert(rel.clone(), rel_str(&to_rel));
+            conv.placed.push(Placed {
+                from: rel_str(&rel),
+                to: rel_str(&to_rel),
+                kind,
+            });
+            referenced.push(rel);
+        }
+    }
+    for e in &v.network {
+        let rel = archive_rel(e, "network", tarball)?;
+        conv.unmapped.push(Unmapped {
+            path: rel_str(&rel),
+            reason:
+                "a networkd file (manifest list \"network\"); extensions only merge /usr and /opt"
+                    .into(),
+            hint: "install it under /etc/systemd/network/ (e.g. with Ignition/Butane)".into(),
+        });
+        referenced.push(rel);
+    }
+    // Libraries: files under lib/, lib64/, usr/lib/ (but not systemd's folders).
+    let mut libs: Vec<String> = Vec::new();
+    let units_rel: Vec<PathBuf> = v
+        .units
+        .iter()
+        .map(|e| archive_rel(e, "units", tarball))
+        .collect::<Result<_>>()?;
+    referenced.extend(units_rel.iter().cloned());
+    let mut files: Vec<PathBuf> = Vec::new();
+    for entry in walkdir::WalkDir::new(src).sort_by_file_name() {
+        let entry = entry.with_context(|| format!("walking the unpacked {}", tarball.display()))?;
+        if entry.file_type().is_dir() {
+            continue;
+        }
+        let rel = entry
+            .path()
+            .strip_prefix(src)
+            .expect("under src")
+            .to_path_buf();
+        files.push(rel);
+    }
+    for rel in &files {
+        if referenced.contains(rel) {
+            continue;
+        }
+        let lib_rest = ["usr/lib", "usr/lib64", "lib", "lib64"]
+            .iter()
+            .find_map(|p| rel.strip_prefix(p).ok())
+            .filter(|rest| {
+                !rest.starts_with("systemd")
+                    && !rest.starts_with("tmpfiles.d")
+                    && !rest.starts_with("sysusers.d")
+            });
+        if let Some(rest) = lib_rest {
+            let to_rel = Path::new("usr/lib").join(name).join(rest);
+            let to = tree.join(&to_rel);
+            if let Some(p) = to.parent() {
+                fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
+            }
+            let from = src.join(rel);
+            let md = fs::symlink_metadata(&from)
+                .with_context(|| format!("reading {}", from.display()))?;
+            if md.file_type().is_symlink() {
+                // Library symlinks (libfoo.so.1 -> libfoo.so.1.2) keep their relative target.
+                let target = fs::read_link(&from)
+                    .with_context(|| format!("reading the link {}", from.display()))?;
+                if target.is_absolute() {
+                    conv.unmapped.push(Unmapped {
+                        path: rel_str(rel),
+                        reason: format!("an absolute symlink to {}", target.display()),
+                        hint: "make it relative in the Torcx package, or add it by hand".into(),
+                    });
+                    continue;
+                }
+                std::os::unix::fs::symlink(&target, &to)
+                    .with_context(|| format!("creating {}", to.display()))?;
+            } else if md.is_file() {
+                fs::copy(&from, &to).with_context(|| format!("copying {}", from.display()))?;
+            } else {
+                conv.unmapped.push(Unmapped {
+                    path: rel_str(rel),
+                    reason: "not a regular file or symlink".into(),
+                    hint: "special files have no place in an extension".into(),
+                });
+                continue;
+            }
+            if let Some(f) = rel.file_name() {
+                libs.push(f.to_string_lossy().into_owned());
+            }
+            moved.insert(rel.clone(), rel_str(&to_rel));
+            conv.placed.push(Placed {
+                from: rel_str(rel),
+                to: rel_str(&to_rel),
+                kind: "library",
+            });
+        } else {
+            conv.unmapped.push(Unmapped {
+                path: rel_str(rel),
+                reason: "not referenced by .torcx/manifest.json and not a library".into(),
+                hint: "add it to the extension tree by hand (under usr/ or opt/) and repack with `sysext pack`, or drop it".into(),
+            });
+        }
+    }
+    // Units, with /run/torcx paths rewritten.
+    for rel in &units_rel {
+        let s = rel.to_string_lossy();
+        let sub = match s.find("systemd/system/") {
+            Some(i) => PathBuf::from(&s[i + "systemd/system/".len()..]),
+            None => PathBuf::from(rel.file_name().expect("normal last component")),
+        };
+        let to_rel = Path::new("usr/lib/systemd/system").join(&sub);
+        let to = tree.join(&to_rel);
+        let from = src.join(rel);
+        let md = fs::symlink_metadata(&from).with_context(|| {
+            format!(
+                "{} lists /{} under \"units\" but the archive has no such file",
+                tarball.display(),
+                rel.display()
+            )
+        })?;
+        if let Some(p) = to.parent() {
+            fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
+        }
+        if md.file_type().is_symlink() && sub.components().count() > 1 {
+            // A .wants/ link: keep it, pointing at the unit's name.
+            let target =
+                fs::read_link(&from).with_context(|| format!("reading {}", from.display()))?;
+            let base = target.file_name().map(PathBuf::from).unwrap_or(target);
+            std::os::unix::fs::symlink(Path::new("..").join(&base), &to)
+                .with_context(|| format!("creating {}", to.display()))?;
+        } else {
+            copy_in(src, rel, &to, tarball)?;
+            let text = fs::read_to_string(&to)
+                .with_context(|| format!("reading the unit /{}", rel.display()))?;
+            let new = rewrite_unit(&text, &moved, &sub.to_string_lossy(), &mut conv);
+            if new != text {
+                fs::write(&to, new).with_context(|| format!("writing {}", to.display()))?;
+            }
+        }
+        conv.has_units = true;
+        conv.placed.push(Placed {
+            from: rel_str(rel),
+            to: rel_str(&to_rel),
+            kind: "unit",
+        });
+    }
+    // Architecture from the binaries; libraries binaries need from usr/lib/NAME.
+    let mut arches = std::collections::BTreeSet::new();
+    for (rel, placed) in &binaries {
+        let info = match sysext_core::elf::scan_file(placed) {
+            Ok(Some(i)) => i,
+            Ok(None) => continue,
+            Err(e) => {
+                conv.unmapped.push(Unmapped {
+                    path: rel_str(rel),
+                    reason: format!("unreadable ELF: {e}"),
+                    hint: "check the binary in the Torcx package".into(),
+                });
+                continue;
+            }
+        };
+        if let Some(a) = release::arch_from_elf(info.machine, info.class64, info.little_endian) {
+            arches.insert(a.to_string());
+        }
+        let needed: Vec<String> = info
+            .needed
+            .iter()
+            .filter(|n| libs.contains(n))
+            .cloned()
+            .collect();
+        if !needed.is_empty() {
+            conv.library_users.push(LibraryUse {
+                binary: rel_str(rel),
+                libraries: needed,
+                hint: format!(
+                    "the libraries now live in /usr/lib/{name}/: run it with LD_LIBRARY_PATH=/usr/lib/{name} or give it an rpath"
+                ),
+            });
+        }
+    }
+    match arches.len() {
+        0 => {}
+        1 => conv.architecture = arches.into_iter().next(),
+        _ => conv.unmapped.push(Unmapped {
+            path: "ARCHITECTURE".into(),
+            reason: format!("binaries of several architectures: {arches:?}"),
+            hint: "ARCHITECTURE left unset; split the package per architecture".into(),
+        }),
+    }
+    Ok(conv)
+}
+
+/// Rewrites `/run/torcx/bin/X` and `/run/torcx/unpack/IMAGE/PATH` in `Exec*=` and
+/// `Environment*=` lines to the paths the files now have.
+fn rewrite_unit(
+    text: &str,
+    moved: &BTreeMap<PathBuf, String>,
+    unit: &str,
+    conv: &mut Conversion,
+) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let key = line.trim_start();
+        let applies = key.starts_with("Exec") || key.starts_with("Environment");
+        if !applies || !line.contains("/run/torcx/") {
+            if line.contains("/run/torcx/") {
+                conv.unmapped.push(Unmapped {
+                    path: format!("{unit}: {}", line.trim_end()),
+                    reason: "a /run/torcx path outside Exec*=/Environment*= lines".into(),
+                    hint: "edit the unit by hand to the new /usr paths".into(),
+                });
+            }
+            out.push_str(line);
+            continue;
+        }
+        let mut new = String::with_capacity(line.len());
+        let mut rest = line;
+        while let Some(i) = rest.find("/run/torcx/") {
+            new.push_str(&rest[..i]);
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| c.is_whitespace() || "\"':;=".contains(c))
+                .unwrap_or(tail.len());
+            let token = &tail[..end];
+            match map_torcx_path(token, moved) {
+                Some(p) => new.push_str(&p),
+                None => {
+                    conv.unmapped.push(Unmapped {
+                        path: format!("{unit}: {token}"),
+                        reason: "a /run/torcx path with no new place".into(),
+                        hint: "edit the unit by hand".into(),
+                    });
+                    new.push_str(token);
+                }
+            }
+            rest = &tail[end..];
+        }
+        new.push_str(rest);
+        if new != line {
+            conv.rewritten
+                .push(format!("{unit}: {} -> {}", line.trim_end(), new.trim_end()));
+        }
+        out.push_str(&new);
+    }
+    out
+}
+
+fn map_torcx_path(token: &str, moved: &BTreeMap<PathBuf, String>) -> Option<String> {
+    if let Some(bin) = token.strip_prefix("/run/torcx/bin/") {
+        if bin.is_empty() || bin.contains('/') {
+            return None;
+        }
+        return Some(format!("/usr/bin/{bin}"));
+    }
+    if token == "/run/torcx/bin" {
+        return Some("/usr/bin".into());
+    }
+    let after = token.strip_prefix("/run/torcx/unpack/")?;
+    let (_, path) = after.split_once('/')?;
+    let rel = archive_path_clean(path)?;
+    if let Some(p) = moved.get(&rel) {
+        return Some(p.clone());
+    }
+    // A folder of moved files (e.g. .../bin): map by the first moved file under it.
+    let dir_of = moved
+        .iter()
+        .find(|(k, _)| k.parent() == Some(rel.as_path()))
+        .and_then(|(_, v)| Path::new(v).parent().map(|p| p.display().to_string()));
+    dir_of
+}
+
+fn archive_path_clean(p: &str) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in Path::new(p).components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrites_torcx_paths_in_exec_and_environment_lines_only() {
+        let mut moved = BTreeMap::new();
+        moved.insert(PathBuf::from("bin/dockerd"), "/usr/bin/dockerd".to_string());
+        moved.insert(
+            PathBuf::from("lib/libx.so.1"),
+            "/usr/lib/docker/libx.so.1".to_string(),
+        );
+        let mut conv = Conversion::default();
+        let unit = "[Service]\n\
+            ExecStart=/run/torcx/bin/dockerd --x=1\n\
+            ExecStartPre=-/run/torcx/unpack/docker/bin/dockerd -v\n\
+            Environment=\"LD_LIBRARY_PATH=/run/torcx/unpack/docker/lib\" PATH=/run/torcx/bin:/usr/bin\n\
+            ExecStop=/run/torcx/unpack/docker/share/nothing\n\
+            Description=see /run/torcx/bin/dockerd\n";
+        let new = rewrite_unit(unit, &moved, "docker.service", &mut conv);
+        assert!(new.contains("ExecStart=/usr/bin/dockerd --x=1\n"), "{new}");
+        assert!(new.contains("ExecStartPre=-/usr/bin/dockerd -v\n"), "{new}");
+        assert!(
+            new.contains("\"LD_LIBRARY_PATH=/usr/lib/docker\" PATH=/usr/bin:/usr/bin\n"),
+            "{new}"
+        );
+        // Unknown paths and other keys stay, and are reported.
+        assert!(new.contains("ExecStop=/run/torcx/unpack/docker/share/nothing\n"));
+        assert!(new.contains("Description=see /run/torcx/bin/dockerd\n"));
+        assert_eq!(conv.unmapped.len(), 2, "{:?}", conv.unmapped);
+        assert_eq!(conv.rewritten.len(), 3, "{:?}", conv.rewritten);
+    }
+
+    #[test]
+    fn manifest_paths_must_stay_inside() {
+        let t = Path::new("x.tgz");
+        assert_eq!(
+            archive_rel("/bin/./foo", "bin", t).unwrap(),
+            PathBuf::from("bin/foo")
+        );
+        assert!(archive_rel("/bin/../../etc/passwd", "bin", t).is_err());
+        assert!(archive_rel("/", "bin", t).is_err());
+        assert!(map_torcx_path("/run/torcx/unpack/x/../../etc", &BTreeMap::new()).is_none());
+    }
+}
