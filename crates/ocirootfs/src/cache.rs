@@ -130,6 +130,13 @@ impl Cache {
         w.finish()
     }
 
+    /// Removes a cached blob found damaged, so the next run fetches it again.
+    pub fn evict(&self, digest: &str) {
+        if let Ok(p) = self.blob_path(digest) {
+            let _ = fs::remove_file(p);
+        }
+    }
+
     /// Where the unpacked root filesystem of a manifest is kept.
     pub fn rootfs_path(&self, manifest_digest: &str) -> Result<PathBuf, CacheError> {
         let hex = validate_digest(manifest_digest)?;
@@ -199,7 +206,8 @@ impl BlobWriter {
         };
         let file = self.file.take().expect("finish called once");
         let file = file.into_inner().map_err(|e| wr(e.into_error()))?;
-        file.sync_data().map_err(wr)?;
+        // No fsync: a blob damaged by a crash is caught when it is read (every layer is hashed
+        // again while it is unpacked) and evicted, see `Cache::evict`.
         drop(file);
         fs::rename(&self.tmp, &self.path).map_err(wr)?;
         Ok(self.path.clone())

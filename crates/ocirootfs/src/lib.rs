@@ -181,11 +181,19 @@ fn apply_all(image: &mut Image, root: &Path) -> Result<Vec<LayerReport>, Error> 
             layer.diff_id.as_deref(),
             &uopts,
         )
-        .map_err(|source| Error::Unpack {
-            index,
-            digest: label,
-            image: name.clone(),
-            source,
+        .map_err(|source| {
+            if matches!(
+                source,
+                UnpackError::Digest { .. } | UnpackError::DiffId { .. }
+            ) {
+                layer.evict();
+            }
+            Error::Unpack {
+                index,
+                digest: label,
+                image: name.clone(),
+                source,
+            }
         })?;
         reports.push(LayerReport {
             digest: layer.digest.clone(),
