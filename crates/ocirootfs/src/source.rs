@@ -1063,6 +1063,7 @@ async fn download(d: Download) -> Result<PathBuf, SourceError> {
                 if let Some(b) = &bar {
                     b.finish();
                 }
+                tracing::debug!("downloaded {digest}");
                 return Ok(p);
             }
             Err((e, transient)) if transient && attempt < ATTEMPTS => {
