@@ -160,7 +160,8 @@ struct Applier<'a> {
     opts: &'a UnpackOptions,
     written: HashSet<Vec<u8>>,
     parents: HashMap<Vec<u8>, OwnedFd>,
-    dir_times: Vec<(Vec<u8>, i64, u32)>,
+    /// Directories' (path, mtime, depth, mode to set at the end when not root).
+    dir_times: Vec<(Vec<u8>, i64, u32, Option<u32>)>,
     stats: LayerStats,
 }
 
@@ -550,7 +551,8 @@ impl Applier<'_> {
                 source: e,
             })?;
             self.set_meta_fd(&root, &meta, &path, true)?;
-            self.dir_times.push((path, meta.mtime, 0));
+            let late_mode = (!self.opts.as_root).then_some(meta.mode);
+            self.dir_times.push((path, meta.mtime, 0, late_mode));
             return Ok(());
         };
 
@@ -631,8 +633,9 @@ impl Applier<'_> {
                 )
                 .map_err(io_err("open directory", &path))?;
                 self.set_meta_fd(&fd, &meta, &path, true)?;
+                let late_mode = (!self.opts.as_root).then_some(meta.mode);
                 self.dir_times
-                    .push((path.clone(), meta.mtime, comps.len() as u32));
+                    .push((path.clone(), meta.mtime, comps.len() as u32, late_mode));
             }
             T::Regular | T::Continuous | T::GNUSparse => {
                 replace(self, &parent)?;
@@ -789,7 +792,14 @@ impl Applier<'_> {
                 ));
             }
         }
-        rfs::fchmod(fd, Mode::from_raw_mode(meta.mode)).map_err(io_err("chmod", path))?;
+        // Without root, a read-only directory would refuse its own children: keep it writable
+        // until the layer is done (`finish_dir_times` sets the real mode).
+        let mode = if is_dir && !self.opts.as_root {
+            meta.mode | 0o700
+        } else {
+            meta.mode
+        };
+        rfs::fchmod(fd, Mode::from_raw_mode(mode)).map_err(io_err("chmod", path))?;
         if !is_dir {
             rfs::futimens(fd, &times(meta.mtime)).map_err(io_err("set times of", path))?;
         }
@@ -799,7 +809,19 @@ impl Applier<'_> {
     fn finish_dir_times(&mut self) -> Result<(), UnpackError> {
         let mut list = std::mem::take(&mut self.dir_times);
         list.sort_by_key(|a| std::cmp::Reverse(a.2));
-        for (path, mtime, _) in list {
+        for (path, mtime, _, late_mode) in list {
+            if let Some(mode) = late_mode {
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                if let Ok(fd) = rfs::openat2(
+                    &self.root,
+                    OsStr::from_bytes(&path),
+                    flags,
+                    Mode::empty(),
+                    RESOLVE,
+                ) {
+                    rfs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(io_err("chmod", &path))?;
+                }
+            }
             let comps: Vec<&[u8]> = if path == b"." {
                 Vec::new()
             } else {
@@ -902,6 +924,33 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, UnpackError::DiffId { .. }), "{err}");
+    }
+
+    #[test]
+    fn read_only_dirs_get_their_mode_last_without_root() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o555);
+        h.set_size(0);
+        h.set_cksum();
+        b.append_data(&mut h, "ro", &b""[..]).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(2);
+        h.set_cksum();
+        b.append_data(&mut h, "ro/f", &b"hi"[..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let opts = UnpackOptions { as_root: false };
+        apply_layer(tmp.path(), &tar[..], None, None, &opts).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(tmp.path().join("ro"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o555);
+        assert_eq!(std::fs::read(tmp.path().join("ro/f")).unwrap(), b"hi");
     }
 
     #[test]
