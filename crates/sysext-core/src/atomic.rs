@@ -86,7 +86,9 @@ fn remove_any(path: &Path) -> io::Result<()> {
 
 impl AtomicOutput {
     fn new(final_path: &Path, force: bool, kind: Kind) -> Result<Self, AtomicError> {
-        let final_path = if final_path.is_relative() && final_path.parent().is_none_or(|p| p.as_os_str().is_empty()) {
+        let final_path = if final_path.is_relative()
+            && final_path.parent().is_none_or(|p| p.as_os_str().is_empty())
+        {
             Path::new(".").join(final_path)
         } else {
             final_path.to_path_buf()

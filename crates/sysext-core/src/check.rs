@@ -1,1 +1,671 @@
-//! (being written: see the crate map in lib.rs)
+//! Lint an extension image the way systemd-sysext will see it on a host.
+//!
+//! [`check`] works on an image's entry list and release file text (the shape
+//! [`crate::inspect::Image`] gives for `.raw` files and folders alike), so it needs no I/O;
+//! [`check_image`] feeds it from an opened image. The result is a [`Report`] of
+//! [`Finding`]s, each with a stable `code`, the path it concerns, a message saying what to do,
+//! and a [`Severity`].
+//!
+//! What is checked:
+//! - `invalid-name` / `risky-name`: the image name as systemd judges it ([`validate_name`]);
+//! - `missing-release`, `misnamed-release`, `unreadable-release`: the release file must be
+//!   `usr/lib/extension-release.d/extension-release.<image name>`, a UTF-8 regular file;
+//! - `os-release-in-image`: an image must not ship `usr/lib/os-release`;
+//! - `outside-hierarchy`: only `usr/` and `opt/` are merged, anything else is ignored;
+//! - `not-root-owned`: every entry should belong to root:root;
+//! - `directory-mode`: directories replace the host's in the merged view, so they must be 0755;
+//! - `incompatible`: systemd's compatibility rules against a [`Host`].
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::inspect::{Entry, EntryKind, Image, InspectError};
+use crate::release::{
+    check_compatibility, host_architecture, release_file_path, validate_name, OsRelease,
+    ReleaseError, Verdict,
+};
+
+/// Errors of this module (a finding is not an error: errors mean the check could not run).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("cannot read the host's os-release {}", path.display())]
+    HostOsRelease {
+        path: PathBuf,
+        #[source]
+        source: ReleaseError,
+    },
+    #[error("no os-release in {} (looked for etc/os-release and usr/lib/os-release); pass the host's root folder", root.display())]
+    NoOsReleaseInRoot { root: PathBuf },
+    #[error("the running host's architecture has no systemd name; pass it explicitly")]
+    UnknownHostArchitecture,
+    #[error(transparent)]
+    Inspect(#[from] InspectError),
+}
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Works, but invites trouble.
+    Warning,
+    /// systemd will not merge the image as intended, or it will change the host.
+    Error,
+}
+
+/// One problem found in an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// Stable kebab-case identifier, e.g. `missing-release`.
+    pub code: &'static str,
+    /// The path inside the image it concerns (relative, e.g. `usr/lib/os-release`).
+    pub path: Option<String>,
+    pub message: String,
+    pub severity: Severity,
+}
+
+/// The host an image is checked against.
+#[derive(Debug, Clone, Serialize)]
+pub struct Host {
+    /// Where the os-release came from (for messages).
+    pub origin: PathBuf,
+    pub os_release: OsRelease,
+    /// systemd's architecture name, e.g. `x86-64`.
+    pub architecture: String,
+}
+
+impl Host {
+    /// The running host: `/etc/os-release`, else `/usr/lib/os-release`, and its CPU.
+    pub fn running() -> Result<Host, CheckError> {
+        Self::from_root(Path::new("/"), None)
+    }
+
+    /// The host whose root folder is `root` (systemd reads `etc/os-release` first, then
+    /// `usr/lib/os-release`); `arch` defaults to the running host's.
+    pub fn from_root(root: &Path, arch: Option<&str>) -> Result<Host, CheckError> {
+        for rel in ["etc/os-release", "usr/lib/os-release"] {
+            // Symlinks resolve inside `root` (Debian's etc/os-release is one); a dangling one
+            // counts as absent, as for systemd.
+            if let Some(path) = resolve_in_root(root, rel) {
+                return Self::from_os_release_file(&path, arch);
+            }
+        }
+        Err(CheckError::NoOsReleaseInRoot {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// A host described by an os-release file; `arch` defaults to the running host's.
+    pub fn from_os_release_file(path: &Path, arch: Option<&str>) -> Result<Host, CheckError> {
+        let os_release = OsRelease::read(path).map_err(|source| CheckError::HostOsRelease {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let architecture = match arch {
+            Some(a) => a.to_string(),
+            None => host_architecture()
+                .ok_or(CheckError::UnknownHostArchitecture)?
+                .to_string(),
+        };
+        Ok(Host {
+            origin: path.to_path_buf(),
+            os_release,
+            architecture,
+        })
+    }
+}
+
+/// `rel` inside the folder `root` with `root` as `/`: symlinks (in any component) are
+/// followed with absolute targets re-rooted and `..` clamped at the root, so nothing resolves
+/// against the machine running the check. `None` when it does not exist (or loops).
+fn resolve_in_root(root: &Path, rel: &str) -> Option<PathBuf> {
+    let mut todo: Vec<String> = rel.split('/').rev().map(str::to_string).collect();
+    let mut done: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = todo.pop() {
+        match c.as_str() {
+            "" | "." => continue,
+            ".." => {
+                done.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let candidate = root.join(done.join("/")).join(&c);
+        let meta = std::fs::symlink_metadata(&candidate).ok()?;
+        if meta.file_type().is_symlink() {
+            hops += 1;
+            if hops > 40 {
+                return None;
+            }
+            let target = std::fs::read_link(&candidate).ok()?;
+            let target = target.to_str()?;
+            if target.starts_with('/') {
+                done.clear();
+            }
+            todo.extend(target.split('/').rev().map(str::to_string));
+        } else {
+            done.push(c);
+        }
+    }
+    Some(root.join(done.join("/")))
+}
+
+/// The outcome of checking one image.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The image name (file name without `.raw`, or the folder name).
+    pub name: String,
+    /// The host checked against, if any.
+    pub host: Option<Host>,
+    /// systemd's verdict on that host (none without a host or a readable release file).
+    pub verdict: Option<Verdict>,
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    /// True when nothing at all was found.
+    pub fn is_clean(&self) -> bool {
+        self.findings.is_empty()
+    }
+}
+
+/// Per-entry findings of one kind beyond this many are summarised in one more finding.
+pub const MAX_PER_CODE: usize = 20;
+
+const RELEASE_DIR: &str = "usr/lib/extension-release.d";
+
+/// Checks an image given its `name`, its `entries` (relative paths, as
+/// [`Image::entries`] lists them) and the bytes of `extension-release.<name>` when the image
+/// has it as a regular file. `host` adds systemd's compatibility verdict.
+pub fn check(name: &str, entries: &[Entry], release: Option<&[u8]>, host: Option<&Host>) -> Report {
+    let mut findings = Vec::new();
+    let mut push = |code, path: Option<&str>, severity, message: String| {
+        findings.push(Finding {
+            code,
+            path: path.map(str::to_string),
+            message,
+            severity,
+        })
+    };
+
+    // The name.
+    match validate_name(name) {
+        Ok(warnings) => {
+            for w in warnings {
+                push("risky-name", None, Severity::Warning, w);
+            }
+        }
+        Err(e) => push("invalid-name", None, Severity::Error, e.to_string()),
+    }
+
+    // The release file.
+    let expected = release_file_path(name).to_string_lossy().into_owned();
+    let mut verdict = None;
+    let others: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| {
+            e.path != expected
+                && e.path
+                    .strip_prefix(RELEASE_DIR)
+                    .and_then(|r| r.strip_prefix("/extension-release."))
+                    .is_some_and(|rest| !rest.contains('/'))
+        })
+        .collect();
+    match entries.iter().find(|e| e.path == expected) {
+        None => {
+            if others.is_empty() {
+                push(
+                    "missing-release",
+                    Some(&expected),
+                    Severity::Error,
+                    format!(
+                        "no release file: systemd-sysext needs {expected} (e.g. a line ID=_any) and ignores the image without it"
+                    ),
+                );
+            }
+        }
+        Some(e) => match release.map(OsRelease::from_bytes) {
+            None => push(
+                "unreadable-release",
+                Some(&expected),
+                Severity::Error,
+                if e.kind == EntryKind::File {
+                    format!("{expected} could not be read")
+                } else {
+                    format!(
+                        "{expected} is not a regular file, nor a symlink to one inside the image"
+                    )
+                },
+            ),
+            Some(None) => push(
+                "unreadable-release",
+                Some(&expected),
+                Severity::Error,
+                format!("{expected} is not valid UTF-8; systemd refuses to parse it"),
+            ),
+            Some(Some(ext)) => {
+                if let Some(host) = host {
+                    let v = check_compatibility(&ext, &host.os_release, &host.architecture);
+                    if let Verdict::Incompatible { reason } = &v {
+                        push(
+                            "incompatible",
+                            Some(&expected),
+                            Severity::Error,
+                            format!(
+                                "systemd-sysext would skip this image on the host of {} ({}): {reason}",
+                                host.origin.display(),
+                                host.architecture
+                            ),
+                        );
+                    }
+                    verdict = Some(v);
+                }
+            }
+        },
+    }
+    for e in others {
+        let release_name = e.path.rsplit("extension-release.").next().unwrap_or("");
+        let cut = name.split(['_', '+']).next().unwrap_or(name);
+        let newer = if release_name == cut && cut != name {
+            " (systemd 257+ accepts it, as the name cut at the first '_' or '+'; older versions do not)"
+        } else {
+            ""
+        };
+        push(
+            "misnamed-release",
+            Some(&e.path),
+            Severity::Error,
+            format!(
+                "release file for another name: systemd-sysext looks for {expected} in an image named {name:?} and skips a folder or refuses a .raw without it{newer}; rename the file, or name the image after it"
+            ),
+        );
+    }
+
+    if entries.iter().any(|e| e.path == "usr/lib/os-release") {
+        push(
+            "os-release-in-image",
+            Some("usr/lib/os-release"),
+            Severity::Error,
+            "an extension must not contain usr/lib/os-release (it would replace the host's); remove it".into(),
+        );
+    }
+
+    // Top-level entries other than usr/ and opt/ (one finding each, not one per file below).
+    for e in entries.iter().filter(|e| !e.path.contains('/')) {
+        let merged = matches!(e.path.as_str(), "usr" | "opt") && e.kind == EntryKind::Dir;
+        if !merged {
+            push(
+                "outside-hierarchy",
+                Some(&e.path),
+                Severity::Error,
+                if matches!(e.path.as_str(), "usr" | "opt") {
+                    format!(
+                        "{} is not a directory; systemd-sysext cannot merge it",
+                        e.path
+                    )
+                } else {
+                    format!(
+                        "{} is outside usr/ and opt/: systemd-sysext only merges /usr and /opt and silently ignores it; move it under usr/",
+                        e.path
+                    )
+                },
+            );
+        }
+    }
+
+    let mut capped = |code: &'static str, hits: Vec<(&str, String)>, what: &str| {
+        let n = hits.len();
+        for (path, msg) in hits.into_iter().take(MAX_PER_CODE) {
+            push(code, Some(path), Severity::Error, msg);
+        }
+        if n > MAX_PER_CODE {
+            push(
+                code,
+                None,
+                Severity::Error,
+                format!("{} more {what} not listed", n - MAX_PER_CODE),
+            );
+        }
+    };
+    let owners = entries
+        .iter()
+        .filter(|e| e.uid != 0 || e.gid != 0)
+        .map(|e| {
+            (
+                e.path.as_str(),
+                format!(
+                    "{} is owned by {}:{}, not root:root; pack with root ownership (sysext pack does)",
+                    e.path, e.uid, e.gid
+                ),
+            )
+        })
+        .collect();
+    capped("not-root-owned", owners, "entries not owned by root:root");
+    let modes = entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::Dir && e.mode != 0o755)
+        .map(|e| {
+            (
+                e.path.as_str(),
+                format!(
+                    "directory {} has mode {:04o}; in the merged view it replaces the host's /{}, so ship directories as 0755",
+                    e.path, e.mode, e.path
+                ),
+            )
+        })
+        .collect();
+    capped(
+        "directory-mode",
+        modes,
+        "directories with a mode other than 0755",
+    );
+
+    Report {
+        name: name.to_string(),
+        host: host.cloned(),
+        verdict,
+        findings,
+    }
+}
+
+/// Checks an opened image (`.raw` or folder) against `host`. A symlinked release file is
+/// followed inside the image.
+pub fn check_image(image: &Image, host: Option<&Host>) -> Result<Report, CheckError> {
+    let expected = release_file_path(image.name())
+        .to_string_lossy()
+        .into_owned();
+    let release = match resolve(image.entries(), &expected) {
+        Some(e) if e.kind == EntryKind::File => Some(image.read_file(&e.path)?),
+        _ => None,
+    };
+    Ok(check(
+        image.name(),
+        image.entries(),
+        release.as_deref(),
+        host,
+    ))
+}
+
+/// The entry at `path`, following symlinks in its last component (relative targets from its
+/// folder, absolute ones from the image root, `..` clamped at the root), at most 32 hops.
+fn resolve<'a>(entries: &'a [Entry], path: &str) -> Option<&'a Entry> {
+    let find = |p: &str| {
+        entries
+            .binary_search_by(|e| e.path.as_str().cmp(p))
+            .ok()
+            .map(|i| &entries[i])
+            .or_else(|| entries.iter().find(|e| e.path == p))
+    };
+    let mut current = find(path)?;
+    for _ in 0..32 {
+        let Some(target) = current
+            .target
+            .as_deref()
+            .filter(|_| current.kind == EntryKind::Symlink)
+        else {
+            return Some(current);
+        };
+        let mut parts: Vec<&str> = if target.starts_with('/') {
+            Vec::new()
+        } else {
+            current.path.split('/').collect()
+        };
+        if !target.starts_with('/') {
+            parts.pop();
+        }
+        for c in target.split('/') {
+            match c {
+                "" | "." => {}
+                ".." => {
+                    parts.pop();
+                }
+                c => parts.push(c),
+            }
+        }
+        current = find(&parts.join("/"))?;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(path: &str) -> Entry {
+        Entry {
+            path: path.into(),
+            kind: EntryKind::Dir,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            target: None,
+        }
+    }
+
+    fn file(path: &str) -> Entry {
+        Entry {
+            kind: EntryKind::File,
+            mode: 0o644,
+            ..dir(path)
+        }
+    }
+
+    fn clean(name: &str) -> Vec<Entry> {
+        let mut v = vec![
+            dir("usr"),
+            dir("usr/bin"),
+            file("usr/bin/tool"),
+            dir("usr/lib"),
+            dir("usr/lib/extension-release.d"),
+            file(&format!(
+                "usr/lib/extension-release.d/extension-release.{name}"
+            )),
+        ];
+        v.sort_by(|a, b| a.path.cmp(&b.path));
+        v
+    }
+
+    fn host(text: &str) -> Host {
+        Host {
+            origin: "/test/os-release".into(),
+            os_release: OsRelease::parse(text),
+            architecture: "x86-64".into(),
+        }
+    }
+
+    fn codes(r: &Report) -> Vec<&'static str> {
+        r.findings.iter().map(|f| f.code).collect()
+    }
+
+    #[test]
+    fn clean_image_has_no_findings() {
+        let h = host("ID=debian\nVERSION_ID=12\n");
+        let r = check("tool", &clean("tool"), Some(b"ID=_any\n"), Some(&h));
+        assert!(r.is_clean(), "{:?}", r.findings);
+        assert_eq!(r.verdict, Some(Verdict::Compatible));
+    }
+
+    #[test]
+    fn each_finding_kind() {
+        let h = host("ID=debian\nVERSION_ID=12\n");
+        type Mutate = fn(&mut Vec<Entry>);
+        // (what, image name, change to a clean image, release text, code, path)
+        type Case<'a> = (&'a str, &'a str, Mutate, &'a [u8], &'a str, Option<&'a str>);
+        let cases: &[Case] = &[
+            (
+                "missing release",
+                "tool",
+                |e| e.retain(|e| !e.path.contains("extension-release.tool")),
+                b"",
+                "missing-release",
+                Some("usr/lib/extension-release.d/extension-release.tool"),
+            ),
+            (
+                "misnamed release",
+                "tool",
+                |e| {
+                    for x in e.iter_mut() {
+                        x.path = x.path.replace("release.tool", "release.other")
+                    }
+                },
+                b"",
+                "misnamed-release",
+                Some("usr/lib/extension-release.d/extension-release.other"),
+            ),
+            (
+                "os-release",
+                "tool",
+                |e| e.push(file("usr/lib/os-release")),
+                b"ID=_any\n",
+                "os-release-in-image",
+                Some("usr/lib/os-release"),
+            ),
+            (
+                "etc",
+                "tool",
+                |e| {
+                    e.push(dir("etc"));
+                    e.push(file("etc/tool.conf"))
+                },
+                b"ID=_any\n",
+                "outside-hierarchy",
+                Some("etc"),
+            ),
+            (
+                "owner",
+                "tool",
+                |e| e[1].uid = 1000,
+                b"ID=_any\n",
+                "not-root-owned",
+                Some("usr/bin"),
+            ),
+            (
+                "mode",
+                "tool",
+                |e| e[1].mode = 0o775,
+                b"ID=_any\n",
+                "directory-mode",
+                Some("usr/bin"),
+            ),
+            (
+                "incompatible",
+                "tool",
+                |_| {},
+                b"ID=fedora\n",
+                "incompatible",
+                Some("usr/lib/extension-release.d/extension-release.tool"),
+            ),
+            (
+                "not utf-8",
+                "tool",
+                |_| {},
+                b"ID=\xff\n",
+                "unreadable-release",
+                Some("usr/lib/extension-release.d/extension-release.tool"),
+            ),
+            (
+                "underscore",
+                "to_ol",
+                |_| {},
+                b"ID=_any\n",
+                "risky-name",
+                None,
+            ),
+        ];
+        for (what, name, mutate, release, code, path) in cases {
+            let mut entries = clean(name);
+            mutate(&mut entries);
+            let r = check(name, &entries, Some(release), Some(&h));
+            assert_eq!(codes(&r), vec![*code], "{what}: {:?}", r.findings);
+            assert_eq!(r.findings[0].path.as_deref(), *path, "{what}");
+        }
+    }
+
+    #[test]
+    fn many_owner_findings_are_capped() {
+        let mut entries = clean("tool");
+        for i in 0..50 {
+            let mut f = file(&format!("usr/bin/f{i}"));
+            f.uid = 1000;
+            entries.push(f);
+        }
+        let r = check("tool", &entries, Some(b"ID=_any\n"), None);
+        assert_eq!(r.findings.len(), MAX_PER_CODE + 1);
+        assert!(r.findings.last().unwrap().message.starts_with("30 more"));
+        assert_eq!(r.verdict, None);
+    }
+
+    #[test]
+    fn symlinks_resolve_inside_the_image() {
+        let link = |path: &str, target: &str| Entry {
+            kind: EntryKind::Symlink,
+            target: Some(target.into()),
+            ..file(path)
+        };
+        let mut entries = vec![
+            file("usr/lib/extension-release.d/real"),
+            link("usr/lib/extension-release.d/rel", "real"),
+            link(
+                "usr/lib/extension-release.d/abs",
+                "/usr/lib/extension-release.d/real",
+            ),
+            link(
+                "usr/lib/extension-release.d/up",
+                "../../../../usr/lib/extension-release.d/rel",
+            ),
+            link("usr/lib/extension-release.d/loop", "loop"),
+            link("usr/lib/extension-release.d/dangling", "nothing"),
+        ];
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        for p in ["rel", "abs", "up", "real"] {
+            let e = resolve(&entries, &format!("usr/lib/extension-release.d/{p}"));
+            assert_eq!(
+                e.map(|e| e.path.as_str()),
+                Some("usr/lib/extension-release.d/real"),
+                "{p}"
+            );
+        }
+        assert!(resolve(&entries, "usr/lib/extension-release.d/loop").is_none());
+        assert!(resolve(&entries, "usr/lib/extension-release.d/dangling").is_none());
+    }
+
+    #[test]
+    fn host_os_release_symlinks_stay_in_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("usr/lib/os-release"), "ID=inside\n").unwrap();
+        // Absolute: must not read the machine's own /usr/lib/os-release.
+        std::os::unix::fs::symlink("/usr/lib/os-release", root.join("etc/os-release")).unwrap();
+        let h = Host::from_root(root, Some("x86-64")).unwrap();
+        assert_eq!(h.os_release.get("ID"), Some("inside"));
+        std::fs::remove_file(root.join("etc/os-release")).unwrap();
+        std::os::unix::fs::symlink(
+            "../../../../usr/lib/os-release",
+            root.join("etc/os-release"),
+        )
+        .unwrap();
+        let h = Host::from_root(root, Some("x86-64")).unwrap();
+        assert_eq!(h.os_release.get("ID"), Some("inside"));
+        // Dangling: falls back to usr/lib/os-release.
+        std::fs::remove_file(root.join("etc/os-release")).unwrap();
+        std::os::unix::fs::symlink("/nowhere", root.join("etc/os-release")).unwrap();
+        assert_eq!(
+            Host::from_root(root, None).unwrap().origin,
+            root.join("usr/lib/os-release")
+        );
+        std::fs::remove_file(root.join("usr/lib/os-release")).unwrap();
+        let e = Host::from_root(root, None).unwrap_err().to_string();
+        assert!(e.contains(&root.display().to_string()), "{e}");
+    }
+
+    #[test]
+    fn invalid_name_is_an_error() {
+        let r = check(".#x", &clean(".#x"), Some(b"ID=_any\n"), None);
+        assert_eq!(codes(&r), vec!["invalid-name"]);
+        assert_eq!(r.findings[0].severity, Severity::Error);
+    }
+}

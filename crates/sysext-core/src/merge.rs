@@ -1,1 +1,1245 @@
-//! (being written: see the crate map in lib.rs)
+//! Merging extension images over `/usr` and `/opt` the way systemd-sysext 252 does, either
+//! persistently onto a (scratch) root (`merge`, `unmerge`, `status`) or in a private mount
+//! namespace around one command (`run`), which leaves the host's mounts untouched.
+//!
+//! The rules mirrored from systemd 252 (`src/sysext/sysext.c`, `src/shared/discover-image.c`):
+//! - Discovery: `/etc/extensions`, `/run/extensions`, `/var/lib/extensions`,
+//!   `/usr/local/lib/extensions`, `/usr/lib/extensions` inside the root, in that order; the first
+//!   image found under a name wins (an empty directory masks a lower image). Directories and
+//!   regular `*.raw` files count; with a root other than `/`, symlinks are ignored, as systemd's
+//!   `--root` does (`fstatat(AT_SYMLINK_NOFOLLOW)`).
+//! - Metadata: `usr/lib/extension-release.d/extension-release.NAME`, or the single other
+//!   release file whose `user.extension-release.strict` xattr is false. A `.raw` without one
+//!   aborts the merge; a directory without one is skipped. `usr/lib/os-release` in an image aborts.
+//! - Compatibility: [`release::check_compatibility`] against the root's os-release
+//!   (`etc/os-release`, else `usr/lib/os-release`); `force` skips it.
+//! - Layers: names in [`strverscmp_improved`] order, the last sorting one on top:
+//!   `lowerdir=META:LAST:...:FIRST:HOST`, read-only overlayfs, with
+//!   `.systemd-sysext/extensions` (merged names) and `.systemd-sysext/dev` in META. A hierarchy
+//!   no image provides is not mounted; an empty host hierarchy is left out of the stack.
+//!
+//! Beyond systemd: a [collision report](Collision) and [warnings](MergeWarning).
+//!
+//! How: a dedicated thread leaves the mount namespace (`unshare(CLONE_NEWNS)` affects only that
+//! thread), makes `/` recursively private, mounts a tmpfs workspace, the images (directories
+//! bound read-only; `.raw` through autoclear loop devices, squashfs, erofs or ext4) and the
+//! overlays. `run` moves the overlays over the hierarchies there and spawns the command from that
+//! thread; `merge` clones them into detached mounts that the calling thread attaches in its
+//! own namespace. When the thread and the command are gone, the namespace and everything in it
+//! vanish, loop devices included.
+
+mod collide;
+mod sys;
+pub mod version;
+
+pub use collide::{Collision, Kind, MergeWarning, Provider};
+pub use version::strverscmp_improved;
+
+use std::ffi::{CString, OsString};
+use std::fs::{self, File};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxFlags, CWD};
+use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
+use serde::Serialize;
+
+use crate::release::{self, OsRelease, ReleaseError, Verdict};
+
+/// The hierarchies systemd-sysext merges by default.
+pub const DEFAULT_HIERARCHIES: [&str; 2] = ["/usr", "/opt"];
+
+/// Where systemd 252 looks for extension images, first wins.
+pub const SEARCH_PATH: [&str; 5] = [
+    "/etc/extensions",
+    "/run/extensions",
+    "/var/lib/extensions",
+    "/usr/local/lib/extensions",
+    "/usr/lib/extensions",
+];
+
+/// Errors of merging; each names the image or path concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    #[error("{what} {path}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "{path} is not an extension image: expected a directory or a regular file named NAME.raw"
+    )]
+    NotAnImage { path: PathBuf },
+    #[error("image {path}")]
+    InvalidName {
+        path: PathBuf,
+        #[source]
+        source: ReleaseError,
+    },
+    #[error("image {path}: unsupported format ({found}); expected squashfs, erofs or ext4 (pack it with `sysext pack`)")]
+    UnsupportedFormat { path: PathBuf, found: &'static str },
+    #[error("failed to read metadata for image {name} ({path}): no usr/lib/extension-release.d/extension-release.{name} in it; add one (see `sysext check`)")]
+    NoMetadata { name: String, path: PathBuf },
+    #[error("extension image {name} contains /usr/lib/os-release, which is not allowed (it may carry /etc/os-release); remove it from the image")]
+    ContainsOsRelease { name: String },
+    #[error("no os-release in OS tree {root} (looked for etc/os-release and usr/lib/os-release)")]
+    NoHostRelease { root: PathBuf },
+    #[error("'ID' field not found or empty in 'os-release' data of OS tree {root}")]
+    NoHostId { root: PathBuf },
+    #[error(
+        "cannot tell the host's architecture for the compatibility check; pass --force to skip it"
+    )]
+    UnknownArchitecture,
+    #[error("hierarchy '{hierarchy}' is already merged; run `sysext unmerge` first")]
+    AlreadyMerged { hierarchy: String },
+    #[error("setting up a loop device for {path}")]
+    Loop {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("mounting {what} on {target}")]
+    Mount {
+        what: String,
+        target: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("unmounting {target}")]
+    Unmount {
+        target: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("leaving the host's mount namespace (needs root or CAP_SYS_ADMIN)")]
+    Unshare(#[source] io::Error),
+    #[error("running {command}")]
+    Spawn {
+        command: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot merge {hierarchy}: a folder image lies inside the hierarchy it is merged over (overlayfs refuses overlapping layers); store it outside {hierarchy} or pack it as a .raw")]
+    Overlapping { hierarchy: String },
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
+    #[error("no command to run")]
+    NoCommand,
+}
+
+fn io_err(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> MergeError {
+    let path = path.into();
+    move |source| MergeError::Io { what, path, source }
+}
+
+/// What an image is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageFormat {
+    Directory,
+    Squashfs,
+    Erofs,
+    Ext4,
+}
+
+/// An image found on the command line or in an extension directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Candidate {
+    /// The file name without `.raw`, or the directory's (or symlink's) name.
+    pub name: String,
+    pub path: PathBuf,
+    pub directory: bool,
+}
+
+/// A merged extension.
+#[derive(Debug, Clone, Serialize)]
+pub struct Layer {
+    pub name: String,
+    pub path: PathBuf,
+    pub format: ImageFormat,
+}
+
+/// An image that was not merged, with systemd-sysext's message for it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    pub name: String,
+    pub path: PathBuf,
+    pub message: String,
+}
+
+/// What a merge did.
+#[derive(Debug, Clone, Serialize)]
+pub struct MergeReport {
+    pub root: PathBuf,
+    /// Merged extensions in layer order: the first is the lowest, the last wins on collisions.
+    pub extensions: Vec<Layer>,
+    pub skipped: Vec<Skipped>,
+    /// The hierarchies that got an overlay (paths inside the root, e.g. `/usr`).
+    pub hierarchies: Vec<String>,
+    pub collisions: Vec<Collision>,
+    pub warnings: Vec<MergeWarning>,
+}
+
+impl MergeReport {
+    /// systemd-sysext's summary when nothing was merged, else `None`.
+    pub fn nothing_message(&self) -> Option<String> {
+        if !self.extensions.is_empty() {
+            return None;
+        }
+        Some(if self.skipped.is_empty() {
+            "No extensions found.".to_string()
+        } else {
+            format!(
+                "No suitable extensions found ({} ignored due to incompatible version).",
+                self.skipped.len()
+            )
+        })
+    }
+
+    /// systemd-sysext's "Using extensions 'a', 'b'." line.
+    pub fn using_message(&self) -> Option<String> {
+        if self.extensions.is_empty() {
+            return None;
+        }
+        let names: Vec<&str> = self.extensions.iter().map(|l| l.name.as_str()).collect();
+        Some(format!("Using extensions '{}'.", names.join("', '")))
+    }
+}
+
+/// Options of [`merge`] and [`run`]. Images are taken in this order: `images` as given, then
+/// (with `discover`) the root's extension directories; the first image of a name wins.
+#[non_exhaustive]
+#[derive(Debug, Clone)]
+pub struct MergeOptions {
+    /// The OS tree whose hierarchies are merged and whose os-release is the host's. Default `/`.
+    pub root: PathBuf,
+    /// Images given explicitly (directories or `.raw` files).
+    pub images: Vec<PathBuf>,
+    /// Also take the images found in the root's extension directories.
+    pub discover: bool,
+    /// Skip the compatibility check (systemd's `--force`).
+    pub force: bool,
+    /// Hierarchies to merge; default `/usr` and `/opt`.
+    pub hierarchies: Vec<String>,
+}
+
+impl Default for MergeOptions {
+    fn default() -> Self {
+        MergeOptions {
+            root: PathBuf::from("/"),
+            images: Vec::new(),
+            discover: false,
+            force: false,
+            hierarchies: DEFAULT_HIERARCHIES.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+/// The merge state of one hierarchy, as `systemd-sysext status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HierarchyStatus {
+    pub hierarchy: String,
+    /// `None`: not merged.
+    pub extensions: Option<Vec<String>>,
+    /// When it was merged (seconds since the epoch), if merged.
+    pub since: Option<i64>,
+}
+
+/// What [`run`] did: the merge and the command's exit status (128+N for signal N).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunOutcome {
+    pub report: MergeReport,
+    pub status: i32,
+}
+
+/// systemd 252's `image_name_is_valid()`, the predicate of its discovery. Deliberately laxer
+/// than [`release::validate_name`] (which also lints names we produce: the release file
+/// name's length, a `.raw` suffix), so discovery takes exactly the images systemd takes.
+fn image_name_is_valid(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name != "."
+        && name != ".."
+        && !name.contains('/')
+        && !name.chars().any(|c| c.is_control())
+        && !name.starts_with(".#")
+}
+
+/// The images in a root's extension directories, in systemd's discovery order, masked by name.
+pub fn discover(root: &Path) -> Result<Vec<Candidate>, MergeError> {
+    let follow = is_host_root(root);
+    let mut out: Vec<Candidate> = Vec::new();
+    for dir in SEARCH_PATH {
+        let Some(resolved) = chase(root, dir)? else {
+            continue;
+        };
+        let rd = match fs::read_dir(&resolved) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => continue,
+            Err(e) => return Err(io_err("reading extension directory", &resolved)(e)),
+        };
+        // readdir order, as systemd: it only matters for `NAME` beside `NAME.raw`.
+        for de in rd {
+            let de = de.map_err(io_err("reading extension directory", &resolved))?;
+            let fname = de.file_name();
+            let Some(fname) = fname.to_str() else {
+                continue;
+            };
+            let path = resolved.join(fname);
+            let md = if follow {
+                fs::metadata(&path)
+            } else {
+                fs::symlink_metadata(&path)
+            };
+            let Ok(md) = md else { continue };
+            let (name, directory) = if md.is_file() {
+                match fname.strip_suffix(".raw") {
+                    Some(n) => (n, false),
+                    None => continue,
+                }
+            } else if md.is_dir() {
+                (fname, true)
+            } else if md.file_type().is_block_device() {
+                (fname, false)
+            } else {
+                continue;
+            };
+            if !image_name_is_valid(name) || out.iter().any(|c| c.name == name) {
+                continue;
+            }
+            out.push(Candidate {
+                name: name.to_string(),
+                path,
+                directory,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// An image named on the command line: its name is the file name without `.raw` (a symlink's
+/// own name, not its target's).
+pub fn candidate_from_path(path: &Path) -> Result<Candidate, MergeError> {
+    let md = fs::metadata(path).map_err(io_err("reading image", path))?;
+    let fname =
+        path.file_name()
+            .and_then(|f| f.to_str())
+            .ok_or_else(|| MergeError::NotAnImage {
+                path: path.to_path_buf(),
+            })?;
+    let (name, directory) = if md.is_dir() {
+        (fname, true)
+    } else if md.is_file() || md.file_type().is_block_device() {
+        (fname.strip_suffix(".raw").unwrap_or(fname), false)
+    } else {
+        return Err(MergeError::NotAnImage {
+            path: path.to_path_buf(),
+        });
+    };
+    if let Err(e) = release::validate_name(name) {
+        return Err(MergeError::InvalidName {
+            path: path.to_path_buf(),
+            source: e,
+        });
+    }
+    let path = std::path::absolute(path).map_err(io_err("reading image", path))?;
+    Ok(Candidate {
+        name: name.to_string(),
+        path,
+        directory,
+    })
+}
+
+/// The images [`merge`] and [`run`] consider, in order, masked by name.
+pub fn candidates(opts: &MergeOptions) -> Result<Vec<Candidate>, MergeError> {
+    let mut out: Vec<Candidate> = Vec::new();
+    for p in &opts.images {
+        let c = candidate_from_path(p)?;
+        if !out.iter().any(|o| o.name == c.name) {
+            out.push(c);
+        }
+    }
+    if opts.discover {
+        for c in discover(&opts.root)? {
+            if !out.iter().any(|o| o.name == c.name) {
+                out.push(c);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn is_host_root(root: &Path) -> bool {
+    root.as_os_str().is_empty()
+        || fs::canonicalize(root)
+            .map(|p| p == Path::new("/"))
+            .unwrap_or(false)
+}
+
+/// Resolve `inside` (absolute) with `root` as `/`, symlinks included. `None`: it does not exist.
+fn chase(root: &Path, inside: &str) -> Result<Option<PathBuf>, MergeError> {
+    let rel = inside.trim_start_matches('/');
+    if rel.is_empty() {
+        return Ok(Some(root.to_path_buf()));
+    }
+    let dir = match rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(d) => d,
+        Err(e) if e == rustix::io::Errno::NOENT => return Ok(None),
+        Err(e) => return Err(io_err("opening", root)(e.into())),
+    };
+    let fd = match rustix::fs::openat2(
+        &dir,
+        rel,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    ) {
+        Ok(fd) => fd,
+        Err(e) if e == rustix::io::Errno::NOENT || e == rustix::io::Errno::NOTDIR => {
+            return Ok(None)
+        }
+        Err(e) => return Err(io_err("resolving", root.join(rel))(e.into())),
+    };
+    let link = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+    fs::read_link(&link)
+        .map(Some)
+        .map_err(io_err("resolving", root.join(rel)))
+}
+
+/// Like [`chase`], but a missing path resolves to where it would be created.
+fn chase_nonexistent(root: &Path, inside: &str) -> Result<PathBuf, MergeError> {
+    if let Some(p) = chase(root, inside)? {
+        return Ok(p);
+    }
+    let p = Path::new(inside);
+    match (p.parent(), p.file_name()) {
+        (Some(parent), Some(name)) if parent != Path::new("/") || !name.is_empty() => {
+            let parent = chase_nonexistent(root, &parent.to_string_lossy())?;
+            Ok(parent.join(name))
+        }
+        _ => Ok(root.join(inside.trim_start_matches('/'))),
+    }
+}
+
+fn dir_is_empty(p: &Path) -> Result<bool, MergeError> {
+    let mut rd = fs::read_dir(p).map_err(io_err("reading", p))?;
+    Ok(rd.next().is_none())
+}
+
+/// Read the root's os-release: `etc/os-release`, else `usr/lib/os-release`.
+fn host_release(root: &Path) -> Result<OsRelease, MergeError> {
+    for p in ["/etc/os-release", "/usr/lib/os-release"] {
+        if let Some(path) = chase(root, p)? {
+            let r = OsRelease::read(&path)?;
+            if r.get("ID").map(str::is_empty).unwrap_or(true) {
+                return Err(MergeError::NoHostId {
+                    root: root.to_path_buf(),
+                });
+            }
+            return Ok(r);
+        }
+    }
+    Err(MergeError::NoHostRelease {
+        root: root.to_path_buf(),
+    })
+}
+
+fn parse_boolean(s: &str) -> Option<bool> {
+    match s.trim() {
+        "1" | "yes" | "y" | "true" | "t" | "on" => Some(true),
+        "0" | "no" | "n" | "false" | "f" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// The extension-release file of a mounted image, as systemd 252's `open_extension_release()`.
+fn find_release(image_root: &Path, name: &str) -> Result<Option<PathBuf>, MergeError> {
+    let exact = format!("/usr/lib/extension-release.d/extension-release.{name}");
+    if let Some(p) = chase(image_root, &exact)? {
+        return Ok(Some(p));
+    }
+    let Some(dir) = chase(image_root, "/usr/lib/extension-release.d")? else {
+        return Ok(None);
+    };
+    let Ok(rd) = fs::read_dir(&dir) else {
+        return Ok(None);
+    };
+    let mut found = None;
+    for de in rd.flatten() {
+        let fname = de.file_name();
+        let Some(other) = fname
+            .to_str()
+            .and_then(|f| f.strip_prefix("extension-release."))
+        else {
+            continue;
+        };
+        if !image_name_is_valid(other) || !de.file_type().map(|t| t.is_file()).unwrap_or(false) {
+            continue;
+        }
+        let mut buf = [0u8; 64];
+        let strict =
+            match rustix::fs::lgetxattr(de.path(), "user.extension-release.strict", &mut buf) {
+                Ok(n) => std::str::from_utf8(&buf[..n]).ok().and_then(parse_boolean),
+                Err(_) => continue,
+            };
+        if strict != Some(false) {
+            continue;
+        }
+        if found.is_some() {
+            // Ambiguous: systemd refuses to pick one.
+            return Ok(None);
+        }
+        found = Some(de.path());
+    }
+    Ok(found)
+}
+
+fn raw_format(path: &Path) -> Result<ImageFormat, MergeError> {
+    use std::io::Read;
+    let mut f = File::open(path).map_err(io_err("opening image", path))?;
+    let mut head = vec![0u8; 2048];
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) => return Err(io_err("reading image", path)(e)),
+        }
+    }
+    head.truncate(n);
+    detect_format(&head).map_err(|found| MergeError::UnsupportedFormat {
+        path: path.to_path_buf(),
+        found,
+    })
+}
+
+/// The file system of a `.raw` image from its first 2 KiB (or what there is of them).
+pub fn detect_format(head: &[u8]) -> Result<ImageFormat, &'static str> {
+    let at = |o: usize, len: usize| head.get(o..o + len);
+    if at(0, 4) == Some(b"hsqs") {
+        Ok(ImageFormat::Squashfs)
+    } else if at(1024, 4) == Some(&0xE0F5_E1E2u32.to_le_bytes()) {
+        Ok(ImageFormat::Erofs)
+    } else if at(1080, 2) == Some(&0xEF53u16.to_le_bytes()) {
+        Ok(ImageFormat::Ext4)
+    } else if at(512, 8) == Some(b"EFI PART") {
+        Err("a GPT disk image")
+    } else if head.is_empty() {
+        Err("an empty file")
+    } else {
+        Err("unknown content")
+    }
+}
+
+fn cstring(s: &str) -> CString {
+    CString::new(s.replace('\0', "")).unwrap_or_default()
+}
+
+/// Mount one image read-only at `target`.
+fn mount_image(c: &Candidate, target: &Path) -> Result<ImageFormat, MergeError> {
+    if c.directory {
+        let merr = |source| MergeError::Mount {
+            what: c.path.display().to_string(),
+            target: target.to_path_buf(),
+            source,
+        };
+        rustix::mount::mount_bind_recursive(&c.path, target).map_err(|e| merr(e.into()))?;
+        rustix::mount::mount_remount(target, MountFlags::BIND | MountFlags::RDONLY, c"")
+            .map_err(|e| merr(e.into()))?;
+        return Ok(ImageFormat::Directory);
+    }
+    let md = fs::metadata(&c.path).map_err(io_err("reading image", &c.path))?;
+    let format = raw_format(&c.path)?;
+    let fstype = match format {
+        ImageFormat::Squashfs => "squashfs",
+        ImageFormat::Erofs => "erofs",
+        ImageFormat::Ext4 => "ext4",
+        ImageFormat::Directory => unreachable!("raw_format never returns Directory"),
+    };
+    let (source, _loop) = if md.file_type().is_block_device() {
+        (c.path.clone(), None)
+    } else {
+        let backing = File::open(&c.path).map_err(io_err("opening image", &c.path))?;
+        let dev =
+            sys::LoopDevice::attach(&backing, &c.path.to_string_lossy()).map_err(|source| {
+                MergeError::Loop {
+                    path: c.path.clone(),
+                    source,
+                }
+            })?;
+        (dev.path.clone(), Some(dev))
+    };
+    // The loop device (autoclear) stays attached as long as the mount uses it; `_loop` closes
+    // our descriptor at the end of this function.
+    rustix::mount::mount(
+        &source,
+        target,
+        fstype,
+        MountFlags::RDONLY | MountFlags::NODEV,
+        None,
+    )
+    .map_err(|e| MergeError::Mount {
+        what: format!("{} ({fstype})", c.path.display()),
+        target: target.to_path_buf(),
+        source: e.into(),
+    })?;
+    Ok(format)
+}
+
+/// Escape a lowerdir entry as systemd's `shell_escape(path, ",:")`.
+fn escape_lowerdir(p: &Path) -> String {
+    let mut out = String::new();
+    for ch in p.to_string_lossy().chars() {
+        if matches!(ch, ',' | ':' | '\\' | '"') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// The overlay option string for `layers` (topmost first).
+pub fn overlay_options(layers: &[PathBuf]) -> String {
+    let parts: Vec<String> = layers.iter().map(|p| escape_lowerdir(p)).collect();
+    format!("lowerdir={}", parts.join(":"))
+}
+
+/// The state built inside the private namespace.
+struct Prepared {
+    report: MergeReport,
+    /// (hierarchy, overlay mount path in the workspace, target path in the root).
+    overlays: Vec<(String, PathBuf, PathBuf)>,
+}
+
+fn mkdir_p(p: &Path, mode: u32) -> Result<(), MergeError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(p)
+        .map_err(io_err("creating directory", p))
+}
+
+/// Mount the images, check them, build the overlays (not yet placed). Runs in the private
+/// namespace; `ws` is a private tmpfs.
+fn prepare(
+    opts: &MergeOptions,
+    cands: &[Candidate],
+    ws: &Path,
+    create_hierarchies: bool,
+) -> Result<Prepared, MergeError> {
+    let root = &opts.root;
+    let host = host_release(root)?;
+    let arch = if opts.force {
+        ""
+    } else {
+        release::host_architecture().ok_or(MergeError::UnknownArchitecture)?
+    };
+    let mut report = MergeReport {
+        root: root.clone(),
+        extensions: Vec::new(),
+        skipped: Vec::new(),
+        hierarchies: Vec::new(),
+        collisions: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let mut mounted: Vec<(Layer, PathBuf)> = Vec::new();
+    for c in cands {
+        let p = ws.join("extensions").join(&c.name);
+        mkdir_p(&p, 0o700)?;
+        let format = mount_image(c, &p)?;
+        let layer = Layer {
+            name: c.name.clone(),
+            path: c.path.clone(),
+            format,
+        };
+        let release_path = find_release(&p, &c.name)?;
+        if release_path.is_none() && !c.directory {
+            return Err(MergeError::NoMetadata {
+                name: c.name.clone(),
+                path: c.path.clone(),
+            });
+        }
+        if opts.force {
+            mounted.push((layer, p));
+            continue;
+        }
+        if chase(&p, "/usr/lib/os-release")?.is_some() {
+            return Err(MergeError::ContainsOsRelease {
+                name: c.name.clone(),
+            });
+        }
+        let ext = match &release_path {
+            Some(rp) => OsRelease::read(rp)?,
+            None => OsRelease::parse(""),
+        };
+        match release::check_compatibility(&ext, &host, arch) {
+            Verdict::Compatible => mounted.push((layer, p)),
+            Verdict::Incompatible { reason } => report.skipped.push(Skipped {
+                name: c.name.clone(),
+                path: c.path.clone(),
+                message: skip_message(&c.name, &reason),
+            }),
+        }
+    }
+    if mounted.is_empty() {
+        return Ok(Prepared {
+            report,
+            overlays: Vec::new(),
+        });
+    }
+    mounted.sort_by(|a, b| strverscmp_improved(&a.0.name, &b.0.name));
+    let names: Vec<&str> = mounted.iter().map(|(l, _)| l.name.as_str()).collect();
+    let mut overlays = Vec::new();
+    for h in &opts.hierarchies {
+        let host_dir = match chase(root, h)? {
+            Some(d) if !dir_is_empty(&d)? => Some(d),
+            _ => None,
+        };
+        let meta = ws.join("meta").join(h.trim_start_matches('/'));
+        let marker_dir = meta.join(".systemd-sysext");
+        mkdir_p(&marker_dir, 0o755)?;
+        for d in [&meta, &marker_dir] {
+            fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .map_err(io_err("creating directory", d))?;
+        }
+        let mut marker = names.join("\n");
+        marker.push('\n');
+        let ext_file = marker_dir.join("extensions");
+        fs::write(&ext_file, marker).map_err(io_err("writing", &ext_file))?;
+
+        let mut layers = vec![meta.clone()];
+        let mut ext_dirs: Vec<(String, PathBuf)> = Vec::new();
+        for (l, p) in mounted.iter().rev() {
+            let Some(d) = chase(p, h)? else { continue };
+            if !fs::metadata(&d).map(|m| m.is_dir()).unwrap_or(false) || dir_is_empty(&d)? {
+                continue;
+            }
+            layers.push(d.clone());
+            ext_dirs.push((l.name.clone(), d));
+        }
+        if ext_dirs.is_empty() {
+            continue;
+        }
+        let target = chase_nonexistent(root, h)?;
+        if host_dir.is_none() && !target.is_dir() {
+            if create_hierarchies {
+                // systemd creates a missing hierarchy in the root before mounting over it.
+                mkdir_p(&target, 0o755)?;
+            } else {
+                report.warnings.push(MergeWarning {
+                    extension: ext_dirs[0].0.clone(),
+                    path: h.clone(),
+                    message: format!(
+                        "the host has no {h}; not merged there (run never creates directories on the host)"
+                    ),
+                });
+                continue;
+            }
+        }
+        if let Some(d) = &host_dir {
+            layers.push(d.clone());
+        }
+        let refs: Vec<(String, &Path)> = ext_dirs
+            .iter()
+            .map(|(n, d)| (n.clone(), d.as_path()))
+            .collect();
+        let (c, w) = collide::analyse(h, &refs, host_dir.as_deref());
+        report.collisions.extend(c);
+        report.warnings.extend(w);
+
+        let overlay = ws.join("overlay").join(h.trim_start_matches('/'));
+        mkdir_p(&overlay, 0o700)?;
+        let options = overlay_options(&layers);
+        rustix::mount::mount(
+            "sysext",
+            &overlay,
+            "overlay",
+            MountFlags::RDONLY,
+            cstring(&options).as_c_str(),
+        )
+        .map_err(|e| {
+            if e == rustix::io::Errno::LOOP {
+                MergeError::Overlapping {
+                    hierarchy: h.clone(),
+                }
+            } else {
+                MergeError::Mount {
+                    what: format!("overlay {options}"),
+                    target: overlay.clone(),
+                    source: e.into(),
+                }
+            }
+        })?;
+        let st = rustix::fs::stat(&overlay).map_err(|e| io_err("stat", &overlay)(e.into()))?;
+        let dev_file = marker_dir.join("dev");
+        let dev = format!(
+            "{}:{}\n",
+            rustix::fs::major(st.st_dev),
+            rustix::fs::minor(st.st_dev)
+        );
+        fs::write(&dev_file, dev).map_err(io_err("writing", &dev_file))?;
+        report.hierarchies.push(h.clone());
+        overlays.push((h.clone(), overlay, target));
+    }
+    report.extensions = mounted.into_iter().map(|(l, _)| l).collect();
+    Ok(Prepared { report, overlays })
+}
+
+/// systemd-sysext's log line for a skipped extension, from [`release::check_compatibility`]'s
+/// reason (which reads "extension is for ...").
+fn skip_message(name: &str, reason: &str) -> String {
+    let rest = reason.strip_prefix("extension ").unwrap_or(reason);
+    if rest.starts_with("carries no extension-release data") {
+        return format!(
+            "Extension '{name}' carries no extension-release data, ignoring extension."
+        );
+    }
+    if let Some(scope) = rest.strip_prefix("is not suitable for scope ") {
+        let scope = scope.split(' ').next().unwrap_or(scope);
+        return format!(
+            "Extension '{name}' is not suitable for scope {scope}, ignoring extension."
+        );
+    }
+    // systemd says "is for OS '<version>'" for a version mismatch too.
+    let rest = rest.replacen("is for OS version '", "is for OS '", 1);
+    // Only these two of systemd's messages end with a period.
+    let period = if rest.starts_with("is for OS '") || rest.starts_with("is for architecture '") {
+        "."
+    } else {
+        ""
+    };
+    format!("Extension '{name}' {rest}{period}")
+}
+
+static WORKSPACE_SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A private workspace directory on the host; removed (it is empty there) on drop.
+struct Workspace(PathBuf);
+
+impl Workspace {
+    fn new() -> Result<Workspace, MergeError> {
+        let base = std::env::temp_dir();
+        let p = base.join(format!(
+            ".sysext-merge-{}-{}",
+            std::process::id(),
+            WORKSPACE_SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&p)
+            .map_err(io_err("creating workspace", &p))?;
+        Ok(Workspace(p))
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.0);
+    }
+}
+
+/// Run `f` on a new thread in a private copy of the mount namespace, with `/` recursively
+/// private and a tmpfs on `ws`. Everything mounted there vanishes when `f` (and any process it
+/// started) is done.
+fn in_private_namespace<T: Send>(
+    ws: &Path,
+    f: impl FnOnce() -> Result<T, MergeError> + Send,
+) -> Result<T, MergeError> {
+    std::thread::scope(|s| {
+        let h = s.spawn(move || {
+            sys::unshare_mount_namespace().map_err(MergeError::Unshare)?;
+            rustix::mount::mount_change(
+                "/",
+                MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+            )
+            .map_err(|e| MergeError::Mount {
+                what: "private propagation".into(),
+                target: "/".into(),
+                source: e.into(),
+            })?;
+            rustix::mount::mount("sysext", ws, "tmpfs", MountFlags::empty(), c"mode=0700")
+                .map_err(|e| MergeError::Mount {
+                    what: "tmpfs".into(),
+                    target: ws.to_path_buf(),
+                    source: e.into(),
+                })?;
+            f()
+        });
+        match h.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
+/// Whether `p` is an overlay systemd-sysext (or we) mounted: a mount point carrying
+/// `.systemd-sysext/dev` with its own device number.
+fn is_our_mount_point(p: &Path) -> Result<bool, MergeError> {
+    let stx = match rustix::fs::statx(CWD, p, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS) {
+        Ok(s) => s,
+        Err(e) if e == rustix::io::Errno::NOENT => return Ok(false),
+        Err(e) => return Err(io_err("stat", p)(e.into())),
+    };
+    let mount_root = rustix::fs::StatxAttributes::MOUNT_ROOT;
+    if stx.stx_attributes_mask.contains(mount_root) && !stx.stx_attributes.contains(mount_root) {
+        return Ok(false);
+    }
+    let f = p.join(".systemd-sysext/dev");
+    let buf = match fs::read_to_string(&f) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io_err("reading", &f)(e)),
+    };
+    let Some((maj, min)) = buf.trim().split_once(':') else {
+        return Ok(false);
+    };
+    Ok(maj.parse::<u32>().ok() == Some(stx.stx_dev_major)
+        && min.parse::<u32>().ok() == Some(stx.stx_dev_minor))
+}
+
+/// Merge the images over the root's hierarchies, persistently (until [`unmerge`]), as
+/// `systemd-sysext --root=ROOT merge`. Fails if a hierarchy is already merged.
+pub fn merge(opts: &MergeOptions) -> Result<MergeReport, MergeError> {
+    for h in &opts.hierarchies {
+        if let Some(p) = chase(&opts.root, h)? {
+            if is_our_mount_point(&p)? {
+                return Err(MergeError::AlreadyMerged {
+                    hierarchy: h.clone(),
+                });
+            }
+        }
+    }
+    let cands = candidates(opts)?;
+    let ws = Workspace::new()?;
+    let (report, detached) = in_private_namespace(&ws.0, || {
+        let prepared = prepare(opts, &cands, &ws.0, true)?;
+        let mut detached: Vec<(OwnedFd, PathBuf)> = Vec::new();
+        for (_, overlay, target) in prepared.overlays {
+            let fd = rustix::mount::open_tree(
+                CWD,
+                &overlay,
+                rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE
+                    | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC,
+            )
+            .map_err(|e| MergeError::Mount {
+                what: "a detached copy of the overlay".into(),
+                target: overlay.clone(),
+                source: e.into(),
+            })?;
+            detached.push((fd, target));
+        }
+        Ok((prepared.report, detached))
+    })?;
+    // Back in the caller's namespace: attach the overlays.
+    for (fd, target) in detached {
+        mkdir_p(&target, 0o755)?;
+        rustix::mount::move_mount(
+            &fd,
+            "",
+            CWD,
+            &target,
+            rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+        .map_err(|e| MergeError::Mount {
+            what: "the merged overlay".into(),
+            target: target.clone(),
+            source: e.into(),
+        })?;
+    }
+    Ok(report)
+}
+
+/// Unmount our overlays from the root's hierarchies (all stacked ones); returns the unmerged
+/// paths. Mounts that are not ours are left alone.
+pub fn unmerge(root: &Path, hierarchies: &[String]) -> Result<Vec<PathBuf>, MergeError> {
+    let mut done = Vec::new();
+    for h in hierarchies {
+        let Some(p) = chase(root, h)? else { continue };
+        while is_our_mount_point(&p)? {
+            rustix::mount::unmount(&p, UnmountFlags::DETACH | UnmountFlags::NOFOLLOW).map_err(
+                |e| MergeError::Unmount {
+                    target: p.clone(),
+                    source: e.into(),
+                },
+            )?;
+            done.push(p.clone());
+        }
+    }
+    Ok(done)
+}
+
+/// The merge state of the root's hierarchies.
+pub fn status(root: &Path, hierarchies: &[String]) -> Result<Vec<HierarchyStatus>, MergeError> {
+    let mut out = Vec::new();
+    for h in hierarchies {
+        let Some(p) = chase(root, h)? else { continue };
+        if !is_our_mount_point(&p)? {
+            out.push(HierarchyStatus {
+                hierarchy: h.clone(),
+                extensions: None,
+                since: None,
+            });
+            continue;
+        }
+        let f = p.join(".systemd-sysext/extensions");
+        let text = fs::read_to_string(&f).map_err(io_err("reading", &f))?;
+        let since = rustix::fs::stat(&p).ok().map(|st| st.st_mtime);
+        out.push(HierarchyStatus {
+            hierarchy: h.clone(),
+            extensions: Some(
+                text.lines()
+                    .filter(|l| !l.is_empty())
+                    .map(String::from)
+                    .collect(),
+            ),
+            since,
+        });
+    }
+    out.sort_by(|a, b| a.hierarchy.cmp(&b.hierarchy));
+    Ok(out)
+}
+
+/// Merge the images in a private mount namespace and run `command` there (inside the root,
+/// with `/proc`, `/dev` and `/sys` of the host, when the root is not `/`). The host's mounts are
+/// never changed; the command's exit status is returned (128+N when killed by signal N).
+pub fn run(opts: &MergeOptions, command: &[OsString]) -> Result<RunOutcome, MergeError> {
+    run_with(opts, command, |_| {})
+}
+
+/// [`run`], calling `ready` with the merge report just before the command starts (to print
+/// systemd's messages first).
+pub fn run_with(
+    opts: &MergeOptions,
+    command: &[OsString],
+    ready: impl FnOnce(&MergeReport) + Send,
+) -> Result<RunOutcome, MergeError> {
+    let (program, args) = command.split_first().ok_or(MergeError::NoCommand)?;
+    let cands = candidates(opts)?;
+    let ws = Workspace::new()?;
+    let chroot = !is_host_root(&opts.root);
+    in_private_namespace(&ws.0, || {
+        let prepared = prepare(opts, &cands, &ws.0, false)?;
+        for (_, overlay, target) in &prepared.overlays {
+            rustix::mount::mount_move(overlay, target).map_err(|e| MergeError::Mount {
+                what: "the merged overlay".into(),
+                target: target.clone(),
+                source: e.into(),
+            })?;
+        }
+        // The command sees the merged hierarchies, not our workspace.
+        rustix::mount::unmount(&ws.0, UnmountFlags::DETACH).map_err(|e| MergeError::Unmount {
+            target: ws.0.clone(),
+            source: e.into(),
+        })?;
+        if chroot {
+            for (what, fstype) in [("/proc", Some("proc")), ("/dev", None), ("/sys", None)] {
+                let Some(t) = chase(&opts.root, what)? else {
+                    continue;
+                };
+                if !t.is_dir() {
+                    continue;
+                }
+                let r = match fstype {
+                    Some(fs) => rustix::mount::mount(
+                        fs,
+                        &t,
+                        fs,
+                        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+                        None,
+                    ),
+                    None => rustix::mount::mount_bind_recursive(what, &t),
+                };
+                r.map_err(|e| MergeError::Mount {
+                    what: what.into(),
+                    target: t.clone(),
+                    source: e.into(),
+                })?;
+            }
+            // Only this thread's root changes: unshare(CLONE_NEWNS) made its fs state private.
+            rustix::process::chroot(&opts.root)
+                .map_err(|e| io_err("chroot into", &opts.root)(e.into()))?;
+            rustix::process::chdir("/").map_err(|e| io_err("chdir into", &opts.root)(e.into()))?;
+        }
+        ready(&prepared.report);
+        let shown = Path::new(program).display().to_string();
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        sys::prepare_command(&mut cmd);
+        let _interrupts = sys::IgnoreInterrupts::new();
+        let status = cmd.status().map_err(|source| MergeError::Spawn {
+            command: shown,
+            source,
+        })?;
+        use std::os::unix::process::ExitStatusExt;
+        let code = status
+            .code()
+            .or_else(|| status.signal().map(|s| 128 + s))
+            .unwrap_or(1);
+        Ok(RunOutcome {
+            report: prepared.report,
+            status: code,
+        })
+    })
+}
+
+/// The program name of a command line, for messages.
+pub fn display_command(command: &[OsString]) -> String {
+    command
+        .iter()
+        .map(|a| String::from_utf8_lossy(a.as_bytes()).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_option_string() {
+        let l = [
+            PathBuf::from("/run/meta/usr"),
+            PathBuf::from("/run/ext/b,c/usr"),
+            PathBuf::from("/a:b"),
+        ];
+        assert_eq!(
+            overlay_options(&l),
+            "lowerdir=/run/meta/usr:/run/ext/b\\,c/usr:/a\\:b"
+        );
+    }
+
+    #[test]
+    fn formats() {
+        let mut erofs = vec![0u8; 2048];
+        erofs[1024..1028].copy_from_slice(&0xE0F5_E1E2u32.to_le_bytes());
+        let mut ext4 = vec![0u8; 2048];
+        ext4[1080..1082].copy_from_slice(&0xEF53u16.to_le_bytes());
+        let mut gpt = vec![0u8; 1024];
+        gpt[512..520].copy_from_slice(b"EFI PART");
+        assert_eq!(detect_format(b"hsqs\x01\x02"), Ok(ImageFormat::Squashfs));
+        assert_eq!(detect_format(&erofs), Ok(ImageFormat::Erofs));
+        assert_eq!(detect_format(&ext4), Ok(ImageFormat::Ext4));
+        assert_eq!(detect_format(&gpt), Err("a GPT disk image"));
+        assert_eq!(detect_format(b""), Err("an empty file"));
+        assert_eq!(detect_format(b"hsq"), Err("unknown content"));
+        assert_eq!(detect_format(&[0u8; 1030]), Err("unknown content"));
+    }
+
+    #[test]
+    fn image_names_from_paths() {
+        let t = tempfile::tempdir().unwrap();
+        fs::write(t.path().join("tool-1.2-x86-64.raw"), b"").unwrap();
+        std::os::unix::fs::symlink("tool-1.2-x86-64.raw", t.path().join("tool.raw")).unwrap();
+        fs::create_dir(t.path().join("folder")).unwrap();
+        let c = candidate_from_path(&t.path().join("tool.raw")).unwrap();
+        assert_eq!((c.name.as_str(), c.directory), ("tool", false));
+        let c = candidate_from_path(&t.path().join("folder")).unwrap();
+        assert_eq!((c.name.as_str(), c.directory), ("folder", true));
+        let err = candidate_from_path(&t.path().join("missing.raw")).unwrap_err();
+        assert!(err.to_string().contains("missing.raw"), "{err}");
+        // The first image of a name wins, given ones before discovered ones.
+        let mut o = MergeOptions {
+            root: t.path().to_path_buf(),
+            images: vec![
+                t.path().join("tool.raw"),
+                t.path().join("tool-1.2-x86-64.raw"),
+            ],
+            ..MergeOptions::default()
+        };
+        let names: Vec<String> = candidates(&o)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(names, ["tool", "tool-1.2-x86-64"]);
+        o.images.push(t.path().join("tool.raw"));
+        assert_eq!(candidates(&o).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn messages_are_systemds() {
+        use crate::release::{check_compatibility, OsRelease};
+        let host = OsRelease::parse("ID=debian\nVERSION_ID=12\n");
+        for (ext, want) in [
+            ("", "Extension 'e' carries no extension-release data, ignoring extension."),
+            ("ID=_any\nSYSEXT_SCOPE=portable", "Extension 'e' is not suitable for scope system, ignoring extension."),
+            ("ID=_any\nARCHITECTURE=arm64", "Extension 'e' is for architecture 'arm64', but deployed on top of 'x86-64'."),
+            ("VERSION_ID=12", "Extension 'e' does not contain ID in extension-release but requested to match 'debian' or be '_any'"),
+            ("ID=fedora", "Extension 'e' is for OS 'fedora', but deployed on top of 'debian'."),
+            ("ID=debian", "Extension 'e' does not contain VERSION_ID in extension-release but requested to match '12'"),
+            ("ID=debian\nVERSION_ID=11", "Extension 'e' is for OS '11', but deployed on top of '12'."),
+        ] {
+            let Verdict::Incompatible { reason } =
+                check_compatibility(&OsRelease::parse(ext), &host, "x86-64")
+            else {
+                panic!("{ext:?} should be incompatible");
+            };
+            assert_eq!(skip_message("e", &reason), want, "{ext:?}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        for (n, ok) in [
+            ("tools", true),
+            ("a_b+c", true),
+            ("", false),
+            (".", false),
+            ("..", false),
+            ("a/b", false),
+            (".#tmp", false),
+            ("tab\t", false),
+        ] {
+            assert_eq!(image_name_is_valid(n), ok, "{n:?}");
+        }
+    }
+
+    #[test]
+    fn discovery_order_and_masking() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        for d in [
+            "etc/extensions/a",
+            "var/lib/extensions/a",
+            "var/lib/extensions/b",
+            "usr/lib/extensions/c",
+        ] {
+            fs::create_dir_all(r.join(d)).unwrap();
+        }
+        fs::write(
+            r.join("run/extensions/x.raw")
+                .parent()
+                .map(|p| {
+                    fs::create_dir_all(p).unwrap();
+                    p.join("x.raw")
+                })
+                .unwrap(),
+            b"",
+        )
+        .unwrap();
+        fs::write(r.join("run/extensions/notes.txt"), b"").unwrap();
+        std::os::unix::fs::symlink("/elsewhere/l.raw", r.join("var/lib/extensions/l.raw")).unwrap();
+        let found = discover(r).unwrap();
+        let got: Vec<(&str, &Path)> = found
+            .iter()
+            .map(|c| (c.name.as_str(), c.path.strip_prefix(r).unwrap()))
+            .collect();
+        assert_eq!(got[0], ("a", Path::new("etc/extensions/a")));
+        assert_eq!(got[1], ("x", Path::new("run/extensions/x.raw")));
+        assert!(got.contains(&("b", Path::new("var/lib/extensions/b"))));
+        assert!(got.contains(&("c", Path::new("usr/lib/extensions/c"))));
+        assert_eq!(got.len(), 4, "{got:?}");
+    }
+}

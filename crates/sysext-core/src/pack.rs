@@ -1,1 +1,435 @@
-//! (being written: see the crate map in lib.rs)
+//! A staged extension tree to `NAME.raw` (squashfs) or a folder copy.
+//!
+//! Everything comes out root-owned (uid/gid 0), with the tree's modes, symlinks, hardlinks and
+//! `user.*` / `trusted.*` / `security.capability` xattrs, and every timestamp set to one fixed
+//! time (`mtime`, else `SOURCE_DATE_EPOCH`, else 0), so packing the same tree twice gives the
+//! same bytes. The output is written under a temporary name and renamed into place
+//! ([`AtomicOutput`]); an existing output is replaced only with `force`.
+//!
+//! The tree must hold `usr/lib/extension-release.d/extension-release.NAME`, NAME being the
+//! output's file name without `.raw` (or [`PackOptions::name`]): systemd-sysext refuses an image
+//! without it.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::atomic::{AtomicError, AtomicOutput};
+pub use crate::squashfs::writer::WriteStats;
+use crate::squashfs::writer::{self, WriteError, WriterOptions};
+pub use crate::squashfs::Compression;
+
+/// What to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// A squashfs image (`NAME.raw`).
+    Raw,
+    /// A plain folder, as systemd-sysext also accepts.
+    Dir,
+}
+
+/// Options for [`pack`], applied in this order: name (explicit, else from the output's file
+/// name), format (explicit, else by the output's name), then the writer settings.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct PackOptions {
+    /// Squashfs compressor (gzip by default).
+    pub compression: Compression,
+    /// Compressor level (gzip 1-9, zstd 1-22, xz 0-9); `None` = mksquashfs' default.
+    pub level: Option<i32>,
+    /// Replace an existing output.
+    pub force: bool,
+    /// Timestamp of every entry; default `SOURCE_DATE_EPOCH`, else 0.
+    pub mtime: Option<u64>,
+    /// Raw or Dir; `None` = by the output's name (".raw" → Raw, else Dir).
+    pub format: Option<Format>,
+    /// Extension name; `None` = the output's file name without ".raw".
+    pub name: Option<String>,
+    /// Compression threads; 0 = one per CPU. The output does not depend on it.
+    pub threads: usize,
+}
+
+/// What [`pack`] wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct PackReport {
+    pub output: PathBuf,
+    pub name: String,
+    pub format: Format,
+    /// Set for squashfs output.
+    pub compression: Option<Compression>,
+    pub level: Option<i32>,
+    pub mtime: u64,
+    /// Size of the output file (squashfs) or of the copied file data (folder).
+    pub bytes: u64,
+    /// Squashfs details (None for a folder).
+    pub squashfs: Option<WriteStats>,
+}
+
+/// Errors from [`pack`].
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error("tree {} is not a readable folder", path.display())]
+    Tree {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("tree {} is not a folder", .0.display())]
+    NotAFolder(PathBuf),
+    #[error("invalid extension name {name:?}: {reason}")]
+    Name { name: String, reason: &'static str },
+    #[error("cannot tell the extension name from the output {}; pass a name", .0.display())]
+    NoName(PathBuf),
+    #[error("the tree has no release file {}; an extension named {name:?} needs it (create it, or pass the name the tree's release file uses)", path.display())]
+    NoReleaseFile { name: String, path: PathBuf },
+    #[error("output {} lies inside the tree {}; write it elsewhere", output.display(), tree.display())]
+    OutputInTree { output: PathBuf, tree: PathBuf },
+    #[error("SOURCE_DATE_EPOCH={0:?} is not a number of seconds")]
+    SourceDateEpoch(String),
+    #[error("mtime {0} does not fit squashfs' 32-bit timestamps")]
+    Mtime(u64),
+    #[error(transparent)]
+    Output(#[from] AtomicError),
+    #[error("cannot write the squashfs image {}", path.display())]
+    Squashfs {
+        path: PathBuf,
+        #[source]
+        source: WriteError,
+    },
+    #[error("cannot copy {} to {}", from.display(), to.display())]
+    Copy {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The extension-release file's path inside a tree, for `name`.
+fn release_rel(name: &str) -> PathBuf {
+    Path::new("usr/lib/extension-release.d").join(format!("extension-release.{name}"))
+}
+
+fn check_name(name: &str) -> Result<(), PackError> {
+    let bad = |reason| {
+        Err(PackError::Name {
+            name: name.to_string(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.contains('/') {
+        return bad("it contains '/'");
+    }
+    if name == "." || name == ".." {
+        return bad("it is a path component");
+    }
+    if name.contains('\0') || name.chars().any(char::is_control) {
+        return bad("it contains control characters");
+    }
+    if name.starts_with('.') {
+        return bad("it starts with '.'");
+    }
+    Ok(())
+}
+
+fn resolve_mtime(opt: Option<u64>) -> Result<u64, PackError> {
+    if let Some(m) = opt {
+        return Ok(m);
+    }
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.trim().is_empty() => {
+            v.trim().parse().map_err(|_| PackError::SourceDateEpoch(v))
+        }
+        _ => Ok(0),
+    }
+}
+
+/// Packs `tree` into `output` (see the module docs).
+pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport, PackError> {
+    let meta = fs::metadata(tree).map_err(|source| PackError::Tree {
+        path: tree.to_path_buf(),
+        source,
+    })?;
+    if !meta.is_dir() {
+        return Err(PackError::NotAFolder(tree.to_path_buf()));
+    }
+    fs::read_dir(tree).map_err(|source| PackError::Tree {
+        path: tree.to_path_buf(),
+        source,
+    })?;
+    let file_name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| PackError::NoName(output.to_path_buf()))?;
+    let format = opts.format.unwrap_or(if file_name.ends_with(".raw") {
+        Format::Raw
+    } else {
+        Format::Dir
+    });
+    let name = match &opts.name {
+        Some(n) => n.clone(),
+        None => file_name
+            .strip_suffix(".raw")
+            .unwrap_or(&file_name)
+            .to_string(),
+    };
+    check_name(&name)?;
+    let release = release_rel(&name);
+    let release_ok = fs::symlink_metadata(tree.join(&release))
+        .map(|m| m.is_file())
+        .unwrap_or(false);
+    if !release_ok {
+        return Err(PackError::NoReleaseFile {
+            name,
+            path: tree.join(release),
+        });
+    }
+    let mtime = resolve_mtime(opts.mtime)?;
+    let mtime32 = u32::try_from(mtime).map_err(|_| PackError::Mtime(mtime))?;
+    if let (Ok(t), Some(parent)) = (tree.canonicalize(), output.parent()) {
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        if let Ok(p) = parent.canonicalize() {
+            if p.starts_with(&t) {
+                return Err(PackError::OutputInTree {
+                    output: output.to_path_buf(),
+                    tree: tree.to_path_buf(),
+                });
+            }
+        }
+    }
+
+    match format {
+        Format::Raw => {
+            let out = AtomicOutput::file(output, opts.force)?;
+            let file = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(out.path())
+                .map_err(|source| PackError::Squashfs {
+                    path: out.path().to_path_buf(),
+                    source: WriteError::Write {
+                        path: out.path().to_path_buf(),
+                        source,
+                    },
+                })?;
+            let wopts = WriterOptions {
+                compression: opts.compression,
+                level: opts.level,
+                mtime: mtime32,
+                threads: opts.threads,
+            };
+            let stats = writer::write_image(tree, file, out.path(), &wopts).map_err(|source| {
+                PackError::Squashfs {
+                    path: output.to_path_buf(),
+                    source,
+                }
+            })?;
+            let final_path = out.commit()?;
+            Ok(PackReport {
+                output: final_path,
+                name,
+                format,
+                compression: Some(opts.compression),
+                level: Some(opts.level.unwrap_or(opts.compression.default_level())),
+                mtime,
+                bytes: stats.image_bytes,
+                squashfs: Some(stats),
+            })
+        }
+        Format::Dir => {
+            let out = AtomicOutput::dir(output, opts.force)?;
+            let mut copier = Copier {
+                links: HashMap::new(),
+                mtime: mtime as i64,
+                bytes: 0,
+            };
+            copier.copy_dir(tree, out.path())?;
+            let final_path = out.commit()?;
+            Ok(PackReport {
+                output: final_path,
+                name,
+                format,
+                compression: None,
+                level: None,
+                mtime,
+                bytes: copier.bytes,
+                squashfs: None,
+            })
+        }
+    }
+}
+
+struct Copier {
+    links: HashMap<(u64, u64), PathBuf>,
+    mtime: i64,
+    bytes: u64,
+}
+
+fn copy_xattrs(from: &Path, to: &Path) -> io::Result<()> {
+    let mut names = vec![0u8; 4096];
+    let n = loop {
+        match rustix::fs::llistxattr(from, &mut names[..]) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::RANGE) => names.resize(names.len() * 8, 0),
+            Err(rustix::io::Errno::NOTSUP) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    names.truncate(n);
+    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let keep = name.starts_with(b"user.")
+            || name.starts_with(b"trusted.")
+            || name == b"security.capability";
+        if !keep {
+            continue;
+        }
+        let cname = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name);
+        let mut value = vec![0u8; 256];
+        let len = loop {
+            match rustix::fs::lgetxattr(from, cname, &mut value[..]) {
+                Ok(len) => break len,
+                Err(rustix::io::Errno::RANGE) => value.resize(value.len() * 16, 0),
+                Err(e) => return Err(e.into()),
+            }
+        };
+        rustix::fs::lsetxattr(to, cname, &value[..len], rustix::fs::XattrFlags::empty())?;
+    }
+    Ok(())
+}
+
+impl Copier {
+    fn finish_entry(&self, from: &Path, to: &Path, mode: u32, symlink: bool) -> io::Result<()> {
+        match rustix::fs::chownat(
+            rustix::fs::CWD,
+            to,
+            Some(rustix::fs::Uid::ROOT),
+            Some(rustix::fs::Gid::ROOT),
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        ) {
+            Ok(()) | Err(rustix::io::Errno::PERM) => {}
+            Err(e) => return Err(e.into()),
+        }
+        copy_xattrs(from, to)?;
+        if !symlink {
+            rustix::fs::chmod(to, rustix::fs::Mode::from_raw_mode(mode & 0o7777))?;
+        }
+        let t = rustix::fs::Timespec {
+            tv_sec: self.mtime,
+            tv_nsec: 0,
+        };
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            to,
+            &rustix::fs::Timestamps {
+                last_access: t,
+                last_modification: t,
+            },
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )?;
+        Ok(())
+    }
+
+    fn copy_dir(&mut self, from: &Path, to: &Path) -> Result<(), PackError> {
+        let cerr = |from: &Path, to: &Path| {
+            let (from, to) = (from.to_path_buf(), to.to_path_buf());
+            move |source| PackError::Copy { from, to, source }
+        };
+        let mut names = Vec::new();
+        for e in fs::read_dir(from).map_err(cerr(from, to))? {
+            names.push(e.map_err(cerr(from, to))?.file_name());
+        }
+        names.sort();
+        for name in names {
+            let src = from.join(&name);
+            let dst = to.join(&name);
+            let m = fs::symlink_metadata(&src).map_err(cerr(&src, &dst))?;
+            let ft = m.file_type();
+            if ft.is_dir() {
+                fs::create_dir(&dst).map_err(cerr(&src, &dst))?;
+                self.copy_dir(&src, &dst)?;
+                continue;
+            }
+            if ft.is_file() && m.nlink() > 1 {
+                if let Some(first) = self.links.get(&(m.dev(), m.ino())) {
+                    fs::hard_link(first, &dst).map_err(cerr(&src, &dst))?;
+                    continue;
+                }
+            }
+            let res = (|| -> io::Result<()> {
+                if ft.is_file() {
+                    self.bytes += fs::copy(&src, &dst)?;
+                } else if ft.is_symlink() {
+                    std::os::unix::fs::symlink(fs::read_link(&src)?, &dst)?;
+                } else {
+                    let ty = if ft.is_char_device() {
+                        rustix::fs::FileType::CharacterDevice
+                    } else if ft.is_block_device() {
+                        rustix::fs::FileType::BlockDevice
+                    } else if ft.is_fifo() {
+                        rustix::fs::FileType::Fifo
+                    } else {
+                        rustix::fs::FileType::Socket
+                    };
+                    rustix::fs::mknodat(
+                        rustix::fs::CWD,
+                        &dst,
+                        ty,
+                        rustix::fs::Mode::from_raw_mode(m.mode() & 0o7777),
+                        m.rdev(),
+                    )?;
+                }
+                self.finish_entry(&src, &dst, m.mode(), ft.is_symlink())
+            })();
+            res.map_err(cerr(&src, &dst))?;
+            if ft.is_file() && m.nlink() > 1 {
+                self.links.insert((m.dev(), m.ino()), dst);
+            }
+        }
+        let dm = fs::symlink_metadata(from).map_err(cerr(from, to))?;
+        self.finish_entry(from, to, dm.mode(), false)
+            .map_err(cerr(from, to))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["foo", "foo-1.2", "a.b"] {
+            check_name(ok).unwrap();
+        }
+        for bad in ["", "a/b", ".", "..", ".hidden", "a\nb"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn missing_release_file_names_the_expected_path() {
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("tree");
+        fs::create_dir_all(tree.join("usr/bin")).unwrap();
+        let out = d.path().join("foo.raw");
+        let err = pack(&tree, &out, &PackOptions::default()).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("usr/lib/extension-release.d/extension-release.foo"),
+            "{msg}"
+        );
+        assert!(!out.exists());
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+}

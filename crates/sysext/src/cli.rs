@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+use crate::cmd;
+
 /// Build, check and try systemd-sysext extension images.
 #[derive(Debug, Parser)]
 #[command(name = "sysext", version, about)]
@@ -14,9 +16,28 @@ pub struct Args {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    Pack(cmd::pack::PackArgs),
+    Inspect(cmd::inspect::InspectArgs),
+    Merge(cmd::merge::MergeArgs),
+    Unmerge(cmd::merge::UnmergeArgs),
+    Status(cmd::merge::StatusArgs),
+    Run(cmd::run::RunArgs),
+    Check(cmd::check::CheckArgs),
+    /// Show the libraries programs need inside a rootfs, found as their loader would.
+    Deps(crate::cmd::deps::DepsArgs),
+}
 
 pub fn run() -> Result<ExitCode> {
     let args = Args::parse();
-    match args.command {}
+    match args.command {
+        Command::Pack(a) => cmd::pack::run(a),
+        Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Merge(a) => cmd::merge::merge(a),
+        Command::Unmerge(a) => cmd::merge::unmerge(a),
+        Command::Status(a) => cmd::merge::status(a),
+        Command::Run(a) => cmd::run::run(a),
+        Command::Check(a) => cmd::check::run(a),
+        Command::Deps(a) => crate::cmd::deps::run(a),
+    }
 }

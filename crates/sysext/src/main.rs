@@ -3,6 +3,7 @@
 //! Exit codes: 0 ok, 1 checked and found problems, 2 error.
 
 mod cli;
+mod cmd;
 
 use std::process::ExitCode;
 

@@ -68,7 +68,10 @@ fn remove(path: &Path) {
 }
 
 fn mmdebstrap(args: &[&str], out_tar: &Path) {
-    eprintln!("building fixture {} with mmdebstrap (once per machine)", out_tar.display());
+    eprintln!(
+        "building fixture {} with mmdebstrap (once per machine)",
+        out_tar.display()
+    );
     crate::run_ok(
         Command::new("mmdebstrap")
             .arg("--quiet")
@@ -113,7 +116,11 @@ pub fn trixie_oci_layout() -> PathBuf {
     cached("trixie-oci", |tmp| {
         let layout = tmp.join("layout");
         let image = format!("{}:trixie", layout.display());
-        crate::run_ok(Command::new("umoci").args(["init", "--layout"]).arg(&layout));
+        crate::run_ok(
+            Command::new("umoci")
+                .args(["init", "--layout"])
+                .arg(&layout),
+        );
         crate::run_ok(Command::new("umoci").args(["new", "--image", &image]));
         crate::run_ok(
             Command::new("umoci")

@@ -81,7 +81,10 @@ impl Registry {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "docker-registry did not start on port {port}");
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry did not start on port {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         reg

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Packs one large tree (the trixie fixture's /usr, ~180 MB) with `sysext pack` (release build)
+# and with `mksquashfs -all-root -noappend` at the same compressor, and prints wall time and
+# output size of each plus the ratios (sysext / mksquashfs: below 1 is better).
+#
+#   bench/pack.sh                 # gzip zstd xz
+#   COMPRESSORS="zstd" bench/pack.sh
+#   THREADS=2 bench/pack.sh       # both tools on 2 threads (default: all CPUs)
+#
+# Needs the fixture tar (SYSEXT_FIXTURES, default ./fixtures; `cargo test -p testkit` or any
+# test using testkit::fixtures::trixie_tar builds it) and squashfs-tools.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+fixtures=${SYSEXT_FIXTURES:-$root/fixtures}
+tarball=$fixtures/trixie-tar/rootfs.tar
+[[ -f $tarball ]] || { echo "bench: $tarball missing; build the fixtures first (see header)" >&2; exit 2; }
+command -v mksquashfs >/dev/null || { echo "bench: mksquashfs missing; run scripts/setup.sh" >&2; exit 2; }
+
+threads=${THREADS:-$(nproc)}
+work=$(mktemp -d "${TMPDIR:-/tmp}/sysext-bench.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+(cd "$root" && cargo build --release --locked -q -p sysext)
+bin=${CARGO_TARGET_DIR:-$root/target}/release/sysext
+
+tree=$work/tree
+mkdir -p "$tree"
+tar -xf "$tarball" -C "$tree" ./usr
+mkdir -p "$tree/usr/lib/extension-release.d"
+echo 'ID=_any' >"$tree/usr/lib/extension-release.d/extension-release.bench"
+files=$(find "$tree" -type f | wc -l)
+bytes=$(du -sb "$tree" | cut -f1)
+
+now() { date +%s.%N; }
+echo "tree: $files files, $bytes bytes; $threads threads; $(nproc) CPUs; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%-5s %10s %10s %7s %12s %12s %7s\n' comp sysext_s mksq_s time_x sysext_bytes mksq_bytes size_x
+for comp in ${COMPRESSORS:-gzip zstd xz}; do
+  sync
+  t0=$(now)
+  "$bin" pack "$tree" "$work/bench.raw" --compression "$comp" --threads "$threads" --force >/dev/null
+  t1=$(now)
+  mksquashfs "$tree" "$work/mk.raw" -all-root -noappend -comp "$comp" -processors "$threads" -quiet -no-progress >/dev/null
+  t2=$(now)
+  s_ours=$(stat -c %s "$work/bench.raw")
+  s_mk=$(stat -c %s "$work/mk.raw")
+  # Same content listed by the reference reader (names, modes, owners, file sizes; not the
+  # dates, which mksquashfs takes from the tree, nor directory listing sizes).
+  list() { unsquashfs -lln "$1" | awk '{ if ($1 ~ /^d/) $3 = ""; $4 = ""; $5 = ""; print }'; }
+  if ! diff <(list "$work/bench.raw") <(list "$work/mk.raw") >/dev/null; then
+    echo "bench: $comp images list differently" >&2
+  fi
+  awk -v c="$comp" -v a="$t0" -v b="$t1" -v m="$t2" -v so="$s_ours" -v sm="$s_mk" 'BEGIN {
+    o = b - a; k = m - b;
+    printf "%-5s %10.2f %10.2f %7.2f %12d %12d %7.4f\n", c, o, k, o / k, so, sm, so / sm }'
+  rm -f "$work/bench.raw" "$work/mk.raw"
+done

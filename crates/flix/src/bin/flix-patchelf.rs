@@ -1,0 +1,28 @@
+//! `flix-patchelf`: patchelf's command line over `flix::rewrite`.
+
+use clap::Parser;
+use flix::rewrite::patchelf::{run, Args};
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
+    match run(&args) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("patchelf: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

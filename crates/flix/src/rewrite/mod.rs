@@ -1,0 +1,1318 @@
+//! ELF rewriting: interpreter, RUNPATH/RPATH, DF_1_NODEFLIB, SONAME and DT_NEEDED edits.
+//!
+//! The rewriter edits the file in place and keeps every byte it does not need to change:
+//!
+//! 1. Edits that fit are made where the data lives: a shorter interpreter overwrites PT_INTERP
+//!    (zero padded), strings already present in `.dynstr` are reused, a new RUNPATH that fits in
+//!    the old one's unshared slot overwrites it, and `.dynamic` is rewritten in its own slots.
+//! 2. Otherwise the grown `.interp`, `.dynstr` and `.dynamic` go into one new read-write
+//!    PT_LOAD appended after everything in the file (appended payloads stay where they are),
+//!    at the end of the address space, aligned to the largest PT_LOAD `p_align` (64 KiB on arm64)
+//!    with `p_offset ≡ p_vaddr` modulo that alignment.
+//! 3. The program header table grows where it is, inside the first PT_LOAD, so the kernel and
+//!    glibc find it as they always did (PT_PHDR stays covered by a PT_LOAD; `strip` accepts the
+//!    result). The room comes from moving the read-only, position-independent sections that
+//!    follow the table (`.interp`, notes, hashes, `.dynsym`, `.dynstr`, version tables,
+//!    relocation tables) as one block into the new segment, which keeps their relative layout;
+//!    program headers (PT_NOTE, PT_INTERP, PT_GNU_PROPERTY), section headers and every
+//!    address-valued dynamic tag that pointed into the block are moved with it.
+//! 4. DT_NEEDED edits keep `.gnu.version_r` consistent: a replaced library's `vn_file` is renamed;
+//!    a removed library's version needs are dropped and the symbols that referred to them become
+//!    unversioned (`.gnu.version` index 1).
+//!
+//! PT_GNU_RELRO is never split or moved. The glibc/musl loader itself is never modified: an
+//! object without DT_NEEDED whose SONAME (or, for [`rewrite_file`], file name) is `ld-linux*`,
+//! `ld64.so*`, `ld.so*`, `ld-musl-*` or musl's `libc.so` is refused with [`RewriteError::Loader`].
+//!
+//! Every output is parsed again (by this module and by `object`) and compared with what was
+//! asked before it is returned; [`rewrite_file`] replaces the input only after that.
+//! Both ELF classes and both byte orders are supported.
+
+mod consts;
+mod flags;
+pub mod patchelf;
+mod raw;
+
+use std::collections::BTreeSet;
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub use flags::{execstack, os_abi, set_execstack, set_os_abi};
+
+use consts::*;
+use raw::{bad, bytes_at, bytes_at_mut, cstr, unsupported, Ehdr, Fmt, Phdr, Shdr, R};
+
+/// Errors from reading, rewriting or verifying an ELF file.
+#[derive(Debug, thiserror::Error)]
+pub enum RewriteError {
+    #[error("not an ELF file")]
+    NotElf,
+    #[error("malformed ELF: {0}")]
+    Malformed(String),
+    #[error("unsupported ELF: {0}")]
+    Unsupported(String),
+    #[error("refusing to modify the dynamic loader {0}: it must stay as it is")]
+    Loader(String),
+    #[error("rewritten file failed verification: {0}; the input was left untouched")]
+    Verify(String),
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot write {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot replace {}", path.display())]
+    Atomic {
+        path: PathBuf,
+        #[source]
+        source: sysext_core::atomic::AtomicError,
+    },
+    #[error("{}", path.display())]
+    File {
+        path: PathBuf,
+        #[source]
+        source: Box<RewriteError>,
+    },
+}
+
+/// What to change. Applied in this order: DT_NEEDED replacements, removals, additions (new
+/// entries go first, as patchelf does), SONAME, RUNPATH/RPATH, DF_1_NODEFLIB, interpreter.
+#[non_exhaustive]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Edits {
+    /// New PT_INTERP path.
+    pub interpreter: Option<String>,
+    /// Set the search path (joined with `:`); an empty list removes DT_RUNPATH and DT_RPATH.
+    pub runpath: Option<Vec<String>>,
+    /// Write DT_RPATH instead of DT_RUNPATH (the other kind is removed either way).
+    pub force_rpath: bool,
+    /// Set DF_1_NODEFLIB in DT_FLAGS_1.
+    pub nodeflib: bool,
+    /// Set (or add) DT_SONAME.
+    pub soname: Option<String>,
+    /// Libraries to add as DT_NEEDED (already present ones are skipped).
+    pub add_needed: Vec<String>,
+    /// Libraries whose DT_NEEDED entries (and version needs) are removed.
+    pub remove_needed: Vec<String>,
+    /// `(old, new)` DT_NEEDED renames; `.gnu.version_r` follows.
+    pub replace_needed: Vec<(String, String)>,
+    /// Add a DT_DEBUG entry when there is none (debuggers find `r_debug` through it).
+    pub add_debug_tag: bool,
+}
+
+impl Edits {
+    fn touches_dynamic(&self) -> bool {
+        self.runpath.is_some()
+            || self.nodeflib
+            || self.soname.is_some()
+            || !self.add_needed.is_empty()
+            || !self.remove_needed.is_empty()
+            || !self.replace_needed.is_empty()
+            || self.add_debug_tag
+    }
+}
+
+/// What the rewriter reads from a file: the fields the edits act on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ElfSummary {
+    pub class64: bool,
+    pub little_endian: bool,
+    pub machine: u16,
+    pub e_type: u16,
+    pub interpreter: Option<String>,
+    pub has_dynamic: bool,
+    pub needed: Vec<String>,
+    pub soname: Option<String>,
+    pub rpath: Option<String>,
+    pub runpath: Option<String>,
+    pub flags_1: u64,
+}
+
+/// Read the interpreter and dynamic strings of an ELF file.
+pub fn inspect(input: &[u8]) -> Result<ElfSummary, RewriteError> {
+    let p = Parsed::parse(input)?.ok_or(RewriteError::NotElf)?;
+    p.summary(input)
+}
+
+struct Parsed {
+    fmt: Fmt,
+    eh: Ehdr,
+    phdrs: Vec<Phdr>,
+    shdrs: Vec<Shdr>,
+    /// Index of PT_DYNAMIC.
+    dyn_ph: Option<usize>,
+    /// Dynamic entries before DT_NULL.
+    dyns: Vec<(u64, u64)>,
+    /// Entries PT_DYNAMIC has room for.
+    dyn_slots: u64,
+    /// `.dynstr`: file offset, address, size.
+    strtab: Option<(u64, u64, u64)>,
+}
+
+impl Parsed {
+    fn parse(b: &[u8]) -> R<Option<Parsed>> {
+        let Some((fmt, eh)) = Ehdr::parse(b)? else {
+            return Ok(None);
+        };
+        let mut phdrs = Vec::with_capacity(eh.phnum.into());
+        for i in 0..u64::from(eh.phnum) {
+            phdrs.push(Phdr::read(
+                fmt,
+                b,
+                eh.phoff.saturating_add(i * fmt.phentsize()),
+            )?);
+        }
+        let mut shdrs = Vec::new();
+        if eh.shoff != 0 {
+            if eh.shnum == 0 {
+                return Err(unsupported("extended section numbering (e_shnum = 0)"));
+            }
+            for i in 0..u64::from(eh.shnum) {
+                shdrs.push(Shdr::read(
+                    fmt,
+                    b,
+                    eh.shoff.saturating_add(i * fmt.shentsize()),
+                )?);
+            }
+        }
+        let mut p = Parsed {
+            fmt,
+            eh,
+            phdrs,
+            shdrs,
+            dyn_ph: None,
+            dyns: Vec::new(),
+            dyn_slots: 0,
+            strtab: None,
+        };
+        p.dyn_ph = p.phdrs.iter().position(|ph| ph.p_type == PT_DYNAMIC);
+        if let Some(i) = p.dyn_ph {
+            let ph = p.phdrs[i];
+            let es = fmt.dynentsize();
+            p.dyn_slots = ph.filesz / es;
+            bytes_at(b, ph.offset, p.dyn_slots * es)
+                .map_err(|_| bad("PT_DYNAMIC is past the end of the file"))?;
+            for k in 0..p.dyn_slots {
+                let off = ph.offset + k * es;
+                let tag = fmt.word(b, off)?;
+                let val = fmt.word(b, off + fmt.word_size())?;
+                if tag == DT_NULL {
+                    break;
+                }
+                p.dyns.push((tag, val));
+            }
+            let addr = p.dyn_val(DT_STRTAB);
+            let size = p.dyn_val(DT_STRSZ);
+            match (addr, size) {
+                (Some(addr), Some(size)) => {
+                    let off = p.addr_to_off(addr, size).map_err(|_| {
+                        bad(format!(
+                            "DT_STRTAB {addr:#x} is not inside a loaded segment"
+                        ))
+                    })?;
+                    bytes_at(b, off, size)?;
+                    p.strtab = Some((off, addr, size));
+                }
+                _ if p.dyns.iter().any(|&(t, _)| is_string_tag(t)) => {
+                    return Err(bad("dynamic section has strings but no DT_STRTAB/DT_STRSZ"))
+                }
+                _ => {}
+            }
+        }
+        Ok(Some(p))
+    }
+
+    fn dyn_val(&self, tag: u64) -> Option<u64> {
+        self.dyns.iter().find(|&&(t, _)| t == tag).map(|&(_, v)| v)
+    }
+
+    fn loads(&self) -> impl Iterator<Item = &Phdr> {
+        self.phdrs.iter().filter(|ph| ph.p_type == PT_LOAD)
+    }
+
+    /// File offset of `len` bytes at address `addr`, inside one PT_LOAD's file image.
+    fn addr_to_off(&self, addr: u64, len: u64) -> R<u64> {
+        for ph in self.loads() {
+            if addr >= ph.vaddr && addr.saturating_add(len) <= ph.vaddr.saturating_add(ph.filesz) {
+                return Ok(ph.offset + (addr - ph.vaddr));
+            }
+        }
+        Err(bad(format!(
+            "address {addr:#x} is not inside a loaded segment"
+        )))
+    }
+
+    fn string(&self, b: &[u8], off: u64) -> R<String> {
+        let (so, _, size) = self.strtab.ok_or_else(|| bad("no dynamic string table"))?;
+        let table = bytes_at(b, so, size)?;
+        Ok(String::from_utf8_lossy(cstr(table, off)?).into_owned())
+    }
+
+    fn interp(&self, b: &[u8]) -> R<Option<String>> {
+        let Some(ph) = self.phdrs.iter().find(|ph| ph.p_type == PT_INTERP) else {
+            return Ok(None);
+        };
+        let bytes = bytes_at(b, ph.offset, ph.filesz)
+            .map_err(|_| bad("PT_INTERP is past the end of the file"))?;
+        let end = bytes.iter().position(|&c| c == 0).unwrap_or(bytes.len());
+        Ok(Some(String::from_utf8_lossy(&bytes[..end]).into_owned()))
+    }
+
+    fn summary(&self, b: &[u8]) -> R<ElfSummary> {
+        let mut s = ElfSummary {
+            class64: self.fmt.is64,
+            little_endian: self.fmt.le,
+            machine: self.eh.machine,
+            e_type: self.eh.e_type,
+            interpreter: self.interp(b)?,
+            has_dynamic: self.dyn_ph.is_some(),
+            ..ElfSummary::default()
+        };
+        for &(tag, val) in &self.dyns {
+            match tag {
+                DT_NEEDED => s.needed.push(self.string(b, val)?),
+                DT_SONAME => s.soname = Some(self.string(b, val)?),
+                DT_RPATH => s.rpath = Some(self.string(b, val)?),
+                DT_RUNPATH => s.runpath = Some(self.string(b, val)?),
+                DT_FLAGS_1 => s.flags_1 = val,
+                _ => {}
+            }
+        }
+        Ok(s)
+    }
+
+    /// `.dynsym`: file offset and symbol count, from the section headers.
+    fn dynsym(&self) -> Option<(u64, u64)> {
+        let sh = self.shdrs.iter().find(|s| s.sh_type == SHT_DYNSYM)?;
+        let es = if self.fmt.is64 { 24 } else { 16 };
+        Some((sh.offset, sh.size / es))
+    }
+}
+
+fn is_loader_name(name: &str) -> bool {
+    name.starts_with("ld-linux")
+        || name.starts_with("ld64.so")
+        || name.starts_with("ld.so")
+        || name.starts_with("ld-musl-")
+}
+
+/// The loader rule: an object with no DT_NEEDED named like a loader is the loader.
+fn refuse_loader(p: &Parsed, b: &[u8], file_name: Option<&str>) -> R<()> {
+    if p.dyn_ph.is_none() || p.dyns.iter().any(|&(t, _)| t == DT_NEEDED) {
+        return Ok(());
+    }
+    let soname = match p.dyn_val(DT_SONAME) {
+        Some(v) => Some(p.string(b, v)?),
+        None => None,
+    };
+    for name in soname.iter().map(String::as_str).chain(file_name) {
+        if is_loader_name(name) || (name == "libc.so" && p.interp(b)?.is_none()) {
+            return Err(RewriteError::Loader(name.to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// Strings for `.dynstr`: existing ones are reused, new ones appended.
+struct Strings {
+    table: Vec<u8>,
+    extra: Vec<u8>,
+}
+
+/// Offset of `s` followed by NUL in `hay` (a suffix of a longer string counts, as linkers
+/// share tails): checks the bytes before each NUL, so it is linear in the table size.
+fn find_cstr(hay: &[u8], s: &str) -> Option<usize> {
+    let n = s.len();
+    hay.iter()
+        .enumerate()
+        .filter(|&(j, &c)| c == 0 && j >= n)
+        .map(|(j, _)| j - n)
+        .find(|&start| &hay[start..start + n] == s.as_bytes())
+}
+
+impl Strings {
+    fn get(&self, off: u64) -> R<String> {
+        let bytes = if off < self.table.len() as u64 {
+            cstr(&self.table, off)?
+        } else {
+            cstr(&self.extra, off - self.table.len() as u64)?
+        };
+        Ok(String::from_utf8_lossy(bytes).into_owned())
+    }
+    fn add(&mut self, s: &str) -> u64 {
+        if let Some(i) = find_cstr(&self.table, s) {
+            return i as u64;
+        }
+        if let Some(i) = find_cstr(&self.extra, s) {
+            return (self.table.len() + i) as u64;
+        }
+        let off = (self.table.len() + self.extra.len()) as u64;
+        self.extra.extend_from_slice(s.as_bytes());
+        self.extra.push(0);
+        off
+    }
+}
+
+/// Every `.dynstr` offset referenced outside `.dynamic` (symbols, version tables), or `None`
+/// when they cannot all be found.
+fn other_string_refs(p: &Parsed, b: &[u8]) -> R<Option<Vec<u64>>> {
+    let fmt = p.fmt;
+    let mut refs = Vec::new();
+    let Some((off, count)) = p.dynsym() else {
+        return Ok(None);
+    };
+    let es = if fmt.is64 { 24 } else { 16 };
+    for i in 0..count {
+        refs.push(fmt.u32(b, off + i * es)?.into());
+    }
+    if let (Some(addr), Some(num)) = (p.dyn_val(DT_VERNEED), p.dyn_val(DT_VERNEEDNUM)) {
+        for e in read_verneed(p, b, addr, num)? {
+            refs.push(e.file);
+            refs.extend(e.aux.iter().map(|a| a.name));
+        }
+    }
+    if let (Some(addr), Some(num)) = (p.dyn_val(DT_VERDEF), p.dyn_val(DT_VERDEFNUM)) {
+        let mut at = p.addr_to_off(addr, 20)?;
+        for _ in 0..num.min(65536) {
+            let cnt = fmt.u16(b, at + 6)?;
+            let mut aux = at + u64::from(fmt.u32(b, at + 12)?);
+            for _ in 0..cnt {
+                refs.push(fmt.u32(b, aux)?.into());
+                let next = fmt.u32(b, aux + 4)?;
+                if next == 0 {
+                    break;
+                }
+                aux += u64::from(next);
+            }
+            let next = fmt.u32(b, at + 16)?;
+            if next == 0 {
+                break;
+            }
+            at += u64::from(next);
+        }
+    }
+    Ok(Some(refs))
+}
+
+#[derive(Debug, Clone)]
+struct Vernaux {
+    hash: u32,
+    flags: u16,
+    other: u16,
+    name: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Verneed {
+    version: u16,
+    file: u64,
+    aux: Vec<Vernaux>,
+}
+
+fn read_verneed(p: &Parsed, b: &[u8], addr: u64, num: u64) -> R<Vec<Verneed>> {
+    let fmt = p.fmt;
+    let mut at = p.addr_to_off(addr, 16)?;
+    let mut out = Vec::new();
+    for _ in 0..num.min(65536) {
+        let version = fmt.u16(b, at)?;
+        let cnt = fmt.u16(b, at + 2)?;
+        let file = fmt.u32(b, at + 4)?.into();
+        let mut aux_at = at + u64::from(fmt.u32(b, at + 8)?);
+        let mut aux = Vec::new();
+        for _ in 0..cnt {
+            aux.push(Vernaux {
+                hash: fmt.u32(b, aux_at)?,
+                flags: fmt.u16(b, aux_at + 4)?,
+                other: fmt.u16(b, aux_at + 6)?,
+                name: fmt.u32(b, aux_at + 8)?.into(),
+            });
+            let next = fmt.u32(b, aux_at + 12)?;
+            if next == 0 {
+                break;
+            }
+            aux_at += u64::from(next);
+        }
+        out.push(Verneed { version, file, aux });
+        let next = fmt.u32(b, at + 12)?;
+        if next == 0 {
+            break;
+        }
+        at += u64::from(next);
+    }
+    Ok(out)
+}
+
+fn u32_of(v: u64) -> R<u32> {
+    u32::try_from(v).map_err(|_| unsupported(format!("string offset {v:#x} too large")))
+}
+
+/// Write version needs compactly at `off`, zero-filling the old extent `old_len`.
+fn write_verneed(fmt: Fmt, b: &mut [u8], off: u64, old_len: u64, list: &[Verneed]) -> R<()> {
+    bytes_at_mut(b, off, old_len)?.fill(0);
+    let mut at = off;
+    for (i, e) in list.iter().enumerate() {
+        let cnt = u16::try_from(e.aux.len()).map_err(|_| bad("too many version needs"))?;
+        let size = 16 + 16 * u64::from(cnt);
+        fmt.put16(b, at, e.version)?;
+        fmt.put16(b, at + 2, cnt)?;
+        fmt.put32(b, at + 4, u32_of(e.file)?)?;
+        fmt.put32(b, at + 8, if cnt > 0 { 16 } else { 0 })?;
+        fmt.put32(b, at + 12, if i + 1 < list.len() { size as u32 } else { 0 })?;
+        for (k, a) in e.aux.iter().enumerate() {
+            let ao = at + 16 + 16 * k as u64;
+            fmt.put32(b, ao, a.hash)?;
+            fmt.put16(b, ao + 4, a.flags)?;
+            fmt.put16(b, ao + 6, a.other)?;
+            fmt.put32(b, ao + 8, u32_of(a.name)?)?;
+            fmt.put32(b, ao + 12, if k + 1 < e.aux.len() { 16 } else { 0 })?;
+        }
+        at += size;
+    }
+    if at > off + old_len {
+        return Err(bad("version needs grew while being rewritten"));
+    }
+    Ok(())
+}
+
+fn align_up(v: u64, a: u64) -> R<u64> {
+    if a <= 1 {
+        return Ok(v);
+    }
+    v.checked_add(a - 1)
+        .map(|x| x / a * a)
+        .ok_or_else(|| bad("address overflow"))
+}
+
+fn section_movable(sh: &Shdr, interp_off: Option<u64>) -> bool {
+    if sh.flags & SHF_ALLOC == 0 || sh.flags & (SHF_WRITE | SHF_EXECINSTR) != 0 {
+        return false;
+    }
+    matches!(
+        sh.sh_type,
+        SHT_NOTE
+            | SHT_DYNSYM
+            | SHT_STRTAB
+            | SHT_HASH
+            | SHT_GNU_HASH
+            | SHT_GNU_VERSYM
+            | SHT_GNU_VERNEED
+            | SHT_GNU_VERDEF
+            | SHT_RELA
+            | SHT_REL
+            | SHT_RELR
+    ) || (sh.sh_type == SHT_PROGBITS && Some(sh.offset) == interp_off)
+}
+
+/// Rewrite an ELF image in memory. The result is verified before it is returned.
+pub fn rewrite(input: &[u8], edits: &Edits) -> Result<Vec<u8>, RewriteError> {
+    rewrite_named(input, edits, None)
+}
+
+fn rewrite_named(
+    input: &[u8],
+    edits: &Edits,
+    file_name: Option<&str>,
+) -> Result<Vec<u8>, RewriteError> {
+    let p = Parsed::parse(input)?.ok_or(RewriteError::NotElf)?;
+    let fmt = p.fmt;
+    if p.eh.e_type != 2 && p.eh.e_type != 3 {
+        return Err(unsupported(format!(
+            "ELF type {} is neither an executable nor a shared object",
+            p.eh.e_type
+        )));
+    }
+    refuse_loader(&p, input, file_name)?;
+    let before = p.summary(input)?;
+    let mut out = input.to_vec();
+
+    if edits.touches_dynamic() && p.dyn_ph.is_none() {
+        return Err(unsupported(
+            "no dynamic section (statically linked?): nothing to set the search path, soname or needed libraries in",
+        ));
+    }
+    if edits.interpreter.is_some() && before.interpreter.is_none() {
+        return Err(unsupported(
+            "no PT_INTERP program header (a library or a statically linked program): cannot set the interpreter",
+        ));
+    }
+
+    let mut dyns = p.dyns.clone();
+    let mut strings = Strings {
+        table: match p.strtab {
+            Some((o, _, s)) => bytes_at(input, o, s)?.to_vec(),
+            None => Vec::new(),
+        },
+        extra: Vec::new(),
+    };
+    let mut expect = before.clone();
+
+    // RUNPATH first: it may overwrite its old slot, which later lookups must then see.
+    if let Some(dirs) = &edits.runpath {
+        let first = dyns
+            .iter()
+            .position(|&(t, _)| t == DT_RPATH || t == DT_RUNPATH);
+        let old_off = dyns
+            .iter()
+            .find(|&&(t, _)| t == DT_RUNPATH)
+            .or_else(|| dyns.iter().find(|&&(t, _)| t == DT_RPATH))
+            .map(|&(_, v)| v);
+        dyns.retain(|&(t, _)| t != DT_RPATH && t != DT_RUNPATH);
+        expect.rpath = None;
+        expect.runpath = None;
+        if !dirs.is_empty() {
+            let s = dirs.join(":");
+            let tag = if edits.force_rpath {
+                DT_RPATH
+            } else {
+                DT_RUNPATH
+            };
+            let mut val = None;
+            if let Some(o) = old_off.filter(|_| find_cstr(&strings.table, &s).is_none()) {
+                let old_len = cstr(&strings.table, o)?.len() as u64;
+                if s.len() as u64 <= old_len {
+                    if let Some(refs) = other_string_refs(&p, input)? {
+                        let dyn_refs = dyns
+                            .iter()
+                            .filter(|&&(t, _)| is_string_tag(t))
+                            .map(|&(_, v)| v);
+                        let shared = refs
+                            .into_iter()
+                            .chain(dyn_refs)
+                            .any(|r| r >= o && r <= o + old_len);
+                        if !shared {
+                            let start = o as usize;
+                            let slot = &mut strings.table[start..start + old_len as usize];
+                            slot.fill(0);
+                            slot[..s.len()].copy_from_slice(s.as_bytes());
+                            val = Some(o);
+                        }
+                    }
+                }
+            }
+            let val = match val {
+                Some(v) => v,
+                None => strings.add(&s),
+            };
+            let at = first
+                .unwrap_or_else(|| last_needed_pos(&dyns))
+                .min(dyns.len());
+            dyns.insert(at, (tag, val));
+            if edits.force_rpath {
+                expect.rpath = Some(s);
+            } else {
+                expect.runpath = Some(s);
+            }
+        }
+    }
+
+    let mut renames: Vec<(String, String)> = Vec::new();
+    for (old, new) in &edits.replace_needed {
+        let mut hit = false;
+        for entry in dyns.iter_mut() {
+            if entry.0 == DT_NEEDED && strings.get(entry.1)? == *old {
+                entry.1 = strings.add(new);
+                hit = true;
+            }
+        }
+        if hit {
+            renames.push((old.clone(), new.clone()));
+            for n in expect.needed.iter_mut().filter(|n| *n == old) {
+                n.clone_from(new);
+            }
+        }
+    }
+    let mut removed: BTreeSet<String> = BTreeSet::new();
+    if !edits.remove_needed.is_empty() {
+        let mut kept = Vec::with_capacity(dyns.len());
+        for &(t, v) in &dyns {
+            if t == DT_NEEDED {
+                let name = strings.get(v)?;
+                if edits.remove_needed.contains(&name) {
+                    removed.insert(name);
+                    continue;
+                }
+            }
+            kept.push((t, v));
+        }
+        dyns = kept;
+        expect.needed.retain(|n| !removed.contains(n));
+    }
+    let mut added = Vec::new();
+    for name in &edits.add_needed {
+        if expect.needed.contains(name) || added.contains(name) {
+            continue;
+        }
+        added.push(name.clone());
+    }
+    for (i, name) in added.iter().enumerate() {
+        let v = strings.add(name);
+        dyns.insert(i, (DT_NEEDED, v));
+    }
+    expect.needed.splice(0..0, added.iter().cloned());
+    if let Some(soname) = &edits.soname {
+        let v = strings.add(soname);
+        match dyns.iter_mut().find(|(t, _)| *t == DT_SONAME) {
+            Some(e) => e.1 = v,
+            None => {
+                let at = last_needed_pos(&dyns);
+                dyns.insert(at, (DT_SONAME, v));
+            }
+        }
+        expect.soname = Some(soname.clone());
+    }
+    if edits.nodeflib {
+        match dyns.iter_mut().find(|(t, _)| *t == DT_FLAGS_1) {
+            Some(e) => e.1 |= DF_1_NODEFLIB,
+            None => dyns.push((DT_FLAGS_1, DF_1_NODEFLIB)),
+        }
+        expect.flags_1 |= DF_1_NODEFLIB;
+    }
+
+    if edits.add_debug_tag && !dyns.iter().any(|&(t, _)| t == DT_DEBUG) {
+        dyns.push((DT_DEBUG, 0));
+    }
+
+    // Version needs follow DT_NEEDED.
+    let mut verneed_count = None;
+    if (!renames.is_empty() || !removed.is_empty()) && p.dyn_val(DT_VERNEED).is_some() {
+        let addr = p.dyn_val(DT_VERNEED).unwrap_or(0);
+        let num = p.dyn_val(DT_VERNEEDNUM).unwrap_or(0);
+        let list = read_verneed(&p, input, addr, num)?;
+        let vn_off = p.addr_to_off(addr, 16)?;
+        let mut kept = Vec::new();
+        let mut dropped_idx = BTreeSet::new();
+        let mut changed = false;
+        for mut e in list.clone() {
+            let name = strings.get(e.file)?;
+            if removed.contains(&name) {
+                dropped_idx.extend(e.aux.iter().map(|a| a.other & 0x7fff));
+                changed = true;
+                continue;
+            }
+            if let Some((_, new)) = renames.iter().find(|(o, _)| *o == name) {
+                e.file = strings.add(new);
+                changed = true;
+            }
+            kept.push(e);
+        }
+        if changed {
+            let old_len: u64 = list.iter().map(|e| 16 + 16 * e.aux.len() as u64).sum();
+            write_verneed(fmt, &mut out, vn_off, old_len, &kept)?;
+            verneed_count = Some(kept.len() as u64);
+            if let Some(e) = dyns.iter_mut().find(|(t, _)| *t == DT_VERNEEDNUM) {
+                e.1 = kept.len() as u64;
+            }
+            if kept.is_empty() {
+                dyns.retain(|&(t, _)| t != DT_VERNEED && t != DT_VERNEEDNUM);
+            }
+        }
+        if !dropped_idx.is_empty() {
+            if let Some(vs) = p.dyn_val(DT_VERSYM) {
+                let (_, count) = p.dynsym().ok_or_else(|| {
+                    unsupported("cannot remove a versioned library without section headers")
+                })?;
+                let vs_off = p.addr_to_off(vs, count * 2)?;
+                for i in 0..count {
+                    let v = fmt.u16(&out, vs_off + 2 * i)?;
+                    if dropped_idx.contains(&(v & 0x7fff)) {
+                        fmt.put16(&mut out, vs_off + 2 * i, 1)?;
+                    }
+                }
+            }
+        }
+    }
+
+    // The interpreter.
+    let interp_ph = p.phdrs.iter().position(|ph| ph.p_type == PT_INTERP);
+    let mut new_interp: Option<Vec<u8>> = None;
+    if let (Some(s), Some(i)) = (&edits.interpreter, interp_ph) {
+        let ph = p.phdrs[i];
+        let mut bytes = s.as_bytes().to_vec();
+        bytes.push(0);
+        if bytes.len() as u64 <= ph.filesz {
+            let slot = bytes_at_mut(&mut out, ph.offset, ph.filesz)?;
+            slot.fill(0);
+            slot[..bytes.len()].copy_from_slice(&bytes);
+        } else {
+            new_interp = Some(bytes);
+        }
+        expect.interpreter = Some(s.clone());
+    }
+
+    // Write the in-place part of .dynstr (an overwritten RUNPATH slot).
+    if let Some((so, _, size)) = p.strtab {
+        bytes_at_mut(&mut out, so, size)?.copy_from_slice(&strings.table);
+    }
+
+    let dyn_moves = edits.touches_dynamic() && dyns.len() as u64 + 1 > p.dyn_slots;
+    let str_moves = !strings.extra.is_empty();
+    if new_interp.is_none() && !dyn_moves && !str_moves {
+        if edits.touches_dynamic() {
+            write_dynamic_in_place(&p, &mut out, &dyns)?;
+        }
+        if let Some(n) = verneed_count {
+            set_verneed_info(&p, &mut out, n)?;
+        }
+        verify(&out, input, &expect)?;
+        return Ok(out);
+    }
+
+    layout(
+        &p,
+        input,
+        &mut out,
+        LayoutInput {
+            dyns,
+            new_interp,
+            dyn_moves,
+            strings: &strings,
+            verneed_count,
+        },
+    )?;
+    verify(&out, input, &expect)?;
+    Ok(out)
+}
+
+fn last_needed_pos(dyns: &[(u64, u64)]) -> usize {
+    dyns.iter()
+        .rposition(|&(t, _)| t == DT_NEEDED || t == DT_SONAME)
+        .map_or(0, |i| i + 1)
+}
+
+fn write_dyn_entries(fmt: Fmt, b: &mut [u8], off: u64, slots: u64, dyns: &[(u64, u64)]) -> R<()> {
+    let es = fmt.dynentsize();
+    bytes_at_mut(b, off, slots * es)?.fill(0);
+    for (i, &(t, v)) in dyns.iter().enumerate() {
+        let at = off + i as u64 * es;
+        fmt.put_word(b, at, t)?;
+        fmt.put_word(b, at + fmt.word_size(), v)?;
+    }
+    Ok(())
+}
+
+fn write_dynamic_in_place(p: &Parsed, out: &mut [u8], dyns: &[(u64, u64)]) -> R<()> {
+    let ph = p.phdrs[p.dyn_ph.ok_or_else(|| bad("no PT_DYNAMIC"))?];
+    write_dyn_entries(p.fmt, out, ph.offset, p.dyn_slots, dyns)
+}
+
+fn set_verneed_info(p: &Parsed, out: &mut [u8], n: u64) -> R<()> {
+    for (i, sh) in p.shdrs.iter().enumerate() {
+        if sh.sh_type == SHT_GNU_VERNEED {
+            let mut s = *sh;
+            s.info = u32::try_from(n).map_err(|_| bad("too many version needs"))?;
+            s.write_placement(p.fmt, out, p.eh.shoff + i as u64 * p.fmt.shentsize())?;
+        }
+    }
+    Ok(())
+}
+
+struct LayoutInput<'a> {
+    dyns: Vec<(u64, u64)>,
+    new_interp: Option<Vec<u8>>,
+    dyn_moves: bool,
+    strings: &'a Strings,
+    verneed_count: Option<u64>,
+}
+
+/// The block of movable sections right after the program header table that must move to
+/// make room for one more program header (`None`: there is room already).
+fn choose_block(p: &Parsed, old_ph_end: u64, need_end: u64) -> R<Option<(u64, u64, u64)>> {
+    let first = *p
+        .loads()
+        .find(|ph| ph.offset <= p.eh.phoff && old_ph_end <= ph.file_end())
+        .ok_or_else(|| unsupported("the program header table is not inside a loadable segment"))?;
+    if need_end > first.file_end() {
+        return Err(unsupported(
+            "the first loadable segment is too short to hold one more program header",
+        ));
+    }
+    let interp_off = p
+        .phdrs
+        .iter()
+        .find(|ph| ph.p_type == PT_INTERP)
+        .map(|ph| ph.offset);
+    // Everything with file content after the table: sections and non-LOAD segments.
+    let mut occupants: Vec<u64> = p
+        .shdrs
+        .iter()
+        .filter(|s| s.flags & SHF_ALLOC != 0 && s.sh_type != SHT_NOBITS && s.size > 0)
+        .map(|s| s.offset)
+        .chain(
+            p.phdrs
+                .iter()
+                .filter(|ph| !matches!(ph.p_type, PT_LOAD | PT_PHDR) && ph.filesz > 0)
+                .map(|ph| ph.offset),
+        )
+        .filter(|&o| o >= old_ph_end)
+        .collect();
+    if p.shdrs.is_empty() {
+        for &(t, v) in &p.dyns {
+            if is_pointer_tag(t) && v != 0 {
+                if let Ok(o) = p.addr_to_off(v, 1) {
+                    occupants.push(o);
+                }
+            }
+        }
+    }
+    let limit = occupants.iter().copied().min().unwrap_or(u64::MAX);
+    let mut block: Option<(u64, u64, u64)> = None;
+    if limit < need_end {
+        if p.shdrs.is_empty() {
+            return Err(unsupported(
+                "no room to add a program header and no section headers to find movable sections",
+            ));
+        }
+        let mut secs: Vec<(usize, &Shdr)> = p
+            .shdrs
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                s.flags & SHF_ALLOC != 0
+                    && s.sh_type != SHT_NOBITS
+                    && s.size > 0
+                    && s.offset >= old_ph_end
+            })
+            .collect();
+        secs.sort_by_key(|(_, s)| s.offset);
+        let start = limit;
+        let mut end = start;
+        let mut idx = 0;
+        loop {
+            while idx < secs.len() && secs[idx].1.offset < need_end.max(end) {
+                let s = secs[idx].1;
+                if !section_movable(s, interp_off) {
+                    return Err(unsupported(format!(
+                        "no room to add a program header: section {} at {:#x} follows the table and cannot be moved",
+                        idx, s.offset
+                    )));
+                }
+                end = end.max(s.offset + s.size);
+                idx += 1;
+            }
+            let mut grew = false;
+            for ph in &p.phdrs {
+                if matches!(ph.p_type, PT_LOAD | PT_PHDR) || ph.filesz == 0 {
+                    continue;
+                }
+                if ph.offset < end && ph.file_end() > start {
+                    if ph.offset < start || ph.p_type == PT_GNU_RELRO || ph.p_type == PT_TLS {
+                        return Err(unsupported(
+                            "a segment overlaps the sections that would have to move",
+                        ));
+                    }
+                    if ph.file_end() > end {
+                        end = ph.file_end();
+                        grew = true;
+                    }
+                }
+            }
+            if !grew && (idx >= secs.len() || secs[idx].1.offset >= need_end.max(end)) {
+                break;
+            }
+        }
+        if end > first.file_end() {
+            return Err(unsupported("the sections to move cross a segment boundary"));
+        }
+        block = Some((start, end, first.vaddr + (start - first.offset)));
+    }
+    Ok(block)
+}
+
+/// Grow: a new PT_LOAD at the end, room for one more program header in place.
+fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R<()> {
+    let fmt = p.fmt;
+    let LayoutInput {
+        mut dyns,
+        new_interp,
+        dyn_moves,
+        strings,
+        verneed_count,
+    } = li;
+    let str_moves = !strings.extra.is_empty();
+    if p.loads().next().is_none() {
+        return Err(unsupported("no PT_LOAD segment"));
+    }
+    let mut align: u64 = 0x1000;
+    let mut max_end = 0u64;
+    for ph in p.loads() {
+        align = align.max(ph.align);
+        max_end = max_end.max(ph.mem_end());
+    }
+    if !align.is_power_of_two() {
+        return Err(unsupported(format!(
+            "PT_LOAD alignment {align:#x} is not a power of two"
+        )));
+    }
+    if align > 0x1000_0000 {
+        return Err(unsupported(format!(
+            "PT_LOAD alignment {align:#x} is too large"
+        )));
+    }
+
+    // Room for one more program header right after the table.
+    let phsz = fmt.phentsize();
+    let old_ph_end = p.eh.phoff + u64::from(p.eh.phnum) * phsz;
+    let need_end = old_ph_end + phsz;
+    let interp_off = p
+        .phdrs
+        .iter()
+        .find(|ph| ph.p_type == PT_INTERP)
+        .map(|ph| ph.offset);
+    let library_like = !p
+        .phdrs
+        .iter()
+        .any(|ph| matches!(ph.p_type, PT_INTERP | PT_PHDR));
+    // A shared library whose table cannot grow in place gets its program headers in the new
+    // segment instead (glibc reads a library's table from the file and finds it in a PT_LOAD);
+    // programs never do, the kernel wants theirs in the first page.
+    let (block, phdrs_at_end) = match choose_block(p, old_ph_end, need_end) {
+        Ok(b) => (b, false),
+        Err(RewriteError::Unsupported(_)) if library_like => (None, true),
+        Err(e) => return Err(e),
+    };
+
+    // Build the new segment.
+    let file_len = out.len() as u64;
+    let seg_off = match block {
+        Some((start, _, _)) => align_up(file_len, 0x1000)? + start % 0x1000,
+        None => align_up(file_len, 16)?,
+    };
+    let seg_vaddr = align_up(max_end, align)? + seg_off % align;
+    let mut seg: Vec<u8> = Vec::new();
+    let mut shift: Option<(u64, u64, u64, u64)> = None; // old off, old vaddr, len, new pos
+    if let Some((start, end, old_vaddr)) = block {
+        seg.extend_from_slice(bytes_at(out, start, end - start)?);
+        shift = Some((start, old_vaddr, end - start, 0));
+    }
+    let place = |seg: &mut Vec<u8>, bytes: &[u8], al: u64| -> R<u64> {
+        let pos = align_up(seg.len() as u64, al)?;
+        seg.resize(pos as usize, 0);
+        seg.extend_from_slice(bytes);
+        Ok(pos)
+    };
+    let interp_pos = match &new_interp {
+        Some(b) => Some((place(&mut seg, b, 1)?, b.len() as u64)),
+        None => None,
+    };
+    let dynstr_pos = if str_moves {
+        let mut all = strings.table.clone();
+        all.extend_from_slice(&strings.extra);
+        Some((place(&mut seg, &all, 1)?, all.len() as u64))
+    } else {
+        None
+    };
+    let vaddr_of = |pos: u64| seg_vaddr + pos;
+    let off_of = |pos: u64| seg_off + pos;
+    let moved_addr = |a: u64| -> Option<u64> {
+        let (_, ov, len, pos) = shift?;
+        (a >= ov && a < ov + len).then(|| vaddr_of(pos) + (a - ov))
+    };
+    let moved_off = |o: u64| -> Option<u64> {
+        let (oo, _, len, pos) = shift?;
+        (o >= oo && o < oo + len).then(|| off_of(pos) + (o - oo))
+    };
+
+    // Dynamic entries: follow the moved block and the new string table.
+    for e in dyns.iter_mut() {
+        if is_pointer_tag(e.0) {
+            if let Some(n) = moved_addr(e.1) {
+                e.1 = n;
+            }
+        }
+        if e.0 == DT_STRTAB {
+            if let Some((pos, _)) = dynstr_pos {
+                e.1 = vaddr_of(pos);
+            }
+        }
+        if e.0 == DT_STRSZ {
+            if let Some((_, len)) = dynstr_pos {
+                e.1 = len;
+            }
+        }
+    }
+    let es = fmt.dynentsize();
+    let dyn_pos = if dyn_moves {
+        let n = dyns.len() as u64 + 1;
+        let mut bytes = vec![0u8; (n * es) as usize];
+        write_dyn_entries(fmt, &mut bytes, 0, n, &dyns)?;
+        Some((place(&mut seg, &bytes, fmt.word_size())?, n * es))
+    } else {
+        write_dynamic_in_place(p, out, &dyns)?;
+        None
+    };
+
+    let phdr_pos = if phdrs_at_end {
+        let table = vec![0u8; ((p.phdrs.len() + 1) as u64 * phsz) as usize];
+        Some(place(&mut seg, &table, fmt.word_size())?)
+    } else {
+        None
+    };
+
+    // Program headers.
+    let mut phdrs = Vec::with_capacity(p.phdrs.len() + 1);
+    for ph in &p.phdrs {
+        let mut n = *ph;
+        match ph.p_type {
+            PT_PHDR => {
+                n.filesz += phsz;
+                n.memsz += phsz;
+            }
+            PT_INTERP if interp_pos.is_some() => {
+                let (pos, len) = interp_pos.unwrap_or_default();
+                n.offset = off_of(pos);
+                n.vaddr = vaddr_of(pos);
+                n.paddr = n.vaddr;
+                n.filesz = len;
+                n.memsz = len;
+                n.align = 1;
+            }
+            PT_DYNAMIC if dyn_pos.is_some() => {
+                let (pos, len) = dyn_pos.unwrap_or_default();
+                n.offset = off_of(pos);
+                n.vaddr = vaddr_of(pos);
+                n.paddr = n.vaddr;
+                n.filesz = len;
+                n.memsz = len;
+            }
+            PT_LOAD => {}
+            _ => {
+                if let (Some(o), Some(v)) = (moved_off(ph.offset), moved_addr(ph.vaddr)) {
+                    n.paddr = v.wrapping_add(ph.paddr.wrapping_sub(ph.vaddr));
+                    n.offset = o;
+                    n.vaddr = v;
+                }
+            }
+        }
+        phdrs.push(n);
+    }
+    let last_load = phdrs
+        .iter()
+        .rposition(|ph| ph.p_type == PT_LOAD)
+        .unwrap_or(0);
+    phdrs.insert(
+        last_load + 1,
+        Phdr {
+            p_type: PT_LOAD,
+            flags: PF_R | PF_W,
+            offset: seg_off,
+            vaddr: seg_vaddr,
+            paddr: seg_vaddr,
+            filesz: seg.len() as u64,
+            memsz: seg.len() as u64,
+            align,
+        },
+    );
+
+    // Sections.
+    let mut shdrs = p.shdrs.clone();
+    let old_strtab_addr = p.strtab.map(|(_, a, _)| a);
+    for (i, sh) in p.shdrs.iter().enumerate() {
+        let n = &mut shdrs[i];
+        if sh.flags & SHF_ALLOC != 0 && sh.sh_type != SHT_NOBITS {
+            if let (Some(o), Some(a)) = (moved_off(sh.offset), moved_addr(sh.addr)) {
+                n.offset = o;
+                n.addr = a;
+            }
+        }
+        if let Some((pos, len)) = interp_pos {
+            if sh.sh_type == SHT_PROGBITS && Some(sh.offset) == interp_off && sh.size > 0 {
+                n.offset = off_of(pos);
+                n.addr = vaddr_of(pos);
+                n.size = len;
+            }
+        }
+        if let Some((pos, len)) = dynstr_pos {
+            if sh.sh_type == SHT_STRTAB && Some(sh.addr) == old_strtab_addr && sh.addr != 0 {
+                n.offset = off_of(pos);
+                n.addr = vaddr_of(pos);
+                n.size = len;
+            }
+        }
+        if let Some((pos, len)) = dyn_pos {
+            if sh.sh_type == SHT_DYNAMIC {
+                n.offset = off_of(pos);
+                n.addr = vaddr_of(pos);
+                n.size = len;
+            }
+        }
+        if let (Some(c), SHT_GNU_VERNEED) = (verneed_count, sh.sh_type) {
+            n.info = u32::try_from(c).map_err(|_| bad("too many version needs"))?;
+        }
+    }
+
+    // The old string table is no longer referenced: clear it so stale strings (old search
+    // paths) do not linger.
+    if let (Some(_), Some((so, _, size))) = (dynstr_pos, p.strtab) {
+        bytes_at_mut(out, so, size)?.fill(0);
+        if let Some((start, end, _)) = block {
+            if so >= start && so + size <= end {
+                bytes_at_mut(&mut seg, so - start, size)?.fill(0);
+            }
+        }
+    }
+
+    // Write it all.
+    out.resize(seg_off as usize, 0);
+    out.extend_from_slice(&seg);
+    let phnum = u16::try_from(phdrs.len()).map_err(|_| unsupported("too many program headers"))?;
+    let phoff = phdr_pos.map_or(p.eh.phoff, off_of);
+    for (i, ph) in phdrs.iter().enumerate() {
+        ph.write(fmt, out, phoff + i as u64 * phsz)?;
+    }
+    Ehdr::write_phnum(fmt, out, phnum)?;
+    if phdr_pos.is_some() {
+        Ehdr::write_phoff(fmt, out, phoff)?;
+    }
+    for (i, sh) in shdrs.iter().enumerate() {
+        if *sh != p.shdrs[i] {
+            sh.write_placement(fmt, out, p.eh.shoff + i as u64 * fmt.shentsize())?;
+        }
+    }
+    let _ = input;
+    Ok(())
+}
+
+/// Where the ELF image ends: the furthest segment, section or header table.
+fn elf_extent(p: &Parsed) -> u64 {
+    let mut end = p.eh.phoff + u64::from(p.eh.phnum) * p.fmt.phentsize();
+    end = end.max(p.eh.shoff + p.shdrs.len() as u64 * p.fmt.shentsize());
+    for ph in &p.phdrs {
+        end = end.max(ph.file_end());
+    }
+    for sh in &p.shdrs {
+        if sh.sh_type != SHT_NOBITS {
+            end = end.max(sh.offset.saturating_add(sh.size));
+        }
+    }
+    end
+}
+
+/// Parse the output again and check it says what was asked and is laid out sanely.
+fn verify(out: &[u8], input: &[u8], expect: &ElfSummary) -> R<()> {
+    let fail = |m: String| RewriteError::Verify(m);
+    let p = Parsed::parse(out)
+        .map_err(|e| fail(format!("cannot parse the output: {e}")))?
+        .ok_or_else(|| fail("output is not ELF".into()))?;
+    let got = p
+        .summary(out)
+        .map_err(|e| fail(format!("cannot read the output: {e}")))?;
+    if got != *expect {
+        return Err(fail(format!("expected {expect:?}, got {got:?}")));
+    }
+    // Program headers: loads sorted and disjoint, PT_PHDR inside a load.
+    let loads: Vec<&Phdr> = p.loads().filter(|ph| ph.memsz > 0).collect();
+    for w in loads.windows(2) {
+        if w[1].vaddr < w[0].mem_end() {
+            return Err(fail("PT_LOAD segments overlap or are out of order".into()));
+        }
+    }
+    for ph in &loads {
+        if ph.align > 1 && ph.offset % ph.align != ph.vaddr % ph.align {
+            return Err(fail("PT_LOAD offset and address are not congruent".into()));
+        }
+        if ph.file_end() > out.len() as u64 {
+            return Err(fail("PT_LOAD extends past the end of the file".into()));
+        }
+    }
+    let ph_end = p.eh.phoff + u64::from(p.eh.phnum) * p.fmt.phentsize();
+    if let Some(pp) = p.phdrs.iter().find(|ph| ph.p_type == PT_PHDR) {
+        let inside = loads.iter().any(|l| {
+            pp.vaddr >= l.vaddr
+                && pp.mem_end() <= l.vaddr + l.filesz
+                && pp.offset >= l.offset
+                && pp.offset - l.offset == pp.vaddr - l.vaddr
+        });
+        if !inside || pp.offset != p.eh.phoff || pp.file_end() != ph_end {
+            return Err(fail(
+                "PT_PHDR does not describe the program header table inside a PT_LOAD".into(),
+            ));
+        }
+    }
+    // Address-valued dynamic tags point into the file image of a load.
+    for &(t, v) in &p.dyns {
+        if is_pointer_tag(t)
+            && v != 0
+            && matches!(
+                t,
+                DT_HASH | DT_STRTAB | 6 | DT_VERSYM | DT_VERNEED | DT_VERDEF | DT_GNU_HASH
+            )
+        {
+            p.addr_to_off(v, 1).map_err(|_| {
+                fail(format!(
+                    "dynamic tag {t:#x} points outside the loaded file ({v:#x})"
+                ))
+            })?;
+        }
+    }
+    // Anything appended to the input (past every segment, section and header table) is still
+    // there, at the same offset, byte for byte.
+    if let Ok(Some(orig)) = Parsed::parse(input) {
+        let extent = elf_extent(&orig);
+        if extent < input.len() as u64 {
+            let tail = &input[extent as usize..];
+            if out.get(extent as usize..input.len()) != Some(tail) {
+                return Err(fail(
+                    "data appended after the ELF image was not preserved".into(),
+                ));
+            }
+        }
+    }
+    // And object agrees it is a well-formed ELF file.
+    object::File::parse(out).map_err(|e| fail(format!("object cannot parse the output: {e}")))?;
+    Ok(())
+}
+
+/// Rewrite a file in place: the result is verified, written beside it and renamed over it
+/// (permissions kept).
+pub fn rewrite_file(path: &Path, edits: &Edits) -> Result<(), RewriteError> {
+    let wrap = |e: RewriteError| RewriteError::File {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    };
+    let input = std::fs::read(path).map_err(|source| RewriteError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let out = rewrite_named(&input, edits, name.as_deref()).map_err(wrap)?;
+    write_atomic(path, &out)
+}
+
+/// Write `bytes` to `path` through a temporary file and a rename, keeping the mode of an
+/// existing file. A symlink is followed (its target is replaced, the link stays); an existing
+/// non-regular file such as `/dev/null` or a pipe is written to directly, never replaced.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RewriteError> {
+    use std::os::unix::fs::PermissionsExt;
+    let werr = |source| RewriteError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let target = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path).map_err(werr)?,
+        _ => path.to_path_buf(),
+    };
+    let meta = std::fs::metadata(&target).ok();
+    if meta.as_ref().is_some_and(|m| !m.is_file()) {
+        return std::fs::write(&target, bytes).map_err(werr);
+    }
+    let mode = meta.map_or(0o755, |m| m.permissions().mode());
+    let tmp = sysext_core::atomic::AtomicOutput::file(&target, true).map_err(|source| {
+        RewriteError::Atomic {
+            path: target.clone(),
+            source,
+        }
+    })?;
+    std::fs::write(tmp.path(), bytes).map_err(werr)?;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode)).map_err(werr)?;
+    tmp.commit().map_err(|source| RewriteError::Atomic {
+        path: target.clone(),
+        source,
+    })?;
+    Ok(())
+}

@@ -1,0 +1,748 @@
+//! Differential test of `sysext_core::merge::merge` against the real systemd-sysext 252 on
+//! scratch roots: for each scenario both merge a fresh copy of the same root (each in its own
+//! mount namespace with a private /run), and the merged trees (paths, types, modes, owners,
+//! symlink targets, file contents), the merged and the skipped images (with systemd's
+//! messages) and success or failure must be identical.
+//!
+//! Our side runs in a child process: this test binary re-executes itself to run the ignored
+//! `ours_merge_helper` test inside `unshare -m`, so a failure cannot leak mounts.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use sysext_core::merge::{merge, status, unmerge, MergeOptions};
+
+/// An image: format (`dir`, `sq` for squashfs, `ero` for erofs), the extension directory
+/// inside the root, the image name, and the spec lines of its content.
+struct Ext {
+    format: &'static str,
+    dir: &'static str,
+    name: &'static str,
+    lines: Vec<&'static str>,
+}
+
+struct Scenario {
+    name: &'static str,
+    /// Spec lines applied to the root after the default host (os-release ID=debian
+    /// VERSION_ID=12, usr/bin/host-tool, opt/host-file).
+    host: Vec<&'static str>,
+    exts: Vec<Ext>,
+}
+
+fn ext(format: &'static str, dir: &'static str, name: &'static str, lines: &[&'static str]) -> Ext {
+    Ext {
+        format,
+        dir,
+        name,
+        lines: lines.to_vec(),
+    }
+}
+
+const VL: &str = "var/lib/extensions";
+
+/// Apply spec lines to a tree:
+/// `R text` release file for `name`, `F path=content` (0644), `X path=content` (0755) (`\n`
+/// escapes in both), `D path mode`, `L path>target`, `RM path`.
+fn apply(tree: &Path, name: &str, lines: &[&str]) {
+    for line in lines {
+        let (op, rest) = line.split_once(' ').unwrap();
+        let mkparent = |p: &Path| fs::create_dir_all(p.parent().unwrap()).unwrap();
+        match op {
+            "R" => {
+                let p = tree.join(format!(
+                    "usr/lib/extension-release.d/extension-release.{name}"
+                ));
+                mkparent(&p);
+                fs::write(p, rest.replace("\\n", "\n")).unwrap();
+            }
+            "F" | "X" => {
+                let (path, content) = rest.split_once('=').unwrap();
+                let p = tree.join(path);
+                mkparent(&p);
+                fs::write(&p, content.replace("\\n", "\n")).unwrap();
+                let mode = if op == "X" { 0o755 } else { 0o644 };
+                fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+            }
+            "D" => {
+                let (path, mode) = rest.split_once(' ').unwrap();
+                let p = tree.join(path);
+                fs::create_dir_all(&p).unwrap();
+                let mode = u32::from_str_radix(mode, 8).unwrap();
+                fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+            }
+            "L" => {
+                let (path, target) = rest.split_once('>').unwrap();
+                let p = tree.join(path);
+                mkparent(&p);
+                std::os::unix::fs::symlink(target, p).unwrap();
+            }
+            "A" => {
+                // A path name=value: set an extended attribute.
+                let (path, kv) = rest.split_once(' ').unwrap();
+                let (k, v) = kv.split_once('=').unwrap();
+                rustix::fs::lsetxattr(
+                    tree.join(path),
+                    k,
+                    v.as_bytes(),
+                    rustix::fs::XattrFlags::empty(),
+                )
+                .unwrap();
+            }
+            "RM" => {
+                let p = tree.join(rest);
+                if p.is_dir() {
+                    fs::remove_dir_all(p).unwrap();
+                } else {
+                    fs::remove_file(p).unwrap();
+                }
+            }
+            other => panic!("bad spec op {other}"),
+        }
+    }
+}
+
+fn build_root(root: &Path, sc: &Scenario, stage: &Path) {
+    apply(
+        root,
+        "",
+        &[
+            "F usr/lib/os-release=ID=debian\nVERSION_ID=12\n",
+            "F etc/os-release=ID=debian\nVERSION_ID=12\n",
+            "X usr/bin/host-tool=host",
+            "F usr/share/doc/host=doc",
+            "F opt/host-file=host",
+            "D var/lib/extensions 0755",
+        ],
+    );
+    apply(root, "", &sc.host);
+    for (i, e) in sc.exts.iter().enumerate() {
+        let tree = stage.join(format!("{i}-{}", e.name));
+        fs::create_dir_all(&tree).unwrap();
+        fs::set_permissions(&tree, fs::Permissions::from_mode(0o755)).unwrap();
+        apply(&tree, e.name, &e.lines);
+        let dir = root.join(e.dir);
+        fs::create_dir_all(&dir).unwrap();
+        match e.format {
+            "dir" => {
+                let out = dir.join(e.name);
+                testkit::run_ok(Command::new("cp").arg("-a").arg(&tree).arg(&out));
+            }
+            "sq" => {
+                testkit::run_ok(
+                    Command::new("mksquashfs")
+                        .arg(&tree)
+                        .arg(dir.join(format!("{}.raw", e.name)))
+                        // Fixed times: both copies of a root hold byte-identical images.
+                        .args(["-all-root", "-noappend", "-no-progress", "-quiet"])
+                        .args(["-mkfs-time", "0", "-all-time", "0"]),
+                );
+            }
+            "ero" => {
+                testkit::run_ok(
+                    Command::new("mkfs.erofs")
+                        .arg("--all-root")
+                        .arg("-T0")
+                        .arg(dir.join(format!("{}.raw", e.name)))
+                        .arg(&tree),
+                );
+            }
+            other => panic!("bad format {other}"),
+        }
+    }
+}
+
+fn scenarios() -> Vec<Scenario> {
+    let any = "R ID=_any";
+    vec![
+        Scenario {
+            name: "one folder",
+            host: vec![],
+            exts: vec![ext("dir", VL, "tools", &[any, "X usr/bin/tool=t"])],
+        },
+        Scenario {
+            name: "three colliding raws",
+            host: vec![],
+            exts: vec![
+                ext("sq", VL, "a", &[any, "X usr/bin/tool=a", "F usr/share/a=a"]),
+                ext(
+                    "sq",
+                    VL,
+                    "c",
+                    &[any, "X usr/bin/tool=c", "X usr/bin/host-tool=c"],
+                ),
+                ext(
+                    "sq",
+                    VL,
+                    "b",
+                    &[any, "X usr/bin/tool=b", "F usr/share/doc/host=b"],
+                ),
+            ],
+        },
+        Scenario {
+            name: "UAPI version order",
+            host: vec![],
+            exts: vec![
+                ext("dir", VL, "tool-10", &[any, "F usr/share/v=10"]),
+                ext("dir", VL, "tool-2", &[any, "F usr/share/v=2"]),
+                ext("sq", VL, "tool-1.5", &[any, "F usr/share/v=1.5"]),
+                ext("dir", VL, "tool-10~rc1", &[any, "F usr/share/w=rc"]),
+            ],
+        },
+        Scenario {
+            name: "incompatible ID",
+            host: vec![],
+            exts: vec![
+                ext("dir", VL, "good", &[any, "F usr/share/g=g"]),
+                ext(
+                    "sq",
+                    VL,
+                    "fedora",
+                    &["R ID=fedora\\nVERSION_ID=39", "F usr/share/f=f"],
+                ),
+            ],
+        },
+        Scenario {
+            name: "VERSION_ID match and mismatch",
+            host: vec![],
+            exts: vec![
+                ext(
+                    "dir",
+                    VL,
+                    "v12",
+                    &["R ID=debian\\nVERSION_ID=12", "F usr/share/v12=x"],
+                ),
+                ext(
+                    "dir",
+                    VL,
+                    "v11",
+                    &["R ID=debian\\nVERSION_ID=11", "F usr/share/v11=x"],
+                ),
+                ext("dir", VL, "noversion", &["R ID=debian", "F usr/share/nv=x"]),
+            ],
+        },
+        Scenario {
+            name: "SYSEXT_LEVEL",
+            host: vec![
+                "F etc/os-release=ID=flatcar\nVERSION_ID=3815.2.0\nSYSEXT_LEVEL=1.0\n",
+                "F usr/lib/os-release=ID=flatcar\nVERSION_ID=3815.2.0\nSYSEXT_LEVEL=1.0\n",
+            ],
+            exts: vec![
+                ext(
+                    "dir",
+                    VL,
+                    "lvl",
+                    &[
+                        "R ID=flatcar\\nSYSEXT_LEVEL=1.0\\nVERSION_ID=1",
+                        "F usr/share/l=1",
+                    ],
+                ),
+                ext(
+                    "dir",
+                    VL,
+                    "lvl2",
+                    &["R ID=flatcar\\nSYSEXT_LEVEL=2.0", "F usr/share/l2=2"],
+                ),
+                ext(
+                    "sq",
+                    VL,
+                    "ver",
+                    &["R ID=flatcar\\nVERSION_ID=3815.2.0", "F usr/share/v=v"],
+                ),
+            ],
+        },
+        Scenario {
+            name: "_any with wrong architecture",
+            host: vec![],
+            exts: vec![
+                ext(
+                    "sq",
+                    VL,
+                    "arm",
+                    &["R ID=_any\\nARCHITECTURE=arm64", "X usr/bin/tool=arm"],
+                ),
+                ext(
+                    "sq",
+                    VL,
+                    "x86",
+                    &["R ID=_any\\nARCHITECTURE=x86-64", "X usr/bin/tool=x86"],
+                ),
+                ext(
+                    "dir",
+                    VL,
+                    "wrongname",
+                    &["R ID=_any\\nARCHITECTURE=x86_64", "F usr/share/w=w"],
+                ),
+            ],
+        },
+        Scenario {
+            name: "masked by an empty directory",
+            host: vec!["D etc/extensions/tools 0755"],
+            exts: vec![
+                ext("sq", VL, "tools", &[any, "X usr/bin/tool=t"]),
+                ext("dir", VL, "other", &[any, "F usr/share/o=o"]),
+            ],
+        },
+        Scenario {
+            name: "earlier directory wins a name",
+            host: vec![],
+            exts: vec![
+                ext("sq", VL, "tools", &[any, "X usr/bin/tool=var"]),
+                ext(
+                    "dir",
+                    "run/extensions",
+                    "tools",
+                    &[any, "X usr/bin/tool=run"],
+                ),
+                ext(
+                    "sq",
+                    "usr/lib/extensions",
+                    "vendor",
+                    &[any, "F usr/share/vendor=v"],
+                ),
+                ext(
+                    "sq",
+                    "usr/local/lib/extensions",
+                    "local",
+                    &[any, "F usr/share/local=l"],
+                ),
+            ],
+        },
+        Scenario {
+            name: "folder plus raw plus erofs",
+            host: vec![],
+            exts: vec![
+                ext(
+                    "dir",
+                    VL,
+                    "folder",
+                    &[any, "X usr/bin/tool=folder", "F usr/share/f=f"],
+                ),
+                ext("sq", VL, "raw", &[any, "X usr/bin/tool=raw"]),
+                ext(
+                    "ero",
+                    VL,
+                    "zero",
+                    &[any, "X usr/bin/tool=erofs", "F opt/zero/z=z"],
+                ),
+            ],
+        },
+        Scenario {
+            name: "a folder image inside /usr overlaps the host layer",
+            host: vec![],
+            exts: vec![ext(
+                "dir",
+                "usr/lib/extensions",
+                "vendor",
+                &[any, "F usr/share/vendor=v"],
+            )],
+        },
+        Scenario {
+            name: "release file under another name, accepted through the strict=0 xattr",
+            host: vec![],
+            exts: vec![
+                ext("dir", VL, "renamed", &[
+                    "F usr/lib/extension-release.d/extension-release.orig=ID=_any",
+                    "A usr/lib/extension-release.d/extension-release.orig user.extension-release.strict=0",
+                    "F usr/share/r=r",
+                ]),
+                ext("sq", VL, "renamed-raw", &[
+                    "F usr/lib/extension-release.d/extension-release.orig2=ID=_any",
+                    "A usr/lib/extension-release.d/extension-release.orig2 user.extension-release.strict=false",
+                    "F usr/share/rr=rr",
+                ]),
+                ext("dir", VL, "ambiguous", &[
+                    "F usr/lib/extension-release.d/extension-release.one=ID=_any",
+                    "A usr/lib/extension-release.d/extension-release.one user.extension-release.strict=0",
+                    "F usr/lib/extension-release.d/extension-release.two=ID=_any",
+                    "A usr/lib/extension-release.d/extension-release.two user.extension-release.strict=0",
+                    "F usr/share/amb=a",
+                ]),
+                ext("dir", VL, "strict", &[
+                    "F usr/lib/extension-release.d/extension-release.orig=ID=_any",
+                    "A usr/lib/extension-release.d/extension-release.orig user.extension-release.strict=1",
+                    "F usr/share/s=s",
+                ]),
+            ],
+        },
+        Scenario {
+            name: "host os-release only in usr/lib",
+            host: vec!["RM etc/os-release", "F usr/lib/os-release=ID=debian\nVERSION_ID=13\n"],
+            exts: vec![
+                ext("dir", VL, "thirteen", &["R ID=debian\nVERSION_ID=13", "F usr/share/t=13"]),
+                ext("dir", VL, "twelve", &["R ID=debian\nVERSION_ID=12", "F usr/share/t=12"]),
+            ],
+        },
+        Scenario {
+            name: "etc/os-release wins over usr/lib/os-release",
+            host: vec!["F etc/os-release=ID=fedora\nVERSION_ID=40\n"],
+            exts: vec![
+                ext("dir", VL, "fedora", &["R ID=fedora\nVERSION_ID=40", "F usr/share/f=f"]),
+                ext("dir", VL, "debian", &["R ID=debian\nVERSION_ID=12", "F usr/share/d=d"]),
+            ],
+        },
+        Scenario {
+            name: "empty /opt on the host",
+            host: vec!["RM opt/host-file"],
+            exts: vec![ext("sq", VL, "optional", &[any, "X opt/optional/bin/o=o"])],
+        },
+        Scenario {
+            name: "no /opt on the host",
+            host: vec!["RM opt"],
+            exts: vec![ext("dir", VL, "optional", &[any, "F opt/optional/o=o"])],
+        },
+        Scenario {
+            name: "scope",
+            host: vec![],
+            exts: vec![
+                ext(
+                    "dir",
+                    VL,
+                    "portable",
+                    &["R ID=_any\\nSYSEXT_SCOPE=portable", "F usr/share/p=p"],
+                ),
+                ext(
+                    "dir",
+                    VL,
+                    "both",
+                    &["R ID=_any\\nSYSEXT_SCOPE=initrd system", "F usr/share/b=b"],
+                ),
+            ],
+        },
+        Scenario {
+            name: "missing and empty metadata in folders",
+            host: vec![],
+            exts: vec![
+                ext("dir", VL, "norelease", &["F usr/share/n=n"]),
+                ext("dir", VL, "empty", &["R ", "F usr/share/e=e"]),
+                ext("dir", VL, "noid", &["R VERSION_ID=12", "F usr/share/i=i"]),
+                ext("dir", VL, "ok", &[any, "F usr/share/ok=ok"]),
+            ],
+        },
+        Scenario {
+            name: "raw without metadata aborts",
+            host: vec![],
+            exts: vec![
+                ext("sq", VL, "bare", &["X usr/bin/bare=b"]),
+                ext("dir", VL, "ok", &[any, "F usr/share/ok=ok"]),
+            ],
+        },
+        Scenario {
+            name: "image with usr/lib/os-release aborts",
+            host: vec![],
+            exts: vec![ext("sq", VL, "os", &[any, "F usr/lib/os-release=ID=x"])],
+        },
+        Scenario {
+            name: "nothing compatible",
+            host: vec![],
+            exts: vec![ext("sq", VL, "fedora", &["R ID=fedora", "F usr/share/f=f"])],
+        },
+        Scenario {
+            name: "no extensions at all",
+            host: vec![],
+            exts: vec![],
+        },
+        Scenario {
+            name: "directory modes and a directory over the host's symlink",
+            host: vec!["L usr/sbin>bin", "D usr/share/games 0750"],
+            exts: vec![ext(
+                "sq",
+                VL,
+                "modes",
+                &[
+                    any,
+                    "X usr/sbin/tool=t",
+                    "D usr/share/games 0700",
+                    "D usr/share/private 0700",
+                    "L usr/bin/link>tool",
+                ],
+            )],
+        },
+        Scenario {
+            name: "symlinks in an extension directory are ignored with a root",
+            host: vec![
+                "L var/lib/extensions/linked.raw>/store/linked.raw",
+                "L var/lib/extensions/rel.raw>../../../store/linked.raw",
+            ],
+            exts: vec![
+                ext("sq", "store", "linked", &[any, "F usr/share/l=l"]),
+                ext("dir", VL, "plain", &[any, "F usr/share/p=p"]),
+            ],
+        },
+    ]
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Outcome {
+    ok: bool,
+    using: Vec<String>,
+    skipped: BTreeSet<String>,
+    dump: String,
+}
+
+const DUMP: &str = r#"cd "$ROOT" && for h in usr opt; do [ -e "$h" ] || continue; mountpoint -q "$h" && echo "MOUNTED $h"; find "$h" -printf '%p %y %m %U:%G %l\n'; find "$h" -type f ! -path '*/.systemd-sysext/dev' -exec sha256sum {} +; done | LC_ALL=C sort"#;
+
+/// Runs `merge_cmd` in a new mount namespace cut off from the host's peer groups (private),
+/// then made shared inside, so that systemd-sysext's child namespace can propagate its merge
+/// back to ours but nothing reaches the host even where the host's `/` is shared (systemd
+/// hosts, where `unshare --propagation shared` alone would mount over the host's /run).
+fn in_namespace(root: &Path, out: &Path, merge_cmd: &str) -> Outcome {
+    let script = format!(
+        "mount --make-rshared / && mount -t tmpfs tmpfs /run || exit 99; {merge_cmd}; echo $? > \"$OUT/rc\"; ({DUMP}) > \"$OUT/dump\""
+    );
+    let o = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .env("ROOT", root)
+        .env("OUT", out)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "namespace script failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let rc: i32 = fs::read_to_string(out.join("rc"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    Outcome {
+        ok: rc == 0,
+        using: Vec::new(),
+        skipped: BTreeSet::new(),
+        dump: fs::read_to_string(out.join("dump")).unwrap(),
+    }
+}
+
+fn systemd(root: &Path, out: &Path) -> Outcome {
+    let mut o = in_namespace(
+        root,
+        out,
+        "SYSTEMD_LOG_LEVEL=debug systemd-sysext --root=\"$ROOT\" merge 2> \"$OUT/log\"",
+    );
+    let log = fs::read_to_string(out.join("log")).unwrap();
+    for line in log.lines() {
+        if let Some(names) = line
+            .strip_prefix("Using extensions '")
+            .and_then(|l| l.strip_suffix("'."))
+        {
+            o.using = names.split("', '").map(String::from).collect();
+        } else if line.starts_with("Extension '") && !line.contains(" matches ") {
+            o.skipped.insert(line.to_string());
+        }
+        // systemd 252 exits 0 when its merging child fails (it returns the child's exit status
+        // 1 as "did something"); the child's failure is in the debug log. Status 123 means
+        // "nothing to merge", not a failure.
+        if let Some(st) = line.strip_prefix("(sd-sysext) failed with exit status ") {
+            if st.trim_end_matches('.') != "123" {
+                o.ok = false;
+            }
+        }
+    }
+    o
+}
+
+fn ours(root: &Path, out: &Path) -> Outcome {
+    let exe = std::env::current_exe().unwrap();
+    let cmd = format!(
+        "SYSEXT_MERGE_HELPER_ROOT=\"$ROOT\" SYSEXT_MERGE_HELPER_OUT=\"$OUT/log\" '{}' --ignored --exact ours_merge_helper --test-threads=1 -q > \"$OUT/helper\" 2>&1; grep -q '^OK' \"$OUT/log\"",
+        exe.display()
+    );
+    let mut o = in_namespace(root, out, &cmd);
+    let log = fs::read_to_string(out.join("log")).unwrap_or_default();
+    for line in log.lines() {
+        if let Some(names) = line.strip_prefix("USING ") {
+            o.using = names.split(' ').map(String::from).collect();
+        } else if let Some(m) = line.strip_prefix("SKIP ") {
+            o.skipped.insert(m.to_string());
+        }
+    }
+    o
+}
+
+/// Runs only when re-executed by `differential_against_systemd_sysext`, inside a namespace.
+#[test]
+#[ignore = "helper, run by differential_against_systemd_sysext inside a mount namespace"]
+fn ours_merge_helper() {
+    let (Some(root), Some(out)) = (
+        std::env::var_os("SYSEXT_MERGE_HELPER_ROOT"),
+        std::env::var_os("SYSEXT_MERGE_HELPER_OUT"),
+    ) else {
+        panic!("run by differential_against_systemd_sysext only");
+    };
+    let mut opts = MergeOptions::default();
+    opts.root = root.into();
+    opts.discover = true;
+    let action = std::env::var("SYSEXT_MERGE_HELPER_ACTION").unwrap_or_default();
+    if action == "unmerge" || action == "status" {
+        let text = if action == "unmerge" {
+            match unmerge(&opts.root, &opts.hierarchies) {
+                Ok(done) => format!("OK\nUNMERGED {}\n", done.len()),
+                Err(e) => format!("ERROR {e}\n"),
+            }
+        } else {
+            match status(&opts.root, &opts.hierarchies) {
+                Ok(st) => {
+                    let mut t = String::from("OK\n");
+                    for h in st {
+                        let e = h.extensions.map(|e| e.join(" "));
+                        t += &format!(
+                            "STATUS {} {}\n",
+                            h.hierarchy,
+                            e.as_deref().unwrap_or("none")
+                        );
+                    }
+                    t
+                }
+                Err(e) => format!("ERROR {e}\n"),
+            }
+        };
+        fs::write(out, text).unwrap();
+        return;
+    }
+    let text = match merge(&opts) {
+        Ok(r) => {
+            let mut t = String::from("OK\n");
+            if !r.extensions.is_empty() {
+                let names: Vec<&str> = r.extensions.iter().map(|l| l.name.as_str()).collect();
+                t += &format!("USING {}\n", names.join(" "));
+            }
+            for s in &r.skipped {
+                t += &format!("SKIP {}\n", s.message);
+            }
+            t
+        }
+        Err(e) => format!("ERROR {e}\n"),
+    };
+    fs::write(out, text).unwrap();
+}
+
+#[test]
+fn differential_against_systemd_sysext() {
+    if !testkit::require_root("the differential merge test")
+        || !testkit::require_tool("systemd-sysext")
+        || !testkit::require_tool("mksquashfs")
+        || !testkit::require_tool("mkfs.erofs")
+    {
+        return;
+    }
+    let all = scenarios();
+    assert!(all.len() >= 15);
+    let mut failures = Vec::new();
+    for sc in &all {
+        let t = tempfile::tempdir().unwrap();
+        let (r1, r2) = (t.path().join("sd/root"), t.path().join("us/root"));
+        let (o1, o2) = (t.path().join("sd/out"), t.path().join("us/out"));
+        for d in [&r1, &r2, &o1, &o2] {
+            fs::create_dir_all(d).unwrap();
+        }
+        build_root(&r1, sc, &t.path().join("sd/stage"));
+        build_root(&r2, sc, &t.path().join("us/stage"));
+        let want = systemd(&r1, &o1);
+        let got = ours(&r2, &o2);
+        // Whatever fails, both must agree on it; after a failure nothing is merged, and the
+        // messages logged before it may differ in number.
+        let same = if want.ok {
+            want == got
+        } else {
+            !got.ok && want.dump == got.dump
+        };
+        if same {
+            eprintln!(
+                "match: {} (ok: {}, merged: {:?}, skipped: {:?})",
+                sc.name, want.ok, want.using, want.skipped
+            );
+        } else {
+            let log = fs::read_to_string(o2.join("log")).unwrap_or_default();
+            failures.push(format!(
+                "scenario '{}':\n systemd: {want:#?}\n ours:    {got:#?}\n our log: {log}",
+                sc.name
+            ));
+        }
+    }
+    eprintln!(
+        "{} of {} scenarios identical to systemd-sysext",
+        all.len() - failures.len(),
+        all.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// Our marker files are systemd's: systemd-sysext unmerges what we merged, and we see and
+/// unmerge what it merged.
+#[test]
+fn interoperates_with_systemd_sysext() {
+    if !testkit::require_root("the merge interoperability test")
+        || !testkit::require_tool("systemd-sysext")
+        || !testkit::require_tool("mksquashfs")
+    {
+        return;
+    }
+    let sc = Scenario {
+        name: "interop",
+        host: vec![],
+        exts: vec![
+            ext(
+                "sq",
+                VL,
+                "a",
+                &["R ID=_any", "X usr/bin/tool=a", "F opt/a/x=a"],
+            ),
+            ext("dir", VL, "b", &["R ID=_any", "X usr/bin/tool=b"]),
+        ],
+    };
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    fs::create_dir_all(&root).unwrap();
+    build_root(&root, &sc, &t.path().join("stage"));
+    let exe = std::env::current_exe().unwrap();
+    let helper = |action: &str| {
+        format!(
+            "SYSEXT_MERGE_HELPER_ACTION={action} SYSEXT_MERGE_HELPER_ROOT=\"$ROOT\" SYSEXT_MERGE_HELPER_OUT=\"$OUT/{action}.log\" '{}' --ignored --exact ours_merge_helper --test-threads=1 -q >/dev/null 2>&1",
+            exe.display()
+        )
+    };
+    let script = format!(
+        "mount --make-rshared / && mount -t tmpfs tmpfs /run || exit 99
+         {merge}
+         cat \"$ROOT/usr/bin/tool\" > \"$OUT/tool1\"
+         systemd-sysext --root=\"$ROOT\" unmerge 2> \"$OUT/sd-unmerge.log\" || exit 1
+         mountpoint -q \"$ROOT/usr\" && exit 2
+         mountpoint -q \"$ROOT/opt\" && exit 3
+         systemd-sysext --root=\"$ROOT\" merge 2> \"$OUT/sd-merge.log\" || exit 4
+         {status}
+         {unmerge}
+         mountpoint -q \"$ROOT/usr\" && exit 5
+         mountpoint -q \"$ROOT/opt\" && exit 6
+         cat \"$ROOT/usr/bin/tool\" > \"$OUT/tool2\"
+         exit 0",
+        merge = helper("merge"),
+        status = helper("status"),
+        unmerge = helper("unmerge"),
+    );
+    let out = t.path().join("out");
+    fs::create_dir_all(&out).unwrap();
+    let o = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .env("ROOT", &root)
+        .env("OUT", &out)
+        .output()
+        .unwrap();
+    let read = |f: &str| fs::read_to_string(out.join(f)).unwrap_or_default();
+    assert!(
+        o.status.success(),
+        "{o:?}\nmerge: {}\nsystemd unmerge: {}\nsystemd merge: {}\nstatus: {}\nunmerge: {}",
+        read("merge.log"),
+        read("sd-unmerge.log"),
+        read("sd-merge.log"),
+        read("status.log"),
+        read("unmerge.log")
+    );
+    assert_eq!(read("tool1"), "b");
+    // systemd lists every merged extension in each hierarchy's marker.
+    assert_eq!(read("status.log"), "OK\nSTATUS /opt a b\nSTATUS /usr a b\n");
+    assert_eq!(read("unmerge.log"), "OK\nUNMERGED 2\n");
+    assert_eq!(read("tool2"), "", "the host has no /usr/bin/tool");
+}

@@ -1,0 +1,327 @@
+//! Differential test: `release::check_compatibility` must agree with the real systemd-sysext
+//! (252 on these machines) on whether an extension merges.
+//!
+//! Each case gets its own scratch root (`usr/lib/os-release`, `etc/os-release`, one directory
+//! extension under `var/lib/extensions/probe` carrying a marker file) and one
+//! `systemd-sysext --root=ROOT merge` in a private mount namespace. The extension merged when
+//! its marker shows up in the merged `ROOT/usr`.
+
+use std::path::Path;
+use std::process::Command;
+
+use sysext_core::release::{check_compatibility, host_architecture, OsRelease};
+
+const NAME: &str = "probe";
+
+struct Case {
+    what: &'static str,
+    host: &'static str,
+    /// `None`: the extension directory has no release file at all.
+    ext: Option<String>,
+}
+
+fn case(what: &'static str, host: &'static str, ext: Option<&str>) -> Case {
+    Case {
+        what,
+        host,
+        ext: ext.map(str::to_string),
+    }
+}
+
+fn cases(arch: &str) -> Vec<Case> {
+    const DEB: &str = "ID=debian\nVERSION_ID=12\n";
+    const DEB_ROLLING: &str = "ID=debian\n";
+    const FLATCAR: &str = "ID=flatcar\nVERSION_ID=4081.2.0\nSYSEXT_LEVEL=1.0\n";
+    const FLATCAR_NOLEVEL: &str = "ID=flatcar\nVERSION_ID=4081.2.0\n";
+    const FLATCAR_LEVEL_ONLY: &str = "ID=flatcar\nSYSEXT_LEVEL=1.0\n";
+    let own_arch_any = format!("ID=_any\nARCHITECTURE={arch}\n");
+    let own_arch_deb = format!("ID=debian\nVERSION_ID=12\nARCHITECTURE={arch}\n");
+    let wrong_arch = if arch == "arm64" { "x86-64" } else { "arm64" };
+    let wrong_arch_any = format!("ID=_any\nARCHITECTURE={wrong_arch}\n");
+    let wrong_arch_deb = format!("ID=debian\nVERSION_ID=12\nARCHITECTURE={wrong_arch}\n");
+    let mut v = vec![
+        case(
+            "same ID and VERSION_ID",
+            DEB,
+            Some("ID=debian\nVERSION_ID=12\n"),
+        ),
+        case(
+            "VERSION_ID mismatch",
+            DEB,
+            Some("ID=debian\nVERSION_ID=11\n"),
+        ),
+        case("extension without VERSION_ID", DEB, Some("ID=debian\n")),
+        case("empty VERSION_ID", DEB, Some("ID=debian\nVERSION_ID=\n")),
+        case("ID mismatch", DEB, Some("ID=fedora\nVERSION_ID=12\n")),
+        case("ID=_any", DEB, Some("ID=_any\n")),
+        case(
+            "ID=_any ignores VERSION_ID",
+            DEB,
+            Some("ID=_any\nVERSION_ID=1\n"),
+        ),
+        case("no ID", DEB, Some("VERSION_ID=12\n")),
+        case("empty ID", DEB, Some("ID=\nVERSION_ID=12\n")),
+        case("missing release file", DEB, None),
+        case("empty release file", DEB, Some("")),
+        case("only comments", DEB, Some("# ID=_any\n; x\n")),
+        case("only invalid lines", DEB, Some("ID _any\n")),
+        case(
+            "ARCHITECTURE=_any",
+            DEB,
+            Some("ID=_any\nARCHITECTURE=_any\n"),
+        ),
+        case("empty ARCHITECTURE", DEB, Some("ID=_any\nARCHITECTURE=\n")),
+        case(
+            "ARCHITECTURE uname spelling",
+            DEB,
+            Some("ID=_any\nARCHITECTURE=x86_64\n"),
+        ),
+        case(
+            "SYSEXT_SCOPE=portable",
+            DEB,
+            Some("ID=_any\nSYSEXT_SCOPE=portable\n"),
+        ),
+        case(
+            "SYSEXT_SCOPE=system",
+            DEB,
+            Some("ID=_any\nSYSEXT_SCOPE=system\n"),
+        ),
+        case(
+            "SYSEXT_SCOPE quoted list",
+            DEB,
+            Some("ID=_any\nSYSEXT_SCOPE=\"portable  system\"\n"),
+        ),
+        case("empty SYSEXT_SCOPE", DEB, Some("ID=_any\nSYSEXT_SCOPE=\n")),
+        case(
+            "scope checked before ID",
+            DEB,
+            Some("ID=debian\nVERSION_ID=12\nSYSEXT_SCOPE=initrd\n"),
+        ),
+        case(
+            "rolling host, extension without version",
+            DEB_ROLLING,
+            Some("ID=debian\n"),
+        ),
+        case(
+            "rolling host, extension with version",
+            DEB_ROLLING,
+            Some("ID=debian\nVERSION_ID=99\n"),
+        ),
+        case(
+            "rolling host, ID mismatch",
+            DEB_ROLLING,
+            Some("ID=fedora\n"),
+        ),
+        case(
+            "SYSEXT_LEVEL both equal",
+            FLATCAR,
+            Some("ID=flatcar\nSYSEXT_LEVEL=1.0\n"),
+        ),
+        case(
+            "SYSEXT_LEVEL both equal, VERSION_ID differs",
+            FLATCAR,
+            Some("ID=flatcar\nSYSEXT_LEVEL=1.0\nVERSION_ID=1\n"),
+        ),
+        case(
+            "SYSEXT_LEVEL both differ, VERSION_ID equal",
+            FLATCAR,
+            Some("ID=flatcar\nSYSEXT_LEVEL=2.0\nVERSION_ID=4081.2.0\n"),
+        ),
+        case(
+            "SYSEXT_LEVEL host only, VERSION_ID equal",
+            FLATCAR,
+            Some("ID=flatcar\nVERSION_ID=4081.2.0\n"),
+        ),
+        case(
+            "SYSEXT_LEVEL host only, VERSION_ID differs",
+            FLATCAR,
+            Some("ID=flatcar\nVERSION_ID=1\n"),
+        ),
+        case(
+            "SYSEXT_LEVEL host only, no VERSION_ID",
+            FLATCAR,
+            Some("ID=flatcar\n"),
+        ),
+        case(
+            "SYSEXT_LEVEL extension only",
+            FLATCAR_NOLEVEL,
+            Some("ID=flatcar\nSYSEXT_LEVEL=1.0\n"),
+        ),
+        case(
+            "host with SYSEXT_LEVEL and no VERSION_ID",
+            FLATCAR_LEVEL_ONLY,
+            Some("ID=flatcar\n"),
+        ),
+        case("host without ID", "VERSION_ID=12\n", Some("ID=_any\n")),
+        case(
+            "host ID_LIKE is not used",
+            "ID=ubuntu\nID_LIKE=debian\n",
+            Some("ID=debian\n"),
+        ),
+        case(
+            "quoted values",
+            DEB,
+            Some("ID=\"debian\"\nVERSION_ID='12'\n"),
+        ),
+        case(
+            "last duplicate wins",
+            DEB,
+            Some("ID=fedora\nID=debian\nVERSION_ID=12\n"),
+        ),
+        case(
+            "CRLF and trailing blanks",
+            DEB,
+            Some("ID=debian  \r\nVERSION_ID=12\t\r\n"),
+        ),
+        case(
+            "backslash escape",
+            DEB,
+            Some("ID=deb\\ian\nVERSION_ID=1\\2\n"),
+        ),
+        // Parser fidelity, seen through the verdict.
+        case("single-quoted _any", DEB, Some("ID='_any'\n")),
+        case("quotes mid-value", DEB, Some("ID=\"_a\"ny\n")),
+        case(
+            "blanks around key, = and value",
+            DEB,
+            Some("  ID =  _any  \n"),
+        ),
+        case("# after a value is no comment", DEB, Some("ID=_any # x\n")),
+        case("; comment line", DEB, Some(";ID=_any\nID=fedora\n")),
+        case("escaped underscore", DEB, Some(r"ID=\_any")),
+        case("line continuation", DEB, Some("ID=_a\\\nny\n")),
+        case("key without =", DEB, Some("ID\nVERSION_ID=12\n")),
+        case(
+            "unknown escape kept in double quotes",
+            DEB,
+            Some("ID=\"deb\\ian\"\nVERSION_ID=12\n"),
+        ),
+        case(
+            "known escape in double quotes",
+            DEB_ROLLING,
+            Some("ID=\"deb\\ian\\\"\"\n"),
+        ),
+    ];
+    v.push(Case {
+        what: "own ARCHITECTURE with ID=_any",
+        host: DEB,
+        ext: Some(own_arch_any),
+    });
+    v.push(Case {
+        what: "own ARCHITECTURE with ID match",
+        host: DEB,
+        ext: Some(own_arch_deb),
+    });
+    v.push(Case {
+        what: "wrong ARCHITECTURE with ID=_any",
+        host: DEB,
+        ext: Some(wrong_arch_any),
+    });
+    v.push(Case {
+        what: "wrong ARCHITECTURE with ID match",
+        host: DEB,
+        ext: Some(wrong_arch_deb),
+    });
+    v
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+/// Runs the real systemd-sysext on a scratch root; true when the extension merged.
+fn systemd_merges(dir: &Path, case: &Case) -> bool {
+    let root = dir.join("root");
+    write(&root.join("usr/lib/os-release"), case.host);
+    write(&root.join("etc/os-release"), case.host);
+    let ext = root.join("var/lib/extensions").join(NAME);
+    write(&ext.join("usr/share/sysext-probe/marker"), "");
+    if let Some(text) = &case.ext {
+        write(
+            &ext.join(format!(
+                "usr/lib/extension-release.d/extension-release.{NAME}"
+            )),
+            text,
+        );
+    }
+    // A private namespace first (so nothing can propagate back to the host), then shared
+    // propagation inside it, which systemd-sysext's own mount handling expects.
+    let script = format!(
+        "mount --make-rshared / && mount -t tmpfs tmpfs /run && systemd-sysext --root='{root}' merge; \
+         if [ -e '{root}/usr/share/sysext-probe/marker' ]; then echo VERDICT=merged; \
+         cat '{root}/usr/.systemd-sysext/extensions'; else echo VERDICT=skipped; fi",
+        root = root.display()
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("cannot run unshare");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stdout.contains("VERDICT=merged") {
+        assert!(
+            stdout.lines().any(|l| l == NAME),
+            "{}: marker present but {NAME} not listed as merged\n{stdout}{stderr}",
+            case.what
+        );
+        return true;
+    }
+    // Skipped: only for one of the reasons we model, never because the run broke.
+    assert!(
+        stdout.contains("VERDICT=skipped")
+            && (stderr.contains("No suitable extensions found")
+                || stderr.contains("'ID' field not found or empty")),
+        "{}: systemd-sysext neither merged nor skipped the extension\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        case.what
+    );
+    false
+}
+
+#[test]
+fn compatibility_matches_systemd_sysext() {
+    if !testkit::require_root("the systemd-sysext differential test")
+        || !testkit::require_tool("systemd-sysext")
+        || !testkit::require_tool("unshare")
+    {
+        return;
+    }
+    let arch = host_architecture().expect("host architecture known to systemd");
+    let cases = cases(arch);
+    let mut mismatches = Vec::new();
+    let (mut merged, mut skipped) = (0, 0);
+    for (i, case) in cases.iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let want = systemd_merges(dir.path(), case);
+        if want {
+            merged += 1;
+        } else {
+            skipped += 1;
+        }
+        let ext = case
+            .ext
+            .as_deref()
+            .map(OsRelease::parse)
+            .unwrap_or_default();
+        let got = check_compatibility(&ext, &OsRelease::parse(case.host), arch);
+        if got.is_compatible() != want {
+            mismatches.push(format!(
+                "case {i} ({}): systemd {} it, check_compatibility said {got:?}",
+                case.what,
+                if want { "merged" } else { "skipped" }
+            ));
+        }
+    }
+    eprintln!(
+        "{}/{} cases matched systemd-sysext ({merged} merged, {skipped} skipped)",
+        cases.len() - mismatches.len(),
+        cases.len()
+    );
+    assert!(cases.len() >= 20);
+    // Both outcomes must be exercised, or the comparison proves nothing.
+    assert!(
+        merged >= 8 && skipped >= 8,
+        "{merged} merged, {skipped} skipped"
+    );
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}

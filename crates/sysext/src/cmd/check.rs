@@ -1,0 +1,104 @@
+//! `sysext check IMAGE`: lint an image as systemd-sysext will see it on a host.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use sysext_core::check::{check_image, Host, Report, Severity};
+use sysext_core::inspect::Image;
+
+/// Check an image (NAME.raw or a folder) for what would make systemd-sysext skip it or change
+/// the host: release file name and contents, compatibility with the host, usr/lib/os-release,
+/// content outside usr/ and opt/, owners, directory modes, risky names.
+/// Exit status: 0 clean, 1 findings, 2 error.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// A NAME.raw squashfs image or an extension folder.
+    pub image: PathBuf,
+    /// Check compatibility with the OS in this root folder (its etc/os-release, else
+    /// usr/lib/os-release) instead of the running host.
+    #[arg(long, value_name = "DIR", conflicts_with = "host_os_release")]
+    pub root: Option<PathBuf>,
+    /// Check compatibility with the host described by this os-release file.
+    #[arg(long, value_name = "FILE")]
+    pub host_os_release: Option<PathBuf>,
+    /// The host's architecture in systemd's naming (x86-64, arm64, ...); default: this machine's.
+    #[arg(long, value_name = "ARCH")]
+    pub host_arch: Option<String>,
+    /// Print the report (findings, host, verdict) as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: CheckArgs) -> Result<ExitCode> {
+    let arch = args.host_arch.as_deref();
+    let host = match (&args.root, &args.host_os_release) {
+        (Some(root), _) => Host::from_root(root, arch),
+        (None, Some(file)) => Host::from_os_release_file(file, arch),
+        (None, None) => Host::from_root(Path::new("/"), arch),
+    }
+    .context("reading the host to check against")?;
+    let path = image_path(&args.image)?;
+    let image = Image::open(&path).with_context(|| format!("checking {}", path.display()))?;
+    let report =
+        check_image(&image, Some(&host)).with_context(|| format!("checking {}", path.display()))?;
+    let mut out = io::stdout().lock();
+    match print(&report, &path, args.json, &mut out).and_then(|()| out.flush()) {
+        // A closed pipe (`| head`) is not an error.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+        r => r.context("writing to stdout")?,
+    }
+    Ok(if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// A path whose last component names the image (`.` or `dir/..` are made absolute first).
+fn image_path(p: &Path) -> Result<PathBuf> {
+    match p.file_name() {
+        Some(_) => Ok(p.to_path_buf()),
+        None => p
+            .canonicalize()
+            .with_context(|| format!("cannot open image {}", p.display())),
+    }
+}
+
+fn print(report: &Report, path: &Path, json: bool, out: &mut impl Write) -> io::Result<()> {
+    if json {
+        serde_json::to_writer_pretty(&mut *out, report)?;
+        return writeln!(out);
+    }
+    if report.is_clean() {
+        let host = report
+            .host
+            .as_ref()
+            .map(|h| format!(", merges on {} ({})", h.origin.display(), h.architecture))
+            .unwrap_or_default();
+        return writeln!(out, "{}: ok{host}", path.display());
+    }
+    for f in &report.findings {
+        let sev = match f.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        match &f.path {
+            Some(p) => writeln!(out, "{sev}[{}] {p}: {}", f.code, f.message)?,
+            None => writeln!(out, "{sev}[{}] {}", f.code, f.message)?,
+        }
+    }
+    let errors = report
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
+    writeln!(
+        out,
+        "{}: {errors} error(s), {} warning(s)",
+        path.display(),
+        report.findings.len() - errors
+    )
+}

@@ -1,0 +1,106 @@
+//! `sysext deps`: the shared libraries programs need inside a root filesystem, found as their
+//! own loader would find them, with the reason for each.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use sysext_core::elf::{self, ClosureOptions};
+
+/// Show which objects the program interpreter would load for FILE... inside a rootfs.
+#[derive(Debug, Args)]
+pub struct DepsArgs {
+    /// The root filesystem the files belong to (used as `/` for every path and symlink).
+    #[arg(long, value_name = "DIR")]
+    pub root: PathBuf,
+    /// Programs or libraries, as paths inside the root (e.g. /usr/bin/htop).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Print the closure as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `sysext deps`: exit 1 when a library is missing.
+pub fn run(args: DepsArgs) -> Result<ExitCode> {
+    let meta = std::fs::metadata(&args.root)
+        .with_context(|| format!("reading rootfs {}", args.root.display()))?;
+    anyhow::ensure!(
+        meta.is_dir(),
+        "rootfs {} is not a directory",
+        args.root.display()
+    );
+    let files: Vec<PathBuf> = args
+        .files
+        .iter()
+        .map(|f| {
+            if f.has_root() {
+                f.clone()
+            } else {
+                PathBuf::from("/").join(f)
+            }
+        })
+        .collect();
+    let closure = elf::closure(&args.root, &files, &ClosureOptions::default())
+        .with_context(|| format!("computing the library closure in {}", args.root.display()))?;
+    let mut out = std::io::stdout().lock();
+    let res = if args.json {
+        serde_json::to_writer_pretty(&mut out, &closure)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
+    } else {
+        print_text(&mut out, &closure)
+    };
+    match res {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+        r => r.context("writing to stdout")?,
+    }
+    if closure.missing.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "sysext: {} librar{} not found in {}: install the package that provides it in the \
+             image, or pass it with --extra-lib",
+            closure.missing.len(),
+            if closure.missing.len() == 1 {
+                "y"
+            } else {
+                "ies"
+            },
+            args.root.display()
+        );
+        Ok(ExitCode::from(1))
+    }
+}
+
+fn print_text(out: &mut impl Write, c: &elf::Closure) -> std::io::Result<()> {
+    for o in &c.objects {
+        let via = if o.real_path != o.path {
+            format!(" -> {}", o.real_path.display())
+        } else {
+            String::new()
+        };
+        if o.name == o.path.to_string_lossy() {
+            writeln!(out, "{}{via}  ({})", o.path.display(), o.reason)?;
+        } else {
+            writeln!(
+                out,
+                "{} => {}{via}  ({})",
+                o.name,
+                o.path.display(),
+                o.reason
+            )?;
+        }
+    }
+    for m in &c.missing {
+        writeln!(
+            out,
+            "{} => not found  (needed by {})",
+            m.name,
+            m.needed_by.display()
+        )?;
+    }
+    Ok(())
+}

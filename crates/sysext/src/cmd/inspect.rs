@@ -1,0 +1,98 @@
+//! `sysext inspect IMAGE`: what an image holds.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use sysext_core::inspect::{EntryKind, Image, ImageFormat, ImageInfo};
+
+/// Show an image's name, release file, size and architectures (and its entries with --list).
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A NAME.raw squashfs image or an extension folder.
+    pub image: PathBuf,
+    /// Print the summary (with every entry) as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// List every entry (mode, owner, size, path).
+    #[arg(long)]
+    pub list: bool,
+}
+
+pub fn run(args: InspectArgs) -> Result<ExitCode> {
+    let image =
+        Image::open(&args.image).with_context(|| format!("inspecting {}", args.image.display()))?;
+    let info = image.info();
+    let mut out = std::io::stdout().lock();
+    match print(&info, &args, &mut out).and_then(|()| out.flush()) {
+        // A closed pipe (`| head`) is not an error.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        r => {
+            r.context("writing to stdout")?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print(info: &ImageInfo, args: &InspectArgs, out: &mut impl Write) -> io::Result<()> {
+    if args.json {
+        serde_json::to_writer_pretty(&mut *out, info)?;
+        return writeln!(out);
+    }
+    let format = match info.format {
+        ImageFormat::Squashfs => "squashfs",
+        ImageFormat::Dir => "folder",
+    };
+    writeln!(out, "name:          {}", info.name)?;
+    writeln!(out, "format:        {format}")?;
+    if let Some(b) = info.image_bytes {
+        writeln!(out, "image size:    {b}")?;
+    }
+    writeln!(out, "files:         {}", info.files)?;
+    writeln!(out, "total size:    {}", info.total_size)?;
+    let arch = if info.architectures.is_empty() {
+        "(no ELF files)".to_string()
+    } else {
+        info.architectures.join(" ")
+    };
+    writeln!(out, "architectures: {arch}")?;
+    match (&info.release_file, &info.release) {
+        (Some(f), Some(text)) => {
+            writeln!(out, "release file:  {f}")?;
+            for line in text.lines() {
+                writeln!(out, "  {line}")?;
+            }
+        }
+        _ => writeln!(
+            out,
+            "release file:  missing (usr/lib/extension-release.d/extension-release.{})",
+            info.name
+        )?,
+    }
+    if args.list {
+        for e in &info.entries {
+            let t = match e.kind {
+                EntryKind::File => '-',
+                EntryKind::Dir => 'd',
+                EntryKind::Symlink => 'l',
+                EntryKind::CharDevice => 'c',
+                EntryKind::BlockDevice => 'b',
+                EntryKind::Fifo => 'p',
+                EntryKind::Socket => 's',
+            };
+            let target = e
+                .target
+                .as_deref()
+                .map(|t| format!(" -> {t}"))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "{t}{:04o} {}/{} {:>10} {}{}",
+                e.mode, e.uid, e.gid, e.size, e.path, target
+            )?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! `sysext merge`, `sysext unmerge`, `sysext status`: systemd-sysext's verbs on a (scratch) root.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use sysext_core::merge::{self, MergeOptions, MergeReport};
+
+/// Where and what to merge.
+#[derive(Debug, clap::Args)]
+pub struct RootArgs {
+    /// Operate on this OS tree instead of the running system.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+}
+
+/// Merge extension images over ROOT's /usr and /opt until `sysext unmerge`.
+///
+/// As systemd-sysext does (compatibility check, discovery order, name masking, layer order),
+/// plus a report of which file of which extension shadows which other file, and warnings for
+/// directories that hide a host symlink or change a directory's mode or owner.
+#[derive(Debug, clap::Args)]
+pub struct MergeArgs {
+    #[command(flatten)]
+    pub root: RootArgs,
+    /// Merge incompatible images too (systemd-sysext --force).
+    #[arg(long)]
+    pub force: bool,
+    /// Only merge the IMAGEs given, not those in ROOT's extension directories.
+    #[arg(long)]
+    pub no_discover: bool,
+    /// Print the report (merged and skipped images, collisions, warnings) as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Images (directories or .raw files) taken before those found in ROOT; a name found
+    /// twice is taken from the first.
+    #[arg(value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+}
+
+/// Unmerge the extensions from ROOT's /usr and /opt.
+#[derive(Debug, clap::Args)]
+pub struct UnmergeArgs {
+    #[command(flatten)]
+    pub root: RootArgs,
+}
+
+/// Show which extensions are merged into ROOT's /usr and /opt.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub root: RootArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn hierarchies() -> Vec<String> {
+    merge::DEFAULT_HIERARCHIES
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Print systemd-sysext's messages and our warnings to stderr.
+pub fn print_messages(report: &MergeReport) {
+    for s in &report.skipped {
+        eprintln!("{}", s.message);
+    }
+    if let Some(m) = report.nothing_message() {
+        eprintln!("{m}");
+    }
+    if let Some(m) = report.using_message() {
+        eprintln!("{m}");
+    }
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+}
+
+/// The collision report as text.
+pub fn print_collisions(report: &MergeReport, out: &mut impl Write) -> std::io::Result<()> {
+    for c in &report.collisions {
+        writeln!(out, "{c}")?;
+    }
+    Ok(())
+}
+
+pub fn merge(args: MergeArgs) -> Result<ExitCode> {
+    let mut opts = MergeOptions::default();
+    opts.root = args.root.root.clone();
+    opts.images = args.images;
+    opts.discover = !args.no_discover;
+    opts.force = args.force;
+    let report = merge::merge(&opts)
+        .with_context(|| format!("merging extensions into {}", args.root.root.display()))?;
+    print_messages(&report);
+    for h in &report.hierarchies {
+        let shown = args.root.root.join(h.trim_start_matches('/'));
+        eprintln!("Merged extensions into '{}'.", shown.display());
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        print_collisions(&report, &mut out)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn unmerge(args: UnmergeArgs) -> Result<ExitCode> {
+    let done = merge::unmerge(&args.root.root, &hierarchies())
+        .with_context(|| format!("unmerging extensions from {}", args.root.root.display()))?;
+    for p in done {
+        eprintln!("Unmerged '{}'.", p.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn status(args: StatusArgs) -> Result<ExitCode> {
+    let st = merge::status(&args.root.root, &hierarchies())
+        .with_context(|| format!("reading the merge status of {}", args.root.root.display()))?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &st)?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(out, "{:<10} {:<30} SINCE", "HIERARCHY", "EXTENSIONS")?;
+    for h in st {
+        let (ext, since) = match (&h.extensions, h.since) {
+            (Some(e), since) => (
+                e.join(" "),
+                since.map(|s| format!("@{s}")).unwrap_or_else(|| "-".into()),
+            ),
+            (None, _) => ("none".to_string(), "-".to_string()),
+        };
+        writeln!(out, "{:<10} {:<30} {since}", h.hierarchy, ext)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The main job, end to end on a fresh machine:
+#   1. install what is needed (scripts/setup.sh) and build the tools (release);
+#   2. build a real Debian trixie root filesystem with mmdebstrap and turn it into an OCI image;
+#   3. serve it from a docker-registry on 127.0.0.1 and push it there with skopeo;
+#   4. flix: relocate htop, nginx, b3sum and curl into tools.raw, pulled from the registry;
+#   5. flatwrap: wrap python3 with its whole rootfs into python.raw;
+#   6. check both images and try them on this host with `sysext run` (a private mount
+#      namespace: the host's /usr is never touched), printing what ran.
+# Everything is written under ./out (or $DEMO_DIR).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+top=$PWD
+out=${DEMO_DIR:-$top/out/demo}
+mkdir -p "$out"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "setup"
+bash scripts/setup.sh
+cargo build --release --locked -p sysext -p flix -p flatwrap -p ocirootfs
+bin=$top/target/release
+
+step "a Debian trixie root filesystem (mmdebstrap)"
+if [ ! -f "$out/trixie.tar" ]; then
+  mmdebstrap --quiet --variant=apt --include=htop,nginx-light,b3sum,curl,python3 trixie "$out/trixie.tar.tmp"
+  mv "$out/trixie.tar.tmp" "$out/trixie.tar"
+fi
+if [ ! -d "$out/oci" ]; then
+  rm -rf "$out/rootfs" "$out/oci.tmp"
+  mkdir -p "$out/rootfs"
+  tar --numeric-owner -xpf "$out/trixie.tar" -C "$out/rootfs"
+  umoci init --layout "$out/oci.tmp"
+  umoci new --image "$out/oci.tmp:trixie"
+  umoci insert --image "$out/oci.tmp:trixie" "$out/rootfs" /
+  mv "$out/oci.tmp" "$out/oci"
+fi
+
+step "a registry on 127.0.0.1"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mkdir -p "$out/registry"
+cat > "$out/registry/config.yml" <<CFG
+version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: $out/registry/data
+http:
+  addr: 127.0.0.1:$port
+CFG
+docker-registry serve "$out/registry/config.yml" >/dev/null 2>&1 &
+registry_pid=$!
+trap 'kill $registry_pid 2>/dev/null || true' EXIT
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+image=127.0.0.1:$port/debian:trixie
+skopeo copy --quiet --dest-tls-verify=false "oci:$out/oci:trixie" "docker://$image"
+echo "serving $image"
+
+step "flix: tools.raw from $image"
+time "$bin/flix" --force --output "$out/tools.raw" "$image" tools \
+  /usr/bin/htop /usr/sbin/nginx /usr/bin/b3sum /usr/bin/curl /usr/share/terminfo
+"$bin/sysext" inspect "$out/tools.raw" | head -n 20
+"$bin/sysext" check "$out/tools.raw"
+
+step "flatwrap: python.raw from $image"
+time "$bin/flatwrap" --force --output "$out/python.raw" "$image" python /usr/bin/python3
+"$bin/sysext" check "$out/python.raw"
+
+step "without relocation the trixie binaries do not run here"
+"$out/rootfs/usr/bin/b3sum" --version 2>&1 | head -n 2 || true
+
+step "trying the images on this host (private mount namespace)"
+echo "hello from the demo" > "$out/hello.txt"
+"$bin/sysext" run "$out/tools.raw" -- /usr/bin/b3sum "$out/hello.txt"
+"$bin/sysext" run "$out/tools.raw" -- /usr/bin/curl -s "file://$out/hello.txt"
+"$bin/sysext" run "$out/tools.raw" -- /usr/sbin/nginx -v
+"$bin/sysext" run "$out/tools.raw" -- /usr/bin/htop --version
+"$bin/sysext" run "$out/python.raw" -- /usr/bin/python3 -c 'import sys, json; print("python", sys.version.split()[0], json.dumps({"ok": True}))'
+echo
+echo "demo done: images in $out"
