@@ -64,14 +64,32 @@ pub fn default_dir() -> PathBuf {
     PathBuf::from("/var/cache/ocirootfs")
 }
 
+/// Removes `.HEX.partial-PID-N` files whose writing process is gone (a killed pull).
+fn remove_dead_partials(blobs: &Path) {
+    let Ok(rd) = fs::read_dir(blobs) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some((_, rest)) = name.split_once(".partial-") else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
 impl Cache {
     /// Opens (creating) a cache folder.
     pub fn open(dir: &Path) -> Result<Cache, CacheError> {
         let blobs = dir.join("blobs/sha256");
         fs::create_dir_all(&blobs).map_err(|source| CacheError::Create {
-            path: blobs,
+            path: blobs.clone(),
             source,
         })?;
+        remove_dead_partials(&blobs);
         Ok(Cache {
             dir: dir.to_path_buf(),
         })
@@ -128,6 +146,13 @@ impl Cache {
         let mut w = self.writer(digest, Some(bytes.len() as u64))?;
         w.write_chunk(bytes)?;
         w.finish()
+    }
+
+    /// Removes a cached blob found damaged, so the next run fetches it again.
+    pub fn evict(&self, digest: &str) {
+        if let Ok(p) = self.blob_path(digest) {
+            let _ = fs::remove_file(p);
+        }
     }
 
     /// Where the unpacked root filesystem of a manifest is kept.
@@ -199,7 +224,8 @@ impl BlobWriter {
         };
         let file = self.file.take().expect("finish called once");
         let file = file.into_inner().map_err(|e| wr(e.into_error()))?;
-        file.sync_data().map_err(wr)?;
+        // No fsync: a blob damaged by a crash is caught when it is read (every layer is hashed
+        // again while it is unpacked) and evicted, see `Cache::evict`.
         drop(file);
         fs::rename(&self.tmp, &self.path).map_err(wr)?;
         Ok(self.path.clone())
@@ -251,5 +277,10 @@ mod tests {
             .collect();
         assert_eq!(names.len(), 1);
         assert!(cache.blob_path("sha256:../../etc").is_err());
+        // A partial file of a dead process goes away when the cache is opened again.
+        let dead = tmp.path().join("blobs/sha256/.abc.partial-4194304999-0");
+        fs::write(&dead, b"x").unwrap();
+        Cache::open(tmp.path()).unwrap();
+        assert!(!dead.exists());
     }
 }

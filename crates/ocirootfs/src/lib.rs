@@ -174,6 +174,7 @@ fn apply_all(image: &mut Image, root: &Path) -> Result<Vec<LayerReport>, Error> 
             .or_else(|| layer.diff_id.clone())
             .unwrap_or_else(|| format!("#{index}"));
         let blob = layer.open()?;
+        tracing::debug!("applying layer {label}");
         let stats = unpack::apply_layer(
             root,
             blob,
@@ -181,12 +182,25 @@ fn apply_all(image: &mut Image, root: &Path) -> Result<Vec<LayerReport>, Error> 
             layer.diff_id.as_deref(),
             &uopts,
         )
-        .map_err(|source| Error::Unpack {
-            index,
-            digest: label,
-            image: name.clone(),
-            source,
+        .map_err(|source| {
+            if matches!(
+                source,
+                UnpackError::Digest { .. } | UnpackError::DiffId { .. }
+            ) {
+                layer.evict();
+            }
+            Error::Unpack {
+                index,
+                digest: label,
+                image: name.clone(),
+                source,
+            }
         })?;
+        tracing::debug!(
+            "applied layer {index}: {} entries, {} bytes",
+            stats.entries,
+            stats.bytes
+        );
         reports.push(LayerReport {
             digest: layer.digest.clone(),
             diff_id: layer.diff_id.clone(),

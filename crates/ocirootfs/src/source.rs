@@ -205,9 +205,21 @@ pub struct Layer {
     pub size: Option<u64>,
     pub media_type: String,
     pub(crate) data: LayerData,
+    /// The blob lives in (or is being downloaded into) this cache.
+    pub(crate) cache: Option<Cache>,
 }
 
 impl Layer {
+    /// Drops a cached blob that turned out damaged.
+    pub(crate) fn evict(&self) {
+        if let (Some(c), Some(d)) = (&self.cache, &self.digest) {
+            tracing::warn!(
+                "cached blob {d} is damaged; removed from the cache, run again to fetch it"
+            );
+            c.evict(d);
+        }
+    }
+
     /// Opens the layer blob for reading, waiting for its download if needed.
     pub fn open(&mut self) -> Result<Box<dyn Read + Send>, SourceError> {
         if let LayerData::Download(rx) = &self.data {
@@ -609,6 +621,7 @@ fn resolve_layout(
             digest: Some(l.digest),
             size: l.size,
             media_type: l.media_type,
+            cache: None,
         });
     }
     Ok(Image {
@@ -693,6 +706,7 @@ fn resolve_docker_archive(file: &Path, opts: &ResolveOptions) -> Result<Image, S
             digest,
             size: None,
             media_type: "application/vnd.docker.image.rootfs.diff.tar".into(),
+            cache: None,
         });
     }
     Ok(Image {
@@ -1049,6 +1063,7 @@ async fn download(d: Download) -> Result<PathBuf, SourceError> {
                 if let Some(b) = &bar {
                     b.finish();
                 }
+                tracing::debug!("downloaded {digest}");
                 return Ok(p);
             }
             Err((e, transient)) if transient && attempt < ATTEMPTS => {
@@ -1204,6 +1219,7 @@ fn resolve_registry(
             size: l.size,
             media_type: l.media_type,
             data,
+            cache: Some(cache.clone()),
         });
     }
     Ok(Image {

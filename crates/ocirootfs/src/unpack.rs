@@ -160,7 +160,8 @@ struct Applier<'a> {
     opts: &'a UnpackOptions,
     written: HashSet<Vec<u8>>,
     parents: HashMap<Vec<u8>, OwnedFd>,
-    dir_times: Vec<(Vec<u8>, i64, u32)>,
+    /// Directories' (path, mtime, depth, mode to set at the end when not root).
+    dir_times: Vec<(Vec<u8>, i64, u32, Option<u32>)>,
     stats: LayerStats,
 }
 
@@ -181,13 +182,64 @@ fn open_root(root: &Path) -> Result<OwnedFd, UnpackError> {
 /// and the tar stream against `diff_id` when given.
 pub fn apply_layer(
     root: &Path,
-    blob: impl Read,
+    blob: impl Read + Send,
     digest: Option<&str>,
     diff_id: Option<&str>,
     opts: &UnpackOptions,
 ) -> Result<LayerStats, UnpackError> {
+    // Reading, hashing and decompressing run on a thread of their own, the tar side (all the
+    // file system calls) on this one: two cores busy instead of one.
+    let root_fd = open_root(root)?;
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(16);
+        let producer = scope.spawn(move || {
+            let r = decode_stream(blob, &tx);
+            if let Err(e) = &r {
+                let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+            }
+            r
+        });
+        let stats = consume(
+            root_fd,
+            ChanReader {
+                rx,
+                cur: Vec::new(),
+                off: 0,
+            },
+            opts,
+        );
+        let hashes = producer
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the decompression thread panicked")));
+        let stats = stats?;
+        let (actual_outer, actual_inner) = hashes.map_err(UnpackError::Tar)?;
+        if let Some(d) = digest {
+            if d.strip_prefix("sha256:") != Some(actual_outer.as_str()) {
+                return Err(UnpackError::Digest {
+                    expected: d.into(),
+                    actual: actual_outer,
+                });
+            }
+        }
+        if let Some(d) = diff_id {
+            if d.strip_prefix("sha256:") != Some(actual_inner.as_str()) {
+                return Err(UnpackError::DiffId {
+                    expected: d.into(),
+                    actual: actual_inner,
+                });
+            }
+        }
+        Ok(stats)
+    })
+}
+
+/// Reads the blob, hashes it, decompresses it (gzip, zstd or none, by magic) and hashes the
+/// result, sending the tar stream in chunks; returns (blob hex, tar hex).
+fn decode_stream(
+    blob: impl Read,
+    tx: &std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
+) -> io::Result<(String, String)> {
     let outer = Rc::new(RefCell::new(Sha256::new()));
-    let inner = Rc::new(RefCell::new(Sha256::new()));
     let mut buffered = BufReader::with_capacity(
         1 << 20,
         Hashing {
@@ -195,27 +247,84 @@ pub fn apply_layer(
             state: outer.clone(),
         },
     );
-    let magic = buffered.fill_buf().map_err(UnpackError::Tar)?;
-    let decoded: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
+    let magic = buffered.fill_buf()?;
+    let mut decoded: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::bufread::MultiGzDecoder::new(buffered))
     } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(zstd::stream::read::Decoder::with_buffer(buffered).map_err(UnpackError::Tar)?)
+        Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?)
     } else {
         Box::new(buffered)
     };
+    let mut inner = Sha256::new();
+    const CHUNK: usize = 256 << 10;
+    loop {
+        let mut buf = vec![0u8; CHUNK];
+        let mut n = 0;
+        while n < CHUNK {
+            match decoded.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        buf.truncate(n);
+        inner.update(&buf);
+        if tx.send(Ok(buf)).is_err() {
+            // The tar side stopped (an error it reports itself).
+            return Err(io::Error::other("unpacking stopped"));
+        }
+    }
+    drop(decoded);
+    Ok((
+        hex::encode(outer.take().finalize()),
+        hex::encode(inner.finalize()),
+    ))
+}
+
+struct ChanReader {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    cur: Vec<u8>,
+    off: usize,
+}
+
+impl Read for ChanReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.off == self.cur.len() {
+            match self.rx.recv() {
+                Ok(Ok(v)) => {
+                    self.cur = v;
+                    self.off = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.off);
+        buf[..n].copy_from_slice(&self.cur[self.off..self.off + n]);
+        self.off += n;
+        Ok(n)
+    }
+}
+
+fn consume(
+    root: OwnedFd,
+    tar_stream: ChanReader,
+    opts: &UnpackOptions,
+) -> Result<LayerStats, UnpackError> {
     let eof = Rc::new(std::cell::Cell::new(None));
     let tar_stream = Tail {
-        inner: Hashing {
-            inner: decoded,
-            state: inner.clone(),
-        },
+        inner: tar_stream,
         pos: 0,
         eof: eof.clone(),
         pad_left: 0,
     };
     let mut archive = tar::Archive::new(tar_stream);
     let mut applier = Applier {
-        root: open_root(root)?,
+        root,
         opts,
         written: HashSet::new(),
         parents: HashMap::new(),
@@ -241,24 +350,6 @@ pub fn apply_layer(
     io::copy(&mut rest, &mut io::sink()).map_err(UnpackError::Tar)?;
     drop(rest);
     applier.finish_dir_times()?;
-    let actual_inner = hex::encode(inner.take().finalize());
-    let actual_outer = hex::encode(outer.take().finalize());
-    if let Some(d) = digest {
-        if d.strip_prefix("sha256:") != Some(actual_outer.as_str()) {
-            return Err(UnpackError::Digest {
-                expected: d.into(),
-                actual: actual_outer,
-            });
-        }
-    }
-    if let Some(d) = diff_id {
-        if d.strip_prefix("sha256:") != Some(actual_inner.as_str()) {
-            return Err(UnpackError::DiffId {
-                expected: d.into(),
-                actual: actual_inner,
-            });
-        }
-    }
     Ok(applier.stats)
 }
 
@@ -460,7 +551,8 @@ impl Applier<'_> {
                 source: e,
             })?;
             self.set_meta_fd(&root, &meta, &path, true)?;
-            self.dir_times.push((path, meta.mtime, 0));
+            let late_mode = (!self.opts.as_root).then_some(meta.mode);
+            self.dir_times.push((path, meta.mtime, 0, late_mode));
             return Ok(());
         };
 
@@ -541,8 +633,9 @@ impl Applier<'_> {
                 )
                 .map_err(io_err("open directory", &path))?;
                 self.set_meta_fd(&fd, &meta, &path, true)?;
+                let late_mode = (!self.opts.as_root).then_some(meta.mode);
                 self.dir_times
-                    .push((path.clone(), meta.mtime, comps.len() as u32));
+                    .push((path.clone(), meta.mtime, comps.len() as u32, late_mode));
             }
             T::Regular | T::Continuous | T::GNUSparse => {
                 replace(self, &parent)?;
@@ -699,7 +792,14 @@ impl Applier<'_> {
                 ));
             }
         }
-        rfs::fchmod(fd, Mode::from_raw_mode(meta.mode)).map_err(io_err("chmod", path))?;
+        // Without root, a read-only directory would refuse its own children: keep it writable
+        // until the layer is done (`finish_dir_times` sets the real mode).
+        let mode = if is_dir && !self.opts.as_root {
+            meta.mode | 0o700
+        } else {
+            meta.mode
+        };
+        rfs::fchmod(fd, Mode::from_raw_mode(mode)).map_err(io_err("chmod", path))?;
         if !is_dir {
             rfs::futimens(fd, &times(meta.mtime)).map_err(io_err("set times of", path))?;
         }
@@ -709,7 +809,19 @@ impl Applier<'_> {
     fn finish_dir_times(&mut self) -> Result<(), UnpackError> {
         let mut list = std::mem::take(&mut self.dir_times);
         list.sort_by_key(|a| std::cmp::Reverse(a.2));
-        for (path, mtime, _) in list {
+        for (path, mtime, _, late_mode) in list {
+            if let Some(mode) = late_mode {
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                if let Ok(fd) = rfs::openat2(
+                    &self.root,
+                    OsStr::from_bytes(&path),
+                    flags,
+                    Mode::empty(),
+                    RESOLVE,
+                ) {
+                    rfs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(io_err("chmod", &path))?;
+                }
+            }
             let comps: Vec<&[u8]> = if path == b"." {
                 Vec::new()
             } else {
@@ -812,6 +924,33 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, UnpackError::DiffId { .. }), "{err}");
+    }
+
+    #[test]
+    fn read_only_dirs_get_their_mode_last_without_root() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o555);
+        h.set_size(0);
+        h.set_cksum();
+        b.append_data(&mut h, "ro", &b""[..]).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(2);
+        h.set_cksum();
+        b.append_data(&mut h, "ro/f", &b"hi"[..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let opts = UnpackOptions { as_root: false };
+        apply_layer(tmp.path(), &tar[..], None, None, &opts).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(tmp.path().join("ro"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o555);
+        assert_eq!(std::fs::read(tmp.path().join("ro/f")).unwrap(), b"hi");
     }
 
     #[test]
