@@ -26,22 +26,35 @@ xargs -a "$WORK/list" cp -t "$WORK/b"
 BYTES=$(du -sb "$WORK/a" | cut -f1)
 sync
 
-now() { date +%s%N; }
-t0=$(now)
-(cd "$WORK/a" && "$FLIX_PATCHELF" --set-rpath "$RPATH" --no-default-lib -- *)
-t1=$(now)
-(cd "$WORK/b" && for f in *; do patchelf --set-rpath "$RPATH" --no-default-lib "$f"; done)
-t2=$(now)
+# Wall time and CPU time (user+sys of the process tree), via GNU time when present: the
+# machine may be shared, and CPU time is the fairer figure then.
+measure() { # OUTFILE DIR COMMAND...
+    out=$1 dir=$2
+    shift 2
+    if [ -x /usr/bin/time ]; then
+        (cd "$dir" && /usr/bin/time -f "%e %U %S" -o "$out" sh -c "$*")
+    else
+        s=$(date +%s%N)
+        (cd "$dir" && sh -c "$*")
+        e=$(date +%s%N)
+        echo "$(( (e - s) / 1000000 ))e-3 0 0" > "$out"
+    fi
+}
+measure "$WORK/t.flix" "$WORK/a" "\"$FLIX_PATCHELF\" --set-rpath '$RPATH' --no-default-lib -- *"
+measure "$WORK/t.pe" "$WORK/b" "for f in *; do patchelf --set-rpath '$RPATH' --no-default-lib \"\$f\"; done"
 
 # Same result: both report the new RUNPATH everywhere.
 bad=0
 for f in "$WORK"/a/*; do
     [ "$("$FLIX_PATCHELF" --print-rpath "$f")" = "$RPATH" ] || bad=$((bad + 1))
 done
-flix_ms=$(( (t1 - t0) / 1000000 ))
-pe_ms=$(( (t2 - t1) / 1000000 ))
+read -r fw fu fs < "$WORK/t.flix"
+read -r pw pu ps < "$WORK/t.pe"
 echo "libraries: $N ($((BYTES / 1048576)) MiB), edit: --set-rpath (long) --no-default-lib"
-echo "flix-patchelf, one process: ${flix_ms} ms"
-echo "patchelf $(patchelf --version | cut -d' ' -f2), one process per file: ${pe_ms} ms"
-awk -v a="$flix_ms" -v b="$pe_ms" 'BEGIN { if (a < 1) a = 1; printf "ratio patchelf/flix: %.1fx\n", b / a }'
+awk -v fw="$fw" -v fu="$fu" -v fs="$fs" -v pw="$pw" -v pu="$pu" -v ps="$ps" -v v="$(patchelf --version | cut -d' ' -f2)" 'BEGIN {
+    fc = fu + fs; pc = pu + ps
+    printf "flix-patchelf, one process:          wall %.2f s, cpu %.2f s\n", fw, fc
+    printf "patchelf %s, one process per file: wall %.2f s, cpu %.2f s\n", v, pw, pc
+    printf "ratio patchelf/flix: wall %.1fx, cpu %.1fx\n", pw / (fw > 0 ? fw : 0.01), pc / (fc > 0 ? fc : 0.01)
+}'
 [ "$bad" -eq 0 ] || { echo "$bad files without the new RUNPATH" >&2; exit 1; }

@@ -533,3 +533,38 @@ fn print_operations_match_patchelf() {
     }
     assert!(compared > 20, "only {compared} files compared");
 }
+
+#[test]
+fn rewrite_file_replaces_atomically_and_keeps_the_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    if !host_x86_64() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("prog");
+    fs::copy("/usr/bin/ls", &f).unwrap();
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o750)).unwrap();
+    flix::rewrite::rewrite_file(&f, &edits(Some(&format!("{LONG_DIR}/ld.so")), &[LONG_DIR]))
+        .unwrap();
+    assert_eq!(
+        fs::metadata(&f).unwrap().permissions().mode() & 0o7777,
+        0o750
+    );
+    let info = inspect(&fs::read(&f).unwrap()).unwrap();
+    assert_eq!(info.runpath.as_deref(), Some(LONG_DIR));
+    assert_eq!(
+        fs::read_dir(tmp.path()).unwrap().count(),
+        1,
+        "temporary file left behind"
+    );
+
+    // A failed rewrite leaves the input untouched and names the file.
+    let before = fs::read(&f).unwrap();
+    let mut e = Edits::default();
+    e.interpreter = Some("/x".into());
+    let lib = tmp.path().join("libz.so.1");
+    fs::copy("/usr/lib/x86_64-linux-gnu/libz.so.1", &lib).unwrap();
+    let err = flix::rewrite::rewrite_file(&lib, &e).unwrap_err();
+    assert!(err.to_string().contains("libz.so.1"), "{err}");
+    assert_eq!(fs::read(&f).unwrap(), before);
+}

@@ -27,6 +27,13 @@
 //! Every output is parsed again (by this module and by `object`) and compared with what was
 //! asked before it is returned; [`rewrite_file`] replaces the input only after that.
 //! Both ELF classes and both byte orders are supported.
+//!
+//! Why not `object::build::elf::Builder`: it re-serialises the whole file. Measured on this
+//! host (release build), a no-op read+write of `/usr/bin/ls`, `libc.so.6` and `libz.so.1` is
+//! not byte-identical to the input, drops a payload appended after the ELF image, and takes
+//! 1.9 s for the 117 MB `libLLVM-15.so.1`; and it still leaves the growth layout to the caller.
+//! Editing in place with `object`'s parser as the independent check keeps every byte we do not
+//! need to touch, which is what loaders, debuggers and self-extracting payloads rely on.
 
 mod consts;
 mod flags;
@@ -1315,4 +1322,81 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RewriteError> {
         source,
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_lookup_reuses_tails_and_appends_new() {
+        let mut s = Strings {
+            table: b"\0libfoo.so.1\0/usr/lib\0".to_vec(),
+            extra: Vec::new(),
+        };
+        for (name, want) in [
+            ("libfoo.so.1", 1),
+            ("foo.so.1", 4),
+            ("lib", 18),
+            ("", 0),
+            ("/usr/lib", 13),
+        ] {
+            assert_eq!(s.add(name), want, "{name}");
+        }
+        assert!(s.extra.is_empty());
+        let new = s.add("/opt/x");
+        assert_eq!(new, 22);
+        assert_eq!(s.add("/opt/x"), 22);
+        assert_eq!(s.get(new).unwrap(), "/opt/x");
+        assert_eq!(s.get(4).unwrap(), "foo.so.1");
+        assert!(s.get(999).is_err());
+    }
+
+    #[test]
+    fn tag_kinds() {
+        for (tag, ptr, string) in [
+            (DT_NEEDED, false, true),
+            (DT_STRTAB, true, false),
+            (DT_STRSZ, false, false),
+            (DT_DEBUG, true, false),
+            (DT_GNU_HASH, true, false),
+            (DT_VERNEED, true, false),
+            (DT_VERNEEDNUM, false, false),
+            (DT_RUNPATH, false, true),
+            (DT_FLAGS_1, false, false),
+            (36, true, false),  // DT_RELR
+            (35, false, false), // DT_RELRSZ
+            (DT_AUDIT, false, true),
+        ] {
+            assert_eq!(is_pointer_tag(tag), ptr, "{tag:#x}");
+            assert_eq!(is_string_tag(tag), string, "{tag:#x}");
+        }
+    }
+
+    #[test]
+    fn loader_names() {
+        for (name, loader) in [
+            ("ld-linux-x86-64.so.2", true),
+            ("ld-linux-aarch64.so.1", true),
+            ("ld64.so.2", true),
+            ("ld-musl-x86_64.so.1", true),
+            ("libc.so.6", false),
+            ("libld.so", false),
+        ] {
+            assert_eq!(is_loader_name(name), loader, "{name}");
+        }
+    }
+
+    #[test]
+    fn not_elf_and_truncated_headers() {
+        assert!(matches!(inspect(b"hello"), Err(RewriteError::NotElf)));
+        assert!(matches!(
+            inspect(b"\x7fELF\x02\x01\x01"),
+            Err(RewriteError::Malformed(_))
+        ));
+        let mut h = vec![0u8; 64];
+        h[..4].copy_from_slice(b"\x7fELF");
+        h[4] = 3;
+        assert!(inspect(&h).unwrap_err().to_string().contains("class"));
+    }
 }
