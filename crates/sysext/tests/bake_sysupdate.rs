@@ -81,6 +81,17 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// The assessment (last column) of `version`'s row in the table `list` prints on stdout.
+fn row<'a>(o: &'a Output, version: &str) -> Option<&'a str> {
+    std::str::from_utf8(&o.stdout)
+        .ok()?
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|w| w.contains(&version))?
+        .last()
+        .copied()
+}
+
 #[test]
 fn real_sysupdate_lists_offers_and_installs_the_baked_image() {
     if !testkit::require_root("chroot and mounts for systemd-sysupdate")
@@ -129,11 +140,11 @@ fn real_sysupdate_lists_offers_and_installs_the_baked_image() {
     let list = sysupdate(&root, &host, "list");
     let t = text(&list);
     assert!(list.status.success(), "list failed:\n{t}");
-    let row = t
-        .lines()
-        .find(|l| l.contains("1.0"))
-        .unwrap_or_else(|| panic!("1.0 not listed:\n{t}"));
-    assert!(row.contains("candidate"), "1.0 not a candidate:\n{t}");
+    assert_eq!(
+        row(&list, "1.0"),
+        Some("candidate"),
+        "1.0 not a candidate:\n{t}"
+    );
 
     let check = sysupdate(&root, &host, "check-new");
     assert!(
@@ -165,9 +176,9 @@ fn real_sysupdate_lists_offers_and_installs_the_baked_image() {
     let again = sysupdate(&root, &host, "list");
     let t = text(&again);
     assert!(again.status.success(), "{t}");
-    assert!(
-        t.lines()
-            .any(|l| l.contains("1.0") && l.contains("current")),
+    assert_eq!(
+        row(&again, "1.0"),
+        Some("current"),
         "1.0 not current after update:\n{t}"
     );
     let check = sysupdate(&root, &host, "check-new");
