@@ -23,8 +23,8 @@ bin=$top/target/release
 
 step "a Debian trixie root filesystem (mmdebstrap)"
 if [ ! -f "$out/trixie.tar" ]; then
-  mmdebstrap --quiet --variant=apt --include=htop,nginx-light,b3sum,curl,python3 trixie "$out/trixie.tar.tmp"
-  mv "$out/trixie.tar.tmp" "$out/trixie.tar"
+  mmdebstrap --quiet --variant=apt --include=htop,nginx-light,b3sum,curl,python3 trixie "$out/trixie.partial.tar"
+  mv "$out/trixie.partial.tar" "$out/trixie.tar"
 fi
 if [ ! -d "$out/oci" ]; then
   rm -rf "$out/rootfs" "$out/oci.tmp"
@@ -90,6 +90,7 @@ for goarch in amd64 arm64; do
   tar -C "$bake/hello" -czf "$bake/hello-$goarch.tar.gz" bin hello.service
 done
 if [ ! -d "$bake/trixie-arm64" ]; then
+  rm -rf "$bake/trixie-arm64.tar" "$bake/trixie-arm64.tmp"
   mmdebstrap --quiet --variant=extract --arch=arm64 --include=libc6,b3sum trixie "$bake/trixie-arm64.tar"
   mkdir -p "$bake/trixie-arm64.tmp"
   tar --numeric-owner -xpf "$bake/trixie-arm64.tar" -C "$bake/trixie-arm64.tmp"

@@ -557,8 +557,6 @@ pub fn check_elf(
             (tmp.path().to_path_buf(), elves)
         }
     };
-    let mut roots = RootStack::new();
-    roots.push(&folder, &["/usr", "/opt"]).push(host_root, &[]);
     let opts = ClosureOptions::default();
     let mut findings = Vec::new();
     if let Some(arch) = arch {
@@ -569,12 +567,37 @@ pub fn check_elf(
         .iter()
         .filter(|e| e.info.interpreter.is_some() || !e.info.needed.is_empty())
         .collect();
-    let files: Vec<PathBuf> = dynamic
-        .iter()
-        .map(|e| PathBuf::from(format!("/{}", e.path)))
-        .collect();
-    let closures = elf::closure_each(&roots, &files, &opts);
-    for ((e, inside), closure) in dynamic.iter().zip(&files).zip(closures) {
+    // Files inside a wrapped root filesystem (flatwrap's `usr/local/NAME/` with its
+    // `.flatwrap/` launcher helper) run with that folder as `/`: check them against it,
+    // everything else against the image's /usr and /opt over the host.
+    let wrapped = wrapped_roots(image.entries());
+    let mut groups: Vec<(RootStack, Vec<(&ImageElf, PathBuf)>)> = Vec::new();
+    let mut merged = RootStack::new();
+    merged.push(&folder, &["/usr", "/opt"]).push(host_root, &[]);
+    groups.push((merged, Vec::new()));
+    for w in &wrapped {
+        groups.push((RootStack::single(&folder.join(w)), Vec::new()));
+    }
+    for e in &dynamic {
+        match wrapped.iter().position(|w| {
+            e.path
+                .strip_prefix(w.as_str())
+                .is_some_and(|r| r.starts_with('/'))
+        }) {
+            Some(i) => {
+                let inside = PathBuf::from(&e.path[wrapped[i].len()..]);
+                groups[i + 1].1.push((e, inside));
+            }
+            None => groups[0].1.push((e, PathBuf::from(format!("/{}", e.path)))),
+        }
+    }
+    let mut checked = Vec::new();
+    for (roots, members) in &groups {
+        let files: Vec<PathBuf> = members.iter().map(|(_, p)| p.clone()).collect();
+        let closures = elf::closure_each(roots, &files, &opts);
+        checked.extend(members.iter().cloned().zip(closures));
+    }
+    for ((e, inside), closure) in checked {
         let inside = inside.as_path();
         let closure = match closure {
             Ok(c) => c,
@@ -616,6 +639,17 @@ pub fn check_elf(
         }
     }
     Ok(cap(findings))
+}
+
+/// Folders of the image that are root filesystems entered by launchers: `usr/local/NAME`
+/// holding flatwrap's `.flatwrap/launch`.
+fn wrapped_roots(entries: &[Entry]) -> Vec<String> {
+    entries
+        .iter()
+        .filter_map(|e| e.path.strip_suffix("/.flatwrap/launch"))
+        .filter(|p| p.starts_with("usr/local/") && p.matches('/').count() == 2)
+        .map(str::to_string)
+        .collect()
 }
 
 /// The entry at `path`, following symlinks in its last component (relative targets from its

@@ -247,3 +247,77 @@ fn trixie_b3sum_against_the_host_and_a_foreign_architecture() {
     let (code, raw_f) = findings(&check(&raw, &[]));
     assert_eq!((code, &raw_f), (1, &f), "packed");
 }
+
+/// A wrapped root filesystem (flatwrap's `usr/local/NAME` with `.flatwrap/launch`) runs with
+/// that folder as `/`: its programs are checked against it, not against the host. A library
+/// that only the host has does not count there, and one the wrapped root has does.
+#[test]
+fn wrapped_rootfs_is_checked_as_its_own_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let t = image(dir, "wrap", "ID=_any\nARCHITECTURE=x86-64\n");
+    let w = t.join("usr/local/wrap");
+    let libdir = w.join("usr/lib/x86_64-linux-gnu");
+    fs::create_dir_all(&libdir).unwrap();
+    fs::create_dir_all(w.join("usr/bin")).unwrap();
+    fs::create_dir_all(w.join(".flatwrap")).unwrap();
+    fs::write(w.join(".flatwrap/launch"), "#!/bin/sh\n").unwrap();
+    std::os::unix::fs::symlink("usr/lib", w.join("lib")).unwrap();
+    std::os::unix::fs::symlink("usr/lib64", w.join("lib64")).unwrap();
+    fs::create_dir_all(w.join("usr/lib64")).unwrap();
+    // The host's loader and libc, copied into the wrapped root.
+    let loader = fs::canonicalize("/lib64/ld-linux-x86-64.so.2").unwrap();
+    fs::copy(&loader, w.join("usr/lib64/ld-linux-x86-64.so.2")).unwrap();
+    let libc = fs::canonicalize("/lib/x86_64-linux-gnu/libc.so.6").unwrap();
+    fs::copy(&libc, libdir.join("libc.so.6")).unwrap();
+    // A program needing libwrapfoo.so, which the wrapped root has, and one needing libz,
+    // which only the host has.
+    let src = dir.join("foo.c");
+    fs::write(&src, "int foo(void){return 1;}\n").unwrap();
+    let main = dir.join("main.c");
+    fs::write(&main, "int foo(void);\nint main(void){return foo();}\n").unwrap();
+    let lib = libdir.join("libwrapfoo.so");
+    cc(&[
+        "-shared",
+        "-fPIC",
+        "-Wl,-soname,libwrapfoo.so",
+        "-o",
+        lib.to_str().unwrap(),
+        src.to_str().unwrap(),
+    ]);
+    let prog = w.join("usr/bin/prog");
+    cc(&[
+        "-o",
+        prog.to_str().unwrap(),
+        main.to_str().unwrap(),
+        "-L",
+        libdir.to_str().unwrap(),
+        "-lwrapfoo",
+    ]);
+    normalise_dirs(&t);
+    let (code, f) = findings(&check(&t, &[]));
+    assert_eq!((code, &f), (0, &vec![]), "a complete wrapped root is clean");
+
+    let zmain = dir.join("z.c");
+    fs::write(
+        &zmain,
+        "const char *zlibVersion(void);\nint main(void){return zlibVersion()[0] == 0;}\n",
+    )
+    .unwrap();
+    let zprog = w.join("usr/bin/zprog");
+    cc(&[
+        "-o",
+        zprog.to_str().unwrap(),
+        zmain.to_str().unwrap(),
+        "-lz",
+    ]);
+    let (code, f) = findings(&check(&t, &[]));
+    assert_eq!(code, 1, "{f:?}");
+    assert!(
+        f.iter().any(|(c, p, m)| c == "missing-library"
+            && p == "usr/local/wrap/usr/bin/zprog"
+            && m.contains("libz.so.1")),
+        "{f:?}"
+    );
+    assert!(!f.iter().any(|(_, p, _)| p.ends_with("/prog")), "{f:?}");
+}
