@@ -309,7 +309,7 @@ fn wrapped_rootfs_is_checked_as_its_own_root() {
         "-o",
         zprog.to_str().unwrap(),
         zmain.to_str().unwrap(),
-        "-lz",
+        "-l:libz.so.1",
     ]);
     let (code, f) = findings(&check(&t, &[]));
     assert_eq!(code, 1, "{f:?}");
