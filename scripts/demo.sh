@@ -68,13 +68,13 @@ time "$bin/flatwrap" --force --output "$out/python.raw" "$image" python /usr/bin
 "$bin/sysext" check "$out/python.raw"
 
 step "without relocation the trixie binaries do not run here"
-"$out/rootfs/usr/bin/b3sum" --version 2>&1 | head -n 2 || true
+"$out/rootfs/usr/bin/htop" --version 2>&1 | head -n 2 || true
 
 step "trying the images on this host (private mount namespace)"
 echo "hello from the demo" > "$out/hello.txt"
 "$bin/sysext" run "$out/tools.raw" -- /usr/bin/b3sum "$out/hello.txt"
 "$bin/sysext" run "$out/tools.raw" -- /usr/bin/curl -s "file://$out/hello.txt"
-"$bin/sysext" run "$out/tools.raw" -- /usr/sbin/nginx -v
+"$bin/sysext" run "$out/tools.raw" -- /usr/bin/nginx -v   # flix ships usr/sbin programs in usr/bin
 "$bin/sysext" run "$out/tools.raw" -- /usr/bin/htop --version
 "$bin/sysext" run "$out/python.raw" -- /usr/bin/python3 -c 'import sys, json; print("python", sys.version.split()[0], json.dumps({"ok": True}))'
 
