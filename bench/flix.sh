@@ -81,25 +81,8 @@ printf 'ID=_any\nARCHITECTURE=x86-64\n' >"$tree/usr/lib/extension-release.d/exte
 SH
 chmod +x "$work/reloc.sh"
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cat >"$work/registry.yml" <<YML
-version: 0.1
-log:
-  level: error
-storage:
-  filesystem:
-    rootdirectory: $work/registry
-http:
-  addr: 127.0.0.1:$port
-YML
-docker-registry serve "$work/registry.yml" >/dev/null 2>&1 &
-reg_pid=$!
-i=0
-until python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null; do
-    i=$((i + 1)); [ $i -lt 100 ] || { echo "registry did not start" >&2; exit 2; }; sleep 0.1
-done
-image=127.0.0.1:$port/bench:$tag
-skopeo copy --quiet --dest-tls-verify=false "oci:$layout:$tag" "docker://$image"
+. "$(dirname "$0")/registry.sh"
+serve_layout "$work" "$layout" "$tag"
 
 ours="cd $work && XDG_CACHE_HOME=$work/cache $FLIX_BIN --force $image tools $paths 2>/dev/null"
 theirs="cd $work && skopeo copy --quiet --src-tls-verify=false docker://$image oci:$work/ref-layout:t && umoci raw unpack --image $work/ref-layout:t $work/ref-root && $work/reloc.sh $work/ref-root tools $work/ref-tree $paths && mksquashfs $work/ref-tree $work/ref.raw -all-root -noappend -quiet -no-progress"

@@ -1,0 +1,25 @@
+# Sourced by the benchmarks: serve an OCI layout from a docker-registry on 127.0.0.1.
+# serve_layout WORK LAYOUT TAG: starts the registry with its storage under WORK, pushes
+# LAYOUT:TAG as bench:TAG; sets reg_pid (stop it on exit) and image (the pushed reference).
+serve_layout() {
+    local work=$1 layout=$2 tag=$3 port i
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    cat >"$work/registry.yml" <<YML
+version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: $work/registry
+http:
+  addr: 127.0.0.1:$port
+YML
+    docker-registry serve "$work/registry.yml" >/dev/null 2>&1 &
+    reg_pid=$!
+    i=0
+    until python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null; do
+        i=$((i + 1)); [ $i -lt 100 ] || { echo "registry did not start" >&2; exit 2; }; sleep 0.1
+    done
+    image=127.0.0.1:$port/bench:$tag
+    skopeo copy --quiet --dest-tls-verify=false "oci:$layout:$tag" "docker://$image"
+}
