@@ -3,6 +3,7 @@
 //! - [`rewrite`]: the ELF rewriter (interpreter, RUNPATH/RPATH, SONAME, DT_NEEDED,
 //!   DF_1_NODEFLIB), with our own layout step for growing sections (crate `flix-rewrite`).
 //! - [`patchelf`]: the `flix-patchelf` command line over [`rewrite`].
+//! - [`resolution_cache`]: patchelf's `--build-resolution-cache` note.
 //! - [`plan`]: what the user typed resolved against the rootfs into a validated [`plan::Plan`]
 //!   (entries, renames, closure, flat library dir, RUNPATHs, units, diagnostics).
 //! - [`stage`]: the plan carried out into an extension tree and packed to `NAME.raw`.
@@ -11,5 +12,6 @@
 pub mod cli;
 pub mod patchelf;
 pub mod plan;
+pub mod resolution_cache;
 pub mod rewrite;
 pub mod stage;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
+use crate::resolution_cache::{self, Outcome};
 use crate::rewrite::{
     execstack, inspect, os_abi, rewrite, set_execstack, set_os_abi, write_atomic, Edits, ElfSummary,
 };
@@ -90,6 +91,10 @@ pub struct Args {
     /// Add a DT_DEBUG entry if there is none.
     #[arg(long)]
     pub add_debug_tag: bool,
+    /// Record where the run path resolves each DT_NEEDED library, in a `.note.nixos.ldcache`
+    /// note a patched loader reads instead of searching (not with --force-rpath).
+    #[arg(long)]
+    pub build_resolution_cache: bool,
     /// Accepted for compatibility; the alignment of the new segment comes from the file.
     #[arg(long, value_name = "SIZE")]
     pub page_size: Option<u64>,
@@ -283,14 +288,51 @@ fn process(args: &Args, file: &Path, out: &mut String) -> Result<()> {
         edits.nodeflib = true;
     }
     edits.add_debug_tag = args.add_debug_tag;
-    let target = args.output.clone().unwrap_or_else(|| file.to_path_buf());
+    // An edit of the run path or of the needed libraries makes a resolution cache stale.
+    if drops_resolution_cache(args, &info, &edits) {
+        if let Some(b) =
+            resolution_cache::drop_note(&bytes).with_context(|| format!("{}", file.display()))?
+        {
+            bytes = std::borrow::Cow::Owned(b);
+        }
+    }
     if edits != Edits::default() {
         let out = rewrite(&bytes, &edits).with_context(|| format!("{}", file.display()))?;
-        write_atomic(&target, &out)?;
-    } else if args.output.is_some() || bytes[..] != input[..] {
+        bytes = std::borrow::Cow::Owned(out);
+    }
+    if args.build_resolution_cache {
+        match resolution_cache::build(&bytes).with_context(|| format!("{}", file.display()))? {
+            Outcome::Written(b) => bytes = std::borrow::Cow::Owned(b),
+            Outcome::UpToDate => {}
+            Outcome::Skipped(why) => {
+                eprintln!("warning: --build-resolution-cache: {why}");
+            }
+        }
+    }
+    let target = args.output.clone().unwrap_or_else(|| file.to_path_buf());
+    if args.output.is_some() || edits != Edits::default() || bytes[..] != input[..] {
         write_atomic(&target, &bytes)?;
     }
     Ok(())
+}
+
+/// patchelf drops the note when the run path string changes (or is removed, or shrunk while
+/// absent) and when DT_NEEDED entries are added, removed or replaced.
+fn drops_resolution_cache(args: &Args, info: &ElfSummary, edits: &Edits) -> bool {
+    let old = current_rpath(info);
+    let rpath_changes = args.remove_rpath
+        || (args.shrink_rpath && old.is_none())
+        || edits
+            .runpath
+            .as_ref()
+            .is_some_and(|r| r.join(":").as_str() != old.unwrap_or(""));
+    let needed_changes = !edits.add_needed.is_empty()
+        || edits.remove_needed.iter().any(|n| info.needed.contains(n))
+        || edits
+            .replace_needed
+            .iter()
+            .any(|(o, _)| info.needed.contains(o));
+    rpath_changes || needed_changes
 }
 
 const ABIS: [(u8, &str); 12] = [
@@ -339,6 +381,9 @@ pub fn run(args: &Args) -> Result<i32> {
     }
     if args.files.is_empty() {
         bail!("missing filename");
+    }
+    if args.force_rpath && args.build_resolution_cache {
+        bail!("--build-resolution-cache cannot be combined with --force-rpath");
     }
     if args.output.is_some() && args.files.len() > 1 {
         bail!("--output option only allowed with single input file");

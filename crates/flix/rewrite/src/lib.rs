@@ -37,6 +37,7 @@
 
 mod consts;
 mod flags;
+mod note;
 mod raw;
 
 use std::collections::BTreeSet;
@@ -44,6 +45,9 @@ use std::io;
 use std::path::PathBuf;
 
 pub use flags::{execstack, os_abi, set_execstack, set_os_abi};
+pub use note::{
+    add_note_section, find_note_section, remove_note_section, Note, NoteEntry, NoteSection,
+};
 
 use consts::*;
 use raw::{bad, bytes_at, bytes_at_mut, cstr, unsupported, Ehdr, Fmt, Phdr, Shdr, R};
@@ -780,6 +784,7 @@ pub fn rewrite_named(
             dyn_moves,
             strings: &strings,
             verneed_count,
+            note: None,
         },
     )?;
     verify(&out, input, &expect)?;
@@ -825,7 +830,13 @@ struct LayoutInput<'a> {
     dyn_moves: bool,
     strings: &'a Strings,
     verneed_count: Option<u64>,
+    /// A complete note (header, owner, descriptor) to place in the new segment, covered by a
+    /// new PT_NOTE ([`note::add_note_section`]).
+    note: Option<&'a [u8]>,
 }
+
+/// Where [`layout`] put a note: file offset and address.
+type NotePlace = Option<(u64, u64)>;
 
 /// The block of movable sections right after the program header table that must move to
 /// make room for one more program header (`None`: there is room already).
@@ -932,7 +943,7 @@ fn choose_block(p: &Parsed, old_ph_end: u64, need_end: u64) -> R<Option<(u64, u6
 }
 
 /// Grow: a new PT_LOAD at the end, room for one more program header in place.
-fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R<()> {
+fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R<NotePlace> {
     let fmt = p.fmt;
     let LayoutInput {
         mut dyns,
@@ -940,6 +951,7 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
         dyn_moves,
         strings,
         verneed_count,
+        note,
     } = li;
     let str_moves = !strings.extra.is_empty();
     if p.loads().next().is_none() {
@@ -962,10 +974,12 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
         )));
     }
 
-    // Room for one more program header right after the table.
+    // Room for one more program header (two with a note: PT_LOAD and PT_NOTE) right after the
+    // table.
     let phsz = fmt.phentsize();
+    let added_phdrs: u64 = if note.is_some() { 2 } else { 1 };
     let old_ph_end = p.eh.phoff + u64::from(p.eh.phnum) * phsz;
-    let need_end = old_ph_end + phsz;
+    let need_end = old_ph_end + added_phdrs * phsz;
     let interp_off = p
         .phdrs
         .iter()
@@ -1043,6 +1057,10 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
             }
         }
     }
+    let note_pos = match note {
+        Some(n) => Some((place(&mut seg, n, 4)?, n.len() as u64)),
+        None => None,
+    };
     let es = fmt.dynentsize();
     let dyn_pos = if dyn_moves {
         let n = dyns.len() as u64 + 1;
@@ -1050,12 +1068,14 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
         write_dyn_entries(fmt, &mut bytes, 0, n, &dyns)?;
         Some((place(&mut seg, &bytes, fmt.word_size())?, n * es))
     } else {
-        write_dynamic_in_place(p, out, &dyns)?;
+        if p.dyn_ph.is_some() {
+            write_dynamic_in_place(p, out, &dyns)?;
+        }
         None
     };
 
     let phdr_pos = if phdrs_at_end {
-        let table = vec![0u8; ((p.phdrs.len() + 1) as u64 * phsz) as usize];
+        let table = vec![0u8; ((p.phdrs.len() as u64 + added_phdrs) * phsz) as usize];
         Some(place(&mut seg, &table, fmt.word_size())?)
     } else {
         None
@@ -1067,8 +1087,8 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
         let mut n = *ph;
         match ph.p_type {
             PT_PHDR => {
-                n.filesz += phsz;
-                n.memsz += phsz;
+                n.filesz += added_phdrs * phsz;
+                n.memsz += added_phdrs * phsz;
             }
             PT_INTERP if interp_pos.is_some() => {
                 let (pos, len) = interp_pos.unwrap_or_default();
@@ -1106,7 +1126,12 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
         last_load + 1,
         Phdr {
             p_type: PT_LOAD,
-            flags: PF_R | PF_W,
+            // A segment that only adds a note (and moved read-only sections) is read-only.
+            flags: if note.is_some() && dyn_pos.is_none() {
+                PF_R
+            } else {
+                PF_R | PF_W
+            },
             offset: seg_off,
             vaddr: seg_vaddr,
             paddr: seg_vaddr,
@@ -1115,6 +1140,18 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
             align,
         },
     );
+    if let Some((pos, len)) = note_pos {
+        phdrs.push(Phdr {
+            p_type: PT_NOTE,
+            flags: PF_R,
+            offset: off_of(pos),
+            vaddr: vaddr_of(pos),
+            paddr: vaddr_of(pos),
+            filesz: len,
+            memsz: len,
+            align: 4,
+        });
+    }
 
     // Sections.
     let mut shdrs = p.shdrs.clone();
@@ -1181,8 +1218,21 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
             sh.write_placement(fmt, out, p.eh.shoff + i as u64 * fmt.shentsize())?;
         }
     }
-    let _ = input;
-    Ok(())
+    // A section header table that ended the input ends the output too, after the new segment
+    // (where linkers put it and tools expect it); its old place is cleared.
+    let sh_len = p.shdrs.len() as u64 * fmt.shentsize();
+    let sh_loaded = p
+        .loads()
+        .any(|ph| p.eh.shoff < ph.file_end() && p.eh.shoff + sh_len > ph.offset);
+    if sh_len > 0 && p.eh.shoff + sh_len == input.len() as u64 && !sh_loaded {
+        let table = bytes_at(out, p.eh.shoff, sh_len)?.to_vec();
+        bytes_at_mut(out, p.eh.shoff, sh_len)?.fill(0);
+        let at = align_up(out.len() as u64, fmt.word_size())?;
+        out.resize(at as usize, 0);
+        out.extend_from_slice(&table);
+        Ehdr::write_shoff(fmt, out, at)?;
+    }
+    Ok(note_pos.map(|(pos, _)| (off_of(pos), vaddr_of(pos))))
 }
 
 /// Where the ELF image ends: the furthest segment, section or header table.

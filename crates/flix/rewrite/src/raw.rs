@@ -229,6 +229,10 @@ impl Ehdr {
         fmt.put_word(b, Self::off(fmt, "phoff"), phoff)
     }
 
+    pub fn write_shoff(fmt: Fmt, b: &mut [u8], shoff: u64) -> R<()> {
+        fmt.put_word(b, Self::off(fmt, "shoff"), shoff)
+    }
+
     pub fn write_phnum(fmt: Fmt, b: &mut [u8], phnum: u16) -> R<()> {
         fmt.put16(b, Self::off(fmt, "phnum"), phnum)
     }
