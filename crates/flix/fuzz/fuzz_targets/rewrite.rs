@@ -1,7 +1,9 @@
 //! Scan and rewrite arbitrary bytes: must never panic; an accepted output must parse again.
 #![no_main]
 
-use flix_rewrite::{inspect, rewrite, Edits};
+use flix_rewrite::{
+    add_note_section, find_note_section, inspect, remove_note_section, rewrite, Edits, Note,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -34,5 +36,20 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(out) = rewrite(bytes, &e) {
         inspect(&out).expect("verified output parses");
+    }
+    // Note sections: an added note is found again and can be removed again.
+    let _ = find_note_section(bytes, ".note.fuzz");
+    let _ = remove_note_section(bytes, ".note.fuzz");
+    let note = Note {
+        section: ".note.fuzz",
+        owner: "Fuzz",
+        n_type: 1,
+        desc: b"lib\0=/x/lib\0\0",
+    };
+    if let Ok(out) = add_note_section(bytes, &note) {
+        let found = find_note_section(&out, ".note.fuzz").expect("verified output parses");
+        assert!(found.is_some_and(|f| f.allocated));
+        let back = remove_note_section(&out, ".note.fuzz").expect("the added note is removable");
+        assert!(back.is_some());
     }
 });
