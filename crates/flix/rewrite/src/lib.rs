@@ -16,9 +16,13 @@
 //!    relocation tables) as one block into the new segment, which keeps their relative layout;
 //!    program headers (PT_NOTE, PT_INTERP, PT_GNU_PROPERTY), section headers and every
 //!    address-valued dynamic tag that pointed into the block are moved with it.
+//!    A section header table that ended the input file is written again after the new segment
+//!    (its old place cleared), so it still ends the file.
 //! 4. DT_NEEDED edits keep `.gnu.version_r` consistent: a replaced library's `vn_file` is renamed;
 //!    a removed library's version needs are dropped and the symbols that referred to them become
 //!    unversioned (`.gnu.version` index 1).
+//! 5. An allocated note section ([`add_note_section`]) goes into the new segment too, covered by
+//!    its own PT_NOTE, with a new section header and name; [`remove_note_section`] drops it.
 //!
 //! PT_GNU_RELRO is never split or moved. The glibc/musl loader itself is never modified: an
 //! object without DT_NEEDED whose SONAME (or, for [`rewrite_file`], file name) is `ld-linux*`,
