@@ -222,7 +222,15 @@ fn process(args: &Args, file: &Path, out: &mut String) -> Result<()> {
             edits.interpreter = Some(i.clone());
         }
     }
+    let no_dynamic = || {
+        anyhow::anyhow!(
+            "cannot find section '.dynamic'. The input file is most likely statically linked"
+        )
+    };
     if args.print_rpath {
+        if !info.has_dynamic {
+            return Err(no_dynamic());
+        }
         out.push_str(current_rpath(&info).unwrap_or(""));
         out.push('\n');
     }
@@ -274,6 +282,9 @@ fn process(args: &Args, file: &Path, out: &mut String) -> Result<()> {
         }
     }
     if args.print_needed {
+        if !info.has_dynamic {
+            return Err(no_dynamic());
+        }
         for n in &info.needed {
             out.push_str(&format!("{n}\n"));
         }
