@@ -194,6 +194,15 @@ fn note_is_allocated_covered_resolves_and_the_program_runs() {
     );
     assert_eq!(exit_code(main), 42);
     assert!(readelf("-d", main).contains(&rp));
+    // The library's own reader agrees.
+    let read = flix::resolution_cache::read(&fs::read(main).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        read.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["libbar.so", "libfoo.so"]
+    );
+    assert_eq!(read["libfoo.so"], [format!("={}/libfoo.so", fx.lib)]);
 
     // Building again changes nothing.
     let before = fs::read(main).unwrap();
