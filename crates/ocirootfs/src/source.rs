@@ -94,12 +94,19 @@ pub enum SourceError {
     },
     #[error("registry error for {image}: {message}")]
     Registry { image: String, message: String },
-    #[error("cannot reach registry {registry} for {image} after {attempts} attempts over {secs}s: {message}; {hint}")]
+    #[error("cannot reach registry {registry} for {image} after {attempts} attempt(s) over {secs}s: {message}; {hint}")]
     Unreachable {
         registry: String,
         image: String,
         attempts: u32,
         secs: u64,
+        message: String,
+        hint: String,
+    },
+    #[error("HTTPS to registry {registry} failed for {image}: {message}; {hint}")]
+    Tls {
+        registry: String,
+        image: String,
         message: String,
         hint: String,
     },
@@ -1001,11 +1008,7 @@ fn connection_hint(chain: &str, r: &ImageRef) -> (String, bool) {
         || l.contains("corrupt message")
         || l.contains("handshake")
     {
-        let hint = if r.is_loopback() {
-            "check that the registry speaks plain HTTP".to_string()
-        } else {
-            format!("if {} serves plain HTTP or a self-signed certificate, pass --insecure (HTTPS with verified certificates is used for every registry except loopback ones)", r.registry)
-        };
+        let hint = format!("if {} serves plain HTTP or has a self-signed certificate, pass --insecure (only loopback registries are trusted that way without it)", r.registry);
         (hint, false)
     } else if l.contains("connection refused") {
         (
@@ -1085,17 +1088,30 @@ fn classify(e: oci_client::errors::OciDistributionError, rem: &Remote) -> (Sourc
         E::RequestError(_) | E::IoError(_) => {
             let chain = error_chain(&e);
             let (hint, transient) = connection_hint(&chain, r);
-            (
-                SourceError::Unreachable {
-                    registry: r.registry.clone(),
-                    image,
-                    attempts: 1,
-                    secs: 0,
-                    message: chain,
-                    hint,
-                },
-                transient,
-            )
+            let registry = r.registry.clone();
+            if transient {
+                (
+                    SourceError::Unreachable {
+                        registry,
+                        image,
+                        attempts: 1,
+                        secs: 0,
+                        message: chain,
+                        hint,
+                    },
+                    true,
+                )
+            } else {
+                (
+                    SourceError::Tls {
+                        registry,
+                        image,
+                        message: chain,
+                        hint,
+                    },
+                    false,
+                )
+            }
         }
         _ => (
             SourceError::Registry {
@@ -1358,22 +1374,6 @@ fn resolve_registry(
         .enable_all()
         .build()
         .map_err(SourceError::Runtime)?;
-    let protocol = if r.is_loopback() || opts.insecure {
-        oci_client::client::ClientProtocol::Http
-    } else {
-        oci_client::client::ClientProtocol::Https
-    };
-    let config = oci_client::client::ClientConfig {
-        protocol,
-        accept_invalid_certificates: opts.insecure,
-        connect_timeout: Some(Duration::from_secs(10)),
-        read_timeout: Some(Duration::from_secs(120)),
-        ..Default::default()
-    };
-    let client = oci_client::Client::try_from(config).map_err(|e| SourceError::Registry {
-        image: r.to_string(),
-        message: e.to_string(),
-    })?;
     let reference = match (&r.tag, &r.digest) {
         (_, Some(d)) => {
             oci_client::Reference::with_digest(r.registry.clone(), r.repository.clone(), d.clone())
@@ -1392,6 +1392,45 @@ fn resolve_registry(
         image: r.clone(),
         creds: creds_from,
     };
+    // Loopback registries speak plain HTTP. Elsewhere HTTPS with verified certificates; with
+    // --insecure, HTTPS without verification first and plain HTTP when the registry does not
+    // speak TLS at all (as skopeo's --tls-verify=false does).
+    use oci_client::client::ClientProtocol;
+    let plans: &[(ClientProtocol, bool)] = if r.is_loopback() {
+        &[(ClientProtocol::Http, false)]
+    } else if opts.insecure {
+        &[(ClientProtocol::Https, true), (ClientProtocol::Http, false)]
+    } else {
+        &[(ClientProtocol::Https, false)]
+    };
+    let mut client = None;
+    for (i, (protocol, accept_invalid_certificates)) in plans.iter().enumerate() {
+        let config = oci_client::client::ClientConfig {
+            protocol: protocol.clone(),
+            accept_invalid_certificates: *accept_invalid_certificates,
+            connect_timeout: Some(Duration::from_secs(10)),
+            read_timeout: Some(Duration::from_secs(120)),
+            ..Default::default()
+        };
+        let c = oci_client::Client::try_from(config).map_err(|e| SourceError::Registry {
+            image: r.to_string(),
+            message: e.to_string(),
+        })?;
+        // The first request (GET /v2/, then the token server if the registry names one).
+        match rt.block_on(retry(&remote, || {
+            c.auth(&reference, &auth, oci_client::RegistryOperation::Pull)
+        })) {
+            Ok(_) => {
+                client = Some(c);
+                break;
+            }
+            Err(e @ SourceError::Tls { .. }) if i + 1 < plans.len() => {
+                tracing::debug!("{e}; trying plain HTTP");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let client = client.expect("the last plan returns or errs");
     let reg = Registry {
         client: Arc::new(client),
         reference,
@@ -1404,14 +1443,6 @@ fn resolve_registry(
         .then(indicatif::MultiProgress::new);
 
     let (digest, platform, config, layer_descs) = rt.block_on(async {
-        retry(&remote, || {
-            reg.client.auth(
-                &reg.reference,
-                &reg.auth,
-                oci_client::RegistryOperation::Pull,
-            )
-        })
-        .await?;
         let (mut bytes, mut digest) = reg.manifest(r.digest.as_deref()).await?;
         let mut doc = parse_doc(&bytes, "manifest", &r.to_string())?;
         let mut depth = 0;
@@ -1593,7 +1624,7 @@ mod tests {
         fs::write(&bad, "{").unwrap();
         let missing = dir.path().join("missing.json");
 
-        let (auth, from) = registry_auth(&r, Some("me:pa:ss"), &[bad.clone()]).unwrap();
+        let (auth, from) = registry_auth(&r, Some("me:pa:ss"), std::slice::from_ref(&bad)).unwrap();
         assert!(matches!(auth, RegistryAuth::Basic(u, p) if u == "me" && p == "pa:ss"));
         assert_eq!(from, CredsFrom::Flag);
         for wrong in ["nocolon", ":pass"] {
