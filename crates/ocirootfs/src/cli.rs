@@ -23,10 +23,14 @@ pub struct Args {
     /// Blob cache folder (default: $XDG_CACHE_HOME/ocirootfs or ~/.cache/ocirootfs).
     #[arg(long, value_name = "DIR", env = "OCIROOTFS_CACHE")]
     pub cache: Option<PathBuf>,
-    /// Registry credentials USER:PASSWORD (default: ~/.docker/config.json, $REGISTRY_AUTH_FILE).
+    /// Registry credentials USER:PASSWORD (default: the login in $REGISTRY_AUTH_FILE,
+    /// $XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json,
+    /// $DOCKER_CONFIG/config.json or ~/.docker/config.json, as `skopeo login` or `docker login`
+    /// write them; else anonymous).
     #[arg(long, value_name = "USER:PASSWORD")]
     pub creds: Option<String>,
-    /// Allow plain HTTP and unverified TLS for a non-loopback registry.
+    /// Allow a non-loopback registry with an unverified TLS certificate, or with plain HTTP
+    /// when it does not speak TLS (loopback registries always use plain HTTP).
     #[arg(long)]
     pub insecure: bool,
     /// Run a shell command inside the rootfs before handing it over (e.g. "apk -U add b3sum").

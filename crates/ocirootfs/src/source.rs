@@ -2,8 +2,13 @@
 //! (`Env`, `WorkingDir`, `diff_ids`) and its layers, ready to be opened in order.
 //!
 //! - registries through `oci-client` on a `tokio` runtime: anonymous bearer tokens, or
-//!   credentials from `--creds`, `$REGISTRY_AUTH_FILE`, `~/.docker/config.json`; plain HTTP only
-//!   for loopback registries or with `insecure`; retries with backoff on transient failures.
+//!   credentials from `--creds`, else the first auth file with an entry for the registry
+//!   (`$REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json`,
+//!   `~/.config/containers/auth.json`, `$DOCKER_CONFIG/config.json`, `~/.docker/config.json`),
+//!   used for every request (token, manifests, index, config, blobs). Plain HTTP for loopback
+//!   registries; elsewhere verified HTTPS, or with `insecure` unverified HTTPS and then plain
+//!   HTTP. Connection failures, 5xx and 429 are retried with backoff (6 attempts, under 8 s of
+//!   waiting); 401/403, 404 and TLS failures are not, and say what to do next.
 //!   Layers stream into the [`Cache`] in parallel, each verified while it downloads, and can be
 //!   unpacked as soon as they land while later ones are still downloading.
 //! - `oci:DIR[:TAG]` (an OCI image layout), `oci-archive:FILE` and `docker-archive:FILE` (both

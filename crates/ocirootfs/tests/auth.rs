@@ -49,8 +49,20 @@ fn tiny_layout(dir: &Path) -> PathBuf {
     dir.to_path_buf()
 }
 
-fn oci_src(layout: &Path) -> String {
-    format!("oci:{}:multi", layout.display())
+/// Pushes the layout's index with every image in it (skopeo `--all`) as `NAME:TAG`, logging
+/// in with `creds` if given; returns the pushed reference.
+fn push(registry: &Registry, layout: &Path, name_tag: &str, creds: Option<&str>) -> String {
+    let dest = format!("{}/{name_tag}", registry.addr());
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["copy", "--quiet", "--all", "--dest-tls-verify=false"]);
+    if let Some(c) = creds {
+        cmd.args(["--dest-creds", c]);
+    }
+    testkit::run_ok(
+        cmd.arg(format!("oci:{}:multi", layout.display()))
+            .arg(format!("docker://{dest}")),
+    );
+    dest
 }
 
 /// One pull, isolated: HOME is `home`, no auth-file variables but the given ones, a fresh
@@ -215,7 +227,7 @@ fn basic_auth_from_creds_auth_file_and_docker_config() {
     let layout = tiny_layout(&tmp.path().join("layout"));
     let registry = htpasswd_registry(tmp.path());
     let creds = format!("{USER}:{PASSWORD}");
-    let image = registry.push_with_creds(&oci_src(&layout), "private/tiny:1", &creds);
+    let image = push(&registry, &layout, "private/tiny:1", Some(&creds));
     let addr = registry.addr();
     let pull = Pull::new(tmp.path());
 
@@ -552,8 +564,8 @@ fn bearer_tokens_with_creds_and_anonymous() {
         ..Default::default()
     });
     let creds = format!("{USER}:{PASSWORD}");
-    let private = registry.push_with_creds(&oci_src(&layout), "private/tiny:1", &creds);
-    let public = registry.push_with_creds(&oci_src(&layout), "public/tiny:1", &creds);
+    let private = push(&registry, &layout, "private/tiny:1", Some(&creds));
+    let public = push(&registry, &layout, "public/tiny:1", Some(&creds));
     let addr = registry.addr();
     let pull = Pull::new(tmp.path());
     let issued_since = |n: usize| tokens.issued.lock().unwrap()[n..].to_vec();
@@ -611,7 +623,7 @@ fn missing_tag_repository_and_digest_are_named() {
     let tmp = tempfile::tempdir().unwrap();
     let layout = tiny_layout(&tmp.path().join("layout"));
     let registry = Registry::start();
-    let image = registry.push(&oci_src(&layout), "tiny:1");
+    let image = push(&registry, &layout, "tiny:1", None);
     let addr = registry.addr();
     let pull = Pull::new(tmp.path());
     pull.works("present", &[&image]);
@@ -659,7 +671,7 @@ fn pull_waits_for_a_registry_that_comes_up_late() {
     };
     let image = {
         let first = Registry::start_with(&config);
-        first.push(&oci_src(&layout), "tiny:1")
+        push(&first, &layout, "tiny:1", None)
         // Stopped here; its content stays in `storage`.
     };
     let pull = Pull::new(tmp.path());
@@ -758,7 +770,7 @@ fn off_loopback_plain_http_and_self_signed_https_need_insecure() {
         ("plain", &plain, "InvalidContentType"),
         ("self-signed", &https, "certificate"),
     ] {
-        let image = registry.push(&oci_src(&layout), "tiny:1");
+        let image = push(&registry, &layout, "tiny:1", None);
         assert!(image.starts_with(&ip), "{image}");
         // HTTPS with verification fails at once (no retries) and points at --insecure.
         let start = Instant::now();
@@ -779,4 +791,87 @@ fn off_loopback_plain_http_and_self_signed_https_need_insecure() {
         // --insecure: unverified HTTPS, or plain HTTP when the registry has no TLS.
         pull.works(&format!("{name}-insecure"), &["--insecure", &image]);
     }
+}
+
+/// A proxy in front of a registry that answers `503 Service Unavailable` to the first
+/// `fail_first` tries of each request whose path contains one of `markers`, and forwards
+/// everything else
+/// (one request per connection: it asks both sides to close after each response).
+struct FlakyProxy {
+    port: u16,
+    failed: Arc<Mutex<Vec<String>>>,
+}
+
+impl FlakyProxy {
+    fn start(upstream: String, markers: &'static [&'static str], fail_first: usize) -> FlakyProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let failed: Arc<Mutex<Vec<String>>> = Default::default();
+        let counts: Arc<Mutex<BTreeMap<String, usize>>> = Default::default();
+        let log = failed.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let (upstream, log, counts) = (upstream.clone(), log.clone(), counts.clone());
+                std::thread::spawn(move || {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&head).into_owned();
+                    let request = text.lines().next().unwrap_or("").to_string();
+                    let hit = markers.iter().any(|m| request.contains(m)) && {
+                        let mut c = counts.lock().unwrap();
+                        let n = c.entry(request.clone()).or_default();
+                        *n += 1;
+                        *n <= fail_first
+                    };
+                    if hit {
+                        log.lock().unwrap().push(request);
+                        let _ = conn.write_all(
+                            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        );
+                        return;
+                    }
+                    let head: String = text
+                        .split("\r\n")
+                        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+                        .take_while(|l| !l.is_empty())
+                        .map(|l| format!("{l}\r\n"))
+                        .collect();
+                    let Ok(mut up) = TcpStream::connect(&upstream) else {
+                        return;
+                    };
+                    let _ = up.write_all(format!("{head}Connection: close\r\n\r\n").as_bytes());
+                    let _ = std::io::copy(&mut up, &mut conn);
+                });
+            }
+        });
+        FlakyProxy { port, failed }
+    }
+}
+
+#[test]
+fn server_errors_on_manifests_and_blobs_are_retried() {
+    if !tools(&[]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tiny_layout(&tmp.path().join("layout"));
+    let registry = Registry::start();
+    push(&registry, &layout, "tiny:1", None);
+    // Two failures for each of: the index (by tag), the amd64 manifest (by digest), the
+    // config and the layer, fetched in turn.
+    let proxy = FlakyProxy::start(registry.addr(), &["/manifests/", "/blobs/"], 2);
+    let image = format!("127.0.0.1:{}/tiny:1", proxy.port);
+    let out = Pull::new(tmp.path()).works("flaky", &[&image]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let failed = proxy.failed.lock().unwrap().clone();
+    assert_eq!(failed.len(), 8, "{failed:?}");
+    assert_eq!(stderr.matches("retrying in").count(), 8, "{stderr}");
+    assert_has(&stderr, &["503"]);
 }

@@ -234,19 +234,4 @@ impl Registry {
         }
         reg
     }
-
-    /// Like [`Registry::push`], logging in with `USER:PASSWORD`.
-    pub fn push_with_creds(&self, src: &str, name_tag: &str, creds: &str) -> String {
-        let dest = format!("{}/{}", self.addr(), name_tag);
-        crate::run_ok(Command::new("skopeo").args([
-            "copy",
-            "--quiet",
-            "--dest-tls-verify=false",
-            "--dest-creds",
-            creds,
-            src,
-            &format!("docker://{dest}"),
-        ]));
-        dest
-    }
 }
