@@ -29,8 +29,8 @@ pub struct Args {
     /// write them; else anonymous).
     #[arg(long, value_name = "USER:PASSWORD")]
     pub creds: Option<String>,
-    /// Allow a non-loopback registry with an unverified TLS certificate, or with plain HTTP
-    /// when it does not speak TLS (loopback registries always use plain HTTP).
+    /// Accept a registry's TLS certificate unverified, or use plain HTTP when the registry does
+    /// not speak TLS. Without it, loopback registries get plain HTTP and others verified HTTPS.
     #[arg(long)]
     pub insecure: bool,
     /// Run a shell command inside the rootfs before handing it over (e.g. "apk -U add b3sum").

@@ -1079,9 +1079,21 @@ fn classify(e: oci_client::errors::OciDistributionError, rem: &Remote) -> (Sourc
                 )
             }
         }
-        E::ServerError { code, .. } => match code {
+        E::ServerError {
+            code, ref message, ..
+        } => match code {
             401 | 403 => (rem.denied(), false),
             404 => (rem.not_found(), false),
+            400 if message.contains("HTTPS server") => (
+                SourceError::Registry {
+                    image,
+                    message: format!(
+                        "{} answers HTTPS only; pass --insecure to use it without a verified certificate",
+                        r.registry
+                    ),
+                },
+                false,
+            ),
             _ => (
                 SourceError::Registry {
                     image,
@@ -1397,14 +1409,14 @@ fn resolve_registry(
         image: r.clone(),
         creds: creds_from,
     };
-    // Loopback registries speak plain HTTP. Elsewhere HTTPS with verified certificates; with
-    // --insecure, HTTPS without verification first and plain HTTP when the registry does not
-    // speak TLS at all (as skopeo's --tls-verify=false does).
+    // With --insecure: HTTPS without certificate checks, then plain HTTP when the registry
+    // does not speak TLS at all (as skopeo's --tls-verify=false does). Without it: plain HTTP
+    // for loopback registries, HTTPS with verified certificates for every other.
     use oci_client::client::ClientProtocol;
-    let plans: &[(ClientProtocol, bool)] = if r.is_loopback() {
-        &[(ClientProtocol::Http, false)]
-    } else if opts.insecure {
+    let plans: &[(ClientProtocol, bool)] = if opts.insecure {
         &[(ClientProtocol::Https, true), (ClientProtocol::Http, false)]
+    } else if r.is_loopback() {
+        &[(ClientProtocol::Http, false)]
     } else {
         &[(ClientProtocol::Https, false)]
     };

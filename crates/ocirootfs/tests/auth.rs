@@ -711,7 +711,55 @@ fn unreachable_registry_fails_within_the_retry_budget() {
     assert!(took < Duration::from_secs(30), "took {took:?}");
 }
 
-// ---------- 5. plain HTTP off loopback ----------
+// ---------- 5. plain HTTP and unverified TLS ----------
+
+/// A self-signed certificate and its key for `ip`.
+fn self_signed(dir: &Path, ip: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("tls.pem"), dir.join("tls.key"));
+    testkit::run_ok(Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN={ip}"),
+        "-addext",
+        &format!("subjectAltName=IP:{ip}"),
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        cert.to_str().unwrap(),
+    ]));
+    (cert, key)
+}
+
+#[test]
+fn loopback_https_registry_needs_insecure() {
+    if !tools(&["openssl"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tiny_layout(&tmp.path().join("layout"));
+    let registry = Registry::start_with(&RegistryConfig {
+        tls: Some(self_signed(tmp.path(), "127.0.0.1")),
+        ..Default::default()
+    });
+    let image = push(&registry, &layout, "tiny:1", None);
+    let pull = Pull::new(tmp.path());
+    // Loopback means plain HTTP, which this registry refuses: say so, and what to pass.
+    let err = pull.fails("https-loopback", &[&image]);
+    assert_has(
+        &err,
+        &[
+            &format!("{} answers HTTPS only", registry.addr()),
+            "pass --insecure",
+        ],
+    );
+    pull.works("https-loopback-insecure", &["--insecure", &image]);
+}
 
 /// A global IPv4 address of this host, if it has one.
 fn non_loopback_ipv4() -> Option<String> {
@@ -738,24 +786,7 @@ fn off_loopback_plain_http_and_self_signed_https_need_insecure() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let layout = tiny_layout(&tmp.path().join("layout"));
-    let (cert, key) = (tmp.path().join("tls.pem"), tmp.path().join("tls.key"));
-    testkit::run_ok(Command::new("openssl").args([
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        &format!("/CN={ip}"),
-        "-addext",
-        &format!("subjectAltName=IP:{ip}"),
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        cert.to_str().unwrap(),
-    ]));
+    let (cert, key) = self_signed(tmp.path(), &ip);
     let plain = Registry::start_with(&RegistryConfig {
         host: Some(ip.clone()),
         ..Default::default()
