@@ -801,7 +801,7 @@ fn off_loopback_plain_http_and_self_signed_https_need_insecure() {
         ("plain", &plain, "InvalidContentType"),
         ("self-signed", &https, "certificate"),
     ] {
-        let image = push(&registry, &layout, "tiny:1", None);
+        let image = push(registry, &layout, "tiny:1", None);
         assert!(image.starts_with(&ip), "{image}");
         // HTTPS with verification fails at once (no retries) and points at --insecure.
         let start = Instant::now();
