@@ -1006,7 +1006,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// The next step for a request that did not get an HTTP answer; `true` when retrying may help.
 fn connection_hint(chain: &str, r: &ImageRef) -> (String, bool) {
-    let l = chain.to_ascii_lowercase();
+    // Without the registry's name, which is in the URL and could contain any of the words.
+    let l = chain
+        .to_ascii_lowercase()
+        .replace(&r.registry.to_ascii_lowercase(), "");
     if l.contains("certificate")
         || l.contains("tls")
         || l.contains("invalidcontenttype")
@@ -1283,7 +1286,14 @@ impl Registry {
                 .await
                 .map(|()| out)
         })
-        .await?;
+        .await
+        .map_err(|e| match e {
+            SourceError::NotFound { image, .. } => SourceError::MissingBlob {
+                digest: digest.to_string(),
+                where_: image,
+            },
+            e => e,
+        })?;
         cache.put(digest, &out)?;
         Ok(out)
     }
@@ -1692,6 +1702,22 @@ mod tests {
             .to_string();
         assert!(err.contains("linux/amd64, linux/arm64/v8"), "{err}");
         assert!(!err.contains("unknown"), "{err}");
+    }
+
+    #[test]
+    fn connection_hints() {
+        let r = crate::reference::parse_image_ref("tls-certificate.example:5000/a:1").unwrap();
+        let url = "error sending request for url (https://tls-certificate.example:5000/v2/)";
+        let (hint, transient) = connection_hint(
+            &format!("{url}: client error (Connect): tcp connect error: Connection refused"),
+            &r,
+        );
+        assert!(transient && hint.contains("nothing listens"), "{hint}");
+        let (hint, transient) = connection_hint(
+            &format!("{url}: client error (Connect): invalid peer certificate: UnknownIssuer"),
+            &r,
+        );
+        assert!(!transient && hint.contains("--insecure"), "{hint}");
     }
 
     #[test]
