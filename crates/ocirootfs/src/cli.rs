@@ -26,8 +26,13 @@ pub struct Args {
     /// Registry credentials USER:PASSWORD (default: the login in $REGISTRY_AUTH_FILE,
     /// $XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json,
     /// $DOCKER_CONFIG/config.json or ~/.docker/config.json, as `skopeo login` or `docker login`
-    /// write them; else anonymous).
-    #[arg(long, value_name = "USER:PASSWORD")]
+    /// write them; else anonymous). The environment variable keeps the password out of `ps`.
+    #[arg(
+        long,
+        value_name = "USER:PASSWORD",
+        env = "OCIROOTFS_CREDS",
+        hide_env_values = true
+    )]
     pub creds: Option<String>,
     /// Accept a registry's TLS certificate unverified, or use plain HTTP when the registry does
     /// not speak TLS. Without it, loopback registries get plain HTTP and others verified HTTPS.

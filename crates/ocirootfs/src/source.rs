@@ -1004,35 +1004,57 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// The host of the first URL in an error message (`http://HOST[:PORT]/...`), and the message
+/// without that URL.
+fn split_url(chain: &str) -> (Option<&str>, String) {
+    let Some(start) = chain.find("://") else {
+        return (None, chain.to_string());
+    };
+    let begin = chain[..start]
+        .rfind(|c: char| !c.is_ascii_alphabetic())
+        .map_or(0, |i| i + 1);
+    let rest = &chain[start + 3..];
+    let end = rest
+        .find(|c: char| c == ')' || c.is_whitespace())
+        .unwrap_or(rest.len());
+    let host = rest[..end].split('/').next().filter(|h| !h.is_empty());
+    (host, format!("{}{}", &chain[..begin], &rest[end..]))
+}
+
 /// The next step for a request that did not get an HTTP answer; `true` when retrying may help.
 fn connection_hint(chain: &str, r: &ImageRef) -> (String, bool) {
-    // Without the registry's name, which is in the URL and could contain any of the words.
-    let l = chain
-        .to_ascii_lowercase()
-        .replace(&r.registry.to_ascii_lowercase(), "");
+    // The words are looked for outside the URL, whose host could contain any of them.
+    let (host, rest) = split_url(chain);
+    let l = rest.to_ascii_lowercase();
+    let registry_host = r.registry == "docker.io" && host == Some("index.docker.io");
+    let target = match host {
+        Some(h) if h != r.registry && !registry_host => {
+            format!("{h} (the token server {} sends clients to)", r.registry)
+        }
+        _ => r.registry.clone(),
+    };
     if l.contains("certificate")
         || l.contains("tls")
         || l.contains("invalidcontenttype")
         || l.contains("corrupt message")
         || l.contains("handshake")
     {
-        let hint = format!("if {} serves plain HTTP or has a self-signed certificate, pass --insecure (only loopback registries are trusted that way without it)", r.registry);
+        let hint = format!("if {target} serves plain HTTP or has a self-signed certificate, pass --insecure (only loopback registries are trusted that way without it)");
         (hint, false)
     } else if l.contains("connection refused") {
+        let what = if target == r.registry {
+            "the registry is running and the host:port in the image name is right"
+        } else {
+            "the token server is running"
+        };
         (
-            format!(
-                "nothing listens at {}; check that the registry is running and the host:port in the image name",
-                r.registry
-            ),
+            format!("nothing listens at {target}; check that {what}"),
             true,
         )
     } else if l.contains("dns") || l.contains("lookup") || l.contains("name or service") {
-        (format!("check the registry host name {}", r.registry), true)
+        (format!("check the host name of {target}"), true)
     } else {
-        (
-            format!("check the network and that {} is up", r.registry),
-            true,
-        )
+        (format!("check the network and that {target} is up"), true)
     }
 }
 
@@ -1718,6 +1740,20 @@ mod tests {
             &r,
         );
         assert!(!transient && hint.contains("--insecure"), "{hint}");
+        let (hint, transient) = connection_hint(
+            "error sending request for url (http://auth.example/token?scope=x): tcp connect error: Connection refused (os error 111)",
+            &r,
+        );
+        assert!(transient, "{hint}");
+        assert!(
+            hint.contains("nothing listens at auth.example (the token server tls-certificate.example:5000 sends clients to)"),
+            "{hint}"
+        );
+        assert_eq!(
+            split_url("a (https://h:1/v2/) b"),
+            (Some("h:1"), "a () b".to_string())
+        );
+        assert_eq!(split_url("no url"), (None, "no url".to_string()));
     }
 
     #[test]

@@ -101,6 +101,7 @@ impl<'a> Pull<'a> {
             .env_remove("DOCKER_CONFIG")
             .env_remove("XDG_RUNTIME_DIR")
             .env_remove("RUST_LOG")
+            .env_remove("OCIROOTFS_CREDS")
             .env("HOME", &self.home)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("--cache")
@@ -234,6 +235,10 @@ fn basic_auth_from_creds_auth_file_and_docker_config() {
     // --creds: the index, the manifest, the config and the layer all come through.
     let out = pull.works("with-creds", &["--json", "--creds", &creds, &image]);
     assert_eq!(json(&out)["platform"], "linux/amd64");
+    // The same from $OCIROOTFS_CREDS, out of sight of `ps`.
+    Pull::new(tmp.path())
+        .env("OCIROOTFS_CREDS", &creds)
+        .works("with-creds-env", &[&image]);
 
     // $REGISTRY_AUTH_FILE (skopeo login's format, the registry as a bare host:port).
     let auth_file = tmp.path().join("auth.json");
@@ -611,6 +616,37 @@ fn bearer_tokens_with_creds_and_anonymous() {
         )],
     );
     assert!(*tokens.refused.lock().unwrap() > refused);
+}
+
+#[test]
+fn unreachable_token_server_is_named() {
+    if !tools(&["openssl"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, cert) = Signer::new(tmp.path(), "ocirootfs-test-issuer", "ocirootfs-test");
+    let realm_addr = format!("127.0.0.1:{}", free_port());
+    let registry = Registry::start_with(&RegistryConfig {
+        auth: RegistryAuth::Token {
+            realm: format!("http://{realm_addr}/token"),
+            service: "ocirootfs-test".into(),
+            issuer: "ocirootfs-test-issuer".into(),
+            rootcertbundle: cert,
+        },
+        ..Default::default()
+    });
+    let image = format!("{}/tiny:1", registry.addr());
+    let err = Pull::new(tmp.path()).fails("no-token-server", &[&image]);
+    assert_has(
+        &err,
+        &[
+            &format!(
+                "nothing listens at {realm_addr} (the token server {} sends clients to)",
+                registry.addr()
+            ),
+            "check that the token server is running",
+        ],
+    );
 }
 
 // ---------- 3. not found ----------
