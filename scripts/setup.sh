@@ -12,6 +12,7 @@ packages=(
   erofs-utils
   bubblewrap          # flatwrap's unprivileged path
   busybox-static      # a host with no libc at all
+  g++                 # libFuzzer (cargo-fuzz) is C++
   musl-tools          # musl-gcc for musl-linked test programs
   patchelf            # reference only (benchmarks, differential tests)
   hyperfine
@@ -40,3 +41,7 @@ fi
 
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust with rustup first" >&2; exit 2; }
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+# cargo-fuzz builds the ELF fuzz targets (scripts/fuzz.sh).
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  cargo install cargo-fuzz --locked --version 0.13.2
+fi

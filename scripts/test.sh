@@ -11,4 +11,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo build"
 cargo build --workspace --all-targets --locked
 echo "== cargo test"
-cargo test --workspace --locked --no-fail-fast -- --test-threads="${TEST_THREADS:-2}"
+status=0
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${TEST_THREADS:-2}" || status=$?
+echo "== fuzz (ELF reader and rewriter)"
+bash scripts/fuzz.sh || status=$?
+exit "$status"

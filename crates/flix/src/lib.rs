@@ -1,13 +1,15 @@
 //! Flix: relocate programs and their library closure into a self-contained extension.
 //!
 //! - [`rewrite`]: the ELF rewriter (interpreter, RUNPATH/RPATH, SONAME, DT_NEEDED,
-//!   DF_1_NODEFLIB), with our own layout step for growing sections; used by `flix-patchelf`.
+//!   DF_1_NODEFLIB), with our own layout step for growing sections (crate `flix-rewrite`).
+//! - [`patchelf`]: the `flix-patchelf` command line over [`rewrite`].
 //! - [`plan`]: what the user typed resolved against the rootfs into a validated [`plan::Plan`]
 //!   (entries, renames, closure, flat library dir, RUNPATHs, units, diagnostics).
 //! - [`stage`]: the plan carried out into an extension tree and packed to `NAME.raw`.
 //! - [`cli`]: the `flix SOURCE NAME PATH...` command line.
 
 pub mod cli;
+pub mod patchelf;
 pub mod plan;
 pub mod rewrite;
 pub mod stage;

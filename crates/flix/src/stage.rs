@@ -84,12 +84,10 @@ fn copy_one(tree: &Path, a: &Action) -> Result<(), StageError> {
                         path: from.clone(),
                         source,
                     })?;
-                    let edits = Edits {
-                        interpreter: e.interpreter.clone(),
-                        runpath: Some(e.runpath.clone()),
-                        nodeflib: e.nodeflib,
-                        ..Edits::default()
-                    };
+                    let mut edits = Edits::default();
+                    edits.interpreter = e.interpreter.clone();
+                    edits.runpath = Some(e.runpath.clone());
+                    edits.nodeflib = e.nodeflib;
                     let out =
                         rewrite::rewrite(&bytes, &edits).map_err(|source| StageError::Rewrite {
                             path: from.clone(),

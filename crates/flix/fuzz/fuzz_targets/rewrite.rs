@@ -1,7 +1,7 @@
 //! Scan and rewrite arbitrary bytes: must never panic; an accepted output must parse again.
 #![no_main]
 
-use flix::rewrite::{inspect, rewrite, Edits};
+use flix_rewrite::{inspect, rewrite, Edits};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

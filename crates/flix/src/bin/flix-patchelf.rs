@@ -1,7 +1,7 @@
 //! `flix-patchelf`: patchelf's command line over `flix::rewrite`.
 
 use clap::Parser;
-use flix::rewrite::patchelf::{run, Args};
+use flix::patchelf::{run, Args};
 
 fn main() {
     tracing_subscriber::fmt()

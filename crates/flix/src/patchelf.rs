@@ -1,4 +1,4 @@
-//! The `flix-patchelf` command line: patchelf's options over [`super::rewrite`].
+//! The `flix-patchelf` command line: patchelf's options over [`crate::rewrite`].
 //!
 //! Operations run in patchelf's order for each file: print interpreter, print/set soname,
 //! set interpreter, print rpath, shrink/remove/set/add rpath, print needed, remove, replace and
@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
-use super::{
+use crate::rewrite::{
     execstack, inspect, os_abi, rewrite, set_execstack, set_os_abi, write_atomic, Edits, ElfSummary,
 };
 
