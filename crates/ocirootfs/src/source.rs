@@ -72,7 +72,7 @@ pub enum SourceError {
         where_: String,
         actual: String,
     },
-    #[error("registry {registry} requires credentials for {image} (401/403) and none were found; pass --creds USER:PASSWORD, or log in with `skopeo login {registry}` (or `docker login`; read from $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, ~/.docker/config.json)")]
+    #[error("registry {registry} denied access to {image} without credentials (401/403): the repository needs a login, or does not exist; pass --creds USER:PASSWORD, or log in with `skopeo login {registry}` (or `docker login`; read from $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, ~/.docker/config.json)")]
     Unauthorized { registry: String, image: String },
     #[error("registry {registry} refused the credentials from {creds} for {image} (401/403); check the user name and password, and that this user may pull {image}")]
     CredentialsRefused {

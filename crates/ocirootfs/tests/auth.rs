@@ -279,7 +279,7 @@ fn basic_auth_from_creds_auth_file_and_docker_config() {
     assert_has(
         &err,
         &[
-            &format!("registry {addr} requires credentials for {image}"),
+            &format!("registry {addr} denied access to {image} without credentials"),
             "--creds USER:PASSWORD",
             &format!("skopeo login {addr}"),
         ],
@@ -613,7 +613,7 @@ fn bearer_tokens_with_creds_and_anonymous() {
     assert_has(
         &err,
         &[
-            &format!("registry {addr} requires credentials for {private}"),
+            &format!("registry {addr} denied access to {private} without credentials"),
             "--creds USER:PASSWORD",
         ],
     );
