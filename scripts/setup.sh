@@ -21,6 +21,7 @@ packages=(
   gcc-i686-linux-gnu libc6-dev-i386-cross      # i386 objects for the ELF tests
   util-linux mount e2fsprogs attr file binutils
   ca-certificates
+  apache2-utils openssl  # htpasswd -B and token-signing keys for the registry auth tests
 )
 
 missing=()
