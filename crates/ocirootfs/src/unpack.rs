@@ -189,11 +189,12 @@ fn copy_data(
         if n == 0 {
             return Ok(total);
         }
-        file.write_all(&buf[..n]).map_err(|source| UnpackError::Io {
-            op: "write",
-            path: PathBuf::from(OsStr::from_bytes(path)),
-            source,
-        })?;
+        file.write_all(&buf[..n])
+            .map_err(|source| UnpackError::Io {
+                op: "write",
+                path: PathBuf::from(OsStr::from_bytes(path)),
+                source,
+            })?;
         total += n as u64;
     }
 }
