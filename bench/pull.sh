@@ -37,15 +37,21 @@ trap cleanup EXIT INT TERM
 . "$(dirname "$0")/registry.sh"
 serve_layout "$work" "$layout" "$tag"
 
-ours="$OCIROOTFS_BIN --cache $work/cache $image $work/out-ours"
-theirs="skopeo copy --quiet --src-tls-verify=false docker://$image oci:$work/ref-layout:t && umoci raw unpack --image $work/ref-layout:t $work/out-ref"
+# Every run unpacks into a new folder and nothing is deleted until the end. Deleting the last
+# run's ~10,000 files right before the next one would measure ext4 instead of the tools: for
+# about 30 s after a delete, ext4's inode allocator checks every recently freed inode
+# (recently_deleted() in perf), which made creating files several times slower for both tools.
+mkdir "$work/outs"
+fresh="d=\$(mktemp -d -p $work/outs)"
+ours="$fresh && $OCIROOTFS_BIN --cache $work/cache $image \$d/rootfs"
+theirs="$fresh && skopeo copy --quiet --src-tls-verify=false docker://$image oci:$work/ref-layout:t && umoci raw unpack --image $work/ref-layout:t \$d/rootfs"
 
 hyperfine --style basic --runs "$runs" --export-json "$work/cold.json" \
-    -n "ocirootfs cold" --prepare "rm -rf $work/cache $work/out-ours; sync" "$ours" \
-    -n "skopeo+umoci cold" --prepare "rm -rf $work/ref-layout $work/out-ref; sync" "$theirs" >&2
+    -n "ocirootfs cold" --prepare "rm -rf $work/cache; sync" "$ours" \
+    -n "skopeo+umoci cold" --prepare "rm -rf $work/ref-layout; sync" "$theirs" >&2
 hyperfine --style basic --runs "$runs" --warmup 1 --export-json "$work/warm.json" \
-    -n "ocirootfs warm" --prepare "rm -rf $work/out-ours; sync" "$ours" \
-    -n "skopeo+umoci warm" --prepare "rm -rf $work/out-ref; sync" "$theirs" >&2
+    -n "ocirootfs warm" --prepare "sync" "$ours" \
+    -n "skopeo+umoci warm" --prepare "sync" "$theirs" >&2
 
 python3 - "$work/cold.json" "$work/warm.json" <<'PY'
 import json, sys

@@ -19,8 +19,10 @@ packages=(
   tmux                # drives htop in a terminal
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross  # arm64 objects for the ELF tests
   gcc-i686-linux-gnu libc6-dev-i386-cross      # i386 objects for the ELF tests
+  lld golang-go       # binaries from other linkers (full .dynamic, Go layout) for the ELF tests
   util-linux mount e2fsprogs attr file binutils
   ca-certificates
+  apache2-utils openssl  # htpasswd -B and token-signing keys for the registry auth tests
 )
 
 missing=()

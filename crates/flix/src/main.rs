@@ -3,13 +3,7 @@
 use clap::Parser;
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    sysext_core::logging::init();
     let args = flix::cli::Args::parse();
     if let Err(e) = flix::cli::run(args) {
         eprintln!("flix: {e:#}");

@@ -23,10 +23,19 @@ pub struct Args {
     /// Blob cache folder (default: $XDG_CACHE_HOME/ocirootfs or ~/.cache/ocirootfs).
     #[arg(long, value_name = "DIR", env = "OCIROOTFS_CACHE")]
     pub cache: Option<PathBuf>,
-    /// Registry credentials USER:PASSWORD (default: ~/.docker/config.json, $REGISTRY_AUTH_FILE).
-    #[arg(long, value_name = "USER:PASSWORD")]
+    /// Registry credentials USER:PASSWORD (default: the login in $REGISTRY_AUTH_FILE,
+    /// $XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json,
+    /// $DOCKER_CONFIG/config.json or ~/.docker/config.json, as `skopeo login` or `docker login`
+    /// write them; else anonymous). The environment variable keeps the password out of `ps`.
+    #[arg(
+        long,
+        value_name = "USER:PASSWORD",
+        env = "OCIROOTFS_CREDS",
+        hide_env_values = true
+    )]
     pub creds: Option<String>,
-    /// Allow plain HTTP and unverified TLS for a non-loopback registry.
+    /// Accept a registry's TLS certificate unverified, or use plain HTTP when the registry does
+    /// not speak TLS. Without it, loopback registries get plain HTTP and others verified HTTPS.
     #[arg(long)]
     pub insecure: bool,
     /// Run a shell command inside the rootfs before handing it over (e.g. "apk -U add b3sum").

@@ -2,8 +2,13 @@
 //! (`Env`, `WorkingDir`, `diff_ids`) and its layers, ready to be opened in order.
 //!
 //! - registries through `oci-client` on a `tokio` runtime: anonymous bearer tokens, or
-//!   credentials from `--creds`, `$REGISTRY_AUTH_FILE`, `~/.docker/config.json`; plain HTTP only
-//!   for loopback registries or with `insecure`; retries with backoff on transient failures.
+//!   credentials from `--creds`, else the first auth file with an entry for the registry
+//!   (`$REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json`,
+//!   `~/.config/containers/auth.json`, `$DOCKER_CONFIG/config.json`, `~/.docker/config.json`),
+//!   used for every request (token, manifests, index, config, blobs). Plain HTTP for loopback
+//!   registries; elsewhere verified HTTPS, or with `insecure` unverified HTTPS and then plain
+//!   HTTP. Connection failures, 5xx and 429 are retried with backoff (6 attempts, under 8 s of
+//!   waiting); 401/403, 404 and TLS failures are not, and say what to do next.
 //!   Layers stream into the [`Cache`] in parallel, each verified while it downloads, and can be
 //!   unpacked as soon as they land while later ones are still downloading.
 //! - `oci:DIR[:TAG]` (an OCI image layout), `oci-archive:FILE` and `docker-archive:FILE` (both
@@ -67,12 +72,49 @@ pub enum SourceError {
         where_: String,
         actual: String,
     },
-    #[error("registry {registry}: access denied to {image} (401/403); log in (~/.docker/config.json or $REGISTRY_AUTH_FILE) or pass --creds USER:PASSWORD")]
+    #[error("registry {registry} denied access to {image} without credentials (401/403): the repository needs a login, or does not exist; pass --creds USER:PASSWORD, or log in with `skopeo login {registry}` (or `docker login`; read from $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, ~/.docker/config.json)")]
     Unauthorized { registry: String, image: String },
-    #[error("image {image} not found (manifest unknown); check the name and tag")]
-    NotFound { image: String },
+    #[error("registry {registry} refused the credentials from {creds} for {image} (401/403); check the user name and password, and that this user may pull {image}")]
+    CredentialsRefused {
+        registry: String,
+        image: String,
+        creds: String,
+    },
+    #[error("invalid --creds value: expected USER:PASSWORD")]
+    CredsFormat,
+    #[error("cannot use the registry auth file {}: {problem}; fix or remove it, or pass --creds USER:PASSWORD", path.display())]
+    AuthFile { path: PathBuf, problem: String },
+    #[error("image {image} not found (manifest unknown): registry {registry} has no tag or digest {reference} in {repository}; check the repository name and the tag (list the tags with `skopeo list-tags docker://{registry}/{repository}`)")]
+    NotFound {
+        image: String,
+        registry: String,
+        repository: String,
+        reference: String,
+    },
+    #[error("repository {repository} not found on registry {registry} (name unknown) while pulling {image}; check the image name")]
+    RepositoryNotFound {
+        image: String,
+        registry: String,
+        repository: String,
+    },
     #[error("registry error for {image}: {message}")]
     Registry { image: String, message: String },
+    #[error("cannot reach registry {registry} for {image} after {attempts} attempt(s) over {secs}s: {message}; {hint}")]
+    Unreachable {
+        registry: String,
+        image: String,
+        attempts: u32,
+        secs: u64,
+        message: String,
+        hint: String,
+    },
+    #[error("HTTPS to registry {registry} failed for {image}: {message}; {hint}")]
+    Tls {
+        registry: String,
+        image: String,
+        message: String,
+        hint: String,
+    },
     #[error("cannot set up the registry client")]
     Runtime(#[source] io::Error),
     #[error("a layer download was cancelled")]
@@ -754,182 +796,463 @@ fn b64decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Credentials for `registry` from an auth file (`{"auths": {"host": {"auth": base64}}}`).
-pub fn creds_from_auth_file(text: &str, registry: &str) -> Option<(String, String)> {
-    let v: serde_json::Value = serde_json::from_str(text).ok()?;
-    let auths = v.get("auths")?.as_object()?;
-    let keys: Vec<String> = if registry == "docker.io" {
-        vec![
-            "docker.io".into(),
-            "index.docker.io".into(),
-            "https://index.docker.io/v1/".into(),
-            "registry-1.docker.io".into(),
-        ]
-    } else {
-        vec![
-            registry.into(),
-            format!("https://{registry}"),
-            format!("http://{registry}"),
-        ]
-    };
-    for (k, e) in auths {
-        let k_trim = k.trim_end_matches('/');
-        if keys.iter().any(|x| x.trim_end_matches('/') == k_trim) {
-            let s = e.get("auth")?.as_str()?;
-            let dec = String::from_utf8(b64decode(s)?).ok()?;
-            let (u, p) = dec.split_once(':')?;
-            return Some((u.into(), p.into()));
-        }
-    }
-    None
+/// Where the registry credentials came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CredsFrom {
+    None,
+    Flag,
+    File(PathBuf),
 }
 
-fn registry_auth(r: &ImageRef, creds: &Option<String>) -> oci_client::secrets::RegistryAuth {
-    use oci_client::secrets::RegistryAuth;
-    if let Some((u, p)) = creds.as_deref().and_then(|c| c.split_once(':')) {
-        return RegistryAuth::Basic(u.into(), p.into());
+impl std::fmt::Display for CredsFrom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CredsFrom::None => f.write_str("nowhere"),
+            CredsFrom::Flag => f.write_str("--creds"),
+            CredsFrom::File(p) => write!(f, "{}", p.display()),
+        }
     }
+}
+
+/// The auth files read, in order, when `--creds` is not given: the ones skopeo and docker
+/// write (`skopeo login`, `docker login`).
+fn auth_files() -> Vec<PathBuf> {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     let mut files = Vec::new();
-    if let Some(f) = std::env::var_os("REGISTRY_AUTH_FILE") {
-        files.push(PathBuf::from(f));
+    if let Some(f) = var("REGISTRY_AUTH_FILE") {
+        files.push(f);
     }
-    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR") {
-        files.push(PathBuf::from(x).join("containers/auth.json"));
+    if let Some(x) = var("XDG_RUNTIME_DIR") {
+        files.push(x.join("containers/auth.json"));
     }
-    if let Some(d) = std::env::var_os("DOCKER_CONFIG") {
-        files.push(PathBuf::from(d).join("config.json"));
+    if let Some(h) = var("HOME") {
+        files.push(h.join(".config/containers/auth.json"));
     }
-    if let Some(h) = std::env::var_os("HOME") {
-        files.push(PathBuf::from(h).join(".docker/config.json"));
+    if let Some(d) = var("DOCKER_CONFIG") {
+        files.push(d.join("config.json"));
+    }
+    if let Some(h) = var("HOME") {
+        files.push(h.join(".docker/config.json"));
+    }
+    files
+}
+
+/// `docker.io`, `https://index.docker.io/v1/`, `http://host:5000/` → one comparable form.
+fn normalise_auth_key(k: &str) -> String {
+    let k = k
+        .strip_prefix("https://")
+        .or_else(|| k.strip_prefix("http://"))
+        .unwrap_or(k)
+        .trim_end_matches('/');
+    let k = k
+        .strip_suffix("/v1")
+        .or_else(|| k.strip_suffix("/v2"))
+        .unwrap_or(k);
+    let (host, path) = k.split_once('/').unwrap_or((k, ""));
+    let host = match host {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io",
+        h => h,
+    };
+    if path.is_empty() {
+        host.to_string()
+    } else {
+        format!("{host}/{path}")
+    }
+}
+
+/// Credentials for `registry/repository` from the text of an auth file
+/// (`{"auths": {"host[/namespace]": {"auth": base64("USER:PASSWORD")}}}`): the most specific
+/// key wins (`quay.io/org/app`, then `quay.io/org`, then `quay.io`). `Err` says what is wrong
+/// with the file.
+pub fn creds_from_auth_file(
+    text: &str,
+    registry: &str,
+    repository: &str,
+) -> Result<Option<(String, String)>, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not valid JSON ({e})"))?;
+    let Some(auths) = v.get("auths") else {
+        return Ok(None);
+    };
+    let auths = auths.as_object().ok_or("\"auths\" is not a JSON object")?;
+    let by_key: HashMap<String, &serde_json::Value> = auths
+        .iter()
+        .map(|(k, e)| (normalise_auth_key(k), e))
+        .collect();
+    let mut scope = format!("{}/{repository}", normalise_auth_key(registry));
+    loop {
+        if let Some(e) = by_key.get(&scope) {
+            // An entry without "auth" (e.g. kept for a credential helper) gives nothing.
+            if let Some(s) = e.get("auth").and_then(|a| a.as_str()) {
+                let bad =
+                    || format!("the \"auth\" entry for {scope} is not base64 of USER:PASSWORD");
+                let dec = String::from_utf8(b64decode(s).ok_or_else(bad)?).map_err(|_| bad())?;
+                let (u, p) = dec.split_once(':').ok_or_else(bad)?;
+                return Ok(Some((u.into(), p.into())));
+            }
+        }
+        match scope.rsplit_once('/') {
+            Some((parent, _)) => scope = parent.to_string(),
+            None => return Ok(None),
+        }
+    }
+}
+
+/// Resolves the credentials for `r`: `--creds` first, then the first auth file (of `files`)
+/// with an entry for the registry, else anonymous (registries may still hand out anonymous
+/// bearer tokens).
+fn registry_auth(
+    r: &ImageRef,
+    creds: Option<&str>,
+    files: &[PathBuf],
+) -> Result<(oci_client::secrets::RegistryAuth, CredsFrom), SourceError> {
+    use oci_client::secrets::RegistryAuth;
+    if let Some(c) = creds {
+        let (u, p) = c
+            .split_once(':')
+            .filter(|(u, _)| !u.is_empty())
+            .ok_or(SourceError::CredsFormat)?;
+        return Ok((RegistryAuth::Basic(u.into(), p.into()), CredsFrom::Flag));
     }
     for f in files {
-        if let Ok(text) = fs::read_to_string(&f) {
-            if let Some((u, p)) = creds_from_auth_file(&text, &r.registry) {
-                return RegistryAuth::Basic(u, p);
+        let text = match fs::read_to_string(f) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(SourceError::AuthFile {
+                    path: f.clone(),
+                    problem: e.to_string(),
+                })
+            }
+        };
+        match creds_from_auth_file(&text, &r.registry, &r.repository) {
+            Ok(Some((u, p))) => {
+                tracing::debug!("credentials for {} from {}", r.registry, f.display());
+                return Ok((RegistryAuth::Basic(u, p), CredsFrom::File(f.clone())));
+            }
+            Ok(None) => {
+                if text.contains("credHelpers") || text.contains("credsStore") {
+                    tracing::warn!(
+                        "{} names a credential helper, which ocirootfs does not run; pass --creds USER:PASSWORD if {} needs a login",
+                        f.display(),
+                        r.registry
+                    );
+                }
+            }
+            Err(problem) => {
+                return Err(SourceError::AuthFile {
+                    path: f.clone(),
+                    problem,
+                })
             }
         }
     }
-    RegistryAuth::Anonymous
+    Ok((RegistryAuth::Anonymous, CredsFrom::None))
 }
 
-fn classify(e: oci_client::errors::OciDistributionError, r: &ImageRef) -> (SourceError, bool) {
-    use oci_client::errors::OciDistributionError as E;
-    let image = r.to_string();
-    let msg = e.to_string();
-    match e {
-        E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => (
-            SourceError::Unauthorized {
-                registry: r.registry.clone(),
+/// The image being pulled and where its credentials came from: what errors name.
+#[derive(Debug, Clone)]
+struct Remote {
+    image: ImageRef,
+    creds: CredsFrom,
+}
+
+impl Remote {
+    fn denied(&self) -> SourceError {
+        let registry = self.image.registry.clone();
+        let image = self.image.to_string();
+        match &self.creds {
+            CredsFrom::None => SourceError::Unauthorized { registry, image },
+            c => SourceError::CredentialsRefused {
+                registry,
                 image,
+                creds: c.to_string(),
             },
-            false,
-        ),
-        E::ImageManifestNotFoundError(_) => (SourceError::NotFound { image }, false),
-        E::RegistryError { envelope, .. } => {
+        }
+    }
+
+    fn not_found(&self) -> SourceError {
+        let r = &self.image;
+        SourceError::NotFound {
+            image: r.to_string(),
+            registry: r.registry.clone(),
+            repository: r.repository.clone(),
+            reference: r
+                .digest
+                .clone()
+                .or_else(|| r.tag.clone())
+                .unwrap_or_else(|| "latest".into()),
+        }
+    }
+}
+
+/// An error and its causes on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !out.contains(&m) {
+            out = format!("{out}: {m}");
+        }
+        cur = c.source();
+    }
+    out
+}
+
+/// The host of the first URL in an error message (`http://HOST[:PORT]/...`), and the message
+/// without that URL.
+fn split_url(chain: &str) -> (Option<&str>, String) {
+    let Some(start) = chain.find("://") else {
+        return (None, chain.to_string());
+    };
+    let begin = chain[..start]
+        .rfind(|c: char| !c.is_ascii_alphabetic())
+        .map_or(0, |i| i + 1);
+    let rest = &chain[start + 3..];
+    let end = rest
+        .find(|c: char| c == ')' || c.is_whitespace())
+        .unwrap_or(rest.len());
+    let host = rest[..end].split('/').next().filter(|h| !h.is_empty());
+    (host, format!("{}{}", &chain[..begin], &rest[end..]))
+}
+
+/// The next step for a request that did not get an HTTP answer; `true` when retrying may help.
+fn connection_hint(chain: &str, r: &ImageRef) -> (String, bool) {
+    // The words are looked for outside the URL, whose host could contain any of them.
+    let (host, rest) = split_url(chain);
+    let l = rest.to_ascii_lowercase();
+    let registry_host = r.registry == "docker.io" && host == Some("index.docker.io");
+    let target = match host {
+        Some(h) if h != r.registry && !registry_host => {
+            format!("{h} (the token server {} sends clients to)", r.registry)
+        }
+        _ => r.registry.clone(),
+    };
+    if l.contains("certificate")
+        || l.contains("tls")
+        || l.contains("invalidcontenttype")
+        || l.contains("corrupt message")
+        || l.contains("handshake")
+    {
+        let hint = format!("if {target} serves plain HTTP or has a self-signed certificate, pass --insecure (only loopback registries are trusted that way without it)");
+        (hint, false)
+    } else if l.contains("connection refused") {
+        let what = if target == r.registry {
+            "the registry is running and the host:port in the image name is right"
+        } else {
+            "the token server is running"
+        };
+        (
+            format!("nothing listens at {target}; check that {what}"),
+            true,
+        )
+    } else if l.contains("dns") || l.contains("lookup") || l.contains("name or service") {
+        (format!("check the host name of {target}"), true)
+    } else {
+        (format!("check the network and that {target} is up"), true)
+    }
+}
+
+/// Maps a client error to ours; the flag says whether it is worth retrying.
+fn classify(e: oci_client::errors::OciDistributionError, rem: &Remote) -> (SourceError, bool) {
+    use oci_client::errors::OciDistributionError as E;
+    let r = &rem.image;
+    let image = r.to_string();
+    match e {
+        E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => (rem.denied(), false),
+        E::ImageManifestNotFoundError(_) => (rem.not_found(), false),
+        E::RegistryError { ref envelope, .. } => {
             let codes: Vec<String> = envelope
                 .errors
                 .iter()
-                .map(|x| format!("{:?}", x.code))
+                .map(|x| format!("{:?}", x.code).to_ascii_lowercase())
                 .collect();
-            let joined = codes.join(",").to_ascii_lowercase();
-            if joined.contains("manifestunknown")
-                || joined.contains("nameunknown")
-                || joined.contains("notfound")
-            {
-                (SourceError::NotFound { image }, false)
-            } else if joined.contains("unauthorized") || joined.contains("denied") {
+            let has = |c: &str| codes.iter().any(|x| x == c);
+            if has("nameunknown") {
                 (
-                    SourceError::Unauthorized {
-                        registry: r.registry.clone(),
+                    SourceError::RepositoryNotFound {
                         image,
+                        registry: r.registry.clone(),
+                        repository: r.repository.clone(),
                     },
                     false,
+                )
+            } else if has("manifestunknown") || has("notfound") {
+                (rem.not_found(), false)
+            } else if has("unauthorized") || has("denied") {
+                (rem.denied(), false)
+            } else if has("toomanyrequests") {
+                (
+                    SourceError::Registry {
+                        image,
+                        message: e.to_string(),
+                    },
+                    true,
                 )
             } else {
                 (
                     SourceError::Registry {
                         image,
-                        message: msg,
+                        message: e.to_string(),
                     },
                     false,
                 )
             }
         }
-        E::ServerError { code, .. } => {
-            if code == 401 || code == 403 {
+        E::ServerError {
+            code, ref message, ..
+        } => match code {
+            401 | 403 => (rem.denied(), false),
+            404 => (rem.not_found(), false),
+            400 if message.contains("HTTPS server") => (
+                SourceError::Registry {
+                    image,
+                    message: format!(
+                        "{} answers HTTPS only; pass --insecure to use it without a verified certificate",
+                        r.registry
+                    ),
+                },
+                false,
+            ),
+            _ => (
+                SourceError::Registry {
+                    image,
+                    message: e.to_string(),
+                },
+                code >= 500 || code == 429 || code == 408,
+            ),
+        },
+        E::RequestError(_) | E::IoError(_) => {
+            let chain = error_chain(&e);
+            let (hint, transient) = connection_hint(&chain, r);
+            let registry = r.registry.clone();
+            if transient {
                 (
-                    SourceError::Unauthorized {
-                        registry: r.registry.clone(),
+                    SourceError::Unreachable {
+                        registry,
                         image,
+                        attempts: 1,
+                        secs: 0,
+                        message: chain,
+                        hint,
                     },
-                    false,
+                    true,
                 )
-            } else if code == 404 {
-                (SourceError::NotFound { image }, false)
             } else {
                 (
-                    SourceError::Registry {
+                    SourceError::Tls {
+                        registry,
                         image,
-                        message: msg,
+                        message: chain,
+                        hint,
                     },
-                    code >= 500 || code == 429 || code == 408,
+                    false,
                 )
             }
         }
-        E::RequestError(_) | E::IoError(_) => (
-            SourceError::Registry {
-                image,
-                message: format!("{msg}: {}", error_chain(&msg)),
-            },
-            true,
-        ),
         _ => (
             SourceError::Registry {
                 image,
-                message: msg,
+                message: error_chain(&e),
             },
             false,
         ),
     }
 }
 
-fn error_chain(m: &str) -> String {
-    if m.contains("Connection refused") || m.contains("connect") {
-        "is the registry reachable? (plain HTTP is used only for loopback registries or with --insecure)".into()
-    } else {
-        "transient failure".into()
+/// At most this many attempts per request ...
+const ATTEMPTS: u32 = 6;
+/// ... and no new attempt once this much time has passed since the first.
+const RETRY_BUDGET: Duration = Duration::from_secs(30);
+const FIRST_DELAY: Duration = Duration::from_millis(250);
+const MAX_DELAY: Duration = Duration::from_secs(4);
+
+/// Exponential backoff for one request: 0.25 s, 0.5 s, 1 s, 2 s, 4 s (under 8 s in all).
+struct Backoff {
+    attempts: u32,
+    delay: Duration,
+    start: std::time::Instant,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff {
+            attempts: 1,
+            delay: FIRST_DELAY,
+            start: std::time::Instant::now(),
+        }
+    }
+
+    /// After a failed attempt: waits and returns `None` when another attempt may follow,
+    /// else gives the error back (with the attempts made, if it is about reaching the
+    /// registry).
+    async fn after(&mut self, err: SourceError, transient: bool) -> Option<SourceError> {
+        let spent = self.start.elapsed();
+        if !transient || self.attempts >= ATTEMPTS || spent + self.delay > RETRY_BUDGET {
+            return Some(match err {
+                SourceError::Unreachable {
+                    registry,
+                    image,
+                    message,
+                    hint,
+                    ..
+                } => SourceError::Unreachable {
+                    registry,
+                    image,
+                    attempts: self.attempts,
+                    secs: spent.as_secs_f64().round() as u64,
+                    message,
+                    hint,
+                },
+                e => e,
+            });
+        }
+        let why = match &err {
+            SourceError::Unreachable { message, .. } => message.clone(),
+            e => e.to_string(),
+        };
+        tracing::warn!(
+            "{why}; retrying in {:?} (attempt {} of {ATTEMPTS})",
+            self.delay,
+            self.attempts + 1
+        );
+        tokio::time::sleep(self.delay).await;
+        self.attempts += 1;
+        self.delay = (self.delay * 2).min(MAX_DELAY);
+        None
     }
 }
 
-const ATTEMPTS: u32 = 4;
-
-async fn retry<T, F, Fut>(r: &ImageRef, mut f: F) -> Result<T, SourceError>
+async fn retry<T, F, Fut>(rem: &Remote, mut f: F) -> Result<T, SourceError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, oci_client::errors::OciDistributionError>>,
 {
-    let mut delay = Duration::from_millis(250);
-    for attempt in 1..=ATTEMPTS {
+    let mut backoff = Backoff::new();
+    loop {
         match f().await {
             Ok(v) => return Ok(v),
             Err(e) => {
-                let (err, transient) = classify(e, r);
-                if !transient || attempt == ATTEMPTS {
-                    return Err(err);
+                let (err, transient) = classify(e, rem);
+                if let Some(e) = backoff.after(err, transient).await {
+                    return Err(e);
                 }
-                tracing::warn!("{err}; retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
             }
         }
     }
-    unreachable!("the last attempt returns")
 }
 
 struct Registry {
     client: Arc<oci_client::Client>,
     reference: oci_client::Reference,
     image: ImageRef,
+    remote: Remote,
+    auth: oci_client::secrets::RegistryAuth,
 }
 
 impl Registry {
@@ -941,12 +1264,9 @@ impl Registry {
             Some(d) => self.reference.clone_with_digest(d.to_string()),
             None => self.reference.clone(),
         };
-        let (bytes, digest) = retry(&self.image, || {
-            self.client.pull_manifest_raw(
-                &reference,
-                &oci_client::secrets::RegistryAuth::Anonymous,
-                ACCEPT,
-            )
+        let (bytes, digest) = retry(&self.remote, || {
+            self.client
+                .pull_manifest_raw(&reference, &self.auth, ACCEPT)
         })
         .await?;
         let actual = format!("sha256:{}", sha256_hex(&bytes));
@@ -981,14 +1301,21 @@ impl Registry {
         if let Some(p) = cache.get(digest, size)? {
             return fs::read(&p).map_err(|source| SourceError::Read { path: p, source });
         }
-        let out = retry(&self.image, || async {
+        let out = retry(&self.remote, || async {
             let mut out = Vec::new();
             self.client
                 .pull_blob(&self.reference, digest, &mut out)
                 .await
                 .map(|()| out)
         })
-        .await?;
+        .await
+        .map_err(|e| match e {
+            SourceError::NotFound { image, .. } => SourceError::MissingBlob {
+                digest: digest.to_string(),
+                where_: image,
+            },
+            e => e,
+        })?;
         cache.put(digest, &out)?;
         Ok(out)
     }
@@ -998,7 +1325,7 @@ impl Registry {
 struct Download {
     client: Arc<oci_client::Client>,
     reference: oci_client::Reference,
-    image: ImageRef,
+    remote: Remote,
     cache: Cache,
     digest: String,
     size: Option<u64>,
@@ -1011,22 +1338,30 @@ async fn download(d: Download) -> Result<PathBuf, SourceError> {
     let Download {
         client,
         reference,
-        image,
+        remote,
         cache,
         digest,
         size,
         bar,
         counter,
     } = d;
-    let mut delay = Duration::from_millis(250);
-    let mut attempt = 0;
+    let image = &remote.image;
+    let mut backoff = Backoff::new();
     loop {
-        attempt += 1;
         let res: Result<PathBuf, (SourceError, bool)> = async {
             let mut stream = client
                 .pull_blob_stream(&reference, digest.as_str())
                 .await
-                .map_err(|e| classify(e, &image))?
+                .map_err(|e| match classify(e, &remote) {
+                    (SourceError::NotFound { .. }, _) => (
+                        SourceError::MissingBlob {
+                            digest: digest.clone(),
+                            where_: image.to_string(),
+                        },
+                        false,
+                    ),
+                    c => c,
+                })?
                 .stream;
             let mut w = cache.writer(&digest, size).map_err(|e| (e.into(), false))?;
             if let Some(b) = &bar {
@@ -1066,16 +1401,13 @@ async fn download(d: Download) -> Result<PathBuf, SourceError> {
                 tracing::debug!("downloaded {digest}");
                 return Ok(p);
             }
-            Err((e, transient)) if transient && attempt < ATTEMPTS => {
-                tracing::warn!("{e}; retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-            Err((e, _)) => {
-                if let Some(b) = &bar {
-                    b.abandon();
+            Err((e, transient)) => {
+                if let Some(e) = backoff.after(e, transient).await {
+                    if let Some(b) = &bar {
+                        b.abandon();
+                    }
+                    return Err(e);
                 }
-                return Err(e);
             }
         }
     }
@@ -1091,22 +1423,6 @@ fn resolve_registry(
         .enable_all()
         .build()
         .map_err(SourceError::Runtime)?;
-    let protocol = if r.is_loopback() || opts.insecure {
-        oci_client::client::ClientProtocol::Http
-    } else {
-        oci_client::client::ClientProtocol::Https
-    };
-    let config = oci_client::client::ClientConfig {
-        protocol,
-        accept_invalid_certificates: opts.insecure,
-        connect_timeout: Some(Duration::from_secs(30)),
-        read_timeout: Some(Duration::from_secs(120)),
-        ..Default::default()
-    };
-    let client = oci_client::Client::try_from(config).map_err(|e| SourceError::Registry {
-        image: r.to_string(),
-        message: e.to_string(),
-    })?;
     let reference = match (&r.tag, &r.digest) {
         (_, Some(d)) => {
             oci_client::Reference::with_digest(r.registry.clone(), r.repository.clone(), d.clone())
@@ -1120,22 +1436,62 @@ fn resolve_registry(
             "latest".into(),
         ),
     };
+    let (auth, creds_from) = registry_auth(r, opts.creds.as_deref(), &auth_files())?;
+    let remote = Remote {
+        image: r.clone(),
+        creds: creds_from,
+    };
+    // With --insecure: HTTPS without certificate checks, then plain HTTP when the registry
+    // does not speak TLS at all (as skopeo's --tls-verify=false does). Without it: plain HTTP
+    // for loopback registries, HTTPS with verified certificates for every other.
+    use oci_client::client::ClientProtocol;
+    let plans: &[(ClientProtocol, bool)] = if opts.insecure {
+        &[(ClientProtocol::Https, true), (ClientProtocol::Http, false)]
+    } else if r.is_loopback() {
+        &[(ClientProtocol::Http, false)]
+    } else {
+        &[(ClientProtocol::Https, false)]
+    };
+    let mut client = None;
+    for (i, (protocol, accept_invalid_certificates)) in plans.iter().enumerate() {
+        let config = oci_client::client::ClientConfig {
+            protocol: protocol.clone(),
+            accept_invalid_certificates: *accept_invalid_certificates,
+            connect_timeout: Some(Duration::from_secs(10)),
+            read_timeout: Some(Duration::from_secs(120)),
+            ..Default::default()
+        };
+        let c = oci_client::Client::try_from(config).map_err(|e| SourceError::Registry {
+            image: r.to_string(),
+            message: e.to_string(),
+        })?;
+        // The first request (GET /v2/, then the token server if the registry names one).
+        match rt.block_on(retry(&remote, || {
+            c.auth(&reference, &auth, oci_client::RegistryOperation::Pull)
+        })) {
+            Ok(_) => {
+                client = Some(c);
+                break;
+            }
+            Err(e @ SourceError::Tls { .. }) if i + 1 < plans.len() => {
+                tracing::debug!("{e}; trying plain HTTP");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let client = client.expect("the last plan returns or errs");
     let reg = Registry {
         client: Arc::new(client),
         reference,
         image: r.clone(),
+        remote: remote.clone(),
+        auth,
     };
-    let auth = registry_auth(r, &opts.creds);
     let counter: Arc<std::sync::atomic::AtomicU64> = Default::default();
     let progress = (opts.progress && std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .then(indicatif::MultiProgress::new);
 
     let (digest, platform, config, layer_descs) = rt.block_on(async {
-        retry(r, || {
-            reg.client
-                .auth(&reg.reference, &auth, oci_client::RegistryOperation::Pull)
-        })
-        .await?;
         let (mut bytes, mut digest) = reg.manifest(r.digest.as_deref()).await?;
         let mut doc = parse_doc(&bytes, "manifest", &r.to_string())?;
         let mut depth = 0;
@@ -1198,7 +1554,7 @@ fn resolve_registry(
                 let fut = download(Download {
                     client: reg.client.clone(),
                     reference: reg.reference.clone(),
-                    image: r.clone(),
+                    remote: remote.clone(),
                     cache: cache.clone(),
                     digest: l.digest.clone(),
                     size: l.size,
@@ -1285,17 +1641,59 @@ mod tests {
     fn base64_and_auth_files() {
         assert_eq!(b64decode("dXNlcjpwYXNz").unwrap(), b"user:pass");
         assert_eq!(b64decode("YQ==").unwrap(), b"a");
-        let text = r#"{"auths":{"https://index.docker.io/v1/":{"auth":"dXNlcjpwYXNz"},"127.0.0.1:5000":{"auth":"YTpi"}}}"#;
-        assert_eq!(
-            creds_from_auth_file(text, "docker.io"),
-            Some(("user".into(), "pass".into()))
+        let text = r#"{"auths":{"https://index.docker.io/v1/":{"auth":"dXNlcjpwYXNz"},"http://127.0.0.1:5000/":{"auth":"YTpi"},"quay.io/org":{"auth":"bzpw"},"quay.io":{"auth":"cTpw"},"ghcr.io":{}}}"#;
+        let get = |reg: &str, repo: &str| creds_from_auth_file(text, reg, repo).unwrap();
+        let pair = |u: &str, p: &str| Some((u.to_string(), p.to_string()));
+        assert_eq!(get("docker.io", "library/alpine"), pair("user", "pass"));
+        assert_eq!(get("127.0.0.1:5000", "x"), pair("a", "b"));
+        // The most specific key wins.
+        assert_eq!(get("quay.io", "org/app"), pair("o", "p"));
+        assert_eq!(get("quay.io", "other/app"), pair("q", "p"));
+        // An entry without "auth" (credential helper) gives nothing; unknown hosts neither.
+        assert_eq!(get("ghcr.io", "a"), None);
+        assert_eq!(get("example.org", "a"), None);
+        assert_eq!(creds_from_auth_file("{}", "quay.io", "a"), Ok(None));
+        let err = creds_from_auth_file("garbage", "quay.io", "a").unwrap_err();
+        assert!(err.contains("not valid JSON"), "{err}");
+        let err = creds_from_auth_file(r#"{"auths":{"quay.io":{"auth":"!!"}}}"#, "quay.io", "a")
+            .unwrap_err();
+        assert!(err.contains("quay.io"), "{err}");
+    }
+
+    #[test]
+    fn creds_flag_and_files() {
+        use oci_client::secrets::RegistryAuth;
+        let r = crate::reference::parse_image_ref("127.0.0.1:5000/a/b:1").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.json");
+        fs::write(&empty, r#"{"auths":{}}"#).unwrap();
+        let good = dir.path().join("good.json");
+        fs::write(&good, r#"{"auths":{"127.0.0.1:5000":{"auth":"dTpwOng="}}}"#).unwrap();
+        let bad = dir.path().join("bad.json");
+        fs::write(&bad, "{").unwrap();
+        let missing = dir.path().join("missing.json");
+
+        let (auth, from) = registry_auth(&r, Some("me:pa:ss"), std::slice::from_ref(&bad)).unwrap();
+        assert!(matches!(auth, RegistryAuth::Basic(u, p) if u == "me" && p == "pa:ss"));
+        assert_eq!(from, CredsFrom::Flag);
+        for wrong in ["nocolon", ":pass"] {
+            let e = registry_auth(&r, Some(wrong), &[]).unwrap_err();
+            assert!(matches!(e, SourceError::CredsFormat), "{wrong}: {e}");
+        }
+        let (auth, from) =
+            registry_auth(&r, None, &[missing.clone(), empty.clone(), good.clone()]).unwrap();
+        assert!(matches!(auth, RegistryAuth::Basic(u, p) if u == "u" && p == "p:x"));
+        assert_eq!(from, CredsFrom::File(good.clone()));
+        let (auth, from) = registry_auth(&r, None, &[missing, empty]).unwrap();
+        assert!(matches!(auth, RegistryAuth::Anonymous));
+        assert_eq!(from, CredsFrom::None);
+        let e = registry_auth(&r, None, &[bad.clone(), good])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&bad.display().to_string()) && e.contains("--creds"),
+            "{e}"
         );
-        assert_eq!(
-            creds_from_auth_file(text, "127.0.0.1:5000"),
-            Some(("a".into(), "b".into()))
-        );
-        assert_eq!(creds_from_auth_file(text, "quay.io"), None);
-        assert_eq!(creds_from_auth_file("garbage", "quay.io"), None);
     }
 
     fn desc(os: &str, arch: &str, variant: Option<&str>) -> Descriptor {
@@ -1326,6 +1724,36 @@ mod tests {
             .to_string();
         assert!(err.contains("linux/amd64, linux/arm64/v8"), "{err}");
         assert!(!err.contains("unknown"), "{err}");
+    }
+
+    #[test]
+    fn connection_hints() {
+        let r = crate::reference::parse_image_ref("tls-certificate.example:5000/a:1").unwrap();
+        let url = "error sending request for url (https://tls-certificate.example:5000/v2/)";
+        let (hint, transient) = connection_hint(
+            &format!("{url}: client error (Connect): tcp connect error: Connection refused"),
+            &r,
+        );
+        assert!(transient && hint.contains("nothing listens"), "{hint}");
+        let (hint, transient) = connection_hint(
+            &format!("{url}: client error (Connect): invalid peer certificate: UnknownIssuer"),
+            &r,
+        );
+        assert!(!transient && hint.contains("--insecure"), "{hint}");
+        let (hint, transient) = connection_hint(
+            "error sending request for url (http://auth.example/token?scope=x): tcp connect error: Connection refused (os error 111)",
+            &r,
+        );
+        assert!(transient, "{hint}");
+        assert!(
+            hint.contains("nothing listens at auth.example (the token server tls-certificate.example:5000 sends clients to)"),
+            "{hint}"
+        );
+        assert_eq!(
+            split_url("a (https://h:1/v2/) b"),
+            (Some("h:1"), "a () b".to_string())
+        );
+        assert_eq!(split_url("no url"), (None, "no url".to_string()));
     }
 
     #[test]

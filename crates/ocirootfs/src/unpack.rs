@@ -163,6 +163,40 @@ struct Applier<'a> {
     /// Directories' (path, mtime, depth, mode to set at the end when not root).
     dir_times: Vec<(Vec<u8>, i64, u32, Option<u32>)>,
     stats: LayerStats,
+    /// File contents pass through here: most files are written with one `write`.
+    buf: Vec<u8>,
+}
+
+/// Copies an entry's data into `file` through `buf`, filling it before each write.
+fn copy_data(
+    entry: &mut impl Read,
+    file: &mut std::fs::File,
+    buf: &mut [u8],
+    path: &[u8],
+) -> Result<u64, UnpackError> {
+    use std::io::Write as _;
+    let mut total = 0u64;
+    loop {
+        let mut n = 0;
+        while n < buf.len() {
+            match entry.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(UnpackError::Tar(e)),
+            }
+        }
+        if n == 0 {
+            return Ok(total);
+        }
+        file.write_all(&buf[..n])
+            .map_err(|source| UnpackError::Io {
+                op: "write",
+                path: PathBuf::from(OsStr::from_bytes(path)),
+                source,
+            })?;
+        total += n as u64;
+    }
 }
 
 fn open_root(root: &Path) -> Result<OwnedFd, UnpackError> {
@@ -330,6 +364,7 @@ fn consume(
         parents: HashMap::new(),
         dir_times: Vec::new(),
         stats: LayerStats::default(),
+        buf: vec![0; 1 << 20],
     };
     for entry in archive.entries().map_err(UnpackError::Tar)? {
         let mut entry = entry.map_err(UnpackError::Tar)?;
@@ -651,8 +686,7 @@ impl Applier<'_> {
                 )
                 .map_err(io_err("create file", &path))?;
                 let mut file = std::fs::File::from(fd);
-                let n = io::copy(entry, &mut file).map_err(UnpackError::Tar)?;
-                self.stats.bytes += n;
+                self.stats.bytes += copy_data(entry, &mut file, &mut self.buf, &path)?;
                 let fd = OwnedFd::from(file);
                 self.set_meta_fd(&fd, &meta, &path, false)?;
             }

@@ -11,11 +11,13 @@
 //! - [`check`]: lint an image as systemd would see it.
 //! - [`merge`]: merge images over `/usr` and `/opt` in a private mount namespace.
 //! - [`atomic`]: outputs written under a temporary name and renamed into place.
+//! - [`logging`]: the binaries' shared stderr logging setup.
 
 pub mod atomic;
 pub mod check;
 pub mod elf;
 pub mod inspect;
+pub mod logging;
 pub mod merge;
 pub mod pack;
 pub mod release;

@@ -4,13 +4,7 @@ use clap::Parser;
 use flix::patchelf::{run, Args};
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    sysext_core::logging::init();
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) => {
