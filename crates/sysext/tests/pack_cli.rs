@@ -7,21 +7,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use testkit::{random_bytes, tree_paths};
+
 fn sysext() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sysext"))
-}
-
-/// Deterministic pseudo-random bytes (xorshift), incompressible like real binaries' data.
-fn random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        out.extend_from_slice(&seed.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 fn sh(script: &str) -> Output {
@@ -92,7 +81,7 @@ fn expected_listing(
     tree: &Path,
 ) -> BTreeMap<String, (String, String, Option<u64>, Option<String>)> {
     let mut out = BTreeMap::new();
-    for e in walkdir(tree) {
+    for e in tree_paths(tree) {
         let m = fs::symlink_metadata(&e).unwrap();
         let rel = e.strip_prefix(tree).unwrap().to_string_lossy().into_owned();
         let path = if rel.is_empty() {
@@ -106,21 +95,6 @@ fn expected_listing(
             .is_symlink()
             .then(|| fs::read_link(&e).unwrap().to_string_lossy().into_owned());
         out.insert(path, (perms(m.mode()), "0/0".to_string(), size, target));
-    }
-    out
-}
-
-fn walkdir(root: &Path) -> Vec<PathBuf> {
-    let mut out = vec![root.to_path_buf()];
-    let mut i = 0;
-    while i < out.len() {
-        let p = out[i].clone();
-        if fs::symlink_metadata(&p).unwrap().is_dir() {
-            for e in fs::read_dir(&p).unwrap() {
-                out.push(e.unwrap().path());
-            }
-        }
-        i += 1;
     }
     out
 }
@@ -341,7 +315,7 @@ fn inspect_reports_release_files_and_architecture() {
     );
     assert_eq!(v["release"], "ID=_any\nEXTENSION_RELOAD_MANAGER=1\n");
     assert_eq!(v["architectures"], serde_json::json!(["x86-64"]));
-    let files = walkdir(&tree)
+    let files = tree_paths(&tree)
         .iter()
         .filter(|p| fs::symlink_metadata(p).unwrap().is_file())
         .count();
