@@ -163,8 +163,15 @@ fn unsquashfs_listing(
     map
 }
 
+/// `sysext pack TREE OUT EXTRA...`.
+fn pack_cmd(tree: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut c = sysext();
+    c.arg("pack").arg(tree).arg(out).args(extra);
+    c
+}
+
 fn pack(tree: &Path, out: &Path, extra: &[&str]) -> Output {
-    testkit::run_ok(sysext().arg("pack").arg(tree).arg(out).args(extra))
+    testkit::run_ok(&mut pack_cmd(tree, out, extra))
 }
 
 #[test]
@@ -375,65 +382,44 @@ fn bad_input_is_a_clear_error_and_leaves_nothing() {
     let out_dir = d.path().join("out");
     fs::create_dir(&out_dir).unwrap();
 
-    let e = fails(
-        sysext()
-            .arg("pack")
-            .arg(d.path().join("nope"))
-            .arg(out_dir.join("demo.raw")),
-    );
+    let e = fails(&mut pack_cmd(
+        &d.path().join("nope"),
+        &out_dir.join("demo.raw"),
+        &[],
+    ));
     assert!(
         e.contains("nope") && e.contains("not a readable folder"),
         "{e}"
     );
 
-    let e = fails(
-        sysext()
-            .arg("pack")
-            .arg(&tree)
-            .arg(out_dir.join("x.raw"))
-            .args(["--name", "a/b"]),
-    );
+    let e = fails(&mut pack_cmd(
+        &tree,
+        &out_dir.join("x.raw"),
+        &["--name", "a/b"],
+    ));
     assert!(e.contains("invalid extension name \"a/b\""), "{e}");
 
-    let e = fails(
-        sysext()
-            .arg("pack")
-            .arg(&tree)
-            .arg(out_dir.join("other.raw")),
-    );
+    let e = fails(&mut pack_cmd(&tree, &out_dir.join("other.raw"), &[]));
     assert!(
         e.contains("usr/lib/extension-release.d/extension-release.other"),
         "{e}"
     );
 
-    let e = fails(
-        sysext()
-            .arg("pack")
-            .arg(&tree)
-            .arg(out_dir.join("demo.raw"))
-            .args(["--compression", "zstd", "--level", "99"]),
-    );
+    let e = fails(&mut pack_cmd(
+        &tree,
+        &out_dir.join("demo.raw"),
+        &["--compression", "zstd", "--level", "99"],
+    ));
     assert!(e.contains("level 99"), "{e}");
     assert!(listing(&out_dir).is_empty(), "{:?}", listing(&out_dir));
 
     // Existing output: refused without --force, untouched.
     fs::write(out_dir.join("demo.raw"), b"precious").unwrap();
-    let e = fails(
-        sysext()
-            .arg("pack")
-            .arg(&tree)
-            .arg(out_dir.join("demo.raw")),
-    );
+    let e = fails(&mut pack_cmd(&tree, &out_dir.join("demo.raw"), &[]));
     assert!(e.contains("--force"), "{e}");
     assert_eq!(fs::read(out_dir.join("demo.raw")).unwrap(), b"precious");
     assert_eq!(listing(&out_dir), ["demo.raw"]);
-    testkit::run_ok(
-        sysext()
-            .arg("pack")
-            .arg(&tree)
-            .arg(out_dir.join("demo.raw"))
-            .arg("--force"),
-    );
+    pack(&tree, &out_dir.join("demo.raw"), &["--force"]);
     assert_eq!(&fs::read(out_dir.join("demo.raw")).unwrap()[..4], b"hsqs");
     assert_eq!(listing(&out_dir), ["demo.raw"]);
 
@@ -506,13 +492,7 @@ fn source_date_epoch_sets_every_timestamp() {
     let d = tempfile::tempdir().unwrap();
     let tree = build_tree(d.path(), "demo");
     let image = d.path().join("demo.raw");
-    testkit::run_ok(
-        sysext()
-            .env("SOURCE_DATE_EPOCH", "86400")
-            .arg("pack")
-            .arg(&tree)
-            .arg(&image),
-    );
+    testkit::run_ok(pack_cmd(&tree, &image, &[]).env("SOURCE_DATE_EPOCH", "86400"));
     let bytes = fs::read(&image).unwrap();
     assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 86400);
     if testkit::require_tool("unsquashfs") {
@@ -528,12 +508,7 @@ fn source_date_epoch_sets_every_timestamp() {
             "{text}"
         );
     }
-    let e = fails(
-        sysext()
-            .env("SOURCE_DATE_EPOCH", "yesterday")
-            .arg("pack")
-            .arg(&tree)
-            .arg(d.path().join("other/demo.raw")),
-    );
+    let other = d.path().join("other/demo.raw");
+    let e = fails(pack_cmd(&tree, &other, &[]).env("SOURCE_DATE_EPOCH", "yesterday"));
     assert!(e.contains("SOURCE_DATE_EPOCH"), "{e}");
 }
