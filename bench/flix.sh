@@ -13,20 +13,14 @@
 set -eu
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-fixtures=${SYSEXT_FIXTURES:-/work/fixtures}
-layout=${1:-$fixtures/trixie-oci/layout}
-tag=${2:-trixie}
+. "$(dirname "$0")/registry.sh"
+bench_layout bench/flix.sh "the flix e2e tests" "$@"
 runs=${RUNS:-3}
 paths="/usr/bin/htop /usr/sbin/nginx /usr/bin/b3sum /usr/bin/curl /usr/share/terminfo /usr/bin/python3 /usr/lib/python3.13"
-[ -f "$layout/index.json" ] || {
-    echo "bench/flix.sh: no OCI layout at $layout (run the flix e2e tests once to build the trixie fixture, or pass one)" >&2
-    exit 2
-}
 if [ -z "${FLIX_BIN:-}" ]; then
     (cd "$here" && cargo build --release --locked -p flix --bin flix >&2)
     FLIX_BIN=$here/target/release/flix
 fi
-. "$(dirname "$0")/registry.sh"
 need_tools bench/flix.sh docker-registry skopeo umoci patchelf mksquashfs hyperfine python3
 bench_work flix
 

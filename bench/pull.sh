@@ -10,19 +10,13 @@
 set -eu
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-fixtures=${SYSEXT_FIXTURES:-/work/fixtures}
-layout=${1:-$fixtures/trixie-oci/layout}
-tag=${2:-trixie}
+. "$(dirname "$0")/registry.sh"
+bench_layout bench/pull.sh "the ocirootfs tests" "$@"
 runs=${RUNS:-3}
-[ -f "$layout/index.json" ] || {
-    echo "bench/pull.sh: no OCI layout at $layout (run the ocirootfs tests once to build the trixie fixture, or pass one)" >&2
-    exit 2
-}
 if [ -z "${OCIROOTFS_BIN:-}" ]; then
     (cd "$here" && cargo build --release --locked -p ocirootfs >&2)
     OCIROOTFS_BIN=$here/target/release/ocirootfs
 fi
-. "$(dirname "$0")/registry.sh"
 need_tools bench/pull.sh docker-registry skopeo umoci hyperfine python3
 bench_work pull
 

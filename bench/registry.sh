@@ -10,6 +10,19 @@ need_tools() {
     done
 }
 
+# bench_layout SCRIPT TESTS [LAYOUT [TAG]]: sets layout (default: the trixie fixture's OCI layout
+# under $SYSEXT_FIXTURES) and tag (default trixie); exits 2 when LAYOUT is no OCI layout, naming
+# TESTS as what builds the fixture.
+bench_layout() {
+    local script=$1 tests=$2
+    layout=${3:-${SYSEXT_FIXTURES:-/work/fixtures}/trixie-oci/layout}
+    tag=${4:-trixie}
+    [ -f "$layout/index.json" ] || {
+        echo "$script: no OCI layout at $layout (run $tests once to build the trixie fixture, or pass one)" >&2
+        exit 2
+    }
+}
+
 # bench_work NAME: sets work (a new scratch folder /var/tmp/bench-NAME.*) and reg_pid (empty);
 # on exit the registry serve_layout started is stopped and work is removed.
 bench_work() {
