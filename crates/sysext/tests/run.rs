@@ -219,19 +219,16 @@ fn run_with_root_uses_its_extensions_and_runs_inside_it() {
         "ID=fedora\n",
         &[],
     );
-    let o = sysext_run(
+    let o = testkit::run_ok(&mut sysext_run(
         &["--root".as_ref(), root.as_ref()],
         &[
             "sh",
             "-c",
             "cat /usr/.systemd-sysext/extensions; ls /usr/bin; test -e /proc/self/mountinfo && echo proc",
         ],
-    )
-    .output()
-    .unwrap();
+    ));
     let stdout = String::from_utf8_lossy(&o.stdout);
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{stderr}");
     assert_eq!(stdout, "tools\nbusybox\nproc\n");
     assert!(
         stderr.contains("Extension 'other' is for OS 'fedora', but deployed on top of 'flatcar'."),
@@ -389,17 +386,16 @@ fn run_trixie_program_through_its_own_loader() {
     testkit::mksquashfs(&tree, &raw, &[]);
     let before = mountinfo();
     let d = "/usr/local/trixie-htop";
-    let o = Command::new(SYSEXT)
-        .arg("run")
-        .arg(&raw)
-        .arg("--")
-        .arg(format!("{d}/ld-linux-x86-64.so.2"))
-        .args(["--library-path", d])
-        .arg(format!("{d}/htop"))
-        .arg("--version")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{o:?}");
+    let o = testkit::run_ok(
+        Command::new(SYSEXT)
+            .arg("run")
+            .arg(&raw)
+            .arg("--")
+            .arg(format!("{d}/ld-linux-x86-64.so.2"))
+            .args(["--library-path", d])
+            .arg(format!("{d}/htop"))
+            .arg("--version"),
+    );
     assert!(
         String::from_utf8_lossy(&o.stdout).starts_with("htop 3."),
         "{o:?}"
@@ -480,18 +476,15 @@ fn run_folder_and_erofs_images() {
             .arg(&tree),
     );
     let before = mountinfo();
-    let o = sysext_run(
+    let o = testkit::run_ok(&mut sysext_run(
         &["--report".as_ref(), folder.as_ref(), raw.as_ref()],
         &[
             "cat",
             "/usr/share/tool/which",
             "/usr/share/tool/folder-only",
         ],
-    )
-    .output()
-    .unwrap();
+    ));
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{stderr}");
     assert_eq!(String::from_utf8_lossy(&o.stdout), "erofs\nf\n");
     assert!(
         stderr.contains("Using extensions 'tool-9', 'tool-10'."),
