@@ -13,30 +13,16 @@
 set -eu
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-fixtures=${SYSEXT_FIXTURES:-/work/fixtures}
-layout=${1:-$fixtures/trixie-oci/layout}
-tag=${2:-trixie}
+. "$(dirname "$0")/registry.sh"
+bench_layout bench/flix.sh "the flix e2e tests" "$@"
 runs=${RUNS:-3}
 paths="/usr/bin/htop /usr/sbin/nginx /usr/bin/b3sum /usr/bin/curl /usr/share/terminfo /usr/bin/python3 /usr/lib/python3.13"
-[ -f "$layout/index.json" ] || {
-    echo "bench/flix.sh: no OCI layout at $layout (run the flix e2e tests once to build the trixie fixture, or pass one)" >&2
-    exit 2
-}
 if [ -z "${FLIX_BIN:-}" ]; then
     (cd "$here" && cargo build --release --locked -p flix --bin flix >&2)
     FLIX_BIN=$here/target/release/flix
 fi
-for t in docker-registry skopeo umoci patchelf mksquashfs hyperfine python3; do
-    command -v "$t" >/dev/null || { echo "bench/flix.sh: $t is missing (scripts/setup.sh installs it)" >&2; exit 2; }
-done
-
-work=$(mktemp -d /var/tmp/bench-flix.XXXXXX)
-reg_pid=
-cleanup() {
-    [ -n "$reg_pid" ] && kill "$reg_pid" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
+need_tools bench/flix.sh docker-registry skopeo umoci patchelf mksquashfs hyperfine python3
+bench_work flix
 
 # The reference relocation, as a user of patchelf would write it.
 cat >"$work/reloc.sh" <<'SH'
@@ -81,7 +67,6 @@ printf 'ID=_any\nARCHITECTURE=x86-64\n' >"$tree/usr/lib/extension-release.d/exte
 SH
 chmod +x "$work/reloc.sh"
 
-. "$(dirname "$0")/registry.sh"
 serve_layout "$work" "$layout" "$tag"
 
 ours="cd $work && XDG_CACHE_HOME=$work/cache $FLIX_BIN --force $image tools $paths 2>/dev/null"

@@ -10,31 +10,16 @@
 set -eu
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-fixtures=${SYSEXT_FIXTURES:-/work/fixtures}
-layout=${1:-$fixtures/trixie-oci/layout}
-tag=${2:-trixie}
+. "$(dirname "$0")/registry.sh"
+bench_layout bench/pull.sh "the ocirootfs tests" "$@"
 runs=${RUNS:-3}
-[ -f "$layout/index.json" ] || {
-    echo "bench/pull.sh: no OCI layout at $layout (run the ocirootfs tests once to build the trixie fixture, or pass one)" >&2
-    exit 2
-}
 if [ -z "${OCIROOTFS_BIN:-}" ]; then
     (cd "$here" && cargo build --release --locked -p ocirootfs >&2)
     OCIROOTFS_BIN=$here/target/release/ocirootfs
 fi
-for t in docker-registry skopeo umoci hyperfine python3; do
-    command -v "$t" >/dev/null || { echo "bench/pull.sh: $t is missing (scripts/setup.sh installs it)" >&2; exit 2; }
-done
+need_tools bench/pull.sh docker-registry skopeo umoci hyperfine python3
+bench_work pull
 
-work=$(mktemp -d /var/tmp/bench-pull.XXXXXX)
-reg_pid=
-cleanup() {
-    [ -n "$reg_pid" ] && kill "$reg_pid" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-. "$(dirname "$0")/registry.sh"
 serve_layout "$work" "$layout" "$tag"
 
 # Every run unpacks into a new folder and nothing is deleted until the end. Deleting the last

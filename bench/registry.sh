@@ -1,4 +1,40 @@
-# Sourced by the benchmarks: serve an OCI layout from a docker-registry on 127.0.0.1.
+# Sourced by the benchmarks: their scratch folder and tool check, and an OCI layout served from
+# a docker-registry on 127.0.0.1.
+
+# need_tools SCRIPT TOOL...: exits 2 naming the first TOOL that is not installed.
+need_tools() {
+    local script=$1 t
+    shift
+    for t in "$@"; do
+        command -v "$t" >/dev/null || { echo "$script: $t is missing (scripts/setup.sh installs it)" >&2; exit 2; }
+    done
+}
+
+# bench_layout SCRIPT TESTS [LAYOUT [TAG]]: sets layout (default: the trixie fixture's OCI layout
+# under $SYSEXT_FIXTURES) and tag (default trixie); exits 2 when LAYOUT is no OCI layout, naming
+# TESTS as what builds the fixture.
+bench_layout() {
+    local script=$1 tests=$2
+    layout=${3:-${SYSEXT_FIXTURES:-/work/fixtures}/trixie-oci/layout}
+    tag=${4:-trixie}
+    [ -f "$layout/index.json" ] || {
+        echo "$script: no OCI layout at $layout (run $tests once to build the trixie fixture, or pass one)" >&2
+        exit 2
+    }
+}
+
+# bench_work NAME: sets work (a new scratch folder /var/tmp/bench-NAME.*) and reg_pid (empty);
+# on exit the registry serve_layout started is stopped and work is removed.
+bench_work() {
+    work=$(mktemp -d "/var/tmp/bench-$1.XXXXXX")
+    reg_pid=
+    trap bench_cleanup EXIT INT TERM
+}
+bench_cleanup() {
+    [ -n "$reg_pid" ] && kill "$reg_pid" 2>/dev/null || true
+    rm -rf "$work"
+}
+
 # serve_layout WORK LAYOUT TAG: starts the registry with its storage under WORK, pushes
 # LAYOUT:TAG as bench:TAG; sets reg_pid (stop it on exit) and image (the pushed reference).
 serve_layout() {

@@ -2,8 +2,9 @@
 //! each goes on the host), the rootfs' top-level layout the launchers recreate, the mapping of
 //! `/etc`, `/var` and `/home`, and the architecture for the release file.
 //!
-//! Every path of the rootfs is resolved with the rootfs as `/` ([`resolve_inside`]): absolute
-//! symlink targets are re-rooted and `..` is clamped, so nothing resolves against the build host.
+//! Every path of the rootfs is resolved with the rootfs as `/` ([`sysext_core::rootfs`], with
+//! missing components kept): absolute symlink targets are re-rooted and `..` is clamped, so
+//! nothing resolves against the build host.
 
 use std::fs;
 use std::io::{self, Read};
@@ -11,6 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
+use sysext_core::rootfs::{self, Missing, RootfsError};
 
 /// Where a host directory (`/etc`, `/var`, `/home` + `/root`) comes from at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
@@ -152,6 +154,8 @@ pub enum PlanError {
     ListItem { var: &'static str, item: String },
     #[error("too many levels of symlinks resolving {0:?} inside the rootfs")]
     Loop(String),
+    #[error(transparent)]
+    Resolve(RootfsError),
 }
 
 /// Checks an extension name the way `pack` and systemd-sysext need it.
@@ -179,43 +183,18 @@ pub fn check_name(name: &str) -> Result<Vec<String>, PlanError> {
     Ok(warnings)
 }
 
-/// Resolves `path` (absolute, inside the rootfs) with `root` as `/`: symlinks are followed
-/// inside the root (absolute targets re-rooted, `..` clamped at the root); the last component
-/// is followed only when `follow_last`. Returns the resolved absolute inside-path; components
-/// that do not exist are kept as they are.
-pub fn resolve_inside(root: &Path, path: &str, follow_last: bool) -> Result<String, PlanError> {
-    let mut todo: Vec<String> = components(path).into_iter().rev().collect();
-    let mut done: Vec<String> = Vec::new();
-    let mut hops = 0;
-    while let Some(c) = todo.pop() {
-        if c == ".." {
-            done.pop();
-            continue;
-        }
-        let last = todo.is_empty();
-        let mut host = root.to_path_buf();
-        host.extend(done.iter());
-        host.push(&c);
-        match fs::symlink_metadata(&host) {
-            Ok(m) if m.file_type().is_symlink() && (!last || follow_last) => {
-                hops += 1;
-                if hops > 40 {
-                    return Err(PlanError::Loop(path.to_string()));
-                }
-                let target = fs::read_link(&host).map_err(|source| PlanError::Io {
-                    path: host.clone(),
-                    source,
-                })?;
-                let target = target.to_string_lossy().into_owned();
-                if target.starts_with('/') {
-                    done.clear();
-                }
-                todo.extend(components(&target).into_iter().rev());
-            }
-            _ => done.push(c),
-        }
+/// `path` (absolute, inside the rootfs) resolved with `root` as `/`, the last component followed
+/// only when `follow_last`; components that do not exist are kept as they are.
+fn resolve(root: &Path, path: &str, follow_last: bool) -> Result<String, PlanError> {
+    match rootfs::resolve_with(root, Path::new(path), follow_last, Missing::Keep) {
+        Ok(p) => Ok(p.to_string_lossy().into_owned()),
+        Err(RootfsError::Loop { .. }) => Err(PlanError::Loop(path.to_string())),
+        Err(RootfsError::Io { root, path, source }) => Err(PlanError::Io {
+            path: rootfs::host_path(&root, &path),
+            source,
+        }),
+        Err(e) => Err(PlanError::Resolve(e)),
     }
-    Ok(format!("/{}", done.join("/")))
 }
 
 fn components(path: &str) -> Vec<String> {
@@ -231,7 +210,7 @@ fn components(path: &str) -> Vec<String> {
 
 /// The host path of an inside path.
 pub fn host_path(root: &Path, inside: &str) -> PathBuf {
-    root.join(inside.trim_start_matches('/'))
+    rootfs::host_path(root, Path::new(inside))
 }
 
 fn list_item(var: &'static str, item: &str) -> Result<String, PlanError> {
@@ -443,7 +422,7 @@ pub fn plan(
     for entry in entries {
         let (src, target) = split_entry(entry);
         let src = normalise(entry, src)?;
-        let resolved = resolve_inside(rootfs, &src, true)?;
+        let resolved = resolve(rootfs, &src, true)?;
         let host = host_path(rootfs, &resolved);
         let meta = fs::metadata(&host).map_err(|_| PlanError::NotFound {
             entry: src.clone(),
@@ -454,7 +433,7 @@ pub fn plan(
             None if src.starts_with("/usr/") => src.clone(),
             None => {
                 // /bin/bash in a usr-merged rootfs is /usr/bin/bash: take the parent's real place.
-                let parent = resolve_inside(rootfs, &src, false)?;
+                let parent = resolve(rootfs, &src, false)?;
                 if parent.starts_with("/usr/") {
                     parent
                 } else {
@@ -514,7 +493,7 @@ pub fn plan(
         if let Ok(text) = fs::read_to_string(&host) {
             for exec in unit_exec_paths(&text) {
                 // /sbin/x in a usr-merged rootfs is /usr/sbin/x: compare both spellings.
-                let merged = resolve_inside(rootfs, &exec, false)?;
+                let merged = resolve(rootfs, &exec, false)?;
                 let wrapped = planned.iter().any(|p| {
                     p.kind == EntryKind::Launcher && (p.target == exec || p.target == merged)
                 });
@@ -552,7 +531,7 @@ pub fn plan(
         .chain(["/usr/bin/env", "/bin/sh", "/usr/bin/sh"].map(String::from));
     let mut architecture = None;
     for c in candidates {
-        let resolved = resolve_inside(rootfs, &c, true)?;
+        let resolved = resolve(rootfs, &c, true)?;
         if let Some(arch) = read_head(&host_path(rootfs, &resolved))
             .as_deref()
             .and_then(elf_architecture)
@@ -623,7 +602,7 @@ mod tests {
     }
 
     #[test]
-    fn resolves_inside_the_root() {
+    fn resolves_inside_the_root_keeping_missing_components() {
         let t = tree();
         let r = t.path();
         let cases = [
@@ -636,13 +615,10 @@ mod tests {
             ("/nope/x", true, "/nope/x"),
         ];
         for (p, follow, want) in cases {
-            assert_eq!(resolve_inside(r, p, follow).unwrap(), want, "{p} {follow}");
+            assert_eq!(resolve(r, p, follow).unwrap(), want, "{p} {follow}");
         }
         symlink("loop", r.join("loop")).unwrap();
-        assert!(matches!(
-            resolve_inside(r, "/loop", true),
-            Err(PlanError::Loop(_))
-        ));
+        assert!(matches!(resolve(r, "/loop", true), Err(PlanError::Loop(_))));
     }
 
     #[test]

@@ -11,13 +11,13 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use serde::Serialize;
+use sysext_core::pack::copy_xattrs;
 use sysext_core::release::{release_file_path, ExtensionRelease};
 
 use crate::plan::{host_path, EntryKind, Plan, PRIVATE_DIR};
@@ -239,42 +239,7 @@ fn copy_one(job: &FileJob) -> Result<(), StageError> {
     // std::fs::copy uses copy_file_range (reflinks where the filesystem can).
     fs::copy(&job.from, &job.to).map_err(err)?;
     fs::set_permissions(&job.to, fs::Permissions::from_mode(job.mode)).map_err(err)?;
-    copy_xattrs(&job.from, &job.to).map_err(err)?;
-    Ok(())
-}
-
-/// Copies the extended attributes squashfs and systemd care about (`user.*`, `trusted.*`,
-/// `security.capability`, e.g. file capabilities of ping); a target filesystem without xattr
-/// support is tolerated with a warning.
-fn copy_xattrs(from: &Path, to: &Path) -> io::Result<()> {
-    let mut names = vec![0u8; 16 * 1024];
-    let n = match rustix::fs::llistxattr(from, &mut names[..]) {
-        Ok(n) => n,
-        Err(rustix::io::Errno::NOTSUP) => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut value = vec![0u8; 64 * 1024];
-    for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let keep = name.starts_with(b"user.")
-            || name.starts_with(b"trusted.")
-            || name == b"security.capability";
-        if !keep {
-            continue;
-        }
-        let name = std::ffi::OsStr::from_bytes(name);
-        let len = rustix::fs::lgetxattr(from, name, &mut value[..])?;
-        match rustix::fs::lsetxattr(to, name, &value[..len], rustix::fs::XattrFlags::empty()) {
-            Ok(()) => {}
-            Err(rustix::io::Errno::NOTSUP) => {
-                tracing::warn!(
-                    "cannot keep the extended attribute {} of {}: the output's filesystem does not support it",
-                    name.to_string_lossy(),
-                    from.display()
-                );
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    copy_xattrs(&job.from, &job.to, true).map_err(err)?;
     Ok(())
 }
 

@@ -349,27 +349,58 @@ struct Signer {
     service: String,
 }
 
+/// A new RSA key at `key` and a self-signed certificate for `subject` at `cert` (PEM, valid
+/// two days), `extra` passed to `openssl req`.
+fn openssl_req(key: &Path, cert: &Path, subject: &str, extra: &[&str]) {
+    testkit::run_ok(
+        Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args(["-subj", subject])
+            .args(extra)
+            .arg("-keyout")
+            .arg(key)
+            .arg("-out")
+            .arg(cert),
+    );
+}
+
+/// A registry that wants bearer tokens from `realm`, signed by the certificate `cert` (see
+/// [`Signer`]).
+fn token_registry(realm: String, cert: PathBuf) -> Registry {
+    Registry::start_with(&RegistryConfig {
+        auth: RegistryAuth::Token {
+            realm,
+            service: "ocirootfs-test".into(),
+            issuer: "ocirootfs-test-issuer".into(),
+            rootcertbundle: cert,
+        },
+        ..Default::default()
+    })
+}
+
+/// Reads an HTTP request head (up to the blank line) from `conn`; None when the client goes
+/// away first.
+fn read_head(conn: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
 impl Signer {
     /// Makes a key and a self-signed certificate; returns the signer and the certificate's
     /// PEM path (the registry's `rootcertbundle`).
     fn new(dir: &Path, issuer: &str, service: &str) -> (Signer, PathBuf) {
         let key = dir.join("token.key");
         let cert = dir.join("token.pem");
-        testkit::run_ok(Command::new("openssl").args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=ocirootfs test token issuer",
-            "-keyout",
-            key.to_str().unwrap(),
-            "-out",
-            cert.to_str().unwrap(),
-        ]));
+        openssl_req(&key, &cert, "/CN=ocirootfs test token issuer", &[]);
         let der = testkit::run_ok(Command::new("openssl").args([
             "x509",
             "-in",
@@ -477,15 +508,9 @@ impl TokenServer {
 
     fn serve(mut conn: TcpStream, signer: &Signer, log: &Mutex<Vec<String>>, bad: &Mutex<u32>) {
         conn.set_read_timeout(Some(Duration::from_secs(10))).ok();
-        let mut head = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            match conn.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => head.extend_from_slice(&buf[..n]),
-            }
-        }
-        let head = String::from_utf8_lossy(&head).into_owned();
+        let Some(head) = read_head(&mut conn) else {
+            return;
+        };
         let mut lines = head.split("\r\n");
         let target = lines
             .next()
@@ -574,15 +599,7 @@ fn bearer_tokens_with_creds_and_anonymous() {
     let layout = tiny_layout(&tmp.path().join("layout"));
     let (signer, cert) = Signer::new(tmp.path(), "ocirootfs-test-issuer", "ocirootfs-test");
     let tokens = TokenServer::start(signer);
-    let registry = Registry::start_with(&RegistryConfig {
-        auth: RegistryAuth::Token {
-            realm: tokens.realm(),
-            service: "ocirootfs-test".into(),
-            issuer: "ocirootfs-test-issuer".into(),
-            rootcertbundle: cert,
-        },
-        ..Default::default()
-    });
+    let registry = token_registry(tokens.realm(), cert);
     let creds = format!("{USER}:{PASSWORD}");
     let private = push(&registry, &layout, "private/tiny:1", Some(&creds));
     let public = push(&registry, &layout, "public/tiny:1", Some(&creds));
@@ -641,15 +658,7 @@ fn unreachable_token_server_is_named() {
     let tmp = tempfile::tempdir().unwrap();
     let (_, cert) = Signer::new(tmp.path(), "ocirootfs-test-issuer", "ocirootfs-test");
     let realm_addr = format!("127.0.0.1:{}", free_port());
-    let registry = Registry::start_with(&RegistryConfig {
-        auth: RegistryAuth::Token {
-            realm: format!("http://{realm_addr}/token"),
-            service: "ocirootfs-test".into(),
-            issuer: "ocirootfs-test-issuer".into(),
-            rootcertbundle: cert,
-        },
-        ..Default::default()
-    });
+    let registry = token_registry(format!("http://{realm_addr}/token"), cert);
     let image = format!("{}/tiny:1", registry.addr());
     let err = Pull::new(tmp.path()).fails("no-token-server", &[&image]);
     assert_has(
@@ -770,23 +779,8 @@ fn unreachable_registry_fails_within_the_retry_budget() {
 /// A self-signed certificate and its key for `ip`.
 fn self_signed(dir: &Path, ip: &str) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join("tls.pem"), dir.join("tls.key"));
-    testkit::run_ok(Command::new("openssl").args([
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        &format!("/CN={ip}"),
-        "-addext",
-        &format!("subjectAltName=IP:{ip}"),
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        cert.to_str().unwrap(),
-    ]));
+    let san = format!("subjectAltName=IP:{ip}");
+    openssl_req(&key, &cert, &format!("/CN={ip}"), &["-addext", &san]);
     (cert, key)
 }
 
@@ -899,15 +893,9 @@ impl FlakyProxy {
                 let Ok(mut conn) = conn else { continue };
                 let (upstream, log, counts) = (upstream.clone(), log.clone(), counts.clone());
                 std::thread::spawn(move || {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match conn.read(&mut buf) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let text = String::from_utf8_lossy(&head).into_owned();
+                    let Some(text) = read_head(&mut conn) else {
+                        return;
+                    };
                     let request = text.lines().next().unwrap_or("").to_string();
                     let hit = markers.iter().any(|m| request.contains(m)) && {
                         let mut c = counts.lock().unwrap();

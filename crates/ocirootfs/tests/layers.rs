@@ -307,21 +307,12 @@ fn corrupt_blob_is_refused() {
     let m = layout.image(&[t.finish()], Comp::Gzip, "amd64", None, &[]);
     layout.tag(&m, "bad");
     // Swap the layer blob's content for another valid layer.
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &fs::read(
-            layout
-                .dir
-                .join("blobs/sha256")
-                .join(&m["digest"].as_str().unwrap()[7..]),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let manifest = layout.read_json(&m);
     let layer = manifest["layers"][0]["digest"].as_str().unwrap();
     let mut evil = LayerTar::new();
     evil.file("f", 0o644, b"evil!!!");
     let (evil, _) = compress(&evil.finish(), Comp::Gzip);
-    fs::write(layout.dir.join("blobs/sha256").join(&layer[7..]), evil).unwrap();
+    fs::write(layout.blob_path(layer), evil).unwrap();
     let folder = tmp.path().join("out");
     let r = ocirootfs(
         &tmp.path().join("cache"),
@@ -371,36 +362,24 @@ fn archives_and_materialize() {
     let cache = tmp.path().join("cache");
 
     // oci-archive: the layout in a tar, read in place.
-    let oci_archive = tmp.path().join("image.oci.tar");
-    testkit::run_ok(
-        std::process::Command::new("tar")
-            .arg("-cf")
-            .arg(&oci_archive)
-            .arg("-C")
-            .arg(&layout.dir)
-            .arg("."),
-    );
-    let out = tmp.path().join("from-oci-archive");
-    ok(ocirootfs(
-        &cache,
-        &[
-            &format!("oci-archive:{}", oci_archive.display()),
-            out.to_str().unwrap(),
-        ],
-    ));
-    check(&out);
+    let pull_archive = |kind: &str| {
+        let archive = tmp.path().join(format!("image.{kind}.tar"));
+        layout.archive(&archive);
+        let out = tmp.path().join(format!("from-{kind}-archive"));
+        ok(ocirootfs(
+            &cache,
+            &[
+                &format!("{kind}-archive:{}", archive.display()),
+                out.to_str().unwrap(),
+            ],
+        ));
+        check(&out);
+        out
+    };
+    pull_archive("oci");
 
     // docker-archive as Docker 25+ writes it: an OCI layout plus manifest.json naming blobs.
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &fs::read(
-            layout
-                .dir
-                .join("blobs/sha256")
-                .join(&m["digest"].as_str().unwrap()[7..]),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let manifest = layout.read_json(&m);
     let layers: Vec<String> = manifest["layers"]
         .as_array()
         .unwrap()
@@ -417,24 +396,7 @@ fn archives_and_materialize() {
         serde_json::to_vec(&docker_manifest).unwrap(),
     )
     .unwrap();
-    let docker_archive = tmp.path().join("image.docker.tar");
-    testkit::run_ok(
-        std::process::Command::new("tar")
-            .arg("-cf")
-            .arg(&docker_archive)
-            .arg("-C")
-            .arg(&layout.dir)
-            .arg("."),
-    );
-    let out = tmp.path().join("from-docker-archive");
-    ok(ocirootfs(
-        &cache,
-        &[
-            &format!("docker-archive:{}", docker_archive.display()),
-            out.to_str().unwrap(),
-        ],
-    ));
-    check(&out);
+    let out = pull_archive("docker");
 
     // materialize: a folder passes through; an image is unpacked once into the cache.
     let mut opts = ocirootfs::SourceOptions::default();

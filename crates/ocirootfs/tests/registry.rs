@@ -229,16 +229,7 @@ fn registry_errors_and_corrupt_blobs() {
     }
 
     // Corrupt the layer blob in the registry's storage: refused, not cached, no FOLDER.
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &fs::read(
-            layout
-                .dir
-                .join("blobs/sha256")
-                .join(&m["digest"].as_str().unwrap()[7..]),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let manifest = layout.read_json(&m);
     let layer = manifest["layers"][0]["digest"]
         .as_str()
         .unwrap()

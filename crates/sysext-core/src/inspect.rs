@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::squashfs::reader::{NodeKind, ReadError, SquashfsReader};
+use crate::squashfs::reader::{ReadError, SquashfsReader};
 
 /// Errors from [`Image::open`] and [`Image::read_file`].
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +50,8 @@ pub enum EntryKind {
 /// One entry of an image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Entry {
-    /// Relative path, e.g. "usr/bin/x" (the root itself is not listed).
+    /// Relative path, e.g. "usr/bin/x" (the root itself is not listed in [`Image::entries`];
+    /// [`SquashfsReader::nodes`] lists it with the path "").
     pub path: String,
     pub kind: EntryKind,
     /// Permission bits (0o7777).
@@ -111,18 +112,6 @@ impl std::fmt::Debug for Image {
             .field("path", &self.path)
             .field("entries", &self.entries.len())
             .finish()
-    }
-}
-
-fn kind_of(k: NodeKind) -> EntryKind {
-    match k {
-        NodeKind::File => EntryKind::File,
-        NodeKind::Dir => EntryKind::Dir,
-        NodeKind::Symlink => EntryKind::Symlink,
-        NodeKind::CharDevice => EntryKind::CharDevice,
-        NodeKind::BlockDevice => EntryKind::BlockDevice,
-        NodeKind::Fifo => EntryKind::Fifo,
-        NodeKind::Socket => EntryKind::Socket,
     }
 }
 
@@ -213,15 +202,7 @@ impl Image {
             .nodes()
             .iter()
             .filter(|n| !n.path.is_empty())
-            .map(|n| Entry {
-                path: n.path.clone(),
-                kind: kind_of(n.kind),
-                mode: n.mode,
-                uid: n.uid,
-                gid: n.gid,
-                size: n.size,
-                target: n.target.clone(),
-            })
+            .cloned()
             .collect();
         Ok(Image {
             path: path.to_path_buf(),

@@ -277,7 +277,12 @@ struct Copier {
     bytes: u64,
 }
 
-fn copy_xattrs(from: &Path, to: &Path) -> io::Result<()> {
+/// Copies the extended attributes squashfs and systemd-sysext carry (`user.*`, `trusted.*`,
+/// `security.capability`, e.g. file capabilities of ping) from `from` to `to`, a symlink
+/// itself rather than its target. A source filesystem without xattr support has none to copy.
+/// With `skip_unsupported`, an attribute the target filesystem cannot hold is passed over with
+/// a warning; without it, that is an error.
+pub fn copy_xattrs(from: &Path, to: &Path, skip_unsupported: bool) -> io::Result<()> {
     let mut names = vec![0u8; 4096];
     let n = loop {
         match rustix::fs::llistxattr(from, &mut names[..]) {
@@ -288,6 +293,7 @@ fn copy_xattrs(from: &Path, to: &Path) -> io::Result<()> {
         }
     };
     names.truncate(n);
+    let mut value = vec![0u8; 256];
     for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
         let keep = name.starts_with(b"user.")
             || name.starts_with(b"trusted.")
@@ -296,7 +302,6 @@ fn copy_xattrs(from: &Path, to: &Path) -> io::Result<()> {
             continue;
         }
         let cname = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name);
-        let mut value = vec![0u8; 256];
         let len = loop {
             match rustix::fs::lgetxattr(from, cname, &mut value[..]) {
                 Ok(len) => break len,
@@ -304,7 +309,17 @@ fn copy_xattrs(from: &Path, to: &Path) -> io::Result<()> {
                 Err(e) => return Err(e.into()),
             }
         };
-        rustix::fs::lsetxattr(to, cname, &value[..len], rustix::fs::XattrFlags::empty())?;
+        match rustix::fs::lsetxattr(to, cname, &value[..len], rustix::fs::XattrFlags::empty()) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::NOTSUP) if skip_unsupported => {
+                tracing::warn!(
+                    "cannot keep the extended attribute {} of {}: the output's filesystem does not support it",
+                    cname.to_string_lossy(),
+                    from.display()
+                );
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(())
 }
@@ -321,7 +336,7 @@ impl Copier {
             Ok(()) | Err(rustix::io::Errno::PERM) => {}
             Err(e) => return Err(e.into()),
         }
-        copy_xattrs(from, to)?;
+        copy_xattrs(from, to, false)?;
         if !symlink {
             rustix::fs::chmod(to, rustix::fs::Mode::from_raw_mode(mode & 0o7777))?;
         }

@@ -5,7 +5,9 @@
 //! directory), `..` never climbs above the root, and more than [`MAX_SYMLINKS`] links in one
 //! resolution is a loop. Only `lstat` and `readlink` are used, always on paths built under the
 //! root, so nothing outside the root is ever looked at. [`host_path`] turns a resolved
-//! inside-root path into the path on the build host.
+//! inside-root path into the path on the build host. [`resolve_with`] with [`Missing::Keep`]
+//! is the same walk for paths that may not exist yet (where a path would land): components
+//! that are not there are kept as they are instead of being an error.
 //!
 //! [`RootStack`] is the same walk over an ordered stack of folders seen as one tree, the way
 //! systemd-sysext's overlay shows an image's `usr/` and `opt/` over the host's: each path is
@@ -72,11 +74,35 @@ fn join_inside(parts: &[OsString]) -> PathBuf {
     p
 }
 
+/// What [`resolve_with`] does with a component that does not exist (or that has a non-folder
+/// as its parent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Missing {
+    /// Fail with [`RootfsError::NotFound`] or [`RootfsError::NotADirectory`].
+    #[default]
+    Error,
+    /// Keep it (and what follows it) as written: the result is where the path would be. A
+    /// later `..` still removes it, and symlinks before it are still followed.
+    Keep,
+}
+
 /// Resolves the absolute inside-root `path` with `root` as `/` and returns the canonical
 /// inside-root path (absolute, no symlinks in it except the last component when `follow_last`
 /// is false). Fails with [`RootfsError::NotFound`] when a component does not exist.
 pub fn resolve(root: &Path, path: &Path, follow_last: bool) -> Result<PathBuf, RootfsError> {
-    resolve_in(&RootStack::single(root), path, follow_last)
+    resolve_with(root, path, follow_last, Missing::Error)
+}
+
+/// [`resolve`], with `missing` saying what a component that does not exist does: with
+/// [`Missing::Keep`] only a symlink loop, a relative `path` or an I/O error other than
+/// "not found" / "not a directory" fails.
+pub fn resolve_with(
+    root: &Path,
+    path: &Path,
+    follow_last: bool,
+    missing: Missing,
+) -> Result<PathBuf, RootfsError> {
+    resolve_in(&RootStack::single(root), path, follow_last, missing)
 }
 
 /// One folder of a [`RootStack`].
@@ -135,7 +161,7 @@ impl RootStack {
 
     /// See [`resolve`]; the stack is the root.
     pub fn resolve(&self, path: &Path, follow_last: bool) -> Result<PathBuf, RootfsError> {
-        resolve_in(self, path, follow_last)
+        resolve_in(self, path, follow_last, Missing::Error)
     }
 
     /// Where the inside-root path `inside` lives on the build host: in the first layer that
@@ -183,7 +209,13 @@ impl RootStack {
     }
 }
 
-fn resolve_in(stack: &RootStack, path: &Path, follow_last: bool) -> Result<PathBuf, RootfsError> {
+fn resolve_in(
+    stack: &RootStack,
+    path: &Path,
+    follow_last: bool,
+    missing: Missing,
+) -> Result<PathBuf, RootfsError> {
+    let keep = missing == Missing::Keep;
     let root = stack.base();
     if !path.has_root() {
         return Err(RootfsError::NotAbsolute {
@@ -209,6 +241,13 @@ fn resolve_in(stack: &RootStack, path: &Path, follow_last: bool) -> Result<PathB
         let inside = join_inside(&done);
         let (host, meta) = match stack.lstat(&inside) {
             Ok(m) => m,
+            Err(e)
+                if keep
+                    && (e.kind() == io::ErrorKind::NotFound
+                        || e.raw_os_error() == Some(libc::ENOTDIR)) =>
+            {
+                continue;
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(RootfsError::NotFound {
                     root: root.to_path_buf(),
@@ -256,7 +295,7 @@ fn resolve_in(stack: &RootStack, path: &Path, follow_last: bool) -> Result<PathB
             push_components(&mut todo, &target);
             continue;
         }
-        if !is_last && !ft.is_dir() && !ft.is_symlink() {
+        if !keep && !is_last && !ft.is_dir() && !ft.is_symlink() {
             return Err(RootfsError::NotADirectory {
                 root: root.to_path_buf(),
                 path: err_path(),
@@ -368,6 +407,68 @@ mod tests {
             };
             assert!(matches, "{p}: {e:?}");
         }
+    }
+
+    #[test]
+    fn keep_missing_resolves_where_a_path_would_be() {
+        let t = tree();
+        let r = t.path();
+        symlink("chain2", r.join("opt/chain1")).unwrap();
+        symlink("/lib", r.join("opt/chain2")).unwrap();
+        let keep = |p: &str, follow: bool| resolve_with(r, Path::new(p), follow, Missing::Keep);
+        let ok: &[(&str, bool, &str)] = &[
+            // Missing tails are kept, below folders, files and other missing components.
+            ("/usr/nothing", true, "/usr/nothing"),
+            ("/usr/nothing/deeper/x", true, "/usr/nothing/deeper/x"),
+            ("/etc/passwd/x", true, "/etc/passwd/x"),
+            // A later `..` removes a kept component.
+            ("/usr/nothing/../bin", true, "/usr/bin"),
+            (
+                "/usr/nothing/../lib/x86_64-linux-gnu",
+                true,
+                "/usr/lib/x86_64-linux-gnu",
+            ),
+            // Symlink chains before the missing part are followed (relative, then absolute).
+            ("/opt/chain1/new/file", true, "/usr/lib/new/file"),
+            (
+                "/lib64/x86_64-linux-gnu/libnew.so",
+                true,
+                "/usr/lib/x86_64-linux-gnu/libnew.so",
+            ),
+            // `..` is clamped at the root, through symlinks too.
+            ("/../../nope/x", true, "/nope/x"),
+            ("/usr/bin/upupup/missing", true, "/missing"),
+            ("/usr/bin/upupup/../../x", true, "/x"),
+            // Absolute targets restart at the root; a dangling one lands on its target.
+            ("/opt/app/etc/new.conf", true, "/etc/new.conf"),
+            ("/opt/dangling", true, "/missing/x"),
+            ("/opt/dangling/y", true, "/missing/x/y"),
+            ("/opt/dangling", false, "/opt/dangling"),
+        ];
+        for (p, follow, want) in ok {
+            let got = keep(p, *follow).unwrap_or_else(|e| panic!("{p}: {e}"));
+            assert_eq!(got, Path::new(want), "{p} follow={follow}");
+            assert!(host_path(r, &got).starts_with(r));
+        }
+        // Where every component exists, keeping changes nothing.
+        for p in ["/lib", "/opt/app/lib/libc.so", "/usr/bin/upupup/etc", "/"] {
+            for follow in [true, false] {
+                assert_eq!(
+                    keep(p, follow).unwrap(),
+                    resolve(r, Path::new(p), follow).unwrap(),
+                    "{p} follow={follow}"
+                );
+            }
+        }
+        for p in ["/opt/loop1", "/opt/self/x", "/opt/loop2/missing"] {
+            let e = keep(p, true).unwrap_err();
+            assert!(matches!(e, RootfsError::Loop { .. }), "{p}: {e:?}");
+        }
+        let e = keep("relative/path", true).unwrap_err();
+        assert!(matches!(e, RootfsError::NotAbsolute { .. }), "{e:?}");
+        // Missing::Error is plain resolve.
+        let e = resolve_with(r, Path::new("/usr/nothing"), true, Missing::Error).unwrap_err();
+        assert!(e.is_not_found(), "{e:?}");
     }
 
     #[test]

@@ -25,6 +25,30 @@ fn cc(compiler: &str, args: &[&str]) {
     testkit::run_ok(Command::new(compiler).args(args));
 }
 
+/// Builds the shared library `out` named `soname` from `src`, `extra` arguments last.
+fn shared_lib(compiler: &str, soname: &str, out: &Path, src: &Path, extra: &[&str]) {
+    let soname = format!("-Wl,-soname,{soname}");
+    let (out, src) = (out.to_str().unwrap(), src.to_str().unwrap());
+    let mut args = vec!["-shared", "-fPIC", &soname, "-o", out, src];
+    args.extend_from_slice(extra);
+    cc(compiler, &args);
+}
+
+/// The host's glibc loader and libc, and a static busybox at `/busybox` (see [`loader_list`]).
+fn glibc_root(root: &Path) {
+    for f in [
+        "/lib64/ld-linux-x86-64.so.2",
+        "/lib/x86_64-linux-gnu/libc.so.6",
+    ] {
+        copy_host(f, root, f);
+    }
+    copy_host(
+        testkit::which("busybox").unwrap().to_str().unwrap(),
+        root,
+        "/busybox",
+    );
+}
+
 /// (real paths, missing names) the loader reports for `file` in `root`.
 fn loader_list(root: &Path, loader: &str, file: &str) -> (BTreeSet<PathBuf>, BTreeSet<String>) {
     // glibc's `--list` aborts on a missing indirect dependency; the ldd way
@@ -141,29 +165,19 @@ fn musl_closure_matches_musl_ldd() {
             std::fs::create_dir_all(d.parent().unwrap()).unwrap();
         }
         let s = |p: &Path| p.to_str().unwrap().to_string();
-        cc(
+        shared_lib(
             "musl-gcc",
-            &[
-                "-shared",
-                "-fPIC",
-                "-Wl,-soname,libhelper.so",
-                "-o",
-                &s(&helper),
-                &s(&src.join("helper.c")),
-            ],
+            "libhelper.so",
+            &helper,
+            &src.join("helper.c"),
+            &[],
         );
-        cc(
+        shared_lib(
             "musl-gcc",
-            &[
-                "-shared",
-                "-fPIC",
-                "-Wl,-soname,libgreet.so",
-                "-o",
-                &s(&lib),
-                &s(&src.join("greet.c")),
-                &format!("-L{}", s(helper.parent().unwrap())),
-                "-lhelper",
-            ],
+            "libgreet.so",
+            &lib,
+            &src.join("greet.c"),
+            &[&format!("-L{}", s(helper.parent().unwrap())), "-lhelper"],
         );
         cc(
             "musl-gcc",
@@ -222,21 +236,7 @@ fn glibc_skips_wrong_class_and_inherits_rpath_only() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path();
     let src = root.join("src");
-    copy_host(
-        "/lib64/ld-linux-x86-64.so.2",
-        root,
-        "/lib64/ld-linux-x86-64.so.2",
-    );
-    copy_host(
-        "/lib/x86_64-linux-gnu/libc.so.6",
-        root,
-        "/lib/x86_64-linux-gnu/libc.so.6",
-    );
-    copy_host(
-        testkit::which("busybox").unwrap().to_str().unwrap(),
-        root,
-        "/busybox",
-    );
+    glibc_root(root);
     write(&src.join("deep.c"), "int deep(void) { return 1; }\n");
     write(
         &src.join("wc.c"),
@@ -252,41 +252,26 @@ fn glibc_skips_wrong_class_and_inherits_rpath_only() {
     for d in ["opt/w32", "opt/w64", "opt/deep", "opt/bin"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
-    cc(
+    shared_lib(
         "gcc",
-        &[
-            "-shared",
-            "-fPIC",
-            "-Wl,-soname,libdeep.so",
-            "-o",
-            &s(root.join("opt/deep/libdeep.so")),
-            &s(src.join("deep.c")),
-        ],
+        "libdeep.so",
+        &root.join("opt/deep/libdeep.so"),
+        &src.join("deep.c"),
+        &[],
     );
-    cc(
+    shared_lib(
         "gcc",
-        &[
-            "-shared",
-            "-fPIC",
-            "-Wl,-soname,libwc.so",
-            "-o",
-            &s(root.join("opt/w64/libwc.so")),
-            &s(src.join("wc.c")),
-            &format!("-L{}", s(root.join("opt/deep"))),
-            "-ldeep",
-        ],
+        "libwc.so",
+        &root.join("opt/w64/libwc.so"),
+        &src.join("wc.c"),
+        &[&format!("-L{}", s(root.join("opt/deep"))), "-ldeep"],
     );
-    cc(
+    shared_lib(
         "i686-linux-gnu-gcc",
-        &[
-            "-shared",
-            "-fPIC",
-            "-nostdlib",
-            "-Wl,-soname,libwc.so",
-            "-o",
-            &s(root.join("opt/w32/libwc.so")),
-            &s(src.join("wc32.c")),
-        ],
+        "libwc.so",
+        &root.join("opt/w32/libwc.so"),
+        &src.join("wc32.c"),
+        &["-nostdlib"],
     );
     // glibc-hwcaps: the v4 copy is beyond what we assume (and what this CPU has), v2 is taken.
     for d in [
@@ -295,16 +280,12 @@ fn glibc_skips_wrong_class_and_inherits_rpath_only() {
         "opt/w64/glibc-hwcaps/x86-64-v4",
     ] {
         std::fs::create_dir_all(root.join(d)).unwrap();
-        cc(
+        shared_lib(
             "gcc",
-            &[
-                "-shared",
-                "-fPIC",
-                "-Wl,-soname,libhw.so",
-                "-o",
-                &s(root.join(d).join("libhw.so")),
-                &s(src.join("hw.c")),
-            ],
+            "libhw.so",
+            &root.join(d).join("libhw.so"),
+            &src.join("hw.c"),
+            &[],
         );
     }
     let w32 = elf::scan_file(&root.join("opt/w32/libwc.so"))
@@ -379,21 +360,7 @@ fn ld_so_conf_then_ldconfig_cache_agree_with_the_loader() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path();
     let src = root.join("src");
-    copy_host(
-        "/lib64/ld-linux-x86-64.so.2",
-        root,
-        "/lib64/ld-linux-x86-64.so.2",
-    );
-    copy_host(
-        "/lib/x86_64-linux-gnu/libc.so.6",
-        root,
-        "/lib/x86_64-linux-gnu/libc.so.6",
-    );
-    copy_host(
-        testkit::which("busybox").unwrap().to_str().unwrap(),
-        root,
-        "/busybox",
-    );
+    glibc_root(root);
     write(
         &root.join("etc/ld.so.conf"),
         "include /etc/ld.so.conf.d/*.conf\n",
@@ -417,16 +384,12 @@ fn ld_so_conf_then_ldconfig_cache_agree_with_the_loader() {
     }
     // A decoy in the disabled file's dir: only the glob-matched file counts.
     for d in ["opt/off/lib", "opt/conf/lib"] {
-        cc(
+        shared_lib(
             "gcc",
-            &[
-                "-shared",
-                "-fPIC",
-                "-Wl,-soname,libc1.so",
-                "-o",
-                &s(root.join(d).join("libc1.so")),
-                &s(src.join("c.c")),
-            ],
+            "libc1.so",
+            &root.join(d).join("libc1.so"),
+            &src.join("c.c"),
+            &[],
         );
     }
     cc(

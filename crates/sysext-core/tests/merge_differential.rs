@@ -131,13 +131,11 @@ fn build_root(root: &Path, sc: &Scenario, stage: &Path) {
                 testkit::run_ok(Command::new("cp").arg("-a").arg(&tree).arg(&out));
             }
             "sq" => {
-                testkit::run_ok(
-                    Command::new("mksquashfs")
-                        .arg(&tree)
-                        .arg(dir.join(format!("{}.raw", e.name)))
-                        // Fixed times: both copies of a root hold byte-identical images.
-                        .args(["-all-root", "-noappend", "-no-progress", "-quiet"])
-                        .args(["-mkfs-time", "0", "-all-time", "0"]),
+                // Fixed times: both copies of a root hold byte-identical images.
+                testkit::mksquashfs(
+                    &tree,
+                    &dir.join(format!("{}.raw", e.name)),
+                    &["-mkfs-time", "0", "-all-time", "0"],
                 );
             }
             "ero" => {
@@ -492,8 +490,7 @@ fn in_namespace(root: &Path, out: &Path, merge_cmd: &str) -> Outcome {
     let script = format!(
         "mount --make-rshared / && mount -t tmpfs tmpfs /run || exit 99; {merge_cmd}; echo $? > \"$OUT/rc\"; ({DUMP}) > \"$OUT/dump\""
     );
-    let o = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+    let o = testkit::mount_namespace_command(&script)
         .env("ROOT", root)
         .env("OUT", out)
         .output()
@@ -724,8 +721,7 @@ fn interoperates_with_systemd_sysext() {
     );
     let out = t.path().join("out");
     fs::create_dir_all(&out).unwrap();
-    let o = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+    let o = testkit::mount_namespace_command(&script)
         .env("ROOT", &root)
         .env("OUT", &out)
         .output()

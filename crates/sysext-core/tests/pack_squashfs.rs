@@ -10,18 +10,7 @@ use std::process::Command;
 
 use sysext_core::inspect::{EntryKind, Image};
 use sysext_core::pack::{pack, Compression, Format, PackOptions};
-
-fn random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        out.extend_from_slice(&seed.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
+use testkit::{random_bytes, tree_paths};
 
 fn release(tree: &Path, name: &str) {
     let d = tree.join("usr/lib/extension-release.d");
@@ -119,12 +108,12 @@ fn stress_tree_survives_the_kernel_and_our_reader() {
         let ls = testkit::run_ok(Command::new("unsquashfs").arg("-lln").arg(&image));
         let n = String::from_utf8_lossy(&ls.stdout).lines().count();
         // root + every entry of the tree
-        let expected = walk(&tree).len();
+        let expected = tree_paths(&tree).len();
         assert_eq!(n, expected);
     }
 
     let img = Image::open(&image).unwrap();
-    assert_eq!(img.entries().len(), walk(&tree).len() - 1);
+    assert_eq!(img.entries().len(), tree_paths(&tree).len() - 1);
     for rel in [
         "usr/share/huge-sparse",
         "usr/share/dup-b",
@@ -137,21 +126,6 @@ fn stress_tree_survives_the_kernel_and_our_reader() {
             "{rel}"
         );
     }
-}
-
-fn walk(root: &Path) -> Vec<PathBuf> {
-    let mut out = vec![root.to_path_buf()];
-    let mut i = 0;
-    while i < out.len() {
-        let p = out[i].clone();
-        if fs::symlink_metadata(&p).unwrap().is_dir() {
-            for e in fs::read_dir(&p).unwrap() {
-                out.push(e.unwrap().path());
-            }
-        }
-        i += 1;
-    }
-    out
 }
 
 #[test]
@@ -218,12 +192,7 @@ fn our_reader_sees_a_mksquashfs_image_as_the_tree() {
     std::os::unix::fs::symlink("true", t.join("usr/bin/yes-true")).unwrap();
     fs::write(t.join("usr/bin/data"), random_bytes(400_000, 3)).unwrap();
     let reference = d.path().join("ref-mk.raw");
-    testkit::run_ok(Command::new("mksquashfs").arg(&t).arg(&reference).args([
-        "-all-root",
-        "-noappend",
-        "-quiet",
-        "-no-progress",
-    ]));
+    testkit::mksquashfs(&t, &reference, &[]);
     let ours = d.path().join("ref.raw");
     pack(&t, &ours, &PackOptions::default()).unwrap();
     let a = Image::open(&reference).unwrap();
@@ -278,7 +247,7 @@ fn folder_output_is_root_owned_with_fixed_times_and_links() {
     o.mtime = Some(86400);
     let r = pack(&t, &out, &o).unwrap();
     assert_eq!(r.format, Format::Dir);
-    for p in walk(&out) {
+    for p in tree_paths(&out) {
         let m = fs::symlink_metadata(&p).unwrap();
         assert_eq!((m.uid(), m.gid()), (0, 0), "{}", p.display());
         assert_eq!(m.mtime(), 86400, "{}", p.display());
@@ -317,7 +286,7 @@ fn image_bytes_are_pinned() {
     std::os::unix::fs::symlink("tool", t.join("usr/bin/alias")).unwrap();
     let text: String = (0..20000).map(|i| format!("line {i}\n")).collect();
     fs::write(t.join("usr/share/pinned/text"), text).unwrap();
-    for p in walk(&t) {
+    for p in tree_paths(&t) {
         let m = fs::symlink_metadata(&p).unwrap();
         if m.file_type().is_symlink() {
             continue;

@@ -7,7 +7,6 @@
 //! its marker shows up in the merged `ROOT/usr`.
 
 use std::path::Path;
-use std::process::Command;
 
 use sysext_core::release::{check_compatibility, host_architecture, OsRelease};
 
@@ -253,10 +252,7 @@ fn systemd_merges(dir: &Path, case: &Case) -> bool {
          cat '{root}/usr/.systemd-sysext/extensions'; else echo VERDICT=skipped; fi",
         root = root.display()
     );
-    let out = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c", &script])
-        .output()
-        .expect("cannot run unshare");
+    let out = testkit::in_mount_namespace(&script);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if stdout.contains("VERDICT=merged") {

@@ -134,6 +134,40 @@ fn bake(dir: &Path) -> (Output, serde_json::Value) {
     (out, v)
 }
 
+/// `sysext bake m.toml --out out ARGS` in `dir` that must fail with exit status 2; its stderr.
+fn bake_refused(dir: &Path, manifest: &str, args: &[&str]) -> String {
+    fs::write(dir.join("m.toml"), manifest).unwrap();
+    let out = sysext()
+        .current_dir(dir)
+        .args(["bake", "m.toml", "--out", "out"])
+        .args(args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    err
+}
+
+/// `sha256sum -c SHA256SUMS` in `dir` succeeds.
+fn sums_verify(dir: &Path) {
+    testkit::run_ok(
+        Command::new("sha256sum")
+            .arg("-c")
+            .arg("SHA256SUMS")
+            .current_dir(dir),
+    );
+}
+
+/// The extension-release file of extension `name` in `img`.
+fn release_of(img: &Image, name: &str) -> String {
+    let rel = img
+        .read_file(&format!(
+            "usr/lib/extension-release.d/extension-release.{name}"
+        ))
+        .unwrap();
+    String::from_utf8(rel).unwrap()
+}
+
 fn statuses(v: &serde_json::Value) -> BTreeMap<String, String> {
     v["entries"]
         .as_array()
@@ -311,23 +345,14 @@ fn bake_builds_all_isolates_failures_and_is_incremental() {
         );
         assert!(f.ends_with(".raw") && !f.contains('/'), "{l}");
     }
-    testkit::run_ok(
-        Command::new("sha256sum")
-            .arg("-c")
-            .arg("SHA256SUMS")
-            .current_dir(&o),
-    );
+    sums_verify(&o);
 
     // Images: names, architectures, release files, the Upholds drop-in.
     let img = Image::open(&o.join("hello-1.0-arm64.raw")).unwrap();
     let info = serde_json::to_value(img.info()).unwrap();
     let text = info.to_string();
     assert!(text.contains("extension-release.hello"), "{text}");
-    let rel = String::from_utf8(
-        img.read_file("usr/lib/extension-release.d/extension-release.hello")
-            .unwrap(),
-    )
-    .unwrap();
+    let rel = release_of(&img, "hello");
     assert!(rel.contains("ARCHITECTURE=arm64"), "{rel}");
     assert!(rel.contains("EXTENSION_RELOAD_MANAGER=1"), "{rel}");
     let hello = img.read_file("usr/bin/hello").unwrap();
@@ -351,23 +376,17 @@ fn bake_builds_all_isolates_failures_and_is_incremental() {
             .read_file("usr/lib/systemd/system/multi-user.target.d/10-hello-hello.service.conf")
             .unwrap();
         assert!(String::from_utf8_lossy(&dropin).contains("Upholds=hello.service"));
-        let rel = img
-            .read_file("usr/lib/extension-release.d/extension-release.hello")
-            .unwrap();
-        assert!(String::from_utf8_lossy(&rel).contains(&format!("ARCHITECTURE={arch}")));
+        let rel = release_of(&img, "hello");
+        assert!(rel.contains(&format!("ARCHITECTURE={arch}")), "{rel}");
     }
     let b3 = Image::open(&o.join("b3-1.5-arm64.raw")).unwrap();
-    let rel = b3
-        .read_file("usr/lib/extension-release.d/extension-release.b3")
-        .unwrap();
-    assert!(String::from_utf8_lossy(&rel).contains("ARCHITECTURE=arm64"));
+    let rel = release_of(&b3, "b3");
+    assert!(rel.contains("ARCHITECTURE=arm64"), "{rel}");
     let bin = b3.read_file("usr/bin/b3sum").unwrap();
     assert_eq!(u16::from_le_bytes([bin[18], bin[19]]), 183, "EM_AARCH64");
     let dynimg = Image::open(&o.join("dyn-2.1-x86-64.raw")).unwrap();
-    let rel = dynimg
-        .read_file("usr/lib/extension-release.d/extension-release.dyn")
-        .unwrap();
-    assert!(String::from_utf8_lossy(&rel).contains("ARCHITECTURE=x86-64"));
+    let rel = release_of(&dynimg, "dyn");
+    assert!(rel.contains("ARCHITECTURE=x86-64"), "{rel}");
 
     // Deployed as the Butane snippet lays it out, the real systemd-sysext merges it.
     if testkit::require_root("systemd-sysext merge of a baked image") {
@@ -426,12 +445,7 @@ fn bake_builds_all_isolates_failures_and_is_incremental() {
     assert_eq!(st["b3-1.5-arm64.raw"], "up-to-date");
     assert_eq!(st["wrapped-0.1-x86-64.raw"], "up-to-date");
     assert_eq!(st["gone-1-x86-64.raw"], "built");
-    testkit::run_ok(
-        Command::new("sha256sum")
-            .arg("-c")
-            .arg("SHA256SUMS")
-            .current_dir(&o),
-    );
+    sums_verify(&o);
     assert_eq!(
         fs::read_to_string(o.join("SHA256SUMS"))
             .unwrap()
@@ -442,40 +456,24 @@ fn bake_builds_all_isolates_failures_and_is_incremental() {
     // The flatwrap image has its launcher and release file.
     let w = Image::open(&o.join("wrapped-0.1-x86-64.raw")).unwrap();
     assert!(w.entries().iter().any(|e| e.path == "usr/bin/busybox"));
-    assert!(w
-        .read_file("usr/lib/extension-release.d/extension-release.wrapped")
-        .is_ok());
+    release_of(&w, "wrapped");
 }
 
 #[test]
 fn bad_manifest_is_an_error_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
-    fs::write(
-        tmp.path().join("m.toml"),
+    let err = bake_refused(
+        tmp.path(),
         "[[extension]]\nname = \"x\"\nversion = \"1 0\"\nsource = \"/\"\nmode = \"static\"\n",
-    )
-    .unwrap();
-    let out = sysext()
-        .current_dir(tmp.path())
-        .args(["bake", "m.toml", "--out", "out", "--base-url", "http://h/"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+        &["--base-url", "http://h/"],
+    );
     assert!(err.contains("m.toml") && err.contains("version"), "{err}");
     assert!(!tmp.path().join("out").exists());
 
-    fs::write(
-        tmp.path().join("m.toml"),
+    let err = bake_refused(
+        tmp.path(),
         "[[extension]]\nname = \"x\"\nversion = \"1\"\nsource = \"/\"\nmode = \"static\"\n",
-    )
-    .unwrap();
-    let out = sysext()
-        .current_dir(tmp.path())
-        .args(["bake", "m.toml", "--out", "out"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+        &[],
+    );
     assert!(err.contains("--base-url"), "{err}");
 }

@@ -26,23 +26,11 @@ fn tree(dir: &Path, name: &str, release: &str) -> PathBuf {
 
 /// chmod 0755 every directory below `t` (the umask of the test run must not matter).
 fn normalise_dirs(t: &Path) {
-    for e in walk(t) {
+    for e in testkit::tree_paths(t).into_iter().skip(1) {
         if e.is_dir() {
             fs::set_permissions(&e, fs::Permissions::from_mode(0o755)).unwrap();
         }
     }
-}
-
-fn walk(p: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in fs::read_dir(p).unwrap() {
-        let path = e.unwrap().path();
-        if path.is_dir() && !path.is_symlink() {
-            out.extend(walk(&path));
-        }
-        out.push(path);
-    }
-    out
 }
 
 fn host_file(dir: &Path, text: &str) -> PathBuf {

@@ -24,24 +24,11 @@ fn image(dir: &Path, name: &str, release: &str) -> PathBuf {
 
 /// chmod 0755 every directory of `t` (the umask of the test run must not matter).
 fn normalise_dirs(t: &Path) {
-    for e in walkdir(t) {
+    for e in testkit::tree_paths(t) {
         if e.is_dir() && !e.is_symlink() {
             fs::set_permissions(&e, fs::Permissions::from_mode(0o755)).unwrap();
         }
     }
-}
-
-fn walkdir(p: &Path) -> Vec<PathBuf> {
-    let mut out = vec![p.to_path_buf()];
-    for e in fs::read_dir(p).unwrap() {
-        let path = e.unwrap().path();
-        if path.is_dir() && !path.is_symlink() {
-            out.extend(walkdir(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 fn cc(args: &[&str]) {

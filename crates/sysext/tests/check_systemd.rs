@@ -59,10 +59,7 @@ fn systemd_merges(dir: &Path, name: &str, raw: &Path) -> bool {
          if [ -e '{r}/usr/share/check-probe/marker' ]; then echo VERDICT=merged; else echo VERDICT=skipped; fi",
         r = root.display()
     );
-    let out = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c", &script])
-        .output()
-        .unwrap();
+    let out = testkit::in_mount_namespace(&script);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -7,21 +7,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use testkit::{random_bytes, tree_paths};
+
 fn sysext() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sysext"))
-}
-
-/// Deterministic pseudo-random bytes (xorshift), incompressible like real binaries' data.
-fn random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        out.extend_from_slice(&seed.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 fn sh(script: &str) -> Output {
@@ -92,7 +81,7 @@ fn expected_listing(
     tree: &Path,
 ) -> BTreeMap<String, (String, String, Option<u64>, Option<String>)> {
     let mut out = BTreeMap::new();
-    for e in walkdir(tree) {
+    for e in tree_paths(tree) {
         let m = fs::symlink_metadata(&e).unwrap();
         let rel = e.strip_prefix(tree).unwrap().to_string_lossy().into_owned();
         let path = if rel.is_empty() {
@@ -106,21 +95,6 @@ fn expected_listing(
             .is_symlink()
             .then(|| fs::read_link(&e).unwrap().to_string_lossy().into_owned());
         out.insert(path, (perms(m.mode()), "0/0".to_string(), size, target));
-    }
-    out
-}
-
-fn walkdir(root: &Path) -> Vec<PathBuf> {
-    let mut out = vec![root.to_path_buf()];
-    let mut i = 0;
-    while i < out.len() {
-        let p = out[i].clone();
-        if fs::symlink_metadata(&p).unwrap().is_dir() {
-            for e in fs::read_dir(&p).unwrap() {
-                out.push(e.unwrap().path());
-            }
-        }
-        i += 1;
     }
     out
 }
@@ -189,8 +163,15 @@ fn unsquashfs_listing(
     map
 }
 
+/// `sysext pack TREE OUT EXTRA...`.
+fn pack_cmd(tree: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut c = sysext();
+    c.arg("pack").arg(tree).arg(out).args(extra);
+    c
+}
+
 fn pack(tree: &Path, out: &Path, extra: &[&str]) -> Output {
-    testkit::run_ok(sysext().arg("pack").arg(tree).arg(out).args(extra))
+    testkit::run_ok(&mut pack_cmd(tree, out, extra))
 }
 
 #[test]
@@ -341,7 +322,7 @@ fn inspect_reports_release_files_and_architecture() {
     );
     assert_eq!(v["release"], "ID=_any\nEXTENSION_RELOAD_MANAGER=1\n");
     assert_eq!(v["architectures"], serde_json::json!(["x86-64"]));
-    let files = walkdir(&tree)
+    let files = tree_paths(&tree)
         .iter()
         .filter(|p| fs::symlink_metadata(p).unwrap().is_file())
         .count();
@@ -401,65 +382,44 @@ fn bad_input_is_a_clear_error_and_leaves_nothing() {
     let out_dir = d.path().join("out");
     fs::create_dir(&out_dir).unwrap();
 
-    let e = fails(
-        sysext()
-            .arg("pack")
-            .arg(d.path().join("nope"))
-            .arg(out_dir.join("demo.raw")),
-    );
+    let e = fails(&mut pack_cmd(
+        &d.path().join("nope"),
+        &out_dir.join("demo.raw"),
+        &[],
+    ));
     assert!(
         e.contains("nope") && e.contains("not a readable folder"),
         "{e}"
     );
 
-    let e = fails(
-        sysext()
-            .arg("pack")
-            .arg(&tree)
-            .arg(out_dir.join("x.raw"))
-            .args(["--name", "a/b"]),
-    );
+    let e = fails(&mut pack_cmd(
+        &tree,
+        &out_dir.join("x.raw"),
+        &["--name", "a/b"],
+    ));
     assert!(e.contains("invalid extension name \"a/b\""), "{e}");
 
-    let e = fails(
-        sysext()
-            .arg("pack")
-            .arg(&tree)
-            .arg(out_dir.join("other.raw")),
-    );
+    let e = fails(&mut pack_cmd(&tree, &out_dir.join("other.raw"), &[]));
     assert!(
         e.contains("usr/lib/extension-release.d/extension-release.other"),
         "{e}"
     );
 
-    let e = fails(
-        sysext()
-            .arg("pack")
-            .arg(&tree)
-            .arg(out_dir.join("demo.raw"))
-            .args(["--compression", "zstd", "--level", "99"]),
-    );
+    let e = fails(&mut pack_cmd(
+        &tree,
+        &out_dir.join("demo.raw"),
+        &["--compression", "zstd", "--level", "99"],
+    ));
     assert!(e.contains("level 99"), "{e}");
     assert!(listing(&out_dir).is_empty(), "{:?}", listing(&out_dir));
 
     // Existing output: refused without --force, untouched.
     fs::write(out_dir.join("demo.raw"), b"precious").unwrap();
-    let e = fails(
-        sysext()
-            .arg("pack")
-            .arg(&tree)
-            .arg(out_dir.join("demo.raw")),
-    );
+    let e = fails(&mut pack_cmd(&tree, &out_dir.join("demo.raw"), &[]));
     assert!(e.contains("--force"), "{e}");
     assert_eq!(fs::read(out_dir.join("demo.raw")).unwrap(), b"precious");
     assert_eq!(listing(&out_dir), ["demo.raw"]);
-    testkit::run_ok(
-        sysext()
-            .arg("pack")
-            .arg(&tree)
-            .arg(out_dir.join("demo.raw"))
-            .arg("--force"),
-    );
+    pack(&tree, &out_dir.join("demo.raw"), &["--force"]);
     assert_eq!(&fs::read(out_dir.join("demo.raw")).unwrap()[..4], b"hsqs");
     assert_eq!(listing(&out_dir), ["demo.raw"]);
 
@@ -532,13 +492,7 @@ fn source_date_epoch_sets_every_timestamp() {
     let d = tempfile::tempdir().unwrap();
     let tree = build_tree(d.path(), "demo");
     let image = d.path().join("demo.raw");
-    testkit::run_ok(
-        sysext()
-            .env("SOURCE_DATE_EPOCH", "86400")
-            .arg("pack")
-            .arg(&tree)
-            .arg(&image),
-    );
+    testkit::run_ok(pack_cmd(&tree, &image, &[]).env("SOURCE_DATE_EPOCH", "86400"));
     let bytes = fs::read(&image).unwrap();
     assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 86400);
     if testkit::require_tool("unsquashfs") {
@@ -554,12 +508,7 @@ fn source_date_epoch_sets_every_timestamp() {
             "{text}"
         );
     }
-    let e = fails(
-        sysext()
-            .env("SOURCE_DATE_EPOCH", "yesterday")
-            .arg("pack")
-            .arg(&tree)
-            .arg(d.path().join("other/demo.raw")),
-    );
+    let other = d.path().join("other/demo.raw");
+    let e = fails(pack_cmd(&tree, &other, &[]).env("SOURCE_DATE_EPOCH", "yesterday"));
     assert!(e.contains("SOURCE_DATE_EPOCH"), "{e}");
 }

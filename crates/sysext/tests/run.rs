@@ -2,6 +2,7 @@
 //! and overlayfs: the host's mounts must be untouched, during and after, also when the command
 //! or `sysext` itself is killed, and no loop device may be left behind.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -37,13 +38,22 @@ fn image(dir: &Path, name: &str, release: &str, files: &[(&str, &str)]) -> PathB
         fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
     }
     let raw = dir.join(format!("{name}.raw"));
-    testkit::run_ok(Command::new("mksquashfs").arg(&tree).arg(&raw).args([
-        "-all-root",
-        "-noappend",
-        "-no-progress",
-        "-quiet",
-    ]));
+    testkit::mksquashfs(&tree, &raw, &[]);
     raw
+}
+
+/// A scratch folder holding `tools.raw` ([`image`] with no extra files, for any host).
+fn tools_image() -> (tempfile::TempDir, PathBuf) {
+    let t = tempfile::tempdir().unwrap();
+    let raw = image(t.path(), "tools", "ID=_any\n", &[]);
+    (t, raw)
+}
+
+/// `sysext run ARGS -- BB CMD...`: runs the image's busybox applet `CMD`.
+fn sysext_run(args: &[&OsStr], cmd: &[&str]) -> Command {
+    let mut c = Command::new(SYSEXT);
+    c.arg("run").args(args).arg("--").arg(BB).args(cmd);
+    c
 }
 
 fn mountinfo() -> String {
@@ -91,25 +101,22 @@ fn run_program_from_image_leaves_host_untouched() {
     if !ready() {
         return;
     }
-    let t = tempfile::tempdir().unwrap();
-    let raw = image(t.path(), "tools", "ID=_any\n", &[]);
+    let (t, raw) = tools_image();
     assert!(!Path::new(BB).exists(), "{BB} must not exist on the host");
     let before = mountinfo();
-    let mut child = Command::new(SYSEXT)
-        .args(["run"])
-        .arg(&raw)
-        .args([
-            "--",
-            BB,
+    let mut child = sysext_run(
+        &[raw.as_ref()],
+        &[
             "sh",
             "-c",
             "echo ready; cat /usr/.systemd-sysext/extensions; read x; exit 3",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
@@ -144,13 +151,9 @@ fn run_command_killed_by_signal() {
     if !ready() {
         return;
     }
-    let t = tempfile::tempdir().unwrap();
-    let raw = image(t.path(), "tools", "ID=_any\n", &[]);
+    let (t, raw) = tools_image();
     let before = mountinfo();
-    let o = Command::new(SYSEXT)
-        .arg("run")
-        .arg(&raw)
-        .args(["--", BB, "sh", "-c", "kill -9 $$"])
+    let o = sysext_run(&[raw.as_ref()], &["sh", "-c", "kill -9 $$"])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(128 + 9), "{o:?}");
@@ -163,13 +166,9 @@ fn killing_sysext_run_kills_the_command_and_frees_the_loop_device() {
     if !ready() {
         return;
     }
-    let t = tempfile::tempdir().unwrap();
-    let raw = image(t.path(), "tools", "ID=_any\n", &[]);
+    let (t, raw) = tools_image();
     let before = mountinfo();
-    let mut child = Command::new(SYSEXT)
-        .arg("run")
-        .arg(&raw)
-        .args(["--", BB, "sleep", "60"])
+    let mut child = sysext_run(&[raw.as_ref()], &["sleep", "60"])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -220,22 +219,16 @@ fn run_with_root_uses_its_extensions_and_runs_inside_it() {
         "ID=fedora\n",
         &[],
     );
-    let o = Command::new(SYSEXT)
-        .arg("run")
-        .arg("--root")
-        .arg(&root)
-        .args([
-            "--",
-            BB,
+    let o = testkit::run_ok(&mut sysext_run(
+        &["--root".as_ref(), root.as_ref()],
+        &[
             "sh",
             "-c",
             "cat /usr/.systemd-sysext/extensions; ls /usr/bin; test -e /proc/self/mountinfo && echo proc",
-        ])
-        .output()
-        .unwrap();
+        ],
+    ));
     let stdout = String::from_utf8_lossy(&o.stdout);
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{stderr}");
     assert_eq!(stdout, "tools\nbusybox\nproc\n");
     assert!(
         stderr.contains("Extension 'other' is for OS 'fedora', but deployed on top of 'flatcar'."),
@@ -287,10 +280,7 @@ fn merge_reports_collisions_of_three_extensions() {
         r = root.display(),
         o = t.path().display()
     );
-    let o = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c", &script])
-        .output()
-        .unwrap();
+    let o = testkit::in_mount_namespace(&script);
     let read = |f: &str| fs::read_to_string(t.path().join(f)).unwrap_or_default();
     assert!(
         o.status.success(),
@@ -393,25 +383,19 @@ fn run_trixie_program_through_its_own_loader() {
     fs::create_dir_all(rel.parent().unwrap()).unwrap();
     fs::write(rel, "ID=_any\nARCHITECTURE=x86-64\n").unwrap();
     let raw = t.path().join("htop.raw");
-    testkit::run_ok(Command::new("mksquashfs").arg(&tree).arg(&raw).args([
-        "-all-root",
-        "-noappend",
-        "-no-progress",
-        "-quiet",
-    ]));
+    testkit::mksquashfs(&tree, &raw, &[]);
     let before = mountinfo();
     let d = "/usr/local/trixie-htop";
-    let o = Command::new(SYSEXT)
-        .arg("run")
-        .arg(&raw)
-        .arg("--")
-        .arg(format!("{d}/ld-linux-x86-64.so.2"))
-        .args(["--library-path", d])
-        .arg(format!("{d}/htop"))
-        .arg("--version")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{o:?}");
+    let o = testkit::run_ok(
+        Command::new(SYSEXT)
+            .arg("run")
+            .arg(&raw)
+            .arg("--")
+            .arg(format!("{d}/ld-linux-x86-64.so.2"))
+            .args(["--library-path", d])
+            .arg(format!("{d}/htop"))
+            .arg("--version"),
+    );
     assert!(
         String::from_utf8_lossy(&o.stdout).starts_with("htop 3."),
         "{o:?}"
@@ -427,20 +411,17 @@ fn interrupt_is_left_to_the_command() {
     if !ready() {
         return;
     }
-    let t = tempfile::tempdir().unwrap();
-    let raw = image(t.path(), "tools", "ID=_any\n", &[]);
-    let o = Command::new(SYSEXT)
-        .arg("run")
-        .arg(&raw)
-        .args([
-            "--",
-            BB,
+    let (t, raw) = tools_image();
+    let o = sysext_run(
+        &[raw.as_ref()],
+        &[
             "sh",
             "-c",
             "trap 'echo caught; exit 5' INT; kill -INT $PPID; kill -INT $$; sleep 5; echo not-interrupted",
-        ])
-        .output()
-        .unwrap();
+        ],
+    )
+    .output()
+    .unwrap();
     assert_eq!(String::from_utf8_lossy(&o.stdout), "caught\n");
     assert_eq!(o.status.code(), Some(5), "{o:?}");
     assert_no_loops_eventually(t.path());
@@ -455,10 +436,7 @@ fn run_refuses_an_unknown_image_format() {
     let t = tempfile::tempdir().unwrap();
     let bad = t.path().join("notes.raw");
     fs::write(&bad, "just text\n").unwrap();
-    let o = Command::new(SYSEXT)
-        .arg("run")
-        .arg(&bad)
-        .args(["--", BB, "echo", "ran"])
+    let o = sysext_run(&[bad.as_ref()], &["echo", "ran"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -498,22 +476,15 @@ fn run_folder_and_erofs_images() {
             .arg(&tree),
     );
     let before = mountinfo();
-    let o = Command::new(SYSEXT)
-        .arg("run")
-        .arg("--report")
-        .arg(&folder)
-        .arg(&raw)
-        .args([
-            "--",
-            BB,
+    let o = testkit::run_ok(&mut sysext_run(
+        &["--report".as_ref(), folder.as_ref(), raw.as_ref()],
+        &[
             "cat",
             "/usr/share/tool/which",
             "/usr/share/tool/folder-only",
-        ])
-        .output()
-        .unwrap();
+        ],
+    ));
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{stderr}");
     assert_eq!(String::from_utf8_lossy(&o.stdout), "erofs\nf\n");
     assert!(
         stderr.contains("Using extensions 'tool-9', 'tool-10'."),

@@ -7,6 +7,8 @@
 //!   through a file lock.
 //! - [`registry`]: a real `docker-registry` on 127.0.0.1 and a free port, stopped on drop.
 //! - [`workspace_bin`]: the path of a binary built from this workspace.
+//! - Small helpers several test crates share: [`run_ok`], [`in_mount_namespace`],
+//!   [`mksquashfs`], [`tree_paths`], [`random_bytes`].
 
 pub mod fixtures;
 pub mod registry;
@@ -102,8 +104,58 @@ pub fn run_ok(cmd: &mut Command) -> Output {
 /// Runs a shell script with `sh -c` inside a new private mount namespace (util-linux
 /// `unshare -m --propagation private`), so nothing it mounts can leak to the host.
 pub fn in_mount_namespace(script: &str) -> Output {
-    Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c", script])
+    mount_namespace_command(script)
         .output()
         .expect("cannot run unshare")
+}
+
+/// The command [`in_mount_namespace`] runs, for adding environment variables or a working
+/// folder before running it.
+pub fn mount_namespace_command(script: &str) -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c", script]);
+    cmd
+}
+
+/// Packs `tree` into the squashfs image `image` with mksquashfs, every file owned by root
+/// (`-all-root -noappend -no-progress -quiet`, then `extra`); panics with stderr on failure.
+pub fn mksquashfs(tree: &Path, image: &Path, extra: &[&str]) -> Output {
+    run_ok(
+        Command::new("mksquashfs")
+            .arg(tree)
+            .arg(image)
+            .args(["-all-root", "-noappend", "-no-progress", "-quiet"])
+            .args(extra),
+    )
+}
+
+/// Every path of the tree at `root`, `root` first, breadth first, in `read_dir` order;
+/// symlinks are listed, not followed.
+pub fn tree_paths(root: &Path) -> Vec<PathBuf> {
+    let mut out = vec![root.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i].clone();
+        if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                out.push(e.unwrap().path());
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// `len` deterministic pseudo-random bytes from `seed` (xorshift64), incompressible like real
+/// binaries' data.
+pub fn random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        out.extend_from_slice(&seed.to_le_bytes());
+    }
+    out.truncate(len);
+    out
 }

@@ -171,8 +171,33 @@ impl Layout {
 
     pub fn blob(&self, bytes: &[u8]) -> (String, u64) {
         let d = sha(bytes);
-        fs::write(self.dir.join("blobs/sha256").join(&d[7..]), bytes).unwrap();
+        fs::write(self.blob_path(&d), bytes).unwrap();
         (d, bytes.len() as u64)
+    }
+
+    /// Where the blob `sha256:HEX` lives in the layout.
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
+        self.dir.join("blobs/sha256").join(hex)
+    }
+
+    /// The JSON blob (manifest, index, config) a descriptor from [`Layout::image`] or
+    /// [`Layout::index`] points to.
+    pub fn read_json(&self, desc: &serde_json::Value) -> serde_json::Value {
+        let digest = desc["digest"].as_str().expect("a descriptor with a digest");
+        serde_json::from_slice(&fs::read(self.blob_path(digest)).unwrap()).unwrap()
+    }
+
+    /// Writes the layout as a plain tar (the layout's files at the top) to `archive`.
+    pub fn archive(&self, archive: &Path) {
+        testkit::run_ok(
+            Command::new("tar")
+                .arg("-cf")
+                .arg(archive)
+                .arg("-C")
+                .arg(&self.dir)
+                .arg("."),
+        );
     }
 
     /// Adds an image (layers as plain tars, compressed with `c`); returns the manifest

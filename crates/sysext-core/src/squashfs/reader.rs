@@ -26,30 +26,9 @@ pub enum ReadError {
     NotAFile { image: PathBuf, path: String },
 }
 
-/// The type of an entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NodeKind {
-    File,
-    Dir,
-    Symlink,
-    CharDevice,
-    BlockDevice,
-    Fifo,
-    Socket,
-}
-
-/// One entry of an image.
-#[derive(Debug, Clone)]
-pub struct Node {
-    /// Path relative to the image root, "" for the root itself.
-    pub path: String,
-    pub kind: NodeKind,
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub size: u64,
-    pub target: Option<String>,
-}
+/// The entries of an image are [`inspect`](crate::inspect)'s: the same for a squashfs image
+/// and a folder.
+pub use crate::inspect::{Entry as Node, EntryKind as NodeKind};
 
 /// An open squashfs image.
 pub struct SquashfsReader {

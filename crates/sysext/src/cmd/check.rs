@@ -49,12 +49,7 @@ pub fn run(args: CheckArgs) -> Result<ExitCode> {
     let image = Image::open(&path).with_context(|| format!("checking {}", path.display()))?;
     let report =
         check_image(&image, Some(&host)).with_context(|| format!("checking {}", path.display()))?;
-    let mut out = io::stdout().lock();
-    match print(&report, &path, args.json, &mut out).and_then(|()| out.flush()) {
-        // A closed pipe (`| head`) is not an error.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
-        r => r.context("writing to stdout")?,
-    }
+    super::write_stdout(|out| print(&report, &path, args.json, out))?;
     Ok(if report.is_clean() {
         ExitCode::SUCCESS
     } else {

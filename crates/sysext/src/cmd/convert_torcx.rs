@@ -221,14 +221,8 @@ pub fn run(args: ConvertTorcxArgs) -> Result<ExitCode> {
         }
         s
     };
-    let mut out = std::io::stdout().lock();
-    match writeln!(out, "{text}").and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
-        r => {
-            r.context("writing to stdout")?;
-            Ok(ExitCode::SUCCESS)
-        }
-    }
+    super::write_stdout(|out| writeln!(out, "{text}"))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Default)]

@@ -25,15 +25,8 @@ pub fn run(args: InspectArgs) -> Result<ExitCode> {
     let image =
         Image::open(&args.image).with_context(|| format!("inspecting {}", args.image.display()))?;
     let info = image.info();
-    let mut out = std::io::stdout().lock();
-    match print(&info, &args, &mut out).and_then(|()| out.flush()) {
-        // A closed pipe (`| head`) is not an error.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
-        r => {
-            r.context("writing to stdout")?;
-            Ok(ExitCode::SUCCESS)
-        }
-    }
+    super::write_stdout(|out| print(&info, &args, out))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print(info: &ImageInfo, args: &InspectArgs, out: &mut impl Write) -> io::Result<()> {

@@ -63,13 +63,6 @@ pub fn run(args: PackArgs) -> Result<ExitCode> {
                 .unwrap_or_default()
         )
     };
-    let mut out = std::io::stdout().lock();
-    match writeln!(out, "{text}").and_then(|()| out.flush()) {
-        // A closed pipe is not an error: the image is written.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
-        r => {
-            r.context("writing to stdout")?;
-            Ok(ExitCode::SUCCESS)
-        }
-    }
+    super::write_stdout(|out| writeln!(out, "{text}"))?;
+    Ok(ExitCode::SUCCESS)
 }
