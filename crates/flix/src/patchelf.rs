@@ -188,7 +188,10 @@ pub fn read_symbol_maps(files: &[PathBuf]) -> Result<Vec<(String, String)>> {
             let mut words = line.split_whitespace();
             let Some(old) = words.next() else { continue };
             let Some(new) = words.next() else {
-                bail!("{}: map file line is missing the new name for '{old}'", at());
+                bail!(
+                    "{}: map file line is missing the new name for '{old}'",
+                    at()
+                );
             };
             if old.contains('@') || new.contains('@') {
                 bail!("{}: name pair contains a version tag: {old} {new}", at());

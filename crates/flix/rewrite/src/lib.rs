@@ -300,7 +300,10 @@ impl Parsed {
             if s.sh_type != SHT_DYNAMIC {
                 continue;
             }
-            if s.offset.checked_add(s.size).is_none_or(|end| end > b.len() as u64) {
+            if s.offset
+                .checked_add(s.size)
+                .is_none_or(|end| end > b.len() as u64)
+            {
                 return Err(bad(format!(
                     "section .dynamic: data offset extends past file end ({:#x} bytes at {:#x})",
                     s.size, s.offset

@@ -23,8 +23,9 @@ const SHN_LORESERVE: u16 = 0xff00;
 
 /// The GNU hash function (DJB 33).
 pub(crate) fn gnu_hash(name: &[u8]) -> u32 {
-    name.iter()
-        .fold(5381u32, |h, &c| h.wrapping_mul(33).wrapping_add(u32::from(c)))
+    name.iter().fold(5381u32, |h, &c| {
+        h.wrapping_mul(33).wrapping_add(u32::from(c))
+    })
 }
 
 /// The SysV ELF hash function.
@@ -368,9 +369,11 @@ pub(crate) fn gnu_lookup(p: &Parsed, b: &[u8], name: &str) -> R<Option<u64>> {
 
 /// Check that every symbol `.gnu.hash` covers is found through it under its name.
 pub(crate) fn check_gnu_hash(p: &Parsed, b: &[u8]) -> R<()> {
-    let (Some(sh), Some((_, dynsym)), Some((so, _, size))) =
-        (section_of_type(p, SHT_GNU_HASH), dynsym_section(p), p.strtab)
-    else {
+    let (Some(sh), Some((_, dynsym)), Some((so, _, size))) = (
+        section_of_type(p, SHT_GNU_HASH),
+        dynsym_section(p),
+        p.strtab,
+    ) else {
         return Ok(());
     };
     let h = gnu_header(p, b, &sh)?;
