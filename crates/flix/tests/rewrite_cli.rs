@@ -169,11 +169,15 @@ fn shrink_rpath_keeps_only_dirs_with_needed_libraries() {
 }
 
 fn gcc(dir: &Path, out: &str, src: &str, extra: &[&str]) -> std::path::PathBuf {
+    cc("gcc", dir, out, src, extra)
+}
+
+fn cc(compiler: &str, dir: &Path, out: &str, src: &str, extra: &[&str]) -> std::path::PathBuf {
     let c = dir.join(format!("{out}.c"));
     fs::write(&c, src).unwrap();
     let o = dir.join(out);
     testkit::run_ok(
-        Command::new("gcc")
+        Command::new(compiler)
             .arg("-o")
             .arg(&o)
             .arg(&c)
@@ -214,6 +218,21 @@ fn rename_dynamic_symbols_keeps_programs_running() {
     if !host() || !testkit::require_tool("gcc") || !testkit::require_tool("nm") {
         return;
     }
+    rename_case("gcc", None);
+}
+
+/// The same for i386 (32-bit symbols, relocations and bloom words), run by the i386 loader of
+/// the cross toolchain.
+#[test]
+fn rename_dynamic_symbols_keeps_i386_programs_running() {
+    let loader = "/usr/i686-linux-gnu/lib/ld-linux.so.2";
+    if !host() || !testkit::require_tool("i686-linux-gnu-gcc") || !Path::new(loader).exists() {
+        return;
+    }
+    rename_case("i686-linux-gnu-gcc", Some((loader, "/usr/i686-linux-gnu/lib")));
+}
+
+fn rename_case(compiler: &str, loader: Option<(&str, &str)>) {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let mut lib = String::from("int shared_counter = 7;\n");
@@ -230,7 +249,8 @@ fn rename_dynamic_symbols_keeps_programs_running() {
         "int main(void) {{ long s = 0;\n{sum} printf(\"sum=%ld\\n\", s); return 0; }}\n"
     ));
     fs::write(t.join("v.map"), "V1 { global: *; };\n").unwrap();
-    let so = gcc(
+    let so = cc(
+        compiler,
         t,
         "libmany.so",
         &lib,
@@ -241,7 +261,8 @@ fn rename_dynamic_symbols_keeps_programs_running() {
             "-Wl,--version-script=v.map",
         ],
     );
-    let prog = gcc(
+    let prog = cc(
+        compiler,
         t,
         "many",
         &main,
@@ -249,8 +270,17 @@ fn rename_dynamic_symbols_keeps_programs_running() {
     );
     let expect: usize = (0..MANY).map(|i| i + 7).sum();
     let run = |dir: &Path| {
-        Command::new(&prog)
-            .env("LD_BIND_NOW", "1")
+        let mut c = match loader {
+            Some((ld, libs)) => {
+                let mut c = Command::new(ld);
+                c.arg("--library-path")
+                    .arg(format!("{}:{libs}", dir.display()))
+                    .arg(&prog);
+                c
+            }
+            None => Command::new(&prog),
+        };
+        c.env("LD_BIND_NOW", "1")
             .env("LD_LIBRARY_PATH", dir)
             .output()
             .unwrap()
