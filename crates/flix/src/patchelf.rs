@@ -2,7 +2,8 @@
 //!
 //! Operations run in patchelf's order for each file: print interpreter, print/set soname,
 //! set interpreter, print rpath, shrink/remove/set/add rpath, print needed, remove, replace and
-//! add needed, no-default-lib. A file is written only when something changed (or to `--output`).
+//! add needed, no-default-lib, add-debug-tag, rename-dynamic-symbols. A file is written only
+//! when something changed (or to `--output`).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

@@ -461,8 +461,19 @@ fn corrupt_and_truncated_inputs_are_errors_not_panics() {
             cases.push((format!("byte {pos:#x} = {val:#x}"), b));
         }
     }
+    // Symbol renames read and rewrite the symbol, hash, version and relocation tables.
+    let mut rename = Edits::default();
+    rename.rename_symbols = ["free", "malloc", "__cxa_finalize", "getenv", "abort"]
+        .iter()
+        .map(|s| (s.to_string(), format!("{s}_renamed")))
+        .collect();
     let (mut errors, mut ok) = (0, 0);
     for (name, bytes) in &cases {
+        let _ = flix::rewrite::warnings(bytes);
+        if let Ok(out) = rewrite(bytes, &rename) {
+            inspect(&out)
+                .unwrap_or_else(|err| panic!("{name}: renamed output does not parse: {err}"));
+        }
         match rewrite(bytes, &e) {
             Ok(out) => {
                 inspect(&out)
@@ -606,7 +617,10 @@ int main(void) {
             .env("LD_LIBRARY_PATH", t)
             .output()
             .unwrap();
-        (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned())
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
     };
     let (ok, before) = run();
     assert!(ok && before.contains("hello hello"), "{before}");
@@ -619,7 +633,8 @@ int main(void) {
         };
         let name = name.split('@').next().unwrap_or("");
         if !name.is_empty() && !e.rename_symbols.iter().any(|(o, _)| o == name) {
-            e.rename_symbols.push((name.to_string(), format!("{name}_zz")));
+            e.rename_symbols
+                .push((name.to_string(), format!("{name}_zz")));
         }
     }
     assert!(e.rename_symbols.len() > 50, "{:?}", e.rename_symbols);

@@ -229,7 +229,10 @@ fn rename_dynamic_symbols_keeps_i386_programs_running() {
     if !host() || !testkit::require_tool("i686-linux-gnu-gcc") || !Path::new(loader).exists() {
         return;
     }
-    rename_case("i686-linux-gnu-gcc", Some((loader, "/usr/i686-linux-gnu/lib")));
+    rename_case(
+        "i686-linux-gnu-gcc",
+        Some((loader, "/usr/i686-linux-gnu/lib")),
+    );
 }
 
 fn rename_case(compiler: &str, loader: Option<(&str, &str)>) {

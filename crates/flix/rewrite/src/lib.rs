@@ -19,6 +19,15 @@
 //! 4. DT_NEEDED edits keep `.gnu.version_r` consistent: a replaced library's `vn_file` is renamed;
 //!    a removed library's version needs are dropped and the symbols that referred to them become
 //!    unversioned (`.gnu.version` index 1).
+//! 5. Renamed dynamic symbols get their new names appended to `.dynstr`; `.gnu.hash` and
+//!    `.hash` are rebuilt for them (the hashed symbols re-sorted by bucket, with `.gnu.version`
+//!    and the relocations following), see the `symbols` module.
+//!
+//! A RUNPATH/RPATH string that nothing else shares is overwritten with `X`s when it is replaced
+//! (patchelf does the same), so an old search path does not linger in the file. An object
+//! without PT_DYNAMIC is edited through its `.dynamic` section header. Malformed input is
+//! refused with patchelf's wording for the same check ("string table index out of bounds",
+//! "section headers have wrong size", ...).
 //!
 //! PT_GNU_RELRO is never split or moved. The glibc/musl loader itself is never modified: an
 //! object without DT_NEEDED whose SONAME (or, for [`rewrite_file`], file name) is `ld-linux*`,
@@ -89,7 +98,8 @@ pub enum RewriteError {
 }
 
 /// What to change. Applied in this order: DT_NEEDED replacements, removals, additions (new
-/// entries go first, as patchelf does), SONAME, RUNPATH/RPATH, DF_1_NODEFLIB, interpreter.
+/// entries go first, as patchelf does), SONAME, RUNPATH/RPATH, DF_1_NODEFLIB, DT_DEBUG, symbol
+/// renames, interpreter.
 #[non_exhaustive]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Edits {

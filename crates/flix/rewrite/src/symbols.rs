@@ -205,7 +205,12 @@ fn rebuild_gnu_hash(p: &Parsed, out: &mut [u8], dynsym: &Shdr, names: &mut [Vec<
             names[old2new[i] as usize] = name;
         }
         if let Some(vs) = section_of_type(p, SHT_GNU_VERSYM) {
-            if vs.size >= count * 2 {
+            if vs.size < count * 2 {
+                return Err(bad(
+                    ".gnu.version has fewer entries than .dynsym: cannot reorder the symbols",
+                ));
+            }
+            {
                 let vstart = vs.offset + h.symoffset * 2;
                 let old = bytes_at(out, vstart, hashed * 2)?.to_vec();
                 let dst = bytes_at_mut(out, vstart, hashed * 2)?;
