@@ -483,6 +483,38 @@ fn old_run_path_is_tainted_only_when_unshared() {
         stdout(&pe(&["--print-rpath", large.to_str().unwrap()])),
         "/s\n"
     );
+
+    // The linker also shares a run path that is the tail of a longer symbol name.
+    let tail = gcc(
+        t,
+        "libtail.so",
+        "int long_prefix_symbol_tail;\nint get(void) { return long_prefix_symbol_tail; }\n",
+        &[
+            "-shared",
+            "-fPIC",
+            "-Wl,--disable-new-dtags",
+            "-Wl,-rpath=symbol_tail",
+        ],
+    );
+    for rpath in ["/s", long] {
+        let out = t.join("tail-out.so");
+        let o = pe(&[
+            "--set-rpath",
+            rpath,
+            "--output",
+            out.to_str().unwrap(),
+            tail.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{o:?}");
+        let b = fs::read(&out).unwrap();
+        assert_eq!(count(&b, b"XXXX"), 0, "{rpath}");
+        assert!(
+            dynamic_symbols(&out)
+                .iter()
+                .any(|s| s == "long_prefix_symbol_tail"),
+            "{rpath}"
+        );
+    }
 }
 
 /// Little-endian ELF64 field access for crafting broken inputs.
