@@ -2,9 +2,9 @@
 //!
 //! Operations run in patchelf's order for each file: print interpreter, print/set soname,
 //! set interpreter, print rpath, shrink/remove/set/add rpath, print needed, remove, replace and
-//! add needed, no-default-lib, build the resolution cache ([`crate::resolution_cache`]; an edit
-//! of the run path or of DT_NEEDED drops an existing cache note first). A file is written only
-//! when something changed (or to `--output`).
+//! add needed, no-default-lib, add-debug-tag, rename-dynamic-symbols, build the resolution cache
+//! ([`crate::resolution_cache`]; an edit of the run path or of DT_NEEDED drops an existing cache
+//! note first). A file is written only when something changed (or to `--output`).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -14,7 +14,8 @@ use clap::Parser;
 
 use crate::resolution_cache::{self, Outcome};
 use crate::rewrite::{
-    execstack, inspect, os_abi, rewrite, set_execstack, set_os_abi, write_atomic, Edits, ElfSummary,
+    execstack, inspect, os_abi, rewrite, set_execstack, set_os_abi, warnings, write_atomic, Edits,
+    ElfSummary,
 };
 
 /// Modify the dynamic loader and search path fields of ELF executables and libraries.
@@ -69,6 +70,9 @@ pub struct Args {
     /// Replace DT_NEEDED LIBRARY by NEW_LIBRARY.
     #[arg(long, num_args = 2, value_names = ["LIBRARY", "NEW_LIBRARY"], action = clap::ArgAction::Append)]
     pub replace_needed: Vec<String>,
+    /// Rename dynamic symbols as listed in MAP_FILE (one "OLD NEW" pair per line); may repeat.
+    #[arg(long, value_name = "MAP_FILE", action = clap::ArgAction::Append)]
+    pub rename_dynamic_symbols: Vec<PathBuf>,
     /// Write the result to this file instead of modifying the input (one input only).
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -178,6 +182,43 @@ fn resolve(value: &str) -> Result<String> {
     }
 }
 
+/// Read `--rename-dynamic-symbols` map files: whitespace-separated "OLD NEW" pairs, one per
+/// line; blank lines are skipped. A name may appear once and carries no `@VERSION`.
+pub fn read_symbol_maps(files: &[PathBuf]) -> Result<Vec<(String, String)>> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for f in files {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot open map file {}", f.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            let at = || format!("{}:{}", f.display(), n + 1);
+            let mut words = line.split_whitespace();
+            let Some(old) = words.next() else { continue };
+            let Some(new) = words.next() else {
+                bail!(
+                    "{}: map file line is missing the new name for '{old}'",
+                    at()
+                );
+            };
+            if old.contains('@') || new.contains('@') {
+                bail!("{}: name pair contains a version tag: {old} {new}", at());
+            }
+            if !seen.insert(old.to_string()) {
+                bail!("{}: name '{old}' appears twice in the map files", at());
+            }
+            pairs.push((old.to_string(), new.to_string()));
+        }
+    }
+    Ok(pairs)
+}
+
+fn no_dynamic(file: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{}: cannot find section '.dynamic'. The input file is most likely statically linked",
+        file.display()
+    )
+}
+
 fn process(args: &Args, file: &Path, out: &mut String) -> Result<()> {
     let input =
         std::fs::read(file).with_context(|| format!("getting info about '{}'", file.display()))?;
@@ -205,6 +246,10 @@ fn process(args: &Args, file: &Path, out: &mut String) -> Result<()> {
         }
     }
     if args.print_soname {
+        // A library needs its dynamic section for this; patchelf skips other objects.
+        if info.e_type == 3 && !info.has_dynamic {
+            return Err(no_dynamic(file));
+        }
         // patchelf 0.14 prints nothing (and succeeds) when there is no DT_SONAME.
         if let Some(s) = &info.soname {
             out.push_str(&format!("{s}\n"));
@@ -222,14 +267,9 @@ fn process(args: &Args, file: &Path, out: &mut String) -> Result<()> {
             edits.interpreter = Some(i.clone());
         }
     }
-    let no_dynamic = || {
-        anyhow::anyhow!(
-            "cannot find section '.dynamic'. The input file is most likely statically linked"
-        )
-    };
     if args.print_rpath {
         if !info.has_dynamic {
-            return Err(no_dynamic());
+            return Err(no_dynamic(file));
         }
         out.push_str(current_rpath(&info).unwrap_or(""));
         out.push('\n');
@@ -283,7 +323,7 @@ fn process(args: &Args, file: &Path, out: &mut String) -> Result<()> {
     }
     if args.print_needed {
         if !info.has_dynamic {
-            return Err(no_dynamic());
+            return Err(no_dynamic(file));
         }
         for n in &info.needed {
             out.push_str(&format!("{n}\n"));
@@ -301,6 +341,7 @@ fn process(args: &Args, file: &Path, out: &mut String) -> Result<()> {
         edits.nodeflib = true;
     }
     edits.add_debug_tag = args.add_debug_tag;
+    edits.rename_symbols = read_symbol_maps(&args.rename_dynamic_symbols)?;
     // An edit of the run path or of the needed libraries makes a resolution cache stale.
     if drops_resolution_cache(args, &info, &edits) {
         if let Some(b) =
@@ -310,6 +351,9 @@ fn process(args: &Args, file: &Path, out: &mut String) -> Result<()> {
         }
     }
     if edits != Edits::default() {
+        for w in warnings(&bytes).unwrap_or_default() {
+            let _ = writeln!(std::io::stderr(), "warning: {}: {w}", file.display());
+        }
         let out = rewrite(&bytes, &edits).with_context(|| format!("{}", file.display()))?;
         bytes = std::borrow::Cow::Owned(out);
     }
@@ -323,7 +367,8 @@ fn process(args: &Args, file: &Path, out: &mut String) -> Result<()> {
         }
     }
     let target = args.output.clone().unwrap_or_else(|| file.to_path_buf());
-    if args.output.is_some() || edits != Edits::default() || bytes[..] != input[..] {
+    // An edit that matched nothing (a symbol map naming no symbol) leaves the file alone.
+    if args.output.is_some() || bytes[..] != input[..] {
         write_atomic(&target, &bytes)?;
     }
     Ok(())

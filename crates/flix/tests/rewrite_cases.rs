@@ -461,8 +461,19 @@ fn corrupt_and_truncated_inputs_are_errors_not_panics() {
             cases.push((format!("byte {pos:#x} = {val:#x}"), b));
         }
     }
+    // Symbol renames read and rewrite the symbol, hash, version and relocation tables.
+    let mut rename = Edits::default();
+    rename.rename_symbols = ["free", "malloc", "__cxa_finalize", "getenv", "abort"]
+        .iter()
+        .map(|s| (s.to_string(), format!("{s}_renamed")))
+        .collect();
     let (mut errors, mut ok) = (0, 0);
     for (name, bytes) in &cases {
+        let _ = flix::rewrite::warnings(bytes);
+        if let Ok(out) = rewrite(bytes, &rename) {
+            inspect(&out)
+                .unwrap_or_else(|err| panic!("{name}: renamed output does not parse: {err}"));
+        }
         match rewrite(bytes, &e) {
             Ok(out) => {
                 inspect(&out)
@@ -567,4 +578,73 @@ fn rewrite_file_replaces_atomically_and_keeps_the_mode() {
     let err = flix::rewrite::rewrite_file(&lib, &e).unwrap_err();
     assert!(err.to_string().contains("libz.so.1"), "{err}");
     assert_eq!(fs::read(&f).unwrap(), before);
+}
+
+/// A real library (the host's zlib, versioned, built by its distribution): every symbol it
+/// defines is renamed in a copy of it and in a program using it, through the library API; the
+/// program still runs with every symbol bound at start.
+#[test]
+fn renaming_all_symbols_of_host_zlib_keeps_its_users_running() {
+    let zlib = Path::new("/usr/lib/x86_64-linux-gnu/libz.so.1");
+    if !host_x86_64()
+        || !zlib.exists()
+        || !Path::new("/usr/include/zlib.h").exists()
+        || !testkit::require_tool("gcc")
+    {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let src = r#"#include <stdio.h>
+#include <string.h>
+#include <zlib.h>
+int main(void) {
+    const char *msg = "hello hello hello hello hello";
+    unsigned char packed[256], plain[256];
+    uLongf plen = sizeof packed, ulen = sizeof plain;
+    if (compress(packed, &plen, (const Bytef *)msg, strlen(msg)) != Z_OK) return 1;
+    if (uncompress(plain, &ulen, packed, plen) != Z_OK) return 2;
+    printf("%s %.*s %lu\n", zlibVersion(), (int)ulen, plain, crc32(0L, Z_NULL, 0));
+    return 0;
+}
+"#;
+    let prog = cc("gcc", t, "zuser", src, &["-lz"]);
+    let lib = t.join("libz.so.1");
+    fs::copy(zlib, &lib).unwrap();
+    let run = || {
+        let o = Command::new(&prog)
+            .env("LD_BIND_NOW", "1")
+            .env("LD_LIBRARY_PATH", t)
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let (ok, before) = run();
+    assert!(ok && before.contains("hello hello"), "{before}");
+
+    let nm = testkit::run_ok(Command::new("nm").args(["-D", "--defined-only"]).arg(&lib));
+    let mut e = Edits::default();
+    for line in String::from_utf8_lossy(&nm.stdout).lines() {
+        let Some(name) = line.split_whitespace().last() else {
+            continue;
+        };
+        let name = name.split('@').next().unwrap_or("");
+        if !name.is_empty() && !e.rename_symbols.iter().any(|(o, _)| o == name) {
+            e.rename_symbols
+                .push((name.to_string(), format!("{name}_zz")));
+        }
+    }
+    assert!(e.rename_symbols.len() > 50, "{:?}", e.rename_symbols);
+    for f in [&lib, &prog] {
+        let out = rewrite(&fs::read(f).unwrap(), &e).unwrap();
+        fs::write(f, out).unwrap();
+    }
+    let syms = readelf("--dyn-syms -W", &lib);
+    assert!(syms.contains(" compressBound_zz@@ZLIB_1.2.0\n"), "{syms}");
+    assert!(syms.contains(" compress_zz\n"), "{syms}");
+    assert!(!syms.contains(" compress\n"), "{syms}");
+    assert_eq!(run(), (true, before));
 }

@@ -30,7 +30,12 @@ fuzz_target!(|data: &[u8]| {
     if sel & 64 != 0 {
         e.add_needed = vec!["libextra.so.1".into()];
         e.remove_needed = vec!["libc.so.6".into()];
+        e.rename_symbols = vec![
+            ("free".into(), "free_renamed_for_fuzzing".into()),
+            ("main".into(), "m".into()),
+        ];
     }
+    let _ = flix_rewrite::warnings(bytes);
     if sel & 128 != 0 {
         e.replace_needed = vec![("libc.so.6".into(), "libc-renamed.so.6".into())];
     }

@@ -23,6 +23,15 @@
 //!    unversioned (`.gnu.version` index 1).
 //! 5. An allocated note section ([`add_note_section`]) goes into the new segment too, covered by
 //!    its own PT_NOTE, with a new section header and name; [`remove_note_section`] drops it.
+//! 6. Renamed dynamic symbols get their new names appended to `.dynstr`; `.gnu.hash` and
+//!    `.hash` are rebuilt for them (the hashed symbols re-sorted by bucket, with `.gnu.version`
+//!    and the relocations following), see the `symbols` module.
+//!
+//! A RUNPATH/RPATH string that nothing else shares is overwritten with `X`s when it is replaced
+//! (patchelf does the same), so an old search path does not linger in the file. An object
+//! without PT_DYNAMIC is edited through its `.dynamic` section header. Malformed input is
+//! refused with patchelf's wording for the same check ("string table index out of bounds",
+//! "section headers have wrong size", ...).
 //!
 //! PT_GNU_RELRO is never split or moved. The glibc/musl loader itself is never modified: an
 //! object without DT_NEEDED whose SONAME (or, for [`rewrite_file`], file name) is `ld-linux*`,
@@ -43,6 +52,7 @@ mod consts;
 mod flags;
 mod note;
 mod raw;
+mod symbols;
 
 use std::collections::BTreeSet;
 use std::io;
@@ -96,7 +106,8 @@ pub enum RewriteError {
 }
 
 /// What to change. Applied in this order: DT_NEEDED replacements, removals, additions (new
-/// entries go first, as patchelf does), SONAME, RUNPATH/RPATH, DF_1_NODEFLIB, interpreter.
+/// entries go first, as patchelf does), SONAME, RUNPATH/RPATH, DF_1_NODEFLIB, DT_DEBUG, symbol
+/// renames, interpreter.
 #[non_exhaustive]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Edits {
@@ -118,6 +129,8 @@ pub struct Edits {
     pub replace_needed: Vec<(String, String)>,
     /// Add a DT_DEBUG entry when there is none (debuggers find `r_debug` through it).
     pub add_debug_tag: bool,
+    /// `(old, new)` renames of `.dynsym` entries; the hash tables are rebuilt to match.
+    pub rename_symbols: Vec<(String, String)>,
 }
 
 impl Edits {
@@ -129,6 +142,7 @@ impl Edits {
             || !self.remove_needed.is_empty()
             || !self.replace_needed.is_empty()
             || self.add_debug_tag
+            || !self.rename_symbols.is_empty()
     }
 }
 
@@ -161,10 +175,15 @@ struct Parsed {
     shdrs: Vec<Shdr>,
     /// Index of PT_DYNAMIC.
     dyn_ph: Option<usize>,
+    /// File offset of the dynamic section: PT_DYNAMIC's, else the SHT_DYNAMIC section's (an
+    /// object without PT_DYNAMIC is still edited through its section headers, as patchelf does).
+    dyn_off: Option<u64>,
     /// Dynamic entries before DT_NULL.
     dyns: Vec<(u64, u64)>,
     /// Entries PT_DYNAMIC has room for.
     dyn_slots: u64,
+    /// Whether a DT_NULL ends the entries inside the section.
+    dyn_terminated: bool,
     /// `.dynstr`: file offset, address, size.
     strtab: Option<(u64, u64, u64)>,
 }
@@ -201,22 +220,34 @@ impl Parsed {
             phdrs,
             shdrs,
             dyn_ph: None,
+            dyn_off: None,
             dyns: Vec::new(),
             dyn_slots: 0,
+            dyn_terminated: false,
             strtab: None,
         };
+        p.check_section_headers(b)?;
         p.dyn_ph = p.phdrs.iter().position(|ph| ph.p_type == PT_DYNAMIC);
-        if let Some(i) = p.dyn_ph {
-            let ph = p.phdrs[i];
+        let dyn_sec = p
+            .shdrs
+            .iter()
+            .find(|s| s.sh_type == SHT_DYNAMIC && s.flags & SHF_ALLOC != 0 && s.size > 0);
+        let dyn_place = match p.dyn_ph {
+            Some(i) => Some((p.phdrs[i].offset, p.phdrs[i].filesz, "PT_DYNAMIC")),
+            None => dyn_sec.map(|s| (s.offset, s.size, "the .dynamic section")),
+        };
+        if let Some((dyn_off, dyn_size, what)) = dyn_place {
             let es = fmt.dynentsize();
-            p.dyn_slots = ph.filesz / es;
-            bytes_at(b, ph.offset, p.dyn_slots * es)
-                .map_err(|_| bad("PT_DYNAMIC is past the end of the file"))?;
+            p.dyn_off = Some(dyn_off);
+            p.dyn_slots = dyn_size / es;
+            bytes_at(b, dyn_off, p.dyn_slots * es)
+                .map_err(|_| bad(format!("{what} is past the end of the file")))?;
             for k in 0..p.dyn_slots {
-                let off = ph.offset + k * es;
+                let off = dyn_off + k * es;
                 let tag = fmt.word(b, off)?;
                 let val = fmt.word(b, off + fmt.word_size())?;
                 if tag == DT_NULL {
+                    p.dyn_terminated = true;
                     break;
                 }
                 p.dyns.push((tag, val));
@@ -230,7 +261,12 @@ impl Parsed {
                             "DT_STRTAB {addr:#x} is not inside a loaded segment"
                         ))
                     })?;
-                    bytes_at(b, off, size)?;
+                    let table = bytes_at(b, off, size).map_err(|_| {
+                        bad("dynamic string table: data region extends past file end")
+                    })?;
+                    if table.last() != Some(&0) {
+                        return Err(bad("dynamic string table is not NUL-terminated"));
+                    }
                     p.strtab = Some((off, addr, size));
                 }
                 _ if p.dyns.iter().any(|&(t, _)| is_string_tag(t)) => {
@@ -240,6 +276,82 @@ impl Parsed {
             }
         }
         Ok(Some(p))
+    }
+
+    /// The section header checks patchelf makes, with its wording: the section name table and
+    /// every name in it, and the placement of `.dynamic`.
+    fn check_section_headers(&self, b: &[u8]) -> R<()> {
+        if self.shdrs.is_empty() {
+            return Ok(());
+        }
+        let idx = usize::from(self.eh.shstrndx);
+        if idx != 0 {
+            let Some(sh) = self.shdrs.get(idx) else {
+                return Err(bad(format!(
+                    "section header string table index out of bounds (e_shstrndx {idx}, {} sections)",
+                    self.shdrs.len()
+                )));
+            };
+            let names = bytes_at(b, sh.offset, sh.size).map_err(|_| {
+                bad(format!(
+                    "section header string table: data region extends past file end ({:#x} bytes at {:#x})",
+                    sh.size, sh.offset
+                ))
+            })?;
+            match names.last() {
+                None => return Err(bad("section header string table size is zero")),
+                Some(&c) if c != 0 => {
+                    return Err(bad("section header string table is not zero terminated"))
+                }
+                _ => {}
+            }
+            for (i, s) in self.shdrs.iter().enumerate().skip(1) {
+                if u64::from(s.name) >= sh.size {
+                    return Err(bad(format!(
+                        "section {i}: section name offset out of bounds ({:#x})",
+                        s.name
+                    )));
+                }
+            }
+        }
+        for s in &self.shdrs {
+            if s.sh_type != SHT_DYNAMIC {
+                continue;
+            }
+            if s.offset
+                .checked_add(s.size)
+                .is_none_or(|end| end > b.len() as u64)
+            {
+                return Err(bad(format!(
+                    "section .dynamic: data offset extends past file end ({:#x} bytes at {:#x})",
+                    s.size, s.offset
+                )));
+            }
+            if s.offset % self.fmt.word_size() != 0 {
+                return Err(bad(format!(
+                    "section .dynamic: section content is not naturally aligned (offset {:#x})",
+                    s.offset
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Name of section `i` (empty when there is no name table).
+    fn section_name<'b>(&self, b: &'b [u8], i: usize) -> &'b [u8] {
+        let (Some(names), Some(sh)) = (
+            self.shdrs.get(usize::from(self.eh.shstrndx)),
+            self.shdrs.get(i),
+        ) else {
+            return b"";
+        };
+        if self.eh.shstrndx == 0 {
+            return b"";
+        }
+        bytes_at(b, names.offset, names.size)
+            .ok()
+            .and_then(|t| cstr(t, sh.name.into()).ok())
+            .unwrap_or(b"")
     }
 
     fn dyn_val(&self, tag: u64) -> Option<u64> {
@@ -285,7 +397,7 @@ impl Parsed {
             machine: self.eh.machine,
             e_type: self.eh.e_type,
             interpreter: self.interp(b)?,
-            has_dynamic: self.dyn_ph.is_some(),
+            has_dynamic: self.dyn_off.is_some(),
             ..ElfSummary::default()
         };
         for &(tag, val) in &self.dyns {
@@ -318,7 +430,7 @@ fn is_loader_name(name: &str) -> bool {
 
 /// The loader rule: an object with no DT_NEEDED named like a loader is the loader.
 fn refuse_loader(p: &Parsed, b: &[u8], file_name: Option<&str>) -> R<()> {
-    if p.dyn_ph.is_none() || p.dyns.iter().any(|&(t, _)| t == DT_NEEDED) {
+    if p.dyn_off.is_none() || p.dyns.iter().any(|&(t, _)| t == DT_NEEDED) {
         return Ok(());
     }
     let soname = match p.dyn_val(DT_SONAME) {
@@ -350,6 +462,13 @@ fn find_cstr(hay: &[u8], s: &str) -> Option<usize> {
         .find(|&start| &hay[start..start + n] == s.as_bytes())
 }
 
+/// Offset of the NUL ending the string that starts at `off` in `table`.
+fn string_end(table: &[u8], off: u64) -> Option<u64> {
+    let start = usize::try_from(off).ok()?;
+    let rest = table.get(start..)?;
+    rest.iter().position(|&c| c == 0).map(|n| off + n as u64)
+}
+
 impl Strings {
     fn get(&self, off: u64) -> R<String> {
         let bytes = if off < self.table.len() as u64 {
@@ -358,6 +477,13 @@ impl Strings {
             cstr(&self.extra, off - self.table.len() as u64)?
         };
         Ok(String::from_utf8_lossy(bytes).into_owned())
+    }
+    /// Append `s` without looking for it in the table.
+    fn append(&mut self, s: &str) -> u64 {
+        let off = (self.table.len() + self.extra.len()) as u64;
+        self.extra.extend_from_slice(s.as_bytes());
+        self.extra.push(0);
+        off
     }
     fn add(&mut self, s: &str) -> u64 {
         if let Some(i) = find_cstr(&self.table, s) {
@@ -546,9 +672,14 @@ pub fn rewrite_named(
     let before = p.summary(input)?;
     let mut out = input.to_vec();
 
-    if edits.touches_dynamic() && p.dyn_ph.is_none() {
+    if edits.touches_dynamic() && p.dyn_off.is_none() {
         return Err(unsupported(
             "no dynamic section (statically linked?): nothing to set the search path, soname or needed libraries in",
+        ));
+    }
+    if edits.touches_dynamic() && !p.dyn_terminated {
+        return Err(bad(
+            "cannot edit .dynamic: no DT_NULL ends it (setSubstr: write extends past end of section)",
         ));
     }
     if edits.interpreter.is_some() && before.interpreter.is_none() {
@@ -588,20 +719,28 @@ pub fn rewrite_named(
                 DT_RUNPATH
             };
             let mut val = None;
-            if let Some(o) = old_off.filter(|_| find_cstr(&strings.table, &s).is_none()) {
+            if let Some(o) = old_off {
                 let old_len = cstr(&strings.table, o)?.len() as u64;
-                if s.len() as u64 <= old_len {
-                    if let Some(refs) = other_string_refs(&p, input)? {
-                        let dyn_refs = dyns
-                            .iter()
-                            .filter(|&&(t, _)| is_string_tag(t))
-                            .map(|&(_, v)| v);
-                        let shared = refs
-                            .into_iter()
-                            .chain(dyn_refs)
-                            .any(|r| r >= o && r <= o + old_len);
-                        if !shared {
-                            let start = o as usize;
+                if let Some(refs) = other_string_refs(&p, input)? {
+                    let dyn_refs = dyns
+                        .iter()
+                        .filter(|&&(t, _)| is_string_tag(t))
+                        .map(|&(_, v)| v);
+                    // Shared: another reference reads a string that ends where the old
+                    // search path ends (the same string, a tail of it, or a longer one).
+                    let end = o + old_len;
+                    let shared = refs
+                        .into_iter()
+                        .chain(dyn_refs)
+                        .any(|r| string_end(&strings.table, r) == Some(end));
+                    if !shared {
+                        // Nothing else uses the old string: overwrite it so the old search
+                        // path does not linger (patchelf's 'X' taint), then reuse its slot
+                        // when the new one fits.
+                        let start = o as usize;
+                        let slot = &mut strings.table[start..start + old_len as usize];
+                        slot.fill(b'X');
+                        if s.len() as u64 <= old_len && find_cstr(&strings.table, &s).is_none() {
                             let slot = &mut strings.table[start..start + old_len as usize];
                             slot.fill(0);
                             slot[..s.len()].copy_from_slice(s.as_bytes());
@@ -693,6 +832,8 @@ pub fn rewrite_named(
         dyns.push((DT_DEBUG, 0));
     }
 
+    let renamed = symbols::rename(&p, &mut out, &mut strings, &edits.rename_symbols)?;
+
     // Version needs follow DT_NEEDED.
     let mut verneed_count = None;
     if (!renames.is_empty() || !removed.is_empty()) && p.dyn_val(DT_VERNEED).is_some() {
@@ -775,6 +916,9 @@ pub fn rewrite_named(
             set_verneed_info(&p, &mut out, n)?;
         }
         verify(&out, input, &expect)?;
+        if renamed > 0 {
+            verify_symbols(&out)?;
+        }
         return Ok(out);
     }
 
@@ -792,7 +936,25 @@ pub fn rewrite_named(
         },
     )?;
     verify(&out, input, &expect)?;
+    if renamed > 0 {
+        verify_symbols(&out)?;
+    }
     Ok(out)
+}
+
+/// After renaming symbols: every hashed symbol is found through `.gnu.hash`.
+fn verify_symbols(out: &[u8]) -> R<()> {
+    let p = Parsed::parse(out)
+        .map_err(|e| RewriteError::Verify(format!("cannot parse the output: {e}")))?
+        .ok_or_else(|| RewriteError::Verify("output is not ELF".into()))?;
+    symbols::check_gnu_hash(&p, out).map_err(|e| RewriteError::Verify(e.to_string()))
+}
+
+/// Problems worth a warning that do not stop an edit (patchelf's wording where it has one),
+/// e.g. symbol table entries that refer to a section without a name.
+pub fn warnings(input: &[u8]) -> Result<Vec<String>, RewriteError> {
+    let p = Parsed::parse(input)?.ok_or(RewriteError::NotElf)?;
+    Ok(symbols::unnamed_section_refs(&p, input))
 }
 
 fn last_needed_pos(dyns: &[(u64, u64)]) -> usize {
@@ -813,8 +975,8 @@ fn write_dyn_entries(fmt: Fmt, b: &mut [u8], off: u64, slots: u64, dyns: &[(u64,
 }
 
 fn write_dynamic_in_place(p: &Parsed, out: &mut [u8], dyns: &[(u64, u64)]) -> R<()> {
-    let ph = p.phdrs[p.dyn_ph.ok_or_else(|| bad("no PT_DYNAMIC"))?];
-    write_dyn_entries(p.fmt, out, ph.offset, p.dyn_slots, dyns)
+    let off = p.dyn_off.ok_or_else(|| bad("no dynamic section"))?;
+    write_dyn_entries(p.fmt, out, off, p.dyn_slots, dyns)
 }
 
 fn set_verneed_info(p: &Parsed, out: &mut [u8], n: u64) -> R<()> {
@@ -989,10 +1151,13 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
         .iter()
         .find(|ph| ph.p_type == PT_INTERP)
         .map(|ph| ph.offset);
-    let library_like = !p
-        .phdrs
-        .iter()
-        .any(|ph| matches!(ph.p_type, PT_INTERP | PT_PHDR));
+    // An object whose dynamic section is known only from its section headers has no
+    // PT_DYNAMIC, so no loader runs it as it is: its table may move like a library's.
+    let library_like = p.dyn_ph.is_none()
+        || !p
+            .phdrs
+            .iter()
+            .any(|ph| matches!(ph.p_type, PT_INTERP | PT_PHDR));
     // A shared library whose table cannot grow in place gets its program headers in the new
     // segment instead (glibc reads a library's table from the file and finds it in a PT_LOAD);
     // programs never do, the kernel wants theirs in the first page.
@@ -1072,7 +1237,7 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
         write_dyn_entries(fmt, &mut bytes, 0, n, &dyns)?;
         Some((place(&mut seg, &bytes, fmt.word_size())?, n * es))
     } else {
-        if p.dyn_ph.is_some() {
+        if p.dyn_off.is_some() {
             write_dynamic_in_place(p, out, &dyns)?;
         }
         None
@@ -1093,6 +1258,11 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
             PT_PHDR => {
                 n.filesz += added_phdrs * phsz;
                 n.memsz += added_phdrs * phsz;
+                if let Some(pos) = phdr_pos {
+                    n.offset = off_of(pos);
+                    n.vaddr = vaddr_of(pos);
+                    n.paddr = n.vaddr;
+                }
             }
             PT_INTERP if interp_pos.is_some() => {
                 let (pos, len) = interp_pos.unwrap_or_default();

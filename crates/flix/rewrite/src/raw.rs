@@ -166,6 +166,8 @@ pub(crate) struct Ehdr {
     pub shoff: u64,
     pub phnum: u16,
     pub shnum: u16,
+    /// Index of the section name string table (`e_shstrndx`).
+    pub shstrndx: u16,
 }
 
 impl Ehdr {
@@ -178,6 +180,7 @@ impl Ehdr {
             "phnum" => 32 + 3 * w,
             "shentsize" => 34 + 3 * w,
             "shnum" => 36 + 3 * w,
+            "shstrndx" => 38 + 3 * w,
             _ => 0,
         }
     }
@@ -210,17 +213,39 @@ impl Ehdr {
             shoff: fmt.word(b, Self::off(fmt, "shoff"))?,
             phnum: fmt.u16(b, Self::off(fmt, "phnum"))?,
             shnum: fmt.u16(b, Self::off(fmt, "shnum"))?,
+            shstrndx: fmt.u16(b, Self::off(fmt, "shstrndx"))?,
         };
         let phentsize = fmt.u16(b, Self::off(fmt, "phentsize"))?;
-        if e.phnum > 0 && u64::from(phentsize) != fmt.phentsize() {
-            return Err(bad(format!("unexpected program header size {phentsize}")));
+        let shentsize = fmt.u16(b, Self::off(fmt, "shentsize"))?;
+        // The tables must lie inside the file (checked with the sizes the header claims).
+        let table_end = |off: u64, num: u16, size: u16| {
+            off.checked_add(u64::from(num) * u64::from(size))
+                .filter(|&end| end <= b.len() as u64)
+        };
+        if e.phnum > 0 && table_end(e.phoff, e.phnum, phentsize).is_none() {
+            return Err(bad(format!(
+                "program header table out of bounds ({} entries at {:#x})",
+                e.phnum, e.phoff
+            )));
+        }
+        if e.shoff != 0 && e.shnum > 0 && table_end(e.shoff, e.shnum, shentsize).is_none() {
+            return Err(bad(format!(
+                "section header table out of bounds ({} entries at {:#x})",
+                e.shnum, e.shoff
+            )));
         }
         if e.phnum == 0xffff {
             return Err(unsupported("extended program header numbering (PN_XNUM)"));
         }
-        let shentsize = fmt.u16(b, Self::off(fmt, "shentsize"))?;
+        if e.phnum > 0 && u64::from(phentsize) != fmt.phentsize() {
+            return Err(bad(format!(
+                "program headers have wrong size ({phentsize} bytes)"
+            )));
+        }
         if e.shnum > 0 && u64::from(shentsize) != fmt.shentsize() {
-            return Err(bad(format!("unexpected section header size {shentsize}")));
+            return Err(bad(format!(
+                "section headers have wrong size ({shentsize} bytes)"
+            )));
         }
         Ok(Some((fmt, e)))
     }
@@ -369,10 +394,11 @@ impl Shdr {
 
 /// Read a NUL-terminated string at `off` inside `table`.
 pub(crate) fn cstr(table: &[u8], off: u64) -> R<&[u8]> {
-    let start = usize::try_from(off).map_err(|_| bad("string offset out of range"))?;
+    let start = usize::try_from(off)
+        .map_err(|_| bad(format!("string table index out of bounds ({off:#x})")))?;
     let rest = table
         .get(start..)
-        .ok_or_else(|| bad(format!("string offset {off:#x} is past the string table")))?;
+        .ok_or_else(|| bad(format!("string table index out of bounds ({off:#x})")))?;
     let end = rest
         .iter()
         .position(|&c| c == 0)
