@@ -221,13 +221,22 @@ pub fn apply_layer(
     diff_id: Option<&str>,
     opts: &UnpackOptions,
 ) -> Result<LayerStats, UnpackError> {
-    // Reading, hashing and decompressing run on a thread of their own, the tar side (all the
-    // file system calls) on this one: two cores busy instead of one.
+    // Three threads: reading, hashing the blob and decompressing on one; hashing the tar
+    // stream on another; the tar side (all the file system calls) on this one. On a fast file
+    // system decompression and hashing are the longest path, so they do not share a thread.
     let root_fd = open_root(root)?;
     std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(16);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Chunk>>(16);
+        let (htx, hrx) = std::sync::mpsc::sync_channel::<Chunk>(16);
+        let hasher = scope.spawn(move || {
+            let mut inner = Sha256::new();
+            for chunk in hrx {
+                inner.update(&chunk[..]);
+            }
+            hex::encode(inner.finalize())
+        });
         let producer = scope.spawn(move || {
-            let r = decode_stream(blob, &tx);
+            let r = decode_stream(blob, &tx, htx);
             if let Err(e) = &r {
                 let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string())));
             }
@@ -237,14 +246,18 @@ pub fn apply_layer(
             root_fd,
             ChanReader {
                 rx,
-                cur: Vec::new(),
+                cur: Chunk::default(),
                 off: 0,
             },
             opts,
         );
-        let hashes = producer
+        let outer = producer
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("the decompression thread panicked")));
+        let inner = hasher
+            .join()
+            .map_err(|_| io::Error::other("the hashing thread panicked"));
+        let hashes = outer.and_then(|o| Ok((o, inner?)));
         let stats = stats?;
         let (actual_outer, actual_inner) = hashes.map_err(UnpackError::Tar)?;
         if let Some(d) = digest {
@@ -267,12 +280,17 @@ pub fn apply_layer(
     })
 }
 
-/// Reads the blob, hashes it, decompresses it (gzip, zstd or none, by magic) and hashes the
-/// result, sending the tar stream in chunks; returns (blob hex, tar hex).
+/// A piece of the tar stream, shared by the tar side and the hashing thread.
+type Chunk = std::sync::Arc<Vec<u8>>;
+
+/// Reads the blob, hashes it, decompresses it (gzip, zstd or none, by magic) and sends the tar
+/// stream in chunks to the tar side (`tx`) and to the tar-stream hasher (`hash_tx`); returns
+/// the blob's hex sha256.
 fn decode_stream(
     blob: impl Read,
-    tx: &std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
-) -> io::Result<(String, String)> {
+    tx: &std::sync::mpsc::SyncSender<io::Result<Chunk>>,
+    hash_tx: std::sync::mpsc::SyncSender<Chunk>,
+) -> io::Result<String> {
     let outer = Rc::new(RefCell::new(Sha256::new()));
     let mut buffered = BufReader::with_capacity(
         1 << 20,
@@ -289,39 +307,28 @@ fn decode_stream(
     } else {
         Box::new(buffered)
     };
-    let mut inner = Sha256::new();
     const CHUNK: usize = 256 << 10;
     loop {
-        let mut buf = vec![0u8; CHUNK];
-        let mut n = 0;
-        while n < CHUNK {
-            match decoded.read(&mut buf[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let mut buf = Vec::with_capacity(CHUNK);
+        // Read straight into the spare capacity: no zeroing of every chunk first.
+        let n = (&mut decoded).take(CHUNK as u64).read_to_end(&mut buf)?;
         if n == 0 {
             break;
         }
-        buf.truncate(n);
-        inner.update(&buf);
-        if tx.send(Ok(buf)).is_err() {
+        let chunk = Chunk::new(buf);
+        if hash_tx.send(chunk.clone()).is_err() || tx.send(Ok(chunk)).is_err() {
             // The tar side stopped (an error it reports itself).
             return Err(io::Error::other("unpacking stopped"));
         }
     }
+    drop(hash_tx);
     drop(decoded);
-    Ok((
-        hex::encode(outer.take().finalize()),
-        hex::encode(inner.finalize()),
-    ))
+    Ok(hex::encode(outer.take().finalize()))
 }
 
 struct ChanReader {
-    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
-    cur: Vec<u8>,
+    rx: std::sync::mpsc::Receiver<io::Result<Chunk>>,
+    cur: Chunk,
     off: usize,
 }
 
