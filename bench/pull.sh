@@ -5,7 +5,8 @@
 # prints the ratios. Goal: cold at most 0.5, warm far below.
 #
 # Usage: bench/pull.sh [OCI_LAYOUT [TAG]]   (default: the trixie fixture, tag trixie)
-# Env:   OCIROOTFS_BIN (default: a release build, built here), RUNS (default 3), SYSEXT_FIXTURES.
+# Env:   OCIROOTFS_BIN (default: a release build, built here), RUNS (default 3), SYSEXT_FIXTURES,
+#        BENCH_DIR (where the scratch folder goes, default /var/tmp).
 # Needs root (owners are applied by both tools), docker-registry, skopeo, umoci, hyperfine.
 set -eu
 

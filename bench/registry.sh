@@ -23,10 +23,11 @@ bench_layout() {
     }
 }
 
-# bench_work NAME: sets work (a new scratch folder /var/tmp/bench-NAME.*) and reg_pid (empty);
-# on exit the registry serve_layout started is stopped and work is removed.
+# bench_work NAME: sets work (a new scratch folder $BENCH_DIR/bench-NAME.*, default /var/tmp:
+# a disk, as users unpack to; a tmpfs there measures the tools without the file system) and
+# reg_pid (empty); on exit the registry serve_layout started is stopped and work is removed.
 bench_work() {
-    work=$(mktemp -d "/var/tmp/bench-$1.XXXXXX")
+    work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/bench-$1.XXXXXX")
     reg_pid=
     trap bench_cleanup EXIT INT TERM
 }
