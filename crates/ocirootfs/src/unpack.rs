@@ -440,6 +440,27 @@ fn parse_meta<R: Read>(entry: &mut tar::Entry<R>) -> Meta {
 }
 
 impl Applier<'_> {
+    /// Gives `name` in `dir` (not followed) the entry's numeric owner, when running as root.
+    fn chown_at(
+        &self,
+        dir: &OwnedFd,
+        name: &OsStr,
+        meta: &Meta,
+        path: &[u8],
+    ) -> Result<(), UnpackError> {
+        if !self.opts.as_root {
+            return Ok(());
+        }
+        rfs::chownat(
+            dir,
+            name,
+            Some(rfs::Uid::from_raw(meta.uid)),
+            Some(rfs::Gid::from_raw(meta.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(io_err("chown", path))
+    }
+
     fn warn(&mut self, msg: String) {
         tracing::warn!("{msg}");
         self.stats.warnings.push(msg);
@@ -702,20 +723,12 @@ impl Applier<'_> {
                     .link_name_bytes()
                     .map(|c| c.into_owned())
                     .unwrap_or_default();
+                // The cache of opened parents needs no flush here: it only holds directories that
+                // resolved, and `remove` already flushed it if a directory or symlink stood here.
                 replace(self, &parent)?;
-                self.parents.clear();
                 rfs::symlinkat(OsStr::from_bytes(&target), &parent, cname)
                     .map_err(io_err("create symlink", &path))?;
-                if self.opts.as_root {
-                    rfs::chownat(
-                        &parent,
-                        cname,
-                        Some(rfs::Uid::from_raw(meta.uid)),
-                        Some(rfs::Gid::from_raw(meta.gid)),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(io_err("chown", &path))?;
-                }
+                self.chown_at(&parent, cname, &meta, &path)?;
                 let ts = times(meta.mtime);
                 rfs::utimensat(&parent, cname, &ts, AtFlags::SYMLINK_NOFOLLOW)
                     .map_err(io_err("set times of", &path))?;
@@ -773,16 +786,7 @@ impl Applier<'_> {
                 );
                 rfs::mknodat(&parent, cname, ft, Mode::from_raw_mode(0o600), dev)
                     .map_err(io_err("create node", &path))?;
-                if self.opts.as_root {
-                    rfs::chownat(
-                        &parent,
-                        cname,
-                        Some(rfs::Uid::from_raw(meta.uid)),
-                        Some(rfs::Gid::from_raw(meta.gid)),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(io_err("chown", &path))?;
-                }
+                self.chown_at(&parent, cname, &meta, &path)?;
                 rfs::chmodat(
                     &parent,
                     cname,

@@ -428,6 +428,22 @@ fn is_loader_name(name: &str) -> bool {
         || name.starts_with("ld-musl-")
 }
 
+impl Parsed {
+    /// Parses `input` for an edit: an executable or shared object that is not the loader
+    /// (recognised by SONAME, or by `file_name` when it has none).
+    fn editable(input: &[u8], file_name: Option<&str>) -> R<Parsed> {
+        let p = Parsed::parse(input)?.ok_or(RewriteError::NotElf)?;
+        if p.eh.e_type != 2 && p.eh.e_type != 3 {
+            return Err(unsupported(format!(
+                "ELF type {} is neither an executable nor a shared object",
+                p.eh.e_type
+            )));
+        }
+        refuse_loader(&p, input, file_name)?;
+        Ok(p)
+    }
+}
+
 /// The loader rule: an object with no DT_NEEDED named like a loader is the loader.
 fn refuse_loader(p: &Parsed, b: &[u8], file_name: Option<&str>) -> R<()> {
     if p.dyn_off.is_none() || p.dyns.iter().any(|&(t, _)| t == DT_NEEDED) {
@@ -660,15 +676,8 @@ pub fn rewrite_named(
     edits: &Edits,
     file_name: Option<&str>,
 ) -> Result<Vec<u8>, RewriteError> {
-    let p = Parsed::parse(input)?.ok_or(RewriteError::NotElf)?;
+    let p = Parsed::editable(input, file_name)?;
     let fmt = p.fmt;
-    if p.eh.e_type != 2 && p.eh.e_type != 3 {
-        return Err(unsupported(format!(
-            "ELF type {} is neither an executable nor a shared object",
-            p.eh.e_type
-        )));
-    }
-    refuse_loader(&p, input, file_name)?;
     let before = p.summary(input)?;
     let mut out = input.to_vec();
 
@@ -1199,6 +1208,14 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
     };
     let vaddr_of = |pos: u64| seg_vaddr + pos;
     let off_of = |pos: u64| seg_off + pos;
+    // Points a program header at `len` bytes placed at `pos` in the new segment.
+    let cover = |ph: &mut Phdr, pos: u64, len: u64| {
+        ph.offset = off_of(pos);
+        ph.vaddr = vaddr_of(pos);
+        ph.paddr = ph.vaddr;
+        ph.filesz = len;
+        ph.memsz = len;
+    };
     let moved_addr = |a: u64| -> Option<u64> {
         let (_, ov, len, pos) = shift?;
         (a >= ov && a < ov + len).then(|| vaddr_of(pos) + (a - ov))
@@ -1266,20 +1283,12 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
             }
             PT_INTERP if interp_pos.is_some() => {
                 let (pos, len) = interp_pos.unwrap_or_default();
-                n.offset = off_of(pos);
-                n.vaddr = vaddr_of(pos);
-                n.paddr = n.vaddr;
-                n.filesz = len;
-                n.memsz = len;
+                cover(&mut n, pos, len);
                 n.align = 1;
             }
             PT_DYNAMIC if dyn_pos.is_some() => {
                 let (pos, len) = dyn_pos.unwrap_or_default();
-                n.offset = off_of(pos);
-                n.vaddr = vaddr_of(pos);
-                n.paddr = n.vaddr;
-                n.filesz = len;
-                n.memsz = len;
+                cover(&mut n, pos, len);
             }
             PT_LOAD => {}
             _ => {
@@ -1330,6 +1339,11 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
     // Sections.
     let mut shdrs = p.shdrs.clone();
     let old_strtab_addr = p.strtab.map(|(_, a, _)| a);
+    let cover_section = |sh: &mut Shdr, pos: u64, len: u64| {
+        sh.offset = off_of(pos);
+        sh.addr = vaddr_of(pos);
+        sh.size = len;
+    };
     for (i, sh) in p.shdrs.iter().enumerate() {
         let n = &mut shdrs[i];
         if sh.flags & SHF_ALLOC != 0 && sh.sh_type != SHT_NOBITS {
@@ -1340,23 +1354,17 @@ fn layout(p: &Parsed, input: &[u8], out: &mut Vec<u8>, li: LayoutInput<'_>) -> R
         }
         if let Some((pos, len)) = interp_pos {
             if sh.sh_type == SHT_PROGBITS && Some(sh.offset) == interp_off && sh.size > 0 {
-                n.offset = off_of(pos);
-                n.addr = vaddr_of(pos);
-                n.size = len;
+                cover_section(n, pos, len);
             }
         }
         if let Some((pos, len)) = dynstr_pos {
             if sh.sh_type == SHT_STRTAB && Some(sh.addr) == old_strtab_addr && sh.addr != 0 {
-                n.offset = off_of(pos);
-                n.addr = vaddr_of(pos);
-                n.size = len;
+                cover_section(n, pos, len);
             }
         }
         if let Some((pos, len)) = dyn_pos {
             if sh.sh_type == SHT_DYNAMIC {
-                n.offset = off_of(pos);
-                n.addr = vaddr_of(pos);
-                n.size = len;
+                cover_section(n, pos, len);
             }
         }
         if let (Some(c), SHT_GNU_VERNEED) = (verneed_count, sh.sh_type) {

@@ -17,7 +17,7 @@
 
 use super::consts::*;
 use super::raw::{bad, bytes_at, bytes_at_mut, cstr, unsupported, Fmt, Phdr, Shdr, R};
-use super::{layout, refuse_loader, verify, LayoutInput, Parsed, RewriteError, Strings};
+use super::{layout, verify, LayoutInput, Parsed, RewriteError, Strings};
 
 const SHT_SYMTAB: u32 = 2;
 const SHF_INFO_LINK: u64 = 0x40;
@@ -167,15 +167,8 @@ fn write_shdr(fmt: Fmt, b: &mut [u8], off: u64, sh: &Shdr) -> R<()> {
 /// Refused when a section of that name exists already, when the file has no section headers,
 /// or when it is the dynamic loader.
 pub fn add_note_section(input: &[u8], note: &Note<'_>) -> Result<Vec<u8>, RewriteError> {
-    let p = Parsed::parse(input)?.ok_or(RewriteError::NotElf)?;
+    let p = Parsed::editable(input, None)?;
     let fmt = p.fmt;
-    if p.eh.e_type != 2 && p.eh.e_type != 3 {
-        return Err(unsupported(format!(
-            "ELF type {} is neither an executable nor a shared object",
-            p.eh.e_type
-        )));
-    }
-    refuse_loader(&p, input, None)?;
     if p.shdrs.is_empty() {
         return Err(unsupported("no section headers: cannot add a note section"));
     }
