@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job, end to end on a fresh machine:
-#   1. install what is needed (scripts/setup.sh) and build the tools (release);
+#   1. install what the demo needs (scripts/setup.sh demo) and build the tools (release);
 #   2. build a real Debian trixie root filesystem with mmdebstrap and turn it into an OCI image;
 #   3. serve it from a docker-registry on 127.0.0.1 and push it there with skopeo;
 #   4. flix: relocate htop, nginx, b3sum and curl into tools.raw, pulled from the registry;
@@ -17,7 +17,7 @@ mkdir -p "$out"
 step() { printf '\n== %s\n' "$*"; }
 
 step "setup"
-bash scripts/setup.sh
+bash scripts/setup.sh demo
 cargo build --release --locked -p sysext -p flix -p flatwrap -p ocirootfs
 bin=$top/target/release
 

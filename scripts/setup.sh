@@ -1,29 +1,49 @@
 #!/usr/bin/env bash
-# Installs everything the build, the tests, the benchmarks and the demo need on a fresh
-# Debian 12 machine: Debian packages through apt-get, Rust tools through cargo.
-# Safe to run again: it installs only what is missing.
+# Installs what the project needs on a fresh Debian 12 machine: Debian packages through
+# apt-get, Rust tools through cargo. Safe to run again: it installs only what is missing.
+#
+# Usage: scripts/setup.sh [demo]
+#   (no argument)  everything: the build, the tests, the fuzz targets, the benchmarks and
+#                  scripts/patchelf-suite.sh
+#   demo           only what scripts/demo.sh uses (no test-only tools, no cargo-fuzz)
 set -euo pipefail
+profile=${1:-all}
+case "$profile" in
+  all|demo) ;;
+  *) echo "setup: unknown profile '$profile' (use no argument, or 'demo')" >&2; exit 2 ;;
+esac
 
-packages=(
+# What the main job (scripts/demo.sh) needs.
+demo_packages=(
   mmdebstrap          # real root filesystems for the tests and the demo
   docker-registry     # a real registry server on loopback
   skopeo umoci        # reference tools: push, pull, unpack
   squashfs-tools      # mksquashfs / unsquashfs: the reference packer and reader
+  util-linux mount    # unshare, loop devices
+  gcc                 # the linker Rust needs; the demo's static hello for bake
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross  # the demo's arm64 hello, and arm64 ELF tests
+  python3             # a free loopback port for the demo's registry
+  ca-certificates
+)
+
+# Everything else the tests, the fuzz targets and the benchmarks use.
+packages=(
+  "${demo_packages[@]}"
   erofs-utils
   bubblewrap          # flatwrap's unprivileged path
   busybox-static      # a host with no libc at all
   g++                 # libFuzzer (cargo-fuzz) is C++
+  autoconf automake make  # scripts/patchelf-suite.sh builds patchelf's own suite
   musl-tools          # musl-gcc for musl-linked test programs
   patchelf            # reference only (benchmarks, differential tests)
   hyperfine
   tmux                # drives htop in a terminal
-  gcc-aarch64-linux-gnu libc6-dev-arm64-cross  # arm64 objects for the ELF tests
   gcc-i686-linux-gnu libc6-dev-i386-cross      # i386 objects for the ELF tests
   lld golang-go       # binaries from other linkers (full .dynamic, Go layout) for the ELF tests
-  util-linux mount e2fsprogs attr file binutils
-  ca-certificates
+  e2fsprogs attr file binutils
   apache2-utils openssl  # htpasswd -B and token-signing keys for the registry auth tests
 )
+[ "$profile" = demo ] && packages=("${demo_packages[@]}")
 
 missing=()
 for p in "${packages[@]}"; do
@@ -42,7 +62,8 @@ fi
 
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust with rustup first" >&2; exit 2; }
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
-# cargo-fuzz builds the ELF fuzz targets (scripts/fuzz.sh).
+[ "$profile" = demo ] && exit 0
+# cargo-fuzz builds the fuzz targets (scripts/fuzz.sh).
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked --version 0.13.2
 fi

@@ -591,6 +591,79 @@ impl Builder<'_> {
     }
 }
 
+/// The `glibc-hwcaps` levels whose copies of a library are shipped beside the baseline copy.
+const HWCAPS_LEVELS: [&str; 3] = ["x86-64-v2", "x86-64-v3", "x86-64-v4"];
+
+/// The copies of x86-64 library `lname` (loaded from `real`) in its search dir: the baseline
+/// (`None`) and each `glibc-hwcaps/x86-64-vN` subdirectory (`Some(sub)`), as (subdir, real
+/// path inside the root, info). Empty when the library has no hwcaps copies, or is not x86-64.
+/// A copy of another class or machine, or one that needs a library the closure did not ship,
+/// is left out with a note.
+fn hwcaps_variants(
+    b: &Builder,
+    lname: &str,
+    real: &Path,
+    info: &ElfInfo,
+    shipped: &BTreeMap<String, PathBuf>,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<(Option<&'static str>, PathBuf, ElfInfo)> {
+    if info.machine != object::elf::EM_X86_64.0 || !info.class64 {
+        return Vec::new();
+    }
+    let Some(parent) = real.parent() else {
+        return Vec::new();
+    };
+    // The search dir: the parent, or three levels up for .../glibc-hwcaps/x86-64-vN/lib.
+    let in_hwcaps = parent
+        .parent()
+        .is_some_and(|g| g.file_name().is_some_and(|n| n == "glibc-hwcaps"))
+        && parent
+            .file_name()
+            .is_some_and(|n| HWCAPS_LEVELS.iter().any(|l| n == *l));
+    let dir = if in_hwcaps {
+        parent.parent().and_then(Path::parent).unwrap_or(parent)
+    } else {
+        parent
+    };
+    let candidates = std::iter::once((None, dir.join(lname))).chain(
+        HWCAPS_LEVELS
+            .iter()
+            .map(|l| (Some(*l), dir.join("glibc-hwcaps").join(l).join(lname))),
+    );
+    let mut found = Vec::new();
+    for (sub, path) in candidates {
+        let Ok(vreal) = rootfs::resolve(b.root, &path, true) else {
+            continue;
+        };
+        let Ok(Some(vinfo)) = elf::scan_file(&b.host(&vreal)) else {
+            continue;
+        };
+        let unshipped: Vec<&String> = vinfo
+            .needed
+            .iter()
+            .filter(|n| !shipped.contains_key(*n) && !n.starts_with("ld-linux"))
+            .collect();
+        if vinfo.machine != info.machine || vinfo.class64 != info.class64 || !unshipped.is_empty() {
+            diags.push(Diagnostic {
+                severity: Severity::Note,
+                message: format!(
+                    "{} is not shipped beside {}: it is for another machine or needs {:?}",
+                    path.display(),
+                    real.display(),
+                    unshipped
+                ),
+                hint: None,
+            });
+            continue;
+        }
+        found.push((sub, vreal, vinfo));
+    }
+    if found.iter().all(|v| v.0.is_none()) {
+        return Vec::new();
+    }
+    found
+}
+
 /// True for a non-empty relative path made of plain names only (no `/`, `..` or `.`).
 pub fn is_inside_tree(p: &Path) -> bool {
     !p.as_os_str().is_empty()
@@ -878,18 +951,36 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
         b.parents(&lib_dir.join("x"))?;
     }
     for (lname, real, info) in &lib_info {
-        let to = lib_dir.join(lname);
-        let edits = info.is_dynamic.then(|| ElfEdits {
-            interpreter: None,
-            runpath: runpath_for(&b, real, info, &mut diags),
-            nodeflib: true,
-        });
-        b.push(Action::Copy {
-            from: b.host(real),
-            to,
-            mode: 0o755,
-            elf: edits,
-        })?;
+        // A library with glibc-hwcaps copies: the baseline copy goes flat, each x86-64-vN copy
+        // to usr/local/NAME/glibc-hwcaps/x86-64-vN/, where the loader looks first (inside
+        // every RUNPATH dir) on a CPU of that level.
+        let variants = hwcaps_variants(&b, lname, real, info, &libraries, &mut diags);
+        let flat = variants
+            .iter()
+            .find(|v| v.0.is_none())
+            .map(|v| (v.1.clone(), v.2.clone()));
+        let (flat_real, flat_info) = flat.unwrap_or_else(|| (real.clone(), info.clone()));
+        let mut copies = vec![(lib_dir.join(lname), flat_real, flat_info)];
+        for (sub, vreal, vinfo) in variants {
+            if let Some(sub) = sub {
+                let to = lib_dir.join("glibc-hwcaps").join(sub).join(lname);
+                b.parents(&to)?;
+                copies.push((to, vreal, vinfo));
+            }
+        }
+        for (to, real, info) in copies {
+            let edits = info.is_dynamic.then(|| ElfEdits {
+                interpreter: None,
+                runpath: runpath_for(&b, &real, &info, &mut diags),
+                nodeflib: true,
+            });
+            b.push(Action::Copy {
+                from: b.host(&real),
+                to,
+                mode: 0o755,
+                elf: edits,
+            })?;
+        }
     }
     b.diags.extend(diags);
 

@@ -1052,7 +1052,12 @@ fn connection_hint(chain: &str, r: &ImageRef) -> (String, bool) {
             true,
         )
     } else if l.contains("dns") || l.contains("lookup") || l.contains("name or service") {
-        (format!("check the host name of {target}"), true)
+        // A name that does not resolve is not retried: waiting does not make it resolve, and
+        // a mistyped name (or a path taken for an image) should fail at once.
+        (
+            format!("the host name {target} does not resolve; check the image name (a local file or folder is written as a path: /..., ./... or oci:DIR)"),
+            false,
+        )
     } else {
         (format!("check the network and that {target} is up"), true)
     }
@@ -1749,6 +1754,11 @@ mod tests {
             hint.contains("nothing listens at auth.example (the token server tls-certificate.example:5000 sends clients to)"),
             "{hint}"
         );
+        let (hint, transient) = connection_hint(
+            &format!("{url}: client error (Connect): dns error: failed to lookup address information: Name or service not known"),
+            &r,
+        );
+        assert!(!transient && hint.contains("does not resolve"), "{hint}");
         assert_eq!(
             split_url("a (https://h:1/v2/) b"),
             (Some("h:1"), "a () b".to_string())

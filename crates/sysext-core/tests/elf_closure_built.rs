@@ -103,8 +103,18 @@ fn loader_list(root: &Path, loader: &str, file: &str) -> (BTreeSet<PathBuf>, BTr
     (paths, missing)
 }
 
+/// Our closure of `file` as the loader running on this machine sees it: the `glibc-hwcaps`
+/// level is the running CPU's (checked against the loader in [`loader_hwcaps_level`]).
 fn ours(root: &Path, file: &str) -> (elf::Closure, BTreeSet<PathBuf>, BTreeSet<String>) {
-    let c = elf::closure(root, &[PathBuf::from(file)], &ClosureOptions::default()).unwrap();
+    ours_with(root, file, &ClosureOptions::for_running_cpu())
+}
+
+fn ours_with(
+    root: &Path,
+    file: &str,
+    opts: &ClosureOptions,
+) -> (elf::Closure, BTreeSet<PathBuf>, BTreeSet<String>) {
+    let c = elf::closure(root, &[PathBuf::from(file)], opts).unwrap();
     let paths = c
         .objects
         .iter()
@@ -221,6 +231,28 @@ fn musl_closure_matches_musl_ldd() {
     }
 }
 
+/// The highest `x86-64-vN` that the glibc loader at `loader` inside `root` lists as
+/// "supported" (glibc's `ld.so --help`), 1 when it lists none.
+fn loader_hwcaps_level(root: &Path, loader: &str) -> u8 {
+    let out = Command::new("chroot")
+        .arg(root)
+        .args([loader, "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let levels: Vec<u8> = text
+        .lines()
+        .filter(|l| l.contains("(supported"))
+        .filter_map(|l| l.trim().strip_prefix("x86-64-v"))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(
+        text.contains("glibc-hwcaps"),
+        "{loader} --help does not list glibc-hwcaps subdirectories:\n{text}"
+    );
+    levels.into_iter().max().unwrap_or(1)
+}
+
 /// glibc: an i386 library of the same name sits earlier in the search path and is skipped;
 /// a dependency of the library is found through the executable's inherited RPATH, but not
 /// through a RUNPATH (which is not inherited) — both as the real loader does it.
@@ -273,10 +305,13 @@ fn glibc_skips_wrong_class_and_inherits_rpath_only() {
         &src.join("wc32.c"),
         &["-nostdlib"],
     );
-    // glibc-hwcaps: the v4 copy is beyond what we assume (and what this CPU has), v2 is taken.
+    // glibc-hwcaps: the loader takes the copy of the highest level this CPU supports; the
+    // closure does too at the running CPU's level, and takes v2 at its default level whatever
+    // the CPU.
     for d in [
         "opt/w64",
         "opt/w64/glibc-hwcaps/x86-64-v2",
+        "opt/w64/glibc-hwcaps/x86-64-v3",
         "opt/w64/glibc-hwcaps/x86-64-v4",
     ] {
         std::fs::create_dir_all(root.join(d)).unwrap();
@@ -288,6 +323,13 @@ fn glibc_skips_wrong_class_and_inherits_rpath_only() {
             &[],
         );
     }
+    // Our reading of the CPU is the loader's.
+    let level = elf::running_x86_64_level();
+    assert_eq!(
+        level,
+        loader_hwcaps_level(root, "/lib64/ld-linux-x86-64.so.2"),
+        "running_x86_64_level() disagrees with the loader's --help"
+    );
     let w32 = elf::scan_file(&root.join("opt/w32/libwc.so"))
         .unwrap()
         .unwrap();
@@ -318,8 +360,19 @@ fn glibc_skips_wrong_class_and_inherits_rpath_only() {
         let wc = c.objects.iter().find(|o| o.name == "libwc.so").unwrap();
         assert_eq!(wc.real_path, Path::new("/opt/w64/libwc.so"));
         let hw = c.objects.iter().find(|o| o.name == "libhw.so").unwrap();
+        let expected_hw = match level {
+            0 | 1 => PathBuf::from("/opt/w64/libhw.so"),
+            l => PathBuf::from(format!(
+                "/opt/w64/glibc-hwcaps/x86-64-v{}/libhw.so",
+                l.min(4)
+            )),
+        };
+        assert_eq!(hw.real_path, expected_hw, "running CPU level {level}");
+        // The default (images for any host) takes v2 on every CPU.
+        let (c2, _, _) = ours_with(root, &file, &ClosureOptions::default());
+        let hw2 = c2.objects.iter().find(|o| o.name == "libhw.so").unwrap();
         assert_eq!(
-            hw.real_path,
+            hw2.real_path,
             Path::new("/opt/w64/glibc-hwcaps/x86-64-v2/libhw.so")
         );
         if prog == "prog-nodeflib" {

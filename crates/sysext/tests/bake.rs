@@ -477,3 +477,72 @@ fn bad_manifest_is_an_error_naming_it() {
     );
     assert!(err.contains("--base-url"), "{err}");
 }
+
+/// The example as a reader first tries it, from another folder: each missing local source is
+/// named by its resolved path at once (never tried as an image on a registry), and an image
+/// whose registry host does not resolve fails without retries.
+#[test]
+fn missing_local_sources_and_unresolvable_hosts_fail_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sub = tmp.path().join("sub");
+    fs::create_dir(&sub).unwrap();
+    fs::write(
+        sub.join("m.toml"),
+        r#"base_url = "https://example.org/ext"
+architectures = ["x86-64", "arm64"]
+
+[[extension]]
+name = "hello"
+version = "1.0"
+source = "./hello-{goarch}.tar.gz"
+mode = "static"
+paths = ["bin/hello:/usr/bin/"]
+
+[[extension]]
+name = "tree"
+version = "1.0"
+source = "../no-such-tree"
+mode = "static"
+paths = ["bin/x:/usr/bin/"]
+architectures = ["x86-64"]
+
+[[extension]]
+name = "remote"
+version = "1.0"
+source = "no-such-host.invalid/debian:trixie"
+mode = "flix"
+paths = ["/usr/bin/b3sum"]
+architectures = ["x86-64"]
+"#,
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    let out = sysext()
+        .current_dir(tmp.path())
+        .args(["bake", "sub/m.toml", "--out", "out", "--json"])
+        .output()
+        .unwrap();
+    let elapsed = start.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {err}"));
+    let text = v.to_string();
+    let sub_abs = sub.canonicalize().unwrap();
+    for missing in [
+        sub_abs.join("hello-amd64.tar.gz"),
+        sub_abs.join("hello-arm64.tar.gz"),
+        sub_abs.join("../no-such-tree"),
+    ] {
+        let want = format!("{}: no such file or folder", missing.display());
+        assert!(text.contains(&want), "{want} not in {text}");
+    }
+    assert!(!text.contains("docker.io"), "{text}");
+    assert!(
+        text.contains("no-such-host.invalid") && text.contains("does not resolve"),
+        "{text}"
+    );
+    assert!(!err.contains("retrying"), "{err}");
+    // Four entries, none retried: well under a second each, with room for a loaded machine.
+    assert!(elapsed.as_secs() < 8, "took {elapsed:?}: {err}");
+}

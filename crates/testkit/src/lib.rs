@@ -6,11 +6,13 @@
 //!   `fixtures/` at the workspace root, or `$SYSEXT_FIXTURES`), shared by every test binary
 //!   through a file lock.
 //! - [`registry`]: a real `docker-registry` on 127.0.0.1 and a free port, stopped on drop.
+//! - [`hostile`]: the hostile-input suite's bounded runs, sentinel folder and privilege checks.
 //! - [`workspace_bin`]: the path of a binary built from this workspace.
 //! - Small helpers several test crates share: [`run_ok`], [`in_mount_namespace`],
 //!   [`mksquashfs`], [`tree_paths`], [`random_bytes`].
 
 pub mod fixtures;
+pub mod hostile;
 pub mod registry;
 
 use std::path::{Path, PathBuf};

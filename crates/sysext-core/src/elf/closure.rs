@@ -60,6 +60,62 @@ impl Default for ClosureOptions {
     }
 }
 
+impl ClosureOptions {
+    /// Options for software that runs on this machine: [`Self::x86_64_level`] is the running
+    /// CPU's level ([`running_x86_64_level`]), so the closure picks the `glibc-hwcaps` copy the
+    /// running glibc loader would pick. For images meant for other hosts keep the default.
+    pub fn for_running_cpu() -> Self {
+        ClosureOptions {
+            x86_64_level: running_x86_64_level(),
+        }
+    }
+
+    /// Options with the given x86-64 level (see [`Self::x86_64_level`]).
+    pub fn with_x86_64_level(level: u8) -> Self {
+        ClosureOptions {
+            x86_64_level: level,
+        }
+    }
+}
+
+/// The x86-64 micro-architecture level (1 to 4) of the CPU this process runs on, as glibc
+/// decides which `glibc-hwcaps/x86-64-vN` subdirectories are supported: every feature of the
+/// level, and for v3/v4 the AVX/AVX-512 state enabled by the kernel (which the feature
+/// detection includes). 0 on other architectures.
+pub fn running_x86_64_level() -> u8 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        let v2 = has!("cmpxchg16b")
+            && has!("popcnt")
+            && has!("sse3")
+            && has!("ssse3")
+            && has!("sse4.1")
+            && has!("sse4.2");
+        let v3 = v2
+            && has!("avx")
+            && has!("avx2")
+            && has!("bmi1")
+            && has!("bmi2")
+            && has!("f16c")
+            && has!("fma")
+            && has!("lzcnt")
+            && has!("movbe")
+            && has!("xsave");
+        let v4 = v3
+            && has!("avx512f")
+            && has!("avx512bw")
+            && has!("avx512cd")
+            && has!("avx512dq")
+            && has!("avx512vl");
+        1 + u8::from(v2) + u8::from(v3) + u8::from(v4)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        0
+    }
+}
+
 /// Why an object is in the closure.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

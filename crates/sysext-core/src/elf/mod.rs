@@ -18,7 +18,8 @@ mod scan;
 use std::path::PathBuf;
 
 pub use closure::{
-    closure, closure_each, closure_in, Closure, ClosureOptions, LoadedObject, Missing, Reason,
+    closure, closure_each, closure_in, running_x86_64_level, Closure, ClosureOptions, LoadedObject,
+    Missing, Reason,
 };
 pub use ldcache::{LdCache, LdCacheEntry};
 pub use scan::{scan, scan_file};

@@ -69,14 +69,37 @@ fn is_tarball(s: &str) -> bool {
         .any(|x| s.ends_with(x))
 }
 
-fn kind(source: &str) -> Kind {
+/// A source written as a path: `/...`, `./...`, `../...`, or a tarball name. It is never
+/// tried as an image reference, so a missing file is reported as one.
+fn is_path(source: &str) -> bool {
+    source.starts_with('/')
+        || source.starts_with("./")
+        || source.starts_with("../")
+        || is_tarball(source)
+}
+
+/// What `source` is: an existing folder or tarball, else an image reference. A source
+/// written as a path that does not exist is an error naming it.
+fn kind(source: &str) -> Result<Kind> {
     let p = Path::new(source);
     if p.is_dir() {
-        Kind::Folder(p.to_path_buf())
+        Ok(Kind::Folder(p.to_path_buf()))
     } else if is_tarball(source) && p.is_file() {
-        Kind::Tarball(p.to_path_buf())
+        Ok(Kind::Tarball(p.to_path_buf()))
+    } else if is_path(source) {
+        match fs::metadata(p) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "source {source}: no such file or folder; fix `source` (or `sources`) in the \
+                 manifest, or create it (relative paths are relative to the manifest's folder)"
+            ),
+            Err(e) => bail!("source {source}: {e}"),
+            Ok(_) => bail!(
+                "source {source} is neither a folder nor a tarball (.tar, .tar.gz, .tgz, \
+                 .tar.zst); fix `source` (or `sources`) in the manifest"
+            ),
+        }
     } else {
-        Kind::Image
+        Ok(Kind::Image)
     }
 }
 
@@ -170,17 +193,10 @@ fn run_job_inner(
     // Resolve the source and its identity.
     let mut rootfs = None;
     let mut image_digest = None;
-    let looks_local = job.source.starts_with('/') || job.source.starts_with('.');
-    if looks_local && fs::symlink_metadata(&job.source).is_err() {
-        bail!(
-            "source {} does not exist: fix source (or sources.{}) in the manifest",
-            job.source,
-            job.arch
-        );
-    }
-    let identity = match kind(&job.source) {
-        Kind::Folder(p) => format!("folder:{}", folder_identity(&p)?),
-        Kind::Tarball(p) => format!("tarball:{}", file_sha256(&p)?),
+    let source_kind = kind(&job.source)?;
+    let identity = match &source_kind {
+        Kind::Folder(p) => format!("folder:{}", folder_identity(p)?),
+        Kind::Tarball(p) => format!("tarball:{}", file_sha256(p)?),
         Kind::Image => {
             let mut so = ocirootfs::SourceOptions::default();
             so.platform = Some(format!("linux/{}", goarch(&job.arch)));
@@ -216,7 +232,7 @@ fn run_job_inner(
     let scratch = AtomicOutput::dir(&out.join(format!(".{}.bake", job.file_name())), true)?;
     let tree = scratch.path().join("tree");
     fs::create_dir(&tree).with_context(|| format!("creating {}", tree.display()))?;
-    let src_root: PathBuf = match (kind(&job.source), &rootfs) {
+    let src_root: PathBuf = match (source_kind, &rootfs) {
         (_, Some(r)) => r.path.clone(),
         (Kind::Folder(p), None) => p,
         (Kind::Tarball(p), None) => {

@@ -85,10 +85,7 @@ impl Extension {
         let s = raw
             .replace("{arch}", arch)
             .replace("{goarch}", goarch(arch));
-        if (s.starts_with("./") || s.starts_with("../"))
-            && !s.contains(':')
-            && base != Path::new(".")
-        {
+        if (s.starts_with("./") || s.starts_with("../")) && !s.contains(':') {
             base.join(s.strip_prefix("./").unwrap_or(&s))
                 .to_string_lossy()
                 .into_owned()
@@ -179,12 +176,14 @@ pub fn load(path: &Path) -> Result<Manifest, BakeError> {
     parse(&text, path)
 }
 
-/// The folder relative sources are resolved against.
+/// The folder relative sources are resolved against: the manifest's folder, as an absolute
+/// path, so that a resolved source still reads as a path (`/...`), never as an image name.
 pub fn base_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
 }
 
 #[cfg(test)]
