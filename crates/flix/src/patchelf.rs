@@ -76,9 +76,13 @@ pub struct Args {
     /// Write the result to this file instead of modifying the input (one input only).
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Print the version.
+    /// Print the patchelf version whose behaviour is implemented, as patchelf prints it
+    /// (tools such as auditwheel and maturin parse this line).
     #[arg(long)]
     pub version: bool,
+    /// Print flix-patchelf's own version.
+    #[arg(long)]
+    pub flix_version: bool,
     /// Print the OS ABI of e_ident.
     #[arg(long)]
     pub print_os_abi: bool,
@@ -428,13 +432,25 @@ fn abi_from_name(name: &str) -> Result<u8> {
         .ok_or_else(|| anyhow::anyhow!("unrecognized OS ABI"))
 }
 
+/// The patchelf release whose command line and behaviour flix-patchelf implements (its own
+/// test suite passes as that release's does); `--version` prints it exactly as patchelf does,
+/// since its clients parse the line (`patchelf X.Y.Z`, nothing after the number).
+pub const PATCHELF_VERSION: &str = "0.19.0";
+
 /// Printed output and error of one file.
 type FileResult = (String, Option<anyhow::Error>);
 
 /// Run the command; returns the exit code.
 pub fn run(args: &Args) -> Result<i32> {
     if args.version {
-        println!("patchelf {} (flix-patchelf)", env!("CARGO_PKG_VERSION"));
+        println!("patchelf {PATCHELF_VERSION}");
+        return Ok(0);
+    }
+    if args.flix_version {
+        println!(
+            "flix-patchelf {} (implements patchelf {PATCHELF_VERSION})",
+            env!("CARGO_PKG_VERSION")
+        );
         return Ok(0);
     }
     if args.files.is_empty() {

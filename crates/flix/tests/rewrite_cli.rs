@@ -116,7 +116,20 @@ fn several_files_output_and_errors() {
     let o = pe(&["--print-interpreter", b_s]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot find section '.interp'"));
-    assert!(stdout(&pe(&["--version"])).starts_with("patchelf "));
+    // Exactly patchelf's line: clients parse what follows "patchelf " as a version number
+    // (maturin as semver, auditwheel and cx_Freeze compare it with a minimum).
+    let version = stdout(&pe(&["--version"]));
+    let number = version
+        .strip_prefix("patchelf ")
+        .and_then(|v| v.strip_suffix('\n'))
+        .unwrap_or_else(|| panic!("{version:?}"));
+    let parts: Vec<u32> = number
+        .split('.')
+        .map(|p| p.parse().unwrap_or_else(|_| panic!("{version:?}")))
+        .collect();
+    assert_eq!(parts.len(), 3, "{version:?}");
+    assert!(parts >= vec![0, 14, 5], "{version:?}");
+    assert!(stdout(&pe(&["--flix-version"])).starts_with("flix-patchelf "));
 }
 
 use std::os::unix::fs::FileTypeExt;
