@@ -428,6 +428,7 @@ impl Builder<'_> {
                 // The link stays; what it points to is shipped at its own place.
                 let link_dir = to.parent().unwrap_or(Path::new(""));
                 let target_link = relative_link(link_dir, &real_target);
+                self.parents(&to)?;
                 self.push(Action::Symlink {
                     to: to.clone(),
                     target: target_link,

@@ -456,3 +456,71 @@ fn units_and_sbin_are_placed_for_merged_usr_hosts() {
         assert!(!dir.path().join("bad.raw").exists());
     }
 }
+
+/// Resource entries that are symlinks (Debian's /usr/share/misc/magic.mgc ->
+/// ../../lib/file/magic.mgc), alone in their folder: a relative link, an absolute one, a chain
+/// of two (shipped as one link to the final target), and a link to a folder. Each link is
+/// shipped at its place with its parent folders, and what it points to is shipped too, so the
+/// link resolves inside the image.
+#[test]
+fn symlinked_resource_entries_ship_links_parents_and_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    for d in [
+        "usr/lib/file",
+        "usr/share/misc",
+        "usr/share/a",
+        "usr/lib/data/sub",
+    ] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    fs::write(root.join("usr/lib/file/magic.mgc"), b"magic database").unwrap();
+    fs::write(root.join("usr/lib/data/sub/x.txt"), b"x").unwrap();
+    symlink(
+        "../../lib/file/magic.mgc",
+        root.join("usr/share/misc/magic.mgc"),
+    )
+    .unwrap();
+    symlink("/usr/lib/file/magic.mgc", root.join("usr/share/a/abs.mgc")).unwrap();
+    symlink("abs.mgc", root.join("usr/share/a/chain.mgc")).unwrap();
+    symlink("../lib/data", root.join("usr/share/data")).unwrap();
+    let out = flix(
+        &[
+            root.to_str().unwrap(),
+            "n",
+            "/usr/share/misc/magic.mgc",
+            "/usr/share/a/chain.mgc",
+            "/usr/share/data",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tree = dir.path().join("tree");
+    testkit::run_ok(
+        Command::new("unsquashfs")
+            .args(["-q", "-d"])
+            .arg(&tree)
+            .arg(dir.path().join("n.raw")),
+    );
+    // (A chain is shipped as one link to its final target.)
+    for link in ["usr/share/misc/magic.mgc", "usr/share/a/chain.mgc"] {
+        let meta = fs::symlink_metadata(tree.join(link)).unwrap_or_else(|e| panic!("{link}: {e}"));
+        assert!(meta.file_type().is_symlink(), "{link} is not a link");
+        // Resolve inside the image: the link's target is shipped.
+        let real = sysext_core::rootfs::resolve(&tree, &Path::new("/").join(link), true)
+            .unwrap_or_else(|e| panic!("{link}: {e}"));
+        assert_eq!(real, Path::new("/usr/lib/file/magic.mgc"), "{link}");
+    }
+    assert_eq!(
+        fs::read(tree.join("usr/lib/file/magic.mgc")).unwrap(),
+        b"magic database"
+    );
+    assert!(fs::symlink_metadata(tree.join("usr/share/data"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        fs::read(tree.join("usr/share/data/sub/x.txt")).unwrap(),
+        b"x"
+    );
+}
