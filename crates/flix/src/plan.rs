@@ -592,6 +592,83 @@ impl Builder<'_> {
     }
 }
 
+/// glibc functions that load data through fixed paths: gconv modules, locales, NSS modules.
+const GLIBC_DATA_FUNCTIONS: [(&str, &str); 20] = [
+    ("iconv_open", "gconv modules"),
+    ("setlocale", "locales"),
+    ("newlocale", "locales"),
+    ("getpwnam", "NSS"),
+    ("getpwnam_r", "NSS"),
+    ("getpwuid", "NSS"),
+    ("getpwuid_r", "NSS"),
+    ("getpwent", "NSS"),
+    ("getgrnam", "NSS"),
+    ("getgrnam_r", "NSS"),
+    ("getgrgid", "NSS"),
+    ("getgrgid_r", "NSS"),
+    ("getgrouplist", "NSS"),
+    ("initgroups", "NSS"),
+    ("getspnam", "NSS"),
+    ("getaddrinfo", "NSS"),
+    ("gethostbyname", "NSS"),
+    ("gethostbyname_r", "NSS"),
+    ("gethostbyaddr", "NSS"),
+    ("getservbyname", "NSS"),
+];
+
+/// "OBJECT (FUNCTION: WHAT, ...)" for each object in `objects` (inside-root paths) that
+/// imports one of [`GLIBC_DATA_FUNCTIONS`]. glibc's own libraries (libc.so.6 and its
+/// siblings) are not counted: they implement these functions.
+fn glibc_data_users(b: &Builder, objects: &[PathBuf]) -> Vec<String> {
+    use object::{Object, ObjectSymbol};
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    for inside in objects {
+        if !seen.insert(inside.clone()) {
+            continue;
+        }
+        let is_glibc = inside.file_name().is_some_and(|n| {
+            let n = n.to_string_lossy();
+            [
+                "libc.so",
+                "libm.so",
+                "libpthread.so",
+                "libdl.so",
+                "libresolv.so",
+                "libnss_",
+            ]
+            .iter()
+            .any(|p| n.starts_with(p))
+        });
+        if is_glibc {
+            continue;
+        }
+        let Ok(file) = fs::File::open(b.host(inside)) else {
+            continue;
+        };
+        let cache = object::ReadCache::new(file);
+        let Ok(obj) = object::File::parse(&cache) else {
+            continue;
+        };
+        let used: BTreeSet<String> = obj
+            .dynamic_symbols()
+            .filter(|s| s.is_undefined())
+            .filter_map(|s| {
+                let name = s.name().ok()?;
+                GLIBC_DATA_FUNCTIONS
+                    .iter()
+                    .find(|(f, _)| *f == name)
+                    .map(|(f, what)| format!("{f}: {what}"))
+            })
+            .collect();
+        if !used.is_empty() {
+            let list: Vec<String> = used.into_iter().collect();
+            out.push(format!("{} ({})", inside.display(), list.join(", ")));
+        }
+    }
+    out
+}
+
 /// The `glibc-hwcaps` levels whose copies of a library are shipped beside the baseline copy.
 const HWCAPS_LEVELS: [&str; 3] = ["x86-64-v2", "x86-64-v3", "x86-64-v4"];
 
@@ -1077,16 +1154,26 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
     }
 
     if glibc {
-        b.note(
-            Severity::Note,
-            "glibc's gconv modules, locales and NSS modules are found through fixed paths and are not relocated".into(),
-            Some(
-                "ship what the programs need as PATHs and point to it from a unit drop-in \
-                 (GCONV_PATH=, LOCPATH=); NSS modules other than files and dns go with \
-                 --extra-lib (e.g. /usr/lib/x86_64-linux-gnu/libnss_systemd.so.2)"
-                    .into(),
-            ),
-        );
+        // Said only when a shipped object calls into them, naming which and why.
+        let mut objects: Vec<PathBuf> = b.elf_roots.iter().map(|r| r.1.clone()).collect();
+        objects.extend(lib_info.iter().map(|l| l.1.clone()));
+        let users = glibc_data_users(&b, &objects);
+        if !users.is_empty() {
+            b.note(
+                Severity::Note,
+                format!(
+                    "glibc finds its gconv modules, locales and NSS modules through fixed paths, \
+                     which are not relocated; these objects use them: {}",
+                    users.join("; ")
+                ),
+                Some(
+                    "ship what the programs need as PATHs and point to it from a unit drop-in \
+                     (GCONV_PATH=, LOCPATH=); NSS modules other than files and dns go with \
+                     --extra-lib (e.g. /usr/lib/x86_64-linux-gnu/libnss_systemd.so.2)"
+                        .into(),
+                ),
+            );
+        }
     }
 
     let arch = architecture.map(|a| a.0);

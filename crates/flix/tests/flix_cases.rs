@@ -524,3 +524,57 @@ fn symlinked_resource_entries_ship_links_parents_and_targets() {
         b"x"
     );
 }
+
+/// The note about glibc's data (gconv modules, locales, NSS) appears only when a shipped
+/// object calls a function that loads them, and names the object and the function.
+#[test]
+fn glibc_data_note_only_for_programs_that_use_it() {
+    if !testkit::require_tool("gcc") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    fs::create_dir_all(root.join("usr/bin")).unwrap();
+    for f in [
+        "/lib64/ld-linux-x86-64.so.2",
+        "/lib/x86_64-linux-gnu/libc.so.6",
+    ] {
+        let dest = root.join(f.trim_start_matches('/'));
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        fs::copy(fs::canonicalize(f).unwrap(), dest).unwrap();
+    }
+    fs::write(
+        dir.path().join("plain.c"),
+        "#include <stdio.h>\nint main(void) { puts(\"hi\"); return 0; }\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join("loc.c"),
+        "#include <locale.h>\n#include <pwd.h>\nint main(void) { setlocale(LC_ALL, \"\"); return getpwnam(\"root\") == 0; }\n",
+    )
+    .unwrap();
+    for p in ["plain", "loc"] {
+        cc(
+            "gcc",
+            &[
+                "-o",
+                root.join("usr/bin").join(p).to_str().unwrap(),
+                &format!("{p}.c"),
+            ],
+            dir.path(),
+        );
+    }
+    let plain = flix(
+        &[root.to_str().unwrap(), "plain", "/usr/bin/plain"],
+        dir.path(),
+    );
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    assert!(!stderr(&plain).contains("gconv"), "{}", stderr(&plain));
+    let loc = flix(&[root.to_str().unwrap(), "loc", "/usr/bin/loc"], dir.path());
+    assert!(loc.status.success(), "{}", stderr(&loc));
+    let err = stderr(&loc);
+    assert!(
+        err.contains("/usr/bin/loc (getpwnam: NSS, setlocale: locales)"),
+        "{err}"
+    );
+}
