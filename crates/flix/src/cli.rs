@@ -49,6 +49,10 @@ pub struct Args {
     /// Repeatable; `EXTRALIBS` (space separated) adds more.
     #[arg(long = "extra-lib", value_name = "PATH")]
     pub extra_lib: Vec<String>,
+    /// Which libraries named by the objects' dlopen metadata notes (.note.dlopen) to ship
+    /// with their closure: required, recommended (also required ones), suggested (all) or none.
+    #[arg(long, value_name = "LEVEL", default_value = "recommended")]
+    pub dlopen: sysext_core::elf::dlopen::DlopenFollow,
     /// Start this unit (one of the entries) with the extension: writes an Upholds= drop-in
     /// for its WantedBy= target.
     #[arg(long, value_name = "UNIT")]
@@ -137,6 +141,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         os: args.os.clone(),
         sysext_level: args.sysext_level.clone(),
         version_id: args.version_id.clone(),
+        dlopen: args.dlopen,
     };
     let plan = plan::build(&root, &opts)
         .with_context(|| format!("planning extension {} from {}", args.name, args.source))?;

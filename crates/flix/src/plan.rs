@@ -110,6 +110,9 @@ pub struct PlanOptions {
     pub os: Option<String>,
     pub sysext_level: Option<String>,
     pub version_id: Option<String>,
+    /// Libraries named by the objects' dlopen metadata notes that are shipped too (default:
+    /// required and recommended ones).
+    pub dlopen: elf::dlopen::DlopenFollow,
 }
 
 /// How a diagnostic matters.
@@ -861,8 +864,40 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
 
     // The closure of every ELF root.
     let roots: Vec<PathBuf> = b.elf_roots.iter().map(|(_, p, _, _)| p.clone()).collect();
-    let closure =
-        elf::closure(root, &roots, &elf::ClosureOptions::default()).map_err(PlanError::Closure)?;
+    let closure_opts = elf::ClosureOptions::default().following_dlopen(opts.dlopen);
+    let closure = elf::closure(root, &roots, &closure_opts).map_err(PlanError::Closure)?;
+    for o in &closure.objects {
+        if let elf::Reason::Dlopen { .. } = &o.reason {
+            b.note(
+                Severity::Note,
+                format!("{} is shipped: {}", o.name, o.reason),
+                None,
+            );
+        }
+    }
+    for d in &closure.dlopen_missing {
+        let severity = if d.priority == elf::dlopen::DlopenPriority::Suggested {
+            Severity::Note
+        } else {
+            Severity::Warning
+        };
+        b.note(
+            severity,
+            format!(
+                "{} may dlopen {} ({}{}), which is not in the rootfs",
+                d.needed_by.display(),
+                d.sonames.join(" or "),
+                d.priority,
+                d.feature
+                    .as_deref()
+                    .map(|f| format!(", feature {f}"))
+                    .unwrap_or_default()
+            ),
+            Some(
+                "add the package that provides it to the image, or pass it with --extra-lib".into(),
+            ),
+        );
+    }
     let required: BTreeSet<PathBuf> = b
         .elf_roots
         .iter()

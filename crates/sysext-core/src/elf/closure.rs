@@ -37,6 +37,7 @@ const EM_S390: u16 = elf::EM_S390.0;
 const EM_RISCV: u16 = elf::EM_RISCV.0;
 const EM_LOONGARCH: u16 = elf::EM_LOONGARCH.0;
 
+use super::dlopen::{DlopenFollow, DlopenPriority};
 use super::ldcache::LdCache;
 use super::{scan_file, ElfError, ElfInfo};
 use crate::rootfs::{RootStack, RootfsError};
@@ -52,11 +53,18 @@ pub struct ClosureOptions {
     /// host does not pick a v3/v4 library that only some hosts can load. (A glibc loader on a
     /// v3 CPU would prefer a v3 copy when one exists; such copies are rare in distributions.)
     pub x86_64_level: u8,
+    /// Which libraries named by the objects' dlopen metadata notes ([`super::dlopen`]) are
+    /// loaded too, as the objects would at run time. Default: none (exactly what the loader
+    /// loads at start-up).
+    pub dlopen: DlopenFollow,
 }
 
 impl Default for ClosureOptions {
     fn default() -> Self {
-        ClosureOptions { x86_64_level: 2 }
+        ClosureOptions {
+            x86_64_level: 2,
+            dlopen: DlopenFollow::None,
+        }
     }
 }
 
@@ -65,16 +73,21 @@ impl ClosureOptions {
     /// CPU's level ([`running_x86_64_level`]), so the closure picks the `glibc-hwcaps` copy the
     /// running glibc loader would pick. For images meant for other hosts keep the default.
     pub fn for_running_cpu() -> Self {
-        ClosureOptions {
-            x86_64_level: running_x86_64_level(),
-        }
+        Self::with_x86_64_level(running_x86_64_level())
     }
 
     /// Options with the given x86-64 level (see [`Self::x86_64_level`]).
     pub fn with_x86_64_level(level: u8) -> Self {
         ClosureOptions {
             x86_64_level: level,
+            ..Self::default()
         }
+    }
+
+    /// These options, following dlopen notes as `dlopen` says (see [`Self::dlopen`]).
+    pub fn following_dlopen(mut self, dlopen: DlopenFollow) -> Self {
+        self.dlopen = dlopen;
+        self
     }
 }
 
@@ -138,6 +151,12 @@ pub enum Reason {
     MuslPathFile { file: PathBuf },
     /// Found in the loader's default directories.
     SystemDir,
+    /// Named by a dlopen metadata note of `of` (found where `of`'s DT_NEEDED would be).
+    Dlopen {
+        of: PathBuf,
+        feature: Option<String>,
+        priority: DlopenPriority,
+    },
 }
 
 impl fmt::Display for Reason {
@@ -152,6 +171,17 @@ impl fmt::Display for Reason {
             Reason::LdSoConf => write!(f, "ld.so.conf"),
             Reason::MuslPathFile { file } => write!(f, "{}", file.display()),
             Reason::SystemDir => write!(f, "system dir"),
+            Reason::Dlopen {
+                of,
+                feature,
+                priority,
+            } => {
+                write!(f, "dlopen by {} ({priority}", of.display())?;
+                if let Some(feature) = feature {
+                    write!(f, ", feature {feature}")?;
+                }
+                write!(f, ")")
+            }
         }
     }
 }
@@ -179,12 +209,25 @@ pub struct Missing {
     pub needed_by: PathBuf,
 }
 
+/// A dlopen dependency that was followed and that nothing in the root provides (not an error
+/// of the loader: the object runs without that feature, or fails when it needs it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DlopenMissing {
+    /// The alternative SONAMEs, none of them found.
+    pub sonames: Vec<String>,
+    pub feature: Option<String>,
+    pub priority: DlopenPriority,
+    pub needed_by: PathBuf,
+}
+
 /// The closure of a set of files: every object (requested files first seen first, then their
-/// dependencies in load order) and the missing names.
+/// dependencies in load order), the missing names, and the followed dlopen dependencies that
+/// were not found.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Closure {
     pub objects: Vec<LoadedObject>,
     pub missing: Vec<Missing>,
+    pub dlopen_missing: Vec<DlopenMissing>,
 }
 
 /// Computes the closure of `files` (absolute inside-root paths) in `root`.
@@ -207,7 +250,13 @@ pub fn closure_in(
     let mut seen = HashSet::new();
     let mut seen_missing = HashSet::new();
     for file in files {
-        let (objs, missing) = env.process(file)?;
+        let one = env.process(file)?;
+        for d in one.dlopen_missing {
+            if !out.dlopen_missing.contains(&d) {
+                out.dlopen_missing.push(d);
+            }
+        }
+        let (objs, missing) = (one.objects, one.missing);
         for o in objs {
             if seen.insert(o.real_path.clone()) {
                 out.objects.push(o);
@@ -231,13 +280,7 @@ pub fn closure_each(
     opts: &ClosureOptions,
 ) -> Vec<Result<Closure, ElfError>> {
     let mut env = Env::new(roots, opts);
-    files
-        .iter()
-        .map(|file| {
-            let (objects, missing) = env.process(file)?;
-            Ok(Closure { objects, missing })
-        })
-        .collect()
+    files.iter().map(|file| env.process(file)).collect()
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -266,6 +309,7 @@ struct Process {
     objs: Vec<Obj>,
     interp: Option<usize>,
     missing: Vec<Missing>,
+    dlopen_missing: Vec<DlopenMissing>,
     missing_names: HashSet<String>,
     /// Loader-default dirs, `$LIB`, `$PLATFORM`, hwcaps subdirs, cache flags.
     system_dirs: Vec<String>,
@@ -432,7 +476,7 @@ impl<'a> Env<'a> {
     }
 
     /// The closure of one requested file.
-    fn process(&mut self, file: &Path) -> Result<(Vec<LoadedObject>, Vec<Missing>), ElfError> {
+    fn process(&mut self, file: &Path) -> Result<Closure, ElfError> {
         let real = self
             .roots
             .resolve(file, true)
@@ -471,6 +515,7 @@ impl<'a> Env<'a> {
             objs: vec![exe],
             interp: None,
             missing: Vec::new(),
+            dlopen_missing: Vec::new(),
             missing_names: HashSet::new(),
             system_dirs: Vec::new(),
             lib_token: String::new(),
@@ -520,6 +565,9 @@ impl<'a> Env<'a> {
             let needed = p.objs[i].info.needed.clone();
             for name in needed {
                 self.load(&mut p, i, &name);
+            }
+            if self.opts.dlopen != DlopenFollow::None {
+                self.load_dlopen(&mut p, i);
             }
             i += 1;
         }
@@ -649,6 +697,65 @@ impl<'a> Env<'a> {
             }
             return;
         };
+        Self::add(p, by, name, path, real, info, reason);
+    }
+
+    /// Follows the dlopen notes of object `by`: for each followed feature, the first of its
+    /// SONAMEs found where `by`'s DT_NEEDED entries would be found is loaded (with its own
+    /// dependencies, later in the walk); a feature none of whose names is found is recorded.
+    fn load_dlopen(&mut self, p: &mut Process, by: usize) {
+        let host = self.roots.host_path(&p.objs[by].real);
+        let notes = match super::dlopen::dlopen_notes_file(&host) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!("{e}; its dlopen notes are ignored");
+                return;
+            }
+        };
+        'features: for note in notes {
+            if !self.opts.dlopen.follows(note.priority) {
+                continue;
+            }
+            for name in &note.sonames {
+                if name.is_empty() || name.contains('/') {
+                    continue;
+                }
+                if p.objs.iter().any(|o| o.names.iter().any(|n| n == name)) {
+                    continue 'features;
+                }
+                let found = match p.flavour {
+                    Flavour::Glibc => self.load_glibc(p, by, name),
+                    Flavour::Musl => self.load_musl(p, by, name),
+                };
+                if let Some((path, real, info, _)) = found {
+                    let reason = Reason::Dlopen {
+                        of: PathBuf::from(&p.objs[by].path),
+                        feature: note.feature.clone(),
+                        priority: note.priority,
+                    };
+                    Self::add(p, by, name, path, real, info, reason);
+                    continue 'features;
+                }
+            }
+            p.dlopen_missing.push(DlopenMissing {
+                sonames: note.sonames.clone(),
+                feature: note.feature.clone(),
+                priority: note.priority,
+                needed_by: PathBuf::from(&p.objs[by].path),
+            });
+        }
+    }
+
+    /// Adds the object found for `name` (needed by `by`), or another name of one already there.
+    fn add(
+        p: &mut Process,
+        by: usize,
+        name: &str,
+        path: String,
+        real: PathBuf,
+        info: ElfInfo,
+        reason: Reason,
+    ) {
         // The same file reached by another name is the same object.
         if let Some(o) = p.objs.iter_mut().find(|o| o.real == real) {
             if p.flavour == Flavour::Glibc || !name.contains('/') {
@@ -905,7 +1012,7 @@ impl<'a> Env<'a> {
     }
 }
 
-fn finish(p: Process) -> (Vec<LoadedObject>, Vec<Missing>) {
+fn finish(p: Process) -> Closure {
     let objs = p
         .objs
         .into_iter()
@@ -919,7 +1026,11 @@ fn finish(p: Process) -> (Vec<LoadedObject>, Vec<Missing>) {
             is_interpreter: o.is_interp,
         })
         .collect();
-    (objs, p.missing)
+    Closure {
+        objects: objs,
+        missing: p.missing,
+        dlopen_missing: p.dlopen_missing,
+    }
 }
 
 /// Debian's multiarch triplet for an ABI.
@@ -1128,6 +1239,7 @@ mod tests {
             }],
             interp: None,
             missing: vec![],
+            dlopen_missing: vec![],
             missing_names: HashSet::new(),
             system_dirs: vec![],
             lib_token: "lib/x86_64-linux-gnu".into(),

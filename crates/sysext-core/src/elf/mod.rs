@@ -8,18 +8,21 @@
 //!   (see `docs/reference.md` §3), with the reason each one was found ([`Reason`]) and the names
 //!   nobody provides ([`Missing`]). Nothing is executed; every path is resolved with the rootfs
 //!   as `/` ([`crate::rootfs::resolve`]).
+//! - [`dlopen`]: the `.note.dlopen` metadata (UAPI "ELF dlopen metadata") of the libraries an
+//!   object loads at run time; [`closure`] follows them when [`ClosureOptions::dlopen`] says so.
 //! - `ldcache`: glibc's `/etc/ld.so.cache` reader (new `glibc-ld.so.cache1.1` format, alone or
 //!   after the old `ld.so-1.7.0` one).
 
 mod closure;
+pub mod dlopen;
 mod ldcache;
 mod scan;
 
 use std::path::PathBuf;
 
 pub use closure::{
-    closure, closure_each, closure_in, running_x86_64_level, Closure, ClosureOptions, LoadedObject,
-    Missing, Reason,
+    closure, closure_each, closure_in, running_x86_64_level, Closure, ClosureOptions,
+    DlopenMissing, LoadedObject, Missing, Reason,
 };
 pub use ldcache::{LdCache, LdCacheEntry};
 pub use scan::{scan, scan_file};

@@ -21,6 +21,11 @@ pub struct DepsArgs {
     /// Print the closure as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also follow the libraries named by dlopen metadata notes (.note.dlopen): required,
+    /// recommended (also required ones), suggested (all), or none (only what the loader loads
+    /// at start-up).
+    #[arg(long, value_name = "LEVEL", default_value = "none")]
+    pub dlopen: elf::dlopen::DlopenFollow,
 }
 
 /// Runs `sysext deps`: exit 1 when a library is missing.
@@ -43,7 +48,8 @@ pub fn run(args: DepsArgs) -> Result<ExitCode> {
             }
         })
         .collect();
-    let closure = elf::closure(&args.root, &files, &ClosureOptions::default())
+    let opts = ClosureOptions::default().following_dlopen(args.dlopen);
+    let closure = elf::closure(&args.root, &files, &opts)
         .with_context(|| format!("computing the library closure in {}", args.root.display()))?;
     let mut out = std::io::stdout().lock();
     let res = if args.json {
@@ -100,6 +106,15 @@ fn print_text(out: &mut impl Write, c: &elf::Closure) -> std::io::Result<()> {
             "{} => not found  (needed by {})",
             m.name,
             m.needed_by.display()
+        )?;
+    }
+    for d in &c.dlopen_missing {
+        writeln!(
+            out,
+            "{} => not found  (dlopen by {}, {})",
+            d.sonames.join(" or "),
+            d.needed_by.display(),
+            d.priority
         )?;
     }
     Ok(())
