@@ -187,6 +187,9 @@ pub struct Plan {
     pub units: Vec<String>,
     pub release: String,
     pub diagnostics: Vec<Diagnostic>,
+    /// Paths compiled into the shipped objects that exist in the rootfs but are not shipped
+    /// (data files, helper folders, configuration): candidates for more entries.
+    pub suggestions: Vec<crate::data_paths::DataPath>,
 }
 
 /// A user entry split into source and target (both absolute inside-root paths).
@@ -619,6 +622,25 @@ const GLIBC_DATA_FUNCTIONS: [(&str, &str); 20] = [
     ("getservbyname", "NSS"),
 ];
 
+/// glibc's own libraries (libc.so.6 and its siblings), by file name.
+pub fn is_glibc_library(path: &Path) -> bool {
+    path.file_name().is_some_and(|n| {
+        let n = n.to_string_lossy();
+        [
+            "libc.so",
+            "libm.so",
+            "libpthread.so",
+            "libdl.so",
+            "libresolv.so",
+            "librt.so",
+            "libnss_",
+            "ld-linux",
+        ]
+        .iter()
+        .any(|p| n.starts_with(p))
+    })
+}
+
 /// "OBJECT (FUNCTION: WHAT, ...)" for each object in `objects` (inside-root paths) that
 /// imports one of [`GLIBC_DATA_FUNCTIONS`]. glibc's own libraries (libc.so.6 and its
 /// siblings) are not counted: they implement these functions.
@@ -630,20 +652,7 @@ fn glibc_data_users(b: &Builder, objects: &[PathBuf]) -> Vec<String> {
         if !seen.insert(inside.clone()) {
             continue;
         }
-        let is_glibc = inside.file_name().is_some_and(|n| {
-            let n = n.to_string_lossy();
-            [
-                "libc.so",
-                "libm.so",
-                "libpthread.so",
-                "libdl.so",
-                "libresolv.so",
-                "libnss_",
-            ]
-            .iter()
-            .any(|p| n.starts_with(p))
-        });
-        if is_glibc {
+        if is_glibc_library(inside) {
             continue;
         }
         let Ok(file) = fs::File::open(b.host(inside)) else {
@@ -1211,6 +1220,57 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
         }
     }
 
+    // Data paths the shipped objects mention: suggested, not shipped.
+    let suggestions = {
+        let mut objects: Vec<PathBuf> = b.elf_roots.iter().map(|r| r.1.clone()).collect();
+        objects.extend(lib_info.iter().map(|l| l.1.clone()));
+        let shipped = |p: &Path| {
+            let real = rootfs::resolve(b.root, p, true).unwrap_or_else(|_| p.to_path_buf());
+            b.translate(p).is_some()
+                || b.translate(&real).is_some()
+                || b.mapping
+                    .iter()
+                    .any(|(src, _)| src.starts_with(p) || src.starts_with(&real))
+        };
+        crate::data_paths::suggestions(b.root, &objects, shipped)
+    };
+    if !suggestions.is_empty() {
+        let list: Vec<String> = suggestions
+            .iter()
+            .take(10)
+            .map(|s| {
+                format!(
+                    "{} ({}, in {})",
+                    s.path.display(),
+                    s.kind,
+                    s.mentioned_by
+                        .iter()
+                        .map(|m| m.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
+            .collect();
+        let more = suggestions.len().saturating_sub(10);
+        b.note(
+            Severity::Note,
+            format!(
+                "the shipped programs mention paths that are in the rootfs but not shipped: {}{}",
+                list.join("; "),
+                if more > 0 {
+                    format!("; and {more} more (--json lists them)")
+                } else {
+                    String::new()
+                }
+            ),
+            Some(
+                "add the ones the programs need as entries (SRC:/usr/TARGET for paths outside \
+                 /usr)"
+                    .into(),
+            ),
+        );
+    }
+
     let arch = architecture.map(|a| a.0);
     let release = ExtensionRelease {
         id: opts.os.clone().unwrap_or_else(|| "_any".into()),
@@ -1238,6 +1298,7 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
         units: unit_names.into_iter().map(|u| u.0).collect(),
         release: release_text,
         diagnostics: b.diags,
+        suggestions,
     })
 }
 

@@ -578,3 +578,85 @@ fn glibc_data_note_only_for_programs_that_use_it() {
         "{err}"
     );
 }
+
+/// Paths compiled into a program that exist in the rootfs and are not shipped are suggested
+/// (text and --json), never shipped; absent, shipped, generic and host-owned paths are not.
+#[test]
+fn data_paths_in_programs_are_suggested_not_shipped() {
+    if !testkit::require_tool("gcc") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    for d in ["usr/bin", "usr/share/myapp", "usr/share/shipped", "etc"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    for f in [
+        "/lib64/ld-linux-x86-64.so.2",
+        "/lib/x86_64-linux-gnu/libc.so.6",
+    ] {
+        let dest = root.join(f.trim_start_matches('/'));
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        fs::copy(fs::canonicalize(f).unwrap(), dest).unwrap();
+    }
+    fs::write(root.join("usr/share/myapp/data.db"), b"db").unwrap();
+    fs::write(root.join("usr/share/shipped/x"), b"x").unwrap();
+    fs::write(root.join("etc/myapp.conf"), b"conf").unwrap();
+    fs::write(root.join("etc/passwd"), b"root:x:0:0::/:/bin/sh\n").unwrap();
+    fs::write(
+        dir.path().join("app.c"),
+        r#"#include <stdio.h>
+const char *paths[] = {"/usr/share/myapp/data.db", "/usr/share/myapp/absent", "/etc/myapp.conf",
+    "/usr/share/shipped/x", "/usr/lib/x86_64-linux-gnu", "/etc/passwd", "/usr/share/%s/fmt"};
+int main(int c, char **v) { puts(paths[c % 7]); return 0; }
+"#,
+    )
+    .unwrap();
+    cc(
+        "gcc",
+        &["-o", root.join("usr/bin/app").to_str().unwrap(), "app.c"],
+        dir.path(),
+    );
+    let out = flix(
+        &[
+            root.to_str().unwrap(),
+            "app",
+            "/usr/bin/app",
+            "/usr/share/shipped",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got: Vec<(String, String)> = v["plan"]["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["path"].as_str().unwrap().to_string(),
+                s["kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("/etc/myapp.conf".to_string(), "file".to_string()),
+            ("/usr/share/myapp/data.db".to_string(), "file".to_string()),
+        ]
+    );
+    assert_eq!(
+        v["plan"]["suggestions"][0]["mentioned_by"][0],
+        "/usr/bin/app"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("/usr/share/myapp/data.db (file, in /usr/bin/app)"),
+        "{err}"
+    );
+    // Suggested, not shipped.
+    let image = sysext_core::inspect::Image::open(&dir.path().join("app.raw")).unwrap();
+    assert!(!image.entries().iter().any(|e| e.path.contains("myapp")));
+}
