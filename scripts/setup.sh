@@ -42,6 +42,7 @@ packages=(
   lld golang-go       # binaries from other linkers (full .dynamic, Go layout) for the ELF tests
   e2fsprogs attr file binutils
   apache2-utils openssl  # htpasswd -B and token-signing keys for the registry auth tests
+  python3-venv python3-dev  # auditwheel (from PyPI) repairs a wheel with flix-patchelf
 )
 [ "$profile" = demo ] && packages=("${demo_packages[@]}")
 
