@@ -22,7 +22,7 @@ pub use closure::{
     Missing, Reason,
 };
 pub use ldcache::{LdCache, LdCacheEntry};
-pub use scan::{scan, scan_file};
+pub use scan::{scan, scan_file, scan_reader, MAX_ELF_READ};
 
 /// What the loaders need to know about one ELF file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
