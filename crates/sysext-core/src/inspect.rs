@@ -80,14 +80,14 @@ pub enum InspectError {
         path: String,
         limit: u64,
     },
-    #[error("{} in the image {}", escape(path), image.display())]
+    #[error("reading the release file of the image {}", image.display())]
     Release {
         image: PathBuf,
         path: String,
         #[source]
         source: ReleaseError,
     },
-    #[error("folder image {} nests folders deeper than {MAX_DEPTH} levels (at {}); refusing to read it", image.display(), escape(path))]
+    #[error("folder image {} nests folders deeper than {MAX_DEPTH} levels (under {}); refusing to read it, no extension needs that", image.display(), escape(path.split('/').next().unwrap_or("")))]
     TooDeep { image: PathBuf, path: String },
 }
 

@@ -61,7 +61,7 @@ pub enum ReadError {
         dir: String,
         name: String,
     },
-    #[error("image {} nests folders deeper than {MAX_DEPTH} levels (at {}); refusing to read it", path.display(), escape(dir))]
+    #[error("image {} is malformed: it nests folders deeper than {MAX_DEPTH} levels (under {}); refusing to read it, no extension needs that", path.display(), escape(dir.split('/').next().unwrap_or("")))]
     TooDeep { path: PathBuf, dir: String },
     #[error("{} is not a regular file in {}", escape(path), image.display())]
     NotAFile { image: PathBuf, path: String },
