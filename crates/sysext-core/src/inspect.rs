@@ -698,6 +698,25 @@ mod tests {
     }
 
     #[test]
+    fn escape_table() {
+        for (input, want) in [
+            ("plain/path-1.2", "plain/path-1.2"),
+            ("new\nline", "new\\nline"),
+            ("tab\tcr\r", "tab\\tcr\\r"),
+            ("esc\x1b[2J", "esc\\x1b[2J"),
+            ("del\x7f", "del\\x7f"),
+            ("c1\u{9b}", "c1\\x9b"),
+            ("back\\slash", "back\\\\slash"),
+            ("rtl\u{202e}txt", "rtl\\u{202e}txt"),
+            ("ünïcode ✓", "ünïcode ✓"),
+        ] {
+            assert_eq!(escape(input), want, "{input:?}");
+            assert!(!escape(input).chars().any(|c| c.is_control()));
+        }
+        assert!(matches!(escape("ok"), Cow::Borrowed(_)));
+    }
+
+    #[test]
     fn garbage_is_a_clear_error() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("x.raw");

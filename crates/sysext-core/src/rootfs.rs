@@ -666,4 +666,84 @@ mod tests {
             .unwrap_err()
             .is_not_found());
     }
+
+    /// A view of fixed entries: `/usr/lib/libx.so` (a file), links out of the view.
+    #[derive(Debug)]
+    struct Fake;
+
+    impl TreeView for Fake {
+        fn origin(&self) -> &Path {
+            Path::new("fake.raw")
+        }
+        fn entry(&self, inside: &Path) -> Option<ViewKind> {
+            Some(match inside.to_str()? {
+                "/usr" | "/usr/lib" => ViewKind::Dir,
+                "/usr/lib/libx.so" => ViewKind::File,
+                "/usr/lib/up" => ViewKind::Symlink("../../etc/passwd".into()),
+                "/usr/lib/abs" => ViewKind::Symlink("/etc/passwd".into()),
+                "/usr/lib/fifo" => ViewKind::Other,
+                _ => return None,
+            })
+        }
+        fn names(&self, inside: &Path) -> Vec<OsString> {
+            match inside.to_str() {
+                Some("/usr/lib") => ["libx.so", "up", "abs", "fifo"]
+                    .map(OsString::from)
+                    .to_vec(),
+                _ => Vec::new(),
+            }
+        }
+        fn read(&self, inside: &Path, limit: u64) -> io::Result<Vec<u8>> {
+            match self.entry(inside) {
+                Some(ViewKind::File) => Ok(b"view bytes"[..limit.min(10) as usize].to_vec()),
+                _ => Err(io::Error::from(io::ErrorKind::InvalidInput)),
+            }
+        }
+        fn scan_elf(&self, _inside: &Path) -> Result<Option<ElfInfo>, ElfError> {
+            Ok(None)
+        }
+    }
+
+    #[test]
+    fn view_layers_resolve_inside_the_stack() {
+        let t = tree();
+        let mut s = RootStack::new();
+        s.push_view(Arc::new(Fake), &["/usr"]).push(t.path(), &[]);
+        // The view's links land in the stack, not on the build host.
+        for link in ["/usr/lib/up", "/usr/lib/abs"] {
+            let real = s.resolve(Path::new(link), true).unwrap();
+            assert_eq!(real, Path::new("/etc/passwd"));
+            assert_eq!(s.read(&real, 100).unwrap(), b"inside");
+        }
+        // Folders merge, as in the overlay: the lower /usr/bin shows through.
+        assert!(s.resolve(Path::new("/usr/bin"), true).is_ok());
+        assert_eq!(s.read(Path::new("/usr/lib/libx.so"), 4).unwrap(), b"view");
+        assert!(s.is_dir(Path::new("/usr/lib")));
+        assert!(!s.is_dir(Path::new("/usr/lib/libx.so")));
+        assert!(s.read(Path::new("/usr/lib/fifo"), 4).is_err());
+        let names = s.read_dir(Path::new("/usr/lib"));
+        assert_eq!(names.len(), 5, "{names:?}");
+        assert!(names.contains(&OsString::from("x86_64-linux-gnu")));
+        assert!(s
+            .read_dir(Path::new("/etc"))
+            .contains(&OsString::from("passwd")));
+    }
+
+    #[test]
+    fn host_reads_are_regular_files_only() {
+        let t = tree();
+        let fifo = t.path().join("etc/fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let s = RootStack::single(t.path());
+        assert!(s.read(Path::new("/etc/fifo"), 10).is_err());
+        assert!(matches!(s.scan_elf(Path::new("/etc/fifo")), Ok(None)));
+        assert_eq!(s.read(Path::new("/etc/passwd"), 3).unwrap(), b"ins");
+    }
 }
