@@ -20,7 +20,14 @@
 //!   `opt/` over the host's root folder, searched as the loader would, see [`crate::elf`]).
 //!   Only presence is checked, not symbol versions. Needs the host's root folder
 //!   ([`Host::root`]); without one the report says so in [`Report::notes`];
-//! - `wrong-architecture`: an ELF file for another CPU than the release file's `ARCHITECTURE`.
+//! - `wrong-architecture`: an ELF file for another CPU than the release file's `ARCHITECTURE`;
+//! - `setuid-setgid`: a file with the setuid or setgid bit (once merged, any local user runs
+//!   it with its owner's or group's rights);
+//! - `file-capability`: a file with a `security.capability` xattr (file capabilities).
+//!
+//! Nothing is extracted: ELF headers, the dynamic section and strings are read from the image
+//! in place, each read bounded ([`crate::elf::scan_reader`]), and the loader's search runs on
+//! the image as a read-only [`crate::rootfs::TreeView`] layer ([`Image::view`]) over the host.
 
 use std::path::{Path, PathBuf};
 
@@ -49,12 +56,6 @@ pub enum CheckError {
     UnknownHostArchitecture,
     #[error(transparent)]
     Inspect(#[from] InspectError),
-    #[error("cannot unpack the ELF files of {} into a temporary folder", image.display())]
-    Unpack {
-        image: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// How bad a finding is.
@@ -382,6 +383,43 @@ pub fn check(name: &str, entries: &[Entry], release: Option<&[u8]>, host: Option
         modes,
         "directories with a mode other than 0755",
     );
+    let special = entries
+        .iter()
+        .filter(|e| !matches!(e.kind, EntryKind::Dir | EntryKind::Symlink) && e.mode & 0o6000 != 0)
+        .map(|e| {
+            let bits = match e.mode & 0o6000 {
+                0o6000 => "setuid and setgid bits",
+                0o4000 => "setuid bit",
+                _ => "setgid bit",
+            };
+            (
+                e.path.as_str(),
+                format!(
+                    "{} has the {bits} (mode {:04o}): once merged, any local user runs it as {}:{}; clear the bit (sysext pack, flix and flatwrap strip it unless asked to keep it)",
+                    e.path, e.mode, e.uid, e.gid
+                ),
+            )
+        })
+        .collect();
+    capped(
+        "setuid-setgid",
+        special,
+        "files with a setuid or setgid bit",
+    );
+    let caps = entries
+        .iter()
+        .filter(|e| e.capability)
+        .map(|e| {
+            (
+                e.path.as_str(),
+                format!(
+                    "{} carries file capabilities (a security.capability xattr): once merged, any local user runs it with them; remove the xattr",
+                    e.path
+                ),
+            )
+        })
+        .collect();
+    capped("file-capability", caps, "files with file capabilities");
 
     Report {
         name: name.to_string(),
@@ -400,7 +438,7 @@ pub fn check_image(image: &Image, host: Option<&Host>) -> Result<Report, CheckEr
         .to_string_lossy()
         .into_owned();
     let release = match resolve(image.entries(), &expected) {
-        Some(e) if e.kind == EntryKind::File => Some(image.read_file(&e.path)?),
+        Some(e) if e.kind == EntryKind::File => Some(image.read_release(&e.path)?),
         _ => None,
     };
     let mut report = check(image.name(), image.entries(), release.as_deref(), host);
@@ -420,7 +458,7 @@ pub fn check_image(image: &Image, host: Option<&Host>) -> Result<Report, CheckEr
             );
             // The architecture needs no host.
             if let Some(arch) = &arch {
-                let elves = elf_files(image, None)?;
+                let elves = elf_files(image);
                 report.findings.extend(cap(arch_findings(&elves, arch)));
             }
         }
@@ -434,58 +472,30 @@ struct ImageElf {
     info: ElfInfo,
 }
 
-/// The ELF files under `usr/` and `opt/` of `image`. With `unpack_to`, a `.raw` image's
-/// folders, symlinks and ELF files are written there so the loader's search can run on a
-/// folder (other files are left out: the loader skips a candidate that is not ELF as it skips
-/// one that is absent).
-fn elf_files(image: &Image, unpack_to: Option<&Path>) -> Result<Vec<ImageElf>, CheckError> {
-    let unpack_err = |source| CheckError::Unpack {
-        image: image.path().to_path_buf(),
-        source,
-    };
+/// The ELF files under `usr/` and `opt/` of `image`, scanned in place.
+fn elf_files(image: &Image) -> Vec<ImageElf> {
     let mut out = Vec::new();
     for e in image.entries() {
         let merged = e.path.starts_with("usr/") || e.path.starts_with("opt/");
-        if let Some(dir) = unpack_to.filter(|_| merged || e.path == "usr" || e.path == "opt") {
-            let dst = dir.join(&e.path);
-            match e.kind {
-                EntryKind::Dir => std::fs::create_dir_all(&dst).map_err(unpack_err)?,
-                EntryKind::Symlink => {
-                    if let Some(t) = &e.target {
-                        std::os::unix::fs::symlink(t, &dst).map_err(unpack_err)?;
-                    }
-                }
-                _ => {}
-            }
-        }
-        if !merged || e.kind != EntryKind::File {
+        if !merged || e.kind != EntryKind::File || e.size < 20 {
             continue;
         }
-        let is_elf = e.size >= 20
-            && image
-                .head(e)
-                .is_some_and(|h| h.len() >= 4 && &h[..4] == b"\x7fELF");
-        let info = match (image.folder(), unpack_to) {
-            (Some(folder), _) if is_elf => elf::scan_file(&folder.join(&e.path)),
-            (None, _) if is_elf => {
-                let bytes = image.read_file(&e.path)?;
-                if let Some(dir) = unpack_to {
-                    std::fs::write(dir.join(&e.path), &bytes).map_err(unpack_err)?;
-                }
-                elf::scan(&bytes)
-            }
-            _ => continue,
-        };
-        match info {
+        let is_elf = image
+            .head(e)
+            .is_some_and(|h| h.len() >= 4 && &h[..4] == b"\x7fELF");
+        if !is_elf {
+            continue;
+        }
+        match image.scan_elf(&e.path) {
             Ok(Some(info)) => out.push(ImageElf {
                 path: e.path.clone(),
                 info,
             }),
             Ok(None) => {}
-            Err(err) => tracing::warn!("{}: {err}", e.path),
+            Err(err) => tracing::warn!("{}: {err}", crate::inspect::escape(&e.path)),
         }
     }
-    Ok(out)
+    out
 }
 
 fn arch_findings(elves: &[ImageElf], arch: &str) -> Vec<Finding> {
@@ -538,25 +548,14 @@ fn cap(findings: Vec<Finding>) -> Vec<Finding> {
 /// ELF file under `usr/` and `opt/` with an interpreter or needed libraries, each name the
 /// loader would not find in the merged view (`missing-interpreter`, `missing-library`); and,
 /// when `arch` (the release file's `ARCHITECTURE`) is given, the files built for another CPU
-/// (`wrong-architecture`). A `.raw` image's folders, symlinks and ELF files are unpacked into a
-/// temporary folder first. Only presence is checked, not symbol versions.
+/// (`wrong-architecture`). The image is a read-only layer of the loader's view, read in place
+/// (nothing is extracted). Only presence is checked, not symbol versions.
 pub fn check_elf(
     image: &Image,
     host_root: &Path,
     arch: Option<&str>,
 ) -> Result<Vec<Finding>, CheckError> {
-    let tmp;
-    let (folder, elves) = match image.folder() {
-        Some(f) => (f.to_path_buf(), elf_files(image, None)?),
-        None => {
-            tmp = tempfile::tempdir().map_err(|source| CheckError::Unpack {
-                image: image.path().to_path_buf(),
-                source,
-            })?;
-            let elves = elf_files(image, Some(tmp.path()))?;
-            (tmp.path().to_path_buf(), elves)
-        }
-    };
+    let elves = elf_files(image);
     let opts = ClosureOptions::default();
     let mut findings = Vec::new();
     if let Some(arch) = arch {
@@ -573,10 +572,14 @@ pub fn check_elf(
     let wrapped = wrapped_roots(image.entries());
     let mut groups: Vec<(RootStack, Vec<(&ImageElf, PathBuf)>)> = Vec::new();
     let mut merged = RootStack::new();
-    merged.push(&folder, &["/usr", "/opt"]).push(host_root, &[]);
+    merged
+        .push_view(image.view(""), &["/usr", "/opt"])
+        .push(host_root, &[]);
     groups.push((merged, Vec::new()));
     for w in &wrapped {
-        groups.push((RootStack::single(&folder.join(w)), Vec::new()));
+        let mut inside = RootStack::new();
+        inside.push_view(image.view(w), &[]);
+        groups.push((inside, Vec::new()));
     }
     for e in &dynamic {
         match wrapped.iter().position(|w| {
@@ -602,7 +605,10 @@ pub fn check_elf(
         let closure = match closure {
             Ok(c) => c,
             Err(err) => {
-                tracing::warn!("not checking the libraries of {}: {err}", e.path);
+                tracing::warn!(
+                    "not checking the libraries of {}: {err}",
+                    crate::inspect::escape(&e.path)
+                );
                 continue;
             }
         };
@@ -706,6 +712,7 @@ mod tests {
             gid: 0,
             size: 0,
             target: None,
+            capability: false,
         }
     }
 
@@ -830,6 +837,30 @@ mod tests {
                 b"ID=\xff\n",
                 "unreadable-release",
                 Some("usr/lib/extension-release.d/extension-release.tool"),
+            ),
+            (
+                "setuid",
+                "tool",
+                |e| e[2].mode = 0o4755,
+                b"ID=_any\n",
+                "setuid-setgid",
+                Some("usr/bin/tool"),
+            ),
+            (
+                "setgid",
+                "tool",
+                |e| e[2].mode = 0o2711,
+                b"ID=_any\n",
+                "setuid-setgid",
+                Some("usr/bin/tool"),
+            ),
+            (
+                "capability",
+                "tool",
+                |e| e[2].capability = true,
+                b"ID=_any\n",
+                "file-capability",
+                Some("usr/bin/tool"),
             ),
             (
                 "underscore",

@@ -1,15 +1,57 @@
 //! Read an extension image back: a squashfs `.raw` (recognised by its `hsqs` magic, whatever
 //! its name) or a folder. Lists entries, reads files, and summarises the image: release file,
 //! file count, sizes and the CPU architectures of the ELF files inside.
+//!
+//! Nothing is extracted and nothing in the image is followed out of it: a `.raw` is read in
+//! place ([`SquashfsReader`]), a folder's files are opened beneath the folder without following
+//! any symlink (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`) and only when they are
+//! regular files. Every read has a limit ([`MAX_READ`], release files
+//! [`crate::release::MAX_RELEASE_BYTES`]); walks are iterative. [`escape`] is the one escaper
+//! of text from images (names, release values) in human output.
 
+use std::borrow::Cow;
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::squashfs::reader::{ReadError, SquashfsReader};
+use crate::elf::{ElfError, ElfInfo};
+use crate::release::{ReleaseError, MAX_RELEASE_BYTES};
+use crate::rootfs::{TreeView, ViewKind};
+use crate::squashfs::reader::{ReadError, SquashfsReader, MAX_DEPTH};
+
+/// The most [`Image::read_file`] reads of one file: 256 MiB.
+pub const MAX_READ: u64 = 256 << 20;
+
+/// `s` for human output: control characters (C0, DEL, C1), bidirectional-text controls and
+/// backslashes escaped (`\n`, `\t`, `\r`, `\\`, `\xNN`, `\u{NNNN}`), so text from an image
+/// cannot move the cursor, clear the screen or fake lines. JSON output needs no such step.
+pub fn escape(s: &str) -> Cow<'_, str> {
+    let bad = |c: char| {
+        c.is_control()
+            || c == '\\'
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(bad) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\\' => out.push_str("\\\\"),
+            c if bad(c) && (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if bad(c) => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
 
 /// Errors from [`Image::open`] and [`Image::read_file`].
 #[derive(Debug, thiserror::Error)]
@@ -30,8 +72,23 @@ pub enum InspectError {
         #[source]
         source: io::Error,
     },
-    #[error("{path:?} is not a regular file in the image {}", image.display())]
+    #[error("{} is not a regular file in the image {}", escape(path), image.display())]
     NotAFile { image: PathBuf, path: String },
+    #[error("{} in the folder image {} is larger than {limit} bytes, the most read for analysis", escape(path), image.display())]
+    TooLarge {
+        image: PathBuf,
+        path: String,
+        limit: u64,
+    },
+    #[error("reading the release file of the image {}", image.display())]
+    Release {
+        image: PathBuf,
+        path: String,
+        #[source]
+        source: ReleaseError,
+    },
+    #[error("folder image {} nests folders deeper than {MAX_DEPTH} levels (under {}); refusing to read it, no extension needs that", image.display(), escape(path.split('/').next().unwrap_or("")))]
+    TooDeep { image: PathBuf, path: String },
 }
 
 /// The type of an entry.
@@ -62,6 +119,9 @@ pub struct Entry {
     pub size: u64,
     /// Symlink target.
     pub target: Option<String>,
+    /// Carries a `security.capability` xattr (file capabilities).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub capability: bool,
 }
 
 /// The image's format.
@@ -93,8 +153,9 @@ pub struct ImageInfo {
     pub entries: Vec<Entry>,
 }
 
+#[derive(Debug, Clone)]
 enum Source {
-    Squashfs(Box<SquashfsReader>),
+    Squashfs(Arc<SquashfsReader>),
     Dir(PathBuf),
 }
 
@@ -115,57 +176,98 @@ impl std::fmt::Debug for Image {
     }
 }
 
-fn walk_dir(root: &Path, rel: &str, out: &mut Vec<Entry>) -> Result<(), InspectError> {
-    let dir = root.join(rel);
+/// The entries of the folder `root`, walked with an explicit stack (no recursion on depth),
+/// symlinks listed but never followed.
+fn walk_dir(root: &Path) -> Result<Vec<Entry>, InspectError> {
     let rerr = |path: &Path| {
         let path = path.to_path_buf();
         move |source| InspectError::Read { path, source }
     };
-    for e in fs::read_dir(&dir).map_err(rerr(&dir))? {
-        let e = e.map_err(rerr(&dir))?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        let path = if rel.is_empty() {
-            name
-        } else {
-            format!("{rel}/{name}")
-        };
-        let full = root.join(&path);
-        let m = fs::symlink_metadata(&full).map_err(rerr(&full))?;
-        let ft = m.file_type();
-        let (kind, size, target) = if ft.is_dir() {
-            (EntryKind::Dir, 0, None)
-        } else if ft.is_file() {
-            (EntryKind::File, m.len(), None)
-        } else if ft.is_symlink() {
-            let t = fs::read_link(&full).map_err(rerr(&full))?;
-            (
-                EntryKind::Symlink,
-                m.len(),
-                Some(t.to_string_lossy().into_owned()),
-            )
-        } else if ft.is_char_device() {
-            (EntryKind::CharDevice, 0, None)
-        } else if ft.is_block_device() {
-            (EntryKind::BlockDevice, 0, None)
-        } else if ft.is_fifo() {
-            (EntryKind::Fifo, 0, None)
-        } else {
-            (EntryKind::Socket, 0, None)
-        };
-        out.push(Entry {
-            path: path.clone(),
-            kind,
-            mode: m.permissions().mode() & 0o7777,
-            uid: m.uid(),
-            gid: m.gid(),
-            size,
-            target,
-        });
-        if ft.is_dir() {
-            walk_dir(root, &path, out)?;
+    let mut out = Vec::new();
+    let mut todo: Vec<(String, usize)> = vec![(String::new(), 0)];
+    while let Some((rel, depth)) = todo.pop() {
+        let dir = root.join(&rel);
+        for e in fs::read_dir(&dir).map_err(rerr(&dir))? {
+            let e = e.map_err(rerr(&dir))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let path = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            let full = root.join(&path);
+            let m = fs::symlink_metadata(&full).map_err(rerr(&full))?;
+            let ft = m.file_type();
+            let (kind, size, target) = if ft.is_dir() {
+                (EntryKind::Dir, 0, None)
+            } else if ft.is_file() {
+                (EntryKind::File, m.len(), None)
+            } else if ft.is_symlink() {
+                let t = fs::read_link(&full).map_err(rerr(&full))?;
+                (
+                    EntryKind::Symlink,
+                    m.len(),
+                    Some(t.to_string_lossy().into_owned()),
+                )
+            } else if ft.is_char_device() {
+                (EntryKind::CharDevice, 0, None)
+            } else if ft.is_block_device() {
+                (EntryKind::BlockDevice, 0, None)
+            } else if ft.is_fifo() {
+                (EntryKind::Fifo, 0, None)
+            } else {
+                (EntryKind::Socket, 0, None)
+            };
+            let capability = !ft.is_symlink()
+                && rustix::fs::lgetxattr(&full, "security.capability", &mut [0u8; 0][..]).is_ok();
+            if ft.is_dir() {
+                if depth + 1 > MAX_DEPTH {
+                    return Err(InspectError::TooDeep {
+                        image: root.to_path_buf(),
+                        path,
+                    });
+                }
+                todo.push((path.clone(), depth + 1));
+            }
+            out.push(Entry {
+                path,
+                kind,
+                mode: m.permissions().mode() & 0o7777,
+                uid: m.uid(),
+                gid: m.gid(),
+                size,
+                target,
+                capability,
+            });
         }
     }
-    Ok(())
+    Ok(out)
+}
+
+/// Opens the regular file `rel` beneath the folder `root`: no symlink followed in any
+/// component, no escape by `..`, no blocking on a FIFO, and only a regular file accepted.
+fn open_beneath(root: &Path, rel: &str) -> io::Result<fs::File> {
+    use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
+    let dir = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let fd = rustix::fs::openat2(
+        &dir,
+        rel,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NOFOLLOW,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )?;
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(fs::File::from(fd))
 }
 
 impl Image {
@@ -181,8 +283,7 @@ impl Image {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| path.to_string_lossy().into_owned());
         if meta.is_dir() {
-            let mut entries = Vec::new();
-            walk_dir(path, "", &mut entries)?;
+            let mut entries = walk_dir(path)?;
             entries.sort_by(|a, b| a.path.cmp(&b.path));
             return Ok(Image {
                 path: path.to_path_buf(),
@@ -210,7 +311,7 @@ impl Image {
                 .strip_suffix(".raw")
                 .unwrap_or(&file_name)
                 .to_string(),
-            source: Source::Squashfs(Box::new(reader)),
+            source: Source::Squashfs(Arc::new(reader)),
             entries,
         })
     }
@@ -225,26 +326,138 @@ impl Image {
         &self.entries
     }
 
-    /// The contents of the regular file at `path` (relative, e.g. "usr/bin/x").
+    /// The contents of the regular file at `path` (relative, e.g. "usr/bin/x"), at most
+    /// [`MAX_READ`] bytes (a larger file is an error, nothing read).
     pub fn read_file(&self, path: &str) -> Result<Vec<u8>, InspectError> {
+        self.read_file_limited(path, MAX_READ)
+    }
+
+    fn file_entry(&self, path: &str) -> Result<&Entry, InspectError> {
         let rel = path.trim_start_matches('/');
-        let is_file = self
-            .entries
-            .iter()
-            .any(|e| e.path == rel && e.kind == EntryKind::File);
-        if !is_file {
-            return Err(InspectError::NotAFile {
+        self.entry(rel)
+            .filter(|e| e.kind == EntryKind::File)
+            .ok_or_else(|| InspectError::NotAFile {
                 image: self.path.clone(),
                 path: rel.to_string(),
-            });
-        }
+            })
+    }
+
+    /// The entry at the relative `path`, if any (no symlink followed).
+    pub fn entry(&self, path: &str) -> Option<&Entry> {
+        self.entries
+            .binary_search_by(|e| e.path.as_str().cmp(path))
+            .ok()
+            .map(|i| &self.entries[i])
+    }
+
+    /// [`Image::read_file`] with another limit than [`MAX_READ`].
+    pub fn read_file_limited(&self, path: &str, limit: u64) -> Result<Vec<u8>, InspectError> {
+        let e = self.file_entry(path)?;
         match &self.source {
-            Source::Squashfs(r) => Ok(r.read_file(rel)?),
+            Source::Squashfs(r) => Ok(r.read_file(&e.path, limit)?),
             Source::Dir(root) => {
-                let p = root.join(rel);
-                fs::read(&p).map_err(|source| InspectError::Read { path: p, source })
+                let p = root.join(&e.path);
+                let rerr = |source| InspectError::Read {
+                    path: p.clone(),
+                    source,
+                };
+                let f = open_beneath(root, &e.path).map_err(rerr)?;
+                let mut out = Vec::new();
+                f.take(limit + 1).read_to_end(&mut out).map_err(rerr)?;
+                if out.len() as u64 > limit {
+                    return Err(InspectError::TooLarge {
+                        image: self.path.clone(),
+                        path: e.path.clone(),
+                        limit,
+                    });
+                }
+                Ok(out)
             }
         }
+    }
+
+    /// The bytes of the release file at `path` (relative): a regular file of the image, at
+    /// most [`MAX_RELEASE_BYTES`] (read through [`crate::release::read_release_bounded`]).
+    pub fn read_release(&self, path: &str) -> Result<Vec<u8>, InspectError> {
+        let e = self.file_entry(path)?;
+        let rel_err = |source| InspectError::Release {
+            image: self.path.clone(),
+            path: e.path.clone(),
+            source,
+        };
+        let shown = PathBuf::from(&e.path);
+        match &self.source {
+            Source::Squashfs(r) => {
+                let bytes = r.read_prefix(&e.path, MAX_RELEASE_BYTES + 1)?;
+                crate::release::read_release_bounded(&bytes[..], &shown).map_err(rel_err)
+            }
+            Source::Dir(root) => {
+                let f = open_beneath(root, &e.path).map_err(|source| {
+                    rel_err(ReleaseError::Read {
+                        path: shown.clone(),
+                        source,
+                    })
+                })?;
+                crate::release::read_release_bounded(f, &shown).map_err(rel_err)
+            }
+        }
+    }
+
+    /// The ELF scan of the regular file at `path` (relative), read in place with the image
+    /// as its own root: `Ok(None)` when it is not ELF.
+    pub fn scan_elf(&self, path: &str) -> Result<Option<ElfInfo>, ElfError> {
+        let rel = path.trim_start_matches('/');
+        match &self.source {
+            Source::Squashfs(r) => r.scan_elf(rel),
+            Source::Dir(root) => {
+                let f = open_beneath(root, rel).map_err(|source| ElfError::Io {
+                    path: root.join(rel),
+                    source,
+                })?;
+                crate::elf::scan_reader(f, &root.join(rel).display().to_string())
+            }
+        }
+    }
+
+    /// The squashfs reader of a `.raw` image; `None` for a folder.
+    pub fn squashfs(&self) -> Option<&SquashfsReader> {
+        match &self.source {
+            Source::Squashfs(r) => Some(r),
+            Source::Dir(_) => None,
+        }
+    }
+
+    /// The image's tree (or its folder `under`, relative, "" for the whole image) as a
+    /// read-only [`TreeView`] for a [`crate::rootfs::RootStack`]: entries and file contents
+    /// come from the image in place, nothing is extracted, and a folder image's files are
+    /// opened beneath it without following links.
+    pub fn view(&self, under: &str) -> Arc<dyn TreeView> {
+        let mut kinds = std::collections::HashMap::with_capacity(self.entries.len());
+        let mut children: std::collections::HashMap<String, Vec<std::ffi::OsString>> =
+            std::collections::HashMap::new();
+        for e in &self.entries {
+            let kind = match (e.kind, &e.target) {
+                (EntryKind::Dir, _) => ViewKind::Dir,
+                (EntryKind::File, _) => ViewKind::File,
+                (EntryKind::Symlink, Some(t)) => ViewKind::Symlink(PathBuf::from(t)),
+                _ => ViewKind::Other,
+            };
+            kinds.insert(e.path.clone(), kind);
+            let (dir, name) = e.path.rsplit_once('/').unwrap_or(("", &e.path));
+            children
+                .entry(dir.to_string())
+                .or_default()
+                .push(name.into());
+        }
+        Arc::new(ImageView {
+            data: Arc::new(ViewData {
+                origin: self.path.clone(),
+                source: self.source.clone(),
+                kinds,
+                children,
+            }),
+            prefix: under.trim_matches('/').to_string(),
+        })
     }
 
     /// The path the image was opened from.
@@ -264,18 +477,18 @@ impl Image {
     pub fn head(&self, e: &Entry) -> Option<Vec<u8>> {
         match &self.source {
             Source::Dir(root) => {
-                let mut buf = vec![0u8; 20];
-                let mut f = fs::File::open(root.join(&e.path)).ok()?;
-                let n = f.read(&mut buf).ok()?;
-                buf.truncate(n);
+                let mut buf = Vec::with_capacity(20);
+                let f = open_beneath(root, &e.path).ok()?;
+                f.take(20).read_to_end(&mut buf).ok()?;
                 Some(buf)
             }
             Source::Squashfs(r) => r.read_prefix(&e.path, 20).ok(),
         }
     }
 
-    /// A summary: release file, counts, sizes, ELF architectures, entries.
-    pub fn info(&self) -> ImageInfo {
+    /// A summary: release file, counts, sizes, ELF architectures, entries. A release file
+    /// that cannot be read (too large, not a regular file) is an error naming it.
+    pub fn info(&self) -> Result<ImageInfo, InspectError> {
         let release_rel = format!(
             "usr/lib/extension-release.d/extension-release.{}",
             self.name
@@ -292,10 +505,10 @@ impl Image {
                 })
             })
             .map(|e| e.path.clone());
-        let release = release_file
-            .as_deref()
-            .and_then(|p| self.read_file(p).ok())
-            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        let release = match release_file.as_deref() {
+            Some(p) => Some(String::from_utf8_lossy(&self.read_release(p)?).into_owned()),
+            None => None,
+        };
         let files: Vec<&Entry> = self
             .entries
             .iter()
@@ -313,7 +526,7 @@ impl Image {
             }
         }
         architectures.sort();
-        ImageInfo {
+        Ok(ImageInfo {
             name: self.name.clone(),
             path: self.path.clone(),
             format: match self.source {
@@ -330,6 +543,102 @@ impl Image {
             total_size: files.iter().map(|e| e.size).sum(),
             architectures,
             entries: self.entries.clone(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct ViewData {
+    origin: PathBuf,
+    source: Source,
+    kinds: std::collections::HashMap<String, ViewKind>,
+    children: std::collections::HashMap<String, Vec<std::ffi::OsString>>,
+}
+
+/// [`Image::view`]'s tree.
+#[derive(Debug)]
+struct ImageView {
+    data: Arc<ViewData>,
+    /// The image folder shown as the root ("" for the image root).
+    prefix: String,
+}
+
+impl ImageView {
+    /// The image-relative path of the inside-view path `inside`.
+    fn rel(&self, inside: &Path) -> String {
+        let inside = inside.to_string_lossy();
+        let inside = inside.trim_matches('/');
+        match (self.prefix.is_empty(), inside.is_empty()) {
+            (true, _) => inside.to_string(),
+            (false, true) => self.prefix.clone(),
+            (false, false) => format!("{}/{inside}", self.prefix),
+        }
+    }
+
+    fn regular(&self, rel: &str) -> io::Result<()> {
+        match self.data.kinds.get(rel) {
+            Some(ViewKind::File) => Ok(()),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a regular file in the image", escape(rel)),
+            )),
+        }
+    }
+}
+
+impl TreeView for ImageView {
+    fn origin(&self) -> &Path {
+        &self.data.origin
+    }
+
+    fn entry(&self, inside: &Path) -> Option<ViewKind> {
+        let rel = self.rel(inside);
+        if rel.is_empty() {
+            return Some(ViewKind::Dir);
+        }
+        self.data.kinds.get(&rel).cloned()
+    }
+
+    fn names(&self, inside: &Path) -> Vec<std::ffi::OsString> {
+        self.data
+            .children
+            .get(&self.rel(inside))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn read(&self, inside: &Path, limit: u64) -> io::Result<Vec<u8>> {
+        let rel = self.rel(inside);
+        self.regular(&rel)?;
+        match &self.data.source {
+            Source::Squashfs(r) => r
+                .read_prefix(&rel, limit)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+            Source::Dir(root) => {
+                let mut out = Vec::new();
+                open_beneath(root, &rel)?
+                    .take(limit)
+                    .read_to_end(&mut out)?;
+                Ok(out)
+            }
+        }
+    }
+
+    fn scan_elf(&self, inside: &Path) -> Result<Option<ElfInfo>, ElfError> {
+        let rel = self.rel(inside);
+        self.regular(&rel).map_err(|source| ElfError::Io {
+            path: inside.to_path_buf(),
+            source,
+        })?;
+        match &self.data.source {
+            Source::Squashfs(r) => r.scan_elf(&rel),
+            Source::Dir(root) => {
+                let f = open_beneath(root, &rel).map_err(|source| ElfError::Io {
+                    path: root.join(&rel),
+                    source,
+                })?;
+                crate::elf::scan_reader(f, &root.join(&rel).display().to_string())
+            }
         }
     }
 }
@@ -386,6 +695,25 @@ mod tests {
         assert_eq!(elf_arch(&header(2, 1, 9999)), None);
         assert_eq!(elf_arch(b"#!/bin/sh\n0123456789"), None);
         assert_eq!(elf_arch(b"\x7fELF"), None);
+    }
+
+    #[test]
+    fn escape_table() {
+        for (input, want) in [
+            ("plain/path-1.2", "plain/path-1.2"),
+            ("new\nline", "new\\nline"),
+            ("tab\tcr\r", "tab\\tcr\\r"),
+            ("esc\x1b[2J", "esc\\x1b[2J"),
+            ("del\x7f", "del\\x7f"),
+            ("c1\u{9b}", "c1\\x9b"),
+            ("back\\slash", "back\\\\slash"),
+            ("rtl\u{202e}txt", "rtl\\u{202e}txt"),
+            ("ünïcode ✓", "ünïcode ✓"),
+        ] {
+            assert_eq!(escape(input), want, "{input:?}");
+            assert!(!escape(input).chars().any(|c| c.is_control()));
+        }
+        assert!(matches!(escape("ok"), Cow::Borrowed(_)));
     }
 
     #[test]

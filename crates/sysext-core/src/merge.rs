@@ -799,7 +799,13 @@ fn prepare(
 
 /// systemd-sysext's log line for a skipped extension, from [`release::check_compatibility`]'s
 /// reason (which reads "extension is for ...").
+/// The human message for a skipped image; text from the image (its name, release values in
+/// `reason`) is escaped ([`crate::inspect::escape`]).
 fn skip_message(name: &str, reason: &str) -> String {
+    crate::inspect::escape(&skip_text(name, reason)).into_owned()
+}
+
+fn skip_text(name: &str, reason: &str) -> String {
     let rest = reason.strip_prefix("extension ").unwrap_or(reason);
     if rest.starts_with("carries no extension-release data") {
         return format!(

@@ -27,17 +27,85 @@ pub enum ReleaseError {
     /// systemd refuses a release file with invalid UTF-8 as a whole.
     #[error("release file {path} is not valid UTF-8 (systemd refuses to parse it)")]
     InvalidUtf8 { path: PathBuf },
+    /// Not a regular file (a FIFO, a device, a folder): never read, it could block or not end.
+    #[error("release file {path} is not a regular file ({kind}); replace it with a regular file")]
+    NotRegular { path: PathBuf, kind: &'static str },
+    /// Larger than [`MAX_RELEASE_BYTES`].
+    #[error("release file {path} is larger than {MAX_RELEASE_BYTES} bytes; a release file holds a few KEY=value lines, shorten it")]
+    TooLarge { path: PathBuf },
     /// The extension name is not one systemd accepts.
     #[error("invalid extension name {name:?}: {reason}")]
     InvalidName { name: String, reason: String },
 }
 
+/// The largest release file (os-release or extension-release) any reader accepts: 64 KiB.
+pub const MAX_RELEASE_BYTES: u64 = 64 * 1024;
+
+/// Reads at most [`MAX_RELEASE_BYTES`] from `r`; more is [`ReleaseError::TooLarge`] naming
+/// `path` (what the bytes are, for messages). The buffer grows with what is read, never by a
+/// size the input declares. Every reader of release files ends here: [`read_release_file`] for
+/// files on the host, [`crate::inspect::Image::read_release`] for files inside images.
+pub fn read_release_bounded(r: impl std::io::Read, path: &Path) -> Result<Vec<u8>, ReleaseError> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    r.take(MAX_RELEASE_BYTES + 1)
+        .read_to_end(&mut out)
+        .map_err(|source| ReleaseError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if out.len() as u64 > MAX_RELEASE_BYTES {
+        return Err(ReleaseError::TooLarge {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(out)
+}
+
+/// The bytes of the release file at `path` on the host: opened without blocking
+/// (`O_NONBLOCK`, so a FIFO does not hang the open), refused unless the opened file is a
+/// regular file (a symlink is followed to what it names; links to FIFOs or devices are
+/// refused), and read up to [`MAX_RELEASE_BYTES`].
+pub fn read_release_file(path: &Path) -> Result<Vec<u8>, ReleaseError> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let rerr = |source: std::io::Error| ReleaseError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )
+    .map_err(|e| rerr(e.into()))?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| rerr(e.into()))?;
+    let kind = match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => None,
+        FileType::Directory => Some("a folder"),
+        FileType::Fifo => Some("a FIFO"),
+        FileType::CharacterDevice => Some("a character device"),
+        FileType::BlockDevice => Some("a block device"),
+        FileType::Socket => Some("a socket"),
+        _ => Some("not a file"),
+    };
+    if let Some(kind) = kind {
+        return Err(ReleaseError::NotRegular {
+            path: path.to_path_buf(),
+            kind,
+        });
+    }
+    read_release_bounded(std::fs::File::from(fd), path)
+}
+
 /// A parsed os-release / extension-release file: ordered key/value pairs, each key once
 /// (a later duplicate replaces the earlier value in place, as systemd's pair loader does).
-/// Serialises as a JSON object in file order.
+/// Serialises as a JSON object in file order. Lookups go through an index, so parsing is
+/// linear in the number of lines.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OsRelease {
     pairs: Vec<(String, String)>,
+    /// Key → position in `pairs`.
+    index: std::collections::HashMap<String, usize>,
 }
 
 impl Serialize for OsRelease {
@@ -212,19 +280,20 @@ impl OsRelease {
         }
         let k = std::mem::take(key);
         let v = std::mem::take(value);
-        match self.pairs.iter_mut().find(|(ek, _)| *ek == k) {
-            Some(pair) => pair.1 = v,
-            None => self.pairs.push((k, v)),
+        match self.index.get(&k) {
+            Some(&i) => self.pairs[i].1 = v,
+            None => {
+                self.index.insert(k.clone(), self.pairs.len());
+                self.pairs.push((k, v));
+            }
         }
     }
 
-    /// Reads and parses a release file. Invalid UTF-8 is an error, as in systemd (which
-    /// then treats the file as unreadable).
+    /// Reads and parses a release file ([`read_release_file`]: regular files only, at most
+    /// [`MAX_RELEASE_BYTES`]). Invalid UTF-8 is an error, as in systemd (which then treats
+    /// the file as unreadable).
     pub fn read(path: &Path) -> Result<OsRelease, ReleaseError> {
-        let bytes = std::fs::read(path).map_err(|source| ReleaseError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes = read_release_file(path)?;
         Self::from_bytes(&bytes).ok_or_else(|| ReleaseError::InvalidUtf8 {
             path: path.to_path_buf(),
         })
@@ -238,10 +307,7 @@ impl OsRelease {
 
     /// The value of `key`, if set (possibly empty).
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.index.get(key).map(|&i| self.pairs[i].1.as_str())
     }
 
     /// True when the file holds no assignment at all (systemd ignores such an extension).
@@ -941,5 +1007,60 @@ mod tests {
             release_file_path("htop"),
             Path::new("usr/lib/extension-release.d/extension-release.htop")
         );
+    }
+
+    #[test]
+    fn many_keys_parse_in_linear_time_and_last_duplicate_wins() {
+        let mut text = String::new();
+        for i in 0..300_000 {
+            text.push_str(&format!("KEY_{i}=v{i}\n"));
+        }
+        text.push_str("KEY_7=last\nKEY_0=again\n");
+        let start = std::time::Instant::now();
+        let r = OsRelease::parse(&text);
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(r.pairs().count(), 300_000);
+        assert_eq!(r.get("KEY_7"), Some("last"));
+        assert_eq!(r.get("KEY_0"), Some("again"));
+        assert_eq!(r.get("KEY_299999"), Some("v299999"));
+        // First appearance keeps its place.
+        assert_eq!(r.pairs().next(), Some(("KEY_0", "again")));
+    }
+
+    #[test]
+    fn release_files_are_bounded_regular_files() {
+        let d = tempfile::tempdir().unwrap();
+        let ok = d.path().join("ok");
+        std::fs::write(&ok, "ID=x\n").unwrap();
+        assert_eq!(OsRelease::read(&ok).unwrap().get("ID"), Some("x"));
+        let big = d.path().join("big");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(2 << 30).unwrap();
+        assert!(matches!(
+            read_release_file(&big),
+            Err(ReleaseError::TooLarge { .. })
+        ));
+        let exact = d.path().join("exact");
+        std::fs::write(&exact, vec![b'#'; MAX_RELEASE_BYTES as usize]).unwrap();
+        assert!(read_release_file(&exact).is_ok());
+        let fifo = d.path().join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let e = read_release_file(&fifo).unwrap_err();
+        assert!(matches!(e, ReleaseError::NotRegular { .. }), "{e}");
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(&fifo, &link).unwrap();
+        assert!(read_release_file(&link).is_err());
+        assert!(read_release_file(d.path()).is_err());
     }
 }

@@ -214,7 +214,7 @@ fn our_reader_sees_a_mksquashfs_image_as_the_tree() {
         a.read_file("usr/bin/data").unwrap(),
         b.read_file("usr/bin/data").unwrap()
     );
-    let info = b.info();
+    let info = b.info().unwrap();
     assert_eq!(info.architectures, ["x86-64"]);
     assert_eq!(info.release.as_deref(), Some("ID=_any\n"));
     assert_eq!(info.files, 3);

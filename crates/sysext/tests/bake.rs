@@ -349,7 +349,7 @@ fn bake_builds_all_isolates_failures_and_is_incremental() {
 
     // Images: names, architectures, release files, the Upholds drop-in.
     let img = Image::open(&o.join("hello-1.0-arm64.raw")).unwrap();
-    let info = serde_json::to_value(img.info()).unwrap();
+    let info = serde_json::to_value(img.info().unwrap()).unwrap();
     let text = info.to_string();
     assert!(text.contains("extension-release.hello"), "{text}");
     let rel = release_of(&img, "hello");

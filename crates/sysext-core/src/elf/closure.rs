@@ -39,7 +39,7 @@ const EM_LOONGARCH: u16 = elf::EM_LOONGARCH.0;
 
 use super::dlopen::{DlopenFollow, DlopenPriority};
 use super::ldcache::LdCache;
-use super::{scan_file, ElfError, ElfInfo};
+use super::{ElfError, ElfInfo};
 use crate::rootfs::{RootStack, RootfsError};
 
 /// Options of [`closure`], applied to every requested file.
@@ -367,9 +367,8 @@ impl<'a> Env<'a> {
         if let Some(s) = self.scans.get(real) {
             return s.clone();
         }
-        let host = self.roots.host_path(real);
         // glibc stops with "invalid ELF header" on such a candidate; we warn and search on.
-        let res = match scan_file(&host) {
+        let res = match self.roots.scan_elf(real) {
             Ok(Some(s)) => Some(s),
             Ok(None) => {
                 tracing::warn!("skipping {}: not an ELF file", real.display());
@@ -399,7 +398,7 @@ impl<'a> Env<'a> {
             .roots
             .resolve(Path::new(&abs), true)
             .ok()
-            .filter(|p| self.roots.host_path(p).is_dir());
+            .filter(|p| self.roots.is_dir(p));
         self.dirs.insert(dir.to_string(), res.clone());
         res
     }
@@ -454,11 +453,18 @@ impl<'a> Env<'a> {
                 .roots
                 .resolve(Path::new("/etc/ld.so.cache"), true)
                 .ok()
-                .and_then(|p| match LdCache::read(&self.roots.host_path(&p)) {
-                    Ok(c) => Some(c),
-                    Err(e) => {
-                        tracing::warn!("ignoring the rootfs's ld.so.cache: {e}");
-                        None
+                .and_then(|p| {
+                    match self
+                        .roots
+                        .read(&p, MAX_LD_CACHE)
+                        .map_err(|e| e.to_string())
+                        .and_then(|b| LdCache::parse(&b))
+                    {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            tracing::warn!("ignoring the rootfs's ld.so.cache: {e}");
+                            None
+                        }
                     }
                 });
             self.ldcache = Some(cache);
@@ -481,10 +487,12 @@ impl<'a> Env<'a> {
             .roots
             .resolve(file, true)
             .map_err(|e| self.rootfs_err(e))?;
-        let host = self.roots.host_path(&real);
-        let info = scan_file(&host)?.ok_or_else(|| ElfError::NotElf {
-            path: file.to_path_buf(),
-        })?;
+        let info = self
+            .roots
+            .scan_elf(&real)?
+            .ok_or_else(|| ElfError::NotElf {
+                path: file.to_path_buf(),
+            })?;
         let file_str = file.to_string_lossy().into_owned();
         let mut names = vec![file_str.clone()];
         names.extend(info.soname.clone());
@@ -628,7 +636,7 @@ impl<'a> Env<'a> {
                 .roots
                 .resolve(Path::new(&file), true)
                 .ok()
-                .and_then(|r| std::fs::read(self.roots.host_path(&r)).ok());
+                .and_then(|r| self.roots.read(&r, MAX_CONFIG).ok());
             p.musl_path = Some(match content {
                 Some(c) => (
                     String::from_utf8_lossy(&c)
@@ -1080,6 +1088,11 @@ fn cache_id(info: &ElfInfo) -> Option<i32> {
     })
 }
 
+/// The most read of `ld.so.cache` (real ones are well under 1 MiB).
+const MAX_LD_CACHE: u64 = 16 << 20;
+/// The most read of a loader configuration file (`ld.so.conf`, its includes, musl's path file).
+const MAX_CONFIG: u64 = 1 << 20;
+
 /// Reads an `ld.so.conf`-style file inside the root, following `include` globs.
 fn read_ld_so_conf(root: &RootStack, file: &str, depth: usize, out: &mut Vec<String>) {
     if depth > 8 {
@@ -1088,7 +1101,11 @@ fn read_ld_so_conf(root: &RootStack, file: &str, depth: usize, out: &mut Vec<Str
     let Ok(real) = root.resolve(Path::new(file), true) else {
         return;
     };
-    let Ok(text) = std::fs::read_to_string(root.host_path(&real)) else {
+    let Some(text) = root
+        .read(&real, MAX_CONFIG)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+    else {
         return;
     };
     let here = parent_str(file);

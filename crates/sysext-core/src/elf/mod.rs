@@ -25,7 +25,7 @@ pub use closure::{
     DlopenMissing, LoadedObject, Missing, Reason,
 };
 pub use ldcache::{LdCache, LdCacheEntry};
-pub use scan::{scan, scan_file};
+pub use scan::{scan, scan_file, scan_reader, MAX_ELF_READ};
 
 /// What the loaders need to know about one ELF file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

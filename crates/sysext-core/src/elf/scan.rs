@@ -1,6 +1,12 @@
 //! The ELF header scan: the loader's view (program headers, PT_DYNAMIC through PT_LOAD), so
 //! files without section headers are read like the loader reads them.
+//!
+//! Reads are bounded: no single read (program headers, PT_INTERP, the dynamic section, the
+//! string table) may exceed [`MAX_ELF_READ`], whatever sizes the file declares, and files are
+//! read in place through [`ReadCache`] (only the parts asked for).
 
+use std::io::{Read, Seek};
+use std::ops::Range;
 use std::path::Path;
 
 use object::elf;
@@ -15,14 +21,57 @@ pub fn scan(bytes: &[u8]) -> Result<Option<ElfInfo>, ElfError> {
     scan_ref(bytes, "ELF data")
 }
 
-/// Scans a file on the host, reading only the parts the scan needs.
+/// The most one read of the scan may ask for: 16 MiB (a real PT_INTERP, dynamic section or
+/// string table is far smaller).
+pub const MAX_ELF_READ: u64 = 16 << 20;
+
+/// Scans a file on the host, reading only the parts the scan needs. The file is opened
+/// without blocking (a FIFO does not hang) and must be a regular file.
 pub fn scan_file(path: &Path) -> Result<Option<ElfInfo>, ElfError> {
-    let file = std::fs::File::open(path).map_err(|source| ElfError::Io {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let io = |source: std::io::Error| ElfError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    let cache = ReadCache::new(file);
-    scan_ref(&cache, &path.display().to_string())
+    };
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )
+    .map_err(|e| io(e.into()))?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| io(e.into()))?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Ok(None);
+    }
+    scan_reader(std::fs::File::from(fd), &path.display().to_string())
+}
+
+/// Scans what `r` reads (a file of an image, read in place), reading only the parts the scan
+/// needs, each at most [`MAX_ELF_READ`]; `what` names it in errors.
+pub fn scan_reader<R: Read + Seek>(r: R, what: &str) -> Result<Option<ElfInfo>, ElfError> {
+    let cache = ReadCache::new(r);
+    scan_ref(Capped(&cache), what)
+}
+
+/// A [`ReadRef`] refusing single reads larger than [`MAX_ELF_READ`].
+#[derive(Clone, Copy)]
+struct Capped<R>(R);
+
+impl<'data, R: ReadRef<'data>> ReadRef<'data> for Capped<R> {
+    fn len(self) -> Result<u64, ()> {
+        self.0.len()
+    }
+
+    fn read_bytes_at(self, offset: u64, size: u64) -> Result<&'data [u8], ()> {
+        if size > MAX_ELF_READ {
+            return Err(());
+        }
+        self.0.read_bytes_at(offset, size)
+    }
+
+    fn read_bytes_at_until(self, range: Range<u64>, delimiter: u8) -> Result<&'data [u8], ()> {
+        self.0.read_bytes_at_until(range, delimiter)
+    }
 }
 
 fn malformed(what: &str, reason: impl Into<String>) -> ElfError {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 use sysext_core::check::{check_image, Host, Report, Severity};
-use sysext_core::inspect::Image;
+use sysext_core::inspect::{escape, Image};
 
 /// Check an image (NAME.raw or a folder) for what would make systemd-sysext skip it or change
 /// the host: release file name and contents, compatibility with the host, usr/lib/os-release,
@@ -15,7 +15,8 @@ use sysext_core::inspect::Image;
 /// another CPU than the release file's ARCHITECTURE, and dynamic ELF files whose interpreter or
 /// libraries are neither in the image nor on the host (the image's usr/ and opt/ over the
 /// host's root folder, searched as the loader would; only presence is checked, not symbol
-/// versions; skipped with --host-os-release, which gives no host tree).
+/// versions; skipped with --host-os-release, which gives no host tree), files with a setuid or
+/// setgid bit or file capabilities. Nothing is extracted: the image is read in place.
 /// Exit status: 0 clean, 1 findings, 2 error.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -73,7 +74,7 @@ fn print(report: &Report, path: &Path, json: bool, out: &mut impl Write) -> io::
         return writeln!(out);
     }
     for n in &report.notes {
-        writeln!(out, "note: {n}")?;
+        writeln!(out, "note: {}", escape(n))?;
     }
     if report.is_clean() {
         let host = report
@@ -89,8 +90,15 @@ fn print(report: &Report, path: &Path, json: bool, out: &mut impl Write) -> io::
             Severity::Warning => "warning",
         };
         match &f.path {
-            Some(p) => writeln!(out, "{sev}[{}] {p}: {}", f.code, f.message)?,
-            None => writeln!(out, "{sev}[{}] {}", f.code, f.message)?,
+            // Paths and messages quote the image: escaped (the JSON report is not).
+            Some(p) => writeln!(
+                out,
+                "{sev}[{}] {}: {}",
+                f.code,
+                escape(p),
+                escape(&f.message)
+            )?,
+            None => writeln!(out, "{sev}[{}] {}", f.code, escape(&f.message))?,
         }
     }
     let errors = report

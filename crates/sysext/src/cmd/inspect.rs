@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use sysext_core::inspect::{EntryKind, Image, ImageFormat, ImageInfo};
+use sysext_core::inspect::{escape, EntryKind, Image, ImageFormat, ImageInfo};
 
 /// Show an image's name, release file, size and architectures (and its entries with --list).
 #[derive(Debug, Args)]
@@ -24,7 +24,9 @@ pub struct InspectArgs {
 pub fn run(args: InspectArgs) -> Result<ExitCode> {
     let image =
         Image::open(&args.image).with_context(|| format!("inspecting {}", args.image.display()))?;
-    let info = image.info();
+    let info = image
+        .info()
+        .with_context(|| format!("inspecting {}", args.image.display()))?;
     super::write_stdout(|out| print(&info, &args, out))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -38,7 +40,8 @@ fn print(info: &ImageInfo, args: &InspectArgs, out: &mut impl Write) -> io::Resu
         ImageFormat::Squashfs => "squashfs",
         ImageFormat::Dir => "folder",
     };
-    writeln!(out, "name:          {}", info.name)?;
+    // Text from the image (names, release values) is escaped; JSON above needs no escaping.
+    writeln!(out, "name:          {}", escape(&info.name))?;
     writeln!(out, "format:        {format}")?;
     if let Some(b) = info.image_bytes {
         writeln!(out, "image size:    {b}")?;
@@ -53,15 +56,15 @@ fn print(info: &ImageInfo, args: &InspectArgs, out: &mut impl Write) -> io::Resu
     writeln!(out, "architectures: {arch}")?;
     match (&info.release_file, &info.release) {
         (Some(f), Some(text)) => {
-            writeln!(out, "release file:  {f}")?;
+            writeln!(out, "release file:  {}", escape(f))?;
             for line in text.lines() {
-                writeln!(out, "  {line}")?;
+                writeln!(out, "  {}", escape(line))?;
             }
         }
         _ => writeln!(
             out,
             "release file:  missing (usr/lib/extension-release.d/extension-release.{})",
-            info.name
+            escape(&info.name)
         )?,
     }
     if args.list {
@@ -78,12 +81,17 @@ fn print(info: &ImageInfo, args: &InspectArgs, out: &mut impl Write) -> io::Resu
             let target = e
                 .target
                 .as_deref()
-                .map(|t| format!(" -> {t}"))
+                .map(|t| format!(" -> {}", escape(t)))
                 .unwrap_or_default();
             writeln!(
                 out,
                 "{t}{:04o} {}/{} {:>10} {}{}",
-                e.mode, e.uid, e.gid, e.size, e.path, target
+                e.mode,
+                e.uid,
+                e.gid,
+                e.size,
+                escape(&e.path),
+                target
             )?;
         }
     }
