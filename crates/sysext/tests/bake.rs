@@ -314,7 +314,7 @@ fn bake_builds_all_isolates_failures_and_is_incremental() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("missing-amd64.tar.gz does not exist"),
+        stderr.contains("missing-amd64.tar.gz: no such file or folder"),
         "{stderr}"
     );
     let o = dir.join("out");
