@@ -6,6 +6,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     sysext_core::logging::init();
+    if let Err(e) = sysext_core::cleanup::install("flatwrap") {
+        eprintln!("flatwrap: error: cannot watch for SIGINT/SIGTERM: {e}");
+        return ExitCode::from(2);
+    }
     let args = flatwrap::cli::Args::parse();
     let json = args.json;
     match flatwrap::cli::run(args) {

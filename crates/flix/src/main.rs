@@ -4,6 +4,10 @@ use clap::Parser;
 
 fn main() {
     sysext_core::logging::init();
+    if let Err(e) = sysext_core::cleanup::install("flix") {
+        eprintln!("flix: error: cannot watch for SIGINT/SIGTERM: {e}");
+        std::process::exit(2);
+    }
     let args = flix::cli::Args::parse();
     if let Err(e) = flix::cli::run(args) {
         eprintln!("flix: {e:#}");

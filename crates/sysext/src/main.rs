@@ -10,6 +10,11 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     sysext_core::logging::init();
+    // Temp outputs are removed and the exit status is 128+N on SIGINT/SIGTERM/SIGHUP.
+    if let Err(e) = sysext_core::cleanup::install("sysext") {
+        eprintln!("sysext: error: cannot watch for SIGINT/SIGTERM: {e}");
+        return ExitCode::from(2);
+    }
     match cli::run() {
         Ok(code) => code,
         Err(e) => {

@@ -5,6 +5,10 @@ use flix::patchelf::{run, Args};
 
 fn main() {
     sysext_core::logging::init();
+    if let Err(e) = sysext_core::cleanup::install("patchelf") {
+        eprintln!("patchelf: cannot watch for SIGINT/SIGTERM: {e}");
+        std::process::exit(1);
+    }
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) => {
