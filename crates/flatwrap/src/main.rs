@@ -28,6 +28,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
+            sysext_core::cleanup::wait_if_stopping();
             eprintln!("flatwrap: error: {e:#}");
             ExitCode::from(2)
         }

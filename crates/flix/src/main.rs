@@ -10,6 +10,7 @@ fn main() {
     }
     let args = flix::cli::Args::parse();
     if let Err(e) = flix::cli::run(args) {
+        sysext_core::cleanup::wait_if_stopping();
         eprintln!("flix: {e:#}");
         std::process::exit(2);
     }

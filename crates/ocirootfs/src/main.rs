@@ -10,6 +10,7 @@ fn main() {
     match ocirootfs::cli::run(args) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
+            sysext_core::cleanup::wait_if_stopping();
             eprintln!("ocirootfs: {e:#}");
             std::process::exit(2);
         }

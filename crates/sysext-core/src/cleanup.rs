@@ -3,6 +3,9 @@
 //! - [`install`] (called first thing by every binary's `main`): a thread waits for SIGINT,
 //!   SIGTERM or SIGHUP (signal-hook's iterator: the handler only wakes the thread), removes every
 //!   [registered](register) path and exits with 128 + the signal number (130, 143, 129).
+//! - [`wait_if_stopping`]: called by `main` before it reports an error: while the signal
+//!   thread removes the temp paths, the work in progress fails on them; that failure is not
+//!   reported and the exit status stays the signal's.
 //! - [`register`]: a temp file or folder being built ([`crate::atomic::AtomicOutput`], merge
 //!   workspaces, ocirootfs's temp folders); dropping the [`Registration`] forgets it.
 //! - [`remove_stale`]: what a signal handler cannot clean (SIGKILL, power loss) a later run
@@ -17,7 +20,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -26,6 +29,8 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 static REGISTRY: Mutex<BTreeMap<u64, PathBuf>> = Mutex::new(BTreeMap::new());
 static NEXT: AtomicU64 = AtomicU64::new(0);
 static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+/// The signal being handled, 0 while none.
+static STOPPING: AtomicI32 = AtomicI32::new(0);
 
 fn registry() -> MutexGuard<'static, BTreeMap<u64, PathBuf>> {
     REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
@@ -41,6 +46,7 @@ pub fn install(tool: &'static str) -> io::Result<()> {
             .name("cleanup".into())
             .spawn(move || {
                 if let Some(sig) = signals.forever().next() {
+                    STOPPING.store(sig, Ordering::SeqCst);
                     let left = remove_registered();
                     for (p, e) in &left {
                         eprintln!("{tool}: cannot remove {}: {e}", p.display());
@@ -53,6 +59,19 @@ pub fn install(tool: &'static str) -> io::Result<()> {
             .map_err(|e| e.to_string())
     });
     r.clone().map_err(io::Error::other)
+}
+
+/// Whether a signal is stopping the process (the signal thread is removing the temp paths).
+pub fn stopping() -> bool {
+    STOPPING.load(Ordering::SeqCst) != 0
+}
+
+/// Never returns while a signal is stopping the process: the signal thread ends it with
+/// 128 + N once the temp paths are gone. Returns at once otherwise.
+pub fn wait_if_stopping() {
+    while stopping() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Removes every registered path now; returns those that could not be removed.

@@ -18,6 +18,7 @@ fn main() -> ExitCode {
     match cli::run() {
         Ok(code) => code,
         Err(e) => {
+            sysext_core::cleanup::wait_if_stopping();
             eprintln!("sysext: error: {e:#}");
             ExitCode::from(2)
         }

@@ -19,6 +19,7 @@ fn main() {
     match run(&args) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
+            sysext_core::cleanup::wait_if_stopping();
             eprintln!("patchelf: {e:#}");
             std::process::exit(1);
         }
