@@ -32,6 +32,13 @@
 //! build-time `CHROOT`/`--chroot` and `HOST`/`--host`: upstream read those generic names only at
 //! build time, and `HOST` often holds a host name); `FLATWRAP_ROOT=DIR` (run from an unpacked
 //! tree at DIR instead of the merged `/usr`), `NOBWRAP=1`, and `FLATWRAP_DEBUG=1` (trace).
+//!
+//! Generated text: every value baked in (extension name, program paths, top-level names and
+//! symlink targets, path lists, mappings) is one word quoted by [`sh_quote`] (the workspace's
+//! one escaper, `sysext_core::gentext`); the plan refuses names with control characters. The
+//! helper runs with globbing off (`set -f`) and holds path lists one path a line, split on
+//! newlines only, so a rootfs folder named `a b*` or `x$(cmd)` is bound as exactly that folder;
+//! lists given at run time are split at blanks.
 
 use crate::plan::{Plan, TopLevel, PRIVATE_DIR};
 
