@@ -6,6 +6,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     sysext_core::logging::init();
+    if let Err(e) = sysext_core::cleanup::install("flatwrap") {
+        eprintln!("flatwrap: error: cannot watch for SIGINT/SIGTERM: {e}");
+        return ExitCode::from(2);
+    }
     let args = flatwrap::cli::Args::parse();
     let json = args.json;
     match flatwrap::cli::run(args) {
@@ -24,6 +28,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
+            sysext_core::cleanup::wait_if_stopping();
             eprintln!("flatwrap: error: {e:#}");
             ExitCode::from(2)
         }

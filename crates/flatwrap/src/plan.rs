@@ -156,7 +156,29 @@ pub enum PlanError {
     Loop(String),
     #[error(transparent)]
     Resolve(RootfsError),
+    #[error("{what} {value:?} contains a control character (e.g. a newline); flatwrap writes it into its sh launchers and cannot; {hint}")]
+    Control {
+        what: &'static str,
+        value: String,
+        hint: &'static str,
+    },
 }
+
+/// Refuses a value that goes into the generated launchers when it holds a control character
+/// (see [`sysext_core::gentext`]; the launchers keep path lists one a line).
+fn no_control(what: &'static str, value: &str, hint: &'static str) -> Result<(), PlanError> {
+    if sysext_core::gentext::has_control(value) {
+        return Err(PlanError::Control {
+            what,
+            value: value.to_string(),
+            hint,
+        });
+    }
+    Ok(())
+}
+
+const RENAME_TOP: &str =
+    "rename it in the rootfs, or name the top-level paths to take with --chroot";
 
 /// Checks an extension name the way `pack` and systemd-sysext need it.
 /// Returns systemd's warnings for legal but troublesome names (`_`, `+`).
@@ -214,6 +236,15 @@ pub fn host_path(root: &Path, inside: &str) -> PathBuf {
 }
 
 fn list_item(var: &'static str, item: &str) -> Result<String, PlanError> {
+    no_control(
+        if var == "HOST" {
+            "HOST item"
+        } else {
+            "CHROOT item"
+        },
+        item,
+        "give the path without it",
+    )?;
     let comps = components(item);
     if !item.starts_with('/') || comps.is_empty() || comps.iter().any(|c| c == "..") {
         return Err(PlanError::ListItem {
@@ -246,6 +277,9 @@ fn chroot_list(rootfs: &Path, list: &[String]) -> Result<Vec<TopLevel>, PlanErro
         let p = list_item("CHROOT", item)?;
         let name = p.trim_start_matches('/').to_string();
         let symlink = read_symlink(&rootfs.join(&name))?;
+        if let Some(t) = &symlink {
+            no_control("the target of the rootfs' top-level symlink", t, RENAME_TOP)?;
+        }
         if !out.iter().any(|t: &TopLevel| t.name == name) {
             out.push(TopLevel { name, symlink });
         }
@@ -280,7 +314,11 @@ fn chroot_default(rootfs: &Path) -> Result<Vec<TopLevel>, PlanError> {
         if !(m.is_dir() || m.is_file() || m.file_type().is_symlink()) {
             continue;
         }
+        no_control("the rootfs' top-level entry", &name, RENAME_TOP)?;
         let symlink = read_symlink(&path)?;
+        if let Some(t) = &symlink {
+            no_control("the target of the rootfs' top-level symlink", t, RENAME_TOP)?;
+        }
         chroot.push(TopLevel { name, symlink });
     }
     Ok(chroot)
@@ -420,6 +458,7 @@ pub fn plan(
     let own = format!("/usr/local/{name}");
     let mut planned: Vec<PlannedEntry> = Vec::new();
     for entry in entries {
+        no_control("entry", entry, "give the path without it")?;
         let (src, target) = split_entry(entry);
         let src = normalise(entry, src)?;
         let resolved = resolve(rootfs, &src, true)?;
@@ -700,6 +739,51 @@ mod tests {
         assert!(err(".x", &["/usr/bin/prog"]).contains("invalid extension name"));
         assert!(err("tools", &[]).contains("no entries"));
         assert!(err("tools", &["/usr/bin/../bin/prog"]).contains("'..'"));
+    }
+
+    #[test]
+    fn control_characters_are_refused_and_shell_words_kept() {
+        let t = tree();
+        let r = t.path();
+        fs::create_dir(r.join("x$(touch MARKER)")).unwrap();
+        fs::create_dir(r.join("a b*")).unwrap();
+        let o = PlanOptions::default();
+        let p = plan(r, "tools", &s(&["/usr/bin/prog"]), &o).unwrap();
+        let names: Vec<_> = p.chroot.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["a b*", "bin", "usr", "x$(touch MARKER)"]);
+
+        let bad = |e: PlanError| matches!(e, PlanError::Control { .. });
+        fs::create_dir(r.join("evil\nname")).unwrap();
+        let e = plan(r, "tools", &s(&["/usr/bin/prog"]), &o).unwrap_err();
+        assert!(e.to_string().contains("--chroot"), "{e}");
+        assert!(bad(e));
+        // Naming the top-level paths leaves it out.
+        let only = PlanOptions {
+            chroot: Some(s(&["/usr", "/bin"])),
+            ..Default::default()
+        };
+        plan(r, "tools", &s(&["/usr/bin/prog"]), &only).unwrap();
+        fs::remove_dir(r.join("evil\nname")).unwrap();
+
+        symlink("usr/\u{1b}[2J", r.join("link")).unwrap();
+        assert!(bad(
+            plan(r, "tools", &s(&["/usr/bin/prog"]), &o).unwrap_err()
+        ));
+        fs::remove_file(r.join("link")).unwrap();
+
+        for entry in ["/usr/bin/prog\n", "/usr/bin/prog:/usr/bin/p\rx"] {
+            assert!(
+                bad(plan(r, "tools", &s(&[entry]), &o).unwrap_err()),
+                "{entry:?}"
+            );
+        }
+        let host = PlanOptions {
+            host: Some(s(&["/dev\t"])),
+            ..Default::default()
+        };
+        assert!(bad(
+            plan(r, "tools", &s(&["/usr/bin/prog"]), &host).unwrap_err()
+        ));
     }
 
     #[test]

@@ -66,6 +66,8 @@ pub enum PlanError {
     },
     #[error("cannot walk the libraries the programs load")]
     Closure(#[source] ElfError),
+    #[error("--enable: {0}")]
+    UnitText(#[source] sysext_core::gentext::TextError),
     #[error("{} is for {found}, but {} is for {first}: all programs of one extension must be for one architecture", path.display(), first_path.display())]
     MixedArch {
         path: PathBuf,
@@ -1150,7 +1152,19 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
                 Some(t) => {
                     let shipped = format!("/{}", t.display());
                     if shipped != p {
-                        new_text = replace_exec(&new_text, &p, &shipped);
+                        // Escaped for the unit line; a path no unit line can hold is left alone.
+                        let line_path = match sysext_core::gentext::unit_path("path", &shipped) {
+                            Ok(l) => l,
+                            Err(e) => {
+                                b.note(
+                                    Severity::Warning,
+                                    format!("unit {src}: {p} is shipped as {shipped:?}, which cannot be written into the unit: {e}"),
+                                    Some("ship the program under a plain name with SRC:/usr/bin/NAME".into()),
+                                );
+                                continue;
+                            }
+                        };
+                        new_text = replace_exec(&new_text, &p, &line_path);
                         b.note(
                             Severity::Note,
                             format!("unit {src}: {p} is shipped as {shipped}; the unit is changed to match"),
@@ -1184,13 +1198,15 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
         if targets.is_empty() {
             targets.push("multi-user.target".into());
         }
+        let unit_line =
+            sysext_core::gentext::unit_word("unit name", unit).map_err(PlanError::UnitText)?;
         for t in targets {
             let dir = Path::new("usr/lib/systemd/system").join(format!("{t}.d"));
             b.parents(&dir.join("x"))?;
             b.push(Action::Write {
                 to: dir.join(format!("10-{name}-{unit}.conf")),
                 contents: format!(
-                    "# Written by flix: start {unit} with the extension.\n[Unit]\nUpholds={unit}\n"
+                    "# Written by flix: start {unit_line} with the extension.\n[Unit]\nUpholds={unit_line}\n"
                 ),
                 mode: 0o644,
             })?;

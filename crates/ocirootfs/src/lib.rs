@@ -105,8 +105,12 @@ pub struct Rootfs {
     _guard: Option<TempGuard>,
 }
 
+/// A temp folder removed on drop, and on SIGINT/SIGTERM ([`sysext_core::cleanup`]).
 #[derive(Debug)]
-struct TempGuard(PathBuf);
+struct TempGuard(
+    PathBuf,
+    #[allow(dead_code)] sysext_core::cleanup::Registration,
+);
 
 impl Drop for TempGuard {
     fn drop(&mut self) {
@@ -393,6 +397,8 @@ pub fn materialize(source: &str, opts: &SourceOptions) -> Result<Rootfs, Error> 
             }
         }
     }
+    // Temp folders of runs killed before they could clean up (SIGKILL).
+    sysext_core::cleanup::remove_stale(&std::env::temp_dir(), "ocirootfs-");
     let base = std::env::temp_dir().join(format!(
         "ocirootfs-{}-{}",
         std::process::id(),
@@ -405,7 +411,7 @@ pub fn materialize(source: &str, opts: &SourceOptions) -> Result<Rootfs, Error> 
         path: base.clone(),
         source,
     })?;
-    let guard = TempGuard(base.clone());
+    let guard = TempGuard(base.clone(), sysext_core::cleanup::register(&base));
     apply_all(&mut image, &base)?;
     Ok(made(base, &image, Some(guard)))
 }

@@ -3,11 +3,17 @@
 //! Every tool of the workspace writes its results through [`AtomicOutput`], so an interrupted
 //! or failed run never leaves a half-written file or folder under the name the user asked for,
 //! and an existing output is replaced only when the caller passed `force`.
+//!
+//! The temporary name is `.NAME.tmp-PID-N`. It is [registered](crate::cleanup::register) so
+//! that SIGINT/SIGTERM remove it, and creating an output removes the `.NAME.tmp-PID-N` entries
+//! left beside it by processes that are gone ([`crate::cleanup::remove_stale`]).
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::cleanup::{self, Registration};
 
 /// Errors from preparing or committing an output.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +59,7 @@ pub struct AtomicOutput {
     kind: Kind,
     force: bool,
     done: bool,
+    registration: Option<Registration>,
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -61,17 +68,17 @@ fn exists(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok()
 }
 
-fn tmp_name(final_path: &Path) -> Result<PathBuf, AtomicError> {
+/// `.NAME.tmp-`: the start of every temporary name of the output `NAME`.
+fn tmp_prefix(final_path: &Path) -> Result<String, AtomicError> {
     let name = final_path
         .file_name()
         .ok_or_else(|| AtomicError::NoFileName(final_path.to_path_buf()))?;
+    Ok(format!(".{}.tmp-", name.to_string_lossy()))
+}
+
+fn tmp_name(final_path: &Path) -> Result<PathBuf, AtomicError> {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = format!(
-        ".{}.tmp-{}-{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        n
-    );
+    let tmp = format!("{}{}-{}", tmp_prefix(final_path)?, std::process::id(), n);
     Ok(final_path.with_file_name(tmp))
 }
 
@@ -96,6 +103,9 @@ impl AtomicOutput {
         if exists(&final_path) && !force {
             return Err(AtomicError::Exists(final_path));
         }
+        if let Some(parent) = final_path.parent() {
+            cleanup::remove_stale(parent, &tmp_prefix(&final_path)?);
+        }
         let tmp_path = tmp_name(&final_path)?;
         let created = match kind {
             Kind::File => fs::OpenOptions::new()
@@ -109,12 +119,14 @@ impl AtomicOutput {
             path: tmp_path.clone(),
             source,
         })?;
+        let registration = Some(cleanup::register(&tmp_path));
         Ok(Self {
             final_path,
             tmp_path,
             kind,
             force,
             done: false,
+            registration,
         })
     }
 
@@ -165,6 +177,7 @@ impl AtomicOutput {
                     });
                 }
                 self.done = true;
+                self.registration = None;
                 remove_any(&aside).map_err(|source| AtomicError::Remove {
                     path: aside,
                     source,
@@ -178,6 +191,7 @@ impl AtomicOutput {
             source,
         })?;
         self.done = true;
+        self.registration = None;
         Ok(self.final_path.clone())
     }
 }
@@ -213,6 +227,43 @@ mod tests {
         fs::write(o.path().join("f"), b"x").unwrap();
         drop(o);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn temp_names_are_registered_until_commit_or_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = AtomicOutput::dir(&dir.path().join("tree"), false).unwrap();
+        let tmp = std::path::absolute(o.path()).unwrap();
+        assert!(cleanup::registered().contains(&tmp));
+        o.commit().unwrap();
+        assert!(!cleanup::registered().contains(&tmp));
+        let o = AtomicOutput::file(&dir.path().join("f"), false).unwrap();
+        let tmp = std::path::absolute(o.path()).unwrap();
+        assert!(cleanup::registered().contains(&tmp));
+        drop(o);
+        assert!(!cleanup::registered().contains(&tmp));
+    }
+
+    #[test]
+    fn temps_of_gone_processes_are_removed_by_the_next_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = {
+            let mut c = std::process::Command::new("true").spawn().unwrap();
+            let id = c.id();
+            c.wait().unwrap();
+            id
+        };
+        let stale = dir.path().join(format!(".a.raw.tmp-{gone}-0"));
+        let other = dir.path().join(format!(".b.raw.tmp-{gone}-0"));
+        fs::write(&stale, b"partial").unwrap();
+        fs::create_dir(&other).unwrap();
+        let o = AtomicOutput::file(&dir.path().join("a.raw"), false).unwrap();
+        assert!(!stale.exists(), "the stale temp of a.raw is removed");
+        assert!(
+            other.exists(),
+            "another output's temp is not ours to judge here"
+        );
+        o.commit().unwrap();
     }
 
     #[test]

@@ -11,11 +11,17 @@
 //! - [`check`]: lint an image as systemd would see it.
 //! - [`merge`]: merge images over `/usr` and `/opt` in a private mount namespace.
 //! - [`atomic`]: outputs written under a temporary name and renamed into place.
+//! - [`cleanup`]: temp paths removed on SIGINT/SIGTERM/SIGHUP, and stale ones of dead
+//!   processes removed by later runs.
+//! - [`gentext`]: values substituted into generated text (sh, units, transfer files): the one
+//!   sh quoter, `%` escaping, checks.
 //! - [`logging`]: the binaries' shared stderr logging setup.
 
 pub mod atomic;
 pub mod check;
+pub mod cleanup;
 pub mod elf;
+pub mod gentext;
 pub mod inspect;
 pub mod logging;
 pub mod merge;

@@ -831,22 +831,32 @@ fn skip_text(name: &str, reason: &str) -> String {
 
 static WORKSPACE_SEQ: AtomicU32 = AtomicU32::new(0);
 
-/// A private workspace directory on the host; removed (it is empty there) on drop.
-struct Workspace(PathBuf);
+/// A private workspace directory on the host; removed (it is empty there) on drop, and on
+/// SIGINT/SIGTERM by [`crate::cleanup`] (whose thread stays in the host's mount namespace,
+/// where the folder is empty; it never removes through a mount).
+struct Workspace(PathBuf, #[allow(dead_code)] crate::cleanup::Registration);
+
+/// The start of a workspace's name: `.sysext-merge-PID-N`.
+const WORKSPACE_PREFIX: &str = ".sysext-merge-";
 
 impl Workspace {
     fn new() -> Result<Workspace, MergeError> {
         let base = std::env::temp_dir();
+        // Workspaces of runs killed before their drop (SIGKILL).
+        crate::cleanup::remove_stale(&base, WORKSPACE_PREFIX);
         // A process killed before its drop leaves its (empty) folder behind, and pids are
         // reused: skip names that exist instead of failing on them.
         loop {
             let p = base.join(format!(
-                ".sysext-merge-{}-{}",
+                "{WORKSPACE_PREFIX}{}-{}",
                 std::process::id(),
                 WORKSPACE_SEQ.fetch_add(1, Ordering::Relaxed)
             ));
             match fs::DirBuilder::new().mode(0o700).create(&p) {
-                Ok(()) => return Ok(Workspace(p)),
+                Ok(()) => {
+                    let r = crate::cleanup::register(&p);
+                    return Ok(Workspace(p, r));
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(io_err("creating workspace", &p)(e)),
             }

@@ -5,6 +5,10 @@ use flix::patchelf::{run, Args};
 
 fn main() {
     sysext_core::logging::init();
+    if let Err(e) = sysext_core::cleanup::install("patchelf") {
+        eprintln!("patchelf: cannot watch for SIGINT/SIGTERM: {e}");
+        std::process::exit(1);
+    }
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) => {
@@ -15,6 +19,7 @@ fn main() {
     match run(&args) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
+            sysext_core::cleanup::wait_if_stopping();
             eprintln!("patchelf: {e:#}");
             std::process::exit(1);
         }

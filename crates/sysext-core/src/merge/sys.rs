@@ -193,32 +193,42 @@ pub(super) fn prepare_command(cmd: &mut std::process::Command) {
 
 /// While alive, the process ignores SIGINT and SIGQUIT, as system(3) does while it waits: a
 /// Ctrl-C goes to the command (same process group), which decides; we then return its status.
+/// The previous actions are kept whole (`sigaction`, not `signal`), so the SA_SIGINFO handler
+/// of [`crate::cleanup`]'s signal thread comes back exactly as it was.
 pub(super) struct IgnoreInterrupts {
-    int: libc::sighandler_t,
-    quit: libc::sighandler_t,
+    int: Option<libc::sigaction>,
+    quit: Option<libc::sigaction>,
+}
+
+fn ignore(sig: libc::c_int) -> Option<libc::sigaction> {
+    // SAFETY: all-zero is a valid sigaction (no handler, empty mask, no flags); both pointers
+    // are to live locals; installing SIG_IGN is always sound.
+    unsafe {
+        let mut new: libc::sigaction = std::mem::zeroed();
+        new.sa_sigaction = libc::SIG_IGN;
+        let mut old: libc::sigaction = std::mem::zeroed();
+        (libc::sigaction(sig, &new, &mut old) == 0).then_some(old)
+    }
 }
 
 impl IgnoreInterrupts {
     pub(super) fn new() -> IgnoreInterrupts {
-        // SAFETY: installing SIG_IGN is always sound; the previous handlers are restored on drop.
-        unsafe {
-            IgnoreInterrupts {
-                int: libc::signal(libc::SIGINT, libc::SIG_IGN),
-                quit: libc::signal(libc::SIGQUIT, libc::SIG_IGN),
-            }
+        IgnoreInterrupts {
+            int: ignore(libc::SIGINT),
+            quit: ignore(libc::SIGQUIT),
         }
     }
 }
 
 impl Drop for IgnoreInterrupts {
     fn drop(&mut self) {
-        // SAFETY: restores the dispositions that were in place before `new`.
-        unsafe {
-            if self.int != libc::SIG_ERR {
-                libc::signal(libc::SIGINT, self.int);
-            }
-            if self.quit != libc::SIG_ERR {
-                libc::signal(libc::SIGQUIT, self.quit);
+        for (sig, old) in [(libc::SIGINT, &self.int), (libc::SIGQUIT, &self.quit)] {
+            if let Some(old) = old {
+                // SAFETY: restores the action that was in place before `new`, as returned by
+                // the kernel; the old-action pointer may be null.
+                unsafe {
+                    libc::sigaction(sig, old, std::ptr::null_mut());
+                }
             }
         }
     }

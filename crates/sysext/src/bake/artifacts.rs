@@ -1,5 +1,77 @@
 //! Update artifacts for systemd-sysupdate: `SHA256SUMS`, transfer files (`NAME.conf`) and the
-//! Butane snippets (variant flatcar) that deploy an extension with them.
+//! Butane configs (variant flatcar) that deploy an extension with them.
+//!
+//! Nothing here is put together with format strings from unchecked values: the base URL is
+//! parsed by [`BaseUrl::parse`] (http, https or file; no blanks, control characters, query,
+//! fragment or credentials), values on transfer-file and unit lines go through
+//! [`sysext_core::gentext`] (`%` escaped), and the Butane config is built as a JSON value and
+//! written by serde_json: JSON is YAML 1.2, which Butane reads (`butane --strict < NAME.bu`).
+
+use serde_json::json;
+use sysext_core::gentext::{self, TextError};
+
+/// Why a base URL or a name cannot go into the artifacts.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("base URL {url:?}: {reason}; give the folder the images are served from, e.g. https://example.org/extensions")]
+    BaseUrl { url: String, reason: String },
+    #[error(transparent)]
+    Text(#[from] TextError),
+}
+
+/// A validated base URL: the folder the images are served from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUrl(url::Url);
+
+impl BaseUrl {
+    /// Parses `text` strictly: the `url` crate drops tabs and newlines and trims blanks, so
+    /// those are refused before parsing.
+    pub fn parse(text: &str) -> Result<BaseUrl, ArtifactError> {
+        let bad = |reason: &str| ArtifactError::BaseUrl {
+            url: text.to_string(),
+            reason: reason.to_string(),
+        };
+        if text.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(bad(
+                "it contains a blank or a control character (e.g. a newline)",
+            ));
+        }
+        let url = url::Url::parse(text).map_err(|e| bad(&format!("not a URL ({e})")))?;
+        match url.scheme() {
+            "http" | "https" => {
+                if url.host_str().is_none_or(str::is_empty) {
+                    return Err(bad("it has no host"));
+                }
+            }
+            "file" => {}
+            s => return Err(bad(&format!("scheme {s:?} is not http, https or file"))),
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(bad("a folder URL takes no query (?) or fragment (#)"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad("credentials do not belong in a transfer file"));
+        }
+        if url.cannot_be_a_base() {
+            return Err(bad("it cannot hold file names"));
+        }
+        Ok(BaseUrl(url))
+    }
+
+    /// The folder URL without a trailing `/` (as systemd-sysupdate's `Path=` takes it).
+    pub fn folder(&self) -> String {
+        self.0.as_str().trim_end_matches('/').to_string()
+    }
+
+    /// The URL of the file `name` in the folder (`name` percent-encoded as one segment).
+    pub fn file(&self, name: &str) -> String {
+        let mut u = self.0.clone();
+        if let Ok(mut seg) = u.path_segments_mut() {
+            seg.pop_if_empty().push(name);
+        }
+        u.to_string()
+    }
+}
 
 /// The image file name `NAME-VERSION-ARCH.raw`.
 pub fn raw_name(name: &str, version: &str, arch: &str) -> String {
@@ -14,92 +86,94 @@ pub fn sha256sums<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> 
     v.iter().map(|(f, h)| format!("{h}  {f}\n")).collect()
 }
 
-/// The transfer file for `name` (`/etc/sysupdate.NAME.d/NAME.conf` on the host).
-pub fn transfer_conf(name: &str, base_url: &str) -> String {
-    let base = base_url.trim_end_matches('/');
-    format!(
-        "# Written by sysext bake: updates {name} from {base}.\n\
+/// The transfer file for `name` (`/etc/sysupdate.NAME.d/NAME.conf` on the host). Values are
+/// checked and `%`-escaped ([`gentext::unit_word`]): `%` starts a specifier there.
+pub fn transfer_conf(name: &str, base: &BaseUrl) -> Result<String, ArtifactError> {
+    let n = gentext::unit_word("extension name", name)?;
+    let path = gentext::unit_escape(&base.folder());
+    let shown = base.folder();
+    Ok(format!(
+        "# Written by sysext bake: updates {name} from {shown}.\n\
          [Transfer]\n\
          Verify=false\n\
          \n\
          [Source]\n\
          Type=url-file\n\
-         Path={base}\n\
-         MatchPattern={name}-@v-%a.raw\n\
+         Path={path}\n\
+         MatchPattern={n}-@v-%a.raw\n\
          \n\
          [Target]\n\
          InstancesMax=3\n\
          Type=regular-file\n\
-         Path=/opt/extensions/{name}\n\
-         CurrentSymlink=/etc/extensions/{name}.raw\n\
-         MatchPattern={name}-@v-%a.raw\n"
-    )
-}
-
-fn indent(text: &str, by: usize) -> String {
-    let pad = " ".repeat(by);
-    text.lines()
-        .map(|l| {
-            if l.is_empty() {
-                "\n".to_string()
-            } else {
-                format!("{pad}{l}\n")
-            }
-        })
-        .collect()
+         Path=/opt/extensions/{n}\n\
+         CurrentSymlink=/etc/extensions/{n}.raw\n\
+         MatchPattern={n}-@v-%a.raw\n"
+    ))
 }
 
 /// A Butane config (variant flatcar) that installs `raw` under `/opt/extensions/NAME/`, links
 /// it from `/etc/extensions/NAME.raw`, writes the transfer file and enables sysupdate for it.
-pub fn butane(name: &str, raw: &str, base_url: &str) -> String {
-    let base = base_url.trim_end_matches('/');
-    let conf = transfer_conf(name, base_url);
-    format!(
-        "# Written by sysext bake. butane --strict < THIS.bu > config.json\n\
-variant: flatcar\n\
-version: 1.0.0\n\
-storage:\n  \
-  files:\n    \
-    - path: /opt/extensions/{name}/{raw}\n      \
-      mode: 0644\n      \
-      contents:\n        \
-        source: {base}/{raw}\n    \
-    - path: /etc/sysupdate.{name}.d/{name}.conf\n      \
-      mode: 0644\n      \
-      contents:\n        \
-        inline: |\n{conf_ind}    \
-    - path: /etc/sysupdate.d/noop.conf\n      \
-      mode: 0644\n      \
-      contents:\n        \
-        inline: |\n          \
-          # Lets systemd-sysupdate run without a default transfer.\n          \
-          [Source]\n          \
-          Type=regular-file\n          \
-          Path=/\n          \
-          MatchPattern=invalid@v.raw\n          \
-          [Target]\n          \
-          Type=regular-file\n          \
-          Path=/\n  \
-  links:\n    \
-    - path: /etc/extensions/{name}.raw\n      \
-      target: /opt/extensions/{name}/{raw}\n      \
-      hard: false\n\
-systemd:\n  \
-  units:\n    \
-    - name: systemd-sysupdate.timer\n      \
-      enabled: true\n    \
-    - name: systemd-sysupdate.service\n      \
-      dropins:\n        \
-        - name: {name}.conf\n          \
-          contents: |\n            \
-            [Service]\n            \
-            ExecStartPre=/usr/lib/systemd/systemd-sysupdate -C {name} update\n        \
-        - name: sysext.conf\n          \
-          contents: |\n            \
-            [Service]\n            \
-            ExecStartPost=systemctl restart systemd-sysext\n",
-        conf_ind = indent(&conf, 10),
-    )
+/// Written as JSON (YAML 1.2) by serde_json; unit lines in it are `%`-escaped.
+pub fn butane(name: &str, raw: &str, base: &BaseUrl) -> Result<String, ArtifactError> {
+    gentext::check_text("image file name", raw)?;
+    let conf = transfer_conf(name, base)?;
+    let n = gentext::unit_word("extension name", name)?;
+    let noop = "# Lets systemd-sysupdate run without a default transfer.\n\
+                [Source]\nType=regular-file\nPath=/\nMatchPattern=invalid@v.raw\n\
+                [Target]\nType=regular-file\nPath=/\n";
+    let doc = json!({
+        "variant": "flatcar",
+        "version": "1.0.0",
+        "storage": {
+            "files": [
+                {
+                    "path": format!("/opt/extensions/{name}/{raw}"),
+                    "mode": 0o644,
+                    "contents": { "source": base.file(raw) },
+                },
+                {
+                    "path": format!("/etc/sysupdate.{name}.d/{name}.conf"),
+                    "mode": 0o644,
+                    "contents": { "inline": conf },
+                },
+                {
+                    "path": "/etc/sysupdate.d/noop.conf",
+                    "mode": 0o644,
+                    "contents": { "inline": noop },
+                },
+            ],
+            "links": [
+                {
+                    "path": format!("/etc/extensions/{name}.raw"),
+                    "target": format!("/opt/extensions/{name}/{raw}"),
+                    "hard": false,
+                },
+            ],
+        },
+        "systemd": {
+            "units": [
+                { "name": "systemd-sysupdate.timer", "enabled": true },
+                {
+                    "name": "systemd-sysupdate.service",
+                    "dropins": [
+                        {
+                            "name": format!("{name}.conf"),
+                            "contents": format!(
+                                "[Service]\nExecStartPre=/usr/lib/systemd/systemd-sysupdate -C {n} update\n"
+                            ),
+                        },
+                        {
+                            "name": "sysext.conf",
+                            "contents": "[Service]\nExecStartPost=systemctl restart systemd-sysext\n",
+                        },
+                    ],
+                },
+            ],
+        },
+    });
+    let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    text.push('\n');
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -117,22 +191,8 @@ mod tests {
 
     #[test]
     fn transfer_file_has_systemd_sections_and_keys() {
-        let c = transfer_conf("tools", "https://ex.org/ext/");
-        let mut section = String::new();
-        let mut keys = Vec::new();
-        for l in c.lines() {
-            let l = l.trim();
-            if l.is_empty() || l.starts_with('#') {
-                continue;
-            }
-            if l.starts_with('[') {
-                assert!(l.ends_with(']'), "{l}");
-                section = l.to_string();
-                continue;
-            }
-            let (k, v) = l.split_once('=').expect("key=value");
-            keys.push(format!("{section}{k}={v}"));
-        }
+        let c = transfer_conf("tools", &url("https://ex.org/ext/")).unwrap();
+        let keys = sections_and_keys(&c);
         for want in [
             "[Transfer]Verify=false",
             "[Source]Type=url-file",
@@ -146,6 +206,7 @@ mod tests {
         ] {
             assert!(keys.iter().any(|k| k == want), "{want} in {keys:?}");
         }
+        assert_eq!(keys.len(), 9, "{keys:?}");
         let pat = "tools-@v-%a.raw";
         assert_eq!(
             matches(pat, &raw_name("tools", "1.2.3", "arm64"), "arm64").as_deref(),
@@ -166,13 +227,113 @@ mod tests {
     }
 
     #[test]
-    fn butane_is_indented_consistently() {
-        let b = butane("tools", "tools-1-arm64.raw", "http://h/x");
-        assert!(b.starts_with("# Written"));
-        assert!(b.contains("\nvariant: flatcar\n"));
-        assert!(b.contains("    - path: /opt/extensions/tools/tools-1-arm64.raw\n"));
-        assert!(b.contains("        source: http://h/x/tools-1-arm64.raw\n"));
-        assert!(b.contains("          MatchPattern=tools-@v-%a.raw\n"));
-        assert!(!b.contains('\t'));
+    fn butane_is_a_document_with_the_expected_keys() {
+        let b = butane("tools", "tools-1-arm64.raw", &url("http://h/x")).unwrap();
+        let d: serde_json::Value = serde_json::from_str(&b).unwrap();
+        assert_eq!(d["variant"], "flatcar");
+        let files = &d["storage"]["files"];
+        assert_eq!(files[0]["path"], "/opt/extensions/tools/tools-1-arm64.raw");
+        assert_eq!(files[0]["mode"], 0o644);
+        assert_eq!(
+            files[0]["contents"]["source"],
+            "http://h/x/tools-1-arm64.raw"
+        );
+        assert_eq!(files[1]["path"], "/etc/sysupdate.tools.d/tools.conf");
+        let conf = files[1]["contents"]["inline"].as_str().unwrap();
+        assert!(conf.contains("\nMatchPattern=tools-@v-%a.raw\n"), "{conf}");
+        assert_eq!(
+            d["storage"]["links"][0],
+            serde_json::json!({"path": "/etc/extensions/tools.raw", "target": "/opt/extensions/tools/tools-1-arm64.raw", "hard": false})
+        );
+        let dropin = &d["systemd"]["units"][1]["dropins"][0]["contents"];
+        assert_eq!(
+            dropin,
+            "[Service]\nExecStartPre=/usr/lib/systemd/systemd-sysupdate -C tools update\n"
+        );
+        let mut top: Vec<_> = d.as_object().unwrap().keys().cloned().collect();
+        top.sort();
+        assert_eq!(top, ["storage", "systemd", "variant", "version"]);
+    }
+
+    #[test]
+    fn base_urls() {
+        for good in [
+            "https://ex.org/ext",
+            "http://127.0.0.1:8080/a/b/",
+            "file:///srv/ext",
+            "https://ex.org/a%20b",
+        ] {
+            BaseUrl::parse(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        for bad in [
+            "https://ex.org/x\n[Transfer]\nVerify=no",
+            "https://ex.org/x\tb",
+            " https://ex.org/x",
+            "https://ex.org/a b",
+            "ftp://ex.org/x",
+            "javascript:alert(1)",
+            "/srv/ext",
+            "https://ex.org/x?y=1",
+            "https://ex.org/x#f",
+            "https://user:pw@ex.org/x",
+            "http://",
+            "",
+        ] {
+            let e = BaseUrl::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("base URL"), "{bad:?}: {e}");
+        }
+        let u = url("https://ex.org/a%20b/");
+        assert_eq!(u.folder(), "https://ex.org/a%20b");
+        assert_eq!(u.file("n%h-1-x.raw"), "https://ex.org/a%20b/n%25h-1-x.raw");
+    }
+
+    #[test]
+    fn percent_is_escaped_on_unit_lines() {
+        let base = url("https://ex.org/a%20b");
+        let c = transfer_conf("n%h", &base).unwrap();
+        let keys = sections_and_keys(&c);
+        assert!(
+            keys.contains(&"[Source]Path=https://ex.org/a%%20b".to_string()),
+            "{keys:?}"
+        );
+        assert!(
+            keys.contains(&"[Target]Path=/opt/extensions/n%%h".to_string()),
+            "{keys:?}"
+        );
+        assert!(
+            keys.contains(&"[Source]MatchPattern=n%%h-@v-%a.raw".to_string()),
+            "{keys:?}"
+        );
+        let b = butane("n%h", "n%h-1-x86-64.raw", &base).unwrap();
+        let d: serde_json::Value = serde_json::from_str(&b).unwrap();
+        assert_eq!(
+            d["systemd"]["units"][1]["dropins"][0]["contents"],
+            "[Service]\nExecStartPre=/usr/lib/systemd/systemd-sysupdate -C n%%h update\n"
+        );
+        assert!(transfer_conf("a b", &base).is_err());
+    }
+
+    fn url(s: &str) -> BaseUrl {
+        BaseUrl::parse(s).unwrap()
+    }
+
+    /// `[Section]Key=value` for every assignment of a unit-style file.
+    fn sections_and_keys(text: &str) -> Vec<String> {
+        let mut section = String::new();
+        let mut keys = Vec::new();
+        for l in text.lines() {
+            let l = l.trim();
+            if l.is_empty() || l.starts_with('#') {
+                continue;
+            }
+            if l.starts_with('[') {
+                assert!(l.ends_with(']'), "{l}");
+                section = l.to_string();
+                continue;
+            }
+            let (k, v) = l.split_once('=').expect("key=value");
+            keys.push(format!("{section}{k}={v}"));
+        }
+        keys
     }
 }

@@ -457,7 +457,11 @@ fn write_upholds(tree: &Path, name: &str, enable: &[String]) -> Result<()> {
         for t in targets {
             write_new(
                 &dir.join(format!("{t}.d")).join(format!("10-{name}-{u}.conf")),
-                &format!("# Written by sysext bake: start {u} with the extension.\n[Unit]\nUpholds={u}\n"),
+                &format!(
+                    "# Written by sysext bake: start {u} with the extension.\n[Unit]\nUpholds={u}\n",
+                    // Checked at manifest parse time; `%` escaped for the unit line.
+                    u = sysext_core::gentext::unit_escape(u)
+                ),
                 0o644,
             )?;
         }

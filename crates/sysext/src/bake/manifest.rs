@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::BakeError;
+use sysext_core::gentext;
 
 /// Architectures a bake can target (systemd's names).
 pub const ARCHITECTURES: &[&str] = &["x86-64", "arm64"];
@@ -120,6 +121,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Manifest, BakeError> {
         path: path.to_path_buf(),
         message,
     };
+    if let Some(u) = &m.base_url {
+        super::artifacts::BaseUrl::parse(u).map_err(|err| bad(err.to_string()))?;
+    }
     if m.extensions.is_empty() {
         return Err(bad("no [[extension]] entries".into()));
     }
@@ -127,6 +131,23 @@ pub fn parse(text: &str, path: &Path) -> Result<Manifest, BakeError> {
     for e in &m.extensions {
         sysext_core::release::validate_name(&e.name)
             .map_err(|err| bad(format!("extension {:?}: {err}", e.name)))?;
+        // The name is a word of transfer-file and unit lines (sysupdate -C NAME).
+        gentext::unit_word("the name", &e.name)
+            .map_err(|err| bad(format!("extension {:?}: {err}", e.name)))?;
+        for u in &e.enable {
+            if u.contains('/') {
+                return Err(bad(format!(
+                    "extension {}: enable = {u:?} is not a unit name; give the file name, e.g. foo.service",
+                    e.name
+                )));
+            }
+            gentext::unit_word("unit name", u)
+                .map_err(|err| bad(format!("extension {}: enable: {err}", e.name)))?;
+        }
+        for u in &e.units {
+            gentext::check_text("unit path", u)
+                .map_err(|err| bad(format!("extension {}: units: {err}", e.name)))?;
+        }
         if !seen.insert(e.name.clone()) {
             return Err(bad(format!("extension {:?} is listed twice", e.name)));
         }
@@ -245,7 +266,31 @@ architectures = ["x86-64"]
                 GOOD.replace("version = \"1.0\"", "verison = \"1\""),
                 "verison",
             ),
-            ("base_url = \"x\"".to_string(), "no [[extension]]"),
+            ("base_url = \"x\"".to_string(), "base URL"),
+            (
+                format!("base_url = \"https://h/x\\n[Transfer]\\nVerify=no\"\n{GOOD}"),
+                "base URL",
+            ),
+            ("base_url = \"https://h/x\"".to_string(), "no [[extension]]"),
+            (GOOD.replace("name = \"docker\"", "name = \"a b\""), "blank"),
+            (
+                GOOD.replace("name = \"docker\"", "name = \"a\\u001bb\""),
+                "control",
+            ),
+            (
+                GOOD.replace(
+                    "enable = [\"docker.service\"]",
+                    "enable = [\"x\\n.service\"]",
+                ),
+                "control",
+            ),
+            (
+                GOOD.replace(
+                    "enable = [\"docker.service\"]",
+                    "enable = [\"../x.service\"]",
+                ),
+                "not a unit name",
+            ),
         ];
         for (text, want) in cases {
             let e = parse(&text, Path::new("m.toml")).unwrap_err().to_string();

@@ -39,6 +39,8 @@ pub enum BakeError {
     NoBaseUrl,
     #[error(transparent)]
     Atomic(#[from] AtomicError),
+    #[error(transparent)]
+    Artifact(#[from] artifacts::ArtifactError),
 }
 
 /// Options of a bake.
@@ -164,6 +166,8 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
         .clone()
         .or_else(|| m.base_url.clone())
         .ok_or(BakeError::NoBaseUrl)?;
+    // Checked before any work starts: it goes into transfer files and Butane configs.
+    let base_url = artifacts::BaseUrl::parse(&base_url)?;
     let base = manifest::base_dir(manifest_path);
     std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
     let state_path = opts.out.join(STATE_FILE);
@@ -263,7 +267,7 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
         let conf = format!("{}.conf", e.name);
         write_if_changed(
             &opts.out.join(&conf),
-            &artifacts::transfer_conf(&e.name, &base_url),
+            &artifacts::transfer_conf(&e.name, &base_url)?,
         )?;
         artifacts.push(conf);
         for a in e.arches(&m) {
@@ -271,7 +275,7 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
             let bu = format!("{}-{a}.bu", e.name);
             write_if_changed(
                 &opts.out.join(&bu),
-                &artifacts::butane(&e.name, &raw, &base_url),
+                &artifacts::butane(&e.name, &raw, &base_url)?,
             )?;
             artifacts.push(bu);
         }

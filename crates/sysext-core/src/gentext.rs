@@ -1,0 +1,150 @@
+//! Values from input substituted into generated text: POSIX sh scripts (flatwrap's launchers)
+//! and systemd unit-style files (units, drop-ins, sysupdate transfer files).
+//!
+//! Every generator quotes through this module, never with its own `format!` rules:
+//! - [`sh_quote`]: the one single-quote escaper for sh.
+//! - [`unit_escape`]: `%` doubled, so a value reaches a unit line as itself, not as a
+//!   specifier (`%h` would be the home directory).
+//! - [`check_text`], [`unit_path`], [`unit_word`]: values refused before any text is made
+//!   (control characters end lines and hide text; relative or blank-holding paths split
+//!   `Exec*=` lines).
+
+/// Why a value cannot be substituted into generated text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TextError {
+    #[error("{what} {value:?} contains a control character (e.g. a newline); rename it")]
+    Control { what: String, value: String },
+    #[error("{what} {value:?} is not an absolute path")]
+    NotAbsolute { what: String, value: String },
+    #[error("{what} {value:?} contains a blank; unit lines split words at blanks")]
+    Blank { what: String, value: String },
+    #[error("{what} is empty")]
+    Empty { what: String },
+}
+
+/// Quotes `s` for POSIX sh: single quotes, each `'` written as `'\''`. The result is one word
+/// whose value is exactly `s`, whatever `s` holds (`$`, backquotes, blanks, `*`, newlines).
+pub fn sh_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        if c == '\'' {
+            out.push_str(r"'\''");
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// Escapes `%` as `%%` for a value on a line of a unit, drop-in or sysupdate transfer file,
+/// where `%` starts a specifier.
+pub fn unit_escape(s: &str) -> String {
+    s.replace('%', "%%")
+}
+
+/// Whether `s` holds a control character (newline, tab, escape, DEL, C1 controls...).
+pub fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
+/// Refuses `value` when it holds a control character; `what` names it in the error.
+pub fn check_text(what: &str, value: &str) -> Result<(), TextError> {
+    if has_control(value) {
+        return Err(TextError::Control {
+            what: what.to_string(),
+            value: value.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// A word of a unit line (a unit name, an image name): not empty, no control characters, no
+/// blanks; returned with `%` escaped.
+pub fn unit_word(what: &str, value: &str) -> Result<String, TextError> {
+    if value.is_empty() {
+        return Err(TextError::Empty {
+            what: what.to_string(),
+        });
+    }
+    check_text(what, value)?;
+    if value.chars().any(char::is_whitespace) {
+        return Err(TextError::Blank {
+            what: what.to_string(),
+            value: value.to_string(),
+        });
+    }
+    Ok(unit_escape(value))
+}
+
+/// A path on a unit line: absolute, no control characters, no blanks; returned with `%`
+/// escaped.
+pub fn unit_path(what: &str, value: &str) -> Result<String, TextError> {
+    if !value.starts_with('/') {
+        return Err(TextError::NotAbsolute {
+            what: what.to_string(),
+            value: value.to_string(),
+        });
+    }
+    unit_word(what, value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What sh makes of a quoted word: run `printf %s WORD` for real.
+    fn sh_value(word: &str) -> Vec<u8> {
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("printf %s {word}"))
+            .current_dir(std::env::temp_dir())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{word}");
+        out.stdout
+    }
+
+    #[test]
+    fn sh_quote_gives_the_value_back() {
+        let cases = [
+            "",
+            "a b",
+            "it's",
+            "''",
+            "x$(touch /nonexistent-marker)",
+            "x`id`",
+            "a b*",
+            "$HOME ${x-y} \\ \" ; | & < > ( ) { } [ ] ~ # !",
+            "line\nbreak",
+            "é ünïcode",
+        ];
+        for c in cases {
+            assert_eq!(sh_value(&sh_quote(c)), c.as_bytes(), "{c:?}");
+        }
+        assert_eq!(sh_quote("it's"), r"'it'\''s'");
+        assert_eq!(sh_quote(""), "''");
+    }
+
+    #[test]
+    fn unit_values() {
+        assert_eq!(unit_escape("a%hb%%"), "a%%hb%%%%");
+        assert_eq!(unit_word("unit", "x%h.service").unwrap(), "x%%h.service");
+        assert_eq!(unit_path("path", "/usr/bin/a%i").unwrap(), "/usr/bin/a%%i");
+        let bad = [
+            ("rel/x", "not an absolute path"),
+            ("/a\nb", "control character"),
+            ("/a\u{1b}[2Jb", "control character"),
+            ("/a b", "blank"),
+            ("/a\u{85}b", "control character"),
+        ];
+        for (v, want) in bad {
+            let e = unit_path("path", v).unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains("path"), "{v:?}: {e}");
+        }
+        assert!(unit_word("unit", "").is_err());
+        assert!(check_text("name", "ok name").is_ok());
+        assert!(check_text("name", "bad\rname").is_err());
+    }
+}
