@@ -11,6 +11,9 @@
 //! - [`check`]: lint an image as systemd would see it.
 //! - [`merge`]: merge images over `/usr` and `/opt` in a private mount namespace.
 //! - [`atomic`]: outputs written under a temporary name and renamed into place.
+//! - [`tree`]: the one safe writer for trees built from input (`openat2` inside the root,
+//!   never following links it creates over, a bounded cache of folders, sparse copies), and
+//!   the producers' rule for setuid/setgid bits and file capabilities.
 //! - [`logging`]: the binaries' shared stderr logging setup.
 
 pub mod atomic;
@@ -23,3 +26,4 @@ pub mod pack;
 pub mod release;
 pub mod rootfs;
 pub mod squashfs;
+pub mod tree;
