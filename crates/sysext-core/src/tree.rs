@@ -526,6 +526,26 @@ impl Tree {
         })
     }
 
+    /// Creates the device node, FIFO or socket `path` (`file_type`) with `mode` and `dev`.
+    pub fn mknod(
+        &self,
+        path: &Path,
+        file_type: FileType,
+        mode: u32,
+        dev: u64,
+    ) -> Result<(), TreeError> {
+        let p = bytes(path);
+        let (dir, name) = self.parent_required(p)?;
+        rfs::mknodat(
+            &dir,
+            OsStr::from_bytes(name),
+            file_type,
+            Mode::from_raw_mode(mode),
+            dev,
+        )
+        .map_err(self.io("create the node", p))
+    }
+
     /// Removes whatever is at `path` (folders with their content, never following links);
     /// `false` when nothing was there.
     pub fn remove(&self, path: &Path) -> Result<bool, TreeError> {
@@ -652,6 +672,14 @@ impl Tree {
     /// Sets the numeric owner of `path` (a symlink itself, not its target).
     pub fn set_owner(&self, path: &Path, uid: u32, gid: u32) -> Result<(), TreeError> {
         let p = bytes(path);
+        if self.comps(p)?.is_empty() {
+            return rfs::fchown(
+                &self.root,
+                Some(rfs::Uid::from_raw(uid)),
+                Some(rfs::Gid::from_raw(gid)),
+            )
+            .map_err(self.io("change the owner of", p));
+        }
         let (dir, name) = self.existing(p)?;
         rfs::chownat(
             &dir,
@@ -738,6 +766,110 @@ impl Tree {
         self.parent_of(p, false)?
             .ok_or_else(|| self.io("find", p)(Errno::NOENT))
     }
+}
+
+/// Opens the regular file `path` (relative to `root`, or absolute inside it) for reading,
+/// resolving every symlink with `root` as `/` (`RESOLVE_IN_ROOT`): a link in an input tree never
+/// sends a read to the build host. FIFOs, devices, sockets and folders are refused (no hang, no
+/// endless read).
+pub fn open_in_root(root: &Path, path: &Path) -> Result<File, TreeError> {
+    let p = bytes(path);
+    let err = |op: &'static str| {
+        move |e: Errno| TreeError::Io {
+            op,
+            root: root.to_path_buf(),
+            path: PathBuf::from(OsStr::from_bytes(p)),
+            source: e.into(),
+        }
+    };
+    let comps = components(p).map_err(|reason| TreeError::Unsafe {
+        root: root.to_path_buf(),
+        path: String::from_utf8_lossy(p).into_owned(),
+        reason,
+    })?;
+    // The links are resolved first (lstat/readlink under the root, the root as `/`), then
+    // the canonical path, which has no link left, is opened with RESOLVE_NO_SYMLINKS: O_PATH
+    // first, so nothing is opened for reading before its type is known (a FIFO would block, a
+    // device node could act).
+    let mut inside = PathBuf::from("/");
+    for c in &comps {
+        inside.push(OsStr::from_bytes(c));
+    }
+    let canonical = crate::rootfs::resolve(root, &inside, true).map_err(|e| TreeError::Io {
+        op: "resolve",
+        root: root.to_path_buf(),
+        path: PathBuf::from(OsStr::from_bytes(p)),
+        source: io::Error::other(e),
+    })?;
+    let rel = canonical.strip_prefix("/").unwrap_or(&canonical);
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    let dir = rfs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(err("open the folder of"))?;
+    let how = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_SYMLINKS;
+    let fd = rfs::openat2(
+        &dir,
+        rel,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        how,
+    )
+    .map_err(err("open"))?;
+    let st = rfs::fstat(&fd).map_err(err("stat"))?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(TreeError::Unsafe {
+            root: root.to_path_buf(),
+            path: String::from_utf8_lossy(p).into_owned(),
+            reason: "not a regular file",
+        });
+    }
+    let f = rfs::openat2(
+        &dir,
+        rel,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+        how,
+    )
+    .map_err(err("open"))?;
+    let st2 = rfs::fstat(&f).map_err(err("stat"))?;
+    if (st2.st_dev, st2.st_ino) != (st.st_dev, st.st_ino) {
+        return Err(TreeError::Unsafe {
+            root: root.to_path_buf(),
+            path: String::from_utf8_lossy(p).into_owned(),
+            reason: "it changed while being opened",
+        });
+    }
+    Ok(File::from(f))
+}
+
+/// Reads at most `limit` bytes of the regular file `path` of `root` (see [`open_in_root`]);
+/// a longer file is an error naming the limit.
+pub fn read_in_root(root: &Path, path: &Path, limit: u64) -> Result<Vec<u8>, TreeError> {
+    let f = open_in_root(root, path)?;
+    let mut v = Vec::new();
+    f.take(limit + 1)
+        .read_to_end(&mut v)
+        .map_err(|source| TreeError::Io {
+            op: "read",
+            root: root.to_path_buf(),
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if v.len() as u64 > limit {
+        return Err(TreeError::Unsafe {
+            root: root.to_path_buf(),
+            path: path.display().to_string(),
+            reason: "larger than the limit for this kind of file",
+        });
+    }
+    Ok(v)
 }
 
 fn to_stat(st: &rfs::Stat) -> EntryStat {
@@ -936,6 +1068,53 @@ pub fn strip_privilege(path: &str, mode: u32, keep: bool) -> (u32, Option<Stripp
 
 /// The xattr holding file capabilities.
 pub const CAPABILITY_XATTR: &str = "security.capability";
+
+/// Copies the extended attributes an image carries (`user.*`, `trusted.*`, and
+/// `security.capability` only with `keep_capability`) from the open file `from` to `to`.
+/// Returns whether `from` had file capabilities. A file system without xattrs has none to
+/// copy; one that cannot hold an attribute gets a warning, not an error.
+pub fn copy_xattrs_fd(from: &File, to: &File, keep_capability: bool) -> io::Result<bool> {
+    let mut names = vec![0u8; 4096];
+    let n = loop {
+        match rfs::flistxattr(from, &mut names[..]) {
+            Ok(n) => break n,
+            Err(Errno::RANGE) if names.len() < 1 << 20 => names.resize(names.len() * 8, 0),
+            Err(Errno::NOTSUP) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    names.truncate(n);
+    let mut had_cap = false;
+    let mut value = vec![0u8; 256];
+    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let is_cap = name == CAPABILITY_XATTR.as_bytes();
+        had_cap |= is_cap;
+        let keep = name.starts_with(b"user.")
+            || name.starts_with(b"trusted.")
+            || (is_cap && keep_capability);
+        if !keep {
+            continue;
+        }
+        let cname = OsStr::from_bytes(name);
+        let len = loop {
+            match rfs::fgetxattr(from, cname, &mut value[..]) {
+                Ok(len) => break len,
+                // xattr values are at most 64 KiB.
+                Err(Errno::RANGE) if value.len() < 1 << 17 => value.resize(value.len() * 16, 0),
+                Err(e) => return Err(e.into()),
+            }
+        };
+        match rfs::fsetxattr(to, cname, &value[..len], rfs::XattrFlags::empty()) {
+            Ok(()) => {}
+            Err(Errno::NOTSUP | Errno::PERM) => tracing::warn!(
+                "cannot keep the extended attribute {}: the output's file system refuses it",
+                cname.to_string_lossy()
+            ),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(had_cap)
+}
 
 /// Records in `list` that `path` lost its file capabilities (merging with a mode entry).
 pub fn note_capability(list: &mut Vec<Stripped>, path: &str) {
@@ -1202,6 +1381,43 @@ mod tests {
         );
         t.remove(Path::new("deep")).unwrap();
         assert!(!d.path().join("deep").exists());
+    }
+
+    #[test]
+    fn reads_resolve_links_inside_the_root() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"host").unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        std::fs::create_dir_all(r.join("etc")).unwrap();
+        std::fs::write(r.join("etc/unit"), b"inside").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), r.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../../../../../../etc/unit", r.join("rel")).unwrap();
+        std::os::unix::fs::symlink("/etc/unit", r.join("absin")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            r.join("fifo"),
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert!(
+            open_in_root(r, Path::new("abs")).is_err(),
+            "host file not reached"
+        );
+        assert_eq!(read_in_root(r, Path::new("rel"), 100).unwrap(), b"inside");
+        assert_eq!(
+            read_in_root(r, Path::new("/absin"), 100).unwrap(),
+            b"inside"
+        );
+        assert!(read_in_root(r, Path::new("etc/unit"), 3).is_err());
+        assert!(
+            open_in_root(r, Path::new("fifo")).is_err(),
+            "no FIFO, no hang"
+        );
+        assert!(open_in_root(r, Path::new("etc")).is_err());
+        assert!(open_in_root(r, Path::new("../x")).is_err());
     }
 
     #[test]
