@@ -57,9 +57,10 @@ fn sysext() -> Command {
     Command::new(testkit::workspace_bin("sysext"))
 }
 
-/// Names in `dir` that are temp or scratch entries (starting with '.').
+/// Names in `dir` that are temp or scratch entries (starting with '.'), bake's state file
+/// aside.
 fn hidden_leftovers(dir: &Path) -> Vec<String> {
-    leftovers(dir, &[])
+    leftovers(dir, &[".bake-state.json"])
         .into_iter()
         .filter(|n| n.starts_with('.'))
         .collect()
@@ -70,7 +71,7 @@ fn bake_static(tarball: Vec<u8>, enable: bool) -> (Sentinel, tempfile::TempDir) 
     let d = tempfile::tempdir().unwrap();
     fs::write(d.path().join("t.tar.gz"), gz(&tarball)).unwrap();
     let manifest = format!(
-        "[[extension]]\nname = \"evil\"\nversion = \"1\"\nsource = \"./t.tar.gz\"\n\
+        "base_url = \"https://example.org/ext\"\n[[extension]]\nname = \"evil\"\nversion = \"1\"\nsource = \"./t.tar.gz\"\n\
          mode = \"static\"\nunits = [\"hello.service\"]\n{}",
         if enable {
             "enable = [\"hello.service\"]\n"
@@ -86,6 +87,19 @@ fn bake_static(tarball: Vec<u8>, enable: bool) -> (Sentinel, tempfile::TempDir) 
         Duration::from_secs(60),
     );
     r.assert_bounded("sysext bake (static, planted link)", RSS_MIB);
+    // The job itself ran (and failed on the link, or built without following it).
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap_or_else(|e| {
+        panic!("bake --json: {e}; stderr:\n{}", r.stderr_text());
+    });
+    let status = v["entries"][0]["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        status == "failed" || status == "built",
+        "the job did not run: {v}\n{}",
+        r.stderr_text()
+    );
     sentinel.assert_untouched("sysext bake (static, planted link)");
     if d.path().join("out").is_dir() {
         assert_eq!(
@@ -130,7 +144,12 @@ fn bake_static_unit_folder_that_is_a_climbing_link() {
     add_dir(&mut b, "usr");
     add_dir(&mut b, "usr/lib");
     add_link(&mut b, "usr/lib/systemd", &climbing(sentinel.path()));
-    add_file(&mut b, "hello.service", b"[Service]\nExecStart=/bin/true\n", 0o644);
+    add_file(
+        &mut b,
+        "hello.service",
+        b"[Service]\nExecStart=/bin/true\n",
+        0o644,
+    );
     let (_s2, _d) = bake_static(b.into_inner().unwrap(), false);
     sentinel.assert_untouched("bake static, relative link");
 }
@@ -187,7 +206,11 @@ fn torcx_two_library_folders_one_of_them_a_link() {
         add_dir(b, "usr/lib/x");
         add_file(b, "usr/lib/x/libevil.so.1", b"\x7fELF not really", 0o755);
     });
-    convert(tarball, &sentinel, "convert-torcx, lib/x link over usr/lib/x");
+    convert(
+        tarball,
+        &sentinel,
+        "convert-torcx, lib/x link over usr/lib/x",
+    );
     // The other order: the folder first, the link second.
     let tarball = torcx(|b| {
         add_dir(b, "lib");
@@ -199,7 +222,11 @@ fn torcx_two_library_folders_one_of_them_a_link() {
         add_dir(b, "usr/lib/z");
         add_file(b, "usr/lib/z/libok.so.1", b"data", 0o644);
     });
-    convert(tarball, &sentinel, "convert-torcx, usr/lib/y link after lib/y");
+    convert(
+        tarball,
+        &sentinel,
+        "convert-torcx, usr/lib/y link after lib/y",
+    );
 }
 
 #[test]
@@ -351,7 +378,12 @@ fn ocirootfs_writes_gnu_sparse_entries_sparse() {
     oci_layout(&d.path().join("layout"), &layer);
     let out = d.path().join("rootfs");
     let r = run_bounded(
-        &mut ocirootfs(&d.path().join("layout"), &out, &d.path().join("cache"), None),
+        &mut ocirootfs(
+            &d.path().join("layout"),
+            &out,
+            &d.path().join("cache"),
+            None,
+        ),
         Duration::from_secs(120),
     );
     r.assert_bounded("ocirootfs, 2 GiB GNU sparse entries", RSS_MIB);
