@@ -40,7 +40,7 @@ packages=(
   tmux                # drives htop in a terminal
   gcc-i686-linux-gnu libc6-dev-i386-cross      # i386 objects for the ELF tests
   lld golang-go       # binaries from other linkers (full .dynamic, Go layout) for the ELF tests
-  e2fsprogs attr file binutils
+  e2fsprogs attr libcap2-bin file binutils
   apache2-utils openssl  # htpasswd -B and token-signing keys for the registry auth tests
   python3-venv python3-dev  # auditwheel (from PyPI) repairs a wheel with flix-patchelf
 )

@@ -87,6 +87,11 @@ pub struct Args {
     /// Print the plan and the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Keep setuid/setgid bits and file capabilities of the rootfs' files (stripped and listed
+    /// by default: once merged, they would run with privilege on the host, outside any
+    /// sandbox).
+    #[arg(long)]
+    pub keep_privileges: bool,
 }
 
 /// Turns SOURCE into a rootfs folder: a folder is used as it is (read only); a container image
@@ -138,6 +143,9 @@ pub fn run(args: Args) -> Result<Report> {
         Format::Dir => PathBuf::from(&args.name),
     });
     check_output_outside(&output, &rootfs.path)?;
+    let stage_opts = stage::StageOptions {
+        keep_privileges: args.keep_privileges,
+    };
     let (stage_report, pack_report) = match args.format {
         Format::Dir => {
             anyhow::ensure!(
@@ -147,7 +155,7 @@ pub fn run(args: Args) -> Result<Report> {
                 args.name
             );
             let out = AtomicOutput::dir(&output, args.force)?;
-            let report = stage::stage(&plan, out.path())
+            let report = stage::stage_with(&plan, out.path(), &stage_opts)
                 .with_context(|| format!("writing the extension tree {}", output.display()))?;
             out.commit()?;
             (report, None)
@@ -156,9 +164,10 @@ pub fn run(args: Args) -> Result<Report> {
             // Stage beside the output (same filesystem), pack, and drop the staged tree.
             let scratch_name = format!(".{}.flatwrap-tree", args.name);
             let scratch = AtomicOutput::dir(&output.with_file_name(scratch_name), true)?;
-            let report = stage::stage(&plan, scratch.path()).with_context(|| {
-                format!("staging the extension tree in {}", scratch.path().display())
-            })?;
+            let report =
+                stage::stage_with(&plan, scratch.path(), &stage_opts).with_context(|| {
+                    format!("staging the extension tree in {}", scratch.path().display())
+                })?;
             let mut popts = PackOptions::default();
             popts.format = Some(PackFormat::Raw);
             popts.force = args.force;
@@ -169,6 +178,7 @@ pub fn run(args: Args) -> Result<Report> {
             (report, Some(packed))
         }
     };
+    sysext_core::tree::report_stripped("flatwrap", &stage_report.stripped, "--keep-privileges");
     Ok(Report {
         output,
         format: args.format,

@@ -1,6 +1,9 @@
 //! Writes the extension tree for a [`Plan`] into an empty folder: the whole rootfs copied under
-//! `usr/local/NAME/` (modes, symlinks and hardlinks kept, file data through `copy_file_range`,
-//! several threads), the helper and its staging folder under `usr/local/NAME/.flatwrap/`, a
+//! `usr/local/NAME/` (modes, symlinks and hardlinks kept, file data through `copy_file_range`
+//! with holes kept, several threads; setuid/setgid bits and file capabilities stripped and
+//! listed unless [`StageOptions::keep_privileges`]; everything written through
+//! [`sysext_core::tree::Tree`] without following a link, every file of the rootfs read with the
+//! rootfs as `/`), the helper and its staging folder under `usr/local/NAME/.flatwrap/`, a
 //! launcher or a symlink at each entry's target, and the release file.
 //!
 //! Folders in the copy are 0755 (the copy is read-only at run time; systemd-sysext wants
@@ -11,14 +14,14 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io;
-use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use serde::Serialize;
-use sysext_core::pack::copy_xattrs;
 use sysext_core::release::{release_file_path, ExtensionRelease};
+use sysext_core::tree::{self, Stripped, Tree, TreeError, TreeOptions};
 
 use crate::plan::{host_path, EntryKind, Plan, PRIVATE_DIR};
 use crate::wrapper;
@@ -51,6 +54,23 @@ pub enum StageError {
         #[source]
         source: walkdir::Error,
     },
+    #[error(transparent)]
+    Tree(Box<TreeError>),
+}
+
+impl From<TreeError> for StageError {
+    fn from(e: TreeError) -> Self {
+        StageError::Tree(Box::new(e))
+    }
+}
+
+/// How to stage.
+#[non_exhaustive]
+#[derive(Debug, Clone, Default)]
+pub struct StageOptions {
+    /// Keep setuid/setgid bits and file capabilities (`security.capability`) of the rootfs'
+    /// files; by default they are stripped and listed in [`StageReport::stripped`].
+    pub keep_privileges: bool,
 }
 
 /// What [`stage`] wrote.
@@ -71,13 +91,8 @@ pub struct StageReport {
     pub links: Vec<String>,
     /// The release file's text.
     pub release: String,
-}
-
-fn write_err(path: &Path) -> impl FnOnce(io::Error) -> StageError + '_ {
-    move |source| StageError::Write {
-        path: path.to_path_buf(),
-        source,
-    }
+    /// Setuid/setgid bits and file capabilities stripped from the copy, by path in the image.
+    pub stripped: Vec<Stripped>,
 }
 
 /// The extension-release text (`ID=_any`, the architecture, the reload flag).
@@ -90,42 +105,29 @@ pub fn release_text(architecture: Option<&str>, reload_manager: bool) -> String 
     .render()
 }
 
-/// Creates the folders of `rel` (relative) under `tree`, mode 0755.
-fn mkdirs(tree: &Path, rel: &Path) -> Result<(), StageError> {
-    let mut p = tree.to_path_buf();
-    for c in rel.components() {
-        p.push(c);
-        match fs::symlink_metadata(&p) {
-            Ok(m) if m.is_dir() => continue,
-            Ok(_) => {
-                return Err(StageError::Write {
-                    path: p,
-                    source: io::Error::new(io::ErrorKind::AlreadyExists, "not a folder"),
-                })
-            }
-            Err(_) => {
-                fs::create_dir(&p).map_err(write_err(&p))?;
-                fs::set_permissions(&p, fs::Permissions::from_mode(0o755))
-                    .map_err(write_err(&p))?;
-            }
-        }
-    }
-    Ok(())
-}
-
 struct FileJob {
     from: PathBuf,
+    /// Relative to the rootfs.
+    rel: PathBuf,
+    /// Relative to the tree.
     to: PathBuf,
     mode: u32,
 }
 
-/// Copies the rootfs `src` into the empty-or-missing folder `dst`.
-/// Files keep their modes (setuid included), folders become 0755.
-pub fn copy_tree(src: &Path, dst: &Path, report: &mut StageReport) -> Result<(), StageError> {
+/// Copies the rootfs `src` into the folder `dst` of `out` (created when missing; relative to
+/// the tree). Folders become 0755, files keep their modes but setuid/setgid and file
+/// capabilities, which go unless `keep` (listed in `report.stripped`).
+pub fn copy_tree(
+    src: &Path,
+    out: &Tree,
+    dst: &Path,
+    keep: bool,
+    report: &mut StageReport,
+) -> Result<(), StageError> {
     let mut files = Vec::new();
     let mut links: Vec<(PathBuf, PathBuf)> = Vec::new();
     let mut first_of: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    let mut dirs: Vec<(PathBuf, u32)> = Vec::new();
+    let mut dirs: Vec<PathBuf> = Vec::new();
     for e in walkdir::WalkDir::new(src).follow_links(false) {
         let e = e.map_err(|source| StageError::Walk {
             path: src.to_path_buf(),
@@ -142,26 +144,23 @@ pub fn copy_tree(src: &Path, dst: &Path, report: &mut StageReport) -> Result<(),
             })?;
         let ft = m.file_type();
         if ft.is_dir() {
-            if rel.as_os_str().is_empty() {
-                if fs::symlink_metadata(&to).is_err() {
-                    fs::create_dir(&to).map_err(write_err(&to))?;
-                }
-            } else {
-                fs::create_dir(&to).map_err(write_err(&to))?;
-            }
             // Writable while we fill it; the real mode is set at the end, deepest first.
-            fs::set_permissions(&to, fs::Permissions::from_mode(0o700)).map_err(write_err(&to))?;
+            if rel.as_os_str().is_empty() {
+                out.create_dir_all(&to, 0o700)?;
+            } else {
+                out.create_dir(&to, 0o700)?;
+            }
             // The copy is read-only at run time, so a folder's own mode (1777 /tmp, 0700
             // /root, setgid /var/mail) protects nothing; systemd-sysext wants 0755 folders
             // (`sysext check`), and 0755 lets a user launcher read them.
-            dirs.push((to, 0o755));
+            dirs.push(to);
             report.dirs += 1;
         } else if ft.is_symlink() {
             let target = fs::read_link(e.path()).map_err(|source| StageError::Read {
                 path: e.path().to_path_buf(),
                 source,
             })?;
-            symlink(&target, &to).map_err(write_err(&to))?;
+            out.symlink(&to, &target)?;
             report.symlinks += 1;
         } else if ft.is_file() {
             if m.nlink() > 1 {
@@ -177,6 +176,7 @@ pub fn copy_tree(src: &Path, dst: &Path, report: &mut StageReport) -> Result<(),
             report.bytes += m.len();
             files.push(FileJob {
                 from: e.path().to_path_buf(),
+                rel: rel.to_path_buf(),
                 to,
                 mode: m.mode() & 0o7777,
             });
@@ -185,28 +185,32 @@ pub fn copy_tree(src: &Path, dst: &Path, report: &mut StageReport) -> Result<(),
             report.skipped_special += 1;
         }
     }
-    copy_files(files)?;
+    report.stripped.extend(copy_files(src, out, files, keep)?);
+    report.stripped.sort_by(|a, b| a.path.cmp(&b.path));
     for (first, to) in links {
-        fs::hard_link(&first, &to).map_err(|source| StageError::Copy {
-            from: first.clone(),
-            to: to.clone(),
-            source,
-        })?;
+        out.hardlink(&to, &first)?;
     }
-    for (dir, mode) in dirs.iter().rev() {
-        fs::set_permissions(dir, fs::Permissions::from_mode(*mode)).map_err(write_err(dir))?;
+    for dir in dirs.iter().rev() {
+        out.set_mode(dir, 0o755)?;
     }
     Ok(())
 }
 
-/// Copies regular files on several threads (largest first, so the threads finish together).
-fn copy_files(mut jobs: Vec<FileJob>) -> Result<(), StageError> {
+/// Copies regular files on several threads (largest first, so the threads finish together);
+/// returns what was stripped.
+fn copy_files(
+    src: &Path,
+    out: &Tree,
+    mut jobs: Vec<FileJob>,
+    keep: bool,
+) -> Result<Vec<Stripped>, StageError> {
     jobs.sort_by_key(|j| std::cmp::Reverse(fs::symlink_metadata(&j.from).map_or(0, |m| m.len())));
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, 8);
     let next = AtomicU64::new(0);
     let error: Mutex<Option<StageError>> = Mutex::new(None);
+    let stripped: Mutex<Vec<Stripped>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {
@@ -215,7 +219,7 @@ fn copy_files(mut jobs: Vec<FileJob>) -> Result<(), StageError> {
                 if error.lock().map(|e| e.is_some()).unwrap_or(true) {
                     break;
                 }
-                if let Err(e) = copy_one(job) {
+                if let Err(e) = copy_one(src, out, job, keep, &stripped) {
                     if let Ok(mut slot) = error.lock() {
                         slot.get_or_insert(e);
                     }
@@ -226,73 +230,98 @@ fn copy_files(mut jobs: Vec<FileJob>) -> Result<(), StageError> {
     });
     match error.into_inner() {
         Ok(Some(e)) => Err(e),
-        _ => Ok(()),
+        _ => Ok(stripped.into_inner().unwrap_or_default()),
     }
 }
 
-fn copy_one(job: &FileJob) -> Result<(), StageError> {
+fn copy_one(
+    src: &Path,
+    out: &Tree,
+    job: &FileJob,
+    keep: bool,
+    stripped: &Mutex<Vec<Stripped>>,
+) -> Result<(), StageError> {
     let err = |source| StageError::Copy {
         from: job.from.clone(),
-        to: job.to.clone(),
+        to: out.root_path().join(&job.to),
         source,
     };
-    // std::fs::copy uses copy_file_range (reflinks where the filesystem can).
-    fs::copy(&job.from, &job.to).map_err(err)?;
-    fs::set_permissions(&job.to, fs::Permissions::from_mode(job.mode)).map_err(err)?;
-    copy_xattrs(&job.from, &job.to, true).map_err(err)?;
+    // The path in the image, for the list of what was stripped.
+    let shown = format!("/{}", job.to.display());
+    let (mode, strip) = tree::strip_privilege(&shown, job.mode, keep);
+    // Listed without following links; opened the same way (links resolve in the rootfs).
+    let from = tree::open_in_root(src, &job.rel)?;
+    // Data first, mode last: a write by a non-root user clears setuid.
+    let to = out.create_file(&job.to, 0o600)?;
+    tree::copy_sparse(&from, &to).map_err(err)?;
+    rustix::fs::fchmod(&to, rustix::fs::Mode::from_raw_mode(mode)).map_err(|e| err(e.into()))?;
+    let had_cap = tree::copy_xattrs_fd(&from, &to, keep).map_err(err)?;
+    if let Ok(mut list) = stripped.lock() {
+        list.extend(strip);
+        if had_cap && !keep {
+            tree::note_capability(&mut list, &shown);
+        }
+    }
     Ok(())
 }
 
-fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), StageError> {
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(write_err(parent))?;
+fn write_file(out: &Tree, rel: &Path, text: &str, mode: u32) -> Result<(), StageError> {
+    if let Some(parent) = rel.parent() {
+        out.create_dir_all(parent, 0o755)?;
     }
-    fs::write(path, text).map_err(write_err(path))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(write_err(path))
+    out.write_file(rel, text.as_bytes(), mode)?;
+    Ok(())
 }
 
-/// Writes the extension tree for `plan` into `tree` (an empty folder).
+/// Writes the extension tree for `plan` into `tree` (an empty folder), stripping privileges
+/// (see [`stage_with`]).
 pub fn stage(plan: &Plan, tree: &Path) -> Result<StageReport, StageError> {
+    stage_with(plan, tree, &StageOptions::default())
+}
+
+/// Writes the extension tree for `plan` into `tree` (an empty folder) through the safe tree
+/// writer, no link followed.
+pub fn stage_with(
+    plan: &Plan,
+    tree: &Path,
+    opts: &StageOptions,
+) -> Result<StageReport, StageError> {
+    let out = Tree::open(tree, &TreeOptions::no_symlinks())?;
     let mut report = StageReport::default();
-    let own_rel = PathBuf::from("usr/local").join(&plan.name);
-    mkdirs(tree, Path::new("usr/local"))?;
-    copy_tree(&plan.rootfs, &tree.join(&own_rel), &mut report)?;
-    let own = tree.join(&own_rel);
-    fs::set_permissions(&own, fs::Permissions::from_mode(0o755)).map_err(write_err(&own))?;
+    let own = PathBuf::from("usr/local").join(&plan.name);
+    out.create_dir_all(Path::new("usr/local"), 0o755)?;
+    copy_tree(&plan.rootfs, &out, &own, opts.keep_privileges, &mut report)?;
+    out.set_mode(&own, 0o755)?;
     let private = own.join(PRIVATE_DIR);
-    mkdirs(&own, Path::new(PRIVATE_DIR))?;
-    mkdirs(&private, Path::new("root"))?;
-    write_file(&private.join("launch"), &wrapper::helper(plan), 0o755)?;
+    out.create_dir_all(&private, 0o755)?;
+    out.create_dir_all(&private.join("root"), 0o755)?;
+    write_file(&out, &private.join("launch"), &wrapper::helper(plan), 0o755)?;
     for e in &plan.entries {
-        let rel = e.target.trim_start_matches('/');
-        let path = tree.join(rel);
-        if let Some(parent) = Path::new(rel).parent() {
-            mkdirs(tree, parent)?;
+        let rel = Path::new(e.target.trim_start_matches('/'));
+        if let Some(parent) = rel.parent() {
+            out.create_dir_all(parent, 0o755)?;
         }
         match e.kind {
             EntryKind::Launcher => {
-                write_file(&path, &wrapper::launcher(&plan.name, &e.source), 0o755)?;
+                write_file(&out, rel, &wrapper::launcher(&plan.name, &e.source), 0o755)?;
                 report.launchers.push(e.target.clone());
             }
             EntryKind::Link => {
                 let target = format!("/usr/local/{}{}", plan.name, e.resolved);
-                symlink(&target, &path).map_err(write_err(&path))?;
+                out.symlink(rel, Path::new(&target))?;
                 report.links.push(e.target.clone());
             }
         }
     }
     let release = release_file_path(&plan.name);
-    if let Some(dir) = release.parent() {
-        mkdirs(tree, dir)?;
-    }
     report.release = release_text(plan.architecture.as_deref(), plan.reload_manager);
-    write_file(&tree.join(&release), &report.release, 0o644)?;
+    write_file(&out, &release, &report.release, 0o644)?;
     // Sanity: every link target exists in the copy.
     for e in plan.entries.iter().filter(|e| e.kind == EntryKind::Link) {
         let inside = host_path(&own, &e.resolved);
-        if fs::symlink_metadata(&inside).is_err() {
+        if out.stat(&inside)?.is_none() {
             return Err(StageError::Write {
-                path: inside,
+                path: tree.join(inside),
                 source: io::Error::new(io::ErrorKind::NotFound, "link target missing in the copy"),
             });
         }
@@ -303,6 +332,7 @@ pub fn stage(plan: &Plan, tree: &Path) -> Result<StageReport, StageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::{symlink, PermissionsExt};
 
     #[test]
     fn release_texts() {
@@ -317,7 +347,7 @@ mod tests {
     }
 
     #[test]
-    fn copy_keeps_modes_symlinks_and_hardlinks() {
+    fn copy_keeps_modes_symlinks_and_hardlinks_and_with_keep_setuid() {
         let src = tempfile::tempdir().unwrap();
         let s = src.path();
         fs::create_dir_all(s.join("a/b")).unwrap();
@@ -336,7 +366,8 @@ mod tests {
         let dst = tempfile::tempdir().unwrap();
         let d = dst.path().join("copy");
         let mut r = StageReport::default();
-        copy_tree(s, &d, &mut r).unwrap();
+        let out = Tree::open(dst.path(), &TreeOptions::no_symlinks()).unwrap();
+        copy_tree(s, &out, Path::new("copy"), true, &mut r).unwrap();
         assert_eq!(fs::read_to_string(d.join("a/b/f")).unwrap(), "data");
         let m = fs::metadata(d.join("a/b/f")).unwrap();
         assert_eq!(m.mode() & 0o7777, 0o4755);
@@ -355,6 +386,18 @@ mod tests {
                 .expect("the xattr is copied");
             assert_eq!(&v[..n], b"kept");
         }
+        assert!(r.stripped.is_empty());
+        // Without keep: the setuid bit goes and is listed.
+        let dst2 = tempfile::tempdir().unwrap();
+        let out2 = Tree::open(dst2.path(), &TreeOptions::no_symlinks()).unwrap();
+        let mut r2 = StageReport::default();
+        copy_tree(s, &out2, Path::new("c"), false, &mut r2).unwrap();
+        let m = fs::metadata(dst2.path().join("c/a/b/f")).unwrap();
+        assert_eq!(m.mode() & 0o7777, 0o755);
+        assert_eq!(r2.stripped.len(), 1);
+        assert_eq!(r2.stripped[0].path, "/c/a/b/f");
+        assert!(r2.stripped[0].setuid);
+        fs::set_permissions(dst2.path().join("c/a/b"), fs::Permissions::from_mode(0o755)).unwrap();
         // The source is untouched.
         assert_eq!(fs::metadata(s.join("a/b/f")).unwrap().nlink(), 2);
         fs::set_permissions(d.join("a/b"), fs::Permissions::from_mode(0o755)).unwrap();

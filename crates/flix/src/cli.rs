@@ -84,6 +84,10 @@ pub struct Args {
     /// Print the plan and the pack report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Keep setuid/setgid bits and file capabilities of the source's files (stripped and
+    /// listed by default: once merged, they would run with privilege on the host).
+    #[arg(long)]
+    pub keep_privileges: bool,
 }
 
 impl Args {
@@ -177,10 +181,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         OutFormat::Dir => Format::Dir,
     });
     let output = args.output_path();
-    let report = stage::stage_and_pack(&plan, &output, &pack_opts)
+    let stage_opts = stage::StageOptions {
+        keep_privileges: args.keep_privileges,
+    };
+    let (report, stripped) = stage::stage_and_pack(&plan, &output, &pack_opts, &stage_opts)
         .with_context(|| format!("writing {}", output.display()))?;
+    sysext_core::tree::report_stripped("flix", &stripped, "--keep-privileges");
     if args.json {
-        let v = serde_json::json!({ "plan": plan, "pack": report });
+        let v = serde_json::json!({ "plan": plan, "pack": report, "stripped": stripped });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         eprintln!(

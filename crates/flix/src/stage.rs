@@ -1,19 +1,23 @@
 //! Carries out a [`Plan`]: builds the extension tree and packs it.
 //!
-//! The source rootfs is only read: ELF files are read, rewritten in memory
-//! ([`crate::rewrite::rewrite`]) and written into the tree; other files are copied. Files are
+//! The source rootfs is only read (every file opened with the rootfs as `/`, so a link in it
+//! never sends a read to the build host): ELF files are read, rewritten in memory
+//! ([`crate::rewrite::rewrite`]) and written into the tree; other files are copied, holes
+//! kept. Everything is written through [`sysext_core::tree::Tree`] without following any
+//! link. Setuid/setgid bits and file capabilities are stripped and listed unless
+//! [`StageOptions::keep_privileges`]. Files are
 //! handled in parallel on one thread per CPU. The tree is staged in a temporary folder beside
 //! the output and packed with [`sysext_core::pack::pack`], which writes the output atomically;
 //! the staging folder is removed afterwards, also on failure.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use sysext_core::atomic::{AtomicError, AtomicOutput};
 use sysext_core::pack::{self, PackError, PackOptions, PackReport};
+use sysext_core::tree::{self, Stripped, Tree, TreeError, TreeOptions};
 
 use crate::plan::{Action, Plan};
 use crate::rewrite::{self, Edits, RewriteError};
@@ -42,34 +46,58 @@ pub enum StageError {
     #[error("refusing to write {}: not a path inside the extension tree", .0.display())]
     Escapes(PathBuf),
     #[error(transparent)]
+    Tree(#[from] Box<TreeError>),
+    #[error(transparent)]
     Output(#[from] AtomicError),
     #[error(transparent)]
     Pack(#[from] PackError),
 }
 
-fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> StageError + '_ {
-    move |source| StageError::Write {
-        path: path.to_path_buf(),
-        source,
+impl From<TreeError> for StageError {
+    fn from(e: TreeError) -> Self {
+        StageError::Tree(Box::new(e))
     }
 }
 
-/// `tree/to`, refusing anything that would leave the tree.
-fn dest(tree: &Path, to: &Path) -> Result<PathBuf, StageError> {
+/// How to stage.
+#[non_exhaustive]
+#[derive(Debug, Clone, Default)]
+pub struct StageOptions {
+    /// Keep setuid/setgid bits and file capabilities (`security.capability`) of the source's
+    /// files; by default they are stripped and listed.
+    pub keep_privileges: bool,
+}
+
+/// `to`, refusing anything that would leave the tree.
+fn dest(to: &Path) -> Result<&Path, StageError> {
     if crate::plan::is_inside_tree(to) {
-        Ok(tree.join(to))
+        Ok(to)
     } else {
         Err(StageError::Escapes(to.to_path_buf()))
     }
 }
 
-fn copy_one(tree: &Path, a: &Action) -> Result<(), StageError> {
+/// Opens a source file the plan names by its host path, resolving links with the rootfs as `/`.
+fn open_source(root: &Path, from: &Path) -> Result<fs::File, StageError> {
+    let rel = from.strip_prefix(root).map_err(|_| StageError::Read {
+        path: from.to_path_buf(),
+        source: std::io::Error::other("not inside the source rootfs"),
+    })?;
+    Ok(tree::open_in_root(root, rel)?)
+}
+
+fn copy_one(
+    plan: &Plan,
+    out: &Tree,
+    a: &Action,
+    opts: &StageOptions,
+    stripped: &Mutex<Vec<Stripped>>,
+) -> Result<(), StageError> {
     match a {
         Action::Dir { .. } | Action::Symlink { .. } => Ok(()),
         Action::Write { to, contents, mode } => {
-            let dest = dest(tree, to)?;
-            fs::write(&dest, contents).map_err(write_err(&dest))?;
-            fs::set_permissions(&dest, fs::Permissions::from_mode(*mode)).map_err(write_err(&dest))
+            out.write_file(dest(to)?, contents.as_bytes(), *mode)?;
+            Ok(())
         }
         Action::Copy {
             from,
@@ -77,56 +105,76 @@ fn copy_one(tree: &Path, a: &Action) -> Result<(), StageError> {
             mode,
             elf,
         } => {
-            let dest = dest(tree, to)?;
+            let to = dest(to)?;
+            let shown = format!("/{}", to.display());
+            let (mode, mut strip) =
+                tree::strip_privilege(&shown, mode & 0o7777, opts.keep_privileges);
+            let src = open_source(&plan.root, from)?;
+            // Data first, mode last: a write by a non-root user clears setuid.
+            let dst = out.create_file(to, 0o600)?;
+            let werr = |source| StageError::Write {
+                path: to.to_path_buf(),
+                source,
+            };
             match elf {
                 Some(e) => {
-                    let bytes = fs::read(from).map_err(|source| StageError::Read {
-                        path: from.clone(),
-                        source,
+                    let mut bytes = Vec::new();
+                    std::io::Read::read_to_end(&mut &src, &mut bytes).map_err(|source| {
+                        StageError::Read {
+                            path: from.clone(),
+                            source,
+                        }
                     })?;
                     let mut edits = Edits::default();
                     edits.interpreter = e.interpreter.clone();
                     edits.runpath = Some(e.runpath.clone());
                     edits.nodeflib = e.nodeflib;
-                    let out =
+                    let new =
                         rewrite::rewrite(&bytes, &edits).map_err(|source| StageError::Rewrite {
                             path: from.clone(),
                             source,
                         })?;
-                    fs::write(&dest, out).map_err(write_err(&dest))?;
+                    std::os::unix::fs::FileExt::write_all_at(&dst, &new, 0).map_err(werr)?;
                 }
                 None => {
-                    fs::copy(from, &dest).map_err(|source| StageError::Read {
-                        path: from.clone(),
-                        source,
-                    })?;
+                    tree::copy_sparse(&src, &dst).map_err(werr)?;
                 }
             }
-            // Never carry setuid/setgid into the extension by accident; keep rwx bits.
-            fs::set_permissions(&dest, fs::Permissions::from_mode(mode & 0o1777))
-                .map_err(write_err(&dest))
+            rustix::fs::fchmod(&dst, rustix::fs::Mode::from_raw_mode(mode))
+                .map_err(|e| werr(e.into()))?;
+            let had_cap = tree::copy_xattrs_fd(&src, &dst, opts.keep_privileges).map_err(werr)?;
+            if let Ok(mut list) = stripped.lock() {
+                if let Some(s) = strip.take() {
+                    list.push(s);
+                }
+                if had_cap && !opts.keep_privileges {
+                    tree::note_capability(&mut list, &shown);
+                }
+            }
+            Ok(())
         }
     }
 }
 
-/// Writes the plan's tree into `tree` (an existing empty folder).
-pub fn stage_tree(plan: &Plan, tree: &Path) -> Result<(), StageError> {
+/// Writes the plan's tree into `tree` (an existing empty folder) through the safe tree
+/// writer (no link followed); returns what was stripped (setuid/setgid bits, file
+/// capabilities), sorted by path, unless `opts.keep_privileges`.
+pub fn stage_tree(
+    plan: &Plan,
+    tree: &Path,
+    opts: &StageOptions,
+) -> Result<Vec<Stripped>, StageError> {
+    let out = Tree::open(tree, &TreeOptions::no_symlinks())?;
     // Directories first (actions list parents before children), then files in parallel,
     // then symlinks.
     for a in &plan.actions {
         if let Action::Dir { to } = a {
-            let dest = dest(tree, to)?;
-            match fs::create_dir(&dest) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(write_err(&dest)(e)),
-            }
-            fs::set_permissions(&dest, fs::Permissions::from_mode(0o755))
-                .map_err(write_err(&dest))?;
+            out.create_dir(dest(to)?, 0o755)?;
         }
     }
     let next = AtomicUsize::new(0);
     let first_err: Mutex<Option<StageError>> = Mutex::new(None);
+    let stripped: Mutex<Vec<Stripped>> = Mutex::new(Vec::new());
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .min(8);
@@ -137,7 +185,9 @@ pub fn stage_tree(plan: &Plan, tree: &Path) -> Result<(), StageError> {
         .filter(|a| matches!(a, Action::Copy { .. } | Action::Write { .. }))
         .collect();
     order.sort_by_key(|a| match a {
-        Action::Copy { from, .. } => std::cmp::Reverse(fs::metadata(from).map_or(0, |m| m.len())),
+        Action::Copy { from, .. } => {
+            std::cmp::Reverse(fs::symlink_metadata(from).map_or(0, |m| m.len()))
+        }
         _ => std::cmp::Reverse(0),
     });
     std::thread::scope(|s| {
@@ -148,7 +198,7 @@ pub fn stage_tree(plan: &Plan, tree: &Path) -> Result<(), StageError> {
                 if first_err.lock().map(|e| e.is_some()).unwrap_or(true) {
                     break;
                 }
-                if let Err(e) = copy_one(tree, a) {
+                if let Err(e) = copy_one(plan, &out, a, opts, &stripped) {
                     if let Ok(mut slot) = first_err.lock() {
                         slot.get_or_insert(e);
                     }
@@ -162,11 +212,12 @@ pub fn stage_tree(plan: &Plan, tree: &Path) -> Result<(), StageError> {
     }
     for a in &plan.actions {
         if let Action::Symlink { to, target } = a {
-            let dest = dest(tree, to)?;
-            std::os::unix::fs::symlink(target, &dest).map_err(write_err(&dest))?;
+            out.symlink(dest(to)?, target)?;
         }
     }
-    Ok(())
+    let mut list = stripped.into_inner().unwrap_or_default();
+    list.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(list)
 }
 
 /// Stages the plan and packs it to `output` (see [`PackOptions`]); `opts.name` is set to the
@@ -175,7 +226,8 @@ pub fn stage_and_pack(
     plan: &Plan,
     output: &Path,
     opts: &PackOptions,
-) -> Result<PackReport, StageError> {
+    stage: &StageOptions,
+) -> Result<(PackReport, Vec<Stripped>), StageError> {
     if !opts.force && fs::symlink_metadata(output).is_ok() {
         return Err(AtomicError::Exists(output.to_path_buf()).into());
     }
@@ -185,8 +237,8 @@ pub fn stage_and_pack(
     };
     // Never committed: dropping it removes the staged tree.
     let staging = AtomicOutput::dir(&output.with_file_name(staging_name), true)?;
-    stage_tree(plan, staging.path())?;
+    let stripped = stage_tree(plan, staging.path(), stage)?;
     let mut opts = opts.clone();
     opts.name = Some(plan.name.clone());
-    Ok(pack::pack(staging.path(), output, &opts)?)
+    Ok((pack::pack(staging.path(), output, &opts)?, stripped))
 }

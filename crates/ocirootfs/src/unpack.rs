@@ -1,9 +1,12 @@
 //! Layer application, as umoci does it, and never outside the root.
 //!
-//! Every entry's parent is opened with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`, so
-//! `..` and symlinks (absolute or relative, planted by an earlier entry or layer) resolve with
-//! the root as `/`; the last component is then created with the `*at` calls and never followed.
-//! Paths with `..` components are refused. Rules: `.wh.NAME` removes NAME from lower layers,
+//! Every entry goes through the workspace's one safe tree writer ([`sysext_core::tree::Tree`]):
+//! its parent is opened with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`, so `..` and
+//! symlinks (absolute or relative, planted by an earlier entry or layer) resolve with the root
+//! as `/`; the last component is then created with the `*at` calls and never followed. Paths
+//! with `..` components are refused. Opened parents are cached with a bound (an image with any
+//! number of folders unpacks under a low `ulimit -n`), and file data is written sparse: all-zero
+//! blocks (the holes of GNU sparse entries among them) are left as holes. Rules: `.wh.NAME` removes NAME from lower layers,
 //! `.wh..wh..opq` empties its directory of lower-layer content (whatever its position in the
 //! tar), whiteouts never appear; an existing entry is replaced unless directory over directory;
 //! metadata in the order chown → xattrs → chmod → times; directory mtimes last, deepest first.
@@ -11,7 +14,7 @@
 //! stream is hashed against the blob digest and the tar stream against the config's diff_id.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::fd::OwnedFd;
@@ -19,11 +22,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use rustix::fs::{
-    self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps,
-};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 use sha2::{Digest as _, Sha256};
+use sysext_core::tree::{self, times, Tree, TreeError, TreeOptions};
 
 /// Errors from applying a layer.
 #[derive(Debug, thiserror::Error)]
@@ -39,10 +41,18 @@ pub enum UnpackError {
     Unsafe { path: String, reason: &'static str },
     #[error("cannot read the layer tar stream")]
     Tar(#[source] io::Error),
+    #[error(transparent)]
+    Tree(Box<TreeError>),
     #[error("layer blob does not match its digest {expected} (got sha256:{actual})")]
     Digest { expected: String, actual: String },
     #[error("uncompressed layer does not match its diff_id {expected} (got sha256:{actual})")]
     DiffId { expected: String, actual: String },
+}
+
+impl From<TreeError> for UnpackError {
+    fn from(e: TreeError) -> Self {
+        UnpackError::Tree(Box::new(e))
+    }
 }
 
 /// How to unpack.
@@ -120,46 +130,25 @@ fn io_err<'a>(op: &'static str, path: &'a [u8]) -> impl FnOnce(Errno) -> UnpackE
     }
 }
 
-const RESOLVE: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
-
 /// Normalises a tar path into components: leading `/` and `.` dropped, `..` refused.
 fn components(raw: &[u8]) -> Result<Vec<&[u8]>, UnpackError> {
-    let mut out = Vec::new();
-    for c in raw.split(|&b| b == b'/') {
-        match c {
-            b"" | b"." => {}
-            b".." => {
-                return Err(UnpackError::Unsafe {
-                    path: String::from_utf8_lossy(raw).into_owned(),
-                    reason: "a '..' component could leave the root",
-                })
-            }
-            c => out.push(c),
-        }
-    }
-    Ok(out)
+    tree::components(raw).map_err(|reason| UnpackError::Unsafe {
+        path: String::from_utf8_lossy(raw).into_owned(),
+        reason,
+    })
 }
 
-fn join(comps: &[&[u8]]) -> Vec<u8> {
-    let mut v = Vec::new();
-    for (i, c) in comps.iter().enumerate() {
-        if i > 0 {
-            v.push(b'/');
-        }
-        v.extend_from_slice(c);
-    }
-    if v.is_empty() {
-        v.push(b'.');
-    }
-    v
+use sysext_core::tree::join;
+
+fn as_path(p: &[u8]) -> &Path {
+    Path::new(OsStr::from_bytes(p))
 }
 
 /// Opened root plus the state of one layer application.
 struct Applier<'a> {
-    root: OwnedFd,
+    tree: Tree,
     opts: &'a UnpackOptions,
     written: HashSet<Vec<u8>>,
-    parents: HashMap<Vec<u8>, OwnedFd>,
     /// Directories' (path, mtime, depth, mode to set at the end when not root).
     dir_times: Vec<(Vec<u8>, i64, u32, Option<u32>)>,
     stats: LayerStats,
@@ -167,49 +156,8 @@ struct Applier<'a> {
     buf: Vec<u8>,
 }
 
-/// Copies an entry's data into `file` through `buf`, filling it before each write.
-fn copy_data(
-    entry: &mut impl Read,
-    file: &mut std::fs::File,
-    buf: &mut [u8],
-    path: &[u8],
-) -> Result<u64, UnpackError> {
-    use std::io::Write as _;
-    let mut total = 0u64;
-    loop {
-        let mut n = 0;
-        while n < buf.len() {
-            match entry.read(&mut buf[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(UnpackError::Tar(e)),
-            }
-        }
-        if n == 0 {
-            return Ok(total);
-        }
-        file.write_all(&buf[..n])
-            .map_err(|source| UnpackError::Io {
-                op: "write",
-                path: PathBuf::from(OsStr::from_bytes(path)),
-                source,
-            })?;
-        total += n as u64;
-    }
-}
-
-fn open_root(root: &Path) -> Result<OwnedFd, UnpackError> {
-    rfs::open(
-        root,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| UnpackError::Io {
-        op: "open the root folder",
-        path: root.to_path_buf(),
-        source: e.into(),
-    })
+fn open_root(root: &Path) -> Result<Tree, UnpackError> {
+    Ok(Tree::open(root, &TreeOptions::default())?)
 }
 
 /// Applies one layer blob (gzip, zstd or tar) to `root`, verifying the blob against `digest`
@@ -352,7 +300,7 @@ impl Read for ChanReader {
 }
 
 fn consume(
-    root: OwnedFd,
+    root: Tree,
     tar_stream: ChanReader,
     opts: &UnpackOptions,
 ) -> Result<LayerStats, UnpackError> {
@@ -365,10 +313,9 @@ fn consume(
     };
     let mut archive = tar::Archive::new(tar_stream);
     let mut applier = Applier {
-        root,
+        tree: root,
         opts,
         written: HashSet::new(),
-        parents: HashMap::new(),
         dir_times: Vec::new(),
         stats: LayerStats::default(),
         buf: vec![0; 1 << 20],
@@ -477,58 +424,14 @@ impl Applier<'_> {
     }
 
     /// Opens the directory `comps` inside the root (symlinks resolved with the root as `/`),
-    /// creating missing directories when `create`.
+    /// creating missing directories when `create` (through the bounded cache of the tree).
     fn open_dir(&mut self, comps: &[&[u8]], create: bool) -> Result<Option<OwnedFd>, UnpackError> {
-        let key = join(comps);
-        if let Some(fd) = self.parents.get(&key) {
-            return Ok(Some(fd.try_clone().map_err(|e| UnpackError::Io {
-                op: "dup",
-                path: PathBuf::from(OsStr::from_bytes(&key)),
-                source: e,
-            })?));
-        }
-        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        match rfs::openat2(
-            &self.root,
-            OsStr::from_bytes(&key),
-            flags,
-            Mode::empty(),
-            RESOLVE,
-        ) {
-            Ok(fd) => {
-                let dup = fd.try_clone().map_err(|e| UnpackError::Io {
-                    op: "dup",
-                    path: PathBuf::from(OsStr::from_bytes(&key)),
-                    source: e,
-                })?;
-                self.parents.insert(key, dup);
-                Ok(Some(fd))
-            }
-            Err(Errno::NOENT) if create && !comps.is_empty() => {
-                let parent = self
-                    .open_dir(&comps[..comps.len() - 1], true)?
-                    .expect("created");
-                let name = comps[comps.len() - 1];
-                match rfs::mkdirat(&parent, OsStr::from_bytes(name), Mode::from_raw_mode(0o755)) {
-                    Ok(()) | Err(Errno::EXIST) => {}
-                    Err(e) => return Err(io_err("create directory", &key)(e)),
-                }
-                match rfs::openat2(&self.root, OsStr::from_bytes(&key), flags, Mode::empty(), RESOLVE) {
-                    Ok(fd) => Ok(Some(fd)),
-                    Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => Err(UnpackError::Unsafe {
-                        path: String::from_utf8_lossy(&key).into_owned(),
-                        reason: "this parent is not a directory inside the root (a dangling or looping symlink?)",
-                    }),
-                    Err(e) => Err(io_err("open directory", &key)(e)),
-                }
-            }
-            Err(Errno::NOENT) => Ok(None),
-            Err(e) => Err(io_err("open directory", &key)(e)),
-        }
+        Ok(self.tree.dir_at(comps, create)?)
     }
 
-    /// Removes `name` in `dir` whatever it is; directories recursively, keeping paths this
-    /// layer wrote when `keep_written` (for opaque directories).
+    /// Removes `name` in `dir` whatever it is, never following links. With `keep_written`
+    /// (an opaque directory), what this layer wrote stays: folders it wrote into are emptied
+    /// of the rest one by one (a work list, no recursion), everything else goes whole.
     fn remove(
         &mut self,
         dir: &OwnedFd,
@@ -536,51 +439,55 @@ impl Applier<'_> {
         path: &[u8],
         keep_written: bool,
     ) -> Result<(), UnpackError> {
+        if !keep_written || !self.written.contains(path) {
+            self.tree.remove_at(dir, name, path)?;
+            return Ok(());
+        }
         let st = match rfs::statat(dir, OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             Err(Errno::NOENT) => return Ok(()),
             Err(e) => return Err(io_err("stat", path)(e)),
         };
-        if keep_written
-            && self.written.contains(path)
-            && FileType::from_raw_mode(st.st_mode) != FileType::Directory
-        {
+        if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
             return Ok(());
         }
-        if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-            self.parents.clear();
-            let sub = rfs::openat(
-                dir,
-                OsStr::from_bytes(name),
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        // Folders written by this layer: keep them, sort out their content.
+        let mut todo = vec![path.to_vec()];
+        while let Some(folder) = todo.pop() {
+            let comps = components(&folder)?;
+            let Some(fd) = self.open_dir(&comps, false)? else {
+                continue;
+            };
+            let listed = rfs::openat(
+                &fd,
+                ".",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
                 Mode::empty(),
             )
-            .map_err(io_err("open directory", path))?;
+            .map_err(io_err("open directory", &folder))?;
             let mut names = Vec::new();
-            for ent in rfs::Dir::read_from(&sub).map_err(io_err("read directory", path))? {
-                let ent = ent.map_err(io_err("read directory", path))?;
+            for ent in rfs::Dir::read_from(&listed).map_err(io_err("read directory", &folder))? {
+                let ent = ent.map_err(io_err("read directory", &folder))?;
                 let n = ent.file_name().to_bytes();
                 if n != b"." && n != b".." {
                     names.push(n.to_vec());
                 }
             }
+            drop(listed);
             for n in names {
-                let mut child = path.to_vec();
+                let mut child = folder.clone();
                 child.push(b'/');
                 child.extend_from_slice(&n);
-                self.remove(&sub, &n, &child, keep_written)?;
+                if !self.written.contains(&child) {
+                    self.tree.remove_at(&fd, &n, &child)?;
+                    continue;
+                }
+                let is_dir = rfs::statat(&fd, OsStr::from_bytes(&n), AtFlags::SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
+                if is_dir {
+                    todo.push(child);
+                }
             }
-            if keep_written && self.written.contains(path) {
-                return Ok(());
-            }
-            rfs::unlinkat(dir, OsStr::from_bytes(name), AtFlags::REMOVEDIR)
-                .map_err(io_err("remove directory", path))?;
-        } else {
-            if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
-                self.parents.clear();
-            }
-            rfs::unlinkat(dir, OsStr::from_bytes(name), AtFlags::empty())
-                .map_err(io_err("remove", path))?;
         }
         Ok(())
     }
@@ -608,11 +515,15 @@ impl Applier<'_> {
                     reason: "'.' may only be a directory",
                 });
             }
-            let root = self.root.try_clone().map_err(|e| UnpackError::Io {
-                op: "dup",
-                path: ".".into(),
-                source: e,
-            })?;
+            let root = self
+                .tree
+                .root_fd()
+                .try_clone_to_owned()
+                .map_err(|e| UnpackError::Io {
+                    op: "dup",
+                    path: ".".into(),
+                    source: e,
+                })?;
             self.set_meta_fd(&root, &meta, &path, true)?;
             let late_mode = (!self.opts.as_root).then_some(meta.mode);
             self.dir_times.push((path, meta.mtime, 0, late_mode));
@@ -713,8 +624,19 @@ impl Applier<'_> {
                     Mode::from_raw_mode(0o600),
                 )
                 .map_err(io_err("create file", &path))?;
-                let mut file = std::fs::File::from(fd);
-                self.stats.bytes += copy_data(entry, &mut file, &mut self.buf, &path)?;
+                let file = std::fs::File::from(fd);
+                // All-zero blocks (the holes of a GNU sparse entry among them) stay holes.
+                self.stats.bytes += match tree::write_sparse(entry, &file, &mut self.buf) {
+                    Ok(n) => n,
+                    Err(tree::SparseError::Read(e)) => return Err(UnpackError::Tar(e)),
+                    Err(tree::SparseError::Write(source)) => {
+                        return Err(UnpackError::Io {
+                            op: "write",
+                            path: PathBuf::from(OsStr::from_bytes(&path)),
+                            source,
+                        })
+                    }
+                };
                 let fd = OwnedFd::from(file);
                 self.set_meta_fd(&fd, &meta, &path, false)?;
             }
@@ -854,54 +776,26 @@ impl Applier<'_> {
     fn finish_dir_times(&mut self) -> Result<(), UnpackError> {
         let mut list = std::mem::take(&mut self.dir_times);
         list.sort_by_key(|a| std::cmp::Reverse(a.2));
+        let missing = |e: &TreeError| {
+            e.io_error()
+                .is_some_and(|e| e.kind() == io::ErrorKind::NotFound)
+        };
         for (path, mtime, _, late_mode) in list {
+            // Set without following links: a folder replaced by a link is left as it is.
             if let Some(mode) = late_mode {
-                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                if let Ok(fd) = rfs::openat2(
-                    &self.root,
-                    OsStr::from_bytes(&path),
-                    flags,
-                    Mode::empty(),
-                    RESOLVE,
-                ) {
-                    rfs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(io_err("chmod", &path))?;
+                match self.tree.set_mode(as_path(&path), mode) {
+                    Ok(()) => {}
+                    Err(e) if missing(&e) => {}
+                    Err(e) => return Err(e.into()),
                 }
             }
-            let comps: Vec<&[u8]> = if path == b"." {
-                Vec::new()
-            } else {
-                path.split(|&b| b == b'/').collect()
-            };
-            match comps.split_last() {
-                None => rfs::futimens(&self.root, &times(mtime))
-                    .map_err(io_err("set times of", &path))?,
-                Some((&name, parent)) => {
-                    if let Some(p) = self.open_dir(parent, false)? {
-                        match rfs::utimensat(
-                            &p,
-                            OsStr::from_bytes(name),
-                            &times(mtime),
-                            AtFlags::SYMLINK_NOFOLLOW,
-                        ) {
-                            Ok(()) | Err(Errno::NOENT) => {}
-                            Err(e) => return Err(io_err("set times of", &path)(e)),
-                        }
-                    }
-                }
+            match self.tree.set_times(as_path(&path), mtime) {
+                Ok(()) => {}
+                Err(e) if missing(&e) => {}
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(())
-    }
-}
-
-fn times(mtime: i64) -> Timestamps {
-    let t = Timespec {
-        tv_sec: mtime,
-        tv_nsec: 0,
-    };
-    Timestamps {
-        last_access: t,
-        last_modification: t,
     }
 }
 
@@ -996,6 +890,122 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o7777, 0o555);
         assert_eq!(std::fs::read(tmp.path().join("ro/f")).unwrap(), b"hi");
+    }
+
+    /// A GNU sparse entry `name` of `real` bytes holding "head" at 0 and "tail" at the end.
+    fn sparse_tar(name: &str, real: u64) -> Vec<u8> {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(name).unwrap();
+        h.set_entry_type(tar::EntryType::GNUSparse);
+        h.set_mode(0o644);
+        h.set_size(1024);
+        {
+            let g = h.as_gnu_mut().unwrap();
+            g.sparse[0].set_offset(0);
+            g.sparse[0].set_length(512);
+            g.sparse[1].set_offset(real - 512);
+            g.sparse[1].set_length(512);
+            g.set_real_size(real);
+        }
+        h.set_cksum();
+        let mut out = h.as_bytes().to_vec();
+        let mut data = b"head".to_vec();
+        data.resize(1020, 0);
+        data.extend_from_slice(b"tail");
+        out.extend_from_slice(&data);
+        out.extend_from_slice(&[0u8; 1024]);
+        out
+    }
+
+    #[test]
+    fn gnu_sparse_entries_stay_sparse() {
+        use std::os::unix::fs::MetadataExt;
+        let real = 2u64 << 30;
+        let layer = sparse_tar("big", real);
+        let tmp = tempfile::tempdir().unwrap();
+        apply_layer(
+            tmp.path(),
+            &layer[..],
+            None,
+            None,
+            &UnpackOptions::default(),
+        )
+        .unwrap();
+        let m = std::fs::metadata(tmp.path().join("big")).unwrap();
+        assert_eq!(m.len(), real);
+        assert!(
+            m.blocks() * 512 < 1 << 20,
+            "{} blocks allocated",
+            m.blocks()
+        );
+        let f = std::fs::File::open(tmp.path().join("big")).unwrap();
+        let mut b = [0u8; 4];
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut b, real - 4).unwrap();
+        assert_eq!(&b, b"tail");
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut b, 0).unwrap();
+        assert_eq!(&b, b"head");
+    }
+
+    #[test]
+    fn many_folders_keep_few_descriptors_and_opaque_whiteouts_keep_this_layer() {
+        let mut b = tar::Builder::new(Vec::new());
+        let dir = |b: &mut tar::Builder<Vec<u8>>, name: &str| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_size(0);
+            h.set_cksum();
+            b.append_data(&mut h, name, &b""[..]).unwrap();
+        };
+        let file = |b: &mut tar::Builder<Vec<u8>>, name: &str| {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            h.set_size(1);
+            h.set_cksum();
+            b.append_data(&mut h, name, &b"x"[..]).unwrap();
+        };
+        for i in 0..1500 {
+            dir(&mut b, &format!("d{i}"));
+            dir(&mut b, &format!("d{i}/s"));
+        }
+        file(&mut b, "keep/old");
+        file(&mut b, "keep/sub/old");
+        let lower = b.into_inner().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+        let before = fds();
+        apply_layer(
+            tmp.path(),
+            &lower[..],
+            None,
+            None,
+            &UnpackOptions::default(),
+        )
+        .unwrap();
+        assert!(
+            fds() <= before + 8,
+            "descriptors left open: {} -> {}",
+            before,
+            fds()
+        );
+        assert!(tmp.path().join("d1499/s").is_dir());
+        // Upper layer: the opaque marker after new content in the same folder.
+        let mut b = tar::Builder::new(Vec::new());
+        file(&mut b, "keep/new");
+        file(&mut b, "keep/sub/new");
+        file(&mut b, "keep/.wh..wh..opq");
+        let upper = b.into_inner().unwrap();
+        apply_layer(
+            tmp.path(),
+            &upper[..],
+            None,
+            None,
+            &UnpackOptions::default(),
+        )
+        .unwrap();
+        let k = tmp.path().join("keep");
+        assert!(k.join("new").is_file() && k.join("sub/new").is_file());
+        assert!(!k.join("old").exists() && !k.join("sub/old").exists());
     }
 
     #[test]

@@ -15,6 +15,9 @@
 //!   processes removed by later runs.
 //! - [`gentext`]: values substituted into generated text (sh, units, transfer files): the one
 //!   sh quoter, `%` escaping, checks.
+//! - [`tree`]: the one safe writer for trees built from input (`openat2` inside the root,
+//!   never following links it creates over, a bounded cache of folders, sparse copies), and
+//!   the producers' rule for setuid/setgid bits and file capabilities.
 //! - [`logging`]: the binaries' shared stderr logging setup.
 
 pub mod atomic;
@@ -29,3 +32,4 @@ pub mod pack;
 pub mod release;
 pub mod rootfs;
 pub mod squashfs;
+pub mod tree;

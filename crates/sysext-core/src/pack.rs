@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -22,6 +22,7 @@ use crate::atomic::{AtomicError, AtomicOutput};
 pub use crate::squashfs::writer::WriteStats;
 use crate::squashfs::writer::{self, WriteError, WriterOptions};
 pub use crate::squashfs::Compression;
+use crate::tree::{copy_sparse, Tree, TreeOptions};
 
 /// What to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -250,12 +251,20 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
         }
         Format::Dir => {
             let out = AtomicOutput::dir(output, opts.force)?;
+            let dest = Tree::open(out.path(), &TreeOptions::no_symlinks()).map_err(|e| {
+                PackError::Copy {
+                    from: tree.to_path_buf(),
+                    to: out.path().to_path_buf(),
+                    source: io::Error::other(e),
+                }
+            })?;
             let mut copier = Copier {
+                out: dest,
                 links: HashMap::new(),
                 mtime: mtime as i64,
                 bytes: 0,
             };
-            copier.copy_dir(tree, out.path())?;
+            copier.copy_tree(tree)?;
             let final_path = out.commit()?;
             Ok(PackReport {
                 output: final_path,
@@ -272,6 +281,9 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
 }
 
 struct Copier {
+    /// The output folder, written through the safe tree writer.
+    out: Tree,
+    /// First copy (relative to the output) of each multiply-linked file.
     links: HashMap<(u64, u64), PathBuf>,
     mtime: i64,
     bytes: u64,
@@ -325,97 +337,141 @@ pub fn copy_xattrs(from: &Path, to: &Path, skip_unsupported: bool) -> io::Result
 }
 
 impl Copier {
+    /// Owner root, the xattrs images carry, the mode (not for links) and the fixed time of the
+    /// copy `to` (relative to the output) of `from`.
     fn finish_entry(&self, from: &Path, to: &Path, mode: u32, symlink: bool) -> io::Result<()> {
-        match rustix::fs::chownat(
-            rustix::fs::CWD,
-            to,
-            Some(rustix::fs::Uid::ROOT),
-            Some(rustix::fs::Gid::ROOT),
-            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-        ) {
-            Ok(()) | Err(rustix::io::Errno::PERM) => {}
-            Err(e) => return Err(e.into()),
+        let out = &self.out;
+        match out.set_owner(to, 0, 0) {
+            Ok(()) => {}
+            Err(e) if e.io_error().and_then(|e| e.raw_os_error()) == Some(libc::EPERM) => {}
+            Err(e) => return Err(io::Error::other(e)),
         }
-        copy_xattrs(from, to, false)?;
         if !symlink {
-            rustix::fs::chmod(to, rustix::fs::Mode::from_raw_mode(mode & 0o7777))?;
+            copy_xattrs_into(from, out, to)?;
+            out.set_mode(to, mode & 0o7777).map_err(io::Error::other)?;
         }
-        let t = rustix::fs::Timespec {
-            tv_sec: self.mtime,
-            tv_nsec: 0,
-        };
-        rustix::fs::utimensat(
-            rustix::fs::CWD,
-            to,
-            &rustix::fs::Timestamps {
-                last_access: t,
-                last_modification: t,
-            },
-            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-        )?;
-        Ok(())
+        out.set_times(to, self.mtime).map_err(io::Error::other)
     }
 
-    fn copy_dir(&mut self, from: &Path, to: &Path) -> Result<(), PackError> {
+    /// Copies the tree `from` into the output, walking with a work list (no recursion on the
+    /// tree's depth); folders get their metadata last, deepest first.
+    fn copy_tree(&mut self, from: &Path) -> Result<(), PackError> {
+        let out_root = self.out.root_path().to_path_buf();
         let cerr = |from: &Path, to: &Path| {
-            let (from, to) = (from.to_path_buf(), to.to_path_buf());
+            let (from, to) = (from.to_path_buf(), out_root.join(to));
             move |source| PackError::Copy { from, to, source }
         };
-        let mut names = Vec::new();
-        for e in fs::read_dir(from).map_err(cerr(from, to))? {
-            names.push(e.map_err(cerr(from, to))?.file_name());
-        }
-        names.sort();
-        for name in names {
-            let src = from.join(&name);
-            let dst = to.join(&name);
-            let m = fs::symlink_metadata(&src).map_err(cerr(&src, &dst))?;
-            let ft = m.file_type();
-            if ft.is_dir() {
-                fs::create_dir(&dst).map_err(cerr(&src, &dst))?;
-                self.copy_dir(&src, &dst)?;
-                continue;
+        let mut todo = vec![PathBuf::new()];
+        let mut dirs: Vec<(PathBuf, u32)> = Vec::new();
+        while let Some(rel) = todo.pop() {
+            let dir = from.join(&rel);
+            let mut names = Vec::new();
+            for e in fs::read_dir(&dir).map_err(cerr(&dir, &rel))? {
+                names.push(e.map_err(cerr(&dir, &rel))?.file_name());
             }
-            if ft.is_file() && m.nlink() > 1 {
-                if let Some(first) = self.links.get(&(m.dev(), m.ino())) {
-                    fs::hard_link(first, &dst).map_err(cerr(&src, &dst))?;
+            names.sort();
+            for name in names {
+                let src = dir.join(&name);
+                let dst = rel.join(&name);
+                let m = fs::symlink_metadata(&src).map_err(cerr(&src, &dst))?;
+                let ft = m.file_type();
+                if ft.is_dir() {
+                    self.out
+                        .create_dir(&dst, 0o700)
+                        .map_err(|e| cerr(&src, &dst)(io::Error::other(e)))?;
+                    dirs.push((dst.clone(), m.mode()));
+                    todo.push(dst);
                     continue;
                 }
-            }
-            let res = (|| -> io::Result<()> {
-                if ft.is_file() {
-                    self.bytes += fs::copy(&src, &dst)?;
-                } else if ft.is_symlink() {
-                    std::os::unix::fs::symlink(fs::read_link(&src)?, &dst)?;
-                } else {
-                    let ty = if ft.is_char_device() {
-                        rustix::fs::FileType::CharacterDevice
-                    } else if ft.is_block_device() {
-                        rustix::fs::FileType::BlockDevice
-                    } else if ft.is_fifo() {
-                        rustix::fs::FileType::Fifo
-                    } else {
-                        rustix::fs::FileType::Socket
-                    };
-                    rustix::fs::mknodat(
-                        rustix::fs::CWD,
-                        &dst,
-                        ty,
-                        rustix::fs::Mode::from_raw_mode(m.mode() & 0o7777),
-                        m.rdev(),
-                    )?;
+                if ft.is_file() && m.nlink() > 1 {
+                    if let Some(first) = self.links.get(&(m.dev(), m.ino())) {
+                        self.out
+                            .hardlink(&dst, first)
+                            .map_err(|e| cerr(&src, &dst)(io::Error::other(e)))?;
+                        continue;
+                    }
                 }
-                self.finish_entry(&src, &dst, m.mode(), ft.is_symlink())
-            })();
-            res.map_err(cerr(&src, &dst))?;
-            if ft.is_file() && m.nlink() > 1 {
-                self.links.insert((m.dev(), m.ino()), dst);
+                let res = (|| -> io::Result<()> {
+                    let out = &self.out;
+                    if ft.is_file() {
+                        let f = fs::OpenOptions::new()
+                            .read(true)
+                            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                            .open(&src)?;
+                        let to = out.create_file(&dst, 0o600).map_err(io::Error::other)?;
+                        copy_sparse(&f, &to)?;
+                        self.bytes += m.len();
+                    } else if ft.is_symlink() {
+                        out.symlink(&dst, &fs::read_link(&src)?)
+                            .map_err(io::Error::other)?;
+                    } else {
+                        let ty = if ft.is_char_device() {
+                            rustix::fs::FileType::CharacterDevice
+                        } else if ft.is_block_device() {
+                            rustix::fs::FileType::BlockDevice
+                        } else if ft.is_fifo() {
+                            rustix::fs::FileType::Fifo
+                        } else {
+                            rustix::fs::FileType::Socket
+                        };
+                        out.mknod(&dst, ty, m.mode() & 0o7777, m.rdev())
+                            .map_err(io::Error::other)?;
+                    }
+                    self.finish_entry(&src, &dst, m.mode(), ft.is_symlink())
+                })();
+                res.map_err(cerr(&src, &dst))?;
+                if ft.is_file() && m.nlink() > 1 {
+                    self.links.insert((m.dev(), m.ino()), dst);
+                }
             }
         }
-        let dm = fs::symlink_metadata(from).map_err(cerr(from, to))?;
-        self.finish_entry(from, to, dm.mode(), false)
-            .map_err(cerr(from, to))
+        for (dst, mode) in dirs.iter().rev() {
+            let src = from.join(dst);
+            self.finish_entry(&src, dst, *mode, false)
+                .map_err(cerr(&src, dst))?;
+        }
+        let dm = fs::symlink_metadata(from).map_err(cerr(from, Path::new("")))?;
+        self.finish_entry(from, Path::new(""), dm.mode(), false)
+            .map_err(cerr(from, Path::new("")))
     }
+}
+
+/// [`copy_xattrs`], into the output tree (a regular file or folder there).
+fn copy_xattrs_into(from: &Path, out: &Tree, to: &Path) -> io::Result<()> {
+    let mut names = vec![0u8; 4096];
+    let n = loop {
+        match rustix::fs::llistxattr(from, &mut names[..]) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::RANGE) if names.len() < 1 << 20 => {
+                names.resize(names.len() * 8, 0)
+            }
+            Err(rustix::io::Errno::NOTSUP) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    names.truncate(n);
+    let mut value = vec![0u8; 256];
+    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let keep = name.starts_with(b"user.")
+            || name.starts_with(b"trusted.")
+            || name == b"security.capability";
+        if !keep {
+            continue;
+        }
+        let cname = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name);
+        let len = loop {
+            match rustix::fs::lgetxattr(from, cname, &mut value[..]) {
+                Ok(len) => break len,
+                Err(rustix::io::Errno::RANGE) if value.len() < 1 << 17 => {
+                    value.resize(value.len() * 16, 0)
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        out.set_xattr(to, &cname.to_string_lossy(), &value[..len])
+            .map_err(io::Error::other)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use sysext_core::atomic::AtomicOutput;
 use sysext_core::pack::{self, Format, PackOptions};
 use sysext_core::release::{self, ExtensionRelease};
+use sysext_core::tree::{self, Stripped, Tree, TreeOptions};
 
 use super::manifest::{goarch, Extension, Mode};
 use super::{artifacts, BakeOptions, Entry, StateEntry, Status};
@@ -232,6 +233,9 @@ fn run_job_inner(
     let scratch = AtomicOutput::dir(&out.join(format!(".{}.bake", job.file_name())), true)?;
     let tree = scratch.path().join("tree");
     fs::create_dir(&tree).with_context(|| format!("creating {}", tree.display()))?;
+    // Everything written into the tree goes through the safe writer; no link is followed.
+    let out_tree = Tree::open(&tree, &TreeOptions::no_symlinks())?;
+    let mut stripped: Vec<Stripped> = Vec::new();
     let src_root: PathBuf = match (source_kind, &rootfs) {
         (_, Some(r)) => r.path.clone(),
         (Kind::Folder(p), None) => p,
@@ -269,7 +273,9 @@ fn run_job_inner(
                 Some(h) => format!("{} (hint: {h})", d.message),
                 None => d.message.clone(),
             }));
-            flix::stage::stage_tree(&plan, &tree)
+            let mut so = flix::stage::StageOptions::default();
+            so.keep_privileges = ext.keep_privileges;
+            stripped = flix::stage::stage_tree(&plan, &tree, &so)
                 .with_context(|| format!("staging {}", ext.name))?;
             plan.architecture.clone()
         }
@@ -279,14 +285,24 @@ fn run_job_inner(
             let plan = flatwrap::plan::plan(&src_root, &ext.name, &ext.paths, &po)
                 .with_context(|| format!("planning {} from {}", ext.name, job.source))?;
             warnings.extend(plan.warnings.iter().cloned());
-            flatwrap::stage::stage(&plan, &tree)
+            let mut so = flatwrap::stage::StageOptions::default();
+            so.keep_privileges = ext.keep_privileges;
+            let report = flatwrap::stage::stage_with(&plan, &tree, &so)
                 .with_context(|| format!("staging {}", ext.name))?;
-            place_units(&src_root, &tree, &ext.units)?;
+            stripped = report.stripped;
+            place_units(
+                &src_root,
+                &out_tree,
+                &ext.units,
+                ext.keep_privileges,
+                &mut stripped,
+            )?;
             plan.architecture.clone()
         }
         Mode::Static => {
-            place_static(&src_root, &tree, &ext.paths)?;
-            place_units(&src_root, &tree, &ext.units)?;
+            let keep = ext.keep_privileges;
+            place_static(&src_root, &out_tree, &ext.paths, keep, &mut stripped)?;
+            place_units(&src_root, &out_tree, &ext.units, keep, &mut stripped)?;
             let arch = tree_architecture(&tree)?;
             let rel = ExtensionRelease {
                 id: "_any".into(),
@@ -295,13 +311,25 @@ fn run_job_inner(
                 sysext_version_id: Some(ext.version.clone()),
                 ..Default::default()
             };
-            let path = tree.join(release::release_file_path(&ext.name));
-            write_new(&path, &rel.render(), 0o644)?;
+            write_new(
+                &out_tree,
+                &release::release_file_path(&ext.name),
+                &rel.render(),
+                0o644,
+            )?;
             arch
         }
     };
     if ext.mode != Mode::Flix && !ext.enable.is_empty() {
-        write_upholds(&tree, &ext.name, &ext.enable)?;
+        write_upholds(&out_tree, &ext.name, &ext.enable)?;
+    }
+    // What was stripped is listed in the report (and the human output's warnings).
+    for s in &stripped {
+        warnings.push(format!(
+            "stripped {} from {} (set keep_privileges = true in the manifest to keep it)",
+            s.what(),
+            s.path.escape_debug()
+        ));
     }
     match built_arch.as_deref() {
         Some(a) if a != job.arch => bail!(
@@ -332,16 +360,18 @@ fn unreachable_source(source: &str) -> Result<PathBuf> {
     bail!("source {source} could not be opened")
 }
 
-fn write_new(path: &Path, text: &str, mode: u32) -> Result<()> {
-    if let Some(d) = path.parent() {
-        fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+/// Writes the new file `rel` (inside the tree) with `text`, creating its folders.
+fn write_new(tree: &Tree, rel: &Path, text: &str, mode: u32) -> Result<()> {
+    if let Some(d) = rel.parent() {
+        tree.create_dir_all(d, 0o755)
+            .with_context(|| format!("creating /{} in the extension tree", d.display()))?;
     }
-    fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .with_context(|| format!("setting the mode of {}", path.display()))
+    tree.write_file(rel, text.as_bytes(), mode)
+        .with_context(|| format!("writing /{} in the extension tree", rel.display()))
 }
 
-/// Resolves `rel` (relative or absolute inside the source) to a host path inside `root`.
+/// Resolves `rel` (relative or absolute inside the source) to a host path inside `root`, every
+/// symlink resolved with `root` as `/`.
 fn inside(root: &Path, rel: &str) -> Result<PathBuf> {
     let abs = Path::new("/").join(rel.trim_start_matches('/'));
     let r = sysext_core::rootfs::resolve(root, &abs, false)
@@ -369,44 +399,80 @@ fn target(t: &str) -> Result<PathBuf> {
     Ok(p.strip_prefix("/").unwrap_or(p).to_path_buf())
 }
 
-/// Copies `src` (file, symlink or folder) to `dst`, keeping modes, never following links.
-fn copy_any(src: &Path, dst: &Path) -> Result<()> {
-    let md = fs::symlink_metadata(src).with_context(|| format!("reading {}", src.display()))?;
-    if let Some(d) = dst.parent() {
-        fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-    }
-    let ft = md.file_type();
-    if ft.is_symlink() {
-        let t = fs::read_link(src).with_context(|| format!("reading {}", src.display()))?;
-        std::os::unix::fs::symlink(&t, dst).with_context(|| format!("linking {}", dst.display()))
-    } else if ft.is_dir() {
-        fs::create_dir_all(dst).with_context(|| format!("creating {}", dst.display()))?;
-        for e in fs::read_dir(src).with_context(|| format!("listing {}", src.display()))? {
-            let e = e.with_context(|| format!("listing {}", src.display()))?;
-            copy_any(&e.path(), &dst.join(e.file_name()))?;
+/// Copies `src` (a host path inside the source `root`: file, symlink or folder) to `dst`
+/// (inside the tree), keeping modes but setuid/setgid (unless `keep`; what was stripped goes
+/// to `stripped`), never following links: links are copied as links, folders walked with a
+/// work list (no recursion on the input's depth), files read without following a link.
+fn copy_any(
+    root: &Path,
+    src: &Path,
+    tree: &Tree,
+    dst: &Path,
+    keep: bool,
+    stripped: &mut Vec<Stripped>,
+) -> Result<()> {
+    let mut todo = vec![(src.to_path_buf(), dst.to_path_buf())];
+    while let Some((src, dst)) = todo.pop() {
+        let md =
+            fs::symlink_metadata(&src).with_context(|| format!("reading {}", src.display()))?;
+        if let Some(d) = dst.parent() {
+            tree.create_dir_all(d, 0o755)
+                .with_context(|| format!("creating /{} in the extension tree", d.display()))?;
         }
-        Ok(())
-    } else if ft.is_file() {
-        fs::copy(src, dst)
-            .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
-        fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o1777))
-            .with_context(|| format!("setting the mode of {}", dst.display()))
-    } else {
-        bail!(
-            "{} is a special file; a static extension holds files, folders and links",
-            src.display()
-        )
+        let ft = md.file_type();
+        let shown = || format!("/{}", dst.display());
+        if ft.is_symlink() {
+            let t = fs::read_link(&src).with_context(|| format!("reading {}", src.display()))?;
+            tree.symlink(&dst, &t)
+                .with_context(|| format!("linking {} in the extension tree", shown()))?;
+        } else if ft.is_dir() {
+            tree.create_dir(&dst, 0o755)
+                .with_context(|| format!("creating {} in the extension tree", shown()))?;
+            let mut names = Vec::new();
+            for e in fs::read_dir(&src).with_context(|| format!("listing {}", src.display()))? {
+                names.push(
+                    e.with_context(|| format!("listing {}", src.display()))?
+                        .file_name(),
+                );
+            }
+            names.sort();
+            for n in names.into_iter().rev() {
+                todo.push((src.join(&n), dst.join(&n)));
+            }
+        } else if ft.is_file() {
+            let rel = src.strip_prefix(root).unwrap_or(&src);
+            // The path was listed without following links; open it the same way.
+            let f = tree::open_in_root(root, rel)
+                .with_context(|| format!("opening {}", src.display()))?;
+            let (mode, s) = tree::strip_privilege(&shown(), md.mode() & 0o7777, keep);
+            stripped.extend(s);
+            tree.copy_file(&dst, &f, mode)
+                .with_context(|| format!("copying {} to {}", src.display(), shown()))?;
+        } else {
+            bail!(
+                "{} is a special file; a static extension holds files, folders and links",
+                src.display()
+            )
+        }
     }
+    Ok(())
 }
 
 /// Places static files: `SRC:/usr/TARGET`, bare `usr/...`/`opt/...`, or (no paths) the
 /// source's usr/ and opt/.
-fn place_static(root: &Path, tree: &Path, paths: &[String]) -> Result<()> {
+fn place_static(
+    root: &Path,
+    tree: &Tree,
+    paths: &[String],
+    keep: bool,
+    stripped: &mut Vec<Stripped>,
+) -> Result<()> {
     if paths.is_empty() {
         let mut any = false;
         for top in ["usr", "opt"] {
-            if root.join(top).is_dir() {
-                copy_any(&root.join(top), &tree.join(top))?;
+            // The source's own usr/ and opt/, as they are (a link is copied as a link).
+            if fs::symlink_metadata(root.join(top)).is_ok() {
+                copy_any(root, &root.join(top), tree, Path::new(top), keep, stripped)?;
                 any = true;
             }
         }
@@ -421,41 +487,54 @@ fn place_static(root: &Path, tree: &Path, paths: &[String]) -> Result<()> {
             None => (p.as_str(), format!("/{}", p.trim_start_matches('/'))),
         };
         let from = inside(root, src)?;
-        let mut to = tree.join(target(&dst)?);
+        let mut to = target(&dst)?;
         // "dir/" as a target: into that folder under the source's file name.
-        if dst.ends_with('/') && !from.is_dir() {
+        let from_is_dir = fs::symlink_metadata(&from).is_ok_and(|m| m.is_dir());
+        if dst.ends_with('/') && !from_is_dir {
             to = to.join(from.file_name().unwrap_or_default());
         }
-        copy_any(&from, &to)?;
+        copy_any(root, &from, tree, &to, keep, stripped)?;
     }
     Ok(())
 }
 
 /// Installs unit files of the source into usr/lib/systemd/system/.
-fn place_units(root: &Path, tree: &Path, units: &[String]) -> Result<()> {
+fn place_units(
+    root: &Path,
+    tree: &Tree,
+    units: &[String],
+    keep: bool,
+    stripped: &mut Vec<Stripped>,
+) -> Result<()> {
     for u in units {
         let from = inside(root, u)?;
         let name = from.file_name().unwrap_or_default().to_owned();
-        let to = tree.join("usr/lib/systemd/system").join(name);
-        copy_any(&from, &to)?;
+        let to = Path::new("usr/lib/systemd/system").join(name);
+        copy_any(root, &from, tree, &to, keep, stripped)?;
     }
     Ok(())
 }
 
+/// Most bytes of a unit file read back for its `WantedBy=`.
+const MAX_UNIT_BYTES: u64 = 1 << 20;
+
 /// `Upholds=` drop-ins for every enabled unit on its `WantedBy=` targets.
-fn write_upholds(tree: &Path, name: &str, enable: &[String]) -> Result<()> {
-    let dir = tree.join("usr/lib/systemd/system");
+fn write_upholds(tree: &Tree, name: &str, enable: &[String]) -> Result<()> {
+    let dir = Path::new("usr/lib/systemd/system");
     for u in enable {
-        let path = dir.join(u);
-        let text = fs::read_to_string(&path).with_context(|| {
-            format!("enable = {u:?}: the unit is not in the extension; add it to units")
-        })?;
+        // Read back inside the tree: a unit that is a link resolves in the tree, not the host.
+        let bytes = tree::read_in_root(tree.root_path(), &dir.join(u), MAX_UNIT_BYTES)
+            .with_context(|| {
+                format!("enable = {u:?}: the unit is not in the extension; add it to units")
+            })?;
+        let text = String::from_utf8_lossy(&bytes);
         let mut targets = flix::plan::unit_wanted_by(&text);
         if targets.is_empty() {
             targets.push("multi-user.target".into());
         }
         for t in targets {
             write_new(
+                tree,
                 &dir.join(format!("{t}.d")).join(format!("10-{name}-{u}.conf")),
                 &format!(
                     "# Written by sysext bake: start {u} with the extension.\n[Unit]\nUpholds={u}\n",

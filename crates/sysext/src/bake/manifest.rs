@@ -72,6 +72,10 @@ pub struct Extension {
     /// Architectures for this extension (default: the manifest's).
     #[serde(default)]
     pub architectures: Option<Vec<String>>,
+    /// Keep setuid/setgid bits and file capabilities of the source (stripped by default).
+    /// Left out of the rebuild key when false, so existing keys stay valid.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_privileges: bool,
 }
 
 impl Extension {

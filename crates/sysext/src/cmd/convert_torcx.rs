@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use sysext_core::atomic::AtomicOutput;
 use sysext_core::pack::{pack, Format, PackOptions, PackReport};
 use sysext_core::release::{self, ExtensionRelease};
+use sysext_core::tree::{self, Stripped, Tree, TreeOptions};
 
 /// Convert a Torcx package tarball (.torcx.tgz) into a systemd-sysext extension.
 #[derive(Debug, Args)]
@@ -46,6 +47,9 @@ pub struct ConvertTorcxArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Keep setuid/setgid bits of the package's files (stripped and listed by default).
+    #[arg(long)]
+    pub keep_privileges: bool,
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
@@ -115,6 +119,8 @@ pub struct ConvertReport {
     pub library_users: Vec<LibraryUse>,
     pub release: ExtensionRelease,
     pub pack: PackReport,
+    /// Setuid/setgid bits stripped (none with --keep-privileges).
+    pub stripped: Vec<Stripped>,
 }
 
 pub fn run(args: ConvertTorcxArgs) -> Result<ExitCode> {
@@ -162,7 +168,10 @@ pub fn run(args: ConvertTorcxArgs) -> Result<ExitCode> {
         )
     })?;
 
-    let mut conv = convert(&src, &tree, &args.name, &args.tarball)?;
+    // The converted tree is written through the safe writer: no link in it is ever followed,
+    // so two archive paths that map to one place (one of them a link) cannot send a file out.
+    let out = Tree::open(&tree, &TreeOptions::no_symlinks())?;
+    let mut conv = convert(&src, &out, &args.name, &args.tarball, args.keep_privileges)?;
 
     let mut rel = ExtensionRelease::default();
     if let Some(os) = &args.os {
@@ -171,8 +180,11 @@ pub fn run(args: ConvertTorcxArgs) -> Result<ExitCode> {
     }
     rel.architecture = conv.architecture.clone();
     rel.reload_manager = conv.has_units;
-    let rel_path = tree.join(release::release_file_path(&args.name));
-    write_new(&rel_path, rel.render().as_bytes())?;
+    write_new(
+        &out,
+        &release::release_file_path(&args.name),
+        rel.render().as_bytes(),
+    )?;
 
     let mut po = PackOptions::default();
     po.force = args.force;
@@ -190,7 +202,9 @@ pub fn run(args: ConvertTorcxArgs) -> Result<ExitCode> {
         library_users: std::mem::take(&mut conv.library_users),
         release: rel,
         pack: pack_report,
+        stripped: std::mem::take(&mut conv.stripped),
     };
+    tree::report_stripped("convert-torcx", &report.stripped, "--keep-privileges");
     for u in &report.unmapped {
         eprintln!(
             "warning: not converted: {}: {} (hint: {})",
@@ -233,6 +247,8 @@ struct Conversion {
     library_users: Vec<LibraryUse>,
     architecture: Option<String>,
     has_units: bool,
+    stripped: Vec<Stripped>,
+    keep_privileges: bool,
 }
 
 /// A manifest path as a clean relative path inside the archive, or an error naming it.
@@ -257,51 +273,69 @@ fn archive_rel(entry: &str, list: &str, tarball: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
-fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(p) = path.parent() {
-        fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
+fn write_new(out: &Tree, rel: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(p) = rel.parent() {
+        out.create_dir_all(p, 0o755)
+            .with_context(|| format!("creating /{} in the extension tree", p.display()))?;
     }
-    fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+    out.write_file(rel, bytes, 0o644)
+        .with_context(|| format!("writing /{} in the extension tree", rel.display()))
 }
 
-/// Copies `from` (inside `src`) to `to`: symlinks inside the archive are followed (and must
-/// stay inside it), file modes are kept.
-fn copy_in(src: &Path, rel: &Path, to: &Path, tarball: &Path) -> Result<()> {
-    let from = src.join(rel);
-    let real = fs::canonicalize(&from).with_context(|| {
+/// Most bytes of `.torcx/manifest.json` and of a unit file.
+const MAX_TEXT_BYTES: u64 = 1 << 20;
+
+/// Opens `rel` in the unpacked archive `src` (links resolved with the archive as `/`: a link
+/// never reaches the build host), a regular file, or an error naming it.
+fn open_in(src: &Path, rel: &Path, tarball: &Path) -> Result<(fs::File, u32)> {
+    let f = tree::open_in_root(src, rel).with_context(|| {
         format!(
-            "{} lists /{} but the archive has no such file (or a dangling symlink)",
+            "{} lists /{} but the archive has no such regular file (or a dangling symlink)",
             tarball.display(),
             rel.display()
         )
     })?;
-    let root = fs::canonicalize(src).with_context(|| format!("resolving {}", src.display()))?;
-    if !real.starts_with(&root) {
+    let mode = std::os::unix::fs::MetadataExt::mode(&f.metadata()?) & 0o7777;
+    Ok((f, mode))
+}
+
+/// Fails when something is already at `to` in the tree.
+fn not_taken(out: &Tree, to: &Path, tarball: &Path) -> Result<()> {
+    if out.stat(to)?.is_some() {
         bail!(
-            "/{} in {} is a symlink leaving the archive",
-            rel.display(),
-            tarball.display()
-        );
-    }
-    if !real.is_file() {
-        bail!(
-            "/{} in {} is not a regular file",
-            rel.display(),
-            tarball.display()
-        );
-    }
-    if let Some(p) = to.parent() {
-        fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
-    }
-    if fs::symlink_metadata(to).is_ok() {
-        bail!(
-            "two entries of {} map to the same place {}; rename one",
+            "two entries of {} map to the same place /{}; rename one",
             tarball.display(),
             to.display()
         );
     }
-    fs::copy(&real, to)
-        .with_context(|| format!("copying /{} to {}", rel.display(), to.display()))?;
+    Ok(())
+}
+
+/// Copies `rel` (inside `src`) to `to` in the tree: symlinks inside the archive are followed
+/// with the archive as `/`, file modes are kept but setuid/setgid (unless kept; listed).
+fn copy_in(
+    src: &Path,
+    rel: &Path,
+    out: &Tree,
+    to: &Path,
+    tarball: &Path,
+    conv: &mut Conversion,
+) -> Result<()> {
+    let (f, mode) = open_in(src, rel, tarball)?;
+    if let Some(p) = to.parent() {
+        out.create_dir_all(p, 0o755)
+            .with_context(|| format!("creating /{} in the extension tree", p.display()))?;
+    }
+    not_taken(out, to, tarball)?;
+    let (mode, strip) = tree::strip_privilege(&rel_str(to), mode, conv.keep_privileges);
+    conv.stripped.extend(strip);
+    let dst = out
+        .create_file(to, 0o600)
+        .with_context(|| format!("creating /{} in the extension tree", to.display()))?;
+    tree::copy_sparse(&f, &dst)
+        .with_context(|| format!("copying /{} to /{}", rel.display(), to.display()))?;
+    dst.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .with_context(|| format!("setting the mode of /{}", to.display()))?;
     Ok(())
 }
 
@@ -309,9 +343,15 @@ fn rel_str(p: &Path) -> String {
     format!("/{}", p.display())
 }
 
-fn convert(src: &Path, tree: &Path, name: &str, tarball: &Path) -> Result<Conversion> {
-    let manifest_path = src.join(".torcx/manifest.json");
-    let text = fs::read(&manifest_path).map_err(|_| {
+fn convert(
+    src: &Path,
+    out: &Tree,
+    name: &str,
+    tarball: &Path,
+    keep_privileges: bool,
+) -> Result<Conversion> {
+    let text = tree::read_in_root(src, Path::new(".torcx/manifest.json"), MAX_TEXT_BYTES)
+        .map_err(|_| {
         anyhow::anyhow!(
             "{} has no .torcx/manifest.json: not a Torcx image (give the .torcx.tgz of a Torcx package)",
             tarball.display()
@@ -331,7 +371,10 @@ fn convert(src: &Path, tree: &Path, name: &str, tarball: &Path) -> Result<Conver
         );
     }
     let v = &manifest.value;
-    let mut conv = Conversion::default();
+    let mut conv = Conversion {
+        keep_privileges,
+        ..Conversion::default()
+    };
     // Archive path -> host path, for rewriting /run/torcx/unpack/X/... references.
     let mut moved: BTreeMap<PathBuf, String> = BTreeMap::new();
     let mut referenced: Vec<PathBuf> = vec![PathBuf::from(".torcx/manifest.json")];
@@ -347,9 +390,9 @@ fn convert(src: &Path, tree: &Path, name: &str, tarball: &Path) -> Result<Conver
             let rel = archive_rel(e, list, tarball)?;
             let base = rel.file_name().expect("normal last component");
             let to_rel = Path::new(dest).join(base);
-            copy_in(src, &rel, &tree.join(&to_rel), tarball)?;
+            copy_in(src, &rel, out, &to_rel, tarball, &mut conv)?;
             if kind == "binary" {
-                binaries.push((rel.clone(), tree.join(&to_rel)));
+                binaries.push((rel.clone(), out.root_path().join(&to_rel)));
             }
             moved.insert(rel.clone(), rel_str(&to_rel));
             conv.placed.push(Placed {
@@ -406,9 +449,9 @@ fn convert(src: &Path, tree: &Path, name: &str, tarball: &Path) -> Result<Conver
             });
         if let Some(rest) = lib_rest {
             let to_rel = Path::new("usr/lib").join(name).join(rest);
-            let to = tree.join(&to_rel);
-            if let Some(p) = to.parent() {
-                fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
+            if let Some(p) = to_rel.parent() {
+                out.create_dir_all(p, 0o755)
+                    .with_context(|| format!("creating /{} in the extension tree", p.display()))?;
             }
             let from = src.join(rel);
             let md = fs::symlink_metadata(&from)
@@ -425,10 +468,11 @@ fn convert(src: &Path, tree: &Path, name: &str, tarball: &Path) -> Result<Conver
                     });
                     continue;
                 }
-                std::os::unix::fs::symlink(&target, &to)
-                    .with_context(|| format!("creating {}", to.display()))?;
+                not_taken(out, &to_rel, tarball)?;
+                out.symlink(&to_rel, &target)
+                    .with_context(|| format!("creating /{}", to_rel.display()))?;
             } else if md.is_file() {
-                fs::copy(&from, &to).with_context(|| format!("copying {}", from.display()))?;
+                copy_in(src, rel, out, &to_rel, tarball, &mut conv)?;
             } else {
                 conv.unmapped.push(Unmapped {
                     path: rel_str(rel),
@@ -462,7 +506,6 @@ fn convert(src: &Path, tree: &Path, name: &str, tarball: &Path) -> Result<Conver
             None => PathBuf::from(rel.file_name().expect("normal last component")),
         };
         let to_rel = Path::new("usr/lib/systemd/system").join(&sub);
-        let to = tree.join(&to_rel);
         let from = src.join(rel);
         let md = fs::symlink_metadata(&from).with_context(|| {
             format!(
@@ -471,24 +514,29 @@ fn convert(src: &Path, tree: &Path, name: &str, tarball: &Path) -> Result<Conver
                 rel.display()
             )
         })?;
-        if let Some(p) = to.parent() {
-            fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
+        if let Some(p) = to_rel.parent() {
+            out.create_dir_all(p, 0o755)
+                .with_context(|| format!("creating /{} in the extension tree", p.display()))?;
         }
+        not_taken(out, &to_rel, tarball)?;
         if md.file_type().is_symlink() && sub.components().count() > 1 {
             // A .wants/ link: keep it, pointing at the unit's name.
             let target =
                 fs::read_link(&from).with_context(|| format!("reading {}", from.display()))?;
             let base = target.file_name().map(PathBuf::from).unwrap_or(target);
-            std::os::unix::fs::symlink(Path::new("..").join(&base), &to)
-                .with_context(|| format!("creating {}", to.display()))?;
+            out.symlink(&to_rel, &Path::new("..").join(&base))
+                .with_context(|| format!("creating /{}", to_rel.display()))?;
         } else {
-            copy_in(src, rel, &to, tarball)?;
-            let text = fs::read_to_string(&to)
+            let (_, mode) = open_in(src, rel, tarball)?;
+            let bytes = tree::read_in_root(src, rel, MAX_TEXT_BYTES)
                 .with_context(|| format!("reading the unit /{}", rel.display()))?;
+            let text = String::from_utf8(bytes)
+                .with_context(|| format!("the unit /{} is not UTF-8 text", rel.display()))?;
             let new = rewrite_unit(&text, &moved, &sub.to_string_lossy(), &mut conv);
-            if new != text {
-                fs::write(&to, new).with_context(|| format!("writing {}", to.display()))?;
-            }
+            let (mode, strip) = tree::strip_privilege(&rel_str(&to_rel), mode, keep_privileges);
+            conv.stripped.extend(strip);
+            out.write_file(&to_rel, new.as_bytes(), mode)
+                .with_context(|| format!("writing /{}", to_rel.display()))?;
         }
         conv.has_units = true;
         conv.placed.push(Placed {
