@@ -5,9 +5,12 @@
 //! - [`sh_quote`]: the one single-quote escaper for sh.
 //! - [`unit_escape`]: `%` doubled, so a value reaches a unit line as itself, not as a
 //!   specifier (`%h` would be the home directory).
+//! - [`escape`]: text from input in human output (terminal-safe).
 //! - [`check_text`], [`unit_path`], [`unit_word`]: values refused before any text is made
 //!   (control characters end lines and hide text; relative or blank-holding paths split
 //!   `Exec*=` lines).
+
+use std::borrow::Cow;
 
 /// Why a value cannot be substituted into generated text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,6 +91,33 @@ pub fn unit_path(what: &str, value: &str) -> Result<String, TextError> {
         });
     }
     unit_word(what, value)
+}
+
+/// `s` for human output: control characters (C0, DEL, C1), bidirectional-text controls and
+/// backslashes escaped (`\n`, `\t`, `\r`, `\\`, `\xNN`, `\u{NNNN}`), so text from an image
+/// cannot move the cursor, clear the screen or fake lines. JSON output needs no such step.
+pub fn escape(s: &str) -> Cow<'_, str> {
+    let bad = |c: char| {
+        c.is_control()
+            || c == '\\'
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(bad) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\\' => out.push_str("\\\\"),
+            c if bad(c) && (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if bad(c) => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 #[cfg(test)]

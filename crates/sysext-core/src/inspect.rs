@@ -9,7 +9,6 @@
 //! [`crate::release::MAX_RELEASE_BYTES`]); walks are iterative. [`escape`] is the one escaper
 //! of text from images (names, release values) in human output.
 
-use std::borrow::Cow;
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -26,32 +25,8 @@ use crate::squashfs::reader::{ReadError, SquashfsReader, MAX_DEPTH};
 /// The most [`Image::read_file`] reads of one file: 256 MiB.
 pub const MAX_READ: u64 = 256 << 20;
 
-/// `s` for human output: control characters (C0, DEL, C1), bidirectional-text controls and
-/// backslashes escaped (`\n`, `\t`, `\r`, `\\`, `\xNN`, `\u{NNNN}`), so text from an image
-/// cannot move the cursor, clear the screen or fake lines. JSON output needs no such step.
-pub fn escape(s: &str) -> Cow<'_, str> {
-    let bad = |c: char| {
-        c.is_control()
-            || c == '\\'
-            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
-    if !s.chars().any(bad) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            '\\' => out.push_str("\\\\"),
-            c if bad(c) && (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c if bad(c) => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    Cow::Owned(out)
-}
+/// Human output's escaper (kept here for the readers' callers).
+pub use crate::gentext::escape;
 
 /// Errors from [`Image::open`] and [`Image::read_file`].
 #[derive(Debug, thiserror::Error)]
@@ -713,7 +688,7 @@ mod tests {
             assert_eq!(escape(input), want, "{input:?}");
             assert!(!escape(input).chars().any(|c| c.is_control()));
         }
-        assert!(matches!(escape("ok"), Cow::Borrowed(_)));
+        assert!(matches!(escape("ok"), std::borrow::Cow::Borrowed(_)));
     }
 
     #[test]

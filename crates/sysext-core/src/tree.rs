@@ -1142,24 +1142,11 @@ pub fn report_stripped(tool: &str, list: &[Stripped], flag: &str) {
         list.len()
     );
     for s in list.iter().take(SHOWN) {
-        eprintln!("  {}: {}", escape(&s.path), s.what());
+        eprintln!("  {}: {}", crate::gentext::escape(&s.path), s.what());
     }
     if list.len() > SHOWN {
         eprintln!("  ... and {} more", list.len() - SHOWN);
     }
-}
-
-/// Control characters of a name from input shown as `\xNN`.
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_control() {
-            out.push_str(&format!("\\x{:02x}", c as u32));
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -1434,6 +1421,5 @@ mod tests {
         note_capability(&mut list, "/b");
         assert_eq!(list.len(), 2);
         assert!(list[0].capability && list[1].capability);
-        assert_eq!(escape("a\nb"), "a\\x0ab");
     }
 }
