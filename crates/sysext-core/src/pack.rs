@@ -22,7 +22,7 @@ use crate::atomic::{AtomicError, AtomicOutput};
 pub use crate::squashfs::writer::WriteStats;
 use crate::squashfs::writer::{self, WriteError, WriterOptions};
 pub use crate::squashfs::Compression;
-use crate::tree::{copy_sparse, Tree, TreeOptions};
+use crate::tree::{self, copy_sparse, Tree, TreeOptions};
 
 /// What to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -289,53 +289,6 @@ struct Copier {
     bytes: u64,
 }
 
-/// Copies the extended attributes squashfs and systemd-sysext carry (`user.*`, `trusted.*`,
-/// `security.capability`, e.g. file capabilities of ping) from `from` to `to`, a symlink
-/// itself rather than its target. A source filesystem without xattr support has none to copy.
-/// With `skip_unsupported`, an attribute the target filesystem cannot hold is passed over with
-/// a warning; without it, that is an error.
-pub fn copy_xattrs(from: &Path, to: &Path, skip_unsupported: bool) -> io::Result<()> {
-    let mut names = vec![0u8; 4096];
-    let n = loop {
-        match rustix::fs::llistxattr(from, &mut names[..]) {
-            Ok(n) => break n,
-            Err(rustix::io::Errno::RANGE) => names.resize(names.len() * 8, 0),
-            Err(rustix::io::Errno::NOTSUP) => return Ok(()),
-            Err(e) => return Err(e.into()),
-        }
-    };
-    names.truncate(n);
-    let mut value = vec![0u8; 256];
-    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let keep = name.starts_with(b"user.")
-            || name.starts_with(b"trusted.")
-            || name == b"security.capability";
-        if !keep {
-            continue;
-        }
-        let cname = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name);
-        let len = loop {
-            match rustix::fs::lgetxattr(from, cname, &mut value[..]) {
-                Ok(len) => break len,
-                Err(rustix::io::Errno::RANGE) => value.resize(value.len() * 16, 0),
-                Err(e) => return Err(e.into()),
-            }
-        };
-        match rustix::fs::lsetxattr(to, cname, &value[..len], rustix::fs::XattrFlags::empty()) {
-            Ok(()) => {}
-            Err(rustix::io::Errno::NOTSUP) if skip_unsupported => {
-                tracing::warn!(
-                    "cannot keep the extended attribute {} of {}: the output's filesystem does not support it",
-                    cname.to_string_lossy(),
-                    from.display()
-                );
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
-}
-
 impl Copier {
     /// Owner root, the xattrs images carry, the mode (not for links) and the fixed time of the
     /// copy `to` (relative to the output) of `from`.
@@ -436,39 +389,22 @@ impl Copier {
     }
 }
 
-/// [`copy_xattrs`], into the output tree (a regular file or folder there).
+/// The xattrs an image carries ([`tree::image_xattrs`], file capabilities included: pack
+/// keeps what the staged tree holds) of `from`, a regular file or folder, set on `to` in the
+/// output tree. A symlink (which holds none of those) is passed over.
 fn copy_xattrs_into(from: &Path, out: &Tree, to: &Path) -> io::Result<()> {
-    let mut names = vec![0u8; 4096];
-    let n = loop {
-        match rustix::fs::llistxattr(from, &mut names[..]) {
-            Ok(n) => break n,
-            Err(rustix::io::Errno::RANGE) if names.len() < 1 << 20 => {
-                names.resize(names.len() * 8, 0)
-            }
-            Err(rustix::io::Errno::NOTSUP) => return Ok(()),
-            Err(e) => return Err(e.into()),
-        }
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(from)
+    {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(()),
+        Err(e) => return Err(e),
     };
-    names.truncate(n);
-    let mut value = vec![0u8; 256];
-    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let keep = name.starts_with(b"user.")
-            || name.starts_with(b"trusted.")
-            || name == b"security.capability";
-        if !keep {
-            continue;
-        }
-        let cname = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name);
-        let len = loop {
-            match rustix::fs::lgetxattr(from, cname, &mut value[..]) {
-                Ok(len) => break len,
-                Err(rustix::io::Errno::RANGE) if value.len() < 1 << 17 => {
-                    value.resize(value.len() * 16, 0)
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
-        out.set_xattr(to, &cname.to_string_lossy(), &value[..len])
+    let (xattrs, _) = tree::image_xattrs(&file, true)?;
+    for (name, value) in xattrs {
+        out.set_xattr(to, &name.to_string_lossy(), &value)
             .map_err(io::Error::other)?;
     }
     Ok(())

@@ -67,34 +67,16 @@ pub fn read_release_bounded(r: impl std::io::Read, path: &Path) -> Result<Vec<u8
 /// regular file (a symlink is followed to what it names; links to FIFOs or devices are
 /// refused), and read up to [`MAX_RELEASE_BYTES`].
 pub fn read_release_file(path: &Path) -> Result<Vec<u8>, ReleaseError> {
-    use rustix::fs::{FileType, Mode, OFlags};
-    let rerr = |source: std::io::Error| ReleaseError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let fd = rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
-        Mode::empty(),
-    )
-    .map_err(|e| rerr(e.into()))?;
-    let st = rustix::fs::fstat(&fd).map_err(|e| rerr(e.into()))?;
-    let kind = match FileType::from_raw_mode(st.st_mode) {
-        FileType::RegularFile => None,
-        FileType::Directory => Some("a folder"),
-        FileType::Fifo => Some("a FIFO"),
-        FileType::CharacterDevice => Some("a character device"),
-        FileType::BlockDevice => Some("a block device"),
-        FileType::Socket => Some("a socket"),
-        _ => Some("not a file"),
-    };
-    if let Some(kind) = kind {
-        return Err(ReleaseError::NotRegular {
+    let file = crate::tree::open_regular(path)
+        .map_err(|source| ReleaseError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .map_err(|kind| ReleaseError::NotRegular {
             path: path.to_path_buf(),
             kind,
-        });
-    }
-    read_release_bounded(std::fs::File::from(fd), path)
+        })?;
+    read_release_bounded(file, path)
 }
 
 /// A parsed os-release / extension-release file: ordered key/value pairs, each key once

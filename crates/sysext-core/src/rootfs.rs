@@ -177,22 +177,15 @@ impl Hit<'_> {
     }
 }
 
-/// Opens a host file for reading without blocking and only when it is a regular file.
+/// Opens a host file for reading without blocking and only when it is a regular file
+/// ([`crate::tree::open_regular`], as an I/O error otherwise).
 fn open_regular(path: &Path) -> io::Result<std::fs::File> {
-    use rustix::fs::{FileType, Mode, OFlags};
-    let fd = rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
-        Mode::empty(),
-    )?;
-    let st = rustix::fs::fstat(&fd)?;
-    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-        return Err(io::Error::new(
+    crate::tree::open_regular(path)?.map_err(|kind| {
+        io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("{} is not a regular file", path.display()),
-        ));
-    }
-    Ok(std::fs::File::from(fd))
+            format!("{} is {kind}, not a regular file", path.display()),
+        )
+    })
 }
 
 /// An ordered stack of folders seen as one root filesystem: the first layer (that shows the

@@ -1069,22 +1069,46 @@ pub fn strip_privilege(path: &str, mode: u32, keep: bool) -> (u32, Option<Stripp
 /// The xattr holding file capabilities.
 pub const CAPABILITY_XATTR: &str = "security.capability";
 
-/// Copies the extended attributes an image carries (`user.*`, `trusted.*`, and
-/// `security.capability` only with `keep_capability`) from the open file `from` to `to`.
-/// Returns whether `from` had file capabilities. A file system without xattrs has none to
-/// copy; one that cannot hold an attribute gets a warning, not an error.
-pub fn copy_xattrs_fd(from: &File, to: &File, keep_capability: bool) -> io::Result<bool> {
+/// Opens `path` on the host for reading without blocking (`O_NONBLOCK`, so a FIFO does not
+/// hang the open; a symlink is followed to what it names) and checks that what was opened is
+/// a regular file: `Ok(Err(kind))` names what it is otherwise ("a FIFO", "a folder"...).
+pub fn open_regular(path: &Path) -> io::Result<Result<File, &'static str>> {
+    let fd = rfs::open(
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )?;
+    let st = rfs::fstat(&fd)?;
+    Ok(match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => Ok(File::from(fd)),
+        FileType::Directory => Err("a folder"),
+        FileType::Fifo => Err("a FIFO"),
+        FileType::CharacterDevice => Err("a character device"),
+        FileType::BlockDevice => Err("a block device"),
+        FileType::Socket => Err("a socket"),
+        _ => Err("not a file"),
+    })
+}
+
+/// An extended attribute: name and value.
+pub type Xattr = (std::ffi::OsString, Vec<u8>);
+
+/// The extended attributes an image carries (`user.*`, `trusted.*`, and
+/// `security.capability` only with `keep_capability`) of the open file `from`, and whether
+/// `from` had file capabilities. A file system without xattrs has none.
+pub fn image_xattrs(from: &File, keep_capability: bool) -> io::Result<(Vec<Xattr>, bool)> {
     let mut names = vec![0u8; 4096];
     let n = loop {
         match rfs::flistxattr(from, &mut names[..]) {
             Ok(n) => break n,
             Err(Errno::RANGE) if names.len() < 1 << 20 => names.resize(names.len() * 8, 0),
-            Err(Errno::NOTSUP) => return Ok(false),
+            Err(Errno::NOTSUP) => return Ok((Vec::new(), false)),
             Err(e) => return Err(e.into()),
         }
     };
     names.truncate(n);
     let mut had_cap = false;
+    let mut out = Vec::new();
     let mut value = vec![0u8; 256];
     for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
         let is_cap = name == CAPABILITY_XATTR.as_bytes();
@@ -1104,11 +1128,21 @@ pub fn copy_xattrs_fd(from: &File, to: &File, keep_capability: bool) -> io::Resu
                 Err(e) => return Err(e.into()),
             }
         };
-        match rfs::fsetxattr(to, cname, &value[..len], rfs::XattrFlags::empty()) {
+        out.push((cname.to_os_string(), value[..len].to_vec()));
+    }
+    Ok((out, had_cap))
+}
+
+/// Copies [`image_xattrs`] of the open file `from` to `to`. Returns whether `from` had file
+/// capabilities. One the output's file system cannot hold gets a warning, not an error.
+pub fn copy_xattrs_fd(from: &File, to: &File, keep_capability: bool) -> io::Result<bool> {
+    let (xattrs, had_cap) = image_xattrs(from, keep_capability)?;
+    for (name, value) in xattrs {
+        match rfs::fsetxattr(to, &name, &value, rfs::XattrFlags::empty()) {
             Ok(()) => {}
             Err(Errno::NOTSUP | Errno::PERM) => tracing::warn!(
                 "cannot keep the extended attribute {}: the output's file system refuses it",
-                cname.to_string_lossy()
+                name.to_string_lossy()
             ),
             Err(e) => return Err(e.into()),
         }

@@ -28,22 +28,14 @@ pub const MAX_ELF_READ: u64 = 16 << 20;
 /// Scans a file on the host, reading only the parts the scan needs. The file is opened
 /// without blocking (a FIFO does not hang) and must be a regular file.
 pub fn scan_file(path: &Path) -> Result<Option<ElfInfo>, ElfError> {
-    use rustix::fs::{FileType, Mode, OFlags};
-    let io = |source: std::io::Error| ElfError::Io {
+    let opened = crate::tree::open_regular(path).map_err(|source| ElfError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let fd = rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
-        Mode::empty(),
-    )
-    .map_err(|e| io(e.into()))?;
-    let st = rustix::fs::fstat(&fd).map_err(|e| io(e.into()))?;
-    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-        return Ok(None);
+    })?;
+    match opened {
+        Ok(file) => scan_reader(file, &path.display().to_string()),
+        Err(_) => Ok(None),
     }
-    scan_reader(std::fs::File::from(fd), &path.display().to_string())
 }
 
 /// Scans what `r` reads (a file of an image, read in place), reading only the parts the scan
