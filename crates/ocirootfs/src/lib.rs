@@ -5,6 +5,8 @@
 //! - [`source`]: manifests, indexes and configs from registries (`oci-client` + `tokio`), OCI
 //!   layouts, oci-archive and docker-archive files → an [`source::Image`].
 //! - [`cache`]: verified, content-addressed blobs re-used across runs.
+//! - [`tarbounds`]: a reader under every tar parse that refuses PAX / GNU long-name records
+//!   over 1 MiB before they are read into memory.
 //! - [`unpack`]: layer application (whiteouts, hardlinks, owners, xattrs) that never writes
 //!   outside the root.
 //! - [`run`]: a command inside the rootfs (`--run`).
@@ -19,6 +21,7 @@ pub mod cli;
 pub mod reference;
 pub mod run;
 pub mod source;
+pub mod tarbounds;
 pub mod unpack;
 
 use std::path::{Path, PathBuf};

@@ -50,6 +50,22 @@ pub enum SourceError {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error("{} is not a regular file (it is a {kind}); an image layout or archive holds regular files only, so the input is malformed or hostile", path.display())]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error("{what} {} has {size} bytes, over the limit of {limit} bytes; the input is malformed or hostile", path.display())]
+    TooLarge {
+        what: &'static str,
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+    },
+    #[error("blob {digest} in {where_} has {actual} bytes, its descriptor declares {declared}; the layout is damaged or hostile")]
+    SizeMismatch {
+        digest: String,
+        where_: String,
+        declared: u64,
+        actual: u64,
+    },
     #[error("no image for platform {wanted} in {source_name}; it offers: {offered}. Pass --platform with one of those")]
     Platform {
         wanted: String,
@@ -229,7 +245,13 @@ fn parse_config(bytes: &[u8], where_: &str) -> Result<ImageConfig, SourceError> 
 // ---------- image ----------
 
 pub(crate) enum LayerData {
+    /// A blob of the cache.
     File(PathBuf),
+    /// A blob of an `oci:` layout folder, opened again with [`open_in_layout`].
+    InLayout {
+        dir: PathBuf,
+        rel: String,
+    },
     Slice {
         file: PathBuf,
         offset: u64,
@@ -276,11 +298,15 @@ impl Layer {
                 })?;
                 Ok(Box::new(f))
             }
-            LayerData::Slice { file, offset, len } => {
-                let mut f = fs::File::open(file).map_err(|source| SourceError::Read {
-                    path: file.clone(),
-                    source,
+            LayerData::InLayout { dir, rel } => {
+                let (f, _) = open_in_layout(dir, rel)?.ok_or_else(|| SourceError::MissingBlob {
+                    digest: rel.clone(),
+                    where_: dir.display().to_string(),
                 })?;
+                Ok(Box::new(f))
+            }
+            LayerData::Slice { file, offset, len } => {
+                let (mut f, _) = open_regular(file)?;
                 f.seek(SeekFrom::Start(*offset))
                     .map_err(|source| SourceError::Read {
                         path: file.clone(),
@@ -419,8 +445,9 @@ impl ArchiveIndex {
             path: file.to_path_buf(),
             source,
         };
-        let f = fs::File::open(file).map_err(rd)?;
-        let mut ar = tar::Archive::new(io::BufReader::new(f));
+        let (f, _) = open_regular(file)?;
+        // PAX and GNU long-name records are bounded before the tar crate reads them whole.
+        let mut ar = tar::Archive::new(crate::tarbounds::Bounded::new(io::BufReader::new(f)));
         let mut members = HashMap::new();
         let mut links = HashMap::new();
         for e in ar.entries().map_err(rd)? {
@@ -470,16 +497,18 @@ impl ArchiveIndex {
             return Ok(None);
         };
         if len > limit {
-            return Err(SourceError::Invalid(format!(
-                "{name} in {} is too large ({len} bytes)",
-                self.file.display()
-            )));
+            return Err(SourceError::TooLarge {
+                what: "archive member",
+                path: self.file.join(name),
+                size: len,
+                limit,
+            });
         }
         let rd = |source| SourceError::Read {
             path: self.file.clone(),
             source,
         };
-        let mut f = fs::File::open(&self.file).map_err(rd)?;
+        let (mut f, _) = open_regular(&self.file)?;
         f.seek(SeekFrom::Start(off)).map_err(rd)?;
         let mut v = Vec::with_capacity(len as usize);
         f.take(len).read_to_end(&mut v).map_err(rd)?;
@@ -487,7 +516,123 @@ impl ArchiveIndex {
     }
 }
 
-const SMALL: u64 = 32 << 20;
+/// The largest JSON document read from an image source: `index.json`, manifests, image
+/// configs, docker-archive's `manifest.json` (4 MiB; real ones are a few KiB).
+pub const MAX_DOCUMENT: u64 = 4 << 20;
+
+/// What kind of file a mode is, for messages.
+fn file_kind(ft: rustix::fs::FileType) -> &'static str {
+    use rustix::fs::FileType as T;
+    match ft {
+        T::RegularFile => "regular file",
+        T::Directory => "folder",
+        T::Symlink => "symbolic link",
+        T::Fifo => "FIFO",
+        T::Socket => "socket",
+        T::CharacterDevice => "character device",
+        T::BlockDevice => "block device",
+        T::Unknown => "file of unknown type",
+    }
+}
+
+/// Requires `fd` (opened as `path`) to be a regular file; its size.
+fn require_regular(fd: &std::os::fd::OwnedFd, path: &Path) -> Result<u64, SourceError> {
+    let st = rustix::fs::fstat(fd).map_err(|e| SourceError::Read {
+        path: path.to_path_buf(),
+        source: e.into(),
+    })?;
+    let ft = rustix::fs::FileType::from_raw_mode(st.st_mode);
+    if ft != rustix::fs::FileType::RegularFile {
+        return Err(SourceError::NotRegular {
+            path: path.to_path_buf(),
+            kind: file_kind(ft),
+        });
+    }
+    Ok(st.st_size as u64)
+}
+
+/// Opens a file named by the user (an `oci-archive:` or `docker-archive:` FILE; links are
+/// followed, it is the user's path) without blocking on a FIFO, and requires a regular file.
+/// Returns the file and its size.
+pub(crate) fn open_regular(path: &Path) -> Result<(fs::File, u64), SourceError> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| SourceError::Read {
+        path: path.to_path_buf(),
+        source: e.into(),
+    })?;
+    let size = require_regular(&fd, path)?;
+    Ok((fs::File::from(fd), size))
+}
+
+/// Opens `rel` inside the layout folder `dir`: symbolic links resolve with `dir` as `/`, so
+/// none leads out of the layout (`/dev/zero` becomes `DIR/dev/zero`); a FIFO does not block
+/// the open; anything but a regular file is refused. `Ok(None)`: not there.
+pub(crate) fn open_in_layout(
+    dir: &Path,
+    rel: &str,
+) -> Result<Option<(fs::File, u64)>, SourceError> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let path = dir.join(rel);
+    let rd = |e: rustix::io::Errno, p: &Path| SourceError::Read {
+        path: p.to_path_buf(),
+        source: e.into(),
+    };
+    let root = rustix::fs::open(
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| rd(e, dir))?;
+    let fd = match rustix::fs::openat2(
+        &root,
+        rel,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(rd(e, &path)),
+    };
+    let size = require_regular(&fd, &path)?;
+    Ok(Some((fs::File::from(fd), size)))
+}
+
+/// Reads all of `f` (of `size` bytes by its metadata), refusing more than `limit` bytes even
+/// when the file grows while it is read.
+fn read_limited(
+    f: impl Read,
+    size: u64,
+    limit: u64,
+    what: &'static str,
+    path: &Path,
+) -> Result<Vec<u8>, SourceError> {
+    let too_large = |size| SourceError::TooLarge {
+        what,
+        path: path.to_path_buf(),
+        size,
+        limit,
+    };
+    if size > limit {
+        return Err(too_large(size));
+    }
+    let mut v = Vec::with_capacity(size as usize);
+    f.take(limit + 1)
+        .read_to_end(&mut v)
+        .map_err(|source| SourceError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if v.len() as u64 > limit {
+        return Err(too_large(v.len() as u64));
+    }
+    Ok(v)
+}
 
 fn sha256_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
@@ -501,25 +646,56 @@ impl LocalBlobs {
         }
     }
 
+    /// Reads a JSON document of the layout or archive (at most [`MAX_DOCUMENT`] bytes).
     fn read_file(&self, rel: &str) -> Result<Option<Vec<u8>>, SourceError> {
         match self {
-            LocalBlobs::Dir(d) => {
-                let p = d.join(rel);
-                match fs::read(&p) {
-                    Ok(v) => Ok(Some(v)),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-                    Err(source) => Err(SourceError::Read { path: p, source }),
+            LocalBlobs::Dir(d) => match open_in_layout(d, rel)? {
+                Some((f, size)) => {
+                    read_limited(f, size, MAX_DOCUMENT, "document", &d.join(rel)).map(Some)
                 }
-            }
-            LocalBlobs::Archive(a) => a.read_member(rel, SMALL),
+                None => Ok(None),
+            },
+            LocalBlobs::Archive(a) => a.read_member(rel, MAX_DOCUMENT),
         }
     }
 
-    /// Reads a small blob and verifies it.
-    fn read_blob(&self, digest: &str) -> Result<Vec<u8>, SourceError> {
+    /// The size of a blob file, `None` when it is not there.
+    fn blob_size(&self, rel: &str) -> Result<Option<u64>, SourceError> {
+        match self {
+            LocalBlobs::Dir(d) => Ok(open_in_layout(d, rel)?.map(|(_, size)| size)),
+            LocalBlobs::Archive(a) => Ok(a.find(rel).map(|(_, len)| len)),
+        }
+    }
+
+    /// Checks a blob's size against the size its descriptor declares.
+    fn check_size(
+        &self,
+        digest: &str,
+        rel: &str,
+        declared: Option<u64>,
+    ) -> Result<(), SourceError> {
+        let Some(declared) = declared else {
+            return Ok(());
+        };
+        match self.blob_size(rel)? {
+            Some(actual) if actual != declared => Err(SourceError::SizeMismatch {
+                digest: digest.into(),
+                where_: self.where_(),
+                declared,
+                actual,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads a small blob (a manifest or config, at most [`MAX_DOCUMENT`] bytes, of the size
+    /// its descriptor declares) and verifies it.
+    fn read_blob(&self, digest: &str, declared: Option<u64>) -> Result<Vec<u8>, SourceError> {
         let hex = validate_digest(digest)?;
+        let rel = format!("blobs/sha256/{hex}");
+        self.check_size(digest, &rel, declared)?;
         let bytes = self
-            .read_file(&format!("blobs/sha256/{hex}"))?
+            .read_file(&rel)?
             .ok_or_else(|| SourceError::MissingBlob {
                 digest: digest.into(),
                 where_: self.where_(),
@@ -535,17 +711,22 @@ impl LocalBlobs {
         Ok(bytes)
     }
 
-    fn layer_data(&self, rel: &str) -> Result<LayerData, SourceError> {
+    /// Where a layer blob is; checked to be a regular file of the declared size (its digest
+    /// is checked while it is unpacked).
+    fn layer_data(&self, rel: &str, declared: Option<u64>) -> Result<LayerData, SourceError> {
+        self.check_size(rel, rel, declared)?;
         match self {
             LocalBlobs::Dir(d) => {
-                let p = d.join(rel);
-                if !p.is_file() {
+                if open_in_layout(d, rel)?.is_none() {
                     return Err(SourceError::MissingBlob {
                         digest: rel.into(),
                         where_: self.where_(),
                     });
                 }
-                Ok(LayerData::File(p))
+                Ok(LayerData::InLayout {
+                    dir: d.clone(),
+                    rel: rel.into(),
+                })
             }
             LocalBlobs::Archive(a) => {
                 let (offset, len) = a.find(rel).ok_or_else(|| SourceError::MissingBlob {
@@ -631,7 +812,7 @@ fn resolve_layout(
     let mut doc;
     let mut depth = 0;
     loop {
-        manifest_bytes = blobs.read_blob(&desc.digest)?;
+        manifest_bytes = blobs.read_blob(&desc.digest, desc.size)?;
         doc = parse_doc(&manifest_bytes, "manifest", &where_)?;
         if !is_index(&doc, &desc.media_type) {
             break;
@@ -651,14 +832,14 @@ fn resolve_layout(
             desc.digest
         ))
     })?;
-    let cfg_bytes = blobs.read_blob(&cfg_desc.digest)?;
+    let cfg_bytes = blobs.read_blob(&cfg_desc.digest, cfg_desc.size)?;
     let config = parse_config(&cfg_bytes, &where_)?;
     let platform = check_platform(&config, &opts.platform, &where_)?;
     let mut layers = Vec::new();
     for (i, l) in doc.layers.unwrap_or_default().into_iter().enumerate() {
         let hex = validate_digest(&l.digest)?;
         layers.push(Layer {
-            data: blobs.layer_data(&format!("blobs/sha256/{hex}"))?,
+            data: blobs.layer_data(&format!("blobs/sha256/{hex}"), l.size)?,
             diff_id: config.diff_ids.get(i).cloned(),
             digest: Some(l.digest),
             size: l.size,
@@ -743,7 +924,7 @@ fn resolve_docker_archive(file: &Path, opts: &ResolveOptions) -> Result<Image, S
             .filter(|h| validate_digest(&format!("sha256:{h}")).is_ok())
             .map(|h| format!("sha256:{h}"));
         layers.push(Layer {
-            data: blobs.layer_data(l)?,
+            data: blobs.layer_data(l, None)?,
             diff_id: config.diff_ids.get(i).cloned(),
             digest,
             size: None,
@@ -1274,6 +1455,15 @@ impl Registry {
                 .pull_manifest_raw(&reference, &self.auth, ACCEPT)
         })
         .await?;
+        // oci-client reads the manifest body whole; at least nothing larger is parsed or cached.
+        if bytes.len() as u64 > MAX_DOCUMENT {
+            return Err(SourceError::TooLarge {
+                what: "manifest",
+                path: PathBuf::from(self.image.to_string()),
+                size: bytes.len() as u64,
+                limit: MAX_DOCUMENT,
+            });
+        }
         let actual = format!("sha256:{}", sha256_hex(&bytes));
         let expected = digest_or_tag
             .map(str::to_string)
@@ -1303,15 +1493,33 @@ impl Registry {
         digest: &str,
         size: Option<u64>,
     ) -> Result<Vec<u8>, SourceError> {
-        if let Some(p) = cache.get(digest, size)? {
-            return fs::read(&p).map_err(|source| SourceError::Read { path: p, source });
+        if let Some(s) = size.filter(|s| *s > MAX_DOCUMENT) {
+            return Err(SourceError::TooLarge {
+                what: "blob",
+                path: PathBuf::from(digest),
+                size: s,
+                limit: MAX_DOCUMENT,
+            });
+        }
+        if let Some(b) = cache.read_verified(digest, size, MAX_DOCUMENT)? {
+            return Ok(b);
         }
         let out = retry(&self.remote, || async {
+            use futures_util::StreamExt;
+            let mut stream = self
+                .client
+                .pull_blob_stream(&self.reference, digest)
+                .await?
+                .stream;
             let mut out = Vec::new();
-            self.client
-                .pull_blob(&self.reference, digest, &mut out)
-                .await
-                .map(|()| out)
+            while let Some(chunk) = stream.next().await {
+                out.extend_from_slice(&chunk?);
+                if out.len() as u64 > MAX_DOCUMENT {
+                    // Refused below, without a retry.
+                    break;
+                }
+            }
+            Ok(out)
         })
         .await
         .map_err(|e| match e {
@@ -1321,6 +1529,14 @@ impl Registry {
             },
             e => e,
         })?;
+        if out.len() as u64 > MAX_DOCUMENT {
+            return Err(SourceError::TooLarge {
+                what: "blob",
+                path: PathBuf::from(digest),
+                size: out.len() as u64,
+                limit: MAX_DOCUMENT,
+            });
+        }
         cache.put(digest, &out)?;
         Ok(out)
     }
@@ -1512,11 +1728,8 @@ fn resolve_registry(
                 .digest
                 .clone();
             validate_digest(&d)?;
-            (bytes, digest) = match cache.get(&d, None)? {
-                Some(p) => (
-                    fs::read(&p).map_err(|source| SourceError::Read { path: p, source })?,
-                    d.clone(),
-                ),
+            (bytes, digest) = match cache.read_verified(&d, None, MAX_DOCUMENT)? {
+                Some(b) => (b, d.clone()),
                 None => {
                     let (b, dg) = reg.manifest(Some(&d)).await?;
                     cache.put(&dg, &b)?;
@@ -1764,6 +1977,117 @@ mod tests {
             (Some("h:1"), "a () b".to_string())
         );
         assert_eq!(split_url("no url"), (None, "no url".to_string()));
+    }
+
+    /// A one-layer OCI layout in `dir`; returns the layer's hex digest.
+    fn layout(dir: &Path) -> String {
+        let blobs = dir.join("blobs/sha256");
+        fs::create_dir_all(&blobs).unwrap();
+        let put = |b: &[u8]| {
+            let h = sha256_hex(b);
+            fs::write(blobs.join(&h), b).unwrap();
+            (h, b.len())
+        };
+        let mut t = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(2);
+        h.set_mode(0o644);
+        t.append_data(&mut h, "hi", &b"hi"[..]).unwrap();
+        let layer = t.into_inner().unwrap();
+        let (lh, ll) = put(&layer);
+        let cfg = format!(
+            r#"{{"os":"linux","architecture":"amd64","rootfs":{{"type":"layers","diff_ids":["sha256:{lh}"]}}}}"#
+        );
+        let (ch, cl) = put(cfg.as_bytes());
+        let man = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{ch}","size":{cl}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:{lh}","size":{ll}}}]}}"#
+        );
+        let (mh, ml) = put(man.as_bytes());
+        fs::write(
+            dir.join("index.json"),
+            format!(
+                r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{mh}","size":{ml}}}]}}"#
+            ),
+        )
+        .unwrap();
+        fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        lh
+    }
+
+    fn resolve_dir(dir: &Path) -> Result<Image, SourceError> {
+        let opts = ResolveOptions {
+            platform: Some(Platform::parse("linux/amd64").unwrap()),
+            ..Default::default()
+        };
+        resolve(
+            &Source::OciLayout {
+                dir: dir.to_path_buf(),
+                tag: None,
+            },
+            None,
+            &opts,
+        )
+    }
+
+    #[test]
+    fn layouts_are_read_inside_their_folder_with_limits() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let layer = layout(dir);
+        let mut image = resolve_dir(dir).unwrap();
+        assert_eq!(image.layers.len(), 1);
+        let mut data = Vec::new();
+        image.layers[0]
+            .open()
+            .unwrap()
+            .read_to_end(&mut data)
+            .unwrap();
+        assert_eq!(sha256_hex(&data), layer);
+
+        let blob = dir.join("blobs/sha256").join(&layer);
+        // A link to /dev/zero resolves inside the layout, where there is no dev/zero.
+        fs::remove_file(&blob).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &blob).unwrap();
+        assert!(matches!(
+            resolve_dir(dir),
+            Err(SourceError::MissingBlob { .. })
+        ));
+        // A FIFO is refused without blocking.
+        fs::remove_file(&blob).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &blob,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let e = resolve_dir(dir).err().unwrap();
+        assert!(
+            matches!(e, SourceError::NotRegular { kind: "FIFO", .. }),
+            "{e}"
+        );
+        // A blob of another size than its descriptor declares is refused before it is read.
+        fs::remove_file(&blob).unwrap();
+        fs::File::create(&blob).unwrap().set_len(3 << 30).unwrap();
+        let e = resolve_dir(dir).err().unwrap();
+        assert!(matches!(e, SourceError::SizeMismatch { .. }), "{e}");
+        // A link inside the layout is followed inside it.
+        fs::remove_file(&blob).unwrap();
+        layout(dir);
+        fs::rename(&blob, dir.join("real")).unwrap();
+        std::os::unix::fs::symlink("/real", &blob).unwrap();
+        assert!(resolve_dir(dir).is_ok());
+        // An index.json over the limit is refused by its size.
+        fs::File::create(dir.join("index.json"))
+            .unwrap()
+            .set_len(MAX_DOCUMENT + 1)
+            .unwrap();
+        let e = resolve_dir(dir).err().unwrap();
+        assert!(matches!(e, SourceError::TooLarge { .. }), "{e}");
+        fs::remove_file(dir.join("index.json")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.join("index.json")).unwrap();
+        assert!(resolve_dir(dir).is_err());
     }
 
     #[test]
