@@ -1266,7 +1266,7 @@ mod tests {
         std::fs::create_dir_all(r.join("etc/ld.so.conf.d")).unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &r.join("etc/ld.so.conf.d/a.conf"),
+            r.join("etc/ld.so.conf.d/a.conf"),
             rustix::fs::FileType::Fifo,
             rustix::fs::Mode::from_raw_mode(0o600),
             0,
