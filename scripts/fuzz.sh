@@ -1,31 +1,117 @@
 #!/usr/bin/env bash
-# Builds the ELF fuzz targets (crates/flix/fuzz: `rewrite` for flix's ELF editor, `scan` for
-# the closure's ELF reader) with cargo-fuzz and runs each for FUZZ_SECONDS (default 30),
-# seeded with real ELF files of this host. A panic or sanitizer report fails the script and
-# leaves the crashing input under crates/flix/fuzz/artifacts/.
+# Builds the cargo-fuzz targets of crates/flix/fuzz and runs each one, seeded with real inputs
+# made on the fly. A panic or sanitizer report fails the script and leaves the crashing input
+# under crates/flix/fuzz/artifacts/<target>/.
+#
+#   rewrite, scan       flix's ELF editor and the closure's ELF reader; seeds: ELF files of
+#                       this host. FUZZ_SECONDS each (default 30).
+#   squashfs            sysext_core::inspect on arbitrary bytes; seed: a small image made by
+#                       mksquashfs.
+#   tar_unpack          ocirootfs's layer unpacker into a temp root (nothing may appear beside
+#                       it); seeds: tar, gzip and zstd layers with links, hardlinks, whiteouts.
+#   oci_manifest        ocirootfs's index / manifest / config / manifest.json parsers; seeds:
+#                       the JSON documents of an OCI layout made by umoci.
+#   ldcache             the ld.so.cache parser; seed: /etc/ld.so.cache.
+#   release             the os-release parser and extension-release writer; seeds:
+#                       /etc/os-release and /usr/lib/os-release.
+#   bake_manifest       the bake manifest parser; seed: examples/bake.toml.
+# The last six run FUZZ_NEW_SECONDS each (default 15). FUZZ_TARGETS="a b" runs only those.
 # Stable Rust is used with RUSTC_BOOTSTRAP=1 for the sanitizer flags cargo-fuzz passes.
 set -euo pipefail
-cd "$(dirname "$0")/../crates/flix/fuzz"
-seconds=${FUZZ_SECONDS:-30}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo/crates/flix/fuzz"
+elf_seconds=${FUZZ_SECONDS:-30}
+new_seconds=${FUZZ_NEW_SECONDS:-15}
+targets=${FUZZ_TARGETS:-"rewrite scan squashfs tar_unpack oci_manifest ldcache release bake_manifest"}
 export RUSTC_BOOTSTRAP=1
 echo "== cargo fuzz build"
+start=$(date +%s)
 cargo fuzz build
+echo "== built in $(( $(date +%s) - start ))s"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-seeds="$work/seeds"
-mkdir "$seeds"
-# Executables and libraries of both classes and several layouts: PIE, non-PIE, shared objects.
+
+# Seeds, one folder per target; a missing tool leaves its folder empty (libFuzzer then starts
+# from nothing, which still runs).
+seed() { mkdir -p "$work/seeds/$1"; echo "$work/seeds/$1"; }
+
+# ELF files of both classes and several layouts: PIE, non-PIE, shared objects.
+elf=$(seed rewrite)
 for f in /usr/bin/true /usr/bin/env /usr/lib/x86_64-linux-gnu/libz.so.1 \
          /usr/lib/x86_64-linux-gnu/libc.so.6 /bin/busybox \
          /usr/aarch64-linux-gnu/lib/libc.so.6 /usr/i686-linux-gnu/lib/libc.so.6; do
-  if [ -f "$f" ]; then cp -L "$f" "$seeds/$(echo "$f" | tr / _)"; fi
+  if [ -f "$f" ]; then cp -L "$f" "$elf/$(echo "$f" | tr / _)"; fi
 done
-for t in rewrite scan; do
+cp -r "$elf" "$work/seeds/scan"
+
+# A small tree: files, a symlink, a folder, an extension-release file.
+tree="$work/tree"
+mkdir -p "$tree/usr/bin" "$tree/usr/lib/extension-release.d" "$tree/usr/share/doc/x"
+printf 'ID=_any\nSYSEXT_LEVEL=1\n' >"$tree/usr/lib/extension-release.d/extension-release.x"
+printf '#!/bin/sh\necho hi\n' >"$tree/usr/bin/hi"
+chmod 755 "$tree/usr/bin/hi"
+ln -s hi "$tree/usr/bin/hello"
+printf 'readme\n' >"$tree/usr/share/doc/x/README"
+if [ -f /usr/bin/true ]; then cp /usr/bin/true "$tree/usr/bin/true"; fi
+
+sq=$(seed squashfs)
+if command -v mksquashfs >/dev/null; then
+  mksquashfs "$tree" "$sq/x.raw" -all-root -noappend -quiet -comp gzip -b 4096 >/dev/null
+  mksquashfs "$tree" "$sq/x-xz.raw" -all-root -noappend -quiet -comp xz >/dev/null 2>&1 || true
+fi
+
+tu=$(seed tar_unpack)
+tar -C "$tree" -cf "$tu/plain.tar" .
+gzip -c "$tu/plain.tar" >"$tu/layer.tar.gz"
+if command -v zstd >/dev/null; then zstd -q -c "$tu/plain.tar" >"$tu/layer.tar.zst"; fi
+# Whiteouts, an opaque folder, a hardlink, a PAX header (long name) and a GNU sparse file.
+mkdir -p "$work/wh/usr/share/doc/x" "$work/wh/opq"
+: >"$work/wh/usr/share/doc/x/.wh.README"
+: >"$work/wh/opq/.wh..wh..opq"
+ln "$tree/usr/bin/hi" "$work/wh/hardlink" 2>/dev/null || cp "$tree/usr/bin/hi" "$work/wh/hardlink"
+long="$work/wh/$(printf 'n%.0s' $(seq 1 150))"
+printf 'long\n' >"$long"
+truncate -s 64K "$work/wh/sparse"
+printf 'end' >>"$work/wh/sparse"
+tar -C "$work/wh" --format=pax --hard-dereference -cf "$tu/pax.tar" .
+tar -C "$work/wh" --format=gnu --sparse -cf "$tu/gnu-sparse.tar" .
+
+om=$(seed oci_manifest)
+if command -v umoci >/dev/null; then
+  layout="$work/layout"
+  umoci init --layout "$layout" >/dev/null
+  umoci new --image "$layout:latest" >/dev/null
+  umoci insert --image "$layout:latest" "$tree/usr/bin/hi" /usr/bin/hi >/dev/null
+  cp "$layout/index.json" "$om/index.json"
+  for b in "$layout"/blobs/sha256/*; do
+    # The JSON documents (manifest, config), not the layers.
+    if head -c 1 "$b" | grep -q '{'; then cp "$b" "$om/$(basename "$b").json"; fi
+  done
+fi
+printf '[{"Config":"c.json","RepoTags":["x:1"],"Layers":["l/layer.tar"]}]' >"$om/manifest.json"
+
+lc=$(seed ldcache)
+if [ -f /etc/ld.so.cache ]; then cp /etc/ld.so.cache "$lc/"; fi
+
+rel=$(seed release)
+for f in /etc/os-release /usr/lib/os-release; do
+  if [ -f "$f" ]; then cp -L "$f" "$rel/$(echo "$f" | tr / _)"; fi
+done
+cp "$tree/usr/lib/extension-release.d/extension-release.x" "$rel/"
+
+bm=$(seed bake_manifest)
+cp "$repo/examples/bake.toml" "$bm/"
+
+for t in $targets; do
+  case "$t" in
+    rewrite | scan) seconds=$elf_seconds ;;
+    *) seconds=$new_seconds ;;
+  esac
   corpus="$work/corpus-$t"
   mkdir "$corpus"
   echo "== cargo fuzz run $t (${seconds}s)"
   status=0
-  cargo fuzz run "$t" "$corpus" "$seeds" -- \
+  cargo fuzz run "$t" "$corpus" "$work/seeds/$t" -- \
     -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=4194304 -print_final_stats=1 \
     >"$work/$t.log" 2>&1 || status=$?
   grep -E '^(stat::number_of_executed_units|Done )' "$work/$t.log" || true

@@ -106,13 +106,73 @@ impl Cache {
         Ok(self.dir.join("blobs/sha256").join(hex))
     }
 
-    /// The blob's path if it is cached with the expected size.
+    /// The blob's path if it is cached (a regular file, not a link) with the expected size.
+    /// Its content is verified by the reader (layers are hashed while they are unpacked; small
+    /// blobs go through [`Cache::read_verified`]).
     pub fn get(&self, digest: &str, size: Option<u64>) -> Result<Option<PathBuf>, CacheError> {
         let p = self.blob_path(digest)?;
-        match fs::metadata(&p) {
+        match fs::symlink_metadata(&p) {
             Ok(m) if m.is_file() && size.is_none_or(|s| s == m.len()) => Ok(Some(p)),
             _ => Ok(None),
         }
+    }
+
+    /// A small cached blob (a manifest or config of at most `limit` bytes, `size` when the
+    /// descriptor declares one), read and hashed again. A damaged, oversized or non-regular
+    /// entry is evicted and `None` returned, so the caller fetches the blob again.
+    pub fn read_verified(
+        &self,
+        digest: &str,
+        size: Option<u64>,
+        limit: u64,
+    ) -> Result<Option<Vec<u8>>, CacheError> {
+        use rustix::fs::{FileType, Mode, OFlags};
+        use std::io::Read;
+        let p = self.blob_path(digest)?;
+        let fd = match rustix::fs::open(
+            &p,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => return Ok(None),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot open cached blob {}: {e}; fetching it again",
+                    p.display()
+                );
+                self.evict(digest);
+                return Ok(None);
+            }
+        };
+        let damaged = |why: String| {
+            tracing::warn!("cached blob {digest} is damaged ({why}); removed, fetching it again");
+            self.evict(digest);
+            Ok(None)
+        };
+        let st = match rustix::fs::fstat(&fd) {
+            Ok(st) => st,
+            Err(e) => return damaged(e.to_string()),
+        };
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return damaged("not a regular file".into());
+        }
+        let len = st.st_size as u64;
+        if len > limit || size.is_some_and(|s| s != len) {
+            return damaged(format!("{len} bytes"));
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        if let Err(e) = fs::File::from(fd).take(limit + 1).read_to_end(&mut bytes) {
+            return damaged(e.to_string());
+        }
+        if bytes.len() as u64 > limit {
+            return damaged(format!("over {limit} bytes"));
+        }
+        let actual = hex::encode(Sha256::digest(&bytes));
+        if Some(actual.as_str()) != digest.strip_prefix("sha256:") {
+            return damaged(format!("its content hashes to sha256:{actual}"));
+        }
+        Ok(Some(bytes))
     }
 
     /// Starts writing a blob; feed it with [`BlobWriter::write_chunk`], then
@@ -282,5 +342,43 @@ mod tests {
         fs::write(&dead, b"x").unwrap();
         Cache::open(tmp.path()).unwrap();
         assert!(!dead.exists());
+    }
+
+    #[test]
+    fn small_blobs_are_hashed_again_and_damaged_ones_evicted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::open(tmp.path()).unwrap();
+        let d = digest_of(b"{\"a\":1}");
+        assert_eq!(cache.read_verified(&d, None, 100).unwrap(), None);
+        let p = cache.put(&d, b"{\"a\":1}").unwrap();
+        assert_eq!(
+            cache.read_verified(&d, Some(7), 100).unwrap().as_deref(),
+            Some(&b"{\"a\":1}"[..])
+        );
+        // A declared size or limit the entry does not fit: evicted.
+        assert_eq!(cache.read_verified(&d, Some(8), 100).unwrap(), None);
+        assert!(!p.exists());
+        cache.put(&d, b"{\"a\":1}").unwrap();
+        assert_eq!(cache.read_verified(&d, None, 6).unwrap(), None);
+        assert!(!p.exists());
+        // Damaged content of the right size: evicted.
+        fs::write(&p, b"{\"a\":2}").unwrap();
+        assert_eq!(cache.read_verified(&d, Some(7), 100).unwrap(), None);
+        assert!(!p.exists());
+        // A link planted in the cache is not followed, a FIFO does not block.
+        std::os::unix::fs::symlink("/dev/zero", &p).unwrap();
+        assert_eq!(cache.read_verified(&d, None, 100).unwrap(), None);
+        assert!(cache.get(&d, None).unwrap().is_none());
+        assert!(fs::symlink_metadata(&p).is_err());
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &p,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert_eq!(cache.read_verified(&d, None, 100).unwrap(), None);
+        assert!(fs::symlink_metadata(&p).is_err());
     }
 }

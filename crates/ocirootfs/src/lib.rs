@@ -2,9 +2,13 @@
 //! with no container daemon.
 //!
 //! - [`reference`]: SOURCE strings ([`reference::Source`]) and platforms.
-//! - [`source`]: manifests, indexes and configs from registries (`oci-client` + `tokio`), OCI
-//!   layouts, oci-archive and docker-archive files → an [`source::Image`].
+//! - [`source`]: manifests, indexes and configs from OCI layouts, oci-archive and
+//!   docker-archive files, and (through [`registry`]) registries → an [`source::Image`].
+//! - `registry`: registries through `oci-client` + `tokio`; the cargo feature `registry` (on
+//!   by default; the fuzz crate builds without it).
 //! - [`cache`]: verified, content-addressed blobs re-used across runs.
+//! - [`tarbounds`]: a reader under every tar parse that refuses PAX / GNU long-name records
+//!   over 1 MiB before they are read into memory.
 //! - [`unpack`]: layer application (whiteouts, hardlinks, owners, xattrs) that never writes
 //!   outside the root.
 //! - [`run`]: a command inside the rootfs (`--run`).
@@ -17,8 +21,11 @@
 pub mod cache;
 pub mod cli;
 pub mod reference;
+#[cfg(feature = "registry")]
+pub mod registry;
 pub mod run;
 pub mod source;
+pub mod tarbounds;
 pub mod unpack;
 
 use std::path::{Path, PathBuf};

@@ -311,7 +311,8 @@ fn consume(
         eof: eof.clone(),
         pad_left: 0,
     };
-    let mut archive = tar::Archive::new(tar_stream);
+    // PAX and GNU long-name records are bounded before the tar crate reads them whole.
+    let mut archive = tar::Archive::new(crate::tarbounds::Bounded::new(tar_stream));
     let mut applier = Applier {
         tree: root,
         opts,

@@ -366,7 +366,11 @@ impl Parsed {
     fn addr_to_off(&self, addr: u64, len: u64) -> R<u64> {
         for ph in self.loads() {
             if addr >= ph.vaddr && addr.saturating_add(len) <= ph.vaddr.saturating_add(ph.filesz) {
-                return Ok(ph.offset + (addr - ph.vaddr));
+                return ph.offset.checked_add(addr - ph.vaddr).ok_or_else(|| {
+                    bad(format!(
+                        "address {addr:#x} maps past the end of the file offsets"
+                    ))
+                });
             }
         }
         Err(bad(format!(
@@ -1581,5 +1585,27 @@ mod tests {
         h[..4].copy_from_slice(b"\x7fELF");
         h[4] = 3;
         assert!(inspect(&h).unwrap_err().to_string().contains("class"));
+    }
+
+    #[test]
+    fn segment_offsets_near_the_top_are_an_error_not_an_overflow() {
+        // A real program whose PT_LOAD offsets are moved to the top of the u64 range (found
+        // by the `rewrite` fuzz target): mapping DT_STRTAB's address must not overflow.
+        let mut b = std::fs::read("/usr/bin/true").expect("/usr/bin/true");
+        assert_eq!(&b[..6], b"\x7fELF\x02\x01", "a 64-bit little-endian ELF");
+        let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+        let phoff = u64_at(&b, 0x20) as usize;
+        let phentsize = u16::from_le_bytes([b[0x36], b[0x37]]) as usize;
+        let phnum = u16::from_le_bytes([b[0x38], b[0x39]]) as usize;
+        let mut moved = 0;
+        for i in 0..phnum {
+            let ph = phoff + i * phentsize;
+            if u32::from_le_bytes(b[ph..ph + 4].try_into().unwrap()) == PT_LOAD {
+                b[ph + 8..ph + 16].copy_from_slice(&(u64::MAX - 0x10).to_le_bytes());
+                moved += 1;
+            }
+        }
+        assert!(moved > 0);
+        assert!(matches!(inspect(&b), Err(RewriteError::Malformed(_))));
     }
 }

@@ -16,6 +16,16 @@ const MAGIC_NEW: &[u8] = b"glibc-ld.so.cache1.1";
 const EXTENSION_MAGIC: u32 = 0xeaa4_2174;
 const HWCAP_EXTENSION: u64 = 1 << 62;
 
+/// The largest cache file read (16 MiB; real ones are a few hundred KiB).
+pub const MAX_LDCACHE_BYTES: u64 = 16 << 20;
+/// The longest string taken from the cache (PATH_MAX).
+const MAX_STRING: usize = 4096;
+/// The most bytes of keys and paths one cache may yield: entries may share strings, so this
+/// bounds memory by more than the file size.
+const MAX_STRING_TOTAL: usize = 64 << 20;
+/// The most `glibc-hwcaps` names read from the extension section.
+const MAX_HWCAPS_NAMES: usize = 1024;
+
 /// One entry: the key (a SONAME), the path it maps to, glibc's flags and, for a
 /// `glibc-hwcaps` entry, the subdirectory name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,20 +69,47 @@ impl Rd<'_> {
             hi | lo << 32
         })
     }
+    /// The NUL-terminated string at `off`, of at most [`MAX_STRING`] bytes.
     fn cstr(&self, off: usize) -> Option<String> {
         let rest = self.b.get(off..)?;
+        let rest = &rest[..rest.len().min(MAX_STRING + 1)];
         let end = rest.iter().position(|b| *b == 0)?;
         Some(String::from_utf8_lossy(&rest[..end]).into_owned())
     }
 }
 
 impl LdCache {
-    /// Reads and parses a cache file.
+    /// Reads and parses a cache file: a regular file (a FIFO does not block) of at most
+    /// [`MAX_LDCACHE_BYTES`].
     pub fn read(path: &Path) -> Result<LdCache, ElfError> {
-        let bytes = std::fs::read(path).map_err(|source| ElfError::Io {
+        use rustix::fs::{FileType, Mode, OFlags};
+        use std::io::Read;
+        let io = |source: std::io::Error| ElfError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io(e.into()))?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| io(e.into()))?;
+        let bad = |reason: String| ElfError::LdCache {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(bad("not a regular file".into()));
+        }
+        let mut bytes = Vec::new();
+        std::fs::File::from(fd)
+            .take(MAX_LDCACHE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+        if bytes.len() as u64 > MAX_LDCACHE_BYTES {
+            return Err(bad(format!("over {MAX_LDCACHE_BYTES} bytes")));
+        }
         LdCache::parse(&bytes).map_err(|reason| ElfError::LdCache {
             path: path.to_path_buf(),
             reason,
@@ -156,6 +193,7 @@ fn parse_old(b: &[u8]) -> Result<LdCache, String> {
         .filter(|e| *e <= b.len())
         .ok_or_else(|| format!("{nlibs} entries do not fit in {} bytes", b.len()))?;
     let mut entries = Vec::with_capacity(nlibs);
+    let mut total = 0usize;
     for off in (16..strings).step_by(12) {
         let flags = rd.u32(off).ok_or("truncated entry")? as i32;
         let key = rd.u32(off + 4).ok_or("truncated entry")? as usize;
@@ -165,9 +203,16 @@ fn parse_old(b: &[u8]) -> Result<LdCache, String> {
                 .and_then(|o| rd.cstr(o))
                 .ok_or_else(|| format!("entry string offset {o:#x} out of range"))
         };
+        let (key, path) = (get(key)?, get(value)?);
+        total += key.len() + path.len();
+        if total > MAX_STRING_TOTAL {
+            return Err(format!(
+                "entries name over {MAX_STRING_TOTAL} bytes of strings"
+            ));
+        }
         entries.push(LdCacheEntry {
-            key: get(key)?,
-            path: get(value)?,
+            key,
+            path,
             flags,
             hwcaps: None,
             legacy_hwcap: 0,
@@ -200,6 +245,7 @@ fn parse_new(b: &[u8]) -> Result<LdCache, String> {
         Vec::new()
     };
     let mut entries = Vec::with_capacity(nlibs);
+    let mut total = 0usize;
     for off in (48..table_end).step_by(24) {
         let flags = rd.u32(off).ok_or("truncated entry")? as i32;
         let key = rd.u32(off + 4).ok_or("truncated entry")? as usize;
@@ -211,6 +257,12 @@ fn parse_new(b: &[u8]) -> Result<LdCache, String> {
         let path = rd
             .cstr(value)
             .ok_or_else(|| format!("entry value offset {value:#x} out of range"))?;
+        total += key.len() + path.len();
+        if total > MAX_STRING_TOTAL {
+            return Err(format!(
+                "entries name over {MAX_STRING_TOTAL} bytes of strings"
+            ));
+        }
         let (hwcaps, legacy_hwcap) = if hwcap & HWCAP_EXTENSION != 0 {
             let idx = (hwcap & 0xffff_ffff) as usize;
             // An index we cannot name is never a supported subdirectory.
@@ -248,7 +300,10 @@ fn parse_extension(rd: &Rd<'_>, off: usize) -> Vec<String> {
         if tag != 1 {
             continue;
         }
-        for j in 0..(size as usize / 4).min(1024) {
+        for j in 0..(size as usize / 4).min(MAX_HWCAPS_NAMES) {
+            if out.len() >= MAX_HWCAPS_NAMES {
+                return out;
+            }
             let name = rd
                 .u32(data as usize + j * 4)
                 .and_then(|o| rd.cstr(o as usize))
@@ -407,5 +462,55 @@ mod tests {
         let mut huge = good.clone();
         huge[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(LdCache::parse(&huge).is_err());
+    }
+
+    #[test]
+    fn shared_long_strings_and_odd_files_are_bounded() {
+        // 200,000 entries naming one 4000-byte string: 1.6 GB of strings if decoded unbounded.
+        let n = 200_000usize;
+        let long = "l".repeat(4000);
+        let base = 48 + 24 * n;
+        let mut b = b"glibc-ld.so.cache1.1".to_vec();
+        b.resize(48, 0);
+        b[20..24].copy_from_slice(&(n as u32).to_le_bytes());
+        b[28] = 2;
+        for _ in 0..n {
+            for v in [1u32, base as u32, base as u32, 0] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            b.extend_from_slice(&0u64.to_le_bytes());
+        }
+        b.extend_from_slice(long.as_bytes());
+        b.push(0);
+        let start = std::time::Instant::now();
+        let e = LdCache::parse(&b).unwrap_err();
+        assert!(e.contains("bytes of strings"), "{e}");
+        assert!(start.elapsed() < std::time::Duration::from_secs(10));
+        // A string longer than PATH_MAX is not taken.
+        let over = "o".repeat(MAX_STRING + 1);
+        let one = build(&[(X86, &over, "/lib/x", 0)], &[], true);
+        assert!(LdCache::parse(&one).is_err());
+
+        // A FIFO or a device is not read; a file over the limit is refused.
+        let t = tempfile::tempdir().unwrap();
+        let fifo = t.path().join("ld.so.cache");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert!(LdCache::read(&fifo).is_err());
+        assert!(LdCache::read(Path::new("/dev/zero")).is_err());
+        let big = t.path().join("big");
+        let mut bytes = build(&[(X86, "liba.so", "/lib/liba.so", 0)], &[], true);
+        bytes.resize(MAX_LDCACHE_BYTES as usize + 1, 0);
+        std::fs::write(&big, &bytes).unwrap();
+        assert!(LdCache::read(&big).is_err());
+        bytes.truncate(MAX_LDCACHE_BYTES as usize);
+        std::fs::write(&big, &bytes).unwrap();
+        assert_eq!(LdCache::read(&big).unwrap().entries.len(), 1);
     }
 }
