@@ -456,10 +456,17 @@ impl<'a> Env<'a> {
                 .and_then(|p| {
                     match self
                         .roots
-                        .read(&p, super::ldcache::MAX_LDCACHE_BYTES)
+                        .read(&p, super::ldcache::MAX_LDCACHE_BYTES + 1)
                         .map_err(|e| e.to_string())
-                        .and_then(|b| LdCache::parse(&b))
-                    {
+                        .and_then(|b| {
+                            if b.len() as u64 > super::ldcache::MAX_LDCACHE_BYTES {
+                                return Err(format!(
+                                    "over {} bytes",
+                                    super::ldcache::MAX_LDCACHE_BYTES
+                                ));
+                            }
+                            LdCache::parse(&b)
+                        }) {
                         Ok(c) => Some(c),
                         Err(e) => {
                             tracing::warn!("ignoring the rootfs's ld.so.cache: {e}");
@@ -1142,11 +1149,15 @@ fn read_conf_file(root: &RootStack, file: &str, depth: usize, st: &mut ConfRead)
     let Ok(real) = root.resolve(Path::new(file), true) else {
         return;
     };
-    let Some(text) = root
-        .read(&real, MAX_CONF_BYTES)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-    else {
+    // Regular files only (the stack's read refuses FIFOs and devices), whole or not at all.
+    let Ok(bytes) = root.read(&real, MAX_CONF_BYTES + 1) else {
+        return;
+    };
+    if bytes.len() as u64 > MAX_CONF_BYTES {
+        tracing::warn!("ignoring {file} in the rootfs: over {MAX_CONF_BYTES} bytes");
+        return;
+    }
+    let Ok(text) = String::from_utf8(bytes) else {
         return;
     };
     let here = parent_str(file);
