@@ -5,6 +5,8 @@
 //! - [`sh_quote`]: the one single-quote escaper for sh.
 //! - [`unit_escape`]: `%` doubled, so a value reaches a unit line as itself, not as a
 //!   specifier (`%h` would be the home directory).
+//! - [`BaseUrl`]: the folder URL written into transfer files and Butane configs, parsed
+//!   strictly.
 //! - [`escape`]: text from input in human output (terminal-safe).
 //! - [`check_text`], [`unit_path`], [`unit_word`]: values refused before any text is made
 //!   (control characters end lines and hide text; relative or blank-holding paths split
@@ -23,6 +25,8 @@ pub enum TextError {
     Blank { what: String, value: String },
     #[error("{what} is empty")]
     Empty { what: String },
+    #[error("base URL {url:?}: {reason}; give the folder the images are served from, e.g. https://example.org/extensions")]
+    BaseUrl { url: String, reason: String },
 }
 
 /// Quotes `s` for POSIX sh: single quotes, each `'` written as `'\''`. The result is one word
@@ -118,6 +122,60 @@ pub fn escape(s: &str) -> Cow<'_, str> {
         }
     }
     Cow::Owned(out)
+}
+
+/// A validated base URL: the folder the images are served from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUrl(url::Url);
+
+impl BaseUrl {
+    /// Parses `text` strictly: the `url` crate drops tabs and newlines and trims blanks, so
+    /// those are refused before parsing.
+    pub fn parse(text: &str) -> Result<BaseUrl, TextError> {
+        let bad = |reason: &str| TextError::BaseUrl {
+            url: text.to_string(),
+            reason: reason.to_string(),
+        };
+        if text.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(bad(
+                "it contains a blank or a control character (e.g. a newline)",
+            ));
+        }
+        let url = url::Url::parse(text).map_err(|e| bad(&format!("not a URL ({e})")))?;
+        match url.scheme() {
+            "http" | "https" => {
+                if url.host_str().is_none_or(str::is_empty) {
+                    return Err(bad("it has no host"));
+                }
+            }
+            "file" => {}
+            s => return Err(bad(&format!("scheme {s:?} is not http, https or file"))),
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(bad("a folder URL takes no query (?) or fragment (#)"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad("credentials do not belong in a transfer file"));
+        }
+        if url.cannot_be_a_base() {
+            return Err(bad("it cannot hold file names"));
+        }
+        Ok(BaseUrl(url))
+    }
+
+    /// The folder URL without a trailing `/` (as systemd-sysupdate's `Path=` takes it).
+    pub fn folder(&self) -> String {
+        self.0.as_str().trim_end_matches('/').to_string()
+    }
+
+    /// The URL of the file `name` in the folder (`name` percent-encoded as one segment).
+    pub fn file(&self, name: &str) -> String {
+        let mut u = self.0.clone();
+        if let Ok(mut seg) = u.path_segments_mut() {
+            seg.pop_if_empty().push(name);
+        }
+        u.to_string()
+    }
 }
 
 #[cfg(test)]

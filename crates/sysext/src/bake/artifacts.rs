@@ -2,7 +2,7 @@
 //! Butane configs (variant flatcar) that deploy an extension with them.
 //!
 //! Nothing here is put together with format strings from unchecked values: the base URL is
-//! parsed by [`BaseUrl::parse`] (http, https or file; no blanks, control characters, query,
+//! parsed by [`BaseUrl::parse`] (in [`sysext_core::gentext`]) (http, https or file; no blanks, control characters, query,
 //! fragment or credentials), values on transfer-file and unit lines go through
 //! [`sysext_core::gentext`] (`%` escaped), and the Butane config is built as a JSON value and
 //! written by serde_json: JSON is YAML 1.2, which Butane reads (`butane --strict < NAME.bu`).
@@ -13,65 +13,11 @@ use sysext_core::gentext::{self, TextError};
 /// Why a base URL or a name cannot go into the artifacts.
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
-    #[error("base URL {url:?}: {reason}; give the folder the images are served from, e.g. https://example.org/extensions")]
-    BaseUrl { url: String, reason: String },
     #[error(transparent)]
     Text(#[from] TextError),
 }
 
-/// A validated base URL: the folder the images are served from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BaseUrl(url::Url);
-
-impl BaseUrl {
-    /// Parses `text` strictly: the `url` crate drops tabs and newlines and trims blanks, so
-    /// those are refused before parsing.
-    pub fn parse(text: &str) -> Result<BaseUrl, ArtifactError> {
-        let bad = |reason: &str| ArtifactError::BaseUrl {
-            url: text.to_string(),
-            reason: reason.to_string(),
-        };
-        if text.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(bad(
-                "it contains a blank or a control character (e.g. a newline)",
-            ));
-        }
-        let url = url::Url::parse(text).map_err(|e| bad(&format!("not a URL ({e})")))?;
-        match url.scheme() {
-            "http" | "https" => {
-                if url.host_str().is_none_or(str::is_empty) {
-                    return Err(bad("it has no host"));
-                }
-            }
-            "file" => {}
-            s => return Err(bad(&format!("scheme {s:?} is not http, https or file"))),
-        }
-        if url.query().is_some() || url.fragment().is_some() {
-            return Err(bad("a folder URL takes no query (?) or fragment (#)"));
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(bad("credentials do not belong in a transfer file"));
-        }
-        if url.cannot_be_a_base() {
-            return Err(bad("it cannot hold file names"));
-        }
-        Ok(BaseUrl(url))
-    }
-
-    /// The folder URL without a trailing `/` (as systemd-sysupdate's `Path=` takes it).
-    pub fn folder(&self) -> String {
-        self.0.as_str().trim_end_matches('/').to_string()
-    }
-
-    /// The URL of the file `name` in the folder (`name` percent-encoded as one segment).
-    pub fn file(&self, name: &str) -> String {
-        let mut u = self.0.clone();
-        if let Ok(mut seg) = u.path_segments_mut() {
-            seg.pop_if_empty().push(name);
-        }
-        u.to_string()
-    }
-}
+pub use sysext_core::gentext::BaseUrl;
 
 /// The image file name `NAME-VERSION-ARCH.raw`.
 pub fn raw_name(name: &str, version: &str, arch: &str) -> String {

@@ -126,7 +126,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Manifest, BakeError> {
         message,
     };
     if let Some(u) = &m.base_url {
-        super::artifacts::BaseUrl::parse(u).map_err(|err| bad(err.to_string()))?;
+        gentext::BaseUrl::parse(u).map_err(|err| bad(err.to_string()))?;
     }
     if m.extensions.is_empty() {
         return Err(bad("no [[extension]] entries".into()));

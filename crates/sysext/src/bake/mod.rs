@@ -167,7 +167,7 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
         .or_else(|| m.base_url.clone())
         .ok_or(BakeError::NoBaseUrl)?;
     // Checked before any work starts: it goes into transfer files and Butane configs.
-    let base_url = artifacts::BaseUrl::parse(&base_url)?;
+    let base_url = artifacts::BaseUrl::parse(&base_url).map_err(artifacts::ArtifactError::from)?;
     let base = manifest::base_dir(manifest_path);
     std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
     let state_path = opts.out.join(STATE_FILE);
