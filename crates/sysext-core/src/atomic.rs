@@ -153,6 +153,53 @@ impl AtomicOutput {
     /// Renames the temporary output into place, replacing an existing output only if `force`
     /// was given (checked again here, in case something appeared meanwhile).
     pub fn commit(mut self) -> Result<PathBuf, AtomicError> {
+        use rustix::fs::{renameat_with, RenameFlags, CWD};
+        use rustix::io::Errno;
+        let rename_err = |from: &Path, to: &Path, e: Errno| AtomicError::Rename {
+            from: from.to_path_buf(),
+            to: to.to_path_buf(),
+            source: e.into(),
+        };
+        // Without --force: never replace, also not an output that appeared meanwhile.
+        // With it: swap the new output and the old one in one step (there is never a moment
+        // without an output), then remove the old one from the temp name.
+        let flags = if self.force {
+            RenameFlags::EXCHANGE
+        } else {
+            RenameFlags::NOREPLACE
+        };
+        match renameat_with(CWD, &self.tmp_path, CWD, &self.final_path, flags) {
+            Ok(()) => {
+                self.done = true;
+                self.registration = None;
+                if self.force {
+                    // The temp name now holds the old output.
+                    let old = self.tmp_path.clone();
+                    remove_any(&old).map_err(|source| AtomicError::Remove { path: old, source })?;
+                }
+                return Ok(self.final_path.clone());
+            }
+            Err(Errno::EXIST) if !self.force => {
+                return Err(AtomicError::Exists(self.final_path.clone()))
+            }
+            // Nothing to exchange with: a plain rename that still never replaces.
+            Err(Errno::NOENT) if self.force && !exists(&self.final_path) => {
+                renameat_with(
+                    CWD,
+                    &self.tmp_path,
+                    CWD,
+                    &self.final_path,
+                    RenameFlags::NOREPLACE,
+                )
+                .map_err(|e| rename_err(&self.tmp_path, &self.final_path, e))?;
+                self.done = true;
+                self.registration = None;
+                return Ok(self.final_path.clone());
+            }
+            // A file system without renameat2 flags: the old way below.
+            Err(Errno::INVAL | Errno::NOSYS | Errno::NOTSUP) => {}
+            Err(e) => return Err(rename_err(&self.tmp_path, &self.final_path, e)),
+        }
         if exists(&self.final_path) {
             if !self.force {
                 return Err(AtomicError::Exists(self.final_path.clone()));
@@ -279,6 +326,35 @@ mod tests {
         o.commit().unwrap();
         assert!(out.join("new").exists());
         assert!(!out.join("old").exists());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// An output that appears while the new one is being written is not replaced without
+    /// --force (the rename refuses, race-free); with --force a file replaces a folder and a
+    /// folder a file, and nothing but the output is left.
+    #[test]
+    fn commit_never_replaces_without_force_and_swaps_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("x.raw");
+        let o = AtomicOutput::file(&out, false).unwrap();
+        fs::write(o.path(), b"new").unwrap();
+        fs::write(&out, b"appeared meanwhile").unwrap();
+        let err = o.commit().unwrap_err();
+        assert!(matches!(err, AtomicError::Exists(_)), "{err}");
+        assert_eq!(fs::read(&out).unwrap(), b"appeared meanwhile");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+
+        fs::remove_file(&out).unwrap();
+        fs::create_dir(&out).unwrap();
+        fs::write(out.join("old"), b"old").unwrap();
+        let o = AtomicOutput::file(&out, true).unwrap();
+        fs::write(o.path(), b"file").unwrap();
+        o.commit().unwrap();
+        assert_eq!(fs::read(&out).unwrap(), b"file");
+        let o = AtomicOutput::dir(&out, true).unwrap();
+        fs::write(o.path().join("f"), b"dir").unwrap();
+        o.commit().unwrap();
+        assert_eq!(fs::read(out.join("f")).unwrap(), b"dir");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }
