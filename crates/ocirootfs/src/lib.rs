@@ -414,11 +414,13 @@ pub fn materialize(source: &str, opts: &SourceOptions) -> Result<Rootfs, Error> 
             .map(|d| d.as_nanos())
             .unwrap_or(0)
     ));
+    // Registered before it exists, so a signal in between cannot leave it behind.
+    let registration = sysext_core::cleanup::register(&base);
     std::fs::create_dir(&base).map_err(|source| Error::TempDir {
         path: base.clone(),
         source,
     })?;
-    let guard = TempGuard(base.clone(), sysext_core::cleanup::register(&base));
+    let guard = TempGuard(base.clone(), registration);
     apply_all(&mut image, &base)?;
     Ok(made(base, &image, Some(guard)))
 }

@@ -107,6 +107,9 @@ impl AtomicOutput {
             cleanup::remove_stale(parent, &tmp_prefix(&final_path)?);
         }
         let tmp_path = tmp_name(&final_path)?;
+        // Registered before it exists: a signal between creating and registering would leave
+        // it behind (removing a path that is not there yet is a no-op).
+        let registration = Some(cleanup::register(&tmp_path));
         let created = match kind {
             Kind::File => fs::OpenOptions::new()
                 .write(true)
@@ -119,7 +122,6 @@ impl AtomicOutput {
             path: tmp_path.clone(),
             source,
         })?;
-        let registration = Some(cleanup::register(&tmp_path));
         Ok(Self {
             final_path,
             tmp_path,

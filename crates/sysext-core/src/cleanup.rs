@@ -84,9 +84,10 @@ fn remove_registered() -> Vec<(PathBuf, io::Error)> {
 fn remove_all(paths: Vec<PathBuf>) -> Vec<(PathBuf, io::Error)> {
     let mut left = Vec::new();
     for p in paths.into_iter().rev() {
-        // Another thread may still be writing into a folder: a few tries.
+        // Another thread may still be writing into a folder until it sees `stopping()`: a
+        // few tries, a second at most.
         let mut last = None;
-        for _ in 0..5 {
+        for _ in 0..50 {
             match remove_tree(&p) {
                 Ok(()) => {
                     last = None;

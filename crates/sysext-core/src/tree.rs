@@ -52,6 +52,10 @@ pub enum TreeError {
         #[source]
         source: io::Error,
     },
+    /// A signal is stopping the process: nothing more is written, so the temp trees can be
+    /// removed ([`crate::cleanup`]).
+    #[error("stopped by a signal")]
+    Stopping,
 }
 
 impl TreeError {
@@ -59,7 +63,7 @@ impl TreeError {
     pub fn io_error(&self) -> Option<&io::Error> {
         match self {
             TreeError::Io { source, .. } => Some(source),
-            TreeError::Unsafe { .. } => None,
+            TreeError::Unsafe { .. } | TreeError::Stopping => None,
         }
     }
 }
@@ -311,6 +315,11 @@ impl Tree {
     /// The folder at `comps` (an `O_PATH` descriptor), `None` when it does not exist; with
     /// `create`, missing folders are created (mode `0755`) one by one from the top.
     pub fn dir_at(&self, comps: &[&[u8]], create: bool) -> Result<Option<OwnedFd>, TreeError> {
+        // Every write finds its folder here: once a signal is being handled, none goes on
+        // filling a tree the signal thread is removing.
+        if crate::cleanup::stopping() {
+            return Err(TreeError::Stopping);
+        }
         let key = join(comps);
         if let Some(fd) = self.cached(&key)? {
             return Ok(Some(fd));
