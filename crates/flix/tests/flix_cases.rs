@@ -535,14 +535,7 @@ fn glibc_data_note_only_for_programs_that_use_it() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     fs::create_dir_all(root.join("usr/bin")).unwrap();
-    for f in [
-        "/lib64/ld-linux-x86-64.so.2",
-        "/lib/x86_64-linux-gnu/libc.so.6",
-    ] {
-        let dest = root.join(f.trim_start_matches('/'));
-        fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        fs::copy(fs::canonicalize(f).unwrap(), dest).unwrap();
-    }
+    testkit::host_glibc(&root);
     fs::write(
         dir.path().join("plain.c"),
         "#include <stdio.h>\nint main(void) { puts(\"hi\"); return 0; }\n",
@@ -591,14 +584,7 @@ fn data_paths_in_programs_are_suggested_not_shipped() {
     for d in ["usr/bin", "usr/share/myapp", "usr/share/shipped", "etc"] {
         fs::create_dir_all(root.join(d)).unwrap();
     }
-    for f in [
-        "/lib64/ld-linux-x86-64.so.2",
-        "/lib/x86_64-linux-gnu/libc.so.6",
-    ] {
-        let dest = root.join(f.trim_start_matches('/'));
-        fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        fs::copy(fs::canonicalize(f).unwrap(), dest).unwrap();
-    }
+    testkit::host_glibc(&root);
     fs::write(root.join("usr/share/myapp/data.db"), b"db").unwrap();
     fs::write(root.join("usr/share/shipped/x"), b"x").unwrap();
     fs::write(root.join("etc/myapp.conf"), b"conf").unwrap();

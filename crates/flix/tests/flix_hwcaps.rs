@@ -4,20 +4,12 @@
 //! this CPU supports, as the glibc loader decides.
 
 use std::fs;
-use std::path::Path;
 use std::process::Command;
 
 const FLIX: &str = env!("CARGO_BIN_EXE_flix");
 
 fn cc(args: &[&str]) {
     testkit::run_ok(Command::new("gcc").args(args));
-}
-
-fn copy_host(from: &str, root: &Path) {
-    let real = fs::canonicalize(from).unwrap();
-    let dest = root.join(from.trim_start_matches('/'));
-    fs::create_dir_all(dest.parent().unwrap()).unwrap();
-    fs::copy(real, dest).unwrap();
 }
 
 #[test]
@@ -33,8 +25,7 @@ fn every_hwcaps_copy_is_shipped_and_the_cpu_picks_its_level() {
     let root = dir.path().join("root");
     let src = dir.path().join("src");
     fs::create_dir_all(&src).unwrap();
-    copy_host("/lib64/ld-linux-x86-64.so.2", &root);
-    copy_host("/lib/x86_64-linux-gnu/libc.so.6", &root);
+    testkit::host_glibc(&root);
     fs::write(
         src.join("hw.c"),
         "const char *marker = \"hwcaps-copy-\" LEVEL;\nint hw(void) { return LEVEL[0] - '0'; }\n",

@@ -36,14 +36,7 @@ fn dlopen_root(dir: &Path) -> PathBuf {
     for d in [&src, &lib, &root.join("opt/bin")] {
         fs::create_dir_all(d).unwrap();
     }
-    for f in [
-        "/lib64/ld-linux-x86-64.so.2",
-        "/lib/x86_64-linux-gnu/libc.so.6",
-    ] {
-        let dest = root.join(f.trim_start_matches('/'));
-        fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        fs::copy(fs::canonicalize(f).unwrap(), dest).unwrap();
-    }
+    testkit::host_glibc(&root);
     let s = |p: &Path| p.to_str().unwrap().to_string();
     fs::write(src.join("f.c"), "int f(void) { return 1; }\n").unwrap();
     for name in ["libreq.so.1", "libsug.so.1", "libdep.so.1"] {

@@ -9,7 +9,7 @@
 //! - [`hostile`]: the hostile-input suite's bounded runs, sentinel folder and privilege checks.
 //! - [`workspace_bin`]: the path of a binary built from this workspace.
 //! - Small helpers several test crates share: [`run_ok`], [`in_mount_namespace`],
-//!   [`mksquashfs`], [`tree_paths`], [`random_bytes`].
+//!   [`mksquashfs`], [`tree_paths`], [`random_bytes`], [`host_glibc`].
 
 pub mod fixtures;
 pub mod hostile;
@@ -160,4 +160,18 @@ pub fn random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// Copies the build host's glibc loader and libc into `root` at their paths
+/// (`/lib64/ld-linux-x86-64.so.2`, `/lib/x86_64-linux-gnu/libc.so.6`), links resolved: the
+/// smallest root in which a program built here with gcc runs or resolves.
+pub fn host_glibc(root: &Path) {
+    for f in [
+        "/lib64/ld-linux-x86-64.so.2",
+        "/lib/x86_64-linux-gnu/libc.so.6",
+    ] {
+        let dest = root.join(f.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(std::fs::canonicalize(f).unwrap(), dest).unwrap();
+    }
 }
