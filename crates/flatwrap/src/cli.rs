@@ -5,22 +5,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use ocirootfs::cli::SourceArgs;
 use serde::Serialize;
 use sysext_core::atomic::AtomicOutput;
-use sysext_core::pack::{self, Format as PackFormat, PackOptions};
+use sysext_core::cli::{Exit, OutputArgs};
+use sysext_core::pack::{self, Format, PackOptions};
 
 use crate::plan::{self, Map, Plan, PlanOptions};
 use crate::stage::{self, StageReport};
-
-/// Output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// A squashfs image `NAME.raw`.
-    Raw,
-    /// A folder, as systemd-sysext also accepts in /var/lib/extensions.
-    Dir,
-}
 
 /// Ship a whole root filesystem as a systemd-sysext image: the rootfs goes under
 /// /usr/local/NAME/ and each executable entry gets a launcher at its /usr/... path that runs it
@@ -60,27 +52,10 @@ pub struct Args {
     /// missing ones are skipped at run time; FLATWRAP_HOST overrides at run time.
     #[arg(long, env = "HOST", value_name = "LIST")]
     pub host: Option<String>,
-    /// Platform to pick from a multi-platform image: OS/ARCH[/VARIANT], e.g. linux/arm64.
-    #[arg(long, env = "OCIROOTFS_PLATFORM")]
-    pub platform: Option<String>,
-    /// Blob cache folder for images (default: $XDG_CACHE_HOME/ocirootfs or ~/.cache/ocirootfs).
-    #[arg(long, value_name = "DIR", env = "OCIROOTFS_CACHE")]
-    pub cache: Option<PathBuf>,
-    /// Registry credentials USER:PASSWORD (default: ~/.docker/config.json, $REGISTRY_AUTH_FILE).
-    #[arg(long, value_name = "USER:PASSWORD")]
-    pub creds: Option<String>,
-    /// Allow plain HTTP and unverified TLS for a non-loopback registry.
-    #[arg(long)]
-    pub insecure: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Raw)]
-    pub format: Format,
-    /// Output path (default: NAME.raw, or NAME for --format dir, in the current folder).
-    #[arg(short, long)]
-    pub output: Option<PathBuf>,
-    /// Replace an existing output.
-    #[arg(long)]
-    pub force: bool,
+    #[command(flatten)]
+    pub source_opts: SourceArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
     /// Write EXTENSION_RELOAD_MANAGER=1 (set anyway when a unit is among the entries).
     #[arg(long)]
     pub reload_manager: bool,
@@ -111,15 +86,21 @@ pub struct Report {
     pub pack: Option<pack::PackReport>,
 }
 
-/// Runs the command.
-pub fn run(args: Args) -> Result<Report> {
-    let mut sopts = ocirootfs::SourceOptions::default();
-    sopts.platform = args.platform.clone();
-    sopts.cache_dir = args.cache.clone();
-    sopts.creds = args.creds.clone();
-    sopts.insecure = args.insecure;
-    sopts.progress = true;
-    let rootfs = resolve_source(&args.source, &sopts)?;
+/// Runs the command: the report as JSON on stdout with `--json`, else a summary on stderr.
+pub fn run(args: Args) -> Result<Exit> {
+    let json = args.json;
+    let report = build(args)?;
+    if json {
+        sysext_core::cli::print_json(&report)?;
+    } else {
+        print_summary(&report);
+    }
+    Ok(Exit::OK)
+}
+
+/// Does the work of a run: source, plan, stage, pack.
+pub fn build(args: Args) -> Result<Report> {
+    let rootfs = resolve_source(&args.source, &args.source_opts.options(true))?;
     let opts = PlanOptions {
         etc: args.etc,
         var: args.var,
@@ -138,15 +119,13 @@ pub fn run(args: Args) -> Result<Report> {
     for w in &plan.warnings {
         tracing::warn!("{w}");
     }
-    let output = args.output.clone().unwrap_or_else(|| match args.format {
-        Format::Raw => PathBuf::from(format!("{}.raw", args.name)),
-        Format::Dir => PathBuf::from(&args.name),
-    });
+    let format = args.out.format();
+    let output = args.out.path(&args.name);
     check_output_outside(&output, &rootfs.path)?;
     let stage_opts = stage::StageOptions {
         keep_privileges: args.keep_privileges,
     };
-    let (stage_report, pack_report) = match args.format {
+    let (stage_report, pack_report) = match format {
         Format::Dir => {
             anyhow::ensure!(
                 output.file_name().is_some_and(|n| n == args.name.as_str()),
@@ -154,7 +133,7 @@ pub fn run(args: Args) -> Result<Report> {
                 output.display(),
                 args.name
             );
-            let out = AtomicOutput::dir(&output, args.force)?;
+            let out = AtomicOutput::dir(&output, args.out.force)?;
             let report = stage::stage_with(&plan, out.path(), &stage_opts)
                 .with_context(|| format!("writing the extension tree {}", output.display()))?;
             out.commit()?;
@@ -169,8 +148,7 @@ pub fn run(args: Args) -> Result<Report> {
                     format!("staging the extension tree in {}", scratch.path().display())
                 })?;
             let mut popts = PackOptions::default();
-            popts.format = Some(PackFormat::Raw);
-            popts.force = args.force;
+            args.out.apply(&mut popts);
             popts.name = Some(args.name.clone());
             let packed = pack::pack(scratch.path(), &output, &popts)
                 .with_context(|| format!("packing {}", output.display()))?;
@@ -181,7 +159,7 @@ pub fn run(args: Args) -> Result<Report> {
     sysext_core::tree::report_stripped("flatwrap", &stage_report.stripped, "--keep-privileges");
     Ok(Report {
         output,
-        format: args.format,
+        format,
         plan,
         stage: stage_report,
         pack: pack_report,
@@ -217,9 +195,9 @@ fn check_output_outside(output: &Path, rootfs: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Prints a human summary of a report on stdout.
+/// Prints a human summary of a report on stderr.
 pub fn print_summary(r: &Report) {
-    println!(
+    eprintln!(
         "{}: {} launcher(s), {} link(s), {} files ({} bytes) of the rootfs under /usr/local/{}{}",
         r.output.display(),
         r.stage.launchers.len(),
@@ -255,7 +233,7 @@ mod tests {
         .unwrap();
         assert_eq!(a.paths, ["/usr/bin/htop", "/bin/busybox:/usr/bin/busybox"]);
         assert_eq!(a.etc, Map::Chroot);
-        assert_eq!(a.format, Format::Dir);
+        assert_eq!(a.out.format(), Format::Dir);
         assert!(Args::try_parse_from(["flatwrap", "/r", "tools"]).is_err());
         assert!(Args::try_parse_from(["flatwrap", "/r", "t", "/x", "--etc", "both"]).is_err());
     }

@@ -1,36 +1,9 @@
 //! `flatwrap SOURCE NAME PATH...`: see `flatwrap --help`.
 
-use std::process::ExitCode;
-
 use clap::Parser;
 
-fn main() -> ExitCode {
-    sysext_core::logging::init();
-    if let Err(e) = sysext_core::cleanup::install("flatwrap") {
-        eprintln!("flatwrap: error: cannot watch for SIGINT/SIGTERM: {e}");
-        return ExitCode::from(2);
-    }
-    let args = flatwrap::cli::Args::parse();
-    let json = args.json;
-    match flatwrap::cli::run(args) {
-        Ok(report) => {
-            if json {
-                match serde_json::to_string_pretty(&report) {
-                    Ok(s) => println!("{s}"),
-                    Err(e) => {
-                        eprintln!("flatwrap: error: {e}");
-                        return ExitCode::from(2);
-                    }
-                }
-            } else {
-                flatwrap::cli::print_summary(&report);
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            sysext_core::cleanup::wait_if_stopping();
-            eprintln!("flatwrap: error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+fn main() -> std::process::ExitCode {
+    sysext_core::cli::run_main("flatwrap", || {
+        flatwrap::cli::run(flatwrap::cli::Args::parse())
+    })
 }

@@ -7,28 +7,13 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use clap::{Parser, ValueEnum};
-use sysext_core::pack::{Compression, Format, PackOptions};
+use clap::Parser;
+use ocirootfs::cli::SourceArgs;
+use sysext_core::cli::{Exit, OutputArgs};
+use sysext_core::pack::PackOptions;
 
 use crate::plan::{self, PlanOptions, Severity};
 use crate::stage;
-
-/// Output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutFormat {
-    /// A squashfs image, NAME.raw.
-    Raw,
-    /// A folder NAME.
-    Dir,
-}
-
-/// Squashfs compressor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Comp {
-    Gzip,
-    Zstd,
-    Xz,
-}
 
 /// Relocate programs and everything they load from a container image or rootfs into a
 /// self-contained systemd-sysext image: programs keep their /usr path, their libraries and
@@ -57,15 +42,8 @@ pub struct Args {
     /// for its WantedBy= target.
     #[arg(long, value_name = "UNIT")]
     pub enable: Vec<String>,
-    /// Output path (default NAME.raw, or NAME with --format dir).
-    #[arg(short, long)]
-    pub output: Option<PathBuf>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = OutFormat::Raw)]
-    pub format: OutFormat,
-    /// Squashfs compressor.
-    #[arg(long, value_enum, default_value_t = Comp::Gzip)]
-    pub compression: Comp,
+    #[command(flatten)]
+    pub out: OutputArgs,
     /// Bind the image to this OS ID (default: ID=_any).
     #[arg(long)]
     pub os: Option<String>,
@@ -75,12 +53,8 @@ pub struct Args {
     /// VERSION_ID of an OS-bound image.
     #[arg(long, requires = "os")]
     pub version_id: Option<String>,
-    /// Platform of a multi-platform image, e.g. linux/arm64.
-    #[arg(long)]
-    pub platform: Option<String>,
-    /// Replace an existing output.
-    #[arg(short, long)]
-    pub force: bool,
+    #[command(flatten)]
+    pub source_opts: SourceArgs,
     /// Print the plan and the pack report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -102,18 +76,12 @@ impl Args {
 
     /// The output path.
     pub fn output_path(&self) -> PathBuf {
-        match (&self.output, self.format) {
-            (Some(o), _) => o.clone(),
-            (None, OutFormat::Raw) => PathBuf::from(format!("{}.raw", self.name)),
-            (None, OutFormat::Dir) => PathBuf::from(&self.name),
-        }
+        self.out.path(&self.name)
     }
 }
 
 fn open_source(args: &Args) -> anyhow::Result<ocirootfs::Rootfs> {
-    let mut opts = ocirootfs::SourceOptions::default();
-    opts.platform = args.platform.clone();
-    opts.progress = true;
+    let opts = args.source_opts.options(true);
     ocirootfs::materialize(&args.source, &opts)
         .with_context(|| format!("reading the source {}", args.source))
 }
@@ -133,7 +101,7 @@ pub fn platform_arch(platform: &str) -> Option<&'static str> {
 }
 
 /// Runs `flix` with parsed arguments.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(args: Args) -> anyhow::Result<Exit> {
     let extra = args.extra_libs(std::env::var("EXTRALIBS").ok().as_deref());
     let rootfs = open_source(&args)?;
     let root = rootfs.path.clone();
@@ -149,7 +117,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let plan = plan::build(&root, &opts)
         .with_context(|| format!("planning extension {} from {}", args.name, args.source))?;
-    if let (Some(p), Some(found)) = (&args.platform, &plan.architecture) {
+    if let (Some(p), Some(found)) = (&args.source_opts.platform, &plan.architecture) {
         if let Some(want) = platform_arch(p) {
             if want != found {
                 bail!(
@@ -170,16 +138,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let mut pack_opts = PackOptions::default();
-    pack_opts.compression = match args.compression {
-        Comp::Gzip => Compression::Gzip,
-        Comp::Zstd => Compression::Zstd,
-        Comp::Xz => Compression::Xz,
-    };
-    pack_opts.force = args.force;
-    pack_opts.format = Some(match args.format {
-        OutFormat::Raw => Format::Raw,
-        OutFormat::Dir => Format::Dir,
-    });
+    args.out.apply(&mut pack_opts);
     let output = args.output_path();
     let stage_opts = stage::StageOptions {
         keep_privileges: args.keep_privileges,
@@ -189,7 +148,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     sysext_core::tree::report_stripped("flix", &stripped, "--keep-privileges");
     if args.json {
         let v = serde_json::json!({ "plan": plan, "pack": report, "stripped": stripped });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        sysext_core::cli::print_json(&v)?;
     } else {
         eprintln!(
             "flix: wrote {} ({} libraries, {} bytes)",
@@ -198,7 +157,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             report.bytes
         );
     }
-    Ok(())
+    Ok(Exit::OK)
 }
 
 #[cfg(test)]
@@ -222,7 +181,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(a.paths.len(), 2);
-        assert_eq!(a.compression, Comp::Zstd);
+        assert_eq!(a.out.compression, sysext_core::squashfs::Compression::Zstd);
         assert_eq!(a.output_path(), PathBuf::from("tools"));
         assert_eq!(
             a.extra_libs(Some(" /a.so  /b.so ")),

@@ -443,14 +443,17 @@ type FileResult = (String, Option<anyhow::Error>);
 /// Run the command; returns the exit code.
 pub fn run(args: &Args) -> Result<i32> {
     if args.version {
-        println!("patchelf {PATCHELF_VERSION}");
+        sysext_core::cli::write_stdout(|out| writeln!(out, "patchelf {PATCHELF_VERSION}"))?;
         return Ok(0);
     }
     if args.flix_version {
-        println!(
-            "flix-patchelf {} (implements patchelf {PATCHELF_VERSION})",
-            env!("CARGO_PKG_VERSION")
-        );
+        sysext_core::cli::write_stdout(|out| {
+            writeln!(
+                out,
+                "flix-patchelf {} (implements patchelf {PATCHELF_VERSION})",
+                env!("CARGO_PKG_VERSION")
+            )
+        })?;
         return Ok(0);
     }
     if args.files.is_empty() {

@@ -1,18 +1,9 @@
+//! `ocirootfs IMAGE FOLDER`: see `ocirootfs --help`.
+
 use clap::Parser;
 
-fn main() {
-    sysext_core::logging::init();
-    if let Err(e) = sysext_core::cleanup::install("ocirootfs") {
-        eprintln!("ocirootfs: cannot watch for SIGINT/SIGTERM: {e}");
-        std::process::exit(2);
-    }
-    let args = ocirootfs::cli::Args::parse();
-    match ocirootfs::cli::run(args) {
-        Ok(code) => std::process::exit(code),
-        Err(e) => {
-            sysext_core::cleanup::wait_if_stopping();
-            eprintln!("ocirootfs: {e:#}");
-            std::process::exit(2);
-        }
-    }
+fn main() -> std::process::ExitCode {
+    sysext_core::cli::run_main("ocirootfs", || {
+        ocirootfs::cli::run(ocirootfs::cli::Args::parse())
+    })
 }

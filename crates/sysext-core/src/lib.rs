@@ -19,10 +19,13 @@
 //!   never following links it creates over, a bounded cache of folders, sparse copies), and
 //!   the producers' rule for setuid/setgid bits and file capabilities.
 //! - [`logging`]: the binaries' shared stderr logging setup.
+//! - [`cli`]: the binaries' shared convention: `run_main` (exit 0 / 1 findings / 2 error, a
+//!   closed stdout is a normal end), `write_stdout`, and the output options `OutputArgs`.
 
 pub mod atomic;
 pub mod check;
 pub mod cleanup;
+pub mod cli;
 pub mod elf;
 pub mod gentext;
 pub mod inspect;

@@ -1,9 +1,8 @@
 //! Command-line parsing and dispatch. Each subcommand lives in its own module under `cmd/`.
 
-use std::process::ExitCode;
-
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use sysext_core::cli::Exit;
 
 use crate::cmd;
 
@@ -30,8 +29,7 @@ pub enum Command {
     ConvertTorcx(crate::cmd::convert_torcx::ConvertTorcxArgs),
 }
 
-pub fn run() -> Result<ExitCode> {
-    let args = Args::parse();
+pub fn run(args: Args) -> Result<Exit> {
     match args.command {
         Command::Pack(a) => cmd::pack::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),

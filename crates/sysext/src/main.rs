@@ -1,26 +1,13 @@
 //! The `sysext` command: a thin front over the workspace's libraries.
 //!
-//! Exit codes: 0 ok, 1 checked and found problems, 2 error.
+//! Exit codes: 0 ok, 1 checked and found problems, 2 error (`sysext_core::cli::run_main`).
 
 mod bake;
 mod cli;
 mod cmd;
 
-use std::process::ExitCode;
+use clap::Parser;
 
-fn main() -> ExitCode {
-    sysext_core::logging::init();
-    // Temp outputs are removed and the exit status is 128+N on SIGINT/SIGTERM/SIGHUP.
-    if let Err(e) = sysext_core::cleanup::install("sysext") {
-        eprintln!("sysext: error: cannot watch for SIGINT/SIGTERM: {e}");
-        return ExitCode::from(2);
-    }
-    match cli::run() {
-        Ok(code) => code,
-        Err(e) => {
-            sysext_core::cleanup::wait_if_stopping();
-            eprintln!("sysext: error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+fn main() -> std::process::ExitCode {
+    sysext_core::cli::run_main("sysext", || cli::run(cli::Args::parse()))
 }

@@ -199,10 +199,8 @@ fn run_job_inner(
         Kind::Folder(p) => format!("folder:{}", folder_identity(p)?),
         Kind::Tarball(p) => format!("tarball:{}", file_sha256(p)?),
         Kind::Image => {
-            let mut so = ocirootfs::SourceOptions::default();
+            let mut so = opts.source.clone();
             so.platform = Some(format!("linux/{}", goarch(&job.arch)));
-            so.cache_dir = opts.cache_dir.clone();
-            so.insecure = opts.insecure;
             let r = ocirootfs::materialize(&job.source, &so)
                 .with_context(|| format!("reading the source {}", job.source))?;
             let id = match &r.digest {

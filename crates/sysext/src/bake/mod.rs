@@ -1,7 +1,8 @@
 //! `sysext bake`: build every extension of a TOML manifest for every architecture, with the
 //! update artifacts systemd-sysupdate and Flatcar's Butane need.
 //!
-//! - [`manifest`]: the TOML format, validated before any work starts.
+//! - [`manifest`]: the TOML format, validated before any work starts (the `bake-manifest`
+//!   crate, re-exported).
 //! - [`build`]: one image (flix, flatwrap or static) for one architecture, through the
 //!   libraries; the rebuild key.
 //! - [`artifacts`]: `SHA256SUMS`, transfer files, Butane snippets.
@@ -12,7 +13,7 @@
 
 pub mod artifacts;
 pub mod build;
-pub mod manifest;
+pub use bake_manifest as manifest;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,8 +28,8 @@ pub use manifest::Mode;
 /// Errors of the bake as a whole (per-job failures are in the [`Report`]).
 #[derive(Debug, thiserror::Error)]
 pub enum BakeError {
-    #[error("manifest {}: {message}", path.display())]
-    Manifest { path: PathBuf, message: String },
+    #[error(transparent)]
+    Manifest(#[from] manifest::ManifestError),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -51,10 +52,9 @@ pub struct BakeOptions {
     pub out: PathBuf,
     /// Overrides the manifest's `base_url`.
     pub base_url: Option<String>,
-    /// Blob cache shared by every image source (default: ocirootfs's).
-    pub cache_dir: Option<PathBuf>,
-    /// Plain HTTP / invalid certificates for non-loopback registries.
-    pub insecure: bool,
+    /// How image sources are fetched: credentials, `insecure`, the blob cache shared by every
+    /// image source (default: ocirootfs's). The platform is set per job.
+    pub source: ocirootfs::SourceOptions,
     /// Parallel jobs; 0 = one per CPU (at most 4).
     pub jobs: usize,
     /// Rebuild even when the key is unchanged.
@@ -155,10 +155,11 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
     let m = manifest::load(manifest_path)?;
     for o in &opts.only {
         if !m.extensions.iter().any(|e| &e.name == o) {
-            return Err(BakeError::Manifest {
+            return Err(manifest::ManifestError::Invalid {
                 path: manifest_path.to_path_buf(),
                 message: format!("no extension named {o:?}"),
-            });
+            }
+            .into());
         }
     }
     let base_url = opts

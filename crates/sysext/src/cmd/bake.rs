@@ -2,10 +2,11 @@
 //! with SHA256SUMS, transfer files and Butane snippets.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
+use sysext_core::cli::Exit;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use ocirootfs::cli::RegistryArgs;
 
 use crate::bake::{self, BakeOptions, Status};
 
@@ -16,17 +17,15 @@ pub struct BakeArgs {
     /// The manifest (see examples/bake.toml).
     pub manifest: PathBuf,
     /// Output folder (created if missing; re-used for incremental bakes).
-    #[arg(long)]
+    #[arg(long, short = 'o', visible_alias = "output", value_name = "DIR")]
     pub out: PathBuf,
     /// URL folder the images are served from (overrides base_url in the manifest).
     #[arg(long)]
     pub base_url: Option<String>,
-    /// Blob cache shared by all image sources.
-    #[arg(long)]
-    pub cache: Option<PathBuf>,
-    /// Allow plain HTTP and invalid certificates for non-loopback registries.
-    #[arg(long)]
-    pub insecure: bool,
+    /// Credentials, TLS and the blob cache shared by all image sources (each image is pulled
+    /// for the architecture being built).
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// Parallel builds (default: one per CPU, at most 4).
     #[arg(short, long, default_value_t = 0)]
     pub jobs: usize,
@@ -41,12 +40,11 @@ pub struct BakeArgs {
     pub json: bool,
 }
 
-pub fn run(args: BakeArgs) -> Result<ExitCode> {
+pub fn run(args: BakeArgs) -> Result<Exit> {
     let opts = BakeOptions {
         out: args.out.clone(),
         base_url: args.base_url.clone(),
-        cache_dir: args.cache.clone(),
-        insecure: args.insecure,
+        source: args.registry.options(false),
         jobs: args.jobs,
         force: args.force,
         only: args.only.clone(),
@@ -54,7 +52,7 @@ pub fn run(args: BakeArgs) -> Result<ExitCode> {
     let report = bake::bake(&args.manifest, &opts)
         .with_context(|| format!("baking {}", args.manifest.display()))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::print_json(&report)?;
     }
     for e in &report.entries {
         match e.status {
@@ -81,7 +79,7 @@ pub fn run(args: BakeArgs) -> Result<ExitCode> {
             report.entries.len(),
             report.out.display()
         );
-        return Ok(ExitCode::from(1));
+        return Ok(Exit::FINDINGS);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::OK)
 }

@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use sysext_core::cli::Exit;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -38,7 +38,7 @@ pub struct CheckArgs {
     pub json: bool,
 }
 
-pub fn run(args: CheckArgs) -> Result<ExitCode> {
+pub fn run(args: CheckArgs) -> Result<Exit> {
     let arch = args.host_arch.as_deref();
     let host = match (&args.root, &args.host_os_release) {
         (Some(root), _) => Host::from_root(root, arch),
@@ -51,11 +51,7 @@ pub fn run(args: CheckArgs) -> Result<ExitCode> {
     let report =
         check_image(&image, Some(&host)).with_context(|| format!("checking {}", path.display()))?;
     super::write_stdout(|out| print(&report, &path, args.json, out))?;
-    Ok(if report.is_clean() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(Exit::findings_if(!report.is_clean()))
 }
 
 /// A path whose last component names the image (`.` or `dir/..` are made absolute first).

@@ -10,15 +10,15 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Component, Path, PathBuf};
-use std::process::ExitCode;
+use sysext_core::cli::Exit;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use sysext_core::atomic::AtomicOutput;
-use sysext_core::pack::{pack, Format, PackOptions, PackReport};
+use sysext_core::cli::OutputArgs;
+use sysext_core::pack::{pack, PackOptions, PackReport};
 use sysext_core::release::{self, ExtensionRelease};
 use sysext_core::tree::{self, Stripped, Tree, TreeOptions};
 
@@ -29,35 +29,20 @@ pub struct ConvertTorcxArgs {
     pub tarball: PathBuf,
     /// Extension name.
     pub name: String,
-    /// Output (default: NAME.raw, or NAME with --format dir).
-    #[arg(short, long)]
-    pub output: Option<PathBuf>,
-    /// raw (squashfs) or dir.
-    #[arg(long, value_parser = parse_format)]
-    pub format: Option<Format>,
+    #[command(flatten)]
+    pub out: OutputArgs,
     /// Bind the extension to this OS ID (e.g. flatcar); default `_any`.
     #[arg(long)]
     pub os: Option<String>,
     /// VERSION_ID to require of the host (only with --os).
     #[arg(long, requires = "os")]
     pub os_version: Option<String>,
-    /// Replace an existing output.
-    #[arg(long)]
-    pub force: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
     /// Keep setuid/setgid bits of the package's files (stripped and listed by default).
     #[arg(long)]
     pub keep_privileges: bool,
-}
-
-fn parse_format(s: &str) -> Result<Format, String> {
-    match s {
-        "raw" => Ok(Format::Raw),
-        "dir" => Ok(Format::Dir),
-        _ => Err(format!("unknown format {s:?}: use raw or dir")),
-    }
 }
 
 /// Torcx's image manifest (`image-manifest-v0`).
@@ -123,18 +108,11 @@ pub struct ConvertReport {
     pub stripped: Vec<Stripped>,
 }
 
-pub fn run(args: ConvertTorcxArgs) -> Result<ExitCode> {
+pub fn run(args: ConvertTorcxArgs) -> Result<Exit> {
     // The error names the value and the rule.
     release::validate_name(&args.name)?;
-    let format = args.format.unwrap_or(match &args.output {
-        Some(o) if !o.to_string_lossy().ends_with(".raw") => Format::Dir,
-        _ => Format::Raw,
-    });
-    let output = args.output.clone().unwrap_or_else(|| match format {
-        Format::Raw => PathBuf::from(format!("{}.raw", args.name)),
-        Format::Dir => PathBuf::from(&args.name),
-    });
-    if !args.force && fs::symlink_metadata(&output).is_ok() {
+    let output = args.out.path(&args.name);
+    if !args.out.force && fs::symlink_metadata(&output).is_ok() {
         bail!(
             "{} already exists: pass --force to replace it",
             output.display()
@@ -187,8 +165,7 @@ pub fn run(args: ConvertTorcxArgs) -> Result<ExitCode> {
     )?;
 
     let mut po = PackOptions::default();
-    po.force = args.force;
-    po.format = Some(format);
+    args.out.apply(&mut po);
     po.name = Some(args.name.clone());
     let pack_report = pack(&tree, &output, &po)
         .with_context(|| format!("packing the converted tree into {}", output.display()))?;
@@ -219,10 +196,11 @@ pub fn run(args: ConvertTorcxArgs) -> Result<ExitCode> {
             l.hint
         );
     }
-    let text = if args.json {
-        serde_json::to_string_pretty(&report)?
+    if args.json {
+        super::print_json(&report)?;
     } else {
-        let mut s = format!(
+        // The summary is for people: stderr, as every producer's.
+        eprintln!(
             "{}: {} ({} files placed, {} unit lines rewritten, {} not converted)",
             report.name,
             report.pack.output.display(),
@@ -231,12 +209,10 @@ pub fn run(args: ConvertTorcxArgs) -> Result<ExitCode> {
             report.unmapped.len()
         );
         for p in &report.placed {
-            s.push_str(&format!("\n  {} -> {}", p.from, p.to));
+            eprintln!("  {} -> {}", p.from, p.to);
         }
-        s
-    };
-    super::write_stdout(|out| writeln!(out, "{text}"))?;
-    Ok(ExitCode::SUCCESS)
+    }
+    Ok(Exit::OK)
 }
 
 #[derive(Default)]

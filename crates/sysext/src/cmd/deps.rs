@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::ExitCode;
+use sysext_core::cli::Exit;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -29,7 +29,7 @@ pub struct DepsArgs {
 }
 
 /// Runs `sysext deps`: exit 1 when a library is missing.
-pub fn run(args: DepsArgs) -> Result<ExitCode> {
+pub fn run(args: DepsArgs) -> Result<Exit> {
     let meta = std::fs::metadata(&args.root)
         .with_context(|| format!("reading rootfs {}", args.root.display()))?;
     anyhow::ensure!(
@@ -51,20 +51,13 @@ pub fn run(args: DepsArgs) -> Result<ExitCode> {
     let opts = ClosureOptions::default().following_dlopen(args.dlopen);
     let closure = elf::closure(&args.root, &files, &opts)
         .with_context(|| format!("computing the library closure in {}", args.root.display()))?;
-    let mut out = std::io::stdout().lock();
-    let res = if args.json {
-        serde_json::to_writer_pretty(&mut out, &closure)
-            .map_err(std::io::Error::from)
-            .and_then(|()| writeln!(out))
+    if args.json {
+        super::print_json(&closure)?;
     } else {
-        print_text(&mut out, &closure)
-    };
-    match res {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
-        r => r.context("writing to stdout")?,
+        super::write_stdout(|out| print_text(out, &closure))?;
     }
     if closure.missing.is_empty() {
-        Ok(ExitCode::SUCCESS)
+        Ok(Exit::OK)
     } else {
         eprintln!(
             "sysext: {} librar{} not found in {}: install the package that provides it in the \
@@ -77,7 +70,7 @@ pub fn run(args: DepsArgs) -> Result<ExitCode> {
             },
             args.root.display()
         );
-        Ok(ExitCode::from(1))
+        Ok(Exit::FINDINGS)
     }
 }
 

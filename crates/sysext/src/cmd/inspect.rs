@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::process::ExitCode;
+use sysext_core::cli::Exit;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -21,14 +21,14 @@ pub struct InspectArgs {
     pub list: bool,
 }
 
-pub fn run(args: InspectArgs) -> Result<ExitCode> {
+pub fn run(args: InspectArgs) -> Result<Exit> {
     let image =
         Image::open(&args.image).with_context(|| format!("inspecting {}", args.image.display()))?;
     let info = image
         .info()
         .with_context(|| format!("inspecting {}", args.image.display()))?;
     super::write_stdout(|out| print(&info, &args, out))?;
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::OK)
 }
 
 fn print(info: &ImageInfo, args: &InspectArgs, out: &mut impl Write) -> io::Result<()> {

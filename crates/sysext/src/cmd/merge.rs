@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::ExitCode;
+use sysext_core::cli::Exit;
 
 use anyhow::{Context, Result};
 use sysext_core::merge::{self, MergeOptions, MergeReport};
@@ -87,7 +87,7 @@ pub fn print_collisions(report: &MergeReport, out: &mut impl Write) -> std::io::
     Ok(())
 }
 
-pub fn merge(args: MergeArgs) -> Result<ExitCode> {
+pub fn merge(args: MergeArgs) -> Result<Exit> {
     let mut opts = MergeOptions::default();
     opts.root = args.root.root.clone();
     opts.images = args.images;
@@ -100,34 +100,35 @@ pub fn merge(args: MergeArgs) -> Result<ExitCode> {
         let shown = args.root.root.join(h.trim_start_matches('/'));
         eprintln!("Merged extensions into '{}'.", shown.display());
     }
-    let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &report)?;
-        writeln!(out)?;
+        super::print_json(&report)?;
     } else {
-        print_collisions(&report, &mut out)?;
+        super::write_stdout(|out| print_collisions(&report, out))?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::OK)
 }
 
-pub fn unmerge(args: UnmergeArgs) -> Result<ExitCode> {
+pub fn unmerge(args: UnmergeArgs) -> Result<Exit> {
     let done = merge::unmerge(&args.root.root, &hierarchies())
         .with_context(|| format!("unmerging extensions from {}", args.root.root.display()))?;
     for p in done {
         eprintln!("Unmerged '{}'.", p.display());
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::OK)
 }
 
-pub fn status(args: StatusArgs) -> Result<ExitCode> {
+pub fn status(args: StatusArgs) -> Result<Exit> {
     let st = merge::status(&args.root.root, &hierarchies())
         .with_context(|| format!("reading the merge status of {}", args.root.root.display()))?;
-    let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &st)?;
-        writeln!(out)?;
-        return Ok(ExitCode::SUCCESS);
+        super::print_json(&st)?;
+        return Ok(Exit::OK);
     }
+    super::write_stdout(|out| print_status(&st, out))?;
+    Ok(Exit::OK)
+}
+
+fn print_status(st: &[merge::HierarchyStatus], out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "{:<10} {:<30} SINCE", "HIERARCHY", "EXTENSIONS")?;
     for h in st {
         let (ext, since) = match (&h.extensions, h.since) {
@@ -139,5 +140,5 @@ pub fn status(args: StatusArgs) -> Result<ExitCode> {
         };
         writeln!(out, "{:<10} {:<30} {since}", h.hierarchy, ext)?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

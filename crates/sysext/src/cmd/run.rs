@@ -2,7 +2,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::ExitCode;
+use sysext_core::cli::Exit;
 
 use anyhow::{bail, Context, Result};
 use sysext_core::merge::{self, MergeOptions};
@@ -32,7 +32,7 @@ pub struct RunArgs {
     pub command: Vec<OsString>,
 }
 
-pub fn run(args: RunArgs) -> Result<ExitCode> {
+pub fn run(args: RunArgs) -> Result<Exit> {
     if args.images.is_empty() && args.root.is_none() {
         bail!("nothing to merge: give at least one IMAGE, or --root DIR with images in its extension directories");
     }
@@ -53,5 +53,5 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         }
     })
     .with_context(|| format!("running {}", merge::display_command(&args.command)))?;
-    Ok(ExitCode::from(outcome.status.clamp(0, 255) as u8))
+    Ok(Exit::code(outcome.status))
 }

@@ -1,12 +1,30 @@
-//! The bake manifest (TOML): which extensions to build, from what, how, for which architectures.
+//! The `sysext bake` manifest (TOML): which extensions to build, from what, how, for which
+//! architectures. [`parse`] validates a text before any work starts, [`load`] reads a file;
+//! [`Manifest`] and [`Extension`] are the model. The builders are in `crates/sysext/src/bake`;
+//! this crate holds only the format, so the fuzz target (`crates/flix/fuzz`, `bake_manifest`)
+//! builds it without them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::BakeError;
 use sysext_core::gentext;
+
+/// Why a manifest cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The text is not a valid manifest; `message` says which rule it breaks.
+    #[error("manifest {}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+    /// The file cannot be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// Architectures a bake can target (systemd's names).
 pub const ARCHITECTURES: &[&str] = &["x86-64", "arm64"];
@@ -116,12 +134,12 @@ pub fn valid_version(v: &str) -> bool {
 }
 
 /// Parses and validates a manifest text; `path` names it in errors.
-pub fn parse(text: &str, path: &Path) -> Result<Manifest, BakeError> {
-    let m: Manifest = toml::from_str(text).map_err(|e| BakeError::Manifest {
+pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
+    let m: Manifest = toml::from_str(text).map_err(|e| ManifestError::Invalid {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    let bad = |message: String| BakeError::Manifest {
+    let bad = |message: String| ManifestError::Invalid {
         path: path.to_path_buf(),
         message,
     };
@@ -193,8 +211,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Manifest, BakeError> {
 }
 
 /// Reads and validates the manifest at `path`.
-pub fn load(path: &Path) -> Result<Manifest, BakeError> {
-    let text = std::fs::read_to_string(path).map_err(|source| BakeError::Io {
+pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Io {
         path: path.to_path_buf(),
         source,
     })?;
@@ -319,7 +337,7 @@ mod example {
 
     #[test]
     fn example_manifest_is_valid() {
-        let text = include_str!("../../../../examples/bake.toml");
+        let text = include_str!("../../../examples/bake.toml");
         let m = parse(text, Path::new("examples/bake.toml")).unwrap();
         assert!(m.extensions.len() >= 3);
         let modes: Vec<Mode> = m.extensions.iter().map(|e| e.mode).collect();

@@ -1,0 +1,328 @@
+//! The command-line convention shared by the toolchain's binaries (`ocirootfs`, `flix`,
+//! `flix-patchelf`, `flatwrap`, `sysext`):
+//!
+//! - [`run_main`]: logging, signal cleanup, the command, and one mapping of its result to an
+//!   exit status: 0 ok, 1 findings ([`Exit::FINDINGS`], e.g. `sysext check` found problems),
+//!   2 error, printed as `NAME: error: {e:#}` (the whole cause chain).
+//! - [`write_stdout`]: data goes to stdout through it; a reader that closed the pipe early
+//!   (`--json | head`) ends the run quietly with status 0 instead of a panic. Human summaries go
+//!   to stderr.
+//! - [`OutputArgs`]: `--output`, `--force`, `--format`, `--compression` of the commands that
+//!   write an image, with one help text.
+//!
+//! Why SIGPIPE stays ignored (Rust's default) and a closed pipe is handled as an error value:
+//! with the default action the kernel would end the process in the middle of a write, past
+//! the cleanup thread of [`crate::cleanup`] that removes temp outputs, and any write to another
+//! closed pipe or socket (a registry connection, a child's stdin) would end it silently too.
+
+use std::fmt;
+use std::io::{self, StdoutLock, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::pack::Format;
+use crate::squashfs::Compression;
+
+/// How a command ended, for [`run_main`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit(u8);
+
+impl Exit {
+    /// Done, nothing to report.
+    pub const OK: Exit = Exit(0);
+    /// Checked and found problems (`sysext check`, `sysext deps`, `sysext bake`).
+    pub const FINDINGS: Exit = Exit(1);
+    /// An error (what [`run_main`] returns for `Err`).
+    pub const ERROR: Exit = Exit(2);
+
+    /// A status passed through from elsewhere (a command run in the rootfs, a signal's 128+N);
+    /// clamped to 0..=255.
+    pub fn code(code: i32) -> Exit {
+        Exit(code.clamp(0, 255) as u8)
+    }
+
+    /// [`Exit::FINDINGS`] if `found`, else [`Exit::OK`].
+    pub fn findings_if(found: bool) -> Exit {
+        if found {
+            Exit::FINDINGS
+        } else {
+            Exit::OK
+        }
+    }
+
+    /// The numeric status.
+    pub fn status(self) -> u8 {
+        self.0
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e.0)
+    }
+}
+
+/// The reader of stdout closed it before the output was written: not an error (see the
+/// module docs). [`write_stdout`] returns it; [`run_main`] ends with status 0 on it.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("stdout was closed by its reader")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// Runs `write` on the locked stdout and flushes it. A closed pipe becomes [`StdoutClosed`]
+/// (ending the run with status 0 in [`run_main`]); another failure names stdout.
+pub fn write_stdout(
+    write: impl FnOnce(&mut StdoutLock<'_>) -> io::Result<()>,
+) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    closed_pipe_is_quiet(write(&mut out).and_then(|()| out.flush()))
+}
+
+/// Writes `value` as pretty JSON and a newline on stdout, through [`write_stdout`].
+pub fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
+    write_stdout(|out| {
+        serde_json::to_writer_pretty(&mut *out, value)?;
+        writeln!(out)
+    })
+}
+
+fn closed_pipe_is_quiet(r: io::Result<()>) -> anyhow::Result<()> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        Err(e) => Err(anyhow::Error::new(e).context("writing to stdout")),
+    }
+}
+
+/// How a binary reports errors: the status and the word after its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Convention {
+    /// The exit status of an error.
+    pub error: Exit,
+    /// Printed between `NAME: ` and the error chain.
+    pub label: &'static str,
+}
+
+impl Convention {
+    /// The toolchain's own: `NAME: error: ...`, status 2.
+    pub const TOOLS: Convention = Convention {
+        error: Exit::ERROR,
+        label: "error: ",
+    };
+    /// patchelf's, kept by the drop-in `flix-patchelf`: `patchelf: ...`, status 1.
+    pub const PATCHELF: Convention = Convention {
+        error: Exit(1),
+        label: "",
+    };
+}
+
+/// The binaries' `main`: installs logging ([`crate::logging::init`]) and the signal cleanup
+/// ([`crate::cleanup::install`]), runs `f`, and maps its result to the exit status (see the
+/// module docs). `name` prefixes the error line.
+pub fn run_main(name: &'static str, f: impl FnOnce() -> anyhow::Result<Exit>) -> ExitCode {
+    run_main_as(name, Convention::TOOLS, f)
+}
+
+/// [`run_main`] with another [`Convention`] (`flix-patchelf` keeps patchelf's).
+pub fn run_main_as(
+    name: &'static str,
+    conv: Convention,
+    f: impl FnOnce() -> anyhow::Result<Exit>,
+) -> ExitCode {
+    crate::logging::init();
+    if let Err(e) = crate::cleanup::install(name) {
+        eprintln!("{name}: {}cannot watch for SIGINT/SIGTERM: {e}", conv.label);
+        return conv.error.into();
+    }
+    let result = f();
+    finish(name, conv, result, &mut io::stderr()).into()
+}
+
+/// The exit status of a result, the error printed on `err`.
+fn finish(
+    name: &str,
+    conv: Convention,
+    result: anyhow::Result<Exit>,
+    err: &mut impl Write,
+) -> Exit {
+    match result {
+        Ok(exit) => exit,
+        Err(e) if e.chain().any(|c| c.is::<StdoutClosed>()) => Exit::OK,
+        Err(e) => {
+            // A signal's cleanup may be under way: it ends the process with 128+N.
+            crate::cleanup::wait_if_stopping();
+            let _ = writeln!(err, "{name}: {}{e:#}", conv.label);
+            conv.error
+        }
+    }
+}
+
+/// The output options of every command that writes an image (flix, flatwrap, `sysext pack`,
+/// `sysext convert-torcx`). Flatten it into the command's clap struct.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct OutputArgs {
+    /// Output path (default: NAME.raw, or the folder NAME with --format dir, in the current
+    /// folder).
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Replace an existing output (swapped in atomically; without it an existing output is an
+    /// error).
+    #[arg(short, long)]
+    pub force: bool,
+    /// raw: a squashfs image; dir: a folder, as systemd-sysext also accepts (default: raw, or
+    /// dir when --output names something that does not end in ".raw").
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<Format>,
+    /// Squashfs compressor: gzip (every kernel has it), zstd or xz.
+    #[arg(long, value_name = "COMP", default_value_t = Compression::Gzip)]
+    pub compression: Compression,
+}
+
+impl OutputArgs {
+    /// The format: `--format`, else by `--output`'s name (".raw" or none given → raw, any
+    /// other name → dir).
+    pub fn format(&self) -> Format {
+        self.format.unwrap_or(match &self.output {
+            Some(o) if !o.to_string_lossy().ends_with(".raw") => Format::Dir,
+            _ => Format::Raw,
+        })
+    }
+
+    /// The output path: `--output`, else `NAME.raw` or `NAME` by [`OutputArgs::format`].
+    pub fn path(&self, name: &str) -> PathBuf {
+        match (&self.output, self.format()) {
+            (Some(o), _) => o.clone(),
+            (None, Format::Raw) => PathBuf::from(format!("{name}.raw")),
+            (None, Format::Dir) => PathBuf::from(name),
+        }
+    }
+
+    /// Fills the output fields of pack options: force, format, compression.
+    pub fn apply(&self, opts: &mut crate::pack::PackOptions) {
+        opts.force = self.force;
+        opts.format = Some(self.format());
+        opts.compression = self.compression;
+    }
+}
+
+impl clap::ValueEnum for Format {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Format::Raw, Format::Dir]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(match self {
+            Format::Raw => clap::builder::PossibleValue::new("raw").help("a squashfs image"),
+            Format::Dir => clap::builder::PossibleValue::new("dir").help("a folder"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        out: OutputArgs,
+    }
+
+    fn parse(args: &[&str]) -> OutputArgs {
+        Cmd::try_parse_from(std::iter::once("cmd").chain(args.iter().copied()))
+            .unwrap()
+            .out
+    }
+
+    #[test]
+    fn output_names_and_formats() {
+        // (arguments, format, path for NAME=tools)
+        let cases: &[(&[&str], Format, &str)] = &[
+            (&[], Format::Raw, "tools.raw"),
+            (&["--format", "dir"], Format::Dir, "tools"),
+            (&["-o", "x/y.raw"], Format::Raw, "x/y.raw"),
+            (&["--output", "x/tools"], Format::Dir, "x/tools"),
+            (&["-o", "x/img", "--format", "raw"], Format::Raw, "x/img"),
+            (
+                &["-o", "x/t.raw", "--format", "dir"],
+                Format::Dir,
+                "x/t.raw",
+            ),
+        ];
+        for (args, format, path) in cases {
+            let o = parse(args);
+            assert_eq!(o.format(), *format, "{args:?}");
+            assert_eq!(o.path("tools"), PathBuf::from(path), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn flags_and_short_forms() {
+        let o = parse(&["-f", "--compression", "zstd"]);
+        assert!(o.force);
+        assert_eq!(o.compression, Compression::Zstd);
+        assert_eq!(parse(&[]).compression, Compression::Gzip);
+        assert!(parse(&["--force"]).force);
+        let mut p = crate::pack::PackOptions::default();
+        parse(&["--force", "--format", "dir", "--compression", "xz"]).apply(&mut p);
+        assert!(p.force);
+        assert_eq!(p.format, Some(Format::Dir));
+        assert_eq!(p.compression, Compression::Xz);
+        for bad in [&["--format", "tar"][..], &["--compression", "lz4"]] {
+            let e = Cmd::try_parse_from(std::iter::once("cmd").chain(bad.iter().copied()))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(bad[1]), "{e}");
+        }
+    }
+
+    #[test]
+    fn exit_statuses() {
+        let run = |r: anyhow::Result<Exit>| {
+            let mut err = Vec::new();
+            let exit = finish("tool", Convention::TOOLS, r, &mut err);
+            (exit.status(), String::from_utf8(err).unwrap())
+        };
+        assert_eq!(run(Ok(Exit::OK)), (0, String::new()));
+        assert_eq!(run(Ok(Exit::FINDINGS)), (1, String::new()));
+        assert_eq!(run(Ok(Exit::code(300))), (255, String::new()));
+        assert_eq!(run(Ok(Exit::code(-1))), (0, String::new()));
+        let chained = Err(anyhow::anyhow!("no such file").context("reading x.raw"));
+        assert_eq!(
+            run(chained),
+            (2, "tool: error: reading x.raw: no such file\n".to_string())
+        );
+        // A closed stdout, also under context, is a quiet normal end.
+        let closed = closed_pipe_is_quiet(Err(io::ErrorKind::BrokenPipe.into()))
+            .map(|()| Exit::FINDINGS)
+            .map_err(|e| e.context("printing the report"));
+        assert_eq!(run(closed), (0, String::new()));
+        // Any other failure to write stdout is an error naming stdout.
+        let full = closed_pipe_is_quiet(Err(io::Error::from_raw_os_error(28))).map(|()| Exit::OK);
+        let (code, text) = run(full);
+        assert_eq!(code, 2);
+        assert!(
+            text.starts_with("tool: error: writing to stdout: "),
+            "{text}"
+        );
+        // flix-patchelf's convention: errors are 1.
+        let mut err = Vec::new();
+        let exit = finish(
+            "patchelf",
+            Convention::PATCHELF,
+            Err(anyhow::anyhow!("x").context("y")),
+            &mut err,
+        );
+        assert_eq!(exit.status(), 1);
+        assert_eq!(String::from_utf8(err).unwrap(), "patchelf: y: x\n");
+        assert_eq!(Exit::findings_if(true), Exit::FINDINGS);
+        assert_eq!(Exit::findings_if(false), Exit::OK);
+    }
+}
