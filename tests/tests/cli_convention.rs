@@ -327,6 +327,7 @@ fn a_closed_stdout_is_a_normal_end() {
     bake_manifest(&t.join("bake.toml"), rootfs.to_str().unwrap());
     let p = |s: &str| t.join(s).to_str().unwrap().to_string();
     let cache = t.join("cache");
+    fs::create_dir_all(t.join("re")).unwrap();
 
     // (binary, arguments, what the run still has to leave); in order: later runs read what
     // earlier ones wrote.
@@ -389,9 +390,9 @@ fn a_closed_stdout_is_a_normal_end() {
                 "pack".into(),
                 "--json".into(),
                 p("wrapped"),
-                p("repacked.raw"),
+                p("re/wrapped.raw"),
             ],
-            Some(p("repacked.raw")),
+            Some(p("re/wrapped.raw")),
         ),
         (
             "sysext",
