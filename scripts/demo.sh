@@ -61,11 +61,16 @@ step "flix: tools.raw from $image"
 time "$bin/flix" --force --output "$out/tools.raw" "$image" tools \
   /usr/bin/htop /usr/sbin/nginx /usr/bin/b3sum /usr/bin/curl /usr/share/terminfo
 "$bin/sysext" inspect "$out/tools.raw" | head -n 20
-"$bin/sysext" check "$out/tools.raw"
+# check exits 1 here: tools.raw ships usr/bin/curl, which hides this host's own curl while
+# merged (a warning the user should see); anything else would be a failure of the demo.
+rc=0; "$bin/sysext" check "$out/tools.raw" || rc=$?
+[ "$rc" -le 1 ] || exit "$rc"
 
 step "flatwrap: python.raw from $image"
 time "$bin/flatwrap" --force --output "$out/python.raw" "$image" python /usr/bin/python3
-"$bin/sysext" check "$out/python.raw"
+# The same for python.raw's launcher usr/bin/python3 on a host with python3.
+rc=0; "$bin/sysext" check "$out/python.raw" || rc=$?
+[ "$rc" -le 1 ] || exit "$rc"
 
 step "without relocation the trixie binaries do not run here"
 "$out/rootfs/usr/bin/htop" --version 2>&1 | head -n 2 || true

@@ -222,11 +222,18 @@ fn extension_layout() {
             .unwrap(),
         "ID=_any\nARCHITECTURE=x86-64\nEXTENSION_RELOAD_MANAGER=1\n"
     );
-    // `sysext check` finds nothing to complain about, and systemd's rules accept it here.
+    // `sysext check` finds nothing to complain about but the launchers that hide this host's
+    // own programs of the same name (e.g. python3), and systemd's rules accept it here.
     let image = sysext_core::inspect::Image::open(raw).unwrap();
     let host = sysext_core::check::Host::running().unwrap();
     let report = sysext_core::check::check_image(&image, Some(&host)).unwrap();
-    assert!(report.is_clean(), "{:#?}", report.findings);
+    assert!(
+        report.findings.iter().all(|f| f.code == "shadows-host-file"
+            && f.path.as_ref().is_some_and(|p| p.starts_with("usr/bin/")
+                && fs::symlink_metadata(Path::new("/").join(p)).is_ok())),
+        "{:#?}",
+        report.findings
+    );
     assert!(
         matches!(
             report.verdict,

@@ -333,3 +333,141 @@ fn raw_images_from_sysext_pack_and_mksquashfs() {
         assert_finding(&raw, &host, "not-root-owned", Some("opt/tool/data"));
     }
 }
+
+/// With a host root folder, paths of the image that hide the host's own while merged are
+/// reported (exit 1): a file over a host file or symlink (warning), a file over a host folder
+/// and a folder over a host symlink (errors, naming what is hidden); folders over folders merge
+/// and paths the host lacks are fine. An image whose release file is on the host already gets
+/// a note instead (its files would look like the host's).
+#[test]
+fn files_hiding_the_hosts_are_reported() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("root");
+    for dir in [
+        "usr/lib/os.d",
+        "usr/bin",
+        "usr/lib/x86_64-linux-gnu",
+        "usr/share/tool",
+    ] {
+        fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    fs::write(
+        root.join("usr/lib/os-release"),
+        "ID=debian\nVERSION_ID=13\n",
+    )
+    .unwrap();
+    fs::write(root.join("usr/bin/tool"), "host's tool").unwrap();
+    fs::write(root.join("usr/lib/os.d/a"), "a").unwrap();
+    fs::write(root.join("usr/lib/os.d/b"), "b").unwrap();
+    std::os::unix::fs::symlink("lib", root.join("usr/lib64")).unwrap();
+    std::os::unix::fs::symlink("/usr/bin/tool", root.join("usr/bin/tool-link")).unwrap();
+    let run = |t: &Path| {
+        sysext()
+            .args(["check", "--json"])
+            .arg(t)
+            .arg("--root")
+            .arg(&root)
+            .output()
+            .unwrap()
+    };
+    let findings = |o: &Output| -> Vec<(String, String, String)> {
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json report");
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["code"].as_str().unwrap().to_string(),
+                    f["path"].as_str().unwrap_or("").to_string(),
+                    f["message"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+
+    // Nothing the host has: clean (opt/tool and usr/bin/tool-free tree).
+    let clean = d.path().join("clean/tool");
+    let rel = clean.join("usr/lib/extension-release.d");
+    fs::create_dir_all(&rel).unwrap();
+    fs::write(rel.join("extension-release.tool"), "ID=_any\n").unwrap();
+    fs::create_dir_all(clean.join("usr/local/tool/bin")).unwrap();
+    fs::write(clean.join("usr/local/tool/bin/tool"), "x").unwrap();
+    fs::create_dir_all(clean.join("usr/share/tool")).unwrap();
+    fs::write(clean.join("usr/share/tool/new"), "x").unwrap();
+    normalise_dirs(&clean);
+    let o = run(&clean);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    // The default tree ships usr/bin/tool, which the host has.
+    let t = tree(&d.path().join("a"), "tool", "ID=_any\n");
+    fs::write(t.join("usr/bin/tool-link"), "x").unwrap();
+    fs::write(t.join("usr/lib/os.d"), "a file over the host's folder").unwrap();
+    fs::create_dir_all(t.join("usr/lib64")).unwrap();
+    fs::write(t.join("usr/lib64/libx.so"), "x").unwrap();
+    fs::create_dir_all(t.join("usr/share/tool")).unwrap();
+    fs::write(t.join("usr/share/tool/new"), "x").unwrap();
+    normalise_dirs(&t);
+    let o = run(&t);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let f = findings(&o);
+    let has = |code: &str, path: &str, words: &str| {
+        assert!(
+            f.iter()
+                .any(|(c, p, m)| c == code && p == path && m.contains(words)),
+            "{code} {path} ({words}) missing: {f:?}"
+        )
+    };
+    has(
+        "shadows-host-file",
+        "usr/bin/tool",
+        "hides the host's own /usr/bin/tool",
+    );
+    has(
+        "shadows-host-file",
+        "usr/bin/tool-link",
+        "/usr/bin/tool-link",
+    );
+    has("hides-host-folder", "usr/lib/os.d", "(2 entries)");
+    has("hides-host-folder", "usr/lib64", "usr/lib64 -> lib");
+    let shadowing = f
+        .iter()
+        .filter(|(c, _, _)| c.starts_with("shadows-") || c.starts_with("hides-"))
+        .count();
+    assert_eq!(shadowing, 4, "only the four paths: {f:?}");
+    // The human report names them too.
+    let o = sysext()
+        .arg("check")
+        .arg(&t)
+        .arg("--root")
+        .arg(&root)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("warning[shadows-host-file] usr/bin/tool:"),
+        "{out}"
+    );
+    assert!(
+        out.contains("error[hides-host-folder] usr/lib/os.d:"),
+        "{out}"
+    );
+
+    // Merged already: the release file is on the host, so a note and no shadowing findings.
+    fs::create_dir_all(root.join("usr/lib/extension-release.d")).unwrap();
+    fs::write(
+        root.join("usr/lib/extension-release.d/extension-release.tool"),
+        "ID=_any\n",
+    )
+    .unwrap();
+    let o = run(&t);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        v["notes"].to_string().contains("on the host already"),
+        "{}",
+        text(&o)
+    );
+    assert!(findings(&o)
+        .iter()
+        .all(|(c, _, _)| !c.starts_with("shadows-") && !c.starts_with("hides-")));
+}

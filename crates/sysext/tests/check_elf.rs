@@ -1,5 +1,6 @@
 //! `sysext check` on the dynamic ELF files of real images: programs built with `cc` whose
-//! library is shipped under their RUNPATH or absent, a copy of the host's `/usr/bin/true`, the
+//! library is shipped under their RUNPATH or absent, a copy of the host's `/usr/bin/true`
+//! (shipped as `usr/bin/tools-true`, a name the host lacks, so it hides nothing), the
 //! trixie fixture's `b3sum` (amd64 and arm64), each as a folder and packed to `.raw` by
 //! `sysext pack`, checked against the running host `/` and against a `--root` folder.
 
@@ -100,7 +101,7 @@ fn libraries_are_looked_for_in_the_image_and_on_the_host() {
 
     let t = image(d.path(), "tools", "ID=_any\nARCHITECTURE=x86-64\n");
     let p = |f: &str| t.join(f).to_string_lossy().into_owned();
-    fs::copy("/usr/bin/true", t.join("usr/bin/true")).unwrap();
+    fs::copy("/usr/bin/true", t.join("usr/bin/tools-true")).unwrap();
     fs::create_dir_all(t.join("usr/lib/tools")).unwrap();
     // libfoo only in the image, found through the program's RUNPATH.
     cc(&[
@@ -178,7 +179,7 @@ fn libraries_are_looked_for_in_the_image_and_on_the_host() {
     fs::copy("/etc/os-release", host.join("etc/os-release")).unwrap();
     let (code, f) = findings(&check(&t, &["--root", &host.to_string_lossy()]));
     assert_eq!(code, 1);
-    for exe in ["usr/bin/true", "usr/bin/foo", "usr/bin/bar"] {
+    for exe in ["usr/bin/tools-true", "usr/bin/foo", "usr/bin/bar"] {
         let of = |c: &str| f.iter().filter(|x| x.0 == c && x.1 == exe).count();
         assert_eq!(of("missing-interpreter"), 1, "{exe}: {f:?}");
         assert!(

@@ -16,7 +16,8 @@ use sysext_core::inspect::{escape, Image};
 /// libraries are neither in the image nor on the host (the image's usr/ and opt/ over the
 /// host's root folder, searched as the loader would; only presence is checked, not symbol
 /// versions; skipped with --host-os-release, which gives no host tree), files with a setuid or
-/// setgid bit or file capabilities. Nothing is extracted: the image is read in place.
+/// setgid bit or file capabilities, and (with a host tree) files that would hide the host's own
+/// while merged. Nothing is extracted: the image is read in place.
 /// Exit status: 0 clean, 1 findings, 2 error.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
