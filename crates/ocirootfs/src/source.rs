@@ -67,6 +67,13 @@ pub enum SourceError {
         size: u64,
         limit: u64,
     },
+    #[error("{what} {reference} of {image}: the registry sent more than {limit} bytes, the most read of a {what}; the registry is broken or hostile")]
+    DocumentTooLarge {
+        what: &'static str,
+        reference: String,
+        image: String,
+        limit: u64,
+    },
     #[error("blob {digest} in {where_} has {actual} bytes, its descriptor declares {declared}; the layout is damaged or hostile")]
     SizeMismatch {
         digest: String,
