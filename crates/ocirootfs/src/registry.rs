@@ -440,7 +440,7 @@ fn classify(e: oci_client::errors::OciDistributionError, rem: &Remote) -> (Sourc
             // OCI error body (that would be a RegistryError).
             400 if rem.plain_http => other(
                 format!(
-                    "{} answered plain HTTP with 400 Bad Request: it answers HTTPS only; pass --insecure to use it without a verified certificate",
+                    "{} answers HTTPS only (it answered plain HTTP with 400 Bad Request); pass --insecure to use it without a verified certificate",
                     r.registry
                 ),
                 false,
