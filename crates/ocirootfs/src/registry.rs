@@ -212,6 +212,8 @@ fn registry_auth(
 struct Remote {
     image: ImageRef,
     creds: CredsFrom,
+    /// Requests go over plain HTTP (a loopback registry, or `--insecure`'s second try).
+    plain_http: bool,
 }
 
 impl Remote {
@@ -257,28 +259,81 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// The host of the first URL in an error message (`http://HOST[:PORT]/...`), and the message
-/// without that URL.
-fn split_url(chain: &str) -> (Option<&str>, String) {
-    let Some(start) = chain.find("://") else {
-        return (None, chain.to_string());
-    };
-    let begin = chain[..start]
-        .rfind(|c: char| !c.is_ascii_alphabetic())
-        .map_or(0, |i| i + 1);
-    let rest = &chain[start + 3..];
-    let end = rest
-        .find(|c: char| c == ')' || c.is_whitespace())
-        .unwrap_or(rest.len());
-    let host = rest[..end].split('/').next().filter(|h| !h.is_empty());
-    (host, format!("{}{}", &chain[..begin], &rest[end..]))
+/// Why a request got no HTTP answer, told from the error's typed causes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// The TLS handshake failed: a certificate not trusted, or a peer that does not speak TLS
+    /// (a `rustls::Error` among the causes).
+    Tls,
+    /// Nothing listens (an `io::Error` of kind `ConnectionRefused`).
+    Refused,
+    /// The host name does not resolve (checked with a lookup of its own).
+    NoSuchHost,
+    /// Anything else: a timeout, a reset, a network that is down.
+    Other,
 }
 
-/// The next step for a request that did not get an HTTP answer; `true` when retrying may help.
-fn connection_hint(chain: &str, r: &ImageRef) -> (String, bool) {
-    // The words are looked for outside the URL, whose host could contain any of them.
-    let (host, rest) = split_url(chain);
-    let l = rest.to_ascii_lowercase();
+/// An error and its causes, the error an `io::Error` wraps included (its `source()` skips it).
+fn causes<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |c| match c.downcast_ref::<io::Error>() {
+        Some(io) => match io.get_ref() {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => std::error::Error::source(io),
+        },
+        None => c.source(),
+    })
+}
+
+/// Where a failed request went, from the `reqwest::Error` among the causes: `HOST[:PORT]` as
+/// the URL has it, the host, and the port (the scheme's when the URL names none).
+fn failed_host(e: &(dyn std::error::Error + 'static)) -> Option<(String, String, u16)> {
+    let url = causes(e).find_map(|c| c.downcast_ref::<reqwest::Error>()?.url())?;
+    let host = url.host_str()?;
+    let shown = match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    Some((shown, bare.to_string(), url.port_or_known_default()?))
+}
+
+/// Classifies a failed request from the types of its causes (no message text is read).
+fn transport_failure(e: &(dyn std::error::Error + 'static)) -> Transport {
+    if causes(e).any(|c| c.is::<rustls::Error>()) {
+        return Transport::Tls;
+    }
+    let kind = |c: &(dyn std::error::Error + 'static), k| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == k)
+    };
+    if causes(e).any(|c| kind(c, io::ErrorKind::ConnectionRefused)) {
+        return Transport::Refused;
+    }
+    // A resolver failure has no error type of its own (std reports it as an uncategorised
+    // io::Error): look the host up again. This runs only once a connection failed.
+    let connect = causes(e).any(|c| {
+        c.downcast_ref::<reqwest::Error>()
+            .is_some_and(|r| r.is_connect())
+    });
+    match failed_host(e) {
+        Some((_, host, port)) if connect && host.parse::<std::net::IpAddr>().is_err() => {
+            let resolves = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+                .is_ok_and(|mut a| a.next().is_some());
+            if resolves {
+                Transport::Other
+            } else {
+                Transport::NoSuchHost
+            }
+        }
+        _ => Transport::Other,
+    }
+}
+
+/// The next step for a request to `host` (the registry's, or the token server's it sends
+/// clients to) that did not get an HTTP answer; `true` when retrying may help.
+fn connection_hint(kind: Transport, host: Option<&str>, r: &ImageRef) -> (String, bool) {
     let registry_host = r.registry == "docker.io" && host == Some("index.docker.io");
     let target = match host {
         Some(h) if h != r.registry && !registry_host => {
@@ -286,140 +341,115 @@ fn connection_hint(chain: &str, r: &ImageRef) -> (String, bool) {
         }
         _ => r.registry.clone(),
     };
-    if l.contains("certificate")
-        || l.contains("tls")
-        || l.contains("invalidcontenttype")
-        || l.contains("corrupt message")
-        || l.contains("handshake")
-    {
-        let hint = format!("if {target} serves plain HTTP or has a self-signed certificate, pass --insecure (only loopback registries are trusted that way without it)");
-        (hint, false)
-    } else if l.contains("connection refused") {
-        let what = if target == r.registry {
-            "the registry is running and the host:port in the image name is right"
-        } else {
-            "the token server is running"
-        };
-        (
-            format!("nothing listens at {target}; check that {what}"),
-            true,
-        )
-    } else if l.contains("dns") || l.contains("lookup") || l.contains("name or service") {
+    match kind {
+        Transport::Tls => (
+            format!("if {target} serves plain HTTP or has a self-signed certificate, pass --insecure (only loopback registries are trusted that way without it)"),
+            false,
+        ),
+        Transport::Refused => {
+            let what = if target == r.registry {
+                "the registry is running and the host:port in the image name is right"
+            } else {
+                "the token server is running"
+            };
+            (
+                format!("nothing listens at {target}; check that {what}"),
+                true,
+            )
+        }
         // A name that does not resolve is not retried: waiting does not make it resolve, and
         // a mistyped name (or a path taken for an image) should fail at once.
-        (
+        Transport::NoSuchHost => (
             format!("the host name {target} does not resolve; check the image name (a local file or folder is written as a path: /..., ./... or oci:DIR)"),
             false,
+        ),
+        Transport::Other => (format!("check the network and that {target} is up"), true),
+    }
+}
+
+/// Maps a failed request without an HTTP answer to ours, worth retrying or not.
+fn unreachable(e: &(dyn std::error::Error + 'static), r: &ImageRef) -> (SourceError, bool) {
+    let host = failed_host(e).map(|(shown, _, _)| shown);
+    let (hint, transient) = connection_hint(transport_failure(e), host.as_deref(), r);
+    let (registry, image, message) = (r.registry.clone(), r.to_string(), error_chain(e));
+    if transient {
+        (
+            SourceError::Unreachable {
+                registry,
+                image,
+                attempts: 1,
+                secs: 0,
+                message,
+                hint,
+            },
+            true,
         )
     } else {
-        (format!("check the network and that {target} is up"), true)
+        (
+            SourceError::Tls {
+                registry,
+                image,
+                message,
+                hint,
+            },
+            false,
+        )
     }
 }
 
 /// Maps a client error to ours; the flag says whether it is worth retrying.
 fn classify(e: oci_client::errors::OciDistributionError, rem: &Remote) -> (SourceError, bool) {
-    use oci_client::errors::OciDistributionError as E;
+    use oci_client::errors::{OciDistributionError as E, OciErrorCode as C};
     let r = &rem.image;
     let image = r.to_string();
+    let other = |message: String, transient: bool| {
+        (
+            SourceError::Registry {
+                image: image.clone(),
+                message,
+            },
+            transient,
+        )
+    };
     match e {
         E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => (rem.denied(), false),
         E::ImageManifestNotFoundError(_) => (rem.not_found(), false),
         E::RegistryError { ref envelope, .. } => {
-            let codes: Vec<String> = envelope
-                .errors
-                .iter()
-                .map(|x| format!("{:?}", x.code).to_ascii_lowercase())
-                .collect();
-            let has = |c: &str| codes.iter().any(|x| x == c);
-            if has("nameunknown") {
+            let has = |c: C| envelope.errors.iter().any(|x| x.code == c);
+            if has(C::NameUnknown) {
                 (
                     SourceError::RepositoryNotFound {
-                        image,
+                        image: image.clone(),
                         registry: r.registry.clone(),
                         repository: r.repository.clone(),
                     },
                     false,
                 )
-            } else if has("manifestunknown") || has("notfound") {
+            } else if has(C::ManifestUnknown) || has(C::NotFound) {
                 (rem.not_found(), false)
-            } else if has("unauthorized") || has("denied") {
+            } else if has(C::Unauthorized) || has(C::Denied) {
                 (rem.denied(), false)
-            } else if has("toomanyrequests") {
-                (
-                    SourceError::Registry {
-                        image,
-                        message: e.to_string(),
-                    },
-                    true,
-                )
             } else {
-                (
-                    SourceError::Registry {
-                        image,
-                        message: e.to_string(),
-                    },
-                    false,
-                )
+                other(e.to_string(), has(C::Toomanyrequests))
             }
         }
-        E::ServerError {
-            code, ref message, ..
-        } => match code {
+        E::ServerError { code, .. } => match code {
             401 | 403 => (rem.denied(), false),
             404 => (rem.not_found(), false),
-            400 if message.contains("HTTPS server") => (
-                SourceError::Registry {
-                    image,
-                    message: format!(
-                        "{} answers HTTPS only; pass --insecure to use it without a verified certificate",
-                        r.registry
-                    ),
-                },
+            // What an HTTPS-only server (Go's net/http) answers to plain HTTP: a bare 400, no
+            // OCI error body (that would be a RegistryError).
+            400 if rem.plain_http => other(
+                format!(
+                    "{} answers HTTPS only (it answered plain HTTP with 400 Bad Request); pass --insecure to use it without a verified certificate",
+                    r.registry
+                ),
                 false,
             ),
-            _ => (
-                SourceError::Registry {
-                    image,
-                    message: e.to_string(),
-                },
-                code >= 500 || code == 429 || code == 408,
-            ),
+            _ => other(e.to_string(), code >= 500 || code == 429 || code == 408),
         },
-        E::RequestError(_) | E::IoError(_) => {
-            let chain = error_chain(&e);
-            let (hint, transient) = connection_hint(&chain, r);
-            let registry = r.registry.clone();
-            if transient {
-                (
-                    SourceError::Unreachable {
-                        registry,
-                        image,
-                        attempts: 1,
-                        secs: 0,
-                        message: chain,
-                        hint,
-                    },
-                    true,
-                )
-            } else {
-                (
-                    SourceError::Tls {
-                        registry,
-                        image,
-                        message: chain,
-                        hint,
-                    },
-                    false,
-                )
-            }
-        }
-        _ => (
-            SourceError::Registry {
-                image,
-                message: error_chain(&e),
-            },
-            false,
-        ),
+        E::RequestError(ref re) => unreachable(re, r),
+        E::IoError(ref io) => unreachable(io, r),
+        _ => other(error_chain(&e), false),
     }
 }
 
@@ -427,6 +457,10 @@ fn classify(e: oci_client::errors::OciDistributionError, rem: &Remote) -> (Sourc
 const ATTEMPTS: u32 = 6;
 /// ... and no new attempt once this much time has passed since the first.
 const RETRY_BUDGET: Duration = Duration::from_secs(30);
+/// Connecting to a registry or token server may take this long ...
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// ... and each read of an answer this long.
+const READ_TIMEOUT: Duration = Duration::from_secs(120);
 const FIRST_DELAY: Duration = Duration::from_millis(250);
 const MAX_DELAY: Duration = Duration::from_secs(4);
 
@@ -486,17 +520,18 @@ impl Backoff {
     }
 }
 
-async fn retry<T, F, Fut>(rem: &Remote, mut f: F) -> Result<T, SourceError>
+/// Runs `f` until it succeeds, fails for good, or the retry budget is spent. `f` gives errors
+/// already classified (see [`classify`]).
+async fn retry<T, F, Fut>(mut f: F) -> Result<T, SourceError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, oci_client::errors::OciDistributionError>>,
+    Fut: std::future::Future<Output = Result<T, (SourceError, bool)>>,
 {
     let mut backoff = Backoff::new();
     loop {
         match f().await {
             Ok(v) => return Ok(v),
-            Err(e) => {
-                let (err, transient) = classify(e, rem);
+            Err((err, transient)) => {
                 if let Some(e) = backoff.after(err, transient).await {
                     return Err(e);
                 }
@@ -505,8 +540,68 @@ where
     }
 }
 
+/// How long one manifest request may take, its body included: a registry that drips bytes is
+/// cut off.
+const DOCUMENT_DEADLINE: Duration = Duration::from_secs(60);
+/// The most read of an error answer's body (an OCI error envelope is a few hundred bytes).
+const MAX_ERROR_BODY: u64 = 64 << 10;
+
+/// A response body, at most `limit` bytes of it; `true` when that was all of it.
+async fn read_bounded(
+    res: &mut reqwest::Response,
+    limit: u64,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut out = Vec::new();
+    while let Some(chunk) = res.chunk().await? {
+        let room = (limit - out.len() as u64) as usize;
+        if chunk.len() > room {
+            out.extend_from_slice(&chunk[..room]);
+            return Ok((out, false));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok((out, true))
+}
+
+/// The client error an HTTP error answer stands for (the one `classify` reads): 401, an OCI
+/// error envelope, or a bare status.
+fn answer_error(
+    status: reqwest::StatusCode,
+    body: &[u8],
+    url: &str,
+) -> oci_client::errors::OciDistributionError {
+    use oci_client::errors::{OciDistributionError as E, OciEnvelope};
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        return E::UnauthorizedError { url: url.into() };
+    }
+    if status.is_client_error() {
+        if let Ok(envelope) = serde_json::from_slice::<OciEnvelope>(body) {
+            return E::RegistryError {
+                envelope,
+                url: url.into(),
+            };
+        }
+    }
+    if status.is_success() {
+        return E::SpecViolationError(format!("{url} answered {status}, not 200 OK"));
+    }
+    E::ServerError {
+        code: status.as_u16(),
+        url: url.into(),
+        message: String::from_utf8_lossy(body).into_owned(),
+    }
+}
+
 struct Registry {
+    /// Blobs and the authentication handshake go through oci-client ...
     client: Arc<oci_client::Client>,
+    /// ... manifests through a plain HTTP client with the same settings, so their bodies are
+    /// read with a bound (oci-client reads a manifest body whole before returning it).
+    http: reqwest::Client,
+    /// `http` or `https`.
+    scheme: &'static str,
+    /// The bearer token the handshake gave, if the registry uses them.
+    token: Option<String>,
     reference: oci_client::Reference,
     image: ImageRef,
     remote: Remote,
@@ -514,49 +609,106 @@ struct Registry {
 }
 
 impl Registry {
-    async fn manifest(
-        &self,
-        digest_or_tag: Option<&str>,
-    ) -> Result<(Vec<u8>, String), SourceError> {
-        let reference = match digest_or_tag {
-            Some(d) => self.reference.clone_with_digest(d.to_string()),
-            None => self.reference.clone(),
-        };
-        let (bytes, digest) = retry(&self.remote, || {
-            self.client
-                .pull_manifest_raw(&reference, &self.auth, ACCEPT)
+    /// The manifest or index `digest` (by default the one the image names by tag or digest),
+    /// with its digest; at most [`MAX_DOCUMENT`] bytes are read, and the bytes are checked
+    /// against the digest asked for and the one the registry states.
+    async fn manifest(&self, digest: Option<&str>) -> Result<(Vec<u8>, String), SourceError> {
+        let target = digest
+            .or(self.reference.digest())
+            .or(self.reference.tag())
+            .unwrap_or("latest");
+        let url = format!(
+            "{}://{}/v2/{}/manifests/{target}",
+            self.scheme,
+            self.reference.resolve_registry(),
+            self.reference.repository()
+        );
+        let (bytes, stated) = retry(|| async {
+            match tokio::time::timeout(DOCUMENT_DEADLINE, self.fetch_manifest(&url, target)).await
+            {
+                Ok(r) => r,
+                Err(_) => Err((
+                    SourceError::Registry {
+                        image: self.image.to_string(),
+                        message: format!(
+                            "the manifest {target} did not arrive within {} s; the registry is too slow or hostile",
+                            DOCUMENT_DEADLINE.as_secs()
+                        ),
+                    },
+                    false,
+                )),
+            }
         })
         .await?;
-        // oci-client reads the manifest body whole; at least nothing larger is parsed or cached.
-        if bytes.len() as u64 > MAX_DOCUMENT {
-            return Err(SourceError::TooLarge {
-                what: "manifest",
-                path: PathBuf::from(self.image.to_string()),
-                size: bytes.len() as u64,
-                limit: MAX_DOCUMENT,
-            });
-        }
-        let actual = format!("sha256:{}", sha256_hex(&bytes));
-        let expected = digest_or_tag
+        let hex = sha256_hex(&bytes);
+        let actual = format!("sha256:{hex}");
+        let expected = digest
             .map(str::to_string)
             .or_else(|| self.image.digest.clone());
-        if let Some(exp) = expected {
-            if exp != actual {
+        for exp in expected.into_iter().chain(stated) {
+            // A registry may state a digest of another algorithm; only sha256 is checked.
+            if exp.starts_with("sha256:") && exp != actual {
                 return Err(SourceError::Digest {
                     digest: exp,
                     where_: self.image.to_string(),
-                    actual,
+                    actual: hex,
                 });
             }
         }
-        if digest.starts_with("sha256:") && digest != actual {
-            return Err(SourceError::Digest {
-                digest,
-                where_: self.image.to_string(),
-                actual,
-            });
+        Ok((bytes, actual))
+    }
+
+    /// One GET of a manifest: its bytes and the digest the registry states
+    /// (`Docker-Content-Digest`), if any.
+    async fn fetch_manifest(
+        &self,
+        url: &str,
+        target: &str,
+    ) -> Result<(Vec<u8>, Option<String>), (SourceError, bool)> {
+        use oci_client::errors::OciDistributionError as E;
+        use oci_client::secrets::RegistryAuth;
+        let failed = |e: E| classify(e, &self.remote);
+        let mut req = self
+            .http
+            .get(url)
+            .header(reqwest::header::ACCEPT, ACCEPT.join(", "));
+        req = match (&self.token, &self.auth) {
+            (Some(t), _) => req.bearer_auth(t),
+            (None, RegistryAuth::Basic(u, p)) => req.basic_auth(u, Some(p)),
+            _ => req,
+        };
+        let mut res = req.send().await.map_err(|e| failed(E::RequestError(e)))?;
+        let status = res.status();
+        if status != reqwest::StatusCode::OK {
+            let (body, _) = read_bounded(&mut res, MAX_ERROR_BODY)
+                .await
+                .unwrap_or_default();
+            return Err(failed(answer_error(status, &body, url)));
         }
-        Ok((bytes.to_vec(), actual))
+        let too_large = || {
+            (
+                SourceError::DocumentTooLarge {
+                    what: "manifest",
+                    reference: target.to_string(),
+                    image: self.image.to_string(),
+                    limit: MAX_DOCUMENT,
+                },
+                false,
+            )
+        };
+        if res.content_length().is_some_and(|n| n > MAX_DOCUMENT) {
+            return Err(too_large());
+        }
+        let stated = res
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        match read_bounded(&mut res, MAX_DOCUMENT).await {
+            Ok((bytes, true)) => Ok((bytes, stated)),
+            Ok((_, false)) => Err(too_large()),
+            Err(e) => Err(failed(E::RequestError(e))),
+        }
     }
 
     async fn small_blob(
@@ -576,19 +728,26 @@ impl Registry {
         if let Some(b) = cache.read_verified(digest, size, MAX_DOCUMENT)? {
             return Ok(b);
         }
-        let out = retry(&self.remote, || async {
+        let over = || SourceError::DocumentTooLarge {
+            what: "config",
+            reference: digest.to_string(),
+            image: self.image.to_string(),
+            limit: MAX_DOCUMENT,
+        };
+        let out = retry(|| async {
             use futures_util::StreamExt;
+            let failed = |e| classify(e, &self.remote);
             let mut stream = self
                 .client
                 .pull_blob_stream(&self.reference, digest)
-                .await?
+                .await
+                .map_err(failed)?
                 .stream;
             let mut out = Vec::new();
             while let Some(chunk) = stream.next().await {
-                out.extend_from_slice(&chunk?);
+                out.extend_from_slice(&chunk.map_err(|e| failed(e.into()))?);
                 if out.len() as u64 > MAX_DOCUMENT {
-                    // Refused below, without a retry.
-                    break;
+                    return Err((over(), false));
                 }
             }
             Ok(out)
@@ -601,17 +760,43 @@ impl Registry {
             },
             e => e,
         })?;
-        if out.len() as u64 > MAX_DOCUMENT {
-            return Err(SourceError::TooLarge {
-                what: "blob",
-                path: PathBuf::from(digest),
-                size: out.len() as u64,
-                limit: MAX_DOCUMENT,
-            });
-        }
         cache.put(digest, &out)?;
         Ok(out)
     }
+}
+
+/// What a download sends its blob writer.
+enum Chunk<B> {
+    Bytes(B),
+    /// Every byte was sent: verify and rename the blob into place.
+    End,
+}
+
+/// A [`Cache`] blob writer on a blocking thread, fed chunks through the channel: file writes
+/// and SHA-256 never run on the runtime's two async workers. Gives the blob's path after
+/// [`Chunk::End`], `None` when the channel closes before it (the partial file is removed).
+/// At most 16 chunks wait in the channel, so a download never holds the blob in memory.
+#[allow(clippy::type_complexity)]
+fn blocking_writer<B: AsRef<[u8]> + Send + 'static>(
+    cache: Cache,
+    digest: String,
+    size: Option<u64>,
+) -> (
+    tokio::sync::mpsc::Sender<Chunk<B>>,
+    tokio::task::JoinHandle<Result<Option<PathBuf>, crate::cache::CacheError>>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk<B>>(16);
+    let task = tokio::task::spawn_blocking(move || {
+        let mut w = cache.writer(&digest, size)?;
+        while let Some(c) = rx.blocking_recv() {
+            match c {
+                Chunk::Bytes(b) => w.write_chunk(b.as_ref())?,
+                Chunk::End => return w.finish().map(Some),
+            }
+        }
+        Ok(None)
+    });
+    (tx, task)
 }
 
 /// One layer download, run as a task on the runtime.
@@ -656,34 +841,60 @@ async fn download(d: Download) -> Result<PathBuf, SourceError> {
                     c => c,
                 })?
                 .stream;
-            let mut w = cache.writer(&digest, size).map_err(|e| (e.into(), false))?;
+            let (tx, writer) = blocking_writer(cache.clone(), digest.clone(), size);
+            let mut written = 0u64;
             if let Some(b) = &bar {
                 b.set_position(0);
             }
+            let mut ended = None;
             while let Some(chunk) = stream.next().await {
                 match chunk {
                     Ok(c) => {
-                        w.write_chunk(&c).map_err(|e| (e.into(), false))?;
-                        counter.fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        let n = c.len() as u64;
+                        if tx.send(Chunk::Bytes(c)).await.is_err() {
+                            // The writer stopped on an error of its own, returned below.
+                            break;
+                        }
+                        written += n;
+                        counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                         if let Some(b) = &bar {
-                            b.inc(c.len() as u64);
+                            b.inc(n);
                         }
                     }
                     Err(e) => {
-                        // An error once every byte arrived is the client's digest check.
-                        let complete = size.is_some_and(|s| w.written() >= s);
-                        let msg = format!("downloading {digest}: {e}");
-                        return Err((
-                            SourceError::Registry {
-                                image: image.to_string(),
-                                message: msg,
-                            },
-                            !complete,
-                        ));
+                        ended = Some(e);
+                        break;
                     }
                 }
             }
-            w.finish().map_err(|e| (e.into(), false))
+            if let Some(e) = ended {
+                // Closing the channel without `End` drops the partial file.
+                drop(tx);
+                let _ = writer.await;
+                // An error once every byte arrived is the client's digest check.
+                let complete = size.is_some_and(|s| written >= s);
+                return Err((
+                    SourceError::Registry {
+                        image: image.to_string(),
+                        message: format!("downloading {digest}: {e}"),
+                    },
+                    !complete,
+                ));
+            }
+            let _ = tx.send(Chunk::End).await;
+            drop(tx);
+            match writer.await {
+                Ok(Ok(Some(p))) => Ok(p),
+                Ok(Err(e)) => Err((e.into(), false)),
+                // `None` cannot follow a delivered End; both say the writer thread is gone.
+                Ok(Ok(None)) | Err(_) => Err((
+                    SourceError::Registry {
+                        image: image.to_string(),
+                        message: format!("the cache writer of {digest} stopped"),
+                    },
+                    false,
+                )),
+            }
         }
         .await;
         match res {
@@ -733,6 +944,7 @@ pub(crate) fn resolve_registry(
     let remote = Remote {
         image: r.clone(),
         creds: creds_from,
+        plain_http: false,
     };
     // With --insecure: HTTPS without certificate checks, then plain HTTP when the registry
     // does not speak TLS at all (as skopeo's --tls-verify=false does). Without it: plain HTTP
@@ -745,25 +957,53 @@ pub(crate) fn resolve_registry(
     } else {
         &[(ClientProtocol::Https, false)]
     };
-    let mut client = None;
+    let mut chosen = None;
     for (i, (protocol, accept_invalid_certificates)) in plans.iter().enumerate() {
+        let plain_http = matches!(protocol, ClientProtocol::Http);
+        let plan_remote = Remote {
+            plain_http,
+            ..remote.clone()
+        };
         let config = oci_client::client::ClientConfig {
             protocol: protocol.clone(),
             accept_invalid_certificates: *accept_invalid_certificates,
-            connect_timeout: Some(Duration::from_secs(10)),
-            read_timeout: Some(Duration::from_secs(120)),
+            connect_timeout: Some(CONNECT_TIMEOUT),
+            read_timeout: Some(READ_TIMEOUT),
             ..Default::default()
         };
-        let c = oci_client::Client::try_from(config).map_err(|e| SourceError::Registry {
+        let setup = |message: String| SourceError::Registry {
             image: r.to_string(),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        let client = oci_client::Client::try_from(config).map_err(|e| setup(e.to_string()))?;
+        let http = reqwest::Client::builder()
+            .danger_accept_invalid_certs(*accept_invalid_certificates)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .user_agent(concat!("ocirootfs/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| setup(error_chain(&e)))?;
         // The first request (GET /v2/, then the token server if the registry names one).
-        match rt.block_on(retry(&remote, || {
-            c.auth(&reference, &auth, oci_client::RegistryOperation::Pull)
-        })) {
-            Ok(_) => {
-                client = Some(c);
+        let token = {
+            let (c, reference, auth, rem) = (&client, &reference, &auth, &plan_remote);
+            rt.block_on(retry(move || async move {
+                c.auth(reference, auth, oci_client::RegistryOperation::Pull)
+                    .await
+                    .map_err(|e| classify(e, rem))
+            }))
+        };
+        match token {
+            Ok(token) => {
+                chosen = Some(Registry {
+                    client: Arc::new(client),
+                    http,
+                    scheme: if plain_http { "http" } else { "https" },
+                    token,
+                    reference: reference.clone(),
+                    image: r.clone(),
+                    remote: plan_remote,
+                    auth: auth.clone(),
+                });
                 break;
             }
             Err(e @ SourceError::Tls { .. }) if i + 1 < plans.len() => {
@@ -772,14 +1012,8 @@ pub(crate) fn resolve_registry(
             Err(e) => return Err(e),
         }
     }
-    let client = client.expect("the last plan returns or errs");
-    let reg = Registry {
-        client: Arc::new(client),
-        reference,
-        image: r.clone(),
-        remote: remote.clone(),
-        auth,
-    };
+    let reg = chosen.expect("the last plan returns or errs");
+    let remote = reg.remote.clone();
     let counter: Arc<std::sync::atomic::AtomicU64> = Default::default();
     let progress = (opts.progress && std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .then(indicatif::MultiProgress::new);
@@ -951,35 +1185,245 @@ mod tests {
     #[test]
     fn connection_hints() {
         let r = crate::reference::parse_image_ref("tls-certificate.example:5000/a:1").unwrap();
-        let url = "error sending request for url (https://tls-certificate.example:5000/v2/)";
-        let (hint, transient) = connection_hint(
-            &format!("{url}: client error (Connect): tcp connect error: Connection refused"),
-            &r,
+        let reg = Some("tls-certificate.example:5000");
+        let (hint, transient) = connection_hint(Transport::Refused, reg, &r);
+        assert!(transient, "{hint}");
+        assert!(
+            hint.contains("nothing listens at tls-certificate.example:5000; check that the registry is running"),
+            "{hint}"
         );
-        assert!(transient && hint.contains("nothing listens"), "{hint}");
-        let (hint, transient) = connection_hint(
-            &format!("{url}: client error (Connect): invalid peer certificate: UnknownIssuer"),
-            &r,
-        );
+        let (hint, transient) = connection_hint(Transport::Tls, reg, &r);
         assert!(!transient && hint.contains("--insecure"), "{hint}");
-        let (hint, transient) = connection_hint(
-            "error sending request for url (http://auth.example/token?scope=x): tcp connect error: Connection refused (os error 111)",
-            &r,
-        );
+        let (hint, transient) = connection_hint(Transport::Refused, Some("auth.example"), &r);
         assert!(transient, "{hint}");
         assert!(
             hint.contains("nothing listens at auth.example (the token server tls-certificate.example:5000 sends clients to)"),
             "{hint}"
         );
-        let (hint, transient) = connection_hint(
-            &format!("{url}: client error (Connect): dns error: failed to lookup address information: Name or service not known"),
-            &r,
-        );
+        let (hint, transient) = connection_hint(Transport::NoSuchHost, reg, &r);
         assert!(!transient && hint.contains("does not resolve"), "{hint}");
+        let (hint, transient) = connection_hint(Transport::Other, None, &r);
+        assert!(transient && hint.contains("check the network"), "{hint}");
+        // docker.io's registry host is the registry, not a token server.
+        let hub = crate::reference::parse_image_ref("docker.io/library/alpine:3").unwrap();
+        let (hint, _) = connection_hint(Transport::Refused, Some("index.docker.io"), &hub);
+        assert!(hint.contains("nothing listens at docker.io;"), "{hint}");
+    }
+
+    /// An error whose message says one thing and whose cause is another: only the cause's
+    /// type counts (the old classifier read the words).
+    #[derive(Debug)]
+    struct Misleading(io::Error);
+
+    impl std::fmt::Display for Misleading {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("tls handshake: certificate error, dns lookup failed")
+        }
+    }
+
+    impl std::error::Error for Misleading {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn transport_failures_from_typed_causes() {
+        let refused = || io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(transport_failure(&refused()), Transport::Refused);
         assert_eq!(
-            split_url("a (https://h:1/v2/) b"),
-            (Some("h:1"), "a () b".to_string())
+            transport_failure(&Misleading(refused())),
+            Transport::Refused
         );
-        assert_eq!(split_url("no url"), (None, "no url".to_string()));
+        let cert = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        assert_eq!(transport_failure(&cert), Transport::Tls);
+        // tokio-rustls hands TLS failures over inside an io::Error.
+        let wrapped = io::Error::new(io::ErrorKind::InvalidData, cert);
+        assert_eq!(transport_failure(&wrapped), Transport::Tls);
+        assert_eq!(transport_failure(&Misleading(wrapped)), Transport::Tls);
+        let words = io::Error::other("connection refused: certificate, dns");
+        assert_eq!(transport_failure(&words), Transport::Other);
+        assert_eq!(
+            transport_failure(&Misleading(io::Error::from(io::ErrorKind::TimedOut))),
+            Transport::Other
+        );
+    }
+
+    /// The failures of real requests, as reqwest reports them.
+    #[test]
+    fn transport_failures_of_real_requests() {
+        use std::io::{Read, Write};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let get = |url: String| {
+            let client = reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .build()
+                .unwrap();
+            rt.block_on(client.get(url).send()).unwrap_err()
+        };
+        // A port nothing listens on.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let e = get(format!("http://127.0.0.1:{port}/v2/"));
+        assert_eq!(transport_failure(&e), Transport::Refused, "{e:?}");
+        assert_eq!(
+            failed_host(&e),
+            Some((format!("127.0.0.1:{port}"), "127.0.0.1".into(), port))
+        );
+        // HTTPS to a server that answers plain HTTP.
+        let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = plain.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            if let Ok((mut c, _)) = plain.accept() {
+                let mut buf = [0u8; 512];
+                let _ = c.read(&mut buf);
+                let _ = c.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+            }
+        });
+        let e = get(format!("https://127.0.0.1:{port}/v2/"));
+        assert_eq!(transport_failure(&e), Transport::Tls, "{e:?}");
+        // A name that never resolves (RFC 2606).
+        let e = get("http://no-such-host.invalid/v2/".into());
+        assert_eq!(transport_failure(&e), Transport::NoSuchHost, "{e:?}");
+        assert_eq!(failed_host(&e).unwrap().0, "no-such-host.invalid");
+    }
+
+    #[test]
+    fn registry_errors_by_code_and_status() {
+        use oci_client::errors::{OciDistributionError as E, OciEnvelope};
+        let r = crate::reference::parse_image_ref("127.0.0.1:5000/a/b:1").unwrap();
+        let rem = Remote {
+            image: r,
+            creds: CredsFrom::None,
+            plain_http: true,
+        };
+        let envelope = |code: &str| {
+            let text = format!(r#"{{"errors":[{{"code":"{code}","message":"m"}}]}}"#);
+            serde_json::from_str::<OciEnvelope>(&text).unwrap()
+        };
+        let registry = |code: &str| E::RegistryError {
+            envelope: envelope(code),
+            url: "u".into(),
+        };
+        let server = |code: u16| E::ServerError {
+            code,
+            url: "u".into(),
+            message: "m".into(),
+        };
+        type Is = fn(&SourceError) -> bool;
+        let cases: Vec<(E, Is, bool)> = vec![
+            (
+                registry("NAME_UNKNOWN"),
+                |e| matches!(e, SourceError::RepositoryNotFound { .. }),
+                false,
+            ),
+            (
+                registry("MANIFEST_UNKNOWN"),
+                |e| matches!(e, SourceError::NotFound { .. }),
+                false,
+            ),
+            (
+                registry("NOT_FOUND"),
+                |e| matches!(e, SourceError::NotFound { .. }),
+                false,
+            ),
+            (
+                registry("DENIED"),
+                |e| matches!(e, SourceError::Unauthorized { .. }),
+                false,
+            ),
+            (
+                registry("UNAUTHORIZED"),
+                |e| matches!(e, SourceError::Unauthorized { .. }),
+                false,
+            ),
+            (
+                registry("TOOMANYREQUESTS"),
+                |e| matches!(e, SourceError::Registry { .. }),
+                true,
+            ),
+            (
+                registry("SOMETHING_NEW"),
+                |e| matches!(e, SourceError::Registry { .. }),
+                false,
+            ),
+            (
+                server(401),
+                |e| matches!(e, SourceError::Unauthorized { .. }),
+                false,
+            ),
+            (
+                server(403),
+                |e| matches!(e, SourceError::Unauthorized { .. }),
+                false,
+            ),
+            (
+                server(404),
+                |e| matches!(e, SourceError::NotFound { .. }),
+                false,
+            ),
+            (
+                server(503),
+                |e| matches!(e, SourceError::Registry { .. }),
+                true,
+            ),
+            (
+                server(429),
+                |e| matches!(e, SourceError::Registry { .. }),
+                true,
+            ),
+            (
+                server(418),
+                |e| matches!(e, SourceError::Registry { .. }),
+                false,
+            ),
+            (
+                E::UnauthorizedError { url: "u".into() },
+                |e| matches!(e, SourceError::Unauthorized { .. }),
+                false,
+            ),
+        ];
+        for (e, is, retry) in cases {
+            let shown = e.to_string();
+            let (got, transient) = classify(e, &rem);
+            assert!(is(&got), "{shown} → {got:?}");
+            assert_eq!(transient, retry, "{shown}");
+        }
+        // A bare 400 to plain HTTP is what an HTTPS-only server answers; over HTTPS it is not.
+        let (e, _) = classify(server(400), &rem);
+        assert!(e.to_string().contains("answers HTTPS only"), "{e}");
+        let https = Remote {
+            plain_http: false,
+            ..rem.clone()
+        };
+        let (e, _) = classify(server(400), &https);
+        assert!(!e.to_string().contains("HTTPS only"), "{e}");
+        // What an HTTP error answer stands for.
+        use reqwest::StatusCode as S;
+        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"m"}]}"#;
+        assert!(matches!(
+            answer_error(S::NOT_FOUND, body, "u"),
+            E::RegistryError { .. }
+        ));
+        assert!(matches!(
+            answer_error(S::NOT_FOUND, b"<html>", "u"),
+            E::ServerError { code: 404, .. }
+        ));
+        assert!(matches!(
+            answer_error(S::UNAUTHORIZED, body, "u"),
+            E::UnauthorizedError { .. }
+        ));
+        assert!(matches!(
+            answer_error(S::NO_CONTENT, b"", "u"),
+            E::SpecViolationError(_)
+        ));
+        assert!(matches!(
+            answer_error(S::BAD_GATEWAY, body, "u"),
+            E::ServerError { code: 502, .. }
+        ));
     }
 }

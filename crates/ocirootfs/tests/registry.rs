@@ -316,3 +316,65 @@ fn run_creates_a_file_and_reports_the_status() {
     assert!(String::from_utf8_lossy(&r.stderr).contains("status 7"));
     assert!(!failed.exists());
 }
+
+#[test]
+fn damaged_cached_manifests_and_configs_are_fetched_again() {
+    if !testkit::require_tool("skopeo") || !testkit::require_tool("docker-registry") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = two_platform_layout(&tmp.path().join("layout"));
+    let registry = testkit::registry::Registry::start();
+    let image = format!("{}/multi:1", registry.addr());
+    testkit::run_ok(Command::new("skopeo").args([
+        "copy",
+        "--quiet",
+        "--all",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:multi", layout.dir.display()),
+        &format!("docker://{image}"),
+    ]));
+    let cache = tmp.path().join("cache");
+    let first = tmp.path().join("first");
+    ok(ocirootfs(
+        &cache,
+        &["--platform", "linux/amd64", &image, first.to_str().unwrap()],
+    ));
+    // The JSON blobs the pull cached (the amd64 manifest the index chose, and its config),
+    // each damaged in place with its size kept.
+    let blobs = cache.join("blobs/sha256");
+    let mut damaged = Vec::new();
+    for e in fs::read_dir(&blobs).unwrap() {
+        let p = e.unwrap().path();
+        let mut bytes = fs::read(&p).unwrap();
+        if serde_json::from_slice::<serde_json::Value>(&bytes).is_err() {
+            continue; // a layer
+        }
+        let i = bytes.len() / 2;
+        bytes[i] ^= 0x20;
+        fs::write(&p, &bytes).unwrap();
+        damaged.push(p);
+    }
+    assert_eq!(damaged.len(), 2, "manifest and config cached: {damaged:?}");
+    // Hashed again when read: each is evicted and fetched anew, and the pull works.
+    let second = tmp.path().join("second");
+    ok(ocirootfs(
+        &cache,
+        &[
+            "--platform",
+            "linux/amd64",
+            &image,
+            second.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(fs::read(second.join("etc/arch")).unwrap(), b"amd64");
+    for p in damaged {
+        let hex = p.file_name().unwrap().to_str().unwrap().to_string();
+        let bytes = fs::read(&p).unwrap();
+        let actual = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(&bytes))
+        };
+        assert_eq!(actual, hex, "{} was not replaced", p.display());
+    }
+}
