@@ -113,6 +113,8 @@ pub struct Report {
 
 /// Runs the command.
 pub fn run(args: Args) -> Result<Report> {
+    // The name first: nothing is pulled or staged for a name no image may have.
+    plan::check_name(&args.name)?;
     let mut sopts = ocirootfs::SourceOptions::default();
     sopts.platform = args.platform.clone();
     sopts.cache_dir = args.cache.clone();

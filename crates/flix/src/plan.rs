@@ -34,12 +34,13 @@ use sysext_core::release::{self, ExtensionRelease};
 
 use sysext_core::elf::{self, ElfError, ElfInfo};
 use sysext_core::rootfs::{self, RootfsError};
+use sysext_core::units;
 
 /// Errors that stop planning.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("invalid extension name")]
-    Name(#[source] release::ReleaseError),
+    #[error(transparent)]
+    Name(release::ReleaseError),
     #[error("entry {0:?} is not an absolute path inside the rootfs")]
     NotAbsolute(String),
     #[error("entry {entry:?}: target {target:?} must be under /usr/ or /opt/")]
@@ -232,9 +233,10 @@ pub fn parse_entry(s: &str) -> Result<EntrySpec, PlanError> {
     })
 }
 
-/// Validates the extension name; returns warnings (e.g. '_' or '+' in it).
+/// Validates the extension name with the one rule for new images
+/// ([`release::validate_new_name`]); returns warnings (e.g. '_' or '+' in it).
 pub fn check_name(name: &str) -> Result<Vec<String>, PlanError> {
-    release::validate_name(name).map_err(PlanError::Name)
+    release::validate_new_name(name).map_err(PlanError::Name)
 }
 
 /// Maps a target (relative, e.g. `usr/sbin/nginx`) to where it is shipped, per the module rules.
@@ -258,16 +260,6 @@ pub fn place(target: &Path, entry: &str) -> Result<PathBuf, PlanError> {
 
 fn rel(p: &Path) -> PathBuf {
     p.strip_prefix("/").unwrap_or(p).to_path_buf()
-}
-
-fn is_unit_name(p: &Path) -> bool {
-    let n = p.to_string_lossy();
-    n.contains("/systemd/")
-        && [
-            ".service", ".socket", ".timer", ".path", ".mount", ".target",
-        ]
-        .iter()
-        .any(|e| n.ends_with(e))
 }
 
 fn head(path: &Path, n: usize) -> Result<Vec<u8>, PlanError> {
@@ -476,11 +468,13 @@ impl Builder<'_> {
         })?;
         let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777;
         let first = head(&host, 512)?;
-        let is_unit = is_unit_name(src);
-        let to = if is_unit && !to.starts_with("usr/lib/systemd/system") {
-            Path::new("usr/lib/systemd/system").join(to.file_name().unwrap_or_default())
-        } else {
-            to.to_path_buf()
+        let scope = units::unit_scope(src);
+        let is_unit = scope.is_some();
+        let to = match scope {
+            Some(scope) if !to.starts_with(scope.shipped_dir()) => {
+                scope.shipped_dir().join(to.file_name().unwrap_or_default())
+            }
+            _ => to.to_path_buf(),
         };
         self.parents(&to)?;
         if first.starts_with(b"\x7fELF") {
@@ -810,15 +804,19 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
         let target = match &e.target {
             Some(t) => rel(t),
             None if src.starts_with("/usr/") || src.starts_with("/opt/") => rel(&src),
-            None if is_unit_name(&src) => {
-                Path::new("usr/lib/systemd/system").join(src.file_name().unwrap_or_default())
-            }
-            None => {
-                return Err(PlanError::OutsideUsr {
-                    entry: spec.clone(),
-                    suggest: rel(&e.source).display().to_string(),
-                })
-            }
+            None => match units::unit_scope(&src) {
+                // A unit outside /usr (e.g. /etc/systemd/system/x.service): shipped where
+                // units of its scope go.
+                Some(scope) => scope
+                    .shipped_dir()
+                    .join(src.file_name().unwrap_or_default()),
+                None => {
+                    return Err(PlanError::OutsideUsr {
+                        entry: spec.clone(),
+                        suggest: rel(&e.source).display().to_string(),
+                    })
+                }
+            },
         };
         b.entry(spec, &src, &target, 0)?;
     }
@@ -1468,7 +1466,7 @@ mod tests {
             !check_name("my_tools").unwrap().is_empty(),
             "'_' is warned about"
         );
-        for bad in ["", "a/b", ".."] {
+        for bad in ["", "a/b", "..", ".x", "a:b"] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
     }

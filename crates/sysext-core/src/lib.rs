@@ -18,6 +18,7 @@
 //! - [`tree`]: the one safe writer for trees built from input (`openat2` inside the root,
 //!   never following links it creates over, a bounded cache of folders, sparse copies), and
 //!   the producers' rule for setuid/setgid bits and file capabilities.
+//! - [`units`]: which files are systemd units (suffixes and unit search folders).
 //! - [`logging`]: the binaries' shared stderr logging setup.
 
 pub mod atomic;
@@ -33,3 +34,4 @@ pub mod release;
 pub mod rootfs;
 pub mod squashfs;
 pub mod tree;
+pub mod units;

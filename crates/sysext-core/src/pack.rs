@@ -82,8 +82,8 @@ pub enum PackError {
     },
     #[error("tree {} is not a folder", .0.display())]
     NotAFolder(PathBuf),
-    #[error("invalid extension name {name:?}: {reason}")]
-    Name { name: String, reason: &'static str },
+    #[error(transparent)]
+    Name(#[from] crate::release::ReleaseError),
     #[error("cannot tell the extension name from the output {}; pass a name", .0.display())]
     NoName(PathBuf),
     #[error("the tree has no release file {}; an extension named {name:?} needs it (create it, or pass the name the tree's release file uses)", path.display())]
@@ -116,31 +116,6 @@ fn release_rel(name: &str) -> PathBuf {
     Path::new("usr/lib/extension-release.d").join(format!("extension-release.{name}"))
 }
 
-fn check_name(name: &str) -> Result<(), PackError> {
-    let bad = |reason| {
-        Err(PackError::Name {
-            name: name.to_string(),
-            reason,
-        })
-    };
-    if name.is_empty() {
-        return bad("it is empty");
-    }
-    if name.contains('/') {
-        return bad("it contains '/'");
-    }
-    if name == "." || name == ".." {
-        return bad("it is a path component");
-    }
-    if name.contains('\0') || name.chars().any(char::is_control) {
-        return bad("it contains control characters");
-    }
-    if name.starts_with('.') {
-        return bad("it starts with '.'");
-    }
-    Ok(())
-}
-
 fn resolve_mtime(opt: Option<u64>) -> Result<u64, PackError> {
     if let Some(m) = opt {
         return Ok(m);
@@ -155,17 +130,6 @@ fn resolve_mtime(opt: Option<u64>) -> Result<u64, PackError> {
 
 /// Packs `tree` into `output` (see the module docs).
 pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport, PackError> {
-    let meta = fs::metadata(tree).map_err(|source| PackError::Tree {
-        path: tree.to_path_buf(),
-        source,
-    })?;
-    if !meta.is_dir() {
-        return Err(PackError::NotAFolder(tree.to_path_buf()));
-    }
-    fs::read_dir(tree).map_err(|source| PackError::Tree {
-        path: tree.to_path_buf(),
-        source,
-    })?;
     let file_name = output
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -182,7 +146,19 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
             .unwrap_or(&file_name)
             .to_string(),
     };
-    check_name(&name)?;
+    // The name first: nothing is read or written for a name no image may have.
+    crate::release::validate_new_name(&name)?;
+    let meta = fs::metadata(tree).map_err(|source| PackError::Tree {
+        path: tree.to_path_buf(),
+        source,
+    })?;
+    if !meta.is_dir() {
+        return Err(PackError::NotAFolder(tree.to_path_buf()));
+    }
+    fs::read_dir(tree).map_err(|source| PackError::Tree {
+        path: tree.to_path_buf(),
+        source,
+    })?;
     let release = release_rel(&name);
     let release_ok = fs::symlink_metadata(tree.join(&release))
         .map(|m| m.is_file())
@@ -415,13 +391,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names() {
-        for ok in ["foo", "foo-1.2", "a.b"] {
-            check_name(ok).unwrap();
+    fn names_are_checked_first() {
+        let d = tempfile::tempdir().unwrap();
+        // The tree does not even exist: the name is refused before it is looked at.
+        let tree = d.path().join("missing");
+        for bad in ["", "a/b", ".", "..", ".hidden", "a\nb", "a b"] {
+            let mut o = PackOptions::default();
+            o.name = Some(bad.to_string());
+            let e = pack(&tree, &d.path().join("out"), &o).unwrap_err();
+            assert!(matches!(e, PackError::Name(_)), "{bad:?}: {e}");
+            assert_eq!(
+                e.to_string(),
+                crate::release::validate_new_name(bad)
+                    .unwrap_err()
+                    .to_string()
+            );
         }
-        for bad in ["", "a/b", ".", "..", ".hidden", "a\nb"] {
-            assert!(check_name(bad).is_err(), "{bad:?}");
-        }
+        let e = pack(&tree, &d.path().join(".x.raw"), &PackOptions::default()).unwrap_err();
+        assert!(matches!(e, PackError::Name(_)), "{e}");
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -133,7 +133,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Manifest, BakeError> {
     }
     let mut seen = std::collections::BTreeSet::new();
     for e in &m.extensions {
-        sysext_core::release::validate_name(&e.name)
+        sysext_core::release::validate_new_name(&e.name)
             .map_err(|err| bad(format!("extension {:?}: {err}", e.name)))?;
         // The name is a word of transfer-file and unit lines (sysupdate -C NAME).
         gentext::unit_word("the name", &e.name)

@@ -124,8 +124,8 @@ pub struct ConvertReport {
 }
 
 pub fn run(args: ConvertTorcxArgs) -> Result<ExitCode> {
-    // The error names the value and the rule.
-    release::validate_name(&args.name)?;
+    // Before anything is read: the error names the value and the rule.
+    release::validate_new_name(&args.name)?;
     let format = args.format.unwrap_or(match &args.output {
         Some(o) if !o.to_string_lossy().ends_with(".raw") => Format::Dir,
         _ => Format::Raw,
