@@ -126,7 +126,13 @@ fn sysext_pack_bake_and_convert_torcx_refuse() {
     fs::write(w.join("torcx.tgz"), b"not read").unwrap();
     for name in BAD {
         let out = run("sysext", &["pack", "tree", "out", "--name", name], w);
-        assert_refused("sysext pack", name, &out, w, &["tree", "torcx.tgz"]);
+        assert_refused(
+            "sysext pack",
+            name,
+            &out,
+            w,
+            &["tree", "torcx.tgz", "bake.toml"],
+        );
 
         let out = run(
             "sysext",
@@ -138,7 +144,7 @@ fn sysext_pack_bake_and_convert_torcx_refuse() {
             name,
             &out,
             w,
-            &["tree", "torcx.tgz"],
+            &["tree", "torcx.tgz", "bake.toml"],
         );
 
         let manifest = format!(

@@ -57,7 +57,7 @@ fn reload_manager(image: &Path) -> bool {
         .any(|l| l == "EXTENSION_RELOAD_MANAGER=1")
 }
 
-fn args<'a>(image: &'a str) -> Vec<&'a str> {
+fn args(image: &str) -> Vec<&str> {
     let mut v = vec!["rootfs", "tools"];
     v.extend_from_slice(ENTRIES);
     v.extend_from_slice(&["--format", "dir", "-o", image, "--json"]);

@@ -396,8 +396,10 @@ mod tests {
         // The tree does not even exist: the name is refused before it is looked at.
         let tree = d.path().join("missing");
         for bad in ["", "a/b", ".", "..", ".hidden", "a\nb", "a b"] {
-            let mut o = PackOptions::default();
-            o.name = Some(bad.to_string());
+            let o = PackOptions {
+                name: Some(bad.to_string()),
+                ..Default::default()
+            };
             let e = pack(&tree, &d.path().join("out"), &o).unwrap_err();
             assert!(matches!(e, PackError::Name(_)), "{bad:?}: {e}");
             assert_eq!(
