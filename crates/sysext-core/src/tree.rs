@@ -483,6 +483,70 @@ impl Tree {
         })
     }
 
+    /// The producers' file copier: copies the regular file `rel` of the root `src_root`
+    /// (opened inside that root, see [`open_in_root`]) to the new file `path` with `mode`,
+    /// applying the producers' privilege rule: unless `keep_privileges`, setuid/setgid bits
+    /// and `security.capability` go, and [`CopiedFile::stripped`] lists them (never silently).
+    /// Data first (holes kept), mode last (a write by a non-root user would clear setuid),
+    /// then the xattrs an image carries ([`copy_xattrs_fd`]). flix, flatwrap and bake place
+    /// every file of a source through it; [`Tree::copy_in_with`] lets flix write edited data.
+    pub fn copy_in(
+        &self,
+        path: &Path,
+        src_root: &Path,
+        rel: &Path,
+        mode: u32,
+        keep_privileges: bool,
+    ) -> Result<CopiedFile, TreeError> {
+        self.copy_in_with(path, src_root, rel, mode, keep_privileges, |from, to| {
+            copy_sparse(from, to).map_err(|e| TreeError::Io {
+                op: "copy data into",
+                root: self.root_path.clone(),
+                path: path.to_path_buf(),
+                source: e,
+            })
+        })
+    }
+
+    /// [`Tree::copy_in`] with the data written by `fill(source, new file)` (which returns the
+    /// bytes written), e.g. an edited copy of an ELF file.
+    pub fn copy_in_with<E: From<TreeError>>(
+        &self,
+        path: &Path,
+        src_root: &Path,
+        rel: &Path,
+        mode: u32,
+        keep_privileges: bool,
+        fill: impl FnOnce(&File, &File) -> Result<u64, E>,
+    ) -> Result<CopiedFile, E> {
+        let shown = format!("/{}", path.display());
+        let (mode, mut stripped) = strip_privilege(&shown, mode & 0o7777, keep_privileges);
+        let from = open_in_root(src_root, rel)?;
+        let to = self.create_file(path, 0o600)?;
+        let written = fill(&from, &to)?;
+        rfs::fchmod(&to, Mode::from_raw_mode(mode))
+            .map_err(self.io("set the mode of", bytes(path)))?;
+        let had_cap = copy_xattrs_fd(&from, &to, keep_privileges).map_err(|e| TreeError::Io {
+            op: "copy the extended attributes of",
+            root: self.root_path.clone(),
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        if had_cap && !keep_privileges {
+            let s = stripped.get_or_insert(Stripped {
+                path: shown,
+                setuid: false,
+                setgid: false,
+                capability: false,
+            });
+            s.capability = true;
+        }
+        Ok(CopiedFile {
+            bytes: written,
+            stripped,
+        })
+    }
+
     /// Creates `path` from `reader`, all-zero blocks left as holes; returns the length.
     pub fn write_from(
         &self,
@@ -1029,6 +1093,15 @@ pub fn write_sparse(
     Ok(total)
 }
 
+/// What [`Tree::copy_in`] did for one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopiedFile {
+    /// Bytes of data written.
+    pub bytes: u64,
+    /// What the privilege rule took away, if anything.
+    pub stripped: Option<Stripped>,
+}
+
 /// What a producer stripped from one file it placed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Stripped {
@@ -1464,5 +1537,72 @@ mod tests {
         note_capability(&mut list, "/b");
         assert_eq!(list.len(), 2);
         assert!(list[0].capability && list[1].capability);
+    }
+
+    /// The producers' copier: setuid/setgid and file capabilities stripped and listed, kept
+    /// with `keep`; holes kept; `user.*` xattrs carried; a link as the last component of the
+    /// source is not followed out of the source root.
+    #[test]
+    fn copy_in_strips_and_lists() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let f = src.join("su");
+        std::fs::write(&f, b"data").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o6755)).unwrap();
+        let sparse = src.join("sparse");
+        let sf = File::create(&sparse).unwrap();
+        sf.set_len(8 << 20).unwrap();
+        sf.write_all_at(b"end", (8 << 20) - 3).unwrap();
+        let has_user_xattr =
+            rfs::setxattr(&sparse, "user.k", b"v", rfs::XattrFlags::empty()).is_ok();
+        let out_dir = d.path().join("out");
+        std::fs::create_dir(&out_dir).unwrap();
+        let out = Tree::open(&out_dir, &TreeOptions::no_symlinks()).unwrap();
+
+        let c = out
+            .copy_in(Path::new("su"), &src, Path::new("su"), 0o6755, false)
+            .unwrap();
+        assert_eq!(c.bytes, 4);
+        let s = c.stripped.expect("listed");
+        assert_eq!((s.path.as_str(), s.setuid, s.setgid), ("/su", true, true));
+        assert_eq!(
+            std::fs::metadata(out_dir.join("su")).unwrap().mode() & 0o7777,
+            0o755
+        );
+
+        let c = out
+            .copy_in(Path::new("kept"), &src, Path::new("su"), 0o6755, true)
+            .unwrap();
+        assert_eq!(c.stripped, None);
+        assert_eq!(
+            std::fs::metadata(out_dir.join("kept")).unwrap().mode() & 0o7777,
+            0o6755
+        );
+
+        let c = out
+            .copy_in(Path::new("sparse"), &src, Path::new("sparse"), 0o644, false)
+            .unwrap();
+        assert_eq!(c.stripped, None);
+        let m = std::fs::metadata(out_dir.join("sparse")).unwrap();
+        assert_eq!(m.len(), 8 << 20);
+        assert!(
+            m.blocks() * 512 < 1 << 20,
+            "holes kept: {} blocks",
+            m.blocks()
+        );
+        if has_user_xattr {
+            let mut v = [0u8; 8];
+            let n = rfs::getxattr(out_dir.join("sparse").as_path(), "user.k", &mut v[..]).unwrap();
+            assert_eq!(&v[..n], b"v");
+        }
+
+        // A source link to a host file resolves inside the source root (and is missing there).
+        std::os::unix::fs::symlink("/etc/passwd", src.join("link")).unwrap();
+        assert!(out
+            .copy_in(Path::new("link"), &src, Path::new("link"), 0o644, false)
+            .is_err());
+        assert!(!out_dir.join("link").exists());
     }
 }

@@ -400,8 +400,8 @@ fn target(t: &str) -> Result<PathBuf> {
 }
 
 /// Copies `src` (a host path inside the source `root`: file, symlink or folder) to `dst`
-/// (inside the tree), keeping modes but setuid/setgid (unless `keep`; what was stripped goes
-/// to `stripped`), never following links: links are copied as links, folders walked with a
+/// (inside the tree), keeping modes but setuid/setgid and file capabilities (unless `keep`;
+/// what was stripped goes to `stripped`, see [`Tree::copy_in`]), never following links: links are copied as links, folders walked with a
 /// work list (no recursion on the input's depth), files read without following a link.
 fn copy_any(
     root: &Path,
@@ -441,13 +441,12 @@ fn copy_any(
             }
         } else if ft.is_file() {
             let rel = src.strip_prefix(root).unwrap_or(&src);
-            // The path was listed without following links; open it the same way.
-            let f = tree::open_in_root(root, rel)
-                .with_context(|| format!("opening {}", src.display()))?;
-            let (mode, s) = tree::strip_privilege(&shown(), md.mode() & 0o7777, keep);
-            stripped.extend(s);
-            tree.copy_file(&dst, &f, mode)
+            // The one producers' copier: opened inside the source as it was listed, privileges
+            // stripped and listed (file capabilities too) unless `keep`.
+            let c = tree
+                .copy_in(&dst, root, rel, md.mode(), keep)
                 .with_context(|| format!("copying {} to {}", src.display(), shown()))?;
+            stripped.extend(c.stripped);
         } else {
             bail!(
                 "{} is a special file; a static extension holds files, folders and links",
