@@ -276,7 +276,15 @@ architectures = ["x86-64"]
                 "base URL",
             ),
             ("base_url = \"https://h/x\"".to_string(), "no [[extension]]"),
-            (GOOD.replace("name = \"docker\"", "name = \"a b\""), "blank"),
+            // The one rule for new image names (release::validate_new_name) speaks first.
+            (
+                GOOD.replace("name = \"docker\"", "name = \"a b\""),
+                "' ' is not allowed",
+            ),
+            (
+                GOOD.replace("name = \"docker\"", "name = \".docker\""),
+                "starting with '.'",
+            ),
             (
                 GOOD.replace("name = \"docker\"", "name = \"a\\u001bb\""),
                 "control",
