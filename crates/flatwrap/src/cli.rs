@@ -7,20 +7,10 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use serde::Serialize;
 use sysext_core::atomic::AtomicOutput;
-use sysext_core::pack::{self, Format as PackFormat, PackOptions};
+use sysext_core::pack::{self, Format, PackOptions};
 
 use crate::plan::{self, Map, Plan, PlanOptions};
 use crate::stage::{self, StageReport};
-
-/// Output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// A squashfs image `NAME.raw`.
-    Raw,
-    /// A folder, as systemd-sysext also accepts in /var/lib/extensions.
-    Dir,
-}
 
 /// Ship a whole root filesystem as a systemd-sysext image: the rootfs goes under
 /// /usr/local/NAME/ and each executable entry gets a launcher at its /usr/... path that runs it
@@ -72,8 +62,8 @@ pub struct Args {
     /// Allow plain HTTP and unverified TLS for a non-loopback registry.
     #[arg(long)]
     pub insecure: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Raw)]
+    /// Output format: raw (a squashfs image NAME.raw) or dir (a folder NAME).
+    #[arg(long, default_value_t = Format::Raw)]
     pub format: Format,
     /// Output path (default: NAME.raw, or NAME for --format dir, in the current folder).
     #[arg(short, long)]
@@ -140,10 +130,10 @@ pub fn run(args: Args) -> Result<Report> {
     for w in &plan.warnings {
         tracing::warn!("{w}");
     }
-    let output = args.output.clone().unwrap_or_else(|| match args.format {
-        Format::Raw => PathBuf::from(format!("{}.raw", args.name)),
-        Format::Dir => PathBuf::from(&args.name),
-    });
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| args.format.default_output(&args.name));
     check_output_outside(&output, &rootfs.path)?;
     let stage_opts = stage::StageOptions {
         keep_privileges: args.keep_privileges,
@@ -171,7 +161,7 @@ pub fn run(args: Args) -> Result<Report> {
                     format!("staging the extension tree in {}", scratch.path().display())
                 })?;
             let mut popts = PackOptions::default();
-            popts.format = Some(PackFormat::Raw);
+            popts.format = Some(Format::Raw);
             popts.force = args.force;
             popts.name = Some(args.name.clone());
             let packed = pack::pack(scratch.path(), &output, &popts)

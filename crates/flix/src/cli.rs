@@ -13,15 +13,6 @@ use sysext_core::pack::{Compression, Format, PackOptions};
 use crate::plan::{self, PlanOptions, Severity};
 use crate::stage;
 
-/// Output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutFormat {
-    /// A squashfs image, NAME.raw.
-    Raw,
-    /// A folder NAME.
-    Dir,
-}
-
 /// Squashfs compressor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Comp {
@@ -60,9 +51,9 @@ pub struct Args {
     /// Output path (default NAME.raw, or NAME with --format dir).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = OutFormat::Raw)]
-    pub format: OutFormat,
+    /// Output format: raw (a squashfs image NAME.raw) or dir (a folder NAME).
+    #[arg(long, default_value_t = Format::Raw)]
+    pub format: Format,
     /// Squashfs compressor.
     #[arg(long, value_enum, default_value_t = Comp::Gzip)]
     pub compression: Comp,
@@ -102,10 +93,9 @@ impl Args {
 
     /// The output path.
     pub fn output_path(&self) -> PathBuf {
-        match (&self.output, self.format) {
-            (Some(o), _) => o.clone(),
-            (None, OutFormat::Raw) => PathBuf::from(format!("{}.raw", self.name)),
-            (None, OutFormat::Dir) => PathBuf::from(&self.name),
+        match &self.output {
+            Some(o) => o.clone(),
+            None => self.format.default_output(&self.name),
         }
     }
 }
@@ -178,10 +168,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Comp::Xz => Compression::Xz,
     };
     pack_opts.force = args.force;
-    pack_opts.format = Some(match args.format {
-        OutFormat::Raw => Format::Raw,
-        OutFormat::Dir => Format::Dir,
-    });
+    pack_opts.format = Some(args.format);
     let output = args.output_path();
     let stage_opts = stage::StageOptions {
         keep_privileges: args.keep_privileges,

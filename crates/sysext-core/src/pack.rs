@@ -34,6 +34,56 @@ pub enum Format {
     Dir,
 }
 
+impl Format {
+    /// The format an output path asks for: a name ending in `.raw` is a squashfs image,
+    /// anything else a folder (what `pack` does without an explicit format).
+    pub fn of_output(output: &Path) -> Format {
+        if output
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().ends_with(".raw"))
+        {
+            Format::Raw
+        } else {
+            Format::Dir
+        }
+    }
+
+    /// The default output for an extension `name`: `NAME.raw` or the folder `NAME`.
+    pub fn default_output(self, name: &str) -> PathBuf {
+        match self {
+            Format::Raw => PathBuf::from(format!("{name}.raw")),
+            Format::Dir => PathBuf::from(name),
+        }
+    }
+
+    /// The word on the command line and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Dir => "dir",
+        }
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "raw" => Ok(Format::Raw),
+            "dir" => Ok(Format::Dir),
+            other => Err(format!(
+                "unknown format {other:?}; use raw (a squashfs NAME.raw) or dir (a folder)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Options for [`pack`], applied in this order: name (explicit, else from the output's file
 /// name), format (explicit, else by the output's name), then the writer settings.
 #[derive(Debug, Clone, Default)]
@@ -134,11 +184,7 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .ok_or_else(|| PackError::NoName(output.to_path_buf()))?;
-    let format = opts.format.unwrap_or(if file_name.ends_with(".raw") {
-        Format::Raw
-    } else {
-        Format::Dir
-    });
+    let format = opts.format.unwrap_or(Format::of_output(output));
     let name = match &opts.name {
         Some(n) => n.clone(),
         None => file_name
@@ -412,6 +458,19 @@ mod tests {
         let e = pack(&tree, &d.path().join(".x.raw"), &PackOptions::default()).unwrap_err();
         assert!(matches!(e, PackError::Name(_)), "{e}");
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn formats() {
+        for f in [Format::Raw, Format::Dir] {
+            assert_eq!(f.to_string().parse::<Format>(), Ok(f));
+        }
+        assert!("squashfs".parse::<Format>().unwrap_err().contains("raw"));
+        assert_eq!(Format::of_output(Path::new("a/x.raw")), Format::Raw);
+        assert_eq!(Format::of_output(Path::new("a/x")), Format::Dir);
+        assert_eq!(Format::of_output(Path::new("x.raw/")), Format::Raw);
+        assert_eq!(Format::Raw.default_output("n"), Path::new("n.raw"));
+        assert_eq!(Format::Dir.default_output("n"), Path::new("n"));
     }
 
     #[test]

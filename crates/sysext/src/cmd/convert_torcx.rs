@@ -33,7 +33,7 @@ pub struct ConvertTorcxArgs {
     #[arg(short, long)]
     pub output: Option<PathBuf>,
     /// raw (squashfs) or dir.
-    #[arg(long, value_parser = parse_format)]
+    #[arg(long)]
     pub format: Option<Format>,
     /// Bind the extension to this OS ID (e.g. flatcar); default `_any`.
     #[arg(long)]
@@ -50,14 +50,6 @@ pub struct ConvertTorcxArgs {
     /// Keep setuid/setgid bits of the package's files (stripped and listed by default).
     #[arg(long)]
     pub keep_privileges: bool,
-}
-
-fn parse_format(s: &str) -> Result<Format, String> {
-    match s {
-        "raw" => Ok(Format::Raw),
-        "dir" => Ok(Format::Dir),
-        _ => Err(format!("unknown format {s:?}: use raw or dir")),
-    }
 }
 
 /// Torcx's image manifest (`image-manifest-v0`).
@@ -127,13 +119,13 @@ pub fn run(args: ConvertTorcxArgs) -> Result<ExitCode> {
     // Before anything is read: the error names the value and the rule.
     release::validate_new_name(&args.name)?;
     let format = args.format.unwrap_or(match &args.output {
-        Some(o) if !o.to_string_lossy().ends_with(".raw") => Format::Dir,
-        _ => Format::Raw,
+        Some(o) => Format::of_output(o),
+        None => Format::Raw,
     });
-    let output = args.output.clone().unwrap_or_else(|| match format {
-        Format::Raw => PathBuf::from(format!("{}.raw", args.name)),
-        Format::Dir => PathBuf::from(&args.name),
-    });
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| format.default_output(&args.name));
     if !args.force && fs::symlink_metadata(&output).is_ok() {
         bail!(
             "{} already exists: pass --force to replace it",
