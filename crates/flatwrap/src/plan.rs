@@ -305,14 +305,6 @@ fn chroot_default(rootfs: &Path) -> Result<Vec<TopLevel>, PlanError> {
     Ok(chroot)
 }
 
-/// Splits `SRC[:TARGET]`.
-fn split_entry(entry: &str) -> (&str, Option<&str>) {
-    match entry.split_once(':') {
-        Some((src, target)) => (src, Some(target)),
-        None => (entry, None),
-    }
-}
-
 fn normalise(entry: &str, p: &str) -> Result<String, PlanError> {
     if !p.starts_with('/') {
         return Err(PlanError::Entry {
@@ -386,8 +378,19 @@ pub fn plan(
     let mut planned: Vec<PlannedEntry> = Vec::new();
     for entry in entries {
         no_control("entry", entry, "give the path without it")?;
-        let (src, target) = split_entry(entry);
-        let src = normalise(entry, src)?;
+        // The one entry parser; flatwrap wants the source absolute without '..'.
+        let spec = rootfs::parse_entry(entry).map_err(|e| PlanError::Entry {
+            entry: entry.clone(),
+            reason: e.to_string(),
+        })?;
+        let src = normalise(entry, &spec.source)?;
+        let target = spec.target.map(|t| {
+            let p = t.path.to_string_lossy().into_owned();
+            match (t.into_dir, Path::new(&src).file_name()) {
+                (true, Some(n)) => format!("{p}/{}", n.to_string_lossy()),
+                _ => p,
+            }
+        });
         let resolved = resolve(rootfs, &src, true)?;
         let host = host_path(rootfs, &resolved);
         let meta = fs::metadata(&host).map_err(|_| PlanError::NotFound {
@@ -395,7 +398,7 @@ pub fn plan(
             rootfs: rootfs.to_path_buf(),
         })?;
         let target = match target {
-            Some(t) => normalise(entry, t)?,
+            Some(t) => t,
             None if src.starts_with("/usr/") => src.clone(),
             None => {
                 // /bin/bash in a usr-merged rootfs is /usr/bin/bash: take the parent's real place.

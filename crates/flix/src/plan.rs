@@ -43,8 +43,8 @@ pub enum PlanError {
     Name(release::ReleaseError),
     #[error("entry {0:?} is not an absolute path inside the rootfs")]
     NotAbsolute(String),
-    #[error("entry {entry:?}: target {target:?} must be under /usr/ or /opt/")]
-    BadTarget { entry: String, target: String },
+    #[error(transparent)]
+    BadTarget(#[from] rootfs::EntryError),
     #[error("entry {entry} lies outside /usr; give it a target inside /usr, e.g. {entry}:/usr/{suggest}")]
     OutsideUsr { entry: String, suggest: String },
     #[error("entry {entry} would be shipped under usr/lib64, which is a symlink on some hosts (Arch) and would be hidden; rename it, e.g. {entry}:/usr/lib/...")]
@@ -202,35 +202,19 @@ pub struct EntrySpec {
     pub target: Option<PathBuf>,
 }
 
-/// Splits `SRC[:TARGET]`.
+/// Splits `SRC[:TARGET]` with the one entry parser ([`rootfs::parse_entry`]); flix wants the
+/// source absolute. A target ending in `/` is the folder the source goes into.
 pub fn parse_entry(s: &str) -> Result<EntrySpec, PlanError> {
-    let (src, target) = match s.split_once(':') {
-        Some((a, b)) => (a, Some(b)),
-        None => (s, None),
-    };
-    if !src.starts_with('/') {
+    let e = rootfs::parse_entry(s)?;
+    if !e.source.starts_with('/') {
         return Err(PlanError::NotAbsolute(s.to_string()));
     }
-    let target = match target {
-        None => None,
-        Some(t) => {
-            let ok = (t.starts_with("/usr/") || t.starts_with("/opt/"))
-                && !Path::new(t)
-                    .components()
-                    .any(|c| matches!(c, std::path::Component::ParentDir));
-            if !ok {
-                return Err(PlanError::BadTarget {
-                    entry: s.to_string(),
-                    target: t.to_string(),
-                });
-            }
-            Some(PathBuf::from(t))
-        }
-    };
-    Ok(EntrySpec {
-        source: PathBuf::from(src),
-        target,
-    })
+    let source = PathBuf::from(e.source);
+    let target = e.target.map(|t| match (t.into_dir, source.file_name()) {
+        (true, Some(n)) => t.path.join(n),
+        _ => t.path,
+    });
+    Ok(EntrySpec { source, target })
 }
 
 /// Validates the extension name with the one rule for new images

@@ -386,19 +386,6 @@ fn inside(root: &Path, rel: &str) -> Result<PathBuf> {
     Ok(host)
 }
 
-/// A target path inside the extension tree: absolute, under /usr or /opt, no `..`.
-fn target(t: &str) -> Result<PathBuf> {
-    let p = Path::new(t);
-    let ok = p.is_absolute()
-        && (p.starts_with("/usr") || p.starts_with("/opt"))
-        && p.components()
-            .all(|c| !matches!(c, std::path::Component::ParentDir));
-    if !ok {
-        bail!("target {t:?} must be an absolute path under /usr or /opt (systemd-sysext merges only those)");
-    }
-    Ok(p.strip_prefix("/").unwrap_or(p).to_path_buf())
-}
-
 /// Copies `src` (a host path inside the source `root`: file, symlink or folder) to `dst`
 /// (inside the tree), keeping modes but setuid/setgid and file capabilities (unless `keep`;
 /// what was stripped goes to `stripped`, see [`Tree::copy_in`]), never following links: links are copied as links, folders walked with a
@@ -481,15 +468,24 @@ fn place_static(
         return Ok(());
     }
     for p in paths {
-        let (src, dst) = match p.split_once(':') {
-            Some((s, d)) => (s, d.to_string()),
-            None => (p.as_str(), format!("/{}", p.trim_start_matches('/'))),
+        // The one entry parser; a bare `usr/...` or `opt/...` goes to its own place.
+        let full = match p.contains(':') {
+            true => p.clone(),
+            false => format!("{p}:/{}", p.trim_start_matches('/')),
         };
-        let from = inside(root, src)?;
-        let mut to = target(&dst)?;
+        let spec = sysext_core::rootfs::parse_entry(&full)?;
+        let Some(target) = spec.target else {
+            bail!("paths entry {p:?} has no target; give it as SRC:/usr/TARGET");
+        };
+        let from = inside(root, &spec.source)?;
+        let mut to = target
+            .path
+            .strip_prefix("/")
+            .unwrap_or(&target.path)
+            .to_path_buf();
         // "dir/" as a target: into that folder under the source's file name.
         let from_is_dir = fs::symlink_metadata(&from).is_ok_and(|m| m.is_dir());
-        if dst.ends_with('/') && !from_is_dir {
+        if target.into_dir && !from_is_dir {
             to = to.join(from.file_name().unwrap_or_default());
         }
         copy_any(root, &from, tree, &to, keep, stripped)?;
