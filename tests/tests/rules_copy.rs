@@ -149,3 +149,57 @@ fn bake_static_and_flatwrap_strip_and_list_setuid_and_capabilities() {
         assert!(!codes.iter().any(|c| c == bad), "flatwrap: {codes:?}");
     }
 }
+
+/// ocirootfs copies a folder source with the one whole-tree copier (it shelled out to
+/// `cp -a` and dropped its stderr): holes stay holes, modes (setuid too: a rootfs is not an
+/// image), links and hard links are kept.
+#[test]
+fn ocirootfs_folder_copy_keeps_sparse_files_sparse() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let t = tempfile::tempdir().unwrap();
+    let w = t.path();
+    let src = w.join("src");
+    fs::create_dir_all(src.join("usr/bin")).unwrap();
+    let big = fs::File::create(src.join("usr/sparse.img")).unwrap();
+    big.set_len(64 << 20).unwrap();
+    big.write_all_at(b"tail", (64 << 20) - 4).unwrap();
+    fs::write(src.join("usr/bin/su"), "x").unwrap();
+    fs::set_permissions(src.join("usr/bin/su"), fs::Permissions::from_mode(0o4755)).unwrap();
+    fs::hard_link(src.join("usr/bin/su"), src.join("usr/bin/su2")).unwrap();
+    std::os::unix::fs::symlink("usr/bin", src.join("bin")).unwrap();
+
+    let out = Command::new(testkit::workspace_bin("ocirootfs"))
+        .args(["src", "out"])
+        .current_dir(w)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = fs::metadata(w.join("out/usr/sparse.img")).unwrap();
+    assert_eq!(m.len(), 64 << 20);
+    assert!(
+        m.blocks() * 512 < 1 << 20,
+        "not sparse: {} blocks",
+        m.blocks()
+    );
+    let mut tail = [0u8; 4];
+    fs::File::open(w.join("out/usr/sparse.img"))
+        .unwrap()
+        .read_exact_at(&mut tail, (64 << 20) - 4)
+        .unwrap();
+    assert_eq!(&tail, b"tail");
+    let su = fs::metadata(w.join("out/usr/bin/su")).unwrap();
+    assert_eq!(su.mode() & 0o7777, 0o4755);
+    assert_eq!(
+        su.ino(),
+        fs::metadata(w.join("out/usr/bin/su2")).unwrap().ino()
+    );
+    assert_eq!(
+        fs::read_link(w.join("out/bin")).unwrap(),
+        Path::new("usr/bin")
+    );
+}

@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -1091,6 +1091,184 @@ pub fn write_sparse(
     }
     dst.set_len(total).map_err(SparseError::Write)?;
     Ok(total)
+}
+
+/// Options of [`copy_tree`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct CopyTreeOptions {
+    /// Every entry owned by root:root (`pack`); otherwise the source's owners are kept (where
+    /// the process may set them).
+    pub root_owned: bool,
+    /// Every timestamp set to this time (`pack`, reproducible); otherwise the source's
+    /// modification times are kept (whole seconds).
+    pub mtime: Option<i64>,
+}
+
+/// An error of [`copy_tree`]: which entry, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot copy {} to {}", from.display(), to.display())]
+pub struct CopyTreeError {
+    pub from: PathBuf,
+    pub to: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+/// The whole-tree copier: copies the folder `from` (a trusted tree: a staged extension or a
+/// rootfs folder the user named) into the root of `out` through the safe writer, keeping
+/// modes (setuid and setgid too: nothing is stripped here, the producers strip while
+/// staging, see [`Tree::copy_in`]), symlinks as links, hard links as links, devices, FIFOs and
+/// sockets, holes ([`copy_sparse`]), the xattrs an image carries ([`image_xattrs`], file
+/// capabilities included), owners and times as [`CopyTreeOptions`] says. Walks with a work
+/// list (no recursion on the tree's depth); folders get their metadata last, deepest first.
+/// Returns the bytes of file data copied. Used by `pack`'s folder output and by `ocirootfs`
+/// for a folder source.
+pub fn copy_tree(from: &Path, out: &Tree, opts: &CopyTreeOptions) -> Result<u64, CopyTreeError> {
+    let mut c = TreeCopier {
+        out,
+        opts,
+        links: HashMap::new(),
+        bytes: 0,
+    };
+    c.copy(from)?;
+    Ok(c.bytes)
+}
+
+struct TreeCopier<'a> {
+    out: &'a Tree,
+    opts: &'a CopyTreeOptions,
+    /// First copy (relative to the output) of each multiply-linked file.
+    links: HashMap<(u64, u64), PathBuf>,
+    bytes: u64,
+}
+
+impl TreeCopier<'_> {
+    /// Owner, the xattrs images carry, the mode (not for links) and the time of the copy `to`
+    /// (relative to the output) of `from`, whose metadata is `m`.
+    fn finish_entry(&self, from: &Path, to: &Path, m: &fs::Metadata) -> io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let out = self.out;
+        let symlink = m.file_type().is_symlink();
+        let (uid, gid) = match self.opts.root_owned {
+            true => (0, 0),
+            false => (m.uid(), m.gid()),
+        };
+        match out.set_owner(to, uid, gid) {
+            Ok(()) => {}
+            Err(e) if e.io_error().and_then(|e| e.raw_os_error()) == Some(libc::EPERM) => {}
+            Err(e) => return Err(io::Error::other(e)),
+        }
+        if !symlink {
+            copy_xattrs_into(from, out, to)?;
+            out.set_mode(to, m.mode() & 0o7777)
+                .map_err(io::Error::other)?;
+        }
+        out.set_times(to, self.opts.mtime.unwrap_or(m.mtime()))
+            .map_err(io::Error::other)
+    }
+
+    fn copy(&mut self, from: &Path) -> Result<(), CopyTreeError> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+        let out_root = self.out.root_path().to_path_buf();
+        let cerr = |from: &Path, to: &Path| {
+            let (from, to) = (from.to_path_buf(), out_root.join(to));
+            move |source| CopyTreeError { from, to, source }
+        };
+        let mut todo = vec![PathBuf::new()];
+        let mut dirs: Vec<(PathBuf, fs::Metadata)> = Vec::new();
+        while let Some(rel) = todo.pop() {
+            let dir = from.join(&rel);
+            let mut names = Vec::new();
+            for e in fs::read_dir(&dir).map_err(cerr(&dir, &rel))? {
+                names.push(e.map_err(cerr(&dir, &rel))?.file_name());
+            }
+            names.sort();
+            for name in names {
+                let src = dir.join(&name);
+                let dst = rel.join(&name);
+                let m = fs::symlink_metadata(&src).map_err(cerr(&src, &dst))?;
+                let ft = m.file_type();
+                if ft.is_dir() {
+                    self.out
+                        .create_dir(&dst, 0o700)
+                        .map_err(|e| cerr(&src, &dst)(io::Error::other(e)))?;
+                    dirs.push((dst.clone(), m));
+                    todo.push(dst);
+                    continue;
+                }
+                if ft.is_file() && m.nlink() > 1 {
+                    if let Some(first) = self.links.get(&(m.dev(), m.ino())) {
+                        self.out
+                            .hardlink(&dst, first)
+                            .map_err(|e| cerr(&src, &dst)(io::Error::other(e)))?;
+                        continue;
+                    }
+                }
+                let res = (|| -> io::Result<()> {
+                    let out = self.out;
+                    if ft.is_file() {
+                        let f = fs::OpenOptions::new()
+                            .read(true)
+                            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                            .open(&src)?;
+                        let to = out.create_file(&dst, 0o600).map_err(io::Error::other)?;
+                        copy_sparse(&f, &to)?;
+                        self.bytes += m.len();
+                    } else if ft.is_symlink() {
+                        out.symlink(&dst, &fs::read_link(&src)?)
+                            .map_err(io::Error::other)?;
+                    } else {
+                        let ty = if ft.is_char_device() {
+                            FileType::CharacterDevice
+                        } else if ft.is_block_device() {
+                            FileType::BlockDevice
+                        } else if ft.is_fifo() {
+                            FileType::Fifo
+                        } else {
+                            FileType::Socket
+                        };
+                        out.mknod(&dst, ty, m.mode() & 0o7777, m.rdev())
+                            .map_err(io::Error::other)?;
+                    }
+                    self.finish_entry(&src, &dst, &m)
+                })();
+                res.map_err(cerr(&src, &dst))?;
+                if ft.is_file() && m.nlink() > 1 {
+                    self.links.insert((m.dev(), m.ino()), dst);
+                }
+            }
+        }
+        for (dst, m) in dirs.iter().rev() {
+            let src = from.join(dst);
+            self.finish_entry(&src, dst, m).map_err(cerr(&src, dst))?;
+        }
+        let dm = fs::symlink_metadata(from).map_err(cerr(from, Path::new("")))?;
+        self.finish_entry(from, Path::new(""), &dm)
+            .map_err(cerr(from, Path::new("")))
+    }
+}
+
+/// The xattrs an image carries ([`image_xattrs`], file capabilities included) of `from`, a
+/// regular file or folder, set on `to` in the output tree. A symlink (which holds none of
+/// those) is passed over.
+fn copy_xattrs_into(from: &Path, out: &Tree, to: &Path) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(from)
+    {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let (xattrs, _) = image_xattrs(&file, true)?;
+    for (name, value) in xattrs {
+        out.set_xattr(to, &name.to_string_lossy(), &value)
+            .map_err(io::Error::other)?;
+    }
+    Ok(())
 }
 
 /// What [`Tree::copy_in`] did for one file.
