@@ -330,26 +330,6 @@ fn read_head(path: &Path) -> Option<Vec<u8>> {
     Some(buf)
 }
 
-/// The program paths a unit's `Exec*=` lines start (first word, prefixes like `-@:+!` removed).
-pub fn unit_exec_paths(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        let Some((key, value)) = line.split_once('=') else {
-            continue;
-        };
-        if !key.trim().starts_with("Exec") {
-            continue;
-        }
-        let word = value.split_whitespace().next().unwrap_or("");
-        let word = word.trim_start_matches(['-', '@', ':', '+', '!']);
-        if word.starts_with('/') {
-            out.push(word.to_string());
-        }
-    }
-    out
-}
-
 /// Resolves what the user typed into a validated [`Plan`].
 pub fn plan(
     rootfs: &Path,
@@ -460,7 +440,7 @@ pub fn plan(
     for e in planned.iter().filter(|e| e.unit) {
         let host = host_path(rootfs, &e.resolved);
         if let Ok(text) = fs::read_to_string(&host) {
-            for exec in unit_exec_paths(&text) {
+            for exec in units::exec_paths(&text) {
                 // /sbin/x in a usr-merged rootfs is /usr/sbin/x: compare both spellings.
                 let merged = resolve(rootfs, &exec, false)?;
                 let wrapped = planned.iter().any(|p| {
@@ -803,14 +783,5 @@ mod tests {
         .unwrap();
         let got: Vec<_> = p.entries.iter().map(|e| e.unit).collect();
         assert_eq!(got, [true, true, false]);
-    }
-
-    #[test]
-    fn unit_exec_lines() {
-        let text = "[Service]\nExecStart=/usr/sbin/nginx -g 'daemon on;'\nExecReload=-+/usr/sbin/nginx -s reload\nExecStop=kill $MAINPID\n# ExecStart=/x\n";
-        assert_eq!(
-            unit_exec_paths(text),
-            ["/usr/sbin/nginx", "/usr/sbin/nginx"]
-        );
     }
 }

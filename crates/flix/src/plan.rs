@@ -294,46 +294,6 @@ pub fn shebang(bytes: &[u8]) -> Option<(String, Option<String>)> {
     Some((interp, words.next().map(str::to_string)))
 }
 
-/// Paths named by `Exec*=` lines of a unit (prefixes `-@:+!` stripped).
-pub fn unit_exec_paths(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        let Some((key, val)) = line.split_once('=') else {
-            continue;
-        };
-        if !key.trim().starts_with("Exec") {
-            continue;
-        }
-        let val = val.trim().trim_start_matches(['-', '@', ':', '+', '!']);
-        if let Some(cmd) = val.split_whitespace().next() {
-            if cmd.starts_with('/') {
-                out.push(cmd.to_string());
-            }
-        }
-    }
-    out
-}
-
-/// The `WantedBy=` targets of a unit's `[Install]` section.
-pub fn unit_wanted_by(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut install = false;
-    for line in text.lines() {
-        let line = line.trim();
-        if line.starts_with('[') {
-            install = line == "[Install]";
-            continue;
-        }
-        if install {
-            if let Some(v) = line.strip_prefix("WantedBy=") {
-                out.extend(v.split_whitespace().map(str::to_string));
-            }
-        }
-    }
-    out
-}
-
 struct Builder<'a> {
     root: &'a Path,
     name: String,
@@ -1127,7 +1087,7 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
             _ => continue,
         };
         let mut new_text = text.clone();
-        for p in unit_exec_paths(&text) {
+        for p in units::exec_paths(&text) {
             let inside =
                 rootfs::resolve(root, Path::new(&p), false).unwrap_or_else(|_| PathBuf::from(&p));
             match b.translate(&inside) {
@@ -1176,7 +1136,7 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
         let Some((unit, text)) = unit_names.iter().find(|(n, _)| n == en) else {
             return Err(PlanError::EnableUnknown(en.clone()));
         };
-        let mut targets = unit_wanted_by(text);
+        let mut targets = units::wanted_by(text);
         if targets.is_empty() {
             targets.push("multi-user.target".into());
         }
@@ -1415,14 +1375,6 @@ mod tests {
     #[test]
     fn unit_lines() {
         let u = "[Service]\nExecStartPre=-/usr/sbin/nginx -t\nExecStart=/usr/sbin/nginx\nExecReload=@/bin/kill kill -HUP $MAINPID\nExecStop=true\n[Install]\nWantedBy=multi-user.target graphical.target\n";
-        assert_eq!(
-            unit_exec_paths(u),
-            vec!["/usr/sbin/nginx", "/usr/sbin/nginx", "/bin/kill"]
-        );
-        assert_eq!(
-            unit_wanted_by(u),
-            vec!["multi-user.target", "graphical.target"]
-        );
         let r = replace_exec(u, "/usr/sbin/nginx", "/usr/bin/nginx");
         assert!(r.contains("ExecStartPre=-/usr/bin/nginx -t\n"));
         assert!(r.contains("ExecStart=/usr/bin/nginx\n"));

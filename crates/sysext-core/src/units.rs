@@ -5,6 +5,7 @@
 //! [`USER_UNIT_DIRS`]: the ones under `/etc`, `/usr` and, for roots without merged `/usr`,
 //! `/lib`), directly or in a `.wants`/`.requires`/`.upholds` folder there. A `foo.target` data
 //! file anywhere else is not a unit, and neither is anything in a drop-in (`.d`) folder.
+//! [`exec_paths`] and [`wanted_by`] read the lines of a unit the tools act on.
 
 use std::path::{Component, Path};
 
@@ -110,6 +111,48 @@ pub fn is_unit(path: &Path) -> bool {
     unit_scope(path).is_some()
 }
 
+/// The program paths a unit's `Exec*=` lines start (the first word, prefixes `-@:+!`
+/// stripped; words that are not absolute paths left out). flix rewrites them, flatwrap warns
+/// about the ones it does not wrap.
+pub fn exec_paths(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        let Some((key, val)) = line.split_once('=') else {
+            continue;
+        };
+        if !key.trim().starts_with("Exec") {
+            continue;
+        }
+        let val = val.trim().trim_start_matches(['-', '@', ':', '+', '!']);
+        if let Some(cmd) = val.split_whitespace().next() {
+            if cmd.starts_with('/') {
+                out.push(cmd.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The `WantedBy=` targets of a unit's `[Install]` section.
+pub fn wanted_by(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut install = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            install = line == "[Install]";
+            continue;
+        }
+        if install {
+            if let Some(v) = line.strip_prefix("WantedBy=") {
+                out.extend(v.split_whitespace().map(str::to_string));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,5 +208,25 @@ mod tests {
             assert!(!is_unit_file_name(s), "{s}");
         }
         assert!(!is_unit_file_name("x.conf"));
+    }
+
+    #[test]
+    fn unit_lines() {
+        // The lines flix's and flatwrap's copies were tested with.
+        let u = "[Service]\nExecStartPre=-/usr/sbin/nginx -t\nExecStart=/usr/sbin/nginx -g 'daemon on;'\nExecReload=-+/usr/sbin/nginx -s reload\nExecReload=@/bin/kill kill -HUP $MAINPID\nExecStop=true\nExecStop=kill $MAINPID\n# ExecStart=/x\n[Install]\nWantedBy=multi-user.target graphical.target\n";
+        assert_eq!(
+            exec_paths(u),
+            [
+                "/usr/sbin/nginx",
+                "/usr/sbin/nginx",
+                "/usr/sbin/nginx",
+                "/bin/kill"
+            ]
+        );
+        assert_eq!(wanted_by(u), ["multi-user.target", "graphical.target"]);
+        assert_eq!(
+            wanted_by("[Service]\nWantedBy=x.target\n"),
+            Vec::<String>::new()
+        );
     }
 }

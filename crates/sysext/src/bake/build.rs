@@ -523,7 +523,7 @@ fn write_upholds(tree: &Tree, name: &str, enable: &[String]) -> Result<()> {
                 format!("enable = {u:?}: the unit is not in the extension; add it to units")
             })?;
         let text = String::from_utf8_lossy(&bytes);
-        let mut targets = flix::plan::unit_wanted_by(&text);
+        let mut targets = sysext_core::units::wanted_by(&text);
         if targets.is_empty() {
             targets.push("multi-user.target".into());
         }
