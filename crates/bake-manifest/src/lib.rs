@@ -151,7 +151,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
     }
     let mut seen = std::collections::BTreeSet::new();
     for e in &m.extensions {
-        sysext_core::release::validate_name(&e.name)
+        sysext_core::release::validate_new_name(&e.name)
             .map_err(|err| bad(format!("extension {:?}: {err}", e.name)))?;
         // The name is a word of transfer-file and unit lines (sysupdate -C NAME).
         gentext::unit_word("the name", &e.name)
@@ -294,7 +294,15 @@ architectures = ["x86-64"]
                 "base URL",
             ),
             ("base_url = \"https://h/x\"".to_string(), "no [[extension]]"),
-            (GOOD.replace("name = \"docker\"", "name = \"a b\""), "blank"),
+            // The one rule for new image names (release::validate_new_name) speaks first.
+            (
+                GOOD.replace("name = \"docker\"", "name = \"a b\""),
+                "' ' is not allowed",
+            ),
+            (
+                GOOD.replace("name = \"docker\"", "name = \".docker\""),
+                "starting with '.'",
+            ),
             (
                 GOOD.replace("name = \"docker\"", "name = \"a\\u001bb\""),
                 "control",

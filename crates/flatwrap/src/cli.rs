@@ -100,6 +100,8 @@ pub fn run(args: Args) -> Result<Exit> {
 
 /// Does the work of a run: source, plan, stage, pack.
 pub fn build(args: Args) -> Result<Report> {
+    // The name first: nothing is pulled or staged for a name no image may have.
+    plan::check_name(&args.name)?;
     let rootfs = resolve_source(&args.source, &args.source_opts.options(true))?;
     let opts = PlanOptions {
         etc: args.etc,

@@ -12,7 +12,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
+use sysext_core::release;
 use sysext_core::rootfs::{self, Missing, RootfsError};
+use sysext_core::units;
 
 /// Where a host directory (`/etc`, `/var`, `/home` + `/root`) comes from at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
@@ -126,8 +128,6 @@ pub enum PlanError {
         #[source]
         source: io::Error,
     },
-    #[error("invalid extension name {name:?}: {reason}")]
-    Name { name: String, reason: &'static str },
     #[error(transparent)]
     Release(#[from] sysext_core::release::ReleaseError),
     #[error("no entries given; name at least one program inside the rootfs, e.g. /usr/bin/htop")]
@@ -180,29 +180,10 @@ fn no_control(what: &'static str, value: &str, hint: &'static str) -> Result<(),
 const RENAME_TOP: &str =
     "rename it in the rootfs, or name the top-level paths to take with --chroot";
 
-/// Checks an extension name the way `pack` and systemd-sysext need it.
-/// Returns systemd's warnings for legal but troublesome names (`_`, `+`).
+/// Checks an extension name with the one rule for new images
+/// ([`sysext_core::release::validate_new_name`]); returns its warnings.
 pub fn check_name(name: &str) -> Result<Vec<String>, PlanError> {
-    let warnings = sysext_core::release::validate_name(name)?;
-    let bad = |reason| {
-        Err(PlanError::Name {
-            name: name.to_string(),
-            reason,
-        })
-    };
-    if name.is_empty() {
-        return bad("it is empty");
-    }
-    if name.starts_with('.') {
-        return bad("it starts with '.'");
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-_.+@".contains(c))
-    {
-        return bad("use only letters, digits and - _ . + @");
-    }
-    Ok(warnings)
+    Ok(sysext_core::release::validate_new_name(name)?)
 }
 
 /// `path` (absolute, inside the rootfs) resolved with `root` as `/`, the last component followed
@@ -324,14 +305,6 @@ fn chroot_default(rootfs: &Path) -> Result<Vec<TopLevel>, PlanError> {
     Ok(chroot)
 }
 
-/// Splits `SRC[:TARGET]`.
-fn split_entry(entry: &str) -> (&str, Option<&str>) {
-    match entry.split_once(':') {
-        Some((src, target)) => (src, Some(target)),
-        None => (entry, None),
-    }
-}
-
 fn normalise(entry: &str, p: &str) -> Result<String, PlanError> {
     if !p.starts_with('/') {
         return Err(PlanError::Entry {
@@ -349,86 +322,12 @@ fn normalise(entry: &str, p: &str) -> Result<String, PlanError> {
     Ok(format!("/{}", comps.join("/")))
 }
 
-/// Whether an inside path names a systemd unit.
-pub fn is_unit(path: &str) -> bool {
-    const SUFFIXES: &[&str] = &[
-        ".service",
-        ".socket",
-        ".timer",
-        ".target",
-        ".path",
-        ".mount",
-        ".automount",
-        ".slice",
-        ".scope",
-        ".swap",
-        ".device",
-    ];
-    path.contains("/systemd/system/")
-        || path.contains("/systemd/user/")
-        || SUFFIXES.iter().any(|s| path.ends_with(s))
-}
-
-/// systemd's architecture name for an ELF header, or None when the bytes are not ELF.
-pub fn elf_architecture(head: &[u8]) -> Option<&'static str> {
-    if head.len() < 20 || &head[..4] != b"\x7fELF" {
-        return None;
-    }
-    let class64 = head[4] == 2;
-    let le = head[5] == 1;
-    let machine = if le {
-        u16::from_le_bytes([head[18], head[19]])
-    } else {
-        u16::from_be_bytes([head[18], head[19]])
-    };
-    Some(match (machine, class64, le) {
-        (62, true, true) => "x86-64",
-        (3, false, true) => "x86",
-        (183, true, true) => "arm64",
-        (183, true, false) => "arm64-be",
-        (40, false, true) => "arm",
-        (40, false, false) => "arm-be",
-        (243, true, _) => "riscv64",
-        (243, false, _) => "riscv32",
-        (21, true, true) => "ppc64-le",
-        (21, true, false) => "ppc64",
-        (20, false, _) => "ppc",
-        (22, true, _) => "s390x",
-        (22, false, _) => "s390",
-        (258, true, _) => "loongarch64",
-        (8, true, _) => "mips64",
-        (8, false, true) => "mips-le",
-        (8, false, false) => "mips",
-        _ => return None,
-    })
-}
-
 fn read_head(path: &Path) -> Option<Vec<u8>> {
     let mut f = fs::File::open(path).ok()?;
     let mut buf = vec![0u8; 64];
     let n = f.read(&mut buf).ok()?;
     buf.truncate(n);
     Some(buf)
-}
-
-/// The program paths a unit's `Exec*=` lines start (first word, prefixes like `-@:+!` removed).
-pub fn unit_exec_paths(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        let Some((key, value)) = line.split_once('=') else {
-            continue;
-        };
-        if !key.trim().starts_with("Exec") {
-            continue;
-        }
-        let word = value.split_whitespace().next().unwrap_or("");
-        let word = word.trim_start_matches(['-', '@', ':', '+', '!']);
-        if word.starts_with('/') {
-            out.push(word.to_string());
-        }
-    }
-    out
 }
 
 /// Resolves what the user typed into a validated [`Plan`].
@@ -459,8 +358,19 @@ pub fn plan(
     let mut planned: Vec<PlannedEntry> = Vec::new();
     for entry in entries {
         no_control("entry", entry, "give the path without it")?;
-        let (src, target) = split_entry(entry);
-        let src = normalise(entry, src)?;
+        // The one entry parser; flatwrap wants the source absolute without '..'.
+        let spec = rootfs::parse_entry(entry).map_err(|e| PlanError::Entry {
+            entry: entry.clone(),
+            reason: e.to_string(),
+        })?;
+        let src = normalise(entry, &spec.source)?;
+        let target = spec.target.map(|t| {
+            let p = t.path.to_string_lossy().into_owned();
+            match (t.into_dir, Path::new(&src).file_name()) {
+                (true, Some(n)) => format!("{p}/{}", n.to_string_lossy()),
+                _ => p,
+            }
+        });
         let resolved = resolve(rootfs, &src, true)?;
         let host = host_path(rootfs, &resolved);
         let meta = fs::metadata(&host).map_err(|_| PlanError::NotFound {
@@ -468,7 +378,7 @@ pub fn plan(
             rootfs: rootfs.to_path_buf(),
         })?;
         let target = match target {
-            Some(t) => normalise(entry, t)?,
+            Some(t) => t,
             None if src.starts_with("/usr/") => src.clone(),
             None => {
                 // /bin/bash in a usr-merged rootfs is /usr/bin/bash: take the parent's real place.
@@ -511,7 +421,7 @@ pub fn plan(
                 target,
             });
         }
-        let unit = is_unit(&src) || is_unit(&target);
+        let unit = units::is_unit(Path::new(&src)) || units::is_unit(Path::new(&target));
         let executable = meta.is_file() && meta.permissions().mode() & 0o111 != 0;
         let kind = if executable && !unit {
             EntryKind::Launcher
@@ -530,7 +440,7 @@ pub fn plan(
     for e in planned.iter().filter(|e| e.unit) {
         let host = host_path(rootfs, &e.resolved);
         if let Ok(text) = fs::read_to_string(&host) {
-            for exec in unit_exec_paths(&text) {
+            for exec in units::exec_paths(&text) {
                 // /sbin/x in a usr-merged rootfs is /usr/sbin/x: compare both spellings.
                 let merged = resolve(rootfs, &exec, false)?;
                 let wrapped = planned.iter().any(|p| {
@@ -573,7 +483,7 @@ pub fn plan(
         let resolved = resolve(rootfs, &c, true)?;
         if let Some(arch) = read_head(&host_path(rootfs, &resolved))
             .as_deref()
-            .and_then(elf_architecture)
+            .and_then(release::arch_from_elf_header)
         {
             architecture = Some(arch.to_string());
             break;
@@ -813,10 +723,20 @@ mod tests {
         assert!(e.to_string().contains("HOST item \"myhostname\""), "{e}");
     }
 
+    /// The architecture in the release file is `check`'s name for the program's ELF header,
+    /// also for the machines flatwrap's own table named wrongly (mips64 and ppc little-endian).
     #[test]
-    fn elf_architectures() {
-        let mk = |class: u8, data: u8, machine: u16| {
-            let mut h = vec![0u8; 20];
+    fn architecture_is_the_one_table() {
+        let t = tree();
+        let r = t.path();
+        for (class, data, machine, want) in [
+            (2u8, 1u8, 8u16, "mips64-le"),
+            (1, 1, 20, "ppc-le"),
+            (2, 2, 8, "mips64"),
+            (1, 2, 20, "ppc"),
+            (2, 1, 62, "x86-64"),
+        ] {
+            let mut h = vec![0u8; 64];
             h[..4].copy_from_slice(b"\x7fELF");
             h[4] = class;
             h[5] = data;
@@ -826,22 +746,42 @@ mod tests {
                 machine.to_be_bytes()
             };
             h[18..20].copy_from_slice(&m);
-            h
-        };
-        assert_eq!(elf_architecture(&mk(2, 1, 62)), Some("x86-64"));
-        assert_eq!(elf_architecture(&mk(2, 1, 183)), Some("arm64"));
-        assert_eq!(elf_architecture(&mk(1, 1, 3)), Some("x86"));
-        assert_eq!(elf_architecture(&mk(2, 2, 22)), Some("s390x"));
-        assert_eq!(elf_architecture(b"#!/bin/sh\n"), None);
-        assert_eq!(elf_architecture(b"\x7fELF"), None);
+            fs::write(r.join("usr/bin/prog"), &h).unwrap();
+            let p = plan(r, "tools", &s(&["/usr/bin/prog"]), &PlanOptions::default()).unwrap();
+            assert_eq!(
+                p.architecture.as_deref(),
+                Some(want),
+                "{class} {data} {machine}"
+            );
+            assert_eq!(release::arch_from_elf_header(&h), Some(want));
+        }
     }
 
+    /// Units are what `sysext_core::units` says: `.slice` and `.automount` in a unit folder
+    /// are, a `.target` data file elsewhere is not (flatwrap's copy took any suffix).
     #[test]
-    fn unit_exec_lines() {
-        let text = "[Service]\nExecStart=/usr/sbin/nginx -g 'daemon on;'\nExecReload=-+/usr/sbin/nginx -s reload\nExecStop=kill $MAINPID\n# ExecStart=/x\n";
-        assert_eq!(
-            unit_exec_paths(text),
-            ["/usr/sbin/nginx", "/usr/sbin/nginx"]
-        );
+    fn units_are_the_one_rule() {
+        let t = tree();
+        let r = t.path();
+        fs::write(r.join("usr/lib/systemd/system/tools.slice"), "[Slice]\n").unwrap();
+        fs::write(
+            r.join("usr/lib/systemd/system/x.automount"),
+            "[Automount]\n",
+        )
+        .unwrap();
+        fs::write(r.join("usr/share/doc/foo.target"), "data").unwrap();
+        let p = plan(
+            r,
+            "tools",
+            &s(&[
+                "/usr/lib/systemd/system/tools.slice",
+                "/usr/lib/systemd/system/x.automount",
+                "/usr/share/doc/foo.target",
+            ]),
+            &PlanOptions::default(),
+        )
+        .unwrap();
+        let got: Vec<_> = p.entries.iter().map(|e| e.unit).collect();
+        assert_eq!(got, [true, true, false]);
     }
 }

@@ -21,7 +21,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 use sysext_core::release::{release_file_path, ExtensionRelease};
-use sysext_core::tree::{self, Stripped, Tree, TreeError, TreeOptions};
+use sysext_core::tree::{Stripped, Tree, TreeError, TreeOptions};
 
 use crate::plan::{host_path, EntryKind, Plan, PRIVATE_DIR};
 use crate::wrapper;
@@ -241,26 +241,10 @@ fn copy_one(
     keep: bool,
     stripped: &Mutex<Vec<Stripped>>,
 ) -> Result<(), StageError> {
-    let err = |source| StageError::Copy {
-        from: job.from.clone(),
-        to: out.root_path().join(&job.to),
-        source,
-    };
-    // The path in the image, for the list of what was stripped.
-    let shown = format!("/{}", job.to.display());
-    let (mode, strip) = tree::strip_privilege(&shown, job.mode, keep);
-    // Listed without following links; opened the same way (links resolve in the rootfs).
-    let from = tree::open_in_root(src, &job.rel)?;
-    // Data first, mode last: a write by a non-root user clears setuid.
-    let to = out.create_file(&job.to, 0o600)?;
-    tree::copy_sparse(&from, &to).map_err(err)?;
-    rustix::fs::fchmod(&to, rustix::fs::Mode::from_raw_mode(mode)).map_err(|e| err(e.into()))?;
-    let had_cap = tree::copy_xattrs_fd(&from, &to, keep).map_err(err)?;
+    // The one producers' copier: listed without following links, opened the same way.
+    let c = out.copy_in(&job.to, src, &job.rel, job.mode, keep)?;
     if let Ok(mut list) = stripped.lock() {
-        list.extend(strip);
-        if had_cap && !keep {
-            tree::note_capability(&mut list, &shown);
-        }
+        list.extend(c.stripped);
     }
     Ok(())
 }

@@ -102,6 +102,8 @@ pub fn platform_arch(platform: &str) -> Option<&'static str> {
 
 /// Runs `flix` with parsed arguments.
 pub fn run(args: Args) -> anyhow::Result<Exit> {
+    // The name first: nothing is pulled or staged for a name no image may have.
+    plan::check_name(&args.name)?;
     let extra = args.extra_libs(std::env::var("EXTRALIBS").ok().as_deref());
     let rootfs = open_source(&args)?;
     let root = rootfs.path.clone();

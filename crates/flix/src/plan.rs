@@ -34,16 +34,17 @@ use sysext_core::release::{self, ExtensionRelease};
 
 use sysext_core::elf::{self, ElfError, ElfInfo};
 use sysext_core::rootfs::{self, RootfsError};
+use sysext_core::units;
 
 /// Errors that stop planning.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("invalid extension name")]
-    Name(#[source] release::ReleaseError),
+    #[error(transparent)]
+    Name(release::ReleaseError),
     #[error("entry {0:?} is not an absolute path inside the rootfs")]
     NotAbsolute(String),
-    #[error("entry {entry:?}: target {target:?} must be under /usr/ or /opt/")]
-    BadTarget { entry: String, target: String },
+    #[error(transparent)]
+    BadTarget(#[from] rootfs::EntryError),
     #[error("entry {entry} lies outside /usr; give it a target inside /usr, e.g. {entry}:/usr/{suggest}")]
     OutsideUsr { entry: String, suggest: String },
     #[error("entry {entry} would be shipped under usr/lib64, which is a symlink on some hosts (Arch) and would be hidden; rename it, e.g. {entry}:/usr/lib/...")]
@@ -201,40 +202,25 @@ pub struct EntrySpec {
     pub target: Option<PathBuf>,
 }
 
-/// Splits `SRC[:TARGET]`.
+/// Splits `SRC[:TARGET]` with the one entry parser ([`rootfs::parse_entry`]); flix wants the
+/// source absolute. A target ending in `/` is the folder the source goes into.
 pub fn parse_entry(s: &str) -> Result<EntrySpec, PlanError> {
-    let (src, target) = match s.split_once(':') {
-        Some((a, b)) => (a, Some(b)),
-        None => (s, None),
-    };
-    if !src.starts_with('/') {
+    let e = rootfs::parse_entry(s)?;
+    if !e.source.starts_with('/') {
         return Err(PlanError::NotAbsolute(s.to_string()));
     }
-    let target = match target {
-        None => None,
-        Some(t) => {
-            let ok = (t.starts_with("/usr/") || t.starts_with("/opt/"))
-                && !Path::new(t)
-                    .components()
-                    .any(|c| matches!(c, std::path::Component::ParentDir));
-            if !ok {
-                return Err(PlanError::BadTarget {
-                    entry: s.to_string(),
-                    target: t.to_string(),
-                });
-            }
-            Some(PathBuf::from(t))
-        }
-    };
-    Ok(EntrySpec {
-        source: PathBuf::from(src),
-        target,
-    })
+    let source = PathBuf::from(e.source);
+    let target = e.target.map(|t| match (t.into_dir, source.file_name()) {
+        (true, Some(n)) => t.path.join(n),
+        _ => t.path,
+    });
+    Ok(EntrySpec { source, target })
 }
 
-/// Validates the extension name; returns warnings (e.g. '_' or '+' in it).
+/// Validates the extension name with the one rule for new images
+/// ([`release::validate_new_name`]); returns warnings (e.g. '_' or '+' in it).
 pub fn check_name(name: &str) -> Result<Vec<String>, PlanError> {
-    release::validate_name(name).map_err(PlanError::Name)
+    release::validate_new_name(name).map_err(PlanError::Name)
 }
 
 /// Maps a target (relative, e.g. `usr/sbin/nginx`) to where it is shipped, per the module rules.
@@ -258,16 +244,6 @@ pub fn place(target: &Path, entry: &str) -> Result<PathBuf, PlanError> {
 
 fn rel(p: &Path) -> PathBuf {
     p.strip_prefix("/").unwrap_or(p).to_path_buf()
-}
-
-fn is_unit_name(p: &Path) -> bool {
-    let n = p.to_string_lossy();
-    n.contains("/systemd/")
-        && [
-            ".service", ".socket", ".timer", ".path", ".mount", ".target",
-        ]
-        .iter()
-        .any(|e| n.ends_with(e))
 }
 
 fn head(path: &Path, n: usize) -> Result<Vec<u8>, PlanError> {
@@ -316,46 +292,6 @@ pub fn shebang(bytes: &[u8]) -> Option<(String, Option<String>)> {
     let mut words = line.split_whitespace();
     let interp = words.next()?.to_string();
     Some((interp, words.next().map(str::to_string)))
-}
-
-/// Paths named by `Exec*=` lines of a unit (prefixes `-@:+!` stripped).
-pub fn unit_exec_paths(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        let Some((key, val)) = line.split_once('=') else {
-            continue;
-        };
-        if !key.trim().starts_with("Exec") {
-            continue;
-        }
-        let val = val.trim().trim_start_matches(['-', '@', ':', '+', '!']);
-        if let Some(cmd) = val.split_whitespace().next() {
-            if cmd.starts_with('/') {
-                out.push(cmd.to_string());
-            }
-        }
-    }
-    out
-}
-
-/// The `WantedBy=` targets of a unit's `[Install]` section.
-pub fn unit_wanted_by(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut install = false;
-    for line in text.lines() {
-        let line = line.trim();
-        if line.starts_with('[') {
-            install = line == "[Install]";
-            continue;
-        }
-        if install {
-            if let Some(v) = line.strip_prefix("WantedBy=") {
-                out.extend(v.split_whitespace().map(str::to_string));
-            }
-        }
-    }
-    out
 }
 
 struct Builder<'a> {
@@ -476,11 +412,13 @@ impl Builder<'_> {
         })?;
         let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777;
         let first = head(&host, 512)?;
-        let is_unit = is_unit_name(src);
-        let to = if is_unit && !to.starts_with("usr/lib/systemd/system") {
-            Path::new("usr/lib/systemd/system").join(to.file_name().unwrap_or_default())
-        } else {
-            to.to_path_buf()
+        let scope = units::unit_scope(src);
+        let is_unit = scope.is_some();
+        let to = match scope {
+            Some(scope) if !to.starts_with(scope.shipped_dir()) => {
+                scope.shipped_dir().join(to.file_name().unwrap_or_default())
+            }
+            _ => to.to_path_buf(),
         };
         self.parents(&to)?;
         if first.starts_with(b"\x7fELF") {
@@ -810,15 +748,19 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
         let target = match &e.target {
             Some(t) => rel(t),
             None if src.starts_with("/usr/") || src.starts_with("/opt/") => rel(&src),
-            None if is_unit_name(&src) => {
-                Path::new("usr/lib/systemd/system").join(src.file_name().unwrap_or_default())
-            }
-            None => {
-                return Err(PlanError::OutsideUsr {
-                    entry: spec.clone(),
-                    suggest: rel(&e.source).display().to_string(),
-                })
-            }
+            None => match units::unit_scope(&src) {
+                // A unit outside /usr (e.g. /etc/systemd/system/x.service): shipped where
+                // units of its scope go.
+                Some(scope) => scope
+                    .shipped_dir()
+                    .join(src.file_name().unwrap_or_default()),
+                None => {
+                    return Err(PlanError::OutsideUsr {
+                        entry: spec.clone(),
+                        suggest: rel(&e.source).display().to_string(),
+                    })
+                }
+            },
         };
         b.entry(spec, &src, &target, 0)?;
     }
@@ -1145,7 +1087,7 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
             _ => continue,
         };
         let mut new_text = text.clone();
-        for p in unit_exec_paths(&text) {
+        for p in units::exec_paths(&text) {
             let inside =
                 rootfs::resolve(root, Path::new(&p), false).unwrap_or_else(|_| PathBuf::from(&p));
             match b.translate(&inside) {
@@ -1194,7 +1136,7 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
         let Some((unit, text)) = unit_names.iter().find(|(n, _)| n == en) else {
             return Err(PlanError::EnableUnknown(en.clone()));
         };
-        let mut targets = unit_wanted_by(text);
+        let mut targets = units::wanted_by(text);
         if targets.is_empty() {
             targets.push("multi-user.target".into());
         }
@@ -1433,14 +1375,6 @@ mod tests {
     #[test]
     fn unit_lines() {
         let u = "[Service]\nExecStartPre=-/usr/sbin/nginx -t\nExecStart=/usr/sbin/nginx\nExecReload=@/bin/kill kill -HUP $MAINPID\nExecStop=true\n[Install]\nWantedBy=multi-user.target graphical.target\n";
-        assert_eq!(
-            unit_exec_paths(u),
-            vec!["/usr/sbin/nginx", "/usr/sbin/nginx", "/bin/kill"]
-        );
-        assert_eq!(
-            unit_wanted_by(u),
-            vec!["multi-user.target", "graphical.target"]
-        );
         let r = replace_exec(u, "/usr/sbin/nginx", "/usr/bin/nginx");
         assert!(r.contains("ExecStartPre=-/usr/bin/nginx -t\n"));
         assert!(r.contains("ExecStart=/usr/bin/nginx\n"));
@@ -1468,7 +1402,7 @@ mod tests {
             !check_name("my_tools").unwrap().is_empty(),
             "'_' is warned about"
         );
-        for bad in ["", "a/b", ".."] {
+        for bad in ["", "a/b", "..", ".x", "a:b"] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
     }

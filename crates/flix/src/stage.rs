@@ -77,15 +77,6 @@ fn dest(to: &Path) -> Result<&Path, StageError> {
     }
 }
 
-/// Opens a source file the plan names by its host path, resolving links with the rootfs as `/`.
-fn open_source(root: &Path, from: &Path) -> Result<fs::File, StageError> {
-    let rel = from.strip_prefix(root).map_err(|_| StageError::Read {
-        path: from.to_path_buf(),
-        source: std::io::Error::other("not inside the source rootfs"),
-    })?;
-    Ok(tree::open_in_root(root, rel)?)
-}
-
 fn copy_one(
     plan: &Plan,
     out: &Tree,
@@ -106,50 +97,51 @@ fn copy_one(
             elf,
         } => {
             let to = dest(to)?;
-            let shown = format!("/{}", to.display());
-            let (mode, mut strip) =
-                tree::strip_privilege(&shown, mode & 0o7777, opts.keep_privileges);
-            let src = open_source(&plan.root, from)?;
-            // Data first, mode last: a write by a non-root user clears setuid.
-            let dst = out.create_file(to, 0o600)?;
+            let rel = from
+                .strip_prefix(&plan.root)
+                .map_err(|_| StageError::Read {
+                    path: from.to_path_buf(),
+                    source: std::io::Error::other("not inside the source rootfs"),
+                })?;
             let werr = |source| StageError::Write {
                 path: to.to_path_buf(),
                 source,
             };
-            match elf {
-                Some(e) => {
-                    let mut bytes = Vec::new();
-                    std::io::Read::read_to_end(&mut &src, &mut bytes).map_err(|source| {
-                        StageError::Read {
-                            path: from.clone(),
-                            source,
-                        }
-                    })?;
-                    let mut edits = Edits::default();
-                    edits.interpreter = e.interpreter.clone();
-                    edits.runpath = Some(e.runpath.clone());
-                    edits.nodeflib = e.nodeflib;
-                    let new =
-                        rewrite::rewrite(&bytes, &edits).map_err(|source| StageError::Rewrite {
-                            path: from.clone(),
-                            source,
+            // The one producers' copier (privileges stripped and listed unless kept), the data
+            // rewritten on the way for ELF files with edits.
+            let c = out.copy_in_with(
+                to,
+                &plan.root,
+                rel,
+                *mode,
+                opts.keep_privileges,
+                |src, dst| match elf {
+                    Some(e) => {
+                        let mut bytes = Vec::new();
+                        std::io::Read::read_to_end(&mut &*src, &mut bytes).map_err(|source| {
+                            StageError::Read {
+                                path: from.clone(),
+                                source,
+                            }
                         })?;
-                    std::os::unix::fs::FileExt::write_all_at(&dst, &new, 0).map_err(werr)?;
-                }
-                None => {
-                    tree::copy_sparse(&src, &dst).map_err(werr)?;
-                }
-            }
-            rustix::fs::fchmod(&dst, rustix::fs::Mode::from_raw_mode(mode))
-                .map_err(|e| werr(e.into()))?;
-            let had_cap = tree::copy_xattrs_fd(&src, &dst, opts.keep_privileges).map_err(werr)?;
+                        let mut edits = Edits::default();
+                        edits.interpreter = e.interpreter.clone();
+                        edits.runpath = Some(e.runpath.clone());
+                        edits.nodeflib = e.nodeflib;
+                        let new = rewrite::rewrite(&bytes, &edits).map_err(|source| {
+                            StageError::Rewrite {
+                                path: from.clone(),
+                                source,
+                            }
+                        })?;
+                        std::os::unix::fs::FileExt::write_all_at(dst, &new, 0).map_err(werr)?;
+                        Ok(new.len() as u64)
+                    }
+                    None => tree::copy_sparse(src, dst).map_err(werr),
+                },
+            )?;
             if let Ok(mut list) = stripped.lock() {
-                if let Some(s) = strip.take() {
-                    list.push(s);
-                }
-                if had_cap && !opts.keep_privileges {
-                    tree::note_capability(&mut list, &shown);
-                }
+                list.extend(c.stripped);
             }
             Ok(())
         }

@@ -334,26 +334,19 @@ fn remove_stale_temps(folder: &Path) {
     }
 }
 
-/// Copies a folder tree with `cp -a` semantics (a plain folder given to `ocirootfs`).
+/// Copies a folder tree (a plain folder given to `ocirootfs`) with the one whole-tree copier,
+/// [`sysext_core::tree::copy_tree`]: owners, modes, times, links, devices, xattrs and holes
+/// kept, every write inside the output.
 fn copy_tree(from: &Path, to: &Path) -> Result<(), Error> {
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg("--")
-        .arg(format!("{}/.", from.display()))
-        .arg(to)
-        .status()
-        .map_err(|source| Error::Copy {
-            from: from.into(),
-            to: to.into(),
-            source,
-        })?;
-    if !status.success() {
-        return Err(Error::Copy {
-            from: from.into(),
-            to: to.into(),
-            source: std::io::Error::other(format!("cp -a exited with {status}")),
-        });
-    }
+    let copy_err = |source| Error::Copy {
+        from: from.into(),
+        to: to.into(),
+        source,
+    };
+    let out = sysext_core::tree::Tree::open(to, &sysext_core::tree::TreeOptions::no_symlinks())
+        .map_err(|e| copy_err(std::io::Error::other(e)))?;
+    sysext_core::tree::copy_tree(from, &out, &sysext_core::tree::CopyTreeOptions::default())
+        .map_err(|e| copy_err(std::io::Error::other(e)))?;
     Ok(())
 }
 

@@ -189,17 +189,16 @@ impl OutputArgs {
     /// other name → dir).
     pub fn format(&self) -> Format {
         self.format.unwrap_or(match &self.output {
-            Some(o) if !o.to_string_lossy().ends_with(".raw") => Format::Dir,
-            _ => Format::Raw,
+            Some(o) => Format::of_output(o),
+            None => Format::Raw,
         })
     }
 
     /// The output path: `--output`, else `NAME.raw` or `NAME` by [`OutputArgs::format`].
     pub fn path(&self, name: &str) -> PathBuf {
-        match (&self.output, self.format()) {
-            (Some(o), _) => o.clone(),
-            (None, Format::Raw) => PathBuf::from(format!("{name}.raw")),
-            (None, Format::Dir) => PathBuf::from(name),
+        match &self.output {
+            Some(o) => o.clone(),
+            None => self.format().default_output(name),
         }
     }
 

@@ -494,7 +494,10 @@ impl Image {
             if e.size < 20 {
                 continue;
             }
-            if let Some(arch) = self.head(e).and_then(|h| elf_arch(&h)) {
+            if let Some(arch) = self
+                .head(e)
+                .and_then(|h| crate::release::arch_from_elf_header(&h))
+            {
                 if !architectures.iter().any(|a| a == arch) {
                     architectures.push(arch.to_string());
                 }
@@ -618,59 +621,9 @@ impl TreeView for ImageView {
     }
 }
 
-/// systemd's architecture name from an ELF header (first 20 bytes); None if not ELF or unknown.
-/// The table is [`crate::release::arch_from_elf`]'s.
-fn elf_arch(h: &[u8]) -> Option<&'static str> {
-    if h.len() < 20 || &h[..4] != b"\x7fELF" {
-        return None;
-    }
-    let class64 = match h[4] {
-        1 => false,
-        2 => true,
-        _ => return None,
-    };
-    let le = match h[5] {
-        1 => true,
-        2 => false,
-        _ => return None,
-    };
-    let machine = if le {
-        u16::from_le_bytes([h[18], h[19]])
-    } else {
-        u16::from_be_bytes([h[18], h[19]])
-    };
-    crate::release::arch_from_elf(machine, class64, le)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn header(class: u8, data: u8, machine: u16) -> Vec<u8> {
-        let mut h = b"\x7fELF".to_vec();
-        h.extend_from_slice(&[class, data, 1, 0]);
-        h.extend_from_slice(&[0; 8]);
-        h.extend_from_slice(&2u16.to_le_bytes());
-        if data == 1 {
-            h.extend_from_slice(&machine.to_le_bytes());
-        } else {
-            h.extend_from_slice(&machine.to_be_bytes());
-        }
-        h
-    }
-
-    #[test]
-    fn elf_architectures() {
-        assert_eq!(elf_arch(&header(2, 1, 62)), Some("x86-64"));
-        assert_eq!(elf_arch(&header(2, 1, 183)), Some("arm64"));
-        assert_eq!(elf_arch(&header(1, 1, 3)), Some("x86"));
-        assert_eq!(elf_arch(&header(1, 1, 40)), Some("arm"));
-        assert_eq!(elf_arch(&header(2, 1, 21)), Some("ppc64-le"));
-        assert_eq!(elf_arch(&header(2, 2, 22)), Some("s390x"));
-        assert_eq!(elf_arch(&header(2, 1, 9999)), None);
-        assert_eq!(elf_arch(b"#!/bin/sh\n0123456789"), None);
-        assert_eq!(elf_arch(b"\x7fELF"), None);
-    }
 
     #[test]
     fn escape_table() {

@@ -18,6 +18,7 @@
 //! - [`tree`]: the one safe writer for trees built from input (`openat2` inside the root,
 //!   never following links it creates over, a bounded cache of folders, sparse copies), and
 //!   the producers' rule for setuid/setgid bits and file capabilities.
+//! - [`units`]: which files are systemd units (suffixes and unit search folders).
 //! - [`logging`]: the binaries' shared stderr logging setup.
 //! - [`cli`]: the binaries' shared convention: `run_main` (exit 0 / 1 findings / 2 error, a
 //!   closed stdout is a normal end), `write_stdout`, and the output options `OutputArgs`.
@@ -36,3 +37,4 @@ pub mod release;
 pub mod rootfs;
 pub mod squashfs;
 pub mod tree;
+pub mod units;

@@ -10,10 +10,8 @@
 //! output's file name without `.raw` (or [`PackOptions::name`]): systemd-sysext refuses an image
 //! without it.
 
-use std::collections::HashMap;
 use std::fs;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -22,7 +20,7 @@ use crate::atomic::{AtomicError, AtomicOutput};
 pub use crate::squashfs::writer::WriteStats;
 use crate::squashfs::writer::{self, WriteError, WriterOptions};
 pub use crate::squashfs::Compression;
-use crate::tree::{self, copy_sparse, Tree, TreeOptions};
+use crate::tree::{self, Tree, TreeOptions};
 
 /// What to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -32,6 +30,56 @@ pub enum Format {
     Raw,
     /// A plain folder, as systemd-sysext also accepts.
     Dir,
+}
+
+impl Format {
+    /// The format an output path asks for: a name ending in `.raw` is a squashfs image,
+    /// anything else a folder (what `pack` does without an explicit format).
+    pub fn of_output(output: &Path) -> Format {
+        if output
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().ends_with(".raw"))
+        {
+            Format::Raw
+        } else {
+            Format::Dir
+        }
+    }
+
+    /// The default output for an extension `name`: `NAME.raw` or the folder `NAME`.
+    pub fn default_output(self, name: &str) -> PathBuf {
+        match self {
+            Format::Raw => PathBuf::from(format!("{name}.raw")),
+            Format::Dir => PathBuf::from(name),
+        }
+    }
+
+    /// The word on the command line and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Dir => "dir",
+        }
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "raw" => Ok(Format::Raw),
+            "dir" => Ok(Format::Dir),
+            other => Err(format!(
+                "unknown format {other:?}; use raw (a squashfs NAME.raw) or dir (a folder)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Options for [`pack`], applied in this order: name (explicit, else from the output's file
@@ -82,8 +130,8 @@ pub enum PackError {
     },
     #[error("tree {} is not a folder", .0.display())]
     NotAFolder(PathBuf),
-    #[error("invalid extension name {name:?}: {reason}")]
-    Name { name: String, reason: &'static str },
+    #[error(transparent)]
+    Name(#[from] crate::release::ReleaseError),
     #[error("cannot tell the extension name from the output {}; pass a name", .0.display())]
     NoName(PathBuf),
     #[error("the tree has no release file {}; an extension named {name:?} needs it (create it, or pass the name the tree's release file uses)", path.display())]
@@ -116,31 +164,6 @@ fn release_rel(name: &str) -> PathBuf {
     Path::new("usr/lib/extension-release.d").join(format!("extension-release.{name}"))
 }
 
-fn check_name(name: &str) -> Result<(), PackError> {
-    let bad = |reason| {
-        Err(PackError::Name {
-            name: name.to_string(),
-            reason,
-        })
-    };
-    if name.is_empty() {
-        return bad("it is empty");
-    }
-    if name.contains('/') {
-        return bad("it contains '/'");
-    }
-    if name == "." || name == ".." {
-        return bad("it is a path component");
-    }
-    if name.contains('\0') || name.chars().any(char::is_control) {
-        return bad("it contains control characters");
-    }
-    if name.starts_with('.') {
-        return bad("it starts with '.'");
-    }
-    Ok(())
-}
-
 fn resolve_mtime(opt: Option<u64>) -> Result<u64, PackError> {
     if let Some(m) = opt {
         return Ok(m);
@@ -155,6 +178,20 @@ fn resolve_mtime(opt: Option<u64>) -> Result<u64, PackError> {
 
 /// Packs `tree` into `output` (see the module docs).
 pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport, PackError> {
+    let file_name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| PackError::NoName(output.to_path_buf()))?;
+    let format = opts.format.unwrap_or(Format::of_output(output));
+    let name = match &opts.name {
+        Some(n) => n.clone(),
+        None => file_name
+            .strip_suffix(".raw")
+            .unwrap_or(&file_name)
+            .to_string(),
+    };
+    // The name first: nothing is read or written for a name no image may have.
+    crate::release::validate_new_name(&name)?;
     let meta = fs::metadata(tree).map_err(|source| PackError::Tree {
         path: tree.to_path_buf(),
         source,
@@ -166,23 +203,6 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
         path: tree.to_path_buf(),
         source,
     })?;
-    let file_name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| PackError::NoName(output.to_path_buf()))?;
-    let format = opts.format.unwrap_or(if file_name.ends_with(".raw") {
-        Format::Raw
-    } else {
-        Format::Dir
-    });
-    let name = match &opts.name {
-        Some(n) => n.clone(),
-        None => file_name
-            .strip_suffix(".raw")
-            .unwrap_or(&file_name)
-            .to_string(),
-    };
-    check_name(&name)?;
     let release = release_rel(&name);
     let release_ok = fs::symlink_metadata(tree.join(&release))
         .map(|m| m.is_file())
@@ -258,13 +278,15 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
                     source: io::Error::other(e),
                 }
             })?;
-            let mut copier = Copier {
-                out: dest,
-                links: HashMap::new(),
-                mtime: mtime as i64,
-                bytes: 0,
+            let copy_opts = tree::CopyTreeOptions {
+                root_owned: true,
+                mtime: Some(mtime as i64),
             };
-            copier.copy_tree(tree)?;
+            let bytes = tree::copy_tree(tree, &dest, &copy_opts).map_err(|e| PackError::Copy {
+                from: e.from,
+                to: e.to,
+                source: e.source,
+            })?;
             let final_path = out.commit()?;
             Ok(PackReport {
                 output: final_path,
@@ -273,141 +295,11 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
                 compression: None,
                 level: None,
                 mtime,
-                bytes: copier.bytes,
+                bytes,
                 squashfs: None,
             })
         }
     }
-}
-
-struct Copier {
-    /// The output folder, written through the safe tree writer.
-    out: Tree,
-    /// First copy (relative to the output) of each multiply-linked file.
-    links: HashMap<(u64, u64), PathBuf>,
-    mtime: i64,
-    bytes: u64,
-}
-
-impl Copier {
-    /// Owner root, the xattrs images carry, the mode (not for links) and the fixed time of the
-    /// copy `to` (relative to the output) of `from`.
-    fn finish_entry(&self, from: &Path, to: &Path, mode: u32, symlink: bool) -> io::Result<()> {
-        let out = &self.out;
-        match out.set_owner(to, 0, 0) {
-            Ok(()) => {}
-            Err(e) if e.io_error().and_then(|e| e.raw_os_error()) == Some(libc::EPERM) => {}
-            Err(e) => return Err(io::Error::other(e)),
-        }
-        if !symlink {
-            copy_xattrs_into(from, out, to)?;
-            out.set_mode(to, mode & 0o7777).map_err(io::Error::other)?;
-        }
-        out.set_times(to, self.mtime).map_err(io::Error::other)
-    }
-
-    /// Copies the tree `from` into the output, walking with a work list (no recursion on the
-    /// tree's depth); folders get their metadata last, deepest first.
-    fn copy_tree(&mut self, from: &Path) -> Result<(), PackError> {
-        let out_root = self.out.root_path().to_path_buf();
-        let cerr = |from: &Path, to: &Path| {
-            let (from, to) = (from.to_path_buf(), out_root.join(to));
-            move |source| PackError::Copy { from, to, source }
-        };
-        let mut todo = vec![PathBuf::new()];
-        let mut dirs: Vec<(PathBuf, u32)> = Vec::new();
-        while let Some(rel) = todo.pop() {
-            let dir = from.join(&rel);
-            let mut names = Vec::new();
-            for e in fs::read_dir(&dir).map_err(cerr(&dir, &rel))? {
-                names.push(e.map_err(cerr(&dir, &rel))?.file_name());
-            }
-            names.sort();
-            for name in names {
-                let src = dir.join(&name);
-                let dst = rel.join(&name);
-                let m = fs::symlink_metadata(&src).map_err(cerr(&src, &dst))?;
-                let ft = m.file_type();
-                if ft.is_dir() {
-                    self.out
-                        .create_dir(&dst, 0o700)
-                        .map_err(|e| cerr(&src, &dst)(io::Error::other(e)))?;
-                    dirs.push((dst.clone(), m.mode()));
-                    todo.push(dst);
-                    continue;
-                }
-                if ft.is_file() && m.nlink() > 1 {
-                    if let Some(first) = self.links.get(&(m.dev(), m.ino())) {
-                        self.out
-                            .hardlink(&dst, first)
-                            .map_err(|e| cerr(&src, &dst)(io::Error::other(e)))?;
-                        continue;
-                    }
-                }
-                let res = (|| -> io::Result<()> {
-                    let out = &self.out;
-                    if ft.is_file() {
-                        let f = fs::OpenOptions::new()
-                            .read(true)
-                            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                            .open(&src)?;
-                        let to = out.create_file(&dst, 0o600).map_err(io::Error::other)?;
-                        copy_sparse(&f, &to)?;
-                        self.bytes += m.len();
-                    } else if ft.is_symlink() {
-                        out.symlink(&dst, &fs::read_link(&src)?)
-                            .map_err(io::Error::other)?;
-                    } else {
-                        let ty = if ft.is_char_device() {
-                            rustix::fs::FileType::CharacterDevice
-                        } else if ft.is_block_device() {
-                            rustix::fs::FileType::BlockDevice
-                        } else if ft.is_fifo() {
-                            rustix::fs::FileType::Fifo
-                        } else {
-                            rustix::fs::FileType::Socket
-                        };
-                        out.mknod(&dst, ty, m.mode() & 0o7777, m.rdev())
-                            .map_err(io::Error::other)?;
-                    }
-                    self.finish_entry(&src, &dst, m.mode(), ft.is_symlink())
-                })();
-                res.map_err(cerr(&src, &dst))?;
-                if ft.is_file() && m.nlink() > 1 {
-                    self.links.insert((m.dev(), m.ino()), dst);
-                }
-            }
-        }
-        for (dst, mode) in dirs.iter().rev() {
-            let src = from.join(dst);
-            self.finish_entry(&src, dst, *mode, false)
-                .map_err(cerr(&src, dst))?;
-        }
-        let dm = fs::symlink_metadata(from).map_err(cerr(from, Path::new("")))?;
-        self.finish_entry(from, Path::new(""), dm.mode(), false)
-            .map_err(cerr(from, Path::new("")))
-    }
-}
-
-/// The xattrs an image carries ([`tree::image_xattrs`], file capabilities included: pack
-/// keeps what the staged tree holds) of `from`, a regular file or folder, set on `to` in the
-/// output tree. A symlink (which holds none of those) is passed over.
-fn copy_xattrs_into(from: &Path, out: &Tree, to: &Path) -> io::Result<()> {
-    let file = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(from)
-    {
-        Ok(f) => f,
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    let (xattrs, _) = tree::image_xattrs(&file, true)?;
-    for (name, value) in xattrs {
-        out.set_xattr(to, &name.to_string_lossy(), &value)
-            .map_err(io::Error::other)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -415,13 +307,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names() {
-        for ok in ["foo", "foo-1.2", "a.b"] {
-            check_name(ok).unwrap();
+    fn names_are_checked_first() {
+        let d = tempfile::tempdir().unwrap();
+        // The tree does not even exist: the name is refused before it is looked at.
+        let tree = d.path().join("missing");
+        for bad in ["", "a/b", ".", "..", ".hidden", "a\nb", "a b"] {
+            let o = PackOptions {
+                name: Some(bad.to_string()),
+                ..Default::default()
+            };
+            let e = pack(&tree, &d.path().join("out"), &o).unwrap_err();
+            assert!(matches!(e, PackError::Name(_)), "{bad:?}: {e}");
+            assert_eq!(
+                e.to_string(),
+                crate::release::validate_new_name(bad)
+                    .unwrap_err()
+                    .to_string()
+            );
         }
-        for bad in ["", "a/b", ".", "..", ".hidden", "a\nb"] {
-            assert!(check_name(bad).is_err(), "{bad:?}");
+        let e = pack(&tree, &d.path().join(".x.raw"), &PackOptions::default()).unwrap_err();
+        assert!(matches!(e, PackError::Name(_)), "{e}");
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn formats() {
+        for f in [Format::Raw, Format::Dir] {
+            assert_eq!(f.to_string().parse::<Format>(), Ok(f));
         }
+        assert!("squashfs".parse::<Format>().unwrap_err().contains("raw"));
+        assert_eq!(Format::of_output(Path::new("a/x.raw")), Format::Raw);
+        assert_eq!(Format::of_output(Path::new("a/x")), Format::Dir);
+        assert_eq!(Format::of_output(Path::new("x.raw/")), Format::Raw);
+        assert_eq!(Format::Raw.default_output("n"), Path::new("n.raw"));
+        assert_eq!(Format::Dir.default_output("n"), Path::new("n"));
     }
 
     #[test]

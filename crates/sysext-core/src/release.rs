@@ -8,7 +8,9 @@
 //!   (`extension_release_validate` in systemd), as a [`Verdict`] with systemd's reason.
 //! - [`arch_from_elf`], [`arch_from_uname`], [`host_architecture`]: systemd's architecture
 //!   names (`x86-64`, `arm64`, ...), the values `ARCHITECTURE=` is compared against.
-//! - [`validate_name`]: whether systemd accepts a name as an extension image name.
+//! - [`validate_name`]: whether systemd accepts a name as an extension image name;
+//!   [`validate_new_name`]: the stricter rule for the names of images we produce.
+//! - [`arch_from_elf_header`]: the architecture name from ELF header bytes.
 
 use std::path::{Path, PathBuf};
 
@@ -580,6 +582,33 @@ pub fn arch_from_elf(machine: u16, class64: bool, little_endian: bool) -> Option
     })
 }
 
+/// systemd's architecture name read from the first bytes of an ELF file (its 20-byte
+/// identification and `e_machine`), or `None` when the bytes are not ELF, the class or byte
+/// order is not one ELF defines, or systemd has no name for the machine. The one place that
+/// reads an architecture from ELF header bytes: flatwrap's plan and `inspect` call it, `check`
+/// and flix call [`arch_from_elf`] with the scanned header's fields.
+pub fn arch_from_elf_header(head: &[u8]) -> Option<&'static str> {
+    if head.len() < 20 || &head[..4] != b"\x7fELF" {
+        return None;
+    }
+    let class64 = match head[4] {
+        1 => false,
+        2 => true,
+        _ => return None,
+    };
+    let le = match head[5] {
+        1 => true,
+        2 => false,
+        _ => return None,
+    };
+    let machine = if le {
+        u16::from_le_bytes([head[18], head[19]])
+    } else {
+        u16::from_be_bytes([head[18], head[19]])
+    };
+    arch_from_elf(machine, class64, le)
+}
+
 /// systemd's architecture name for a `uname -m` machine string (`x86_64` → `x86-64`,
 /// `aarch64` → `arm64`, ...), or `None` when systemd has none.
 pub fn arch_from_uname(machine: &str) -> Option<&'static str> {
@@ -676,6 +705,49 @@ pub fn validate_name(name: &str) -> Result<Vec<String>, ReleaseError> {
         }
     }
     Ok(warnings)
+}
+
+/// The characters besides ASCII letters and digits a new image's name may hold: plain in file
+/// names, sh words, `PATH` and ELF `RUNPATH` lists and URLs; `%` is escaped wherever it goes
+/// into a unit or transfer file ([`crate::gentext`]).
+pub const NEW_NAME_PUNCTUATION: &str = "-_.+@%";
+
+/// The rule for the name of an image we produce (flix, flatwrap, `sysext pack`, bake's manifest
+/// names, convert-torcx), checked before any work starts: a name systemd accepts
+/// ([`validate_name`]), not hidden (a leading `.`: the image would be invisible to `ls`, and a
+/// `.#` name is ignored by systemd), and made of ASCII letters, digits and
+/// [`NEW_NAME_PUNCTUATION`] (a `:` would split `/usr/local/NAME` in a `RUNPATH`, a `$` start a
+/// loader token, a quote or blank end a word). Returns [`validate_name`]'s warnings.
+pub fn validate_new_name(name: &str) -> Result<Vec<String>, ReleaseError> {
+    let warnings = validate_name(name)?;
+    let err = |reason: String| {
+        Err(ReleaseError::InvalidName {
+            name: name.to_string(),
+            reason,
+        })
+    };
+    if name.starts_with('.') {
+        return err(
+            "a name starting with '.' makes a hidden image; drop the leading '.'".to_string(),
+        );
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !c.is_ascii_alphanumeric() && !NEW_NAME_PUNCTUATION.contains(*c))
+    {
+        return err(format!(
+            "{c:?} is not allowed; use only letters, digits and {}",
+            NEW_NAME_PUNCTUATION
+                .chars()
+                .map(String::from)
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+    }
+    Ok(warnings
+        .into_iter()
+        .filter(|w| !w.contains("starts with '.'"))
+        .collect())
 }
 
 #[cfg(test)]
@@ -921,6 +993,45 @@ mod tests {
         );
     }
 
+    fn header(class: u8, data: u8, machine: u16) -> Vec<u8> {
+        let mut h = b"\x7fELF".to_vec();
+        h.extend_from_slice(&[class, data, 1, 0]);
+        h.extend_from_slice(&[0; 8]);
+        h.extend_from_slice(&2u16.to_le_bytes());
+        if data == 1 {
+            h.extend_from_slice(&machine.to_le_bytes());
+        } else {
+            h.extend_from_slice(&machine.to_be_bytes());
+        }
+        h
+    }
+
+    #[test]
+    fn arch_from_header_bytes() {
+        for (class, data, machine, want) in [
+            (2, 1, EM_X86_64, Some("x86-64")),
+            (2, 1, EM_AARCH64, Some("arm64")),
+            (1, 1, EM_386, Some("x86")),
+            (1, 1, EM_ARM, Some("arm")),
+            (2, 1, EM_PPC64, Some("ppc64-le")),
+            (2, 2, EM_S390, Some("s390x")),
+            // Where flatwrap's copy said `mips64` and `ppc`.
+            (2, 1, EM_MIPS, Some("mips64-le")),
+            (1, 1, EM_PPC, Some("ppc-le")),
+            (2, 2, EM_MIPS, Some("mips64")),
+            (1, 2, EM_PPC, Some("ppc")),
+            (2, 1, 9999, None),
+            // Neither class nor byte order ELF defines.
+            (3, 1, EM_X86_64, None),
+            (2, 0, EM_X86_64, None),
+        ] {
+            let h = header(class, data, machine);
+            assert_eq!(arch_from_elf_header(&h), want, "{class} {data} {machine}");
+        }
+        assert_eq!(arch_from_elf_header(b"#!/bin/sh\n0123456789"), None);
+        assert_eq!(arch_from_elf_header(b"\x7fELF"), None);
+    }
+
     #[test]
     fn arch_names() {
         let elf: &[(u16, bool, bool, Option<&str>)] = &[
@@ -981,6 +1092,41 @@ mod tests {
         assert!(validate_name(&"x".repeat(MAX_NAME_LEN)).is_ok());
         let msg = validate_name("a/b").unwrap_err().to_string();
         assert!(msg.contains("a/b") && msg.contains('/'), "{msg}");
+    }
+
+    #[test]
+    fn new_names() {
+        for (name, warnings) in [
+            ("htop", 0),
+            ("nginx-1.2", 0),
+            ("a_b", 1),
+            ("n%h", 0),
+            ("me@x+y", 1),
+        ] {
+            let w = validate_new_name(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(w.len(), warnings, "{name}: {w:?}");
+        }
+        // Where the old copies disagreed: flix took `.x` (and failed in pack after staging),
+        // flatwrap and pack refused it; `a/b` everywhere; flatwrap refused blanks and quotes.
+        for (bad, says) in [
+            (".x", "starting with '.'"),
+            (".#x", "'.#'"),
+            ("a/b", "'/'"),
+            ("", "empty"),
+            ("a b", "' '"),
+            ("it's", "'\\''"),
+            ("a:b", "':'"),
+            ("a$b", "'$'"),
+            ("ünï", "'ü'"),
+            ("x.raw", ".raw"),
+            ("a\nb", "control"),
+        ] {
+            let e = validate_new_name(bad).expect_err(bad).to_string();
+            assert!(e.starts_with("invalid extension name"), "{bad:?}: {e}");
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
+        // systemd itself takes a hidden name: only new images are held to the stricter rule.
+        assert!(validate_name(".x").is_ok());
     }
 
     #[test]

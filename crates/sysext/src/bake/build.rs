@@ -384,22 +384,9 @@ fn inside(root: &Path, rel: &str) -> Result<PathBuf> {
     Ok(host)
 }
 
-/// A target path inside the extension tree: absolute, under /usr or /opt, no `..`.
-fn target(t: &str) -> Result<PathBuf> {
-    let p = Path::new(t);
-    let ok = p.is_absolute()
-        && (p.starts_with("/usr") || p.starts_with("/opt"))
-        && p.components()
-            .all(|c| !matches!(c, std::path::Component::ParentDir));
-    if !ok {
-        bail!("target {t:?} must be an absolute path under /usr or /opt (systemd-sysext merges only those)");
-    }
-    Ok(p.strip_prefix("/").unwrap_or(p).to_path_buf())
-}
-
 /// Copies `src` (a host path inside the source `root`: file, symlink or folder) to `dst`
-/// (inside the tree), keeping modes but setuid/setgid (unless `keep`; what was stripped goes
-/// to `stripped`), never following links: links are copied as links, folders walked with a
+/// (inside the tree), keeping modes but setuid/setgid and file capabilities (unless `keep`;
+/// what was stripped goes to `stripped`, see [`Tree::copy_in`]), never following links: links are copied as links, folders walked with a
 /// work list (no recursion on the input's depth), files read without following a link.
 fn copy_any(
     root: &Path,
@@ -439,13 +426,12 @@ fn copy_any(
             }
         } else if ft.is_file() {
             let rel = src.strip_prefix(root).unwrap_or(&src);
-            // The path was listed without following links; open it the same way.
-            let f = tree::open_in_root(root, rel)
-                .with_context(|| format!("opening {}", src.display()))?;
-            let (mode, s) = tree::strip_privilege(&shown(), md.mode() & 0o7777, keep);
-            stripped.extend(s);
-            tree.copy_file(&dst, &f, mode)
+            // The one producers' copier: opened inside the source as it was listed, privileges
+            // stripped and listed (file capabilities too) unless `keep`.
+            let c = tree
+                .copy_in(&dst, root, rel, md.mode(), keep)
                 .with_context(|| format!("copying {} to {}", src.display(), shown()))?;
+            stripped.extend(c.stripped);
         } else {
             bail!(
                 "{} is a special file; a static extension holds files, folders and links",
@@ -480,15 +466,24 @@ fn place_static(
         return Ok(());
     }
     for p in paths {
-        let (src, dst) = match p.split_once(':') {
-            Some((s, d)) => (s, d.to_string()),
-            None => (p.as_str(), format!("/{}", p.trim_start_matches('/'))),
+        // The one entry parser; a bare `usr/...` or `opt/...` goes to its own place.
+        let full = match p.contains(':') {
+            true => p.clone(),
+            false => format!("{p}:/{}", p.trim_start_matches('/')),
         };
-        let from = inside(root, src)?;
-        let mut to = target(&dst)?;
+        let spec = sysext_core::rootfs::parse_entry(&full)?;
+        let Some(target) = spec.target else {
+            bail!("paths entry {p:?} has no target; give it as SRC:/usr/TARGET");
+        };
+        let from = inside(root, &spec.source)?;
+        let mut to = target
+            .path
+            .strip_prefix("/")
+            .unwrap_or(&target.path)
+            .to_path_buf();
         // "dir/" as a target: into that folder under the source's file name.
         let from_is_dir = fs::symlink_metadata(&from).is_ok_and(|m| m.is_dir());
-        if dst.ends_with('/') && !from_is_dir {
+        if target.into_dir && !from_is_dir {
             to = to.join(from.file_name().unwrap_or_default());
         }
         copy_any(root, &from, tree, &to, keep, stripped)?;
@@ -526,7 +521,7 @@ fn write_upholds(tree: &Tree, name: &str, enable: &[String]) -> Result<()> {
                 format!("enable = {u:?}: the unit is not in the extension; add it to units")
             })?;
         let text = String::from_utf8_lossy(&bytes);
-        let mut targets = flix::plan::unit_wanted_by(&text);
+        let mut targets = sysext_core::units::wanted_by(&text);
         if targets.is_empty() {
             targets.push("multi-user.target".into());
         }

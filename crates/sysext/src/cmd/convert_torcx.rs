@@ -109,8 +109,8 @@ pub struct ConvertReport {
 }
 
 pub fn run(args: ConvertTorcxArgs) -> Result<Exit> {
-    // The error names the value and the rule.
-    release::validate_name(&args.name)?;
+    // Before anything is read: the error names the value and the rule.
+    release::validate_new_name(&args.name)?;
     let output = args.out.path(&args.name);
     if !args.out.force && fs::symlink_metadata(&output).is_ok() {
         bail!(
