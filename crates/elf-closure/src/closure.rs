@@ -40,7 +40,8 @@ const EM_LOONGARCH: u16 = elf::EM_LOONGARCH.0;
 use super::dlopen::{DlopenFollow, DlopenPriority};
 use super::ldcache::LdCache;
 use super::{ElfError, ElfInfo};
-use crate::rootfs::{RootStack, RootfsError};
+use crate::rootstack::RootStack;
+use safefs::rootfs::RootfsError;
 
 /// Options of [`closure`], applied to every requested file.
 #[non_exhaustive]

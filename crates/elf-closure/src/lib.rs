@@ -7,15 +7,18 @@
 //!   foreign root filesystem, found the way glibc's `ld.so` or musl's loader would find them
 //!   (see `docs/reference.md` §3), with the reason each one was found ([`Reason`]) and the names
 //!   nobody provides ([`Missing`]). Nothing is executed; every path is resolved with the rootfs
-//!   as `/` ([`crate::rootfs::resolve`]).
+//!   as `/` ([`safefs::rootfs::resolve`]).
 //! - [`dlopen`]: the `.note.dlopen` metadata (UAPI "ELF dlopen metadata") of the libraries an
 //!   object loads at run time; [`closure`] follows them when [`ClosureOptions::dlopen`] says so.
+//! - [`rootstack`]: a root filesystem as an ordered stack of folders and read-only trees
+//!   ([`RootStack`], [`TreeView`]), the way systemd-sysext's overlay shows an image over the host.
 //! - `ldcache`: glibc's `/etc/ld.so.cache` reader (new `glibc-ld.so.cache1.1` format, alone or
 //!   after the old `ld.so-1.7.0` one).
 
 mod closure;
 pub mod dlopen;
 mod ldcache;
+pub mod rootstack;
 mod scan;
 
 use std::path::PathBuf;
@@ -25,6 +28,7 @@ pub use closure::{
     DlopenMissing, LoadedObject, Missing, Reason,
 };
 pub use ldcache::{LdCache, LdCacheEntry};
+pub use rootstack::{RootStack, TreeView, ViewKind};
 pub use scan::{scan, scan_file, scan_reader, MAX_ELF_READ};
 
 /// What the loaders need to know about one ELF file.
@@ -77,7 +81,7 @@ pub enum ElfError {
     #[error("{path} is not an ELF file")]
     NotElf { path: PathBuf },
     #[error(transparent)]
-    Rootfs(#[from] crate::rootfs::RootfsError),
+    Rootfs(#[from] safefs::rootfs::RootfsError),
     #[error("{path}: malformed ld.so.cache: {reason}")]
     LdCache { path: PathBuf, reason: String },
 }

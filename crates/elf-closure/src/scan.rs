@@ -28,7 +28,7 @@ pub const MAX_ELF_READ: u64 = 16 << 20;
 /// Scans a file on the host, reading only the parts the scan needs. The file is opened
 /// without blocking (a FIFO does not hang) and must be a regular file.
 pub fn scan_file(path: &Path) -> Result<Option<ElfInfo>, ElfError> {
-    let opened = crate::tree::open_regular(path).map_err(|source| ElfError::Io {
+    let opened = safefs::tree::open_regular(path).map_err(|source| ElfError::Io {
         path: path.to_path_buf(),
         source,
     })?;

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sysext_core::elf::{self, ClosureOptions, Reason};
+use elf_closure::{self as elf, ClosureOptions, Reason};
 
 const EM_AARCH64: u16 = object::elf::EM_AARCH64.0;
 

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sysext_core::elf::{self, ClosureOptions, Reason};
-use sysext_core::rootfs;
+use elf_closure::{self as elf, ClosureOptions, Reason};
+use safefs::rootfs;
 
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sysext_core::elf::{self, ClosureOptions, Reason};
-use sysext_core::rootfs;
+use elf_closure::{self as elf, ClosureOptions, Reason};
+use safefs::rootfs;
 
 /// Real paths and missing names the reference loader reports.
 fn loader_list(

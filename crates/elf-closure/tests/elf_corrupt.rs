@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use sysext_core::elf::{self, ElfError};
+use elf_closure::{self as elf, ElfError};
 
 fn sample() -> Vec<u8> {
     // A real dynamically linked program of the trixie fixture (falls back to the host's).

@@ -7,8 +7,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sysext_core::elf::dlopen::{self, DlopenFollow, DlopenPriority};
-use sysext_core::elf::{self, ClosureOptions, Reason};
+use elf_closure::dlopen::{self, DlopenFollow, DlopenPriority};
+use elf_closure::{self as elf, ClosureOptions, Reason};
 
 fn gcc(args: &[&str]) {
     testkit::run_ok(Command::new("gcc").args(args));
@@ -205,14 +205,13 @@ fn trixie_libsystemd_notes_and_flix_ships_recommended_ones() {
         return;
     }
     let root = testkit::fixtures::trixie_rootfs();
-    let libsystemd = sysext_core::rootfs::resolve(
+    let libsystemd = safefs::rootfs::resolve(
         &root,
         Path::new("/usr/lib/x86_64-linux-gnu/libsystemd.so.0"),
         true,
     )
     .unwrap();
-    let notes =
-        dlopen::dlopen_notes_file(&sysext_core::rootfs::host_path(&root, &libsystemd)).unwrap();
+    let notes = dlopen::dlopen_notes_file(&safefs::rootfs::host_path(&root, &libsystemd)).unwrap();
     let all: Vec<&String> = notes.iter().flat_map(|n| &n.sonames).collect();
     eprintln!("libsystemd dlopen notes: {notes:#?}");
     assert!(notes.len() >= 3, "{notes:#?}");

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use flix::rewrite::{inspect, rewrite, Edits, ElfSummary, RewriteError};
+use elf_edit::{inspect, rewrite, Edits, ElfSummary, RewriteError};
 
 const LIBDIR: &str = "/usr/lib/x86_64-linux-gnu";
 const LOADER: &str = "/lib64/ld-linux-x86-64.so.2";

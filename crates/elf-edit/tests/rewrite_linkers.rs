@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use flix::rewrite::{inspect, rewrite, Edits};
+use elf_edit::{inspect, rewrite, Edits};
 
 /// The loader and libraries the rewritten binaries load, copied under a long path.
 struct LibDir {

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use safefs::atomic::AtomicOutput;
 use serde::Serialize;
-use sysext_core::atomic::AtomicOutput;
 use sysext_core::pack::{self, Format as PackFormat, PackOptions};
 
 use crate::plan::{self, Map, Plan, PlanOptions};
@@ -178,7 +178,7 @@ pub fn run(args: Args) -> Result<Report> {
             (report, Some(packed))
         }
     };
-    sysext_core::tree::report_stripped("flatwrap", &stage_report.stripped, "--keep-privileges");
+    safefs::tree::report_stripped("flatwrap", &stage_report.stripped, "--keep-privileges");
     Ok(Report {
         output,
         format: args.format,

@@ -6,7 +6,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     sysext_core::logging::init();
-    if let Err(e) = sysext_core::cleanup::install("flatwrap") {
+    if let Err(e) = safefs::cleanup::install("flatwrap") {
         eprintln!("flatwrap: error: cannot watch for SIGINT/SIGTERM: {e}");
         return ExitCode::from(2);
     }
@@ -28,7 +28,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            sysext_core::cleanup::wait_if_stopping();
+            safefs::cleanup::wait_if_stopping();
             eprintln!("flatwrap: error: {e:#}");
             ExitCode::from(2)
         }

@@ -52,7 +52,7 @@ pub struct Args {
     /// Which libraries named by the objects' dlopen metadata notes (.note.dlopen) to ship
     /// with their closure: required, recommended (also required ones), suggested (all) or none.
     #[arg(long, value_name = "LEVEL", default_value = "recommended")]
-    pub dlopen: sysext_core::elf::dlopen::DlopenFollow,
+    pub dlopen: elf_closure::dlopen::DlopenFollow,
     /// Start this unit (one of the entries) with the extension: writes an Upholds= drop-in
     /// for its WantedBy= target.
     #[arg(long, value_name = "UNIT")]
@@ -186,7 +186,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let (report, stripped) = stage::stage_and_pack(&plan, &output, &pack_opts, &stage_opts)
         .with_context(|| format!("writing {}", output.display()))?;
-    sysext_core::tree::report_stripped("flix", &stripped, "--keep-privileges");
+    safefs::tree::report_stripped("flix", &stripped, "--keep-privileges");
     if args.json {
         let v = serde_json::json!({ "plan": plan, "pack": report, "stripped": stripped });
         println!("{}", serde_json::to_string_pretty(&v)?);

@@ -4,13 +4,13 @@ use clap::Parser;
 
 fn main() {
     sysext_core::logging::init();
-    if let Err(e) = sysext_core::cleanup::install("flix") {
+    if let Err(e) = safefs::cleanup::install("flix") {
         eprintln!("flix: error: cannot watch for SIGINT/SIGTERM: {e}");
         std::process::exit(2);
     }
     let args = flix::cli::Args::parse();
     if let Err(e) = flix::cli::run(args) {
-        sysext_core::cleanup::wait_if_stopping();
+        safefs::cleanup::wait_if_stopping();
         eprintln!("flix: {e:#}");
         std::process::exit(2);
     }

@@ -32,8 +32,8 @@ use walkdir::WalkDir;
 
 use sysext_core::release::{self, ExtensionRelease};
 
-use sysext_core::elf::{self, ElfError, ElfInfo};
-use sysext_core::rootfs::{self, RootfsError};
+use elf_closure::{self as elf, ElfError, ElfInfo};
+use safefs::rootfs::{self, RootfsError};
 
 /// Errors that stop planning.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +67,7 @@ pub enum PlanError {
     #[error("cannot walk the libraries the programs load")]
     Closure(#[source] ElfError),
     #[error("--enable: {0}")]
-    UnitText(#[source] sysext_core::gentext::TextError),
+    UnitText(#[source] gentext::TextError),
     #[error("{} is for {found}, but {} is for {first}: all programs of one extension must be for one architecture", path.display(), first_path.display())]
     MixedArch {
         path: PathBuf,
@@ -1153,7 +1153,7 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
                     let shipped = format!("/{}", t.display());
                     if shipped != p {
                         // Escaped for the unit line; a path no unit line can hold is left alone.
-                        let line_path = match sysext_core::gentext::unit_path("path", &shipped) {
+                        let line_path = match gentext::unit_path("path", &shipped) {
                             Ok(l) => l,
                             Err(e) => {
                                 b.note(
@@ -1198,8 +1198,7 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
         if targets.is_empty() {
             targets.push("multi-user.target".into());
         }
-        let unit_line =
-            sysext_core::gentext::unit_word("unit name", unit).map_err(PlanError::UnitText)?;
+        let unit_line = gentext::unit_word("unit name", unit).map_err(PlanError::UnitText)?;
         for t in targets {
             let dir = Path::new("usr/lib/systemd/system").join(format!("{t}.d"));
             b.parents(&dir.join("x"))?;

@@ -235,4 +235,23 @@ mod tests {
         assert!(check_text("name", "ok name").is_ok());
         assert!(check_text("name", "bad\rname").is_err());
     }
+
+    #[test]
+    fn escape_table() {
+        for (input, want) in [
+            ("plain/path-1.2", "plain/path-1.2"),
+            ("new\nline", "new\\nline"),
+            ("tab\tcr\r", "tab\\tcr\\r"),
+            ("esc\x1b[2J", "esc\\x1b[2J"),
+            ("del\x7f", "del\\x7f"),
+            ("c1\u{9b}", "c1\\x9b"),
+            ("back\\slash", "back\\\\slash"),
+            ("rtl\u{202e}txt", "rtl\\u{202e}txt"),
+            ("ünïcode ✓", "ünïcode ✓"),
+        ] {
+            assert_eq!(escape(input), want, "{input:?}");
+            assert!(!escape(input).chars().any(|c| c.is_control()));
+        }
+        assert!(matches!(escape("ok"), std::borrow::Cow::Borrowed(_)));
+    }
 }

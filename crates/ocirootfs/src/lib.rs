@@ -30,7 +30,7 @@ pub mod unpack;
 
 use std::path::{Path, PathBuf};
 
-use sysext_core::atomic::{AtomicError, AtomicOutput};
+use safefs::atomic::{AtomicError, AtomicOutput};
 
 use crate::cache::{Cache, CacheError};
 use crate::reference::{Platform, ReferenceError, Source};
@@ -112,12 +112,9 @@ pub struct Rootfs {
     _guard: Option<TempGuard>,
 }
 
-/// A temp folder removed on drop, and on SIGINT/SIGTERM ([`sysext_core::cleanup`]).
+/// A temp folder removed on drop, and on SIGINT/SIGTERM ([`safefs::cleanup`]).
 #[derive(Debug)]
-struct TempGuard(
-    PathBuf,
-    #[allow(dead_code)] sysext_core::cleanup::Registration,
-);
+struct TempGuard(PathBuf, #[allow(dead_code)] safefs::cleanup::Registration);
 
 impl Drop for TempGuard {
     fn drop(&mut self) {
@@ -405,7 +402,7 @@ pub fn materialize(source: &str, opts: &SourceOptions) -> Result<Rootfs, Error> 
         }
     }
     // Temp folders of runs killed before they could clean up (SIGKILL).
-    sysext_core::cleanup::remove_stale(&std::env::temp_dir(), "ocirootfs-");
+    safefs::cleanup::remove_stale(&std::env::temp_dir(), "ocirootfs-");
     let base = std::env::temp_dir().join(format!(
         "ocirootfs-{}-{}",
         std::process::id(),
@@ -415,7 +412,7 @@ pub fn materialize(source: &str, opts: &SourceOptions) -> Result<Rootfs, Error> 
             .unwrap_or(0)
     ));
     // Registered before it exists, so a signal in between cannot leave it behind.
-    let registration = sysext_core::cleanup::register(&base);
+    let registration = safefs::cleanup::register(&base);
     std::fs::create_dir(&base).map_err(|source| Error::TempDir {
         path: base.clone(),
         source,

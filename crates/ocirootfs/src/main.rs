@@ -2,7 +2,7 @@ use clap::Parser;
 
 fn main() {
     sysext_core::logging::init();
-    if let Err(e) = sysext_core::cleanup::install("ocirootfs") {
+    if let Err(e) = safefs::cleanup::install("ocirootfs") {
         eprintln!("ocirootfs: cannot watch for SIGINT/SIGTERM: {e}");
         std::process::exit(2);
     }
@@ -10,7 +10,7 @@ fn main() {
     match ocirootfs::cli::run(args) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            sysext_core::cleanup::wait_if_stopping();
+            safefs::cleanup::wait_if_stopping();
             eprintln!("ocirootfs: {e:#}");
             std::process::exit(2);
         }

@@ -1185,7 +1185,7 @@ pub fn report_stripped(tool: &str, list: &[Stripped], flag: &str) {
         list.len()
     );
     for s in list.iter().take(SHOWN) {
-        eprintln!("  {}: {}", crate::gentext::escape(&s.path), s.what());
+        eprintln!("  {}: {}", gentext::escape(&s.path), s.what());
     }
     if list.len() > SHOWN {
         eprintln!("  ... and {} more", list.len() - SHOWN);

@@ -800,9 +800,9 @@ fn prepare(
 /// systemd-sysext's log line for a skipped extension, from [`release::check_compatibility`]'s
 /// reason (which reads "extension is for ...").
 /// The human message for a skipped image; text from the image (its name, release values in
-/// `reason`) is escaped ([`crate::inspect::escape`]).
+/// `reason`) is escaped ([`gentext::escape`]).
 fn skip_message(name: &str, reason: &str) -> String {
-    crate::inspect::escape(&skip_text(name, reason)).into_owned()
+    gentext::escape(&skip_text(name, reason)).into_owned()
 }
 
 fn skip_text(name: &str, reason: &str) -> String {
@@ -832,9 +832,9 @@ fn skip_text(name: &str, reason: &str) -> String {
 static WORKSPACE_SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A private workspace directory on the host; removed (it is empty there) on drop, and on
-/// SIGINT/SIGTERM by [`crate::cleanup`] (whose thread stays in the host's mount namespace,
+/// SIGINT/SIGTERM by [`safefs::cleanup`] (whose thread stays in the host's mount namespace,
 /// where the folder is empty; it never removes through a mount).
-struct Workspace(PathBuf, #[allow(dead_code)] crate::cleanup::Registration);
+struct Workspace(PathBuf, #[allow(dead_code)] safefs::cleanup::Registration);
 
 /// The start of a workspace's name: `.sysext-merge-PID-N`.
 const WORKSPACE_PREFIX: &str = ".sysext-merge-";
@@ -843,7 +843,7 @@ impl Workspace {
     fn new() -> Result<Workspace, MergeError> {
         let base = std::env::temp_dir();
         // Workspaces of runs killed before their drop (SIGKILL).
-        crate::cleanup::remove_stale(&base, WORKSPACE_PREFIX);
+        safefs::cleanup::remove_stale(&base, WORKSPACE_PREFIX);
         // A process killed before its drop leaves its (empty) folder behind, and pids are
         // reused: skip names that exist instead of failing on them.
         loop {
@@ -854,7 +854,7 @@ impl Workspace {
             ));
             match fs::DirBuilder::new().mode(0o700).create(&p) {
                 Ok(()) => {
-                    let r = crate::cleanup::register(&p);
+                    let r = safefs::cleanup::register(&p);
                     return Ok(Workspace(p, r));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,

@@ -18,11 +18,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::atomic::{AtomicError, AtomicOutput};
-pub use crate::squashfs::writer::WriteStats;
-use crate::squashfs::writer::{self, WriteError, WriterOptions};
-pub use crate::squashfs::Compression;
-use crate::tree::{self, copy_sparse, Tree, TreeOptions};
+pub use fsimage::squashfs::writer::WriteStats;
+use fsimage::squashfs::writer::{self, WriteError, WriterOptions};
+pub use fsimage::squashfs::Compression;
+use safefs::atomic::{AtomicError, AtomicOutput};
+use safefs::tree::{self, copy_sparse, Tree, TreeOptions};
 
 /// What to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -225,12 +225,11 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
                         source,
                     },
                 })?;
-            let wopts = WriterOptions {
-                compression: opts.compression,
-                level: opts.level,
-                mtime: mtime32,
-                threads: opts.threads,
-            };
+            let mut wopts = WriterOptions::default();
+            wopts.compression = opts.compression;
+            wopts.level = opts.level;
+            wopts.mtime = mtime32;
+            wopts.threads = opts.threads;
             let stats = writer::write_image(tree, file, out.path(), &wopts).map_err(|source| {
                 PackError::Squashfs {
                     path: output.to_path_buf(),

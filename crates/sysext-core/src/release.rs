@@ -67,7 +67,7 @@ pub fn read_release_bounded(r: impl std::io::Read, path: &Path) -> Result<Vec<u8
 /// regular file (a symlink is followed to what it names; links to FIFOs or devices are
 /// refused), and read up to [`MAX_RELEASE_BYTES`].
 pub fn read_release_file(path: &Path) -> Result<Vec<u8>, ReleaseError> {
-    let file = crate::tree::open_regular(path)
+    let file = safefs::tree::open_regular(path)
         .map_err(|source| ReleaseError::Read {
             path: path.to_path_buf(),
             source,

@@ -11,14 +11,14 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     sysext_core::logging::init();
     // Temp outputs are removed and the exit status is 128+N on SIGINT/SIGTERM/SIGHUP.
-    if let Err(e) = sysext_core::cleanup::install("sysext") {
+    if let Err(e) = safefs::cleanup::install("sysext") {
         eprintln!("sysext: error: cannot watch for SIGINT/SIGTERM: {e}");
         return ExitCode::from(2);
     }
     match cli::run() {
         Ok(code) => code,
         Err(e) => {
-            sysext_core::cleanup::wait_if_stopping();
+            safefs::cleanup::wait_if_stopping();
             eprintln!("sysext: error: {e:#}");
             ExitCode::from(2)
         }

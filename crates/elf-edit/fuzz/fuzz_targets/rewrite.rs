@@ -1,7 +1,7 @@
 //! Scan and rewrite arbitrary bytes: must never panic; an accepted output must parse again.
 #![no_main]
 
-use flix_rewrite::{
+use elf_edit::{
     add_note_section, find_note_section, inspect, remove_note_section, rewrite, Edits, Note,
 };
 use libfuzzer_sys::fuzz_target;
@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
             ("main".into(), "m".into()),
         ];
     }
-    let _ = flix_rewrite::warnings(bytes);
+    let _ = elf_edit::warnings(bytes);
     if sel & 128 != 0 {
         e.replace_needed = vec![("libc.so.6".into(), "libc-renamed.so.6".into())];
     }

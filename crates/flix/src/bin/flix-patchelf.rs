@@ -5,7 +5,7 @@ use flix::patchelf::{run, Args};
 
 fn main() {
     sysext_core::logging::init();
-    if let Err(e) = sysext_core::cleanup::install("patchelf") {
+    if let Err(e) = safefs::cleanup::install("patchelf") {
         eprintln!("patchelf: cannot watch for SIGINT/SIGTERM: {e}");
         std::process::exit(1);
     }
@@ -19,7 +19,7 @@ fn main() {
     match run(&args) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            sysext_core::cleanup::wait_if_stopping();
+            safefs::cleanup::wait_if_stopping();
             eprintln!("patchelf: {e:#}");
             std::process::exit(1);
         }

@@ -27,8 +27,8 @@ use std::path::{Path, PathBuf};
 use backhand::v4::inode::{BasicDirectory, InodeInner};
 use backhand::{FilesystemReader, Inode, Squashfs, SquashfsFileReader};
 
-use crate::elf::{ElfError, ElfInfo};
-use crate::inspect::escape;
+use elf_closure::{ElfError, ElfInfo};
+use gentext::escape;
 
 /// Folders nested deeper than this make an image refused (the kernel has no such limit, but
 /// no extension needs it, and every walk here stays bounded).
@@ -81,9 +81,8 @@ fn show_dir(dir: &str) -> String {
     }
 }
 
-/// The entries of an image are [`inspect`](crate::inspect)'s: the same for a squashfs image
-/// and a folder.
-pub use crate::inspect::{Entry as Node, EntryKind as NodeKind};
+/// The entries of an image are [`crate::Entry`]s: the same for a squashfs image and a folder.
+pub use crate::{Entry as Node, EntryKind as NodeKind};
 
 /// An open squashfs image.
 pub struct SquashfsReader {
@@ -575,7 +574,7 @@ impl SquashfsReader {
         .map_err(corrupt)
     }
 
-    /// The ELF scan ([`crate::elf::scan_reader`]) of the regular file at `rel_path`, read in
+    /// The ELF scan ([`elf_closure::scan_reader`]) of the regular file at `rel_path`, read in
     /// place: only the parts the scan asks for are decompressed, within the first
     /// [`MAX_ELF_SCAN`] bytes. `Ok(None)` when it is not an ELF file.
     pub fn scan_elf(&self, rel_path: &str) -> Result<Option<ElfInfo>, ElfError> {
@@ -591,7 +590,7 @@ impl SquashfsReader {
             inner: None,
         };
         let what = format!("{want} in {}", self.path.display());
-        catch_unwind(AssertUnwindSafe(|| crate::elf::scan_reader(cursor, &what))).unwrap_or_else(
+        catch_unwind(AssertUnwindSafe(|| elf_closure::scan_reader(cursor, &what))).unwrap_or_else(
             |p| {
                 Err(ElfError::Malformed {
                     what: what.clone(),

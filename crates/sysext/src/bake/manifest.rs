@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::BakeError;
-use sysext_core::gentext;
 
 /// Architectures a bake can target (systemd's names).
 pub const ARCHITECTURES: &[&str] = &["x86-64", "arm64"];
