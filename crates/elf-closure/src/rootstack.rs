@@ -77,12 +77,6 @@ impl Hit<'_> {
             Hit::View(_, k) => *k == ViewKind::Dir,
         }
     }
-    fn is_symlink(&self) -> bool {
-        match self {
-            Hit::Host(_, t) => t.is_symlink(),
-            Hit::View(_, k) => matches!(k, ViewKind::Symlink(_)),
-        }
-    }
 }
 
 /// Opens a host file for reading without blocking and only when it is a regular file
@@ -253,13 +247,11 @@ impl Lookup for RootStack {
         RootStack::base(self)
     }
     fn lstat(&self, inside: &Path) -> io::Result<Found> {
-        let hit = self.find(inside)?;
-        Ok(if hit.is_dir() {
-            Found::Dir
-        } else if hit.is_symlink() {
-            Found::Symlink
-        } else {
-            Found::Other
+        Ok(match self.find(inside)? {
+            Hit::Host(_, t) => t.into(),
+            Hit::View(_, ViewKind::Dir) => Found::Dir,
+            Hit::View(_, ViewKind::Symlink(_)) => Found::Symlink,
+            Hit::View(..) => Found::Other,
         })
     }
     fn read_link(&self, inside: &Path) -> io::Result<PathBuf> {

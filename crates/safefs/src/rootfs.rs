@@ -113,6 +113,18 @@ pub enum Found {
     Other,
 }
 
+impl From<std::fs::FileType> for Found {
+    fn from(t: std::fs::FileType) -> Found {
+        if t.is_dir() {
+            Found::Dir
+        } else if t.is_symlink() {
+            Found::Symlink
+        } else {
+            Found::Other
+        }
+    }
+}
+
 /// A tree [`resolve_in`] walks: absolute inside-tree paths, looked up without following.
 pub trait Lookup {
     /// The folder named in errors.
@@ -131,14 +143,9 @@ impl Lookup for HostRoot<'_> {
         self.0
     }
     fn lstat(&self, inside: &Path) -> io::Result<Found> {
-        let t = std::fs::symlink_metadata(host_path(self.0, inside))?.file_type();
-        Ok(if t.is_dir() {
-            Found::Dir
-        } else if t.is_symlink() {
-            Found::Symlink
-        } else {
-            Found::Other
-        })
+        Ok(std::fs::symlink_metadata(host_path(self.0, inside))?
+            .file_type()
+            .into())
     }
     fn read_link(&self, inside: &Path) -> io::Result<PathBuf> {
         std::fs::read_link(host_path(self.0, inside))

@@ -824,6 +824,14 @@ mod tests {
         }
     }
 
+    /// The tests that hold a [`Tree`] run one at a time: [`descriptors_stay_bounded`] counts
+    /// the process's descriptors, and each tree caches up to 64 folders.
+    static TREES: Mutex<()> = Mutex::new(());
+
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        TREES.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn tree(dir: &Path, no_symlinks: bool) -> Tree {
         let o = TreeOptions {
             no_symlinks,
@@ -834,6 +842,7 @@ mod tests {
 
     #[test]
     fn planted_symlink_parent_never_sends_a_write_outside() {
+        let _serial = serial();
         let outside = tempfile::tempdir().unwrap();
         let d = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), d.path().join("abs")).unwrap();
@@ -877,6 +886,7 @@ mod tests {
 
     #[test]
     fn dotdot_is_refused() {
+        let _serial = serial();
         let d = tempfile::tempdir().unwrap();
         let t = tree(d.path(), false);
         for p in ["..", "../x", "a/../../x", "a/.."] {
@@ -893,6 +903,7 @@ mod tests {
 
     #[test]
     fn operations_do_what_they_say() {
+        let _serial = serial();
         let d = tempfile::tempdir().unwrap();
         let t = tree(d.path(), true);
         t.create_dir(Path::new("usr/bin"), 0o755).unwrap();
@@ -952,6 +963,7 @@ mod tests {
 
     #[test]
     fn sparse_data_stays_sparse() {
+        let _serial = serial();
         let d = tempfile::tempdir().unwrap();
         let src_path = d.path().join("src");
         let src = File::create(&src_path).unwrap();
@@ -1003,6 +1015,7 @@ mod tests {
 
     #[test]
     fn descriptors_stay_bounded() {
+        let _serial = serial();
         let d = scratch();
         let t = tree(d.path(), false);
         let before = open_fds();
@@ -1032,6 +1045,7 @@ mod tests {
 
     #[test]
     fn reads_resolve_links_inside_the_root() {
+        let _serial = serial();
         let outside = tempfile::tempdir().unwrap();
         std::fs::write(outside.path().join("secret"), b"host").unwrap();
         let d = tempfile::tempdir().unwrap();
