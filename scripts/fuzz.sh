@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Builds the cargo-fuzz targets of crates/flix/fuzz and runs each one, seeded with real inputs
-# made on the fly. A panic or sanitizer report fails the script and leaves the crashing input
-# under crates/flix/fuzz/artifacts/<target>/.
+# Builds the cargo-fuzz targets of every fuzz folder (crates/*/fuzz) and runs each one, seeded
+# with real inputs made on the fly. The folders share one CARGO_TARGET_DIR (default
+# target/fuzz), so their common dependencies build once. A panic or sanitizer report fails the
+# script and leaves the crashing input under <folder>/artifacts/<target>/.
 #
-#   rewrite, scan       flix's ELF editor and the closure's ELF reader; seeds: ELF files of
-#                       this host. FUZZ_SECONDS each (default 30).
-#   squashfs            sysext_core::inspect on arbitrary bytes; seed: a small image made by
+#   rewrite, scan       crates/elf-edit/fuzz: the ELF editor (elf_edit) and the closure's ELF
+#                       reader (elf_closure::scan); seeds: ELF files of this host.
+#                       FUZZ_SECONDS each (default 30).
+#   squashfs            crates/flix/fuzz, as the rest: sysext_core::inspect on arbitrary
+#                       bytes; seed: a small image made by
 #                       mksquashfs.
 #   tar_unpack          ocirootfs's layer unpacker into a temp root (nothing may appear beside
 #                       it); seeds: tar, gzip and zstd layers with links, hardlinks, whiteouts.
@@ -19,15 +22,27 @@
 # Stable Rust is used with RUSTC_BOOTSTRAP=1 for the sanitizer flags cargo-fuzz passes.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-cd "$repo/crates/flix/fuzz"
+folders=$(cd "$repo" && ls -d crates/*/fuzz)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target/fuzz}
 elf_seconds=${FUZZ_SECONDS:-30}
 new_seconds=${FUZZ_NEW_SECONDS:-15}
 targets=${FUZZ_TARGETS:-"rewrite scan squashfs tar_unpack oci_manifest ldcache release bake_manifest"}
 export RUSTC_BOOTSTRAP=1
-echo "== cargo fuzz build"
 start=$(date +%s)
-cargo fuzz build
+for f in $folders; do
+  echo "== cargo fuzz build ($f)"
+  (cd "$repo/$f" && cargo fuzz build)
+done
 echo "== built in $(( $(date +%s) - start ))s"
+
+# The fuzz folder that has target $1.
+folder_of() {
+  for f in $folders; do
+    if grep -qx "name = \"$1\"" "$repo/$f/Cargo.toml"; then echo "$f"; return; fi
+  done
+  echo "fuzz: no fuzz folder has a target named $1" >&2
+  exit 1
+}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -107,17 +122,18 @@ for t in $targets; do
     rewrite | scan) seconds=$elf_seconds ;;
     *) seconds=$new_seconds ;;
   esac
+  dir=$(folder_of "$t")
   corpus="$work/corpus-$t"
   mkdir "$corpus"
-  echo "== cargo fuzz run $t (${seconds}s)"
+  echo "== cargo fuzz run $t in $dir (${seconds}s)"
   status=0
-  cargo fuzz run "$t" "$corpus" "$work/seeds/$t" -- \
-    -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=4194304 -print_final_stats=1 \
+  (cd "$repo/$dir" && cargo fuzz run "$t" "$corpus" "$work/seeds/$t" -- \
+    -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=4194304 -print_final_stats=1) \
     >"$work/$t.log" 2>&1 || status=$?
   grep -E '^(stat::number_of_executed_units|Done )' "$work/$t.log" || true
   if [ "$status" -ne 0 ]; then
     tail -40 "$work/$t.log" >&2
-    echo "fuzz: $t failed (exit $status); the input is under crates/flix/fuzz/artifacts/$t/" >&2
+    echo "fuzz: $t failed (exit $status); the input is under $dir/artifacts/$t/" >&2
     exit 1
   fi
 done

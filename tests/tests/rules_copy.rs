@@ -1,4 +1,4 @@
-//! One producers' file copier (`sysext_core::tree::Tree::copy_in`) for flix, flatwrap and bake.
+//! One producers' file copier (`safefs::tree::Tree::copy_in`) for flix, flatwrap and bake.
 //!
 //! The case the copies disagreed on: bake's static mode copied file data only, so a file's
 //! capabilities went without a word (and `keep_privileges` could not keep them), while flatwrap

@@ -1,4 +1,4 @@
-//! One parser of entries (`sysext_core::rootfs::parse_entry`) for flix, flatwrap and bake.
+//! One parser of entries (`sysext_core::entries::parse_entry`) for flix, flatwrap and bake.
 //!
 //! The cases the old copies disagreed on: a target ending in `/` (bake put the source into
 //! that folder, flix and flatwrap took the folder itself as the file's new name) and a target
@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use sysext_core::rootfs::parse_entry;
+use sysext_core::entries::parse_entry;
 
 fn run(bin: &str, args: &[&str], cwd: &Path) -> Output {
     Command::new(testkit::workspace_bin(bin))

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Parser;
 use ocirootfs::cli::SourceArgs;
+use safefs::atomic::AtomicOutput;
 use serde::Serialize;
-use sysext_core::atomic::AtomicOutput;
 use sysext_core::cli::{Exit, OutputArgs};
 use sysext_core::pack::{self, Format, PackOptions};
 
@@ -158,7 +158,7 @@ pub fn build(args: Args) -> Result<Report> {
             (report, Some(packed))
         }
     };
-    sysext_core::tree::report_stripped("flatwrap", &stage_report.stripped, "--keep-privileges");
+    safefs::tree::report_stripped("flatwrap", &stage_report.stripped, "--keep-privileges");
     Ok(Report {
         output,
         format,

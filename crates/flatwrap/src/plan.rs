@@ -2,7 +2,7 @@
 //! each goes on the host), the rootfs' top-level layout the launchers recreate, the mapping of
 //! `/etc`, `/var` and `/home`, and the architecture for the release file.
 //!
-//! Every path of the rootfs is resolved with the rootfs as `/` ([`sysext_core::rootfs`], with
+//! Every path of the rootfs is resolved with the rootfs as `/` ([`safefs::rootfs`], with
 //! missing components kept): absolute symlink targets are re-rooted and `..` is clamped, so
 //! nothing resolves against the build host.
 
@@ -11,9 +11,9 @@ use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
+use safefs::rootfs::{self, Missing, RootfsError};
 use serde::Serialize;
 use sysext_core::release;
-use sysext_core::rootfs::{self, Missing, RootfsError};
 use sysext_core::units;
 
 /// Where a host directory (`/etc`, `/var`, `/home` + `/root`) comes from at run time.
@@ -165,9 +165,9 @@ pub enum PlanError {
 }
 
 /// Refuses a value that goes into the generated launchers when it holds a control character
-/// (see [`sysext_core::gentext`]; the launchers keep path lists one a line).
+/// (see [`gentext`]; the launchers keep path lists one a line).
 fn no_control(what: &'static str, value: &str, hint: &'static str) -> Result<(), PlanError> {
-    if sysext_core::gentext::has_control(value) {
+    if gentext::has_control(value) {
         return Err(PlanError::Control {
             what,
             value: value.to_string(),
@@ -359,7 +359,7 @@ pub fn plan(
     for entry in entries {
         no_control("entry", entry, "give the path without it")?;
         // The one entry parser; flatwrap wants the source absolute without '..'.
-        let spec = rootfs::parse_entry(entry).map_err(|e| PlanError::Entry {
+        let spec = sysext_core::entries::parse_entry(entry).map_err(|e| PlanError::Entry {
             entry: entry.clone(),
             reason: e.to_string(),
         })?;

@@ -2,7 +2,7 @@
 //! `usr/local/NAME/` (modes, symlinks and hardlinks kept, file data through `copy_file_range`
 //! with holes kept, several threads; setuid/setgid bits and file capabilities stripped and
 //! listed unless [`StageOptions::keep_privileges`]; everything written through
-//! [`sysext_core::tree::Tree`] without following a link, every file of the rootfs read with the
+//! [`safefs::tree::Tree`] without following a link, every file of the rootfs read with the
 //! rootfs as `/`), the helper and its staging folder under `usr/local/NAME/.flatwrap/`, a
 //! launcher or a symlink at each entry's target, and the release file.
 //!
@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use safefs::tree::{Stripped, Tree, TreeError, TreeOptions};
 use serde::Serialize;
 use sysext_core::release::{release_file_path, ExtensionRelease};
-use sysext_core::tree::{Stripped, Tree, TreeError, TreeOptions};
 
 use crate::plan::{host_path, EntryKind, Plan, PRIVATE_DIR};
 use crate::wrapper;

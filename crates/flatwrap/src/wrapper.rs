@@ -35,7 +35,7 @@
 //!
 //! Generated text: every value baked in (extension name, program paths, top-level names and
 //! symlink targets, path lists, mappings) is one word quoted by [`sh_quote`] (the workspace's
-//! one escaper, `sysext_core::gentext`); the plan refuses names with control characters. The
+//! one escaper, `gentext`); the plan refuses names with control characters. The
 //! helper runs with globbing off (`set -f`) and holds path lists one path a line, split on
 //! newlines only, so a rootfs folder named `a b*` or `x$(cmd)` is bound as exactly that folder;
 //! lists given at run time are split at blanks.
@@ -43,7 +43,7 @@
 use crate::plan::{Plan, TopLevel, PRIVATE_DIR};
 
 /// The one sh escaper of the workspace (single quotes), re-exported for flatwrap's callers.
-pub use sysext_core::gentext::sh_quote;
+pub use gentext::sh_quote;
 
 /// The helper's path inside the extension, for an extension `name`.
 pub fn helper_path(name: &str) -> String {

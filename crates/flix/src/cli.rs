@@ -37,7 +37,7 @@ pub struct Args {
     /// Which libraries named by the objects' dlopen metadata notes (.note.dlopen) to ship
     /// with their closure: required, recommended (also required ones), suggested (all) or none.
     #[arg(long, value_name = "LEVEL", default_value = "recommended")]
-    pub dlopen: sysext_core::elf::dlopen::DlopenFollow,
+    pub dlopen: elf_closure::dlopen::DlopenFollow,
     /// Start this unit (one of the entries) with the extension: writes an Upholds= drop-in
     /// for its WantedBy= target.
     #[arg(long, value_name = "UNIT")]
@@ -147,7 +147,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     };
     let (report, stripped) = stage::stage_and_pack(&plan, &output, &pack_opts, &stage_opts)
         .with_context(|| format!("writing {}", output.display()))?;
-    sysext_core::tree::report_stripped("flix", &stripped, "--keep-privileges");
+    safefs::tree::report_stripped("flix", &stripped, "--keep-privileges");
     if args.json {
         let v = serde_json::json!({ "plan": plan, "pack": report, "stripped": stripped });
         sysext_core::cli::print_json(&v)?;
@@ -183,7 +183,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(a.paths.len(), 2);
-        assert_eq!(a.out.compression, sysext_core::squashfs::Compression::Zstd);
+        assert_eq!(a.out.compression, sysext_core::pack::Compression::Zstd);
         assert_eq!(a.output_path(), PathBuf::from("tools"));
         assert_eq!(
             a.extra_libs(Some(" /a.so  /b.so ")),

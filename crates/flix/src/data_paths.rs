@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use object::{Object, ObjectSection, SectionKind};
 use serde::Serialize;
 
-use sysext_core::rootfs;
+use safefs::rootfs;
 
 /// The largest read-only section read from one object.
 const MAX_SECTION: u64 = 64 << 20;

@@ -1,8 +1,8 @@
 //! Flix: relocate programs and their library closure into a self-contained extension.
 //!
-//! - [`rewrite`]: the ELF rewriter (interpreter, RUNPATH/RPATH, SONAME, DT_NEEDED,
-//!   DF_1_NODEFLIB), with our own layout step for growing sections (crate `flix-rewrite`).
-//! - [`patchelf`]: the `flix-patchelf` command line over [`rewrite`].
+//! - [`rewrite`]: ELF files rewritten in place, atomically, by the `elf-edit` crate's editor
+//!   (interpreter, RUNPATH/RPATH, SONAME, DT_NEEDED, DF_1_NODEFLIB).
+//! - [`patchelf`]: the `flix-patchelf` command line over `elf-edit` and [`rewrite`].
 //! - [`resolution_cache`]: patchelf's `--build-resolution-cache` note.
 //! - [`plan`]: what the user typed resolved against the rootfs into a validated [`plan::Plan`]
 //!   (entries, renames, closure, flat library dir, RUNPATHs, units, diagnostics).

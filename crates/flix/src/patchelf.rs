@@ -1,4 +1,5 @@
-//! The `flix-patchelf` command line: patchelf's options over [`crate::rewrite`].
+//! The `flix-patchelf` command line: patchelf's options over the `elf-edit` crate, files
+//! written with [`crate::rewrite::write_atomic`].
 //!
 //! Operations run in patchelf's order for each file: print interpreter, print/set soname,
 //! set interpreter, print rpath, shrink/remove/set/add rpath, print needed, remove, replace and
@@ -13,9 +14,9 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use crate::resolution_cache::{self, Outcome};
-use crate::rewrite::{
-    execstack, inspect, os_abi, rewrite, set_execstack, set_os_abi, warnings, write_atomic, Edits,
-    ElfSummary,
+use crate::rewrite::write_atomic;
+use elf_edit::{
+    execstack, inspect, os_abi, rewrite, set_execstack, set_os_abi, warnings, Edits, ElfSummary,
 };
 
 /// Modify the dynamic loader and search path fields of ELF executables and libraries.

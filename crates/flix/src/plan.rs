@@ -32,8 +32,8 @@ use walkdir::WalkDir;
 
 use sysext_core::release::{self, ExtensionRelease};
 
-use sysext_core::elf::{self, ElfError, ElfInfo};
-use sysext_core::rootfs::{self, RootfsError};
+use elf_closure::{self as elf, ElfError, ElfInfo};
+use safefs::rootfs::{self, RootfsError};
 use sysext_core::units;
 
 /// Errors that stop planning.
@@ -44,7 +44,7 @@ pub enum PlanError {
     #[error("entry {0:?} is not an absolute path inside the rootfs")]
     NotAbsolute(String),
     #[error(transparent)]
-    BadTarget(#[from] rootfs::EntryError),
+    BadTarget(#[from] sysext_core::entries::EntryError),
     #[error("entry {entry} lies outside /usr; give it a target inside /usr, e.g. {entry}:/usr/{suggest}")]
     OutsideUsr { entry: String, suggest: String },
     #[error("entry {entry} would be shipped under usr/lib64, which is a symlink on some hosts (Arch) and would be hidden; rename it, e.g. {entry}:/usr/lib/...")]
@@ -68,7 +68,7 @@ pub enum PlanError {
     #[error("cannot walk the libraries the programs load")]
     Closure(#[source] ElfError),
     #[error("--enable: {0}")]
-    UnitText(#[source] sysext_core::gentext::TextError),
+    UnitText(#[source] gentext::TextError),
     #[error("{} is for {found}, but {} is for {first}: all programs of one extension must be for one architecture", path.display(), first_path.display())]
     MixedArch {
         path: PathBuf,
@@ -202,10 +202,10 @@ pub struct EntrySpec {
     pub target: Option<PathBuf>,
 }
 
-/// Splits `SRC[:TARGET]` with the one entry parser ([`rootfs::parse_entry`]); flix wants the
+/// Splits `SRC[:TARGET]` with the one entry parser ([`sysext_core::entries::parse_entry`]); flix wants the
 /// source absolute. A target ending in `/` is the folder the source goes into.
 pub fn parse_entry(s: &str) -> Result<EntrySpec, PlanError> {
-    let e = rootfs::parse_entry(s)?;
+    let e = sysext_core::entries::parse_entry(s)?;
     if !e.source.starts_with('/') {
         return Err(PlanError::NotAbsolute(s.to_string()));
     }
@@ -1095,7 +1095,7 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
                     let shipped = format!("/{}", t.display());
                     if shipped != p {
                         // Escaped for the unit line; a path no unit line can hold is left alone.
-                        let line_path = match sysext_core::gentext::unit_path("path", &shipped) {
+                        let line_path = match gentext::unit_path("path", &shipped) {
                             Ok(l) => l,
                             Err(e) => {
                                 b.note(
@@ -1140,8 +1140,7 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
         if targets.is_empty() {
             targets.push("multi-user.target".into());
         }
-        let unit_line =
-            sysext_core::gentext::unit_word("unit name", unit).map_err(PlanError::UnitText)?;
+        let unit_line = gentext::unit_word("unit name", unit).map_err(PlanError::UnitText)?;
         for t in targets {
             let dir = Path::new("usr/lib/systemd/system").join(format!("{t}.d"));
             b.parents(&dir.join("x"))?;

@@ -13,7 +13,7 @@
 //!
 //! The search is the object's own run path only (DT_RUNPATH, else DT_RPATH), on the host's
 //! filesystem, recording every candidate: this differs from
-//! [`sysext_core::elf::closure`], which walks a whole closure inside a rootfs through the
+//! [`elf_closure::closure`], which walks a whole closure inside a rootfs through the
 //! cache and system directories and keeps only the first candidate whose ABI matches, so it
 //! is not reused here.
 //!
@@ -24,7 +24,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::rewrite::{
+use elf_edit::{
     add_note_section, find_note_section, inspect, remove_note_section, Note, RewriteError,
 };
 

@@ -2,8 +2,8 @@
 //!
 //! The source rootfs is only read (every file opened with the rootfs as `/`, so a link in it
 //! never sends a read to the build host): ELF files are read, rewritten in memory
-//! ([`crate::rewrite::rewrite`]) and written into the tree; other files are copied, holes
-//! kept. Everything is written through [`sysext_core::tree::Tree`] without following any
+//! ([`elf_edit::rewrite`]) and written into the tree; other files are copied, holes
+//! kept. Everything is written through [`safefs::tree::Tree`] without following any
 //! link. Setuid/setgid bits and file capabilities are stripped and listed unless
 //! [`StageOptions::keep_privileges`]. Files are
 //! handled in parallel on one thread per CPU. The tree is staged in a temporary folder beside
@@ -15,12 +15,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use sysext_core::atomic::{AtomicError, AtomicOutput};
+use safefs::atomic::{AtomicError, AtomicOutput};
+use safefs::tree::{self, Stripped, Tree, TreeError, TreeOptions};
 use sysext_core::pack::{self, PackError, PackOptions, PackReport};
-use sysext_core::tree::{self, Stripped, Tree, TreeError, TreeOptions};
 
 use crate::plan::{Action, Plan};
-use crate::rewrite::{self, Edits, RewriteError};
+use elf_edit::{Edits, RewriteError};
 
 /// Errors from staging.
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +128,7 @@ fn copy_one(
                         edits.interpreter = e.interpreter.clone();
                         edits.runpath = Some(e.runpath.clone());
                         edits.nodeflib = e.nodeflib;
-                        let new = rewrite::rewrite(&bytes, &edits).map_err(|source| {
+                        let new = elf_edit::rewrite(&bytes, &edits).map_err(|source| {
                             StageError::Rewrite {
                                 path: from.clone(),
                                 source,

@@ -194,7 +194,7 @@ fn musl_program_with_origin_rpath_and_plugin_runs_from_a_symlinked_entry() {
         PathBuf::from("hello")
     );
     let hello = fs::read(tree.join("usr/bin/hello")).unwrap();
-    let info = sysext_core::elf::scan(&hello).unwrap().unwrap();
+    let info = elf_closure::scan(&hello).unwrap().unwrap();
     assert_eq!(
         info.interpreter.as_deref(),
         Some("/usr/local/hello/ld-musl-x86_64.so.1")
@@ -205,10 +205,9 @@ fn musl_program_with_origin_rpath_and_plugin_runs_from_a_symlinked_entry() {
         "the $ORIGIN dir of the shipped plugins is translated"
     );
     assert!(info.nodeflib);
-    let plug =
-        sysext_core::elf::scan(&fs::read(tree.join("usr/lib/hello/plugins/libplug.so")).unwrap())
-            .unwrap()
-            .unwrap();
+    let plug = elf_closure::scan(&fs::read(tree.join("usr/lib/hello/plugins/libplug.so")).unwrap())
+        .unwrap()
+        .unwrap();
     assert_eq!(plug.runpath, vec!["/usr/local/hello"]);
     assert!(
         plug.nodeflib,
@@ -339,11 +338,11 @@ fn two_different_libraries_under_one_soname_are_an_error() {
     assert!(out.status.success(), "{}", stderr(&out));
     let t = dir.path().join("foo");
     let extra =
-        sysext_core::elf::scan(&fs::read(t.join("usr/local/foo/extralibs/libfoo.so.1")).unwrap())
+        elf_closure::scan(&fs::read(t.join("usr/local/foo/extralibs/libfoo.so.1")).unwrap())
             .unwrap()
             .unwrap();
     assert!(extra.nodeflib, "extra libraries are patched too");
-    let prog = sysext_core::elf::scan(&fs::read(t.join("usr/bin/prog-a")).unwrap())
+    let prog = elf_closure::scan(&fs::read(t.join("usr/bin/prog-a")).unwrap())
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -507,7 +506,7 @@ fn symlinked_resource_entries_ship_links_parents_and_targets() {
         let meta = fs::symlink_metadata(tree.join(link)).unwrap_or_else(|e| panic!("{link}: {e}"));
         assert!(meta.file_type().is_symlink(), "{link} is not a link");
         // Resolve inside the image: the link's target is shipped.
-        let real = sysext_core::rootfs::resolve(&tree, &Path::new("/").join(link), true)
+        let real = safefs::rootfs::resolve(&tree, &Path::new("/").join(link), true)
             .unwrap_or_else(|e| panic!("{link}: {e}"));
         assert_eq!(real, Path::new("/usr/lib/file/magic.mgc"), "{link}");
     }

@@ -99,7 +99,7 @@ fn every_hwcaps_copy_is_shipped_and_the_cpu_picks_its_level() {
             bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
             "{at} is not the level-{level} copy"
         );
-        let info = sysext_core::elf::scan(&bytes).unwrap().unwrap();
+        let info = elf_closure::scan(&bytes).unwrap().unwrap();
         assert_eq!(info.runpath, vec!["/usr/local/hw"], "{at}");
         assert!(info.nodeflib, "{at}");
     }
@@ -127,7 +127,7 @@ fn every_hwcaps_copy_is_shipped_and_the_cpu_picks_its_level() {
         "{stdout}{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let level = sysext_core::elf::running_x86_64_level().clamp(1, 4);
+    let level = elf_closure::running_x86_64_level().clamp(1, 4);
     assert_eq!(
         stdout,
         format!("level {level}\n"),

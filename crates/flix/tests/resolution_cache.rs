@@ -470,7 +470,7 @@ fn cross_compiled_32_bit_and_64k_page_objects() {
 /// panics, and whatever they accept parses again.
 #[test]
 fn corrupt_inputs_are_errors_not_panics() {
-    use flix::rewrite::{add_note_section, find_note_section, inspect, remove_note_section, Note};
+    use elf_edit::{add_note_section, find_note_section, inspect, remove_note_section, Note};
     let Some(src) = ["/usr/bin/true", "/bin/true"]
         .into_iter()
         .find(|p| Path::new(p).exists())

@@ -30,7 +30,7 @@ pub mod unpack;
 
 use std::path::{Path, PathBuf};
 
-use sysext_core::atomic::{AtomicError, AtomicOutput};
+use safefs::atomic::{AtomicError, AtomicOutput};
 
 use crate::cache::{Cache, CacheError};
 use crate::reference::{Platform, ReferenceError, Source};
@@ -112,12 +112,9 @@ pub struct Rootfs {
     _guard: Option<TempGuard>,
 }
 
-/// A temp folder removed on drop, and on SIGINT/SIGTERM ([`sysext_core::cleanup`]).
+/// A temp folder removed on drop, and on SIGINT/SIGTERM ([`safefs::cleanup`]).
 #[derive(Debug)]
-struct TempGuard(
-    PathBuf,
-    #[allow(dead_code)] sysext_core::cleanup::Registration,
-);
+struct TempGuard(PathBuf, #[allow(dead_code)] safefs::cleanup::Registration);
 
 impl Drop for TempGuard {
     fn drop(&mut self) {
@@ -335,7 +332,7 @@ fn remove_stale_temps(folder: &Path) {
 }
 
 /// Copies a folder tree (a plain folder given to `ocirootfs`) with the one whole-tree copier,
-/// [`sysext_core::tree::copy_tree`]: owners, modes, times, links, devices, xattrs and holes
+/// [`safefs::tree::copy_tree`]: owners, modes, times, links, devices, xattrs and holes
 /// kept, every write inside the output.
 fn copy_tree(from: &Path, to: &Path) -> Result<(), Error> {
     let copy_err = |source| Error::Copy {
@@ -343,9 +340,9 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), Error> {
         to: to.into(),
         source,
     };
-    let out = sysext_core::tree::Tree::open(to, &sysext_core::tree::TreeOptions::no_symlinks())
+    let out = safefs::tree::Tree::open(to, &safefs::tree::TreeOptions::no_symlinks())
         .map_err(|e| copy_err(std::io::Error::other(e)))?;
-    sysext_core::tree::copy_tree(from, &out, &sysext_core::tree::CopyTreeOptions::default())
+    safefs::tree::copy_tree(from, &out, &safefs::tree::CopyTreeOptions::default())
         .map_err(|e| copy_err(std::io::Error::other(e)))?;
     Ok(())
 }
@@ -398,7 +395,7 @@ pub fn materialize(source: &str, opts: &SourceOptions) -> Result<Rootfs, Error> 
         }
     }
     // Temp folders of runs killed before they could clean up (SIGKILL).
-    sysext_core::cleanup::remove_stale(&std::env::temp_dir(), "ocirootfs-");
+    safefs::cleanup::remove_stale(&std::env::temp_dir(), "ocirootfs-");
     let base = std::env::temp_dir().join(format!(
         "ocirootfs-{}-{}",
         std::process::id(),
@@ -408,7 +405,7 @@ pub fn materialize(source: &str, opts: &SourceOptions) -> Result<Rootfs, Error> 
             .unwrap_or(0)
     ));
     // Registered before it exists, so a signal in between cannot leave it behind.
-    let registration = sysext_core::cleanup::register(&base);
+    let registration = safefs::cleanup::register(&base);
     std::fs::create_dir(&base).map_err(|source| Error::TempDir {
         path: base.clone(),
         source,

@@ -1,6 +1,6 @@
 //! Layer application, as umoci does it, and never outside the root.
 //!
-//! Every entry goes through the workspace's one safe tree writer ([`sysext_core::tree::Tree`]):
+//! Every entry goes through the workspace's one safe tree writer ([`safefs::tree::Tree`]):
 //! its parent is opened with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`, so `..` and
 //! symlinks (absolute or relative, planted by an earlier entry or layer) resolve with the root
 //! as `/`; the last component is then created with the `*at` calls and never followed. Paths
@@ -24,8 +24,8 @@ use std::rc::Rc;
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
+use safefs::tree::{self, times, Tree, TreeError, TreeOptions};
 use sha2::{Digest as _, Sha256};
-use sysext_core::tree::{self, times, Tree, TreeError, TreeOptions};
 
 /// Errors from applying a layer.
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +138,7 @@ fn components(raw: &[u8]) -> Result<Vec<&[u8]>, UnpackError> {
     })
 }
 
-use sysext_core::tree::join;
+use safefs::tree::join;
 
 fn as_path(p: &[u8]) -> &Path {
     Path::new(OsStr::from_bytes(p))

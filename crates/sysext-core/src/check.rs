@@ -17,7 +17,7 @@
 //! - `incompatible`: systemd's compatibility rules against a [`Host`];
 //! - `missing-interpreter` / `missing-library`: a dynamic ELF file under `usr/` or `opt/`
 //!   whose PT_INTERP or DT_NEEDED names nothing in the merged view (the image's `usr/` and
-//!   `opt/` over the host's root folder, searched as the loader would, see [`crate::elf`]).
+//!   `opt/` over the host's root folder, searched as the loader would, see [`elf_closure`]).
 //!   Only presence is checked, not symbol versions. Needs the host's root folder
 //!   ([`Host::root`]); without one the report says so in [`Report::notes`];
 //! - `wrong-architecture`: an ELF file for another CPU than the release file's `ARCHITECTURE`;
@@ -29,20 +29,21 @@
 //!   `usr/bin/curl` on a host that has curl, or a file where the host has a folder.
 //!
 //! Nothing is extracted: ELF headers, the dynamic section and strings are read from the image
-//! in place, each read bounded ([`crate::elf::scan_reader`]), and the loader's search runs on
-//! the image as a read-only [`crate::rootfs::TreeView`] layer ([`Image::view`]) over the host.
+//! in place, each read bounded ([`elf_closure::scan_reader`]), and the loader's search runs on
+//! the image as a read-only [`safefs::rootfs::TreeView`] layer ([`Image::view`]) over the host.
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::elf::{self, ClosureOptions, ElfInfo};
-use crate::inspect::{Entry, EntryKind, Image, InspectError};
+use crate::inspect::{Image, InspectError};
 use crate::release::{
     arch_from_elf, check_compatibility, host_architecture, release_file_path, validate_name,
     OsRelease, ReleaseError, Verdict,
 };
-use crate::rootfs::RootStack;
+use elf_closure::RootStack;
+use elf_closure::{self as elf, ClosureOptions, ElfInfo};
+use fsimage::{Entry, EntryKind};
 
 /// Errors of this module (a finding is not an error: errors mean the check could not run).
 #[derive(Debug, thiserror::Error)]
@@ -499,7 +500,7 @@ fn elf_files(image: &Image) -> Vec<ImageElf> {
                 info,
             }),
             Ok(None) => {}
-            Err(err) => tracing::warn!("{}: {err}", crate::inspect::escape(&e.path)),
+            Err(err) => tracing::warn!("{}: {err}", gentext::escape(&e.path)),
         }
     }
     out
@@ -721,7 +722,7 @@ pub fn check_elf(
             Err(err) => {
                 tracing::warn!(
                     "not checking the libraries of {}: {err}",
-                    crate::inspect::escape(&e.path)
+                    gentext::escape(&e.path)
                 );
                 continue;
             }

@@ -12,7 +12,7 @@
 //!
 //! Why SIGPIPE stays ignored (Rust's default) and a closed pipe is handled as an error value:
 //! with the default action the kernel would end the process in the middle of a write, past
-//! the cleanup thread of [`crate::cleanup`] that removes temp outputs, and any write to another
+//! the cleanup thread of [`safefs::cleanup`] that removes temp outputs, and any write to another
 //! closed pipe or socket (a registry connection, a child's stdin) would end it silently too.
 
 use std::fmt;
@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::pack::Format;
-use crate::squashfs::Compression;
+use fsimage::squashfs::Compression;
 
 /// How a command ended, for [`run_main`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,7 +123,7 @@ impl Convention {
 }
 
 /// The binaries' `main`: installs logging ([`crate::logging::init`]) and the signal cleanup
-/// ([`crate::cleanup::install`]), runs `f`, and maps its result to the exit status (see the
+/// ([`safefs::cleanup::install`]), runs `f`, and maps its result to the exit status (see the
 /// module docs). `name` prefixes the error line.
 pub fn run_main(name: &'static str, f: impl FnOnce() -> anyhow::Result<Exit>) -> ExitCode {
     run_main_as(name, Convention::TOOLS, f)
@@ -136,7 +136,7 @@ pub fn run_main_as(
     f: impl FnOnce() -> anyhow::Result<Exit>,
 ) -> ExitCode {
     crate::logging::init();
-    if let Err(e) = crate::cleanup::install(name) {
+    if let Err(e) = safefs::cleanup::install(name) {
         eprintln!("{name}: {}cannot watch for SIGINT/SIGTERM: {e}", conv.label);
         return conv.error.into();
     }
@@ -156,7 +156,7 @@ fn finish(
         Err(e) if e.chain().any(|c| c.is::<StdoutClosed>()) => Exit::OK,
         Err(e) => {
             // A signal's cleanup may be under way: it ends the process with 128+N.
-            crate::cleanup::wait_if_stopping();
+            safefs::cleanup::wait_if_stopping();
             let _ = writeln!(err, "{name}: {}{e:#}", conv.label);
             conv.error
         }

@@ -6,8 +6,8 @@
 //! place ([`SquashfsReader`]), a folder's files are opened beneath the folder without following
 //! any symlink (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`) and only when they are
 //! regular files. Every read has a limit ([`MAX_READ`], release files
-//! [`crate::release::MAX_RELEASE_BYTES`]); walks are iterative. [`escape`] is the one escaper
-//! of text from images (names, release values) in human output.
+//! [`crate::release::MAX_RELEASE_BYTES`]); walks are iterative. Text from images (names,
+//! release values) in human output goes through [`gentext::escape`].
 
 use std::fs;
 use std::io::{self, Read};
@@ -17,16 +17,15 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::elf::{ElfError, ElfInfo};
 use crate::release::{ReleaseError, MAX_RELEASE_BYTES};
-use crate::rootfs::{TreeView, ViewKind};
-use crate::squashfs::reader::{ReadError, SquashfsReader, MAX_DEPTH};
+use elf_closure::{ElfError, ElfInfo};
+use elf_closure::{TreeView, ViewKind};
+use fsimage::squashfs::reader::{ReadError, SquashfsReader, MAX_DEPTH};
+use fsimage::{Entry, EntryKind};
+use gentext::escape;
 
 /// The most [`Image::read_file`] reads of one file: 256 MiB.
 pub const MAX_READ: u64 = 256 << 20;
-
-/// Human output's escaper (kept here for the readers' callers).
-pub use crate::gentext::escape;
 
 /// Errors from [`Image::open`] and [`Image::read_file`].
 #[derive(Debug, thiserror::Error)]
@@ -64,39 +63,6 @@ pub enum InspectError {
     },
     #[error("folder image {} nests folders deeper than {MAX_DEPTH} levels (under {}); refusing to read it, no extension needs that", image.display(), escape(path.split('/').next().unwrap_or("")))]
     TooDeep { image: PathBuf, path: String },
-}
-
-/// The type of an entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EntryKind {
-    File,
-    Dir,
-    Symlink,
-    CharDevice,
-    BlockDevice,
-    Fifo,
-    Socket,
-}
-
-/// One entry of an image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Entry {
-    /// Relative path, e.g. "usr/bin/x" (the root itself is not listed in [`Image::entries`];
-    /// [`SquashfsReader::nodes`] lists it with the path "").
-    pub path: String,
-    pub kind: EntryKind,
-    /// Permission bits (0o7777).
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    /// File size; symlink target length; 0 otherwise.
-    pub size: u64,
-    /// Symlink target.
-    pub target: Option<String>,
-    /// Carries a `security.capability` xattr (file capabilities).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub capability: bool,
 }
 
 /// The image's format.
@@ -270,7 +236,7 @@ impl Image {
         let mut magic = [0u8; 4];
         let mut f = fs::File::open(path).map_err(oerr)?;
         let n = f.read(&mut magic).map_err(oerr)?;
-        if n < 4 || &magic != crate::squashfs::MAGIC {
+        if n < 4 || &magic != fsimage::squashfs::MAGIC {
             return Err(InspectError::UnknownFormat(path.to_path_buf()));
         }
         let reader = SquashfsReader::open(path)?;
@@ -389,7 +355,7 @@ impl Image {
                     path: root.join(rel),
                     source,
                 })?;
-                crate::elf::scan_reader(f, &root.join(rel).display().to_string())
+                elf_closure::scan_reader(f, &root.join(rel).display().to_string())
             }
         }
     }
@@ -403,7 +369,7 @@ impl Image {
     }
 
     /// The image's tree (or its folder `under`, relative, "" for the whole image) as a
-    /// read-only [`TreeView`] for a [`crate::rootfs::RootStack`]: entries and file contents
+    /// read-only [`TreeView`] for a [`elf_closure::RootStack`]: entries and file contents
     /// come from the image in place, nothing is extracted, and a folder image's files are
     /// opened beneath it without following links.
     pub fn view(&self, under: &str) -> Arc<dyn TreeView> {
@@ -615,7 +581,7 @@ impl TreeView for ImageView {
                     path: root.join(&rel),
                     source,
                 })?;
-                crate::elf::scan_reader(f, &root.join(&rel).display().to_string())
+                elf_closure::scan_reader(f, &root.join(&rel).display().to_string())
             }
         }
     }
@@ -624,25 +590,6 @@ impl TreeView for ImageView {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escape_table() {
-        for (input, want) in [
-            ("plain/path-1.2", "plain/path-1.2"),
-            ("new\nline", "new\\nline"),
-            ("tab\tcr\r", "tab\\tcr\\r"),
-            ("esc\x1b[2J", "esc\\x1b[2J"),
-            ("del\x7f", "del\\x7f"),
-            ("c1\u{9b}", "c1\\x9b"),
-            ("back\\slash", "back\\\\slash"),
-            ("rtl\u{202e}txt", "rtl\\u{202e}txt"),
-            ("ünïcode ✓", "ünïcode ✓"),
-        ] {
-            assert_eq!(escape(input), want, "{input:?}");
-            assert!(!escape(input).chars().any(|c| c.is_control()));
-        }
-        assert!(matches!(escape("ok"), std::borrow::Cow::Borrowed(_)));
-    }
 
     #[test]
     fn garbage_is_a_clear_error() {

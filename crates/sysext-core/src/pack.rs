@@ -16,11 +16,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::atomic::{AtomicError, AtomicOutput};
-pub use crate::squashfs::writer::WriteStats;
-use crate::squashfs::writer::{self, WriteError, WriterOptions};
-pub use crate::squashfs::Compression;
-use crate::tree::{self, Tree, TreeOptions};
+pub use fsimage::squashfs::writer::WriteStats;
+use fsimage::squashfs::writer::{self, WriteError, WriterOptions};
+pub use fsimage::squashfs::Compression;
+use safefs::atomic::{AtomicError, AtomicOutput};
+use safefs::tree::{self, Tree, TreeOptions};
 
 /// What to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -245,12 +245,11 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
                         source,
                     },
                 })?;
-            let wopts = WriterOptions {
-                compression: opts.compression,
-                level: opts.level,
-                mtime: mtime32,
-                threads: opts.threads,
-            };
+            let mut wopts = WriterOptions::default();
+            wopts.compression = opts.compression;
+            wopts.level = opts.level;
+            wopts.mtime = mtime32;
+            wopts.threads = opts.threads;
             let stats = writer::write_image(tree, file, out.path(), &wopts).map_err(|source| {
                 PackError::Squashfs {
                     path: output.to_path_buf(),
@@ -278,10 +277,9 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
                     source: io::Error::other(e),
                 }
             })?;
-            let copy_opts = tree::CopyTreeOptions {
-                root_owned: true,
-                mtime: Some(mtime as i64),
-            };
+            let mut copy_opts = tree::CopyTreeOptions::default();
+            copy_opts.root_owned = true;
+            copy_opts.mtime = Some(mtime as i64);
             let bytes = tree::copy_tree(tree, &dest, &copy_opts).map_err(|e| PackError::Copy {
                 from: e.from,
                 to: e.to,

@@ -69,7 +69,7 @@ pub fn read_release_bounded(r: impl std::io::Read, path: &Path) -> Result<Vec<u8
 /// regular file (a symlink is followed to what it names; links to FIFOs or devices are
 /// refused), and read up to [`MAX_RELEASE_BYTES`].
 pub fn read_release_file(path: &Path) -> Result<Vec<u8>, ReleaseError> {
-    let file = crate::tree::open_regular(path)
+    let file = safefs::tree::open_regular(path)
         .map_err(|source| ReleaseError::Read {
             path: path.to_path_buf(),
             source,
@@ -709,7 +709,7 @@ pub fn validate_name(name: &str) -> Result<Vec<String>, ReleaseError> {
 
 /// The characters besides ASCII letters and digits a new image's name may hold: plain in file
 /// names, sh words, `PATH` and ELF `RUNPATH` lists and URLs; `%` is escaped wherever it goes
-/// into a unit or transfer file ([`crate::gentext`]).
+/// into a unit or transfer file ([`gentext`]).
 pub const NEW_NAME_PUNCTUATION: &str = "-_.+@%";
 
 /// The rule for the name of an image we produce (flix, flatwrap, `sysext pack`, bake's manifest

@@ -8,7 +8,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sysext_core::inspect::{EntryKind, Image};
+use fsimage::EntryKind;
+use sysext_core::inspect::Image;
 use sysext_core::pack::{pack, Compression, Format, PackOptions};
 use testkit::{random_bytes, tree_paths};
 

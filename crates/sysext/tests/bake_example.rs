@@ -6,7 +6,8 @@
 use std::fs;
 use std::process::Command;
 
-use sysext_core::inspect::{EntryKind, Image};
+use fsimage::EntryKind;
+use sysext_core::inspect::Image;
 
 fn sh(script: &str) {
     testkit::run_ok(Command::new("sh").args(["-ec", script]));

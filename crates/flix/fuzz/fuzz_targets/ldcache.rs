@@ -1,10 +1,10 @@
-//! glibc's ld.so.cache parser (`sysext_core::elf::LdCache::parse`, read from untrusted root
+//! glibc's ld.so.cache parser (`elf_closure::LdCache::parse`, read from untrusted root
 //! filesystems by `sysext deps` and flix) on arbitrary bytes: errors, never panics; lookups on
 //! what it accepts never panic either.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sysext_core::elf::LdCache;
+use elf_closure::LdCache;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(cache) = LdCache::parse(data) {

@@ -4,7 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sysext_core::inspect::{EntryKind, Image};
+use fsimage::EntryKind;
+use sysext_core::inspect::Image;
 
 /// Files larger than this (as the image declares them) are not read whole.
 const READ_LIMIT: u64 = 64 << 10;

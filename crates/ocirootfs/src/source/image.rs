@@ -1,5 +1,6 @@
 //! An [`Image`]: its layers (local or downloading) and how a platform is chosen.
 
+#[cfg(feature = "registry")]
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;

@@ -194,7 +194,7 @@ pub(super) fn prepare_command(cmd: &mut std::process::Command) {
 /// While alive, the process ignores SIGINT and SIGQUIT, as system(3) does while it waits: a
 /// Ctrl-C goes to the command (same process group), which decides; we then return its status.
 /// The previous actions are kept whole (`sigaction`, not `signal`), so the SA_SIGINFO handler
-/// of [`crate::cleanup`]'s signal thread comes back exactly as it was.
+/// of [`safefs::cleanup`]'s signal thread comes back exactly as it was.
 pub(super) struct IgnoreInterrupts {
     int: Option<libc::sigaction>,
     quit: Option<libc::sigaction>,

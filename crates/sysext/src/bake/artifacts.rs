@@ -2,13 +2,13 @@
 //! Butane configs (variant flatcar) that deploy an extension with them.
 //!
 //! Nothing here is put together with format strings from unchecked values: the base URL is
-//! parsed by [`BaseUrl::parse`] (in [`sysext_core::gentext`]) (http, https or file; no blanks, control characters, query,
+//! parsed by [`BaseUrl::parse`] (in [`gentext`]) (http, https or file; no blanks, control characters, query,
 //! fragment or credentials), values on transfer-file and unit lines go through
-//! [`sysext_core::gentext`] (`%` escaped), and the Butane config is built as a JSON value and
+//! [`gentext`] (`%` escaped), and the Butane config is built as a JSON value and
 //! written by serde_json: JSON is YAML 1.2, which Butane reads (`butane --strict < NAME.bu`).
 
+use gentext::TextError;
 use serde_json::json;
-use sysext_core::gentext::{self, TextError};
 
 /// Why a base URL or a name cannot go into the artifacts.
 #[derive(Debug, thiserror::Error)]
@@ -17,7 +17,7 @@ pub enum ArtifactError {
     Text(#[from] TextError),
 }
 
-pub use sysext_core::gentext::BaseUrl;
+pub use gentext::BaseUrl;
 
 /// The image file name `NAME-VERSION-ARCH.raw`.
 pub fn raw_name(name: &str, version: &str, arch: &str) -> String {

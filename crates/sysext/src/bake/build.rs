@@ -7,11 +7,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use safefs::atomic::AtomicOutput;
+use safefs::tree::{self, Stripped, Tree, TreeOptions};
 use sha2::{Digest, Sha256};
-use sysext_core::atomic::AtomicOutput;
 use sysext_core::pack::{self, Format, PackOptions};
 use sysext_core::release::{self, ExtensionRelease};
-use sysext_core::tree::{self, Stripped, Tree, TreeOptions};
 
 use super::manifest::{goarch, Extension, Mode};
 use super::{artifacts, BakeOptions, Entry, StateEntry, Status};
@@ -372,9 +372,9 @@ fn write_new(tree: &Tree, rel: &Path, text: &str, mode: u32) -> Result<()> {
 /// symlink resolved with `root` as `/`.
 fn inside(root: &Path, rel: &str) -> Result<PathBuf> {
     let abs = Path::new("/").join(rel.trim_start_matches('/'));
-    let r = sysext_core::rootfs::resolve(root, &abs, false)
+    let r = safefs::rootfs::resolve(root, &abs, false)
         .with_context(|| format!("{rel} in the source {}", root.display()))?;
-    let host = sysext_core::rootfs::host_path(root, &r);
+    let host = safefs::rootfs::host_path(root, &r);
     if fs::symlink_metadata(&host).is_err() {
         bail!(
             "{rel} is not in the source {}: check the path in the manifest",
@@ -471,7 +471,7 @@ fn place_static(
             true => p.clone(),
             false => format!("{p}:/{}", p.trim_start_matches('/')),
         };
-        let spec = sysext_core::rootfs::parse_entry(&full)?;
+        let spec = sysext_core::entries::parse_entry(&full)?;
         let Some(target) = spec.target else {
             bail!("paths entry {p:?} has no target; give it as SRC:/usr/TARGET");
         };
@@ -532,7 +532,7 @@ fn write_upholds(tree: &Tree, name: &str, enable: &[String]) -> Result<()> {
                 &format!(
                     "# Written by sysext bake: start {u} with the extension.\n[Unit]\nUpholds={u}\n",
                     // Checked at manifest parse time; `%` escaped for the unit line.
-                    u = sysext_core::gentext::unit_escape(u)
+                    u = gentext::unit_escape(u)
                 ),
                 0o644,
             )?;
@@ -549,7 +549,7 @@ fn tree_architecture(tree: &Path) -> Result<Option<String>> {
         if !e.file_type().is_file() {
             continue;
         }
-        let Ok(Some(info)) = sysext_core::elf::scan_file(e.path()) else {
+        let Ok(Some(info)) = elf_closure::scan_file(e.path()) else {
             continue;
         };
         let Some(a) = release::arch_from_elf(info.machine, info.class64, info.little_endian) else {

@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use safefs::atomic::{AtomicError, AtomicOutput};
 use serde::{Deserialize, Serialize};
-use sysext_core::atomic::{AtomicError, AtomicOutput};
 
 pub use manifest::Mode;
 

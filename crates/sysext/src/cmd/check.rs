@@ -6,8 +6,9 @@ use sysext_core::cli::Exit;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use gentext::escape;
 use sysext_core::check::{check_image, Host, Report, Severity};
-use sysext_core::inspect::{escape, Image};
+use sysext_core::inspect::Image;
 
 /// Check an image (NAME.raw or a folder) for what would make systemd-sysext skip it or change
 /// the host: release file name and contents, compatibility with the host, usr/lib/os-release,

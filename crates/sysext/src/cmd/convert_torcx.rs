@@ -15,12 +15,12 @@ use sysext_core::cli::Exit;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use safefs::atomic::AtomicOutput;
+use safefs::tree::{self, Stripped, Tree, TreeOptions};
 use serde::{Deserialize, Serialize};
-use sysext_core::atomic::AtomicOutput;
 use sysext_core::cli::OutputArgs;
 use sysext_core::pack::{pack, PackOptions, PackReport};
 use sysext_core::release::{self, ExtensionRelease};
-use sysext_core::tree::{self, Stripped, Tree, TreeOptions};
 
 /// Convert a Torcx package tarball (.torcx.tgz) into a systemd-sysext extension.
 #[derive(Debug, Args)]
@@ -524,7 +524,7 @@ fn convert(
     // Architecture from the binaries; libraries binaries need from usr/lib/NAME.
     let mut arches = std::collections::BTreeSet::new();
     for (rel, placed) in &binaries {
-        let info = match sysext_core::elf::scan_file(placed) {
+        let info = match elf_closure::scan_file(placed) {
             Ok(Some(i)) => i,
             Ok(None) => continue,
             Err(e) => {

@@ -7,7 +7,7 @@ use sysext_core::cli::Exit;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use sysext_core::elf::{self, ClosureOptions};
+use elf_closure::{self as elf, ClosureOptions};
 
 /// Show which objects the program interpreter would load for FILE... inside a rootfs.
 #[derive(Debug, Args)]

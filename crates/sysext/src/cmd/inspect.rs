@@ -6,7 +6,9 @@ use sysext_core::cli::Exit;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use sysext_core::inspect::{escape, EntryKind, Image, ImageFormat, ImageInfo};
+use fsimage::EntryKind;
+use gentext::escape;
+use sysext_core::inspect::{Image, ImageFormat, ImageInfo};
 
 /// Show an image's name, release file, size and architectures (and its entries with --list).
 #[derive(Debug, Args)]

@@ -1,9 +1,0 @@
-//! The closure's ELF reader (`sysext_core::elf::scan`, used by `sysext deps` and `sysext check`
-//! on files from untrusted images) must return an error for any input, never panic.
-#![no_main]
-
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    let _ = sysext_core::elf::scan(data);
-});

@@ -1,0 +1,10 @@
+//! Image formats: writers and readers of the file-system images an extension ships as.
+//!
+//! - [`squashfs`]: our squashfs 4.0 writer (parallel, reproducible) and a reader that reads an
+//!   image in place (entries, file contents, the ELF scan of a file).
+//! - [`entry`]: [`Entry`] and [`EntryKind`], one entry of an image as the readers list it.
+
+pub mod entry;
+pub mod squashfs;
+
+pub use entry::{Entry, EntryKind};
