@@ -192,7 +192,12 @@ fn document_parsers_for_fuzzing() {
     // So is a digest of another algorithm: blobs are named by their SHA-256.
     let other = man.replace(&d('e'), &format!("sha512:{}", "e".repeat(128)));
     assert!(parse_manifest(other.as_bytes(), &amd64).is_err());
-    assert!(parse_manifest(b"[", &amd64).is_err());
+    let e = parse_manifest(b"[", &amd64).unwrap_err().to_string();
+    assert!(e.starts_with("manifest in input is not valid JSON"), "{e}");
+    let e = parse_manifest(br#"{"schemaVersion":"2"}"#, &amd64)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("or has one of the wrong type"), "{e}");
     let cfg = parse_image_config(
         br#"{"os":"linux","architecture":"amd64","config":{"Env":["A=1"],"WorkingDir":""},"rootfs":{"type":"layers","diff_ids":[]}}"#,
     )
