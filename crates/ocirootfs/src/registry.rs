@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::cache::Cache;
 use crate::reference::{validate_digest, ImageRef};
 use crate::source::{
-    check_platform, host_or, is_index, parse_config, parse_doc, select_platform, sha256_hex, Image,
+    check_platform, host_or, parse_config, parse_doc, select_platform, sha256_hex, Document, Image,
     Layer, LayerData, ResolveOptions, SourceError, MAX_DOCUMENT,
 };
 
@@ -1020,51 +1020,73 @@ pub(crate) fn resolve_registry(
 
     let (digest, platform, config, layer_descs) = rt.block_on(async {
         let (mut bytes, mut digest) = reg.manifest(r.digest.as_deref()).await?;
-        let mut doc = parse_doc(&bytes, "manifest", &r.to_string())?;
+        let mut desc_type = None;
         let mut depth = 0;
-        while is_index(&doc, "") {
+        let manifest = loop {
+            let what = format!("manifest {digest}");
+            let index = match parse_doc(&bytes, &what, &r.to_string(), desc_type.as_ref())? {
+                Document::Manifest(m) => break m,
+                Document::Index(index) => index,
+            };
             depth += 1;
             if depth > 4 {
                 return Err(SourceError::Invalid(format!(
                     "{r}: image indexes nested too deep"
                 )));
             }
-            let list = doc.manifests.clone().unwrap_or_default();
-            let d = select_platform(&list, &host_or(&opts.platform), &r.to_string())?
-                .digest
-                .clone();
-            validate_digest(&d)?;
-            (bytes, digest) = match cache.read_verified(&d, None, MAX_DOCUMENT)? {
-                Some(b) => (b, d.clone()),
+            let d = select_platform(index.manifests(), &host_or(&opts.platform), &r.to_string())?;
+            let (next, size) = (d.digest().to_string(), d.size());
+            validate_digest(&next)?;
+            if size > MAX_DOCUMENT {
+                return Err(SourceError::TooLarge {
+                    what: "manifest",
+                    path: PathBuf::from(&next),
+                    size,
+                    limit: MAX_DOCUMENT,
+                });
+            }
+            desc_type = Some(d.media_type().clone());
+            (bytes, digest) = match cache.read_verified(&next, Some(size), MAX_DOCUMENT)? {
+                Some(b) => (b, next),
                 None => {
-                    let (b, dg) = reg.manifest(Some(&d)).await?;
+                    let (b, dg) = reg.manifest(Some(&next)).await?;
+                    if b.len() as u64 != size {
+                        return Err(SourceError::SizeMismatch {
+                            digest: next,
+                            where_: r.to_string(),
+                            declared: size,
+                            actual: b.len() as u64,
+                        });
+                    }
                     cache.put(&dg, &b)?;
                     (b, dg)
                 }
             };
-            doc = parse_doc(&bytes, "manifest", &r.to_string())?;
-        }
-        let cfg_desc = doc.config.clone().ok_or_else(|| {
-            SourceError::Invalid(format!("manifest {digest} of {r} has no config"))
-        })?;
+        };
+        let cfg_desc = manifest.config();
         let cfg = reg
-            .small_blob(cache, &cfg_desc.digest, cfg_desc.size)
+            .small_blob(cache, cfg_desc.digest().as_ref(), Some(cfg_desc.size()))
             .await?;
-        let config = parse_config(&cfg, &r.to_string())?;
+        let config = parse_config(
+            &cfg,
+            &format!("image config {}", cfg_desc.digest()),
+            &r.to_string(),
+        )?;
         let platform = check_platform(&config, &opts.platform, &r.to_string())?;
-        Ok::<_, SourceError>((digest, platform, config, doc.layers.unwrap_or_default()))
+        Ok::<_, SourceError>((digest, platform, config, manifest.layers().clone()))
     })?;
 
     let sem = Arc::new(tokio::sync::Semaphore::new(4));
     let mut layers = Vec::new();
-    for (i, l) in layer_descs.into_iter().enumerate() {
-        validate_digest(&l.digest)?;
-        let data = match cache.get(&l.digest, l.size)? {
+    for (i, l) in layer_descs.iter().enumerate() {
+        let (digest, size) = (l.digest().to_string(), Some(l.size()));
+        validate_digest(&digest)?;
+        let data = match cache.get(&digest, size)? {
             Some(p) => LayerData::File(p),
             None => {
                 let (tx, rx) = mpsc::sync_channel(1);
                 let bar = progress.as_ref().map(|m| {
-                    let b = m.add(indicatif::ProgressBar::new(l.size.unwrap_or(0)));
+                    let b = m.add(indicatif::ProgressBar::new(l.size()));
                     b.set_style(
                         indicatif::ProgressStyle::with_template(
                             "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
@@ -1072,7 +1094,7 @@ pub(crate) fn resolve_registry(
                         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
                         .progress_chars("=> "),
                     );
-                    b.set_prefix(l.digest.get(7..19).unwrap_or_default().to_string());
+                    b.set_prefix(digest.get(7..19).unwrap_or_default().to_string());
                     b
                 });
                 let fut = download(Download {
@@ -1080,8 +1102,8 @@ pub(crate) fn resolve_registry(
                     reference: reg.reference.clone(),
                     remote: remote.clone(),
                     cache: cache.clone(),
-                    digest: l.digest.clone(),
-                    size: l.size,
+                    digest: digest.clone(),
+                    size,
                     bar,
                     counter: counter.clone(),
                 });
@@ -1095,9 +1117,9 @@ pub(crate) fn resolve_registry(
         };
         layers.push(Layer {
             diff_id: config.diff_ids.get(i).cloned(),
-            digest: Some(l.digest),
-            size: l.size,
-            media_type: l.media_type,
+            digest: Some(digest),
+            size,
+            media_type: l.media_type().to_string(),
             data,
             cache: Some(cache.clone()),
         });

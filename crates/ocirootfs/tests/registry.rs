@@ -148,20 +148,38 @@ fn multi_platform_index_picks_the_platform() {
     let tmp = tempfile::tempdir().unwrap();
     let layout = two_platform_layout(&tmp.path().join("layout"));
     let registry = testkit::registry::Registry::start();
-    let image = format!("{}/multi:1", registry.addr());
-    testkit::run_ok(Command::new("skopeo").args([
-        "copy",
-        "--quiet",
-        "--all",
-        "--dest-tls-verify=false",
-        &format!("oci:{}:multi", layout.dir.display()),
-        &format!("docker://{image}"),
+    // Pushes every image of the layout's `multi` to `name` (skopeo's own format, or `v2s2`).
+    let push = |name: &str, format: &[&str]| {
+        let image = format!("{}/{name}", registry.addr());
+        testkit::run_ok(
+            Command::new("skopeo")
+                .args(["copy", "--quiet", "--all", "--dest-tls-verify=false"])
+                .args(format)
+                .arg(format!("oci:{}:multi", layout.dir.display()))
+                .arg(format!("docker://{image}")),
+        );
+        image
+    };
+    let image = push("multi:1", &[]);
+    // The same images as a Docker manifest list over Docker schema 2 manifests.
+    let docker = push("multi-docker:1", &["--format", "v2s2"]);
+    let list = testkit::run_ok(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{docker}"),
     ]));
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(
+        list["mediaType"],
+        "application/vnd.docker.distribution.manifest.list.v2+json"
+    );
     let cache = tmp.path().join("cache");
     let reference = tmp.path().join("umoci-arm64");
     umoci_unpack(&layout.dir, "arm64", &reference);
     for (src, what) in [
         (image.clone(), "registry"),
+        (docker.clone(), "registry-docker"),
         (format!("oci:{}:multi", layout.dir.display()), "oci"),
     ] {
         let arm = tmp.path().join(format!("arm-{what}"));

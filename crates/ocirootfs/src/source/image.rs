@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
 
+use oci_spec::image::Descriptor;
+
 use super::*;
 use crate::cache::Cache;
 use crate::reference::Platform;
@@ -120,33 +122,42 @@ pub(crate) fn host_or(p: &Option<Platform>) -> Platform {
     p.clone().unwrap_or_else(Platform::host)
 }
 
+/// `os/architecture[/variant]` of an index entry's platform.
+fn platform_name(p: &oci_spec::image::Platform) -> String {
+    match p.variant().as_deref().filter(|v| !v.is_empty()) {
+        Some(v) => format!("{}/{}/{v}", p.os(), p.architecture()),
+        None => format!("{}/{}", p.os(), p.architecture()),
+    }
+}
+
+/// The entry of an index for the platform `want`. Entries without a platform, or with an
+/// `unknown` one (attestations), are never chosen; the error lists what the index offers.
 pub(crate) fn select_platform<'a>(
     manifests: &'a [Descriptor],
     want: &Platform,
     source_name: &str,
 ) -> Result<&'a Descriptor, SourceError> {
-    let real = |d: &&Descriptor| {
-        d.platform
-            .as_ref()
-            .is_some_and(|p| p.os != "unknown" && p.architecture != "unknown")
+    let real = |d: &'a Descriptor| {
+        d.platform().as_ref().filter(|p| {
+            p.os().to_string() != "unknown" && p.architecture().to_string() != "unknown"
+        })
     };
-    let hit = manifests.iter().filter(real).find(|d| {
-        let p = d.platform.as_ref().expect("filtered");
-        want.matches(&p.os, &p.architecture, p.variant.as_deref())
+    let hit = manifests.iter().find(|d| {
+        real(d).is_some_and(|p| {
+            want.matches(
+                &p.os().to_string(),
+                &p.architecture().to_string(),
+                p.variant().as_deref(),
+            )
+        })
     });
     if let Some(d) = hit {
         return Ok(d);
     }
     let offered: Vec<String> = manifests
         .iter()
-        .filter(real)
-        .map(|d| {
-            let p = d.platform.as_ref().expect("filtered");
-            match p.variant.as_deref().filter(|v| !v.is_empty()) {
-                Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
-                None => format!("{}/{}", p.os, p.architecture),
-            }
-        })
+        .filter_map(real)
+        .map(platform_name)
         .collect();
     Err(SourceError::Platform {
         wanted: want.to_string(),

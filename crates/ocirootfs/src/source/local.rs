@@ -6,6 +6,7 @@ use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use oci_spec::image::Descriptor;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
@@ -291,10 +292,10 @@ impl LocalBlobs {
 
     /// Reads a small blob (a manifest or config, at most [`MAX_DOCUMENT`] bytes, of the size
     /// its descriptor declares) and verifies it.
-    fn read_blob(&self, digest: &str, declared: Option<u64>) -> Result<Vec<u8>, SourceError> {
+    fn read_blob(&self, digest: &str, declared: u64) -> Result<Vec<u8>, SourceError> {
         let hex = validate_digest(digest)?;
         let rel = format!("blobs/sha256/{hex}");
-        self.check_size(digest, &rel, declared)?;
+        self.check_size(digest, &rel, Some(declared))?;
         let bytes = self
             .read_file(&rel)?
             .ok_or_else(|| SourceError::MissingBlob {
@@ -344,18 +345,6 @@ impl LocalBlobs {
     }
 }
 
-pub(crate) fn parse_doc(
-    bytes: &[u8],
-    what: &'static str,
-    where_: &str,
-) -> Result<Document, SourceError> {
-    serde_json::from_slice(bytes).map_err(|source| SourceError::Json {
-        what,
-        where_: where_.into(),
-        source,
-    })
-}
-
 fn resolve_layout(
     blobs: LocalBlobs,
     name: String,
@@ -368,15 +357,10 @@ fn resolve_layout(
             "{where_} is not an OCI image layout (no index.json)"
         ))
     })?;
-    let index = parse_doc(&index_bytes, "index.json", &where_)?;
-    let entries = index.manifests.unwrap_or_default();
-    let tag_of = |d: &Descriptor| {
-        d.annotations
-            .get("org.opencontainers.image.ref.name")
-            .cloned()
-    };
+    let index = parse_index(&index_bytes, &where_)?;
+    let entries = index.manifests();
     let tags = || {
-        let t: Vec<String> = entries.iter().filter_map(tag_of).collect();
+        let t: Vec<&str> = entries.iter().filter_map(ref_name).collect();
         if t.is_empty() {
             "no tags".to_string()
         } else {
@@ -384,10 +368,7 @@ fn resolve_layout(
         }
     };
     let chosen: Vec<&Descriptor> = match tag {
-        Some(t) => entries
-            .iter()
-            .filter(|d| tag_of(d).as_deref() == Some(t))
-            .collect(),
+        Some(t) => entries.iter().filter(|d| ref_name(d) == Some(t)).collect(),
         None => entries.iter().collect(),
     };
     let mut desc = match chosen.as_slice() {
@@ -403,7 +384,7 @@ fn resolve_layout(
         many => {
             // Several entries for one tag or none: treat them as an index over platforms.
             let list: Vec<Descriptor> = many.iter().map(|d| (*d).clone()).collect();
-            if list.iter().all(|d| d.platform.is_some()) {
+            if list.iter().all(|d| d.platform().is_some()) {
                 select_platform(&list, &host_or(&opts.platform), &where_)?.clone()
             } else {
                 return Err(SourceError::AmbiguousTag {
@@ -413,48 +394,47 @@ fn resolve_layout(
             }
         }
     };
-    let mut manifest_bytes;
-    let mut doc;
     let mut depth = 0;
-    loop {
-        manifest_bytes = blobs.read_blob(&desc.digest, desc.size)?;
-        doc = parse_doc(&manifest_bytes, "manifest", &where_)?;
-        if !is_index(&doc, &desc.media_type) {
-            break;
+    let manifest = loop {
+        let bytes = blobs.read_blob(desc.digest().as_ref(), desc.size())?;
+        let what = format!("manifest {}", desc.digest());
+        match parse_doc(&bytes, &what, &where_, Some(desc.media_type()))? {
+            Document::Manifest(m) => break m,
+            Document::Index(index) => {
+                depth += 1;
+                if depth > 4 {
+                    return Err(SourceError::Invalid(format!(
+                        "{where_}: image indexes nested too deep"
+                    )));
+                }
+                desc =
+                    select_platform(index.manifests(), &host_or(&opts.platform), &where_)?.clone();
+            }
         }
-        depth += 1;
-        if depth > 4 {
-            return Err(SourceError::Invalid(format!(
-                "{where_}: image indexes nested too deep"
-            )));
-        }
-        let list = doc.manifests.clone().unwrap_or_default();
-        desc = select_platform(&list, &host_or(&opts.platform), &where_)?.clone();
-    }
-    let cfg_desc = doc.config.ok_or_else(|| {
-        SourceError::Invalid(format!(
-            "manifest {} in {where_} has no config",
-            desc.digest
-        ))
-    })?;
-    let cfg_bytes = blobs.read_blob(&cfg_desc.digest, cfg_desc.size)?;
-    let config = parse_config(&cfg_bytes, &where_)?;
+    };
+    let cfg_desc = manifest.config();
+    let cfg_bytes = blobs.read_blob(cfg_desc.digest().as_ref(), cfg_desc.size())?;
+    let config = parse_config(
+        &cfg_bytes,
+        &format!("image config {}", cfg_desc.digest()),
+        &where_,
+    )?;
     let platform = check_platform(&config, &opts.platform, &where_)?;
     let mut layers = Vec::new();
-    for (i, l) in doc.layers.unwrap_or_default().into_iter().enumerate() {
-        let hex = validate_digest(&l.digest)?;
+    for (i, l) in manifest.layers().iter().enumerate() {
+        let hex = validate_digest(l.digest().as_ref())?;
         layers.push(Layer {
-            data: blobs.layer_data(&format!("blobs/sha256/{hex}"), l.size)?,
+            data: blobs.layer_data(&format!("blobs/sha256/{hex}"), Some(l.size()))?,
             diff_id: config.diff_ids.get(i).cloned(),
-            digest: Some(l.digest),
-            size: l.size,
-            media_type: l.media_type,
+            digest: Some(l.digest().to_string()),
+            size: Some(l.size()),
+            media_type: l.media_type().to_string(),
             cache: None,
         });
     }
     Ok(Image {
         name,
-        digest: Some(desc.digest),
+        digest: Some(desc.digest().to_string()),
         platform: Some(platform),
         config,
         layers,
@@ -480,12 +460,8 @@ fn resolve_docker_archive(file: &Path, opts: &ResolveOptions) -> Result<Image, S
         // No legacy manifest: an OCI layout inside?
         return resolve_layout(blobs, name, None, opts);
     };
-    let entries: Vec<DockerManifestEntry> =
-        serde_json::from_slice(&mbytes).map_err(|source| SourceError::Json {
-            what: "manifest.json",
-            where_: where_.clone(),
-            source,
-        })?;
+    let entries: Vec<DockerManifestEntry> = serde_json::from_slice(&mbytes)
+        .map_err(|e| json_error("manifest.json".into(), &where_, e))?;
     let entry = entries
         .into_iter()
         .next()
@@ -512,7 +488,11 @@ fn resolve_docker_archive(file: &Path, opts: &ResolveOptions) -> Result<Image, S
             actual: cfg_hex,
         });
     }
-    let config = parse_config(&cfg_bytes, &where_)?;
+    let config = parse_config(
+        &cfg_bytes,
+        &format!("image config {:?}", entry.config),
+        &where_,
+    )?;
     let platform = check_platform(&config, &opts.platform, &where_)?;
     if config.diff_ids.len() != entry.layers.len() {
         return Err(SourceError::Invalid(format!(

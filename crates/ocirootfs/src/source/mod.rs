@@ -22,9 +22,10 @@
 //! they are parsed and layers while they are unpacked. Archive headers go through
 //! [`crate::tarbounds`].
 //!
-//! Manifests are parsed with small tolerant structs so Docker schema2 and OCI media types are
-//! treated alike; every digest is validated before it is used to build a path. [`parse_index`],
-//! [`parse_manifest`] and [`parse_image_config`] expose those parsers (for fuzzing).
+//! Indexes, manifests and configs are `oci-spec`'s types (see `model.rs`): Docker schema 2
+//! and OCI media types are read alike, Docker schema 1 is refused, and every digest is
+//! validated before it is used to build a path. [`parse_manifest`], [`parse_image_config`]
+//! and [`parse_docker_manifest`] expose those parsers (for fuzzing).
 
 mod image;
 mod local;
@@ -51,10 +52,11 @@ pub enum SourceError {
         #[source]
         source: io::Error,
     },
-    #[error("{what} in {where_} is not valid JSON")]
+    #[error("{what} in {where_} {problem}; the image is damaged, or was written by a tool that does not follow the image format")]
     Json {
-        what: &'static str,
+        what: String,
         where_: String,
+        problem: &'static str,
         #[source]
         source: serde_json::Error,
     },
