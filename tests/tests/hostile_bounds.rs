@@ -234,14 +234,7 @@ fn layout_blob_linked_to_dev_zero() {
 }
 
 fn mkfifo(p: &Path) {
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        p,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .unwrap();
+    testkit::mkfifo(p);
 }
 
 #[test]

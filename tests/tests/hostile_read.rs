@@ -541,14 +541,7 @@ fn fifo_release_image(t: &Path) -> PathBuf {
     let d = img.join("usr/lib/extension-release.d");
     fs::create_dir_all(&d).unwrap();
     fs::create_dir_all(img.join("usr/bin")).unwrap();
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        d.join("extension-release.fifo"),
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o644),
-        0,
-    )
-    .unwrap();
+    testkit::mkfifo(d.join("extension-release.fifo"));
     img
 }
 

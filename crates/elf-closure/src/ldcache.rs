@@ -494,14 +494,7 @@ mod tests {
         // A FIFO or a device is not read; a file over the limit is refused.
         let t = tempfile::tempdir().unwrap();
         let fifo = t.path().join("ld.so.cache");
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &fifo,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
+        testkit::mkfifo(&fifo);
         assert!(LdCache::read(&fifo).is_err());
         assert!(LdCache::read(Path::new("/dev/zero")).is_err());
         let big = t.path().join("big");

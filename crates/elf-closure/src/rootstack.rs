@@ -387,14 +387,7 @@ mod tests {
     fn host_reads_are_regular_files_only() {
         let t = tree();
         let fifo = t.path().join("etc/fifo");
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &fifo,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o644),
-            0,
-        )
-        .unwrap();
+        testkit::mkfifo(&fifo);
         let s = RootStack::single(t.path());
         assert!(s.read(Path::new("/etc/fifo"), 10).is_err());
         assert!(matches!(s.scan_elf(Path::new("/etc/fifo")), Ok(None)));

@@ -220,18 +220,13 @@ fn trixie_libsystemd_notes_and_flix_ships_recommended_ones() {
     let flix = testkit::workspace_bin("flix");
     let tmp = tempfile::tempdir().unwrap();
     let plan = |level: &str| -> serde_json::Value {
-        let out = Command::new(&flix)
-            .arg(&root)
-            .args(["logger", "/usr/bin/logger", "--json", "--format", "dir"])
-            .arg(format!("--dlopen={level}"))
-            .arg("--output")
-            .arg(tmp.path().join(format!("out-{level}")))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = testkit::run_ok(
+            Command::new(&flix)
+                .arg(&root)
+                .args(["logger", "/usr/bin/logger", "--json", "--format", "dir"])
+                .arg(format!("--dlopen={level}"))
+                .arg("--output")
+                .arg(tmp.path().join(format!("out-{level}"))),
         );
         serde_json::from_slice(&out.stdout).unwrap()
     };

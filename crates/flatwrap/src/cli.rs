@@ -124,9 +124,7 @@ pub fn build(args: Args) -> Result<Report> {
     let format = args.out.format();
     let output = args.out.path(&args.name);
     check_output_outside(&output, &rootfs.path)?;
-    let stage_opts = stage::StageOptions {
-        keep_privileges: args.keep_privileges,
-    };
+    let stage_opts = stage::StageOptions::new(args.keep_privileges);
     let (stage_report, pack_report) = match format {
         Format::Dir => {
             anyhow::ensure!(

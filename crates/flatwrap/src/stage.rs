@@ -35,19 +35,8 @@ pub enum StageError {
         #[source]
         source: io::Error,
     },
-    #[error("cannot write {}", path.display())]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot copy {} to {}", from.display(), to.display())]
-    Copy {
-        from: PathBuf,
-        to: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("cannot stage {}: the target of this link is missing in the copy", path.display())]
+    LinkTargetMissing { path: PathBuf },
     #[error("cannot walk the rootfs {}", path.display())]
     Walk {
         path: PathBuf,
@@ -64,14 +53,8 @@ impl From<TreeError> for StageError {
     }
 }
 
-/// How to stage.
-#[non_exhaustive]
-#[derive(Debug, Clone, Default)]
-pub struct StageOptions {
-    /// Keep setuid/setgid bits and file capabilities (`security.capability`) of the rootfs'
-    /// files; by default they are stripped and listed in [`StageReport::stripped`].
-    pub keep_privileges: bool,
-}
+/// How to stage: the producers' one set of options.
+pub use safefs::tree::StageOptions;
 
 /// What [`stage`] wrote.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -304,9 +287,8 @@ pub fn stage_with(
     for e in plan.entries.iter().filter(|e| e.kind == EntryKind::Link) {
         let inside = host_path(&own, &e.resolved);
         if out.stat(&inside)?.is_none() {
-            return Err(StageError::Write {
+            return Err(StageError::LinkTargetMissing {
                 path: tree.join(inside),
-                source: io::Error::new(io::ErrorKind::NotFound, "link target missing in the copy"),
             });
         }
     }

@@ -373,19 +373,14 @@ mod tests {
     ) -> String {
         let end = script.find("\nwarn() {").unwrap();
         let text = format!("{}\n{tail}", &script[..end]);
-        let out = std::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(text)
-            .current_dir(dir)
-            .env_remove("FLATWRAP_CHROOT")
-            .env_remove("FLATWRAP_HOST")
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = testkit::run_ok(
+            std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(text)
+                .current_dir(dir)
+                .env_remove("FLATWRAP_CHROOT")
+                .env_remove("FLATWRAP_HOST")
+                .envs(env.iter().copied()),
         );
         String::from_utf8(out.stdout).unwrap()
     }

@@ -142,9 +142,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     let mut pack_opts = PackOptions::default();
     args.out.apply(&mut pack_opts);
     let output = args.output_path();
-    let stage_opts = stage::StageOptions {
-        keep_privileges: args.keep_privileges,
-    };
+    let stage_opts = stage::StageOptions::new(args.keep_privileges);
     let (report, stripped) = stage::stage_and_pack(&plan, &output, &pack_opts, &stage_opts)
         .with_context(|| format!("writing {}", output.display()))?;
     safefs::tree::report_stripped("flix", &stripped, "--keep-privileges");

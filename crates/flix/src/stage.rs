@@ -59,14 +59,8 @@ impl From<TreeError> for StageError {
     }
 }
 
-/// How to stage.
-#[non_exhaustive]
-#[derive(Debug, Clone, Default)]
-pub struct StageOptions {
-    /// Keep setuid/setgid bits and file capabilities (`security.capability`) of the source's
-    /// files; by default they are stripped and listed.
-    pub keep_privileges: bool,
-}
+/// How to stage: the producers' one set of options.
+pub use safefs::tree::StageOptions;
 
 /// `to`, refusing anything that would leave the tree.
 fn dest(to: &Path) -> Result<&Path, StageError> {

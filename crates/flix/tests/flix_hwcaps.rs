@@ -65,16 +65,11 @@ fn every_hwcaps_copy_is_shipped_and_the_cpu_picks_its_level() {
         "-Wl,-rpath,/usr/lib/hw",
     ]);
 
-    let out = Command::new(FLIX)
-        .arg(&root)
-        .args(["hw", "/usr/bin/hwprog"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    testkit::run_ok(
+        Command::new(FLIX)
+            .arg(&root)
+            .args(["hw", "/usr/bin/hwprog"])
+            .current_dir(dir.path()),
     );
     let raw = dir.path().join("hw.raw");
 

@@ -370,14 +370,7 @@ mod tests {
         assert_eq!(cache.read_verified(&d, None, 100).unwrap(), None);
         assert!(cache.get(&d, None).unwrap().is_none());
         assert!(fs::symlink_metadata(&p).is_err());
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &p,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
+        testkit::mkfifo(&p);
         assert_eq!(cache.read_verified(&d, None, 100).unwrap(), None);
         assert!(fs::symlink_metadata(&p).is_err());
     }

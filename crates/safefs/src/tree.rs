@@ -40,8 +40,8 @@ mod read;
 mod sparse;
 
 pub use privilege::{
-    copy_xattrs_fd, image_xattrs, note_capability, report_stripped, strip_privilege, Stripped,
-    Xattr, CAPABILITY_XATTR,
+    copy_xattrs_fd, image_xattrs, note_capability, report_stripped, strip_privilege, StageOptions,
+    Stripped, Xattr, CAPABILITY_XATTR,
 };
 pub use read::{open_in_root, open_regular, read_in_root};
 pub use sparse::{copy_sparse, write_sparse, SparseError};

@@ -231,7 +231,8 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
         }
     }
 
-    match format {
+    // Each format writes under a temporary name; the output is renamed into place once whole.
+    let (out, bytes, squashfs) = match format {
         Format::Raw => {
             let out = AtomicOutput::file(output, opts.force)?;
             let file = fs::OpenOptions::new()
@@ -256,17 +257,7 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
                     source,
                 }
             })?;
-            let final_path = out.commit()?;
-            Ok(PackReport {
-                output: final_path,
-                name,
-                format,
-                compression: Some(opts.compression),
-                level: Some(opts.level.unwrap_or(opts.compression.default_level())),
-                mtime,
-                bytes: stats.image_bytes,
-                squashfs: Some(stats),
-            })
+            (out, stats.image_bytes, Some(stats))
         }
         Format::Dir => {
             let out = AtomicOutput::dir(output, opts.force)?;
@@ -285,19 +276,20 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
                 to: e.to,
                 source: e.source,
             })?;
-            let final_path = out.commit()?;
-            Ok(PackReport {
-                output: final_path,
-                name,
-                format,
-                compression: None,
-                level: None,
-                mtime,
-                bytes,
-                squashfs: None,
-            })
+            (out, bytes, None)
         }
-    }
+    };
+    let compression = squashfs.as_ref().map(|_| opts.compression);
+    Ok(PackReport {
+        output: out.commit()?,
+        name,
+        format,
+        compression,
+        level: compression.map(|c| opts.level.unwrap_or(c.default_level())),
+        mtime,
+        bytes,
+        squashfs,
+    })
 }
 
 #[cfg(test)]

@@ -88,6 +88,19 @@ pub fn which(tool: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Makes a FIFO at `path` (a file that blocks whoever opens it for reading: the hostile
+/// stand-in for a release file, a layout blob, a config include).
+pub fn mkfifo(path: impl AsRef<Path>) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path.as_ref(),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap_or_else(|e| panic!("cannot make the FIFO {}: {e}", path.as_ref().display()));
+}
+
 /// Runs a command, panicking with its stderr when it fails; returns its output.
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd

@@ -278,14 +278,7 @@ mod tests {
         // file of many directories is deduplicated in linear time.
         std::fs::remove_dir_all(r.join("etc/ld.so.conf.d")).unwrap();
         std::fs::create_dir_all(r.join("etc/ld.so.conf.d")).unwrap();
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            r.join("etc/ld.so.conf.d/a.conf"),
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
+        testkit::mkfifo(r.join("etc/ld.so.conf.d/a.conf"));
         std::fs::write(
             r.join("etc/ld.so.conf.d/b.conf"),
             "/big\n".repeat((MAX_CONF_BYTES / 5 + 1) as usize),

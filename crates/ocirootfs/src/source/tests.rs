@@ -119,14 +119,7 @@ fn layouts_are_read_inside_their_folder_with_limits() {
     ));
     // A FIFO is refused without blocking.
     fs::remove_file(&blob).unwrap();
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        &blob,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .unwrap();
+    testkit::mkfifo(&blob);
     let e = resolve_dir(dir).err().unwrap();
     assert!(
         matches!(e, SourceError::NotRegular { kind: "FIFO", .. }),
@@ -164,6 +157,15 @@ fn index_json(media_type: &str, entries: &[serde_json::Value]) -> Vec<u8> {
     serde_json::to_vec(&i).unwrap()
 }
 
+/// `man` parses as a manifest (not an index) with this config and these layers.
+fn assert_manifest(man: &str, config: &str, layers: &[(String, u64)]) {
+    let amd64 = Platform::parse("linux/amd64").unwrap();
+    let got = parse_manifest(man.as_bytes(), &amd64).unwrap();
+    assert!(!got.is_index);
+    assert_eq!(got.config.as_deref(), Some(config));
+    assert_eq!(got.layers, layers);
+}
+
 #[test]
 fn document_parsers_for_fuzzing() {
     let amd64 = Platform::parse("linux/amd64").unwrap();
@@ -182,10 +184,7 @@ fn document_parsers_for_fuzzing() {
         d('c'),
         d('e')
     );
-    let got = parse_manifest(man.as_bytes(), &amd64).unwrap();
-    assert!(!got.is_index);
-    assert_eq!(got.config, Some(d('c')));
-    assert_eq!(got.layers, [(d('e'), 7)]);
+    assert_manifest(&man, &d('c'), &[(d('e'), 7)]);
     // A digest that would become a path outside the blobs folder is refused.
     let bad = man.replace(&d('c'), "sha256:../../../etc/passwd");
     assert!(parse_manifest(bad.as_bytes(), &amd64).is_err());
@@ -257,10 +256,7 @@ fn docker_manifest_lists_and_manifests_are_read_like_oci_ones() {
         hexd('d'),
         hexd('e')
     );
-    let got = parse_manifest(man.as_bytes(), &amd64).unwrap();
-    assert!(!got.is_index);
-    assert_eq!(got.config, Some(hexd('d')));
-    assert_eq!(got.layers, [(hexd('e'), 3)]);
+    assert_manifest(&man, &hexd('d'), &[(hexd('e'), 3)]);
 }
 
 #[test]

@@ -3,6 +3,23 @@
 
 use super::*;
 
+/// How a producer (flix, flatwrap) stages the files of a source: the options of the
+/// privilege rule below.
+#[non_exhaustive]
+#[derive(Debug, Clone, Default)]
+pub struct StageOptions {
+    /// Keep setuid/setgid bits and file capabilities (`security.capability`) of the source's
+    /// files; by default they are stripped and listed ([`Stripped`]).
+    pub keep_privileges: bool,
+}
+
+impl StageOptions {
+    /// Options that keep (`true`) or strip (`false`, the default) privileges.
+    pub fn new(keep_privileges: bool) -> StageOptions {
+        StageOptions { keep_privileges }
+    }
+}
+
 /// What a producer stripped from one file it placed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Stripped {

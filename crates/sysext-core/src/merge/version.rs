@@ -26,28 +26,28 @@ pub fn strverscmp_improved(a: &str, b: &str) -> Ordering {
         while at(b, j) != 0 && !valid(at(b, j)) {
             j += 1;
         }
-        for sep in [b'~'] {
-            if at(a, i) == sep || at(b, j) == sep {
-                let r = (at(a, i) != sep).cmp(&(at(b, j) != sep));
-                if r != Ordering::Equal {
-                    return r;
+        // A separator on one side only decides; on both sides it is passed over.
+        let separators = |seps: &[u8], i: &mut usize, j: &mut usize| {
+            for &sep in seps {
+                if at(a, *i) == sep || at(b, *j) == sep {
+                    let r = (at(a, *i) != sep).cmp(&(at(b, *j) != sep));
+                    if r != Ordering::Equal {
+                        return Some(r);
+                    }
+                    *i += 1;
+                    *j += 1;
                 }
-                i += 1;
-                j += 1;
             }
+            None
+        };
+        if let Some(r) = separators(b"~", &mut i, &mut j) {
+            return r;
         }
         if at(a, i) == 0 || at(b, j) == 0 {
             return at(a, i).cmp(&at(b, j));
         }
-        for sep in [b'-', b'^', b'.'] {
-            if at(a, i) == sep || at(b, j) == sep {
-                let r = (at(a, i) != sep).cmp(&(at(b, j) != sep));
-                if r != Ordering::Equal {
-                    return r;
-                }
-                i += 1;
-                j += 1;
-            }
+        if let Some(r) = separators(b"-^.", &mut i, &mut j) {
+            return r;
         }
         let (ii, jj);
         if at(a, i).is_ascii_digit() || at(b, j).is_ascii_digit() {
