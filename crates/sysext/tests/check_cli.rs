@@ -20,17 +20,8 @@ fn tree(dir: &Path, name: &str, release: &str) -> PathBuf {
     fs::write(t.join("usr/bin/tool"), "#!/bin/sh\necho tool\n").unwrap();
     fs::create_dir_all(t.join("opt/tool")).unwrap();
     fs::write(t.join("opt/tool/data"), "data\n").unwrap();
-    normalise_dirs(&t);
+    testkit::dirs_0755(&t);
     t
-}
-
-/// chmod 0755 every directory below `t` (the umask of the test run must not matter).
-fn normalise_dirs(t: &Path) {
-    for e in testkit::tree_paths(t).into_iter().skip(1) {
-        if e.is_dir() {
-            fs::set_permissions(&e, fs::Permissions::from_mode(0o755)).unwrap();
-        }
-    }
 }
 
 fn host_file(dir: &Path, text: &str) -> PathBuf {
@@ -134,7 +125,7 @@ fn each_finding_kind_in_a_folder() {
     let t = tree(&d.path().join("e"), "tool", "ID=_any\n");
     fs::create_dir_all(t.join("etc/tool")).unwrap();
     fs::write(t.join("etc/tool/conf"), "x\n").unwrap();
-    normalise_dirs(&t);
+    testkit::dirs_0755(&t);
     assert_finding(&t, &host, "outside-hierarchy", Some("etc"));
 
     let t = tree(&d.path().join("f"), "tool", "ID=_any\n");
@@ -303,7 +294,7 @@ fn raw_images_from_sysext_pack_and_mksquashfs() {
     fs::create_dir_all(t.join("etc")).unwrap();
     fs::write(t.join("etc/bad.conf"), "x\n").unwrap();
     fs::create_dir_all(t.join("usr/share/bad")).unwrap();
-    normalise_dirs(&t);
+    testkit::dirs_0755(&t);
     fs::set_permissions(t.join("usr/share/bad"), fs::Permissions::from_mode(0o700)).unwrap();
     let raw = d.path().join("bad.raw");
     pack(&t, &raw);
@@ -395,7 +386,7 @@ fn files_hiding_the_hosts_are_reported() {
     fs::write(clean.join("usr/local/tool/bin/tool"), "x").unwrap();
     fs::create_dir_all(clean.join("usr/share/tool")).unwrap();
     fs::write(clean.join("usr/share/tool/new"), "x").unwrap();
-    normalise_dirs(&clean);
+    testkit::dirs_0755(&clean);
     let o = run(&clean);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 
@@ -407,7 +398,7 @@ fn files_hiding_the_hosts_are_reported() {
     fs::write(t.join("usr/lib64/libx.so"), "x").unwrap();
     fs::create_dir_all(t.join("usr/share/tool")).unwrap();
     fs::write(t.join("usr/share/tool/new"), "x").unwrap();
-    normalise_dirs(&t);
+    testkit::dirs_0755(&t);
     let o = run(&t);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let f = findings(&o);

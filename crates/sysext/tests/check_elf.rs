@@ -5,7 +5,6 @@
 //! `sysext pack`, checked against the running host `/` and against a `--root` folder.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -21,15 +20,6 @@ fn image(dir: &Path, name: &str, release: &str) -> PathBuf {
     fs::create_dir_all(t.join("usr/bin")).unwrap();
     fs::write(rel.join(format!("extension-release.{name}")), release).unwrap();
     t
-}
-
-/// chmod 0755 every directory of `t` (the umask of the test run must not matter).
-fn normalise_dirs(t: &Path) {
-    for e in testkit::tree_paths(t) {
-        if e.is_dir() && !e.is_symlink() {
-            fs::set_permissions(&e, fs::Permissions::from_mode(0o755)).unwrap();
-        }
-    }
 }
 
 fn cc(args: &[&str]) {
@@ -121,7 +111,7 @@ fn libraries_are_looked_for_in_the_image_and_on_the_host() {
         "-lfoo",
         runpath,
     ]);
-    normalise_dirs(&t);
+    testkit::dirs_0755(&t);
     let (code, f) = findings(&check(&t, &[]));
     assert_eq!((code, &f), (0, &vec![]), "true and foo with libfoo shipped");
     let raw = pack(&t);
@@ -204,7 +194,7 @@ fn trixie_b3sum_against_the_host_and_a_foreign_architecture() {
     let amd64 = testkit::fixtures::trixie_rootfs();
     let t = image(d.path(), "b3", "ID=_any\nARCHITECTURE=x86-64\n");
     fs::copy(amd64.join("usr/bin/b3sum"), t.join("usr/bin/b3sum")).unwrap();
-    normalise_dirs(&t);
+    testkit::dirs_0755(&t);
     // libc.so.6 and libgcc_s.so.1 are on this host by name (only presence is checked, not
     // the symbol versions trixie's b3sum asks for).
     let (code, f) = findings(&check(&t, &[]));
@@ -217,7 +207,7 @@ fn trixie_b3sum_against_the_host_and_a_foreign_architecture() {
     let arm64 = testkit::fixtures::trixie_arm64_rootfs();
     let t = image(d.path(), "b3arm", "ID=_any\nARCHITECTURE=x86-64\n");
     fs::copy(arm64.join("usr/bin/b3sum"), t.join("usr/bin/b3sum")).unwrap();
-    normalise_dirs(&t);
+    testkit::dirs_0755(&t);
     let (code, f) = findings(&check(&t, &[]));
     assert_eq!(code, 1);
     let codes: Vec<&str> = f.iter().map(|x| x.0.as_str()).collect();
@@ -282,7 +272,7 @@ fn wrapped_rootfs_is_checked_as_its_own_root() {
         libdir.to_str().unwrap(),
         "-lwrapfoo",
     ]);
-    normalise_dirs(&t);
+    testkit::dirs_0755(&t);
     let (code, f) = findings(&check(&t, &[]));
     assert_eq!((code, &f), (0, &vec![]), "a complete wrapped root is clean");
 

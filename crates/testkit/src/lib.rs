@@ -144,6 +144,17 @@ pub fn mksquashfs(tree: &Path, image: &Path, extra: &[&str]) -> Output {
     )
 }
 
+/// chmod 0755 every folder below `root` and `root` itself, links not followed (so the umask
+/// of the test run does not show in a tree that becomes an image).
+pub fn dirs_0755(root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for e in tree_paths(root) {
+        if e.is_dir() && !e.is_symlink() {
+            std::fs::set_permissions(&e, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
+}
+
 /// Every path of the tree at `root`, `root` first, breadth first, in `read_dir` order;
 /// symlinks are listed, not followed.
 pub fn tree_paths(root: &Path) -> Vec<PathBuf> {

@@ -44,6 +44,16 @@ fn platform_selection_lists_the_offer() {
     assert!(!err.contains("unknown"), "{err}");
 }
 
+/// A layer (uncompressed tar) holding one file `hi`.
+fn hi_layer() -> Vec<u8> {
+    let mut t = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_size(2);
+    h.set_mode(0o644);
+    t.append_data(&mut h, "hi", &b"hi"[..]).unwrap();
+    t.into_inner().unwrap()
+}
+
 /// A one-layer OCI layout in `dir`; returns the layer's hex digest.
 fn layout(dir: &Path) -> String {
     let blobs = dir.join("blobs/sha256");
@@ -53,12 +63,7 @@ fn layout(dir: &Path) -> String {
         fs::write(blobs.join(&h), b).unwrap();
         (h, b.len())
     };
-    let mut t = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_ustar();
-    h.set_size(2);
-    h.set_mode(0o644);
-    t.append_data(&mut h, "hi", &b"hi"[..]).unwrap();
-    let layer = t.into_inner().unwrap();
+    let layer = hi_layer();
     let (lh, ll) = put(&layer);
     let cfg = format!(
         r#"{{"os":"linux","architecture":"amd64","rootfs":{{"type":"layers","diff_ids":["sha256:{lh}"]}}}}"#
@@ -404,12 +409,7 @@ fn put(dir: &Path, bytes: &[u8]) -> (String, usize) {
 fn layouts_with_docker_media_types_and_nested_indexes_resolve() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let mut t = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_ustar();
-    h.set_size(2);
-    h.set_mode(0o644);
-    t.append_data(&mut h, "hi", &b"hi"[..]).unwrap();
-    let layer = t.into_inner().unwrap();
+    let layer = hi_layer();
     let (ld, ll) = put(dir, &layer);
     // A Docker config: no `config` section, Docker's own fields besides.
     let cfg = serde_json::json!({"os": "linux", "architecture": "amd64", "docker_version": "27",
