@@ -43,6 +43,7 @@ packages=(
   e2fsprogs attr libcap2-bin file binutils
   apache2-utils openssl  # htpasswd -B and token-signing keys for the registry auth tests
   python3-venv python3-dev  # auditwheel (from PyPI) repairs a wheel with flix-patchelf
+  qemu-user-static    # relocated arm64 and i386 programs run in a root without libc
 )
 [ "$profile" = demo ] && packages=("${demo_packages[@]}")
 

@@ -13,8 +13,10 @@ use std::process::Command;
 /// Packages of the Debian trixie fixture: the programs the end-to-end tests relocate and run.
 pub const TRIXIE_PACKAGES: &str = "htop,nginx-light,b3sum,curl,python3,ncurses-base,ncurses-term";
 
-/// Packages of the arm64 fixture (extracted, not installed: nothing arm64 is executed).
-pub const ARM64_PACKAGES: &str = "libc6,b3sum,htop,curl,libncursesw6";
+/// Packages of the arm64 and i386 fixtures (extracted, not installed; their programs run
+/// under qemu-user in the tests that relocate them).
+pub const ARM64_PACKAGES: &str =
+    "libc6,b3sum,htop,curl,libncursesw6,coreutils,findutils,grep,sed,gzip,xz-utils,diffutils";
 
 /// The fixtures folder.
 pub fn fixtures_dir() -> PathBuf {
@@ -134,13 +136,25 @@ pub fn trixie_oci_layout() -> PathBuf {
 
 /// A Debian trixie arm64 tree (`--variant=extract`), for checks that read foreign ELF files.
 pub fn trixie_arm64_rootfs() -> PathBuf {
-    let tar = cached("trixie-arm64-tar", |tmp| {
-        let include = format!("--include={ARM64_PACKAGES}");
+    foreign_rootfs("arm64", ARM64_PACKAGES)
+}
+
+/// A Debian trixie i386 tree (`--variant=extract`, the same packages as the arm64 one).
+pub fn trixie_i386_rootfs() -> PathBuf {
+    foreign_rootfs("i386", ARM64_PACKAGES)
+}
+
+/// `fixtures/trixie-ARCH-rootfs`: `packages` extracted (not installed: no maintainer script
+/// runs, so there are no merged-/usr links such as `lib -> usr/lib` either).
+fn foreign_rootfs(arch: &str, packages: &str) -> PathBuf {
+    let tar = cached(&format!("trixie-{arch}-tar"), |tmp| {
+        let include = format!("--include={packages}");
+        let arch = format!("--arch={arch}");
         mmdebstrap(
-            &["--variant=extract", "--arch=arm64", &include],
+            &["--variant=extract", &arch, &include],
             &tmp.join("rootfs.tar"),
         );
     })
     .join("rootfs.tar");
-    cached("trixie-arm64-rootfs", |tmp| untar(&tar, tmp))
+    cached(&format!("trixie-{arch}-rootfs"), |tmp| untar(&tar, tmp))
 }
