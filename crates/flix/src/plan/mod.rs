@@ -26,7 +26,9 @@
 //! - `entries`: the entries and extra libraries become copy actions (folders walked, symlinks
 //!   followed, ELF files and scripts noted);
 //! - `closure`: one architecture for all, the libraries the loader would load, the flat
-//!   library dir with its `glibc-hwcaps` copies, and the ELF edits (PT_INTERP, RUNPATH);
+//!   library dir keyed by loaded name;
+//! - `relocate`: the loader and libraries copied (with their `glibc-hwcaps` copies), and the
+//!   ELF edits (PT_INTERP, RUNPATH, DF_1_NODEFLIB);
 //! - `units`: what scripts and units run, unit `Exec*=` lines rewritten, `--enable` drop-ins;
 //! - `report`: glibc's fixed data paths, data paths to suggest, the extension-release file.
 
