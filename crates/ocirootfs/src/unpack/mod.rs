@@ -13,10 +13,9 @@
 //! Layers may be gzip, zstd or plain tar (detected by magic), and are streamed: the compressed
 //! stream is hashed against the blob digest and the tar stream against the config's diff_id.
 
-use std::cell::RefCell;
 use std::collections::HashSet;
 use std::ffi::OsStr;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, Read};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -26,6 +25,10 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 use safefs::tree::{self, times, Tree, TreeError, TreeOptions};
 use sha2::{Digest as _, Sha256};
+
+mod stream;
+
+use stream::{decode_stream, ChanReader, Chunk, Tail};
 
 /// Errors from applying a layer.
 #[derive(Debug, thiserror::Error)]
@@ -77,49 +80,6 @@ pub struct LayerStats {
     pub entries: u64,
     pub bytes: u64,
     pub warnings: Vec<String>,
-}
-
-struct Hashing<R> {
-    inner: R,
-    state: Rc<RefCell<Sha256>>,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.state.borrow_mut().update(&buf[..n]);
-        Ok(n)
-    }
-}
-
-/// Ends the tar stream gracefully: some writers (umoci 0.4 `insert`) stop right after the last
-/// entry's data, without padding or the end-of-archive blocks, and umoci and Go accept that. At
-/// the first EOF this reader records where the real data ended and supplies the missing zeros;
-/// [`Applier::entry`] refuses an entry whose data would reach past that point, so a stream cut
-/// inside a file is still an error.
-struct Tail<R> {
-    inner: R,
-    pos: u64,
-    eof: Rc<std::cell::Cell<Option<u64>>>,
-    pad_left: u64,
-}
-
-impl<R: Read> Read for Tail<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.eof.get().is_none() {
-            let n = self.inner.read(buf)?;
-            if n > 0 {
-                self.pos += n as u64;
-                return Ok(n);
-            }
-            self.eof.set(Some(self.pos));
-            self.pad_left = (512 - self.pos % 512) % 512 + 1024;
-        }
-        let n = (self.pad_left.min(buf.len() as u64)) as usize;
-        buf[..n].fill(0);
-        self.pad_left -= n as u64;
-        Ok(n)
-    }
 }
 
 fn io_err<'a>(op: &'static str, path: &'a [u8]) -> impl FnOnce(Errno) -> UnpackError + 'a {
@@ -190,15 +150,7 @@ pub fn apply_layer(
             }
             r
         });
-        let stats = consume(
-            root_fd,
-            ChanReader {
-                rx,
-                cur: Chunk::default(),
-                off: 0,
-            },
-            opts,
-        );
+        let stats = consume(root_fd, ChanReader::new(rx), opts);
         let outer = producer
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("the decompression thread panicked")));
@@ -228,89 +180,13 @@ pub fn apply_layer(
     })
 }
 
-/// A piece of the tar stream, shared by the tar side and the hashing thread.
-type Chunk = std::sync::Arc<Vec<u8>>;
-
-/// Reads the blob, hashes it, decompresses it (gzip, zstd or none, by magic) and sends the tar
-/// stream in chunks to the tar side (`tx`) and to the tar-stream hasher (`hash_tx`); returns
-/// the blob's hex sha256.
-fn decode_stream(
-    blob: impl Read,
-    tx: &std::sync::mpsc::SyncSender<io::Result<Chunk>>,
-    hash_tx: std::sync::mpsc::SyncSender<Chunk>,
-) -> io::Result<String> {
-    let outer = Rc::new(RefCell::new(Sha256::new()));
-    let mut buffered = BufReader::with_capacity(
-        1 << 20,
-        Hashing {
-            inner: blob,
-            state: outer.clone(),
-        },
-    );
-    let magic = buffered.fill_buf()?;
-    let mut decoded: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::bufread::MultiGzDecoder::new(buffered))
-    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?)
-    } else {
-        Box::new(buffered)
-    };
-    const CHUNK: usize = 256 << 10;
-    loop {
-        let mut buf = Vec::with_capacity(CHUNK);
-        // Read straight into the spare capacity: no zeroing of every chunk first.
-        let n = (&mut decoded).take(CHUNK as u64).read_to_end(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        let chunk = Chunk::new(buf);
-        if hash_tx.send(chunk.clone()).is_err() || tx.send(Ok(chunk)).is_err() {
-            // The tar side stopped (an error it reports itself).
-            return Err(io::Error::other("unpacking stopped"));
-        }
-    }
-    drop(hash_tx);
-    drop(decoded);
-    Ok(hex::encode(outer.take().finalize()))
-}
-
-struct ChanReader {
-    rx: std::sync::mpsc::Receiver<io::Result<Chunk>>,
-    cur: Chunk,
-    off: usize,
-}
-
-impl Read for ChanReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.off == self.cur.len() {
-            match self.rx.recv() {
-                Ok(Ok(v)) => {
-                    self.cur = v;
-                    self.off = 0;
-                }
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.cur.len() - self.off);
-        buf[..n].copy_from_slice(&self.cur[self.off..self.off + n]);
-        self.off += n;
-        Ok(n)
-    }
-}
-
 fn consume(
     root: Tree,
     tar_stream: ChanReader,
     opts: &UnpackOptions,
 ) -> Result<LayerStats, UnpackError> {
     let eof = Rc::new(std::cell::Cell::new(None));
-    let tar_stream = Tail {
-        inner: tar_stream,
-        pos: 0,
-        eof: eof.clone(),
-        pad_left: 0,
-    };
+    let tar_stream = Tail::new(tar_stream, eof.clone());
     // PAX and GNU long-name records are bounded before the tar crate reads them whole.
     let mut archive = tar::Archive::new(crate::tarbounds::Bounded::new(tar_stream));
     let mut applier = Applier {
@@ -809,211 +685,4 @@ pub fn is_empty_dir(dir: &Path) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (name, data) in files {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_cksum();
-            b.append_data(&mut h, name, *data).unwrap();
-        }
-        b.into_inner().unwrap()
-    }
-
-    #[test]
-    fn missing_trailer_is_accepted_but_cut_data_is_not() {
-        let full = tar_of(&[("a", b"hello"), ("b", b"world!")]);
-        // Cut right after b's data: no padding, no end-of-archive blocks (umoci 0.4 insert).
-        let cut_after_data = &full[..512 + 512 + 512 + 6];
-        let tmp = tempfile::tempdir().unwrap();
-        let d = format!("sha256:{}", hex::encode(Sha256::digest(cut_after_data)));
-        let stats = apply_layer(
-            tmp.path(),
-            cut_after_data,
-            Some(&d),
-            Some(&d),
-            &UnpackOptions::default(),
-        )
-        .unwrap();
-        assert_eq!(stats.entries, 2);
-        assert_eq!(std::fs::read(tmp.path().join("b")).unwrap(), b"world!");
-        // Cut inside b's data: an error, not a zero-padded file.
-        let tmp = tempfile::tempdir().unwrap();
-        let err = apply_layer(
-            tmp.path(),
-            &full[..512 * 3 + 3],
-            None,
-            None,
-            &UnpackOptions::default(),
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("tar stream"), "{err}");
-        // A wrong diff_id is refused.
-        let tmp = tempfile::tempdir().unwrap();
-        let wrong = format!("sha256:{}", "0".repeat(64));
-        let err = apply_layer(
-            tmp.path(),
-            &full[..],
-            None,
-            Some(&wrong),
-            &UnpackOptions::default(),
-        )
-        .unwrap_err();
-        assert!(matches!(err, UnpackError::DiffId { .. }), "{err}");
-    }
-
-    #[test]
-    fn read_only_dirs_get_their_mode_last_without_root() {
-        let mut b = tar::Builder::new(Vec::new());
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Directory);
-        h.set_mode(0o555);
-        h.set_size(0);
-        h.set_cksum();
-        b.append_data(&mut h, "ro", &b""[..]).unwrap();
-        let mut h = tar::Header::new_gnu();
-        h.set_mode(0o644);
-        h.set_size(2);
-        h.set_cksum();
-        b.append_data(&mut h, "ro/f", &b"hi"[..]).unwrap();
-        let tar = b.into_inner().unwrap();
-        let tmp = tempfile::tempdir().unwrap();
-        let opts = UnpackOptions { as_root: false };
-        apply_layer(tmp.path(), &tar[..], None, None, &opts).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(tmp.path().join("ro"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o7777, 0o555);
-        assert_eq!(std::fs::read(tmp.path().join("ro/f")).unwrap(), b"hi");
-    }
-
-    /// A GNU sparse entry `name` of `real` bytes holding "head" at 0 and "tail" at the end.
-    fn sparse_tar(name: &str, real: u64) -> Vec<u8> {
-        let mut h = tar::Header::new_gnu();
-        h.set_path(name).unwrap();
-        h.set_entry_type(tar::EntryType::GNUSparse);
-        h.set_mode(0o644);
-        h.set_size(1024);
-        {
-            let g = h.as_gnu_mut().unwrap();
-            g.sparse[0].set_offset(0);
-            g.sparse[0].set_length(512);
-            g.sparse[1].set_offset(real - 512);
-            g.sparse[1].set_length(512);
-            g.set_real_size(real);
-        }
-        h.set_cksum();
-        let mut out = h.as_bytes().to_vec();
-        let mut data = b"head".to_vec();
-        data.resize(1020, 0);
-        data.extend_from_slice(b"tail");
-        out.extend_from_slice(&data);
-        out.extend_from_slice(&[0u8; 1024]);
-        out
-    }
-
-    #[test]
-    fn gnu_sparse_entries_stay_sparse() {
-        use std::os::unix::fs::MetadataExt;
-        let real = 2u64 << 30;
-        let layer = sparse_tar("big", real);
-        let tmp = tempfile::tempdir().unwrap();
-        apply_layer(
-            tmp.path(),
-            &layer[..],
-            None,
-            None,
-            &UnpackOptions::default(),
-        )
-        .unwrap();
-        let m = std::fs::metadata(tmp.path().join("big")).unwrap();
-        assert_eq!(m.len(), real);
-        assert!(
-            m.blocks() * 512 < 1 << 20,
-            "{} blocks allocated",
-            m.blocks()
-        );
-        let f = std::fs::File::open(tmp.path().join("big")).unwrap();
-        let mut b = [0u8; 4];
-        std::os::unix::fs::FileExt::read_exact_at(&f, &mut b, real - 4).unwrap();
-        assert_eq!(&b, b"tail");
-        std::os::unix::fs::FileExt::read_exact_at(&f, &mut b, 0).unwrap();
-        assert_eq!(&b, b"head");
-    }
-
-    #[test]
-    fn many_folders_keep_few_descriptors_and_opaque_whiteouts_keep_this_layer() {
-        let mut b = tar::Builder::new(Vec::new());
-        let dir = |b: &mut tar::Builder<Vec<u8>>, name: &str| {
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(tar::EntryType::Directory);
-            h.set_mode(0o755);
-            h.set_size(0);
-            h.set_cksum();
-            b.append_data(&mut h, name, &b""[..]).unwrap();
-        };
-        let file = |b: &mut tar::Builder<Vec<u8>>, name: &str| {
-            let mut h = tar::Header::new_gnu();
-            h.set_mode(0o644);
-            h.set_size(1);
-            h.set_cksum();
-            b.append_data(&mut h, name, &b"x"[..]).unwrap();
-        };
-        for i in 0..1500 {
-            dir(&mut b, &format!("d{i}"));
-            dir(&mut b, &format!("d{i}/s"));
-        }
-        file(&mut b, "keep/old");
-        file(&mut b, "keep/sub/old");
-        let lower = b.into_inner().unwrap();
-        let tmp = tempfile::tempdir().unwrap();
-        let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
-        let before = fds();
-        apply_layer(
-            tmp.path(),
-            &lower[..],
-            None,
-            None,
-            &UnpackOptions::default(),
-        )
-        .unwrap();
-        assert!(
-            fds() <= before + 8,
-            "descriptors left open: {} -> {}",
-            before,
-            fds()
-        );
-        assert!(tmp.path().join("d1499/s").is_dir());
-        // Upper layer: the opaque marker after new content in the same folder.
-        let mut b = tar::Builder::new(Vec::new());
-        file(&mut b, "keep/new");
-        file(&mut b, "keep/sub/new");
-        file(&mut b, "keep/.wh..wh..opq");
-        let upper = b.into_inner().unwrap();
-        apply_layer(
-            tmp.path(),
-            &upper[..],
-            None,
-            None,
-            &UnpackOptions::default(),
-        )
-        .unwrap();
-        let k = tmp.path().join("keep");
-        assert!(k.join("new").is_file() && k.join("sub/new").is_file());
-        assert!(!k.join("old").exists() && !k.join("sub/old").exists());
-    }
-
-    #[test]
-    fn components_refuse_dotdot() {
-        assert_eq!(components(b"/a/./b/").unwrap(), vec![&b"a"[..], b"b"]);
-        assert!(components(b"a/../../etc").is_err());
-        assert!(components(b"..").is_err());
-        assert!(components(b".").unwrap().is_empty());
-    }
-}
+mod tests;

@@ -30,7 +30,7 @@
 //!
 //! Nothing is extracted: ELF headers, the dynamic section and strings are read from the image
 //! in place, each read bounded ([`elf_closure::scan_reader`]), and the loader's search runs on
-//! the image as a read-only [`safefs::rootfs::TreeView`] layer ([`Image::view`]) over the host.
+//! the image as a read-only [`elf_closure::TreeView`] layer ([`Image::view`]) over the host.
 
 use std::path::{Path, PathBuf};
 
@@ -38,12 +38,17 @@ use serde::Serialize;
 
 use crate::inspect::{Image, InspectError};
 use crate::release::{
-    arch_from_elf, check_compatibility, host_architecture, release_file_path, validate_name,
-    OsRelease, ReleaseError, Verdict,
+    check_compatibility, host_architecture, release_file_path, validate_name, OsRelease,
+    ReleaseError, Verdict,
 };
-use elf_closure::RootStack;
-use elf_closure::{self as elf, ClosureOptions, ElfInfo};
 use fsimage::{Entry, EntryKind};
+
+mod elf;
+mod shadow;
+
+use self::elf::arch_check;
+pub use self::elf::check_elf;
+use self::shadow::shadow_findings;
 
 /// Errors of this module (a finding is not an error: errors mean the check could not run).
 #[derive(Debug, thiserror::Error)]
@@ -466,169 +471,11 @@ pub fn check_image(image: &Image, host: Option<&Host>) -> Result<Report, CheckEr
             );
             // The architecture needs no host.
             if let Some(arch) = &arch {
-                let elves = elf_files(image);
-                report.findings.extend(cap(arch_findings(&elves, arch)));
+                report.findings.extend(cap(arch_check(image, arch)));
             }
         }
     }
     Ok(report)
-}
-
-/// One ELF file of an image: its relative path and scan.
-struct ImageElf {
-    path: String,
-    info: ElfInfo,
-}
-
-/// The ELF files under `usr/` and `opt/` of `image`, scanned in place.
-fn elf_files(image: &Image) -> Vec<ImageElf> {
-    let mut out = Vec::new();
-    for e in image.entries() {
-        let merged = e.path.starts_with("usr/") || e.path.starts_with("opt/");
-        if !merged || e.kind != EntryKind::File || e.size < 20 {
-            continue;
-        }
-        let is_elf = image
-            .head(e)
-            .is_some_and(|h| h.len() >= 4 && &h[..4] == b"\x7fELF");
-        if !is_elf {
-            continue;
-        }
-        match image.scan_elf(&e.path) {
-            Ok(Some(info)) => out.push(ImageElf {
-                path: e.path.clone(),
-                info,
-            }),
-            Ok(None) => {}
-            Err(err) => tracing::warn!("{}: {err}", gentext::escape(&e.path)),
-        }
-    }
-    out
-}
-
-fn arch_findings(elves: &[ImageElf], arch: &str) -> Vec<Finding> {
-    elves
-        .iter()
-        .filter_map(|e| {
-            let got = arch_from_elf(e.info.machine, e.info.class64, e.info.little_endian);
-            (got != Some(arch)).then(|| Finding {
-                code: "wrong-architecture",
-                path: Some(e.path.clone()),
-                message: format!(
-                    "built for {} but the release file says ARCHITECTURE={arch}; rebuild it for {arch}, or drop it",
-                    got.unwrap_or("an architecture systemd has no name for")
-                ),
-                severity: Severity::Error,
-            })
-        })
-        .collect()
-}
-
-/// What the host has at one path, looked up without following any symlink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum HostKind {
-    Missing,
-    Dir,
-    Symlink,
-    Other,
-}
-
-/// Counts the entries of a host folder, at most this many (for messages).
-const MAX_COUNTED: usize = 10_000;
-
-/// The files of the host that the image would hide while merged (`shadows-host-file`,
-/// `hides-host-folder`), looked up in the host's root folder `root` the way overlayfs layers
-/// the image over it: a folder of the image over a folder of the host merges with it; anything
-/// else of the image over an existing path of the host hides the host's (a folder of the
-/// image over a host symlink hides everything reached through that link, as a file over a host
-/// folder hides the whole folder). Nothing is followed: a path is looked up on the host only
-/// when every parent is a real folder in both. `Err` is a note saying why nothing was checked:
-/// the image's own release file is on the host (it is merged or installed there already, so
-/// its files look like the host's).
-fn shadow_findings(name: &str, entries: &[Entry], root: &Path) -> Result<Vec<Finding>, String> {
-    let release = release_file_path(name).to_string_lossy().into_owned();
-    if host_kind(root, &release) != HostKind::Missing {
-        return Err(format!(
-            "files hiding the host's were not looked for: /{release} is on the host already (merged or installed); unmerge it (systemd-sysext unmerge) and check again"
-        ));
-    }
-    let mut kinds: std::collections::HashMap<&str, HostKind> = std::collections::HashMap::new();
-    let mut findings = Vec::new();
-    for e in entries {
-        if !(e.path.starts_with("usr/") || e.path.starts_with("opt/")) || e.path == release {
-            continue;
-        }
-        let parent = e.path.rsplit_once('/').map_or("", |(p, _)| p);
-        let parent_merged = match parent {
-            "usr" | "opt" => host_kind(root, parent) == HostKind::Dir,
-            p => kinds.get(p) == Some(&HostKind::Dir),
-        };
-        if !parent_merged {
-            continue;
-        }
-        let kind = host_kind(root, &e.path);
-        let image_dir = e.kind == EntryKind::Dir;
-        if image_dir {
-            kinds.insert(&e.path, kind);
-        }
-        let shown = format!("/{}", e.path);
-        let finding = match (kind, image_dir) {
-            (HostKind::Missing, _) | (HostKind::Dir, true) => continue,
-            (HostKind::Dir, false) => Finding {
-                code: "hides-host-folder",
-                path: Some(e.path.clone()),
-                message: format!(
-                    "replaces the host's folder {shown} ({}) while merged; ship it under /usr/local/{name}/ or under another name",
-                    count_entries(&root.join(&e.path))
-                ),
-                severity: Severity::Error,
-            },
-            (HostKind::Symlink, true) => Finding {
-                code: "hides-host-folder",
-                path: Some(e.path.clone()),
-                message: format!(
-                    "is a folder where the host has a symlink ({shown} -> {}), so everything the host reaches through that link is hidden while merged; ship a symlink there, or the files under another path",
-                    std::fs::read_link(root.join(&e.path))
-                        .map(|t| t.to_string_lossy().into_owned())
-                        .unwrap_or_else(|_| "?".into())
-                ),
-                severity: Severity::Error,
-            },
-            (HostKind::Symlink | HostKind::Other, _) => Finding {
-                code: "shadows-host-file",
-                path: Some(e.path.clone()),
-                message: format!(
-                    "hides the host's own {shown} while merged (host programs that use it get the image's); ship it under /usr/local/{name}/ or under another name if that is not meant"
-                ),
-                severity: Severity::Warning,
-            },
-        };
-        findings.push(finding);
-    }
-    Ok(findings)
-}
-
-/// What `root/rel` is, without following symlinks in its last component (callers make sure
-/// the parents are real folders).
-fn host_kind(root: &Path, rel: &str) -> HostKind {
-    match std::fs::symlink_metadata(root.join(rel)) {
-        Err(_) => HostKind::Missing,
-        Ok(m) if m.file_type().is_symlink() => HostKind::Symlink,
-        Ok(m) if m.is_dir() => HostKind::Dir,
-        Ok(_) => HostKind::Other,
-    }
-}
-
-/// "N entries" for a host folder, counted up to [`MAX_COUNTED`].
-fn count_entries(dir: &Path) -> String {
-    let n = std::fs::read_dir(dir)
-        .map(|d| d.take(MAX_COUNTED + 1).count())
-        .unwrap_or(0);
-    match n {
-        1 => "1 entry".into(),
-        n if n > MAX_COUNTED => format!("over {MAX_COUNTED} entries"),
-        n => format!("{n} entries"),
-    }
 }
 
 /// Keeps at most [`MAX_PER_CODE`] findings of each code and says how many more there were.
@@ -657,120 +504,6 @@ fn cap(findings: Vec<Finding>) -> Vec<Finding> {
         });
     }
     out
-}
-
-/// The ELF findings of `image` merged over the host root folder `host_root`: for every dynamic
-/// ELF file under `usr/` and `opt/` with an interpreter or needed libraries, each name the
-/// loader would not find in the merged view (`missing-interpreter`, `missing-library`); and,
-/// when `arch` (the release file's `ARCHITECTURE`) is given, the files built for another CPU
-/// (`wrong-architecture`). The image is a read-only layer of the loader's view, read in place
-/// (nothing is extracted). Only presence is checked, not symbol versions.
-pub fn check_elf(
-    image: &Image,
-    host_root: &Path,
-    arch: Option<&str>,
-) -> Result<Vec<Finding>, CheckError> {
-    let elves = elf_files(image);
-    let opts = ClosureOptions::default();
-    let mut findings = Vec::new();
-    if let Some(arch) = arch {
-        findings.extend(arch_findings(&elves, arch));
-    }
-    let hint = "ship it in the image (flix pulls the closure in) or make sure the host has it";
-    let dynamic: Vec<&ImageElf> = elves
-        .iter()
-        .filter(|e| e.info.interpreter.is_some() || !e.info.needed.is_empty())
-        .collect();
-    // Files inside a wrapped root filesystem (flatwrap's `usr/local/NAME/` with its
-    // `.flatwrap/` launcher helper) run with that folder as `/`: check them against it,
-    // everything else against the image's /usr and /opt over the host.
-    let wrapped = wrapped_roots(image.entries());
-    let mut groups: Vec<(RootStack, Vec<(&ImageElf, PathBuf)>)> = Vec::new();
-    let mut merged = RootStack::new();
-    merged
-        .push_view(image.view(""), &["/usr", "/opt"])
-        .push(host_root, &[]);
-    groups.push((merged, Vec::new()));
-    for w in &wrapped {
-        let mut inside = RootStack::new();
-        inside.push_view(image.view(w), &[]);
-        groups.push((inside, Vec::new()));
-    }
-    for e in &dynamic {
-        match wrapped.iter().position(|w| {
-            e.path
-                .strip_prefix(w.as_str())
-                .is_some_and(|r| r.starts_with('/'))
-        }) {
-            Some(i) => {
-                let inside = PathBuf::from(&e.path[wrapped[i].len()..]);
-                groups[i + 1].1.push((e, inside));
-            }
-            None => groups[0].1.push((e, PathBuf::from(format!("/{}", e.path)))),
-        }
-    }
-    let mut checked = Vec::new();
-    for (roots, members) in &groups {
-        let files: Vec<PathBuf> = members.iter().map(|(_, p)| p.clone()).collect();
-        let closures = elf::closure_each(roots, &files, &opts);
-        checked.extend(members.iter().cloned().zip(closures));
-    }
-    for ((e, inside), closure) in checked {
-        let inside = inside.as_path();
-        let closure = match closure {
-            Ok(c) => c,
-            Err(err) => {
-                tracing::warn!(
-                    "not checking the libraries of {}: {err}",
-                    gentext::escape(&e.path)
-                );
-                continue;
-            }
-        };
-        for m in closure.missing {
-            let is_interp = m.needed_by.as_path() == inside
-                && e.info.interpreter.as_deref() == Some(m.name.as_str());
-            let via = if m.needed_by.as_path() == inside {
-                String::new()
-            } else {
-                format!(" (needed by {})", m.needed_by.display())
-            };
-            let host = host_root.display();
-            findings.push(if is_interp {
-                Finding {
-                    code: "missing-interpreter",
-                    path: Some(e.path.clone()),
-                    message: format!(
-                        "program interpreter {} is neither in the image nor on the host {host}; {hint}",
-                        m.name
-                    ),
-                    severity: Severity::Error,
-                }
-            } else {
-                Finding {
-                    code: "missing-library",
-                    path: Some(e.path.clone()),
-                    message: format!(
-                        "library {}{via} is neither in the image nor on the host {host} (searched as the loader would); {hint}",
-                        m.name
-                    ),
-                    severity: Severity::Error,
-                }
-            });
-        }
-    }
-    Ok(cap(findings))
-}
-
-/// Folders of the image that are root filesystems entered by launchers: `usr/local/NAME`
-/// holding flatwrap's `.flatwrap/launch`.
-fn wrapped_roots(entries: &[Entry]) -> Vec<String> {
-    entries
-        .iter()
-        .filter_map(|e| e.path.strip_suffix("/.flatwrap/launch"))
-        .filter(|p| p.starts_with("usr/local/") && p.matches('/').count() == 2)
-        .map(str::to_string)
-        .collect()
 }
 
 /// The entry at `path`, following symlinks in its last component (relative targets from its

@@ -1,0 +1,329 @@
+//! The producers' file copier ([`Tree::copy_in`], [`Tree::copy_in_with`]: the privilege rule
+//! applied, what it took listed in [`CopiedFile`]) and the whole-tree copier ([`copy_tree`]).
+
+use super::*;
+
+impl Tree {
+    /// The producers' file copier: copies the regular file `rel` of the root `src_root`
+    /// (opened inside that root, see [`open_in_root`]) to the new file `path` with `mode`,
+    /// applying the producers' privilege rule: unless `keep_privileges`, setuid/setgid bits
+    /// and `security.capability` go, and [`CopiedFile::stripped`] lists them (never silently).
+    /// Data first (holes kept), mode last (a write by a non-root user would clear setuid),
+    /// then the xattrs an image carries ([`copy_xattrs_fd`]). flix, flatwrap and bake place
+    /// every file of a source through it; [`Tree::copy_in_with`] lets flix write edited data.
+    pub fn copy_in(
+        &self,
+        path: &Path,
+        src_root: &Path,
+        rel: &Path,
+        mode: u32,
+        keep_privileges: bool,
+    ) -> Result<CopiedFile, TreeError> {
+        self.copy_in_with(path, src_root, rel, mode, keep_privileges, |from, to| {
+            copy_sparse(from, to).map_err(|e| TreeError::Io {
+                op: "copy data into",
+                root: self.root_path.clone(),
+                path: path.to_path_buf(),
+                source: e,
+            })
+        })
+    }
+
+    /// [`Tree::copy_in`] with the data written by `fill(source, new file)` (which returns the
+    /// bytes written), e.g. an edited copy of an ELF file.
+    pub fn copy_in_with<E: From<TreeError>>(
+        &self,
+        path: &Path,
+        src_root: &Path,
+        rel: &Path,
+        mode: u32,
+        keep_privileges: bool,
+        fill: impl FnOnce(&File, &File) -> Result<u64, E>,
+    ) -> Result<CopiedFile, E> {
+        let shown = format!("/{}", path.display());
+        let (mode, mut stripped) = strip_privilege(&shown, mode & 0o7777, keep_privileges);
+        let from = open_in_root(src_root, rel)?;
+        let to = self.create_file(path, 0o600)?;
+        let written = fill(&from, &to)?;
+        rfs::fchmod(&to, Mode::from_raw_mode(mode))
+            .map_err(self.io("set the mode of", bytes(path)))?;
+        let had_cap = copy_xattrs_fd(&from, &to, keep_privileges).map_err(|e| TreeError::Io {
+            op: "copy the extended attributes of",
+            root: self.root_path.clone(),
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        if had_cap && !keep_privileges {
+            let s = stripped.get_or_insert(Stripped {
+                path: shown,
+                setuid: false,
+                setgid: false,
+                capability: false,
+            });
+            s.capability = true;
+        }
+        Ok(CopiedFile {
+            bytes: written,
+            stripped,
+        })
+    }
+}
+
+/// What [`Tree::copy_in`] did for one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopiedFile {
+    /// Bytes of data written.
+    pub bytes: u64,
+    /// What the privilege rule took away, if anything.
+    pub stripped: Option<Stripped>,
+}
+
+/// Options of [`copy_tree`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct CopyTreeOptions {
+    /// Every entry owned by root:root (`pack`); otherwise the source's owners are kept (where
+    /// the process may set them).
+    pub root_owned: bool,
+    /// Every timestamp set to this time (`pack`, reproducible); otherwise the source's
+    /// modification times are kept (whole seconds).
+    pub mtime: Option<i64>,
+}
+
+/// An error of [`copy_tree`]: which entry, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot copy {} to {}", from.display(), to.display())]
+pub struct CopyTreeError {
+    pub from: PathBuf,
+    pub to: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+/// The whole-tree copier: copies the folder `from` (a trusted tree: a staged extension or a
+/// rootfs folder the user named) into the root of `out` through the safe writer, keeping
+/// modes (setuid and setgid too: nothing is stripped here, the producers strip while
+/// staging, see [`Tree::copy_in`]), symlinks as links, hard links as links, devices, FIFOs and
+/// sockets, holes ([`copy_sparse`]), the xattrs an image carries ([`image_xattrs`], file
+/// capabilities included), owners and times as [`CopyTreeOptions`] says. Walks with a work
+/// list (no recursion on the tree's depth); folders get their metadata last, deepest first.
+/// Returns the bytes of file data copied. Used by `pack`'s folder output and by `ocirootfs`
+/// for a folder source.
+pub fn copy_tree(from: &Path, out: &Tree, opts: &CopyTreeOptions) -> Result<u64, CopyTreeError> {
+    let mut c = TreeCopier {
+        out,
+        opts,
+        links: HashMap::new(),
+        bytes: 0,
+    };
+    c.copy(from)?;
+    Ok(c.bytes)
+}
+
+struct TreeCopier<'a> {
+    out: &'a Tree,
+    opts: &'a CopyTreeOptions,
+    /// First copy (relative to the output) of each multiply-linked file.
+    links: HashMap<(u64, u64), PathBuf>,
+    bytes: u64,
+}
+
+impl TreeCopier<'_> {
+    /// Owner, the xattrs images carry, the mode (not for links) and the time of the copy `to`
+    /// (relative to the output) of `from`, whose metadata is `m`.
+    fn finish_entry(&self, from: &Path, to: &Path, m: &fs::Metadata) -> io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let out = self.out;
+        let symlink = m.file_type().is_symlink();
+        let (uid, gid) = match self.opts.root_owned {
+            true => (0, 0),
+            false => (m.uid(), m.gid()),
+        };
+        match out.set_owner(to, uid, gid) {
+            Ok(()) => {}
+            Err(e) if e.io_error().and_then(|e| e.raw_os_error()) == Some(libc::EPERM) => {}
+            Err(e) => return Err(io::Error::other(e)),
+        }
+        if !symlink {
+            copy_xattrs_into(from, out, to)?;
+            out.set_mode(to, m.mode() & 0o7777)
+                .map_err(io::Error::other)?;
+        }
+        out.set_times(to, self.opts.mtime.unwrap_or(m.mtime()))
+            .map_err(io::Error::other)
+    }
+
+    fn copy(&mut self, from: &Path) -> Result<(), CopyTreeError> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+        let out_root = self.out.root_path().to_path_buf();
+        let cerr = |from: &Path, to: &Path| {
+            let (from, to) = (from.to_path_buf(), out_root.join(to));
+            move |source| CopyTreeError { from, to, source }
+        };
+        let mut todo = vec![PathBuf::new()];
+        let mut dirs: Vec<(PathBuf, fs::Metadata)> = Vec::new();
+        while let Some(rel) = todo.pop() {
+            let dir = from.join(&rel);
+            let mut names = Vec::new();
+            for e in fs::read_dir(&dir).map_err(cerr(&dir, &rel))? {
+                names.push(e.map_err(cerr(&dir, &rel))?.file_name());
+            }
+            names.sort();
+            for name in names {
+                let src = dir.join(&name);
+                let dst = rel.join(&name);
+                let m = fs::symlink_metadata(&src).map_err(cerr(&src, &dst))?;
+                let ft = m.file_type();
+                if ft.is_dir() {
+                    self.out
+                        .create_dir(&dst, 0o700)
+                        .map_err(|e| cerr(&src, &dst)(io::Error::other(e)))?;
+                    dirs.push((dst.clone(), m));
+                    todo.push(dst);
+                    continue;
+                }
+                if ft.is_file() && m.nlink() > 1 {
+                    if let Some(first) = self.links.get(&(m.dev(), m.ino())) {
+                        self.out
+                            .hardlink(&dst, first)
+                            .map_err(|e| cerr(&src, &dst)(io::Error::other(e)))?;
+                        continue;
+                    }
+                }
+                let res = (|| -> io::Result<()> {
+                    let out = self.out;
+                    if ft.is_file() {
+                        let f = fs::OpenOptions::new()
+                            .read(true)
+                            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                            .open(&src)?;
+                        let to = out.create_file(&dst, 0o600).map_err(io::Error::other)?;
+                        copy_sparse(&f, &to)?;
+                        self.bytes += m.len();
+                    } else if ft.is_symlink() {
+                        out.symlink(&dst, &fs::read_link(&src)?)
+                            .map_err(io::Error::other)?;
+                    } else {
+                        let ty = if ft.is_char_device() {
+                            FileType::CharacterDevice
+                        } else if ft.is_block_device() {
+                            FileType::BlockDevice
+                        } else if ft.is_fifo() {
+                            FileType::Fifo
+                        } else {
+                            FileType::Socket
+                        };
+                        out.mknod(&dst, ty, m.mode() & 0o7777, m.rdev())
+                            .map_err(io::Error::other)?;
+                    }
+                    self.finish_entry(&src, &dst, &m)
+                })();
+                res.map_err(cerr(&src, &dst))?;
+                if ft.is_file() && m.nlink() > 1 {
+                    self.links.insert((m.dev(), m.ino()), dst);
+                }
+            }
+        }
+        for (dst, m) in dirs.iter().rev() {
+            let src = from.join(dst);
+            self.finish_entry(&src, dst, m).map_err(cerr(&src, dst))?;
+        }
+        let dm = fs::symlink_metadata(from).map_err(cerr(from, Path::new("")))?;
+        self.finish_entry(from, Path::new(""), &dm)
+            .map_err(cerr(from, Path::new("")))
+    }
+}
+
+/// The xattrs an image carries ([`image_xattrs`], file capabilities included) of `from`, a
+/// regular file or folder, set on `to` in the output tree. A symlink (which holds none of
+/// those) is passed over.
+fn copy_xattrs_into(from: &Path, out: &Tree, to: &Path) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(from)
+    {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let (xattrs, _) = image_xattrs(&file, true)?;
+    for (name, value) in xattrs {
+        out.set_xattr(to, &name.to_string_lossy(), &value)
+            .map_err(io::Error::other)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The producers' copier: setuid/setgid and file capabilities stripped and listed, kept
+    /// with `keep`; holes kept; `user.*` xattrs carried; a link as the last component of the
+    /// source is not followed out of the source root.
+    #[test]
+    fn copy_in_strips_and_lists() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let f = src.join("su");
+        std::fs::write(&f, b"data").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o6755)).unwrap();
+        let sparse = src.join("sparse");
+        let sf = File::create(&sparse).unwrap();
+        sf.set_len(8 << 20).unwrap();
+        sf.write_all_at(b"end", (8 << 20) - 3).unwrap();
+        let has_user_xattr =
+            rfs::setxattr(&sparse, "user.k", b"v", rfs::XattrFlags::empty()).is_ok();
+        let out_dir = d.path().join("out");
+        std::fs::create_dir(&out_dir).unwrap();
+        let out = Tree::open(&out_dir, &TreeOptions::no_symlinks()).unwrap();
+
+        let c = out
+            .copy_in(Path::new("su"), &src, Path::new("su"), 0o6755, false)
+            .unwrap();
+        assert_eq!(c.bytes, 4);
+        let s = c.stripped.expect("listed");
+        assert_eq!((s.path.as_str(), s.setuid, s.setgid), ("/su", true, true));
+        assert_eq!(
+            std::fs::metadata(out_dir.join("su")).unwrap().mode() & 0o7777,
+            0o755
+        );
+
+        let c = out
+            .copy_in(Path::new("kept"), &src, Path::new("su"), 0o6755, true)
+            .unwrap();
+        assert_eq!(c.stripped, None);
+        assert_eq!(
+            std::fs::metadata(out_dir.join("kept")).unwrap().mode() & 0o7777,
+            0o6755
+        );
+
+        let c = out
+            .copy_in(Path::new("sparse"), &src, Path::new("sparse"), 0o644, false)
+            .unwrap();
+        assert_eq!(c.stripped, None);
+        let m = std::fs::metadata(out_dir.join("sparse")).unwrap();
+        assert_eq!(m.len(), 8 << 20);
+        assert!(
+            m.blocks() * 512 < 1 << 20,
+            "holes kept: {} blocks",
+            m.blocks()
+        );
+        if has_user_xattr {
+            let mut v = [0u8; 8];
+            let n = rfs::getxattr(out_dir.join("sparse").as_path(), "user.k", &mut v[..]).unwrap();
+            assert_eq!(&v[..n], b"v");
+        }
+
+        // A source link to a host file resolves inside the source root (and is missing there).
+        std::os::unix::fs::symlink("/etc/passwd", src.join("link")).unwrap();
+        assert!(out
+            .copy_in(Path::new("link"), &src, Path::new("link"), 0o644, false)
+            .is_err());
+        assert!(!out_dir.join("link").exists());
+    }
+}
