@@ -282,31 +282,26 @@ mod tests {
         std::fs::create_dir(&out_dir).unwrap();
         let out = Tree::open(&out_dir, &TreeOptions::no_symlinks()).unwrap();
 
-        let c = out
-            .copy_in(Path::new("su"), &src, Path::new("su"), 0o6755, false)
-            .unwrap();
+        // Copies `from` to `to` with `mode`; the result and the mode the copy has.
+        let copied = |to: &str, from: &str, mode: u32, keep: bool| {
+            let c = out
+                .copy_in(Path::new(to), &src, Path::new(from), mode, keep)
+                .unwrap();
+            let m = std::fs::metadata(out_dir.join(to)).unwrap();
+            (c, m)
+        };
+        let (c, m) = copied("su", "su", 0o6755, false);
         assert_eq!(c.bytes, 4);
         let s = c.stripped.expect("listed");
         assert_eq!((s.path.as_str(), s.setuid, s.setgid), ("/su", true, true));
-        assert_eq!(
-            std::fs::metadata(out_dir.join("su")).unwrap().mode() & 0o7777,
-            0o755
-        );
+        assert_eq!(m.mode() & 0o7777, 0o755);
 
-        let c = out
-            .copy_in(Path::new("kept"), &src, Path::new("su"), 0o6755, true)
-            .unwrap();
+        let (c, m) = copied("kept", "su", 0o6755, true);
         assert_eq!(c.stripped, None);
-        assert_eq!(
-            std::fs::metadata(out_dir.join("kept")).unwrap().mode() & 0o7777,
-            0o6755
-        );
+        assert_eq!(m.mode() & 0o7777, 0o6755);
 
-        let c = out
-            .copy_in(Path::new("sparse"), &src, Path::new("sparse"), 0o644, false)
-            .unwrap();
+        let (c, m) = copied("sparse", "sparse", 0o644, false);
         assert_eq!(c.stripped, None);
-        let m = std::fs::metadata(out_dir.join("sparse")).unwrap();
         assert_eq!(m.len(), 8 << 20);
         assert!(
             m.blocks() * 512 < 1 << 20,

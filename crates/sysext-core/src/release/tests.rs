@@ -349,14 +349,7 @@ fn release_files_are_bounded_regular_files() {
     std::fs::write(&exact, vec![b'#'; MAX_RELEASE_BYTES as usize]).unwrap();
     assert!(read_release_file(&exact).is_ok());
     let fifo = d.path().join("fifo");
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        &fifo,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o644),
-        0,
-    )
-    .unwrap();
+    testkit::mkfifo(&fifo);
     let e = read_release_file(&fifo).unwrap_err();
     assert!(matches!(e, ReleaseError::NotRegular { .. }), "{e}");
     let link = d.path().join("link");
