@@ -1,7 +1,6 @@
 //! Documents: manifests fetched with a bound on their size and time (read by a plain HTTP
 //! client, checked against the digests asked for and stated), and small blobs (configs).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cache::Cache;
@@ -153,13 +152,8 @@ impl Registry {
         digest: &str,
         size: Option<u64>,
     ) -> Result<Vec<u8>, SourceError> {
-        if let Some(s) = size.filter(|s| *s > MAX_DOCUMENT) {
-            return Err(SourceError::TooLarge {
-                what: "blob",
-                path: PathBuf::from(digest),
-                size: s,
-                limit: MAX_DOCUMENT,
-            });
+        if let Some(s) = size {
+            crate::source::document_within_limit("blob", digest, s)?;
         }
         if let Some(b) = cache.read_verified(digest, size, MAX_DOCUMENT)? {
             return Ok(b);

@@ -7,7 +7,6 @@
 //! `fetch` the bounded manifest and config requests, `blobs` the layer downloads, `errors` what
 //! a failed request means, `backoff` the retries and timeouts.
 
-use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -176,14 +175,7 @@ pub(crate) fn resolve_registry(
             let d = select_platform(index.manifests(), &host_or(&opts.platform), &r.to_string())?;
             let (next, size) = (d.digest().to_string(), d.size());
             validate_digest(&next)?;
-            if size > MAX_DOCUMENT {
-                return Err(SourceError::TooLarge {
-                    what: "manifest",
-                    path: PathBuf::from(&next),
-                    size,
-                    limit: MAX_DOCUMENT,
-                });
-            }
+            crate::source::document_within_limit("manifest", &next, size)?;
             desc_type = Some(d.media_type().clone());
             (bytes, digest) = match cache.read_verified(&next, Some(size), MAX_DOCUMENT)? {
                 Some(b) => (b, next),

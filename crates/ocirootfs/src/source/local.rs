@@ -122,6 +122,24 @@ impl ArchiveIndex {
 /// configs, docker-archive's `manifest.json` (4 MiB; real ones are a few KiB).
 pub const MAX_DOCUMENT: u64 = 4 << 20;
 
+/// The one size rule for a JSON document of `size` bytes (`what` at `path`, for the message):
+/// more than [`MAX_DOCUMENT`] is refused before it is read or parsed.
+pub(crate) fn document_within_limit(
+    what: &'static str,
+    path: impl Into<PathBuf>,
+    size: u64,
+) -> Result<(), SourceError> {
+    if size > MAX_DOCUMENT {
+        return Err(SourceError::TooLarge {
+            what,
+            path: path.into(),
+            size,
+            limit: MAX_DOCUMENT,
+        });
+    }
+    Ok(())
+}
+
 /// What kind of file a mode is, for messages.
 fn file_kind(ft: rustix::fs::FileType) -> &'static str {
     use rustix::fs::FileType as T;

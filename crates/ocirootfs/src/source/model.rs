@@ -7,8 +7,6 @@
 //! other media types; `oci-spec` keeps a media type it does not know as [`MediaType::Other`],
 //! so both are read by the same types.
 
-use std::path::PathBuf;
-
 use oci_spec::image::{
     Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType, ANNOTATION_REF_NAME,
 };
@@ -150,14 +148,7 @@ pub struct ManifestSummary {
 /// ocirootfs does before it follows one: JSON of at most [`MAX_DOCUMENT`] bytes, every digest
 /// it would use validated, for an index the platform choice made.
 pub fn parse_manifest(bytes: &[u8], platform: &Platform) -> Result<ManifestSummary, SourceError> {
-    if bytes.len() as u64 > MAX_DOCUMENT {
-        return Err(SourceError::TooLarge {
-            what: "manifest",
-            path: PathBuf::from("input"),
-            size: bytes.len() as u64,
-            limit: MAX_DOCUMENT,
-        });
-    }
+    document_within_limit("manifest", "input", bytes.len() as u64)?;
     match parse_doc(bytes, "manifest", "input", None)? {
         Document::Index(index) => {
             let list = index.manifests();
@@ -196,14 +187,7 @@ pub fn parse_manifest(bytes: &[u8], platform: &Platform) -> Result<ManifestSumma
 /// Parses an image config (`Env`, `WorkingDir`, `rootfs.diff_ids`, the platform) the way
 /// ocirootfs does.
 pub fn parse_image_config(bytes: &[u8]) -> Result<ImageConfig, SourceError> {
-    if bytes.len() as u64 > MAX_DOCUMENT {
-        return Err(SourceError::TooLarge {
-            what: "image config",
-            path: PathBuf::from("input"),
-            size: bytes.len() as u64,
-            limit: MAX_DOCUMENT,
-        });
-    }
+    document_within_limit("image config", "input", bytes.len() as u64)?;
     parse_config(bytes, "image config", "input")
 }
 
