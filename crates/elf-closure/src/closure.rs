@@ -1,5 +1,5 @@
 //! The dependency closure, walked the way the program interpreter would walk it inside a
-//! foreign root (docs/reference.md §3).
+//! foreign root.
 //!
 //! Each requested file is its own process: breadth-first over DT_NEEDED, the first object
 //! loaded under a name (or, for glibc, its SONAME, or the same file reached by another path)

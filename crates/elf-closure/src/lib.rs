@@ -5,9 +5,9 @@
 //!   panic; files that are not ELF at all are `Ok(None)`.
 //! - [`closure`]: which objects the program interpreter would load for a set of files inside a
 //!   foreign root filesystem, found the way glibc's `ld.so` or musl's loader would find them
-//!   (see `docs/reference.md` §3), with the reason each one was found ([`Reason`]) and the names
-//!   nobody provides ([`Missing`]). Nothing is executed; every path is resolved with the rootfs
-//!   as `/` ([`safefs::rootfs::resolve`]).
+//!   (the search orders are written out at the top of `src/closure.rs`), with the reason each
+//!   one was found ([`Reason`]) and the names nobody provides ([`Missing`]). Nothing is
+//!   executed; every path is resolved with the rootfs as `/` ([`safefs::rootfs::resolve`]).
 //! - [`dlopen`]: the `.note.dlopen` metadata (UAPI "ELF dlopen metadata") of the libraries an
 //!   object loads at run time; [`closure`] follows them when [`ClosureOptions::dlopen`] says so.
 //! - [`rootstack`]: a root filesystem as an ordered stack of folders and read-only trees

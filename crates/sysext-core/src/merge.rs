@@ -2,7 +2,7 @@
 //! persistently onto a (scratch) root (`merge`, `unmerge`, `status`) or in a private mount
 //! namespace around one command (`run`), which leaves the host's mounts untouched.
 //!
-//! The rules mirrored from systemd 252 (`src/sysext/sysext.c`, `src/shared/discover-image.c`):
+//! The rules mirrored from systemd 252 (systemd-sysext and its image discovery):
 //! - Discovery: `/etc/extensions`, `/run/extensions`, `/var/lib/extensions`,
 //!   `/usr/local/lib/extensions`, `/usr/lib/extensions` inside the root, in that order; the first
 //!   image found under a name wins (an empty directory masks a lower image). Directories and

@@ -1,4 +1,4 @@
-//! The per-loader search for a needed name: glibc's order and musl's (see the parent module).
+//! The per-loader search for a needed name: glibc's order and musl's (written out at the top of `src/closure.rs`).
 
 use super::*;
 
