@@ -1,4 +1,5 @@
-//! The per-loader search for a needed name: glibc's order and musl's (written out at the top of `src/closure.rs`).
+//! The per-loader search for a needed name: glibc's order and musl's (written out at the top
+//! of `src/closure.rs`).
 
 use super::*;
 
