@@ -49,6 +49,7 @@
 //! need to touch, which is what loaders, debuggers and self-extracting payloads rely on.
 
 mod consts;
+mod datastr;
 mod flags;
 mod grow;
 mod note;
@@ -58,6 +59,7 @@ mod symbols;
 
 use std::collections::BTreeSet;
 
+pub use datastr::replace_data_strings;
 pub use flags::{execstack, os_abi, set_execstack, set_os_abi};
 pub use note::{
     add_note_section, find_note_section, remove_note_section, Note, NoteEntry, NoteSection,

@@ -38,6 +38,11 @@ pub struct Args {
     /// with their closure: required, recommended (also required ones), suggested (all) or none.
     #[arg(long, value_name = "LEVEL", default_value = "recommended")]
     pub dlopen: elf_closure::dlopen::DlopenFollow,
+    /// glibc's data for the relocated libc (gconv modules, locales, NSS modules), shipped in
+    /// /usr/local/NAME/glibc and read through a short link, never at the host's paths: what
+    /// the programs use (auto), all three (all) or none.
+    #[arg(long, value_name = "WHICH", default_value = "auto")]
+    pub glibc_data: crate::plan::GlibcDataMode,
     /// Start this unit (one of the entries) with the extension: writes an Upholds= drop-in
     /// for its WantedBy= target.
     #[arg(long, value_name = "UNIT")]
@@ -116,6 +121,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         sysext_level: args.sysext_level.clone(),
         version_id: args.version_id.clone(),
         dlopen: args.dlopen,
+        glibc_data: args.glibc_data,
     };
     let plan = plan::build(&root, &opts)
         .with_context(|| format!("planning extension {} from {}", args.name, args.source))?;

@@ -122,12 +122,15 @@ fn copy_one(
                         edits.interpreter = e.interpreter.clone();
                         edits.runpath = Some(e.runpath.clone());
                         edits.nodeflib = e.nodeflib;
-                        let new = elf_edit::rewrite(&bytes, &edits).map_err(|source| {
-                            StageError::Rewrite {
-                                path: from.clone(),
-                                source,
-                            }
-                        })?;
+                        let rerr = |source| StageError::Rewrite {
+                            path: from.clone(),
+                            source,
+                        };
+                        let mut new = elf_edit::rewrite(&bytes, &edits).map_err(rerr)?;
+                        if !e.replace_strings.is_empty() {
+                            elf_edit::replace_data_strings(&mut new, &e.replace_strings)
+                                .map_err(rerr)?;
+                        }
                         std::os::unix::fs::FileExt::write_all_at(dst, &new, 0).map_err(werr)?;
                         Ok(new.len() as u64)
                     }

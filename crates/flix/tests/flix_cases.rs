@@ -566,7 +566,7 @@ fn glibc_data_note_only_for_programs_that_use_it() {
     assert!(loc.status.success(), "{}", stderr(&loc));
     let err = stderr(&loc);
     assert!(
-        err.contains("/usr/bin/loc (getpwnam: NSS, setlocale: locales)"),
+        err.contains("/usr/bin/loc (getpwnam: NSS modules, setlocale: locales)"),
         "{err}"
     );
 }

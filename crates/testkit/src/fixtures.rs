@@ -111,6 +111,19 @@ pub fn trixie_rootfs() -> PathBuf {
     cached("trixie-rootfs", |tmp| untar(&tar, tmp))
 }
 
+/// Debian trixie's `locales` package extracted (its `usr/share/i18n` locale sources and
+/// charmaps), for generating a locale with the fixture's own `localedef`.
+pub fn trixie_locale_sources() -> PathBuf {
+    let tar = cached("trixie-locales-tar", |tmp| {
+        mmdebstrap(
+            &["--variant=extract", "--include=locales"],
+            &tmp.join("rootfs.tar"),
+        );
+    })
+    .join("rootfs.tar");
+    cached("trixie-locales", |tmp| untar(&tar, tmp)).join("usr/share/i18n")
+}
+
 /// The trixie root filesystem as an OCI image layout with the tag `trixie`
 /// (built with `umoci insert`).
 pub fn trixie_oci_layout() -> PathBuf {

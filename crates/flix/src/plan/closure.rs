@@ -19,8 +19,6 @@ pub(super) struct Libraries {
     pub(super) info: Vec<(String, PathBuf, ElfInfo)>,
     /// The loader: file name and real inside-root path.
     pub(super) loader: Option<(String, PathBuf)>,
-    /// Whether glibc's libc.so.6 is among them.
-    pub(super) glibc: bool,
 }
 
 fn arch_of(info: &ElfInfo) -> String {
@@ -149,7 +147,6 @@ pub(super) fn collect_libraries(
     let mut libraries: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut lib_info: Vec<(String, PathBuf, ElfInfo)> = Vec::new();
     let mut loader: Option<(String, PathBuf)> = None;
-    let mut glibc = false;
     for o in &closure.objects {
         if o.is_interpreter {
             let base = o
@@ -159,9 +156,6 @@ pub(super) fn collect_libraries(
                 .unwrap_or_else(|| o.name.clone());
             loader = Some((base, o.real_path.clone()));
             continue;
-        }
-        if o.name.starts_with("libc.so.6") {
-            glibc = true;
         }
         // Requested files are shipped at their own place; extra libraries in extralibs/.
         if o.needed_by.is_none()
@@ -209,6 +203,5 @@ pub(super) fn collect_libraries(
         by_name: libraries,
         info: lib_info,
         loader,
-        glibc,
     })
 }

@@ -314,16 +314,41 @@ impl Builder<'_> {
         Ok(())
     }
     fn dir_entry(&mut self, src: &Path, to: &Path) -> Result<(), PlanError> {
+        self.walk_dir(src, to, true, &[]).map(|_| ())
+    }
+    /// A data folder shipped as it is: its ELF files are copied unchanged (not relocated),
+    /// files named in `skip` are left out. Returns the number of files and their bytes.
+    pub(super) fn data_dir(
+        &mut self,
+        src: &Path,
+        to: &Path,
+        skip: &[&str],
+    ) -> Result<(usize, u64), PlanError> {
+        self.walk_dir(src, to, false, skip)
+    }
+    /// Walks folder `src` (inside the rootfs) into `to`; ELF files are noted for relocation
+    /// when `relocate`.
+    fn walk_dir(
+        &mut self,
+        src: &Path,
+        to: &Path,
+        relocate: bool,
+        skip: &[&str],
+    ) -> Result<(usize, u64), PlanError> {
         let host = self.host(src);
         self.parents(to)?;
         self.push(Action::Dir {
             to: to.to_path_buf(),
         })?;
+        let (mut files, mut bytes) = (0, 0);
         for e in WalkDir::new(&host).min_depth(1).sort_by_file_name() {
             let e = e.map_err(|e| PlanError::Io {
                 path: host.clone(),
                 source: e.into(),
             })?;
+            if skip.iter().any(|n| e.file_name() == *n) {
+                continue;
+            }
             let relp = e.path().strip_prefix(&host).unwrap_or(e.path());
             let dest = to.join(relp);
             let inside = src.join(relp);
@@ -345,8 +370,10 @@ impl Builder<'_> {
                     source: err.into(),
                 })?;
                 let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777;
+                files += 1;
+                bytes += meta.len();
                 let first = head(e.path(), 4)?;
-                let is_elf = first.starts_with(b"\x7fELF");
+                let is_elf = relocate && first.starts_with(b"\x7fELF");
                 let i = self.push(Action::Copy {
                     from: e.path().to_path_buf(),
                     to: dest,
@@ -367,6 +394,6 @@ impl Builder<'_> {
             }
             // Devices, fifos and sockets have no place in an extension.
         }
-        Ok(())
+        Ok((files, bytes))
     }
 }

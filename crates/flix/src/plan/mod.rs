@@ -27,10 +27,12 @@
 //!   followed, ELF files and scripts noted);
 //! - `closure`: one architecture for all, the libraries the loader would load, the flat
 //!   library dir keyed by loaded name;
+//! - `glibc_data`: glibc's gconv modules, locales and NSS modules, and the libc copy pointed
+//!   at them;
 //! - `relocate`: the loader and libraries copied (with their `glibc-hwcaps` copies), and the
 //!   ELF edits (PT_INTERP, RUNPATH, DF_1_NODEFLIB);
 //! - `units`: what scripts and units run, unit `Exec*=` lines rewritten, `--enable` drop-ins;
-//! - `report`: glibc's fixed data paths, data paths to suggest, the extension-release file.
+//! - `report`: data paths to suggest, the extension-release file.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -44,6 +46,7 @@ use safefs::rootfs::{self, RootfsError};
 
 mod closure;
 mod entries;
+mod glibc_data;
 mod relocate;
 mod report;
 mod units;
@@ -54,7 +57,7 @@ mod tests;
 pub use entries::{
     check_name, is_inside_tree, parse_entry, place, relative_link, shebang, EntrySpec,
 };
-pub use report::is_glibc_library;
+pub use glibc_data::{alias_for, is_glibc_library, DataKind, GlibcData, GlibcDataMode};
 
 /// Errors that stop planning.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +119,12 @@ pub enum PlanError {
     Escapes(PathBuf),
     #[error("two entries would be shipped at {0}; rename one with SRC:/usr/TARGET")]
     DuplicateTarget(String),
+    #[error("cannot point {} at the glibc data flix ships", path.display())]
+    Redirect {
+        path: PathBuf,
+        #[source]
+        source: elf_edit::RewriteError,
+    },
 }
 
 /// What the user asked for, already parsed.
@@ -136,6 +145,8 @@ pub struct PlanOptions {
     /// Libraries named by the objects' dlopen metadata notes that are shipped too (default:
     /// required and recommended ones).
     pub dlopen: elf::dlopen::DlopenFollow,
+    /// Which of glibc's data (gconv modules, locales, NSS modules) is shipped.
+    pub glibc_data: glibc_data::GlibcDataMode,
 }
 
 /// How a diagnostic matters.
@@ -160,6 +171,9 @@ pub struct ElfEdits {
     pub interpreter: Option<String>,
     pub runpath: Vec<String>,
     pub nodeflib: bool,
+    /// Compiled-in strings overwritten in place (same length): the libc copy's data paths.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replace_strings: Vec<(String, String)>,
 }
 
 /// One step of staging, paths relative to the extension tree.
@@ -213,6 +227,8 @@ pub struct Plan {
     /// Paths compiled into the shipped objects that exist in the rootfs but are not shipped
     /// (data files, helper folders, configuration): candidates for more entries.
     pub suggestions: Vec<crate::data_paths::DataPath>,
+    /// glibc's data for the libc copy, when glibc's libc.so.6 is shipped.
+    pub glibc_data: Option<GlibcData>,
 }
 struct Builder<'a> {
     root: &'a Path,
@@ -320,18 +336,19 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
     let architecture = closure::architecture(&b)?;
     let roots = b.elf_root_paths();
     let found = closure::walk(&mut b, &roots, opts.dlopen)?;
-    let libs = closure::collect_libraries(&mut b, &found, &roots, &extra_roots)?;
+    let mut libs = closure::collect_libraries(&mut b, &found, &roots, &extra_roots)?;
+    let mut objects = b.elf_root_paths();
+    objects.extend(libs.info.iter().map(|l| l.1.clone()));
+    let glibc_data = glibc_data::plan(&mut b, opts.glibc_data, &objects, &mut libs, &lib_dir)?;
     relocate::relocate(&mut b, &libs, &lib_dir, !opts.extra_libs.is_empty())?;
+    if let Some(data) = &glibc_data {
+        glibc_data::redirect_libc(&mut b, data);
+    }
 
     units::check_scripts(&mut b);
     let unit_names = units::rewrite_units(&mut b);
     units::enable(&mut b, &opts.enable, &unit_names)?;
 
-    let mut objects = b.elf_root_paths();
-    objects.extend(libs.info.iter().map(|l| l.1.clone()));
-    if libs.glibc {
-        report::note_glibc_data(&mut b, &objects);
-    }
     let suggestions = report::suggest_data_paths(&mut b, &objects);
     let arch = architecture.map(|a| a.0);
     let release = report::write_release(&mut b, opts, arch.clone(), !unit_names.is_empty())?;
@@ -346,5 +363,6 @@ pub fn build(root: &Path, opts: &PlanOptions) -> Result<Plan, PlanError> {
         release,
         diagnostics: b.diags,
         suggestions,
+        glibc_data,
     })
 }

@@ -112,6 +112,7 @@ fn edit_roots(
                 .and(new_interp.map(str::to_string)),
             runpath: runpath_for(b, base_runpath, &inside, &info, diags),
             nodeflib: true,
+            replace_strings: Vec::new(),
         };
         if let Action::Copy { elf, .. } = &mut b.actions[i] {
             *elf = Some(edits);
@@ -153,6 +154,7 @@ fn copy_libraries(
                 interpreter: None,
                 runpath: runpath_for(b, base_runpath, &real, &info, diags),
                 nodeflib: true,
+                replace_strings: Vec::new(),
             });
             b.push(Action::Copy {
                 from: b.host(&real),
