@@ -7,6 +7,7 @@ pub const PT_NOTE: u32 = 4;
 pub const PT_PHDR: u32 = 6;
 pub const PT_TLS: u32 = 7;
 pub const PT_GNU_RELRO: u32 = 0x6474_e552;
+pub const PT_GNU_PROPERTY: u32 = 0x6474_e553;
 
 pub const PF_W: u32 = 2;
 pub const PF_R: u32 = 4;

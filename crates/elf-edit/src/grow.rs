@@ -93,9 +93,7 @@ fn choose_block(p: &Parsed, old_ph_end: u64, need_end: u64) -> R<Option<(u64, u6
     let mut block: Option<(u64, u64, u64)> = None;
     if limit < need_end {
         if p.shdrs.is_empty() {
-            return Err(unsupported(
-                "no room to add a program header and no section headers to find movable sections",
-            ));
+            return block_without_sections(p, &first, limit, need_end, &occupants).map(Some);
         }
         let mut secs: Vec<(usize, &Shdr)> = p
             .shdrs
@@ -151,6 +149,65 @@ fn choose_block(p: &Parsed, old_ph_end: u64, need_end: u64) -> R<Option<(u64, u6
         block = Some((start, end, first.vaddr + (start - first.offset)));
     }
     Ok(block)
+}
+
+/// [`choose_block`] for an object without section headers (stripped by `sstrip` or built
+/// without them): the block is made only of what program headers describe with an exact extent
+/// and [`program_headers`] moves, the interpreter string and notes, which a program built by
+/// GNU ld or lld has right after its table. Anything else found there (a table known only
+/// through a dynamic tag, whose size is unknown) stops it.
+fn block_without_sections(
+    p: &Parsed,
+    first: &Phdr,
+    start: u64,
+    need_end: u64,
+    occupants: &[u64],
+) -> R<(u64, u64, u64)> {
+    let movable =
+        |ph: &&Phdr| matches!(ph.p_type, PT_INTERP | PT_NOTE | PT_GNU_PROPERTY) && ph.filesz > 0;
+    let mut end = start;
+    loop {
+        let reach = need_end.max(end);
+        let next = p
+            .phdrs
+            .iter()
+            .filter(movable)
+            .filter(|ph| ph.offset >= start && ph.offset < reach && ph.file_end() > end)
+            .map(Phdr::file_end)
+            .max();
+        match next {
+            Some(e) => end = e,
+            None => break,
+        }
+    }
+    let reach = need_end.max(end);
+    let inside_moved = |o: u64| {
+        p.phdrs
+            .iter()
+            .filter(movable)
+            .any(|ph| ph.offset <= o && o < ph.file_end() && ph.offset >= start)
+    };
+    if let Some(o) = occupants
+        .iter()
+        .find(|&&o| o >= start && o < reach && !inside_moved(o))
+    {
+        return Err(unsupported(format!(
+            "no room to add a program header: without section headers, the data at {o:#x} after the table cannot be moved"
+        )));
+    }
+    let crossing = p.phdrs.iter().any(|ph| {
+        !matches!(ph.p_type, PT_LOAD | PT_PHDR)
+            && !movable(&ph)
+            && ph.filesz > 0
+            && ph.offset < end
+            && ph.file_end() > start
+    });
+    if crossing || reach > first.file_end() {
+        return Err(unsupported(
+            "no room to add a program header: without section headers, what follows the table cannot be moved",
+        ));
+    }
+    Ok((start, end, first.vaddr + (start - first.offset)))
 }
 
 /// Grow: a new PT_LOAD at the end, room for one more program header in place. The steps, in

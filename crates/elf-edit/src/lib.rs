@@ -15,7 +15,9 @@
 //!    follow the table (`.interp`, notes, hashes, `.dynsym`, `.dynstr`, version tables,
 //!    relocation tables) as one block into the new segment, which keeps their relative layout;
 //!    program headers (PT_NOTE, PT_INTERP, PT_GNU_PROPERTY), section headers and every
-//!    address-valued dynamic tag that pointed into the block are moved with it.
+//!    address-valued dynamic tag that pointed into the block are moved with it. Without section
+//!    headers (`sstrip`), the block is made of what the program headers describe there: the
+//!    interpreter string and the notes.
 //!    A section header table that ended the input file is written again after the new segment
 //!    (its old place cleared), so it still ends the file.
 //! 4. DT_NEEDED edits keep `.gnu.version_r` consistent: a replaced library's `vn_file` is renamed;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use elf_edit::{inspect, rewrite, Edits, RewriteError};
+use testkit::{program_headers, ProgramHeader};
 
 const LONG_DIR: &str = "/tmp/xyz/usr/local/a-long-extension-name-for-testing";
 
@@ -40,45 +41,10 @@ const HELLO: &str =
     "#include <stdio.h>\nint main(void){puts(\"hello from a rewritten binary\");return 0;}\n";
 const LIB: &str = "int answer(void){return 42;}\n";
 
-struct Seg {
-    kind: String,
-    offset: u64,
-    vaddr: u64,
-    filesz: u64,
-    memsz: u64,
-    align: u64,
-}
-
-fn hex(s: &str) -> u64 {
-    u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap()
-}
-
-/// Program headers as `readelf -lW` prints them.
-fn segments(file: &Path) -> Vec<Seg> {
-    readelf("-lW", file)
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            if f.len() >= 7 && f[1].starts_with("0x") && f[2].starts_with("0x") {
-                Some(Seg {
-                    kind: f[0].to_string(),
-                    offset: hex(f[1]),
-                    vaddr: hex(f[2]),
-                    filesz: hex(f[4]),
-                    memsz: hex(f[5]),
-                    align: hex(f[f.len() - 1]),
-                })
-            } else {
-                None
-            }
-        })
-        .collect()
-}
-
 /// The layout rules the kernel and glibc rely on, checked from readelf's view.
 fn check_layout(file: &Path, expect_align: u64) {
-    let segs = segments(file);
-    let loads: Vec<&Seg> = segs.iter().filter(|s| s.kind == "LOAD").collect();
+    let segs = program_headers(file);
+    let loads: Vec<&ProgramHeader> = segs.iter().filter(|s| s.kind == "LOAD").collect();
     assert!(!loads.is_empty(), "{}: no LOAD", file.display());
     for w in loads.windows(2) {
         assert!(
@@ -148,7 +114,7 @@ fn i386_and_arm64_objects_rewrite_and_reparse() {
             &["-shared", "-fPIC", "-Wl,-soname,libanswer.so.1"],
         );
         let interp = format!("{LONG_DIR}/{loader}");
-        let before_align = segments(&exe)
+        let before_align = program_headers(&exe)
             .iter()
             .filter(|s| s.kind == "LOAD")
             .map(|s| s.align)
@@ -371,7 +337,7 @@ fn needed_edits_keep_version_needs_consistent() {
         d.contains("(DEBUG)") && d.contains("Shared library: [libanl.so.1]"),
         "{d}"
     );
-    let segs = segments(&grown);
+    let segs = program_headers(&grown);
     let dynamic = segs.iter().find(|s| s.kind == "DYNAMIC").unwrap();
     let last = segs.iter().rfind(|s| s.kind == "LOAD").unwrap();
     assert!(

@@ -44,7 +44,8 @@ pub struct Args {
     /// Remove DT_RUNPATH and DT_RPATH.
     #[arg(long)]
     pub remove_rpath: bool,
-    /// Keep only the search path directories that hold a needed library.
+    /// Keep only the search path directories that hold a needed library (and relative entries:
+    /// write a directory only dlopen() uses as `$ORIGIN/...`, or use --set-rpath).
     #[arg(long)]
     pub shrink_rpath: bool,
     /// With --shrink-rpath: drop absolute directories not under one of these (colon separated).
@@ -128,7 +129,9 @@ fn current_rpath(s: &ElfSummary) -> Option<&str> {
 }
 
 /// patchelf's --shrink-rpath: keep relative entries, drop disallowed prefixes, keep a
-/// directory only when it holds a needed library (same machine) not found earlier.
+/// directory only when it holds a needed library (same machine) not found earlier. An absolute
+/// directory that only dlopen() uses is dropped, as patchelf does (see
+/// crates/flix/tests/rewrite_cli.rs, `a_run_path_entry_only_dlopen_needs`).
 pub fn shrink_rpath(rpath: &str, needed: &[String], machine: u16, allowed: &[String]) -> String {
     let mut found = vec![false; needed.len()];
     let mut kept: Vec<&str> = Vec::new();

@@ -1,5 +1,7 @@
 //! flix-patchelf's command line: several files, --output (also to a symlink or a FIFO),
-//! --shrink-rpath with --allowed-rpath-prefixes, exit codes and messages.
+//! --shrink-rpath with --allowed-rpath-prefixes, exit codes and messages. Also the command-line
+//! cases from patchelf's tracker, #583 and #265 (the others are in
+//! crates/elf-edit/tests/rewrite_tracker.rs).
 
 use std::fs;
 use std::path::Path;
@@ -800,4 +802,226 @@ fn dynamic_section_without_pt_dynamic_is_found_through_sections() {
     let text = stdout(&o) + &String::from_utf8_lossy(&o.stderr);
     assert_eq!(text.matches("PHDR").count(), 1, "{text}");
     assert!(!text.to_lowercase().contains("warning"), "{text}");
+}
+
+/// The text after "Flags:" on `readelf -d`'s FLAGS_1 line.
+fn flags_1(file: &Path) -> String {
+    let d = stdout(&testkit::run_ok(
+        Command::new("readelf").arg("-d").arg(file),
+    ));
+    d.lines()
+        .find(|l| l.contains("(FLAGS_1)"))
+        .and_then(|l| l.split_once("Flags:"))
+        .map(|(_, f)| f.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Runs `prog` without LD_LIBRARY_PATH (optionally only tracing what ld.so loads): exit code
+/// and standard output.
+fn run_clean(prog: &Path, trace: bool) -> (Option<i32>, String) {
+    let mut cmd = Command::new(prog);
+    cmd.env_remove("LD_LIBRARY_PATH");
+    if trace {
+        cmd.env("LD_TRACE_LOADED_OBJECTS", "1");
+    }
+    let o = cmd.output().unwrap();
+    (o.status.code(), stdout(&o))
+}
+
+const ANSWER_PROG: &str = "#include <stdio.h>\nint tracker_answer(void);\n\
+    int main(void) { printf(\"answer %d\\n\", tracker_answer()); return 0; }\n";
+
+/// A library that also runs on its own, as libc.so.6 does: a `.interp` section (so PT_INTERP)
+/// and an entry point (linked with `-e tracker_start`).
+const RUNNABLE_LIB: &str = r#"#include <stdio.h>
+#include <stdlib.h>
+const char tracker_interp[] __attribute__((section(".interp"))) = "/lib64/ld-linux-x86-64.so.2";
+int tracker_answer(void) { return 42; }
+__attribute__((force_align_arg_pointer)) void tracker_start(void) {
+    printf("library run as a program: %d\n", tracker_answer());
+    exit(0);
+}
+"#;
+
+/// patchelf #583: `--no-default-lib --set-interpreter X --set-rpath Y`, the flags flix passes,
+/// in one invocation (patchelf failed an assertion on it), here in one call for a PIE program
+/// and the library it needs (one with PT_INTERP, so it takes the interpreter too). Afterwards
+/// both name X, Y and DF_1_NODEFLIB, the program runs with the library, the loader and libc
+/// from Y, and the library still runs on its own.
+#[test]
+fn no_default_lib_interpreter_and_rpath_in_one_call() {
+    if !host() || !testkit::require_tool("gcc") || !testkit::require_tool("readelf") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let root = t.join("a-root-directory-long-enough-that-nothing-fits-in-place");
+    testkit::host_glibc(&root);
+    let interp = root.join("lib64/ld-linux-x86-64.so.2");
+    let libdir = root.join("lib/x86_64-linux-gnu");
+    gcc(
+        t,
+        "librunnable.so",
+        RUNNABLE_LIB,
+        &["-shared", "-fPIC", "-Wl,-e,tracker_start"],
+    );
+    gcc(
+        t,
+        "answer",
+        ANSWER_PROG,
+        &["-pie", "-fPIE", "-L.", "-lrunnable"],
+    );
+    let (lib, prog) = (libdir.join("librunnable.so"), libdir.join("answer"));
+    fs::copy(t.join("librunnable.so"), &lib).unwrap();
+    fs::copy(t.join("answer"), &prog).unwrap();
+    assert_eq!(flags_1(&prog), "PIE");
+    assert_eq!(flags_1(&lib), "");
+    let (i, y) = (interp.to_str().unwrap(), libdir.to_str().unwrap());
+    let o = pe(&[
+        "--no-default-lib",
+        "--set-interpreter",
+        i,
+        "--set-rpath",
+        y,
+        prog.to_str().unwrap(),
+        lib.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    for (f, flags) in [(&prog, "NODEFLIB PIE"), (&lib, "NODEFLIB")] {
+        let l = stdout(&testkit::run_ok(Command::new("readelf").arg("-lW").arg(f)));
+        assert!(
+            l.contains(&format!("[Requesting program interpreter: {i}]")),
+            "{l}"
+        );
+        assert_eq!(
+            stdout(&pe(&["--print-rpath", f.to_str().unwrap()])),
+            format!("{y}\n")
+        );
+        assert_eq!(flags_1(f), flags, "{f:?}");
+    }
+    assert_eq!(run_clean(&prog, false), (Some(0), "answer 42\n".into()));
+    let (_, trace) = run_clean(&prog, true);
+    for name in ["librunnable.so", "libc.so.6"] {
+        assert!(
+            trace.contains(&format!("{name} => {y}/{name} ")),
+            "{name}:\n{trace}"
+        );
+    }
+    assert!(trace.contains(i), "{trace}");
+    assert_eq!(
+        run_clean(&lib, false),
+        (Some(0), "library run as a program: 42\n".into())
+    );
+}
+
+const DLOPEN_PROG: &str = r#"#include <dlfcn.h>
+#include <stdio.h>
+int tracker_dep(void);
+int main(void) {
+    void *h = dlopen("libtrackerplug.so", RTLD_NOW);
+    if (!h) { printf("dlopen failed: %s\n", dlerror()); return 3; }
+    int (*plug)(void) = (int (*)(void))dlsym(h, "tracker_plug");
+    printf("dep %d plug %d\n", tracker_dep(), plug());
+    return 0;
+}
+"#;
+
+/// patchelf #265: a program's run path holds the directory of its DT_NEEDED library and one it
+/// only dlopen()s from (plus an unused one). `--set-rpath` to a shorter run path that keeps
+/// the plugin directory (written over the old string, in place) keeps the dlopen() working;
+/// dropping that directory makes it fail, so the check can fail.
+///
+/// `--shrink-rpath` keeps an absolute directory only when it holds a DT_NEEDED library, as
+/// patchelf's does, so it drops the plugin directory and the dlopen() fails; and
+/// `--allowed-rpath-prefixes` only removes more. What a user should do for a directory that
+/// only dlopen() needs: set the run path with `--set-rpath`, or write that entry relative to
+/// `$ORIGIN`, which `--shrink-rpath` keeps (checked last).
+#[test]
+fn a_run_path_entry_only_dlopen_needs() {
+    if !host() || !testkit::require_tool("gcc") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (needed, plugins) = (t.join("needed"), t.join("plugins"));
+    fs::create_dir(&needed).unwrap();
+    fs::create_dir(&plugins).unwrap();
+    gcc(
+        &needed,
+        "libtrackerdep.so",
+        "int tracker_dep(void) { return 7; }\n",
+        &["-shared", "-fPIC"],
+    );
+    gcc(
+        &plugins,
+        "libtrackerplug.so",
+        "int tracker_plug(void) { return 9; }\n",
+        &["-shared", "-fPIC"],
+    );
+    let (n, p) = (needed.to_str().unwrap(), plugins.to_str().unwrap());
+    let unused = t.join("a-directory-nothing-is-loaded-from");
+    let prog = gcc(
+        t,
+        "dl",
+        DLOPEN_PROG,
+        &[
+            &format!("-L{n}"),
+            "-ltrackerdep",
+            "-ldl",
+            "-Wl,--enable-new-dtags",
+            &format!("-Wl,-rpath,{n}:{p}:{}", unused.display()),
+        ],
+    );
+    let works = (Some(0), "dep 7 plug 9\n".to_string());
+    assert_eq!(run_clean(&prog, false), works);
+    let variant = |name: &str, args: &[&str]| {
+        let f = t.join(name);
+        fs::copy(&prog, &f).unwrap();
+        let mut argv = args.to_vec();
+        argv.push(f.to_str().unwrap());
+        let o = pe(&argv);
+        assert!(o.status.success(), "{name}: {o:?}");
+        let rpath = stdout(&pe(&["--print-rpath", f.to_str().unwrap()]));
+        (f, rpath.trim_end().to_string())
+    };
+    let fails = |f: &Path| {
+        let (code, out) = run_clean(f, false);
+        code == Some(3) && out.contains("dlopen failed") && out.contains("libtrackerplug.so")
+    };
+
+    let keep = format!("{n}:{p}");
+    let (f, rpath) = variant("dl-set", &["--set-rpath", &keep]);
+    assert_eq!(rpath, keep);
+    assert_eq!(
+        fs::metadata(&f).unwrap().len(),
+        fs::metadata(&prog).unwrap().len()
+    );
+    assert_eq!(run_clean(&f, false), works);
+
+    let (f, rpath) = variant("dl-dropped", &["--set-rpath", n]);
+    assert_eq!(rpath, n);
+    assert!(fails(&f), "{:?}", run_clean(&f, false));
+
+    let (f, rpath) = variant("dl-shrunk", &["--shrink-rpath"]);
+    assert_eq!(rpath, n);
+    assert!(fails(&f), "{:?}", run_clean(&f, false));
+    let t_s = t.to_str().unwrap();
+    let (f, rpath) = variant(
+        "dl-shrunk-prefix",
+        &["--shrink-rpath", "--allowed-rpath-prefixes", t_s],
+    );
+    assert_eq!(rpath, n);
+    assert!(fails(&f));
+
+    let (f, _) = variant(
+        "dl-origin",
+        &["--set-rpath", &format!("{n}:$ORIGIN/plugins")],
+    );
+    let o = pe(&["--shrink-rpath", f.to_str().unwrap()]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(
+        stdout(&pe(&["--print-rpath", f.to_str().unwrap()])),
+        format!("{n}:$ORIGIN/plugins\n")
+    );
+    assert_eq!(run_clean(&f, false), works);
 }

@@ -9,7 +9,7 @@
 //! - [`hostile`]: the hostile-input suite's bounded runs, sentinel folder and privilege checks.
 //! - [`workspace_bin`]: the path of a binary built from this workspace.
 //! - Small helpers several test crates share: [`run_ok`], [`in_mount_namespace`],
-//!   [`mksquashfs`], [`tree_paths`], [`random_bytes`], [`host_glibc`].
+//!   [`mksquashfs`], [`tree_paths`], [`random_bytes`], [`host_glibc`], [`program_headers`].
 
 pub mod fixtures;
 pub mod hostile;
@@ -198,4 +198,35 @@ pub fn host_glibc(root: &Path) {
         std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
         std::fs::copy(std::fs::canonicalize(f).unwrap(), dest).unwrap();
     }
+}
+
+/// One program header as `readelf -lW` prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramHeader {
+    /// The type as readelf names it: `LOAD`, `PHDR`, `INTERP`, `DYNAMIC`, ...
+    pub kind: String,
+    pub offset: u64,
+    pub vaddr: u64,
+    pub filesz: u64,
+    pub memsz: u64,
+    pub align: u64,
+}
+
+/// The program headers of `file`, read by `readelf -lW`.
+pub fn program_headers(file: &Path) -> Vec<ProgramHeader> {
+    let out = run_ok(Command::new("readelf").arg("-lW").arg(file));
+    let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() >= 7 && f[1].starts_with("0x") && f[2].starts_with("0x"))
+        .map(|f| ProgramHeader {
+            kind: f[0].to_string(),
+            offset: hex(f[1]),
+            vaddr: hex(f[2]),
+            filesz: hex(f[4]),
+            memsz: hex(f[5]),
+            align: hex(f[f.len() - 1]),
+        })
+        .collect()
 }
