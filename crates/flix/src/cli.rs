@@ -110,7 +110,9 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     // The name first: nothing is pulled or staged for a name no image may have.
     plan::check_name(&args.name)?;
     let extra = args.extra_libs(std::env::var("EXTRALIBS").ok().as_deref());
+    let started = std::time::Instant::now();
     let rootfs = open_source(&args)?;
+    let sourced = started.elapsed();
     let root = rootfs.path.clone();
     let opts = PlanOptions {
         name: args.name.clone(),
@@ -125,6 +127,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     };
     let plan = plan::build(&root, &opts)
         .with_context(|| format!("planning extension {} from {}", args.name, args.source))?;
+    let planned = started.elapsed();
     if let (Some(p), Some(found)) = (&args.source_opts.platform, &plan.architecture) {
         if let Some(want) = platform_arch(p) {
             if want != found {
@@ -151,9 +154,17 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     let stage_opts = stage::StageOptions::new(args.keep_privileges);
     let (report, stripped) = stage::stage_and_pack(&plan, &output, &pack_opts, &stage_opts)
         .with_context(|| format!("writing {}", output.display()))?;
+    let packed = started.elapsed();
     safefs::tree::report_stripped("flix", &stripped, "--keep-privileges");
     if args.json {
-        let v = serde_json::json!({ "plan": plan, "pack": report, "stripped": stripped });
+        // Where the time went: getting the rootfs (pull and unpack, or nothing for a folder),
+        // planning (closure, ELF reads), staging with the rewrites and packing.
+        let seconds = serde_json::json!({
+            "source": sourced.as_secs_f64(),
+            "plan": (planned - sourced).as_secs_f64(),
+            "stage_and_pack": (packed - planned).as_secs_f64(),
+        });
+        let v = serde_json::json!({ "plan": plan, "pack": report, "stripped": stripped, "seconds": seconds });
         sysext_core::cli::print_json(&v)?;
     } else {
         eprintln!(
