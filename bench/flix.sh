@@ -77,6 +77,14 @@ hyperfine --style basic --runs "$runs" --export-json "$work/cold.json" \
     -n "reference cold" --prepare "rm -rf $work/ref-layout $work/ref-root $work/ref-tree $work/ref.raw; sync" "$theirs" >&2
 
 rss() { /usr/bin/time -f %M sh -c "$1" 2>&1 >/dev/null | tail -1; }
+# Where flix's time goes (its --json report): getting the rootfs, planning, staging and packing.
+rm -rf "$work/cache" "$work/tools.raw"
+(cd "$work" && XDG_CACHE_HOME=$work/cache $FLIX_BIN --force --json $image tools $paths 2>/dev/null) >"$work/phases.json"
+python3 - "$work/phases.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))["seconds"]
+print("flix phases: " + ", ".join(f"{k.replace('_', ' ')} {v:.2f}s" for k, v in s.items()))
+PY
 rm -rf "$work/cache" "$work/tools.raw"
 ours_rss=$(rss "$ours")
 ours_size=$(stat -c %s "$work/tools.raw")
