@@ -8,10 +8,9 @@ use super::consts::{PF_W, PT_LOAD};
 use super::raw::{bad, unsupported};
 use super::{Parsed, RewriteError};
 
-const PF_X: u32 = 1;
-
 /// Overwrites, in `bytes`, every whole NUL-terminated string equal to a pair's old text with
-/// its new text, inside the file ranges of the read-only, non-executable PT_LOAD segments. A
+/// its new text, inside the file ranges of the PT_LOAD segments that are not writable (on arm64
+/// read-only data often shares the executable segment with the code). A
 /// whole string starts at the beginning of such a range or right after a NUL, so a longer
 /// string that merely ends with the old text is left alone. Returns how many strings each pair
 /// replaced. A pair whose texts differ in length, are empty, or contain a NUL is an error.
@@ -31,7 +30,7 @@ pub fn replace_data_strings(
     let ranges: Vec<(usize, usize)> = p
         .phdrs
         .iter()
-        .filter(|ph| ph.p_type == PT_LOAD && ph.flags & (PF_W | PF_X) == 0 && ph.filesz > 0)
+        .filter(|ph| ph.p_type == PT_LOAD && ph.flags & PF_W == 0 && ph.filesz > 0)
         .map(|ph| {
             let start = usize::try_from(ph.offset).map_err(|_| bad("PT_LOAD offset"))?;
             let end = ph
@@ -70,8 +69,8 @@ pub fn replace_data_strings(
 mod tests {
     use super::*;
 
-    /// A minimal ELF64 little-endian file with one read-only PT_LOAD over `data`, and a second,
-    /// writable one over `rw`.
+    /// A minimal ELF64 little-endian file with one read-only and executable PT_LOAD over
+    /// `data`, and a second, writable one over `rw`.
     fn elf_with(data: &[u8], rw: &[u8]) -> Vec<u8> {
         let mut b = vec![0u8; 64 + 2 * 56];
         b[..4].copy_from_slice(b"\x7fELF");
@@ -87,7 +86,7 @@ mod tests {
         b[56..58].copy_from_slice(&2u16.to_le_bytes()); // e_phnum
         let data_off = b.len() as u64;
         let rw_off = data_off + data.len() as u64;
-        for (i, (off, len, flags)) in [(data_off, data.len(), 4u32), (rw_off, rw.len(), 6u32)]
+        for (i, (off, len, flags)) in [(data_off, data.len(), 5u32), (rw_off, rw.len(), 6u32)]
             .into_iter()
             .enumerate()
         {
@@ -111,7 +110,7 @@ mod tests {
     }
 
     #[test]
-    fn whole_strings_in_read_only_data_only() {
+    fn whole_strings_outside_writable_segments_only() {
         let data = b"/usr/lib/locale\0x/usr/lib/locale\0/usr/lib/locale/locale-archive\0";
         let rw = b"/usr/lib/locale\0";
         let mut b = elf_with(data, rw);

@@ -69,6 +69,7 @@ pub use note::{
 
 use consts::*;
 use grow::{align_up, layout, LayoutInput};
+pub use parsed::is_loader_name;
 use parsed::Parsed;
 use raw::{bad, bytes_at, bytes_at_mut, cstr, unsupported, Fmt, Phdr, R};
 

@@ -262,7 +262,9 @@ impl Parsed {
     }
 }
 
-pub(crate) fn is_loader_name(name: &str) -> bool {
+/// Whether a file name is a dynamic loader's (glibc's `ld-linux*`, `ld64.so*`, `ld.so*`, musl's
+/// `ld-musl-*`): the one file the editor refuses to change.
+pub fn is_loader_name(name: &str) -> bool {
     name.starts_with("ld-linux")
         || name.starts_with("ld64.so")
         || name.starts_with("ld.so")

@@ -212,6 +212,51 @@ fn arm64_and_i386_programs_run_relocated_in_a_root_without_libc() {
             String::from_utf8_lossy(&got.stderr)
         );
 
+        // glibc's own data through the relocated libc's redirected paths: a gconv module and
+        // the C.UTF-8 locale, as in the program's own root.
+        let want = in_own_root(
+            &qemu,
+            &own,
+            "/usr/bin/iconv",
+            &["-f", "UTF-8", "-t", "EBCDIC-US", data.to_str().unwrap()],
+        );
+        let got = in_chroot(
+            &free,
+            &[
+                "/usr/bin/iconv",
+                "-f",
+                "UTF-8",
+                "-t",
+                "EBCDIC-US",
+                "/tmp/data",
+            ],
+        );
+        assert!(
+            want.status.success() && got.status.success(),
+            "{}: iconv: {}",
+            cpu.arch,
+            String::from_utf8_lossy(&got.stderr)
+        );
+        assert_eq!(got.stdout, want.stdout, "{}: iconv", cpu.arch);
+        assert_eq!(
+            got.stdout[..5],
+            [0x88, 0x85, 0x93, 0x93, 0x96],
+            "{}: hello",
+            cpu.arch
+        );
+        let got = Command::new("chroot")
+            .arg(&free)
+            .args(["/qemu", "/usr/bin/locale", "charmap"])
+            .env("LC_ALL", "C.UTF-8")
+            .output()
+            .unwrap();
+        assert_eq!(
+            first_line(&got).as_deref(),
+            Some("UTF-8"),
+            "{}: locale",
+            cpu.arch
+        );
+
         if cpu.arch == "arm64" {
             for p in testkit::tree_paths(&free.join("usr")) {
                 if p.is_file() && !p.is_symlink() && is_elf(&p) {

@@ -17,7 +17,7 @@ pub const TRIXIE_PACKAGES: &str = "htop,nginx-light,b3sum,curl,python3,ncurses-b
 /// Packages of the arm64 and i386 fixtures (extracted, not installed; their programs run
 /// under qemu-user in the tests that relocate them).
 pub const ARM64_PACKAGES: &str =
-    "libc6,b3sum,htop,curl,libncursesw6,coreutils,findutils,grep,sed,gzip,xz-utils,diffutils";
+    "libc6,libc-bin,b3sum,htop,curl,libncursesw6,coreutils,findutils,grep,sed,gzip,xz-utils,diffutils";
 
 /// The fixtures folder.
 pub fn fixtures_dir() -> PathBuf {

@@ -353,10 +353,14 @@ pub(super) fn plan(
             format!(
                 "{lead}; the relocated libc reads it through {alias} -> {}/glibc, never the host's{}",
                 b.name,
-                if used_by.is_empty() {
-                    String::new()
-                } else {
-                    format!("; used by {}", used_by.join("; "))
+                match used_by.len() {
+                    0 => String::new(),
+                    n if n <= 5 => format!("; used by {}", used_by.join("; ")),
+                    n => format!(
+                        "; used by {} and {} more objects (--json lists them)",
+                        used_by[..5].join("; "),
+                        n - 5
+                    ),
                 }
             ),
             match mode {
@@ -421,7 +425,9 @@ fn add_nss_modules(
             continue;
         }
         for o in &closure.objects {
-            if o.is_interpreter {
+            // The loader is shipped as the loader (some libc.so.6 list it as needed).
+            let loader = libs.loader.as_ref().map(|l| &l.1);
+            if o.is_interpreter || loader == Some(&o.real_path) {
                 continue;
             }
             let name = if o.needed_by.is_none() {

@@ -102,7 +102,12 @@ fn edit_roots(
         .map(|(i, p, info, _)| (*i, p.clone(), info.clone()))
         .collect();
     for (i, inside, info) in roots_info {
-        if !info.is_dynamic {
+        // The loader itself (an entry such as /usr/bin/ld.so) is shipped as it is.
+        let is_loader = info.interpreter.is_none()
+            && inside
+                .file_name()
+                .is_some_and(|n| elf_edit::is_loader_name(&n.to_string_lossy()));
+        if !info.is_dynamic || is_loader {
             continue;
         }
         let edits = ElfEdits {
