@@ -33,7 +33,6 @@ use elf_closure as elf;
 use safefs::rootfs;
 
 use super::closure::Libraries;
-use super::entries::read_all;
 use super::{Action, Builder, PlanError, Severity};
 
 /// Which of glibc's data flix ships.
@@ -178,6 +177,31 @@ fn compiled_in_path(bytes: &[u8], suffix: &str) -> Option<String> {
         .find_map(|s| std::str::from_utf8(s).ok().map(str::to_string))
 }
 
+/// The largest libc.so.6 read for its data paths (glibc's is about 2 MiB).
+const LIBC_MAX: u64 = 64 << 20;
+
+/// The bytes of the libc file `host`, at most [`LIBC_MAX`] of them.
+fn read_libc(host: &Path) -> Result<Vec<u8>, PlanError> {
+    use std::io::Read;
+    let io = |source| PlanError::Io {
+        path: host.to_path_buf(),
+        source,
+    };
+    let mut bytes = Vec::new();
+    fs::File::open(host)
+        .map_err(io)?
+        .take(LIBC_MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > LIBC_MAX {
+        return Err(io(std::io::Error::other(format!(
+            "larger than {} MiB: not a C library flix relocates",
+            LIBC_MAX >> 20
+        ))));
+    }
+    Ok(bytes)
+}
+
 /// "OBJECT (FUNCTION: KIND, ...)" for each object in `objects` (inside-root paths) that
 /// imports one of [`GLIBC_DATA_FUNCTIONS`], and the kinds they use. glibc's own libraries are
 /// not counted: they implement these functions.
@@ -235,7 +259,7 @@ pub(super) fn plan(
     else {
         return Ok(None);
     };
-    let bytes = read_all(&b.host(&libc))?;
+    let bytes = read_libc(&b.host(&libc))?;
     let (used_by, used) = users(b, objects);
     let kinds: BTreeSet<DataKind> = match mode {
         GlibcDataMode::Auto => used,
