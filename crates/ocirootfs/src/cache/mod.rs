@@ -108,8 +108,18 @@ impl Cache {
         // Not needed to read a cache someone else keeps (see `limit`'s leases).
         let _ = fs::create_dir_all(dir.join("locks"));
         remove_dead_partials(&blobs);
-        // Rootfs folders an evictor was deleting when it was killed.
+        // Rootfs folders an evictor was deleting when it was killed, and those a killed
+        // `materialize` was unpacking (`.HEX.tmp-PID-N`, see `safefs::atomic`).
         safefs::cleanup::remove_stale(&dir.join("trash"), "evict-");
+        let rootfs = dir.join("rootfs");
+        if let Ok(rd) = fs::read_dir(&rootfs) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(i) = name.find(".tmp-").filter(|_| name.starts_with('.')) {
+                    safefs::cleanup::remove_stale(&rootfs, &name[..i + 5]);
+                }
+            }
+        }
         Ok(Cache {
             dir: dir.to_path_buf(),
             max: DEFAULT_MAX,
@@ -369,11 +379,21 @@ mod tests {
             .collect();
         assert_eq!(names.len(), 1);
         assert!(cache.blob_path("sha256:../../etc").is_err());
-        // A partial file of a dead process goes away when the cache is opened again.
+        // A partial file of a dead process goes away when the cache is opened again, and so
+        // do the rootfs folders it was unpacking or evicting; a live one's stays.
         let dead = tmp.path().join("blobs/sha256/.abc.partial-4194304999-0");
         fs::write(&dead, b"x").unwrap();
+        let unpacking = tmp.path().join("rootfs/.abc.tmp-4194304999-0");
+        let evicting = tmp.path().join("trash/evict-4194304999-0");
+        let live = tmp
+            .path()
+            .join(format!("rootfs/.abc.tmp-{}-0", std::process::id()));
+        for d in [&unpacking, &evicting, &live] {
+            fs::create_dir_all(d.join("usr")).unwrap();
+        }
         Cache::open(tmp.path()).unwrap();
-        assert!(!dead.exists());
+        assert!(!dead.exists() && !unpacking.exists() && !evicting.exists());
+        assert!(live.exists());
     }
 
     #[test]
