@@ -129,7 +129,13 @@ fn bake_manifest(path: &Path, source: &str) {
 
 #[test]
 fn help_lists_the_shared_groups() {
-    const SOURCE: &[&str] = &["--platform", "--creds", "--insecure", "--cache"];
+    const SOURCE: &[&str] = &[
+        "--platform",
+        "--creds",
+        "--insecure",
+        "--cache",
+        "--cache-max",
+    ];
     const OUTPUT: &[&str] = &["-o, --output", "-f, --force", "--format", "--compression"];
     // (command, groups that apply, flags that must not be there)
     type Flags = &'static [&'static str];
@@ -141,7 +147,13 @@ fn help_lists_the_shared_groups() {
         (&["sysext", "convert-torcx"], &[OUTPUT], &["--creds"]),
         (
             &["sysext", "bake"],
-            &[&["--creds", "--insecure", "--cache", "-o, --out"]],
+            &[&[
+                "--creds",
+                "--insecure",
+                "--cache",
+                "--cache-max",
+                "-o, --out",
+            ]],
             // The platform is the job's architecture.
             &["--platform", "--compression"],
         ),
@@ -168,6 +180,11 @@ fn help_lists_the_shared_groups() {
         if groups.iter().any(|g| g.contains(&"--creds")) {
             // One help text: the environment form is named, its value never shown.
             assert!(help.contains("[env: OCIROOTFS_CREDS]"), "{cmd:?}:\n{help}");
+            // The cache limit: its variable and its default.
+            assert!(
+                help.contains("[env: OCIROOTFS_CACHE_MAX") && help.contains("default: 10G"),
+                "{cmd:?}:\n{help}"
+            );
         }
     }
 }
@@ -525,6 +542,8 @@ fn exit_statuses_are_the_same_everywhere() {
     // Usage errors: 2 as well.
     for (name, args) in [
         ("ocirootfs", &["only-one"][..]),
+        ("ocirootfs", &["cache", "prune", "--max", "lots"]),
+        ("ocirootfs", &["cache"]),
         ("flix", &["src", "name"]),
         ("flatwrap", &["src", "name"]),
         ("sysext", &["pack", "--format", "tar", "a", "b"]),

@@ -6,13 +6,14 @@
 //!   docker-archive files, and (through [`registry`]) registries → an [`source::Image`].
 //! - `registry`: registries through `oci-client` + `tokio`; the cargo feature `registry` (on
 //!   by default; the fuzz crate builds without it).
-//! - [`cache`]: verified, content-addressed blobs re-used across runs.
+//! - [`cache`]: verified, content-addressed blobs re-used across runs, kept under a size limit
+//!   (least recently used entries evicted; entries in use by any process never).
 //! - [`tarbounds`]: a reader under every tar parse that refuses PAX / GNU long-name records
 //!   over 1 MiB before they are read into memory.
 //! - [`unpack`]: layer application (whiteouts, hardlinks, owners, xattrs) that never writes
 //!   outside the root.
 //! - [`run`]: a command inside the rootfs (`--run`).
-//! - [`cli`]: the `ocirootfs IMAGE FOLDER` command line.
+//! - [`cli`]: the `ocirootfs IMAGE FOLDER` and `ocirootfs cache list|prune` command line.
 //!
 //! Entry points: [`pull`] (the command: unpack into FOLDER, atomically) and [`materialize`] (for
 //! flix and flatwrap: a folder passes through untouched, an image is unpacked once into the
@@ -91,6 +92,8 @@ pub struct SourceOptions {
     pub platform: Option<String>,
     /// Blob cache; default [`cache::default_dir`].
     pub cache_dir: Option<PathBuf>,
+    /// The cache's size limit in bytes; default [`cache::DEFAULT_MAX`].
+    pub cache_max: Option<u64>,
     /// Allow plain HTTP and invalid certificates for non-loopback registries.
     pub insecure: bool,
     /// `USER:PASSWORD` for the registry.
@@ -110,6 +113,8 @@ pub struct Rootfs {
     pub env: Vec<String>,
     pub working_dir: Option<String>,
     _guard: Option<TempGuard>,
+    /// Keeps a cached rootfs from eviction while it is read.
+    _lease: Option<cache::Lease>,
 }
 
 /// A temp folder removed on drop, and on SIGINT/SIGTERM ([`safefs::cleanup`]).
@@ -164,7 +169,9 @@ fn open_cache(opts: &SourceOptions, source: &Source) -> Result<Option<Cache>, Er
     let needed = matches!(source, Source::Registry(_));
     let dir = opts.cache_dir.clone().unwrap_or_else(cache::default_dir);
     match Cache::open(&dir) {
-        Ok(c) => Ok(Some(c)),
+        Ok(c) => Ok(Some(
+            c.with_max(opts.cache_max.unwrap_or(cache::DEFAULT_MAX)),
+        )),
         Err(e) if needed => Err(e.into()),
         Err(_) => Ok(None),
     }
@@ -196,6 +203,8 @@ fn apply_all(image: &mut Image, root: &Path) -> Result<Vec<LayerReport>, Error> 
                 UnpackError::Digest { .. } | UnpackError::DiffId { .. }
             ) {
                 layer.evict();
+            } else {
+                layer.evict_if_damaged();
             }
             Error::Unpack {
                 index,
@@ -251,6 +260,7 @@ pub fn pull_and_run(
     }
     remove_stale_temps(folder);
     let out = AtomicOutput::dir(folder, force)?;
+    let mut trim_after = None;
     let mut report = match &src {
         Source::Folder(p) => {
             if !p.is_dir() {
@@ -273,6 +283,10 @@ pub fn pull_and_run(
             let cache = open_cache(opts, &src)?;
             let mut image = source::resolve(&src, cache.as_ref(), &resolve_opts(opts)?)?;
             let layers = apply_all(&mut image, out.path())?;
+            // Only registry pulls write to the cache; the image's leases end with it here.
+            if let (Source::Registry(_), Some(c)) = (&src, &cache) {
+                trim_after = Some(c.clone());
+            }
             PullReport {
                 source: image.name.clone(),
                 digest: image.digest.clone(),
@@ -299,6 +313,10 @@ pub fn pull_and_run(
         }
     }
     out.commit()?;
+    // After the pull, with its leases released: its entries are now the most recent ones.
+    if let Some(c) = trim_after {
+        c.make_room(0);
+    }
     Ok(report)
 }
 
@@ -364,34 +382,46 @@ pub fn materialize(source: &str, opts: &SourceOptions) -> Result<Rootfs, Error> 
             env: Vec::new(),
             working_dir: None,
             _guard: None,
+            _lease: None,
         });
     }
     let cache = open_cache(opts, &src)?;
     let mut image = source::resolve(&src, cache.as_ref(), &resolve_opts(opts)?)?;
-    let made = |path: PathBuf, image: &Image, guard| Rootfs {
+    let made = |path: PathBuf, image: &Image, guard, lease| Rootfs {
         path,
         digest: image.digest.clone(),
         platform: image.platform.clone(),
         env: image.config.env.clone(),
         working_dir: image.config.working_dir.clone(),
         _guard: guard,
+        _lease: lease,
     };
-    if let (Some(cache), Some(digest)) = (&cache, &image.digest) {
-        let target = cache.rootfs_path(digest)?;
+    if let (Some(cache), Some(digest)) = (&cache, image.digest.clone()) {
+        // Leased before it is looked up, for as long as the Rootfs lives.
+        let lease = cache.lease_rootfs(&digest)?;
+        let target = cache.rootfs_path(&digest)?;
+        // The image (and its blobs' leases) goes first, so the blobs may be evicted.
+        let trimmed = |rootfs: Rootfs, image: Image| {
+            drop(image);
+            cache.make_room(0);
+            rootfs
+        };
         if target.is_dir() {
-            return Ok(made(target, &image, None));
+            let r = made(target, &image, None, Some(lease));
+            return Ok(trimmed(r, image));
         }
         if let Some(parent) = target.parent() {
             let _ = std::fs::create_dir_all(parent);
         }
         if let Ok(out) = AtomicOutput::dir(&target, false) {
             apply_all(&mut image, out.path())?;
-            match out.commit() {
-                Ok(p) => return Ok(made(p, &image, None)),
+            let r = match out.commit() {
+                Ok(p) => made(p, &image, None, Some(lease)),
                 // Another process finished the same image first: use theirs.
-                Err(AtomicError::Exists(p)) => return Ok(made(p, &image, None)),
+                Err(AtomicError::Exists(p)) => made(p, &image, None, Some(lease)),
                 Err(e) => return Err(e.into()),
-            }
+            };
+            return Ok(trimmed(r, image));
         }
     }
     // Temp folders of runs killed before they could clean up (SIGKILL).
@@ -412,5 +442,5 @@ pub fn materialize(source: &str, opts: &SourceOptions) -> Result<Rootfs, Error> 
     })?;
     let guard = TempGuard(base.clone(), registration);
     apply_all(&mut image, &base)?;
-    Ok(made(base, &image, Some(guard)))
+    Ok(made(base, &image, Some(guard), None))
 }

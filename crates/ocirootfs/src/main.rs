@@ -1,4 +1,4 @@
-//! `ocirootfs IMAGE FOLDER`: see `ocirootfs --help`.
+//! `ocirootfs IMAGE FOLDER` and `ocirootfs cache list|prune`: see `ocirootfs --help`.
 
 use clap::Parser;
 

@@ -156,6 +156,9 @@ pub(crate) fn resolve_registry(
     let progress = (opts.progress && std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .then(indicatif::MultiProgress::new);
 
+    // Every blob this pull reads or writes is leased before it is looked up, and stays so
+    // while the image lives: no eviction removes it meanwhile (see `crate::cache`'s `limit`).
+    let mut leases = Vec::new();
     let (digest, platform, config, layer_descs) = rt.block_on(async {
         let (mut bytes, mut digest) = reg.manifest(r.digest.as_deref()).await?;
         let mut desc_type = None;
@@ -177,6 +180,7 @@ pub(crate) fn resolve_registry(
             validate_digest(&next)?;
             crate::source::document_within_limit("manifest", &next, size)?;
             desc_type = Some(d.media_type().clone());
+            leases.push(cache.lease_blob(&next)?);
             (bytes, digest) = match cache.read_verified(&next, Some(size), MAX_DOCUMENT)? {
                 Some(b) => (b, next),
                 None => {
@@ -195,6 +199,7 @@ pub(crate) fn resolve_registry(
             };
         };
         let cfg_desc = manifest.config();
+        leases.push(cache.lease_blob(cfg_desc.digest().as_ref())?);
         let cfg = reg
             .small_blob(cache, cfg_desc.digest().as_ref(), Some(cfg_desc.size()))
             .await?;
@@ -207,12 +212,28 @@ pub(crate) fn resolve_registry(
         Ok::<_, SourceError>((digest, platform, config, manifest.layers().clone()))
     })?;
 
-    let sem = Arc::new(tokio::sync::Semaphore::new(4));
-    let mut layers = Vec::new();
-    for (i, l) in layer_descs.iter().enumerate() {
+    let mut cached = Vec::new();
+    for l in &layer_descs {
         let (digest, size) = (l.digest().to_string(), Some(l.size()));
         validate_digest(&digest)?;
-        let data = match cache.get(&digest, size)? {
+        leases.push(cache.lease_blob(&digest)?);
+        cached.push(cache.get(&digest, size)?);
+    }
+    // Room for the layers to download, made before they start.
+    let missing: u64 = layer_descs
+        .iter()
+        .zip(&cached)
+        .filter(|(_, c)| c.is_none())
+        .map(|(l, _)| l.size())
+        .sum();
+    if missing > 0 {
+        cache.make_room(missing);
+    }
+    let sem = Arc::new(tokio::sync::Semaphore::new(4));
+    let mut layers = Vec::new();
+    for ((i, l), cached) in layer_descs.iter().enumerate().zip(cached) {
+        let (digest, size) = (l.digest().to_string(), Some(l.size()));
+        let data = match cached {
             Some(p) => LayerData::File(p),
             None => {
                 let (tx, rx) = mpsc::sync_channel(1);
@@ -263,7 +284,7 @@ pub(crate) fn resolve_registry(
         layers,
         downloaded: counter,
         _keep: {
-            let mut keep: Vec<Box<dyn std::any::Any + Send>> = vec![Box::new(rt)];
+            let mut keep: Vec<Box<dyn std::any::Any + Send>> = vec![Box::new(rt), Box::new(leases)];
             if let Some(p) = progress {
                 keep.push(Box::new(p));
             }

@@ -54,6 +54,22 @@ impl Layer {
         }
     }
 
+    /// After an unpack error other than a digest mismatch (a decompression error, say): a
+    /// cached blob whose content no longer matches its digest is evicted too.
+    pub(crate) fn evict_if_damaged(&self) {
+        #[cfg(feature = "registry")]
+        if let (LayerData::File(p), Some(d)) = (&self.data, &self.digest) {
+            use sha2::Digest as _;
+            let Ok(mut f) = fs::File::open(p) else { return };
+            let mut h = sha2::Sha256::new();
+            if std::io::copy(&mut f, &mut h).is_ok()
+                && d.strip_prefix("sha256:") != Some(hex::encode(h.finalize()).as_str())
+            {
+                self.evict();
+            }
+        }
+    }
+
     /// Opens the layer blob for reading, waiting for its download if needed.
     pub fn open(&mut self) -> Result<Box<dyn Read + Send>, SourceError> {
         #[cfg(feature = "registry")]

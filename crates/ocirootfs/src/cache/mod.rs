@@ -1,7 +1,15 @@
 //! The content-addressed blob cache: `DIR/blobs/sha256/<hex>`, each blob verified against its
 //! digest (and its declared size) while it streams in, written under a temporary name and renamed
 //! into place, so the cache never holds a partial or corrupt blob. Unpacked root filesystems for
-//! [`crate::materialize`] live beside it in `DIR/rootfs/<manifest hex>`.
+//! [`crate::materialize`] live beside it in `DIR/rootfs/<manifest hex>`. The cache is kept
+//! under a size limit, least recently used entries evicted first, safely while other processes
+//! use it: see [`limit`].
+
+mod limit;
+
+pub use limit::{
+    human_size, parse_size, utc_minutes, Entry, Kind, Lease, Listing, Pruned, DEFAULT_MAX,
+};
 
 use std::fs;
 use std::io::{self, Write};
@@ -40,6 +48,12 @@ pub enum CacheError {
         expected: u64,
         actual: u64,
     },
+    #[error("cannot lock {} in the cache", path.display())]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error(transparent)]
     Digest(#[from] crate::reference::ReferenceError),
 }
@@ -48,6 +62,8 @@ pub enum CacheError {
 #[derive(Debug, Clone)]
 pub struct Cache {
     dir: PathBuf,
+    /// The size limit, in bytes.
+    max: u64,
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -82,17 +98,43 @@ fn remove_dead_partials(blobs: &Path) {
 }
 
 impl Cache {
-    /// Opens (creating) a cache folder.
+    /// Opens (creating) a cache folder, with the limit [`DEFAULT_MAX`].
     pub fn open(dir: &Path) -> Result<Cache, CacheError> {
         let blobs = dir.join("blobs/sha256");
         fs::create_dir_all(&blobs).map_err(|source| CacheError::Create {
             path: blobs.clone(),
             source,
         })?;
+        // Not needed to read a cache someone else keeps (see `limit`'s leases).
+        let _ = fs::create_dir_all(dir.join("locks"));
         remove_dead_partials(&blobs);
+        // Rootfs folders an evictor was deleting when it was killed, and those a killed
+        // `materialize` was unpacking (`.HEX.tmp-PID-N`, see `safefs::atomic`).
+        safefs::cleanup::remove_stale(&dir.join("trash"), "evict-");
+        let rootfs = dir.join("rootfs");
+        if let Ok(rd) = fs::read_dir(&rootfs) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(i) = name.find(".tmp-").filter(|_| name.starts_with('.')) {
+                    safefs::cleanup::remove_stale(&rootfs, &name[..i + 5]);
+                }
+            }
+        }
         Ok(Cache {
             dir: dir.to_path_buf(),
+            max: DEFAULT_MAX,
         })
+    }
+
+    /// The same cache with another size limit, in bytes.
+    pub fn with_max(mut self, max: u64) -> Cache {
+        self.max = max;
+        self
+    }
+
+    /// The size limit, in bytes.
+    pub fn max(&self) -> u64 {
+        self.max
     }
 
     /// The cache folder.
@@ -337,11 +379,21 @@ mod tests {
             .collect();
         assert_eq!(names.len(), 1);
         assert!(cache.blob_path("sha256:../../etc").is_err());
-        // A partial file of a dead process goes away when the cache is opened again.
+        // A partial file of a dead process goes away when the cache is opened again, and so
+        // do the rootfs folders it was unpacking or evicting; a live one's stays.
         let dead = tmp.path().join("blobs/sha256/.abc.partial-4194304999-0");
         fs::write(&dead, b"x").unwrap();
+        let unpacking = tmp.path().join("rootfs/.abc.tmp-4194304999-0");
+        let evicting = tmp.path().join("trash/evict-4194304999-0");
+        let live = tmp
+            .path()
+            .join(format!("rootfs/.abc.tmp-{}-0", std::process::id()));
+        for d in [&unpacking, &evicting, &live] {
+            fs::create_dir_all(d.join("usr")).unwrap();
+        }
         Cache::open(tmp.path()).unwrap();
-        assert!(!dead.exists());
+        assert!(!dead.exists() && !unpacking.exists() && !evicting.exists());
+        assert!(live.exists());
     }
 
     #[test]
