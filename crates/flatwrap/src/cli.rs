@@ -148,7 +148,7 @@ pub fn build(args: Args) -> Result<Report> {
                     format!("staging the extension tree in {}", scratch.path().display())
                 })?;
             let mut popts = PackOptions::default();
-            args.out.apply(&mut popts);
+            args.out.apply(&mut popts)?;
             popts.name = Some(args.name.clone());
             let packed = pack::pack(scratch.path(), &output, &popts)
                 .with_context(|| format!("packing {}", output.display()))?;

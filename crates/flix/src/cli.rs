@@ -149,7 +149,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         }
     }
     let mut pack_opts = PackOptions::default();
-    args.out.apply(&mut pack_opts);
+    args.out.apply(&mut pack_opts)?;
     let output = args.output_path();
     let stage_opts = stage::StageOptions::new(args.keep_privileges);
     let (report, stripped) = stage::stage_and_pack(&plan, &output, &pack_opts, &stage_opts)
@@ -198,7 +198,12 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(a.paths.len(), 2);
-        assert_eq!(a.out.compression, sysext_core::pack::Compression::Zstd);
+        assert_eq!(
+            a.out.compression,
+            Some(sysext_core::cli::CompressionArg::Squashfs(
+                sysext_core::pack::Compression::Zstd
+            ))
+        );
         assert_eq!(a.output_path(), PathBuf::from("tools"));
         assert_eq!(
             a.extra_libs(Some(" /a.so  /b.so ")),

@@ -38,6 +38,8 @@ pub enum InspectError {
     },
     #[error("{} is neither a squashfs image (no \"hsqs\" magic) nor a folder; pass a NAME.raw made by `sysext pack` or mksquashfs, or an extension folder", .0.display())]
     UnknownFormat(PathBuf),
+    #[error("{} is an EROFS image; EROFS images are not read yet (systemd-sysext merges them; `sysext merge` and `sysext run` try them)", .0.display())]
+    Erofs(PathBuf),
     #[error(transparent)]
     Squashfs(#[from] ReadError),
     #[error("cannot read {} in the folder image", path.display())]
@@ -233,10 +235,15 @@ impl Image {
                 entries,
             });
         }
-        let mut magic = [0u8; 4];
-        let mut f = fs::File::open(path).map_err(oerr)?;
-        let n = f.read(&mut magic).map_err(oerr)?;
-        if n < 4 || &magic != fsimage::squashfs::MAGIC {
+        let mut head = Vec::with_capacity(fsimage::erofs::SUPER_OFFSET + 4);
+        let f = fs::File::open(path).map_err(oerr)?;
+        f.take(fsimage::erofs::SUPER_OFFSET as u64 + 4)
+            .read_to_end(&mut head)
+            .map_err(oerr)?;
+        if head.len() < 4 || &head[..4] != fsimage::squashfs::MAGIC {
+            if fsimage::erofs::is_erofs(&head) {
+                return Err(InspectError::Erofs(path.to_path_buf()));
+            }
             return Err(InspectError::UnknownFormat(path.to_path_buf()));
         }
         let reader = SquashfsReader::open(path)?;

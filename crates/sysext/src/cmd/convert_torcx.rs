@@ -165,7 +165,7 @@ pub fn run(args: ConvertTorcxArgs) -> Result<Exit> {
     )?;
 
     let mut po = PackOptions::default();
-    args.out.apply(&mut po);
+    args.out.apply(&mut po)?;
     po.name = Some(args.name.clone());
     let pack_report = pack(&tree, &output, &po)
         .with_context(|| format!("packing the converted tree into {}", output.display()))?;
