@@ -1,5 +1,7 @@
 //! EROFS images: our own writer (uncompressed for now).
 //!
+//! - [`reader`]: read an uncompressed image back in place (entries, file contents, the ELF
+//!   scan of a file) for `inspect` and `check`.
 //! - [`writer`]: a folder to an EROFS image: 4 KiB blocks, compact inodes (extended ones only
 //!   where a size or link count needs them), directories as sorted dirent blocks, file tails
 //!   and small files packed beside their inode (`FLAT_INLINE`), hardlinks as one inode, inline
@@ -8,9 +10,9 @@
 //! The on-disk format follows the Linux kernel's `Documentation/filesystems/erofs.rst` and
 //! erofs-utils' `include/erofs_fs.h`: a 128-byte superblock at offset 1024, inodes in a
 //! metadata area addressed by their 32-byte slot number (nid), data in whole blocks, all
-//! little-endian. There is no reader yet: `inspect` and `check` refuse these images by their
-//! magic ([`is_erofs`]).
+//! little-endian. [`is_erofs`] tells an image by its magic.
 
+pub mod reader;
 pub mod writer;
 
 /// The superblock magic.

@@ -13,6 +13,7 @@
 //! 1024; the inodes follow it (the root first, nid 36), then the data blocks in inode order. Ownership is always root,
 //! every timestamp is `mtime`, the UUID is derived from the image's contents.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -325,24 +326,39 @@ fn dir_entries<'t>(tree: &'t Tree, dir: usize, parents: &[usize]) -> Vec<(&'t [u
 
 /// Gives every inode its nid, in tree order (the root first): each inode with its xattrs
 /// (and its inline tail, when that fits beside it in one block) stays inside one block, so
-/// the kernel reads it without crossing a block boundary. Returns the metadata area's end.
+/// the kernel reads it without crossing a block boundary. An inode goes into the partly
+/// filled block with the least room that still fits it (the oldest of those), else into a
+/// new block (a record larger than a block starts a block of its own). Returns the metadata
+/// area's end.
 fn place_inodes(placed: &mut [Placed], start: u64) -> Result<u64, WriteError> {
-    let mut pos = start;
+    // Partly filled blocks by their room in 32-byte slots: each one's next free offset.
+    let mut open: Vec<VecDeque<u64>> = vec![VecDeque::new(); (BLK / 32) as usize + 1];
+    let room = |o: u64| ((BLK - o % BLK) / 32) as usize;
+    open[room(start)].push_back(start);
+    let mut end = start;
     for p in placed.iter_mut() {
         let meta = (p.inode_len() + p.xattrs.len()) as u64;
         let tail = p.size % BLK;
         p.inline = tail > 0 && meta + tail <= BLK;
         let need = meta + if p.inline { tail } else { 0 };
-        if need <= BLK && pos % BLK + need > BLK {
-            pos = pos.next_multiple_of(BLK);
+        let fit = if need <= BLK {
+            let slots = need.div_ceil(32) as usize;
+            open[slots..].iter_mut().find_map(|q| q.pop_front())
+        } else {
+            None
+        };
+        let pos = fit.unwrap_or_else(|| end.next_multiple_of(BLK));
+        let next = (pos + need).next_multiple_of(32);
+        end = end.max(next);
+        if next % BLK != 0 {
+            open[room(next)].push_back(next);
         }
         p.nid = pos / 32;
-        pos = (pos + need).next_multiple_of(32);
     }
     if placed[0].nid > u64::from(u16::MAX) {
         return Err(WriteError::TooLarge("root inode slot".into()));
     }
-    Ok(pos)
+    Ok(end)
 }
 
 #[cfg(test)]
@@ -373,9 +389,11 @@ mod tests {
         // 32 + 4000 = 4032: inline at nid 0; 32 + 100 does not fit the rest of block 0.
         assert!(placed[0].inline && placed[0].nid == 0);
         assert!(placed[1].inline && placed[1].nid == 4096 / 32);
-        assert_eq!(placed[2].nid, (4096 + 32 + 100 + 28) / 32);
+        // 32 + 10 fits the 64 bytes left in block 0.
         assert!(placed[2].inline && placed[2].tail() == 10);
+        assert_eq!(placed[2].nid, 4032 / 32);
         assert!(!placed[3].inline, "a whole block stays a block");
-        assert_eq!(len, placed[3].nid * 32 + 32);
+        assert_eq!(placed[3].nid, (4096 + 160) / 32);
+        assert_eq!(len, 4096 + 160 + 32);
     }
 }
