@@ -226,6 +226,11 @@ impl OutputArgs {
         }
     }
 
+    /// Refuses what [`OutputArgs::apply`] refuses, for commands to call before any work.
+    pub fn check(&self) -> anyhow::Result<()> {
+        self.apply(&mut crate::pack::PackOptions::default())
+    }
+
     /// Fills the output fields of pack options: force, format, file system, compression.
     /// Refuses a compression the file system cannot have (EROFS is written uncompressed for
     /// now; squashfs always compresses).
@@ -241,7 +246,7 @@ impl OutputArgs {
             ),
             (Fs::Erofs, None | Some(CompressionArg::None)) => Compression::Gzip,
             (Fs::Erofs, Some(CompressionArg::Squashfs(c))) => anyhow::bail!(
-                "compressed EROFS images are not written yet ({c} asked): use --compression none (the default for --fs erofs), or --fs squashfs for a {c} image"
+                "compressed EROFS images are not written yet ({c} asked): use --compression none (the default for --fs erofs), or --fs squashfs to compress with {c}"
             ),
         };
         Ok(())
