@@ -529,6 +529,7 @@ fn erofs_from_the_command_line() {
     let d = tempfile::tempdir().unwrap();
     let tree = build_tree(d.path(), "demo");
     let image = d.path().join("demo.raw");
+    fs::create_dir(d.path().join("h")).unwrap();
     let out = testkit::run_ok(
         pack_cmd(&tree, &image, &["--fs", "erofs", "--json"]).env("SOURCE_DATE_EPOCH", "86400"),
     );
@@ -543,6 +544,12 @@ fn erofs_from_the_command_line() {
         u64::from_le_bytes(bytes[1048..1056].try_into().unwrap()),
         86400
     );
+    let out = testkit::run_ok(&mut pack_cmd(
+        &tree,
+        &d.path().join("h/demo.raw"),
+        &["--fs", "erofs"],
+    ));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(", erofs, uncompressed"));
     // The same again with --compression none, and with other threads.
     let again = d.path().join("again.raw");
     testkit::run_ok(

@@ -6,7 +6,7 @@ use sysext_core::cli::Exit;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use sysext_core::cli::OutputArgs;
-use sysext_core::pack::{pack, PackOptions};
+use sysext_core::pack::{pack, Fs, PackOptions};
 
 /// Pack an extension tree into NAME.raw (squashfs) or a folder, root-owned and reproducible.
 #[derive(Debug, Args)]
@@ -58,10 +58,11 @@ pub fn run(mut args: PackArgs) -> Result<Exit> {
             report.name,
             report.output.display(),
             report.bytes,
-            report
-                .compression
-                .map(|c| format!(", {c}"))
-                .unwrap_or_default()
+            match (report.fs, report.compression) {
+                (Some(Fs::Erofs), _) => ", erofs, uncompressed".to_string(),
+                (_, Some(c)) => format!(", {c}"),
+                _ => String::new(),
+            }
         );
     }
     Ok(Exit::OK)
