@@ -10,6 +10,8 @@
 #   squashfs            crates/flix/fuzz, as the rest: sysext_core::inspect on arbitrary
 #                       bytes; seed: a small image made by
 #                       mksquashfs.
+#   erofs               crates/flix/fuzz: sysext_core::inspect on arbitrary bytes with the EROFS
+#                       magic; seed: a small image made by mkfs.erofs.
 #   tar_unpack          ocirootfs's layer unpacker into a temp root (nothing may appear beside
 #                       it); seeds: tar, gzip and zstd layers with links, hardlinks, whiteouts.
 #   oci_manifest        ocirootfs's index / manifest / config / manifest.json parsers; seeds:
@@ -18,7 +20,7 @@
 #   release             the os-release parser and extension-release writer; seeds:
 #                       /etc/os-release and /usr/lib/os-release.
 #   bake_manifest       the bake manifest parser; seed: examples/bake.toml.
-# The last six run FUZZ_NEW_SECONDS each (default 15). FUZZ_TARGETS="a b" runs only those.
+# The last seven run FUZZ_NEW_SECONDS each (default 15). FUZZ_TARGETS="a b" runs only those.
 # Stable Rust is used with RUSTC_BOOTSTRAP=1 for the sanitizer flags cargo-fuzz passes.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,7 +28,7 @@ folders=$(cd "$repo" && ls -d crates/*/fuzz)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target/fuzz}
 elf_seconds=${FUZZ_SECONDS:-30}
 new_seconds=${FUZZ_NEW_SECONDS:-15}
-targets=${FUZZ_TARGETS:-"rewrite scan squashfs tar_unpack oci_manifest ldcache release bake_manifest"}
+targets=${FUZZ_TARGETS:-"rewrite scan squashfs erofs tar_unpack oci_manifest ldcache release bake_manifest"}
 export RUSTC_BOOTSTRAP=1
 start=$(date +%s)
 for f in $folders; do
@@ -73,6 +75,11 @@ sq=$(seed squashfs)
 if command -v mksquashfs >/dev/null; then
   mksquashfs "$tree" "$sq/x.raw" -all-root -noappend -quiet -comp gzip -b 4096 >/dev/null
   mksquashfs "$tree" "$sq/x-xz.raw" -all-root -noappend -quiet -comp xz >/dev/null 2>&1 || true
+fi
+
+er=$(seed erofs)
+if command -v mkfs.erofs >/dev/null; then
+  mkfs.erofs --quiet -T0 --all-root "$er/x.raw" "$tree" >/dev/null
 fi
 
 tu=$(seed tar_unpack)

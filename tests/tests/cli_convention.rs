@@ -136,7 +136,13 @@ fn help_lists_the_shared_groups() {
         "--cache",
         "--cache-max",
     ];
-    const OUTPUT: &[&str] = &["-o, --output", "-f, --force", "--format", "--compression"];
+    const OUTPUT: &[&str] = &[
+        "-o, --output",
+        "-f, --force",
+        "--format",
+        "--fs",
+        "--compression",
+    ];
     // (command, groups that apply, flags that must not be there)
     type Flags = &'static [&'static str];
     let cases: &[(Flags, &[Flags], Flags)] = &[
@@ -187,6 +193,41 @@ fn help_lists_the_shared_groups() {
             );
         }
     }
+}
+
+/// Every command with the output options refuses a compression its file system cannot have,
+/// before any work: the source is missing, and the error is about the compression.
+#[test]
+fn file_system_and_compression_are_checked_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("missing").to_str().unwrap().to_string();
+    let out = tmp.path().join("x.raw").to_str().unwrap().to_string();
+    let cases: &[(&str, Vec<&str>)] = &[
+        ("flix", vec![&missing, "x", "/usr/bin/true"]),
+        ("flatwrap", vec![&missing, "x", "/usr/bin/true"]),
+        ("sysext", vec!["pack", &missing, &out]),
+        ("sysext", vec!["convert-torcx", &missing, "x"]),
+    ];
+    for (name, args) in cases {
+        for (flags, says) in [
+            (
+                &["--fs", "erofs", "--compression", "zstd"][..],
+                "--compression none",
+            ),
+            (&["--compression", "none"][..], "--fs erofs"),
+        ] {
+            let o = bin(name).args(args).args(flags).output().unwrap();
+            let what = format!("{name} {} {}", args.join(" "), flags.join(" "));
+            assert_eq!(o.status.code(), Some(2), "{}", show(&what, &o));
+            let err = text(&o.stderr);
+            assert!(
+                err.contains(says) && !err.contains("missing"),
+                "{}",
+                show(&what, &o)
+            );
+        }
+    }
+    assert!(!Path::new(&out).exists());
 }
 
 // ---------- --creds from $OCIROOTFS_CREDS ----------

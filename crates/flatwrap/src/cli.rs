@@ -102,6 +102,7 @@ pub fn run(args: Args) -> Result<Exit> {
 pub fn build(args: Args) -> Result<Report> {
     // The name first: nothing is pulled or staged for a name no image may have.
     plan::check_name(&args.name)?;
+    args.out.check()?;
     let rootfs = resolve_source(&args.source, &args.source_opts.options(true))?;
     let opts = PlanOptions {
         etc: args.etc,
@@ -148,7 +149,7 @@ pub fn build(args: Args) -> Result<Report> {
                     format!("staging the extension tree in {}", scratch.path().display())
                 })?;
             let mut popts = PackOptions::default();
-            args.out.apply(&mut popts);
+            args.out.apply(&mut popts)?;
             popts.name = Some(args.name.clone());
             let packed = pack::pack(scratch.path(), &output, &popts)
                 .with_context(|| format!("packing {}", output.display()))?;

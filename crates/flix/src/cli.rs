@@ -109,6 +109,8 @@ pub fn platform_arch(platform: &str) -> Option<&'static str> {
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     // The name first: nothing is pulled or staged for a name no image may have.
     plan::check_name(&args.name)?;
+    let mut pack_opts = PackOptions::default();
+    args.out.apply(&mut pack_opts)?;
     let extra = args.extra_libs(std::env::var("EXTRALIBS").ok().as_deref());
     let started = std::time::Instant::now();
     let rootfs = open_source(&args)?;
@@ -148,8 +150,6 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             None => eprintln!("flix: {level}: {}", d.message),
         }
     }
-    let mut pack_opts = PackOptions::default();
-    args.out.apply(&mut pack_opts);
     let output = args.output_path();
     let stage_opts = stage::StageOptions::new(args.keep_privileges);
     let (report, stripped) = stage::stage_and_pack(&plan, &output, &pack_opts, &stage_opts)
@@ -198,7 +198,12 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(a.paths.len(), 2);
-        assert_eq!(a.out.compression, sysext_core::pack::Compression::Zstd);
+        assert_eq!(
+            a.out.compression,
+            Some(sysext_core::cli::CompressionArg::Squashfs(
+                sysext_core::pack::Compression::Zstd
+            ))
+        );
         assert_eq!(a.output_path(), PathBuf::from("tools"));
         assert_eq!(
             a.extra_libs(Some(" /a.so  /b.so ")),

@@ -2,9 +2,12 @@
 //!
 //! - [`squashfs`]: our squashfs 4.0 writer (parallel, reproducible) and a reader that reads an
 //!   image in place (entries, file contents, the ELF scan of a file).
+//! - [`erofs`]: our EROFS writer (uncompressed; 4 KiB blocks, inline tails, hardlinks, xattrs),
+//!   reproducible like the squashfs one, and a reader of uncompressed images.
 //! - [`entry`]: [`Entry`] and [`EntryKind`], one entry of an image as the readers list it.
 
 pub mod entry;
+pub mod erofs;
 pub mod squashfs;
 
 pub use entry::{Entry, EntryKind};

@@ -7,8 +7,8 @@
 //! - [`write_stdout`]: data goes to stdout through it; a reader that closed the pipe early
 //!   (`--json | head`) ends the run quietly with status 0 instead of a panic. Human summaries go
 //!   to stderr.
-//! - [`OutputArgs`]: `--output`, `--force`, `--format`, `--compression` of the commands that
-//!   write an image, with one help text.
+//! - [`OutputArgs`]: `--output`, `--force`, `--format`, `--fs`, `--compression` of the commands
+//!   that write an image, with one help text.
 //!
 //! Why SIGPIPE stays ignored (Rust's default) and a closed pipe is handled as an error value:
 //! with the default action the kernel would end the process in the middle of a write, past
@@ -20,7 +20,7 @@ use std::io::{self, StdoutLock, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::pack::Format;
+use crate::pack::{Format, Fs};
 use fsimage::squashfs::Compression;
 
 /// How a command ended, for [`run_main`].
@@ -179,9 +179,33 @@ pub struct OutputArgs {
     /// dir when --output names something that does not end in ".raw").
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub format: Option<Format>,
-    /// Squashfs compressor: gzip (every kernel has it), zstd or xz.
-    #[arg(long, value_name = "COMP", default_value_t = Compression::Gzip)]
-    pub compression: Compression,
+    /// The file system of a raw image: squashfs (default) or erofs (uncompressed for now).
+    #[arg(long, value_name = "FS", default_value_t = Fs::Squashfs)]
+    pub fs: Fs,
+    /// Compressor: gzip (squashfs' default; every kernel has it), zstd or xz for squashfs;
+    /// none for erofs (its default).
+    #[arg(long, value_name = "COMP")]
+    pub compression: Option<CompressionArg>,
+}
+
+/// `--compression`: a squashfs compressor, or none (EROFS, written uncompressed for now).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompressionArg {
+    None,
+    Squashfs(Compression),
+}
+
+impl std::str::FromStr for CompressionArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(CompressionArg::None),
+            other => other
+                .parse()
+                .map(CompressionArg::Squashfs)
+                .map_err(|_| format!("unknown compression {other:?}; use gzip, zstd, xz or none")),
+        }
+    }
 }
 
 impl OutputArgs {
@@ -202,11 +226,43 @@ impl OutputArgs {
         }
     }
 
-    /// Fills the output fields of pack options: force, format, compression.
-    pub fn apply(&self, opts: &mut crate::pack::PackOptions) {
+    /// Refuses what [`OutputArgs::apply`] refuses, for commands to call before any work.
+    pub fn check(&self) -> anyhow::Result<()> {
+        self.apply(&mut crate::pack::PackOptions::default())
+    }
+
+    /// Fills the output fields of pack options: force, format, file system, compression.
+    /// Refuses a compression the file system cannot have (EROFS is written uncompressed for
+    /// now; squashfs always compresses).
+    pub fn apply(&self, opts: &mut crate::pack::PackOptions) -> anyhow::Result<()> {
         opts.force = self.force;
         opts.format = Some(self.format());
-        opts.compression = self.compression;
+        opts.fs = self.fs;
+        opts.compression = match (self.fs, self.compression) {
+            (Fs::Squashfs, None) => Compression::Gzip,
+            (Fs::Squashfs, Some(CompressionArg::Squashfs(c))) => c,
+            (Fs::Squashfs, Some(CompressionArg::None)) => anyhow::bail!(
+                "squashfs images are always compressed: use --compression gzip, zstd or xz, or --fs erofs for an uncompressed image"
+            ),
+            (Fs::Erofs, None | Some(CompressionArg::None)) => Compression::Gzip,
+            (Fs::Erofs, Some(CompressionArg::Squashfs(c))) => anyhow::bail!(
+                "compressed EROFS images are not written yet ({c} asked): use --compression none (the default for --fs erofs), or --fs squashfs to compress with {c}"
+            ),
+        };
+        Ok(())
+    }
+}
+
+impl clap::ValueEnum for Fs {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Fs::Squashfs, Fs::Erofs]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(match self {
+            Fs::Squashfs => clap::builder::PossibleValue::new("squashfs").help("compressed"),
+            Fs::Erofs => clap::builder::PossibleValue::new("erofs").help("uncompressed for now"),
+        })
     }
 }
 
@@ -266,15 +322,47 @@ mod tests {
     fn flags_and_short_forms() {
         let o = parse(&["-f", "--compression", "zstd"]);
         assert!(o.force);
-        assert_eq!(o.compression, Compression::Zstd);
-        assert_eq!(parse(&[]).compression, Compression::Gzip);
+        assert_eq!(
+            o.compression,
+            Some(CompressionArg::Squashfs(Compression::Zstd))
+        );
+        assert_eq!(parse(&[]).compression, None);
         assert!(parse(&["--force"]).force);
         let mut p = crate::pack::PackOptions::default();
-        parse(&["--force", "--format", "dir", "--compression", "xz"]).apply(&mut p);
+        parse(&["--force", "--format", "dir", "--compression", "xz"])
+            .apply(&mut p)
+            .unwrap();
         assert!(p.force);
         assert_eq!(p.format, Some(Format::Dir));
         assert_eq!(p.compression, Compression::Xz);
-        for bad in [&["--format", "tar"][..], &["--compression", "lz4"]] {
+        assert_eq!(p.fs, Fs::Squashfs);
+        parse(&[]).apply(&mut p).unwrap();
+        assert_eq!(p.compression, Compression::Gzip);
+        for ok in [
+            &["--fs", "erofs"][..],
+            &["--fs", "erofs", "--compression", "none"],
+        ] {
+            parse(ok).apply(&mut p).unwrap();
+            assert_eq!(p.fs, Fs::Erofs);
+        }
+        let e = parse(&["--fs", "erofs", "--compression", "zstd"])
+            .apply(&mut p)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("not written yet") && e.contains("--compression none"),
+            "{e}"
+        );
+        let e = parse(&["--compression", "none"])
+            .apply(&mut p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--fs erofs"), "{e}");
+        for bad in [
+            &["--format", "tar"][..],
+            &["--compression", "lz4"],
+            &["--fs", "ext4"],
+        ] {
             let e = Cmd::try_parse_from(std::iter::once("cmd").chain(bad.iter().copied()))
                 .unwrap_err()
                 .to_string();

@@ -1,9 +1,9 @@
 //! Read an extension image back: a squashfs `.raw` (recognised by its `hsqs` magic, whatever
-//! its name) or a folder. Lists entries, reads files, and summarises the image: release file,
+//! its name), an uncompressed EROFS `.raw` (its magic at offset 1024) or a folder. Lists entries, reads files, and summarises the image: release file,
 //! file count, sizes and the CPU architectures of the ELF files inside.
 //!
 //! Nothing is extracted and nothing in the image is followed out of it: a `.raw` is read in
-//! place ([`SquashfsReader`]), a folder's files are opened beneath the folder without following
+//! place ([`SquashfsReader`], [`ErofsReader`]), a folder's files are opened beneath the folder without following
 //! any symlink (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`) and only when they are
 //! regular files. Every read has a limit ([`MAX_READ`], release files
 //! [`crate::release::MAX_RELEASE_BYTES`]); walks are iterative. Text from images (names,
@@ -20,6 +20,7 @@ use serde::Serialize;
 use crate::release::{ReleaseError, MAX_RELEASE_BYTES};
 use elf_closure::{ElfError, ElfInfo};
 use elf_closure::{TreeView, ViewKind};
+use fsimage::erofs::reader::ErofsReader;
 use fsimage::squashfs::reader::{ReadError, SquashfsReader, MAX_DEPTH};
 use fsimage::{Entry, EntryKind};
 use gentext::escape;
@@ -38,6 +39,8 @@ pub enum InspectError {
     },
     #[error("{} is neither a squashfs image (no \"hsqs\" magic) nor a folder; pass a NAME.raw made by `sysext pack` or mksquashfs, or an extension folder", .0.display())]
     UnknownFormat(PathBuf),
+    #[error(transparent)]
+    Erofs(#[from] fsimage::erofs::reader::ReadError),
     #[error(transparent)]
     Squashfs(#[from] ReadError),
     #[error("cannot read {} in the folder image", path.display())]
@@ -70,6 +73,7 @@ pub enum InspectError {
 #[serde(rename_all = "lowercase")]
 pub enum ImageFormat {
     Squashfs,
+    Erofs,
     Dir,
 }
 
@@ -97,6 +101,7 @@ pub struct ImageInfo {
 #[derive(Debug, Clone)]
 enum Source {
     Squashfs(Arc<SquashfsReader>),
+    Erofs(Arc<ErofsReader>),
     Dir(PathBuf),
 }
 
@@ -233,10 +238,30 @@ impl Image {
                 entries,
             });
         }
-        let mut magic = [0u8; 4];
-        let mut f = fs::File::open(path).map_err(oerr)?;
-        let n = f.read(&mut magic).map_err(oerr)?;
-        if n < 4 || &magic != fsimage::squashfs::MAGIC {
+        let mut head = Vec::with_capacity(fsimage::erofs::SUPER_OFFSET + 4);
+        let f = fs::File::open(path).map_err(oerr)?;
+        f.take(fsimage::erofs::SUPER_OFFSET as u64 + 4)
+            .read_to_end(&mut head)
+            .map_err(oerr)?;
+        if head.len() < 4 || &head[..4] != fsimage::squashfs::MAGIC {
+            if fsimage::erofs::is_erofs(&head) {
+                let reader = ErofsReader::open(path)?;
+                let entries = reader
+                    .nodes()
+                    .iter()
+                    .filter(|n| !n.path.is_empty())
+                    .cloned()
+                    .collect();
+                return Ok(Image {
+                    path: path.to_path_buf(),
+                    name: file_name
+                        .strip_suffix(".raw")
+                        .unwrap_or(&file_name)
+                        .to_string(),
+                    source: Source::Erofs(Arc::new(reader)),
+                    entries,
+                });
+            }
             return Err(InspectError::UnknownFormat(path.to_path_buf()));
         }
         let reader = SquashfsReader::open(path)?;
@@ -296,6 +321,7 @@ impl Image {
         let e = self.file_entry(path)?;
         match &self.source {
             Source::Squashfs(r) => Ok(r.read_file(&e.path, limit)?),
+            Source::Erofs(r) => Ok(r.read_file(&e.path, limit)?),
             Source::Dir(root) => {
                 let p = root.join(&e.path);
                 let rerr = |source| InspectError::Read {
@@ -332,6 +358,10 @@ impl Image {
                 let bytes = r.read_prefix(&e.path, MAX_RELEASE_BYTES + 1)?;
                 crate::release::read_release_bounded(&bytes[..], &shown).map_err(rel_err)
             }
+            Source::Erofs(r) => {
+                let bytes = r.read_prefix(&e.path, MAX_RELEASE_BYTES + 1)?;
+                crate::release::read_release_bounded(&bytes[..], &shown).map_err(rel_err)
+            }
             Source::Dir(root) => {
                 let f = open_beneath(root, &e.path).map_err(|source| {
                     rel_err(ReleaseError::Read {
@@ -350,6 +380,7 @@ impl Image {
         let rel = path.trim_start_matches('/');
         match &self.source {
             Source::Squashfs(r) => r.scan_elf(rel),
+            Source::Erofs(r) => r.scan_elf(rel),
             Source::Dir(root) => {
                 let f = open_beneath(root, rel).map_err(|source| ElfError::Io {
                     path: root.join(rel),
@@ -364,7 +395,7 @@ impl Image {
     pub fn squashfs(&self) -> Option<&SquashfsReader> {
         match &self.source {
             Source::Squashfs(r) => Some(r),
-            Source::Dir(_) => None,
+            Source::Erofs(_) | Source::Dir(_) => None,
         }
     }
 
@@ -410,7 +441,7 @@ impl Image {
     pub fn folder(&self) -> Option<&Path> {
         match &self.source {
             Source::Dir(root) => Some(root),
-            Source::Squashfs(_) => None,
+            Source::Squashfs(_) | Source::Erofs(_) => None,
         }
     }
 
@@ -424,6 +455,7 @@ impl Image {
                 Some(buf)
             }
             Source::Squashfs(r) => r.read_prefix(&e.path, 20).ok(),
+            Source::Erofs(r) => r.read_prefix(&e.path, 20).ok(),
         }
     }
 
@@ -475,10 +507,13 @@ impl Image {
             path: self.path.clone(),
             format: match self.source {
                 Source::Squashfs(_) => ImageFormat::Squashfs,
+                Source::Erofs(_) => ImageFormat::Erofs,
                 Source::Dir(_) => ImageFormat::Dir,
             },
             image_bytes: match self.source {
-                Source::Squashfs(_) => fs::metadata(&self.path).ok().map(|m| m.len()),
+                Source::Squashfs(_) | Source::Erofs(_) => {
+                    fs::metadata(&self.path).ok().map(|m| m.len())
+                }
                 Source::Dir(_) => None,
             },
             release_file,
@@ -558,6 +593,9 @@ impl TreeView for ImageView {
             Source::Squashfs(r) => r
                 .read_prefix(&rel, limit)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+            Source::Erofs(r) => r
+                .read_prefix(&rel, limit)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
             Source::Dir(root) => {
                 let mut out = Vec::new();
                 open_beneath(root, &rel)?
@@ -576,6 +614,7 @@ impl TreeView for ImageView {
         })?;
         match &self.data.source {
             Source::Squashfs(r) => r.scan_elf(&rel),
+            Source::Erofs(r) => r.scan_elf(&rel),
             Source::Dir(root) => {
                 let f = open_beneath(root, &rel).map_err(|source| ElfError::Io {
                     path: root.join(&rel),

@@ -1,4 +1,5 @@
-//! A staged extension tree to `NAME.raw` (squashfs) or a folder copy.
+//! A staged extension tree to `NAME.raw` (squashfs, or uncompressed EROFS with [`Fs::Erofs`]) or a
+//! folder copy.
 //!
 //! Everything comes out root-owned (uid/gid 0), with the tree's modes, symlinks, hardlinks and
 //! `user.*` / `trusted.*` / `security.capability` xattrs, and every timestamp set to one fixed
@@ -16,6 +17,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use fsimage::erofs::writer as erofs_writer;
+pub use fsimage::erofs::writer::WriteStats as ErofsStats;
 pub use fsimage::squashfs::writer::WriteStats;
 use fsimage::squashfs::writer::{self, WriteError, WriterOptions};
 pub use fsimage::squashfs::Compression;
@@ -63,6 +66,45 @@ impl Format {
     }
 }
 
+/// The file system of a `.raw` image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fs {
+    /// squashfs, compressed (gzip, zstd or xz).
+    #[default]
+    Squashfs,
+    /// EROFS, uncompressed (compressed EROFS is not written yet).
+    Erofs,
+}
+
+impl Fs {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fs::Squashfs => "squashfs",
+            Fs::Erofs => "erofs",
+        }
+    }
+}
+
+impl std::str::FromStr for Fs {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "squashfs" => Ok(Fs::Squashfs),
+            "erofs" => Ok(Fs::Erofs),
+            other => Err(format!(
+                "unknown file system {other:?}; use squashfs or erofs"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Fs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl std::str::FromStr for Format {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -87,9 +129,13 @@ impl std::fmt::Display for Format {
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct PackOptions {
-    /// Squashfs compressor (gzip by default).
+    /// The file system of a `.raw` image (squashfs by default).
+    pub fs: Fs,
+    /// Squashfs compressor (gzip by default); not used for EROFS, which is written
+    /// uncompressed.
     pub compression: Compression,
-    /// Compressor level (gzip 1-9, zstd 1-22, xz 0-9); `None` = mksquashfs' default.
+    /// Compressor level (gzip 1-9, zstd 1-22, xz 0-9); `None` = mksquashfs' default. Refused
+    /// for EROFS.
     pub level: Option<i32>,
     /// Replace an existing output.
     pub force: bool,
@@ -109,14 +155,19 @@ pub struct PackReport {
     pub output: PathBuf,
     pub name: String,
     pub format: Format,
+    /// The file system of a `.raw` image (None for a folder).
+    pub fs: Option<Fs>,
     /// Set for squashfs output.
     pub compression: Option<Compression>,
     pub level: Option<i32>,
     pub mtime: u64,
     /// Size of the output file (squashfs) or of the copied file data (folder).
     pub bytes: u64,
-    /// Squashfs details (None for a folder).
+    /// Squashfs details (None for a folder or EROFS).
     pub squashfs: Option<WriteStats>,
+    /// EROFS details (None for a folder or squashfs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub erofs: Option<ErofsStats>,
 }
 
 /// Errors from [`pack`].
@@ -150,6 +201,14 @@ pub enum PackError {
         #[source]
         source: WriteError,
     },
+    #[error("cannot write the EROFS image {}", path.display())]
+    Erofs {
+        path: PathBuf,
+        #[source]
+        source: erofs_writer::WriteError,
+    },
+    #[error("EROFS images are written uncompressed for now: leave out the compression level")]
+    ErofsLevel,
     #[error("cannot copy {} to {}", from.display(), to.display())]
     Copy {
         from: PathBuf,
@@ -214,7 +273,16 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
         });
     }
     let mtime = resolve_mtime(opts.mtime)?;
-    let mtime32 = u32::try_from(mtime).map_err(|_| PackError::Mtime(mtime))?;
+    let erofs = format == Format::Raw && opts.fs == Fs::Erofs;
+    if erofs && opts.level.is_some() {
+        return Err(PackError::ErofsLevel);
+    }
+    // EROFS keeps 64-bit timestamps.
+    let mtime32 = match u32::try_from(mtime) {
+        Ok(m) => m,
+        Err(_) if erofs => 0,
+        Err(_) => return Err(PackError::Mtime(mtime)),
+    };
     if let (Ok(t), Some(parent)) = (tree.canonicalize(), output.parent()) {
         let parent = if parent.as_os_str().is_empty() {
             Path::new(".")
@@ -232,7 +300,32 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
     }
 
     // Each format writes under a temporary name; the output is renamed into place once whole.
+    let mut erofs_stats = None;
     let (out, bytes, squashfs) = match format {
+        Format::Raw if erofs => {
+            let out = AtomicOutput::file(output, opts.force)?;
+            let werr = |source| PackError::Erofs {
+                path: output.to_path_buf(),
+                source,
+            };
+            let file = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(out.path())
+                .map_err(|source| {
+                    werr(erofs_writer::WriteError::Write {
+                        path: out.path().to_path_buf(),
+                        source,
+                    })
+                })?;
+            let mut wopts = erofs_writer::WriterOptions::default();
+            wopts.mtime = mtime;
+            wopts.threads = opts.threads;
+            let stats = erofs_writer::write_image(tree, file, out.path(), &wopts).map_err(werr)?;
+            let bytes = stats.image_bytes;
+            erofs_stats = Some(stats);
+            (out, bytes, None)
+        }
         Format::Raw => {
             let out = AtomicOutput::file(output, opts.force)?;
             let file = fs::OpenOptions::new()
@@ -284,11 +377,13 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
         output: out.commit()?,
         name,
         format,
+        fs: (format == Format::Raw).then_some(opts.fs),
         compression,
         level: compression.map(|c| opts.level.unwrap_or(c.default_level())),
         mtime,
         bytes,
         squashfs,
+        erofs: erofs_stats,
     })
 }
 

@@ -270,9 +270,16 @@ fn systemd_sysext_merges_a_packed_image() {
     fs::write(root.join("etc/os-release"), "ID=debian\nVERSION_ID=12\n").unwrap();
     fs::create_dir_all(root.join("usr/bin")).unwrap();
     fs::write(root.join("usr/bin/host-tool"), "host\n").unwrap();
-    for comp in ["gzip", "zstd", "xz"] {
+    for comp in ["gzip", "zstd", "xz", "erofs"] {
         let image = root.join("var/lib/extensions/demo.raw");
-        pack(&tree, &image, &["--compression", comp, "--force"]);
+        let how: &[&str] = if comp == "erofs" {
+            &["--fs", "erofs"]
+        } else {
+            &["--compression", comp]
+        };
+        pack(&tree, &image, &[how, &["--force"]].concat());
+        let magic = fs::read(&image).unwrap();
+        assert_eq!(fsimage_is_erofs(&magic), comp == "erofs", "{comp}");
         let script = format!(
             "set -e; mount -t tmpfs tmpfs /run; \
              systemd-sysext --root={r} merge; \
@@ -511,4 +518,105 @@ fn source_date_epoch_sets_every_timestamp() {
     let other = d.path().join("other/demo.raw");
     let e = fails(pack_cmd(&tree, &other, &[]).env("SOURCE_DATE_EPOCH", "yesterday"));
     assert!(e.contains("SOURCE_DATE_EPOCH"), "{e}");
+}
+
+fn fsimage_is_erofs(image: &[u8]) -> bool {
+    image.get(1024..1028) == Some(&0xE0F5_E1E2u32.to_le_bytes()[..])
+}
+
+#[test]
+fn erofs_from_the_command_line() {
+    let d = tempfile::tempdir().unwrap();
+    let tree = build_tree(d.path(), "demo");
+    let image = d.path().join("demo.raw");
+    fs::create_dir(d.path().join("h")).unwrap();
+    let out = testkit::run_ok(
+        pack_cmd(&tree, &image, &["--fs", "erofs", "--json"]).env("SOURCE_DATE_EPOCH", "86400"),
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["fs"], "erofs");
+    assert!(report["compression"].is_null() && report["squashfs"].is_null());
+    assert!(report["erofs"]["inodes"].as_u64().unwrap() > 10, "{report}");
+    let bytes = fs::read(&image).unwrap();
+    assert!(fsimage_is_erofs(&bytes));
+    // The superblock's epoch: every compact inode's time.
+    assert_eq!(
+        u64::from_le_bytes(bytes[1048..1056].try_into().unwrap()),
+        86400
+    );
+    let out = testkit::run_ok(&mut pack_cmd(
+        &tree,
+        &d.path().join("h/demo.raw"),
+        &["--fs", "erofs"],
+    ));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(", erofs, uncompressed"));
+    // The same again with --compression none, and with other threads.
+    let again = d.path().join("again.raw");
+    testkit::run_ok(
+        pack_cmd(
+            &tree,
+            &again,
+            &[
+                "--fs",
+                "erofs",
+                "--compression",
+                "none",
+                "--threads",
+                "3",
+                "--name",
+                "demo",
+            ],
+        )
+        .env("SOURCE_DATE_EPOCH", "86400"),
+    );
+    assert!(fs::read(&again).unwrap() == bytes);
+
+    // What cannot be done yet is refused, naming the way out, and leaves nothing.
+    let other = d.path().join("other.raw");
+    let e = fails(&mut pack_cmd(
+        &tree,
+        &other,
+        &["--fs", "erofs", "--compression", "zstd"],
+    ));
+    assert!(
+        e.contains("not written yet") && e.contains("--compression none"),
+        "{e}"
+    );
+    let e = fails(&mut pack_cmd(&tree, &other, &["--compression", "none"]));
+    assert!(e.contains("--fs erofs"), "{e}");
+    let e = fails(&mut pack_cmd(
+        &tree,
+        &other,
+        &["--fs", "erofs", "--level", "3", "--name", "demo"],
+    ));
+    assert!(e.contains("uncompressed"), "{e}");
+    assert!(!other.exists());
+
+    // inspect and check read it as they read the squashfs image of the same tree.
+    let squashfs = d.path().join("sq/demo.raw");
+    fs::create_dir(d.path().join("sq")).unwrap();
+    pack(&tree, &squashfs, &[]);
+    let json = |img: &Path| -> serde_json::Value {
+        let out = testkit::run_ok(sysext().arg("inspect").arg("--json").arg(img));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let (e, s) = (json(&image), json(&squashfs));
+    assert_eq!(e["format"], "erofs");
+    assert_eq!(s["format"], "squashfs");
+    for key in [
+        "entries",
+        "release",
+        "release_file",
+        "architectures",
+        "files",
+        "total_size",
+    ] {
+        assert_eq!(e[key], s[key], "{key}");
+    }
+    let check = |img: &Path| {
+        let out = sysext().arg("check").arg(img).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).replace(&img.display().to_string(), "IMG");
+        (out.status.code(), text)
+    };
+    assert_eq!(check(&image), check(&squashfs));
 }

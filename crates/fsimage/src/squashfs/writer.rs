@@ -29,7 +29,7 @@ mod codec;
 mod data;
 mod meta;
 mod metapass;
-mod scan;
+pub(crate) mod scan;
 
 use codec::*;
 use data::*;

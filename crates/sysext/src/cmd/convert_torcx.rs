@@ -111,6 +111,7 @@ pub struct ConvertReport {
 pub fn run(args: ConvertTorcxArgs) -> Result<Exit> {
     // Before anything is read: the error names the value and the rule.
     release::validate_new_name(&args.name)?;
+    args.out.check()?;
     let output = args.out.path(&args.name);
     if !args.out.force && fs::symlink_metadata(&output).is_ok() {
         bail!(
@@ -165,7 +166,7 @@ pub fn run(args: ConvertTorcxArgs) -> Result<Exit> {
     )?;
 
     let mut po = PackOptions::default();
-    args.out.apply(&mut po);
+    args.out.apply(&mut po)?;
     po.name = Some(args.name.clone());
     let pack_report = pack(&tree, &output, &po)
         .with_context(|| format!("packing the converted tree into {}", output.display()))?;

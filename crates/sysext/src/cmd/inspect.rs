@@ -40,6 +40,7 @@ fn print(info: &ImageInfo, args: &InspectArgs, out: &mut impl Write) -> io::Resu
     }
     let format = match info.format {
         ImageFormat::Squashfs => "squashfs",
+        ImageFormat::Erofs => "erofs",
         ImageFormat::Dir => "folder",
     };
     // Text from the image (names, release values) is escaped; JSON above needs no escaping.

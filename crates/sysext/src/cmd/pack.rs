@@ -6,7 +6,7 @@ use sysext_core::cli::Exit;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use sysext_core::cli::OutputArgs;
-use sysext_core::pack::{pack, PackOptions};
+use sysext_core::pack::{pack, Fs, PackOptions};
 
 /// Pack an extension tree into NAME.raw (squashfs) or a folder, root-owned and reproducible.
 #[derive(Debug, Args)]
@@ -25,7 +25,8 @@ pub struct PackArgs {
     /// Compressor level (gzip 1-9, zstd 1-22, xz 0-9; default as mksquashfs: 9, 15, 6).
     #[arg(long)]
     pub level: Option<i32>,
-    /// Compression threads (default: one per CPU; the output is the same for any count).
+    /// Compression (squashfs) or copy (EROFS) threads (default: one per CPU; the output is the
+    /// same for any count).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// Print the report as JSON on stdout (else a summary on stderr).
@@ -43,7 +44,7 @@ pub fn run(mut args: PackArgs) -> Result<Exit> {
         (None, None) => bail!("no output: give OUTPUT (NAME.raw or a folder NAME) or --name NAME"),
     };
     let mut opts = PackOptions::default();
-    args.out.apply(&mut opts);
+    args.out.apply(&mut opts)?;
     opts.level = args.level;
     opts.name = args.name;
     opts.threads = args.threads;
@@ -57,10 +58,11 @@ pub fn run(mut args: PackArgs) -> Result<Exit> {
             report.name,
             report.output.display(),
             report.bytes,
-            report
-                .compression
-                .map(|c| format!(", {c}"))
-                .unwrap_or_default()
+            match (report.fs, report.compression) {
+                (Some(Fs::Erofs), _) => ", erofs, uncompressed".to_string(),
+                (_, Some(c)) => format!(", {c}"),
+                _ => String::new(),
+            }
         );
     }
     Ok(Exit::OK)

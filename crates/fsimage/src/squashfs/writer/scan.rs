@@ -4,13 +4,13 @@
 use super::*;
 
 /// An xattr as stored: (prefix type, name without the prefix, value).
-pub(super) type Xattr = (u16, Vec<u8>, Vec<u8>);
+pub(crate) type Xattr = (u16, Vec<u8>, Vec<u8>);
 
 /// The writer thread's result: job placements (offset, size word), end offset, the file.
-pub(super) type Written = (Vec<(u64, u32)>, u64, File);
+pub(crate) type Written = (Vec<(u64, u32)>, u64, File);
 
 #[derive(Debug)]
-pub(super) enum Kind {
+pub(crate) enum Kind {
     Dir { entries: Vec<(Vec<u8>, usize)> },
     File { size: u64, path: PathBuf },
     Symlink(Vec<u8>),
@@ -21,18 +21,18 @@ pub(super) enum Kind {
 }
 
 #[derive(Debug)]
-pub(super) struct Inode {
-    pub(super) mode: u16,
-    pub(super) nlink: u32,
-    pub(super) xattrs: Vec<Xattr>,
-    pub(super) kind: Kind,
+pub(crate) struct Inode {
+    pub(crate) mode: u16,
+    pub(crate) nlink: u32,
+    pub(crate) xattrs: Vec<Xattr>,
+    pub(crate) kind: Kind,
 }
 
-pub(super) struct Tree {
-    pub(super) inodes: Vec<Inode>,
+pub(crate) struct Tree {
+    pub(crate) inodes: Vec<Inode>,
 }
 
-pub(super) fn read_err(path: &Path) -> impl FnOnce(io::Error) -> WriteError + '_ {
+pub(crate) fn read_err(path: &Path) -> impl FnOnce(io::Error) -> WriteError + '_ {
     move |source| WriteError::Read {
         path: path.to_path_buf(),
         source,
@@ -41,7 +41,7 @@ pub(super) fn read_err(path: &Path) -> impl FnOnce(io::Error) -> WriteError + '_
 
 /// Kept xattrs: `user.*`, `trusted.*` and `security.capability`, as (type, name without
 /// prefix, value), sorted.
-pub(super) fn read_xattrs(path: &Path) -> io::Result<Vec<Xattr>> {
+pub(crate) fn read_xattrs(path: &Path) -> io::Result<Vec<Xattr>> {
     let mut names = vec![0u8; 4096];
     let n = loop {
         match rustix::fs::llistxattr(path, &mut names[..]) {
@@ -79,14 +79,14 @@ pub(super) fn read_xattrs(path: &Path) -> io::Result<Vec<Xattr>> {
     Ok(out)
 }
 
-pub(super) fn squashfs_dev(rdev: u64, path: &Path) -> Result<u32, WriteError> {
+pub(crate) fn squashfs_dev(rdev: u64, path: &Path) -> Result<u32, WriteError> {
     let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
     let minor = (rdev & 0xff) | ((rdev >> 12) & !0xff);
     let enc = (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12);
     u32::try_from(enc).map_err(|_| WriteError::Device(path.to_path_buf()))
 }
 
-pub(super) fn scan(root: &Path) -> Result<Tree, WriteError> {
+pub(crate) fn scan(root: &Path) -> Result<Tree, WriteError> {
     let meta = fs::metadata(root).map_err(read_err(root))?;
     if !meta.is_dir() {
         return Err(WriteError::NotADirectory(root.to_path_buf()));
@@ -97,7 +97,7 @@ pub(super) fn scan(root: &Path) -> Result<Tree, WriteError> {
     Ok(tree)
 }
 
-pub(super) fn scan_dir(
+pub(crate) fn scan_dir(
     dir: &Path,
     meta: &fs::Metadata,
     tree: &mut Tree,

@@ -1,0 +1,476 @@
+//! The EROFS writer against the real oracles: the kernel's erofs driver (both images mounted
+//! in a private mount namespace), mkfs.erofs' image of the same tree, fsck.erofs; and its
+//! reproducibility (threads, mtime).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use sysext_core::inspect::Image;
+use sysext_core::pack::{pack, Format, Fs, PackOptions};
+use testkit::random_bytes;
+
+fn opts(threads: usize, mtime: u64) -> PackOptions {
+    let mut o = PackOptions::default();
+    o.fs = Fs::Erofs;
+    o.format = Some(Format::Raw);
+    o.threads = threads;
+    o.mtime = Some(mtime);
+    o.name = Some("ero".into());
+    o
+}
+
+fn mode(p: &Path, m: u32) {
+    fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap();
+}
+
+fn setfattr(p: &Path, name: &str, value: &str) {
+    testkit::run_ok(
+        Command::new("setfattr")
+            .args(["-h", "-n", name, "-v", value])
+            .arg(p),
+    );
+}
+
+/// Every shape the writer has a rule for.
+fn varied_tree(dir: &Path) -> PathBuf {
+    let t = dir.join("tree");
+    let rel = t.join("usr/lib/extension-release.d");
+    fs::create_dir_all(&rel).unwrap();
+    fs::write(rel.join("extension-release.ero"), "ID=_any\n").unwrap();
+    let s = t.join("usr/share/ero");
+    fs::create_dir_all(s.join("nested/a/b/c")).unwrap();
+    fs::write(s.join("nested/a/b/c/deep.txt"), "deep\n").unwrap();
+    fs::create_dir_all(s.join("empty")).unwrap();
+    for (i, size) in [0usize, 1, 4095, 4096, 4097, 8192, (1 << 20) + 3]
+        .into_iter()
+        .enumerate()
+    {
+        fs::write(
+            s.join(format!("size-{size}")),
+            random_bytes(size, i as u64 + 1),
+        )
+        .unwrap();
+    }
+    // Mostly zeros (holes in the source), with data in the middle and a tail.
+    let mut sparse = vec![0u8; 3 * (1 << 20) + 123];
+    sparse[(1 << 20)..(1 << 20) + 5000].copy_from_slice(&random_bytes(5000, 9));
+    let n = sparse.len();
+    sparse[n - 100..].copy_from_slice(&random_bytes(100, 10));
+    fs::write(s.join("sparse"), &sparse).unwrap();
+    symlink("size-1", s.join("link-rel")).unwrap();
+    symlink("/usr/share/ero/size-4097", s.join("link-abs")).unwrap();
+    symlink("x".repeat(1000), s.join("link-long")).unwrap();
+    fs::write(s.join("hl-a"), "linked\n").unwrap();
+    fs::hard_link(s.join("hl-a"), s.join("hl-b")).unwrap();
+    fs::hard_link(s.join("size-4097"), s.join("nested/hl-4097")).unwrap();
+    fs::write(s.join("n".repeat(255)), "long name\n").unwrap();
+    // Names sorting before "." and ".." (the kernel's lookup is a binary search).
+    fs::write(s.join("+plus"), "plus\n").unwrap();
+    fs::write(s.join("-dash"), "dash\n").unwrap();
+    // 1000 entries with long names: a listing over many blocks.
+    let many = s.join("many");
+    fs::create_dir(&many).unwrap();
+    let pad = "m".repeat(60);
+    for i in 0..1000 {
+        let p = many.join(format!("{pad}-{i:04}"));
+        if i % 100 == 0 {
+            fs::create_dir(&p).unwrap();
+        } else {
+            fs::write(&p, format!("{i}\n")).unwrap();
+        }
+    }
+    // Modes the pack keeps as they are.
+    fs::write(s.join("private"), "secret\n").unwrap();
+    mode(&s.join("private"), 0o700);
+    fs::write(s.join("setuid"), "#!/bin/sh\n").unwrap();
+    mode(&s.join("setuid"), 0o4755);
+    fs::create_dir(s.join("sticky")).unwrap();
+    mode(&s.join("sticky"), 0o1777);
+    fs::create_dir(s.join("closed")).unwrap();
+    mode(&s.join("closed"), 0o700);
+    // Xattrs, one large enough that the file's tail no longer fits beside its inode.
+    setfattr(&s.join("size-1"), "user.test", "hello");
+    setfattr(&s.join("size-1"), "trusted.x", "0x00ff10");
+    setfattr(&s.join("nested"), "user.dir", "on a folder");
+    fs::write(s.join("xattr-big"), random_bytes(3000, 12)).unwrap();
+    setfattr(&s.join("xattr-big"), "user.big", &"b".repeat(2000));
+    fs::write(s.join("capped"), "caps\n").unwrap();
+    testkit::run_ok(
+        Command::new("setcap")
+            .arg("cap_net_raw+ep")
+            .arg(s.join("capped")),
+    );
+    // Special files, as the squashfs writer keeps them.
+    testkit::run_ok(Command::new("mkfifo").arg(s.join("fifo")));
+    testkit::run_ok(
+        Command::new("mknod")
+            .arg(s.join("null"))
+            .args(["c", "1", "3"]),
+    );
+    t
+}
+
+/// One entry as the kernel shows it: type, mode, owner, size, links, mtime, link target.
+type Row = (String, String, String, String, String, String, String);
+
+/// A mounted image's listing: rows, contents' digests, xattrs, and the paths by inode.
+#[derive(Debug, PartialEq)]
+struct Listing {
+    rows: BTreeMap<String, Row>,
+    sums: BTreeMap<String, String>,
+    xattrs: BTreeMap<String, BTreeMap<String, String>>,
+    links: BTreeSet<Vec<String>>,
+}
+
+fn listing(image: &Path, mnt: &Path) -> Listing {
+    fs::create_dir_all(mnt).unwrap();
+    let out = testkit::in_mount_namespace(&format!(
+        "set -e; mount -t erofs -o loop,ro {i} {m}; cd {m}; \
+         find . -printf '%p\\t%y\\t%m\\t%U:%G\\t%s\\t%n\\t%T@\\t%l\\t%i\\n'; echo '--'; \
+         find . -type f -exec sha256sum {{}} +; echo '--'; \
+         find . -exec getfattr -h -d -e hex -m - {{}} + 2>/dev/null",
+        i = image.display(),
+        m = mnt.display()
+    ));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}: {text}\n{}",
+        image.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut parts = text.split("--\n");
+    let (rows_text, sums_text, xattr_text) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap_or(""),
+    );
+    let mut rows = BTreeMap::new();
+    let mut by_inode: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in rows_text.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        let s = |i: usize| f[i].to_string();
+        rows.insert(s(0), (s(1), s(2), s(3), s(4), s(5), s(6), s(7)));
+        if f[1] != "d" {
+            by_inode.entry(s(8)).or_default().push(s(0));
+        }
+    }
+    let sums = sums_text
+        .lines()
+        .map(|l| {
+            let (h, p) = l.split_once("  ").unwrap();
+            (p.to_string(), h.to_string())
+        })
+        .collect();
+    let mut xattrs: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut current = String::new();
+    for line in xattr_text.lines() {
+        if let Some(p) = line.strip_prefix("# file: ") {
+            // getfattr drops find's leading "./".
+            current = format!("./{p}");
+        } else if let Some((k, v)) = line.split_once('=') {
+            xattrs
+                .entry(current.clone())
+                .or_default()
+                .insert(k.to_string(), v.to_string());
+        }
+    }
+    let links = by_inode
+        .into_values()
+        .filter(|v| v.len() > 1)
+        .map(|mut v| {
+            v.sort();
+            v
+        })
+        .collect();
+    Listing {
+        rows,
+        sums,
+        xattrs,
+        links,
+    }
+}
+
+#[test]
+fn kernel_sees_our_image_as_mkfs_erofs_image_of_the_same_tree() {
+    if !testkit::require_root("mounting EROFS images")
+        || !["mkfs.erofs", "fsck.erofs", "setfattr", "getfattr", "setcap"]
+            .iter()
+            .all(|t| testkit::require_tool(t))
+    {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let tree = varied_tree(d.path());
+    let ours = d.path().join("ours.raw");
+    let started = Instant::now();
+    let report = pack(&tree, &ours, &opts(0, 0)).unwrap();
+    let ours_time = started.elapsed();
+    let stats = report.erofs.clone().unwrap();
+    assert_eq!(report.fs, Some(Fs::Erofs));
+    assert!(report.squashfs.is_none() && report.compression.is_none());
+    assert!(stats.inline_tails > 1000, "{stats:?}");
+
+    let reference = d.path().join("mkfs.raw");
+    // mkfs.erofs 1.5 (Debian 12) fails on a 255-byte name ("Could not format the device"):
+    // its image is made without that file, which is checked against the tree alone.
+    let long = format!("usr/share/ero/{}", "n".repeat(255));
+    let aside = d.path().join("long-name-aside");
+    fs::rename(tree.join(&long), &aside).unwrap();
+    let started = Instant::now();
+    testkit::run_ok(
+        Command::new("mkfs.erofs")
+            .args(["--quiet", "-T0", "--all-root"])
+            .arg(&reference)
+            .arg(&tree),
+    );
+    let mkfs_time = started.elapsed();
+    fs::rename(&aside, tree.join(&long)).unwrap();
+    eprintln!(
+        "ours {} bytes in {ours_time:?}; mkfs.erofs {} bytes in {mkfs_time:?}",
+        report.bytes,
+        fs::metadata(&reference).unwrap().len()
+    );
+
+    // Packed as tightly as mkfs.erofs packs (its image lacks one 10-byte file).
+    let mkfs_bytes = fs::metadata(&reference).unwrap().len();
+    assert!(
+        report.bytes <= mkfs_bytes + 4096,
+        "{} > {mkfs_bytes}",
+        report.bytes
+    );
+    testkit::run_ok(Command::new("fsck.erofs").arg("--extract").arg(&ours));
+
+    let a = listing(&ours, &d.path().join("mnt-ours"));
+    let mut b = listing(&reference, &d.path().join("mnt-mkfs"));
+    let long_row = format!("./{long}");
+    let row = a.rows[&long_row].clone();
+    assert_eq!((&row.0[..], &row.1[..], &row.3[..]), ("f", "644", "10"));
+    // Its folder's size in mkfs.erofs' image lacks the name and its dirent (255 + 12 bytes).
+    let folder = b.rows.get_mut("./usr/share/ero").unwrap();
+    folder.3 = (folder.3.parse::<u64>().unwrap() + 267).to_string();
+    b.rows.insert(long_row.clone(), row);
+    b.sums.insert(long_row.clone(), a.sums[&long_row].clone());
+    // The kernel sees every entry of the tree, and the same as in mkfs.erofs' image.
+    assert_eq!(a.rows.len(), testkit::tree_paths(&tree).len());
+    for (path, row) in &b.rows {
+        assert_eq!(a.rows.get(path), Some(row), "{path}");
+    }
+    assert_eq!(a.rows.len(), b.rows.len());
+    assert_eq!(a.sums, b.sums);
+    assert_eq!(a.xattrs, b.xattrs);
+    assert_eq!(a.links, b.links);
+
+    // And what that means, spelled out.
+    let row = |p: &str| a.rows[&format!("./usr/share/ero/{p}")].clone();
+    assert_eq!(row("setuid").1, "4755");
+    assert_eq!(row("sticky").1, "1777");
+    assert_eq!(row("private").1, "700");
+    assert_eq!(row("null").0, "c");
+    assert_eq!(row("fifo").0, "p");
+    assert_eq!(row("link-abs").6, "/usr/share/ero/size-4097");
+    assert!(a
+        .rows
+        .values()
+        .all(|r| r.2 == "0:0" && r.5 == "0.0000000000"));
+    assert_eq!(
+        a.xattrs["./usr/share/ero/size-1"]["user.test"],
+        "0x68656c6c6f"
+    );
+    assert_eq!(a.xattrs["./usr/share/ero/size-1"]["trusted.x"], "0x00ff10");
+    assert_eq!(
+        a.xattrs["./usr/share/ero/xattr-big"]["user.big"].len(),
+        2 + 4000
+    );
+    assert!(a.xattrs["./usr/share/ero/nested"].contains_key("user.dir"));
+    assert_eq!(a.xattrs.len(), 4);
+    assert!(a.links.contains(&vec![
+        "./usr/share/ero/hl-a".to_string(),
+        "./usr/share/ero/hl-b".to_string()
+    ]));
+    let many = a
+        .rows
+        .keys()
+        .filter(|p| p.starts_with("./usr/share/ero/many/"))
+        .count();
+    assert_eq!(many, 1000);
+    // Every file's contents, against the tree itself.
+    for (path, sum) in &a.sums {
+        let want = format!("{:x}", Sha256::digest(fs::read(tree.join(path)).unwrap()));
+        assert_eq!(&want, sum, "{path}");
+    }
+    // 990 files in many/, 7 sizes, 12 others (hardlinks counted by name).
+    assert_eq!(a.sums.len(), 990 + 7 + 13);
+}
+
+#[test]
+fn output_does_not_depend_on_threads_and_follows_mtime() {
+    if !testkit::require_tool("setfattr") || !testkit::require_tool("setcap") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let tree = varied_tree(d.path());
+    let mut first: Option<Vec<u8>> = None;
+    for threads in [1, 2, 5, 0] {
+        let out = d.path().join(format!("t{threads}.raw"));
+        pack(&tree, &out, &opts(threads, 1_700_000_000)).unwrap();
+        let bytes = fs::read(&out).unwrap();
+        match &first {
+            None => first = Some(bytes),
+            Some(f) => assert!(f == &bytes, "{threads} threads differ"),
+        }
+    }
+    let first = first.unwrap();
+    // The superblock's epoch is the mtime; another mtime gives another image.
+    assert_eq!(&first[1024..1028], &0xE0F5_E1E2u32.to_le_bytes());
+    assert_eq!(
+        u64::from_le_bytes(first[1024 + 24..1024 + 32].try_into().unwrap()),
+        1_700_000_000
+    );
+    let other = d.path().join("other.raw");
+    pack(&tree, &other, &opts(2, 86_400)).unwrap();
+    let other = fs::read(&other).unwrap();
+    assert_eq!(other.len(), first.len());
+    assert_ne!(other, first);
+
+    if !testkit::require_root("mounting EROFS images") {
+        return;
+    }
+    let out = testkit::in_mount_namespace(&format!(
+        "set -e; mount -t erofs -o loop,ro {} {m}; find {m} -printf '%T@\\n' | sort -u",
+        d.path().join("t1.raw").display(),
+        m = {
+            let m = d.path().join("mnt");
+            fs::create_dir(&m).unwrap();
+            m.display().to_string()
+        }
+    ));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1700000000.0000000000"
+    );
+}
+
+#[test]
+fn our_reader_sees_erofs_images_as_the_squashfs_image_of_the_same_tree() {
+    if !["mkfs.erofs", "setfattr", "setcap"]
+        .iter()
+        .all(|t| testkit::require_tool(t))
+    {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let tree = varied_tree(d.path());
+    let ours = d.path().join("ours.raw");
+    pack(&tree, &ours, &opts(0, 0)).unwrap();
+    // Our squashfs reader (backhand) refuses symlink targets over 255 bytes (also in
+    // mksquashfs' images): the squashfs image is made without that link.
+    let link_long = "usr/share/ero/link-long";
+    fs::remove_file(tree.join(link_long)).unwrap();
+    let squashfs = d.path().join("sq.raw");
+    let mut o = opts(0, 0);
+    o.fs = Fs::Squashfs;
+    pack(&tree, &squashfs, &o).unwrap();
+    let e = Image::open(&ours).unwrap();
+    let s = Image::open(&squashfs).unwrap();
+    let e_without: Vec<_> = e
+        .entries()
+        .iter()
+        .filter(|x| x.path != link_long)
+        .cloned()
+        .collect();
+    assert_eq!(&e_without[..], s.entries());
+    assert_eq!(e.entries().len(), testkit::tree_paths(&tree).len());
+    let capped = e.entry("usr/share/ero/capped").unwrap();
+    assert!(capped.capability);
+    assert_eq!(e.entries().iter().filter(|x| x.capability).count(), 1);
+    for x in e.entries() {
+        if x.kind == fsimage::EntryKind::File {
+            let want = fs::read(tree.join(&x.path)).unwrap();
+            assert!(e.read_file(&x.path).unwrap() == want, "{}", x.path);
+        }
+    }
+    assert_eq!(e.entry(link_long).unwrap().target, Some("x".repeat(1000)));
+
+    // mkfs.erofs' image (without the name it cannot take, see above) reads the same.
+    let long = format!("usr/share/ero/{}", "n".repeat(255));
+    fs::remove_file(tree.join(&long)).unwrap();
+    let reference = d.path().join("mkfs.raw");
+    testkit::run_ok(
+        Command::new("mkfs.erofs")
+            .args(["--quiet", "-T0", "--all-root"])
+            .arg(&reference)
+            .arg(&tree),
+    );
+    let m = Image::open(&reference).unwrap();
+    let without: Vec<_> = e_without
+        .iter()
+        .filter(|x| x.path != long)
+        .cloned()
+        .collect();
+    assert_eq!(m.entries().len(), without.len());
+    assert_eq!(m.entries(), &without[..]);
+    assert!(
+        m.read_file("usr/share/ero/sparse").unwrap()
+            == fs::read(tree.join("usr/share/ero/sparse")).unwrap()
+    );
+}
+
+#[test]
+fn damaged_images_are_errors_not_panics() {
+    let d = tempfile::tempdir().unwrap();
+    let t = d.path().join("tree");
+    let rel = t.join("usr/lib/extension-release.d");
+    fs::create_dir_all(&rel).unwrap();
+    fs::write(rel.join("extension-release.ero"), "ID=_any\n").unwrap();
+    fs::create_dir_all(t.join("usr/share/x/y")).unwrap();
+    for i in 0..40 {
+        fs::write(
+            t.join(format!("usr/share/x/f{i}")),
+            random_bytes(i * 300, i as u64),
+        )
+        .unwrap();
+    }
+    symlink("f1", t.join("usr/share/x/y/l")).unwrap();
+    let image = d.path().join("ero.raw");
+    pack(&t, &image, &opts(1, 0)).unwrap();
+    let good = fs::read(&image).unwrap();
+    let bad = d.path().join("bad.raw");
+    let try_image = |bytes: &[u8]| -> bool {
+        fs::write(&bad, bytes).unwrap();
+        match Image::open(&bad) {
+            Ok(img) => {
+                for x in img.entries() {
+                    let _ = img.read_file(&x.path);
+                    let _ = img.scan_elf(&x.path);
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    };
+    assert!(try_image(&good));
+    // Cut short anywhere: never a panic, and an error once the metadata is cut.
+    for cut in (0..good.len()).step_by(97) {
+        let opened = try_image(&good[..cut]);
+        assert!(!opened || cut > 4096, "cut at {cut} opened");
+    }
+    // Bytes changed in the superblock and the metadata.
+    let meta_end = (3 * 4096).min(good.len());
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..3000 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let mut b = good.clone();
+        let at = 1024 + (seed as usize % (meta_end - 1024));
+        b[at] ^= (seed >> 32) as u8 | 1;
+        try_image(&b);
+    }
+}
