@@ -222,7 +222,7 @@ fn hwcaps_variants(
         let unshipped: Vec<&String> = vinfo
             .needed
             .iter()
-            .filter(|n| !shipped.contains_key(*n) && !n.starts_with("ld-linux"))
+            .filter(|n| !shipped.contains_key(*n) && !elf_edit::is_loader_name(n))
             .collect();
         if vinfo.machine != info.machine || vinfo.class64 != info.class64 || !unshipped.is_empty() {
             diags.push(Diagnostic {
