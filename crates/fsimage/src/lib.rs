@@ -8,6 +8,8 @@
 
 pub mod entry;
 pub mod erofs;
+pub mod read_error;
 pub mod squashfs;
 
 pub use entry::{Entry, EntryKind};
+pub use read_error::{ImageFormat, ReadError};

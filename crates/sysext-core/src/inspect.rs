@@ -40,9 +40,7 @@ pub enum InspectError {
     #[error("{} is neither a squashfs image (no \"hsqs\" magic) nor a folder; pass a NAME.raw made by `sysext pack` or mksquashfs, or an extension folder", .0.display())]
     UnknownFormat(PathBuf),
     #[error(transparent)]
-    Erofs(#[from] fsimage::erofs::reader::ReadError),
-    #[error(transparent)]
-    Squashfs(#[from] ReadError),
+    Image(#[from] ReadError),
     #[error("cannot read {} in the folder image", path.display())]
     Read {
         path: PathBuf,
@@ -243,42 +241,24 @@ impl Image {
         f.take(fsimage::erofs::SUPER_OFFSET as u64 + 4)
             .read_to_end(&mut head)
             .map_err(oerr)?;
-        if head.len() < 4 || &head[..4] != fsimage::squashfs::MAGIC {
-            if fsimage::erofs::is_erofs(&head) {
-                let reader = ErofsReader::open(path)?;
-                let entries = reader
-                    .nodes()
-                    .iter()
-                    .filter(|n| !n.path.is_empty())
-                    .cloned()
-                    .collect();
-                return Ok(Image {
-                    path: path.to_path_buf(),
-                    name: file_name
-                        .strip_suffix(".raw")
-                        .unwrap_or(&file_name)
-                        .to_string(),
-                    source: Source::Erofs(Arc::new(reader)),
-                    entries,
-                });
-            }
+        // A squashfs or EROFS image, told apart by magic as systemd does.
+        let (source, nodes) = if head.len() >= 4 && &head[..4] == fsimage::squashfs::MAGIC {
+            let reader = Arc::new(SquashfsReader::open(path)?);
+            (Source::Squashfs(reader.clone()), reader.nodes().to_vec())
+        } else if fsimage::erofs::is_erofs(&head) {
+            let reader = Arc::new(ErofsReader::open(path)?);
+            (Source::Erofs(reader.clone()), reader.nodes().to_vec())
+        } else {
             return Err(InspectError::UnknownFormat(path.to_path_buf()));
-        }
-        let reader = SquashfsReader::open(path)?;
-        let entries = reader
-            .nodes()
-            .iter()
-            .filter(|n| !n.path.is_empty())
-            .cloned()
-            .collect();
+        };
         Ok(Image {
             path: path.to_path_buf(),
             name: file_name
                 .strip_suffix(".raw")
                 .unwrap_or(&file_name)
                 .to_string(),
-            source: Source::Squashfs(Arc::new(reader)),
-            entries,
+            source,
+            entries: nodes.into_iter().filter(|n| !n.path.is_empty()).collect(),
         })
     }
 

@@ -19,58 +19,15 @@ use std::path::{Path, PathBuf};
 use elf_closure::{ElfError, ElfInfo};
 use gentext::escape;
 
-pub use crate::squashfs::reader::{MAX_DEPTH, MAX_ELF_SCAN};
+use crate::read_error::show_dir;
+pub use crate::read_error::{ImageFormat, ReadError, MAX_DEPTH};
+pub use crate::squashfs::reader::MAX_ELF_SCAN;
 use crate::{Entry, EntryKind};
 
 const BLK: u64 = super::BLOCK_SIZE as u64;
 const NULL_ADDR: u32 = u32::MAX;
 /// Longest symlink target read (PATH_MAX).
 const MAX_TARGET: u64 = 4096;
-
-/// Errors from reading an image.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error("cannot open {}", path.display())]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{} is not a valid EROFS image: {reason}", path.display())]
-    Corrupt { path: PathBuf, reason: String },
-    #[error("{} is an EROFS image with {what}, which is not read yet (an uncompressed image from `sysext pack --fs erofs` or `mkfs.erofs` is)", path.display())]
-    Unsupported { path: PathBuf, what: String },
-    #[error("image {} is malformed: directory {} holds two entries named {}; refusing it (rebuild it with `sysext pack --fs erofs`)", path.display(), show_dir(dir), escape(name))]
-    Duplicate {
-        path: PathBuf,
-        dir: String,
-        name: String,
-    },
-    #[error("image {} is malformed: directory {} holds an entry named {:?}, which no path can name; rebuild the image", path.display(), show_dir(dir), escape(name))]
-    BadName {
-        path: PathBuf,
-        dir: String,
-        name: String,
-    },
-    #[error("image {} is malformed: it nests folders deeper than {MAX_DEPTH} levels (under {}); refusing to read it, no extension needs that", path.display(), escape(dir.split('/').next().unwrap_or("")))]
-    TooDeep { path: PathBuf, dir: String },
-    #[error("{} is not a regular file in {}", escape(path), image.display())]
-    NotAFile { image: PathBuf, path: String },
-    #[error("{} in {} is larger than {limit} bytes, the most read for analysis; nothing was read", escape(path), image.display())]
-    TooLarge {
-        image: PathBuf,
-        path: String,
-        limit: u64,
-    },
-}
-
-fn show_dir(dir: &str) -> String {
-    if dir.is_empty() {
-        "/".into()
-    } else {
-        escape(dir).into_owned()
-    }
-}
 
 /// Where an inode's data lies.
 #[derive(Debug, Clone, Copy)]
@@ -152,6 +109,7 @@ impl ErofsReader {
 
     fn corrupt(&self, reason: impl Into<String>) -> ReadError {
         ReadError::Corrupt {
+            format: ImageFormat::Erofs,
             path: self.path.clone(),
             reason: reason.into(),
         }
@@ -367,6 +325,7 @@ impl ErofsReader {
                 }
                 if !seen.insert(raw) {
                     return Err(ReadError::Duplicate {
+                        format: ImageFormat::Erofs,
                         path: self.path.clone(),
                         dir: dir_path,
                         name,

@@ -30,56 +30,12 @@ use backhand::{FilesystemReader, Inode, Squashfs, SquashfsFileReader};
 use elf_closure::{ElfError, ElfInfo};
 use gentext::escape;
 
-/// Folders nested deeper than this make an image refused (the kernel has no such limit, but
-/// no extension needs it, and every walk here stays bounded).
-pub const MAX_DEPTH: usize = 4096;
+use crate::read_error::show_dir;
+pub use crate::read_error::{ImageFormat, ReadError, MAX_DEPTH};
 
 /// How far into one file [`SquashfsReader::scan_elf`] may read (its headers, dynamic section
 /// and strings must lie within): 1 GiB.
 pub const MAX_ELF_SCAN: u64 = 1 << 30;
-
-/// Errors from reading an image.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error("cannot open {}", path.display())]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{} is not a valid squashfs image: {reason}", path.display())]
-    Corrupt { path: PathBuf, reason: String },
-    #[error("image {} is malformed: directory {} holds two entries named {}; the kernel shows only the first, so the image is refused (rebuild it with `sysext pack` or mksquashfs)", path.display(), show_dir(dir), escape(name))]
-    Duplicate {
-        path: PathBuf,
-        dir: String,
-        name: String,
-    },
-    #[error("image {} is malformed: directory {} holds an entry named {:?}, which no path can name; rebuild the image", path.display(), show_dir(dir), escape(name))]
-    BadName {
-        path: PathBuf,
-        dir: String,
-        name: String,
-    },
-    #[error("image {} is malformed: it nests folders deeper than {MAX_DEPTH} levels (under {}); refusing to read it, no extension needs that", path.display(), escape(dir.split('/').next().unwrap_or("")))]
-    TooDeep { path: PathBuf, dir: String },
-    #[error("{} is not a regular file in {}", escape(path), image.display())]
-    NotAFile { image: PathBuf, path: String },
-    #[error("{} in {} is larger than {limit} bytes, the most read for analysis; nothing was read", escape(path), image.display())]
-    TooLarge {
-        image: PathBuf,
-        path: String,
-        limit: u64,
-    },
-}
-
-fn show_dir(dir: &str) -> String {
-    if dir.is_empty() {
-        "/".into()
-    } else {
-        escape(dir).into_owned()
-    }
-}
 
 /// The entries of an image are [`crate::Entry`]s: the same for a squashfs image and a folder.
 pub use crate::{Entry as Node, EntryKind as NodeKind};
@@ -200,6 +156,7 @@ fn id_of(sq: &Squashfs<'static>, idx: u16) -> Result<u32, String> {
 /// documentation).
 fn walk(sq: &Squashfs<'static>, image: &Path) -> Result<Walk, ReadError> {
     let corrupt = |reason: String| ReadError::Corrupt {
+        format: ImageFormat::Squashfs,
         path: image.to_path_buf(),
         reason,
     };
@@ -250,6 +207,7 @@ fn walk(sq: &Squashfs<'static>, image: &Path) -> Result<Walk, ReadError> {
             }
             if !seen.insert(name.clone()) {
                 return Err(ReadError::Duplicate {
+                    format: ImageFormat::Squashfs,
                     path: image.to_path_buf(),
                     dir: dir_path,
                     name,
@@ -476,6 +434,7 @@ impl SquashfsReader {
             source,
         })?;
         let corrupt = |reason: String| ReadError::Corrupt {
+            format: ImageFormat::Squashfs,
             path: path.to_path_buf(),
             reason,
         };
@@ -553,6 +512,7 @@ impl SquashfsReader {
     pub fn read_prefix(&self, rel_path: &str, limit: u64) -> Result<Vec<u8>, ReadError> {
         let (want, f) = self.file(rel_path)?;
         let corrupt = |reason: String| ReadError::Corrupt {
+            format: ImageFormat::Squashfs,
             path: self.path.clone(),
             reason: format!("reading {}: {reason}", escape(want)),
         };
