@@ -209,7 +209,7 @@ fn butane_ok(text: &str, name: &str, raw: &str) {
     );
     assert_eq!(
         f[1]["path"],
-        format!("/etc/sysupdate.{name}.d/{name}.conf"),
+        format!("/etc/sysupdate.{name}.d/{name}.transfer"),
         "{text}"
     );
     assert_eq!(
@@ -412,7 +412,9 @@ fn bake_builds_all_isolates_failures_and_is_incremental() {
     }
 
     // Transfer files and Butane snippets.
-    let conf = fs::read_to_string(o.join("hello.conf")).unwrap();
+    let conf = fs::read_to_string(o.join("hello.transfer")).unwrap();
+    assert!(conf.contains("Verify=false\n"), "unsigned: {conf}");
+    assert!(!o.join("hello.conf").exists());
     assert!(conf.contains("Path=https://example.org/ext\n"), "{conf}");
     assert!(conf.contains("MatchPattern=hello-@v-%a.raw\n"), "{conf}");
     assert!(
@@ -494,6 +496,19 @@ fn bad_manifest_is_an_error_naming_it() {
         &[],
     );
     assert!(err.contains("--base-url"), "{err}");
+
+    // A signing key that is not one fails the bake before anything is built.
+    fs::write(tmp.path().join("key.asc"), "not a key\n").unwrap();
+    let err = bake_refused(
+        tmp.path(),
+        "[[extension]]\nname = \"x\"\nversion = \"1\"\nsource = \"/\"\nmode = \"static\"\n",
+        &["--base-url", "http://h/", "--signing-key", "key.asc"],
+    );
+    assert!(
+        err.contains("key.asc") && err.contains("--export-secret-keys"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("out").exists());
 }
 
 /// The example as a reader first tries it, from another folder: each missing local source is

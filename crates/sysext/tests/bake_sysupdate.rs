@@ -1,6 +1,7 @@
 //! `sysext bake`'s update artifacts against a real systemd-sysupdate: Debian 12 lacks it, so
-//! a trixie chroot (package `systemd-container`, systemd 257) runs `list`, `check-new` and
-//! `update` with the baked `NAME.conf` against the out folder served over loopback HTTP.
+//! a trixie chroot (package `systemd-container`, systemd 257, and `gpg`, which systemd-pull
+//! runs to verify `SHA256SUMS.gpg`) runs `list`, `check-new` and `update` with the baked
+//! `NAME.transfer` against the out folder served over loopback HTTP.
 
 use std::fs;
 use std::net::{TcpListener, TcpStream};
@@ -8,14 +9,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-/// A trixie root with systemd-sysupdate and systemd-pull, and an empty `/target` to mount
-/// the test's host root on (the fixture itself stays read-only).
+/// A trixie root with systemd-sysupdate, systemd-pull and gpg, and an empty `/target` to
+/// mount the test's host root on (the fixture itself stays read-only).
 fn sysupdate_root() -> PathBuf {
-    testkit::fixtures::cached("trixie-sysupdate", |tmp| {
+    testkit::fixtures::cached("trixie-sysupdate-gpg", |tmp| {
         let tar = tmp.with_extension("tar");
         testkit::run_ok(
             Command::new("mmdebstrap")
-                .args(["--variant=apt", "--include=systemd-container", "trixie"])
+                .args(["--variant=apt", "--include=systemd-container,gpg", "trixie"])
                 .arg(&tar),
         );
         testkit::run_ok(Command::new("tar").arg("-C").arg(tmp).arg("-xf").arg(&tar));
@@ -65,10 +66,22 @@ impl Drop for Server {
 /// Runs `systemd-sysupdate --definitions=/defs --root=/target VERB` in the chroot with
 /// `host` mounted on `/target` (sysupdate reads the definitions below the root).
 fn sysupdate(root: &Path, host: &Path, verb: &str) -> Output {
+    sysupdate_with_keyring(root, host, None, verb)
+}
+
+/// The same, with `keyring` as the chroot's `/etc/systemd/import-pubring.gpg`, where
+/// systemd-pull looks first for the keys that verify `SHA256SUMS.gpg`.
+fn sysupdate_with_keyring(root: &Path, host: &Path, keyring: Option<&Path>, verb: &str) -> Output {
     let (r, h) = (root.display(), host.display());
+    let keys = keyring.map_or(String::new(), |k| {
+        format!(
+            "mount -t tmpfs tmpfs {r}/etc/systemd; cp {} {r}/etc/systemd/import-pubring.gpg; ",
+            k.display()
+        )
+    });
     testkit::in_mount_namespace(&format!(
         "set -e; mount --rbind /proc {r}/proc; mount --rbind /dev {r}/dev; \
-         mount --bind {h} {r}/target; \
+         mount --bind {h} {r}/target; {keys}\
          chroot {r} /usr/lib/systemd/systemd-sysupdate --definitions=/defs --root=/target {verb}"
     ))
 }
@@ -135,7 +148,7 @@ fn real_sysupdate_lists_offers_and_installs_the_baked_image() {
     let host = d.join("host");
     fs::create_dir_all(host.join("defs")).unwrap();
     fs::create_dir_all(host.join("etc/extensions")).unwrap();
-    fs::copy(out.join("hello.conf"), host.join("defs/hello.conf")).unwrap();
+    fs::copy(out.join("hello.transfer"), host.join("defs/hello.transfer")).unwrap();
 
     let list = sysupdate(&root, &host, "list");
     let t = text(&list);
@@ -187,4 +200,226 @@ fn real_sysupdate_lists_offers_and_installs_the_baked_image() {
         "{}",
         text(&check)
     );
+}
+
+/// A new ed25519 signing key in its own GnuPG home; returns the exported secret key file.
+fn new_key(dir: &Path, name: &str, passphrase: &str) -> PathBuf {
+    let home = dir.join(format!("gnupg-{name}"));
+    fs::create_dir_all(&home).unwrap();
+    let gpg = |args: &[&str]| {
+        let mut c = Command::new("gpg");
+        c.args(["--batch", "--no-tty", "--homedir"])
+            .arg(&home)
+            .args(["--pinentry-mode", "loopback", "--passphrase", passphrase])
+            .args(args);
+        c
+    };
+    testkit::run_ok(&mut gpg(&[
+        "--quick-gen-key",
+        &format!("{name} <{name}@example.org>"),
+        "ed25519",
+        "sign",
+        "never",
+    ]));
+    let secret = gpg(&["--armor", "--export-secret-keys"]).output().unwrap();
+    assert!(secret.status.success() && !secret.stdout.is_empty());
+    let file = dir.join(format!("{name}.asc"));
+    fs::write(&file, &secret.stdout).unwrap();
+    let _ = Command::new("gpgconf")
+        .arg("--homedir")
+        .arg(&home)
+        .args(["--kill", "all"])
+        .status();
+    file
+}
+
+/// Copies the files of folder `from` into a new folder `to`.
+fn copy_folder(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// A signed bake: the real systemd-sysupdate installs its image with `Verify=yes` through the
+/// keyring its Butane snippet installs, and installs nothing from a tampered image, a
+/// tampered SHA256SUMS or a signature by another key.
+#[test]
+fn real_sysupdate_verifies_the_signed_sha256sums() {
+    if !testkit::require_root("chroot and mounts for systemd-sysupdate")
+        || !testkit::require_tool("mmdebstrap")
+        || !testkit::require_tool("python3")
+        || !testkit::require_tool("busybox")
+        || !testkit::require_tool("gpg")
+    {
+        return;
+    }
+    let root = sysupdate_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    fs::create_dir_all(d.join("st/bin")).unwrap();
+    fs::copy(testkit::which("busybox").unwrap(), d.join("st/bin/hello")).unwrap();
+    testkit::run_ok(
+        Command::new("tar")
+            .arg("-C")
+            .arg(d.join("st"))
+            .arg("-czf")
+            .arg(d.join("hello.tar.gz"))
+            .arg("bin"),
+    );
+    fs::write(
+        d.join("m.toml"),
+        "architectures = [\"x86-64\"]\n\n[[extension]]\nname = \"hello\"\nversion = \"1.0\"\n\
+         source = \"./hello.tar.gz\"\nmode = \"static\"\npaths = [\"bin/hello:/usr/bin/\"]\n",
+    )
+    .unwrap();
+    let key = new_key(d, "publisher", "pass phrase");
+    new_key(d, "intruder", "");
+    let (_server, port) = Server::start(d);
+    let bake = |extra: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sysext"));
+        c.current_dir(d)
+            .args(["bake", "m.toml", "--out", "out", "--signing-key"])
+            .arg(&key)
+            .arg("--base-url")
+            .arg(format!("http://127.0.0.1:{port}/good/"))
+            .env_remove("SYSEXT_SIGNING_PASSPHRASE");
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+
+    // The key has a passphrase: without it the bake stops before building anything.
+    let o = bake(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("SYSEXT_SIGNING_PASSPHRASE"),
+        "{}",
+        text(&o)
+    );
+    assert!(!d.join("out").exists(), "output after a refused key");
+
+    let o = bake(&[("SYSEXT_SIGNING_PASSPHRASE", "pass phrase")]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = d.join("out");
+    let transfer = fs::read_to_string(out.join("hello.transfer")).unwrap();
+    assert!(transfer.contains("\nVerify=yes\n"), "{transfer}");
+    let sig = fs::read(out.join("SHA256SUMS.gpg")).unwrap();
+
+    // An unchanged re-bake keeps the signature's bytes (a signature carries its time).
+    let o = bake(&[("SYSEXT_SIGNING_PASSPHRASE", "pass phrase")]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(fs::read(out.join("SHA256SUMS.gpg")).unwrap(), sig);
+
+    // The keyring as the Butane snippet installs it.
+    let bu: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out.join("hello-x86-64.bu")).unwrap()).unwrap();
+    let file = bu["storage"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "/etc/systemd/import-pubring.gpg")
+        .expect("the Butane snippet installs the keyring");
+    let url = file["contents"]["source"].as_str().unwrap();
+    let b64 = url.strip_prefix("data:;base64,").expect("a data URL");
+    let decoded = Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(b64.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(decoded.status.success());
+    assert_eq!(
+        decoded.stdout,
+        fs::read(out.join("import-pubring.gpg")).unwrap()
+    );
+    let keyring = d.join("keyring.gpg");
+    fs::write(&keyring, &decoded.stdout).unwrap();
+
+    // Four served folders: as baked, and three tampered ones.
+    let raw = "hello-1.0-x86-64.raw";
+    copy_folder(&out, &d.join("good"));
+    copy_folder(&out, &d.join("bad-image"));
+    let mut img = fs::read(out.join(raw)).unwrap();
+    let n = img.len();
+    img[n / 2] ^= 1;
+    fs::write(d.join("bad-image").join(raw), &img).unwrap();
+    // A replaced image with SHA256SUMS made to match it: only the signature catches this.
+    copy_folder(&out, &d.join("bad-sums"));
+    fs::write(d.join("bad-sums").join(raw), &img).unwrap();
+    let sums = fs::read_to_string(out.join("SHA256SUMS")).unwrap();
+    let real = sums.split_whitespace().next().unwrap();
+    let forged = Command::new("sha256sum")
+        .arg(d.join("bad-sums").join(raw))
+        .output()
+        .unwrap();
+    let forged = String::from_utf8_lossy(&forged.stdout);
+    let forged = forged.split_whitespace().next().unwrap();
+    fs::write(d.join("bad-sums/SHA256SUMS"), sums.replace(real, forged)).unwrap();
+    copy_folder(&out, &d.join("bad-key"));
+    let other_sig = d.join("other.sig");
+    let home = d.join("gnupg-intruder");
+    testkit::run_ok(
+        Command::new("gpg")
+            .args(["--batch", "--no-tty", "--homedir"])
+            .arg(&home)
+            .args(["--pinentry-mode", "loopback", "--passphrase", ""])
+            .arg("--output")
+            .arg(&other_sig)
+            .arg("--detach-sign")
+            .arg(out.join("SHA256SUMS")),
+    );
+    let _ = Command::new("gpgconf")
+        .arg("--homedir")
+        .arg(&home)
+        .args(["--kill", "all"])
+        .status();
+    fs::copy(&other_sig, d.join("bad-key/SHA256SUMS.gpg")).unwrap();
+
+    for folder in ["bad-image", "bad-sums", "bad-key", "good"] {
+        let host = d.join(format!("host-{folder}"));
+        fs::create_dir_all(host.join("defs")).unwrap();
+        fs::create_dir_all(host.join("etc/extensions")).unwrap();
+        fs::write(
+            host.join("defs/hello.transfer"),
+            transfer.replace("/good\n", &format!("/{folder}\n")),
+        )
+        .unwrap();
+        let update = sysupdate_with_keyring(&root, &host, Some(&keyring), "update");
+        let installed = host.join("opt/extensions/hello").join(raw);
+        if folder == "good" {
+            assert!(update.status.success(), "update failed:\n{}", text(&update));
+            assert_eq!(
+                fs::read(&installed).unwrap(),
+                fs::read(out.join(raw)).unwrap()
+            );
+            assert!(host
+                .join("etc/extensions/hello.raw")
+                .symlink_metadata()
+                .is_ok());
+        } else {
+            assert!(
+                !update.status.success(),
+                "{folder}: sysupdate accepted it:\n{}",
+                text(&update)
+            );
+            let left: Vec<_> = fs::read_dir(host.join("opt/extensions/hello"))
+                .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+                .unwrap_or_default();
+            assert!(left.is_empty(), "{folder}: {left:?} installed");
+            assert!(host
+                .join("etc/extensions/hello.raw")
+                .symlink_metadata()
+                .is_err());
+        }
+    }
 }

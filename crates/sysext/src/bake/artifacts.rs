@@ -1,5 +1,7 @@
-//! Update artifacts for systemd-sysupdate: `SHA256SUMS`, transfer files (`NAME.conf`) and the
-//! Butane configs (variant flatcar) that deploy an extension with them.
+//! Update artifacts for systemd-sysupdate: `SHA256SUMS` (with its detached OpenPGP signature
+//! `SHA256SUMS.gpg` when a signing key is given, see [`super::sign`]), transfer files
+//! (`NAME.transfer`, or `NAME.conf` for hosts older than systemd 257) and the Butane configs
+//! (variant flatcar) that deploy an extension with them.
 //!
 //! Nothing here is put together with format strings from unchecked values: the base URL is
 //! parsed by [`BaseUrl::parse`] (in [`gentext`]) (http, https or file; no blanks, control characters, query,
@@ -7,6 +9,7 @@
 //! [`gentext`] (`%` escaped), and the Butane config is built as a JSON value and
 //! written by serde_json: JSON is YAML 1.2, which Butane reads (`butane --strict < NAME.bu`).
 
+use base64::Engine;
 use gentext::TextError;
 use serde_json::json;
 
@@ -18,6 +21,48 @@ pub enum ArtifactError {
 }
 
 pub use gentext::BaseUrl;
+
+/// Where systemd-pull (run by systemd-sysupdate) looks first for the keyring that verifies
+/// `SHA256SUMS.gpg`; `/usr/lib/systemd/import-pubring.gpg` is its fallback.
+pub const HOST_KEYRING: &str = "/etc/systemd/import-pubring.gpg";
+
+/// The public keyring file a signed bake writes beside `SHA256SUMS.gpg`.
+pub const KEYRING_FILE: &str = "import-pubring.gpg";
+
+/// The name of the transfer files: systemd 257 reads `*.transfer` and warns about `*.conf`;
+/// older systemd-sysupdate reads only `*.conf`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TransferSuffix {
+    #[default]
+    Transfer,
+    Conf,
+}
+
+impl TransferSuffix {
+    /// `transfer` or `conf`.
+    pub fn ext(self) -> &'static str {
+        match self {
+            TransferSuffix::Transfer => "transfer",
+            TransferSuffix::Conf => "conf",
+        }
+    }
+
+    /// `NAME.transfer` or `NAME.conf`.
+    pub fn file_name(self, name: &str) -> String {
+        format!("{name}.{}", self.ext())
+    }
+}
+
+/// What every transfer file and Butane config of a bake shares.
+#[derive(Debug, Clone, Copy)]
+pub struct Sysupdate<'a> {
+    /// The URL folder the images and SHA256SUMS are served from.
+    pub base: &'a BaseUrl,
+    pub suffix: TransferSuffix,
+    /// The public keyring (OpenPGP, binary) that verifies `SHA256SUMS.gpg`; `None` for an
+    /// unsigned bake, whose transfer files say `Verify=false`.
+    pub keyring: Option<&'a [u8]>,
+}
 
 /// The image file name `NAME-VERSION-ARCH.raw`.
 pub fn raw_name(name: &str, version: &str, arch: &str) -> String {
@@ -32,16 +77,19 @@ pub fn sha256sums<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> 
     v.iter().map(|(f, h)| format!("{h}  {f}\n")).collect()
 }
 
-/// The transfer file for `name` (`/etc/sysupdate.NAME.d/NAME.conf` on the host). Values are
-/// checked and `%`-escaped ([`gentext::unit_word`]): `%` starts a specifier there.
-pub fn transfer_conf(name: &str, base: &BaseUrl) -> Result<String, ArtifactError> {
+/// The transfer file for `name` (`/etc/sysupdate.NAME.d/NAME.transfer` on the host). Values
+/// are checked and `%`-escaped ([`gentext::unit_word`]): `%` starts a specifier there.
+/// `Verify=yes` when the bake is signed: systemd-sysupdate then downloads `SHA256SUMS.gpg`
+/// and refuses the update unless the host's keyring verifies it.
+pub fn transfer_file(name: &str, su: &Sysupdate) -> Result<String, ArtifactError> {
     let n = gentext::unit_word("extension name", name)?;
-    let path = gentext::unit_escape(&base.folder());
-    let shown = base.folder();
+    let path = gentext::unit_escape(&su.base.folder());
+    let shown = su.base.folder();
+    let verify = if su.keyring.is_some() { "yes" } else { "false" };
     Ok(format!(
         "# Written by sysext bake: updates {name} from {shown}.\n\
          [Transfer]\n\
-         Verify=false\n\
+         Verify={verify}\n\
          \n\
          [Source]\n\
          Type=url-file\n\
@@ -58,36 +106,47 @@ pub fn transfer_conf(name: &str, base: &BaseUrl) -> Result<String, ArtifactError
 }
 
 /// A Butane config (variant flatcar) that installs `raw` under `/opt/extensions/NAME/`, links
-/// it from `/etc/extensions/NAME.raw`, writes the transfer file and enables sysupdate for it.
+/// it from `/etc/extensions/NAME.raw`, writes the transfer file (and, for a signed bake, the
+/// public keyring at [`HOST_KEYRING`], inline as a data URL) and enables sysupdate for it.
 /// Written as JSON (YAML 1.2) by serde_json; unit lines in it are `%`-escaped.
-pub fn butane(name: &str, raw: &str, base: &BaseUrl) -> Result<String, ArtifactError> {
+pub fn butane(name: &str, raw: &str, su: &Sysupdate) -> Result<String, ArtifactError> {
     gentext::check_text("image file name", raw)?;
-    let conf = transfer_conf(name, base)?;
+    let conf = transfer_file(name, su)?;
     let n = gentext::unit_word("extension name", name)?;
     let noop = "# Lets systemd-sysupdate run without a default transfer.\n\
                 [Source]\nType=regular-file\nPath=/\nMatchPattern=invalid@v.raw\n\
                 [Target]\nType=regular-file\nPath=/\n";
+    let mut files = vec![
+        json!({
+            "path": format!("/opt/extensions/{name}/{raw}"),
+            "mode": 0o644,
+            "contents": { "source": su.base.file(raw) },
+        }),
+        json!({
+            "path": format!("/etc/sysupdate.{name}.d/{}", su.suffix.file_name(name)),
+            "mode": 0o644,
+            "contents": { "inline": conf },
+        }),
+        json!({
+            "path": format!("/etc/sysupdate.d/{}", su.suffix.file_name("noop")),
+            "mode": 0o644,
+            "contents": { "inline": noop },
+        }),
+    ];
+    if let Some(keyring) = su.keyring {
+        let data = base64::engine::general_purpose::STANDARD.encode(keyring);
+        files.push(json!({
+            "path": HOST_KEYRING,
+            "mode": 0o644,
+            "overwrite": true,
+            "contents": { "source": format!("data:;base64,{data}") },
+        }));
+    }
     let doc = json!({
         "variant": "flatcar",
         "version": "1.0.0",
         "storage": {
-            "files": [
-                {
-                    "path": format!("/opt/extensions/{name}/{raw}"),
-                    "mode": 0o644,
-                    "contents": { "source": base.file(raw) },
-                },
-                {
-                    "path": format!("/etc/sysupdate.{name}.d/{name}.conf"),
-                    "mode": 0o644,
-                    "contents": { "inline": conf },
-                },
-                {
-                    "path": "/etc/sysupdate.d/noop.conf",
-                    "mode": 0o644,
-                    "contents": { "inline": noop },
-                },
-            ],
+            "files": files,
             "links": [
                 {
                     "path": format!("/etc/extensions/{name}.raw"),
@@ -137,7 +196,8 @@ mod tests {
 
     #[test]
     fn transfer_file_has_systemd_sections_and_keys() {
-        let c = transfer_conf("tools", &url("https://ex.org/ext/")).unwrap();
+        let base = url("https://ex.org/ext/");
+        let c = transfer_file("tools", &plain(&base)).unwrap();
         let keys = sections_and_keys(&c);
         for want in [
             "[Transfer]Verify=false",
@@ -174,7 +234,8 @@ mod tests {
 
     #[test]
     fn butane_is_a_document_with_the_expected_keys() {
-        let b = butane("tools", "tools-1-arm64.raw", &url("http://h/x")).unwrap();
+        let base = url("http://h/x");
+        let b = butane("tools", "tools-1-arm64.raw", &plain(&base)).unwrap();
         let d: serde_json::Value = serde_json::from_str(&b).unwrap();
         assert_eq!(d["variant"], "flatcar");
         let files = &d["storage"]["files"];
@@ -184,7 +245,9 @@ mod tests {
             files[0]["contents"]["source"],
             "http://h/x/tools-1-arm64.raw"
         );
-        assert_eq!(files[1]["path"], "/etc/sysupdate.tools.d/tools.conf");
+        assert_eq!(files[1]["path"], "/etc/sysupdate.tools.d/tools.transfer");
+        assert_eq!(files[2]["path"], "/etc/sysupdate.d/noop.transfer");
+        assert_eq!(files.as_array().unwrap().len(), 3, "no keyring unsigned");
         let conf = files[1]["contents"]["inline"].as_str().unwrap();
         assert!(conf.contains("\nMatchPattern=tools-@v-%a.raw\n"), "{conf}");
         assert_eq!(
@@ -236,7 +299,7 @@ mod tests {
     #[test]
     fn percent_is_escaped_on_unit_lines() {
         let base = url("https://ex.org/a%20b");
-        let c = transfer_conf("n%h", &base).unwrap();
+        let c = transfer_file("n%h", &plain(&base)).unwrap();
         let keys = sections_and_keys(&c);
         assert!(
             keys.contains(&"[Source]Path=https://ex.org/a%%20b".to_string()),
@@ -250,13 +313,49 @@ mod tests {
             keys.contains(&"[Source]MatchPattern=n%%h-@v-%a.raw".to_string()),
             "{keys:?}"
         );
-        let b = butane("n%h", "n%h-1-x86-64.raw", &base).unwrap();
+        let b = butane("n%h", "n%h-1-x86-64.raw", &plain(&base)).unwrap();
         let d: serde_json::Value = serde_json::from_str(&b).unwrap();
         assert_eq!(
             d["systemd"]["units"][1]["dropins"][0]["contents"],
             "[Service]\nExecStartPre=/usr/lib/systemd/systemd-sysupdate -C n%%h update\n"
         );
-        assert!(transfer_conf("a b", &base).is_err());
+        assert!(transfer_file("a b", &plain(&base)).is_err());
+    }
+
+    fn plain(base: &BaseUrl) -> Sysupdate<'_> {
+        Sysupdate {
+            base,
+            suffix: TransferSuffix::Transfer,
+            keyring: None,
+        }
+    }
+
+    #[test]
+    fn signed_bakes_verify_and_ship_the_keyring() {
+        let base = url("https://ex.org/ext");
+        let keyring = b"\x99\x00\x33not really a key";
+        let su = Sysupdate {
+            base: &base,
+            suffix: TransferSuffix::Conf,
+            keyring: Some(keyring),
+        };
+        let keys = sections_and_keys(&transfer_file("tools", &su).unwrap());
+        assert!(
+            keys.contains(&"[Transfer]Verify=yes".to_string()),
+            "{keys:?}"
+        );
+        let b = butane("tools", "tools-1-x86-64.raw", &su).unwrap();
+        let d: serde_json::Value = serde_json::from_str(&b).unwrap();
+        let files = d["storage"]["files"].as_array().unwrap();
+        assert_eq!(files[1]["path"], "/etc/sysupdate.tools.d/tools.conf");
+        assert_eq!(files[2]["path"], "/etc/sysupdate.d/noop.conf");
+        let k = files.iter().find(|f| f["path"] == HOST_KEYRING).unwrap();
+        let src = k["contents"]["source"].as_str().unwrap();
+        let b64 = src.strip_prefix("data:;base64,").unwrap();
+        let back = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        assert_eq!(back, keyring);
     }
 
     fn url(s: &str) -> BaseUrl {

@@ -6,6 +6,7 @@
 //! - [`build`]: one image (flix, flatwrap or static) for one architecture, through the
 //!   libraries; the rebuild key.
 //! - [`artifacts`]: `SHA256SUMS`, transfer files, Butane snippets.
+//! - [`sign`]: `SHA256SUMS.gpg`, the detached OpenPGP signature hosts verify.
 //!
 //! Jobs run in parallel on a few threads; a failing job is reported and leaves nothing behind;
 //! a job whose key (manifest entry, source identity, tool version) is unchanged since the last
@@ -13,6 +14,7 @@
 
 pub mod artifacts;
 pub mod build;
+pub mod sign;
 pub use bake_manifest as manifest;
 
 use std::collections::BTreeMap;
@@ -42,6 +44,8 @@ pub enum BakeError {
     Atomic(#[from] AtomicError),
     #[error(transparent)]
     Artifact(#[from] artifacts::ArtifactError),
+    #[error(transparent)]
+    Sign(#[from] sign::SignError),
 }
 
 /// Options of a bake.
@@ -61,6 +65,11 @@ pub struct BakeOptions {
     pub force: bool,
     /// Only these extensions (empty = all).
     pub only: Vec<String>,
+    /// `NAME.transfer` (systemd 257) or `NAME.conf` (older systemd-sysupdate).
+    pub transfer_suffix: artifacts::TransferSuffix,
+    /// A secret OpenPGP key file: sign SHA256SUMS (`SHA256SUMS.gpg`), write the public
+    /// keyring, and make the transfer files say `Verify=yes`.
+    pub signing_key: Option<PathBuf>,
 }
 
 /// What happened to one image.
@@ -101,8 +110,11 @@ pub struct Report {
     pub out: PathBuf,
     pub tool_version: String,
     pub entries: Vec<Entry>,
-    /// Other files written or confirmed: SHA256SUMS, NAME.conf, NAME-ARCH.bu.
+    /// Other files written or confirmed: SHA256SUMS (and SHA256SUMS.gpg, import-pubring.gpg
+    /// when signed), NAME.transfer or NAME.conf, NAME-ARCH.bu.
     pub artifacts: Vec<String>,
+    /// The fingerprint of the OpenPGP key that signed SHA256SUMS (`None`: unsigned).
+    pub signed_by: Option<String>,
 }
 
 impl Report {
@@ -139,8 +151,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BakeError + '_ {
 
 /// Writes `text` to `path` atomically unless the file already holds exactly that (so an
 /// unchanged artifact keeps its mtime).
-pub fn write_if_changed(path: &Path, text: &str) -> Result<bool, BakeError> {
-    if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
+pub fn write_if_changed(path: &Path, text: impl AsRef<[u8]>) -> Result<bool, BakeError> {
+    let text = text.as_ref();
+    if std::fs::read(path).is_ok_and(|old| old == text) {
         return Ok(false);
     }
     let out = AtomicOutput::file(path, true)?;
@@ -169,6 +182,12 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
         .ok_or(BakeError::NoBaseUrl)?;
     // Checked before any work starts: it goes into transfer files and Butane configs.
     let base_url = artifacts::BaseUrl::parse(&base_url).map_err(artifacts::ArtifactError::from)?;
+    // A key that cannot sign fails the bake before anything is built.
+    let key = opts
+        .signing_key
+        .as_deref()
+        .map(sign::SigningKey::load)
+        .transpose()?;
     let base = manifest::base_dir(manifest_path);
     std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
     let state_path = opts.out.join(STATE_FILE);
@@ -259,25 +278,55 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
             .iter()
             .map(|(f, s)| (f.as_str(), s.sha256.as_str())),
     );
-    write_if_changed(&opts.out.join("SHA256SUMS"), &sums)?;
+    let sums_path = opts.out.join("SHA256SUMS");
+    let sums_changed = write_if_changed(&sums_path, &sums)?;
     artifacts.push("SHA256SUMS".to_string());
+    let sig_path = opts.out.join("SHA256SUMS.gpg");
+    let keyring_path = opts.out.join(artifacts::KEYRING_FILE);
+    match &key {
+        Some(key) => {
+            // Re-signed only when SHA256SUMS changed or the signature is not this key's: a
+            // signature carries its time, so an unchanged bake keeps its bytes.
+            if sums_changed || !key.verifies(&sums_path, &sig_path) {
+                let out = AtomicOutput::file(&sig_path, true)?;
+                key.sign(&sums_path, out.path())?;
+                out.commit()?;
+            }
+            write_if_changed(&keyring_path, key.public_keyring())?;
+            artifacts.push("SHA256SUMS.gpg".to_string());
+            artifacts.push(artifacts::KEYRING_FILE.to_string());
+        }
+        None => {
+            // An unsigned bake: a signature left by an earlier signed bake no longer matches.
+            for stale in [&sig_path, &keyring_path] {
+                match std::fs::remove_file(stale) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(io_err(stale)(e))
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    let su = artifacts::Sysupdate {
+        base: &base_url,
+        suffix: opts.transfer_suffix,
+        keyring: key.as_ref().map(|k| k.public_keyring()),
+    };
     for e in &m.extensions {
         if !opts.only.is_empty() && !opts.only.contains(&e.name) {
             continue;
         }
-        let conf = format!("{}.conf", e.name);
+        let conf = su.suffix.file_name(&e.name);
         write_if_changed(
             &opts.out.join(&conf),
-            &artifacts::transfer_conf(&e.name, &base_url)?,
+            artifacts::transfer_file(&e.name, &su)?,
         )?;
         artifacts.push(conf);
         for a in e.arches(&m) {
             let raw = artifacts::raw_name(&e.name, &e.version, a);
             let bu = format!("{}-{a}.bu", e.name);
-            write_if_changed(
-                &opts.out.join(&bu),
-                &artifacts::butane(&e.name, &raw, &base_url)?,
-            )?;
+            write_if_changed(&opts.out.join(&bu), artifacts::butane(&e.name, &raw, &su)?)?;
             artifacts.push(bu);
         }
     }
@@ -286,6 +335,7 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         entries,
         artifacts,
+        signed_by: key.as_ref().map(|k| k.fingerprint().to_string()),
     };
     let text = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";
     write_if_changed(&opts.out.join(REPORT_FILE), &text)?;
