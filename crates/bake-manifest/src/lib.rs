@@ -92,6 +92,11 @@ pub struct Extension {
     /// Left out of the rebuild key when false, so existing keys stay valid.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_privileges: bool,
+    /// An optional extension: its transfer file names a systemd-sysupdate feature
+    /// (`NAME.feature`, systemd 257), off unless the host enables it. Not part of the image,
+    /// so not of the rebuild key.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
 }
 
 impl Extension {

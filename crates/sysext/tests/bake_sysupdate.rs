@@ -130,7 +130,9 @@ fn real_sysupdate_lists_offers_and_installs_the_baked_image() {
     fs::write(
         d.join("m.toml"),
         "architectures = [\"x86-64\"]\n\n[[extension]]\nname = \"hello\"\nversion = \"1.0\"\n\
-         source = \"./hello.tar.gz\"\nmode = \"static\"\npaths = [\"bin/hello:/usr/bin/\"]\n",
+         source = \"./hello.tar.gz\"\nmode = \"static\"\npaths = [\"bin/hello:/usr/bin/\"]\n\n\
+         [[extension]]\nname = \"extra\"\nversion = \"2.0\"\noptional = true\n\
+         source = \"./hello.tar.gz\"\nmode = \"static\"\npaths = [\"bin/hello:/usr/bin/extra\"]\n",
     )
     .unwrap();
     let out = d.join("out");
@@ -199,6 +201,29 @@ fn real_sysupdate_lists_offers_and_installs_the_baked_image() {
         String::from_utf8_lossy(&check.stdout).trim().is_empty(),
         "{}",
         text(&check)
+    );
+
+    // The optional extension: its transfer belongs to a feature that is off until enabled.
+    let host = d.join("host-extra");
+    fs::create_dir_all(host.join("defs")).unwrap();
+    fs::create_dir_all(host.join("etc/extensions")).unwrap();
+    for f in ["extra.transfer", "extra.feature"] {
+        fs::copy(out.join(f), host.join("defs").join(f)).unwrap();
+    }
+    let installed = host.join("opt/extensions/extra/extra-2.0-x86-64.raw");
+    let off = sysupdate(&root, &host, "update");
+    assert!(!installed.exists(), "installed while off:\n{}", text(&off));
+    fs::create_dir_all(host.join("defs/extra.feature.d")).unwrap();
+    fs::write(
+        host.join("defs/extra.feature.d/on.conf"),
+        "[Feature]\nEnabled=true\n",
+    )
+    .unwrap();
+    let on = sysupdate(&root, &host, "update");
+    assert!(on.status.success(), "update failed:\n{}", text(&on));
+    assert_eq!(
+        fs::read(&installed).unwrap(),
+        fs::read(out.join("extra-2.0-x86-64.raw")).unwrap()
     );
 }
 

@@ -80,16 +80,23 @@ pub fn sha256sums<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> 
 /// The transfer file for `name` (`/etc/sysupdate.NAME.d/NAME.transfer` on the host). Values
 /// are checked and `%`-escaped ([`gentext::unit_word`]): `%` starts a specifier there.
 /// `Verify=yes` when the bake is signed: systemd-sysupdate then downloads `SHA256SUMS.gpg`
-/// and refuses the update unless the host's keyring verifies it.
-pub fn transfer_file(name: &str, su: &Sysupdate) -> Result<String, ArtifactError> {
+/// and refuses the update unless the host's keyring verifies it. An `optional` extension's
+/// transfer belongs to the feature `NAME` ([`feature_file`]).
+pub fn transfer_file(name: &str, optional: bool, su: &Sysupdate) -> Result<String, ArtifactError> {
     let n = gentext::unit_word("extension name", name)?;
     let path = gentext::unit_escape(&su.base.folder());
     let shown = su.base.folder();
     let verify = if su.keyring.is_some() { "yes" } else { "false" };
+    let features = if optional {
+        format!("Features={n}\n")
+    } else {
+        String::new()
+    };
     Ok(format!(
         "# Written by sysext bake: updates {name} from {shown}.\n\
          [Transfer]\n\
          Verify={verify}\n\
+         {features}\
          \n\
          [Source]\n\
          Type=url-file\n\
@@ -105,13 +112,32 @@ pub fn transfer_file(name: &str, su: &Sysupdate) -> Result<String, ArtifactError
     ))
 }
 
+/// The feature file of an optional extension (`/etc/sysupdate.NAME.d/NAME.feature`, systemd
+/// 257): the host installs and updates it only once enabled (`updatectl enable NAME`, or a
+/// drop-in `NAME.feature.d/*.conf` saying `Enabled=true`).
+pub fn feature_file(name: &str, enabled: bool) -> Result<String, ArtifactError> {
+    let n = gentext::unit_word("extension name", name)?;
+    Ok(format!(
+        "# Written by sysext bake: the optional extension {name}.\n\
+         [Feature]\n\
+         Description=The {n} system extension\n\
+         Enabled={enabled}\n"
+    ))
+}
+
 /// A Butane config (variant flatcar) that installs `raw` under `/opt/extensions/NAME/`, links
 /// it from `/etc/extensions/NAME.raw`, writes the transfer file (and, for a signed bake, the
 /// public keyring at [`HOST_KEYRING`], inline as a data URL) and enables sysupdate for it.
-/// Written as JSON (YAML 1.2) by serde_json; unit lines in it are `%`-escaped.
-pub fn butane(name: &str, raw: &str, su: &Sysupdate) -> Result<String, ArtifactError> {
+/// For an optional extension it writes the feature file enabled: applying the snippet is
+/// opting in. Written as JSON (YAML 1.2) by serde_json; unit lines in it are `%`-escaped.
+pub fn butane(
+    name: &str,
+    optional: bool,
+    raw: &str,
+    su: &Sysupdate,
+) -> Result<String, ArtifactError> {
     gentext::check_text("image file name", raw)?;
-    let conf = transfer_file(name, su)?;
+    let conf = transfer_file(name, optional, su)?;
     let n = gentext::unit_word("extension name", name)?;
     let noop = "# Lets systemd-sysupdate run without a default transfer.\n\
                 [Source]\nType=regular-file\nPath=/\nMatchPattern=invalid@v.raw\n\
@@ -133,6 +159,13 @@ pub fn butane(name: &str, raw: &str, su: &Sysupdate) -> Result<String, ArtifactE
             "contents": { "inline": noop },
         }),
     ];
+    if optional {
+        files.push(json!({
+            "path": format!("/etc/sysupdate.{name}.d/{name}.feature"),
+            "mode": 0o644,
+            "contents": { "inline": feature_file(name, true)? },
+        }));
+    }
     if let Some(keyring) = su.keyring {
         let data = base64::engine::general_purpose::STANDARD.encode(keyring);
         files.push(json!({
@@ -197,7 +230,7 @@ mod tests {
     #[test]
     fn transfer_file_has_systemd_sections_and_keys() {
         let base = url("https://ex.org/ext/");
-        let c = transfer_file("tools", &plain(&base)).unwrap();
+        let c = transfer_file("tools", false, &plain(&base)).unwrap();
         let keys = sections_and_keys(&c);
         for want in [
             "[Transfer]Verify=false",
@@ -235,7 +268,7 @@ mod tests {
     #[test]
     fn butane_is_a_document_with_the_expected_keys() {
         let base = url("http://h/x");
-        let b = butane("tools", "tools-1-arm64.raw", &plain(&base)).unwrap();
+        let b = butane("tools", false, "tools-1-arm64.raw", &plain(&base)).unwrap();
         let d: serde_json::Value = serde_json::from_str(&b).unwrap();
         assert_eq!(d["variant"], "flatcar");
         let files = &d["storage"]["files"];
@@ -299,7 +332,7 @@ mod tests {
     #[test]
     fn percent_is_escaped_on_unit_lines() {
         let base = url("https://ex.org/a%20b");
-        let c = transfer_file("n%h", &plain(&base)).unwrap();
+        let c = transfer_file("n%h", false, &plain(&base)).unwrap();
         let keys = sections_and_keys(&c);
         assert!(
             keys.contains(&"[Source]Path=https://ex.org/a%%20b".to_string()),
@@ -313,13 +346,13 @@ mod tests {
             keys.contains(&"[Source]MatchPattern=n%%h-@v-%a.raw".to_string()),
             "{keys:?}"
         );
-        let b = butane("n%h", "n%h-1-x86-64.raw", &plain(&base)).unwrap();
+        let b = butane("n%h", false, "n%h-1-x86-64.raw", &plain(&base)).unwrap();
         let d: serde_json::Value = serde_json::from_str(&b).unwrap();
         assert_eq!(
             d["systemd"]["units"][1]["dropins"][0]["contents"],
             "[Service]\nExecStartPre=/usr/lib/systemd/systemd-sysupdate -C n%%h update\n"
         );
-        assert!(transfer_file("a b", &plain(&base)).is_err());
+        assert!(transfer_file("a b", false, &plain(&base)).is_err());
     }
 
     fn plain(base: &BaseUrl) -> Sysupdate<'_> {
@@ -339,12 +372,12 @@ mod tests {
             suffix: TransferSuffix::Conf,
             keyring: Some(keyring),
         };
-        let keys = sections_and_keys(&transfer_file("tools", &su).unwrap());
+        let keys = sections_and_keys(&transfer_file("tools", false, &su).unwrap());
         assert!(
             keys.contains(&"[Transfer]Verify=yes".to_string()),
             "{keys:?}"
         );
-        let b = butane("tools", "tools-1-x86-64.raw", &su).unwrap();
+        let b = butane("tools", false, "tools-1-x86-64.raw", &su).unwrap();
         let d: serde_json::Value = serde_json::from_str(&b).unwrap();
         let files = d["storage"]["files"].as_array().unwrap();
         assert_eq!(files[1]["path"], "/etc/sysupdate.tools.d/tools.conf");
@@ -356,6 +389,38 @@ mod tests {
             .decode(b64)
             .unwrap();
         assert_eq!(back, keyring);
+    }
+
+    #[test]
+    fn optional_extensions_are_features() {
+        let base = url("https://ex.org/ext");
+        let su = plain(&base);
+        let keys = sections_and_keys(&transfer_file("tools", true, &su).unwrap());
+        assert!(
+            keys.contains(&"[Transfer]Features=tools".to_string()),
+            "{keys:?}"
+        );
+        let keys = sections_and_keys(&transfer_file("tools", false, &su).unwrap());
+        assert!(!keys.iter().any(|k| k.contains("Features")), "{keys:?}");
+        let f = sections_and_keys(&feature_file("tools", false).unwrap());
+        assert_eq!(
+            f,
+            [
+                "[Feature]Description=The tools system extension",
+                "[Feature]Enabled=false"
+            ]
+        );
+        let b = butane("tools", true, "tools-1-x86-64.raw", &su).unwrap();
+        let d: serde_json::Value = serde_json::from_str(&b).unwrap();
+        let files = d["storage"]["files"].as_array().unwrap();
+        let feat = files
+            .iter()
+            .find(|f| f["path"] == "/etc/sysupdate.tools.d/tools.feature")
+            .unwrap();
+        assert!(feat["contents"]["inline"]
+            .as_str()
+            .unwrap()
+            .contains("\nEnabled=true\n"));
     }
 
     fn url(s: &str) -> BaseUrl {

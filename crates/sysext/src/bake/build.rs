@@ -161,6 +161,8 @@ pub fn key(ext: &Extension, arch: &str, source_identity: &str) -> String {
     // does not change this image.
     canon.sources.clear();
     canon.architectures = None;
+    // Whether hosts install it by default is in the transfer files, not in the image.
+    canon.optional = false;
     let mut h = Sha256::new();
     h.update(serde_json::to_string(&canon).unwrap_or_default().as_bytes());
     h.update(

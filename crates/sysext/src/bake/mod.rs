@@ -182,6 +182,19 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
         .ok_or(BakeError::NoBaseUrl)?;
     // Checked before any work starts: it goes into transfer files and Butane configs.
     let base_url = artifacts::BaseUrl::parse(&base_url).map_err(artifacts::ArtifactError::from)?;
+    if opts.transfer_suffix == artifacts::TransferSuffix::Conf {
+        if let Some(e) = m.extensions.iter().find(|e| e.optional) {
+            return Err(manifest::ManifestError::Invalid {
+                path: manifest_path.to_path_buf(),
+                message: format!(
+                    "{:?} is optional, which needs a sysupdate feature: systemd 257's .transfer \
+                     files, not --transfer-suffix conf",
+                    e.name
+                ),
+            }
+            .into());
+        }
+    }
     // A key that cannot sign fails the bake before anything is built.
     let key = opts
         .signing_key
@@ -320,13 +333,24 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
         let conf = su.suffix.file_name(&e.name);
         write_if_changed(
             &opts.out.join(&conf),
-            artifacts::transfer_file(&e.name, &su)?,
+            artifacts::transfer_file(&e.name, e.optional, &su)?,
         )?;
         artifacts.push(conf);
+        if e.optional {
+            let feature = format!("{}.feature", e.name);
+            write_if_changed(
+                &opts.out.join(&feature),
+                artifacts::feature_file(&e.name, false)?,
+            )?;
+            artifacts.push(feature);
+        }
         for a in e.arches(&m) {
             let raw = artifacts::raw_name(&e.name, &e.version, a);
             let bu = format!("{}-{a}.bu", e.name);
-            write_if_changed(&opts.out.join(&bu), artifacts::butane(&e.name, &raw, &su)?)?;
+            write_if_changed(
+                &opts.out.join(&bu),
+                artifacts::butane(&e.name, e.optional, &raw, &su)?,
+            )?;
             artifacts.push(bu);
         }
     }
