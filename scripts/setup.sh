@@ -46,6 +46,7 @@ packages=(
   qemu-user-static    # relocated arm64 and i386 programs run in a root without libc
   strace              # which gconv module the host's and the relocated iconv open (flix_glibc_data)
   gpg gpg-agent gpgv  # bake --signing-key signs SHA256SUMS (the tests make their keys)
+  btrfs-progs dosfstools bzip2 fdisk  # install-image tests build a Flatcar-layout disk (OEM btrfs, EFI vfat, sfdisk)
 )
 [ "$profile" = demo ] && packages=("${demo_packages[@]}")
 

@@ -4,10 +4,12 @@
 //!   image in place (entries, file contents, the ELF scan of a file).
 //! - [`erofs`]: our EROFS writer (uncompressed; 4 KiB blocks, inline tails, hardlinks, xattrs),
 //!   reproducible like the squashfs one, and a reader of uncompressed images.
+//! - [`gpt`]: a reader of GUID partition tables in disk image files (labels, types, ranges).
 //! - [`entry`]: [`Entry`] and [`EntryKind`], one entry of an image as the readers list it.
 
 pub mod entry;
 pub mod erofs;
+pub mod gpt;
 pub mod read_error;
 pub mod squashfs;
 

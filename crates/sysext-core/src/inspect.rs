@@ -262,6 +262,13 @@ impl Image {
         })
     }
 
+    /// The same image under the name systemd will see it by: the name of the link that points
+    /// to it (`/etc/extensions/NAME.raw`), not its own file name.
+    pub fn with_name(mut self, name: &str) -> Image {
+        self.name = name.to_string();
+        self
+    }
+
     /// The image name: the file name without ".raw", or the folder's name.
     pub fn name(&self) -> &str {
         &self.name

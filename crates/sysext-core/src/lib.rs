@@ -23,6 +23,7 @@ pub mod entries;
 pub mod inspect;
 pub mod logging;
 pub mod merge;
+pub mod osimage;
 pub mod pack;
 pub mod release;
 pub mod units;

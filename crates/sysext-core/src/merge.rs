@@ -32,7 +32,7 @@ mod collide;
 mod discover;
 mod mount;
 mod prepare;
-mod sys;
+pub(crate) mod sys;
 pub mod version;
 
 pub use collide::{Collision, Kind, MergeWarning, Provider};
@@ -273,13 +273,16 @@ static WORKSPACE_SEQ: AtomicU32 = AtomicU32::new(0);
 /// A private workspace directory on the host; removed (it is empty there) on drop, and on
 /// SIGINT/SIGTERM by [`safefs::cleanup`] (whose thread stays in the host's mount namespace,
 /// where the folder is empty; it never removes through a mount).
-struct Workspace(PathBuf, #[allow(dead_code)] safefs::cleanup::Registration);
+pub(crate) struct Workspace(
+    pub(crate) PathBuf,
+    #[allow(dead_code)] safefs::cleanup::Registration,
+);
 
 /// The start of a workspace's name: `.sysext-merge-PID-N`.
 const WORKSPACE_PREFIX: &str = ".sysext-merge-";
 
 impl Workspace {
-    fn new() -> Result<Workspace, MergeError> {
+    pub(crate) fn new() -> Result<Workspace, MergeError> {
         let base = std::env::temp_dir();
         // Workspaces of runs killed before their drop (SIGKILL).
         safefs::cleanup::remove_stale(&base, WORKSPACE_PREFIX);
@@ -312,10 +315,10 @@ impl Drop for Workspace {
 /// Run `f` on a new thread in a private copy of the mount namespace, with `/` recursively
 /// private and a tmpfs on `ws`. Everything mounted there vanishes when `f` (and any process it
 /// started) is done.
-fn in_private_namespace<T: Send>(
+pub(crate) fn in_private_namespace<T: Send, E: From<MergeError> + Send>(
     ws: &Path,
-    f: impl FnOnce() -> Result<T, MergeError> + Send,
-) -> Result<T, MergeError> {
+    f: impl FnOnce() -> Result<T, E> + Send,
+) -> Result<T, E> {
     std::thread::scope(|s| {
         let h = s.spawn(move || {
             sys::unshare_mount_namespace().map_err(MergeError::Unshare)?;
@@ -382,7 +385,7 @@ pub fn merge(opts: &MergeOptions) -> Result<MergeReport, MergeError> {
     }
     let cands = candidates(opts)?;
     let ws = Workspace::new()?;
-    let (report, detached) = in_private_namespace(&ws.0, || {
+    let (report, detached) = in_private_namespace::<_, MergeError>(&ws.0, || {
         let prepared = prepare(opts, &cands, &ws.0, true)?;
         let mut detached: Vec<(OwnedFd, PathBuf)> = Vec::new();
         for (_, overlay, target) in prepared.overlays {
@@ -488,7 +491,7 @@ pub fn run_with(
     let cands = candidates(opts)?;
     let ws = Workspace::new()?;
     let chroot = !is_host_root(&opts.root);
-    in_private_namespace(&ws.0, || {
+    in_private_namespace::<_, MergeError>(&ws.0, || {
         let prepared = prepare(opts, &cands, &ws.0, false)?;
         for (_, overlay, target) in &prepared.overlays {
             rustix::mount::mount_move(overlay, target).map_err(|e| MergeError::Mount {

@@ -27,6 +27,7 @@ pub enum Command {
     Deps(crate::cmd::deps::DepsArgs),
     Bake(crate::cmd::bake::BakeArgs),
     ConvertTorcx(crate::cmd::convert_torcx::ConvertTorcxArgs),
+    InstallImage(crate::cmd::install_image::InstallImageArgs),
 }
 
 pub fn run(args: Args) -> Result<Exit> {
@@ -41,5 +42,6 @@ pub fn run(args: Args) -> Result<Exit> {
         Command::Deps(a) => crate::cmd::deps::run(a),
         Command::Bake(a) => crate::cmd::bake::run(a),
         Command::ConvertTorcx(a) => crate::cmd::convert_torcx::run(a),
+        Command::InstallImage(a) => crate::cmd::install_image::run(a),
     }
 }

@@ -12,7 +12,7 @@ use rustix::thread::UnshareFlags;
 
 /// Move the calling thread (only it, and the processes it spawns afterwards) into a new mount
 /// namespace, a copy of the current one. Other threads of the process stay where they were.
-pub(super) fn unshare_mount_namespace() -> io::Result<()> {
+pub(crate) fn unshare_mount_namespace() -> io::Result<()> {
     // SAFETY: `unshare_unsafe` is unsafe only for `CLONE_FILES`, which would let this thread
     // observe a different descriptor table than the others. We unshare the mount namespace
     // (which implies `CLONE_FS`: cwd, root and umask become private to the thread); the file
@@ -56,10 +56,10 @@ struct LoopConfig {
     reserved: [u64; 8],
 }
 
-/// A read-only loop device with autoclear: it detaches itself once the last user (our
-/// descriptor, a mount) is gone, so a crash cannot leak it.
-pub(super) struct LoopDevice {
-    pub(super) path: PathBuf,
+/// A loop device with autoclear: it detaches itself once the last user (our descriptor, a
+/// mount) is gone, so a crash cannot leak it.
+pub(crate) struct LoopDevice {
+    pub(crate) path: PathBuf,
     _fd: OwnedFd,
 }
 
@@ -89,6 +89,19 @@ fn ioctl_ptr<T>(fd: &impl AsRawFd, req: libc::c_ulong, arg: &T) -> io::Result<()
 impl LoopDevice {
     /// Attach `backing` read-only to a free loop device (`mount -o loop,ro` semantics).
     pub(super) fn attach(backing: &File, name: &str) -> io::Result<LoopDevice> {
+        Self::attach_range(backing, name, 0, 0, false)
+    }
+
+    /// Attach the `size` bytes of `backing` from `offset` (a partition of a disk image; size 0:
+    /// to the end) to a free loop device, read-only unless `writable` (then `backing` must be
+    /// open for writing).
+    pub(crate) fn attach_range(
+        backing: &File,
+        name: &str,
+        offset: u64,
+        size: u64,
+        writable: bool,
+    ) -> io::Result<LoopDevice> {
         let control = OpenOptions::new()
             .read(true)
             .write(true)
@@ -98,12 +111,16 @@ impl LoopDevice {
             lo_device: 0,
             lo_inode: 0,
             lo_rdevice: 0,
-            lo_offset: 0,
-            lo_sizelimit: 0,
+            lo_offset: offset,
+            lo_sizelimit: size,
             lo_number: 0,
             lo_encrypt_type: 0,
             lo_encrypt_key_size: 0,
-            lo_flags: LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR,
+            lo_flags: if writable {
+                LO_FLAGS_AUTOCLEAR
+            } else {
+                LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR
+            },
             lo_file_name: [0; 64],
             lo_crypt_name: [0; 64],
             lo_encrypt_key: [0; 32],
@@ -116,6 +133,7 @@ impl LoopDevice {
             let path = PathBuf::from(format!("/dev/loop{nr}"));
             let dev = match OpenOptions::new()
                 .read(true)
+                .write(writable)
                 .custom_flags(libc::O_CLOEXEC)
                 .open(&path)
             {

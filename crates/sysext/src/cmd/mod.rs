@@ -5,6 +5,7 @@ pub mod check;
 pub mod convert_torcx;
 pub mod deps;
 pub mod inspect;
+pub mod install_image;
 pub mod merge;
 pub mod pack;
 pub mod run;

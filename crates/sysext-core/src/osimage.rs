@@ -1,0 +1,825 @@
+//! `sysext install-image`: extensions baked into an OS disk image, as Flatcar's
+//! `bake_flatcar_image.sh` does, without sudo prompts or shell.
+//!
+//! The disk image (raw, or bzip2/xz/zstd/gzip compressed) is copied (decompressed, sparse) to
+//! a temporary output beside OUTPUT; the input is only read. Its GUID partition table is read
+//! ([`fsimage::gpt`]) and the partitions are found by label and type: `USR-A` (the OS's
+//! `/usr`, read-only, for its os-release and libraries), `ROOT` and, when an extension goes
+//! there, `OEM`. In a private mount namespace on its own thread, each is attached to a loop
+//! device (autoclear, limited to the partition's bytes) and mounted (`nodev,nosuid,noexec`);
+//! when the thread ends, or the process is killed, the kernel drops the mounts and the loop
+//! devices with them. Each extension is first checked ([`crate::check`]) against the OS
+//! image's os-release and `/usr`, under the name its link gives it; one with errors is
+//! refused and nothing is written. Then, for each: the image goes into the install folder
+//! (`root:/opt/extensions/` by default, or `oem:/DIR`, which the booted host sees under
+//! `/oem`), `/etc/extensions/NAME.raw` on ROOT links to it, and its transfer file
+//! (`NAME.transfer` or `NAME.conf`, and `NAME.feature`, found beside the image) goes to
+//! `/etc/sysupdate.NAME.d/`. Every write into the mounted file systems goes through the safe
+//! writer ([`safefs::tree`]): a link planted in the OS image is never followed out of it.
+//! Only ROOT and OEM are written; every other byte of the disk stays as it was. The output is
+//! renamed into place at the end ([`safefs::atomic`]).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Component, Path, PathBuf};
+
+use rustix::mount::{MountFlags, UnmountFlags};
+use safefs::atomic::{AtomicError, AtomicOutput};
+use safefs::tree::{Tree, TreeError, TreeOptions};
+use serde::Serialize;
+
+use crate::check::{check_image, CheckError, Host, Severity};
+use crate::inspect::{Image, InspectError};
+use crate::merge::sys::LoopDevice;
+use crate::merge::{in_private_namespace, MergeError, Workspace};
+use crate::release::{arch_from_elf_header, validate_name, ReleaseError};
+
+/// Flatcar's partition type GUIDs (its `disk_layout.json` names in parentheses).
+pub mod types {
+    /// `flatcar-rootfs`: USR-A and USR-B.
+    pub const USR: &str = "5dfbf5f4-2848-4bac-aa5e-0d9a20b745a6";
+    /// `flatcar-resize`: ROOT, grown to the disk at first boot.
+    pub const ROOT: &str = "3884dd41-8582-4404-b9a8-e9b84f2df50e";
+    /// `data` (Linux file system data): OEM, and ROOT in container layouts.
+    pub const LINUX_DATA: &str = "0fc63daf-8483-4772-8e79-3d69d8477de4";
+}
+
+/// Why the extensions cannot go into the disk image.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}: {what}", path.display())]
+    Disk { path: PathBuf, what: String },
+    #[error(transparent)]
+    Gpt(#[from] fsimage::gpt::GptError),
+    #[error("{}: no partition labelled {label} (of type {ty}); the table holds: {table}. Is it a Flatcar OS image (flatcar_production_image.bin)?", disk.display())]
+    MissingPartition {
+        disk: PathBuf,
+        label: &'static str,
+        ty: &'static str,
+        table: String,
+    },
+    #[error("{}: partition {number} is labelled {label} but its type is {found}, not {ty}", disk.display())]
+    WrongType {
+        disk: PathBuf,
+        label: &'static str,
+        number: u32,
+        found: String,
+        ty: String,
+    },
+    #[error("{}: cannot tell the name of the extension ({why}); give it as NAME:FILE", file.display())]
+    NoName { file: PathBuf, why: String },
+    #[error("extension name {name:?}: {source}")]
+    Name {
+        name: String,
+        #[source]
+        source: ReleaseError,
+    },
+    #[error("the extension {0:?} is given twice")]
+    Duplicate(String),
+    #[error("install target {0:?}: give root:/DIR or oem:/DIR, an absolute folder without . or .. (e.g. root:/opt/extensions/)")]
+    Target(String),
+    #[error("{} cannot go into {}: {reasons}; nothing was written", file.display(), disk.display())]
+    Incompatible {
+        file: PathBuf,
+        disk: PathBuf,
+        reasons: String,
+    },
+    #[error("{} already holds {path} (from another extension or an earlier install); use a fresh OS image", disk.display())]
+    Exists { disk: PathBuf, path: String },
+    #[error("writing {what} into the {partition} partition of {}: {source}", disk.display())]
+    Write {
+        disk: PathBuf,
+        partition: &'static str,
+        what: String,
+        #[source]
+        source: Box<TreeError>,
+    },
+    #[error(transparent)]
+    Inspect(#[from] InspectError),
+    #[error(transparent)]
+    Check(#[from] CheckError),
+    #[error(transparent)]
+    Merge(#[from] MergeError),
+    #[error(transparent)]
+    Atomic(#[from] AtomicError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> InstallError + '_ {
+    move |source| InstallError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The partition an extension goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartitionKind {
+    Root,
+    Oem,
+}
+
+impl PartitionKind {
+    fn label(self) -> &'static str {
+        match self {
+            PartitionKind::Root => "ROOT",
+            PartitionKind::Oem => "OEM",
+        }
+    }
+}
+
+/// Where in the OS image extensions are installed: `root:/opt/extensions/` or `oem:/DIR`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Target {
+    pub partition: PartitionKind,
+    /// The folder inside that partition, relative (`opt/extensions`).
+    pub dir: PathBuf,
+}
+
+impl Target {
+    /// Parses `root:/DIR` or `oem:/DIR`.
+    pub fn parse(s: &str) -> Result<Target, InstallError> {
+        let bad = || InstallError::Target(s.to_string());
+        let (part, dir) = s.split_once(':').ok_or_else(bad)?;
+        let partition = match part {
+            "root" => PartitionKind::Root,
+            "oem" => PartitionKind::Oem,
+            _ => return Err(bad()),
+        };
+        if !dir.starts_with('/') || gentext::has_control(dir) {
+            return Err(bad());
+        }
+        let mut rel = PathBuf::new();
+        for c in Path::new(dir).components() {
+            match c {
+                Component::RootDir => {}
+                Component::Normal(n) => rel.push(n),
+                _ => return Err(bad()),
+            }
+        }
+        if dir.split('/').any(|c| c == ".") {
+            return Err(bad());
+        }
+        Ok(Target {
+            partition,
+            dir: rel,
+        })
+    }
+
+    /// The path the booted host sees the folder at (`/opt/extensions`, `/oem/DIR`).
+    fn host_dir(&self) -> PathBuf {
+        match self.partition {
+            PartitionKind::Root => Path::new("/").join(&self.dir),
+            PartitionKind::Oem => Path::new("/oem").join(&self.dir),
+        }
+    }
+}
+
+impl Default for Target {
+    fn default() -> Self {
+        Target {
+            partition: PartitionKind::Root,
+            dir: PathBuf::from("opt/extensions"),
+        }
+    }
+}
+
+/// One extension to install: `NAME:FILE` or a plain `FILE` (named by its release file).
+#[derive(Debug, Clone)]
+pub struct ExtensionSpec {
+    pub name: Option<String>,
+    pub file: PathBuf,
+    /// Overrides the default target.
+    pub target: Option<Target>,
+}
+
+impl ExtensionSpec {
+    /// `NAME:FILE` or `FILE` (a file name holding `:` needs the `NAME:` part).
+    pub fn parse(s: &str) -> ExtensionSpec {
+        match s.split_once(':') {
+            Some((n, f)) if !n.is_empty() && !n.contains('/') => ExtensionSpec {
+                name: Some(n.to_string()),
+                file: PathBuf::from(f),
+                target: None,
+            },
+            _ => ExtensionSpec {
+                name: None,
+                file: PathBuf::from(s),
+                target: None,
+            },
+        }
+    }
+}
+
+/// Options of [`install`].
+#[derive(Debug, Clone, Default)]
+pub struct InstallOptions {
+    pub disk: PathBuf,
+    pub output: PathBuf,
+    pub force: bool,
+    pub extensions: Vec<ExtensionSpec>,
+    pub default_target: Target,
+    /// The OS image's architecture (systemd's name); default: from its `/usr`'s programs.
+    pub arch: Option<String>,
+}
+
+/// One installed extension.
+#[derive(Debug, Clone, Serialize)]
+pub struct Installed {
+    pub name: String,
+    pub source: PathBuf,
+    pub partition: PartitionKind,
+    /// Where the booted host sees the image.
+    pub path: PathBuf,
+    /// `/etc/extensions/NAME.raw`.
+    pub link: PathBuf,
+    /// Transfer and feature files placed in `/etc/sysupdate.NAME.d/`.
+    pub sysupdate: Vec<PathBuf>,
+    /// Warnings of the check (errors refuse the image).
+    pub warnings: Vec<String>,
+}
+
+/// What [`install`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstallReport {
+    pub output: PathBuf,
+    /// The compression the input was read through, if any.
+    pub decompressed: Option<&'static str>,
+    /// `ID` and `VERSION_ID` of the OS image.
+    pub os: String,
+    pub architecture: String,
+    pub installed: Vec<Installed>,
+}
+
+/// A resolved extension: its name, image and sysupdate files.
+struct Prepared {
+    name: String,
+    file: PathBuf,
+    image: Image,
+    target: Target,
+    sysupdate: Vec<PathBuf>,
+}
+
+fn prepare_extensions(opts: &InstallOptions) -> Result<Vec<Prepared>, InstallError> {
+    let mut out: Vec<Prepared> = Vec::new();
+    for spec in &opts.extensions {
+        let image = Image::open(&spec.file)?;
+        let name = match &spec.name {
+            Some(n) => n.clone(),
+            None => release_name(&image).map_err(|why| InstallError::NoName {
+                file: spec.file.clone(),
+                why,
+            })?,
+        };
+        validate_name(&name).map_err(|source| InstallError::Name {
+            name: name.clone(),
+            source,
+        })?;
+        if out.iter().any(|p| p.name == name) {
+            return Err(InstallError::Duplicate(name));
+        }
+        let dir = spec
+            .file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let sysupdate = ["transfer", "conf", "feature"]
+            .iter()
+            .map(|ext| dir.join(format!("{name}.{ext}")))
+            .filter(|p| p.is_file())
+            .collect();
+        out.push(Prepared {
+            image: image.with_name(&name),
+            name,
+            file: spec.file.clone(),
+            target: spec
+                .target
+                .clone()
+                .unwrap_or_else(|| opts.default_target.clone()),
+            sysupdate,
+        });
+    }
+    Ok(out)
+}
+
+/// The NAME of the image's only `usr/lib/extension-release.d/extension-release.NAME`.
+fn release_name(image: &Image) -> Result<String, String> {
+    const PREFIX: &str = "usr/lib/extension-release.d/extension-release.";
+    let names: Vec<&str> = image
+        .entries()
+        .iter()
+        .filter_map(|e| e.path.strip_prefix(PREFIX))
+        .filter(|n| !n.contains('/'))
+        .collect();
+    match names.as_slice() {
+        [one] => Ok((*one).to_string()),
+        [] => Err("it has no extension-release file".into()),
+        _ => Err(format!("it has {} extension-release files", names.len())),
+    }
+}
+
+/// The compression of a stream, by its first bytes.
+fn compression(head: &[u8]) -> Option<&'static str> {
+    if head.starts_with(b"BZh") {
+        Some("bzip2")
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Some("xz")
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Some("zstd")
+    } else if head.starts_with(&[0x1f, 0x8b]) {
+        Some("gzip")
+    } else {
+        None
+    }
+}
+
+/// Copies `src` to `dst`, leaving holes where whole 4 KiB blocks are zero (a disk image is
+/// mostly empty space). Returns the bytes copied.
+fn sparse_copy(mut src: impl Read, dst: &mut File) -> io::Result<u64> {
+    const BLOCK: usize = 4096;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        // Fill the buffer (decoders return short reads).
+        let mut n = 0;
+        while n < buf.len() {
+            match src.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        let mut i = 0;
+        while i < n {
+            let end = (i + BLOCK).min(n);
+            let zero = buf[i..end].iter().all(|&b| b == 0);
+            // Runs of data blocks go out in one write.
+            let mut j = end;
+            while j < n {
+                let e = (j + BLOCK).min(n);
+                if buf[j..e].iter().all(|&b| b == 0) != zero {
+                    break;
+                }
+                j = e;
+            }
+            if zero {
+                dst.seek(SeekFrom::Current((j - i) as i64))?;
+            } else {
+                dst.write_all(&buf[i..j])?;
+            }
+            i = j;
+        }
+        total += n as u64;
+    }
+    dst.set_len(total)?;
+    Ok(total)
+}
+
+/// Copies or decompresses the disk image into `out`.
+fn copy_disk(disk: &Path, out: &Path) -> Result<Option<&'static str>, InstallError> {
+    let mut f = File::open(disk).map_err(io_err(disk))?;
+    let mut head = [0u8; 8];
+    let n = f.read(&mut head).map_err(io_err(disk))?;
+    f.seek(SeekFrom::Start(0)).map_err(io_err(disk))?;
+    let kind = compression(&head[..n]);
+    let mut dst = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(out)
+        .map_err(io_err(out))?;
+    let r = io::BufReader::with_capacity(1 << 20, f);
+    let res = match kind {
+        Some("bzip2") => sparse_copy(bzip2::read::MultiBzDecoder::new(r), &mut dst),
+        Some("xz") => sparse_copy(liblzma::read::XzDecoder::new_multi_decoder(r), &mut dst),
+        Some("zstd") => {
+            zstd::stream::read::Decoder::with_buffer(r).and_then(|d| sparse_copy(d, &mut dst))
+        }
+        Some(_) => sparse_copy(flate2::read::MultiGzDecoder::new(r), &mut dst),
+        None => sparse_copy(r, &mut dst),
+    };
+    res.map_err(|e| InstallError::Disk {
+        path: disk.to_path_buf(),
+        what: match kind {
+            Some(k) => format!("cannot decompress it as {k}: {e}"),
+            None => format!("cannot copy it: {e}"),
+        },
+    })?;
+    Ok(kind)
+}
+
+/// The partition labelled `label`, of one of the types `tys`.
+fn find<'a>(
+    table: &'a fsimage::gpt::Table,
+    disk: &Path,
+    label: &'static str,
+    tys: &[&'static str],
+) -> Result<&'a fsimage::gpt::Partition, InstallError> {
+    let p = table
+        .by_label(label)
+        .ok_or_else(|| InstallError::MissingPartition {
+            disk: disk.to_path_buf(),
+            label,
+            ty: tys[0],
+            table: table.describe(),
+        })?;
+    if !tys.contains(&p.type_guid.as_str()) {
+        return Err(InstallError::WrongType {
+            disk: disk.to_path_buf(),
+            label,
+            number: p.number,
+            found: p.type_guid.clone(),
+            ty: tys.join(" or "),
+        });
+    }
+    Ok(p)
+}
+
+/// The kernel file system type of the partition, by magic.
+fn fs_type(f: &File, p: &fsimage::gpt::Partition) -> Option<&'static str> {
+    let mut b = vec![0u8; 0x10048];
+    let n = (p.size as usize).min(b.len());
+    f.read_exact_at(&mut b[..n], p.offset).ok()?;
+    let b = &b[..n];
+    if n >= 4 && &b[..4] == b"hsqs" {
+        Some("squashfs")
+    } else if n >= 0x438 && b[0x438..0x43a] == [0x53, 0xef] {
+        Some("ext4")
+    } else if n >= 0x10048 && &b[0x10040..0x10048] == b"_BHRfS_M" {
+        Some("btrfs")
+    } else if n >= 1028 && b[1024..1028] == 0xE0F5_E1E2u32.to_le_bytes() {
+        Some("erofs")
+    } else {
+        None
+    }
+}
+
+/// Mounts partition `p` of `file` at `target`; the mount holds the loop device.
+fn mount_partition(
+    file: &File,
+    disk: &Path,
+    p: &fsimage::gpt::Partition,
+    target: &Path,
+    writable: bool,
+) -> Result<(), InstallError> {
+    let fstype = fs_type(file, p).ok_or_else(|| InstallError::Disk {
+        path: disk.to_path_buf(),
+        what: format!(
+            "partition {} ({}) holds no file system this tool mounts (ext4, btrfs, squashfs, \
+             EROFS)",
+            p.number,
+            gentext::escape(&p.label)
+        ),
+    })?;
+    let name = format!("{}#{}", disk.display(), p.number);
+    let dev =
+        LoopDevice::attach_range(file, &name, p.offset, p.size, writable).map_err(|source| {
+            MergeError::Loop {
+                path: disk.to_path_buf(),
+                source,
+            }
+        })?;
+    let mut flags = MountFlags::NODEV | MountFlags::NOSUID | MountFlags::NOEXEC;
+    if !writable {
+        flags |= MountFlags::RDONLY;
+    }
+    rustix::mount::mount(&dev.path, target, fstype, flags, None).map_err(|e| {
+        MergeError::Mount {
+            what: format!("partition {} of {} ({fstype})", p.number, disk.display()),
+            target: target.to_path_buf(),
+            source: e.into(),
+        }
+    })?;
+    Ok(())
+}
+
+/// Unmounts `target`, surfacing errors (a write that fails to reach the image shows here).
+fn unmount(target: &Path) -> Result<(), InstallError> {
+    rustix::mount::unmount(target, UnmountFlags::empty()).map_err(|e| {
+        InstallError::from(MergeError::Mount {
+            what: "unmount".into(),
+            target: target.to_path_buf(),
+            source: e.into(),
+        })
+    })
+}
+
+/// The architecture of the programs in the OS's `/usr` (mounted at `usr`).
+fn usr_arch(usr: &Path) -> Option<&'static str> {
+    for p in [
+        "/bin/env",
+        "/bin/bash",
+        "/bin/sh",
+        "/bin/ls",
+        "/lib/systemd/systemd",
+    ] {
+        let Ok(inside) = safefs::rootfs::resolve(usr, Path::new(p), true) else {
+            continue;
+        };
+        let path = safefs::rootfs::host_path(usr, &inside);
+        let mut head = [0u8; 64];
+        if File::open(&path)
+            .and_then(|mut f| f.read_exact(&mut head))
+            .is_ok()
+        {
+            if let Some(a) = arch_from_elf_header(&head) {
+                return Some(a);
+            }
+        }
+    }
+    None
+}
+
+/// Installs the extensions into a copy of the disk image (see the module docs).
+pub fn install(opts: &InstallOptions) -> Result<InstallReport, InstallError> {
+    let exts = prepare_extensions(opts)?;
+    let out = AtomicOutput::file(&opts.output, opts.force)?;
+    let tmp = out.path().to_path_buf();
+    let decompressed = copy_disk(&opts.disk, &tmp)?;
+    let table = fsimage::gpt::read(&tmp).map_err(|e| match e {
+        // Name the input, not our temporary copy.
+        fsimage::gpt::GptError::NoTable { .. } => fsimage::gpt::GptError::NoTable {
+            path: opts.disk.clone(),
+        },
+        fsimage::gpt::GptError::Bad { message, .. } => fsimage::gpt::GptError::Bad {
+            path: opts.disk.clone(),
+            message,
+        },
+        other => other,
+    })?;
+    let disk = &opts.disk;
+    let usr = find(&table, disk, "USR-A", &[types::USR])?;
+    let root = find(&table, disk, "ROOT", &[types::ROOT, types::LINUX_DATA])?;
+    let oem = if exts
+        .iter()
+        .any(|e| e.target.partition == PartitionKind::Oem)
+    {
+        Some(find(&table, disk, "OEM", &[types::LINUX_DATA])?)
+    } else {
+        None
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    let ws = Workspace::new()?;
+    let w = ws.0.clone();
+    let (os, architecture, installed) = in_private_namespace::<_, InstallError>(&ws.0, || {
+        // The OS's /usr, read-only, with the links its ROOT has to it, as a host root.
+        let host_root = w.join("host");
+        for d in ["host/usr", "root", "oem"] {
+            fs::create_dir_all(w.join(d)).map_err(io_err(&w.join(d)))?;
+        }
+        for (l, t) in [
+            ("lib", "usr/lib"),
+            ("lib64", "usr/lib64"),
+            ("bin", "usr/bin"),
+            ("sbin", "usr/sbin"),
+        ] {
+            std::os::unix::fs::symlink(t, host_root.join(l)).map_err(io_err(&host_root))?;
+        }
+        mount_partition(&file, disk, usr, &host_root.join("usr"), false)?;
+        let arch = match &opts.arch {
+            Some(a) => a.clone(),
+            None => usr_arch(&host_root.join("usr"))
+                .ok_or_else(|| InstallError::Disk {
+                    path: disk.clone(),
+                    what: "cannot tell the OS image's architecture from the programs in its \
+                           USR-A partition; pass --arch"
+                        .into(),
+                })?
+                .to_string(),
+        };
+        let mut host = Host::from_root(&host_root, Some(&arch))?;
+        // Messages name the OS image, not our workspace.
+        if let Ok(inside) = host.origin.strip_prefix(&host_root) {
+            host.origin = PathBuf::from(format!("{}: USR-A /{}", disk.display(), inside.display()));
+        }
+        let os = format!(
+            "{} {}",
+            host.os_release.get("ID").unwrap_or("?"),
+            host.os_release.get("VERSION_ID").unwrap_or("?")
+        );
+        let mut warnings = Vec::new();
+        for e in &exts {
+            let report = check_image(&e.image, Some(&host))?;
+            let (errors, warns): (Vec<_>, Vec<_>) = report
+                .findings
+                .iter()
+                .partition(|f| f.severity == Severity::Error);
+            if !errors.is_empty() {
+                return Err(InstallError::Incompatible {
+                    file: e.file.clone(),
+                    disk: disk.clone(),
+                    reasons: errors
+                        .iter()
+                        .map(|f| format!("{} ({})", f.message, f.code))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                });
+            }
+            warnings.push(
+                warns
+                    .iter()
+                    .map(|f| format!("{}: {}", f.code, f.message))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        unmount(&host_root.join("usr"))?;
+
+        let root_dir = w.join("root");
+        mount_partition(&file, disk, root, &root_dir, true)?;
+        let oem_dir = w.join("oem");
+        if let Some(oem) = oem {
+            mount_partition(&file, disk, oem, &oem_dir, true)?;
+        }
+        let result = write_all(disk, &exts, &root_dir, &oem_dir, warnings);
+        // Unmounted also after a failed write (the output is dropped then anyway).
+        let r1 = unmount(&root_dir);
+        let r2 = if oem.is_some() {
+            unmount(&oem_dir)
+        } else {
+            Ok(())
+        };
+        let installed = result?;
+        r1?;
+        r2?;
+        Ok((os, arch, installed))
+    })?;
+    drop(ws);
+    file.sync_all().map_err(io_err(&tmp))?;
+    drop(file);
+    let output = out.commit()?;
+    Ok(InstallReport {
+        output,
+        decompressed,
+        os,
+        architecture,
+        installed,
+    })
+}
+
+/// The writes into the mounted ROOT (and OEM) file systems, through the safe writer.
+fn write_all(
+    disk: &Path,
+    exts: &[Prepared],
+    root_dir: &Path,
+    oem_dir: &Path,
+    warnings: Vec<Vec<String>>,
+) -> Result<Vec<Installed>, InstallError> {
+    let topts = TreeOptions::default();
+    let werr = |partition: &'static str, what: String| {
+        move |source| InstallError::Write {
+            disk: disk.to_path_buf(),
+            partition,
+            what,
+            source: Box::new(source),
+        }
+    };
+    let root = Tree::open(root_dir, &topts).map_err(werr("ROOT", "/".into()))?;
+    let oem = if exts
+        .iter()
+        .any(|e| e.target.partition == PartitionKind::Oem)
+    {
+        Some(Tree::open(oem_dir, &topts).map_err(werr("OEM", "/".into()))?)
+    } else {
+        None
+    };
+    let mut installed = Vec::new();
+    for (e, warnings) in exts.iter().zip(warnings) {
+        let label = e.target.partition.label();
+        let tree = match e.target.partition {
+            PartitionKind::Root => &root,
+            PartitionKind::Oem => oem.as_ref().unwrap_or(&root),
+        };
+        let file_name = e.file.file_name().map(PathBuf::from).unwrap_or_default();
+        let rel = e.target.dir.join(&file_name);
+        let shown = Path::new("/").join(&rel).display().to_string();
+        tree.create_dir_all(&e.target.dir, 0o755)
+            .map_err(werr(label, e.target.dir.display().to_string()))?;
+        if tree
+            .stat(&rel)
+            .map_err(werr(label, shown.clone()))?
+            .is_some()
+        {
+            return Err(InstallError::Exists {
+                disk: disk.to_path_buf(),
+                path: format!("{shown} in {label}"),
+            });
+        }
+        let src = File::open(&e.file).map_err(io_err(&e.file))?;
+        tree.copy_file(&rel, &src, 0o644)
+            .map_err(werr(label, shown.clone()))?;
+
+        let link = PathBuf::from(format!("etc/extensions/{}.raw", e.name));
+        let host_path = e.target.host_dir().join(&file_name);
+        root.create_dir_all(Path::new("etc/extensions"), 0o755)
+            .map_err(werr("ROOT", "/etc/extensions".into()))?;
+        if root
+            .stat(&link)
+            .map_err(werr("ROOT", link.display().to_string()))?
+            .is_some()
+        {
+            return Err(InstallError::Exists {
+                disk: disk.to_path_buf(),
+                path: format!("/{}", link.display()),
+            });
+        }
+        root.symlink(&link, &host_path)
+            .map_err(werr("ROOT", link.display().to_string()))?;
+
+        let conf_dir = PathBuf::from(format!("etc/sysupdate.{}.d", e.name));
+        let mut placed = Vec::new();
+        for f in &e.sysupdate {
+            let Some(n) = f.file_name() else { continue };
+            if placed.is_empty() {
+                root.create_dir_all(&conf_dir, 0o755)
+                    .map_err(werr("ROOT", conf_dir.display().to_string()))?;
+            }
+            let dst = conf_dir.join(n);
+            let src = File::open(f).map_err(io_err(f))?;
+            root.copy_file(&dst, &src, 0o644)
+                .map_err(werr("ROOT", dst.display().to_string()))?;
+            placed.push(Path::new("/").join(&dst));
+        }
+        installed.push(Installed {
+            name: e.name.clone(),
+            source: e.file.clone(),
+            partition: e.target.partition,
+            path: host_path,
+            link: Path::new("/").join(&link),
+            sysupdate: placed,
+            warnings,
+        });
+    }
+    root.flush();
+    if let Some(o) = &oem {
+        o.flush();
+    }
+    Ok(installed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        let t = Target::parse("root:/opt/extensions/").unwrap();
+        assert_eq!(t, Target::default());
+        assert_eq!(t.host_dir(), Path::new("/opt/extensions"));
+        let t = Target::parse("oem:/sysext").unwrap();
+        assert_eq!(t.partition, PartitionKind::Oem);
+        assert_eq!(t.host_dir(), Path::new("/oem/sysext"));
+        for bad in [
+            "root:opt",
+            "usr:/opt",
+            "root:/opt/../etc",
+            "root:/./x",
+            "/opt",
+            "root:/a\nb",
+        ] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn specs() {
+        let s = ExtensionSpec::parse("tools:out/tools-1-x86-64.raw");
+        assert_eq!(s.name.as_deref(), Some("tools"));
+        assert_eq!(s.file, Path::new("out/tools-1-x86-64.raw"));
+        let s = ExtensionSpec::parse("./a:b.raw");
+        assert_eq!(s.name, None);
+        let s = ExtensionSpec::parse("x.raw");
+        assert_eq!((s.name, s.file), (None, PathBuf::from("x.raw")));
+    }
+
+    #[test]
+    fn sparse_copies_keep_bytes_and_leave_holes() {
+        let mut data = vec![0u8; 3 << 20];
+        data[5000] = 1;
+        data[(2 << 20) + 7] = 2;
+        let mut f = tempfile::tempfile().unwrap();
+        let n = sparse_copy(&data[..], &mut f).unwrap();
+        assert_eq!(n, data.len() as u64);
+        let mut back = Vec::new();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        f.read_to_end(&mut back).unwrap();
+        assert_eq!(back, data);
+        let blocks = rustix::fs::fstat(&f).unwrap().st_blocks as u64 * 512;
+        assert!(blocks < 1 << 20, "{blocks} bytes allocated");
+        assert_eq!(compression(b"BZh91AY"), Some("bzip2"));
+        assert_eq!(compression(b"EFI PART"), None);
+    }
+}

@@ -1,0 +1,503 @@
+//! `sysext install-image` on a disk image with Flatcar's partition layout (labels and type
+//! GUIDs of its disk_layout.json; EFI-SYSTEM vfat, BIOS-BOOT, USR-A ext4 with an os-release of
+//! ID=flatcar, USR-B, OEM btrfs, OEM-CONFIG, ROOT ext4), built here with sfdisk and the mkfs
+//! tools, and checked by mounting the result.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const MIB: u64 = 1 << 20;
+
+fn sysext() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sysext"))
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// (number, label, type GUID, start MiB, size MiB) as Flatcar lays them out, scaled down.
+const LAYOUT: &[(u32, &str, &str, u64, u64)] = &[
+    (
+        1,
+        "EFI-SYSTEM",
+        "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
+        1,
+        8,
+    ),
+    (2, "BIOS-BOOT", "21686148-6449-6E6F-744E-656564454649", 9, 1),
+    (3, "USR-A", "5DFBF5F4-2848-4BAC-AA5E-0D9A20B745A6", 10, 16),
+    (4, "USR-B", "5DFBF5F4-2848-4BAC-AA5E-0D9A20B745A6", 26, 4),
+    (6, "OEM", "0FC63DAF-8483-4772-8E79-3D69D8477DE4", 30, 128),
+    (
+        7,
+        "OEM-CONFIG",
+        "C95DC21A-DF0E-4340-8D7B-26CBFA9A03E0",
+        158,
+        1,
+    ),
+    (9, "ROOT", "3884DD41-8582-4404-B9A8-E9B84F2DF50E", 159, 48),
+];
+
+fn part(label: &str) -> (u64, u64) {
+    let p = LAYOUT.iter().find(|p| p.1 == label).unwrap();
+    (p.3 * MIB, p.4 * MIB)
+}
+
+/// Writes `img` into `disk` at `offset`.
+fn put(disk: &Path, img: &Path, offset: u64) {
+    testkit::run_ok(
+        Command::new("dd")
+            .arg(format!("if={}", img.display()))
+            .arg(format!("of={}", disk.display()))
+            .args(["bs=1M", "conv=notrunc,sparse", "status=none"])
+            .arg(format!("seek={}", offset / MIB)),
+    );
+}
+
+/// A Flatcar-like disk image in `dir` (ID=flatcar os-release `os_id`).
+fn flatcar_disk(dir: &Path, os_id: &str) -> PathBuf {
+    let disk = dir.join("flatcar_production_image.bin");
+    let f = fs::File::create(&disk).unwrap();
+    f.set_len(208 * MIB).unwrap();
+    drop(f);
+    let mut script = String::from("label: gpt\nunit: sectors\n");
+    for (n, label, ty, start, size) in LAYOUT {
+        script.push_str(&format!(
+            "{}{n} : start={}, size={}, type={ty}, name=\"{label}\"\n",
+            disk.display(),
+            start * MIB / 512,
+            size * MIB / 512
+        ));
+    }
+    let mut c = Command::new("sfdisk");
+    c.arg("--no-reread")
+        .arg("--no-tell-kernel")
+        .arg("-q")
+        .arg(&disk)
+        .stdin(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+
+    // EFI-SYSTEM: vfat. BIOS-BOOT, USR-B, OEM-CONFIG: bytes to keep.
+    let efi = dir.join("efi.img");
+    testkit::run_ok(
+        Command::new("mkfs.vfat")
+            .args(["-n", "EFI-SYSTEM", "-C"])
+            .arg(&efi)
+            .arg((8 * 1024).to_string()),
+    );
+    put(&disk, &efi, part("EFI-SYSTEM").0);
+    for (label, seed) in [("BIOS-BOOT", 1u8), ("USR-B", 2), ("OEM-CONFIG", 3)] {
+        let (off, size) = part(label);
+        let bytes: Vec<u8> = (0..size)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect();
+        let p = dir.join(format!("{label}.img"));
+        fs::write(&p, bytes).unwrap();
+        put(&disk, &p, off);
+    }
+    // USR-A: the OS's /usr, with its os-release and a program (the architecture).
+    let usr = dir.join("usr-tree");
+    fs::create_dir_all(usr.join("lib")).unwrap();
+    fs::create_dir_all(usr.join("bin")).unwrap();
+    fs::write(
+        usr.join("lib/os-release"),
+        format!("NAME=\"Flatcar Container Linux by Kinvolk\"\nID={os_id}\nVERSION_ID=4230.2.0\n"),
+    )
+    .unwrap();
+    fs::copy(testkit::which("busybox").unwrap(), usr.join("bin/env")).unwrap();
+    let usr_img = dir.join("usr.img");
+    testkit::run_ok(
+        Command::new("mkfs.ext4")
+            .args(["-q", "-L", "USR-A", "-d"])
+            .arg(&usr)
+            .arg(&usr_img)
+            .arg("16M"),
+    );
+    put(&disk, &usr_img, part("USR-A").0);
+    // OEM: btrfs with the vendor's file.
+    let oem = dir.join("oem-tree");
+    fs::create_dir_all(&oem).unwrap();
+    fs::write(oem.join("oem-release"), "ID=qemu\n").unwrap();
+    let oem_img = dir.join("oem.img");
+    fs::File::create(&oem_img)
+        .unwrap()
+        .set_len(128 * MIB)
+        .unwrap();
+    testkit::run_ok(
+        Command::new("mkfs.btrfs")
+            .args(["-q", "-L", "OEM", "--rootdir"])
+            .arg(&oem)
+            .arg(&oem_img),
+    );
+    put(&disk, &oem_img, part("OEM").0);
+    // ROOT: ext4 with an /etc.
+    let root = dir.join("root-tree");
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::write(root.join("etc/hostname"), "localhost\n").unwrap();
+    let root_img = dir.join("root.img");
+    testkit::run_ok(
+        Command::new("mkfs.ext4")
+            .args(["-q", "-L", "ROOT", "-d"])
+            .arg(&root)
+            .arg(&root_img)
+            .arg("48M"),
+    );
+    put(&disk, &root_img, part("ROOT").0);
+    disk
+}
+
+/// A static-busybox extension `NAME.raw` for `ID=id` (`_any` for any OS).
+fn extension(dir: &Path, name: &str, file: &str, id: &str) -> PathBuf {
+    let tree = dir.join(format!("tree-{name}"));
+    fs::create_dir_all(tree.join("usr/bin")).unwrap();
+    fs::create_dir_all(tree.join("usr/lib/extension-release.d")).unwrap();
+    fs::copy(
+        testkit::which("busybox").unwrap(),
+        tree.join(format!("usr/bin/{name}")),
+    )
+    .unwrap();
+    fs::write(
+        tree.join(format!(
+            "usr/lib/extension-release.d/extension-release.{name}"
+        )),
+        format!("ID={id}\nVERSION_ID=4230.2.0\nARCHITECTURE=x86-64\n"),
+    )
+    .unwrap();
+    let out = dir.join(file);
+    testkit::run_ok(
+        sysext()
+            .arg("pack")
+            .arg(&tree)
+            .arg(&out)
+            .args(["--name", name]),
+    );
+    out
+}
+
+fn sha(p: &Path) -> String {
+    let o = testkit::run_ok(Command::new("sha256sum").arg(p));
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Runs `script` with ROOT mounted on $R and OEM on $O (read-only) from `disk`.
+fn inspect_disk(disk: &Path, script: &str) -> String {
+    let (ro, rs) = part("ROOT");
+    let (oo, os) = part("OEM");
+    let d = disk.display();
+    let o = testkit::in_mount_namespace(&format!(
+        "set -e; R=$(mktemp -d); O=$(mktemp -d); \
+         mount -o ro,loop,offset={ro},sizelimit={rs} {d} $R; \
+         mount -o ro,loop,offset={oo},sizelimit={os} {d} $O; {script}"
+    ));
+    assert!(o.status.success(), "{}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The bytes of `disk` outside ROOT and OEM.
+fn outside_written_partitions(disk: &Path) -> Vec<u8> {
+    let b = fs::read(disk).unwrap();
+    let (oo, os) = part("OEM");
+    let (ro, rs) = part("ROOT");
+    assert!(oo + os <= ro);
+    let (oo, oe, ro, re) = (
+        oo as usize,
+        (oo + os) as usize,
+        ro as usize,
+        (ro + rs) as usize,
+    );
+    [&b[..oo], &b[oe..ro], &b[re..]].concat()
+}
+
+fn tools_ready() -> bool {
+    testkit::require_root("loop devices and mounts")
+        && [
+            "sfdisk",
+            "mkfs.vfat",
+            "mkfs.btrfs",
+            "mkfs.ext4",
+            "busybox",
+            "bzip2",
+        ]
+        .iter()
+        .all(|t| testkit::require_tool(t))
+}
+
+#[test]
+fn extensions_go_into_root_and_oem_and_nothing_else_changes() {
+    if !tools_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let disk = flatcar_disk(d, "flatcar");
+    let before = sha(&disk);
+    let hello = extension(d, "hello", "hello-1.0-x86-64.raw", "flatcar");
+    fs::write(d.join("hello.transfer"), "[Transfer]\nVerify=false\n").unwrap();
+    let tools = extension(d, "tools", "tools-2-x86-64.raw", "_any");
+    let out = d.join("out.bin");
+    let o = sysext()
+        .arg("install-image")
+        .arg(&disk)
+        .arg(&hello)
+        .arg(format!("tools:{}", tools.display()))
+        .args(["--to", "tools=oem:/sysext", "-o"])
+        .arg(&out)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["os"], "flatcar 4230.2.0", "{report}");
+    assert_eq!(report["architecture"], "x86-64", "{report}");
+    assert_eq!(sha(&disk), before, "the input changed");
+
+    let listing = inspect_disk(
+        &out,
+        "stat -c '%n %a %u:%g %s' $R/opt/extensions/hello-1.0-x86-64.raw | sed \"s|$R||\"; \
+         readlink $R/etc/extensions/hello.raw $R/etc/extensions/tools.raw; \
+         cat $R/etc/sysupdate.hello.d/hello.transfer; \
+         ls $R/etc/sysupdate.tools.d 2>&1 | grep -c 'No such' ; \
+         stat -c '%n %a' $O/sysext/tools-2-x86-64.raw | sed \"s|$O||\"; \
+         cat $O/oem-release $R/etc/hostname; \
+         sha256sum $R/opt/extensions/hello-1.0-x86-64.raw $O/sysext/tools-2-x86-64.raw \
+           | cut -d' ' -f1",
+    );
+    let want = format!(
+        "/opt/extensions/hello-1.0-x86-64.raw 644 0:0 {}\n\
+         /opt/extensions/hello-1.0-x86-64.raw\n/oem/sysext/tools-2-x86-64.raw\n\
+         [Transfer]\nVerify=false\n1\n/sysext/tools-2-x86-64.raw 644\n\
+         ID=qemu\nlocalhost\n{}\n{}\n",
+        fs::metadata(&hello).unwrap().len(),
+        sha(&hello),
+        sha(&tools)
+    );
+    assert_eq!(listing, want);
+    assert!(
+        outside_written_partitions(&out) == outside_written_partitions(&disk),
+        "bytes outside ROOT and OEM changed"
+    );
+
+    // No output is replaced without --force.
+    let again = sysext()
+        .arg("install-image")
+        .arg(&disk)
+        .arg(&hello)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
+
+    // From a .bz2 input, the same result.
+    testkit::run_ok(Command::new("bzip2").arg("-k").arg(&disk));
+    let bz = d.join("flatcar_production_image.bin.bz2");
+    let out2 = d.join("out2.bin");
+    let o = sysext()
+        .arg("install-image")
+        .arg(&bz)
+        .arg(&hello)
+        .arg("-o")
+        .arg(&out2)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("bzip2"), "{}", text(&o));
+    let l = inspect_disk(&out2, "readlink $R/etc/extensions/hello.raw");
+    assert_eq!(l, "/opt/extensions/hello-1.0-x86-64.raw\n");
+    assert!(outside_written_partitions(&out2) == outside_written_partitions(&disk));
+}
+
+#[test]
+fn an_extension_for_another_os_is_refused_and_nothing_is_written() {
+    if !tools_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let disk = flatcar_disk(d, "flatcar");
+    let fedora = extension(d, "fed", "fed.raw", "fedora");
+    let out = d.join("out.bin");
+    let o = sysext()
+        .arg("install-image")
+        .arg(&disk)
+        .arg(&fedora)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("fed.raw") && t.contains("fedora"), "{t}");
+    let left: Vec<_> = fs::read_dir(d)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("out.bin"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    // A disk without Flatcar's partitions: the error lists what the table holds.
+    let plain = d.join("plain.bin");
+    fs::File::create(&plain).unwrap().set_len(8 * MIB).unwrap();
+    let mut c = Command::new("sfdisk");
+    c.args(["-q", "--no-reread", "--no-tell-kernel"])
+        .arg(&plain)
+        .stdin(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"label: gpt\nsize=4MiB, name=\"data\"\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let o = sysext()
+        .arg("install-image")
+        .arg(&plain)
+        .arg(&fedora)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("USR-A") && t.contains("\"data\""), "{t}");
+    assert!(!out.exists());
+}
+
+/// Loop devices whose backing file is under `dir`.
+fn loops_on(dir: &Path) -> Vec<String> {
+    let mut v = Vec::new();
+    for e in fs::read_dir("/sys/block").unwrap().flatten() {
+        let f = e.path().join("loop/backing_file");
+        if let Ok(b) = fs::read_to_string(&f) {
+            if b.trim().starts_with(&*dir.to_string_lossy()) {
+                v.push(format!("{}: {}", e.file_name().to_string_lossy(), b.trim()));
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn a_killed_run_leaves_no_mount_loop_device_or_output() {
+    if !tools_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let disk = flatcar_disk(d, "flatcar");
+    let hello = extension(d, "hello", "hello.raw", "flatcar");
+    // A bigger extension makes the run last long enough to be killed at several points.
+    let big = d.join("tree-big");
+    fs::create_dir_all(big.join("usr/lib/extension-release.d")).unwrap();
+    fs::write(
+        big.join("usr/lib/extension-release.d/extension-release.big"),
+        "ID=_any\n",
+    )
+    .unwrap();
+    let noise: Vec<u8> = (0..24 * MIB as usize)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    fs::create_dir_all(big.join("usr/share")).unwrap();
+    fs::write(big.join("usr/share/noise"), &noise).unwrap();
+    let big_raw = d.join("big.raw");
+    testkit::run_ok(sysext().arg("pack").arg(&big).arg(&big_raw));
+    fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+
+    let out = d.join("out.bin");
+    let mut killed_during = 0;
+    for delay_ms in [20u64, 60, 120, 200, 300, 450] {
+        for sig in ["KILL", "TERM"] {
+            let mut child = sysext()
+                .arg("install-image")
+                .arg(&disk)
+                .arg(&hello)
+                .arg(&big_raw)
+                .arg("-o")
+                .arg(&out)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(delay_ms));
+            let running = child.try_wait().unwrap().is_none();
+            let _ = Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(child.id().to_string())
+                .status();
+            let status = child.wait().unwrap();
+            if running && !status.success() {
+                killed_during += 1;
+            }
+            // The kernel lets go of the loop devices once the namespace is gone.
+            let start = Instant::now();
+            while !loops_on(d).is_empty() && start.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            assert!(
+                loops_on(d).is_empty(),
+                "{sig} at {delay_ms} ms: {:?}",
+                loops_on(d)
+            );
+            let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+            assert!(!mounts.contains(".sysext-merge-"), "{mounts}");
+            if status.success() {
+                fs::remove_file(&out).unwrap();
+            }
+            assert!(!out.exists(), "{sig} at {delay_ms} ms left the output");
+            if sig == "TERM" {
+                let temps: Vec<_> = fs::read_dir(d)
+                    .unwrap()
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(".out.bin.tmp-"))
+                    .collect();
+                assert!(
+                    temps.is_empty(),
+                    "SIGTERM at {delay_ms} ms left a temporary output"
+                );
+            }
+        }
+    }
+    assert!(
+        killed_during >= 4,
+        "only {killed_during} runs were killed while running"
+    );
+    // A later run removes what SIGKILLed runs left and succeeds.
+    let o = sysext()
+        .arg("install-image")
+        .arg(&disk)
+        .arg(&hello)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let temps: Vec<_> = fs::read_dir(d)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".out.bin.tmp-"))
+        .collect();
+    assert!(temps.is_empty());
+}
