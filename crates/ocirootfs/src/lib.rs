@@ -6,6 +6,8 @@
 //!   docker-archive files, and (through [`registry`]) registries → an [`source::Image`].
 //! - `registry`: registries through `oci-client` + `tokio`; the cargo feature `registry` (on
 //!   by default; the fuzz crate builds without it).
+//! - `download`: plain file downloads over HTTP(S) with the registry client's rules (feature
+//!   `registry`), for `sysext install-image --from`.
 //! - [`cache`]: verified, content-addressed blobs re-used across runs, kept under a size limit
 //!   (least recently used entries evicted; entries in use by any process never).
 //! - [`tarbounds`]: a reader under every tar parse that refuses PAX / GNU long-name records
@@ -21,6 +23,8 @@
 
 pub mod cache;
 pub mod cli;
+#[cfg(feature = "registry")]
+pub mod download;
 pub mod reference;
 #[cfg(feature = "registry")]
 pub mod registry;

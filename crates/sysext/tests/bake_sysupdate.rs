@@ -4,10 +4,8 @@
 //! `NAME.transfer` against the out folder served over loopback HTTP.
 
 use std::fs;
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 /// A trixie root with systemd-sysupdate, systemd-pull and gpg, and an empty `/target` to
 /// mount the test's host root on (the fixture itself stays read-only).
@@ -23,44 +21,6 @@ fn sysupdate_root() -> PathBuf {
         fs::remove_file(&tar).unwrap();
         fs::create_dir_all(tmp.join("target")).unwrap();
     })
-}
-
-/// `python3 -m http.server` on a free loopback port, killed on drop.
-struct Server(Child);
-
-impl Server {
-    fn start(dir: &Path) -> (Self, u16) {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("python3")
-            .args(["-m", "http.server", "--bind", "127.0.0.1"])
-            .arg(port.to_string())
-            .current_dir(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = Server(child);
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "http.server did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        (server, port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Runs `systemd-sysupdate --definitions=/defs --root=/target VERB` in the chroot with
@@ -136,7 +96,7 @@ fn real_sysupdate_lists_offers_and_installs_the_baked_image() {
     )
     .unwrap();
     let out = d.join("out");
-    let (_server, port) = Server::start(d);
+    let (_server, port) = testkit::http::Server::start(d);
     testkit::run_ok(
         Command::new(env!("CARGO_BIN_EXE_sysext"))
             .current_dir(d)
@@ -303,7 +263,7 @@ fn real_sysupdate_verifies_the_signed_sha256sums() {
     .unwrap();
     let key = new_key(d, "publisher", "pass phrase");
     new_key(d, "intruder", "");
-    let (_server, port) = Server::start(d);
+    let (_server, port) = testkit::http::Server::start(d);
     let bake = |extra: &[(&str, &str)]| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_sysext"));
         c.current_dir(d)

@@ -501,3 +501,96 @@ fn a_killed_run_leaves_no_mount_loop_device_or_output() {
         .collect();
     assert!(temps.is_empty());
 }
+
+/// `--from`: the newest image of a name from a bake output served over HTTP, with its
+/// transfer file, verified against the folder's SHA256SUMS; a tampered image is refused.
+#[test]
+fn from_a_served_bake_output_with_sha256sums() {
+    if !tools_ready() || !testkit::require_tool("python3") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let disk = flatcar_disk(d, "flatcar");
+    fs::create_dir_all(d.join("st/bin")).unwrap();
+    fs::copy(testkit::which("busybox").unwrap(), d.join("st/bin/hello")).unwrap();
+    testkit::run_ok(
+        Command::new("tar")
+            .arg("-C")
+            .arg(d.join("st"))
+            .arg("-czf")
+            .arg(d.join("hello.tar.gz"))
+            .arg("bin"),
+    );
+    // Two versions baked into one folder: SHA256SUMS lists both.
+    for v in ["1.9", "1.10"] {
+        fs::write(
+            d.join("m.toml"),
+            format!(
+                "architectures = [\"x86-64\"]\n\n[[extension]]\nname = \"hello\"\n\
+                 version = \"{v}\"\nsource = \"./hello.tar.gz\"\nmode = \"static\"\n\
+                 paths = [\"bin/hello:/usr/bin/\"]\n"
+            ),
+        )
+        .unwrap();
+        testkit::run_ok(
+            sysext()
+                .current_dir(d)
+                .args(["bake", "m.toml", "--out", "srv/out", "--base-url"])
+                .arg("http://127.0.0.1:1/out/"),
+        );
+    }
+    let (_server, port) = testkit::http::Server::start(&d.join("srv"));
+    let url = format!("http://127.0.0.1:{port}/out/");
+    let out = d.join("out.bin");
+    let o = sysext()
+        .arg("install-image")
+        .arg(&disk)
+        .arg("hello")
+        .args(["--from", &url, "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let l = inspect_disk(
+        &out,
+        "readlink $R/etc/extensions/hello.raw; ls $R/etc/sysupdate.hello.d; \
+         sha256sum $R/opt/extensions/hello-1.10-x86-64.raw | cut -d' ' -f1",
+    );
+    assert_eq!(
+        l,
+        format!(
+            "/opt/extensions/hello-1.10-x86-64.raw\nhello.transfer\n{}\n",
+            sha(&d.join("srv/out/hello-1.10-x86-64.raw"))
+        )
+    );
+    let left: Vec<_> = fs::read_dir(d)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".sysext-install-")
+        })
+        .collect();
+    assert!(left.is_empty(), "downloads left behind");
+
+    // A tampered image on the server: refused, nothing written.
+    let img = d.join("srv/out/hello-1.10-x86-64.raw");
+    let mut b = fs::read(&img).unwrap();
+    let n = b.len();
+    b[n / 2] ^= 1;
+    fs::write(&img, b).unwrap();
+    let out2 = d.join("out2.bin");
+    let o = sysext()
+        .arg("install-image")
+        .arg(&disk)
+        .arg("hello")
+        .args(["--from", &url, "-o"])
+        .arg(&out2)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("does not match"), "{}", text(&o));
+    assert!(!out2.exists());
+}

@@ -13,6 +13,7 @@
 
 pub mod fixtures;
 pub mod hostile;
+pub mod http;
 pub mod registry;
 
 use std::path::{Path, PathBuf};

@@ -21,9 +21,19 @@ use sysext_core::osimage::{self, ExtensionSpec, InstallOptions, Target};
 pub struct InstallImageArgs {
     /// The OS disk image (GPT with Flatcar's USR-A, ROOT and OEM partitions).
     pub disk: PathBuf,
-    /// Extensions: NAME:FILE, or FILE (named by its extension-release file).
+    /// Extensions: NAME:FILE, or FILE (named by its extension-release file); with --from,
+    /// NAME (the newest NAME-VERSION-ARCH.raw there) or NAME:FILE.
     #[arg(required = true, value_name = "EXT")]
     pub extensions: Vec<String>,
+    /// Take the images (and their NAME.transfer / NAME.conf / NAME.feature) from a bake output
+    /// served over HTTP(S), as `sysext bake` writes it and the Flatcar bakery serves it: each
+    /// image is verified against that folder's SHA256SUMS. Plain HTTP only to loopback hosts,
+    /// or with --insecure.
+    #[arg(long, value_name = "URL")]
+    pub from: Option<String>,
+    /// Allow plain HTTP and invalid certificates for --from hosts that are not loopback.
+    #[arg(long)]
+    pub insecure: bool,
     /// The new disk image.
     #[arg(short, long, value_name = "PATH")]
     pub output: PathBuf,
@@ -34,7 +44,8 @@ pub struct InstallImageArgs {
     /// NAME=oem:/DIR for one extension. Repeatable.
     #[arg(long, value_name = "[NAME=]PART:/DIR")]
     pub to: Vec<String>,
-    /// The OS image's architecture (systemd's name; default: from the programs in its /usr).
+    /// The OS image's architecture (systemd's name; default: from the programs in its /usr;
+    /// with --from, x86-64 unless given, as the images are chosen by it).
     #[arg(long, value_name = "ARCH")]
     pub arch: Option<String>,
     /// Print the report as JSON on stdout.
@@ -43,6 +54,15 @@ pub struct InstallImageArgs {
 }
 
 pub fn run(args: InstallImageArgs) -> Result<Exit> {
+    // Downloads live in a private folder until the install is done.
+    let fetched = match &args.from {
+        Some(url) => Some(fetch(url, &args)?),
+        None => None,
+    };
+    let ext_args: Vec<String> = match &fetched {
+        Some((_, specs)) => specs.clone(),
+        None => args.extensions.clone(),
+    };
     let mut default_target = Target::default();
     let mut per_name: Vec<(String, Target)> = Vec::new();
     for t in &args.to {
@@ -51,11 +71,8 @@ pub fn run(args: InstallImageArgs) -> Result<Exit> {
             None => default_target = Target::parse(t)?,
         }
     }
-    let mut extensions: Vec<ExtensionSpec> = args
-        .extensions
-        .iter()
-        .map(|e| ExtensionSpec::parse(e))
-        .collect();
+    let mut extensions: Vec<ExtensionSpec> =
+        ext_args.iter().map(|e| ExtensionSpec::parse(e)).collect();
     for (name, target) in per_name {
         // Matched against NAME: or, for a plain FILE, its file name without .raw.
         let hit = extensions.iter_mut().find(|e| match &e.name {
@@ -77,7 +94,10 @@ pub fn run(args: InstallImageArgs) -> Result<Exit> {
         force: args.force,
         extensions,
         default_target,
-        arch: args.arch.clone(),
+        arch: args
+            .arch
+            .clone()
+            .or_else(|| args.from.as_ref().map(|_| "x86-64".to_string())),
     };
     let report = osimage::install(&opts)
         .with_context(|| format!("installing extensions into {}", args.disk.display()))?;
@@ -117,4 +137,113 @@ pub fn run(args: InstallImageArgs) -> Result<Exit> {
         report.architecture
     );
     Ok(Exit::OK)
+}
+
+/// Most bytes of a SHA256SUMS file read from a server.
+const SUMS_LIMIT: u64 = 4 << 20;
+/// Most bytes of a transfer or feature file.
+const TEXT_LIMIT: u64 = 64 << 10;
+/// Most bytes of one extension image.
+const IMAGE_LIMIT: u64 = 16 << 30;
+
+/// Downloads each extension the arguments name from the bake output at `url` into a private
+/// folder, each image verified against the folder's SHA256SUMS, and returns that folder with
+/// the `NAME:FILE` arguments for the downloaded files.
+fn fetch(url: &str, args: &InstallImageArgs) -> Result<(tempfile::TempDir, Vec<String>)> {
+    let base =
+        gentext::BaseUrl::parse(url).with_context(|| format!("--from {url}: not a URL folder"))?;
+    let arch = args.arch.as_deref().unwrap_or("x86-64");
+    let dl = ocirootfs::download::Downloader::new(args.insecure)?;
+    let sums_url = base.file("SHA256SUMS");
+    let sums = dl
+        .get_bytes(&sums_url, SUMS_LIMIT)?
+        .with_context(|| format!("{sums_url}: not found; is {url} a bake output?"))?;
+    let sums = String::from_utf8_lossy(&sums).into_owned();
+    let listed: Vec<(&str, &str)> = sums
+        .lines()
+        .filter_map(|l| {
+            let (h, f) = l.split_once("  ").or_else(|| l.split_once(" *"))?;
+            (h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())).then_some((h, f.trim()))
+        })
+        .collect();
+    let dir = tempfile::Builder::new()
+        .prefix(".sysext-install-")
+        .tempdir_in(
+            args.output
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new(".")),
+        )
+        .context("creating a folder for the downloads")?;
+    let mut specs = Vec::new();
+    for ext in &args.extensions {
+        let (name, file) = match ext.split_once(':') {
+            Some((n, f)) => (n.to_string(), f.to_string()),
+            None => {
+                let f = newest(&listed, ext, arch)
+                    .with_context(|| format!("{sums_url} lists no {ext}-VERSION-{arch}.raw"))?;
+                (ext.clone(), f.to_string())
+            }
+        };
+        if file.contains('/') || file.starts_with('.') || gentext::has_control(&file) {
+            bail!("{file:?}: not a file name in {url}");
+        }
+        let want = listed
+            .iter()
+            .find(|(_, f)| *f == file)
+            .map(|(h, _)| h.to_ascii_lowercase())
+            .with_context(|| format!("{file} is not in {sums_url}"))?;
+        let dest = dir.path().join(&file);
+        let file_url = base.file(&file);
+        let (_, got) = dl
+            .get_file(&file_url, &dest, IMAGE_LIMIT)?
+            .with_context(|| format!("{file_url}: not found"))?;
+        if got != want {
+            bail!(
+                "{file_url} does not match {sums_url} (sha256 {got}, listed {want}); nothing \
+                 was written"
+            );
+        }
+        for ext in ["transfer", "conf", "feature"] {
+            let f = format!("{name}.{ext}");
+            if let Some(bytes) = dl.get_bytes(&base.file(&f), TEXT_LIMIT)? {
+                std::fs::write(dir.path().join(&f), bytes)
+                    .with_context(|| format!("writing {f}"))?;
+            }
+        }
+        specs.push(format!("{name}:{}", dest.display()));
+    }
+    Ok((dir, specs))
+}
+
+/// The newest `NAME-VERSION-ARCH.raw` among the listed files (systemd's version order).
+fn newest<'a>(listed: &[(&str, &'a str)], name: &str, arch: &str) -> Option<&'a str> {
+    let pre = format!("{name}-");
+    let post = format!("-{arch}.raw");
+    listed
+        .iter()
+        .filter_map(|(_, f)| {
+            let v = f.strip_prefix(&pre)?.strip_suffix(&post)?;
+            (!v.is_empty() && !v.contains('/')).then_some((v, *f))
+        })
+        .max_by(|a, b| sysext_core::merge::version::strverscmp_improved(a.0, b.0))
+        .map(|(_, f)| f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::newest;
+
+    #[test]
+    fn newest_version_wins() {
+        let l = [
+            ("h", "tools-1.9-x86-64.raw"),
+            ("h", "tools-1.10-x86-64.raw"),
+            ("h", "tools-2.0-arm64.raw"),
+            ("h", "tool-3-x86-64.raw"),
+        ];
+        assert_eq!(newest(&l, "tools", "x86-64"), Some("tools-1.10-x86-64.raw"));
+        assert_eq!(newest(&l, "tools", "arm64"), Some("tools-2.0-arm64.raw"));
+        assert_eq!(newest(&l, "x", "x86-64"), None);
+    }
 }
