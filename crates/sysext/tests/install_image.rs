@@ -64,6 +64,12 @@ fn put(disk: &Path, img: &Path, offset: u64) {
 
 /// A Flatcar-like disk image in `dir` (ID=flatcar os-release `os_id`).
 fn flatcar_disk(dir: &Path, os_id: &str) -> PathBuf {
+    flatcar_disk_with(dir, os_id, |_| {})
+}
+
+/// The same, with `root_setup` run on the ROOT tree before it is made a file system.
+fn flatcar_disk_with(dir: &Path, os_id: &str, root_setup: impl Fn(&Path)) -> PathBuf {
+    fs::create_dir_all(dir).unwrap();
     let disk = dir.join("flatcar_production_image.bin");
     let f = fs::File::create(&disk).unwrap();
     f.set_len(208 * MIB).unwrap();
@@ -150,6 +156,7 @@ fn flatcar_disk(dir: &Path, os_id: &str) -> PathBuf {
     let root = dir.join("root-tree");
     fs::create_dir_all(root.join("etc")).unwrap();
     fs::write(root.join("etc/hostname"), "localhost\n").unwrap();
+    root_setup(&root);
     let root_img = dir.join("root.img");
     testkit::run_ok(
         Command::new("mkfs.ext4")
@@ -593,4 +600,74 @@ fn from_a_served_bake_output_with_sha256sums() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("does not match"), "{}", text(&o));
     assert!(!out2.exists());
+}
+
+/// Links planted in the OS image's ROOT are resolved inside ROOT, never on the machine running
+/// the tool: an absolute `/opt` naming a folder of this machine is a dangling link inside the
+/// image (refused, nothing written anywhere); `/etc/extensions` pointing above the file
+/// system's root stays at that root.
+#[test]
+fn links_planted_in_root_stay_inside_it() {
+    if !tools_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let victim = d.join("victim");
+    fs::create_dir_all(victim.join("etc")).unwrap();
+    let hello = extension(d, "hello", "hello.raw", "flatcar");
+    let run = |disk: &Path, out: &Path| {
+        sysext()
+            .arg("install-image")
+            .arg(disk)
+            .arg(&hello)
+            .arg("-o")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+
+    let v = victim.clone();
+    let disk = flatcar_disk_with(&d.join("one"), "flatcar", move |root| {
+        std::os::unix::fs::symlink(&v, root.join("opt")).unwrap();
+    });
+    let out = d.join("out.bin");
+    let o = run(&disk, &out);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("ROOT") && text(&o).contains("opt"),
+        "{}",
+        text(&o)
+    );
+    assert!(!out.exists());
+    assert_eq!(
+        walk(&victim),
+        [victim.join("etc")],
+        "written outside the image"
+    );
+
+    let disk = flatcar_disk_with(&d.join("two"), "flatcar", |root| {
+        std::os::unix::fs::symlink("../../../../..", root.join("etc/extensions")).unwrap();
+    });
+    let o = run(&disk, &out);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        walk(&victim),
+        [victim.join("etc")],
+        "written outside the image"
+    );
+    let l = inspect_disk(&out, "readlink $R/hello.raw; ls $R/opt/extensions");
+    assert_eq!(l, "/opt/extensions/hello.raw\nhello.raw\n");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for e in fs::read_dir(dir).unwrap().flatten() {
+        v.push(e.path());
+        if e.file_type().unwrap().is_dir() {
+            v.extend(walk(&e.path()));
+        }
+    }
+    v.sort();
+    v
 }
