@@ -15,9 +15,11 @@ pub struct RootArgs {
     pub root: PathBuf,
 }
 
-/// Merge extension images over ROOT's /usr and /opt until `sysext unmerge`.
+/// Merge extension images over ROOT's /usr and /opt, and confexts over /etc, until `sysext unmerge`.
 ///
-/// As systemd-sysext does (compatibility check, discovery order, name masking, layer order),
+/// As systemd-sysext and systemd-confext do (compatibility check, discovery order, name
+/// masking, layer order; a confext is an image holding
+/// etc/extension-release.d/extension-release.NAME, or one found in ROOT's confext folders),
 /// plus a report of which file of which extension shadows which other file, and warnings for
 /// directories that hide a host symlink or change a directory's mode or owner.
 #[derive(Debug, clap::Args)]
@@ -34,19 +36,19 @@ pub struct MergeArgs {
     #[arg(long)]
     pub json: bool,
     /// Images (directories or .raw files) taken before those found in ROOT; a name found
-    /// twice is taken from the first.
+    /// twice is taken from the first. NAME.sysext.raw and NAME.confext.raw are the image NAME.
     #[arg(value_name = "IMAGE")]
     pub images: Vec<PathBuf>,
 }
 
-/// Unmerge the extensions from ROOT's /usr and /opt.
+/// Unmerge the extensions from ROOT's /usr and /opt and the confexts from /etc.
 #[derive(Debug, clap::Args)]
 pub struct UnmergeArgs {
     #[command(flatten)]
     pub root: RootArgs,
 }
 
-/// Show which extensions are merged into ROOT's /usr and /opt.
+/// Show which extensions are merged into ROOT's /usr and /opt, and confexts into /etc.
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     #[command(flatten)]
@@ -57,7 +59,7 @@ pub struct StatusArgs {
 }
 
 fn hierarchies() -> Vec<String> {
-    merge::DEFAULT_HIERARCHIES
+    merge::ALL_HIERARCHIES
         .iter()
         .map(|s| s.to_string())
         .collect()

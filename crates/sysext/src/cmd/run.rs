@@ -7,7 +7,7 @@ use sysext_core::cli::Exit;
 use anyhow::{bail, Context, Result};
 use sysext_core::merge::{self, MergeOptions};
 
-/// Run COMMAND with IMAGEs merged over /usr and /opt, without touching the host.
+/// Run COMMAND with IMAGEs merged over /usr and /opt (confexts over /etc), without touching the host.
 ///
 /// The images are merged in a private mount namespace exactly as systemd-sysext would; exits
 /// with COMMAND's status (128+N when killed by signal N). The host's mounts stay untouched,
@@ -24,7 +24,8 @@ pub struct RunArgs {
     /// Print the collision report (which file of which image shadows which) to stderr.
     #[arg(long)]
     pub report: bool,
-    /// Images (directories or .raw files).
+    /// Images (directories or .raw files); a confext (its release file in
+    /// etc/extension-release.d/, or a name ending in .confext.raw) is merged over /etc.
     #[arg(value_name = "IMAGE")]
     pub images: Vec<PathBuf>,
     /// The command and its arguments, after `--`.
