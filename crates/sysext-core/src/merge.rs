@@ -22,7 +22,7 @@
 //! `etc/extension-release.d/extension-release.NAME` are merged over `/etc` in the same run,
 //! judged by `CONFEXT_LEVEL`/`CONFEXT_SCOPE`, discovered in `/run/confexts`,
 //! `/var/lib/confexts`, `/usr/local/lib/confexts`, `/usr/lib/confexts`, with
-//! `.systemd-confext/` in META, the overlay mounted `nosuid,nodev,noexec`. An image named on the
+//! `.systemd-confext/confexts` and `.systemd-confext/dev` in META, the overlay mounted `nosuid,nodev,noexec`. An image named on the
 //! command line is a confext when its file name ends in `.confext.raw` or when it holds only a
 //! confext release file ([`ImageClass::detect`]'s rule); `NAME.sysext.raw` and
 //! `NAME.confext.raw` name the image `NAME` (systemd v255+).
@@ -373,12 +373,13 @@ fn in_private_namespace<T: Send>(
     })
 }
 
-/// The `.systemd-sysext` (or `.systemd-confext`) folder in the merged hierarchy `p`, if any.
-fn marker_dir(p: &Path) -> Option<PathBuf> {
+/// The `.systemd-sysext` (or `.systemd-confext`) folder in the merged hierarchy `p`, if any,
+/// and the class that made it.
+fn marker_dir(p: &Path) -> Option<(PathBuf, ImageClass)> {
     [ImageClass::Sysext, ImageClass::Confext]
-        .iter()
-        .map(|c| p.join(c.marker_dir()))
-        .find(|m| m.is_dir())
+        .into_iter()
+        .map(|c| (p.join(c.marker_dir()), c))
+        .find(|(m, _)| m.is_dir())
 }
 
 /// Whether `p` is an overlay systemd-sysext (or we) mounted: a mount point carrying
@@ -393,7 +394,7 @@ fn is_our_mount_point(p: &Path) -> Result<bool, MergeError> {
     if stx.stx_attributes_mask.contains(mount_root) && !stx.stx_attributes.contains(mount_root) {
         return Ok(false);
     }
-    let Some(marker) = marker_dir(p) else {
+    let Some((marker, _)) = marker_dir(p) else {
         return Ok(false);
     };
     let f = marker.join("dev");
@@ -493,9 +494,10 @@ pub fn status(root: &Path, hierarchies: &[String]) -> Result<Vec<HierarchyStatus
             });
             continue;
         }
-        let f = marker_dir(&p)
-            .unwrap_or_else(|| p.join(ImageClass::Sysext.marker_dir()))
-            .join("extensions");
+        let f = match marker_dir(&p) {
+            Some((m, class)) => m.join(class.marker_file()),
+            None => p.join(".systemd-sysext/extensions"),
+        };
         let text = fs::read_to_string(&f).map_err(io_err("reading", &f))?;
         let since = rustix::fs::stat(&p).ok().map(|st| st.st_mtime);
         out.push(HierarchyStatus {

@@ -8,20 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-/// A trixie root with systemd-sysupdate and systemd-pull, and an empty `/target` to mount
-/// the test's host root on (the fixture itself stays read-only).
+/// The trixie root with systemd-sysupdate and systemd-pull (shared fixture).
 fn sysupdate_root() -> PathBuf {
-    testkit::fixtures::cached("trixie-sysupdate", |tmp| {
-        let tar = tmp.with_extension("tar");
-        testkit::run_ok(
-            Command::new("mmdebstrap")
-                .args(["--variant=apt", "--include=systemd-container", "trixie"])
-                .arg(&tar),
-        );
-        testkit::run_ok(Command::new("tar").arg("-C").arg(tmp).arg("-xf").arg(&tar));
-        fs::remove_file(&tar).unwrap();
-        fs::create_dir_all(tmp.join("target")).unwrap();
-    })
+    testkit::fixtures::trixie_systemd_root()
 }
 
 /// `python3 -m http.server` on a free loopback port, killed on drop.

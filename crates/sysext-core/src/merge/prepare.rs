@@ -265,7 +265,7 @@ pub(super) fn prepare(
         }
         let mut marker = names.join("\n");
         marker.push('\n');
-        let ext_file = marker_dir.join("extensions");
+        let ext_file = marker_dir.join(class.marker_file());
         fs::write(&ext_file, marker).map_err(io_err("writing", &ext_file))?;
 
         let mut layers = vec![meta.clone()];

@@ -87,6 +87,15 @@ impl ImageClass {
         }
     }
 
+    /// The file in [`ImageClass::marker_dir`] listing the merged names, one a line
+    /// (`extensions` / `confexts`, as systemd 257 writes them).
+    pub fn marker_file(self) -> &'static str {
+        match self {
+            ImageClass::Sysext => "extensions",
+            ImageClass::Confext => "confexts",
+        }
+    }
+
     /// The suffix systemd v255+ recommends before `.raw` (`.sysext` / `.confext`).
     pub fn raw_suffix(self) -> &'static str {
         match self {
