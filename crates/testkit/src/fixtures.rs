@@ -170,12 +170,15 @@ pub fn trixie_systemd_root() -> PathBuf {
 /// The shell commands that run trixie's `COMMAND...` (e.g. `systemd-sysext --root=/target
 /// merge`) in the chroot `root` ([`trixie_systemd_root`]) with the folder `host` mounted on
 /// its `/target`, for a script run by [`crate::in_mount_namespace`] (with `/` made shared
-/// before, when the command must propagate mounts back): `/proc` and `/dev` are bound into the
-/// chroot and `/run` is a fresh tmpfs there.
+/// before, when the command must propagate mounts back): the chroot is bound on itself (so
+/// its `/` is a mount point whose propagation systemd can change), `/proc`, `/dev` and `/sys`
+/// (which systemd's loop device handling reads) are bound into it and `/run` is a fresh tmpfs
+/// there.
 pub fn chroot_prelude(root: &Path, host: &Path) -> String {
     let (r, h) = (root.display(), host.display());
     format!(
-        "mount --rbind /proc '{r}/proc' && mount --rbind /dev '{r}/dev' && \
+        "mount --bind '{r}' '{r}' && mount --rbind /proc '{r}/proc' && \
+         mount --rbind /dev '{r}/dev' && mount --rbind /sys '{r}/sys' && \
          mount -t tmpfs tmpfs '{r}/run' && mount --bind '{h}' '{r}/target'"
     )
 }

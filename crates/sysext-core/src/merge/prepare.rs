@@ -199,7 +199,16 @@ pub(super) fn prepare(
             path: c.path.clone(),
             format,
         };
-        if release_path.is_none() && !c.directory {
+        // A .raw without any release file aborts the merge; one holding only the other
+        // class's release file is skipped like an empty one (systemd 257 reads both).
+        let other = match class {
+            ImageClass::Sysext => ImageClass::Confext,
+            ImageClass::Confext => ImageClass::Sysext,
+        };
+        if release_path.is_none()
+            && !c.directory
+            && find_release(&p, &c.name, other)?.is_none()
+        {
             return Err(MergeError::NoMetadata {
                 name: c.name.clone(),
                 path: c.path.clone(),
