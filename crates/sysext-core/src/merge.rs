@@ -235,13 +235,22 @@ impl MergeReport {
         })
     }
 
-    /// systemd-sysext's "Using extensions 'a', 'b'." line.
+    /// systemd-sysext's "Using extensions 'a', 'b'." line (and systemd-confext's after it,
+    /// on a line of its own, when confexts were merged too).
     pub fn using_message(&self) -> Option<String> {
-        if self.extensions.is_empty() {
-            return None;
-        }
-        let names: Vec<&str> = self.extensions.iter().map(|l| l.name.as_str()).collect();
-        Some(format!("Using extensions '{}'.", names.join("', '")))
+        let lines: Vec<String> = [ImageClass::Sysext, ImageClass::Confext]
+            .into_iter()
+            .filter_map(|class| {
+                let names: Vec<&str> = self
+                    .extensions
+                    .iter()
+                    .filter(|l| l.class == class)
+                    .map(|l| l.name.as_str())
+                    .collect();
+                (!names.is_empty()).then(|| format!("Using extensions '{}'.", names.join("', '")))
+            })
+            .collect();
+        (!lines.is_empty()).then(|| lines.join("\n"))
     }
 }
 
