@@ -466,10 +466,9 @@ impl Image {
             .iter()
             .find(|e| e.path == release_rel && e.kind == EntryKind::File)
             .or_else(|| {
-                self.entries.iter().find(|e| {
-                    e.kind == EntryKind::File
-                        && e.path.starts_with(&release_prefix)
-                })
+                self.entries
+                    .iter()
+                    .find(|e| e.kind == EntryKind::File && e.path.starts_with(&release_prefix))
             })
             .map(|e| e.path.clone());
         let release = match release_file.as_deref() {

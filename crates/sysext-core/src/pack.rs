@@ -19,12 +19,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::release::ImageClass;
 use fsimage::erofs::writer as erofs_writer;
 pub use fsimage::erofs::writer::WriteStats as ErofsStats;
 pub use fsimage::squashfs::writer::WriteStats;
 use fsimage::squashfs::writer::{self, WriteError, WriterOptions};
 pub use fsimage::squashfs::Compression;
-use crate::release::ImageClass;
 use safefs::atomic::{AtomicError, AtomicOutput};
 use safefs::tree::{self, Tree, TreeOptions};
 

@@ -553,7 +553,11 @@ fn systemd(root: &Path, out: &Path, sd: &Systemd) -> Outcome {
         {
             // 257 names a .raw image by its file name in this line; the image name is without.
             o.using.extend(names.split("', '").map(|n| {
-                let n = if trixie { n.trim_end_matches(".raw") } else { n };
+                let n = if trixie {
+                    n.trim_end_matches(".raw")
+                } else {
+                    n
+                };
                 n.to_string()
             }));
         } else if line.starts_with("Extension '") && !line.contains(" matches ") {
@@ -778,7 +782,12 @@ fn confext_scenarios() -> Vec<Scenario> {
                     "sq",
                     CL,
                     "c2",
-                    &[any, "F etc/shared.conf=c2", "D etc/c2.d 0755", "F etc/c2.d/x=x"],
+                    &[
+                        any,
+                        "F etc/shared.conf=c2",
+                        "D etc/c2.d 0755",
+                        "F etc/c2.d/x=x",
+                    ],
                 ),
                 ext("ero", CL, "c3", &[any, "F etc/c3.conf=3"]),
             ],
@@ -787,7 +796,12 @@ fn confext_scenarios() -> Vec<Scenario> {
             name: "confext compatibility: VERSION_ID, CONFEXT_LEVEL, ID, scope",
             host: host.clone(),
             exts: vec![
-                ext("dir", CL, "ver", &["C ID=debian\nVERSION_ID=12", "F etc/ver=v"]),
+                ext(
+                    "dir",
+                    CL,
+                    "ver",
+                    &["C ID=debian\nVERSION_ID=12", "F etc/ver=v"],
+                ),
                 ext(
                     "dir",
                     CL,
@@ -816,12 +830,20 @@ fn confext_scenarios() -> Vec<Scenario> {
                 "F usr/lib/os-release=ID=debian\nVERSION_ID=12\nCONFEXT_LEVEL=2\n",
             ],
             exts: vec![
-                ext("dir", CL, "two", &["C ID=debian\nCONFEXT_LEVEL=2", "F etc/two=2"]),
+                ext(
+                    "dir",
+                    CL,
+                    "two",
+                    &["C ID=debian\nCONFEXT_LEVEL=2", "F etc/two=2"],
+                ),
                 ext(
                     "dir",
                     CL,
                     "three",
-                    &["C ID=debian\nCONFEXT_LEVEL=3\nVERSION_ID=12", "F etc/three=3"],
+                    &[
+                        "C ID=debian\nCONFEXT_LEVEL=3\nVERSION_ID=12",
+                        "F etc/three=3",
+                    ],
                 ),
             ],
         },

@@ -235,8 +235,16 @@ fn cases(arch: &str) -> Vec<Case> {
             Some("ID=\"deb\\ian\\\"\"\n"),
         ),
     ];
-    v.push(case("own ARCHITECTURE with ID=_any", DEB, Some(&own_arch_any)));
-    v.push(case("own ARCHITECTURE with ID match", DEB, Some(&own_arch_deb)));
+    v.push(case(
+        "own ARCHITECTURE with ID=_any",
+        DEB,
+        Some(&own_arch_any),
+    ));
+    v.push(case(
+        "own ARCHITECTURE with ID match",
+        DEB,
+        Some(&own_arch_deb),
+    ));
     v.push(case(
         "wrong ARCHITECTURE with ID=_any",
         DEB,
@@ -256,8 +264,8 @@ fn confext_cases(arch: &str) -> Vec<Case> {
     let all = cases(arch);
     let mut v = all.clone();
     for c in all {
-        let uses = c.host.contains("SYSEXT_")
-            || c.ext.as_deref().is_some_and(|e| e.contains("SYSEXT_"));
+        let uses =
+            c.host.contains("SYSEXT_") || c.ext.as_deref().is_some_and(|e| e.contains("SYSEXT_"));
         if uses {
             v.push(Case {
                 what: format!("{} (CONFEXT_ keys)", c.what),

@@ -47,7 +47,12 @@ fn pack_inspect_check_a_confext() {
     let d = t.path();
     let tree = confext_tree(d, "conf", "ID=_any\n");
     let o = sysext(
-        &["pack", "--confext", tree.to_str().unwrap(), "conf.confext.raw"],
+        &[
+            "pack",
+            "--confext",
+            tree.to_str().unwrap(),
+            "conf.confext.raw",
+        ],
         d,
     );
     assert!(o.status.success(), "{}", text(&o));
@@ -82,7 +87,10 @@ fn pack_inspect_check_a_confext() {
 
     // CONFEXT_LEVEL is compared, SYSEXT_LEVEL is not: a confext for level 2 is skipped.
     let tree2 = confext_tree(d, "lvl", "ID=debian\nCONFEXT_LEVEL=2\nSYSEXT_LEVEL=1\n");
-    let o = sysext(&["pack", "--confext", tree2.to_str().unwrap(), "lvl.raw"], d);
+    let o = sysext(
+        &["pack", "--confext", tree2.to_str().unwrap(), "lvl.raw"],
+        d,
+    );
     assert!(o.status.success(), "{}", text(&o));
     let o = check("lvl.raw");
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
@@ -105,7 +113,12 @@ fn pack_inspect_check_a_confext() {
     fs::set_permissions(tree.join("usr"), fs::Permissions::from_mode(0o755)).unwrap();
     fs::set_permissions(tree.join("usr/bin"), fs::Permissions::from_mode(0o755)).unwrap();
     let o = sysext(
-        &["pack", "--confext", tree.to_str().unwrap(), "bad.confext.raw"],
+        &[
+            "pack",
+            "--confext",
+            tree.to_str().unwrap(),
+            "bad.confext.raw",
+        ],
         d,
     );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
@@ -150,7 +163,12 @@ fn run_merges_a_confext_over_etc() {
     testkit::mksquashfs(&st, &d.join("tools.raw"), &[]);
     let tree = confext_tree(d, "conf", "ID=_any\n");
     let o = sysext(
-        &["pack", "--confext", tree.to_str().unwrap(), "conf.confext.raw"],
+        &[
+            "pack",
+            "--confext",
+            tree.to_str().unwrap(),
+            "conf.confext.raw",
+        ],
         d,
     );
     assert!(o.status.success(), "{}", text(&o));
@@ -161,7 +179,16 @@ fn run_merges_a_confext_over_etc() {
                   grep ' /etc ' /proc/self/mountinfo";
     let o = Command::new(SYSEXT)
         .current_dir(d)
-        .args(["run", "conf.confext.raw", "tools.raw", "--", bb, "sh", "-c", script])
+        .args([
+            "run",
+            "conf.confext.raw",
+            "tools.raw",
+            "--",
+            bb,
+            "sh",
+            "-c",
+            script,
+        ])
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
@@ -181,10 +208,87 @@ fn run_merges_a_confext_over_etc() {
         );
     }
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("Using extensions 'tools'.\nUsing extensions 'conf'.\n"),
+        String::from_utf8_lossy(&o.stderr)
+            .contains("Using extensions 'tools'.\nUsing extensions 'conf'.\n"),
         "{}",
         text(&o)
     );
     assert!(!Path::new("/etc/sysext-confext-test").exists());
     assert_eq!(fs::read_to_string("/proc/self/mountinfo").unwrap(), before);
+}
+
+/// `sysext bake` with a `confext = true` entry: a confext image (release file under etc/,
+/// files placed under /etc), a transfer file linking it from /var/lib/confexts.
+#[test]
+fn bake_builds_a_confext() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let src = d.join("src");
+    fs::create_dir_all(src.join("conf")).unwrap();
+    fs::write(src.join("conf/app.conf"), "key=value\n").unwrap();
+    fs::write(
+        d.join("m.toml"),
+        "[[extension]]\nname = \"appconf\"\nversion = \"1.0\"\nsource = \"./src\"\n\
+         mode = \"static\"\nconfext = true\npaths = [\"conf/app.conf:/etc/app/\"]\n",
+    )
+    .unwrap();
+    let o = sysext(
+        &[
+            "bake",
+            "m.toml",
+            "--out",
+            "out",
+            "--base-url",
+            "https://h/x/",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let raw = d.join("out/appconf-1.0-x86-64.raw");
+    let o = sysext(&["inspect", "--json", "--list", raw.to_str().unwrap()], d);
+    assert!(o.status.success(), "{}", text(&o));
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(info["class"], "confext");
+    let paths: Vec<&str> = info["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert!(paths.contains(&"etc/app/app.conf"), "{paths:?}");
+    assert!(paths.iter().all(|p| p.starts_with("etc")), "{paths:?}");
+    let release = info["release"].as_str().unwrap();
+    assert_eq!(release, "ID=_any\nARCHITECTURE=x86-64\n");
+    let conf = fs::read_to_string(d.join("out/appconf.conf")).unwrap();
+    assert!(
+        conf.contains("CurrentSymlink=/var/lib/confexts/appconf.raw\n"),
+        "{conf}"
+    );
+    let bu = fs::read_to_string(d.join("out/appconf-x86-64.bu")).unwrap();
+    assert!(
+        bu.contains("systemctl restart systemd-confext")
+            && bu.contains("/var/lib/confexts/appconf.raw"),
+        "{bu}"
+    );
+    // A target outside /etc is refused for a confext.
+    fs::write(
+        d.join("m.toml"),
+        "[[extension]]\nname = \"bad\"\nversion = \"1\"\nsource = \"./src\"\n\
+         mode = \"static\"\nconfext = true\npaths = [\"conf/app.conf:/usr/share/\"]\n",
+    )
+    .unwrap();
+    let o = sysext(
+        &[
+            "bake",
+            "m.toml",
+            "--out",
+            "out2",
+            "--json",
+            "--base-url",
+            "https://h/x/",
+        ],
+        d,
+    );
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("under /etc/"), "{}", text(&o));
 }

@@ -460,7 +460,10 @@ pub fn check(name: &str, entries: &[Entry], release: Option<&[u8]>, host: Option
 /// are checked too ([`check_elf`]).
 pub fn check_image(image: &Image, host: Option<&Host>) -> Result<Report, CheckError> {
     let class = image.class();
-    let expected = class.release_file(image.name()).to_string_lossy().into_owned();
+    let expected = class
+        .release_file(image.name())
+        .to_string_lossy()
+        .into_owned();
     let release = match resolve(image.entries(), &expected) {
         Some(e) if e.kind == EntryKind::File => Some(image.read_release(&e.path)?),
         _ => None,

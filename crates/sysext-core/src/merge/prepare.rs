@@ -205,10 +205,7 @@ pub(super) fn prepare(
             ImageClass::Sysext => ImageClass::Confext,
             ImageClass::Confext => ImageClass::Sysext,
         };
-        if release_path.is_none()
-            && !c.directory
-            && find_release(&p, &c.name, other)?.is_none()
-        {
+        if release_path.is_none() && !c.directory && find_release(&p, &c.name, other)?.is_none() {
             return Err(MergeError::NoMetadata {
                 name: c.name.clone(),
                 path: c.path.clone(),

@@ -231,7 +231,12 @@ fn compatibility_table() {
             true,
         ),
         ("ID=deb\n", "ID=ubuntu\nID_LIKE=debian\n", "x86-64", false),
-        ("ID=ubuntu\nID_LIKE=debian\n", "ID=debian\n", "x86-64", false),
+        (
+            "ID=ubuntu\nID_LIKE=debian\n",
+            "ID=debian\n",
+            "x86-64",
+            false,
+        ),
     ];
     for (ext, host, arch, want) in cases {
         let v = check_compatibility(&OsRelease::parse(ext), &OsRelease::parse(host), arch);

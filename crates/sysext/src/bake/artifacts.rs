@@ -9,6 +9,7 @@
 
 use gentext::TextError;
 use serde_json::json;
+use sysext_core::release::ImageClass;
 
 /// Why a base URL or a name cannot go into the artifacts.
 #[derive(Debug, thiserror::Error)]
@@ -32,10 +33,25 @@ pub fn sha256sums<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> 
     v.iter().map(|(f, h)| format!("{h}  {f}\n")).collect()
 }
 
-/// The transfer file for `name` (`/etc/sysupdate.NAME.d/NAME.conf` on the host). Values are
-/// checked and `%`-escaped ([`gentext::unit_word`]): `%` starts a specifier there.
-pub fn transfer_conf(name: &str, base: &BaseUrl) -> Result<String, ArtifactError> {
+/// Where the host links the current image of a class: `/etc/extensions/NAME.raw`, or for a
+/// confext `/var/lib/confexts/NAME.raw` (systemd-confext does not look in /etc).
+fn current_link(class: ImageClass, name: &str) -> String {
+    match class {
+        ImageClass::Sysext => format!("/etc/extensions/{name}.raw"),
+        ImageClass::Confext => format!("/var/lib/confexts/{name}.raw"),
+    }
+}
+
+/// The transfer file for `name` (`/etc/sysupdate.NAME.d/NAME.conf` on the host), an image of
+/// `class` (its current link is [`current_link`]'s). Values are checked and `%`-escaped
+/// ([`gentext::unit_word`]): `%` starts a specifier there.
+pub fn transfer_conf(
+    class: ImageClass,
+    name: &str,
+    base: &BaseUrl,
+) -> Result<String, ArtifactError> {
     let n = gentext::unit_word("extension name", name)?;
+    let link = current_link(class, &n);
     let path = gentext::unit_escape(&base.folder());
     let shown = base.folder();
     Ok(format!(
@@ -52,17 +68,27 @@ pub fn transfer_conf(name: &str, base: &BaseUrl) -> Result<String, ArtifactError
          InstancesMax=3\n\
          Type=regular-file\n\
          Path=/opt/extensions/{n}\n\
-         CurrentSymlink=/etc/extensions/{n}.raw\n\
+         CurrentSymlink={link}\n\
          MatchPattern={n}-@v-%a.raw\n"
     ))
 }
 
 /// A Butane config (variant flatcar) that installs `raw` under `/opt/extensions/NAME/`, links
-/// it from `/etc/extensions/NAME.raw`, writes the transfer file and enables sysupdate for it.
+/// it from `/etc/extensions/NAME.raw` (a confext from `/var/lib/confexts/NAME.raw`, restarting
+/// systemd-confext after updates), writes the transfer file and enables sysupdate for it.
 /// Written as JSON (YAML 1.2) by serde_json; unit lines in it are `%`-escaped.
-pub fn butane(name: &str, raw: &str, base: &BaseUrl) -> Result<String, ArtifactError> {
+pub fn butane(
+    class: ImageClass,
+    name: &str,
+    raw: &str,
+    base: &BaseUrl,
+) -> Result<String, ArtifactError> {
     gentext::check_text("image file name", raw)?;
-    let conf = transfer_conf(name, base)?;
+    let conf = transfer_conf(class, name, base)?;
+    let restart = format!(
+        "[Service]\nExecStartPost=systemctl restart {}\n",
+        class.tool()
+    );
     let n = gentext::unit_word("extension name", name)?;
     let noop = "# Lets systemd-sysupdate run without a default transfer.\n\
                 [Source]\nType=regular-file\nPath=/\nMatchPattern=invalid@v.raw\n\
@@ -90,7 +116,7 @@ pub fn butane(name: &str, raw: &str, base: &BaseUrl) -> Result<String, ArtifactE
             ],
             "links": [
                 {
-                    "path": format!("/etc/extensions/{name}.raw"),
+                    "path": current_link(class, name),
                     "target": format!("/opt/extensions/{name}/{raw}"),
                     "hard": false,
                 },
@@ -110,7 +136,7 @@ pub fn butane(name: &str, raw: &str, base: &BaseUrl) -> Result<String, ArtifactE
                         },
                         {
                             "name": "sysext.conf",
-                            "contents": "[Service]\nExecStartPost=systemctl restart systemd-sysext\n",
+                            "contents": restart,
                         },
                     ],
                 },
@@ -137,7 +163,7 @@ mod tests {
 
     #[test]
     fn transfer_file_has_systemd_sections_and_keys() {
-        let c = transfer_conf("tools", &url("https://ex.org/ext/")).unwrap();
+        let c = transfer_conf(ImageClass::Sysext, "tools", &url("https://ex.org/ext/")).unwrap();
         let keys = sections_and_keys(&c);
         for want in [
             "[Transfer]Verify=false",
@@ -174,7 +200,13 @@ mod tests {
 
     #[test]
     fn butane_is_a_document_with_the_expected_keys() {
-        let b = butane("tools", "tools-1-arm64.raw", &url("http://h/x")).unwrap();
+        let b = butane(
+            ImageClass::Sysext,
+            "tools",
+            "tools-1-arm64.raw",
+            &url("http://h/x"),
+        )
+        .unwrap();
         let d: serde_json::Value = serde_json::from_str(&b).unwrap();
         assert_eq!(d["variant"], "flatcar");
         let files = &d["storage"]["files"];
@@ -236,7 +268,7 @@ mod tests {
     #[test]
     fn percent_is_escaped_on_unit_lines() {
         let base = url("https://ex.org/a%20b");
-        let c = transfer_conf("n%h", &base).unwrap();
+        let c = transfer_conf(ImageClass::Sysext, "n%h", &base).unwrap();
         let keys = sections_and_keys(&c);
         assert!(
             keys.contains(&"[Source]Path=https://ex.org/a%%20b".to_string()),
@@ -250,13 +282,13 @@ mod tests {
             keys.contains(&"[Source]MatchPattern=n%%h-@v-%a.raw".to_string()),
             "{keys:?}"
         );
-        let b = butane("n%h", "n%h-1-x86-64.raw", &base).unwrap();
+        let b = butane(ImageClass::Sysext, "n%h", "n%h-1-x86-64.raw", &base).unwrap();
         let d: serde_json::Value = serde_json::from_str(&b).unwrap();
         assert_eq!(
             d["systemd"]["units"][1]["dropins"][0]["contents"],
             "[Service]\nExecStartPre=/usr/lib/systemd/systemd-sysupdate -C n%%h update\n"
         );
-        assert!(transfer_conf("a b", &base).is_err());
+        assert!(transfer_conf(ImageClass::Sysext, "a b", &base).is_err());
     }
 
     fn url(s: &str) -> BaseUrl {

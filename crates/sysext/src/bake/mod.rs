@@ -268,7 +268,7 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
         let conf = format!("{}.conf", e.name);
         write_if_changed(
             &opts.out.join(&conf),
-            &artifacts::transfer_conf(&e.name, &base_url)?,
+            &artifacts::transfer_conf(e.class(), &e.name, &base_url)?,
         )?;
         artifacts.push(conf);
         for a in e.arches(&m) {
@@ -276,7 +276,7 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
             let bu = format!("{}-{a}.bu", e.name);
             write_if_changed(
                 &opts.out.join(&bu),
-                &artifacts::butane(&e.name, &raw, &base_url)?,
+                &artifacts::butane(e.class(), &e.name, &raw, &base_url)?,
             )?;
             artifacts.push(bu);
         }
