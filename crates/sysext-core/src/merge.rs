@@ -27,6 +27,12 @@
 //! confext release file ([`ImageClass::detect`]'s rule); `NAME.sysext.raw` and
 //! `NAME.confext.raw` name the image `NAME` (systemd v255+).
 //!
+//! Mutability (systemd v256's `--mutable=`, as 257 lays it out, see [`Mutable`]): a writable
+//! merge gets `upperdir=ROOT/var/lib/extensions.mutable/H` and
+//! `workdir=ROOT/var/lib/extensions.mutable/.systemd-H-workdir` (ephemeral: both on the
+//! workspace tmpfs), mounted `nodev,noatime` instead of read-only; an import puts
+//! `extensions.mutable/H` right below META.
+//!
 //! Beyond systemd: a [collision report](Collision) and [warnings](MergeWarning).
 //!
 //! How: a dedicated thread leaves the mount namespace (`unshare(CLONE_NEWNS)` affects only that
@@ -254,6 +260,67 @@ impl MergeReport {
     }
 }
 
+/// What becomes of writes to a merged hierarchy (systemd v256's `--mutable=`), with
+/// `MUTABLE` = `ROOT/var/lib/extensions.mutable/HIERARCHY` (e.g. `.../extensions.mutable/usr`):
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mutable {
+    /// Read-only (the default).
+    #[default]
+    No,
+    /// Writable when `MUTABLE` exists (writes go there), else read-only.
+    Auto,
+    /// Writable; writes go to `MUTABLE`, created when missing.
+    Yes,
+    /// Read-only, with `MUTABLE` (when it exists) merged above the images.
+    Import,
+    /// Writable; writes go to a private tmpfs and are gone with the merge (`run`: when the
+    /// command ends; `merge`: at `unmerge`).
+    Ephemeral,
+    /// [`Mutable::Ephemeral`], with `MUTABLE` (when it exists) merged above the images.
+    EphemeralImport,
+}
+
+impl Mutable {
+    /// The words of `--mutable=`.
+    pub const NAMES: [&'static str; 6] = [
+        "no",
+        "auto",
+        "yes",
+        "import",
+        "ephemeral",
+        "ephemeral-import",
+    ];
+
+    /// Whether `MUTABLE` is merged read-only above the images.
+    pub fn imports(self) -> bool {
+        matches!(self, Mutable::Import | Mutable::EphemeralImport)
+    }
+}
+
+impl std::str::FromStr for Mutable {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "no" | "false" => Mutable::No,
+            "auto" => Mutable::Auto,
+            "yes" | "true" => Mutable::Yes,
+            "import" => Mutable::Import,
+            "ephemeral" => Mutable::Ephemeral,
+            "ephemeral-import" => Mutable::EphemeralImport,
+            other => {
+                return Err(format!(
+                    "unknown mutability {other:?}; use one of {}",
+                    Mutable::NAMES.join(", ")
+                ))
+            }
+        })
+    }
+}
+
+/// The folder writable merges of the root's hierarchies keep their changes in (systemd v256).
+pub const MUTABLE_DIR: &str = "/var/lib/extensions.mutable";
+
 /// Options of [`merge`] and [`run`]. Images are taken in this order: `images` as given, then
 /// (with `discover`) the root's extension directories; the first image of a name wins.
 #[non_exhaustive]
@@ -271,6 +338,8 @@ pub struct MergeOptions {
     pub hierarchies: Vec<String>,
     /// Hierarchies confexts are merged over; default `/etc`.
     pub confext_hierarchies: Vec<String>,
+    /// Whether the merged hierarchies are writable, and where writes go ([`Mutable`]).
+    pub mutable: Mutable,
 }
 
 impl Default for MergeOptions {
@@ -286,6 +355,7 @@ impl Default for MergeOptions {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            mutable: Mutable::No,
         }
     }
 }

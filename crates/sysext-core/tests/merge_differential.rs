@@ -14,7 +14,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sysext_core::merge::{merge, status, unmerge, MergeOptions};
+use sysext_core::merge::{merge, status, unmerge, MergeOptions, Mutable};
 use sysext_core::release::ImageClass;
 
 /// An image: format (`dir`, `sq` for squashfs, `ero` for erofs), the extension directory
@@ -624,6 +624,9 @@ fn ours_merge_helper() {
     let mut opts = MergeOptions::default();
     opts.root = root.into();
     opts.discover = true;
+    if let Ok(m) = std::env::var("SYSEXT_MERGE_HELPER_MUTABLE") {
+        opts.mutable = m.parse().unwrap();
+    }
     let action = std::env::var("SYSEXT_MERGE_HELPER_ACTION").unwrap_or_default();
     if action == "unmerge" || action == "status" {
         let text = if action == "unmerge" {
@@ -752,6 +755,93 @@ fn differential_against_systemd_257_sysext_and_confext() {
         &Systemd::Trixie(chroot),
         "systemd-sysext and systemd-confext 257",
     );
+}
+
+/// After a merge: try to write into the merged /usr and /etc, and list what lies in the
+/// mutable folder, into `$OUT/after`.
+const AFTER: &str = r#"{ for h in usr etc; do echo w 2>/dev/null > "$ROOT/$h/written-$h" && echo "WROTE $h"; done; cd "$ROOT" && find var/lib/extensions.mutable -printf '%p %y %m %U:%G %l\n' 2>/dev/null | LC_ALL=C sort; } > "$OUT/after""#;
+
+/// `--mutable=` in every mode gives the same merged trees, the same writability and the
+/// same mutable folder as systemd-sysext and systemd-confext 257.
+#[test]
+fn mutable_modes_match_systemd_257() {
+    if !testkit::require_root("the --mutable differential test against systemd 257")
+        || !testkit::require_tool("mmdebstrap")
+        || !testkit::require_tool("mksquashfs")
+    {
+        return;
+    }
+    let chroot = testkit::fixtures::trixie_systemd_root();
+    let kept = [
+        "F var/lib/extensions.mutable/usr/share/kept=k",
+        "F var/lib/extensions.mutable/etc/kept=k",
+    ];
+    let cases: Vec<(&str, Vec<&'static str>)> = vec![
+        ("no", vec![]),
+        ("yes", vec![]),
+        ("auto", vec![]),
+        ("auto", kept.to_vec()),
+        ("import", kept.to_vec()),
+        ("ephemeral", kept.to_vec()),
+        ("ephemeral-import", kept.to_vec()),
+    ];
+    let mut failures = Vec::new();
+    for (mode, host) in cases {
+        mode.parse::<Mutable>().unwrap();
+        let sc = Scenario {
+            name: "mutable",
+            host,
+            exts: vec![
+                ext("sq", VL, "e", &["R ID=_any", "F usr/share/e=e"]),
+                ext("dir", CL, "c", &["C ID=_any", "F etc/c=c"]),
+            ],
+        };
+        let t = tempfile::tempdir().unwrap();
+        let (r1, r2) = (t.path().join("sd/root"), t.path().join("us/root"));
+        let (o1, o2) = (t.path().join("sd/out"), t.path().join("us/out"));
+        for d in [&r1, &r2, &o1, &o2] {
+            fs::create_dir_all(d).unwrap();
+        }
+        build_root(&r1, &sc, &t.path().join("sd/stage"));
+        build_root(&r2, &sc, &t.path().join("us/stage"));
+        let sd_cmd = format!(
+            "{} || exit 98; for t in systemd-sysext systemd-confext; do \
+             chroot '{r}' $t --root=/target --mutable={mode} merge 2>> \"$OUT/log\" || rc=1; done; {AFTER}; (exit ${{rc:-0}})",
+            testkit::fixtures::chroot_prelude(&chroot, &r1),
+            r = chroot.display()
+        );
+        let want = in_namespace(&r1, &o1, &sd_cmd);
+        let exe = std::env::current_exe().unwrap();
+        let our_cmd = format!(
+            "SYSEXT_MERGE_HELPER_MUTABLE={mode} SYSEXT_MERGE_HELPER_ROOT=\"$ROOT\" SYSEXT_MERGE_HELPER_OUT=\"$OUT/log\" '{}' --ignored --exact ours_merge_helper --test-threads=1 -q > \"$OUT/helper\" 2>&1; grep -q '^OK' \"$OUT/log\"; rc=$?; {AFTER}; (exit $rc)",
+            exe.display()
+        );
+        let got = in_namespace(&r2, &o2, &our_cmd);
+        let (a1, a2) = (
+            fs::read_to_string(o1.join("after")).unwrap(),
+            fs::read_to_string(o2.join("after")).unwrap(),
+        );
+        if want.ok != got.ok || want.dump != got.dump || a1 != a2 {
+            let (l1, l2): (BTreeSet<&str>, BTreeSet<&str>) =
+                (want.dump.lines().collect(), got.dump.lines().collect());
+            failures.push(format!(
+                "--mutable={mode}: ok {} / {}; only systemd 257's merged tree has {:?}, only ours {:?}\n systemd's writes and mutable folder:\n{a1}\n ours:\n{a2}\n our log: {}",
+                want.ok,
+                got.ok,
+                l1.difference(&l2).collect::<Vec<_>>(),
+                l2.difference(&l1).collect::<Vec<_>>(),
+                fs::read_to_string(o2.join("log")).unwrap_or_default()
+            ));
+        } else {
+            eprintln!(
+                "match: --mutable={mode} (writes: {:?})",
+                a1.lines()
+                    .filter(|l| l.starts_with("WROTE"))
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
 /// Sysext scenarios where 257 differs from 252, whose behaviour our merge keeps (see README):

@@ -274,7 +274,18 @@ pub(super) fn prepare(
         let ext_file = marker_dir.join(class.marker_file());
         fs::write(&ext_file, marker).map_err(io_err("writing", &ext_file))?;
 
+        // The mutable folder of this hierarchy, if it exists (followed inside the root).
+        let mutable_rel = format!("{MUTABLE_DIR}{h}");
+        let mutable_dir = match chase(root, &mutable_rel)? {
+            Some(d) if d.is_dir() => Some(d),
+            _ => None,
+        };
         let mut layers = vec![meta.clone()];
+        if opts.mutable.imports() {
+            if let Some(d) = &mutable_dir {
+                layers.push(d.clone());
+            }
+        }
         let mut ext_dirs: Vec<(String, PathBuf)> = Vec::new();
         for (l, p) in of_class.iter().rev() {
             let Some(d) = chase(p, h)? else { continue };
@@ -316,14 +327,62 @@ pub(super) fn prepare(
 
         let overlay = ws.join("overlay").join(h.trim_start_matches('/'));
         mkdir_p(&overlay, 0o700)?;
-        let options = overlay_options(&layers);
-        // systemd-confext 257 mounts /etc nosuid, nodev and noexec.
-        let flags = match class {
-            ImageClass::Sysext => MountFlags::RDONLY,
-            ImageClass::Confext => {
-                MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC
+        let mut options = overlay_options(&layers);
+        // Where writes go, if anywhere: (upperdir, workdir).
+        let hname = h.trim_start_matches('/').replace('/', "-");
+        let work_name = format!(".systemd-{hname}-workdir");
+        let upper = match opts.mutable {
+            Mutable::No | Mutable::Import => None,
+            Mutable::Auto => mutable_dir.clone().map(|d| {
+                let work = d.parent().unwrap_or(&d).join(&work_name);
+                (d, work)
+            }),
+            Mutable::Yes => {
+                let d = match &mutable_dir {
+                    Some(d) => d.clone(),
+                    None => {
+                        // systemd creates the folder private, the hierarchy's in it 0755.
+                        let base = chase_nonexistent(root, MUTABLE_DIR)?;
+                        if !base.is_dir() {
+                            mkdir_p(&base, 0o700)?;
+                        }
+                        let d = chase_nonexistent(root, &mutable_rel)?;
+                        mkdir_p(&d, 0o755)?;
+                        d
+                    }
+                };
+                let work = d.parent().unwrap_or(&d).join(&work_name);
+                Some((d, work))
+            }
+            Mutable::Ephemeral | Mutable::EphemeralImport => {
+                let base = ws.join("mutable").join(&hname);
+                let d = base.join(&hname);
+                mkdir_p(&d, 0o755)?;
+                Some((d, base.join(&work_name)))
             }
         };
+        if matches!(opts.mutable, Mutable::Yes | Mutable::Auto) && upper.is_some() {
+            // systemd 257 notes the (root-relative) workdir of a persistent mutable merge.
+            let f = marker_dir.join("work_dir");
+            let text = format!("{}/{work_name}\n", MUTABLE_DIR.trim_start_matches('/'));
+            fs::write(&f, text).map_err(io_err("writing", &f))?;
+        }
+        if let Some((up, work)) = &upper {
+            mkdir_p(work, 0o700)?;
+            options.push_str(&format!(
+                ",upperdir={},workdir={}",
+                escape_lowerdir(up),
+                escape_lowerdir(work)
+            ));
+        }
+        // Read-only unless writable; systemd-confext 257 mounts /etc nosuid, nodev, noexec.
+        let mut flags = match &upper {
+            None => MountFlags::RDONLY,
+            Some(_) => MountFlags::NODEV | MountFlags::NOATIME,
+        };
+        if class == ImageClass::Confext {
+            flags |= MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+        }
         rustix::mount::mount(
             class.name(),
             &overlay,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use sysext_core::cli::Exit;
 
 use anyhow::{Context, Result};
-use sysext_core::merge::{self, MergeOptions, MergeReport};
+use sysext_core::merge::{self, MergeOptions, MergeReport, Mutable};
 
 /// Where and what to merge.
 #[derive(Debug, clap::Args)]
@@ -29,6 +29,13 @@ pub struct MergeArgs {
     /// Merge incompatible images too (systemd-sysext --force).
     #[arg(long)]
     pub force: bool,
+    /// Whether the merged hierarchies are writable (systemd v256's --mutable), with MUTABLE =
+    /// ROOT/var/lib/extensions.mutable/HIERARCHY: no (read-only, the default); auto (writable
+    /// when MUTABLE exists, writes go there); yes (writes go to MUTABLE, created if missing);
+    /// import (read-only, MUTABLE merged above the images); ephemeral (writable, writes go to
+    /// a private tmpfs and vanish with the merge); ephemeral-import (both).
+    #[arg(long, value_name = "MODE", default_value = "no")]
+    pub mutable: Mutable,
     /// Only merge the IMAGEs given, not those in ROOT's extension directories.
     #[arg(long)]
     pub no_discover: bool,
@@ -95,6 +102,7 @@ pub fn merge(args: MergeArgs) -> Result<Exit> {
     opts.images = args.images;
     opts.discover = !args.no_discover;
     opts.force = args.force;
+    opts.mutable = args.mutable;
     let report = merge::merge(&opts)
         .with_context(|| format!("merging extensions into {}", args.root.root.display()))?;
     print_messages(&report);

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use sysext_core::cli::Exit;
 
 use anyhow::{bail, Context, Result};
-use sysext_core::merge::{self, MergeOptions};
+use sysext_core::merge::{self, MergeOptions, Mutable};
 
 /// Run COMMAND with IMAGEs merged over /usr and /opt (confexts over /etc), without touching the host.
 ///
@@ -21,6 +21,13 @@ pub struct RunArgs {
     /// Merge incompatible images too (systemd-sysext --force).
     #[arg(long)]
     pub force: bool,
+    /// Whether the merged hierarchies are writable (systemd v256's --mutable), with MUTABLE =
+    /// ROOT/var/lib/extensions.mutable/HIERARCHY: no (read-only, the default); auto (writable
+    /// when MUTABLE exists, writes go there); yes (writes go to MUTABLE, created if missing);
+    /// import (read-only, MUTABLE merged above the images); ephemeral (writable, writes go to
+    /// a private tmpfs and vanish when COMMAND ends); ephemeral-import (both).
+    #[arg(long, value_name = "MODE", default_value = "no")]
+    pub mutable: Mutable,
     /// Print the collision report (which file of which image shadows which) to stderr.
     #[arg(long)]
     pub report: bool,
@@ -44,6 +51,7 @@ pub fn run(args: RunArgs) -> Result<Exit> {
     }
     opts.images = args.images;
     opts.force = args.force;
+    opts.mutable = args.mutable;
     let report = args.report;
     let outcome = merge::run_with(&opts, &args.command, |r| {
         super::merge::print_messages(r);
