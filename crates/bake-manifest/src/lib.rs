@@ -108,9 +108,7 @@ impl Extension {
             sysext_core::release::ImageClass::Sysext
         }
     }
-}
 
-impl Extension {
     /// The architectures this entry is built for.
     pub fn arches<'a>(&'a self, m: &'a Manifest) -> &'a [String] {
         self.architectures.as_deref().unwrap_or(&m.architectures)
