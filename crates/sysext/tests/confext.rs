@@ -292,3 +292,58 @@ fn bake_builds_a_confext() {
     assert_ne!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("under /etc/"), "{}", text(&o));
 }
+
+/// `sysext merge --root` merges a confext over ROOT/etc until `sysext unmerge`; `status` lists
+/// it under /etc (run in a private mount namespace, so nothing reaches the host).
+#[test]
+fn merge_status_unmerge_a_confext_on_a_root() {
+    if !testkit::require_root("sysext merge with a confext") || !testkit::require_tool("unshare") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let root = d.join("root");
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::create_dir_all(root.join("usr/lib")).unwrap();
+    fs::write(root.join("etc/os-release"), "ID=debian\nVERSION_ID=12\n").unwrap();
+    fs::write(
+        root.join("usr/lib/os-release"),
+        "ID=debian\nVERSION_ID=12\n",
+    )
+    .unwrap();
+    let tree = confext_tree(d, "conf", "ID=debian\nVERSION_ID=12\n");
+    fs::create_dir_all(root.join("var/lib/confexts")).unwrap();
+    let o = sysext(
+        &[
+            "pack",
+            "--confext",
+            tree.to_str().unwrap(),
+            root.join("var/lib/confexts/conf.raw").to_str().unwrap(),
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let r = root.display();
+    let script = format!(
+        "'{SYSEXT}' merge --root '{r}' 2>&1 || exit 1; cat '{r}/etc/sysext-confext-test/conf.conf'; \
+         '{SYSEXT}' status --root '{r}' --json; '{SYSEXT}' unmerge --root '{r}' 2>&1; \
+         test -e '{r}/etc/sysext-confext-test' && echo STILL-MERGED; exit 0"
+    );
+    let o = testkit::in_mount_namespace(&script);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(out.contains("Using extensions 'conf'."), "{out}");
+    assert!(out.contains("setting from conf\n"), "{out}");
+    let json_start = out.find('[').unwrap();
+    let json_end = out.rfind(']').unwrap();
+    let st: serde_json::Value = serde_json::from_str(&out[json_start..=json_end]).unwrap();
+    let etc = st
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["hierarchy"] == "/etc")
+        .unwrap();
+    assert_eq!(etc["extensions"], serde_json::json!(["conf"]), "{st:#}");
+    assert!(out.contains(&format!("Unmerged '{r}/etc'.")), "{out}");
+    assert!(!out.contains("STILL-MERGED"), "{out}");
+}
