@@ -97,9 +97,23 @@ pub struct Extension {
     /// so not of the rebuild key.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub optional: bool,
+    /// A configuration extension (systemd-confext, merged over /etc) instead of a sysext:
+    /// mode static only, `paths` target `/etc/...` (empty: the source's etc/ as it is), no
+    /// units. Left out of the rebuild key when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub confext: bool,
 }
 
 impl Extension {
+    /// Sysext or confext.
+    pub fn class(&self) -> sysext_core::release::ImageClass {
+        if self.confext {
+            sysext_core::release::ImageClass::Confext
+        } else {
+            sysext_core::release::ImageClass::Sysext
+        }
+    }
+
     /// The architectures this entry is built for.
     pub fn arches<'a>(&'a self, m: &'a Manifest) -> &'a [String] {
         self.architectures.as_deref().unwrap_or(&m.architectures)
@@ -200,6 +214,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
         if e.mode == Mode::Flix && !e.units.is_empty() {
             return Err(bad(format!(
                 "extension {}: with mode flix, list unit files among paths, not units",
+                e.name
+            )));
+        }
+        if e.confext && (e.mode != Mode::Static || !e.units.is_empty() || !e.enable.is_empty()) {
+            return Err(bad(format!(
+                "extension {}: a confext (confext = true) is made with mode static from files placed under /etc, without units or enable",
                 e.name
             )));
         }
@@ -323,6 +343,15 @@ architectures = ["x86-64"]
                     "enable = [\"../x.service\"]",
                 ),
                 "not a unit name",
+            ),
+            // A confext is static files under /etc, without units.
+            (
+                GOOD.replace("mode = \"flix\"", "mode = \"flix\"\nconfext = true"),
+                "a confext (confext = true) is made with mode static",
+            ),
+            (
+                GOOD.replace("mode = \"static\"", "mode = \"static\"\nconfext = true"),
+                "without units or enable",
             ),
         ];
         for (text, want) in cases {

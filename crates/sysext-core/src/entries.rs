@@ -3,6 +3,8 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use crate::release::ImageClass;
+
 /// A user's entry `SRC[:TARGET]`, split and checked ([`parse_entry`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntrySpec {
@@ -29,6 +31,8 @@ pub enum EntryError {
     NoSource { entry: String },
     #[error("entry {entry:?}: target {target:?} must be an absolute path under /usr/ or /opt/ without '..' (systemd-sysext merges only those)")]
     Target { entry: String, target: String },
+    #[error("entry {entry:?}: target {target:?} of a confext must be an absolute path under /etc/ without '..' (systemd-confext merges only /etc)")]
+    ConfextTarget { entry: String, target: String },
 }
 
 /// Splits an entry at its first `:` into the source and the target, and checks the target:
@@ -37,6 +41,11 @@ pub enum EntryError {
 /// the source (flix and flatwrap want it absolute, bake takes it relative to the source) and
 /// may narrow the target (flatwrap's launchers go under `/usr/` only).
 pub fn parse_entry(entry: &str) -> Result<EntrySpec, EntryError> {
+    parse_entry_for(ImageClass::Sysext, entry)
+}
+
+/// [`parse_entry`] for an image of `class`: a confext's targets lie under `/etc`.
+pub fn parse_entry_for(class: ImageClass, entry: &str) -> Result<EntrySpec, EntryError> {
     let (source, target) = match entry.split_once(':') {
         Some((s, t)) => (s, Some(t)),
         None => (entry, None),
@@ -49,9 +58,15 @@ pub fn parse_entry(entry: &str) -> Result<EntrySpec, EntryError> {
     let target = match target {
         None => None,
         Some(t) => {
-            let bad = || EntryError::Target {
-                entry: entry.to_string(),
-                target: t.to_string(),
+            let bad = || match class {
+                ImageClass::Sysext => EntryError::Target {
+                    entry: entry.to_string(),
+                    target: t.to_string(),
+                },
+                ImageClass::Confext => EntryError::ConfextTarget {
+                    entry: entry.to_string(),
+                    target: t.to_string(),
+                },
             };
             if !t.starts_with('/') {
                 return Err(bad());
@@ -64,7 +79,7 @@ pub fn parse_entry(entry: &str) -> Result<EntrySpec, EntryError> {
                     Component::ParentDir | Component::Prefix(_) => return Err(bad()),
                 }
             }
-            if !(path.starts_with("/usr") || path.starts_with("/opt")) {
+            if !class.hierarchies().iter().any(|h| path.starts_with(h)) {
                 return Err(bad());
             }
             Some(EntryTarget {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::release::{ReleaseError, MAX_RELEASE_BYTES};
+use crate::release::{ImageClass, ReleaseError, MAX_RELEASE_BYTES};
 use elf_closure::{ElfError, ElfInfo};
 use elf_closure::{TreeView, ViewKind};
 use fsimage::erofs::reader::ErofsReader;
@@ -79,6 +79,8 @@ pub enum ImageFormat {
 #[derive(Debug, Clone, Serialize)]
 pub struct ImageInfo {
     pub name: String,
+    /// `sysext` or `confext` ([`ImageClass::detect`]).
+    pub class: ImageClass,
     pub path: PathBuf,
     pub format: ImageFormat,
     /// Size of the `.raw` file (squashfs) or none for a folder.
@@ -107,6 +109,7 @@ enum Source {
 pub struct Image {
     path: PathBuf,
     name: String,
+    class: ImageClass,
     source: Source,
     entries: Vec<Entry>,
 }
@@ -232,6 +235,7 @@ impl Image {
             return Ok(Image {
                 path: path.to_path_buf(),
                 name: file_name,
+                class: ImageClass::detect(entries.iter().map(|e| e.path.as_str())),
                 source: Source::Dir(path.to_path_buf()),
                 entries,
             });
@@ -251,14 +255,17 @@ impl Image {
         } else {
             return Err(InspectError::UnknownFormat(path.to_path_buf()));
         };
+        let entries: Vec<Entry> = nodes.into_iter().filter(|n| !n.path.is_empty()).collect();
+        let class = ImageClass::detect(entries.iter().map(|e| e.path.as_str()));
         Ok(Image {
             path: path.to_path_buf(),
-            name: file_name
-                .strip_suffix(".raw")
+            name: class
+                .image_name(&file_name)
                 .unwrap_or(&file_name)
                 .to_string(),
+            class,
             source,
-            entries: nodes.into_iter().filter(|n| !n.path.is_empty()).collect(),
+            entries,
         })
     }
 
@@ -269,9 +276,15 @@ impl Image {
         self
     }
 
-    /// The image name: the file name without ".raw", or the folder's name.
+    /// The image name: the file name without ".raw" (or ".sysext.raw" / ".confext.raw" for
+    /// its class), or the folder's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Sysext or confext, by the release file it holds ([`ImageClass::detect`]).
+    pub fn class(&self) -> ImageClass {
+        self.class
     }
 
     /// Every entry but the root, sorted by path.
@@ -449,20 +462,20 @@ impl Image {
     /// A summary: release file, counts, sizes, ELF architectures, entries. A release file
     /// that cannot be read (too large, not a regular file) is an error naming it.
     pub fn info(&self) -> Result<ImageInfo, InspectError> {
-        let release_rel = format!(
-            "usr/lib/extension-release.d/extension-release.{}",
-            self.name
-        );
+        let release_rel = self
+            .class
+            .release_file(&self.name)
+            .to_string_lossy()
+            .into_owned();
+        let release_prefix = format!("{}/extension-release.", self.class.release_dir());
         let release_file = self
             .entries
             .iter()
             .find(|e| e.path == release_rel && e.kind == EntryKind::File)
             .or_else(|| {
-                self.entries.iter().find(|e| {
-                    e.kind == EntryKind::File
-                        && e.path
-                            .starts_with("usr/lib/extension-release.d/extension-release.")
-                })
+                self.entries
+                    .iter()
+                    .find(|e| e.kind == EntryKind::File && e.path.starts_with(&release_prefix))
             })
             .map(|e| e.path.clone());
         let release = match release_file.as_deref() {
@@ -491,6 +504,7 @@ impl Image {
         architectures.sort();
         Ok(ImageInfo {
             name: self.name.clone(),
+            class: self.class,
             path: self.path.clone(),
             format: match self.source {
                 Source::Squashfs(_) => ImageFormat::Squashfs,

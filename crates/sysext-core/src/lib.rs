@@ -6,7 +6,8 @@
 //! - [`pack`]: a staged extension tree to `NAME.raw` or a folder, reproducible and atomic.
 //! - [`inspect`]: read an image (`.raw` or folder) back.
 //! - [`check`]: lint an image as systemd would see it.
-//! - [`merge`]: merge images over `/usr` and `/opt` in a private mount namespace.
+//! - [`merge`]: merge images over `/usr` and `/opt` (confexts over `/etc`) in a private mount
+//!   namespace.
 //! - [`units`]: which files are systemd units (suffixes and unit search folders).
 //! - [`entries`]: the one parser of the entries users give to flix, flatwrap and bake.
 //! - [`logging`]: the binaries' shared stderr logging setup.

@@ -18,6 +18,21 @@
 //!   `.systemd-sysext/extensions` (merged names) and `.systemd-sysext/dev` in META. A hierarchy
 //!   no image provides is not mounted; an empty host hierarchy is left out of the stack.
 //!
+//! Confexts (systemd-confext, 254+, as 257 does it): images whose release file is
+//! `etc/extension-release.d/extension-release.NAME` are merged over `/etc` in the same run,
+//! judged by `CONFEXT_LEVEL`/`CONFEXT_SCOPE`, discovered in `/run/confexts`,
+//! `/var/lib/confexts`, `/usr/local/lib/confexts`, `/usr/lib/confexts`, with
+//! `.systemd-confext/confexts` and `.systemd-confext/dev` in META, the overlay mounted `nosuid,nodev,noexec`. An image named on the
+//! command line is a confext when its file name ends in `.confext.raw` or when it holds only a
+//! confext release file ([`ImageClass::detect`]'s rule); `NAME.sysext.raw` and
+//! `NAME.confext.raw` name the image `NAME` (systemd v255+).
+//!
+//! Mutability (systemd v256's `--mutable=`, as 257 lays it out, see [`Mutable`]): a writable
+//! merge gets `upperdir=ROOT/var/lib/extensions.mutable/H` and
+//! `workdir=ROOT/var/lib/extensions.mutable/.systemd-H-workdir` (ephemeral: both on the
+//! workspace tmpfs), mounted `nodev,noatime` instead of read-only; an import puts
+//! `extensions.mutable/H` right below META.
+//!
 //! Beyond systemd: a [collision report](Collision) and [warnings](MergeWarning).
 //!
 //! How: a dedicated thread leaves the mount namespace (`unshare(CLONE_NEWNS)` affects only that
@@ -58,10 +73,14 @@ use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxFlags, CWD};
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 use serde::Serialize;
 
-use crate::release::{self, OsRelease, ReleaseError, Verdict};
+use crate::release::{self, ImageClass, OsRelease, ReleaseError, Verdict};
 
 /// The hierarchies systemd-sysext merges by default.
 pub const DEFAULT_HIERARCHIES: [&str; 2] = ["/usr", "/opt"];
+
+/// The hierarchies of both classes: `/usr`, `/opt` (sysexts) and `/etc` (confexts), what
+/// `unmerge` and `status` look at.
+pub const ALL_HIERARCHIES: [&str; 3] = ["/usr", "/opt", "/etc"];
 
 /// Where systemd 252 looks for extension images, first wins.
 pub const SEARCH_PATH: [&str; 5] = [
@@ -94,8 +113,12 @@ pub enum MergeError {
     },
     #[error("image {path}: unsupported format ({found}); expected squashfs, erofs or ext4 (pack it with `sysext pack`)")]
     UnsupportedFormat { path: PathBuf, found: &'static str },
-    #[error("failed to read metadata for image {name} ({path}): no usr/lib/extension-release.d/extension-release.{name} in it; add one (see `sysext check`)")]
-    NoMetadata { name: String, path: PathBuf },
+    #[error("failed to read metadata for image {name} ({path}): no {} in it; add one (see `sysext check`)", class.release_file(name).display())]
+    NoMetadata {
+        name: String,
+        path: PathBuf,
+        class: ImageClass,
+    },
     #[error("extension image {name} contains /usr/lib/os-release, which is not allowed (it may carry /etc/os-release); remove it from the image")]
     ContainsOsRelease { name: String },
     #[error("no os-release in OS tree {root} (looked for etc/os-release and usr/lib/os-release)")]
@@ -161,16 +184,22 @@ pub enum ImageFormat {
 /// An image found on the command line or in an extension directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Candidate {
-    /// The file name without `.raw`, or the directory's (or symlink's) name.
+    /// The file name without `.raw` (or `.sysext.raw`, `.confext.raw`), or the directory's (or
+    /// symlink's) name.
     pub name: String,
     pub path: PathBuf,
     pub directory: bool,
+    /// The class when known before the image is opened (found in a sysext or confext folder,
+    /// or named `.sysext.raw` / `.confext.raw`); `None`: told by the release file inside.
+    pub class: Option<ImageClass>,
 }
 
 /// A merged extension.
 #[derive(Debug, Clone, Serialize)]
 pub struct Layer {
     pub name: String,
+    /// `sysext` (merged over `/usr`, `/opt`) or `confext` (over `/etc`).
+    pub class: ImageClass,
     pub path: PathBuf,
     pub format: ImageFormat,
 }
@@ -212,15 +241,85 @@ impl MergeReport {
         })
     }
 
-    /// systemd-sysext's "Using extensions 'a', 'b'." line.
+    /// systemd-sysext's "Using extensions 'a', 'b'." line (and systemd-confext's after it,
+    /// on a line of its own, when confexts were merged too).
     pub fn using_message(&self) -> Option<String> {
-        if self.extensions.is_empty() {
-            return None;
-        }
-        let names: Vec<&str> = self.extensions.iter().map(|l| l.name.as_str()).collect();
-        Some(format!("Using extensions '{}'.", names.join("', '")))
+        let lines: Vec<String> = [ImageClass::Sysext, ImageClass::Confext]
+            .into_iter()
+            .filter_map(|class| {
+                let names: Vec<&str> = self
+                    .extensions
+                    .iter()
+                    .filter(|l| l.class == class)
+                    .map(|l| l.name.as_str())
+                    .collect();
+                (!names.is_empty()).then(|| format!("Using extensions '{}'.", names.join("', '")))
+            })
+            .collect();
+        (!lines.is_empty()).then(|| lines.join("\n"))
     }
 }
+
+/// What becomes of writes to a merged hierarchy (systemd v256's `--mutable=`), with
+/// `MUTABLE` = `ROOT/var/lib/extensions.mutable/HIERARCHY` (e.g. `.../extensions.mutable/usr`):
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mutable {
+    /// Read-only (the default).
+    #[default]
+    No,
+    /// Writable when `MUTABLE` exists (writes go there), else read-only.
+    Auto,
+    /// Writable; writes go to `MUTABLE`, created when missing.
+    Yes,
+    /// Read-only, with `MUTABLE` (when it exists) merged above the images.
+    Import,
+    /// Writable; writes go to a private tmpfs and are gone with the merge (`run`: when the
+    /// command ends; `merge`: at `unmerge`).
+    Ephemeral,
+    /// [`Mutable::Ephemeral`], with `MUTABLE` (when it exists) merged above the images.
+    EphemeralImport,
+}
+
+impl Mutable {
+    /// The words of `--mutable=`.
+    pub const NAMES: [&'static str; 6] = [
+        "no",
+        "auto",
+        "yes",
+        "import",
+        "ephemeral",
+        "ephemeral-import",
+    ];
+
+    /// Whether `MUTABLE` is merged read-only above the images.
+    pub fn imports(self) -> bool {
+        matches!(self, Mutable::Import | Mutable::EphemeralImport)
+    }
+}
+
+impl std::str::FromStr for Mutable {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "no" | "false" => Mutable::No,
+            "auto" => Mutable::Auto,
+            "yes" | "true" => Mutable::Yes,
+            "import" => Mutable::Import,
+            "ephemeral" => Mutable::Ephemeral,
+            "ephemeral-import" => Mutable::EphemeralImport,
+            other => {
+                return Err(format!(
+                    "unknown mutability {other:?}; use one of {}",
+                    Mutable::NAMES.join(", ")
+                ))
+            }
+        })
+    }
+}
+
+/// The folder writable merges of the root's hierarchies keep their changes in (systemd v256).
+pub const MUTABLE_DIR: &str = "/var/lib/extensions.mutable";
 
 /// Options of [`merge`] and [`run`]. Images are taken in this order: `images` as given, then
 /// (with `discover`) the root's extension directories; the first image of a name wins.
@@ -235,8 +334,12 @@ pub struct MergeOptions {
     pub discover: bool,
     /// Skip the compatibility check (systemd's `--force`).
     pub force: bool,
-    /// Hierarchies to merge; default `/usr` and `/opt`.
+    /// Hierarchies sysexts are merged over; default `/usr` and `/opt`.
     pub hierarchies: Vec<String>,
+    /// Hierarchies confexts are merged over; default `/etc`.
+    pub confext_hierarchies: Vec<String>,
+    /// Whether the merged hierarchies are writable, and where writes go ([`Mutable`]).
+    pub mutable: Mutable,
 }
 
 impl Default for MergeOptions {
@@ -247,6 +350,12 @@ impl Default for MergeOptions {
             discover: false,
             force: false,
             hierarchies: DEFAULT_HIERARCHIES.iter().map(|s| s.to_string()).collect(),
+            confext_hierarchies: ImageClass::Confext
+                .hierarchies()
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            mutable: Mutable::No,
         }
     }
 }
@@ -346,6 +455,15 @@ pub(crate) fn in_private_namespace<T: Send, E: From<MergeError> + Send>(
     })
 }
 
+/// The `.systemd-sysext` (or `.systemd-confext`) folder in the merged hierarchy `p`, if any,
+/// and the class that made it.
+fn marker_dir(p: &Path) -> Option<(PathBuf, ImageClass)> {
+    [ImageClass::Sysext, ImageClass::Confext]
+        .into_iter()
+        .map(|c| (p.join(c.marker_dir()), c))
+        .find(|(m, _)| m.is_dir())
+}
+
 /// Whether `p` is an overlay systemd-sysext (or we) mounted: a mount point carrying
 /// `.systemd-sysext/dev` with its own device number.
 fn is_our_mount_point(p: &Path) -> Result<bool, MergeError> {
@@ -358,7 +476,10 @@ fn is_our_mount_point(p: &Path) -> Result<bool, MergeError> {
     if stx.stx_attributes_mask.contains(mount_root) && !stx.stx_attributes.contains(mount_root) {
         return Ok(false);
     }
-    let f = p.join(".systemd-sysext/dev");
+    let Some((marker, _)) = marker_dir(p) else {
+        return Ok(false);
+    };
+    let f = marker.join("dev");
     let buf = match fs::read_to_string(&f) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
@@ -374,7 +495,7 @@ fn is_our_mount_point(p: &Path) -> Result<bool, MergeError> {
 /// Merge the images over the root's hierarchies, persistently (until [`unmerge`]), as
 /// `systemd-sysext --root=ROOT merge`. Fails if a hierarchy is already merged.
 pub fn merge(opts: &MergeOptions) -> Result<MergeReport, MergeError> {
-    for h in &opts.hierarchies {
+    for h in opts.hierarchies.iter().chain(&opts.confext_hierarchies) {
         if let Some(p) = chase(&opts.root, h)? {
             if is_our_mount_point(&p)? {
                 return Err(MergeError::AlreadyMerged {
@@ -455,7 +576,10 @@ pub fn status(root: &Path, hierarchies: &[String]) -> Result<Vec<HierarchyStatus
             });
             continue;
         }
-        let f = p.join(".systemd-sysext/extensions");
+        let f = match marker_dir(&p) {
+            Some((m, class)) => m.join(class.marker_file()),
+            None => p.join(".systemd-sysext/extensions"),
+        };
         let text = fs::read_to_string(&f).map_err(io_err("reading", &f))?;
         let since = rustix::fs::stat(&p).ok().map(|st| st.st_mtime);
         out.push(HierarchyStatus {

@@ -8,8 +8,10 @@
 //! ([`AtomicOutput`]); an existing output is replaced only with `force`.
 //!
 //! The tree must hold `usr/lib/extension-release.d/extension-release.NAME`, NAME being the
-//! output's file name without `.raw` (or [`PackOptions::name`]): systemd-sysext refuses an image
-//! without it.
+//! output's file name without `.raw` or `.sysext.raw` (or [`PackOptions::name`]):
+//! systemd-sysext refuses an image without it. A confext ([`PackOptions::class`]) holds
+//! `etc/extension-release.d/extension-release.NAME` instead (NAME without `.confext.raw` or
+//! `.raw`), and nothing outside `etc/`: systemd-confext merges only `/etc`.
 
 use std::fs;
 use std::io;
@@ -17,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::release::ImageClass;
 use fsimage::erofs::writer as erofs_writer;
 pub use fsimage::erofs::writer::WriteStats as ErofsStats;
 pub use fsimage::squashfs::writer::WriteStats;
@@ -147,6 +150,8 @@ pub struct PackOptions {
     pub name: Option<String>,
     /// Compression threads; 0 = one per CPU. The output does not depend on it.
     pub threads: usize,
+    /// A system extension (default) or a configuration extension (systemd-confext).
+    pub class: ImageClass,
 }
 
 /// What [`pack`] wrote.
@@ -154,6 +159,8 @@ pub struct PackOptions {
 pub struct PackReport {
     pub output: PathBuf,
     pub name: String,
+    /// `sysext` or `confext`.
+    pub class: ImageClass,
     pub format: Format,
     /// The file system of a `.raw` image (None for a folder).
     pub fs: Option<Fs>,
@@ -187,6 +194,8 @@ pub enum PackError {
     NoName(PathBuf),
     #[error("the tree has no release file {}; an extension named {name:?} needs it (create it, or pass the name the tree's release file uses)", path.display())]
     NoReleaseFile { name: String, path: PathBuf },
+    #[error("the confext tree {} holds {entry:?} outside etc/; systemd-confext merges only /etc and ignores it, so move it under etc/ (or pack a sysext)", tree.display())]
+    OutsideEtc { tree: PathBuf, entry: String },
     #[error("output {} lies inside the tree {}; write it elsewhere", output.display(), tree.display())]
     OutputInTree { output: PathBuf, tree: PathBuf },
     #[error("SOURCE_DATE_EPOCH={0:?} is not a number of seconds")]
@@ -218,11 +227,6 @@ pub enum PackError {
     },
 }
 
-/// The extension-release file's path inside a tree, for `name`.
-fn release_rel(name: &str) -> PathBuf {
-    Path::new("usr/lib/extension-release.d").join(format!("extension-release.{name}"))
-}
-
 fn resolve_mtime(opt: Option<u64>) -> Result<u64, PackError> {
     if let Some(m) = opt {
         return Ok(m);
@@ -244,8 +248,9 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
     let format = opts.format.unwrap_or(Format::of_output(output));
     let name = match &opts.name {
         Some(n) => n.clone(),
-        None => file_name
-            .strip_suffix(".raw")
+        None => opts
+            .class
+            .image_name(&file_name)
             .unwrap_or(&file_name)
             .to_string(),
     };
@@ -258,11 +263,28 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
     if !meta.is_dir() {
         return Err(PackError::NotAFolder(tree.to_path_buf()));
     }
-    fs::read_dir(tree).map_err(|source| PackError::Tree {
+    let top = fs::read_dir(tree).map_err(|source| PackError::Tree {
         path: tree.to_path_buf(),
         source,
     })?;
-    let release = release_rel(&name);
+    if opts.class == ImageClass::Confext {
+        let mut names = Vec::new();
+        for e in top {
+            let e = e.map_err(|source| PackError::Tree {
+                path: tree.to_path_buf(),
+                source,
+            })?;
+            names.push(e.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        if let Some(entry) = names.into_iter().find(|n| n != "etc") {
+            return Err(PackError::OutsideEtc {
+                tree: tree.to_path_buf(),
+                entry,
+            });
+        }
+    }
+    let release = opts.class.release_file(&name);
     let release_ok = fs::symlink_metadata(tree.join(&release))
         .map(|m| m.is_file())
         .unwrap_or(false);
@@ -376,6 +398,7 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
     Ok(PackReport {
         output: out.commit()?,
         name,
+        class: opts.class,
         format,
         fs: (format == Format::Raw).then_some(opts.fs),
         compression,
@@ -442,5 +465,32 @@ mod tests {
         );
         assert!(!out.exists());
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn confext_trees() {
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("tree");
+        fs::create_dir_all(tree.join("etc/extension-release.d")).unwrap();
+        fs::write(
+            tree.join("etc/extension-release.d/extension-release.conf"),
+            "ID=_any\n",
+        )
+        .unwrap();
+        let o = PackOptions {
+            class: ImageClass::Confext,
+            ..Default::default()
+        };
+        // The name drops `.confext.raw`; the release file is looked for under etc/.
+        let r = pack(&tree, &d.path().join("conf.confext.raw"), &o).unwrap();
+        assert_eq!((r.name.as_str(), r.class), ("conf", ImageClass::Confext));
+        // As a sysext the same tree lacks its release file.
+        let e = pack(&tree, &d.path().join("conf.raw"), &PackOptions::default()).unwrap_err();
+        assert!(matches!(e, PackError::NoReleaseFile { .. }), "{e}");
+        // Anything outside etc/ is refused, before anything is written.
+        fs::create_dir_all(tree.join("usr/bin")).unwrap();
+        let e = pack(&tree, &d.path().join("c2.raw"), &o).unwrap_err();
+        assert!(e.to_string().contains("\"usr\" outside etc/"), "{e}");
+        assert!(!d.path().join("c2.raw").exists());
     }
 }

@@ -1,5 +1,6 @@
-//! Differential test of `sysext_core::merge::merge` against the real systemd-sysext 252 on
-//! scratch roots: for each scenario both merge a fresh copy of the same root (each in its own
+//! Differential test of `sysext_core::merge::merge` against the real systemd-sysext 252 (the
+//! host's) and systemd-sysext plus systemd-confext 257 (trixie's, in a chroot of the shared
+//! `trixie-sysupdate` fixture) on scratch roots: for each scenario both merge a fresh copy of the same root (each in its own
 //! mount namespace with a private /run), and the merged trees (paths, types, modes, owners,
 //! symlink targets, file contents), the merged and the skipped images (with systemd's
 //! messages) and success or failure must be identical.
@@ -10,10 +11,11 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sysext_core::merge::{merge, status, unmerge, MergeOptions};
+use sysext_core::merge::{merge, status, unmerge, MergeOptions, Mutable};
+use sysext_core::release::ImageClass;
 
 /// An image: format (`dir`, `sq` for squashfs, `ero` for erofs), the extension directory
 /// inside the root, the image name, and the spec lines of its content.
@@ -42,9 +44,11 @@ fn ext(format: &'static str, dir: &'static str, name: &'static str, lines: &[&'s
 }
 
 const VL: &str = "var/lib/extensions";
+/// Where systemd-confext finds confexts.
+const CL: &str = "var/lib/confexts";
 
 /// Apply spec lines to a tree:
-/// `R text` release file for `name`, `F path=content` (0644), `X path=content` (0755) (`\n`
+/// `R text` release file for `name`, `C text` confext release file for `name`, `F path=content` (0644), `X path=content` (0755) (`\n`
 /// escapes in both), `D path mode`, `L path>target`, `RM path`.
 fn apply(tree: &Path, name: &str, lines: &[&str]) {
     for line in lines {
@@ -55,6 +59,11 @@ fn apply(tree: &Path, name: &str, lines: &[&str]) {
                 let p = tree.join(format!(
                     "usr/lib/extension-release.d/extension-release.{name}"
                 ));
+                mkparent(&p);
+                fs::write(p, rest.replace("\\n", "\n")).unwrap();
+            }
+            "C" => {
+                let p = tree.join(ImageClass::Confext.release_file(name));
                 mkparent(&p);
                 fs::write(p, rest.replace("\\n", "\n")).unwrap();
             }
@@ -480,7 +489,7 @@ struct Outcome {
     dump: String,
 }
 
-const DUMP: &str = r#"cd "$ROOT" && for h in usr opt; do [ -e "$h" ] || continue; mountpoint -q "$h" && echo "MOUNTED $h"; find "$h" -printf '%p %y %m %U:%G %l\n'; find "$h" -type f ! -path '*/.systemd-sysext/dev' -exec sha256sum {} +; done | LC_ALL=C sort"#;
+const DUMP: &str = r#"cd "$ROOT" && for h in usr opt etc; do [ -e "$h" ] || continue; mountpoint -q "$h" && echo "MOUNTED $h"; find "$h" -printf '%p %y %m %U:%G %l\n'; find "$h" -type f ! -path '*/.systemd-sysext/dev' ! -path '*/.systemd-confext/dev' -exec sha256sum {} +; done | LC_ALL=C sort"#;
 
 /// Runs `merge_cmd` in a new mount namespace cut off from the host's peer groups (private),
 /// then made shared inside, so that systemd-sysext's child namespace can propagate its merge
@@ -513,26 +522,58 @@ fn in_namespace(root: &Path, out: &Path, merge_cmd: &str) -> Outcome {
     }
 }
 
-fn systemd(root: &Path, out: &Path) -> Outcome {
-    let mut o = in_namespace(
-        root,
-        out,
-        "SYSTEMD_LOG_LEVEL=debug systemd-sysext --root=\"$ROOT\" merge 2> \"$OUT/log\"",
-    );
+/// Which systemd merges.
+enum Systemd {
+    /// The host's systemd-sysext (252 on Debian 12; it has no systemd-confext).
+    Host,
+    /// systemd-sysext, then systemd-confext, 257 in the trixie chroot at this path.
+    Trixie(PathBuf),
+}
+
+fn systemd(root: &Path, out: &Path, sd: &Systemd) -> Outcome {
+    let cmd = match sd {
+        Systemd::Host => {
+            "SYSTEMD_LOG_LEVEL=debug systemd-sysext --root=\"$ROOT\" merge 2> \"$OUT/log\"".to_string()
+        }
+        Systemd::Trixie(chroot) => format!(
+            "{} || exit 98; for t in systemd-sysext systemd-confext; do \
+             SYSTEMD_LOG_LEVEL=debug chroot '{r}' $t --root=/target merge 2>> \"$OUT/log\" || rc=1; done; \
+             (exit ${{rc:-0}})",
+            testkit::fixtures::chroot_prelude(chroot, root),
+            r = chroot.display()
+        ),
+    };
+    let mut o = in_namespace(root, out, &cmd);
     let log = fs::read_to_string(out.join("log")).unwrap();
+    let trixie = matches!(sd, Systemd::Trixie(_));
     for line in log.lines() {
         if let Some(names) = line
             .strip_prefix("Using extensions '")
             .and_then(|l| l.strip_suffix("'."))
         {
-            o.using = names.split("', '").map(String::from).collect();
+            // 257 names a .raw image by its file name in this line; the image name is without.
+            o.using.extend(names.split("', '").map(|n| {
+                let n = if trixie {
+                    n.trim_end_matches(".raw")
+                } else {
+                    n
+                };
+                n.to_string()
+            }));
         } else if line.starts_with("Extension '") && !line.contains(" matches ") {
-            o.skipped.insert(line.to_string());
+            o.skipped.insert(if trixie {
+                skipped_name(line)
+            } else {
+                line.to_string()
+            });
         }
         // systemd 252 exits 0 when its merging child fails (it returns the child's exit status
         // 1 as "did something"); the child's failure is in the debug log. Status 123 means
         // "nothing to merge", not a failure.
-        if let Some(st) = line.strip_prefix("(sd-sysext) failed with exit status ") {
+        let failed = line
+            .strip_prefix("(sd-sysext) failed with exit status ")
+            .or_else(|| line.strip_prefix("(sd-merge) failed with exit status "));
+        if let Some(st) = failed {
             if st.trim_end_matches('.') != "123" {
                 o.ok = false;
             }
@@ -541,7 +582,14 @@ fn systemd(root: &Path, out: &Path) -> Outcome {
     o
 }
 
-fn ours(root: &Path, out: &Path) -> Outcome {
+/// The image name of a skip message ("Extension 'NAME' ..."): our messages are 252's, and
+/// 257 words some of them differently, so against 257 only the skipped names are compared.
+fn skipped_name(message: &str) -> String {
+    let rest = message.strip_prefix("Extension '").unwrap_or(message);
+    rest.split('\'').next().unwrap_or(rest).to_string()
+}
+
+fn ours(root: &Path, out: &Path, names_only: bool) -> Outcome {
     let exe = std::env::current_exe().unwrap();
     let cmd = format!(
         "SYSEXT_MERGE_HELPER_ROOT=\"$ROOT\" SYSEXT_MERGE_HELPER_OUT=\"$OUT/log\" '{}' --ignored --exact ours_merge_helper --test-threads=1 -q > \"$OUT/helper\" 2>&1; grep -q '^OK' \"$OUT/log\"",
@@ -551,9 +599,13 @@ fn ours(root: &Path, out: &Path) -> Outcome {
     let log = fs::read_to_string(out.join("log")).unwrap_or_default();
     for line in log.lines() {
         if let Some(names) = line.strip_prefix("USING ") {
-            o.using = names.split(' ').map(String::from).collect();
+            o.using.extend(names.split(' ').map(String::from));
         } else if let Some(m) = line.strip_prefix("SKIP ") {
-            o.skipped.insert(m.to_string());
+            o.skipped.insert(if names_only {
+                skipped_name(m)
+            } else {
+                m.to_string()
+            });
         }
     }
     o
@@ -572,6 +624,9 @@ fn ours_merge_helper() {
     let mut opts = MergeOptions::default();
     opts.root = root.into();
     opts.discover = true;
+    if let Ok(m) = std::env::var("SYSEXT_MERGE_HELPER_MUTABLE") {
+        opts.mutable = m.parse().unwrap();
+    }
     let action = std::env::var("SYSEXT_MERGE_HELPER_ACTION").unwrap_or_default();
     if action == "unmerge" || action == "status" {
         let text = if action == "unmerge" {
@@ -602,9 +657,17 @@ fn ours_merge_helper() {
     let text = match merge(&opts) {
         Ok(r) => {
             let mut t = String::from("OK\n");
-            if !r.extensions.is_empty() {
-                let names: Vec<&str> = r.extensions.iter().map(|l| l.name.as_str()).collect();
-                t += &format!("USING {}\n", names.join(" "));
+            // One line per class, sysexts first, as systemd-sysext then systemd-confext say.
+            for class in [ImageClass::Sysext, ImageClass::Confext] {
+                let names: Vec<&str> = r
+                    .extensions
+                    .iter()
+                    .filter(|l| l.class == class)
+                    .map(|l| l.name.as_str())
+                    .collect();
+                if !names.is_empty() {
+                    t += &format!("USING {}\n", names.join(" "));
+                }
             }
             for s in &r.skipped {
                 t += &format!("SKIP {}\n", s.message);
@@ -616,19 +679,10 @@ fn ours_merge_helper() {
     fs::write(out, text).unwrap();
 }
 
-#[test]
-fn differential_against_systemd_sysext() {
-    if !testkit::require_root("the differential merge test")
-        || !testkit::require_tool("systemd-sysext")
-        || !testkit::require_tool("mksquashfs")
-        || !testkit::require_tool("mkfs.erofs")
-    {
-        return;
-    }
-    let all = scenarios();
-    assert!(all.len() >= 15);
+/// Runs every scenario through `sd` and ours; panics listing the scenarios that differ.
+fn compare(all: &[Scenario], sd: &Systemd, what: &str) {
     let mut failures = Vec::new();
-    for sc in &all {
+    for sc in all {
         let t = tempfile::tempdir().unwrap();
         let (r1, r2) = (t.path().join("sd/root"), t.path().join("us/root"));
         let (o1, o2) = (t.path().join("sd/out"), t.path().join("us/out"));
@@ -637,8 +691,8 @@ fn differential_against_systemd_sysext() {
         }
         build_root(&r1, sc, &t.path().join("sd/stage"));
         build_root(&r2, sc, &t.path().join("us/stage"));
-        let want = systemd(&r1, &o1);
-        let got = ours(&r2, &o2);
+        let want = systemd(&r1, &o1, sd);
+        let got = ours(&r2, &o2, matches!(sd, Systemd::Trixie(_)));
         // Whatever fails, both must agree on it; after a failure nothing is merged, and the
         // messages logged before it may differ in number.
         let same = if want.ok {
@@ -654,17 +708,278 @@ fn differential_against_systemd_sysext() {
         } else {
             let log = fs::read_to_string(o2.join("log")).unwrap_or_default();
             failures.push(format!(
-                "scenario '{}':\n systemd: {want:#?}\n ours:    {got:#?}\n our log: {log}",
+                "scenario '{}':\n {what}: {want:#?}\n ours:    {got:#?}\n our log: {log}",
                 sc.name
             ));
         }
     }
     eprintln!(
-        "{} of {} scenarios identical to systemd-sysext",
+        "{} of {} scenarios identical to {what}",
         all.len() - failures.len(),
         all.len()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn differential_against_systemd_sysext() {
+    if !testkit::require_root("the differential merge test")
+        || !testkit::require_tool("systemd-sysext")
+        || !testkit::require_tool("mksquashfs")
+        || !testkit::require_tool("mkfs.erofs")
+    {
+        return;
+    }
+    let all = scenarios();
+    assert!(all.len() >= 15);
+    compare(&all, &Systemd::Host, "systemd-sysext 252");
+}
+
+#[test]
+fn differential_against_systemd_257_sysext_and_confext() {
+    if !testkit::require_root("the differential merge test against systemd 257")
+        || !testkit::require_tool("mmdebstrap")
+        || !testkit::require_tool("mksquashfs")
+        || !testkit::require_tool("mkfs.erofs")
+    {
+        return;
+    }
+    let chroot = testkit::fixtures::trixie_systemd_root();
+    let mut all: Vec<Scenario> = scenarios()
+        .into_iter()
+        .filter(|s| !DIFFER_257.contains(&s.name))
+        .collect();
+    all.extend(confext_scenarios());
+    compare(
+        &all,
+        &Systemd::Trixie(chroot),
+        "systemd-sysext and systemd-confext 257",
+    );
+}
+
+/// After a merge: try to write into the merged /usr and /etc, and list what lies in the
+/// mutable folder, into `$OUT/after`.
+const AFTER: &str = r#"{ for h in usr etc; do echo w 2>/dev/null > "$ROOT/$h/written-$h" && echo "WROTE $h"; done; cd "$ROOT" && find var/lib/extensions.mutable -printf '%p %y %m %U:%G %l\n' 2>/dev/null | LC_ALL=C sort; } > "$OUT/after""#;
+
+/// `--mutable=` in every mode gives the same merged trees, the same writability and the
+/// same mutable folder as systemd-sysext and systemd-confext 257.
+#[test]
+fn mutable_modes_match_systemd_257() {
+    if !testkit::require_root("the --mutable differential test against systemd 257")
+        || !testkit::require_tool("mmdebstrap")
+        || !testkit::require_tool("mksquashfs")
+    {
+        return;
+    }
+    let chroot = testkit::fixtures::trixie_systemd_root();
+    let kept = [
+        "F var/lib/extensions.mutable/usr/share/kept=k",
+        "F var/lib/extensions.mutable/etc/kept=k",
+    ];
+    let cases: Vec<(&str, Vec<&'static str>)> = vec![
+        ("no", vec![]),
+        ("yes", vec![]),
+        ("auto", vec![]),
+        ("auto", kept.to_vec()),
+        ("import", kept.to_vec()),
+        ("ephemeral", kept.to_vec()),
+        ("ephemeral-import", kept.to_vec()),
+    ];
+    let mut failures = Vec::new();
+    for (mode, host) in cases {
+        mode.parse::<Mutable>().unwrap();
+        let sc = Scenario {
+            name: "mutable",
+            host,
+            exts: vec![
+                ext("sq", VL, "e", &["R ID=_any", "F usr/share/e=e"]),
+                ext("dir", CL, "c", &["C ID=_any", "F etc/c=c"]),
+            ],
+        };
+        let t = tempfile::tempdir().unwrap();
+        let (r1, r2) = (t.path().join("sd/root"), t.path().join("us/root"));
+        let (o1, o2) = (t.path().join("sd/out"), t.path().join("us/out"));
+        for d in [&r1, &r2, &o1, &o2] {
+            fs::create_dir_all(d).unwrap();
+        }
+        build_root(&r1, &sc, &t.path().join("sd/stage"));
+        build_root(&r2, &sc, &t.path().join("us/stage"));
+        let sd_cmd = format!(
+            "{} || exit 98; for t in systemd-sysext systemd-confext; do \
+             chroot '{r}' $t --root=/target --mutable={mode} merge 2>> \"$OUT/log\" || rc=1; done; {AFTER}; (exit ${{rc:-0}})",
+            testkit::fixtures::chroot_prelude(&chroot, &r1),
+            r = chroot.display()
+        );
+        let want = in_namespace(&r1, &o1, &sd_cmd);
+        let exe = std::env::current_exe().unwrap();
+        let our_cmd = format!(
+            "SYSEXT_MERGE_HELPER_MUTABLE={mode} SYSEXT_MERGE_HELPER_ROOT=\"$ROOT\" SYSEXT_MERGE_HELPER_OUT=\"$OUT/log\" '{}' --ignored --exact ours_merge_helper --test-threads=1 -q > \"$OUT/helper\" 2>&1; grep -q '^OK' \"$OUT/log\"; rc=$?; {AFTER}; (exit $rc)",
+            exe.display()
+        );
+        let got = in_namespace(&r2, &o2, &our_cmd);
+        let (a1, a2) = (
+            fs::read_to_string(o1.join("after")).unwrap(),
+            fs::read_to_string(o2.join("after")).unwrap(),
+        );
+        if want.ok != got.ok || want.dump != got.dump || a1 != a2 {
+            let (l1, l2): (BTreeSet<&str>, BTreeSet<&str>) =
+                (want.dump.lines().collect(), got.dump.lines().collect());
+            failures.push(format!(
+                "--mutable={mode}: ok {} / {}; only systemd 257's merged tree has {:?}, only ours {:?}\n systemd's writes and mutable folder:\n{a1}\n ours:\n{a2}\n our log: {}",
+                want.ok,
+                got.ok,
+                l1.difference(&l2).collect::<Vec<_>>(),
+                l2.difference(&l1).collect::<Vec<_>>(),
+                fs::read_to_string(o2.join("log")).unwrap_or_default()
+            ));
+        } else {
+            eprintln!(
+                "match: --mutable={mode} (writes: {:?})",
+                a1.lines()
+                    .filter(|l| l.starts_with("WROTE"))
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// Sysext scenarios where 257 differs from 252, whose behaviour our merge keeps (see README):
+/// 257 no longer searches `/usr/local/lib/extensions` and `/usr/lib/extensions`, and it skips
+/// (instead of refusing to merge anything) a `.raw` image holding `usr/lib/os-release`.
+const DIFFER_257: &[&str] = &[
+    "earlier directory wins a name",
+    "a folder image inside /usr overlaps the host layer",
+    "image with usr/lib/os-release aborts",
+];
+
+/// Confexts over /etc, alone and beside sysexts (systemd-confext exists from 254 on).
+fn confext_scenarios() -> Vec<Scenario> {
+    let any = "C ID=_any";
+    let host = vec!["F etc/host.conf=host", "F etc/shared.conf=host"];
+    vec![
+        Scenario {
+            name: "confext folder, squashfs and erofs over /etc",
+            host: host.clone(),
+            exts: vec![
+                ext(
+                    "dir",
+                    CL,
+                    "c1",
+                    &[any, "F etc/c1.conf=1", "F etc/shared.conf=c1"],
+                ),
+                ext(
+                    "sq",
+                    CL,
+                    "c2",
+                    &[
+                        any,
+                        "F etc/shared.conf=c2",
+                        "D etc/c2.d 0755",
+                        "F etc/c2.d/x=x",
+                    ],
+                ),
+                ext("ero", CL, "c3", &[any, "F etc/c3.conf=3"]),
+            ],
+        },
+        Scenario {
+            name: "confext compatibility: VERSION_ID, CONFEXT_LEVEL, ID, scope",
+            host: host.clone(),
+            exts: vec![
+                ext(
+                    "dir",
+                    CL,
+                    "ver",
+                    &["C ID=debian\nVERSION_ID=12", "F etc/ver=v"],
+                ),
+                ext(
+                    "dir",
+                    CL,
+                    "lvl",
+                    &["C ID=debian\nCONFEXT_LEVEL=1", "F etc/lvl=l"],
+                ),
+                ext("sq", CL, "fed", &["C ID=fedora", "F etc/fed=f"]),
+                ext(
+                    "dir",
+                    CL,
+                    "scoped",
+                    &["C ID=_any\nCONFEXT_SCOPE=portable", "F etc/scoped=s"],
+                ),
+                ext(
+                    "dir",
+                    CL,
+                    "sysscope",
+                    &["C ID=_any\nSYSEXT_SCOPE=portable", "F etc/sysscope=s"],
+                ),
+            ],
+        },
+        Scenario {
+            name: "host CONFEXT_LEVEL",
+            host: vec![
+                "F etc/os-release=ID=debian\nVERSION_ID=12\nCONFEXT_LEVEL=2\n",
+                "F usr/lib/os-release=ID=debian\nVERSION_ID=12\nCONFEXT_LEVEL=2\n",
+            ],
+            exts: vec![
+                ext(
+                    "dir",
+                    CL,
+                    "two",
+                    &["C ID=debian\nCONFEXT_LEVEL=2", "F etc/two=2"],
+                ),
+                ext(
+                    "dir",
+                    CL,
+                    "three",
+                    &[
+                        "C ID=debian\nCONFEXT_LEVEL=3\nVERSION_ID=12",
+                        "F etc/three=3",
+                    ],
+                ),
+            ],
+        },
+        Scenario {
+            name: "sysexts and confexts together",
+            host: host.clone(),
+            exts: vec![
+                ext("sq", VL, "tools", &["R ID=_any", "X usr/bin/tool=t"]),
+                ext("dir", CL, "conf", &[any, "F etc/tool.conf=c"]),
+                ext("sq", CL, "conf2", &[any, "F etc/tool.conf=c2"]),
+            ],
+        },
+        Scenario {
+            name: "a confext folder among sysexts and a sysext folder among confexts are skipped",
+            host: host.clone(),
+            exts: vec![
+                ext("dir", VL, "wrongplace", &[any, "F etc/w=w"]),
+                ext("dir", CL, "alsowrong", &["R ID=_any", "F usr/share/a=a"]),
+                ext("dir", CL, "right", &[any, "F etc/r=r"]),
+            ],
+        },
+        Scenario {
+            name: "a confext raw holding only a sysext release file is skipped",
+            host: host.clone(),
+            exts: vec![
+                ext("sq", CL, "bare", &["R ID=_any", "F etc/b=b"]),
+                ext("dir", CL, "good", &[any, "F etc/g=g"]),
+            ],
+        },
+        Scenario {
+            name: "a confext raw without any release file aborts",
+            host: host.clone(),
+            exts: vec![
+                ext("sq", CL, "none", &["F etc/n=n"]),
+                ext("dir", CL, "good", &[any, "F etc/g=g"]),
+            ],
+        },
+        Scenario {
+            name: "confext names in version order, the last wins",
+            host,
+            exts: vec![
+                ext("dir", CL, "conf-10", &[any, "F etc/v=10"]),
+                ext("sq", CL, "conf-9", &[any, "F etc/v=9"]),
+            ],
+        },
+    ]
 }
 
 /// Our marker files are systemd's: systemd-sysext unmerges what we merged, and we see and

@@ -1,29 +1,37 @@
-//! Differential test: `release::check_compatibility` must agree with the real systemd-sysext
-//! (252 on these machines) on whether an extension merges.
+//! Differential test: `release::check_class_compatibility` must agree with the real
+//! systemd-sysext and systemd-confext on whether an extension merges. Our verdicts follow
+//! systemd 257: they are compared with trixie's systemd-sysext and systemd-confext 257 (run in
+//! a chroot of the shared `trixie-sysupdate` fixture) and with the host's systemd-sysext 252
+//! (which has no confext), where the cases marked `differs_252` (the host's `ID_LIKE`, counted
+//! from 257 on) must get the other verdict from 252.
 //!
 //! Each case gets its own scratch root (`usr/lib/os-release`, `etc/os-release`, one directory
-//! extension under `var/lib/extensions/probe` carrying a marker file) and one
-//! `systemd-sysext --root=ROOT merge` in a private mount namespace. The extension merged when
-//! its marker shows up in the merged `ROOT/usr`.
+//! extension under `var/lib/extensions/probe` (a confext: `var/lib/confexts/probe`) carrying a
+//! marker file) and one `systemd-sysext --root=ROOT merge` in a private mount namespace. The
+//! extension merged when its marker shows up in the merged `ROOT/usr` (`ROOT/etc`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use sysext_core::release::{check_compatibility, host_architecture, OsRelease};
+use sysext_core::release::{check_class_compatibility, host_architecture, ImageClass, OsRelease};
 
 const NAME: &str = "probe";
 
+#[derive(Clone)]
 struct Case {
-    what: &'static str,
-    host: &'static str,
+    what: String,
+    host: String,
     /// `None`: the extension directory has no release file at all.
     ext: Option<String>,
+    /// systemd 252 decides the other way (a rule of 257 that 252 lacks).
+    differs_252: bool,
 }
 
-fn case(what: &'static str, host: &'static str, ext: Option<&str>) -> Case {
+fn case(what: &str, host: &str, ext: Option<&str>) -> Case {
     Case {
-        what,
-        host,
+        what: what.to_string(),
+        host: host.to_string(),
         ext: ext.map(str::to_string),
+        differs_252: false,
     }
 }
 
@@ -152,10 +160,36 @@ fn cases(arch: &str) -> Vec<Case> {
             Some("ID=flatcar\n"),
         ),
         case("host without ID", "VERSION_ID=12\n", Some("ID=_any\n")),
+        Case {
+            differs_252: true,
+            ..case(
+                "host ID_LIKE matches (257)",
+                "ID=ubuntu\nID_LIKE=debian\n",
+                Some("ID=debian\n"),
+            )
+        },
+        Case {
+            differs_252: true,
+            ..case(
+                "host ID_LIKE list, same VERSION_ID (257)",
+                "ID=ubuntu\nID_LIKE=\"ubuntu-core debian\"\nVERSION_ID=24.04\n",
+                Some("ID=debian\nVERSION_ID=24.04\n"),
+            )
+        },
         case(
-            "host ID_LIKE is not used",
+            "host ID_LIKE matches, VERSION_ID differs",
+            "ID=ubuntu\nID_LIKE=debian\nVERSION_ID=24.04\n",
+            Some("ID=debian\nVERSION_ID=12\n"),
+        ),
+        case(
+            "host ID_LIKE word prefix is no match",
             "ID=ubuntu\nID_LIKE=debian\n",
-            Some("ID=debian\n"),
+            Some("ID=deb\n"),
+        ),
+        case(
+            "extension ID_LIKE is not used",
+            DEB,
+            Some("ID=ubuntu\nID_LIKE=debian\nVERSION_ID=12\n"),
         ),
         case(
             "quoted values",
@@ -201,27 +235,55 @@ fn cases(arch: &str) -> Vec<Case> {
             Some("ID=\"deb\\ian\\\"\"\n"),
         ),
     ];
-    v.push(Case {
-        what: "own ARCHITECTURE with ID=_any",
-        host: DEB,
-        ext: Some(own_arch_any),
-    });
-    v.push(Case {
-        what: "own ARCHITECTURE with ID match",
-        host: DEB,
-        ext: Some(own_arch_deb),
-    });
-    v.push(Case {
-        what: "wrong ARCHITECTURE with ID=_any",
-        host: DEB,
-        ext: Some(wrong_arch_any),
-    });
-    v.push(Case {
-        what: "wrong ARCHITECTURE with ID match",
-        host: DEB,
-        ext: Some(wrong_arch_deb),
-    });
+    v.push(case(
+        "own ARCHITECTURE with ID=_any",
+        DEB,
+        Some(&own_arch_any),
+    ));
+    v.push(case(
+        "own ARCHITECTURE with ID match",
+        DEB,
+        Some(&own_arch_deb),
+    ));
+    v.push(case(
+        "wrong ARCHITECTURE with ID=_any",
+        DEB,
+        Some(&wrong_arch_any),
+    ));
+    v.push(case(
+        "wrong ARCHITECTURE with ID match",
+        DEB,
+        Some(&wrong_arch_deb),
+    ));
     v
+}
+
+/// The confext cases: every sysext case as it is (so `SYSEXT_` keys are seen to be ignored by
+/// systemd-confext), and each case with `SYSEXT_` keys again with `CONFEXT_` keys.
+fn confext_cases(arch: &str) -> Vec<Case> {
+    let all = cases(arch);
+    let mut v = all.clone();
+    for c in all {
+        let uses =
+            c.host.contains("SYSEXT_") || c.ext.as_deref().is_some_and(|e| e.contains("SYSEXT_"));
+        if uses {
+            v.push(Case {
+                what: format!("{} (CONFEXT_ keys)", c.what),
+                host: c.host.replace("SYSEXT_", "CONFEXT_"),
+                ext: c.ext.map(|e| e.replace("SYSEXT_", "CONFEXT_")),
+                differs_252: c.differs_252,
+            });
+        }
+    }
+    v
+}
+
+/// Which systemd judges.
+enum Systemd {
+    /// The host's systemd-sysext (252 on Debian 12).
+    Host,
+    /// systemd 257 in the trixie chroot at this path.
+    Trixie(PathBuf),
 }
 
 fn write(path: &Path, text: &str) {
@@ -229,28 +291,45 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
-/// Runs the real systemd-sysext on a scratch root; true when the extension merged.
-fn systemd_merges(dir: &Path, case: &Case) -> bool {
+/// Runs the real systemd-sysext (or systemd-confext) on a scratch root; true when the
+/// extension merged.
+fn systemd_merges(dir: &Path, case: &Case, class: ImageClass, sd: &Systemd) -> bool {
     let root = dir.join("root");
-    write(&root.join("usr/lib/os-release"), case.host);
-    write(&root.join("etc/os-release"), case.host);
-    let ext = root.join("var/lib/extensions").join(NAME);
-    write(&ext.join("usr/share/sysext-probe/marker"), "");
+    write(&root.join("usr/lib/os-release"), &case.host);
+    write(&root.join("etc/os-release"), &case.host);
+    let (images, hierarchy) = match class {
+        ImageClass::Sysext => ("var/lib/extensions", "usr"),
+        ImageClass::Confext => ("var/lib/confexts", "etc"),
+    };
+    let ext = root.join(images).join(NAME);
+    write(&ext.join(hierarchy).join("sysext-probe/marker"), "");
     if let Some(text) = &case.ext {
-        write(
-            &ext.join(format!(
-                "usr/lib/extension-release.d/extension-release.{NAME}"
-            )),
-            text,
-        );
+        write(&ext.join(class.release_file(NAME)), text);
     }
     // A private namespace first (so nothing can propagate back to the host), then shared
     // propagation inside it, which systemd-sysext's own mount handling expects.
+    let (prelude, tool_root, seen) = match sd {
+        Systemd::Host => (
+            "mount -t tmpfs tmpfs /run".to_string(),
+            root.display().to_string(),
+            root.clone(),
+        ),
+        Systemd::Trixie(chroot) => (
+            testkit::fixtures::chroot_prelude(chroot, &root),
+            "/target".to_string(),
+            chroot.join("target"),
+        ),
+    };
+    let tool = match sd {
+        Systemd::Host => class.tool().to_string(),
+        Systemd::Trixie(chroot) => format!("chroot '{}' {}", chroot.display(), class.tool()),
+    };
+    let marker = format!("{}/{}", class.marker_dir(), class.marker_file());
     let script = format!(
-        "mount --make-rshared / && mount -t tmpfs tmpfs /run && systemd-sysext --root='{root}' merge; \
-         if [ -e '{root}/usr/share/sysext-probe/marker' ]; then echo VERDICT=merged; \
-         cat '{root}/usr/.systemd-sysext/extensions'; else echo VERDICT=skipped; fi",
-        root = root.display()
+        "mount --make-rshared / && {prelude} && {tool} --root='{tool_root}' merge; \
+         if [ -e '{seen}/{hierarchy}/sysext-probe/marker' ]; then echo VERDICT=merged; \
+         cat '{seen}/{hierarchy}/{marker}'; else echo VERDICT=skipped; fi",
+        seen = seen.display()
     );
     let out = testkit::in_mount_namespace(&script);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -268,10 +347,63 @@ fn systemd_merges(dir: &Path, case: &Case) -> bool {
         stdout.contains("VERDICT=skipped")
             && (stderr.contains("No suitable extensions found")
                 || stderr.contains("'ID' field not found or empty")),
-        "{}: systemd-sysext neither merged nor skipped the extension\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        case.what
+        "{}: {} neither merged nor skipped the extension\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        case.what,
+        class.tool()
     );
     false
+}
+
+/// Compares every case's verdict; returns (merged, skipped) counts of systemd's side.
+fn compare(class: ImageClass, sd: &Systemd, cases: &[Case], arch: &str) -> (usize, usize) {
+    let mut mismatches = Vec::new();
+    let (mut merged, mut skipped) = (0, 0);
+    for (i, case) in cases.iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let verdict = systemd_merges(dir.path(), case, class, sd);
+        if verdict {
+            merged += 1;
+        } else {
+            skipped += 1;
+        }
+        // Ours follows 257; 252 decides the other way on the cases marked so.
+        let want = match sd {
+            Systemd::Host if case.differs_252 => !verdict,
+            _ => verdict,
+        };
+        let ext = case
+            .ext
+            .as_deref()
+            .map(OsRelease::parse)
+            .unwrap_or_default();
+        let got = check_class_compatibility(class, &ext, &OsRelease::parse(&case.host), arch);
+        if got.is_compatible() != want {
+            mismatches.push(format!(
+                "case {i} ({}): {} {} it{}, check_class_compatibility said {got:?}",
+                case.what,
+                class.tool(),
+                if verdict { "merged" } else { "skipped" },
+                if want != verdict {
+                    " (252, which differs from 257 here)"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+    eprintln!(
+        "{class}: {}/{} cases matched ({merged} merged, {skipped} skipped)",
+        cases.len() - mismatches.len(),
+        cases.len()
+    );
+    assert!(cases.len() >= 20);
+    // Both outcomes must be exercised, or the comparison proves nothing.
+    assert!(
+        merged >= 8 && skipped >= 8,
+        "{merged} merged, {skipped} skipped"
+    );
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    (merged, skipped)
 }
 
 #[test]
@@ -284,40 +416,21 @@ fn compatibility_matches_systemd_sysext() {
     }
     let arch = host_architecture().expect("host architecture known to systemd");
     let cases = cases(arch);
-    let mut mismatches = Vec::new();
-    let (mut merged, mut skipped) = (0, 0);
-    for (i, case) in cases.iter().enumerate() {
-        let dir = tempfile::tempdir().unwrap();
-        let want = systemd_merges(dir.path(), case);
-        if want {
-            merged += 1;
-        } else {
-            skipped += 1;
-        }
-        let ext = case
-            .ext
-            .as_deref()
-            .map(OsRelease::parse)
-            .unwrap_or_default();
-        let got = check_compatibility(&ext, &OsRelease::parse(case.host), arch);
-        if got.is_compatible() != want {
-            mismatches.push(format!(
-                "case {i} ({}): systemd {} it, check_compatibility said {got:?}",
-                case.what,
-                if want { "merged" } else { "skipped" }
-            ));
-        }
+    assert!(cases.iter().any(|c| c.differs_252));
+    compare(ImageClass::Sysext, &Systemd::Host, &cases, arch);
+}
+
+#[test]
+fn compatibility_matches_systemd_257_sysext_and_confext() {
+    if !testkit::require_root("the systemd 257 differential test (chroot, mounts)")
+        || !testkit::require_tool("mmdebstrap")
+        || !testkit::require_tool("unshare")
+    {
+        return;
     }
-    eprintln!(
-        "{}/{} cases matched systemd-sysext ({merged} merged, {skipped} skipped)",
-        cases.len() - mismatches.len(),
-        cases.len()
-    );
-    assert!(cases.len() >= 20);
-    // Both outcomes must be exercised, or the comparison proves nothing.
-    assert!(
-        merged >= 8 && skipped >= 8,
-        "{merged} merged, {skipped} skipped"
-    );
-    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    let chroot = testkit::fixtures::trixie_systemd_root();
+    let arch = host_architecture().expect("host architecture known to systemd");
+    let sd = Systemd::Trixie(chroot);
+    compare(ImageClass::Sysext, &sd, &cases(arch), arch);
+    compare(ImageClass::Confext, &sd, &confext_cases(arch), arch);
 }

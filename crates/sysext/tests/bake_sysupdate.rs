@@ -7,20 +7,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// A trixie root with systemd-sysupdate, systemd-pull and gpg, and an empty `/target` to
-/// mount the test's host root on (the fixture itself stays read-only).
+/// The trixie root with systemd-sysupdate and systemd-pull (shared fixture).
 fn sysupdate_root() -> PathBuf {
-    testkit::fixtures::cached("trixie-sysupdate-gpg", |tmp| {
-        let tar = tmp.with_extension("tar");
-        testkit::run_ok(
-            Command::new("mmdebstrap")
-                .args(["--variant=apt", "--include=systemd-container,gpg", "trixie"])
-                .arg(&tar),
-        );
-        testkit::run_ok(Command::new("tar").arg("-C").arg(tmp).arg("-xf").arg(&tar));
-        fs::remove_file(&tar).unwrap();
-        fs::create_dir_all(tmp.join("target")).unwrap();
-    })
+    testkit::fixtures::trixie_systemd_root()
 }
 
 /// Runs `systemd-sysupdate --definitions=/defs --root=/target VERB` in the chroot with

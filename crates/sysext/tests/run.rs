@@ -497,3 +497,31 @@ fn run_folder_and_erofs_images() {
     assert_same_mounts(&before, "after the run");
     assert_no_loops_eventually(t.path());
 }
+
+/// `--mutable=ephemeral`: the command writes into the merged /usr, the write is gone with the
+/// command and never reaches the host; without it /usr is read-only.
+#[test]
+fn run_mutable_ephemeral_writes_vanish() {
+    if !ready() {
+        return;
+    }
+    let (_t, raw) = tools_image();
+    let target = "/usr/share/sysext-run-test-written";
+    let script = format!("echo hi > {target} && cat {target}");
+    let before = mountinfo();
+    let o = sysext_run(
+        &[OsStr::new("--mutable=ephemeral"), raw.as_ref()],
+        &["sh", "-c", &script],
+    )
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "hi\n");
+    assert!(!Path::new(target).exists(), "the write reached the host");
+    assert_same_mounts(&before, "after an ephemeral run");
+    let o = sysext_run(&[raw.as_ref()], &["sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "/usr was writable without --mutable");
+    assert!(!Path::new(target).exists());
+}

@@ -148,6 +148,41 @@ pub fn trixie_oci_layout() -> PathBuf {
     .join("layout")
 }
 
+/// A Debian trixie root with systemd 257 (`systemd-sysext`, `systemd-confext`,
+/// systemd-sysupdate and systemd-pull from `systemd-container`, and `gpg`, which systemd-pull
+/// runs to verify `SHA256SUMS.gpg`), for running trixie's systemd tools in a chroot, and an empty `/target` to mount a test's scratch root on (the fixture
+/// itself stays read-only). Shared by the sysupdate test of bake and the systemd 257
+/// differential tests.
+pub fn trixie_systemd_root() -> PathBuf {
+    cached("trixie-systemd", |tmp| {
+        let tar = tmp.with_extension("tar");
+        crate::run_ok(
+            Command::new("mmdebstrap")
+                .args(["--variant=apt", "--include=systemd-container,gpg", "trixie"])
+                .arg(&tar),
+        );
+        crate::run_ok(Command::new("tar").arg("-C").arg(tmp).arg("-xf").arg(&tar));
+        fs::remove_file(&tar).unwrap();
+        fs::create_dir_all(tmp.join("target")).unwrap();
+    })
+}
+
+/// The shell commands that run trixie's `COMMAND...` (e.g. `systemd-sysext --root=/target
+/// merge`) in the chroot `root` ([`trixie_systemd_root`]) with the folder `host` mounted on
+/// its `/target`, for a script run by [`crate::in_mount_namespace`] (with `/` made shared
+/// before, when the command must propagate mounts back): the chroot is bound on itself (so
+/// its `/` is a mount point whose propagation systemd can change), `/proc`, `/dev` and `/sys`
+/// (which systemd's loop device handling reads) are bound into it and `/run` is a fresh tmpfs
+/// there.
+pub fn chroot_prelude(root: &Path, host: &Path) -> String {
+    let (r, h) = (root.display(), host.display());
+    format!(
+        "mount --bind '{r}' '{r}' && mount --rbind /proc '{r}/proc' && \
+         mount --rbind /dev '{r}/dev' && mount --rbind /sys '{r}/sys' && \
+         mount -t tmpfs tmpfs '{r}/run' && mount --bind '{h}' '{r}/target'"
+    )
+}
+
 /// A Debian trixie arm64 tree (`--variant=extract`), for checks that read foreign ELF files.
 pub fn trixie_arm64_rootfs() -> PathBuf {
     foreign_rootfs("arm64", ARM64_PACKAGES)

@@ -9,9 +9,16 @@
 //! What is checked:
 //! - `invalid-name` / `risky-name`: the image name as systemd judges it ([`validate_name`]);
 //! - `missing-release`, `misnamed-release`, `unreadable-release`: the release file must be
-//!   `usr/lib/extension-release.d/extension-release.<image name>`, a UTF-8 regular file;
+//!   `usr/lib/extension-release.d/extension-release.<image name>` (a confext's
+//!   `etc/extension-release.d/extension-release.<image name>`), a UTF-8 regular file;
 //! - `os-release-in-image`: an image must not ship `usr/lib/os-release`;
-//! - `outside-hierarchy`: only `usr/` and `opt/` are merged, anything else is ignored;
+//! - `outside-hierarchy`: only `usr/` and `opt/` (a confext: `etc/`) are merged, anything else
+//!   is ignored;
+//!
+//! The class (sysext or confext) comes from the release file the image holds
+//! ([`ImageClass::detect`]); a confext is judged by systemd-confext's rules (`CONFEXT_LEVEL`,
+//! `CONFEXT_SCOPE`), and its ELF files are not looked at (systemd-confext 257 mounts `/etc`
+//! `noexec`).
 //! - `not-root-owned`: every entry should belong to root:root;
 //! - `directory-mode`: directories replace the host's in the merged view, so they must be 0755;
 //! - `incompatible`: systemd's compatibility rules against a [`Host`];
@@ -38,7 +45,7 @@ use serde::Serialize;
 
 use crate::inspect::{Image, InspectError};
 use crate::release::{
-    check_compatibility, host_architecture, release_file_path, validate_name, OsRelease,
+    check_class_compatibility, host_architecture, validate_name, ImageClass, OsRelease,
     ReleaseError, Verdict,
 };
 use fsimage::{Entry, EntryKind};
@@ -205,8 +212,6 @@ impl Report {
 /// Per-entry findings of one kind beyond this many are summarised in one more finding.
 pub const MAX_PER_CODE: usize = 20;
 
-const RELEASE_DIR: &str = "usr/lib/extension-release.d";
-
 /// Checks an image given its `name`, its `entries` (relative paths, as
 /// [`Image::entries`] lists them) and the bytes of `extension-release.<name>` when the image
 /// has it as a regular file. `host` adds systemd's compatibility verdict.
@@ -231,15 +236,17 @@ pub fn check(name: &str, entries: &[Entry], release: Option<&[u8]>, host: Option
         Err(e) => push("invalid-name", None, Severity::Error, e.to_string()),
     }
 
-    // The release file.
-    let expected = release_file_path(name).to_string_lossy().into_owned();
+    // The release file, where the image's class keeps it.
+    let class = ImageClass::detect(entries.iter().map(|e| e.path.as_str()));
+    let tool = class.tool();
+    let expected = class.release_file(name).to_string_lossy().into_owned();
     let mut verdict = None;
     let others: Vec<&Entry> = entries
         .iter()
         .filter(|e| {
             e.path != expected
                 && e.path
-                    .strip_prefix(RELEASE_DIR)
+                    .strip_prefix(class.release_dir())
                     .and_then(|r| r.strip_prefix("/extension-release."))
                     .is_some_and(|rest| !rest.contains('/'))
         })
@@ -252,7 +259,7 @@ pub fn check(name: &str, entries: &[Entry], release: Option<&[u8]>, host: Option
                     Some(&expected),
                     Severity::Error,
                     format!(
-                        "no release file: systemd-sysext needs {expected} (e.g. a line ID=_any) and ignores the image without it"
+                        "no release file: {tool} needs {expected} (e.g. a line ID=_any) and ignores the image without it"
                     ),
                 );
             }
@@ -278,14 +285,19 @@ pub fn check(name: &str, entries: &[Entry], release: Option<&[u8]>, host: Option
             ),
             Some(Some(ext)) => {
                 if let Some(host) = host {
-                    let v = check_compatibility(&ext, &host.os_release, &host.architecture);
+                    let v = check_class_compatibility(
+                        class,
+                        &ext,
+                        &host.os_release,
+                        &host.architecture,
+                    );
                     if let Verdict::Incompatible { reason } = &v {
                         push(
                             "incompatible",
                             Some(&expected),
                             Severity::Error,
                             format!(
-                                "systemd-sysext would skip this image on the host of {} ({}): {reason}",
+                                "{tool} would skip this image on the host of {} ({}): {reason}",
                                 host.origin.display(),
                                 host.architecture
                             ),
@@ -309,12 +321,12 @@ pub fn check(name: &str, entries: &[Entry], release: Option<&[u8]>, host: Option
             Some(&e.path),
             Severity::Error,
             format!(
-                "release file for another name: systemd-sysext looks for {expected} in an image named {name:?} and skips a folder or refuses a .raw without it{newer}; rename the file, or name the image after it"
+                "release file for another name: {tool} looks for {expected} in an image named {name:?} and skips a folder or refuses a .raw without it{newer}; rename the file, or name the image after it"
             ),
         );
     }
 
-    if entries.iter().any(|e| e.path == "usr/lib/os-release") {
+    if class == ImageClass::Sysext && entries.iter().any(|e| e.path == "usr/lib/os-release") {
         push(
             "os-release-in-image",
             Some("usr/lib/os-release"),
@@ -323,17 +335,21 @@ pub fn check(name: &str, entries: &[Entry], release: Option<&[u8]>, host: Option
         );
     }
 
-    // Top-level entries other than usr/ and opt/ (one finding each, not one per file below).
+    // Top-level entries other than usr/ and opt/ (a confext: etc/), one finding each, not one
+    // per file below.
+    let tops = class.top_dirs();
     for e in entries.iter().filter(|e| !e.path.contains('/')) {
-        let merged = matches!(e.path.as_str(), "usr" | "opt") && e.kind == EntryKind::Dir;
-        if !merged {
+        let top = tops.contains(&e.path.as_str());
+        if !(top && e.kind == EntryKind::Dir) {
             push(
                 "outside-hierarchy",
                 Some(&e.path),
                 Severity::Error,
-                if matches!(e.path.as_str(), "usr" | "opt") {
+                if top {
+                    format!("{} is not a directory; {tool} cannot merge it", e.path)
+                } else if class == ImageClass::Confext {
                     format!(
-                        "{} is not a directory; systemd-sysext cannot merge it",
+                        "{} is outside etc/: systemd-confext only merges /etc and silently ignores it; move it under etc/, or ship it in a sysext",
                         e.path
                     )
                 } else {
@@ -443,7 +459,9 @@ pub fn check(name: &str, entries: &[Entry], release: Option<&[u8]>, host: Option
 /// followed inside the image. With a host root folder ([`Host::root`]) the dynamic ELF files
 /// are checked too ([`check_elf`]).
 pub fn check_image(image: &Image, host: Option<&Host>) -> Result<Report, CheckError> {
-    let expected = release_file_path(image.name())
+    let class = image.class();
+    let expected = class
+        .release_file(image.name())
         .to_string_lossy()
         .into_owned();
     let release = match resolve(image.entries(), &expected) {
@@ -457,10 +475,16 @@ pub fn check_image(image: &Image, host: Option<&Host>) -> Result<Report, CheckEr
         .and_then(|r| r.get("ARCHITECTURE").map(str::to_string))
         .filter(|a| !a.is_empty() && a != "_any");
     match host.and_then(|h| h.root.as_deref()) {
+        Some(root) if class == ImageClass::Confext => {
+            match shadow_findings(class, image.name(), image.entries(), root) {
+                Ok(findings) => report.findings.extend(cap(findings)),
+                Err(note) => report.notes.push(note),
+            }
+        }
         Some(root) => {
             let findings = check_elf(image, root, arch.as_deref())?;
             report.findings.extend(findings);
-            match shadow_findings(image.name(), image.entries(), root) {
+            match shadow_findings(class, image.name(), image.entries(), root) {
                 Ok(findings) => report.findings.extend(cap(findings)),
                 Err(note) => report.notes.push(note),
             }

@@ -6,7 +6,7 @@ use std::path::Path;
 use fsimage::{Entry, EntryKind};
 
 use super::{Finding, Severity};
-use crate::release::release_file_path;
+use crate::release::ImageClass;
 
 /// What the host has at one path, looked up without following any symlink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,26 +30,35 @@ const MAX_COUNTED: usize = 10_000;
 /// the image's own release file is on the host (it is merged or installed there already, so
 /// its files look like the host's).
 pub(super) fn shadow_findings(
+    class: ImageClass,
     name: &str,
     entries: &[Entry],
     root: &Path,
 ) -> Result<Vec<Finding>, String> {
-    let release = release_file_path(name).to_string_lossy().into_owned();
+    let release = class.release_file(name).to_string_lossy().into_owned();
     if host_kind(root, &release) != HostKind::Missing {
         return Err(format!(
-            "files hiding the host's were not looked for: /{release} is on the host already (merged or installed); unmerge it (systemd-sysext unmerge) and check again"
+            "files hiding the host's were not looked for: /{release} is on the host already (merged or installed); unmerge it ({} unmerge) and check again",
+            class.tool()
         ));
     }
+    let tops = class.top_dirs();
+    let elsewhere = match class {
+        ImageClass::Sysext => format!("under /usr/local/{name}/ or under another name"),
+        ImageClass::Confext => "under another name (or as a drop-in)".to_string(),
+    };
     let mut kinds: std::collections::HashMap<&str, HostKind> = std::collections::HashMap::new();
     let mut findings = Vec::new();
     for e in entries {
-        if !(e.path.starts_with("usr/") || e.path.starts_with("opt/")) || e.path == release {
+        let top = e.path.split('/').next().unwrap_or("");
+        if !e.path.contains('/') || !tops.contains(&top) || e.path == release {
             continue;
         }
         let parent = e.path.rsplit_once('/').map_or("", |(p, _)| p);
-        let parent_merged = match parent {
-            "usr" | "opt" => host_kind(root, parent) == HostKind::Dir,
-            p => kinds.get(p) == Some(&HostKind::Dir),
+        let parent_merged = if tops.contains(&parent) {
+            host_kind(root, parent) == HostKind::Dir
+        } else {
+            kinds.get(parent) == Some(&HostKind::Dir)
         };
         if !parent_merged {
             continue;
@@ -66,7 +75,7 @@ pub(super) fn shadow_findings(
                 code: "hides-host-folder",
                 path: Some(e.path.clone()),
                 message: format!(
-                    "replaces the host's folder {shown} ({}) while merged; ship it under /usr/local/{name}/ or under another name",
+                    "replaces the host's folder {shown} ({}) while merged; ship it {elsewhere}",
                     count_entries(&root.join(&e.path))
                 ),
                 severity: Severity::Error,
@@ -86,7 +95,7 @@ pub(super) fn shadow_findings(
                 code: "shadows-host-file",
                 path: Some(e.path.clone()),
                 message: format!(
-                    "hides the host's own {shown} while merged (host programs that use it get the image's); ship it under /usr/local/{name}/ or under another name if that is not meant"
+                    "hides the host's own {shown} while merged (host programs that use it get the image's); ship it {elsewhere} if that is not meant"
                 ),
                 severity: Severity::Warning,
             },

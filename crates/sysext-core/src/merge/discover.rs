@@ -16,11 +16,23 @@ pub(super) fn image_name_is_valid(name: &str) -> bool {
         && !name.starts_with(".#")
 }
 
-/// The images in a root's extension directories, in systemd's discovery order, masked by name.
+/// The images in a root's extension directories, in systemd's discovery order, masked by name
+/// within a class: the sysexts of [`SEARCH_PATH`], then the confexts of
+/// [`ImageClass::search_path`].
 pub fn discover(root: &Path) -> Result<Vec<Candidate>, MergeError> {
+    let mut out = discover_class(root, ImageClass::Sysext)?;
+    out.extend(discover_class(root, ImageClass::Confext)?);
+    Ok(out)
+}
+
+fn discover_class(root: &Path, class: ImageClass) -> Result<Vec<Candidate>, MergeError> {
     let follow = is_host_root(root);
     let mut out: Vec<Candidate> = Vec::new();
-    for dir in SEARCH_PATH {
+    let search: &[&str] = match class {
+        ImageClass::Sysext => &SEARCH_PATH,
+        ImageClass::Confext => class.search_path(),
+    };
+    for dir in search {
         let Some(resolved) = chase(root, dir)? else {
             continue;
         };
@@ -45,7 +57,7 @@ pub fn discover(root: &Path) -> Result<Vec<Candidate>, MergeError> {
             };
             let Ok(md) = md else { continue };
             let (name, directory) = if md.is_file() {
-                match fname.strip_suffix(".raw") {
+                match class.image_name(fname) {
                     Some(n) => (n, false),
                     None => continue,
                 }
@@ -63,6 +75,7 @@ pub fn discover(root: &Path) -> Result<Vec<Candidate>, MergeError> {
                 name: name.to_string(),
                 path,
                 directory,
+                class: Some(class),
             });
         }
     }
@@ -70,7 +83,7 @@ pub fn discover(root: &Path) -> Result<Vec<Candidate>, MergeError> {
 }
 
 /// An image named on the command line: its name is the file name without `.raw` (a symlink's
-/// own name, not its target's).
+/// own name, not its target's); a `.sysext.raw` or `.confext.raw` name gives the class too.
 pub fn candidate_from_path(path: &Path) -> Result<Candidate, MergeError> {
     let md = fs::metadata(path).map_err(io_err("reading image", path))?;
     let fname =
@@ -82,12 +95,26 @@ pub fn candidate_from_path(path: &Path) -> Result<Candidate, MergeError> {
     let (name, directory) = if md.is_dir() {
         (fname, true)
     } else if md.is_file() || md.file_type().is_block_device() {
+        for c in [ImageClass::Sysext, ImageClass::Confext] {
+            if let Some(n) = fname.strip_suffix(c.raw_suffix()).filter(|n| !n.is_empty()) {
+                return finish(path, n, false, Some(c));
+            }
+        }
         (fname.strip_suffix(".raw").unwrap_or(fname), false)
     } else {
         return Err(MergeError::NotAnImage {
             path: path.to_path_buf(),
         });
     };
+    finish(path, name, directory, None)
+}
+
+fn finish(
+    path: &Path,
+    name: &str,
+    directory: bool,
+    class: Option<ImageClass>,
+) -> Result<Candidate, MergeError> {
     if let Err(e) = release::validate_name(name) {
         return Err(MergeError::InvalidName {
             path: path.to_path_buf(),
@@ -99,10 +126,12 @@ pub fn candidate_from_path(path: &Path) -> Result<Candidate, MergeError> {
         name: name.to_string(),
         path,
         directory,
+        class,
     })
 }
 
-/// The images [`merge`] and [`run`] consider, in order, masked by name.
+/// The images [`merge`] and [`run`] consider, in order, masked by name (a discovered image is
+/// masked by a given one of the same name and class, or of unknown class).
 pub fn candidates(opts: &MergeOptions) -> Result<Vec<Candidate>, MergeError> {
     let mut out: Vec<Candidate> = Vec::new();
     for p in &opts.images {
@@ -113,7 +142,10 @@ pub fn candidates(opts: &MergeOptions) -> Result<Vec<Candidate>, MergeError> {
     }
     if opts.discover {
         for c in discover(&opts.root)? {
-            if !out.iter().any(|o| o.name == c.name) {
+            let masked = out
+                .iter()
+                .any(|o| o.name == c.name && (o.class.is_none() || o.class == c.class));
+            if !masked {
                 out.push(c);
             }
         }

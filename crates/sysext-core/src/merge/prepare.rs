@@ -91,13 +91,18 @@ pub(super) fn parse_boolean(s: &str) -> Option<bool> {
     }
 }
 
-/// The extension-release file of a mounted image, as systemd 252's `open_extension_release()`.
-pub(super) fn find_release(image_root: &Path, name: &str) -> Result<Option<PathBuf>, MergeError> {
-    let exact = format!("/usr/lib/extension-release.d/extension-release.{name}");
+/// The extension-release file of a mounted image of `class`, as systemd 252's
+/// `open_extension_release()`.
+pub(super) fn find_release(
+    image_root: &Path,
+    name: &str,
+    class: ImageClass,
+) -> Result<Option<PathBuf>, MergeError> {
+    let exact = format!("/{}", class.release_file(name).display());
     if let Some(p) = chase(image_root, &exact)? {
         return Ok(Some(p));
     }
-    let Some(dir) = chase(image_root, "/usr/lib/extension-release.d")? else {
+    let Some(dir) = chase(image_root, &format!("/{}", class.release_dir()))? else {
         return Ok(None);
     };
     let Ok(rd) = fs::read_dir(&dir) else {
@@ -176,23 +181,42 @@ pub(super) fn prepare(
         let p = ws.join("extensions").join(&c.name);
         mkdir_p(&p, 0o700)?;
         let format = mount_image(c, &p)?;
+        // The class: known from where the image was found or its name, else a sysext unless
+        // only a confext release file is there.
+        let (class, release_path) = match c.class {
+            Some(class) => (class, find_release(&p, &c.name, class)?),
+            None => match find_release(&p, &c.name, ImageClass::Sysext)? {
+                Some(r) => (ImageClass::Sysext, Some(r)),
+                None => match find_release(&p, &c.name, ImageClass::Confext)? {
+                    Some(r) => (ImageClass::Confext, Some(r)),
+                    None => (ImageClass::Sysext, None),
+                },
+            },
+        };
         let layer = Layer {
             name: c.name.clone(),
+            class,
             path: c.path.clone(),
             format,
         };
-        let release_path = find_release(&p, &c.name)?;
-        if release_path.is_none() && !c.directory {
+        // A .raw without any release file aborts the merge; one holding only the other
+        // class's release file is skipped like an empty one (systemd 257 reads both).
+        let other = match class {
+            ImageClass::Sysext => ImageClass::Confext,
+            ImageClass::Confext => ImageClass::Sysext,
+        };
+        if release_path.is_none() && !c.directory && find_release(&p, &c.name, other)?.is_none() {
             return Err(MergeError::NoMetadata {
                 name: c.name.clone(),
                 path: c.path.clone(),
+                class,
             });
         }
         if opts.force {
             mounted.push((layer, p));
             continue;
         }
-        if chase(&p, "/usr/lib/os-release")?.is_some() {
+        if class == ImageClass::Sysext && chase(&p, "/usr/lib/os-release")?.is_some() {
             return Err(MergeError::ContainsOsRelease {
                 name: c.name.clone(),
             });
@@ -201,7 +225,7 @@ pub(super) fn prepare(
             Some(rp) => OsRelease::read(rp)?,
             None => OsRelease::parse(""),
         };
-        match release::check_compatibility(&ext, &host, arch) {
+        match release::check_class_compatibility(class, &ext, &host, arch) {
             Verdict::Compatible => mounted.push((layer, p)),
             Verdict::Incompatible { reason } => report.skipped.push(Skipped {
                 name: c.name.clone(),
@@ -217,15 +241,29 @@ pub(super) fn prepare(
         });
     }
     mounted.sort_by(|a, b| strverscmp_improved(&a.0.name, &b.0.name));
-    let names: Vec<&str> = mounted.iter().map(|(l, _)| l.name.as_str()).collect();
     let mut overlays = Vec::new();
-    for h in &opts.hierarchies {
+    let hierarchies = opts
+        .hierarchies
+        .iter()
+        .map(|h| (ImageClass::Sysext, h))
+        .chain(
+            opts.confext_hierarchies
+                .iter()
+                .map(|h| (ImageClass::Confext, h)),
+        );
+    for (class, h) in hierarchies {
+        let of_class: Vec<&(Layer, PathBuf)> =
+            mounted.iter().filter(|(l, _)| l.class == class).collect();
+        if of_class.is_empty() {
+            continue;
+        }
+        let names: Vec<&str> = of_class.iter().map(|(l, _)| l.name.as_str()).collect();
         let host_dir = match chase(root, h)? {
             Some(d) if !dir_is_empty(&d)? => Some(d),
             _ => None,
         };
         let meta = ws.join("meta").join(h.trim_start_matches('/'));
-        let marker_dir = meta.join(".systemd-sysext");
+        let marker_dir = meta.join(class.marker_dir());
         mkdir_p(&marker_dir, 0o755)?;
         for d in [&meta, &marker_dir] {
             fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755))
@@ -233,12 +271,23 @@ pub(super) fn prepare(
         }
         let mut marker = names.join("\n");
         marker.push('\n');
-        let ext_file = marker_dir.join("extensions");
+        let ext_file = marker_dir.join(class.marker_file());
         fs::write(&ext_file, marker).map_err(io_err("writing", &ext_file))?;
 
+        // The mutable folder of this hierarchy, if it exists (followed inside the root).
+        let mutable_rel = format!("{MUTABLE_DIR}{h}");
+        let mutable_dir = match chase(root, &mutable_rel)? {
+            Some(d) if d.is_dir() => Some(d),
+            _ => None,
+        };
         let mut layers = vec![meta.clone()];
+        if opts.mutable.imports() {
+            if let Some(d) = &mutable_dir {
+                layers.push(d.clone());
+            }
+        }
         let mut ext_dirs: Vec<(String, PathBuf)> = Vec::new();
-        for (l, p) in mounted.iter().rev() {
+        for (l, p) in of_class.iter().rev() {
             let Some(d) = chase(p, h)? else { continue };
             if !fs::metadata(&d).map(|m| m.is_dir()).unwrap_or(false) || dir_is_empty(&d)? {
                 continue;
@@ -278,12 +327,67 @@ pub(super) fn prepare(
 
         let overlay = ws.join("overlay").join(h.trim_start_matches('/'));
         mkdir_p(&overlay, 0o700)?;
-        let options = overlay_options(&layers);
+        let mut options = overlay_options(&layers);
+        // Where writes go, if anywhere: (upperdir, workdir).
+        let hname = h.trim_start_matches('/').replace('/', "-");
+        let work_name = format!(".systemd-{hname}-workdir");
+        let upper = match opts.mutable {
+            Mutable::No | Mutable::Import => None,
+            Mutable::Auto => mutable_dir.clone().map(|d| {
+                let work = d.parent().unwrap_or(&d).join(&work_name);
+                (d, work)
+            }),
+            Mutable::Yes => {
+                let d = match &mutable_dir {
+                    Some(d) => d.clone(),
+                    None => {
+                        // systemd creates the folder private, the hierarchy's in it 0755.
+                        let base = chase_nonexistent(root, MUTABLE_DIR)?;
+                        if !base.is_dir() {
+                            mkdir_p(&base, 0o700)?;
+                        }
+                        let d = chase_nonexistent(root, &mutable_rel)?;
+                        mkdir_p(&d, 0o755)?;
+                        d
+                    }
+                };
+                let work = d.parent().unwrap_or(&d).join(&work_name);
+                Some((d, work))
+            }
+            Mutable::Ephemeral | Mutable::EphemeralImport => {
+                let base = ws.join("mutable").join(&hname);
+                let d = base.join(&hname);
+                mkdir_p(&d, 0o755)?;
+                Some((d, base.join(&work_name)))
+            }
+        };
+        if matches!(opts.mutable, Mutable::Yes | Mutable::Auto) && upper.is_some() {
+            // systemd 257 notes the (root-relative) workdir of a persistent mutable merge.
+            let f = marker_dir.join("work_dir");
+            let text = format!("{}/{work_name}\n", MUTABLE_DIR.trim_start_matches('/'));
+            fs::write(&f, text).map_err(io_err("writing", &f))?;
+        }
+        if let Some((up, work)) = &upper {
+            mkdir_p(work, 0o700)?;
+            options.push_str(&format!(
+                ",upperdir={},workdir={}",
+                escape_lowerdir(up),
+                escape_lowerdir(work)
+            ));
+        }
+        // Read-only unless writable; systemd-confext 257 mounts /etc nosuid, nodev, noexec.
+        let mut flags = match &upper {
+            None => MountFlags::RDONLY,
+            Some(_) => MountFlags::NODEV | MountFlags::NOATIME,
+        };
+        if class == ImageClass::Confext {
+            flags |= MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+        }
         rustix::mount::mount(
-            "sysext",
+            class.name(),
             &overlay,
             "overlay",
-            MountFlags::RDONLY,
+            flags,
             cstring(&options).as_c_str(),
         )
         .map_err(|e| {

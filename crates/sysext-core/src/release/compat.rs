@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::parse::WHITESPACE;
-use super::OsRelease;
+use super::{ImageClass, OsRelease};
 
 /// systemd-sysext's decision for one image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -34,7 +34,8 @@ fn incompatible(reason: String) -> Verdict {
 /// 2. `SYSEXT_SCOPE` (default `system portable`) must contain `system`;
 /// 3. `ARCHITECTURE`, unless unset or `_any`, must equal `host_arch`;
 /// 4. `ID` must be set; `_any` merges without further checks;
-/// 5. `ID` must equal the host's;
+/// 5. `ID` must equal the host's `ID` or one of the words of the host's `ID_LIKE` (systemd
+///    257; 252 compares with `ID` only, and the extension's own `ID_LIKE` is never used);
 /// 6. a host with neither `VERSION_ID` nor `SYSEXT_LEVEL` accepts it;
 /// 7. both sides with `SYSEXT_LEVEL`: the levels must be equal (`VERSION_ID` unchecked);
 /// 8. otherwise, if the host has `VERSION_ID`, the extension's must equal it.
@@ -47,8 +48,24 @@ fn incompatible(reason: String) -> Verdict {
 /// metadata for image") aborts the whole merge, even with `--force`; callers that merge
 /// `.raw` images must treat that as an error, not as a skip.
 ///
-/// Verified against systemd-sysext 252 by `tests/release_compat_systemd.rs` (52 cases).
+/// The verdicts follow systemd 257: they are compared with systemd-sysext 257 (and
+/// systemd-confext 257) and 252 by `tests/release_compat_systemd.rs`; the one rule where 252
+/// differs (host `ID_LIKE`) is listed there.
+///
+/// This is the sysext rule; [`check_class_compatibility`] takes the class.
 pub fn check_compatibility(ext: &OsRelease, host: &OsRelease, host_arch: &str) -> Verdict {
+    check_class_compatibility(ImageClass::Sysext, ext, host, host_arch)
+}
+
+/// [`check_compatibility`] for an image of `class`: a confext is judged by `CONFEXT_SCOPE` and
+/// `CONFEXT_LEVEL` (against the host's `CONFEXT_LEVEL`) instead of the `SYSEXT_` keys, as
+/// systemd-confext does; everything else is the same.
+pub fn check_class_compatibility(
+    class: ImageClass,
+    ext: &OsRelease,
+    host: &OsRelease,
+    host_arch: &str,
+) -> Verdict {
     let Some(host_id) = host.non_empty("ID") else {
         return incompatible(
             "'ID' field not found or empty in the host's os-release, systemd-sysext merges nothing"
@@ -58,10 +75,11 @@ pub fn check_compatibility(ext: &OsRelease, host: &OsRelease, host_arch: &str) -
     if ext.is_empty() {
         return incompatible("extension carries no extension-release data".into());
     }
-    if let Some(scope) = ext.get("SYSEXT_SCOPE") {
+    let scope_key = class.scope_key();
+    if let Some(scope) = ext.get(scope_key) {
         if !scope.split(WHITESPACE).any(|s| s == "system") {
             return incompatible(format!(
-                "extension is not suitable for scope system (SYSEXT_SCOPE={scope:?})"
+                "extension is not suitable for scope system ({scope_key}={scope:?})"
             ));
         }
     }
@@ -80,21 +98,25 @@ pub fn check_compatibility(ext: &OsRelease, host: &OsRelease, host_arch: &str) -
     if id == "_any" {
         return Verdict::Compatible;
     }
-    if id != host_id {
+    let id_like = host
+        .get("ID_LIKE")
+        .is_some_and(|l| l.split(WHITESPACE).any(|w| w == id));
+    if id != host_id && !id_like {
         return incompatible(format!(
             "extension is for OS '{id}', but deployed on top of '{host_id}'"
         ));
     }
     let host_version = host.non_empty("VERSION_ID");
-    let host_level = host.non_empty("SYSEXT_LEVEL");
+    let level_key = class.level_key();
+    let host_level = host.non_empty(level_key);
     if host_version.is_none() && host_level.is_none() {
         return Verdict::Compatible;
     }
-    match (host_level, ext.non_empty("SYSEXT_LEVEL")) {
+    match (host_level, ext.non_empty(level_key)) {
         (Some(host_level), Some(level)) => {
             if host_level != level {
                 return incompatible(format!(
-                    "extension is for sysext API level '{level}', but running on sysext API level '{host_level}'"
+                    "extension is for {class} API level '{level}', but running on {class} API level '{host_level}'"
                 ));
             }
         }

@@ -103,7 +103,5 @@ fn quote(value: &str) -> String {
 /// Where an extension named `name` keeps its metadata, relative to the image root:
 /// `usr/lib/extension-release.d/extension-release.NAME`.
 pub fn release_file_path(name: &str) -> PathBuf {
-    PathBuf::from(format!(
-        "usr/lib/extension-release.d/extension-release.{name}"
-    ))
+    super::ImageClass::Sysext.release_file(name)
 }

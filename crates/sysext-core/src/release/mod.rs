@@ -4,8 +4,11 @@
 //!   parser does: optional quotes, backslash escapes, `#`/`;` comments, last duplicate wins,
 //!   lines without `=` ignored).
 //! - [`ExtensionRelease`]: the metadata we write into an image, rendered in a stable key order.
-//! - [`check_compatibility`]: systemd-sysext's decision whether an image merges on a host
-//!   (`extension_release_validate` in systemd), as a [`Verdict`] with systemd's reason.
+//! - [`ImageClass`]: sysext or confext, and everything that differs between them (release
+//!   folder, merged hierarchies, level and scope keys, search path, `.sysext.raw` names).
+//! - [`check_compatibility`], [`check_class_compatibility`]: systemd-sysext's (or
+//!   systemd-confext's) decision whether an image merges on a host
+//!   (`extension_release_validate` in systemd, as of 257), as a [`Verdict`] with systemd's reason.
 //! - [`arch_from_elf`], [`arch_from_uname`], [`host_architecture`]: systemd's architecture
 //!   names (`x86-64`, `arm64`, ...), the values `ARCHITECTURE=` is compared against.
 //! - [`validate_name`]: whether systemd accepts a name as an extension image name;
@@ -18,6 +21,7 @@
 use std::path::{Path, PathBuf};
 
 mod arch;
+mod class;
 mod compat;
 mod extension;
 mod names;
@@ -27,7 +31,8 @@ mod parse;
 mod tests;
 
 pub use arch::{arch_from_elf, arch_from_elf_header, arch_from_uname, host_architecture};
-pub use compat::{check_compatibility, Verdict};
+pub use class::ImageClass;
+pub use compat::{check_class_compatibility, check_compatibility, Verdict};
 pub use extension::{release_file_path, ExtensionRelease};
 pub use names::{validate_name, validate_new_name, MAX_NAME_LEN, NEW_NAME_PUNCTUATION};
 pub use parse::OsRelease;

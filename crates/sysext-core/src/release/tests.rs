@@ -211,9 +211,29 @@ fn compatibility_table() {
             true,
         ),
         ("ID=_any\n", "VERSION_ID=12\n", "x86-64", false),
+        // systemd 257: the host's ID_LIKE words count; the extension's own ID_LIKE never does.
         (
             "ID=debian\nID_LIKE=debian\n",
             "ID=ubuntu\nID_LIKE=debian\n",
+            "x86-64",
+            true,
+        ),
+        (
+            "ID=debian\n",
+            "ID=ubuntu\nID_LIKE=\"ubuntu-core debian\"\nVERSION_ID=24.04\n",
+            "x86-64",
+            false,
+        ),
+        (
+            "ID=debian\nVERSION_ID=24.04\n",
+            "ID=ubuntu\nID_LIKE=\"ubuntu-core debian\"\nVERSION_ID=24.04\n",
+            "x86-64",
+            true,
+        ),
+        ("ID=deb\n", "ID=ubuntu\nID_LIKE=debian\n", "x86-64", false),
+        (
+            "ID=ubuntu\nID_LIKE=debian\n",
+            "ID=debian\n",
             "x86-64",
             false,
         ),
@@ -356,4 +376,38 @@ fn release_files_are_bounded_regular_files() {
     std::os::unix::fs::symlink(&fifo, &link).unwrap();
     assert!(read_release_file(&link).is_err());
     assert!(read_release_file(d.path()).is_err());
+}
+
+#[test]
+fn confext_keys_replace_sysext_keys() {
+    use super::{check_class_compatibility, ImageClass};
+    let host = "ID=flatcar\nVERSION_ID=1\nSYSEXT_LEVEL=1.0\nCONFEXT_LEVEL=2\n";
+    for (ext, sysext, confext) in [
+        ("ID=flatcar\nSYSEXT_LEVEL=1.0\n", true, false),
+        ("ID=flatcar\nCONFEXT_LEVEL=2\n", false, true),
+        ("ID=flatcar\nCONFEXT_LEVEL=3\nVERSION_ID=1\n", true, false),
+        ("ID=_any\nSYSEXT_SCOPE=portable\n", false, true),
+        ("ID=_any\nCONFEXT_SCOPE=initrd\n", true, false),
+    ] {
+        let (e, h) = (OsRelease::parse(ext), OsRelease::parse(host));
+        for (class, want) in [(ImageClass::Sysext, sysext), (ImageClass::Confext, confext)] {
+            let v = check_class_compatibility(class, &e, &h, "x86-64");
+            assert_eq!(v.is_compatible(), want, "{class} {ext:?}: {v:?}");
+        }
+    }
+}
+
+#[test]
+fn image_names_of_raw_files() {
+    use super::ImageClass::{Confext, Sysext};
+    assert_eq!(Sysext.image_name("a.sysext.raw"), Some("a"));
+    assert_eq!(Sysext.image_name("a.confext.raw"), Some("a.confext"));
+    assert_eq!(Confext.image_name("a.confext.raw"), Some("a"));
+    assert_eq!(Confext.image_name("a.raw"), Some("a"));
+    assert_eq!(Sysext.image_name(".sysext.raw"), Some(".sysext"));
+    assert_eq!(Sysext.image_name("a.img"), None);
+    assert_eq!(
+        Confext.release_file("a"),
+        std::path::Path::new("etc/extension-release.d/extension-release.a")
+    );
 }

@@ -12,6 +12,7 @@
 use base64::Engine;
 use gentext::TextError;
 use serde_json::json;
+use sysext_core::release::ImageClass;
 
 /// Why a base URL or a name cannot go into the artifacts.
 #[derive(Debug, thiserror::Error)]
@@ -77,13 +78,29 @@ pub fn sha256sums<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> 
     v.iter().map(|(f, h)| format!("{h}  {f}\n")).collect()
 }
 
-/// The transfer file for `name` (`/etc/sysupdate.NAME.d/NAME.transfer` on the host). Values
-/// are checked and `%`-escaped ([`gentext::unit_word`]): `%` starts a specifier there.
-/// `Verify=yes` when the bake is signed: systemd-sysupdate then downloads `SHA256SUMS.gpg`
-/// and refuses the update unless the host's keyring verifies it. An `optional` extension's
-/// transfer belongs to the feature `NAME` ([`feature_file`]).
-pub fn transfer_file(name: &str, optional: bool, su: &Sysupdate) -> Result<String, ArtifactError> {
+/// Where the host links the current image of a class: `/etc/extensions/NAME.raw`, or for a
+/// confext `/var/lib/confexts/NAME.raw` (systemd-confext does not look in /etc).
+fn current_link(class: ImageClass, name: &str) -> String {
+    match class {
+        ImageClass::Sysext => format!("/etc/extensions/{name}.raw"),
+        ImageClass::Confext => format!("/var/lib/confexts/{name}.raw"),
+    }
+}
+
+/// The transfer file for `name`, an image of `class` (`/etc/sysupdate.NAME.d/NAME.transfer`
+/// on the host; its current link is [`current_link`]'s). Values are checked and `%`-escaped
+/// ([`gentext::unit_word`]): `%` starts a specifier there. `Verify=yes` when the bake is
+/// signed: systemd-sysupdate then downloads `SHA256SUMS.gpg` and refuses the update unless
+/// the host's keyring verifies it. An `optional` extension's transfer belongs to the feature
+/// `NAME` ([`feature_file`]).
+pub fn transfer_file(
+    class: ImageClass,
+    name: &str,
+    optional: bool,
+    su: &Sysupdate,
+) -> Result<String, ArtifactError> {
     let n = gentext::unit_word("extension name", name)?;
+    let link = current_link(class, &n);
     let path = gentext::unit_escape(&su.base.folder());
     let shown = su.base.folder();
     let verify = if su.keyring.is_some() { "yes" } else { "false" };
@@ -107,7 +124,7 @@ pub fn transfer_file(name: &str, optional: bool, su: &Sysupdate) -> Result<Strin
          InstancesMax=3\n\
          Type=regular-file\n\
          Path=/opt/extensions/{n}\n\
-         CurrentSymlink=/etc/extensions/{n}.raw\n\
+         CurrentSymlink={link}\n\
          MatchPattern={n}-@v-%a.raw\n"
     ))
 }
@@ -115,29 +132,39 @@ pub fn transfer_file(name: &str, optional: bool, su: &Sysupdate) -> Result<Strin
 /// The feature file of an optional extension (`/etc/sysupdate.NAME.d/NAME.feature`, systemd
 /// 257): the host installs and updates it only once enabled (`updatectl enable NAME`, or a
 /// drop-in `NAME.feature.d/*.conf` saying `Enabled=true`).
-pub fn feature_file(name: &str, enabled: bool) -> Result<String, ArtifactError> {
+pub fn feature_file(class: ImageClass, name: &str, enabled: bool) -> Result<String, ArtifactError> {
     let n = gentext::unit_word("extension name", name)?;
+    let what = match class {
+        ImageClass::Sysext => "system extension",
+        ImageClass::Confext => "configuration extension",
+    };
     Ok(format!(
         "# Written by sysext bake: the optional extension {name}.\n\
          [Feature]\n\
-         Description=The {n} system extension\n\
+         Description=The {n} {what}\n\
          Enabled={enabled}\n"
     ))
 }
 
 /// A Butane config (variant flatcar) that installs `raw` under `/opt/extensions/NAME/`, links
-/// it from `/etc/extensions/NAME.raw`, writes the transfer file (and, for a signed bake, the
+/// it from `/etc/extensions/NAME.raw` (a confext from `/var/lib/confexts/NAME.raw`, restarting
+/// systemd-confext after updates), writes the transfer file (and, for a signed bake, the
 /// public keyring at [`HOST_KEYRING`], inline as a data URL) and enables sysupdate for it.
 /// For an optional extension it writes the feature file enabled: applying the snippet is
 /// opting in. Written as JSON (YAML 1.2) by serde_json; unit lines in it are `%`-escaped.
 pub fn butane(
+    class: ImageClass,
     name: &str,
     optional: bool,
     raw: &str,
     su: &Sysupdate,
 ) -> Result<String, ArtifactError> {
     gentext::check_text("image file name", raw)?;
-    let conf = transfer_file(name, optional, su)?;
+    let conf = transfer_file(class, name, optional, su)?;
+    let restart = format!(
+        "[Service]\nExecStartPost=systemctl restart {}\n",
+        class.tool()
+    );
     let n = gentext::unit_word("extension name", name)?;
     let noop = "# Lets systemd-sysupdate run without a default transfer.\n\
                 [Source]\nType=regular-file\nPath=/\nMatchPattern=invalid@v.raw\n\
@@ -163,7 +190,7 @@ pub fn butane(
         files.push(json!({
             "path": format!("/etc/sysupdate.{name}.d/{name}.feature"),
             "mode": 0o644,
-            "contents": { "inline": feature_file(name, true)? },
+            "contents": { "inline": feature_file(class, name, true)? },
         }));
     }
     if let Some(keyring) = su.keyring {
@@ -182,7 +209,7 @@ pub fn butane(
             "files": files,
             "links": [
                 {
-                    "path": format!("/etc/extensions/{name}.raw"),
+                    "path": current_link(class, name),
                     "target": format!("/opt/extensions/{name}/{raw}"),
                     "hard": false,
                 },
@@ -201,8 +228,9 @@ pub fn butane(
                             ),
                         },
                         {
-                            "name": "sysext.conf",
-                            "contents": "[Service]\nExecStartPost=systemctl restart systemd-sysext\n",
+                            // One drop-in per class: snippets of both kinds merge.
+                            "name": format!("{}.conf", class.name()),
+                            "contents": restart,
                         },
                     ],
                 },
@@ -230,7 +258,7 @@ mod tests {
     #[test]
     fn transfer_file_has_systemd_sections_and_keys() {
         let base = url("https://ex.org/ext/");
-        let c = transfer_file("tools", false, &plain(&base)).unwrap();
+        let c = transfer_file(ImageClass::Sysext, "tools", false, &plain(&base)).unwrap();
         let keys = sections_and_keys(&c);
         for want in [
             "[Transfer]Verify=false",
@@ -268,7 +296,14 @@ mod tests {
     #[test]
     fn butane_is_a_document_with_the_expected_keys() {
         let base = url("http://h/x");
-        let b = butane("tools", false, "tools-1-arm64.raw", &plain(&base)).unwrap();
+        let b = butane(
+            ImageClass::Sysext,
+            "tools",
+            false,
+            "tools-1-arm64.raw",
+            &plain(&base),
+        )
+        .unwrap();
         let d: serde_json::Value = serde_json::from_str(&b).unwrap();
         assert_eq!(d["variant"], "flatcar");
         let files = &d["storage"]["files"];
@@ -332,7 +367,7 @@ mod tests {
     #[test]
     fn percent_is_escaped_on_unit_lines() {
         let base = url("https://ex.org/a%20b");
-        let c = transfer_file("n%h", false, &plain(&base)).unwrap();
+        let c = transfer_file(ImageClass::Sysext, "n%h", false, &plain(&base)).unwrap();
         let keys = sections_and_keys(&c);
         assert!(
             keys.contains(&"[Source]Path=https://ex.org/a%%20b".to_string()),
@@ -346,13 +381,20 @@ mod tests {
             keys.contains(&"[Source]MatchPattern=n%%h-@v-%a.raw".to_string()),
             "{keys:?}"
         );
-        let b = butane("n%h", false, "n%h-1-x86-64.raw", &plain(&base)).unwrap();
+        let b = butane(
+            ImageClass::Sysext,
+            "n%h",
+            false,
+            "n%h-1-x86-64.raw",
+            &plain(&base),
+        )
+        .unwrap();
         let d: serde_json::Value = serde_json::from_str(&b).unwrap();
         assert_eq!(
             d["systemd"]["units"][1]["dropins"][0]["contents"],
             "[Service]\nExecStartPre=/usr/lib/systemd/systemd-sysupdate -C n%%h update\n"
         );
-        assert!(transfer_file("a b", false, &plain(&base)).is_err());
+        assert!(transfer_file(ImageClass::Sysext, "a b", false, &plain(&base)).is_err());
     }
 
     fn plain(base: &BaseUrl) -> Sysupdate<'_> {
@@ -372,12 +414,20 @@ mod tests {
             suffix: TransferSuffix::Conf,
             keyring: Some(keyring),
         };
-        let keys = sections_and_keys(&transfer_file("tools", false, &su).unwrap());
+        let keys =
+            sections_and_keys(&transfer_file(ImageClass::Sysext, "tools", false, &su).unwrap());
         assert!(
             keys.contains(&"[Transfer]Verify=yes".to_string()),
             "{keys:?}"
         );
-        let b = butane("tools", false, "tools-1-x86-64.raw", &su).unwrap();
+        let b = butane(
+            ImageClass::Sysext,
+            "tools",
+            false,
+            "tools-1-x86-64.raw",
+            &su,
+        )
+        .unwrap();
         let d: serde_json::Value = serde_json::from_str(&b).unwrap();
         let files = d["storage"]["files"].as_array().unwrap();
         assert_eq!(files[1]["path"], "/etc/sysupdate.tools.d/tools.conf");
@@ -395,14 +445,16 @@ mod tests {
     fn optional_extensions_are_features() {
         let base = url("https://ex.org/ext");
         let su = plain(&base);
-        let keys = sections_and_keys(&transfer_file("tools", true, &su).unwrap());
+        let keys =
+            sections_and_keys(&transfer_file(ImageClass::Sysext, "tools", true, &su).unwrap());
         assert!(
             keys.contains(&"[Transfer]Features=tools".to_string()),
             "{keys:?}"
         );
-        let keys = sections_and_keys(&transfer_file("tools", false, &su).unwrap());
+        let keys =
+            sections_and_keys(&transfer_file(ImageClass::Sysext, "tools", false, &su).unwrap());
         assert!(!keys.iter().any(|k| k.contains("Features")), "{keys:?}");
-        let f = sections_and_keys(&feature_file("tools", false).unwrap());
+        let f = sections_and_keys(&feature_file(ImageClass::Sysext, "tools", false).unwrap());
         assert_eq!(
             f,
             [
@@ -410,7 +462,7 @@ mod tests {
                 "[Feature]Enabled=false"
             ]
         );
-        let b = butane("tools", true, "tools-1-x86-64.raw", &su).unwrap();
+        let b = butane(ImageClass::Sysext, "tools", true, "tools-1-x86-64.raw", &su).unwrap();
         let d: serde_json::Value = serde_json::from_str(&b).unwrap();
         let files = d["storage"]["files"].as_array().unwrap();
         let feat = files

@@ -11,7 +11,7 @@ use safefs::atomic::AtomicOutput;
 use safefs::tree::{self, Stripped, Tree, TreeOptions};
 use sha2::{Digest, Sha256};
 use sysext_core::pack::{self, Format, PackOptions};
-use sysext_core::release::{self, ExtensionRelease};
+use sysext_core::release::{self, ExtensionRelease, ImageClass};
 
 use super::manifest::{goarch, Extension, Mode};
 use super::{artifacts, BakeOptions, Entry, StateEntry, Status};
@@ -301,19 +301,21 @@ fn run_job_inner(
         }
         Mode::Static => {
             let keep = ext.keep_privileges;
-            place_static(&src_root, &out_tree, &ext.paths, keep, &mut stripped)?;
+            let class = ext.class();
+            place_static(&src_root, &out_tree, class, &ext.paths, keep, &mut stripped)?;
             place_units(&src_root, &out_tree, &ext.units, keep, &mut stripped)?;
             let arch = tree_architecture(&tree)?;
             let rel = ExtensionRelease {
                 id: "_any".into(),
                 architecture: Some(job.arch.clone()),
                 reload_manager: !ext.units.is_empty(),
-                sysext_version_id: Some(ext.version.clone()),
+                // SYSEXT_VERSION_ID is a sysext key; a confext carries none.
+                sysext_version_id: (class == ImageClass::Sysext).then(|| ext.version.clone()),
                 ..Default::default()
             };
             write_new(
                 &out_tree,
-                &release::release_file_path(&ext.name),
+                &class.release_file(&ext.name),
                 &rel.render(),
                 0o644,
             )?;
@@ -343,6 +345,7 @@ fn run_job_inner(
     po.format = Some(Format::Raw);
     po.force = true;
     po.name = Some(ext.name.clone());
+    po.class = ext.class();
     // pack writes through its own atomic temp file and rename.
     let rep =
         pack::pack(&tree, &output, &po).with_context(|| format!("packing {}", output.display()))?;
@@ -445,17 +448,18 @@ fn copy_any(
 }
 
 /// Places static files: `SRC:/usr/TARGET`, bare `usr/...`/`opt/...`, or (no paths) the
-/// source's usr/ and opt/.
+/// source's usr/ and opt/; for a confext `SRC:/etc/TARGET`, bare `etc/...` or the source's etc/.
 fn place_static(
     root: &Path,
     tree: &Tree,
+    class: ImageClass,
     paths: &[String],
     keep: bool,
     stripped: &mut Vec<Stripped>,
 ) -> Result<()> {
     if paths.is_empty() {
         let mut any = false;
-        for top in ["usr", "opt"] {
+        for top in class.top_dirs().iter().copied() {
             // The source's own usr/ and opt/, as they are (a link is copied as a link).
             if fs::symlink_metadata(root.join(top)).is_ok() {
                 copy_any(root, &root.join(top), tree, Path::new(top), keep, stripped)?;
@@ -463,7 +467,10 @@ fn place_static(
             }
         }
         if !any {
-            bail!("the source {} has no usr/ or opt/: list what to place with paths = [\"SRC:/usr/bin/\"]", root.display());
+            match class {
+                ImageClass::Sysext => bail!("the source {} has no usr/ or opt/: list what to place with paths = [\"SRC:/usr/bin/\"]", root.display()),
+                ImageClass::Confext => bail!("the source {} has no etc/: list what to place with paths = [\"SRC:/etc/NAME\"]", root.display()),
+            }
         }
         return Ok(());
     }
@@ -473,7 +480,7 @@ fn place_static(
             true => p.clone(),
             false => format!("{p}:/{}", p.trim_start_matches('/')),
         };
-        let spec = sysext_core::entries::parse_entry(&full)?;
+        let spec = sysext_core::entries::parse_entry_for(class, &full)?;
         let Some(target) = spec.target else {
             bail!("paths entry {p:?} has no target; give it as SRC:/usr/TARGET");
         };

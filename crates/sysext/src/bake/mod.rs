@@ -333,14 +333,14 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
         let conf = su.suffix.file_name(&e.name);
         write_if_changed(
             &opts.out.join(&conf),
-            artifacts::transfer_file(&e.name, e.optional, &su)?,
+            artifacts::transfer_file(e.class(), &e.name, e.optional, &su)?,
         )?;
         artifacts.push(conf);
         if e.optional {
             let feature = format!("{}.feature", e.name);
             write_if_changed(
                 &opts.out.join(&feature),
-                artifacts::feature_file(&e.name, false)?,
+                artifacts::feature_file(e.class(), &e.name, false)?,
             )?;
             artifacts.push(feature);
         }
@@ -349,7 +349,7 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
             let bu = format!("{}-{a}.bu", e.name);
             write_if_changed(
                 &opts.out.join(&bu),
-                artifacts::butane(&e.name, e.optional, &raw, &su)?,
+                artifacts::butane(e.class(), &e.name, e.optional, &raw, &su)?,
             )?;
             artifacts.push(bu);
         }

@@ -18,11 +18,15 @@ use sysext_core::inspect::Image;
 /// host's root folder, searched as the loader would; only presence is checked, not symbol
 /// versions; skipped with --host-os-release, which gives no host tree), files with a setuid or
 /// setgid bit or file capabilities, and (with a host tree) files that would hide the host's own
-/// while merged. Nothing is extracted: the image is read in place.
+/// while merged. A confext (an image holding etc/extension-release.d/extension-release.NAME) is
+/// checked by systemd-confext's rules instead: CONFEXT_LEVEL and CONFEXT_SCOPE, content only
+/// under etc/, no ELF checks. Verdicts follow systemd 257 (the host's ID_LIKE counts).
+/// Nothing is extracted: the image is read in place.
 /// Exit status: 0 clean, 1 findings, 2 error.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// A NAME.raw squashfs image or an extension folder.
+    /// A NAME.raw image (NAME.sysext.raw / NAME.confext.raw name the image NAME) or an
+    /// extension folder.
     pub image: PathBuf,
     /// Check against the OS in this root folder (its etc/os-release, else
     /// usr/lib/os-release, and its libraries) instead of the running host.

@@ -45,6 +45,7 @@ fn print(info: &ImageInfo, args: &InspectArgs, out: &mut impl Write) -> io::Resu
     };
     // Text from the image (names, release values) is escaped; JSON above needs no escaping.
     writeln!(out, "name:          {}", escape(&info.name))?;
+    writeln!(out, "class:         {}", info.class)?;
     writeln!(out, "format:        {format}")?;
     if let Some(b) = info.image_bytes {
         writeln!(out, "image size:    {b}")?;
@@ -66,7 +67,8 @@ fn print(info: &ImageInfo, args: &InspectArgs, out: &mut impl Write) -> io::Resu
         }
         _ => writeln!(
             out,
-            "release file:  missing (usr/lib/extension-release.d/extension-release.{})",
+            "release file:  missing ({}/extension-release.{})",
+            info.class.release_dir(),
             escape(&info.name)
         )?,
     }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use sysext_core::cli::Exit;
 
 use anyhow::{Context, Result};
-use sysext_core::merge::{self, MergeOptions, MergeReport};
+use sysext_core::merge::{self, MergeOptions, MergeReport, Mutable};
 
 /// Where and what to merge.
 #[derive(Debug, clap::Args)]
@@ -15,9 +15,11 @@ pub struct RootArgs {
     pub root: PathBuf,
 }
 
-/// Merge extension images over ROOT's /usr and /opt until `sysext unmerge`.
+/// Merge extension images over ROOT's /usr and /opt, and confexts over /etc, until `sysext unmerge`.
 ///
-/// As systemd-sysext does (compatibility check, discovery order, name masking, layer order),
+/// As systemd-sysext and systemd-confext do (compatibility check, discovery order, name
+/// masking, layer order; a confext is an image holding
+/// etc/extension-release.d/extension-release.NAME, or one found in ROOT's confext folders),
 /// plus a report of which file of which extension shadows which other file, and warnings for
 /// directories that hide a host symlink or change a directory's mode or owner.
 #[derive(Debug, clap::Args)]
@@ -27,6 +29,13 @@ pub struct MergeArgs {
     /// Merge incompatible images too (systemd-sysext --force).
     #[arg(long)]
     pub force: bool,
+    /// Whether the merged hierarchies are writable (systemd v256's --mutable), with MUTABLE =
+    /// ROOT/var/lib/extensions.mutable/HIERARCHY: no (read-only, the default); auto (writable
+    /// when MUTABLE exists, writes go there); yes (writes go to MUTABLE, created if missing);
+    /// import (read-only, MUTABLE merged above the images); ephemeral (writable, writes go to
+    /// a private tmpfs and vanish with the merge); ephemeral-import (both).
+    #[arg(long, value_name = "MODE", default_value = "no")]
+    pub mutable: Mutable,
     /// Only merge the IMAGEs given, not those in ROOT's extension directories.
     #[arg(long)]
     pub no_discover: bool,
@@ -34,19 +43,19 @@ pub struct MergeArgs {
     #[arg(long)]
     pub json: bool,
     /// Images (directories or .raw files) taken before those found in ROOT; a name found
-    /// twice is taken from the first.
+    /// twice is taken from the first. NAME.sysext.raw and NAME.confext.raw are the image NAME.
     #[arg(value_name = "IMAGE")]
     pub images: Vec<PathBuf>,
 }
 
-/// Unmerge the extensions from ROOT's /usr and /opt.
+/// Unmerge the extensions from ROOT's /usr and /opt and the confexts from /etc.
 #[derive(Debug, clap::Args)]
 pub struct UnmergeArgs {
     #[command(flatten)]
     pub root: RootArgs,
 }
 
-/// Show which extensions are merged into ROOT's /usr and /opt.
+/// Show which extensions are merged into ROOT's /usr and /opt, and confexts into /etc.
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     #[command(flatten)]
@@ -57,7 +66,7 @@ pub struct StatusArgs {
 }
 
 fn hierarchies() -> Vec<String> {
-    merge::DEFAULT_HIERARCHIES
+    merge::ALL_HIERARCHIES
         .iter()
         .map(|s| s.to_string())
         .collect()
@@ -93,6 +102,7 @@ pub fn merge(args: MergeArgs) -> Result<Exit> {
     opts.images = args.images;
     opts.discover = !args.no_discover;
     opts.force = args.force;
+    opts.mutable = args.mutable;
     let report = merge::merge(&opts)
         .with_context(|| format!("merging extensions into {}", args.root.root.display()))?;
     print_messages(&report);

@@ -7,19 +7,26 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use sysext_core::cli::OutputArgs;
 use sysext_core::pack::{pack, Fs, PackOptions};
+use sysext_core::release::ImageClass;
 
 /// Pack an extension tree into NAME.raw (squashfs) or a folder, root-owned and reproducible.
 #[derive(Debug, Args)]
 pub struct PackArgs {
-    /// The staged tree (holding usr/lib/extension-release.d/extension-release.NAME).
+    /// The staged tree (holding usr/lib/extension-release.d/extension-release.NAME, or for
+    /// --confext etc/extension-release.d/extension-release.NAME and nothing outside etc/).
     pub dir: PathBuf,
     /// Output: a name ending in ".raw" gives a squashfs image, anything else a folder (unless
     /// --format says otherwise); the same as --output.
     #[arg(value_name = "OUTPUT", conflicts_with = "output")]
     pub output_pos: Option<PathBuf>,
-    /// Extension name (default: the output's file name without ".raw").
+    /// Extension name (default: the output's file name without ".raw", or without
+    /// ".sysext.raw" / ".confext.raw", the names systemd v255+ recommends).
     #[arg(long)]
     pub name: Option<String>,
+    /// Pack a configuration extension for systemd-confext (merged over /etc): the release
+    /// file is etc/extension-release.d/extension-release.NAME and the tree holds only etc/.
+    #[arg(long)]
+    pub confext: bool,
     #[command(flatten)]
     pub out: OutputArgs,
     /// Compressor level (gzip 1-9, zstd 1-22, xz 0-9; default as mksquashfs: 9, 15, 6).
@@ -48,14 +55,22 @@ pub fn run(mut args: PackArgs) -> Result<Exit> {
     opts.level = args.level;
     opts.name = args.name;
     opts.threads = args.threads;
+    if args.confext {
+        opts.class = ImageClass::Confext;
+    }
     let report = pack(&args.dir, &output, &opts)
         .with_context(|| format!("packing {} into {}", args.dir.display(), output.display()))?;
     if args.json {
         super::print_json(&report)?;
     } else {
         eprintln!(
-            "{}: {} ({} bytes{})",
+            "{}{}: {} ({} bytes{})",
             report.name,
+            if report.class == ImageClass::Confext {
+                " (confext)"
+            } else {
+                ""
+            },
             report.output.display(),
             report.bytes,
             match (report.fs, report.compression) {

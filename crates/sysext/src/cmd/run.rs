@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use sysext_core::cli::Exit;
 
 use anyhow::{bail, Context, Result};
-use sysext_core::merge::{self, MergeOptions};
+use sysext_core::merge::{self, MergeOptions, Mutable};
 
-/// Run COMMAND with IMAGEs merged over /usr and /opt, without touching the host.
+/// Run COMMAND with IMAGEs merged over /usr and /opt (confexts over /etc), without touching the host.
 ///
 /// The images are merged in a private mount namespace exactly as systemd-sysext would; exits
 /// with COMMAND's status (128+N when killed by signal N). The host's mounts stay untouched,
@@ -21,10 +21,18 @@ pub struct RunArgs {
     /// Merge incompatible images too (systemd-sysext --force).
     #[arg(long)]
     pub force: bool,
+    /// Whether the merged hierarchies are writable (systemd v256's --mutable), with MUTABLE =
+    /// ROOT/var/lib/extensions.mutable/HIERARCHY: no (read-only, the default); auto (writable
+    /// when MUTABLE exists, writes go there); yes (writes go to MUTABLE, created if missing);
+    /// import (read-only, MUTABLE merged above the images); ephemeral (writable, writes go to
+    /// a private tmpfs and vanish when COMMAND ends); ephemeral-import (both).
+    #[arg(long, value_name = "MODE", default_value = "no")]
+    pub mutable: Mutable,
     /// Print the collision report (which file of which image shadows which) to stderr.
     #[arg(long)]
     pub report: bool,
-    /// Images (directories or .raw files).
+    /// Images (directories or .raw files); a confext (its release file in
+    /// etc/extension-release.d/, or a name ending in .confext.raw) is merged over /etc.
     #[arg(value_name = "IMAGE")]
     pub images: Vec<PathBuf>,
     /// The command and its arguments, after `--`.
@@ -43,6 +51,7 @@ pub fn run(args: RunArgs) -> Result<Exit> {
     }
     opts.images = args.images;
     opts.force = args.force;
+    opts.mutable = args.mutable;
     let report = args.report;
     let outcome = merge::run_with(&opts, &args.command, |r| {
         super::merge::print_messages(r);
