@@ -27,6 +27,8 @@ pub enum Command {
     Deps(crate::cmd::deps::DepsArgs),
     Bake(crate::cmd::bake::BakeArgs),
     ConvertTorcx(crate::cmd::convert_torcx::ConvertTorcxArgs),
+    Push(cmd::push::PushArgs),
+    Pull(cmd::pull::PullArgs),
 }
 
 pub fn run(args: Args) -> Result<Exit> {
@@ -41,5 +43,7 @@ pub fn run(args: Args) -> Result<Exit> {
         Command::Deps(a) => crate::cmd::deps::run(a),
         Command::Bake(a) => crate::cmd::bake::run(a),
         Command::ConvertTorcx(a) => crate::cmd::convert_torcx::run(a),
+        Command::Push(a) => cmd::push::run(a),
+        Command::Pull(a) => cmd::pull::run(a),
     }
 }

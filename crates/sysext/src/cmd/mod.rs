@@ -7,6 +7,8 @@ pub mod deps;
 pub mod inspect;
 pub mod merge;
 pub mod pack;
+pub mod pull;
+pub mod push;
 pub mod run;
 
 pub(crate) use sysext_core::cli::{print_json, write_stdout};
