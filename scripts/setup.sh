@@ -45,6 +45,7 @@ packages=(
   python3-venv python3-dev  # auditwheel (from PyPI) repairs a wheel with flix-patchelf
   qemu-user-static    # relocated arm64 and i386 programs run in a root without libc
   strace              # which gconv module the host's and the relocated iconv open (flix_glibc_data)
+  curl                # a second client of the registry (sysext push/pull tests read the distribution API)
 )
 [ "$profile" = demo ] && packages=("${demo_packages[@]}")
 
