@@ -173,6 +173,40 @@ pub fn key(ext: &Extension, arch: &str, source_identity: &str) -> String {
     hex::encode(h.finalize())
 }
 
+/// The source identity of a folder or tarball source (an image's is its manifest digest).
+fn local_identity(k: &Kind) -> Result<String> {
+    Ok(match k {
+        Kind::Folder(p) => format!("folder:{}", folder_identity(p)?),
+        Kind::Tarball(p) => format!("tarball:{}", file_sha256(p)?),
+        Kind::Image => bail!("an image source has no local identity"),
+    })
+}
+
+/// The source options of a job: the bake's, with the job's platform.
+fn job_source_options(job: &Job, opts: &BakeOptions) -> ocirootfs::SourceOptions {
+    let mut so = opts.source.clone();
+    so.platform = Some(format!("linux/{}", goarch(&job.arch)));
+    so
+}
+
+/// The rebuild key of a job as [`run_job`] computes it, without building or unpacking
+/// anything: an image source is resolved to its manifest digest for the job's platform.
+pub fn plan_key(job: &Job, opts: &BakeOptions) -> Result<String> {
+    let k = kind(&job.source)?;
+    let identity = match &k {
+        Kind::Image => {
+            match ocirootfs::manifest_digest(&job.source, &job_source_options(job, opts))
+                .with_context(|| format!("reading the source {}", job.source))?
+            {
+                Some(d) => format!("image:{d}"),
+                None => bail!("the source {} resolved to no image", job.source),
+            }
+        }
+        _ => local_identity(&k)?,
+    };
+    Ok(key(&job.ext, &job.arch, &identity))
+}
+
 /// Builds one job (or finds it up to date); never panics on bad input, reports the cause.
 pub fn run_job(job: &Job, out: &Path, prev: Option<&StateEntry>, opts: &BakeOptions) -> Entry {
     let mut key_slot = None;
@@ -196,12 +230,9 @@ fn run_job_inner(
     let mut image_digest = None;
     let source_kind = kind(&job.source)?;
     let identity = match &source_kind {
-        Kind::Folder(p) => format!("folder:{}", folder_identity(p)?),
-        Kind::Tarball(p) => format!("tarball:{}", file_sha256(p)?),
+        Kind::Folder(_) | Kind::Tarball(_) => local_identity(&source_kind)?,
         Kind::Image => {
-            let mut so = opts.source.clone();
-            so.platform = Some(format!("linux/{}", goarch(&job.arch)));
-            let r = ocirootfs::materialize(&job.source, &so)
+            let r = ocirootfs::materialize(&job.source, &job_source_options(job, opts))
                 .with_context(|| format!("reading the source {}", job.source))?;
             let id = match &r.digest {
                 Some(d) => format!("image:{d}"),

@@ -42,6 +42,16 @@ pub enum BakeError {
     Atomic(#[from] AtomicError),
     #[error(transparent)]
     Artifact(#[from] artifacts::ArtifactError),
+    #[error("planning {job}: {message}")]
+    Plan { job: String, message: String },
+    #[error("{file} differs between the shards {} and {}; they were baked from different inputs (or tool versions): bake them again from one manifest, or collect only one of them", first.display(), second.display())]
+    Conflict {
+        file: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
+    #[error("{} is not a bake output (no {STATE_FILE}); give the --out folders of `sysext bake --only ...` runs", .0.display())]
+    NotAShard(PathBuf),
 }
 
 /// Options of a bake.
@@ -59,7 +69,7 @@ pub struct BakeOptions {
     pub jobs: usize,
     /// Rebuild even when the key is unchanged.
     pub force: bool,
-    /// Only these extensions (empty = all).
+    /// Only these jobs (empty = all): `NAME` (every architecture of it) or `NAME@ARCH`.
     pub only: Vec<String>,
 }
 
@@ -73,7 +83,7 @@ pub enum Status {
 }
 
 /// One image of the report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Entry {
     pub name: String,
     pub version: String,
@@ -153,15 +163,7 @@ pub fn write_if_changed(path: &Path, text: &str) -> Result<bool, BakeError> {
 /// an `Err` means the bake could not start or its shared artifacts could not be written.
 pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeError> {
     let m = manifest::load(manifest_path)?;
-    for o in &opts.only {
-        if !m.extensions.iter().any(|e| &e.name == o) {
-            return Err(manifest::ManifestError::Invalid {
-                path: manifest_path.to_path_buf(),
-                message: format!("no extension named {o:?}"),
-            }
-            .into());
-        }
-    }
+    let only = Selection::parse(&opts.only, &m, manifest_path)?;
     let base_url = opts
         .base_url
         .clone()
@@ -177,19 +179,7 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
 
-    let mut jobs = Vec::new();
-    for e in &m.extensions {
-        if !opts.only.is_empty() && !opts.only.contains(&e.name) {
-            continue;
-        }
-        for a in e.arches(&m) {
-            jobs.push(build::Job {
-                ext: e.clone(),
-                arch: a.clone(),
-                source: e.source_for(a, &base),
-            });
-        }
-    }
+    let jobs = select_jobs(&m, &base, &only);
     let threads = match opts.jobs {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
         n => n,
@@ -251,18 +241,9 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
     let text = serde_json::to_string_pretty(&state).unwrap_or_default() + "\n";
     write_if_changed(&state_path, &text)?;
 
-    // SHA256SUMS over every image the folder holds that we know.
-    let mut artifacts = Vec::new();
-    let sums = artifacts::sha256sums(
-        state
-            .images
-            .iter()
-            .map(|(f, s)| (f.as_str(), s.sha256.as_str())),
-    );
-    write_if_changed(&opts.out.join("SHA256SUMS"), &sums)?;
-    artifacts.push("SHA256SUMS".to_string());
+    let mut artifacts = write_sums(&opts.out, &state)?;
     for e in &m.extensions {
-        if !opts.only.is_empty() && !opts.only.contains(&e.name) {
+        if !only.any_of(&e.name) {
             continue;
         }
         let conf = format!("{}.conf", e.name);
@@ -272,6 +253,9 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
         )?;
         artifacts.push(conf);
         for a in e.arches(&m) {
+            if !only.has(&e.name, a) {
+                continue;
+            }
             let raw = artifacts::raw_name(&e.name, &e.version, a);
             let bu = format!("{}-{a}.bu", e.name);
             write_if_changed(
@@ -289,5 +273,236 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
     };
     let text = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";
     write_if_changed(&opts.out.join(REPORT_FILE), &text)?;
+    Ok(report)
+}
+
+/// SHA256SUMS over every image of `state` (the images the folder holds): written by bake and
+/// by [`collect`]. Gives the names of the files written.
+pub fn write_sums(out: &Path, state: &State) -> Result<Vec<String>, BakeError> {
+    let sums = artifacts::sha256sums(
+        state
+            .images
+            .iter()
+            .map(|(f, s)| (f.as_str(), s.sha256.as_str())),
+    );
+    write_if_changed(&out.join("SHA256SUMS"), &sums)?;
+    Ok(vec!["SHA256SUMS".to_string()])
+}
+
+/// Which jobs `--only` selects: `NAME` or `NAME@ARCH`, checked against the manifest.
+#[derive(Debug, Default)]
+pub struct Selection(Vec<(String, Option<String>)>);
+
+impl Selection {
+    pub fn parse(only: &[String], m: &manifest::Manifest, path: &Path) -> Result<Self, BakeError> {
+        let invalid = |message: String| manifest::ManifestError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut v = Vec::new();
+        for o in only {
+            let (name, arch) = match o.split_once('@') {
+                Some((n, a)) => (n, Some(a.to_string())),
+                None => (o.as_str(), None),
+            };
+            let Some(e) = m.extensions.iter().find(|e| e.name == name) else {
+                return Err(invalid(format!("--only {o:?}: no extension named {name:?}")).into());
+            };
+            if let Some(a) = &arch {
+                if !e.arches(m).contains(a) {
+                    return Err(invalid(format!(
+                        "--only {o:?}: {name} is built for {}, not {a:?}",
+                        e.arches(m).join(", ")
+                    ))
+                    .into());
+                }
+            }
+            v.push((name.to_string(), arch));
+        }
+        Ok(Selection(v))
+    }
+
+    /// Whether the job `name` for `arch` is selected.
+    pub fn has(&self, name: &str, arch: &str) -> bool {
+        self.0.is_empty()
+            || self
+                .0
+                .iter()
+                .any(|(n, a)| n == name && a.as_deref().is_none_or(|a| a == arch))
+    }
+
+    /// Whether any job of the extension `name` is selected.
+    pub fn any_of(&self, name: &str) -> bool {
+        self.0.is_empty() || self.0.iter().any(|(n, _)| n == name)
+    }
+}
+
+/// The jobs of a manifest that `only` selects, in manifest order.
+pub fn select_jobs(m: &manifest::Manifest, base: &Path, only: &Selection) -> Vec<build::Job> {
+    let mut jobs = Vec::new();
+    for e in &m.extensions {
+        for a in e.arches(m) {
+            if only.has(&e.name, a) {
+                jobs.push(build::Job {
+                    ext: e.clone(),
+                    arch: a.clone(),
+                    source: e.source_for(a, base),
+                });
+            }
+        }
+    }
+    jobs
+}
+
+/// One job of `sysext bake --plan`: a CI matrix entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanJob {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    /// What to pass to `--only` to build this job alone.
+    pub only: String,
+    pub file: String,
+    pub source: String,
+    /// The rebuild key (the same `sysext bake` computes before it builds).
+    pub key: String,
+}
+
+/// The jobs of a bake with their rebuild keys, nothing built: image sources are resolved to
+/// their manifest digest for the job's platform, never unpacked.
+pub fn plan(manifest_path: &Path, opts: &BakeOptions) -> Result<Vec<PlanJob>, BakeError> {
+    let m = manifest::load(manifest_path)?;
+    let only = Selection::parse(&opts.only, &m, manifest_path)?;
+    let base = manifest::base_dir(manifest_path);
+    let mut out = Vec::new();
+    for job in select_jobs(&m, &base, &only) {
+        let only = format!("{}@{}", job.ext.name, job.arch);
+        let key = build::plan_key(&job, opts).map_err(|e| BakeError::Plan {
+            job: only.clone(),
+            message: format!("{e:#}"),
+        })?;
+        out.push(PlanJob {
+            name: job.ext.name.clone(),
+            version: job.ext.version.clone(),
+            arch: job.arch.clone(),
+            file: job.file_name(),
+            source: job.source.clone(),
+            only,
+            key,
+        });
+    }
+    Ok(out)
+}
+
+/// Files of a shard that [`collect`] merges or writes again instead of copying.
+fn collect_skips(name: &str) -> bool {
+    name.starts_with('.')
+        || name == REPORT_FILE
+        || name == "SHA256SUMS"
+        || name.starts_with("SHA256SUMS.")
+}
+
+/// `sysext bake --collect OUT SHARD...`: the outputs of `--only` bakes assembled into one
+/// release in OUT. Every file of every shard (images, transfer files, Butane snippets) is
+/// copied; the same name with other bytes in two shards is refused before anything is
+/// written; SHA256SUMS is written again over all images (by [`write_sums`]), the state and
+/// the reports are merged.
+pub fn collect(out: &Path, shards: &[PathBuf]) -> Result<Report, BakeError> {
+    // name → (sha256, shard) of what goes into OUT.
+    let mut files: BTreeMap<String, (String, PathBuf)> = BTreeMap::new();
+    let mut state = State::default();
+    let mut entries = Vec::new();
+    let mut artifacts = Vec::new();
+    let mut tool_version = env!("CARGO_PKG_VERSION").to_string();
+    for shard in shards {
+        let state_path = shard.join(STATE_FILE);
+        let bytes = std::fs::read(&state_path).map_err(|_| BakeError::NotAShard(shard.clone()))?;
+        let shard_state: State =
+            serde_json::from_slice(&bytes).map_err(|_| BakeError::NotAShard(shard.clone()))?;
+        let mut names = Vec::new();
+        for e in std::fs::read_dir(shard).map_err(io_err(shard))? {
+            let e = e.map_err(io_err(shard))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let md = std::fs::symlink_metadata(e.path()).map_err(io_err(&e.path()))?;
+            if md.is_file() && !collect_skips(&name) {
+                names.push(name);
+            }
+        }
+        names.sort();
+        for name in names {
+            let path = shard.join(&name);
+            let sha = build::file_sha256(&path).map_err(|e| BakeError::Io {
+                path: path.clone(),
+                source: std::io::Error::other(format!("{e:#}")),
+            })?;
+            if let Some(st) = shard_state.images.get(&name) {
+                if st.sha256 != sha {
+                    return Err(BakeError::Io {
+                        path,
+                        source: std::io::Error::other(
+                            "the image does not match the digest its bake recorded; bake the shard again",
+                        ),
+                    });
+                }
+                state.images.insert(name.clone(), st.clone());
+            }
+            match files.get(&name) {
+                Some((old, first)) if *old != sha => {
+                    return Err(BakeError::Conflict {
+                        file: name,
+                        first: first.clone(),
+                        second: shard.clone(),
+                    })
+                }
+                Some(_) => {}
+                None => {
+                    files.insert(name, (sha, shard.clone()));
+                }
+            }
+        }
+        if let Some(r) = std::fs::read(shard.join(REPORT_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        {
+            if let Some(v) = r.get("tool_version").and_then(|v| v.as_str()) {
+                tool_version = v.to_string();
+            }
+            for e in r.get("entries").and_then(|e| e.as_array()).into_iter().flatten() {
+                if let Ok(e) = serde_json::from_value::<Entry>(e.clone()) {
+                    entries.push(e);
+                }
+            }
+            for a in r.get("artifacts").and_then(|e| e.as_array()).into_iter().flatten() {
+                if let Some(a) = a.as_str().filter(|a| !artifacts.iter().any(|b: &String| b == a)) {
+                    artifacts.push(a.to_string());
+                }
+            }
+        }
+    }
+    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    for (name, (sha, shard)) in &files {
+        let dest = out.join(name);
+        if build::file_sha256(&dest).is_ok_and(|old| old == *sha) {
+            continue;
+        }
+        let tmp = AtomicOutput::file(&dest, true)?;
+        std::fs::copy(shard.join(name), tmp.path()).map_err(io_err(&dest))?;
+        tmp.commit()?;
+    }
+    let text = serde_json::to_string_pretty(&state).unwrap_or_default() + "\n";
+    write_if_changed(&out.join(STATE_FILE), &text)?;
+    for a in write_sums(out, &state)? {
+        if !artifacts.contains(&a) {
+            artifacts.push(a);
+        }
+    }
+    let report = Report {
+        out: out.to_path_buf(),
+        tool_version,
+        entries,
+        artifacts,
+    };
+    let text = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";
+    write_if_changed(&out.join(REPORT_FILE), &text)?;
     Ok(report)
 }

@@ -14,11 +14,18 @@ use crate::bake::{self, BakeOptions, Status};
 /// systemd-sysupdate artifacts: NAME-VERSION-ARCH.raw, SHA256SUMS, NAME.conf, NAME-ARCH.bu.
 #[derive(Debug, Args)]
 pub struct BakeArgs {
-    /// The manifest (see examples/bake.toml).
-    pub manifest: PathBuf,
+    /// The manifest (see examples/bake.toml); not needed with --collect.
+    #[arg(required_unless_present = "collect")]
+    pub manifest: Option<PathBuf>,
     /// Output folder (created if missing; re-used for incremental bakes).
-    #[arg(long, short = 'o', visible_alias = "output", value_name = "DIR")]
-    pub out: PathBuf,
+    #[arg(
+        long,
+        short = 'o',
+        visible_alias = "output",
+        value_name = "DIR",
+        required_unless_present_any = ["plan", "collect"]
+    )]
+    pub out: Option<PathBuf>,
     /// URL folder the images are served from (overrides base_url in the manifest).
     #[arg(long)]
     pub base_url: Option<String>,
@@ -32,25 +39,62 @@ pub struct BakeArgs {
     /// Rebuild everything, even what is up to date.
     #[arg(long)]
     pub force: bool,
-    /// Only this extension (repeatable).
-    #[arg(long)]
+    /// Only this job: NAME (every architecture of the extension) or NAME@ARCH (repeatable).
+    /// A CI shard builds the jobs --plan lists with one --only each.
+    #[arg(long, value_name = "NAME[@ARCH]")]
     pub only: Vec<String>,
+    /// List the jobs (extension, version, architecture, file, rebuild key, the --only that
+    /// builds it) without building anything, e.g. for a CI matrix; with --json as a JSON array.
+    #[arg(long, conflicts_with_all = ["collect", "out"])]
+    pub plan: bool,
+    /// Assemble the output folders of `--only` bakes (shards) into one release in OUT:
+    /// images, transfer files and Butane snippets copied, SHA256SUMS written over all images,
+    /// reports merged. Two shards with different bytes under one file name are refused.
+    #[arg(long, num_args = 2.., value_names = ["OUT", "SHARD"], conflicts_with = "out")]
+    pub collect: Vec<PathBuf>,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: BakeArgs) -> Result<Exit> {
+    if let Some((out, shards)) = args.collect.split_first() {
+        let report = bake::collect(out, shards)
+            .with_context(|| format!("collecting the shards into {}", out.display()))?;
+        if args.json {
+            super::print_json(&report)?;
+        }
+        eprintln!(
+            "collected {} images from {} shards into {}",
+            report.entries.len(),
+            shards.len(),
+            out.display()
+        );
+        return Ok(Exit::OK);
+    }
+    let manifest = args.manifest.clone().context("no manifest")?;
     let opts = BakeOptions {
-        out: args.out.clone(),
+        out: args.out.clone().unwrap_or_default(),
         base_url: args.base_url.clone(),
         source: args.registry.options(false),
         jobs: args.jobs,
         force: args.force,
         only: args.only.clone(),
     };
-    let report = bake::bake(&args.manifest, &opts)
-        .with_context(|| format!("baking {}", args.manifest.display()))?;
+    if args.plan {
+        let jobs = bake::plan(&manifest, &opts)
+            .with_context(|| format!("planning {}", manifest.display()))?;
+        if args.json {
+            super::print_json(&jobs)?;
+        } else {
+            for j in &jobs {
+                println!("{}\t{}\t{}", j.only, j.file, j.key);
+            }
+        }
+        return Ok(Exit::OK);
+    }
+    let report =
+        bake::bake(&manifest, &opts).with_context(|| format!("baking {}", manifest.display()))?;
     if args.json {
         super::print_json(&report)?;
     }
