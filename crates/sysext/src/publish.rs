@@ -550,3 +550,87 @@ mod tests {
         assert!(push_ref("127.0.0.1:5000/a@sha256:0000000000000000000000000000000000000000000000000000000000000000").is_err());
     }
 }
+
+/// Whether `t` is a valid tag of the distribution spec: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+fn valid_tag(t: &str) -> bool {
+    let b = t.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
+}
+
+/// The reference of a bake job under `--push PREFIX`: `PREFIX/NAME:TAG`.
+pub fn job_ref(prefix: &str, name: &str, tag: &str) -> Result<ImageRef> {
+    let p = prefix.trim_end_matches('/');
+    if p.contains('@')
+        || p.rsplit('/')
+            .next()
+            .is_some_and(|last| last.contains(':') && p.contains('/'))
+    {
+        bail!("--push {prefix}: give a registry and a path without tag or digest, e.g. registry.example:5000/extensions");
+    }
+    let r = parse_image_ref(&format!("{p}/{name}:{tag}"))
+        .with_context(|| format!("--push {prefix}: not a registry path"))?;
+    Ok(r)
+}
+
+/// `bake --push`: the image of `job` with rebuild key `key`, fetched into `output` when the
+/// registry holds an artifact under `PREFIX/NAME:KEY` whose rebuild-key annotation is `key`
+/// (verified against digest and size, written atomically). Gives the reference it came from,
+/// `None` when there is none.
+pub fn reuse(
+    prefix: &str,
+    job: &crate::bake::build::Job,
+    key: &str,
+    output: &Path,
+    opts: &ocirootfs::SourceOptions,
+) -> Result<Option<String>> {
+    let r = job_ref(prefix, &job.ext.name, key)?;
+    let session = Session::open(&r, opts, true).with_context(|| format!("connecting to {r}"))?;
+    let Some((bytes, digest)) = session
+        .manifest_if_any()
+        .with_context(|| format!("asking {r} for the rebuild key"))?
+    else {
+        return Ok(None);
+    };
+    let shown = r.to_string();
+    let doc: Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("the manifest {digest} of {shown} is not JSON"))?;
+    if ann(&doc, ANN_KEY).as_deref() != Some(key) {
+        tracing::warn!("{shown} does not carry the rebuild key {key}; building instead");
+        return Ok(None);
+    }
+    let (layer, size, _) = image_layer(&doc, &digest, &shown)?;
+    let out = AtomicOutput::file(output, true)?;
+    session
+        .copy_verified(&layer, size, out.path())
+        .with_context(|| format!("fetching the image {layer} of {shown}"))?;
+    out.commit()?;
+    Ok(Some(format!("{shown}@{digest}")))
+}
+
+/// `bake --push`: pushes the image at `path` of `job` with rebuild key `key` to
+/// `PREFIX/NAME:KEY`, and tags it `VERSION-ARCH` too when that is a valid tag. Gives the
+/// reference.
+pub fn push_job(
+    prefix: &str,
+    job: &crate::bake::build::Job,
+    key: &str,
+    path: &Path,
+    opts: &ocirootfs::SourceOptions,
+) -> Result<String> {
+    let r = job_ref(prefix, &job.ext.name, key)?;
+    let mut image = read_image(path)?;
+    image.rebuild_key = Some(key.to_string());
+    let session = Session::open(&r, opts, true).with_context(|| format!("connecting to {r}"))?;
+    let report = push_images(&session, std::slice::from_ref(&image))?;
+    let human = format!("{}-{}", job.ext.version, job.arch);
+    if valid_tag(&human) {
+        session
+            .push_manifest(&human, MANIFEST, &image_manifest(&image))
+            .with_context(|| format!("tagging {r} as {human}"))?;
+    }
+    Ok(format!("{}@{}", report.reference, report.digest))
+}

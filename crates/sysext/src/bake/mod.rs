@@ -71,6 +71,9 @@ pub struct BakeOptions {
     pub force: bool,
     /// Only these jobs (empty = all): `NAME` (every architecture of it) or `NAME@ARCH`.
     pub only: Vec<String>,
+    /// `REGISTRY/PATH`: push every image to `PATH/NAME:<rebuild key>` (and `:VERSION-ARCH`),
+    /// and before building a job, reuse the artifact found under its key.
+    pub push: Option<String>,
 }
 
 /// What happened to one image.
@@ -79,6 +82,8 @@ pub struct BakeOptions {
 pub enum Status {
     Built,
     UpToDate,
+    /// Fetched from the registry (`--push`), where an artifact with the same rebuild key was.
+    Reused,
     Failed,
 }
 
@@ -99,6 +104,9 @@ pub struct Entry {
     pub key: Option<String>,
     /// The image's manifest digest for registry and OCI sources.
     pub image_digest: Option<String>,
+    /// With `--push`: the reference the image was pushed to, or reused from.
+    #[serde(default)]
+    pub registry: Option<String>,
     /// Why it failed, the whole cause chain.
     pub error: Option<String>,
     /// Notes from flix/flatwrap.
@@ -164,6 +172,12 @@ pub fn write_if_changed(path: &Path, text: &str) -> Result<bool, BakeError> {
 pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeError> {
     let m = manifest::load(manifest_path)?;
     let only = Selection::parse(&opts.only, &m, manifest_path)?;
+    if let Some(prefix) = &opts.push {
+        crate::publish::job_ref(prefix, "name", "0").map_err(|e| BakeError::Plan {
+            job: format!("--push {prefix}"),
+            message: format!("{e:#}"),
+        })?;
+    }
     let base_url = opts
         .base_url
         .clone()
@@ -225,8 +239,12 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
         }
     }
     for e in &entries {
-        if let (Status::Built | Status::UpToDate, Some(key), Some(sha), Some(bytes)) =
-            (e.status, &e.key, &e.sha256, e.bytes)
+        if let (
+            Status::Built | Status::UpToDate | Status::Reused,
+            Some(key),
+            Some(sha),
+            Some(bytes),
+        ) = (e.status, &e.key, &e.sha256, e.bytes)
         {
             state.images.insert(
                 e.file.clone(),
@@ -467,13 +485,26 @@ pub fn collect(out: &Path, shards: &[PathBuf]) -> Result<Report, BakeError> {
             if let Some(v) = r.get("tool_version").and_then(|v| v.as_str()) {
                 tool_version = v.to_string();
             }
-            for e in r.get("entries").and_then(|e| e.as_array()).into_iter().flatten() {
+            for e in r
+                .get("entries")
+                .and_then(|e| e.as_array())
+                .into_iter()
+                .flatten()
+            {
                 if let Ok(e) = serde_json::from_value::<Entry>(e.clone()) {
                     entries.push(e);
                 }
             }
-            for a in r.get("artifacts").and_then(|e| e.as_array()).into_iter().flatten() {
-                if let Some(a) = a.as_str().filter(|a| !artifacts.iter().any(|b: &String| b == a)) {
+            for a in r
+                .get("artifacts")
+                .and_then(|e| e.as_array())
+                .into_iter()
+                .flatten()
+            {
+                if let Some(a) = a
+                    .as_str()
+                    .filter(|a| !artifacts.iter().any(|b: &String| b == a))
+                {
                     artifacts.push(a.to_string());
                 }
             }

@@ -52,6 +52,11 @@ pub struct BakeArgs {
     /// reports merged. Two shards with different bytes under one file name are refused.
     #[arg(long, num_args = 2.., value_names = ["OUT", "SHARD"], conflicts_with = "out")]
     pub collect: Vec<PathBuf>,
+    /// Use a registry as the build cache shared by runners: push every image built (or up to
+    /// date) to REF-PREFIX/NAME:<rebuild key> (and :VERSION-ARCH), and before building a job,
+    /// fetch the image pushed under its key instead (reported as "reused").
+    #[arg(long, value_name = "REF-PREFIX", conflicts_with_all = ["plan", "collect"])]
+    pub push: Option<String>,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -80,6 +85,7 @@ pub fn run(args: BakeArgs) -> Result<Exit> {
         jobs: args.jobs,
         force: args.force,
         only: args.only.clone(),
+        push: args.push.clone(),
     };
     if args.plan {
         let jobs = bake::plan(&manifest, &opts)
@@ -106,6 +112,11 @@ pub fn run(args: BakeArgs) -> Result<Exit> {
                 e.bytes.unwrap_or_default()
             ),
             Status::UpToDate => eprintln!("up to date  {}", e.file),
+            Status::Reused => eprintln!(
+                "reused      {} (from {})",
+                e.file,
+                e.registry.as_deref().unwrap_or("the registry")
+            ),
             Status::Failed => eprintln!(
                 "FAILED      {}: {}",
                 e.file,
