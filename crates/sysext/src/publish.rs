@@ -499,58 +499,6 @@ pub fn pull(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn img(file: &str, arch: Option<&str>) -> LocalImage {
-        LocalImage {
-            path: PathBuf::from(file),
-            file: file.into(),
-            name: "hello".into(),
-            version: Some("1.0".into()),
-            architecture: arch.map(Into::into),
-            media_type: LAYER_SQUASHFS,
-            release: "ID=_any\n".into(),
-            rebuild_key: Some("k".into()),
-            digest: format!("sha256:{}", "a".repeat(64)),
-            size: 3,
-        }
-    }
-
-    #[test]
-    fn manifests_are_stable_and_checked() {
-        let a = img("hello-1.0-x86-64.raw", Some("x86-64"));
-        let m = image_manifest(&a);
-        assert_eq!(m, image_manifest(&a), "the same image gives the same bytes");
-        let v: Value = serde_json::from_slice(&m).unwrap();
-        assert_eq!(v["artifactType"], ARTIFACT_TYPE);
-        assert_eq!(v["config"]["mediaType"], EMPTY_CONFIG);
-        assert_eq!(v["annotations"][ANN_KEY], "k");
-        let (d, size, title) = image_layer(&v, "m", "r").unwrap();
-        assert_eq!((d.as_str(), size), (a.digest.as_str(), 3));
-        assert_eq!(title.as_deref(), Some("hello-1.0-x86-64.raw"));
-        let mut wrong = v.clone();
-        wrong["artifactType"] = json!("application/vnd.other");
-        let e = image_layer(&wrong, "m", "r").unwrap_err().to_string();
-        assert!(e.contains("not a sysext artifact"), "{e}");
-
-        let b = img("hello-1.0-arm64.raw", Some("arm64"));
-        check_set(&[a.clone(), b]).unwrap();
-        let e = check_set(&[a.clone(), a.clone()]).unwrap_err().to_string();
-        assert!(e.contains("one image per architecture"), "{e}");
-        let e = check_set(&[a.clone(), img("any.raw", None)])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("no ARCHITECTURE"), "{e}");
-        let mut other = img("other-1.0-arm64.raw", Some("arm64"));
-        other.name = "other".into();
-        let e = check_set(&[a, other]).unwrap_err().to_string();
-        assert!(e.contains("one extension"), "{e}");
-        assert!(push_ref("127.0.0.1:5000/a@sha256:0000000000000000000000000000000000000000000000000000000000000000").is_err());
-    }
-}
-
 /// Whether `t` is a valid tag of the distribution spec: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
 fn valid_tag(t: &str) -> bool {
     let b = t.as_bytes();
@@ -633,4 +581,62 @@ pub fn push_job(
             .with_context(|| format!("tagging {r} as {human}"))?;
     }
     Ok(format!("{}@{}", report.reference, report.digest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn img(file: &str, arch: Option<&str>) -> LocalImage {
+        LocalImage {
+            path: PathBuf::from(file),
+            file: file.into(),
+            name: "hello".into(),
+            version: Some("1.0".into()),
+            architecture: arch.map(Into::into),
+            media_type: LAYER_SQUASHFS,
+            release: "ID=_any\n".into(),
+            rebuild_key: Some("k".into()),
+            digest: format!("sha256:{}", "a".repeat(64)),
+            size: 3,
+        }
+    }
+
+    #[test]
+    fn manifests_are_stable_and_checked() {
+        let a = img("hello-1.0-x86-64.raw", Some("x86-64"));
+        let m = image_manifest(&a);
+        assert_eq!(m, image_manifest(&a), "the same image gives the same bytes");
+        let v: Value = serde_json::from_slice(&m).unwrap();
+        assert_eq!(v["artifactType"], ARTIFACT_TYPE);
+        assert_eq!(v["config"]["mediaType"], EMPTY_CONFIG);
+        assert_eq!(v["annotations"][ANN_KEY], "k");
+        let (d, size, title) = image_layer(&v, "m", "r").unwrap();
+        assert_eq!((d.as_str(), size), (a.digest.as_str(), 3));
+        assert_eq!(title.as_deref(), Some("hello-1.0-x86-64.raw"));
+        let mut wrong = v.clone();
+        wrong["artifactType"] = json!("application/vnd.other");
+        let e = image_layer(&wrong, "m", "r").unwrap_err().to_string();
+        assert!(e.contains("not a sysext artifact"), "{e}");
+
+        let b = img("hello-1.0-arm64.raw", Some("arm64"));
+        check_set(&[a.clone(), b]).unwrap();
+        let e = check_set(&[a.clone(), a.clone()]).unwrap_err().to_string();
+        assert!(e.contains("one image per architecture"), "{e}");
+        let e = check_set(&[a.clone(), img("any.raw", None)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no ARCHITECTURE"), "{e}");
+        let mut other = img("other-1.0-arm64.raw", Some("arm64"));
+        other.name = "other".into();
+        let e = check_set(&[a, other]).unwrap_err().to_string();
+        assert!(e.contains("one extension"), "{e}");
+        assert!(valid_tag("1.0-x86-64") && valid_tag(&"a".repeat(64)));
+        assert!(!valid_tag("1,0+x") && !valid_tag(".x") && !valid_tag(""));
+        let r = job_ref("127.0.0.1:5000/ext/", "hello", "k").unwrap();
+        assert_eq!(r.to_string(), "127.0.0.1:5000/ext/hello:k");
+        assert!(job_ref("127.0.0.1:5000/ext:tag", "hello", "k").is_err());
+        assert!(job_ref("127.0.0.1:5000/ext@sha256:00", "hello", "k").is_err());
+        assert!(push_ref("127.0.0.1:5000/a@sha256:0000000000000000000000000000000000000000000000000000000000000000").is_err());
+    }
 }
