@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ocirootfs::cli::RegistryArgs;
+use ocirootfs::cli::SourceArgs;
 use sysext_core::cli::Exit;
 
 use crate::publish;
@@ -23,11 +23,10 @@ pub struct PullArgs {
     /// Replace an existing OUTPUT (swapped in atomically).
     #[arg(short, long)]
     pub force: bool,
-    /// The platform to pick from an index: OS/ARCH, e.g. linux/arm64 (default: this machine's).
-    #[arg(long, value_name = "PLATFORM")]
-    pub platform: Option<String>,
+    /// --platform picks the image of an index; credentials, TLS and the blob cache as for
+    /// every source.
     #[command(flatten)]
-    pub registry: RegistryArgs,
+    pub source: SourceArgs,
     /// Print the report as JSON on stdout (else a summary on stderr).
     #[arg(long)]
     pub json: bool,
@@ -36,10 +35,10 @@ pub struct PullArgs {
 pub fn run(args: PullArgs) -> Result<Exit> {
     let report = publish::pull(
         &args.reference,
-        args.platform.as_deref(),
+        args.source.platform.as_deref(),
         &args.output,
         args.force,
-        &args.registry.options(false),
+        &args.source.registry.options(false),
     )
     .with_context(|| format!("pulling {}", args.reference))?;
     if args.json {
