@@ -309,6 +309,35 @@ fn push_pull_round_trip_index_platforms_and_a_second_client() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("one image per architecture"));
+    // An EROFS image goes as an EROFS layer and comes back the same.
+    fs::create_dir_all(dir.join("e/usr/lib/extension-release.d")).unwrap();
+    fs::write(
+        dir.join("e/usr/lib/extension-release.d/extension-release.e"),
+        "ID=_any\nARCHITECTURE=x86-64\n",
+    )
+    .unwrap();
+    ok(run(dir, &["pack", "e", "e.raw", "--fs", "erofs"]));
+    let erofs = format!("{}/ext/e:1", registry.addr());
+    ok(run(dir, &["push", "e.raw", &erofs]));
+    let m: serde_json::Value = serde_json::from_slice(&curl(
+        &format!("http://{}/v2/ext/e/manifests/1", registry.addr()),
+        "application/vnd.oci.image.manifest.v1+json",
+    ))
+    .unwrap();
+    assert_eq!(
+        m["layers"][0]["mediaType"],
+        "application/vnd.sysext.image.layer.v1.erofs"
+    );
+    assert_eq!(m["annotations"]["dev.sysext.name"], "e");
+    ok(run(
+        dir,
+        &["pull", &erofs, "-o", "e2.raw", "--cache", "c-pull"],
+    ));
+    assert_eq!(
+        fs::read(dir.join("e2.raw")).unwrap(),
+        fs::read(dir.join("e.raw")).unwrap()
+    );
+
     // Something that is not a sysext artifact is refused.
     let layout = dir.join("layout");
     testkit::run_ok(

@@ -412,6 +412,29 @@ pub fn plan(manifest_path: &Path, opts: &BakeOptions) -> Result<Vec<PlanJob>, Ba
     Ok(out)
 }
 
+/// The most read of a shard's state or report (a few hundred bytes per image).
+const MAX_SHARD_DOC: u64 = 64 << 20;
+
+/// A shard's state or report: a regular file of at most [`MAX_SHARD_DOC`] bytes.
+fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = safefs::tree::open_regular(path)?.map_err(|kind| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is {kind}", path.display()),
+        )
+    })?;
+    let mut bytes = Vec::new();
+    f.take(MAX_SHARD_DOC + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_SHARD_DOC {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} is over {MAX_SHARD_DOC} bytes", path.display()),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Files of a shard that [`collect`] merges or writes again instead of copying.
 fn collect_skips(name: &str) -> bool {
     name.starts_with('.')
@@ -434,7 +457,7 @@ pub fn collect(out: &Path, shards: &[PathBuf]) -> Result<Report, BakeError> {
     let mut tool_version = env!("CARGO_PKG_VERSION").to_string();
     for shard in shards {
         let state_path = shard.join(STATE_FILE);
-        let bytes = std::fs::read(&state_path).map_err(|_| BakeError::NotAShard(shard.clone()))?;
+        let bytes = read_limited(&state_path).map_err(|_| BakeError::NotAShard(shard.clone()))?;
         let shard_state: State =
             serde_json::from_slice(&bytes).map_err(|_| BakeError::NotAShard(shard.clone()))?;
         let mut names = Vec::new();
@@ -478,7 +501,7 @@ pub fn collect(out: &Path, shards: &[PathBuf]) -> Result<Report, BakeError> {
                 }
             }
         }
-        if let Some(r) = std::fs::read(shard.join(REPORT_FILE))
+        if let Some(r) = read_limited(&shard.join(REPORT_FILE))
             .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         {

@@ -75,6 +75,11 @@ pub fn run(args: BakeArgs) -> Result<Exit> {
             shards.len(),
             out.display()
         );
+        let failed = report.failed();
+        if failed > 0 {
+            eprintln!("sysext bake: the shards report {failed} failed jobs; their images are not in the release");
+            return Ok(Exit::FINDINGS);
+        }
         return Ok(Exit::OK);
     }
     let manifest = args.manifest.clone().context("no manifest")?;
