@@ -238,6 +238,22 @@ fn a_second_runner_reuses_what_the_registry_holds() {
     inputs(dir, &registry);
     let prefix = format!("{}/cache", registry.addr());
 
+    // A prefix with a tag is refused before any work.
+    let out = sysext(
+        dir,
+        &[
+            "bake",
+            "m.toml",
+            "-o",
+            "bad",
+            "--push",
+            &format!("{prefix}:t"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("without tag or digest"));
+    assert!(!dir.join("bad").exists());
+
     // The first runner builds and pushes everything.
     let first = ok(sysext(
         dir,

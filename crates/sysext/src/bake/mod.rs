@@ -44,6 +44,8 @@ pub enum BakeError {
     Artifact(#[from] artifacts::ArtifactError),
     #[error("planning {job}: {message}")]
     Plan { job: String, message: String },
+    #[error("{0}")]
+    PushPrefix(String),
     #[error("{file} differs between the shards {} and {}; they were baked from different inputs (or tool versions): bake them again from one manifest, or collect only one of them", first.display(), second.display())]
     Conflict {
         file: String,
@@ -173,10 +175,8 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
     let m = manifest::load(manifest_path)?;
     let only = Selection::parse(&opts.only, &m, manifest_path)?;
     if let Some(prefix) = &opts.push {
-        crate::publish::job_ref(prefix, "name", "0").map_err(|e| BakeError::Plan {
-            job: format!("--push {prefix}"),
-            message: format!("{e:#}"),
-        })?;
+        crate::publish::job_ref(prefix, "name", "0")
+            .map_err(|e| BakeError::PushPrefix(format!("{e:#}")))?;
     }
     let base_url = opts
         .base_url
