@@ -107,34 +107,20 @@ pub struct PullReport {
     pub size: u64,
 }
 
-/// sha256 and size of a file.
+/// sha256 (the bake's one file hash) and size of a file.
 fn file_digest(path: &Path) -> Result<(String, u64)> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let k = f
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if k == 0 {
-            break;
-        }
-        n += k as u64;
-        h.update(&buf[..k]);
-    }
-    Ok((format!("sha256:{}", hex::encode(h.finalize())), n))
+    let sha = crate::bake::build::file_sha256(path)?;
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
+    Ok((format!("sha256:{sha}"), size))
 }
 
 /// The rebuild key a bake recorded for `file` in `DIR/.bake-state.json` beside it, if the
 /// state's digest is the file's.
 fn bake_key(path: &Path, file: &str, digest: &str) -> Option<String> {
     let state_path = path.parent()?.join(crate::bake::STATE_FILE);
-    let f = safefs::tree::open_regular(&state_path).ok()?.ok()?;
-    let mut bytes = Vec::new();
-    // A bake state is a few hundred bytes per image.
-    std::io::Read::read_to_end(&mut std::io::Read::take(f, 16 << 20), &mut bytes).ok()?;
+    let bytes = crate::bake::read_limited(&state_path).ok()?;
     let state: crate::bake::State = serde_json::from_slice(&bytes).ok()?;
     let e = state.images.get(file)?;
     (Some(e.sha256.as_str()) == digest.strip_prefix("sha256:")).then(|| e.key.clone())

@@ -415,8 +415,9 @@ pub fn plan(manifest_path: &Path, opts: &BakeOptions) -> Result<Vec<PlanJob>, Ba
 /// The most read of a shard's state or report (a few hundred bytes per image).
 const MAX_SHARD_DOC: u64 = 64 << 20;
 
-/// A shard's state or report: a regular file of at most [`MAX_SHARD_DOC`] bytes.
-fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
+/// A bake folder's state or report (a shard's, for `--collect`; the state beside an image,
+/// for `push`): a regular file of at most [`MAX_SHARD_DOC`] bytes.
+pub(crate) fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let f = safefs::tree::open_regular(path)?.map_err(|kind| {
         std::io::Error::new(
