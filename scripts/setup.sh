@@ -47,6 +47,7 @@ packages=(
   strace              # which gconv module the host's and the relocated iconv open (flix_glibc_data)
   gpg gpg-agent gpgv  # bake --signing-key signs SHA256SUMS (the tests make their keys)
   btrfs-progs dosfstools bzip2 fdisk  # install-image tests build a Flatcar-layout disk (OEM btrfs, EFI vfat, sfdisk)
+  curl                # a second client of the registry (sysext push/pull tests read the distribution API)
 )
 [ "$profile" = demo ] && packages=("${demo_packages[@]}")
 

@@ -164,6 +164,16 @@ fn help_lists_the_shared_groups() {
             &["--platform", "--compression"],
         ),
         (
+            &["sysext", "pull"],
+            &[SOURCE, &["-o, --output", "-f, --force", "--json"]],
+            &["--compression", "--fs"],
+        ),
+        (
+            &["sysext", "push"],
+            &[&["--creds", "--insecure", "--cache", "--cache-max", "--json"]],
+            &["--platform", "--output", "--compression"],
+        ),
+        (
             &["sysext", "inspect"],
             &[&["--json"]],
             &["--creds", "--output"],
@@ -331,6 +341,41 @@ fn creds_come_from_the_environment_in_every_source_command() {
         let done = ok(name, cmd("env").env("OCIROOTFS_CREDS", &creds));
         assert!(made.exists(), "{}", show(name, &done));
     }
+    // sysext push and pull of the baked image: refused without a login, done with the
+    // password in the environment.
+    let artifact = format!("{}/private/tiny-ext:1", registry.addr());
+    let pulled = out.join("pulled.raw");
+    let publish: [Vec<String>; 2] = [
+        vec!["push".into(), o("bake/tiny-1-x86-64.raw"), artifact.clone()],
+        vec![
+            "pull".into(),
+            artifact.clone(),
+            "-o".into(),
+            o("pulled.raw"),
+        ],
+    ];
+    for args in &publish {
+        let cmd = || {
+            let mut c = bin("sysext");
+            c.args(args)
+                .env("HOME", &home)
+                .env("OCIROOTFS_CACHE", t.join(format!("cache-{}", args[0])));
+            c
+        };
+        let denied = cmd().output().unwrap();
+        assert_eq!(denied.status.code(), Some(2), "{}", show(&args[0], &denied));
+        assert!(
+            text(&denied.stderr).contains("denied access"),
+            "{}",
+            show(&args[0], &denied)
+        );
+        assert!(!pulled.exists());
+        ok(&args[0], cmd().env("OCIROOTFS_CREDS", &creds));
+    }
+    assert_eq!(
+        fs::read(&pulled).unwrap(),
+        fs::read(out.join("bake/tiny-1-x86-64.raw")).unwrap()
+    );
 }
 
 // ---------- a closed stdout ----------

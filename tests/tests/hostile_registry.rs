@@ -132,6 +132,16 @@ fn flix(work: &Path, image: &str) -> Bounded {
     run_bounded(private(&mut cmd, work), LIMIT)
 }
 
+/// `sysext pull` reads manifests through the same bounded fetch.
+fn sysext_pull(work: &Path, image: &str) -> Bounded {
+    let mut cmd = Command::new(testkit::workspace_bin("sysext"));
+    cmd.arg("pull")
+        .arg(image)
+        .arg("--output")
+        .arg(work.join("out/hello.raw"));
+    run_bounded(private(&mut cmd, work), LIMIT)
+}
+
 /// The safe outcome: bounded, exit 2, the reason names the image and the limit, and nothing is
 /// left in the output folder, the temp folder or the cache's blobs.
 fn assert_refused(work: &Path, r: &Bounded, image: &str, what: &str) {
@@ -168,6 +178,9 @@ fn endless_manifest_body() {
     let w = work();
     let r = flix(w.path(), &image);
     assert_refused(w.path(), &r, &image, "flix, endless manifest");
+    let w = work();
+    let r = sysext_pull(w.path(), &image);
+    assert_refused(w.path(), &r, &image, "sysext pull, endless manifest");
 }
 
 #[test]
@@ -179,6 +192,9 @@ fn manifest_of_64mib_declared() {
     let w = work();
     let r = flix(w.path(), &image);
     assert_refused(w.path(), &r, &image, "flix, 64 MiB manifest");
+    let w = work();
+    let r = sysext_pull(w.path(), &image);
+    assert_refused(w.path(), &r, &image, "sysext pull, 64 MiB manifest");
 }
 
 #[test]

@@ -340,7 +340,7 @@ fn percent_in_names_and_urls_is_escaped() {
     let r = bake(&m, &out, &["--json"]);
     assert_eq!(r.code, Some(0), "{}", r.stderr_text());
 
-    let conf = fs::read_to_string(out.join("n%h.conf")).unwrap();
+    let conf = fs::read_to_string(out.join("n%h.transfer")).unwrap();
     let mut keys = sections_and_keys(&conf);
     keys.sort();
     let mut want = vec![

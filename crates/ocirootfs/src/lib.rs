@@ -369,6 +369,36 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// The manifest digest [`materialize`] would give SOURCE's image for `opts`' platform, found
+/// without fetching or unpacking a layer (a registry is asked for the manifest or index only);
+/// `None` for a folder.
+pub fn manifest_digest(source: &str, opts: &SourceOptions) -> Result<Option<String>, Error> {
+    let src = reference::parse_source(source)?;
+    match &src {
+        Source::Folder(_) => Ok(None),
+        #[cfg(feature = "registry")]
+        Source::Registry(r) => {
+            let session = registry::Session::open(r, opts, false)?;
+            let (bytes, digest) = session.manifest(None)?;
+            let where_ = r.to_string();
+            match source::parse_doc(&bytes, &format!("manifest {digest}"), &where_, None)? {
+                source::Document::Manifest(_) => Ok(Some(digest)),
+                source::Document::Index(index) => {
+                    let want = source::host_or(&resolve_opts(opts)?.platform);
+                    let d = source::select_platform(index.manifests(), &want, &where_)?;
+                    reference::validate_digest(d.digest().as_ref())?;
+                    Ok(Some(d.digest().to_string()))
+                }
+            }
+        }
+        _ => {
+            let cache = open_cache(opts, &src)?;
+            let image = source::resolve(&src, cache.as_ref(), &resolve_opts(opts)?)?;
+            Ok(image.digest.clone())
+        }
+    }
+}
+
 /// A root filesystem for SOURCE: a folder is returned as it is (and must be treated as
 /// read-only); an image is pulled and unpacked once into the cache folder under
 /// `rootfs/<manifest hex>`, re-used as long as it exists. If the cache cannot be written, the

@@ -948,3 +948,73 @@ fn server_errors_on_manifests_and_blobs_are_retried() {
     assert_eq!(stderr.matches("retrying in").count(), 8, "{stderr}");
     assert_has(&stderr, &["503"]);
 }
+
+/// The upload side (`ocirootfs::registry::Session`, used by `sysext push`) with bearer
+/// tokens: a push token is asked for and used for blob uploads (one PUT, and PATCH chunks for
+/// a blob over 16 MiB) and the manifest; an anonymous push is refused.
+#[test]
+fn push_session_with_bearer_tokens() {
+    use ocirootfs::registry::Session;
+    use sha2::Digest as _;
+    if !tools(&["openssl"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (signer, cert) = Signer::new(tmp.path(), "ocirootfs-test-issuer", "ocirootfs-test");
+    let tokens = TokenServer::start(signer);
+    let registry = token_registry(tokens.realm(), cert);
+    let r = ocirootfs::reference::parse_image_ref(&format!("{}/private/art:1", registry.addr()))
+        .unwrap();
+    let mut opts = ocirootfs::SourceOptions::default();
+    opts.cache_dir = Some(tmp.path().join("cache"));
+
+    // Anonymous: the token grants nothing, the upload is refused as a missing login.
+    let anon = Session::open(&r, &opts, true).unwrap();
+    let err = anon.push_small_blob(b"{}").unwrap_err().to_string();
+    assert!(err.contains("denied access"), "{err}");
+
+    opts.creds = Some(format!("{USER}:{PASSWORD}"));
+    let before = tokens.issued.lock().unwrap().len();
+    let s = Session::open(&r, &opts, true).unwrap();
+    let issued = tokens.issued.lock().unwrap()[before..].to_vec();
+    assert!(
+        issued
+            .iter()
+            .any(|l| l.starts_with("alice private/art:") && l.contains("push")),
+        "no push token: {issued:?}"
+    );
+    let config = s.push_small_blob(b"{}").unwrap();
+    let big = testkit::random_bytes((16 << 20) + 12345, 3);
+    let path = tmp.path().join("big");
+    std::fs::write(&path, &big).unwrap();
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&big)));
+    assert!(s.push_blob(&digest, big.len() as u64, &path).unwrap());
+    // Present now: not uploaded again.
+    assert!(!s.push_blob(&digest, big.len() as u64, &path).unwrap());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.example.test",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config, "size": 2},
+        "layers": [{"mediaType": "application/octet-stream", "digest": digest, "size": big.len()}],
+    });
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    let pushed = s
+        .push_manifest("1", "application/vnd.oci.image.manifest.v1+json", &bytes)
+        .unwrap();
+
+    // The push session reads back too (oci-client fetches blobs with a pull token).
+    let back = tmp.path().join("back");
+    s.copy_verified(&digest, big.len() as u64, &back).unwrap();
+    assert!(std::fs::read(&back).unwrap() == big);
+
+    // Read back through a pull session: the same manifest, and the blob byte for byte.
+    let p = Session::open(&r, &opts, false).unwrap();
+    let (got, d) = p.manifest(None).unwrap();
+    assert_eq!((got, d), (bytes, pushed));
+    let out = tmp.path().join("out");
+    std::fs::remove_dir_all(tmp.path().join("cache")).unwrap();
+    let p = Session::open(&r, &opts, false).unwrap();
+    p.copy_verified(&digest, big.len() as u64, &out).unwrap();
+    assert!(std::fs::read(&out).unwrap() == big);
+}

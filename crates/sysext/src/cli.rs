@@ -28,6 +28,8 @@ pub enum Command {
     Bake(crate::cmd::bake::BakeArgs),
     ConvertTorcx(crate::cmd::convert_torcx::ConvertTorcxArgs),
     InstallImage(crate::cmd::install_image::InstallImageArgs),
+    Push(cmd::push::PushArgs),
+    Pull(cmd::pull::PullArgs),
 }
 
 pub fn run(args: Args) -> Result<Exit> {
@@ -43,5 +45,7 @@ pub fn run(args: Args) -> Result<Exit> {
         Command::Bake(a) => crate::cmd::bake::run(a),
         Command::ConvertTorcx(a) => crate::cmd::convert_torcx::run(a),
         Command::InstallImage(a) => crate::cmd::install_image::run(a),
+        Command::Push(a) => cmd::push::run(a),
+        Command::Pull(a) => cmd::pull::run(a),
     }
 }

@@ -5,6 +5,7 @@
 mod bake;
 mod cli;
 mod cmd;
+mod publish;
 
 use clap::Parser;
 

@@ -289,6 +289,33 @@ fn real_sysupdate_verifies_the_signed_sha256sums() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(fs::read(out.join("SHA256SUMS.gpg")).unwrap(), sig);
 
+    // A signed bake as a shard: --collect signs the release with the same key, and refuses to
+    // without one (the shard's transfer files say Verify=yes).
+    let collect = |key: Option<&Path>, to: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sysext"));
+        c.current_dir(d)
+            .args(["bake", "--collect", to, "out"])
+            .env("SYSEXT_SIGNING_PASSPHRASE", "pass phrase")
+            .env_remove("SYSEXT_SIGNING_KEY");
+        if let Some(k) = key {
+            c.arg("--signing-key").arg(k);
+        }
+        c.output().unwrap()
+    };
+    let o = collect(None, "unsigned");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--signing-key"), "{}", text(&o));
+    assert!(!d.join("unsigned").exists());
+    let o = collect(Some(&key), "release");
+    assert!(o.status.success(), "{}", text(&o));
+    testkit::run_ok(
+        Command::new("gpgv")
+            .arg("--keyring")
+            .arg(d.join("release/import-pubring.gpg"))
+            .arg(d.join("release/SHA256SUMS.gpg"))
+            .arg(d.join("release/SHA256SUMS")),
+    );
+
     // The keyring as the Butane snippet installs it.
     let bu: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(out.join("hello-x86-64.bu")).unwrap()).unwrap();

@@ -21,10 +21,10 @@ const ACCEPT: &[&str] = &[
 /// cut off.
 const DOCUMENT_DEADLINE: Duration = Duration::from_secs(60);
 /// The most read of an error answer's body (an OCI error envelope is a few hundred bytes).
-const MAX_ERROR_BODY: u64 = 64 << 10;
+pub(super) const MAX_ERROR_BODY: u64 = 64 << 10;
 
 /// A response body, at most `limit` bytes of it; `true` when that was all of it.
-async fn read_bounded(
+pub(super) async fn read_bounded(
     res: &mut reqwest::Response,
     limit: u64,
 ) -> Result<(Vec<u8>, bool), reqwest::Error> {
@@ -41,6 +41,27 @@ async fn read_bounded(
 }
 
 impl Registry {
+    /// `req` with the registry's credentials: the bearer token of the handshake, else the
+    /// basic credentials, else none. Every request made outside oci-client goes through it.
+    pub(super) fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        use oci_client::secrets::RegistryAuth;
+        match (&self.token, &self.auth) {
+            (Some(t), _) => req.bearer_auth(t),
+            (None, RegistryAuth::Basic(u, p)) => req.basic_auth(u, Some(p)),
+            _ => req,
+        }
+    }
+
+    /// `https://HOST/v2/REPOSITORY/` + `tail`.
+    pub(super) fn url(&self, tail: &str) -> String {
+        format!(
+            "{}://{}/v2/{}/{tail}",
+            self.scheme,
+            self.reference.resolve_registry(),
+            self.reference.repository()
+        )
+    }
+
     /// The manifest or index `digest` (by default the one the image names by tag or digest),
     /// with its digest; at most [`MAX_DOCUMENT`] bytes are read, and the bytes are checked
     /// against the digest asked for and the one the registry states.
@@ -52,12 +73,7 @@ impl Registry {
             .or(self.reference.digest())
             .or(self.reference.tag())
             .unwrap_or("latest");
-        let url = format!(
-            "{}://{}/v2/{}/manifests/{target}",
-            self.scheme,
-            self.reference.resolve_registry(),
-            self.reference.repository()
-        );
+        let url = self.url(&format!("manifests/{target}"));
         let (bytes, stated) = retry(|| async {
             match tokio::time::timeout(DOCUMENT_DEADLINE, self.fetch_manifest(&url, target)).await
             {
@@ -101,17 +117,12 @@ impl Registry {
         target: &str,
     ) -> Result<(Vec<u8>, Option<String>), (SourceError, bool)> {
         use oci_client::errors::OciDistributionError as E;
-        use oci_client::secrets::RegistryAuth;
         let failed = |e: E| classify(e, &self.remote);
-        let mut req = self
-            .http
-            .get(url)
-            .header(reqwest::header::ACCEPT, ACCEPT.join(", "));
-        req = match (&self.token, &self.auth) {
-            (Some(t), _) => req.bearer_auth(t),
-            (None, RegistryAuth::Basic(u, p)) => req.basic_auth(u, Some(p)),
-            _ => req,
-        };
+        let req = self.authorize(
+            self.http
+                .get(url)
+                .header(reqwest::header::ACCEPT, ACCEPT.join(", ")),
+        );
         let mut res = req.send().await.map_err(|e| failed(E::RequestError(e)))?;
         let status = res.status();
         if status != reqwest::StatusCode::OK {

@@ -5,7 +5,8 @@
 //!
 //! This module holds `resolve_registry`, the pull from start to end; `auth` the credentials,
 //! `fetch` the bounded manifest and config requests, `blobs` the layer downloads, `errors` what
-//! a failed request means, `backoff` the retries and timeouts.
+//! a failed request means, `backoff` the retries and timeouts, `session` a [`Session`] with one
+//! repository for artifacts (`sysext push`/`pull`: the upload side, and verified blob fetches).
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -27,6 +28,9 @@ mod backoff;
 mod blobs;
 mod errors;
 mod fetch;
+mod session;
+
+pub use session::Session;
 
 pub use auth::creds_from_auth_file;
 
@@ -65,92 +69,7 @@ pub(crate) fn resolve_registry(
         .enable_all()
         .build()
         .map_err(SourceError::Runtime)?;
-    let reference = match (&r.tag, &r.digest) {
-        (_, Some(d)) => {
-            oci_client::Reference::with_digest(r.registry.clone(), r.repository.clone(), d.clone())
-        }
-        (Some(t), None) => {
-            oci_client::Reference::with_tag(r.registry.clone(), r.repository.clone(), t.clone())
-        }
-        (None, None) => oci_client::Reference::with_tag(
-            r.registry.clone(),
-            r.repository.clone(),
-            "latest".into(),
-        ),
-    };
-    let (auth, creds_from) = registry_auth(r, opts.creds.as_deref(), &auth_files())?;
-    let remote = Remote {
-        image: r.clone(),
-        creds: creds_from,
-        plain_http: false,
-    };
-    // With --insecure: HTTPS without certificate checks, then plain HTTP when the registry
-    // does not speak TLS at all (as skopeo's --tls-verify=false does). Without it: plain HTTP
-    // for loopback registries, HTTPS with verified certificates for every other.
-    use oci_client::client::ClientProtocol;
-    let plans: &[(ClientProtocol, bool)] = if opts.insecure {
-        &[(ClientProtocol::Https, true), (ClientProtocol::Http, false)]
-    } else if r.is_loopback() {
-        &[(ClientProtocol::Http, false)]
-    } else {
-        &[(ClientProtocol::Https, false)]
-    };
-    let mut chosen = None;
-    for (i, (protocol, accept_invalid_certificates)) in plans.iter().enumerate() {
-        let plain_http = matches!(protocol, ClientProtocol::Http);
-        let plan_remote = Remote {
-            plain_http,
-            ..remote.clone()
-        };
-        let config = oci_client::client::ClientConfig {
-            protocol: protocol.clone(),
-            accept_invalid_certificates: *accept_invalid_certificates,
-            connect_timeout: Some(CONNECT_TIMEOUT),
-            read_timeout: Some(READ_TIMEOUT),
-            ..Default::default()
-        };
-        let setup = |message: String| SourceError::Registry {
-            image: r.to_string(),
-            message,
-        };
-        let client = oci_client::Client::try_from(config).map_err(|e| setup(e.to_string()))?;
-        let http = reqwest::Client::builder()
-            .danger_accept_invalid_certs(*accept_invalid_certificates)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
-            .user_agent(concat!("ocirootfs/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| setup(error_chain(&e)))?;
-        // The first request (GET /v2/, then the token server if the registry names one).
-        let token = {
-            let (c, reference, auth, rem) = (&client, &reference, &auth, &plan_remote);
-            rt.block_on(retry(move || async move {
-                c.auth(reference, auth, oci_client::RegistryOperation::Pull)
-                    .await
-                    .map_err(|e| classify(e, rem))
-            }))
-        };
-        match token {
-            Ok(token) => {
-                chosen = Some(Registry {
-                    client: Arc::new(client),
-                    http,
-                    scheme: if plain_http { "http" } else { "https" },
-                    token,
-                    reference: reference.clone(),
-                    image: r.clone(),
-                    remote: plan_remote,
-                    auth: auth.clone(),
-                });
-                break;
-            }
-            Err(e @ SourceError::Tls { .. }) if i + 1 < plans.len() => {
-                tracing::debug!("{e}; trying plain HTTP");
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    let reg = chosen.expect("the last plan returns or errs");
+    let reg = connect(&rt, r, opts.creds.as_deref(), opts.insecure, false)?;
     let remote = reg.remote.clone();
     let counter: Arc<std::sync::atomic::AtomicU64> = Default::default();
     let progress = (opts.progress && std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -291,4 +210,108 @@ pub(crate) fn resolve_registry(
             keep
         },
     })
+}
+
+/// Connects to the registry of `r`: credentials resolved, the transport chosen (see
+/// [`crate::source`]), and the first request made (`GET /v2/` and the token server, for pull
+/// or, with `push`, for push and pull). Every request of a pull or a push goes through the
+/// [`Registry`] it gives.
+fn connect(
+    rt: &tokio::runtime::Runtime,
+    r: &ImageRef,
+    creds: Option<&str>,
+    insecure: bool,
+    push: bool,
+) -> Result<Registry, SourceError> {
+    let reference = match (&r.tag, &r.digest) {
+        (_, Some(d)) => {
+            oci_client::Reference::with_digest(r.registry.clone(), r.repository.clone(), d.clone())
+        }
+        (Some(t), None) => {
+            oci_client::Reference::with_tag(r.registry.clone(), r.repository.clone(), t.clone())
+        }
+        (None, None) => oci_client::Reference::with_tag(
+            r.registry.clone(),
+            r.repository.clone(),
+            "latest".into(),
+        ),
+    };
+    let (auth, creds_from) = registry_auth(r, creds, &auth_files())?;
+    let remote = Remote {
+        image: r.clone(),
+        creds: creds_from,
+        plain_http: false,
+    };
+    // With --insecure: HTTPS without certificate checks, then plain HTTP when the registry
+    // does not speak TLS at all (as skopeo's --tls-verify=false does). Without it: plain HTTP
+    // for loopback registries, HTTPS with verified certificates for every other.
+    use oci_client::client::ClientProtocol;
+    let plans: &[(ClientProtocol, bool)] = if insecure {
+        &[(ClientProtocol::Https, true), (ClientProtocol::Http, false)]
+    } else if r.is_loopback() {
+        &[(ClientProtocol::Http, false)]
+    } else {
+        &[(ClientProtocol::Https, false)]
+    };
+    let operation = if push {
+        oci_client::RegistryOperation::Push
+    } else {
+        oci_client::RegistryOperation::Pull
+    };
+    let mut chosen = None;
+    for (i, (protocol, accept_invalid_certificates)) in plans.iter().enumerate() {
+        let plain_http = matches!(protocol, ClientProtocol::Http);
+        let plan_remote = Remote {
+            plain_http,
+            ..remote.clone()
+        };
+        let config = oci_client::client::ClientConfig {
+            protocol: protocol.clone(),
+            accept_invalid_certificates: *accept_invalid_certificates,
+            connect_timeout: Some(CONNECT_TIMEOUT),
+            read_timeout: Some(READ_TIMEOUT),
+            ..Default::default()
+        };
+        let setup = |message: String| SourceError::Registry {
+            image: r.to_string(),
+            message,
+        };
+        let client = oci_client::Client::try_from(config).map_err(|e| setup(e.to_string()))?;
+        let http = reqwest::Client::builder()
+            .danger_accept_invalid_certs(*accept_invalid_certificates)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .user_agent(concat!("ocirootfs/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| setup(error_chain(&e)))?;
+        // The first request (GET /v2/, then the token server if the registry names one).
+        let token = {
+            let (c, reference, auth, rem) = (&client, &reference, &auth, &plan_remote);
+            rt.block_on(retry(move || async move {
+                c.auth(reference, auth, operation)
+                    .await
+                    .map_err(|e| classify(e, rem))
+            }))
+        };
+        match token {
+            Ok(token) => {
+                chosen = Some(Registry {
+                    client: Arc::new(client),
+                    http,
+                    scheme: if plain_http { "http" } else { "https" },
+                    token,
+                    reference: reference.clone(),
+                    image: r.clone(),
+                    remote: plan_remote,
+                    auth: auth.clone(),
+                });
+                break;
+            }
+            Err(e @ SourceError::Tls { .. }) if i + 1 < plans.len() => {
+                tracing::debug!("{e}; trying plain HTTP");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(chosen.expect("the last plan returns or errs"))
 }

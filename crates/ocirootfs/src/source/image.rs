@@ -148,7 +148,7 @@ fn platform_name(p: &oci_spec::image::Platform) -> String {
 
 /// The entry of an index for the platform `want`. Entries without a platform, or with an
 /// `unknown` one (attestations), are never chosen; the error lists what the index offers.
-pub(crate) fn select_platform<'a>(
+pub fn select_platform<'a>(
     manifests: &'a [Descriptor],
     want: &Platform,
     source_name: &str,

@@ -43,6 +43,7 @@ impl Job {
             sha256: None,
             key: None,
             image_digest: None,
+            registry: None,
             error: None,
             warnings: Vec::new(),
         }
@@ -175,11 +176,48 @@ pub fn key(ext: &Extension, arch: &str, source_identity: &str) -> String {
     hex::encode(h.finalize())
 }
 
+/// The source identity of a folder or tarball source (an image's is its manifest digest).
+fn local_identity(k: &Kind) -> Result<String> {
+    Ok(match k {
+        Kind::Folder(p) => format!("folder:{}", folder_identity(p)?),
+        Kind::Tarball(p) => format!("tarball:{}", file_sha256(p)?),
+        Kind::Image => bail!("an image source has no local identity"),
+    })
+}
+
+/// The source options of a job: the bake's, with the job's platform.
+fn job_source_options(job: &Job, opts: &BakeOptions) -> ocirootfs::SourceOptions {
+    let mut so = opts.source.clone();
+    so.platform = Some(format!("linux/{}", goarch(&job.arch)));
+    so
+}
+
+/// The rebuild key of a job as [`run_job`] computes it, without building or unpacking
+/// anything: an image source is resolved to its manifest digest for the job's platform.
+pub fn plan_key(job: &Job, opts: &BakeOptions) -> Result<String> {
+    let k = kind(&job.source)?;
+    let identity = match &k {
+        Kind::Image => {
+            match ocirootfs::manifest_digest(&job.source, &job_source_options(job, opts))
+                .with_context(|| format!("reading the source {}", job.source))?
+            {
+                Some(d) => format!("image:{d}"),
+                None => bail!("the source {} resolved to no image", job.source),
+            }
+        }
+        _ => local_identity(&k)?,
+    };
+    Ok(key(&job.ext, &job.arch, &identity))
+}
+
 /// Builds one job (or finds it up to date); never panics on bad input, reports the cause.
 pub fn run_job(job: &Job, out: &Path, prev: Option<&StateEntry>, opts: &BakeOptions) -> Entry {
     let mut key_slot = None;
     match run_job_inner(job, out, prev, opts, &mut key_slot) {
-        Ok(e) => e,
+        Ok(mut e) => {
+            push_entry(job, out, &mut e, opts);
+            e
+        }
         Err(err) => job.failed(key_slot, format!("{err:#}")),
     }
 }
@@ -194,25 +232,18 @@ fn run_job_inner(
     let ext = &job.ext;
     let output = out.join(job.file_name());
     // Resolve the source and its identity.
-    let mut rootfs = None;
-    let mut image_digest = None;
     let source_kind = kind(&job.source)?;
-    let identity = match &source_kind {
-        Kind::Folder(p) => format!("folder:{}", folder_identity(p)?),
-        Kind::Tarball(p) => format!("tarball:{}", file_sha256(p)?),
-        Kind::Image => {
-            let mut so = opts.source.clone();
-            so.platform = Some(format!("linux/{}", goarch(&job.arch)));
-            let r = ocirootfs::materialize(&job.source, &so)
-                .with_context(|| format!("reading the source {}", job.source))?;
-            let id = match &r.digest {
-                Some(d) => format!("image:{d}"),
-                None => format!("folder:{}", folder_identity(&r.path)?),
-            };
-            image_digest = r.digest.clone();
-            rootfs = Some(r);
-            id
-        }
+    // An image is known by its manifest digest, found without unpacking it: an image whose
+    // job is up to date, or reused from the registry, is never pulled.
+    let image_digest = match &source_kind {
+        Kind::Image => ocirootfs::manifest_digest(&job.source, &job_source_options(job, opts))
+            .with_context(|| format!("reading the source {}", job.source))?,
+        _ => None,
+    };
+    let identity = match (&source_kind, &image_digest) {
+        (Kind::Image, Some(d)) => format!("image:{d}"),
+        (Kind::Image, None) => bail!("the source {} resolved to no image", job.source),
+        _ => local_identity(&source_kind)?,
     };
     let key = key(ext, &job.arch, &identity);
     *key_slot = Some(key.clone());
@@ -227,6 +258,33 @@ fn run_job_inner(
             return Ok(e);
         }
     }
+    if let (Some(prefix), false) = (&opts.push, opts.force) {
+        if let Some(from) = crate::publish::reuse(prefix, job, &key, &output, &opts.source)? {
+            let mut e = job.entry(Status::Reused);
+            e.bytes = Some(fs::metadata(&output).map(|m| m.len()).unwrap_or_default());
+            e.sha256 = Some(file_sha256(&output)?);
+            e.key = Some(key);
+            e.image_digest = image_digest;
+            e.registry = Some(from);
+            return Ok(e);
+        }
+    }
+    let rootfs = match &source_kind {
+        Kind::Image => {
+            let r = ocirootfs::materialize(&job.source, &job_source_options(job, opts))
+                .with_context(|| format!("reading the source {}", job.source))?;
+            if r.digest != image_digest {
+                bail!(
+                    "the source {} changed while it was read (manifest {} became {}); bake again",
+                    job.source,
+                    image_digest.as_deref().unwrap_or("?"),
+                    r.digest.as_deref().unwrap_or("?")
+                );
+            }
+            Some(r)
+        }
+        _ => None,
+    };
 
     let mut warnings = Vec::new();
     // Scratch beside the output, never committed: dropped (removed) on every path.
@@ -357,6 +415,23 @@ fn run_job_inner(
     e.image_digest = image_digest;
     e.warnings = warnings;
     Ok(e)
+}
+
+/// With `--push`: pushes a built or up-to-date image under its rebuild key; a failed push
+/// fails the job (its image stays in the output folder).
+pub fn push_entry(job: &Job, out: &Path, e: &mut Entry, opts: &BakeOptions) {
+    let (Some(prefix), Status::Built | Status::UpToDate, Some(key)) =
+        (&opts.push, e.status, &e.key)
+    else {
+        return;
+    };
+    match crate::publish::push_job(prefix, job, key, &out.join(&e.file), &opts.source) {
+        Ok(r) => e.registry = Some(r),
+        Err(err) => {
+            e.status = Status::Failed;
+            e.error = Some(format!("{err:#}"));
+        }
+    }
 }
 
 fn unreachable_source(source: &str) -> Result<PathBuf> {

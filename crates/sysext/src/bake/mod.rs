@@ -46,6 +46,20 @@ pub enum BakeError {
     Artifact(#[from] artifacts::ArtifactError),
     #[error(transparent)]
     Sign(#[from] sign::SignError),
+    #[error("{0}")]
+    KeyMismatch(String),
+    #[error("planning {job}: {message}")]
+    Plan { job: String, message: String },
+    #[error("{0}")]
+    PushPrefix(String),
+    #[error("{file} differs between the shards {} and {}; they were baked from different inputs (or tool versions): bake them again from one manifest, or collect only one of them", first.display(), second.display())]
+    Conflict {
+        file: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
+    #[error("{} is not a bake output (no {STATE_FILE}); give the --out folders of `sysext bake --only ...` runs", .0.display())]
+    NotAShard(PathBuf),
 }
 
 /// Options of a bake.
@@ -63,13 +77,16 @@ pub struct BakeOptions {
     pub jobs: usize,
     /// Rebuild even when the key is unchanged.
     pub force: bool,
-    /// Only these extensions (empty = all).
+    /// Only these jobs (empty = all): `NAME` (every architecture of it) or `NAME@ARCH`.
     pub only: Vec<String>,
     /// `NAME.transfer` (systemd 257) or `NAME.conf` (older systemd-sysupdate).
     pub transfer_suffix: artifacts::TransferSuffix,
     /// A secret OpenPGP key file: sign SHA256SUMS (`SHA256SUMS.gpg`), write the public
     /// keyring, and make the transfer files say `Verify=yes`.
     pub signing_key: Option<PathBuf>,
+    /// `REGISTRY/PATH`: push every image to `PATH/NAME:<rebuild key>` (and `:VERSION-ARCH`),
+    /// and before building a job, reuse the artifact found under its key.
+    pub push: Option<String>,
 }
 
 /// What happened to one image.
@@ -78,11 +95,13 @@ pub struct BakeOptions {
 pub enum Status {
     Built,
     UpToDate,
+    /// Fetched from the registry (`--push`), where an artifact with the same rebuild key was.
+    Reused,
     Failed,
 }
 
 /// One image of the report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Entry {
     pub name: String,
     pub version: String,
@@ -98,6 +117,9 @@ pub struct Entry {
     pub key: Option<String>,
     /// The image's manifest digest for registry and OCI sources.
     pub image_digest: Option<String>,
+    /// With `--push`: the reference the image was pushed to, or reused from.
+    #[serde(default)]
+    pub registry: Option<String>,
     /// Why it failed, the whole cause chain.
     pub error: Option<String>,
     /// Notes from flix/flatwrap.
@@ -166,14 +188,10 @@ pub fn write_if_changed(path: &Path, text: impl AsRef<[u8]>) -> Result<bool, Bak
 /// an `Err` means the bake could not start or its shared artifacts could not be written.
 pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeError> {
     let m = manifest::load(manifest_path)?;
-    for o in &opts.only {
-        if !m.extensions.iter().any(|e| &e.name == o) {
-            return Err(manifest::ManifestError::Invalid {
-                path: manifest_path.to_path_buf(),
-                message: format!("no extension named {o:?}"),
-            }
-            .into());
-        }
+    let only = Selection::parse(&opts.only, &m, manifest_path)?;
+    if let Some(prefix) = &opts.push {
+        crate::publish::job_ref(prefix, "name", "0")
+            .map_err(|e| BakeError::PushPrefix(format!("{e:#}")))?;
     }
     let base_url = opts
         .base_url
@@ -209,19 +227,7 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
 
-    let mut jobs = Vec::new();
-    for e in &m.extensions {
-        if !opts.only.is_empty() && !opts.only.contains(&e.name) {
-            continue;
-        }
-        for a in e.arches(&m) {
-            jobs.push(build::Job {
-                ext: e.clone(),
-                arch: a.clone(),
-                source: e.source_for(a, &base),
-            });
-        }
-    }
+    let jobs = select_jobs(&m, &base, &only);
     let threads = match opts.jobs {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
         n => n,
@@ -267,8 +273,12 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
         }
     }
     for e in &entries {
-        if let (Status::Built | Status::UpToDate, Some(key), Some(sha), Some(bytes)) =
-            (e.status, &e.key, &e.sha256, e.bytes)
+        if let (
+            Status::Built | Status::UpToDate | Status::Reused,
+            Some(key),
+            Some(sha),
+            Some(bytes),
+        ) = (e.status, &e.key, &e.sha256, e.bytes)
         {
             state.images.insert(
                 e.file.clone(),
@@ -283,51 +293,15 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
     let text = serde_json::to_string_pretty(&state).unwrap_or_default() + "\n";
     write_if_changed(&state_path, &text)?;
 
-    // SHA256SUMS over every image the folder holds that we know.
-    let mut artifacts = Vec::new();
-    let sums = artifacts::sha256sums(
-        state
-            .images
-            .iter()
-            .map(|(f, s)| (f.as_str(), s.sha256.as_str())),
-    );
-    let sums_path = opts.out.join("SHA256SUMS");
-    let sums_changed = write_if_changed(&sums_path, &sums)?;
-    artifacts.push("SHA256SUMS".to_string());
-    let sig_path = opts.out.join("SHA256SUMS.gpg");
-    let keyring_path = opts.out.join(artifacts::KEYRING_FILE);
-    match &key {
-        Some(key) => {
-            // Re-signed only when SHA256SUMS changed or the signature is not this key's: a
-            // signature carries its time, so an unchanged bake keeps its bytes.
-            if sums_changed || !key.verifies(&sums_path, &sig_path) {
-                let out = AtomicOutput::file(&sig_path, true)?;
-                key.sign(&sums_path, out.path())?;
-                out.commit()?;
-            }
-            write_if_changed(&keyring_path, key.public_keyring())?;
-            artifacts.push("SHA256SUMS.gpg".to_string());
-            artifacts.push(artifacts::KEYRING_FILE.to_string());
-        }
-        None => {
-            // An unsigned bake: a signature left by an earlier signed bake no longer matches.
-            for stale in [&sig_path, &keyring_path] {
-                match std::fs::remove_file(stale) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(io_err(stale)(e))
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
+    // SHA256SUMS over every image the folder holds that we know (signed with the key).
+    let mut artifacts = write_sums(&opts.out, &state, key.as_ref())?;
     let su = artifacts::Sysupdate {
         base: &base_url,
         suffix: opts.transfer_suffix,
         keyring: key.as_ref().map(|k| k.public_keyring()),
     };
     for e in &m.extensions {
-        if !opts.only.is_empty() && !opts.only.contains(&e.name) {
+        if !only.any_of(&e.name) {
             continue;
         }
         let conf = su.suffix.file_name(&e.name);
@@ -345,6 +319,9 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
             artifacts.push(feature);
         }
         for a in e.arches(&m) {
+            if !only.has(&e.name, a) {
+                continue;
+            }
             let raw = artifacts::raw_name(&e.name, &e.version, a);
             let bu = format!("{}-{a}.bu", e.name);
             write_if_changed(
@@ -363,5 +340,345 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
     };
     let text = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";
     write_if_changed(&opts.out.join(REPORT_FILE), &text)?;
+    Ok(report)
+}
+
+/// SHA256SUMS over every image of `state` (the images the folder holds): written by bake and
+/// by [`collect`]. Gives the names of the files written.
+pub fn write_sums(
+    out: &Path,
+    state: &State,
+    key: Option<&sign::SigningKey>,
+) -> Result<Vec<String>, BakeError> {
+    let sums = artifacts::sha256sums(
+        state
+            .images
+            .iter()
+            .map(|(f, s)| (f.as_str(), s.sha256.as_str())),
+    );
+    let sums_path = out.join("SHA256SUMS");
+    let sums_changed = write_if_changed(&sums_path, &sums)?;
+    let mut written = vec!["SHA256SUMS".to_string()];
+    let sig_path = out.join("SHA256SUMS.gpg");
+    let keyring_path = out.join(artifacts::KEYRING_FILE);
+    match key {
+        Some(key) => {
+            // Re-signed only when SHA256SUMS changed or the signature is not this key's: a
+            // signature carries its time, so an unchanged bake keeps its bytes.
+            if sums_changed || !key.verifies(&sums_path, &sig_path) {
+                let tmp = AtomicOutput::file(&sig_path, true)?;
+                key.sign(&sums_path, tmp.path())?;
+                tmp.commit()?;
+            }
+            write_if_changed(&keyring_path, key.public_keyring())?;
+            written.push("SHA256SUMS.gpg".to_string());
+            written.push(artifacts::KEYRING_FILE.to_string());
+        }
+        None => {
+            // An unsigned bake: a signature left by an earlier signed bake no longer matches.
+            for stale in [&sig_path, &keyring_path] {
+                match std::fs::remove_file(stale) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(io_err(stale)(e))
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(written)
+}
+
+/// Which jobs `--only` selects: `NAME` or `NAME@ARCH`, checked against the manifest.
+#[derive(Debug, Default)]
+pub struct Selection(Vec<(String, Option<String>)>);
+
+impl Selection {
+    pub fn parse(only: &[String], m: &manifest::Manifest, path: &Path) -> Result<Self, BakeError> {
+        let invalid = |message: String| manifest::ManifestError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut v = Vec::new();
+        for o in only {
+            let (name, arch) = match o.split_once('@') {
+                Some((n, a)) => (n, Some(a.to_string())),
+                None => (o.as_str(), None),
+            };
+            let Some(e) = m.extensions.iter().find(|e| e.name == name) else {
+                return Err(invalid(format!("--only {o:?}: no extension named {name:?}")).into());
+            };
+            if let Some(a) = &arch {
+                if !e.arches(m).contains(a) {
+                    return Err(invalid(format!(
+                        "--only {o:?}: {name} is built for {}, not {a:?}",
+                        e.arches(m).join(", ")
+                    ))
+                    .into());
+                }
+            }
+            v.push((name.to_string(), arch));
+        }
+        Ok(Selection(v))
+    }
+
+    /// Whether the job `name` for `arch` is selected.
+    pub fn has(&self, name: &str, arch: &str) -> bool {
+        self.0.is_empty()
+            || self
+                .0
+                .iter()
+                .any(|(n, a)| n == name && a.as_deref().is_none_or(|a| a == arch))
+    }
+
+    /// Whether any job of the extension `name` is selected.
+    pub fn any_of(&self, name: &str) -> bool {
+        self.0.is_empty() || self.0.iter().any(|(n, _)| n == name)
+    }
+}
+
+/// The jobs of a manifest that `only` selects, in manifest order.
+pub fn select_jobs(m: &manifest::Manifest, base: &Path, only: &Selection) -> Vec<build::Job> {
+    let mut jobs = Vec::new();
+    for e in &m.extensions {
+        for a in e.arches(m) {
+            if only.has(&e.name, a) {
+                jobs.push(build::Job {
+                    ext: e.clone(),
+                    arch: a.clone(),
+                    source: e.source_for(a, base),
+                });
+            }
+        }
+    }
+    jobs
+}
+
+/// One job of `sysext bake --plan`: a CI matrix entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanJob {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    /// What to pass to `--only` to build this job alone.
+    pub only: String,
+    pub file: String,
+    pub source: String,
+    /// The rebuild key (the same `sysext bake` computes before it builds).
+    pub key: String,
+}
+
+/// The jobs of a bake with their rebuild keys, nothing built: image sources are resolved to
+/// their manifest digest for the job's platform, never unpacked.
+pub fn plan(manifest_path: &Path, opts: &BakeOptions) -> Result<Vec<PlanJob>, BakeError> {
+    let m = manifest::load(manifest_path)?;
+    let only = Selection::parse(&opts.only, &m, manifest_path)?;
+    let base = manifest::base_dir(manifest_path);
+    let mut out = Vec::new();
+    for job in select_jobs(&m, &base, &only) {
+        let only = format!("{}@{}", job.ext.name, job.arch);
+        let key = build::plan_key(&job, opts).map_err(|e| BakeError::Plan {
+            job: only.clone(),
+            message: format!("{e:#}"),
+        })?;
+        out.push(PlanJob {
+            name: job.ext.name.clone(),
+            version: job.ext.version.clone(),
+            arch: job.arch.clone(),
+            file: job.file_name(),
+            source: job.source.clone(),
+            only,
+            key,
+        });
+    }
+    Ok(out)
+}
+
+/// The most read of a shard's state or report (a few hundred bytes per image).
+const MAX_SHARD_DOC: u64 = 64 << 20;
+
+/// A bake folder's state or report (a shard's, for `--collect`; the state beside an image,
+/// for `push`): a regular file of at most [`MAX_SHARD_DOC`] bytes.
+pub(crate) fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = safefs::tree::open_regular(path)?.map_err(|kind| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is {kind}", path.display()),
+        )
+    })?;
+    let mut bytes = Vec::new();
+    f.take(MAX_SHARD_DOC + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_SHARD_DOC {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} is over {MAX_SHARD_DOC} bytes", path.display()),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Files of a shard that [`collect`] merges or writes again instead of copying.
+fn collect_skips(name: &str) -> bool {
+    name.starts_with('.')
+        || name == REPORT_FILE
+        || name == "SHA256SUMS"
+        || name.starts_with("SHA256SUMS.")
+}
+
+/// `sysext bake --collect OUT SHARD...`: the outputs of `--only` bakes assembled into one
+/// release in OUT. Every file of every shard (images, transfer files, Butane snippets) is
+/// copied; the same name with other bytes in two shards is refused before anything is
+/// written; SHA256SUMS is written again over all images (by [`write_sums`], signed with
+/// `signing_key` when given: the shards must then have been baked with the same key, so that
+/// their transfer files say `Verify=yes` and their Butane snippets carry its keyring), the
+/// state and the reports are merged.
+pub fn collect(
+    out: &Path,
+    shards: &[PathBuf],
+    signing_key: Option<&Path>,
+) -> Result<Report, BakeError> {
+    let key = signing_key.map(sign::SigningKey::load).transpose()?;
+    // name → (sha256, shard) of what goes into OUT.
+    let mut files: BTreeMap<String, (String, PathBuf)> = BTreeMap::new();
+    let mut state = State::default();
+    let mut entries = Vec::new();
+    let mut artifacts = Vec::new();
+    let mut tool_version = env!("CARGO_PKG_VERSION").to_string();
+    for shard in shards {
+        let state_path = shard.join(STATE_FILE);
+        let bytes = read_limited(&state_path).map_err(|_| BakeError::NotAShard(shard.clone()))?;
+        let shard_state: State =
+            serde_json::from_slice(&bytes).map_err(|_| BakeError::NotAShard(shard.clone()))?;
+        let mut names = Vec::new();
+        for e in std::fs::read_dir(shard).map_err(io_err(shard))? {
+            let e = e.map_err(io_err(shard))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let md = std::fs::symlink_metadata(e.path()).map_err(io_err(&e.path()))?;
+            if md.is_file() && !collect_skips(&name) {
+                names.push(name);
+            }
+        }
+        names.sort();
+        for name in names {
+            let path = shard.join(&name);
+            let sha = build::file_sha256(&path).map_err(|e| BakeError::Io {
+                path: path.clone(),
+                source: std::io::Error::other(format!("{e:#}")),
+            })?;
+            if let Some(st) = shard_state.images.get(&name) {
+                if st.sha256 != sha {
+                    return Err(BakeError::Io {
+                        path,
+                        source: std::io::Error::other(
+                            "the image does not match the digest its bake recorded; bake the shard again",
+                        ),
+                    });
+                }
+                state.images.insert(name.clone(), st.clone());
+            }
+            match files.get(&name) {
+                Some((old, first)) if *old != sha => {
+                    return Err(BakeError::Conflict {
+                        file: name,
+                        first: first.clone(),
+                        second: shard.clone(),
+                    })
+                }
+                Some(_) => {}
+                None => {
+                    files.insert(name, (sha, shard.clone()));
+                }
+            }
+        }
+        if let Some(r) = read_limited(&shard.join(REPORT_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        {
+            if let Some(v) = r.get("tool_version").and_then(|v| v.as_str()) {
+                tool_version = v.to_string();
+            }
+            for e in r
+                .get("entries")
+                .and_then(|e| e.as_array())
+                .into_iter()
+                .flatten()
+            {
+                if let Ok(e) = serde_json::from_value::<Entry>(e.clone()) {
+                    entries.push(e);
+                }
+            }
+            for a in r
+                .get("artifacts")
+                .and_then(|e| e.as_array())
+                .into_iter()
+                .flatten()
+            {
+                if let Some(a) = a
+                    .as_str()
+                    .filter(|a| !artifacts.iter().any(|b: &String| b == a))
+                {
+                    artifacts.push(a.to_string());
+                }
+            }
+        }
+    }
+    // Signed shards and a signed release go together (see above).
+    let shard_keyring = files
+        .get(artifacts::KEYRING_FILE)
+        .map(|(_, shard)| shard.join(artifacts::KEYRING_FILE));
+    match (&key, &shard_keyring) {
+        (Some(k), Some(p)) => {
+            let theirs = std::fs::read(p).map_err(io_err(p))?;
+            if theirs != k.public_keyring() {
+                return Err(BakeError::KeyMismatch(format!(
+                    "the shards were baked with another signing key than {} ({})",
+                    k.fingerprint(),
+                    p.display()
+                )));
+            }
+        }
+        (Some(k), None) => {
+            return Err(BakeError::KeyMismatch(format!(
+                "the shards were baked without --signing-key, so their transfer files say \
+                 Verify=false; bake them with the key {} too",
+                k.fingerprint()
+            )))
+        }
+        (None, Some(p)) => {
+            return Err(BakeError::KeyMismatch(format!(
+                "the shards were baked with --signing-key ({}): pass the same key to \
+                 --collect so that SHA256SUMS is signed",
+                p.display()
+            )))
+        }
+        (None, None) => {}
+    }
+    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    for (name, (sha, shard)) in &files {
+        let dest = out.join(name);
+        if build::file_sha256(&dest).is_ok_and(|old| old == *sha) {
+            continue;
+        }
+        let tmp = AtomicOutput::file(&dest, true)?;
+        std::fs::copy(shard.join(name), tmp.path()).map_err(io_err(&dest))?;
+        tmp.commit()?;
+    }
+    let text = serde_json::to_string_pretty(&state).unwrap_or_default() + "\n";
+    write_if_changed(&out.join(STATE_FILE), &text)?;
+    for a in write_sums(out, &state, key.as_ref())? {
+        if !artifacts.contains(&a) {
+            artifacts.push(a);
+        }
+    }
+    let report = Report {
+        out: out.to_path_buf(),
+        tool_version,
+        entries,
+        artifacts,
+        signed_by: key.as_ref().map(|k| k.fingerprint().to_string()),
+    };
+    let text = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";
+    write_if_changed(&out.join(REPORT_FILE), &text)?;
     Ok(report)
 }

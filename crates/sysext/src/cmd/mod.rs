@@ -8,6 +8,8 @@ pub mod inspect;
 pub mod install_image;
 pub mod merge;
 pub mod pack;
+pub mod pull;
+pub mod push;
 pub mod run;
 
 pub(crate) use sysext_core::cli::{print_json, write_stdout};
