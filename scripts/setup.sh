@@ -44,6 +44,7 @@ packages=(
   apache2-utils openssl  # htpasswd -B and token-signing keys for the registry auth tests
   python3-venv python3-dev  # auditwheel (from PyPI) repairs a wheel with flix-patchelf
   qemu-user-static    # relocated arm64 and i386 programs run in a root without libc
+  cryptsetup-bin fdisk  # veritysetup verify checks our hash trees; sfdisk --json reads our DDIs
   strace              # which gconv module the host's and the relocated iconv open (flix_glibc_data)
 )
 [ "$profile" = demo ] && packages=("${demo_packages[@]}")

@@ -4,12 +4,15 @@
 //!   image in place (entries, file contents, the ELF scan of a file).
 //! - [`erofs`]: our EROFS writer (uncompressed; 4 KiB blocks, inline tails, hardlinks, xattrs),
 //!   reproducible like the squashfs one, and a reader of uncompressed images.
+//! - [`verity`]: dm-verity hash trees (format 1, sha256, 4 KiB blocks, superblock), salt and
+//!   UUIDs derived from a seed as systemd-repart derives them, and the userspace check.
 //! - [`entry`]: [`Entry`] and [`EntryKind`], one entry of an image as the readers list it.
 
 pub mod entry;
 pub mod erofs;
 pub mod read_error;
 pub mod squashfs;
+pub mod verity;
 
 pub use entry::{Entry, EntryKind};
 pub use read_error::{ImageFormat, ReadError};

@@ -186,6 +186,19 @@ pub struct OutputArgs {
     /// none for erofs (its default).
     #[arg(long, value_name = "COMP")]
     pub compression: Option<CompressionArg>,
+    /// Also write a dm-verity hash tree (sha256, 4 KiB blocks) beside the .raw image:
+    /// NAME.verity and NAME.roothash, as systemd-sysext and systemd-dissect look for them.
+    #[arg(long)]
+    pub verity: bool,
+    /// The seed (a UUID, as systemd-repart's --seed) the verity salt and UUIDs are derived
+    /// from (default: derived from the name and the timestamp, so builds are reproducible).
+    #[arg(long, value_name = "UUID", value_parser = parse_seed)]
+    pub seed: Option<[u8; 16]>,
+}
+
+fn parse_seed(s: &str) -> Result<[u8; 16], String> {
+    fsimage::verity::parse_uuid(s)
+        .ok_or_else(|| format!("{s:?} is not a UUID (32 hex digits, dashes allowed)"))
 }
 
 /// `--compression`: a squashfs compressor, or none (EROFS, written uncompressed for now).
@@ -238,6 +251,16 @@ impl OutputArgs {
         opts.force = self.force;
         opts.format = Some(self.format());
         opts.fs = self.fs;
+        opts.verity = self.verity;
+        opts.seed = self.seed;
+        if self.verity && self.format() == Format::Dir {
+            anyhow::bail!("--verity needs a .raw image (a folder has no blocks to hash): name the output NAME.raw or drop --verity");
+        }
+        if self.seed.is_some() && !self.verity {
+            anyhow::bail!(
+                "--seed only sets the verity salt and UUIDs: add --verity, or drop --seed"
+            );
+        }
         opts.compression = match (self.fs, self.compression) {
             (Fs::Squashfs, None) => Compression::Gzip,
             (Fs::Squashfs, Some(CompressionArg::Squashfs(c))) => c,

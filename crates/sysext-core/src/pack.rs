@@ -147,6 +147,42 @@ pub struct PackOptions {
     pub name: Option<String>,
     /// Compression threads; 0 = one per CPU. The output does not depend on it.
     pub threads: usize,
+    /// Also write a dm-verity hash tree beside a `.raw` image: `NAME.verity` and
+    /// `NAME.roothash` (the "naked" form systemd-dissect and systemd-sysext look for).
+    pub verity: bool,
+    /// The 128-bit seed the verity salt and UUID are derived from (systemd-repart's
+    /// `--seed`); `None` = [`default_seed`] of the name and mtime.
+    pub seed: Option<[u8; 16]>,
+}
+
+/// The seed of an image's verity salt and UUID when none is given: the first 16 bytes of
+/// `sha256("sysext-tools/verity-seed\0" NAME "\0" MTIME-as-8-bytes-LE)`, so the same tree,
+/// name and time give the same bytes, and another version another salt.
+pub fn default_seed(name: &str, mtime: u64) -> [u8; 16] {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::new()
+        .chain_update(b"sysext-tools/verity-seed\0")
+        .chain_update(name.as_bytes())
+        .chain_update(b"\0")
+        .chain_update(mtime.to_le_bytes())
+        .finalize();
+    h[..16].try_into().unwrap()
+}
+
+/// The dm-verity part of a [`PackReport`].
+#[derive(Debug, Clone, Serialize)]
+pub struct VerityReport {
+    /// The root hash, hex.
+    pub root_hash: String,
+    /// The hash device's file (`NAME.verity`).
+    pub hash_file: PathBuf,
+    /// The root hash's file (`NAME.roothash`).
+    pub roothash_file: PathBuf,
+    /// Bytes of the hash device (superblock and tree).
+    pub hash_bytes: u64,
+    /// The salt (hex) and the superblock UUID.
+    pub salt: String,
+    pub uuid: String,
 }
 
 /// What [`pack`] wrote.
@@ -168,6 +204,9 @@ pub struct PackReport {
     /// EROFS details (None for a folder or squashfs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub erofs: Option<ErofsStats>,
+    /// The hash tree written beside the image (`verity`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verity: Option<VerityReport>,
 }
 
 /// Errors from [`pack`].
@@ -209,6 +248,14 @@ pub enum PackError {
     },
     #[error("EROFS images are written uncompressed for now: leave out the compression level")]
     ErofsLevel,
+    #[error("--verity needs a .raw image (a folder has no blocks to hash); drop --verity or write a .raw image")]
+    VerityDir,
+    #[error("cannot write the verity hash tree of {}", path.display())]
+    Verity {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot copy {} to {}", from.display(), to.display())]
     Copy {
         from: PathBuf,
@@ -273,6 +320,18 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
         });
     }
     let mtime = resolve_mtime(opts.mtime)?;
+    if opts.verity && format != Format::Raw {
+        return Err(PackError::VerityDir);
+    }
+    // The side files are claimed before any work, so an existing one stops the run early.
+    let verity_outs = if opts.verity {
+        let hash = AtomicOutput::file(&fsimage::verity::side_path(output, ".verity"), opts.force)?;
+        let root =
+            AtomicOutput::file(&fsimage::verity::side_path(output, ".roothash"), opts.force)?;
+        Some((hash, root))
+    } else {
+        None
+    };
     let erofs = format == Format::Raw && opts.fs == Fs::Erofs;
     if erofs && opts.level.is_some() {
         return Err(PackError::ErofsLevel);
@@ -372,8 +431,23 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
             (out, bytes, None)
         }
     };
+    let verity = match verity_outs {
+        Some((hash_out, root_out)) => {
+            let seed = opts.seed.unwrap_or_else(|| default_seed(&name, mtime));
+            Some(write_verity(
+                out.path(),
+                output,
+                &seed,
+                opts.threads,
+                hash_out,
+                root_out,
+            )?)
+        }
+        None => None,
+    };
     let compression = squashfs.as_ref().map(|_| opts.compression);
     Ok(PackReport {
+        verity,
         output: out.commit()?,
         name,
         format,
@@ -384,6 +458,38 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
         bytes,
         squashfs,
         erofs: erofs_stats,
+    })
+}
+
+/// Hashes the written image `tmp` (the output `output`), writes the hash device and the root
+/// hash into the side outputs and commits them (the image is committed after them).
+fn write_verity(
+    tmp: &Path,
+    output: &Path,
+    seed: &[u8; 16],
+    threads: usize,
+    hash_out: AtomicOutput,
+    root_out: AtomicOutput,
+) -> Result<VerityReport, PackError> {
+    use fsimage::verity;
+    let err = |source| PackError::Verity {
+        path: output.to_path_buf(),
+        source,
+    };
+    let f = fs::File::open(tmp).map_err(err)?;
+    let size = f.metadata().map_err(err)?.len();
+    let params = verity::Params::from_seed(seed);
+    let tree = verity::build(&f, 0, size, &params, threads).map_err(err)?;
+    let root_hash = hex::encode(tree.root_hash);
+    fs::write(hash_out.path(), &tree.bytes).map_err(err)?;
+    fs::write(root_out.path(), format!("{root_hash}\n")).map_err(err)?;
+    Ok(VerityReport {
+        root_hash,
+        hash_file: hash_out.commit()?,
+        roothash_file: root_out.commit()?,
+        hash_bytes: tree.bytes.len() as u64,
+        salt: hex::encode(&params.salt),
+        uuid: verity::uuid_string(&params.uuid),
     })
 }
 

@@ -64,6 +64,15 @@ pub fn run(mut args: PackArgs) -> Result<Exit> {
                 _ => String::new(),
             }
         );
+        if let Some(v) = &report.verity {
+            eprintln!(
+                "{}: root hash {} ({}, {})",
+                report.name,
+                v.root_hash,
+                v.hash_file.display(),
+                v.roothash_file.display()
+            );
+        }
     }
     Ok(Exit::OK)
 }
