@@ -6,8 +6,11 @@
 //!   reproducible like the squashfs one, and a reader of uncompressed images.
 //! - [`verity`]: dm-verity hash trees (format 1, sha256, 4 KiB blocks, superblock), salt and
 //!   UUIDs derived from a seed as systemd-repart derives them, and the userspace check.
+//! - [`ddi`]: the GPT disk image (DDI) of a verity-protected extension, as systemd-repart
+//!   `--make-ddi=sysext` lays it out: plan, write, read, find the partitions by type.
 //! - [`entry`]: [`Entry`] and [`EntryKind`], one entry of an image as the readers list it.
 
+pub mod ddi;
 pub mod entry;
 pub mod erofs;
 pub mod read_error;

@@ -175,8 +175,10 @@ pub struct OutputArgs {
     /// error).
     #[arg(short, long)]
     pub force: bool,
-    /// raw: a squashfs image; dir: a folder, as systemd-sysext also accepts (default: raw, or
-    /// dir when --output names something that does not end in ".raw").
+    /// raw: a file system image; dir: a folder, as systemd-sysext also accepts; ddi: a GPT disk
+    /// image with the file system and its dm-verity hash tree, as systemd-repart
+    /// --make-ddi=sysext lays it out (default: raw, or dir when --output names something that
+    /// does not end in ".raw").
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub format: Option<Format>,
     /// The file system of a raw image: squashfs (default) or erofs (uncompressed for now).
@@ -256,10 +258,11 @@ impl OutputArgs {
         if self.verity && self.format() == Format::Dir {
             anyhow::bail!("--verity needs a .raw image (a folder has no blocks to hash): name the output NAME.raw or drop --verity");
         }
-        if self.seed.is_some() && !self.verity {
-            anyhow::bail!(
-                "--seed only sets the verity salt and UUIDs: add --verity, or drop --seed"
-            );
+        if self.seed.is_some() && !self.verity && self.format() != Format::Ddi {
+            anyhow::bail!("--seed only sets the verity salt and UUIDs: add --verity or --format ddi, or drop --seed");
+        }
+        if self.verity && self.format() == Format::Ddi {
+            anyhow::bail!("--format ddi holds its hash tree in a partition: drop --verity (it writes side files beside a plain image)");
         }
         opts.compression = match (self.fs, self.compression) {
             (Fs::Squashfs, None) => Compression::Gzip,
@@ -291,13 +294,15 @@ impl clap::ValueEnum for Fs {
 
 impl clap::ValueEnum for Format {
     fn value_variants<'a>() -> &'a [Self] {
-        &[Format::Raw, Format::Dir]
+        &[Format::Raw, Format::Dir, Format::Ddi]
     }
 
     fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
         Some(match self {
             Format::Raw => clap::builder::PossibleValue::new("raw").help("a squashfs image"),
             Format::Dir => clap::builder::PossibleValue::new("dir").help("a folder"),
+            Format::Ddi => clap::builder::PossibleValue::new("ddi")
+                .help("a GPT disk image with the file system and its dm-verity hash tree"),
         })
     }
 }

@@ -33,6 +33,9 @@ pub enum Format {
     Raw,
     /// A plain folder, as systemd-sysext also accepts.
     Dir,
+    /// A GPT disk image (`NAME.raw`) holding the file system and its dm-verity hash tree in
+    /// the partitions systemd-repart `--make-ddi=sysext` uses.
+    Ddi,
 }
 
 impl Format {
@@ -52,7 +55,7 @@ impl Format {
     /// The default output for an extension `name`: `NAME.raw` or the folder `NAME`.
     pub fn default_output(self, name: &str) -> PathBuf {
         match self {
-            Format::Raw => PathBuf::from(format!("{name}.raw")),
+            Format::Raw | Format::Ddi => PathBuf::from(format!("{name}.raw")),
             Format::Dir => PathBuf::from(name),
         }
     }
@@ -62,6 +65,7 @@ impl Format {
         match self {
             Format::Raw => "raw",
             Format::Dir => "dir",
+            Format::Ddi => "ddi",
         }
     }
 }
@@ -111,8 +115,9 @@ impl std::str::FromStr for Format {
         match s {
             "raw" => Ok(Format::Raw),
             "dir" => Ok(Format::Dir),
+            "ddi" => Ok(Format::Ddi),
             other => Err(format!(
-                "unknown format {other:?}; use raw (a squashfs NAME.raw) or dir (a folder)"
+                "unknown format {other:?}; use raw (a squashfs NAME.raw), dir (a folder) or ddi (a GPT disk image with verity)"
             )),
         }
     }
@@ -169,6 +174,25 @@ pub fn default_seed(name: &str, mtime: u64) -> [u8; 16] {
     h[..16].try_into().unwrap()
 }
 
+/// The partitions of a DDI that [`pack`] wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct DdiReport {
+    /// systemd's architecture name the partition types are of.
+    pub architecture: String,
+    pub disk_uuid: String,
+    pub partitions: Vec<DdiPartition>,
+}
+
+/// One partition of a [`DdiReport`].
+#[derive(Debug, Clone, Serialize)]
+pub struct DdiPartition {
+    pub label: String,
+    pub type_uuid: String,
+    pub uuid: String,
+    pub offset: u64,
+    pub bytes: u64,
+}
+
 /// The dm-verity part of a [`PackReport`].
 #[derive(Debug, Clone, Serialize)]
 pub struct VerityReport {
@@ -204,7 +228,10 @@ pub struct PackReport {
     /// EROFS details (None for a folder or squashfs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub erofs: Option<ErofsStats>,
-    /// The hash tree written beside the image (`verity`).
+    /// The GPT disk image's partitions (`Format::Ddi`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ddi: Option<DdiReport>,
+    /// The hash tree written beside the image (`verity`) or into the DDI.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verity: Option<VerityReport>,
 }
@@ -248,6 +275,8 @@ pub enum PackError {
     },
     #[error("EROFS images are written uncompressed for now: leave out the compression level")]
     ErofsLevel,
+    #[error("no partition types for the architecture {0:?}: DDIs are written for x86-64, arm64 and x86 (set ARCHITECTURE= in the release file to one of them)")]
+    DdiArch(String),
     #[error("--verity needs a .raw image (a folder has no blocks to hash); drop --verity or write a .raw image")]
     VerityDir,
     #[error("cannot write the verity hash tree of {}", path.display())]
@@ -320,11 +349,16 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
         });
     }
     let mtime = resolve_mtime(opts.mtime)?;
-    if opts.verity && format != Format::Raw {
+    if opts.verity && format == Format::Dir {
         return Err(PackError::VerityDir);
     }
+    let ddi_arch = if format == Format::Ddi {
+        Some(ddi_arch(&tree.join(&release))?)
+    } else {
+        None
+    };
     // The side files are claimed before any work, so an existing one stops the run early.
-    let verity_outs = if opts.verity {
+    let verity_outs = if opts.verity && format == Format::Raw {
         let hash = AtomicOutput::file(&fsimage::verity::side_path(output, ".verity"), opts.force)?;
         let root =
             AtomicOutput::file(&fsimage::verity::side_path(output, ".roothash"), opts.force)?;
@@ -332,7 +366,8 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
     } else {
         None
     };
-    let erofs = format == Format::Raw && opts.fs == Fs::Erofs;
+    let image = matches!(format, Format::Raw | Format::Ddi);
+    let erofs = image && opts.fs == Fs::Erofs;
     if erofs && opts.level.is_some() {
         return Err(PackError::ErofsLevel);
     }
@@ -360,9 +395,15 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
 
     // Each format writes under a temporary name; the output is renamed into place once whole.
     let mut erofs_stats = None;
+    // A DDI's file system is written to a scratch file beside it first (never committed).
+    let fs_output = match format {
+        Format::Ddi => output.with_file_name(format!(".{name}.ddi-fs")),
+        _ => output.to_path_buf(),
+    };
+    let fs_force = opts.force || format == Format::Ddi;
     let (out, bytes, squashfs) = match format {
-        Format::Raw if erofs => {
-            let out = AtomicOutput::file(output, opts.force)?;
+        Format::Raw | Format::Ddi if erofs => {
+            let out = AtomicOutput::file(&fs_output, fs_force)?;
             let werr = |source| PackError::Erofs {
                 path: output.to_path_buf(),
                 source,
@@ -385,8 +426,8 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
             erofs_stats = Some(stats);
             (out, bytes, None)
         }
-        Format::Raw => {
-            let out = AtomicOutput::file(output, opts.force)?;
+        Format::Raw | Format::Ddi => {
+            let out = AtomicOutput::file(&fs_output, fs_force)?;
             let file = fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -431,9 +472,10 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
             (out, bytes, None)
         }
     };
-    let verity = match verity_outs {
-        Some((hash_out, root_out)) => {
-            let seed = opts.seed.unwrap_or_else(|| default_seed(&name, mtime));
+    let seed = opts.seed.unwrap_or_else(|| default_seed(&name, mtime));
+    let mut ddi = None;
+    let (verity, out) = match (verity_outs, ddi_arch) {
+        (Some((hash_out, root_out)), _) => (
             Some(write_verity(
                 out.path(),
                 output,
@@ -441,17 +483,30 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
                 opts.threads,
                 hash_out,
                 root_out,
-            )?)
+            )?),
+            out,
+        ),
+        (None, Some(arch)) => {
+            let (v, d, ddi_out) = write_ddi(out.path(), output, arch, &seed, opts)?;
+            drop(out);
+            ddi = Some(d);
+            (Some(v), ddi_out)
         }
-        None => None,
+        (None, None) => (None, out),
+    };
+    let bytes = if ddi.is_some() {
+        fs::metadata(out.path()).map(|m| m.len()).unwrap_or(bytes)
+    } else {
+        bytes
     };
     let compression = squashfs.as_ref().map(|_| opts.compression);
     Ok(PackReport {
         verity,
+        ddi,
         output: out.commit()?,
         name,
         format,
-        fs: (format == Format::Raw).then_some(opts.fs),
+        fs: image.then_some(opts.fs),
         compression,
         level: compression.map(|c| opts.level.unwrap_or(c.default_level())),
         mtime,
@@ -459,6 +514,97 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
         squashfs,
         erofs: erofs_stats,
     })
+}
+
+/// The architecture of a DDI of the tree whose release file is `release`: its
+/// `ARCHITECTURE=` unless unset or `_any`, else the host's (as systemd-repart does).
+fn ddi_arch(release: &Path) -> Result<&'static fsimage::ddi::ArchTypes, PackError> {
+    let rel = crate::release::OsRelease::read(release)?;
+    let arch = match rel
+        .get("ARCHITECTURE")
+        .filter(|a| !a.is_empty() && *a != "_any")
+    {
+        Some(a) => a.to_string(),
+        None => crate::release::host_architecture()
+            .unwrap_or("unknown")
+            .to_string(),
+    };
+    fsimage::ddi::arch_types(&arch).ok_or(PackError::DdiArch(arch))
+}
+
+/// Lays the file system image `fs_tmp` and its hash tree out as a GPT disk image at `output`
+/// (see [`fsimage::ddi`]); returns the verity and partition reports and the uncommitted DDI.
+fn write_ddi(
+    fs_tmp: &Path,
+    output: &Path,
+    arch: &'static fsimage::ddi::ArchTypes,
+    seed: &[u8; 16],
+    opts: &PackOptions,
+) -> Result<(VerityReport, DdiReport, AtomicOutput), PackError> {
+    use fsimage::{ddi, verity};
+    use std::os::unix::fs::FileExt;
+    let err = |source| PackError::Verity {
+        path: output.to_path_buf(),
+        source,
+    };
+    let data = fs::File::open(fs_tmp).map_err(err)?;
+    let size = data.metadata().map_err(err)?.len();
+    let params = verity::Params::from_seed(seed);
+    let tree = verity::build(&data, 0, size, &params, opts.threads).map_err(err)?;
+    let plan = ddi::plan(&[size, tree.bytes.len() as u64]);
+    let parts = ddi::partitions(arch, &tree.root_hash, seed, &plan, false);
+    let disk_uuid = verity::derive_uuid(seed, b"disk-uuid");
+    let out = AtomicOutput::file(output, opts.force)?;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(out.path())
+        .map_err(err)?;
+    ddi::write_gpt(&f, &plan, &disk_uuid, &parts).map_err(err)?;
+    copy_range(&data, &f, parts[0].offset(), size).map_err(err)?;
+    f.write_all_at(&tree.bytes, parts[1].offset())
+        .map_err(err)?;
+    let root_hash = hex::encode(tree.root_hash);
+    let v = VerityReport {
+        root_hash,
+        hash_file: output.to_path_buf(),
+        roothash_file: output.to_path_buf(),
+        hash_bytes: tree.bytes.len() as u64,
+        salt: hex::encode(&params.salt),
+        uuid: verity::uuid_string(&params.uuid),
+    };
+    let d = DdiReport {
+        architecture: arch.arch.to_string(),
+        disk_uuid: verity::uuid_string(&disk_uuid),
+        partitions: parts
+            .iter()
+            .map(|p| DdiPartition {
+                label: p.label.clone(),
+                type_uuid: verity::uuid_string(&p.type_uuid),
+                uuid: verity::uuid_string(&p.uuid),
+                offset: p.offset(),
+                bytes: p.bytes(),
+            })
+            .collect(),
+    };
+    Ok((v, d, out))
+}
+
+/// Copies `len` bytes of `from` (from its start) to `to` at `at`, in the kernel where it can.
+fn copy_range(from: &fs::File, to: &fs::File, at: u64, len: u64) -> io::Result<()> {
+    let mut off_in = 0u64;
+    let mut off_out = at;
+    while off_in < len {
+        let want = (len - off_in).min(1 << 30) as usize;
+        let n = rustix::fs::copy_file_range(from, Some(&mut off_in), to, Some(&mut off_out), want)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file system image ended early",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Hashes the written image `tmp` (the output `output`), writes the hash device and the root

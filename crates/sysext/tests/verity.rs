@@ -159,3 +159,155 @@ fn verity_side_files_are_reproducible_and_follow_the_seed() {
 fn hex_at(b: &[u8], at: usize, len: usize) -> String {
     b[at..at + len].iter().map(|x| format!("{x:02x}")).collect()
 }
+
+/// `sfdisk --json`'s partitions of `image`: (type, name, attrs, uuid).
+fn sfdisk(image: &Path) -> (serde_json::Value, Vec<[String; 4]>) {
+    let o = testkit::run_ok(Command::new("sfdisk").arg("--json").arg(image));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let parts = v["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| ["type", "name", "attrs", "uuid"].map(|k| p[k].as_str().unwrap_or("").to_string()))
+        .collect();
+    (v["partitiontable"].clone(), parts)
+}
+
+/// The partitions systemd-dissect (debug log) finds in `image`: "ROLE LABEL" lines and the
+/// file system it probes, in order.
+fn dissected(work: &Path, image: &str) -> (bool, Vec<String>) {
+    let o = testkit::fixtures::in_repart_root(
+        work,
+        &format!(
+            "systemd-dissect --validate /w/{image} >/dev/null 2>&1 && echo VALID; \
+             SYSTEMD_LOG_LEVEL=debug systemd-dissect --json=short /w/{image} 2>&1 || true"
+        ),
+    );
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let found = text
+        .lines()
+        .filter_map(|l| {
+            if let Some(rest) = l.strip_prefix("Dissecting ") {
+                // "root-verity partition with label root-x86-64-verity and UUID ..."
+                let w: Vec<&str> = rest.split_whitespace().collect();
+                Some(format!("{} {}", w[0], w[4]))
+            } else {
+                l.strip_prefix("Probed fstype ")
+                    .map(|f| format!("fstype {}", f.split_whitespace().next().unwrap()))
+            }
+        })
+        .collect();
+    (text.lines().any(|l| l == "VALID"), found)
+}
+
+#[test]
+fn ddi_is_laid_out_as_systemd_repart_lays_it_out() {
+    if !testkit::require_root("chroot and loop devices for systemd-repart and systemd-dissect")
+        || !testkit::require_tool("mmdebstrap")
+        || !testkit::require_tool("veritysetup")
+        || !testkit::require_tool("sfdisk")
+    {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let w = d.path();
+    let t = tree(w, "vt");
+    let seed = "0123456789abcdef0123456789abcdef";
+    let o = testkit::run_ok(
+        sysext()
+            .arg("pack")
+            .arg(&t)
+            .arg(w.join("ours.raw"))
+            .args([
+                "--name", "vt", "--format", "ddi", "--fs", "erofs", "--seed", seed,
+            ])
+            .arg("--json"),
+    );
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let root = report["verity"]["root_hash"].as_str().unwrap().to_string();
+    // repart's reference, signed (--make-ddi=sysext wants a key), from the same tree and seed.
+    testkit::run_ok(
+        Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=vt",
+            ])
+            .args(["-days", "30", "-keyout"])
+            .arg(w.join("key.pem"))
+            .arg("-out")
+            .arg(w.join("cert.pem")),
+    );
+    let o = testkit::fixtures::in_repart_root(
+        w,
+        &format!(
+            "systemd-repart --make-ddi=sysext --copy-source=/w/tree --seed={seed} \
+             --offline=yes --private-key=/w/key.pem --certificate=/w/cert.pem /w/ref.raw"
+        ),
+    );
+    assert!(o.status.success(), "systemd-repart: {o:?}");
+
+    let (ours_t, ours) = sfdisk(&w.join("ours.raw"));
+    let (ref_t, refs) = sfdisk(&w.join("ref.raw"));
+    // The same disk UUID (derived from the seed), the same types, labels and attributes; our
+    // image has no signature partition (it is not signed).
+    assert_eq!(ours_t["id"], ref_t["id"]);
+    assert_eq!(ours_t["firstlba"], ref_t["firstlba"]);
+    assert_eq!(ours.len(), 2);
+    assert_eq!(refs.len(), 3);
+    for (a, b) in ours.iter().zip(&refs) {
+        assert_eq!(a[..3], b[..3]);
+    }
+    assert_eq!(refs[2][1], "root-x86-64-verity-sig");
+    // The partition UUIDs are the root hash's halves, as repart's are.
+    let uuids = format!("{}{}", ours[0][3], ours[1][3]).replace('-', "");
+    assert_eq!(uuids.to_lowercase(), root);
+    let parts = ours_t["partitions"].as_array().unwrap();
+    assert_eq!(parts[0]["start"], ref_t["partitions"][0]["start"]);
+
+    // veritysetup accepts our hash partition with our root hash, over our data partition.
+    let cut = |i: usize, name: &str| {
+        let (start, size) = (
+            parts[i]["start"].as_u64().unwrap(),
+            parts[i]["size"].as_u64().unwrap(),
+        );
+        let b = fs::read(w.join("ours.raw")).unwrap();
+        fs::write(
+            w.join(name),
+            &b[start as usize * 512..(start + size) as usize * 512],
+        )
+        .unwrap();
+    };
+    cut(0, "data.img");
+    cut(1, "hash.img");
+    let v = Command::new("veritysetup")
+        .arg("verify")
+        .arg(w.join("data.img"))
+        .arg(w.join("hash.img"))
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{v:?}");
+
+    // systemd-dissect (257) validates both and finds the same partitions and file system,
+    // up to where it would mount them (no device-mapper here: no verity set-up, no mount).
+    let (ours_ok, ours_d) = dissected(w, "ours.raw");
+    let (ref_ok, ref_d) = dissected(w, "ref.raw");
+    assert!(
+        ours_ok && ref_ok,
+        "--validate: ours {ours_ok}, repart's {ref_ok}"
+    );
+    assert_eq!(
+        ours_d,
+        vec![
+            "root root-x86-64",
+            "root-verity root-x86-64-verity",
+            "fstype 'erofs'"
+        ]
+    );
+    assert_eq!(
+        ref_d
+            .iter()
+            .filter(|l| !l.contains("verity-sig"))
+            .collect::<Vec<_>>(),
+        ours_d.iter().collect::<Vec<_>>()
+    );
+}

@@ -254,3 +254,39 @@ pub fn patchelf_reference() -> PathBuf {
     })
     .join("patchelf")
 }
+
+/// Packages of the trixie root that makes and reads reference DDIs (systemd 257).
+pub const REPART_PACKAGES: &str =
+    "systemd,systemd-repart,systemd-container,erofs-utils,squashfs-tools,cryptsetup-bin,openssl,fdisk";
+
+/// A Debian trixie root (`--variant=apt`) with systemd-repart, systemd-dissect, erofs-utils,
+/// squashfs-tools, cryptsetup-bin, openssl and fdisk, and an empty `/w` to bind a test's
+/// folder on: `systemd-repart --make-ddi=sysext` builds reference DDIs in it (see
+/// [`in_repart_root`]). Treat it as read-only.
+pub fn trixie_repart_root() -> PathBuf {
+    cached("trixie-repart", |tmp| {
+        let tar = tmp.with_extension("tar");
+        let include = format!("--include={REPART_PACKAGES}");
+        mmdebstrap(&["--variant=apt", &include], &tar);
+        untar(&tar, tmp);
+        fs::remove_file(&tar).unwrap();
+        fs::create_dir_all(tmp.join("w")).unwrap();
+    })
+}
+
+/// Runs `script` chrooted into [`trixie_repart_root`] with /proc, /dev and /sys bound and
+/// `work` bound on `/w`, in a private mount namespace.
+pub fn in_repart_root(work: &Path, script: &str) -> std::process::Output {
+    let root = trixie_repart_root();
+    let (r, w) = (root.display(), work.display());
+    crate::in_mount_namespace(&format!(
+        "set -e; mount --rbind /proc {r}/proc; mount --rbind /dev {r}/dev; \
+         mount --rbind /sys {r}/sys; mount --bind {w} {r}/w; \
+         chroot {r} /bin/sh -c {}",
+        sh_quote(script)
+    ))
+}
+
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}

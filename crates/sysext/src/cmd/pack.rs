@@ -64,14 +64,22 @@ pub fn run(mut args: PackArgs) -> Result<Exit> {
                 _ => String::new(),
             }
         );
-        if let Some(v) = &report.verity {
-            eprintln!(
+        match (&report.verity, &report.ddi) {
+            (Some(v), Some(d)) => eprintln!(
+                "{}: GPT disk image ({}, {} partitions), root hash {}",
+                report.name,
+                d.architecture,
+                d.partitions.len(),
+                v.root_hash
+            ),
+            (Some(v), None) => eprintln!(
                 "{}: root hash {} ({}, {})",
                 report.name,
                 v.root_hash,
                 v.hash_file.display(),
                 v.roothash_file.display()
-            );
+            ),
+            _ => {}
         }
     }
     Ok(Exit::OK)
