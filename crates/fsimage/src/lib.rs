@@ -8,9 +8,12 @@
 //!   UUIDs derived from a seed as systemd-repart derives them, and the userspace check.
 //! - [`ddi`]: the GPT disk image (DDI) of a verity-protected extension, as systemd-repart
 //!   `--make-ddi=sysext` lays it out: plan, write, read, find the partitions by type.
+//! - [`dissect`]: what an image file holds (a file system, a naked verity image, a DDI), the
+//!   file system's byte range and the verity check.
 //! - [`entry`]: [`Entry`] and [`EntryKind`], one entry of an image as the readers list it.
 
 pub mod ddi;
+pub mod dissect;
 pub mod entry;
 pub mod erofs;
 pub mod read_error;

@@ -50,6 +50,19 @@ pub fn run(args: CheckArgs) -> Result<Exit> {
     .context("reading the host to check against")?;
     let path = image_path(&args.image)?;
     let image = Image::open(&path).with_context(|| format!("checking {}", path.display()))?;
+    // A verity image is judged only once its hash tree matches its data (exit 2 otherwise).
+    if image
+        .verify()
+        .with_context(|| format!("checking {}", path.display()))?
+    {
+        let v = image.verity().expect("verified");
+        eprintln!(
+            "{}: dm-verity hash tree verified in userspace, root hash {} ({})",
+            path.display(),
+            v.root_hash,
+            super::inspect::root_hash_source(v)
+        );
+    }
     let report =
         check_image(&image, Some(&host)).with_context(|| format!("checking {}", path.display()))?;
     super::write_stdout(|out| print(&report, &path, args.json, out))?;
