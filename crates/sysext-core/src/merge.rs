@@ -108,6 +108,18 @@ pub enum MergeError {
     UnknownArchitecture,
     #[error("hierarchy '{hierarchy}' is already merged; run `sysext unmerge` first")]
     AlreadyMerged { hierarchy: String },
+    #[error("image {}", path.display())]
+    Dissect {
+        path: PathBuf,
+        #[source]
+        source: fsimage::dissect::DissectError,
+    },
+    #[error("image {}: the dm-verity check failed, refusing it (nothing was mounted from it)", path.display())]
+    Verity {
+        path: PathBuf,
+        #[source]
+        source: fsimage::verity::VerifyError,
+    },
     #[error("setting up a loop device for {path}")]
     Loop {
         path: PathBuf,

@@ -311,3 +311,95 @@ fn ddi_is_laid_out_as_systemd_repart_lays_it_out() {
         ours_d.iter().collect::<Vec<_>>()
     );
 }
+
+/// Loop devices whose backing file is under `dir`.
+fn loops_on(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in fs::read_dir("/sys/block").unwrap().flatten() {
+        if let Ok(b) = fs::read_to_string(e.path().join("loop/backing_file")) {
+            if b.trim_end().starts_with(&*dir.to_string_lossy()) {
+                found.push(b);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn run_verifies_a_ddi_and_a_naked_image_and_refuses_a_changed_one() {
+    if !testkit::require_root("sysext run: mount namespaces and loop devices")
+        || !testkit::require_tool("busybox")
+    {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let t = tree(d.path(), "vt");
+    let bb = t.join("usr/libexec/vt/busybox");
+    fs::create_dir_all(bb.parent().unwrap()).unwrap();
+    fs::copy(testkit::which("busybox").unwrap(), &bb).unwrap();
+    let before = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for (sub, args) in [
+        ("ddi", &["--format", "ddi", "--fs", "erofs"][..]),
+        ("ddi-squashfs", &["--format", "ddi"][..]),
+        ("naked", &["--verity"][..]),
+    ] {
+        let out = d.path().join(sub);
+        fs::create_dir_all(&out).unwrap();
+        let raw = out.join("vt.raw");
+        testkit::run_ok(sysext().arg("pack").arg(&t).arg(&raw).args(args));
+        let run = || {
+            sysext()
+                .arg("run")
+                .arg(&raw)
+                .args(["--", "/usr/libexec/vt/busybox", "echo", "from-the-image"])
+                .output()
+                .unwrap()
+        };
+        let o = run();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{sub}: {err}");
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "from-the-image\n");
+        assert!(err.contains("verified in userspace"), "{sub}: {err}");
+
+        // A flipped bit in the file system: refused before anything is mounted or run.
+        let start = |i: usize| {
+            let j = testkit::run_ok(Command::new("sfdisk").arg("--json").arg(&raw));
+            let v: serde_json::Value = serde_json::from_slice(&j.stdout).unwrap();
+            v["partitiontable"]["partitions"][i]["start"]
+                .as_u64()
+                .unwrap()
+                * 512
+        };
+        let at = if sub == "naked" {
+            8192 + 5
+        } else {
+            start(0) + 8192 + 5
+        };
+        flip(&raw, at);
+        let o = run();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(2), "{sub}: {err}");
+        assert!(err.contains("dm-verity check failed"), "{sub}: {err}");
+        assert!(err.contains("data block 2"), "{sub}: {err}");
+        assert!(o.stdout.is_empty());
+        // `check` refuses it the same way.
+        let o = sysext().arg("check").arg(&raw).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{sub}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("dm-verity check failed"));
+        flip(&raw, at);
+        // A changed hash tree is refused too.
+        let (hash_file, hash_at) = if sub == "naked" {
+            (out.join("vt.verity"), 4096 + 3)
+        } else {
+            (raw.clone(), start(1) + 4096 + 3)
+        };
+        flip(&hash_file, hash_at);
+        let o = run();
+        assert_eq!(o.status.code(), Some(2), "{sub}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("dm-verity check failed"));
+        flip(&hash_file, hash_at);
+        assert!(run().status.success(), "{sub}: whole again");
+    }
+    assert_eq!(fs::read_to_string("/proc/self/mountinfo").unwrap(), before);
+    assert!(loops_on(d.path()).is_empty());
+}

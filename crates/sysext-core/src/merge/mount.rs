@@ -2,13 +2,13 @@
 
 use super::*;
 
-pub(super) fn raw_format(path: &Path) -> Result<ImageFormat, MergeError> {
-    use std::io::Read;
-    let mut f = File::open(path).map_err(io_err("opening image", path))?;
+pub(super) fn raw_format(path: &Path, offset: u64) -> Result<ImageFormat, MergeError> {
+    use std::os::unix::fs::FileExt;
+    let f = File::open(path).map_err(io_err("opening image", path))?;
     let mut head = vec![0u8; 2048];
     let mut n = 0;
     while n < head.len() {
-        match f.read(&mut head[n..]) {
+        match f.read_at(&mut head[n..], offset + n as u64) {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) => return Err(io_err("reading image", path)(e)),
@@ -39,6 +39,32 @@ pub fn detect_format(head: &[u8]) -> Result<ImageFormat, &'static str> {
     }
 }
 
+/// The byte range of an image file to mount: its file system's partition (a DDI) or the whole
+/// file, after the dm-verity check of a DDI or naked verity image (said on stderr).
+fn verified_range(c: &Candidate) -> Result<(u64, u64), MergeError> {
+    let d = fsimage::dissect::Dissected::open(&c.path).map_err(|source| MergeError::Dissect {
+        path: c.path.clone(),
+        source,
+    })?;
+    let Some(v) = &d.verity else {
+        return Ok((0, 0));
+    };
+    let covered = v.verify(&d, 0).map_err(|source| MergeError::Verity {
+        path: c.path.clone(),
+        source,
+    })?;
+    let from = match &v.root_hash_source {
+        fsimage::dissect::RootHashSource::SideFile(p) => p.display().to_string(),
+        fsimage::dissect::RootHashSource::PartitionUuids => "its partition UUIDs".to_string(),
+    };
+    eprintln!(
+        "sysext: {}: no device-mapper used: the dm-verity hash tree was verified in userspace (root hash {}, from {from}); mounting its file system read-only",
+        c.path.display(),
+        v.root_hash
+    );
+    Ok((d.data_offset, covered))
+}
+
 pub(super) fn cstring(s: &str) -> CString {
     CString::new(s.replace('\0', "")).unwrap_or_default()
 }
@@ -57,7 +83,14 @@ pub(super) fn mount_image(c: &Candidate, target: &Path) -> Result<ImageFormat, M
         return Ok(ImageFormat::Directory);
     }
     let md = fs::metadata(&c.path).map_err(io_err("reading image", &c.path))?;
-    let format = raw_format(&c.path)?;
+    // A DDI or a naked verity image: no device-mapper here, so the hash tree is checked in
+    // userspace first, then the file system's range is mounted read-only.
+    let (offset, sizelimit) = if md.is_file() {
+        verified_range(c)?
+    } else {
+        (0, 0)
+    };
+    let format = raw_format(&c.path, offset)?;
     let fstype = match format {
         ImageFormat::Squashfs => "squashfs",
         ImageFormat::Erofs => "erofs",
@@ -69,11 +102,10 @@ pub(super) fn mount_image(c: &Candidate, target: &Path) -> Result<ImageFormat, M
     } else {
         let backing = File::open(&c.path).map_err(io_err("opening image", &c.path))?;
         let dev =
-            sys::LoopDevice::attach(&backing, &c.path.to_string_lossy()).map_err(|source| {
-                MergeError::Loop {
-                    path: c.path.clone(),
-                    source,
-                }
+            sys::LoopDevice::attach_range(&backing, &c.path.to_string_lossy(), offset, sizelimit)
+                .map_err(|source| MergeError::Loop {
+                path: c.path.clone(),
+                source,
             })?;
         (dev.path.clone(), Some(dev))
     };

@@ -87,8 +87,15 @@ fn ioctl_ptr<T>(fd: &impl AsRawFd, req: libc::c_ulong, arg: &T) -> io::Result<()
 }
 
 impl LoopDevice {
-    /// Attach `backing` read-only to a free loop device (`mount -o loop,ro` semantics).
-    pub(super) fn attach(backing: &File, name: &str) -> io::Result<LoopDevice> {
+    /// Attach the `sizelimit` bytes at `offset` of `backing` (0 and 0: the whole file; an
+    /// offset: a partition of a disk image) read-only to a free loop device (`mount -o
+    /// loop,ro` semantics).
+    pub(super) fn attach_range(
+        backing: &File,
+        name: &str,
+        offset: u64,
+        sizelimit: u64,
+    ) -> io::Result<LoopDevice> {
         let control = OpenOptions::new()
             .read(true)
             .write(true)
@@ -98,8 +105,8 @@ impl LoopDevice {
             lo_device: 0,
             lo_inode: 0,
             lo_rdevice: 0,
-            lo_offset: 0,
-            lo_sizelimit: 0,
+            lo_offset: offset,
+            lo_sizelimit: sizelimit,
             lo_number: 0,
             lo_encrypt_type: 0,
             lo_encrypt_key_size: 0,
