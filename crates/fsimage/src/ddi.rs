@@ -4,12 +4,17 @@
 //! An image holds a data partition (`root-ARCH`, the file system), its dm-verity hash
 //! partition (`root-ARCH-verity`, see [`crate::verity`]) and optionally a signature partition
 //! (`root-ARCH-verity-sig`, a JSON object, 16 KiB). As repart does: the labels are the type
-//! names, the data and hash partitions' UUIDs are the two halves of the root hash, the
-//! signature partition's UUID and the disk UUID are derived from the seed
-//! ([`crate::verity::derive_uuid`]), data and hash partitions carry the read-only attribute
+//! names, the data and hash partitions' UUIDs are the two halves of the root hash, the disk
+//! UUID is derived from the seed ([`crate::verity::derive_uuid`]`(seed, "disk-uuid")`), data
+//! and hash partitions carry the read-only attribute
 //! (bit 60), partitions follow each other on 4 KiB boundaries, and the placement follows
 //! libfdisk's: the first partition at 1 MiB, except on disks of at most 4 MiB, where it is at
 //! 20 KiB and the hash partition takes the slack (repart sized the disk for 1 MiB).
+//!
+//! One difference: repart derives the signature partition's UUID from its seed and the type;
+//! here it is derived from the disk UUID and the type (the same HMAC keyed by the disk UUID),
+//! so `sysext sign` can add the partition later, without the seed, and give the same bytes as
+//! signing at pack time.
 //!
 //! [`read`] parses a GPT with bounds (512-byte sectors, at most 128 entries of 128 bytes,
 //! checksums checked) and [`Ddi::find`] picks the three partitions by type.
@@ -176,7 +181,7 @@ pub fn type_uuid(s: &str) -> [u8; 16] {
 pub fn partitions(
     arch: &ArchTypes,
     root_hash: &[u8; 32],
-    seed: &[u8; 16],
+    disk_uuid: &[u8; 16],
     plan: &Plan,
     sig: bool,
 ) -> Vec<Partition> {
@@ -193,7 +198,7 @@ pub fn partitions(
             let (uuid, attrs) = match role {
                 Role::Data => (root_hash[..16].try_into().unwrap(), ATTR_READ_ONLY),
                 Role::Verity => (root_hash[16..].try_into().unwrap(), ATTR_READ_ONLY),
-                Role::VeritySig => (derive_uuid(seed, &t), 0),
+                Role::VeritySig => (derive_uuid(disk_uuid, &t), 0),
             };
             Partition {
                 type_uuid: t,
@@ -274,6 +279,56 @@ pub fn write_gpt(f: &File, plan: &Plan, disk: &[u8; 16], parts: &[Partition]) ->
         &header(plan, disk, total - 1, 1, backup_entries, ecrc),
         (total - 1) * SECTOR,
     )?;
+    Ok(())
+}
+
+/// What goes into a DDI: the file system (a range of a file), its hash device, root hash and
+/// optionally the signature partition's content ([`SIG_BYTES`]).
+pub struct Contents<'a> {
+    pub data: &'a File,
+    pub data_offset: u64,
+    pub data_bytes: u64,
+    pub hash: &'a [u8],
+    pub root_hash: [u8; 32],
+    pub sig: Option<&'a [u8]>,
+}
+
+/// Writes the DDI of `c` into the empty file `out`: plan, GPT, the partitions' contents.
+pub fn assemble(
+    out: &File,
+    arch: &ArchTypes,
+    disk_uuid: &[u8; 16],
+    c: &Contents<'_>,
+) -> io::Result<Vec<Partition>> {
+    let mut sizes = vec![c.data_bytes, c.hash.len() as u64];
+    if c.sig.is_some() {
+        sizes.push(SIG_BYTES);
+    }
+    let plan = plan(&sizes);
+    let parts = partitions(arch, &c.root_hash, disk_uuid, &plan, c.sig.is_some());
+    write_gpt(out, &plan, disk_uuid, &parts)?;
+    copy_range(c.data, c.data_offset, out, parts[0].offset(), c.data_bytes)?;
+    out.write_all_at(c.hash, parts[1].offset())?;
+    if let Some(sig) = c.sig {
+        out.write_all_at(sig, parts[2].offset())?;
+    }
+    Ok(parts)
+}
+
+/// Copies `len` bytes at `from_off` of `from` to `at` of `to`, in the kernel where it can.
+fn copy_range(from: &File, from_off: u64, to: &File, at: u64, len: u64) -> io::Result<()> {
+    let mut off_in = from_off;
+    let mut off_out = at;
+    while off_in < from_off + len {
+        let want = (from_off + len - off_in).min(1 << 30) as usize;
+        let n = rustix::fs::copy_file_range(from, Some(&mut off_in), to, Some(&mut off_out), want)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file system image ended early",
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -440,7 +495,7 @@ mod tests {
             .unwrap();
         let p = plan(&[8192, 8192, SIG_BYTES]);
         let a = arch_types("arm64").unwrap();
-        let parts = partitions(a, &[9; 32], &[1; 16], &p, true);
+        let parts = partitions(a, &[9; 32], &[2; 16], &p, true);
         write_gpt(&f, &p, &[2; 16], &parts).unwrap();
         let g = read(&f, f.metadata().unwrap().len()).unwrap();
         assert_eq!(g.partitions, parts);

@@ -21,9 +21,24 @@ const MAX_ROOTHASH_FILE: u64 = 4096;
 pub enum RootHashSource {
     /// `NAME.roothash` beside the image.
     SideFile(PathBuf),
+    /// The `rootHash` of the DDI's signature partition (authenticated once the signature is
+    /// checked against a certificate).
+    Signature,
     /// The DDI's data and hash partition UUIDs (as repart writes them): not authenticated,
     /// it only makes a change of the data or the tree evident.
     PartitionUuids,
+}
+
+impl std::fmt::Display for RootHashSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RootHashSource::SideFile(p) => write!(f, "{}", p.display()),
+            RootHashSource::Signature => f.write_str("the signature partition"),
+            RootHashSource::PartitionUuids => {
+                f.write_str("the partition UUIDs; unsigned, so it only shows the image is whole")
+            }
+        }
+    }
 }
 
 /// How the hash tree is stored.
@@ -63,8 +78,38 @@ pub struct Protected {
     pub hash_file: PathBuf,
     pub hash_offset: u64,
     pub hash_bytes: u64,
+    /// The signature of the root hash, if the image has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Signature>,
     #[serde(skip)]
     root: [u8; 32],
+}
+
+/// A root hash signature found with an image.
+#[derive(Debug, Clone, Serialize)]
+pub struct Signature {
+    /// Where: `NAME.roothash.p7s` or the DDI's signature partition.
+    pub from: String,
+    /// The root hash the signature partition names (the DDI's only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed_root_hash: Option<String>,
+    /// The SHA-256 fingerprint of the signer's certificate the partition names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate_fingerprint: Option<String>,
+    #[serde(skip)]
+    pub der: Vec<u8>,
+}
+
+/// What a signature check found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignatureVerdict {
+    /// Signed by the certificate at this index.
+    Verified(usize),
+    /// Signed, but by none of the certificates.
+    WrongCertificate,
+    /// No signature.
+    Unsigned,
 }
 
 /// An image file, dissected.
@@ -91,6 +136,12 @@ pub enum DissectError {
     Gpt { path: PathBuf, reason: String },
     #[error("{} does not hold a root hash (64 hex digits); rewrite it or remove it", path.display())]
     RootHashFile { path: PathBuf },
+    #[error("{}: {source}", path.display())]
+    Signature {
+        path: PathBuf,
+        #[source]
+        source: crate::signature::SignError,
+    },
     #[error("{} has no dm-verity hash partition (root-{arch}-verity); only verity-protected disk images are read (pack one with `sysext pack --format ddi`)", path.display())]
     NoVerity { path: PathBuf, arch: String },
 }
@@ -119,9 +170,34 @@ impl Dissected {
                     arch: d.arch.arch.to_string(),
                 });
             };
-            let (root, source) = match side_root {
-                Some((r, p)) => (r, RootHashSource::SideFile(p)),
-                None => (
+            let signature = match &d.sig {
+                Some(sp) => {
+                    let n = sp.bytes().min(crate::signature::MAX_SIGNATURE) as usize;
+                    let mut b = vec![0u8; n];
+                    use std::os::unix::fs::FileExt;
+                    f.read_exact_at(&mut b, sp.offset()).map_err(io)?;
+                    let (obj, der) = crate::signature::parse_partition(&b).map_err(|source| {
+                        DissectError::Signature {
+                            path: path.to_path_buf(),
+                            source,
+                        }
+                    })?;
+                    Some(Signature {
+                        from: format!("partition {}", sp.label),
+                        signed_root_hash: Some(obj.root_hash),
+                        certificate_fingerprint: Some(obj.certificate_fingerprint),
+                        der,
+                    })
+                }
+                None => None,
+            };
+            let signed = signature
+                .as_ref()
+                .and_then(|s| parse_root_hash(s.signed_root_hash.as_deref()?));
+            let (root, source) = match (side_root, signed) {
+                (Some((r, p)), _) => (r, RootHashSource::SideFile(p)),
+                (None, Some(r)) => (r, RootHashSource::Signature),
+                (None, None) => (
                     d.uuid_root_hash().expect("a verity partition"),
                     RootHashSource::PartitionUuids,
                 ),
@@ -151,6 +227,7 @@ impl Dissected {
                     hash_file: path.to_path_buf(),
                     hash_offset: v.offset(),
                     hash_bytes: v.bytes(),
+                    signature,
                     root,
                 }),
             });
@@ -158,6 +235,7 @@ impl Dissected {
         let hash_file = side_path(path, ".verity");
         let verity = match (side_root, std::fs::metadata(&hash_file)) {
             (Some((root, p)), Ok(m)) if m.is_file() => Some(Protected {
+                signature: read_side_signature(path)?,
                 layout: Layout::Naked,
                 architecture: None,
                 partitions: Vec::new(),
@@ -205,7 +283,70 @@ fn read_side_root(image: &Path) -> Result<Option<([u8; 32], PathBuf)>, DissectEr
     }
 }
 
+/// `NAME.roothash.p7s` beside `image`, if there is one (at most [`MAX_SIGNATURE`] bytes).
+///
+/// [`MAX_SIGNATURE`]: crate::signature::MAX_SIGNATURE
+fn read_side_signature(image: &Path) -> Result<Option<Signature>, DissectError> {
+    use std::io::Read;
+    let p = side_path(image, ".roothash.p7s");
+    let f = match File::open(&p) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(DissectError::Io { path: p, source }),
+    };
+    let mut der = Vec::new();
+    f.take(crate::signature::MAX_SIGNATURE + 1)
+        .read_to_end(&mut der)
+        .map_err(|source| DissectError::Io {
+            path: p.clone(),
+            source,
+        })?;
+    if der.len() as u64 > crate::signature::MAX_SIGNATURE {
+        return Err(DissectError::Signature {
+            path: p,
+            source: crate::signature::SignError::Bad {
+                what: "signature".into(),
+                reason: format!("larger than {} bytes", crate::signature::MAX_SIGNATURE),
+            },
+        });
+    }
+    Ok(Some(Signature {
+        from: p.display().to_string(),
+        signed_root_hash: None,
+        certificate_fingerprint: None,
+        der,
+    }))
+}
+
 impl Protected {
+    /// Checks the signature of the root hash against `certs`: the root hash used for the hash
+    /// tree must be the one signed, and the signature must verify with one of the certificates.
+    pub fn check_signature(
+        &self,
+        certs: &[openssl::x509::X509],
+    ) -> Result<SignatureVerdict, crate::signature::SignError> {
+        let Some(sig) = &self.signature else {
+            return Ok(SignatureVerdict::Unsigned);
+        };
+        if let Some(named) = &sig.signed_root_hash {
+            if !named.eq_ignore_ascii_case(&self.root_hash) {
+                return Err(crate::signature::SignError::Bad {
+                    what: sig.from.clone(),
+                    reason: format!(
+                        "it signs the root hash {named}, the image's is {}",
+                        self.root_hash
+                    ),
+                });
+            }
+        }
+        Ok(
+            match crate::signature::verify(&sig.der, &self.root_hash, certs)? {
+                Some(i) => SignatureVerdict::Verified(i),
+                None => SignatureVerdict::WrongCertificate,
+            },
+        )
+    }
+
     /// Checks every data block and hash block against the root hash, in userspace; returns
     /// the bytes of data the tree covers (what may be mounted).
     pub fn verify(&self, d: &Dissected, threads: usize) -> Result<u64, VerifyError> {

@@ -10,6 +10,8 @@
 //!   `--make-ddi=sysext` lays it out: plan, write, read, find the partitions by type.
 //! - [`dissect`]: what an image file holds (a file system, a naked verity image, a DDI), the
 //!   file system's byte range and the verity check.
+//! - [`signature`]: PKCS#7 signatures of root hashes as systemd-repart writes them, and the
+//!   signature partition's JSON object.
 //! - [`entry`]: [`Entry`] and [`EntryKind`], one entry of an image as the readers list it.
 
 pub mod ddi;
@@ -17,6 +19,7 @@ pub mod dissect;
 pub mod entry;
 pub mod erofs;
 pub mod read_error;
+pub mod signature;
 pub mod squashfs;
 pub mod verity;
 

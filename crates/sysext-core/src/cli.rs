@@ -196,6 +196,14 @@ pub struct OutputArgs {
     /// from (default: derived from the name and the timestamp, so builds are reproducible).
     #[arg(long, value_name = "UUID", value_parser = parse_seed)]
     pub seed: Option<[u8; 16]>,
+    /// Sign the root hash with this PEM private key (with --cert): NAME.roothash.p7s beside a
+    /// --verity image, the signature partition of a --format ddi image. Without it, sign later
+    /// with `sysext sign`.
+    #[arg(long, value_name = "KEY.pem", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// The PEM certificate of --key.
+    #[arg(long, value_name = "CERT.pem", requires = "key")]
+    pub cert: Option<PathBuf>,
 }
 
 fn parse_seed(s: &str) -> Result<[u8; 16], String> {
@@ -255,6 +263,15 @@ impl OutputArgs {
         opts.fs = self.fs;
         opts.verity = self.verity;
         opts.seed = self.seed;
+        opts.signer = match (&self.key, &self.cert) {
+            (Some(k), Some(c)) => {
+                if !self.verity && self.format() != Format::Ddi {
+                    anyhow::bail!("--key/--cert sign a root hash: add --verity or --format ddi");
+                }
+                Some(fsimage::signature::Signer::load(k, c)?)
+            }
+            _ => None,
+        };
         if self.verity && self.format() == Format::Dir {
             anyhow::bail!("--verity needs a .raw image (a folder has no blocks to hash): name the output NAME.raw or drop --verity");
         }

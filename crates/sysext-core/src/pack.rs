@@ -158,6 +158,9 @@ pub struct PackOptions {
     /// The 128-bit seed the verity salt and UUID are derived from (systemd-repart's
     /// `--seed`); `None` = [`default_seed`] of the name and mtime.
     pub seed: Option<[u8; 16]>,
+    /// Sign the root hash: `NAME.roothash.p7s` beside a naked image, the signature partition
+    /// of a DDI.
+    pub signer: Option<fsimage::signature::Signer>,
 }
 
 /// The seed of an image's verity salt and UUID when none is given: the first 16 bytes of
@@ -207,6 +210,12 @@ pub struct VerityReport {
     /// The salt (hex) and the superblock UUID.
     pub salt: String,
     pub uuid: String,
+    /// Whether the root hash was signed (`NAME.roothash.p7s` or the DDI's signature
+    /// partition).
+    pub signed: bool,
+    /// `NAME.roothash.p7s` (a naked image signed at pack time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature_file: Option<PathBuf>,
 }
 
 /// What [`pack`] wrote.
@@ -277,6 +286,14 @@ pub enum PackError {
     ErofsLevel,
     #[error("no partition types for the architecture {0:?}: DDIs are written for x86-64, arm64 and x86 (set ARCHITECTURE= in the release file to one of them)")]
     DdiArch(String),
+    #[error("cannot sign the root hash of {}", path.display())]
+    Sign {
+        path: PathBuf,
+        #[source]
+        source: fsimage::signature::SignError,
+    },
+    #[error("--key/--cert sign a root hash: add --verity or --format ddi")]
+    SignWithoutVerity,
     #[error("--verity needs a .raw image (a folder has no blocks to hash); drop --verity or write a .raw image")]
     VerityDir,
     #[error("cannot write the verity hash tree of {}", path.display())]
@@ -352,6 +369,9 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
     if opts.verity && format == Format::Dir {
         return Err(PackError::VerityDir);
     }
+    if opts.signer.is_some() && !(opts.verity && format == Format::Raw) && format != Format::Ddi {
+        return Err(PackError::SignWithoutVerity);
+    }
     let ddi_arch = if format == Format::Ddi {
         Some(ddi_arch(&tree.join(&release))?)
     } else {
@@ -362,7 +382,14 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
         let hash = AtomicOutput::file(&fsimage::verity::side_path(output, ".verity"), opts.force)?;
         let root =
             AtomicOutput::file(&fsimage::verity::side_path(output, ".roothash"), opts.force)?;
-        Some((hash, root))
+        let p7s = match opts.signer {
+            Some(_) => Some(AtomicOutput::file(
+                &fsimage::verity::side_path(output, ".roothash.p7s"),
+                opts.force,
+            )?),
+            None => None,
+        };
+        Some((hash, root, p7s))
     } else {
         None
     };
@@ -475,15 +502,8 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
     let seed = opts.seed.unwrap_or_else(|| default_seed(&name, mtime));
     let mut ddi = None;
     let (verity, out) = match (verity_outs, ddi_arch) {
-        (Some((hash_out, root_out)), _) => (
-            Some(write_verity(
-                out.path(),
-                output,
-                &seed,
-                opts.threads,
-                hash_out,
-                root_out,
-            )?),
+        (Some(side_outs), _) => (
+            Some(write_verity(out.path(), output, &seed, opts, side_outs)?),
             out,
         ),
         (None, Some(arch)) => {
@@ -542,7 +562,6 @@ fn write_ddi(
     opts: &PackOptions,
 ) -> Result<(VerityReport, DdiReport, AtomicOutput), PackError> {
     use fsimage::{ddi, verity};
-    use std::os::unix::fs::FileExt;
     let err = |source| PackError::Verity {
         path: output.to_path_buf(),
         source,
@@ -551,8 +570,14 @@ fn write_ddi(
     let size = data.metadata().map_err(err)?.len();
     let params = verity::Params::from_seed(seed);
     let tree = verity::build(&data, 0, size, &params, opts.threads).map_err(err)?;
-    let plan = ddi::plan(&[size, tree.bytes.len() as u64]);
-    let parts = ddi::partitions(arch, &tree.root_hash, seed, &plan, false);
+    let root_hash = hex::encode(tree.root_hash);
+    let sig = match &opts.signer {
+        Some(s) => Some(s.partition(&root_hash).map_err(|source| PackError::Sign {
+            path: output.to_path_buf(),
+            source,
+        })?),
+        None => None,
+    };
     let disk_uuid = verity::derive_uuid(seed, b"disk-uuid");
     let out = AtomicOutput::file(output, opts.force)?;
     let f = fs::OpenOptions::new()
@@ -560,12 +585,18 @@ fn write_ddi(
         .write(true)
         .open(out.path())
         .map_err(err)?;
-    ddi::write_gpt(&f, &plan, &disk_uuid, &parts).map_err(err)?;
-    copy_range(&data, &f, parts[0].offset(), size).map_err(err)?;
-    f.write_all_at(&tree.bytes, parts[1].offset())
-        .map_err(err)?;
-    let root_hash = hex::encode(tree.root_hash);
+    let contents = ddi::Contents {
+        data: &data,
+        data_offset: 0,
+        data_bytes: size,
+        hash: &tree.bytes,
+        root_hash: tree.root_hash,
+        sig: sig.as_deref(),
+    };
+    let parts = ddi::assemble(&f, arch, &disk_uuid, &contents).map_err(err)?;
     let v = VerityReport {
+        signature_file: None,
+        signed: sig.is_some(),
         root_hash,
         hash_file: output.to_path_buf(),
         roothash_file: output.to_path_buf(),
@@ -590,32 +621,14 @@ fn write_ddi(
     Ok((v, d, out))
 }
 
-/// Copies `len` bytes of `from` (from its start) to `to` at `at`, in the kernel where it can.
-fn copy_range(from: &fs::File, to: &fs::File, at: u64, len: u64) -> io::Result<()> {
-    let mut off_in = 0u64;
-    let mut off_out = at;
-    while off_in < len {
-        let want = (len - off_in).min(1 << 30) as usize;
-        let n = rustix::fs::copy_file_range(from, Some(&mut off_in), to, Some(&mut off_out), want)?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the file system image ended early",
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// Hashes the written image `tmp` (the output `output`), writes the hash device and the root
 /// hash into the side outputs and commits them (the image is committed after them).
 fn write_verity(
     tmp: &Path,
     output: &Path,
     seed: &[u8; 16],
-    threads: usize,
-    hash_out: AtomicOutput,
-    root_out: AtomicOutput,
+    opts: &PackOptions,
+    (hash_out, root_out, p7s_out): (AtomicOutput, AtomicOutput, Option<AtomicOutput>),
 ) -> Result<VerityReport, PackError> {
     use fsimage::verity;
     let err = |source| PackError::Verity {
@@ -625,11 +638,24 @@ fn write_verity(
     let f = fs::File::open(tmp).map_err(err)?;
     let size = f.metadata().map_err(err)?.len();
     let params = verity::Params::from_seed(seed);
-    let tree = verity::build(&f, 0, size, &params, threads).map_err(err)?;
+    let tree = verity::build(&f, 0, size, &params, opts.threads).map_err(err)?;
     let root_hash = hex::encode(tree.root_hash);
     fs::write(hash_out.path(), &tree.bytes).map_err(err)?;
     fs::write(root_out.path(), format!("{root_hash}\n")).map_err(err)?;
+    let signature_file = match (p7s_out, &opts.signer) {
+        (Some(out), Some(signer)) => {
+            let p7s = signer.p7s(&root_hash).map_err(|source| PackError::Sign {
+                path: output.to_path_buf(),
+                source,
+            })?;
+            fs::write(out.path(), p7s).map_err(err)?;
+            Some(out.commit()?)
+        }
+        _ => None,
+    };
     Ok(VerityReport {
+        signature_file,
+        signed: opts.signer.is_some(),
         root_hash,
         hash_file: hash_out.commit()?,
         roothash_file: root_out.commit()?,

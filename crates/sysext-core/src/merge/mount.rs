@@ -53,10 +53,7 @@ fn verified_range(c: &Candidate) -> Result<(u64, u64), MergeError> {
         path: c.path.clone(),
         source,
     })?;
-    let from = match &v.root_hash_source {
-        fsimage::dissect::RootHashSource::SideFile(p) => p.display().to_string(),
-        fsimage::dissect::RootHashSource::PartitionUuids => "its partition UUIDs".to_string(),
-    };
+    let from = &v.root_hash_source;
     eprintln!(
         "sysext: {}: no device-mapper used: the dm-verity hash tree was verified in userspace (root hash {}, from {from}); mounting its file system read-only",
         c.path.display(),

@@ -1,6 +1,6 @@
 //! `sysext inspect IMAGE`: what an image holds.
 
-use fsimage::dissect::{Layout, Protected, RootHashSource};
+use fsimage::dissect::{Layout, Protected};
 use std::io::{self, Write};
 use std::path::PathBuf;
 use sysext_core::cli::Exit;
@@ -133,10 +133,5 @@ fn print(info: &ImageInfo, args: &InspectArgs, out: &mut impl Write) -> io::Resu
 
 /// Where a root hash came from, for messages.
 pub fn root_hash_source(v: &Protected) -> String {
-    match &v.root_hash_source {
-        RootHashSource::SideFile(p) => p.display().to_string(),
-        RootHashSource::PartitionUuids => {
-            "the partition UUIDs; unsigned, so it only shows the image is whole".to_string()
-        }
-    }
+    v.root_hash_source.to_string()
 }
