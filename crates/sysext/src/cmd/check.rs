@@ -38,6 +38,11 @@ pub struct CheckArgs {
     /// Print the report (findings, host, verdict) as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Require the image's root hash to be signed by one of these PEM certificates (repeat
+    /// for several); default: ROOT/etc/verity.d/*.crt when there are any. A DDI or verity
+    /// image's hash tree is always checked against its data.
+    #[arg(long, value_name = "CERT.pem")]
+    pub cert: Vec<PathBuf>,
 }
 
 pub fn run(args: CheckArgs) -> Result<Exit> {
@@ -50,6 +55,7 @@ pub fn run(args: CheckArgs) -> Result<Exit> {
     .context("reading the host to check against")?;
     let path = image_path(&args.image)?;
     let image = Image::open(&path).with_context(|| format!("checking {}", path.display()))?;
+    check_signature(&image, &args)?;
     // A verity image is judged only once its hash tree matches its data (exit 2 otherwise).
     if image
         .verify()
@@ -123,4 +129,92 @@ fn print(report: &Report, path: &Path, json: bool, out: &mut impl Write) -> io::
         path.display(),
         report.findings.len() - errors
     )
+}
+
+/// The certificates a signature must verify with: --cert, else ROOT/etc/verity.d/*.crt.
+fn certificates(args: &CheckArgs) -> Result<Vec<(PathBuf, openssl::x509::X509)>> {
+    let mut paths = args.cert.clone();
+    if paths.is_empty() {
+        let dir = args
+            .root
+            .as_deref()
+            .unwrap_or(Path::new("/"))
+            .join("etc/verity.d");
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            let mut found: Vec<PathBuf> = rd
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+                .collect();
+            found.sort();
+            paths = found;
+        }
+    }
+    paths
+        .into_iter()
+        .map(|p| {
+            use std::io::Read;
+            let mut pem = Vec::new();
+            std::fs::File::open(&p)
+                .and_then(|f| f.take(1 << 20).read_to_end(&mut pem))
+                .with_context(|| format!("reading the certificate {}", p.display()))?;
+            let c = fsimage::signature::load_cert(&pem, &p.display().to_string())?;
+            Ok((p, c))
+        })
+        .collect()
+}
+
+/// With certificates (--cert or /etc/verity.d), the image must carry a signature of its root
+/// hash by one of them; without, a signature is only mentioned.
+fn check_signature(image: &Image, args: &CheckArgs) -> Result<()> {
+    use fsimage::dissect::SignatureVerdict;
+    let certs = certificates(args)?;
+    let shown = image.path().display();
+    let Some(v) = image.verity() else {
+        if !certs.is_empty() {
+            anyhow::bail!(
+                "{shown} is not signed (it has no dm-verity hash tree), and a signature is required ({}); pack it with --format ddi --key KEY --cert CERT",
+                names(&certs)
+            );
+        }
+        return Ok(());
+    };
+    if certs.is_empty() {
+        if let Some(sig) = &v.signature {
+            eprintln!(
+                "{shown}: root hash signed ({}), not checked: pass --cert CERT.pem or put the certificate in /etc/verity.d",
+                sig.from
+            );
+        }
+        return Ok(());
+    }
+    let x509: Vec<_> = certs.iter().map(|(_, c)| c.clone()).collect();
+    match v
+        .check_signature(&x509)
+        .with_context(|| format!("checking the signature of {shown}"))?
+    {
+        SignatureVerdict::Verified(i) => {
+            eprintln!(
+                "{shown}: root hash signature verified with {}",
+                certs[i].0.display()
+            );
+            Ok(())
+        }
+        SignatureVerdict::WrongCertificate => anyhow::bail!(
+            "{shown}: the root hash signature does not verify with {}: wrong certificate (it was signed with another key), or the signature was changed",
+            names(&certs)
+        ),
+        SignatureVerdict::Unsigned => anyhow::bail!(
+            "{shown} is not signed, and a signature is required ({}); sign it with `sysext sign`",
+            names(&certs)
+        ),
+    }
+}
+
+fn names(certs: &[(PathBuf, openssl::x509::X509)]) -> String {
+    certs
+        .iter()
+        .map(|(p, _)| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -8,5 +8,6 @@ pub mod inspect;
 pub mod merge;
 pub mod pack;
 pub mod run;
+pub mod sign;
 
 pub(crate) use sysext_core::cli::{print_json, write_stdout};
