@@ -213,6 +213,7 @@ fn ddi_is_laid_out_as_systemd_repart_lays_it_out() {
     let w = d.path();
     let t = tree(w, "vt");
     let seed = "0123456789abcdef0123456789abcdef";
+    keypair(w, "");
     let o = testkit::run_ok(
         sysext()
             .arg("pack")
@@ -221,21 +222,15 @@ fn ddi_is_laid_out_as_systemd_repart_lays_it_out() {
             .args([
                 "--name", "vt", "--format", "ddi", "--fs", "erofs", "--seed", seed,
             ])
+            .arg("--key")
+            .arg(w.join("key.pem"))
+            .arg("--cert")
+            .arg(w.join("cert.pem"))
             .arg("--json"),
     );
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let root = report["verity"]["root_hash"].as_str().unwrap().to_string();
-    // repart's reference, signed (--make-ddi=sysext wants a key), from the same tree and seed.
-    testkit::run_ok(
-        Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=vt",
-            ])
-            .args(["-days", "30", "-keyout"])
-            .arg(w.join("key.pem"))
-            .arg("-out")
-            .arg(w.join("cert.pem")),
-    );
+    // repart's reference from the same tree, seed and key.
     let o = testkit::fixtures::in_repart_root(
         w,
         &format!(
@@ -247,16 +242,15 @@ fn ddi_is_laid_out_as_systemd_repart_lays_it_out() {
 
     let (ours_t, ours) = sfdisk(&w.join("ours.raw"));
     let (ref_t, refs) = sfdisk(&w.join("ref.raw"));
-    // The same disk UUID (derived from the seed), the same types, labels and attributes; our
-    // image has no signature partition (it is not signed).
+    // The same disk UUID (derived from the seed), the same types, labels and attributes.
     assert_eq!(ours_t["id"], ref_t["id"]);
     assert_eq!(ours_t["firstlba"], ref_t["firstlba"]);
-    assert_eq!(ours.len(), 2);
+    assert_eq!(ours.len(), 3);
     assert_eq!(refs.len(), 3);
     for (a, b) in ours.iter().zip(&refs) {
         assert_eq!(a[..3], b[..3]);
     }
-    assert_eq!(refs[2][1], "root-x86-64-verity-sig");
+    assert_eq!(ours[2][1], "root-x86-64-verity-sig");
     // The partition UUIDs are the root hash's halves, as repart's are.
     let uuids = format!("{}{}", ours[0][3], ours[1][3]).replace('-', "");
     assert_eq!(uuids.to_lowercase(), root);
@@ -300,18 +294,208 @@ fn ddi_is_laid_out_as_systemd_repart_lays_it_out() {
         vec![
             "root root-x86-64",
             "root-verity root-x86-64-verity",
+            "root-verity-sig root-x86-64-verity-sig",
             "fstype 'erofs'"
         ]
     );
-    assert_eq!(
-        ref_d
-            .iter()
-            .filter(|l| !l.contains("verity-sig"))
-            .collect::<Vec<_>>(),
-        ours_d.iter().collect::<Vec<_>>()
+    assert_eq!(ref_d, ours_d);
+
+    // openssl accepts our signature partition's signature over our root hash.
+    let sig = signature_of(&w.join("ours.raw"), &parts[2]);
+    fs::write(w.join("ours.p7s"), &sig).unwrap();
+    fs::write(w.join("root.txt"), &root).unwrap();
+    let v = Command::new("openssl")
+        .args([
+            "smime", "-verify", "-binary", "-inform", "DER", "-purpose", "any",
+        ])
+        .arg("-in")
+        .arg(w.join("ours.p7s"))
+        .arg("-content")
+        .arg(w.join("root.txt"))
+        .arg("-CAfile")
+        .arg(w.join("cert.pem"))
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{v:?}");
+    // And our reader takes repart's DDI: its signature with the certificate, its hash tree.
+    let o = sysext()
+        .arg("check")
+        .arg(w.join("ref.raw"))
+        .arg("--cert")
+        .arg(w.join("cert.pem"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("signature verified"), "{err}");
+    assert!(err.contains("hash tree verified"), "{err}");
+}
+
+/// A self-signed RSA key pair `keySUFFIX.pem`, `certSUFFIX.pem` in `dir`.
+fn keypair(dir: &Path, suffix: &str) {
+    testkit::run_ok(
+        Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=vt",
+            ])
+            .args(["-days", "30", "-keyout"])
+            .arg(dir.join(format!("key{suffix}.pem")))
+            .arg("-out")
+            .arg(dir.join(format!("cert{suffix}.pem"))),
     );
 }
 
+/// The DER signature in the signature partition `part` (from `sfdisk --json`) of `image`.
+fn signature_of(image: &Path, part: &serde_json::Value) -> Vec<u8> {
+    let b = fs::read(image).unwrap();
+    let start = part["start"].as_u64().unwrap() as usize * 512;
+    let size = part["size"].as_u64().unwrap() as usize * 512;
+    let obj = &b[start..start + size];
+    let end = obj.iter().position(|c| *c == 0).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&obj[..end]).unwrap();
+    let b64 = v["signature"].as_str().unwrap().to_string();
+    let o = testkit::run_ok(
+        Command::new("sh")
+            .arg("-c")
+            .arg("printf %s \"$1\" | base64 -d")
+            .arg("sh")
+            .arg(b64),
+    );
+    o.stdout
+}
+
+/// `openssl smime -sign` over `root` (hex, no newline), as repart signs: detached, binary,
+/// no signed attributes, DER.
+fn openssl_smime_sign(dir: &Path, root: &str, out: &Path) {
+    fs::write(dir.join("root.txt"), root).unwrap();
+    testkit::run_ok(
+        Command::new("openssl")
+            .args(["smime", "-sign", "-binary", "-noattr", "-outform", "DER"])
+            .arg("-signer")
+            .arg(dir.join("cert.pem"))
+            .arg("-inkey")
+            .arg(dir.join("key.pem"))
+            .arg("-in")
+            .arg(dir.join("root.txt"))
+            .arg("-out")
+            .arg(out),
+    );
+}
+
+/// The start (bytes) of partition `i` of `image`.
+fn part_start(image: &Path, i: usize) -> u64 {
+    let (t, _) = sfdisk(image);
+    t["partitions"][i]["start"].as_u64().unwrap() * 512
+}
+
+#[test]
+fn offline_signing_gives_the_bytes_of_signing_at_pack_time_and_check_judges_certificates() {
+    if !testkit::require_tool("openssl") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let w = d.path();
+    let t = tree(w, "vt");
+    keypair(w, "");
+    keypair(w, "2");
+    let (key, cert, cert2) = (w.join("key.pem"), w.join("cert.pem"), w.join("cert2.pem"));
+    for (kind, args) in [
+        ("ddi", &["--format", "ddi"][..]),
+        ("naked", &["--verity"][..]),
+    ] {
+        let (at_pack, later) = (w.join(kind).join("a"), w.join(kind).join("b"));
+        fs::create_dir_all(&at_pack).unwrap();
+        fs::create_dir_all(&later).unwrap();
+        testkit::run_ok(
+            sysext()
+                .arg("pack")
+                .arg(&t)
+                .arg(at_pack.join("vt.raw"))
+                .args(args)
+                .arg("--key")
+                .arg(&key)
+                .arg("--cert")
+                .arg(&cert),
+        );
+        let raw = later.join("vt.raw");
+        let o = testkit::run_ok(
+            sysext()
+                .arg("pack")
+                .arg(&t)
+                .arg(&raw)
+                .args(args)
+                .arg("--json"),
+        );
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let root = report["verity"]["root_hash"].as_str().unwrap();
+        let check = |c: &Path| {
+            sysext()
+                .arg("check")
+                .arg(&raw)
+                .arg("--cert")
+                .arg(c)
+                .output()
+                .unwrap()
+        };
+        // Unsigned: refused where a certificate asks for a signature.
+        let o = check(&cert);
+        assert_eq!(o.status.code(), Some(2), "{kind}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("is not signed"),
+            "{kind}"
+        );
+        // Signed elsewhere with openssl, joined without repacking: the same bytes.
+        openssl_smime_sign(w, root, &w.join("x.p7s"));
+        let sign = |c: &Path| {
+            sysext()
+                .args(["sign", "-f"])
+                .arg(&raw)
+                .arg("--signature")
+                .arg(w.join("x.p7s"))
+                .arg("--cert")
+                .arg(c)
+                .output()
+                .unwrap()
+        };
+        // A signature checked against another certificate is not joined.
+        assert_eq!(sign(&cert2).status.code(), Some(2), "{kind}");
+        assert!(sign(&cert).status.success(), "{kind}");
+        assert_eq!(
+            fs::read(&raw).unwrap(),
+            fs::read(at_pack.join("vt.raw")).unwrap(),
+            "{kind}"
+        );
+        if kind == "naked" {
+            let p7s = fs::read(later.join("vt.roothash.p7s")).unwrap();
+            assert_eq!(p7s, fs::read(at_pack.join("vt.roothash.p7s")).unwrap());
+            assert_eq!(p7s, fs::read(w.join("x.p7s")).unwrap());
+        }
+        let o = check(&cert);
+        assert!(matches!(o.status.code(), Some(0 | 1)), "{kind}: {o:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("signature verified"),
+            "{kind}"
+        );
+        let o = check(&cert2);
+        assert_eq!(o.status.code(), Some(2), "{kind}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("wrong certificate"),
+            "{kind}"
+        );
+        // A flipped bit in the signature: refused.
+        if kind == "naked" {
+            flip(&later.join("vt.roothash.p7s"), 1000);
+        } else {
+            // Near the end of the signature's base64 (its RSA signature value; 'A' and 'E',
+            // 'a' and 'e' are base64 digits alike).
+            let start = part_start(&raw, 2);
+            let b = fs::read(&raw).unwrap();
+            let end = b[start as usize..].iter().position(|c| *c == 0).unwrap() as u64;
+            flip(&raw, start + end - 30);
+        }
+        let o = check(&cert);
+        assert_eq!(o.status.code(), Some(2), "{kind}: {o:?}");
+    }
+}
 /// Loop devices whose backing file is under `dir`.
 fn loops_on(dir: &Path) -> Vec<String> {
     let mut found = Vec::new();
@@ -337,8 +521,19 @@ fn run_verifies_a_ddi_and_a_naked_image_and_refuses_a_changed_one() {
     let bb = t.join("usr/libexec/vt/busybox");
     fs::create_dir_all(bb.parent().unwrap()).unwrap();
     fs::copy(testkit::which("busybox").unwrap(), &bb).unwrap();
+    keypair(d.path(), "");
+    let (key, cert) = (d.path().join("key.pem"), d.path().join("cert.pem"));
+    let signed = [
+        "--format",
+        "ddi",
+        "--key",
+        key.to_str().unwrap(),
+        "--cert",
+        cert.to_str().unwrap(),
+    ];
     let before = fs::read_to_string("/proc/self/mountinfo").unwrap();
     for (sub, args) in [
+        ("ddi-signed", &signed[..]),
         ("ddi", &["--format", "ddi", "--fs", "erofs"][..]),
         ("ddi-squashfs", &["--format", "ddi"][..]),
         ("naked", &["--verity"][..]),
