@@ -352,16 +352,17 @@ impl Protected {
     pub fn verify(&self, d: &Dissected, threads: usize) -> Result<u64, VerifyError> {
         let data = File::open(&d.path)?;
         let hash = File::open(&self.hash_file)?;
-        let sb = verity::verify(
-            &data,
-            d.data_offset,
-            d.data_bytes,
-            &hash,
-            self.hash_offset,
-            self.hash_bytes,
-            &self.root,
-            threads,
-        )?;
+        let data = verity::Range {
+            file: &data,
+            offset: d.data_offset,
+            len: d.data_bytes,
+        };
+        let hash = verity::Range {
+            file: &hash,
+            offset: self.hash_offset,
+            len: self.hash_bytes,
+        };
+        let sb = verity::verify(data, hash, &self.root, threads)?;
         Ok(sb.data_blocks * verity::BLOCK)
     }
 }

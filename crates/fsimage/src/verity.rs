@@ -340,19 +340,26 @@ pub enum VerifyError {
     Io(#[from] io::Error),
 }
 
-/// Checks the `data_size` bytes of `data` at `data_offset` against the hash device of
-/// `hash_size` bytes at `hash_offset` and the `root_hash` (userspace dm-verity: every data
-/// block and every hash block is read and compared). Returns the superblock.
+/// A byte range of a file: a partition, or a whole file.
+#[derive(Debug, Clone, Copy)]
+pub struct Range<'a> {
+    pub file: &'a File,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// Checks the `data` range against the hash device in the `hash` range and the `root_hash`
+/// (userspace dm-verity: every data block and every hash block is read and compared). Returns
+/// the superblock.
 pub fn verify(
-    data: &File,
-    data_offset: u64,
-    data_size: u64,
-    hash: &File,
-    hash_offset: u64,
-    hash_size: u64,
+    data: Range<'_>,
+    hash: Range<'_>,
     root_hash: &[u8; 32],
     threads: usize,
 ) -> Result<Superblock, VerifyError> {
+    let (data_offset, data_size) = (data.offset, data.len);
+    let (hash_offset, hash_size) = (hash.offset, hash.len);
+    let (data, hash) = (data.file, hash.file);
     if hash_size < BLOCK {
         return Err(VerifyError::HashSize {
             have: hash_size,
@@ -536,16 +543,17 @@ mod tests {
             std::fs::write(&hp, &t.bytes).unwrap();
             let check = |root: &[u8; 32]| {
                 let (df, hf) = (File::open(&dp).unwrap(), File::open(&hp).unwrap());
-                verify(
-                    &df,
-                    0,
-                    blocks * BLOCK,
-                    &hf,
-                    0,
-                    t.bytes.len() as u64,
-                    root,
-                    2,
-                )
+                let data = Range {
+                    file: &df,
+                    offset: 0,
+                    len: blocks * BLOCK,
+                };
+                let hash = Range {
+                    file: &hf,
+                    offset: 0,
+                    len: t.bytes.len() as u64,
+                };
+                verify(data, hash, root, 2)
             };
             assert_eq!(check(&t.root_hash).unwrap().data_blocks, blocks);
             let mut root = t.root_hash;
