@@ -598,3 +598,101 @@ fn run_verifies_a_ddi_and_a_naked_image_and_refuses_a_changed_one() {
     assert_eq!(fs::read_to_string("/proc/self/mountinfo").unwrap(), before);
     assert!(loops_on(d.path()).is_empty());
 }
+
+/// CRC-32 (IEEE), as GPT uses it, to forge headers that pass their checksums.
+fn crc32(b: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &x in b {
+        c ^= x as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xedb8_8320
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+/// Re-seals the primary GPT of `b` after an edit: the entries' and the header's checksums.
+fn reseal(b: &mut [u8]) {
+    let n = u32::from_le_bytes(b[592..596].try_into().unwrap()).min(128) as usize;
+    let e = crc32(&b[1024..1024 + n * 128]);
+    b[600..604].copy_from_slice(&e.to_le_bytes());
+    b[528..532].fill(0);
+    let h = crc32(&b[512..512 + 92]);
+    b[528..532].copy_from_slice(&h.to_le_bytes());
+}
+
+#[test]
+fn hostile_disk_images_are_refused_with_a_clear_error() {
+    let d = tempfile::tempdir().unwrap();
+    let t = tree(d.path(), "vt");
+    let good = d.path().join("good.raw");
+    testkit::run_ok(
+        sysext()
+            .arg("pack")
+            .arg(&t)
+            .arg(&good)
+            .args(["--name", "vt", "--format", "ddi"]),
+    );
+    let orig = fs::read(&good).unwrap();
+    let (table, _) = sfdisk(&good);
+    let hash_at = table["partitions"][1]["start"].as_u64().unwrap() as usize * 512;
+    // (name, edit, what the error says)
+    type Edit = fn(&mut Vec<u8>, usize);
+    let cases: &[(&str, Edit, &str)] = &[
+        (
+            "many-entries",
+            |b, _| {
+                b[592..596].copy_from_slice(&100_000u32.to_le_bytes());
+                reseal(b);
+            },
+            "at most 128",
+        ),
+        (
+            "beyond-the-end",
+            |b, _| {
+                // The data partition's last LBA far past the file.
+                b[1024 + 40..1024 + 48].copy_from_slice(&(1u64 << 40).to_le_bytes());
+                reseal(b);
+            },
+            "beyond the image",
+        ),
+        ("bad-checksum", |b, _| b[1024 + 60] ^= 1, "checksum"),
+        (
+            "huge-data-blocks",
+            |b, h| b[h + 72..h + 80].copy_from_slice(&u64::MAX.to_le_bytes()),
+            "data blocks",
+        ),
+        (
+            "salt-too-long",
+            |b, h| b[h + 80..h + 82].copy_from_slice(&4000u16.to_le_bytes()),
+            "salt",
+        ),
+        (
+            "truncated",
+            |b, _| b.truncate(b.len() / 2),
+            "beyond the image",
+        ),
+    ];
+    for (name, edit, says) in cases {
+        let mut b = orig.clone();
+        edit(&mut b, hash_at);
+        let p = d.path().join(format!("{name}.raw"));
+        fs::write(&p, &b).unwrap();
+        for verb in ["check", "inspect"] {
+            let o = sysext().arg(verb).arg(&p).output().unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            if verb == "inspect" && matches!(*name, "huge-data-blocks" | "salt-too-long") {
+                // inspect reads no hash tree: the file system is shown.
+                assert!(o.status.success(), "{name}: {err}");
+                continue;
+            }
+            assert_eq!(o.status.code(), Some(2), "{verb} {name}: {err}");
+            assert!(err.contains(says), "{verb} {name}: {err}");
+            assert!(!err.contains("panicked"), "{verb} {name}: {err}");
+        }
+    }
+}
