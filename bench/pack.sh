@@ -62,11 +62,11 @@ if [[ ${VERITY:-1} != 0 ]] && command -v veritysetup >/dev/null; then
   printf '\n%-12s %10s %10s %10s %12s %9s\n' verity plain_s verity_s added_s veritysetup_s added_x
   sync
   t0=$(now)
-  "$bin" pack "$tree" "$work/e.raw" --fs erofs --threads "$threads" --force >/dev/null
+  "$bin" pack "$tree" "$work/e.raw" --name bench --fs erofs --threads "$threads" --force >/dev/null
   t1=$(now)
-  "$bin" pack "$tree" "$work/v.raw" --fs erofs --verity --threads "$threads" --force >/dev/null
+  "$bin" pack "$tree" "$work/v.raw" --name bench --fs erofs --verity --threads "$threads" --force >/dev/null
   t2=$(now)
-  "$bin" pack "$tree" "$work/d.raw" --fs erofs --format ddi --threads "$threads" --force >/dev/null
+  "$bin" pack "$tree" "$work/d.raw" --name bench --fs erofs --format ddi --threads "$threads" --force >/dev/null
   t3=$(now)
   veritysetup format "$work/e.raw" "$work/e.verity" >/dev/null
   t4=$(now)
