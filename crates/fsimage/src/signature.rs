@@ -11,7 +11,6 @@ use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
 use openssl::pkey::PKey;
 use openssl::stack::Stack;
 use openssl::x509::store::X509StoreBuilder;
-use openssl::x509::X509;
 use serde::{Deserialize, Serialize};
 
 /// The most bytes of a signature (a `.p7s` file or the partition's object) read.
@@ -38,6 +37,34 @@ pub struct SigObject {
     pub root_hash: String,
     pub certificate_fingerprint: String,
     pub signature: String,
+}
+
+pub use openssl::x509::X509;
+
+/// Loads the PEM certificate file `path` (at most 1 MiB).
+pub fn load_cert_file(path: &std::path::Path) -> Result<X509, SignError> {
+    use std::io::Read;
+    let what = path.display().to_string();
+    let mut pem = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(1 << 20).read_to_end(&mut pem))
+        .map_err(|e| bad(&what, e))?;
+    load_cert(&pem, &what)
+}
+
+/// The certificates systemd trusts for image signatures beside the kernel keyring:
+/// `ROOT/etc/verity.d/*.crt`, sorted (none when the folder is missing).
+pub fn verity_d(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found: Vec<std::path::PathBuf> = std::fs::read_dir(root.join("etc/verity.d"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
 }
 
 /// Loads a PEM certificate.

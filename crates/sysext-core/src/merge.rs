@@ -120,6 +120,8 @@ pub enum MergeError {
         #[source]
         source: fsimage::verity::VerifyError,
     },
+    #[error("image {}: {reason}", path.display())]
+    Signature { path: PathBuf, reason: String },
     #[error("setting up a loop device for {path}")]
     Loop {
         path: PathBuf,
@@ -249,6 +251,9 @@ pub struct MergeOptions {
     pub force: bool,
     /// Hierarchies to merge; default `/usr` and `/opt`.
     pub hierarchies: Vec<String>,
+    /// When not empty, every `.raw` image must carry a root hash signature by one of these
+    /// certificates (path, certificate); an unsigned image or another signer is refused.
+    pub certs: Vec<(PathBuf, fsimage::signature::X509)>,
 }
 
 impl Default for MergeOptions {
@@ -259,6 +264,7 @@ impl Default for MergeOptions {
             discover: false,
             force: false,
             hierarchies: DEFAULT_HIERARCHIES.iter().map(|s| s.to_string()).collect(),
+            certs: Vec::new(),
         }
     }
 }

@@ -696,3 +696,64 @@ fn hostile_disk_images_are_refused_with_a_clear_error() {
         }
     }
 }
+
+#[test]
+fn run_with_cert_requires_a_signature_by_it() {
+    if !testkit::require_root("sysext run: mount namespaces and loop devices")
+        || !testkit::require_tool("busybox")
+    {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let w = d.path();
+    let t = tree(w, "vt");
+    let bb = t.join("usr/libexec/vt/busybox");
+    fs::create_dir_all(bb.parent().unwrap()).unwrap();
+    fs::copy(testkit::which("busybox").unwrap(), &bb).unwrap();
+    keypair(w, "");
+    keypair(w, "2");
+    for sub in ["signed", "unsigned"] {
+        fs::create_dir_all(w.join(sub)).unwrap();
+        let mut pack = sysext();
+        pack.arg("pack")
+            .arg(&t)
+            .arg(w.join(sub).join("vt.raw"))
+            .args(["--format", "ddi"]);
+        if sub == "signed" {
+            pack.arg("--key")
+                .arg(w.join("key.pem"))
+                .arg("--cert")
+                .arg(w.join("cert.pem"));
+        }
+        testkit::run_ok(&mut pack);
+    }
+    let before = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let run = |sub: &str, cert: &str| {
+        sysext()
+            .arg("run")
+            .arg("--cert")
+            .arg(w.join(cert))
+            .arg(w.join(sub).join("vt.raw"))
+            .args(["--", "/usr/libexec/vt/busybox", "echo", "ran"])
+            .output()
+            .unwrap()
+    };
+    let o = run("signed", "cert.pem");
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "ran\n");
+    assert!(err.contains("signature verified"), "{err}");
+    // (image, certificate, what the refusal says)
+    for (sub, cert, says) in [
+        ("signed", "cert2.pem", "wrong certificate"),
+        ("unsigned", "cert.pem", "not signed"),
+    ] {
+        let o = run(sub, cert);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(2), "{sub} {cert}: {err}");
+        assert!(err.contains(says), "{sub} {cert}: {err}");
+        assert!(o.stdout.is_empty());
+    }
+    assert_eq!(fs::read_to_string("/proc/self/mountinfo").unwrap(), before);
+    assert!(loops_on(w).is_empty());
+}

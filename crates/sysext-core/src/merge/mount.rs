@@ -41,14 +41,57 @@ pub fn detect_format(head: &[u8]) -> Result<ImageFormat, &'static str> {
 
 /// The byte range of an image file to mount: its file system's partition (a DDI) or the whole
 /// file, after the dm-verity check of a DDI or naked verity image (said on stderr).
-fn verified_range(c: &Candidate) -> Result<(u64, u64), MergeError> {
+fn verified_range(
+    c: &Candidate,
+    certs: &[(PathBuf, fsimage::signature::X509)],
+) -> Result<(u64, u64), MergeError> {
+    use fsimage::dissect::SignatureVerdict;
     let d = fsimage::dissect::Dissected::open(&c.path).map_err(|source| MergeError::Dissect {
         path: c.path.clone(),
         source,
     })?;
+    let names = || {
+        certs
+            .iter()
+            .map(|(p, _)| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let refuse = |reason: String| MergeError::Signature {
+        path: c.path.clone(),
+        reason,
+    };
     let Some(v) = &d.verity else {
+        if !certs.is_empty() {
+            return Err(refuse(format!(
+                "not signed (no dm-verity hash tree), and a signature is required ({})",
+                names()
+            )));
+        }
         return Ok((0, 0));
     };
+    if !certs.is_empty() {
+        let x509: Vec<_> = certs.iter().map(|(_, c)| c.clone()).collect();
+        match v.check_signature(&x509).map_err(|e| refuse(e.to_string()))? {
+            SignatureVerdict::Verified(i) => eprintln!(
+                "sysext: {}: root hash signature verified with {}",
+                c.path.display(),
+                certs[i].0.display()
+            ),
+            SignatureVerdict::WrongCertificate => {
+                return Err(refuse(format!(
+                    "the root hash signature does not verify with {}: wrong certificate, or a changed signature",
+                    names()
+                )))
+            }
+            SignatureVerdict::Unsigned => {
+                return Err(refuse(format!(
+                    "not signed, and a signature is required ({})",
+                    names()
+                )))
+            }
+        }
+    }
     let covered = v.verify(&d, 0).map_err(|source| MergeError::Verity {
         path: c.path.clone(),
         source,
@@ -67,7 +110,11 @@ pub(super) fn cstring(s: &str) -> CString {
 }
 
 /// Mount one image read-only at `target`.
-pub(super) fn mount_image(c: &Candidate, target: &Path) -> Result<ImageFormat, MergeError> {
+pub(super) fn mount_image(
+    c: &Candidate,
+    target: &Path,
+    certs: &[(PathBuf, fsimage::signature::X509)],
+) -> Result<ImageFormat, MergeError> {
     if c.directory {
         let merr = |source| MergeError::Mount {
             what: c.path.display().to_string(),
@@ -83,7 +130,7 @@ pub(super) fn mount_image(c: &Candidate, target: &Path) -> Result<ImageFormat, M
     // A DDI or a naked verity image: no device-mapper here, so the hash tree is checked in
     // userspace first, then the file system's range is mounted read-only.
     let (offset, sizelimit) = if md.is_file() {
-        verified_range(c)?
+        verified_range(c, certs)?
     } else {
         (0, 0)
     };

@@ -175,7 +175,7 @@ pub(super) fn prepare(
     for c in cands {
         let p = ws.join("extensions").join(&c.name);
         mkdir_p(&p, 0o700)?;
-        let format = mount_image(c, &p)?;
+        let format = mount_image(c, &p, &opts.certs)?;
         let layer = Layer {
             name: c.name.clone(),
             path: c.path.clone(),

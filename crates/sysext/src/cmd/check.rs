@@ -133,32 +133,15 @@ fn print(report: &Report, path: &Path, json: bool, out: &mut impl Write) -> io::
 
 /// The certificates a signature must verify with: --cert, else ROOT/etc/verity.d/*.crt.
 fn certificates(args: &CheckArgs) -> Result<Vec<(PathBuf, openssl::x509::X509)>> {
-    let mut paths = args.cert.clone();
-    if paths.is_empty() {
-        let dir = args
-            .root
-            .as_deref()
-            .unwrap_or(Path::new("/"))
-            .join("etc/verity.d");
-        if let Ok(rd) = std::fs::read_dir(&dir) {
-            let mut found: Vec<PathBuf> = rd
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "crt"))
-                .collect();
-            found.sort();
-            paths = found;
-        }
-    }
+    let paths = if args.cert.is_empty() {
+        fsimage::signature::verity_d(args.root.as_deref().unwrap_or(Path::new("/")))
+    } else {
+        args.cert.clone()
+    };
     paths
         .into_iter()
         .map(|p| {
-            use std::io::Read;
-            let mut pem = Vec::new();
-            std::fs::File::open(&p)
-                .and_then(|f| f.take(1 << 20).read_to_end(&mut pem))
-                .with_context(|| format!("reading the certificate {}", p.display()))?;
-            let c = fsimage::signature::load_cert(&pem, &p.display().to_string())?;
+            let c = fsimage::signature::load_cert_file(&p)?;
             Ok((p, c))
         })
         .collect()

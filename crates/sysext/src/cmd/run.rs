@@ -27,6 +27,11 @@ pub struct RunArgs {
     /// Images (directories or .raw files).
     #[arg(value_name = "IMAGE")]
     pub images: Vec<PathBuf>,
+    /// Require every .raw image to carry a root hash signature by one of these PEM
+    /// certificates (repeat for several); an unsigned image, or one signed with another key,
+    /// is refused before anything is mounted.
+    #[arg(long, value_name = "CERT.pem")]
+    pub cert: Vec<PathBuf>,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -43,6 +48,7 @@ pub fn run(args: RunArgs) -> Result<Exit> {
     }
     opts.images = args.images;
     opts.force = args.force;
+    opts.certs = super::merge::load_certs(&args.cert)?;
     let report = args.report;
     let outcome = merge::run_with(&opts, &args.command, |r| {
         super::merge::print_messages(r);
