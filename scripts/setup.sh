@@ -21,6 +21,7 @@ demo_packages=(
   squashfs-tools      # mksquashfs / unsquashfs: the reference packer and reader
   util-linux mount    # unshare, loop devices
   gcc                 # the linker Rust needs; the demo's static hello for bake
+  libssl-dev pkg-config  # rust-openssl (fsimage signs and checks root hash signatures)
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross  # the demo's arm64 hello, and arm64 ELF tests
   python3             # a free loopback port for the demo's registry
   ca-certificates
