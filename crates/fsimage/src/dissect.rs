@@ -350,8 +350,26 @@ impl Protected {
     /// Checks every data block and hash block against the root hash, in userspace; returns
     /// the bytes of data the tree covers (what may be mounted).
     pub fn verify(&self, d: &Dissected, threads: usize) -> Result<u64, VerifyError> {
-        let data = File::open(&d.path)?;
-        let hash = File::open(&self.hash_file)?;
+        self.verify_with(d, &File::open(&d.path)?, threads)
+    }
+
+    /// [`Protected::verify`] reading the image through `image`, an open descriptor of it (the
+    /// one a loop device is then attached to, so what is mounted is what was checked, also if
+    /// the path is replaced meanwhile).
+    pub fn verify_with(
+        &self,
+        d: &Dissected,
+        image: &File,
+        threads: usize,
+    ) -> Result<u64, VerifyError> {
+        let own;
+        let hash = if self.layout == Layout::Ddi {
+            image
+        } else {
+            own = File::open(&self.hash_file)?;
+            &own
+        };
+        let data = image;
         let data = verity::Range {
             file: &data,
             offset: d.data_offset,

@@ -43,6 +43,7 @@ pub fn detect_format(head: &[u8]) -> Result<ImageFormat, &'static str> {
 /// file, after the dm-verity check of a DDI or naked verity image (said on stderr).
 fn verified_range(
     c: &Candidate,
+    backing: &File,
     certs: &[(PathBuf, fsimage::signature::X509)],
 ) -> Result<(u64, u64), MergeError> {
     use fsimage::dissect::SignatureVerdict;
@@ -92,10 +93,12 @@ fn verified_range(
             }
         }
     }
-    let covered = v.verify(&d, 0).map_err(|source| MergeError::Verity {
-        path: c.path.clone(),
-        source,
-    })?;
+    let covered = v
+        .verify_with(&d, backing, 0)
+        .map_err(|source| MergeError::Verity {
+            path: c.path.clone(),
+            source,
+        })?;
     let from = &v.root_hash_source;
     eprintln!(
         "sysext: {}: no device-mapper used: the dm-verity hash tree was verified in userspace (root hash {}, from {from}); mounting its file system read-only",
@@ -129,8 +132,10 @@ pub(super) fn mount_image(
     let md = fs::metadata(&c.path).map_err(io_err("reading image", &c.path))?;
     // A DDI or a naked verity image: no device-mapper here, so the hash tree is checked in
     // userspace first, then the file system's range is mounted read-only.
+    // One descriptor for the check and the loop device: what is mounted is what was checked.
+    let backing = File::open(&c.path).map_err(io_err("opening image", &c.path))?;
     let (offset, sizelimit) = if md.is_file() {
-        verified_range(c, certs)?
+        verified_range(c, &backing, certs)?
     } else {
         (0, 0)
     };
@@ -144,7 +149,6 @@ pub(super) fn mount_image(
     let (source, _loop) = if md.file_type().is_block_device() {
         (c.path.clone(), None)
     } else {
-        let backing = File::open(&c.path).map_err(io_err("opening image", &c.path))?;
         let dev =
             sys::LoopDevice::attach_range(&backing, &c.path.to_string_lossy(), offset, sizelimit)
                 .map_err(|source| MergeError::Loop {
