@@ -371,12 +371,12 @@ impl Protected {
         };
         let data = image;
         let data = verity::Range {
-            file: &data,
+            file: data,
             offset: d.data_offset,
             len: d.data_bytes,
         };
         let hash = verity::Range {
-            file: &hash,
+            file: hash,
             offset: self.hash_offset,
             len: self.hash_bytes,
         };
