@@ -275,12 +275,13 @@ pub fn trixie_repart_root() -> PathBuf {
 }
 
 /// Runs `script` chrooted into [`trixie_repart_root`] with /proc, /dev and /sys bound and
-/// `work` bound on `/w`, in a private mount namespace.
+/// `work` bound on `/w`, in a private mount namespace. The root is bound onto itself first, so
+/// it is a mount point (systemd-dissect changes the propagation of the mounts below `/`).
 pub fn in_repart_root(work: &Path, script: &str) -> std::process::Output {
     let root = trixie_repart_root();
     let (r, w) = (root.display(), work.display());
     crate::in_mount_namespace(&format!(
-        "set -e; mount --rbind /proc {r}/proc; mount --rbind /dev {r}/dev; \
+        "set -e; mount --bind {r} {r}; mount --rbind /proc {r}/proc; mount --rbind /dev {r}/dev; \
          mount --rbind /sys {r}/sys; mount --bind {w} {r}/w; \
          chroot {r} /bin/sh -c {}",
         sh_quote(script)
