@@ -240,3 +240,80 @@ impl Signer {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openssl::asn1::Asn1Time;
+    use openssl::rsa::Rsa;
+    use openssl::x509::X509NameBuilder;
+
+    /// A self-signed certificate and its key (PEM).
+    fn keypair(cn: &str) -> (Vec<u8>, X509) {
+        let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", cn).unwrap();
+        let name = name.build();
+        let mut b = X509::builder().unwrap();
+        b.set_version(2).unwrap();
+        let serial = openssl::bn::BigNum::from_u32(cn.len() as u32 + 7).unwrap();
+        b.set_serial_number(&serial.to_asn1_integer().unwrap())
+            .unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        (key.private_key_to_pem_pkcs8().unwrap(), b.build())
+    }
+
+    #[test]
+    fn sign_verify_and_the_partition_object() {
+        let (key, cert) = keypair("a");
+        let (_, other) = keypair("b");
+        let root = "ab".repeat(32);
+        let p7s = sign(&root, &key, &cert).unwrap();
+        // Deterministic (RSA PKCS#1 v1.5, no signing time): the same bytes each time.
+        assert_eq!(p7s, sign(&root, &key, &cert).unwrap());
+        assert_eq!(
+            verify(&p7s, &root, &[other.clone(), cert.clone()]).unwrap(),
+            Some(1)
+        );
+        assert_eq!(
+            verify(&p7s, &root, std::slice::from_ref(&other)).unwrap(),
+            None
+        );
+        assert_eq!(
+            verify(&p7s, &"cd".repeat(32), std::slice::from_ref(&cert)).unwrap(),
+            None
+        );
+        let fp = fingerprint(&cert).unwrap();
+        let part = partition_bytes(&root, &fp, &p7s, 16384).unwrap();
+        assert_eq!(part.len(), 16384);
+        let text =
+            std::str::from_utf8(&part[..part.iter().position(|b| *b == 0).unwrap()]).unwrap();
+        assert!(
+            text.starts_with(&format!(
+                "{{\"rootHash\":\"{root}\",\"certificateFingerprint\":\"{fp}\",\"signature\":\""
+            )),
+            "{text}"
+        );
+        let (obj, der) = parse_partition(&part).unwrap();
+        assert_eq!(der, p7s);
+        assert_eq!(obj.root_hash, root);
+        assert!(partition_bytes(&root, &fp, &p7s, 100).is_err());
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        for bad in [&b""[..], b"{", b"{\"rootHash\":1}", b"\0\0\0", &[0xff; 64]] {
+            assert!(parse_partition(bad).is_err());
+        }
+        let obj = br#"{"rootHash":"00","certificateFingerprint":"00","signature":"!!"}"#;
+        assert!(parse_partition(obj).is_err());
+        assert!(verify(b"not der", "00", &[]).is_err());
+    }
+}
