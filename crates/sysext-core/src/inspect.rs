@@ -38,7 +38,7 @@ pub enum InspectError {
         #[source]
         source: io::Error,
     },
-    #[error("{} is neither a squashfs or EROFS image (no magic), a verity disk image with one in its root partition, nor a folder; pass a NAME.raw made by `sysext pack`, mksquashfs or mkfs.erofs, or an extension folder", .0.display())]
+    #[error("{} is neither a squashfs image (no \"hsqs\" magic), an EROFS one, a verity disk image holding one, nor a folder; pass a NAME.raw made by `sysext pack`, mksquashfs or mkfs.erofs, or an extension folder", .0.display())]
     UnknownFormat(PathBuf),
     #[error(transparent)]
     Image(#[from] ReadError),
