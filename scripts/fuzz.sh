@@ -12,6 +12,9 @@
 #                       mksquashfs.
 #   erofs               crates/flix/fuzz: sysext_core::inspect on arbitrary bytes with the EROFS
 #                       magic; seed: a small image made by mkfs.erofs.
+#   ddi                 crates/flix/fuzz: fsimage::dissect and sysext_core::inspect on
+#                       arbitrary bytes with a GPT header's signature; seed: a DDI laid out
+#                       with sfdisk around the EROFS seed.
 #   tar_unpack          ocirootfs's layer unpacker into a temp root (nothing may appear beside
 #                       it); seeds: tar, gzip and zstd layers with links, hardlinks, whiteouts.
 #   oci_manifest        ocirootfs's index / manifest / config / manifest.json parsers; seeds:
@@ -20,7 +23,7 @@
 #   release             the os-release parser and extension-release writer; seeds:
 #                       /etc/os-release and /usr/lib/os-release.
 #   bake_manifest       the bake manifest parser; seed: examples/bake.toml.
-# The last seven run FUZZ_NEW_SECONDS each (default 15). FUZZ_TARGETS="a b" runs only those.
+# The last eight run FUZZ_NEW_SECONDS each (default 15). FUZZ_TARGETS="a b" runs only those.
 # Stable Rust is used with RUSTC_BOOTSTRAP=1 for the sanitizer flags cargo-fuzz passes.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,7 +31,7 @@ folders=$(cd "$repo" && ls -d crates/*/fuzz)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target/fuzz}
 elf_seconds=${FUZZ_SECONDS:-30}
 new_seconds=${FUZZ_NEW_SECONDS:-15}
-targets=${FUZZ_TARGETS:-"rewrite scan squashfs erofs tar_unpack oci_manifest ldcache release bake_manifest"}
+targets=${FUZZ_TARGETS:-"rewrite scan squashfs erofs ddi tar_unpack oci_manifest ldcache release bake_manifest"}
 export RUSTC_BOOTSTRAP=1
 start=$(date +%s)
 for f in $folders; do
@@ -80,6 +83,15 @@ fi
 er=$(seed erofs)
 if command -v mkfs.erofs >/dev/null; then
   mkfs.erofs --quiet -T0 --all-root "$er/x.raw" "$tree" >/dev/null
+fi
+
+dk=$(seed ddi)
+if command -v sfdisk >/dev/null && [ -f "$er/x.raw" ]; then
+  # root-x86-64 holding the EROFS seed, and an empty root-x86-64-verity.
+  truncate -s 2M "$dk/x.raw"
+  printf 'label: gpt\nstart=40, size=1024, type=4f68bce3-e8cd-4db1-96e7-fbcaf984b709, name="root-x86-64"\nsize=64, type=2c7357ed-ebd2-46d9-aec1-23d437ec2bf5, name="root-x86-64-verity"\n' |
+    sfdisk --quiet "$dk/x.raw" >/dev/null
+  dd if="$er/x.raw" of="$dk/x.raw" bs=512 seek=40 conv=notrunc status=none
 fi
 
 tu=$(seed tar_unpack)

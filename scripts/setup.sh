@@ -21,6 +21,7 @@ demo_packages=(
   squashfs-tools      # mksquashfs / unsquashfs: the reference packer and reader
   util-linux mount    # unshare, loop devices
   gcc                 # the linker Rust needs; the demo's static hello for bake
+  libssl-dev pkg-config  # rust-openssl (fsimage signs and checks root hash signatures)
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross  # the demo's arm64 hello, and arm64 ELF tests
   python3             # a free loopback port for the demo's registry
   ca-certificates
@@ -44,6 +45,7 @@ packages=(
   apache2-utils openssl  # htpasswd -B and token-signing keys for the registry auth tests
   python3-venv python3-dev  # auditwheel (from PyPI) repairs a wheel with flix-patchelf
   qemu-user-static    # relocated arm64 and i386 programs run in a root without libc
+  cryptsetup-bin fdisk  # veritysetup verify checks our hash trees; sfdisk --json reads our DDIs
   strace              # which gconv module the host's and the relocated iconv open (flix_glibc_data)
   gpg gpg-agent gpgv  # bake --signing-key signs SHA256SUMS (the tests make their keys)
   btrfs-progs dosfstools bzip2 fdisk  # install-image tests build a Flatcar-layout disk (OEM btrfs, EFI vfat, sfdisk)

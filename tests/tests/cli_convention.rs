@@ -142,6 +142,10 @@ fn help_lists_the_shared_groups() {
         "--format",
         "--fs",
         "--compression",
+        "--verity",
+        "--seed",
+        "--key",
+        "--cert",
     ];
     // (command, groups that apply, flags that must not be there)
     type Flags = &'static [&'static str];

@@ -140,7 +140,7 @@ pub fn build(args: Args) -> Result<Report> {
             out.commit()?;
             (report, None)
         }
-        Format::Raw => {
+        Format::Raw | Format::Ddi => {
             // Stage beside the output (same filesystem), pack, and drop the staged tree.
             let scratch_name = format!(".{}.flatwrap-tree", args.name);
             let scratch = AtomicOutput::dir(&output.with_file_name(scratch_name), true)?;

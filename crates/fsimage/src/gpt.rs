@@ -25,6 +25,19 @@ pub enum GptError {
     Bad { path: PathBuf, message: String },
 }
 
+impl GptError {
+    /// What is wrong, without the file's name (for callers that name it themselves).
+    pub fn reason(&self) -> String {
+        match self {
+            GptError::Io { source, .. } => source.to_string(),
+            GptError::NoTable { .. } => {
+                "no GUID partition table (no \"EFI PART\" header at LBA 1)".into()
+            }
+            GptError::Bad { message, .. } => format!("bad GUID partition table: {message}"),
+        }
+    }
+}
+
 /// One used entry of the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Partition {

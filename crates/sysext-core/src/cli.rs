@@ -175,8 +175,10 @@ pub struct OutputArgs {
     /// error).
     #[arg(short, long)]
     pub force: bool,
-    /// raw: a squashfs image; dir: a folder, as systemd-sysext also accepts (default: raw, or
-    /// dir when --output names something that does not end in ".raw").
+    /// raw: a file system image; dir: a folder, as systemd-sysext also accepts; ddi: a GPT disk
+    /// image with the file system and its dm-verity hash tree, as systemd-repart
+    /// --make-ddi=sysext lays it out (default: raw, or dir when --output names something that
+    /// does not end in ".raw").
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub format: Option<Format>,
     /// The file system of a raw image: squashfs (default) or erofs (uncompressed for now).
@@ -186,6 +188,27 @@ pub struct OutputArgs {
     /// none for erofs (its default).
     #[arg(long, value_name = "COMP")]
     pub compression: Option<CompressionArg>,
+    /// Also write a dm-verity hash tree (sha256, 4 KiB blocks) beside the .raw image:
+    /// NAME.verity and NAME.roothash, as systemd-sysext and systemd-dissect look for them.
+    #[arg(long)]
+    pub verity: bool,
+    /// The seed (a UUID, as systemd-repart's --seed) the verity salt and UUIDs are derived
+    /// from (default: derived from the name and the timestamp, so builds are reproducible).
+    #[arg(long, value_name = "UUID", value_parser = parse_seed)]
+    pub seed: Option<[u8; 16]>,
+    /// Sign the root hash with this PEM private key (with --cert): NAME.roothash.p7s beside a
+    /// --verity image, the signature partition of a --format ddi image. Without it, sign later
+    /// with `sysext sign`.
+    #[arg(long, value_name = "KEY.pem", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// The PEM certificate of --key.
+    #[arg(long, value_name = "CERT.pem", requires = "key")]
+    pub cert: Option<PathBuf>,
+}
+
+fn parse_seed(s: &str) -> Result<[u8; 16], String> {
+    fsimage::verity::parse_uuid(s)
+        .ok_or_else(|| format!("{s:?} is not a UUID (32 hex digits, dashes allowed)"))
 }
 
 /// `--compression`: a squashfs compressor, or none (EROFS, written uncompressed for now).
@@ -238,6 +261,26 @@ impl OutputArgs {
         opts.force = self.force;
         opts.format = Some(self.format());
         opts.fs = self.fs;
+        opts.verity = self.verity;
+        opts.seed = self.seed;
+        opts.signer = match (&self.key, &self.cert) {
+            (Some(k), Some(c)) => {
+                if !self.verity && self.format() != Format::Ddi {
+                    anyhow::bail!("--key/--cert sign a root hash: add --verity or --format ddi");
+                }
+                Some(fsimage::signature::Signer::load(k, c)?)
+            }
+            _ => None,
+        };
+        if self.verity && self.format() == Format::Dir {
+            anyhow::bail!("--verity needs a .raw image (a folder has no blocks to hash): name the output NAME.raw or drop --verity");
+        }
+        if self.seed.is_some() && !self.verity && self.format() != Format::Ddi {
+            anyhow::bail!("--seed only sets the verity salt and UUIDs: add --verity or --format ddi, or drop --seed");
+        }
+        if self.verity && self.format() == Format::Ddi {
+            anyhow::bail!("--format ddi holds its hash tree in a partition: drop --verity (it writes side files beside a plain image)");
+        }
         opts.compression = match (self.fs, self.compression) {
             (Fs::Squashfs, None) => Compression::Gzip,
             (Fs::Squashfs, Some(CompressionArg::Squashfs(c))) => c,
@@ -268,13 +311,15 @@ impl clap::ValueEnum for Fs {
 
 impl clap::ValueEnum for Format {
     fn value_variants<'a>() -> &'a [Self] {
-        &[Format::Raw, Format::Dir]
+        &[Format::Raw, Format::Dir, Format::Ddi]
     }
 
     fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
         Some(match self {
             Format::Raw => clap::builder::PossibleValue::new("raw").help("a squashfs image"),
             Format::Dir => clap::builder::PossibleValue::new("dir").help("a folder"),
+            Format::Ddi => clap::builder::PossibleValue::new("ddi")
+                .help("a GPT disk image with the file system and its dm-verity hash tree"),
         })
     }
 }

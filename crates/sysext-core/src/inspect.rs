@@ -20,6 +20,7 @@ use serde::Serialize;
 use crate::release::{ImageClass, ReleaseError, MAX_RELEASE_BYTES};
 use elf_closure::{ElfError, ElfInfo};
 use elf_closure::{TreeView, ViewKind};
+use fsimage::dissect::{DissectError, Dissected, Protected};
 use fsimage::erofs::reader::ErofsReader;
 use fsimage::squashfs::reader::{ReadError, SquashfsReader, MAX_DEPTH};
 use fsimage::{Entry, EntryKind};
@@ -37,10 +38,18 @@ pub enum InspectError {
         #[source]
         source: io::Error,
     },
-    #[error("{} is neither a squashfs image (no \"hsqs\" magic) nor a folder; pass a NAME.raw made by `sysext pack` or mksquashfs, or an extension folder", .0.display())]
+    #[error("{} is neither a squashfs image (no \"hsqs\" magic), an EROFS one, a verity disk image holding one, nor a folder; pass a NAME.raw made by `sysext pack`, mksquashfs or mkfs.erofs, or an extension folder", .0.display())]
     UnknownFormat(PathBuf),
     #[error(transparent)]
     Image(#[from] ReadError),
+    #[error(transparent)]
+    Dissect(#[from] DissectError),
+    #[error("{}: the dm-verity check failed, refusing the image (it was changed after it was built, or its root hash is not this image's)", image.display())]
+    Verity {
+        image: PathBuf,
+        #[source]
+        source: fsimage::verity::VerifyError,
+    },
     #[error("cannot read {} in the folder image", path.display())]
     Read {
         path: PathBuf,
@@ -95,6 +104,10 @@ pub struct ImageInfo {
     pub total_size: u64,
     /// systemd architecture names of the ELF files inside, sorted, e.g. ["x86-64"].
     pub architectures: Vec<String>,
+    /// The dm-verity side of a DDI or a naked verity image: partitions, root hash (not
+    /// checked by `info`; [`Image::verify`] checks it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verity: Option<Protected>,
     pub entries: Vec<Entry>,
 }
 
@@ -112,6 +125,8 @@ pub struct Image {
     class: ImageClass,
     source: Source,
     entries: Vec<Entry>,
+    /// What the file holds around its file system (`None` for a folder).
+    dissected: Option<Dissected>,
 }
 
 impl std::fmt::Debug for Image {
@@ -121,6 +136,20 @@ impl std::fmt::Debug for Image {
             .field("entries", &self.entries.len())
             .finish()
     }
+}
+
+/// Reads up to `buf.len()` bytes at `off` of `f`, at most `limit` of them.
+fn read_at_most(f: &fs::File, buf: &mut [u8], off: u64, limit: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let want = buf.len().min(limit as usize);
+    let mut n = 0;
+    while n < want {
+        match f.read_at(&mut buf[n..want], off + n as u64)? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
 }
 
 /// The entries of the folder `root`, walked with an explicit stack (no recursion on depth),
@@ -238,19 +267,22 @@ impl Image {
                 class: ImageClass::detect(entries.iter().map(|e| e.path.as_str())),
                 source: Source::Dir(path.to_path_buf()),
                 entries,
+                dissected: None,
             });
         }
-        let mut head = Vec::with_capacity(fsimage::erofs::SUPER_OFFSET + 4);
+        // A DDI's file system is read in its partition, in place.
+        let dissected = Dissected::open(path)?;
+        let (off, len) = (dissected.data_offset, dissected.data_bytes);
+        let mut head = vec![0u8; fsimage::erofs::SUPER_OFFSET + 4];
         let f = fs::File::open(path).map_err(oerr)?;
-        f.take(fsimage::erofs::SUPER_OFFSET as u64 + 4)
-            .read_to_end(&mut head)
-            .map_err(oerr)?;
+        let n = read_at_most(&f, &mut head, off, len).map_err(oerr)?;
+        head.truncate(n);
         // A squashfs or EROFS image, told apart by magic as systemd does.
         let (source, nodes) = if head.len() >= 4 && &head[..4] == fsimage::squashfs::MAGIC {
-            let reader = Arc::new(SquashfsReader::open(path)?);
+            let reader = Arc::new(SquashfsReader::open_at(path, off)?);
             (Source::Squashfs(reader.clone()), reader.nodes().to_vec())
         } else if fsimage::erofs::is_erofs(&head) {
-            let reader = Arc::new(ErofsReader::open(path)?);
+            let reader = Arc::new(ErofsReader::open_range(path, off, Some(len))?);
             (Source::Erofs(reader.clone()), reader.nodes().to_vec())
         } else {
             return Err(InspectError::UnknownFormat(path.to_path_buf()));
@@ -266,7 +298,29 @@ impl Image {
             class,
             source,
             entries,
+            dissected: Some(dissected),
         })
+    }
+
+    /// The verity side of the image (a DDI or a naked verity image), if any.
+    pub fn verity(&self) -> Option<&Protected> {
+        self.dissected.as_ref()?.verity.as_ref()
+    }
+
+    /// Checks the image's dm-verity hash tree against its data and root hash in userspace
+    /// (every block is read); `Ok(false)` when the image has no hash tree.
+    pub fn verify(&self) -> Result<bool, InspectError> {
+        let Some(d) = &self.dissected else {
+            return Ok(false);
+        };
+        let Some(v) = &d.verity else {
+            return Ok(false);
+        };
+        v.verify(d, 0).map_err(|source| InspectError::Verity {
+            image: self.path.clone(),
+            source,
+        })?;
+        Ok(true)
     }
 
     /// The same image under the name systemd will see it by: the name of the link that points
@@ -522,6 +576,7 @@ impl Image {
             files: files.len() as u64,
             total_size: files.iter().map(|e| e.size).sum(),
             architectures,
+            verity: self.verity().cloned(),
             entries: self.entries.clone(),
         })
     }

@@ -131,6 +131,20 @@ pub enum MergeError {
     UnknownArchitecture,
     #[error("hierarchy '{hierarchy}' is already merged; run `sysext unmerge` first")]
     AlreadyMerged { hierarchy: String },
+    #[error("image {}", path.display())]
+    Dissect {
+        path: PathBuf,
+        #[source]
+        source: fsimage::dissect::DissectError,
+    },
+    #[error("image {}: the dm-verity check failed, refusing it (nothing was mounted from it)", path.display())]
+    Verity {
+        path: PathBuf,
+        #[source]
+        source: fsimage::verity::VerifyError,
+    },
+    #[error("image {}: {reason}", path.display())]
+    Signature { path: PathBuf, reason: String },
     #[error("setting up a loop device for {path}")]
     Loop {
         path: PathBuf,
@@ -340,6 +354,9 @@ pub struct MergeOptions {
     pub confext_hierarchies: Vec<String>,
     /// Whether the merged hierarchies are writable, and where writes go ([`Mutable`]).
     pub mutable: Mutable,
+    /// When not empty, every `.raw` image must carry a root hash signature by one of these
+    /// certificates (path, certificate); an unsigned image or another signer is refused.
+    pub certs: Vec<(PathBuf, fsimage::signature::X509)>,
 }
 
 impl Default for MergeOptions {
@@ -356,6 +373,7 @@ impl Default for MergeOptions {
                 .map(|s| s.to_string())
                 .collect(),
             mutable: Mutable::No,
+            certs: Vec::new(),
         }
     }
 }

@@ -36,6 +36,9 @@ pub enum Format {
     Raw,
     /// A plain folder, as systemd-sysext also accepts.
     Dir,
+    /// A GPT disk image (`NAME.raw`) holding the file system and its dm-verity hash tree in
+    /// the partitions systemd-repart `--make-ddi=sysext` uses.
+    Ddi,
 }
 
 impl Format {
@@ -55,7 +58,7 @@ impl Format {
     /// The default output for an extension `name`: `NAME.raw` or the folder `NAME`.
     pub fn default_output(self, name: &str) -> PathBuf {
         match self {
-            Format::Raw => PathBuf::from(format!("{name}.raw")),
+            Format::Raw | Format::Ddi => PathBuf::from(format!("{name}.raw")),
             Format::Dir => PathBuf::from(name),
         }
     }
@@ -65,6 +68,7 @@ impl Format {
         match self {
             Format::Raw => "raw",
             Format::Dir => "dir",
+            Format::Ddi => "ddi",
         }
     }
 }
@@ -114,8 +118,9 @@ impl std::str::FromStr for Format {
         match s {
             "raw" => Ok(Format::Raw),
             "dir" => Ok(Format::Dir),
+            "ddi" => Ok(Format::Ddi),
             other => Err(format!(
-                "unknown format {other:?}; use raw (a squashfs NAME.raw) or dir (a folder)"
+                "unknown format {other:?}; use raw (a squashfs NAME.raw), dir (a folder) or ddi (a GPT disk image with verity)"
             )),
         }
     }
@@ -152,6 +157,70 @@ pub struct PackOptions {
     pub threads: usize,
     /// A system extension (default) or a configuration extension (systemd-confext).
     pub class: ImageClass,
+    /// Also write a dm-verity hash tree beside a `.raw` image: `NAME.verity` and
+    /// `NAME.roothash` (the "naked" form systemd-dissect and systemd-sysext look for).
+    pub verity: bool,
+    /// The 128-bit seed the verity salt and UUID are derived from (systemd-repart's
+    /// `--seed`); `None` = [`default_seed`] of the name and mtime.
+    pub seed: Option<[u8; 16]>,
+    /// Sign the root hash: `NAME.roothash.p7s` beside a naked image, the signature partition
+    /// of a DDI.
+    pub signer: Option<fsimage::signature::Signer>,
+}
+
+/// The seed of an image's verity salt and UUID when none is given: the first 16 bytes of
+/// `sha256("sysext-tools/verity-seed\0" NAME "\0" MTIME-as-8-bytes-LE)`, so the same tree,
+/// name and time give the same bytes, and another version another salt.
+pub fn default_seed(name: &str, mtime: u64) -> [u8; 16] {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::new()
+        .chain_update(b"sysext-tools/verity-seed\0")
+        .chain_update(name.as_bytes())
+        .chain_update(b"\0")
+        .chain_update(mtime.to_le_bytes())
+        .finalize();
+    h[..16].try_into().unwrap()
+}
+
+/// The partitions of a DDI that [`pack`] wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct DdiReport {
+    /// systemd's architecture name the partition types are of.
+    pub architecture: String,
+    pub disk_uuid: String,
+    pub partitions: Vec<DdiPartition>,
+}
+
+/// One partition of a [`DdiReport`].
+#[derive(Debug, Clone, Serialize)]
+pub struct DdiPartition {
+    pub label: String,
+    pub type_uuid: String,
+    pub uuid: String,
+    pub offset: u64,
+    pub bytes: u64,
+}
+
+/// The dm-verity part of a [`PackReport`].
+#[derive(Debug, Clone, Serialize)]
+pub struct VerityReport {
+    /// The root hash, hex.
+    pub root_hash: String,
+    /// The hash device's file (`NAME.verity`).
+    pub hash_file: PathBuf,
+    /// The root hash's file (`NAME.roothash`).
+    pub roothash_file: PathBuf,
+    /// Bytes of the hash device (superblock and tree).
+    pub hash_bytes: u64,
+    /// The salt (hex) and the superblock UUID.
+    pub salt: String,
+    pub uuid: String,
+    /// Whether the root hash was signed (`NAME.roothash.p7s` or the DDI's signature
+    /// partition).
+    pub signed: bool,
+    /// `NAME.roothash.p7s` (a naked image signed at pack time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature_file: Option<PathBuf>,
 }
 
 /// What [`pack`] wrote.
@@ -175,6 +244,12 @@ pub struct PackReport {
     /// EROFS details (None for a folder or squashfs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub erofs: Option<ErofsStats>,
+    /// The GPT disk image's partitions (`Format::Ddi`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ddi: Option<DdiReport>,
+    /// The hash tree written beside the image (`verity`) or into the DDI.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verity: Option<VerityReport>,
 }
 
 /// Errors from [`pack`].
@@ -218,6 +293,24 @@ pub enum PackError {
     },
     #[error("EROFS images are written uncompressed for now: leave out the compression level")]
     ErofsLevel,
+    #[error("no partition types for the architecture {0:?}: DDIs are written for x86-64, arm64 and x86 (set ARCHITECTURE= in the release file to one of them)")]
+    DdiArch(String),
+    #[error("cannot sign the root hash of {}", path.display())]
+    Sign {
+        path: PathBuf,
+        #[source]
+        source: fsimage::signature::SignError,
+    },
+    #[error("--key/--cert sign a root hash: add --verity or --format ddi")]
+    SignWithoutVerity,
+    #[error("--verity needs a .raw image (a folder has no blocks to hash); drop --verity or write a .raw image")]
+    VerityDir,
+    #[error("cannot write the verity hash tree of {}", path.display())]
+    Verity {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot copy {} to {}", from.display(), to.display())]
     Copy {
         from: PathBuf,
@@ -295,7 +388,35 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
         });
     }
     let mtime = resolve_mtime(opts.mtime)?;
-    let erofs = format == Format::Raw && opts.fs == Fs::Erofs;
+    if opts.verity && format == Format::Dir {
+        return Err(PackError::VerityDir);
+    }
+    if opts.signer.is_some() && !(opts.verity && format == Format::Raw) && format != Format::Ddi {
+        return Err(PackError::SignWithoutVerity);
+    }
+    let ddi_arch = if format == Format::Ddi {
+        Some(ddi_arch(&tree.join(&release))?)
+    } else {
+        None
+    };
+    // The side files are claimed before any work, so an existing one stops the run early.
+    let verity_outs = if opts.verity && format == Format::Raw {
+        let hash = AtomicOutput::file(&fsimage::verity::side_path(output, ".verity"), opts.force)?;
+        let root =
+            AtomicOutput::file(&fsimage::verity::side_path(output, ".roothash"), opts.force)?;
+        let p7s = match opts.signer {
+            Some(_) => Some(AtomicOutput::file(
+                &fsimage::verity::side_path(output, ".roothash.p7s"),
+                opts.force,
+            )?),
+            None => None,
+        };
+        Some((hash, root, p7s))
+    } else {
+        None
+    };
+    let image = matches!(format, Format::Raw | Format::Ddi);
+    let erofs = image && opts.fs == Fs::Erofs;
     if erofs && opts.level.is_some() {
         return Err(PackError::ErofsLevel);
     }
@@ -323,9 +444,15 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
 
     // Each format writes under a temporary name; the output is renamed into place once whole.
     let mut erofs_stats = None;
+    // A DDI's file system is written to a scratch file beside it first (never committed).
+    let fs_output = match format {
+        Format::Ddi => output.with_file_name(format!(".{name}.ddi-fs")),
+        _ => output.to_path_buf(),
+    };
+    let fs_force = opts.force || format == Format::Ddi;
     let (out, bytes, squashfs) = match format {
-        Format::Raw if erofs => {
-            let out = AtomicOutput::file(output, opts.force)?;
+        Format::Raw | Format::Ddi if erofs => {
+            let out = AtomicOutput::file(&fs_output, fs_force)?;
             let werr = |source| PackError::Erofs {
                 path: output.to_path_buf(),
                 source,
@@ -348,8 +475,8 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
             erofs_stats = Some(stats);
             (out, bytes, None)
         }
-        Format::Raw => {
-            let out = AtomicOutput::file(output, opts.force)?;
+        Format::Raw | Format::Ddi => {
+            let out = AtomicOutput::file(&fs_output, fs_force)?;
             let file = fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -394,19 +521,170 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
             (out, bytes, None)
         }
     };
+    let seed = opts.seed.unwrap_or_else(|| default_seed(&name, mtime));
+    let mut ddi = None;
+    let (verity, out) = match (verity_outs, ddi_arch) {
+        (Some(side_outs), _) => (
+            Some(write_verity(out.path(), output, &seed, opts, side_outs)?),
+            out,
+        ),
+        (None, Some(arch)) => {
+            let (v, d, ddi_out) = write_ddi(out.path(), output, arch, &seed, opts)?;
+            drop(out);
+            ddi = Some(d);
+            (Some(v), ddi_out)
+        }
+        (None, None) => (None, out),
+    };
+    let bytes = if ddi.is_some() {
+        fs::metadata(out.path()).map(|m| m.len()).unwrap_or(bytes)
+    } else {
+        bytes
+    };
     let compression = squashfs.as_ref().map(|_| opts.compression);
     Ok(PackReport {
+        verity,
+        ddi,
         output: out.commit()?,
         name,
         class: opts.class,
         format,
-        fs: (format == Format::Raw).then_some(opts.fs),
+        fs: image.then_some(opts.fs),
         compression,
         level: compression.map(|c| opts.level.unwrap_or(c.default_level())),
         mtime,
         bytes,
         squashfs,
         erofs: erofs_stats,
+    })
+}
+
+/// The architecture of a DDI of the tree whose release file is `release`: its
+/// `ARCHITECTURE=` unless unset or `_any`, else the host's (as systemd-repart does).
+fn ddi_arch(release: &Path) -> Result<&'static fsimage::ddi::ArchTypes, PackError> {
+    let rel = crate::release::OsRelease::read(release)?;
+    let arch = match rel
+        .get("ARCHITECTURE")
+        .filter(|a| !a.is_empty() && *a != "_any")
+    {
+        Some(a) => a.to_string(),
+        None => crate::release::host_architecture()
+            .unwrap_or("unknown")
+            .to_string(),
+    };
+    fsimage::ddi::arch_types(&arch).ok_or(PackError::DdiArch(arch))
+}
+
+/// Lays the file system image `fs_tmp` and its hash tree out as a GPT disk image at `output`
+/// (see [`fsimage::ddi`]); returns the verity and partition reports and the uncommitted DDI.
+fn write_ddi(
+    fs_tmp: &Path,
+    output: &Path,
+    arch: &'static fsimage::ddi::ArchTypes,
+    seed: &[u8; 16],
+    opts: &PackOptions,
+) -> Result<(VerityReport, DdiReport, AtomicOutput), PackError> {
+    use fsimage::{ddi, verity};
+    let err = |source| PackError::Verity {
+        path: output.to_path_buf(),
+        source,
+    };
+    let data = fs::File::open(fs_tmp).map_err(err)?;
+    let size = data.metadata().map_err(err)?.len();
+    let params = verity::Params::from_seed(seed);
+    let tree = verity::build(&data, 0, size, &params, opts.threads).map_err(err)?;
+    let root_hash = hex::encode(tree.root_hash);
+    let sig = match &opts.signer {
+        Some(s) => Some(s.partition(&root_hash).map_err(|source| PackError::Sign {
+            path: output.to_path_buf(),
+            source,
+        })?),
+        None => None,
+    };
+    let disk_uuid = verity::derive_uuid(seed, b"disk-uuid");
+    let out = AtomicOutput::file(output, opts.force)?;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(out.path())
+        .map_err(err)?;
+    let contents = ddi::Contents {
+        data: &data,
+        data_offset: 0,
+        data_bytes: size,
+        hash: &tree.bytes,
+        root_hash: tree.root_hash,
+        sig: sig.as_deref(),
+    };
+    let parts = ddi::assemble(&f, arch, &disk_uuid, &contents).map_err(err)?;
+    let v = VerityReport {
+        signature_file: None,
+        signed: sig.is_some(),
+        root_hash,
+        hash_file: output.to_path_buf(),
+        roothash_file: output.to_path_buf(),
+        hash_bytes: tree.bytes.len() as u64,
+        salt: hex::encode(&params.salt),
+        uuid: verity::uuid_string(&params.uuid),
+    };
+    let d = DdiReport {
+        architecture: arch.arch.to_string(),
+        disk_uuid: verity::uuid_string(&disk_uuid),
+        partitions: parts
+            .iter()
+            .map(|p| DdiPartition {
+                label: p.label.clone(),
+                type_uuid: verity::uuid_string(&p.type_uuid),
+                uuid: verity::uuid_string(&p.uuid),
+                offset: p.offset(),
+                bytes: p.bytes(),
+            })
+            .collect(),
+    };
+    Ok((v, d, out))
+}
+
+/// Hashes the written image `tmp` (the output `output`), writes the hash device and the root
+/// hash into the side outputs and commits them (the image is committed after them).
+fn write_verity(
+    tmp: &Path,
+    output: &Path,
+    seed: &[u8; 16],
+    opts: &PackOptions,
+    (hash_out, root_out, p7s_out): (AtomicOutput, AtomicOutput, Option<AtomicOutput>),
+) -> Result<VerityReport, PackError> {
+    use fsimage::verity;
+    let err = |source| PackError::Verity {
+        path: output.to_path_buf(),
+        source,
+    };
+    let f = fs::File::open(tmp).map_err(err)?;
+    let size = f.metadata().map_err(err)?.len();
+    let params = verity::Params::from_seed(seed);
+    let tree = verity::build(&f, 0, size, &params, opts.threads).map_err(err)?;
+    let root_hash = hex::encode(tree.root_hash);
+    fs::write(hash_out.path(), &tree.bytes).map_err(err)?;
+    fs::write(root_out.path(), format!("{root_hash}\n")).map_err(err)?;
+    let signature_file = match (p7s_out, &opts.signer) {
+        (Some(out), Some(signer)) => {
+            let p7s = signer.p7s(&root_hash).map_err(|source| PackError::Sign {
+                path: output.to_path_buf(),
+                source,
+            })?;
+            fs::write(out.path(), p7s).map_err(err)?;
+            Some(out.commit()?)
+        }
+        _ => None,
+    };
+    Ok(VerityReport {
+        signature_file,
+        signed: opts.signer.is_some(),
+        root_hash,
+        hash_file: hash_out.commit()?,
+        roothash_file: root_out.commit()?,
+        hash_bytes: tree.bytes.len() as u64,
+        salt: hex::encode(&params.salt),
+        uuid: verity::uuid_string(&params.uuid),
     })
 }
 

@@ -23,6 +23,7 @@ pub enum Command {
     Status(cmd::merge::StatusArgs),
     Run(cmd::run::RunArgs),
     Check(cmd::check::CheckArgs),
+    Sign(cmd::sign::SignArgs),
     /// Show the libraries programs need inside a rootfs, found as their loader would.
     Deps(crate::cmd::deps::DepsArgs),
     Bake(crate::cmd::bake::BakeArgs),
@@ -41,6 +42,7 @@ pub fn run(args: Args) -> Result<Exit> {
         Command::Status(a) => cmd::merge::status(a),
         Command::Run(a) => cmd::run::run(a),
         Command::Check(a) => cmd::check::run(a),
+        Command::Sign(a) => cmd::sign::run(a),
         Command::Deps(a) => crate::cmd::deps::run(a),
         Command::Bake(a) => crate::cmd::bake::run(a),
         Command::ConvertTorcx(a) => crate::cmd::convert_torcx::run(a),

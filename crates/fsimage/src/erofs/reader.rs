@@ -54,6 +54,8 @@ struct Inode {
 pub struct ErofsReader {
     path: PathBuf,
     file: File,
+    /// Where the image starts in the file.
+    base: u64,
     len: u64,
     nodes: Vec<Entry>,
     files: HashMap<String, Data>,
@@ -78,20 +80,30 @@ impl ErofsReader {
     /// Opens and indexes the image at `path` (see the module documentation for what makes an
     /// image refused).
     pub fn open(path: &Path) -> Result<Self, ReadError> {
+        Self::open_range(path, 0, None)
+    }
+
+    /// Opens the image that takes `len` bytes (default: the rest of the file) at `offset` of
+    /// the file `path` (a partition of a disk image).
+    pub fn open_range(path: &Path, offset: u64, len: Option<u64>) -> Result<Self, ReadError> {
         let file = File::open(path).map_err(|source| ReadError::Open {
             path: path.to_path_buf(),
             source,
         })?;
-        let len = file
+        let file_len = file
             .metadata()
             .map_err(|source| ReadError::Open {
                 path: path.to_path_buf(),
                 source,
             })?
             .len();
+        let len = len
+            .unwrap_or(file_len.saturating_sub(offset))
+            .min(file_len.saturating_sub(offset));
         let mut r = Self {
             path: path.to_path_buf(),
             file,
+            base: offset,
             len,
             nodes: Vec::new(),
             files: HashMap::new(),
@@ -126,7 +138,7 @@ impl ErofsReader {
             )));
         }
         self.file
-            .read_exact_at(buf, at)
+            .read_exact_at(buf, self.base + at)
             .map_err(|e| self.corrupt(format!("cannot read {} bytes at {at}: {e}", buf.len())))
     }
 

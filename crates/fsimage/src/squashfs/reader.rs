@@ -429,6 +429,11 @@ impl SquashfsReader {
     /// Opens and indexes the image at `path` (see the module documentation for what makes an
     /// image refused).
     pub fn open(path: &Path) -> Result<Self, ReadError> {
+        Self::open_at(path, 0)
+    }
+
+    /// Opens the image at `offset` of the file `path` (a partition of a disk image).
+    pub fn open_at(path: &Path, offset: u64) -> Result<Self, ReadError> {
         let file = File::open(path).map_err(|source| ReadError::Open {
             path: path.to_path_buf(),
             source,
@@ -439,7 +444,7 @@ impl SquashfsReader {
             reason,
         };
         let mut sq = catch_unwind(AssertUnwindSafe(|| {
-            Squashfs::from_reader(BufReader::new(file))
+            Squashfs::from_reader_with_offset(BufReader::new(file), offset)
         }))
         .map_err(|p| corrupt(panic_reason(p)))?
         .map_err(|e| corrupt(e.to_string()))?;

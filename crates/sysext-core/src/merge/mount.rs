@@ -2,13 +2,13 @@
 
 use super::*;
 
-pub(super) fn raw_format(path: &Path) -> Result<ImageFormat, MergeError> {
-    use std::io::Read;
-    let mut f = File::open(path).map_err(io_err("opening image", path))?;
+pub(super) fn raw_format(path: &Path, offset: u64) -> Result<ImageFormat, MergeError> {
+    use std::os::unix::fs::FileExt;
+    let f = File::open(path).map_err(io_err("opening image", path))?;
     let mut head = vec![0u8; 2048];
     let mut n = 0;
     while n < head.len() {
-        match f.read(&mut head[n..]) {
+        match f.read_at(&mut head[n..], offset + n as u64) {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) => return Err(io_err("reading image", path)(e)),
@@ -39,12 +39,85 @@ pub fn detect_format(head: &[u8]) -> Result<ImageFormat, &'static str> {
     }
 }
 
+/// The byte range of an image file to mount: its file system's partition (a DDI) or the whole
+/// file, after the dm-verity check of a DDI or naked verity image (said on stderr).
+fn verified_range(
+    c: &Candidate,
+    backing: &File,
+    certs: &[(PathBuf, fsimage::signature::X509)],
+) -> Result<(u64, u64), MergeError> {
+    use fsimage::dissect::SignatureVerdict;
+    let d = fsimage::dissect::Dissected::open(&c.path).map_err(|source| MergeError::Dissect {
+        path: c.path.clone(),
+        source,
+    })?;
+    let names = || {
+        certs
+            .iter()
+            .map(|(p, _)| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let refuse = |reason: String| MergeError::Signature {
+        path: c.path.clone(),
+        reason,
+    };
+    let Some(v) = &d.verity else {
+        if !certs.is_empty() {
+            return Err(refuse(format!(
+                "not signed (no dm-verity hash tree), and a signature is required ({})",
+                names()
+            )));
+        }
+        return Ok((0, 0));
+    };
+    if !certs.is_empty() {
+        let x509: Vec<_> = certs.iter().map(|(_, c)| c.clone()).collect();
+        match v.check_signature(&x509).map_err(|e| refuse(e.to_string()))? {
+            SignatureVerdict::Verified(i) => eprintln!(
+                "sysext: {}: root hash signature verified with {}",
+                c.path.display(),
+                certs[i].0.display()
+            ),
+            SignatureVerdict::WrongCertificate => {
+                return Err(refuse(format!(
+                    "the root hash signature does not verify with {}: wrong certificate, or a changed signature",
+                    names()
+                )))
+            }
+            SignatureVerdict::Unsigned => {
+                return Err(refuse(format!(
+                    "not signed, and a signature is required ({})",
+                    names()
+                )))
+            }
+        }
+    }
+    let covered = v
+        .verify_with(&d, backing, 0)
+        .map_err(|source| MergeError::Verity {
+            path: c.path.clone(),
+            source,
+        })?;
+    let from = &v.root_hash_source;
+    eprintln!(
+        "sysext: {}: no device-mapper used: the dm-verity hash tree was verified in userspace (root hash {}, from {from}); mounting its file system read-only",
+        c.path.display(),
+        v.root_hash
+    );
+    Ok((d.data_offset, covered))
+}
+
 pub(super) fn cstring(s: &str) -> CString {
     CString::new(s.replace('\0', "")).unwrap_or_default()
 }
 
 /// Mount one image read-only at `target`.
-pub(super) fn mount_image(c: &Candidate, target: &Path) -> Result<ImageFormat, MergeError> {
+pub(super) fn mount_image(
+    c: &Candidate,
+    target: &Path,
+    certs: &[(PathBuf, fsimage::signature::X509)],
+) -> Result<ImageFormat, MergeError> {
     if c.directory {
         let merr = |source| MergeError::Mount {
             what: c.path.display().to_string(),
@@ -57,7 +130,16 @@ pub(super) fn mount_image(c: &Candidate, target: &Path) -> Result<ImageFormat, M
         return Ok(ImageFormat::Directory);
     }
     let md = fs::metadata(&c.path).map_err(io_err("reading image", &c.path))?;
-    let format = raw_format(&c.path)?;
+    // A DDI or a naked verity image: no device-mapper here, so the hash tree is checked in
+    // userspace first, then the file system's range is mounted read-only.
+    // One descriptor for the check and the loop device: what is mounted is what was checked.
+    let backing = File::open(&c.path).map_err(io_err("opening image", &c.path))?;
+    let (offset, sizelimit) = if md.is_file() {
+        verified_range(c, &backing, certs)?
+    } else {
+        (0, 0)
+    };
+    let format = raw_format(&c.path, offset)?;
     let fstype = match format {
         ImageFormat::Squashfs => "squashfs",
         ImageFormat::Erofs => "erofs",
@@ -67,14 +149,17 @@ pub(super) fn mount_image(c: &Candidate, target: &Path) -> Result<ImageFormat, M
     let (source, _loop) = if md.file_type().is_block_device() {
         (c.path.clone(), None)
     } else {
-        let backing = File::open(&c.path).map_err(io_err("opening image", &c.path))?;
-        let dev =
-            sys::LoopDevice::attach(&backing, &c.path.to_string_lossy()).map_err(|source| {
-                MergeError::Loop {
-                    path: c.path.clone(),
-                    source,
-                }
-            })?;
+        let dev = sys::LoopDevice::attach_range(
+            &backing,
+            &c.path.to_string_lossy(),
+            offset,
+            sizelimit,
+            false,
+        )
+        .map_err(|source| MergeError::Loop {
+            path: c.path.clone(),
+            source,
+        })?;
         (dev.path.clone(), Some(dev))
     };
     // The loop device (autoclear) stays attached as long as the mount uses it; `_loop` closes

@@ -180,7 +180,7 @@ pub(super) fn prepare(
     for c in cands {
         let p = ws.join("extensions").join(&c.name);
         mkdir_p(&p, 0o700)?;
-        let format = mount_image(c, &p)?;
+        let format = mount_image(c, &p, &opts.certs)?;
         // The class: known from where the image was found or its name, else a sysext unless
         // only a confext release file is there.
         let (class, release_path) = match c.class {

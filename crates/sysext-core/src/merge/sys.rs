@@ -87,11 +87,6 @@ fn ioctl_ptr<T>(fd: &impl AsRawFd, req: libc::c_ulong, arg: &T) -> io::Result<()
 }
 
 impl LoopDevice {
-    /// Attach `backing` read-only to a free loop device (`mount -o loop,ro` semantics).
-    pub(super) fn attach(backing: &File, name: &str) -> io::Result<LoopDevice> {
-        Self::attach_range(backing, name, 0, 0, false)
-    }
-
     /// Attach the `size` bytes of `backing` from `offset` (a partition of a disk image; size 0:
     /// to the end) to a free loop device, read-only unless `writable` (then `backing` must be
     /// open for writing).

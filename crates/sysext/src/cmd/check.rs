@@ -42,6 +42,11 @@ pub struct CheckArgs {
     /// Print the report (findings, host, verdict) as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Require the image's root hash to be signed by one of these PEM certificates (repeat
+    /// for several); default: ROOT/etc/verity.d/*.crt when there are any. A DDI or verity
+    /// image's hash tree is always checked against its data.
+    #[arg(long, value_name = "CERT.pem")]
+    pub cert: Vec<PathBuf>,
 }
 
 pub fn run(args: CheckArgs) -> Result<Exit> {
@@ -54,6 +59,20 @@ pub fn run(args: CheckArgs) -> Result<Exit> {
     .context("reading the host to check against")?;
     let path = image_path(&args.image)?;
     let image = Image::open(&path).with_context(|| format!("checking {}", path.display()))?;
+    check_signature(&image, &args)?;
+    // A verity image is judged only once its hash tree matches its data (exit 2 otherwise).
+    if image
+        .verify()
+        .with_context(|| format!("checking {}", path.display()))?
+    {
+        let v = image.verity().expect("verified");
+        eprintln!(
+            "{}: dm-verity hash tree verified in userspace, root hash {} ({})",
+            path.display(),
+            v.root_hash,
+            super::inspect::root_hash_source(v)
+        );
+    }
     let report =
         check_image(&image, Some(&host)).with_context(|| format!("checking {}", path.display()))?;
     super::write_stdout(|out| print(&report, &path, args.json, out))?;
@@ -114,4 +133,75 @@ fn print(report: &Report, path: &Path, json: bool, out: &mut impl Write) -> io::
         path.display(),
         report.findings.len() - errors
     )
+}
+
+/// The certificates a signature must verify with: --cert, else ROOT/etc/verity.d/*.crt.
+fn certificates(args: &CheckArgs) -> Result<Vec<(PathBuf, openssl::x509::X509)>> {
+    let paths = if args.cert.is_empty() {
+        fsimage::signature::verity_d(args.root.as_deref().unwrap_or(Path::new("/")))
+    } else {
+        args.cert.clone()
+    };
+    paths
+        .into_iter()
+        .map(|p| {
+            let c = fsimage::signature::load_cert_file(&p)?;
+            Ok((p, c))
+        })
+        .collect()
+}
+
+/// With certificates (--cert or /etc/verity.d), the image must carry a signature of its root
+/// hash by one of them; without, a signature is only mentioned.
+fn check_signature(image: &Image, args: &CheckArgs) -> Result<()> {
+    use fsimage::dissect::SignatureVerdict;
+    let certs = certificates(args)?;
+    let shown = image.path().display();
+    let Some(v) = image.verity() else {
+        if !certs.is_empty() {
+            anyhow::bail!(
+                "{shown} is not signed (it has no dm-verity hash tree), and a signature is required ({}); pack it with --format ddi --key KEY --cert CERT",
+                names(&certs)
+            );
+        }
+        return Ok(());
+    };
+    if certs.is_empty() {
+        if let Some(sig) = &v.signature {
+            eprintln!(
+                "{shown}: root hash signed ({}), not checked: pass --cert CERT.pem or put the certificate in /etc/verity.d",
+                sig.from
+            );
+        }
+        return Ok(());
+    }
+    let x509: Vec<_> = certs.iter().map(|(_, c)| c.clone()).collect();
+    match v
+        .check_signature(&x509)
+        .with_context(|| format!("checking the signature of {shown}"))?
+    {
+        SignatureVerdict::Verified(i) => {
+            eprintln!(
+                "{shown}: root hash signature verified with {}",
+                certs[i].0.display()
+            );
+            Ok(())
+        }
+        SignatureVerdict::WrongCertificate => anyhow::bail!(
+            "{shown}: the root hash signature does not verify with {}: wrong certificate (it was signed with another key), or the signature was changed",
+            names(&certs)
+        ),
+        SignatureVerdict::Unsigned => anyhow::bail!(
+            "{shown} is not signed, and a signature is required ({}); sign it with `sysext sign`",
+            names(&certs)
+        ),
+    }
+}
+
+fn names(certs: &[(PathBuf, openssl::x509::X509)]) -> String {
+    certs
+        .iter()
+        .map(|(p, _)| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

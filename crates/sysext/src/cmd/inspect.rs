@@ -1,5 +1,6 @@
 //! `sysext inspect IMAGE`: what an image holds.
 
+use fsimage::dissect::{Layout, Protected};
 use std::io::{self, Write};
 use std::path::PathBuf;
 use sysext_core::cli::Exit;
@@ -58,6 +59,35 @@ fn print(info: &ImageInfo, args: &InspectArgs, out: &mut impl Write) -> io::Resu
         info.architectures.join(" ")
     };
     writeln!(out, "architectures: {arch}")?;
+    if let Some(v) = &info.verity {
+        let layout = match v.layout {
+            Layout::Ddi => "GPT disk image",
+            Layout::Naked => "hash tree beside the image",
+        };
+        writeln!(out, "dm-verity:     {layout}, root hash {}", v.root_hash)?;
+        writeln!(
+            out,
+            "  root hash from {} (not checked here; `sysext check` checks it)",
+            root_hash_source(v)
+        )?;
+        if let Some(a) = &v.architecture {
+            writeln!(out, "  partitions for {a}:")?;
+        }
+        for p in &v.partitions {
+            writeln!(
+                out,
+                "  {:<24} {} offset {} size {}{}",
+                escape(&p.label),
+                p.uuid,
+                p.offset,
+                p.bytes,
+                if p.read_only { " read-only" } else { "" }
+            )?;
+        }
+        if v.layout == Layout::Naked {
+            writeln!(out, "  hash tree in {}", v.hash_file.display())?;
+        }
+    }
     match (&info.release_file, &info.release) {
         (Some(f), Some(text)) => {
             writeln!(out, "release file:  {}", escape(f))?;
@@ -101,4 +131,9 @@ fn print(info: &ImageInfo, args: &InspectArgs, out: &mut impl Write) -> io::Resu
         }
     }
     Ok(())
+}
+
+/// Where a root hash came from, for messages.
+pub fn root_hash_source(v: &Protected) -> String {
+    v.root_hash_source.to_string()
 }

@@ -42,6 +42,11 @@ pub struct MergeArgs {
     /// Print the report (merged and skipped images, collisions, warnings) as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Require every .raw image to carry a root hash signature by one of these PEM
+    /// certificates (repeat for several); an unsigned image, or one signed with another key,
+    /// is refused before anything is mounted.
+    #[arg(long, value_name = "CERT.pem")]
+    pub cert: Vec<PathBuf>,
     /// Images (directories or .raw files) taken before those found in ROOT; a name found
     /// twice is taken from the first. NAME.sysext.raw and NAME.confext.raw are the image NAME.
     #[arg(value_name = "IMAGE")]
@@ -103,6 +108,7 @@ pub fn merge(args: MergeArgs) -> Result<Exit> {
     opts.discover = !args.no_discover;
     opts.force = args.force;
     opts.mutable = args.mutable;
+    opts.certs = load_certs(&args.cert)?;
     let report = merge::merge(&opts)
         .with_context(|| format!("merging extensions into {}", args.root.root.display()))?;
     print_messages(&report);
@@ -151,4 +157,12 @@ fn print_status(st: &[merge::HierarchyStatus], out: &mut impl Write) -> std::io:
         writeln!(out, "{:<10} {:<30} {since}", h.hierarchy, ext)?;
     }
     Ok(())
+}
+
+/// The certificates of `--cert`, loaded before any work.
+pub(crate) fn load_certs(paths: &[PathBuf]) -> Result<Vec<(PathBuf, fsimage::signature::X509)>> {
+    paths
+        .iter()
+        .map(|p| Ok((p.clone(), fsimage::signature::load_cert_file(p)?)))
+        .collect()
 }

@@ -11,5 +11,6 @@ pub mod pack;
 pub mod pull;
 pub mod push;
 pub mod run;
+pub mod sign;
 
 pub(crate) use sysext_core::cli::{print_json, write_stdout};

@@ -79,6 +79,23 @@ pub fn run(mut args: PackArgs) -> Result<Exit> {
                 _ => String::new(),
             }
         );
+        match (&report.verity, &report.ddi) {
+            (Some(v), Some(d)) => eprintln!(
+                "{}: GPT disk image ({}, {} partitions), root hash {}",
+                report.name,
+                d.architecture,
+                d.partitions.len(),
+                v.root_hash
+            ),
+            (Some(v), None) => eprintln!(
+                "{}: root hash {} ({}, {})",
+                report.name,
+                v.root_hash,
+                v.hash_file.display(),
+                v.roothash_file.display()
+            ),
+            _ => {}
+        }
     }
     Ok(Exit::OK)
 }

@@ -35,6 +35,11 @@ pub struct RunArgs {
     /// etc/extension-release.d/, or a name ending in .confext.raw) is merged over /etc.
     #[arg(value_name = "IMAGE")]
     pub images: Vec<PathBuf>,
+    /// Require every .raw image to carry a root hash signature by one of these PEM
+    /// certificates (repeat for several); an unsigned image, or one signed with another key,
+    /// is refused before anything is mounted.
+    #[arg(long, value_name = "CERT.pem")]
+    pub cert: Vec<PathBuf>,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -52,6 +57,7 @@ pub fn run(args: RunArgs) -> Result<Exit> {
     opts.images = args.images;
     opts.force = args.force;
     opts.mutable = args.mutable;
+    opts.certs = super::merge::load_certs(&args.cert)?;
     let report = args.report;
     let outcome = merge::run_with(&opts, &args.command, |r| {
         super::merge::print_messages(r);
