@@ -97,6 +97,12 @@ pub struct Extension {
     /// so not of the rebuild key.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub optional: bool,
+    /// Pack as a dm-verity DDI (a GPT disk image with the file system, its hash tree and,
+    /// when bake is given --verity-key/--verity-cert, the root hash signature, as
+    /// systemd-repart `--make-ddi=sysext` lays it out); without a key it is left unsigned for
+    /// `sysext sign` (offline signing). Left out of the rebuild key when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verity: bool,
     /// A configuration extension (systemd-confext, merged over /etc) instead of a sysext:
     /// mode static only, `paths` target `/etc/...` (empty: the source's etc/ as it is), no
     /// units. Left out of the rebuild key when false.

@@ -662,7 +662,11 @@ fn hostile_disk_images_are_refused_with_a_clear_error() {
             },
             "outside the usable",
         ),
-        ("bad-checksum", |b, _| b[1024 + 60] ^= 1, "CRC does not match"),
+        (
+            "bad-checksum",
+            |b, _| b[1024 + 60] ^= 1,
+            "CRC does not match",
+        ),
         (
             "huge-data-blocks",
             |b, h| b[h + 72..h + 80].copy_from_slice(&u64::MAX.to_le_bytes()),
@@ -758,4 +762,101 @@ fn run_with_cert_requires_a_signature_by_it() {
     }
     assert_eq!(fs::read_to_string("/proc/self/mountinfo").unwrap(), before);
     assert!(loops_on(w).is_empty());
+}
+
+/// `verity = true` in a bake manifest: DDIs signed at bake time with --verity-key/--verity-cert,
+/// or left unsigned and signed later with `sysext sign`, which writes the bake output's state
+/// and SHA256SUMS again so that the next bake keeps the signed image.
+#[test]
+fn bake_makes_verity_ddis_signed_now_or_later() {
+    if !testkit::require_tool("openssl") || !testkit::require_tool("busybox") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let w = d.path();
+    keypair(w, "");
+    fs::create_dir_all(w.join("st/bin")).unwrap();
+    fs::copy(testkit::which("busybox").unwrap(), w.join("st/bin/hello")).unwrap();
+    fs::write(
+        w.join("m.toml"),
+        "base_url = \"https://example.org/ext\"\narchitectures = [\"x86-64\"]\n\n\
+         [[extension]]\nname = \"hello\"\nversion = \"1.0\"\nsource = \"./st\"\n\
+         mode = \"static\"\nverity = true\npaths = [\"bin/hello:/usr/bin/\"]\n",
+    )
+    .unwrap();
+    let bake = |out: &str, extra: &[&str]| {
+        let o = sysext()
+            .current_dir(w)
+            .args(["bake", "m.toml", "--out", out, "--json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        r["entries"][0]["status"].as_str().unwrap().to_string()
+    };
+    let check = |image: &Path| {
+        sysext()
+            .arg("check")
+            .arg(image)
+            .arg("--cert")
+            .arg(w.join("cert.pem"))
+            .output()
+            .unwrap()
+    };
+    let sums_ok = |dir: &Path| {
+        testkit::run_ok(
+            Command::new("sha256sum")
+                .args(["-c", "SHA256SUMS"])
+                .current_dir(dir),
+        );
+    };
+    let img = "hello-1.0-x86-64.raw";
+
+    // Signed at bake time.
+    bake(
+        "now",
+        &["--verity-key", "key.pem", "--verity-cert", "cert.pem"],
+    );
+    let (table, _) = sfdisk(&w.join("now").join(img));
+    assert_eq!(table["partitions"].as_array().unwrap().len(), 3, "{table}");
+    // (exit 1: the file name is not the extension's name, as bake names images)
+    let signed_ok = |o: Output| {
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(
+            o.status.code() != Some(2) && err.contains("root hash signature verified"),
+            "{err}"
+        );
+    };
+    signed_ok(check(&w.join("now").join(img)));
+    sums_ok(&w.join("now"));
+
+    // Unsigned (deferred), then signed offline: SHA256SUMS follows, the next bake keeps it.
+    bake("later", &[]);
+    let later = w.join("later").join(img);
+    assert_eq!(
+        check(&later).status.code(),
+        Some(2),
+        "an unsigned DDI passed --cert"
+    );
+    testkit::run_ok(
+        sysext()
+            .arg("sign")
+            .arg(&later)
+            .arg("--key")
+            .arg(w.join("key.pem"))
+            .arg("--cert")
+            .arg(w.join("cert.pem")),
+    );
+    signed_ok(check(&later));
+    sums_ok(&w.join("later"));
+    let signed = fs::read(&later).unwrap();
+    assert_eq!(bake("later", &[]), "up-to-date");
+    assert_eq!(
+        fs::read(&later).unwrap(),
+        signed,
+        "the re-bake replaced the signed image"
+    );
+    // Signed at bake time and signed later: the same bytes.
+    assert_eq!(signed, fs::read(w.join("now").join(img)).unwrap());
 }

@@ -156,7 +156,14 @@ pub fn file_sha256(path: &Path) -> Result<String> {
 
 /// The rebuild key: sha256 over the canonical entry, the architecture, the source identity
 /// and the tool version.
-pub fn key(ext: &Extension, arch: &str, source_identity: &str) -> String {
+/// For a `verity` entry, the fingerprint of the certificate that signs its root hash at bake
+/// time counts too (a signed and an unsigned DDI are different images).
+pub fn key(
+    ext: &Extension,
+    arch: &str,
+    source_identity: &str,
+    verity_signer: Option<&str>,
+) -> String {
     let mut canon = ext.clone();
     // The per-arch map is already folded into the source identity; the list of architectures
     // does not change this image.
@@ -166,6 +173,9 @@ pub fn key(ext: &Extension, arch: &str, source_identity: &str) -> String {
     canon.optional = false;
     let mut h = Sha256::new();
     h.update(serde_json::to_string(&canon).unwrap_or_default().as_bytes());
+    if let Some(fpr) = verity_signer.filter(|_| ext.verity) {
+        h.update(format!("\0verity-signed-by {fpr}").as_bytes());
+    }
     h.update(
         format!(
             "\0{arch}\0{source_identity}\0sysext {}",
@@ -207,7 +217,12 @@ pub fn plan_key(job: &Job, opts: &BakeOptions) -> Result<String> {
         }
         _ => local_identity(&k)?,
     };
-    Ok(key(&job.ext, &job.arch, &identity))
+    Ok(key(
+        &job.ext,
+        &job.arch,
+        &identity,
+        opts.verity_signer_fingerprint(),
+    ))
 }
 
 /// Builds one job (or finds it up to date); never panics on bad input, reports the cause.
@@ -245,7 +260,7 @@ fn run_job_inner(
         (Kind::Image, None) => bail!("the source {} resolved to no image", job.source),
         _ => local_identity(&source_kind)?,
     };
-    let key = key(ext, &job.arch, &identity);
+    let key = key(ext, &job.arch, &identity, opts.verity_signer_fingerprint());
     *key_slot = Some(key.clone());
     if let Some(p) = prev {
         let same_size = fs::metadata(&output).is_ok_and(|m| m.len() == p.bytes);
@@ -404,6 +419,10 @@ fn run_job_inner(
     po.force = true;
     po.name = Some(ext.name.clone());
     po.class = ext.class();
+    if ext.verity {
+        po.format = Some(Format::Ddi);
+        po.signer = opts.verity_signer.as_ref().map(|(s, _)| s.clone());
+    }
     // pack writes through its own atomic temp file and rename.
     let rep =
         pack::pack(&tree, &output, &po).with_context(|| format!("packing {}", output.display()))?;

@@ -84,9 +84,19 @@ pub struct BakeOptions {
     /// A secret OpenPGP key file: sign SHA256SUMS (`SHA256SUMS.gpg`), write the public
     /// keyring, and make the transfer files say `Verify=yes`.
     pub signing_key: Option<PathBuf>,
+    /// Signs the root hash of `verity = true` entries (with its certificate's fingerprint);
+    /// `None`: those DDIs are left unsigned, for `sysext sign`.
+    pub verity_signer: Option<(fsimage::signature::Signer, String)>,
     /// `REGISTRY/PATH`: push every image to `PATH/NAME:<rebuild key>` (and `:VERSION-ARCH`),
     /// and before building a job, reuse the artifact found under its key.
     pub push: Option<String>,
+}
+
+impl BakeOptions {
+    /// The fingerprint of the certificate `verity = true` entries are signed with.
+    pub fn verity_signer_fingerprint(&self) -> Option<&str> {
+        self.verity_signer.as_ref().map(|(_, f)| f.as_str())
+    }
 }
 
 /// What happened to one image.

@@ -55,6 +55,13 @@ pub struct BakeArgs {
     /// /etc/systemd/import-pubring.gpg. A passphrase comes from $SYSEXT_SIGNING_PASSPHRASE.
     #[arg(long, env = "SYSEXT_SIGNING_KEY", value_name = "FILE")]
     pub signing_key: Option<PathBuf>,
+    /// Sign the root hash of `verity = true` entries with this PEM private key (and
+    /// --verity-cert); without it their DDIs are left unsigned, for `sysext sign`.
+    #[arg(long, value_name = "KEY.pem", requires = "verity_cert")]
+    pub verity_key: Option<PathBuf>,
+    /// The PEM certificate of --verity-key.
+    #[arg(long, value_name = "CERT.pem", requires = "verity_key")]
+    pub verity_cert: Option<PathBuf>,
     /// List the jobs (extension, version, architecture, file, rebuild key, the --only that
     /// builds it) without building anything, e.g. for a CI matrix; with --json as a JSON array.
     #[arg(long, conflicts_with_all = ["collect", "out"])]
@@ -122,6 +129,14 @@ pub fn run(args: BakeArgs) -> Result<Exit> {
         transfer_suffix: args.transfer_suffix.into(),
         signing_key: args.signing_key.clone(),
         push: args.push.clone(),
+        verity_signer: match (&args.verity_key, &args.verity_cert) {
+            (Some(k), Some(c)) => {
+                let s = fsimage::signature::Signer::load(k, c)?;
+                let fpr = fsimage::signature::fingerprint(s.cert())?;
+                Some((s, fpr))
+            }
+            _ => None,
+        },
     };
     if args.plan {
         let jobs = bake::plan(&manifest, &opts)

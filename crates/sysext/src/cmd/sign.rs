@@ -11,6 +11,8 @@ use fsimage::{ddi, signature, verity};
 use safefs::atomic::AtomicOutput;
 use sysext_core::cli::Exit;
 
+use crate::bake;
+
 /// Sign the root hash of a DDI (`pack --format ddi`) or a naked verity image (`pack --verity`):
 /// with --key and --cert here, or join a signature made elsewhere (--signature FILE.p7s, DER
 /// PKCS#7 as `openssl smime -sign -binary -noattr -outform DER -in ROOTHASH` writes over the
@@ -34,10 +36,54 @@ pub struct SignArgs {
     /// Replace an existing signature.
     #[arg(short, long)]
     pub force: bool,
+    /// When the image is in a `sysext bake` output whose SHA256SUMS is signed
+    /// (SHA256SUMS.gpg): the OpenPGP secret key to sign the updated SHA256SUMS with.
+    #[arg(long, env = "SYSEXT_SIGNING_KEY", value_name = "FILE")]
+    pub signing_key: Option<PathBuf>,
+}
+
+/// The bake output an image is in: its folder, the folder's state and the image's file name
+/// (`None` for an image outside a bake output, or one the state does not list).
+fn bake_output_of(image: &std::path::Path) -> Result<Option<(PathBuf, bake::State, String)>> {
+    let dir = image
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf();
+    let Some(name) = image.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Ok(None);
+    };
+    let state_path = dir.join(bake::STATE_FILE);
+    let Ok(bytes) = bake::read_limited(&state_path) else {
+        return Ok(None);
+    };
+    let state: bake::State = serde_json::from_slice(&bytes)
+        .with_context(|| format!("reading {}", state_path.display()))?;
+    Ok(state
+        .images
+        .contains_key(&name)
+        .then_some((dir, state, name)))
 }
 
 pub fn run(args: SignArgs) -> Result<Exit> {
     let shown = args.image.display().to_string();
+    // An image of a bake output: its SHA256SUMS (and a signature of it) are written again
+    // after signing; a key for SHA256SUMS.gpg is loaded before anything changes.
+    let bake_out = bake_output_of(&args.image)?;
+    let sums_key = match &bake_out {
+        Some((dir, _, _)) if dir.join("SHA256SUMS.gpg").exists() => {
+            let Some(k) = &args.signing_key else {
+                bail!(
+                    "{shown} is in a bake output whose SHA256SUMS is signed ({}): pass \
+                     --signing-key with the OpenPGP key that signed it, so that the updated \
+                     SHA256SUMS is signed again",
+                    dir.join("SHA256SUMS.gpg").display()
+                );
+            };
+            Some(bake::sign::SigningKey::load(k)?)
+        }
+        _ => None,
+    };
     let d = Dissected::open(&args.image).with_context(|| format!("signing {shown}"))?;
     let Some(v) = &d.verity else {
         bail!("{shown} has no dm-verity hash tree to sign; pack it with --format ddi or --verity");
@@ -92,6 +138,26 @@ pub fn run(args: SignArgs) -> Result<Exit> {
         Layout::Ddi => {
             rewrite_ddi(&args, &d, &root, &p7s, &cert)?;
             eprintln!("{shown}: root hash {root} signed: signature partition written");
+            if let Some((dir, mut state, name)) = bake_out {
+                let sha = bake::build::file_sha256(&args.image)?;
+                let bytes = fs::metadata(&args.image)?.len();
+                if let Some(e) = state.images.get_mut(&name) {
+                    e.sha256 = sha;
+                    e.bytes = bytes;
+                }
+                let text = serde_json::to_string_pretty(&state)? + "\n";
+                bake::write_if_changed(&dir.join(bake::STATE_FILE), &text)?;
+                bake::write_sums(&dir, &state, sums_key.as_ref())?;
+                eprintln!(
+                    "{}: SHA256SUMS updated{}",
+                    dir.display(),
+                    if sums_key.is_some() {
+                        " and signed"
+                    } else {
+                        ""
+                    }
+                );
+            }
         }
     }
     Ok(Exit::OK)
