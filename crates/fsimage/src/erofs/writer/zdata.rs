@@ -1,0 +1,602 @@
+//! The data pass of a compressed image: regular files are read in tree order and cut into
+//! segments of at most [`SEGMENT`] bytes (a file's segments start on 4 KiB boundaries, so
+//! each one starts a logical cluster); a pool of worker threads compresses the segments and
+//! the results are written in submission order, from block 1 on, so the bytes never depend
+//! on the thread count. At most [`WINDOW`] segments are in flight, which bounds memory.
+//!
+//! A segment is cut into extents: from each position, as much input as fits compressed into
+//! one 4 KiB physical cluster ("destination-size" compression), the compressed bytes at the
+//! end of the block (the `0PADDING` feature: the decompressor skips the leading zeros).
+//! Where compression gains nothing (the input consumed fits in the block as it is), the
+//! next 4 KiB are stored as they are (a `PLAIN` extent). A file of one segment that gains
+//! no block over storing it flat is stored flat instead (its tail beside its inode), as
+//! mkfs.erofs does.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+
+use super::super::Compression;
+use super::{WriteError, BLK};
+
+/// The longest segment a worker compresses at once.
+pub(super) const SEGMENT: u64 = 4 << 20;
+/// Segments in flight (read, compressing or waiting to be written).
+const WINDOW: usize = 16;
+/// The most input one extent takes (256 logical clusters).
+const MAX_EXTENT: usize = 1 << 20;
+const BLK_USIZE: usize = BLK as usize;
+
+/// One regular file of the data pass.
+pub(super) struct FileJob {
+    pub(super) path: PathBuf,
+    pub(super) size: u64,
+    /// Whether its tail would be stored beside its inode if it were stored flat.
+    pub(super) inline_tail: bool,
+}
+
+/// One extent of a compressed file: `len` bytes of the file, in the block `blkaddr`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Extent {
+    pub(super) len: u32,
+    pub(super) raw: bool,
+    pub(super) blkaddr: u32,
+}
+
+/// How a file was stored.
+#[derive(Debug)]
+pub(super) enum Stored {
+    /// Uncompressed: whole blocks from `startblk` (none: `NULL_ADDR`), the tail (when it
+    /// goes beside the inode) kept here.
+    Flat { startblk: u32, tail: Vec<u8> },
+    /// Compressed: its extents in order, `blocks` physical blocks in all.
+    Z { extents: Vec<Extent>, blocks: u64 },
+}
+
+/// The data pass' result: every file's storage (in job order), the first block after the
+/// data, and a digest of everything written.
+pub(super) struct DataOut {
+    pub(super) files: Vec<Stored>,
+    pub(super) end_blk: u64,
+    pub(super) digest: [u8; 32],
+}
+
+/// A compressor for one worker.
+pub(super) struct Codec {
+    kind: Compression,
+    level: i32,
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+    scratch: Vec<u8>,
+}
+
+impl Codec {
+    pub(super) fn new(kind: Compression, level: i32) -> Result<Self, WriteError> {
+        let zstd = match kind {
+            Compression::Zstd => Some(zstd::bulk::Compressor::new(level).map_err(|e| {
+                WriteError::TooLarge(format!("cannot start the zstd compressor: {e}"))
+            })?),
+            _ => None,
+        };
+        Ok(Self {
+            kind,
+            level,
+            zstd,
+            scratch: vec![0u8; 2 * BLK_USIZE],
+        })
+    }
+
+    /// Compresses as much of `src` as fits into `dst` (one block): (bytes of `src` taken,
+    /// bytes of `dst` written); `None` when nothing fits.
+    fn fill(&mut self, src: &[u8], dst: &mut [u8]) -> Option<(usize, usize)> {
+        let r = match self.kind {
+            Compression::Lz4 => lzzzz::lz4::compress_fill(src, dst).ok(),
+            Compression::Lz4hc => lzzzz::lz4_hc::compress_fill(src, dst, self.level).ok(),
+            Compression::Zstd => self.zstd_fill(src, dst),
+            Compression::None => None,
+        };
+        r.filter(|&(read, wrote)| read > 0 && wrote > 0 && wrote <= dst.len())
+    }
+
+    /// zstd has no destination-size mode: the longest prefix of `src` whose frame fits
+    /// `dst`, by a search over the prefix length guided by the ratio seen so far.
+    fn zstd_fill(&mut self, src: &[u8], dst: &mut [u8]) -> Option<(usize, usize)> {
+        let cap = dst.len();
+        let z = self.zstd.as_mut()?;
+        // (longest prefix that fits, its frame length), shortest prefix known not to fit.
+        let mut fit: Option<(usize, usize)> = None;
+        let mut lo = 0usize;
+        let mut hi = src.len() + 1;
+        let mut m = (cap * 4).min(src.len());
+        loop {
+            m = m.max(lo + 1).min(hi - 1);
+            match z.compress_to_buffer(&src[..m], &mut self.scratch[..]) {
+                Ok(n) if n <= cap => {
+                    dst[..n].copy_from_slice(&self.scratch[..n]);
+                    fit = Some((m, n));
+                    lo = m;
+                    if hi <= lo + 1 || n + cap / 64 > cap {
+                        break;
+                    }
+                    m = (m as u64 * cap as u64 / n.max(1) as u64) as usize;
+                    m = m.max(lo + (hi - lo) / 2).min(hi - 1);
+                }
+                _ => {
+                    hi = m;
+                    if hi <= lo + 1 {
+                        break;
+                    }
+                    m = lo + (hi - lo) / 2;
+                }
+            }
+        }
+        let (m, n) = fit?;
+        // The last fitting attempt may not be the one in `dst`: redo it.
+        if self.scratch[..n] != dst[..n] {
+            let n2 = z
+                .compress_to_buffer(&src[..m], &mut self.scratch[..])
+                .ok()?;
+            dst[..n2].copy_from_slice(&self.scratch[..n2]);
+            return Some((m, n2));
+        }
+        Some((m, n))
+    }
+}
+
+/// A compressed segment: its blocks and its extents' (length, raw) in order.
+pub(super) struct Segment {
+    pub(super) blocks: Vec<u8>,
+    pub(super) extents: Vec<(u32, bool)>,
+}
+
+/// Cuts `data` into extents (see the module documentation).
+pub(super) fn compress_segment(codec: &mut Codec, data: &[u8]) -> Segment {
+    let mut blocks = Vec::new();
+    let mut extents = Vec::new();
+    let mut pos = 0;
+    let mut buf = vec![0u8; BLK_USIZE];
+    while pos < data.len() {
+        let rest = &data[pos..];
+        let window = &rest[..rest.len().min(MAX_EXTENT)];
+        let compressed = if rest.len() > BLK_USIZE {
+            codec
+                .fill(window, &mut buf)
+                .filter(|&(read, _)| read > BLK_USIZE)
+        } else {
+            None
+        };
+        match compressed {
+            Some((read, wrote)) => {
+                let start = blocks.len();
+                blocks.resize(start + BLK_USIZE, 0);
+                blocks[start + BLK_USIZE - wrote..].copy_from_slice(&buf[..wrote]);
+                extents.push((read as u32, false));
+                pos += read;
+            }
+            None => {
+                let n = rest.len().min(BLK_USIZE);
+                let start = blocks.len();
+                blocks.extend_from_slice(&rest[..n]);
+                blocks.resize(start + BLK_USIZE, 0);
+                extents.push((n as u32, true));
+                pos += n;
+            }
+        }
+    }
+    Segment { blocks, extents }
+}
+
+struct Job {
+    seq: usize,
+    file: usize,
+    data: Vec<u8>,
+    /// The whole file is this segment: it may be stored flat.
+    whole: bool,
+}
+
+enum Out {
+    Z(Segment),
+    Flat(Vec<u8>),
+}
+
+struct Done {
+    seq: usize,
+    file: usize,
+    result: Result<Out, WriteError>,
+}
+
+/// Runs the data pass over `files` into `out` (see the module documentation).
+pub(super) fn run(
+    files: &[FileJob],
+    out: &File,
+    out_path: &Path,
+    kind: Compression,
+    level: i32,
+    threads: usize,
+) -> Result<DataOut, WriteError> {
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    }
+    .max(1);
+    let (job_tx, job_rx) = mpsc::sync_channel::<Job>(threads);
+    let job_rx = Mutex::new(job_rx);
+    let (done_tx, done_rx) = mpsc::channel::<Done>();
+    // One token a segment in flight: the reader takes one, the writer gives it back.
+    let (tok_tx, tok_rx) = mpsc::sync_channel::<()>(WINDOW);
+
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let done_tx = done_tx.clone();
+            let job_rx = &job_rx;
+            s.spawn(move || {
+                let mut codec = match Codec::new(kind, level) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = done_tx.send(Done {
+                            seq: 0,
+                            file: 0,
+                            result: Err(e),
+                        });
+                        return;
+                    }
+                };
+                loop {
+                    let job = match job_rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(job) = job else { return };
+                    let seg = compress_segment(&mut codec, &job.data);
+                    let size = job.data.len() as u64;
+                    let out = if job.whole && seg.blocks.len() as u64 >= size.next_multiple_of(BLK)
+                    {
+                        Out::Flat(job.data)
+                    } else {
+                        Out::Z(seg)
+                    };
+                    if done_tx
+                        .send(Done {
+                            seq: job.seq,
+                            file: job.file,
+                            result: Ok(out),
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+        // The reader: files in order, segment by segment.
+        let reader_done = done_tx.clone();
+        drop(done_tx);
+        s.spawn(move || {
+            let mut seq = 0;
+            for (i, f) in files.iter().enumerate() {
+                if let Err(e) = read_file(f, i, &mut seq, &job_tx, &tok_tx) {
+                    let Some(e) = e else { return };
+                    let _ = tok_tx.send(());
+                    let _ = reader_done.send(Done {
+                        seq,
+                        file: i,
+                        result: Err(e),
+                    });
+                    return;
+                }
+            }
+        });
+        write_in_order(files, out, out_path, done_rx, tok_rx)
+    })
+}
+
+/// Reads one file into jobs. `Err(None)`: the pass is being abandoned.
+fn read_file(
+    f: &FileJob,
+    file: usize,
+    seq: &mut usize,
+    job_tx: &mpsc::SyncSender<Job>,
+    tok_tx: &mpsc::SyncSender<()>,
+) -> Result<(), Option<WriteError>> {
+    let rerr = |source| {
+        Some(WriteError::Read {
+            path: f.path.clone(),
+            source,
+        })
+    };
+    let changed = |got| {
+        Some(WriteError::Changed {
+            path: f.path.clone(),
+            expected: f.size,
+            got,
+        })
+    };
+    let mut h = File::open(&f.path).map_err(rerr)?;
+    let mut done = 0u64;
+    let whole = f.size <= SEGMENT;
+    loop {
+        let want = (f.size - done).min(SEGMENT) as usize;
+        let mut data = Vec::with_capacity(want);
+        (&mut h)
+            .take(want as u64)
+            .read_to_end(&mut data)
+            .map_err(rerr)?;
+        if data.len() < want {
+            return Err(changed(done + data.len() as u64));
+        }
+        done += want as u64;
+        if done == f.size {
+            let mut probe = [0u8; 1];
+            if h.read(&mut probe).map_err(rerr)? > 0 {
+                return Err(changed(f.size + 1));
+            }
+        }
+        tok_tx.send(()).map_err(|_| None)?;
+        job_tx
+            .send(Job {
+                seq: *seq,
+                file,
+                data,
+                whole,
+            })
+            .map_err(|_| None)?;
+        *seq += 1;
+        if done == f.size {
+            return Ok(());
+        }
+    }
+}
+
+/// The writer: results in submission order, to consecutive blocks from block 1.
+fn write_in_order(
+    files: &[FileJob],
+    out: &File,
+    out_path: &Path,
+    done_rx: mpsc::Receiver<Done>,
+    tok_rx: mpsc::Receiver<()>,
+) -> Result<DataOut, WriteError> {
+    let werr = |source| WriteError::Write {
+        path: out_path.to_path_buf(),
+        source,
+    };
+    let mut stored: Vec<Option<Stored>> = (0..files.len()).map(|_| None).collect();
+    let mut pending: BTreeMap<usize, Done> = BTreeMap::new();
+    let mut next_seq = 0;
+    let mut blk = 1u64;
+    let mut hash = Sha256::new();
+    let too_large = || WriteError::TooLarge("block addresses".into());
+    for d in done_rx.iter() {
+        pending.insert(d.seq, d);
+        while let Some(d) = pending.remove(&next_seq) {
+            next_seq += 1;
+            let _ = tok_rx.recv();
+            match d.result? {
+                Out::Flat(data) => {
+                    let f = &files[d.file];
+                    let body = if f.inline_tail {
+                        data.len() - data.len() % BLK_USIZE
+                    } else {
+                        data.len()
+                    };
+                    let startblk = if body == 0 {
+                        super::ondisk::NULL_ADDR
+                    } else {
+                        u32::try_from(blk).map_err(|_| too_large())?
+                    };
+                    for (k, b) in data[..body].chunks(BLK_USIZE).enumerate() {
+                        if b.iter().any(|&x| x != 0) {
+                            out.write_all_at(b, (blk + k as u64) * BLK).map_err(werr)?;
+                        }
+                    }
+                    hash.update(&data);
+                    blk += (body as u64).div_ceil(BLK);
+                    stored[d.file] = Some(Stored::Flat {
+                        startblk,
+                        tail: data[body..].to_vec(),
+                    });
+                }
+                Out::Z(seg) => {
+                    out.write_all_at(&seg.blocks, blk * BLK).map_err(werr)?;
+                    hash.update(&seg.blocks);
+                    let entry = stored[d.file].get_or_insert(Stored::Z {
+                        extents: Vec::new(),
+                        blocks: 0,
+                    });
+                    let Stored::Z { extents, blocks } = entry else {
+                        unreachable!("a file is flat only when it is one segment")
+                    };
+                    for (len, raw) in seg.extents {
+                        extents.push(Extent {
+                            len,
+                            raw,
+                            blkaddr: u32::try_from(blk).map_err(|_| too_large())?,
+                        });
+                        blk += 1;
+                        *blocks += 1;
+                    }
+                }
+            }
+        }
+    }
+    // Every job came back (the reader and workers ended), unless one failed before.
+    let files: Vec<Stored> = stored
+        .into_iter()
+        .map(|s| {
+            s.unwrap_or(Stored::Flat {
+                startblk: super::ondisk::NULL_ADDR,
+                tail: Vec::new(),
+            })
+        })
+        .collect();
+    Ok(DataOut {
+        files,
+        end_blk: blk,
+        digest: hash.finalize().into(),
+    })
+}
+
+/// The compressed inode's map: the map header (algorithm, 4 KiB logical clusters), 8
+/// reserved bytes, then one full 8-byte index per logical cluster: `HEAD1` (compressed) or
+/// `PLAIN` (stored) where an extent starts, with its offset in the cluster and its block;
+/// `NONHEAD` for the clusters an extent covers past its head, with the distances back to
+/// its head and on to the next head; and, when the file ends inside a cluster after an
+/// extent that crossed into it, a final `PLAIN` index holding the end offset.
+pub(super) fn map_bytes(size: u64, extents: &[Extent], algorithm: u8) -> Vec<u8> {
+    const PLAIN: u16 = 0;
+    const HEAD1: u16 = 1;
+    const NONHEAD: u16 = 2;
+    let n = size.div_ceil(BLK) as usize;
+    let mut out = Vec::with_capacity(16 + 8 * n);
+    out.extend_from_slice(&[0u8; 4]); // no inline (tail-packed) data
+    out.extend_from_slice(&0u16.to_le_bytes()); // full indexes, 1-block pclusters
+    out.push(algorithm); // HEAD1's algorithm
+    out.push(0); // logical clusters of one block
+    out.extend_from_slice(&[0u8; 8]);
+    let index = |out: &mut Vec<u8>, ty: u16, ofs: u16, u: [u8; 4]| {
+        out.extend_from_slice(&ty.to_le_bytes());
+        out.extend_from_slice(&ofs.to_le_bytes());
+        out.extend_from_slice(&u);
+    };
+    let mut clusterofs = 0u64;
+    for e in extents {
+        let head = if e.raw { PLAIN } else { HEAD1 };
+        let ofs = clusterofs as u16;
+        let mut count = u64::from(e.len);
+        let mut d1 = (clusterofs + count) / BLK;
+        if d1 == 0 {
+            // Ends in the cluster it starts in: only the file's last extent.
+            index(&mut out, head, ofs, e.blkaddr.to_le_bytes());
+            clusterofs = 0;
+            continue;
+        }
+        let mut d0 = 0u64;
+        loop {
+            if d0 == 0 {
+                index(&mut out, head, ofs, e.blkaddr.to_le_bytes());
+            } else {
+                let mut u = [0u8; 4];
+                u[..2].copy_from_slice(&(d0.min(2047) as u16).to_le_bytes());
+                u[2..].copy_from_slice(&(d1 as u16).to_le_bytes());
+                index(&mut out, NONHEAD, ofs, u);
+            }
+            count -= BLK - clusterofs;
+            clusterofs = 0;
+            d0 += 1;
+            d1 -= 1;
+            if count < BLK {
+                break;
+            }
+        }
+        clusterofs = count;
+    }
+    if clusterofs != 0 {
+        index(&mut out, PLAIN, clusterofs as u16, [0u8; 4]);
+    }
+    debug_assert_eq!(out.len(), 16 + 8 * n, "one index per logical cluster");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(n: usize) -> Vec<u8> {
+        let words = ["alpha ", "beta ", "gamma ", "delta "];
+        let mut out = Vec::new();
+        let mut x = 7u32;
+        while out.len() < n {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            out.extend_from_slice(words[(x >> 16) as usize % 4].as_bytes());
+        }
+        out.truncate(n);
+        out
+    }
+
+    #[test]
+    fn extents_round_trip_through_lz4() {
+        for kind in [Compression::Lz4, Compression::Lz4hc] {
+            let mut c = Codec::new(kind, kind.default_level()).unwrap();
+            let mut data = text(200_000);
+            data.extend(testkit_free_random(10_000));
+            data.extend(text(5000));
+            let seg = compress_segment(&mut c, &data);
+            assert_eq!(seg.blocks.len(), seg.extents.len() * BLK_USIZE);
+            let mut back = Vec::new();
+            for (k, (len, raw)) in seg.extents.iter().enumerate() {
+                let b = &seg.blocks[k * BLK_USIZE..(k + 1) * BLK_USIZE];
+                if *raw {
+                    back.extend_from_slice(&b[..*len as usize]);
+                } else {
+                    assert!(*len as usize > BLK_USIZE, "a compressed extent gains");
+                    let z = b.iter().position(|&x| x != 0).unwrap();
+                    let mut o = vec![0u8; *len as usize];
+                    assert_eq!(lzzzz::lz4::decompress(&b[z..], &mut o).unwrap(), o.len());
+                    back.extend_from_slice(&o);
+                }
+            }
+            assert_eq!(back, data);
+            assert!(seg.extents.iter().any(|e| e.1) && seg.extents.iter().any(|e| !e.1));
+        }
+    }
+
+    fn testkit_free_random(n: usize) -> Vec<u8> {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn zstd_fill_fits_one_block() {
+        let mut c = Codec::new(Compression::Zstd, 3).unwrap();
+        let data = text(300_000);
+        let seg = compress_segment(&mut c, &data);
+        let mut back = Vec::new();
+        for (k, (len, raw)) in seg.extents.iter().enumerate() {
+            let b = &seg.blocks[k * BLK_USIZE..(k + 1) * BLK_USIZE];
+            assert!(!raw);
+            let z = b.iter().position(|&x| x != 0).unwrap();
+            back.extend(zstd::bulk::decompress(&b[z..], *len as usize).unwrap());
+        }
+        assert_eq!(back, data);
+        // Well filled: a few blocks, not one per 4 KiB of input.
+        assert!(seg.extents.len() < 30, "{}", seg.extents.len());
+    }
+
+    #[test]
+    fn indexes_follow_the_extents() {
+        // 27011 bytes compressed, then 9104: heads in clusters 0 and 6, a final index.
+        let e = [
+            Extent {
+                len: 27011,
+                raw: false,
+                blkaddr: 3,
+            },
+            Extent {
+                len: 9104,
+                raw: false,
+                blkaddr: 4,
+            },
+        ];
+        let m = map_bytes(36115, &e, 0);
+        let idx = |i: usize| &m[16 + 8 * i..24 + 8 * i];
+        assert_eq!(m.len(), 16 + 9 * 8);
+        assert_eq!(idx(0), [1, 0, 0, 0, 3, 0, 0, 0]);
+        assert_eq!(idx(1), [2, 0, 0, 0, 1, 0, 5, 0]);
+        assert_eq!(idx(5), [2, 0, 0, 0, 5, 0, 1, 0]);
+        assert_eq!(idx(6), [1, 0, 0x83, 0x09, 4, 0, 0, 0]);
+        assert_eq!(idx(7), [2, 0, 0x83, 0x09, 1, 0, 1, 0]);
+        assert_eq!(idx(8), [0, 0, 0x13, 0x0d, 0, 0, 0, 0]);
+    }
+}
