@@ -1,10 +1,14 @@
-//! Reads an uncompressed EROFS image back, in place: its entries and file contents.
+//! Reads an EROFS image back, in place: its entries and file contents.
 //!
 //! Our own parser of the format the writer writes (and mkfs.erofs writes without
-//! compression): 4 KiB blocks, compact and extended inodes, `FLAT_PLAIN` and `FLAT_INLINE`
-//! data, inline and shared xattrs (for `security.capability`). An image using an incompatible
-//! feature (compression, chunks, extra devices, long xattr prefixes, 48-bit addresses) is
-//! refused as not read yet. The tree is walked iteratively with the same refusals as the
+//! compression or with full indexes): 4 KiB blocks, compact and extended inodes,
+//! `FLAT_PLAIN` and `FLAT_INLINE` data, compressed files with full lcluster indexes (LZ4 or
+//! zstd, one-block physical clusters, `0PADDING`), inline and shared xattrs (for
+//! `security.capability`). An image using another incompatible feature (compact indexes,
+//! big physical clusters, tail packing, fragments, chunks, extra devices, long xattr
+//! prefixes, 48-bit addresses) is refused as not read yet. A compressed file is read one
+//! extent at a time (at most [`MAX_EXTENT`] bytes decompressed, the last one kept for the
+//! next read); every index walk is bounded by that size, so a hostile map ends in an error. The tree is walked iteratively with the same refusals as the
 //! squashfs reader (`crates/fsimage/src/squashfs/reader.rs`): a duplicate name in one
 //! directory, a name no path can name, a directory reached twice, folders deeper than
 //! [`MAX_DEPTH`]. Every read is bounds-checked against the image; nothing is allocated by a
@@ -15,6 +19,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use elf_closure::{ElfError, ElfInfo};
 use gentext::escape;
@@ -26,6 +31,12 @@ use crate::{Entry, EntryKind};
 
 const BLK: u64 = super::BLOCK_SIZE as u64;
 const NULL_ADDR: u32 = u32::MAX;
+/// The longest extent decompressed (the kernel's limit, `Z_EROFS_PCLUSTER_MAX_DSIZE`).
+pub const MAX_EXTENT: u64 = 12 << 20;
+const INCOMPAT_ZERO_PADDING: u32 = 0x1;
+const INCOMPAT_COMPR_CFGS: u32 = 0x2;
+const ALG_LZ4: u8 = 0;
+const ALG_ZSTD: u8 = 3;
 /// Longest symlink target read (PATH_MAX).
 const MAX_TARGET: u64 = 4096;
 
@@ -33,6 +44,8 @@ const MAX_TARGET: u64 = 4096;
 #[derive(Debug, Clone, Copy)]
 struct Data {
     size: u64,
+    /// A compressed file's map; `None` for flat data.
+    z: Option<ZMap>,
     /// First block of the data outside the inode.
     startblk: u32,
     /// Offset in the file where the inline part starts (`size` when there is none).
@@ -40,6 +53,33 @@ struct Data {
     /// Image offset of the inline part.
     inline_at: u64,
 }
+
+/// A compressed file's map: full lcluster indexes at `index_at`, one per 4 KiB of the file.
+#[derive(Debug, Clone, Copy)]
+struct ZMap {
+    index_at: u64,
+    algorithm: u8,
+}
+
+/// One extent of a compressed file: bytes `start..end` of the file, in block `blkaddr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Extent {
+    start: u64,
+    end: u64,
+    blkaddr: u32,
+    raw: bool,
+}
+
+/// One lcluster index: its type, offset in the cluster and its block or deltas.
+struct Index {
+    ty: u16,
+    clusterofs: u64,
+    u: u32,
+}
+
+const PLAIN: u16 = 0;
+const HEAD1: u16 = 1;
+const NONHEAD: u16 = 2;
 
 /// A parsed inode.
 struct Inode {
@@ -57,6 +97,10 @@ pub struct ErofsReader {
     len: u64,
     nodes: Vec<Entry>,
     files: HashMap<String, Data>,
+    /// The algorithms the superblock declares (bit per algorithm number).
+    algorithms: u16,
+    /// The last extent decompressed, for the next read.
+    last: Mutex<Option<(u64, Extent, Vec<u8>)>>,
 }
 
 impl std::fmt::Debug for ErofsReader {
@@ -72,6 +116,7 @@ struct Super {
     meta: u64,
     xattr: u64,
     root: u64,
+    algorithms: u16,
 }
 
 impl ErofsReader {
@@ -95,8 +140,11 @@ impl ErofsReader {
             len,
             nodes: Vec::new(),
             files: HashMap::new(),
+            algorithms: 0,
+            last: Mutex::new(None),
         };
         let sb = r.superblock()?;
+        r.algorithms = sb.algorithms;
         r.walk(&sb)?;
         r.nodes.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(r)
@@ -148,15 +196,28 @@ impl ErofsReader {
             )));
         }
         let incompat = u32_at(80);
-        if incompat != 0 {
+        let known = INCOMPAT_ZERO_PADDING | INCOMPAT_COMPR_CFGS;
+        if incompat & !known != 0 {
             return Err(unsupported(format!(
-                "incompatible features {incompat:#x} (compression, chunks, devices, long xattr prefixes or 48-bit addresses)"
+                "incompatible features {:#x} (tail packing, fragments, chunks, devices, long xattr prefixes or 48-bit addresses)",
+                incompat & !known
             )));
         }
+        // Compressed data is read only where it ends its block (0PADDING); without
+        // COMPR_CFGS, LZ4 is the one algorithm.
+        let algorithms = match (
+            incompat & INCOMPAT_ZERO_PADDING,
+            incompat & INCOMPAT_COMPR_CFGS,
+        ) {
+            (0, _) => 0,
+            (_, 0) => 1 << ALG_LZ4,
+            _ => u16::from_le_bytes([b[84], b[85]]),
+        };
         Ok(Super {
             root: u64::from(u16::from_le_bytes([b[14], b[15]])),
             meta: u64::from(u32_at(40)) * BLK,
             xattr: u64::from(u32_at(44)) * BLK,
+            algorithms,
         })
     }
 
@@ -199,12 +260,14 @@ impl ErofsReader {
         let data = match layout {
             _ if !data_layout => Data {
                 size: 0,
+                z: None,
                 startblk: NULL_ADDR,
                 inline_from: 0,
                 inline_at: 0,
             },
             0 => Data {
                 size,
+                z: None,
                 startblk: i_u,
                 inline_from: size,
                 inline_at: 0,
@@ -219,11 +282,19 @@ impl ErofsReader {
                 }
                 Data {
                     size,
+                    z: None,
                     startblk: i_u,
                     inline_from,
                     inline_at,
                 }
             }
+            1 if mode & 0o170000 == 0o100000 => Data {
+                size,
+                z: Some(self.zmap(nid, at + isize + xattr_len, size)?),
+                startblk: NULL_ADDR,
+                inline_from: size,
+                inline_at: 0,
+            },
             other => {
                 return Err(ReadError::Unsupported {
                     path: self.path.clone(),
@@ -238,6 +309,158 @@ impl ErofsReader {
             data,
             capability,
         })
+    }
+
+    /// A compressed file's map header (at the 8-byte boundary after the inode's xattrs): the
+    /// forms read here, and the indexes inside the image.
+    fn zmap(&self, nid: u64, end: u64, size: u64) -> Result<ZMap, ReadError> {
+        let at = end.next_multiple_of(8);
+        let mut h = [0u8; 8];
+        self.read_exact_at(&mut h, at)?;
+        let unsupported = |what: String| ReadError::Unsupported {
+            path: self.path.clone(),
+            what: format!("inode {nid}: {what}"),
+        };
+        let advise = u16::from_le_bytes([h[4], h[5]]);
+        if h[7] & 0x80 != 0 || advise != 0 || h[2..4] != [0, 0] {
+            return Err(unsupported(format!(
+                "a compressed file's map with options {advise:#x} (big clusters, tail packing or fragments)"
+            )));
+        }
+        if h[7] & 15 != 0 {
+            return Err(unsupported(format!(
+                "logical clusters of {} bytes",
+                BLK << (h[7] & 15)
+            )));
+        }
+        let algorithm = h[6] & 15;
+        if self.algorithms & (1 << algorithm) == 0 || !matches!(algorithm, ALG_LZ4 | ALG_ZSTD) {
+            return Err(unsupported(format!(
+                "compression algorithm {algorithm} (LZ4 and zstd are read)"
+            )));
+        }
+        let index_at = at + 16;
+        let indexes = size.div_ceil(BLK);
+        if indexes
+            .checked_mul(8)
+            .and_then(|n| n.checked_add(index_at))
+            .is_none_or(|e| e > self.len)
+        {
+            return Err(self.corrupt(format!(
+                "inode {nid}: a compressed file of {size} bytes has more indexes than the image holds"
+            )));
+        }
+        Ok(ZMap {
+            index_at,
+            algorithm,
+        })
+    }
+
+    fn index(&self, z: &ZMap, lcn: u64) -> Result<Index, ReadError> {
+        let mut b = [0u8; 8];
+        self.read_exact_at(&mut b, z.index_at + lcn * 8)?;
+        Ok(Index {
+            ty: u16::from_le_bytes([b[0], b[1]]) & 3,
+            clusterofs: u64::from(u16::from_le_bytes([b[2], b[3]])),
+            u: u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+        })
+    }
+
+    /// The extent of a compressed file holding byte `o` (inside its size): back from `o`'s
+    /// cluster to the head cluster where the extent starts, on to the next head (or the
+    /// end of the file).
+    fn extent_at(&self, d: &Data, z: &ZMap, o: u64) -> Result<Extent, ReadError> {
+        let bad = |why: &str| self.corrupt(format!("a compressed file's index at byte {o}: {why}"));
+        let n = d.size.div_ceil(BLK);
+        let max_steps = MAX_EXTENT / BLK + 1;
+        let mut lcn = o / BLK;
+        let mut i = self.index(z, lcn)?;
+        if i.ty != NONHEAD && o % BLK < i.clusterofs {
+            // The extent starting in this cluster starts after `o`: `o` is in the previous one.
+            lcn = lcn
+                .checked_sub(1)
+                .ok_or_else(|| bad("the first cluster does not start the file"))?;
+            i = self.index(z, lcn)?;
+        }
+        let mut steps = 0;
+        while i.ty == NONHEAD {
+            let back = u64::from(i.u & 0xffff);
+            steps += back;
+            if back == 0 || back > lcn || steps > max_steps {
+                return Err(bad("no head cluster within reach"));
+            }
+            lcn -= back;
+            i = self.index(z, lcn)?;
+        }
+        if i.clusterofs >= BLK {
+            return Err(bad("a head's offset lies outside its cluster"));
+        }
+        let start = lcn * BLK + i.clusterofs;
+        let (blkaddr, raw) = (i.u, i.ty == PLAIN);
+        if i.ty != PLAIN && i.ty != HEAD1 {
+            return Err(ReadError::Unsupported {
+                path: self.path.clone(),
+                what: "a second compression algorithm in one file (HEAD2 clusters)".into(),
+            });
+        }
+        let mut m = lcn + 1;
+        let end = loop {
+            if m >= n {
+                break d.size;
+            }
+            let j = self.index(z, m)?;
+            if j.ty != NONHEAD {
+                break (m * BLK + j.clusterofs.min(BLK)).min(d.size);
+            }
+            m += 1;
+            if m - lcn > max_steps {
+                return Err(bad("an extent longer than 12 MiB"));
+            }
+        };
+        if start > o || end <= o || end - start > MAX_EXTENT {
+            return Err(bad("the extents do not cover it"));
+        }
+        Ok(Extent {
+            start,
+            end,
+            blkaddr,
+            raw,
+        })
+    }
+
+    /// The decompressed bytes of an extent.
+    fn decompress(&self, z: &ZMap, e: &Extent) -> Result<Vec<u8>, ReadError> {
+        let len = (e.end - e.start) as usize;
+        let mut block = vec![0u8; BLK as usize];
+        self.read_exact_at(&mut block, u64::from(e.blkaddr) * BLK)?;
+        let bad = |why: String| {
+            self.corrupt(format!(
+                "the compressed cluster at block {} (file bytes {}..{}): {why}",
+                e.blkaddr, e.start, e.end
+            ))
+        };
+        if e.raw {
+            if len > block.len() {
+                return Err(bad("stored data longer than its block".into()));
+            }
+            block.truncate(len);
+            return Ok(block);
+        }
+        // 0PADDING: the compressed stream ends the block.
+        let from = block.iter().position(|&b| b != 0).unwrap_or(block.len());
+        let src = &block[from..];
+        let mut out = vec![0u8; len];
+        let got = match z.algorithm {
+            ALG_LZ4 => lzzzz::lz4::decompress_partial(src, &mut out, len)
+                .map_err(|e| bad(format!("LZ4: {e}")))?,
+            _ => zstd::bulk::Decompressor::new()
+                .and_then(|mut d| d.decompress_to_buffer(src, &mut out[..]))
+                .map_err(|e| bad(format!("zstd: {e}")))?,
+        };
+        if got != len {
+            return Err(bad(format!("{got} bytes decompressed, {len} expected")));
+        }
+        Ok(out)
     }
 
     /// Whether the xattr body at `at` (inline entries and shared ids) holds
@@ -277,8 +500,38 @@ impl ErofsReader {
         Ok(false)
     }
 
+    /// Reads `buf.len()` bytes of a compressed file at `off` (inside its size), extent by
+    /// extent; the last extent is kept for the next read.
+    fn read_z(&self, d: &Data, z: &ZMap, off: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        let mut done = 0;
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        while done < buf.len() {
+            let o = off + done as u64;
+            let hit = last
+                .as_ref()
+                .is_some_and(|(at, e, _)| *at == z.index_at && e.start <= o && o < e.end);
+            if !hit {
+                let e = self.extent_at(d, z, o)?;
+                let bytes = self.decompress(z, &e)?;
+                *last = Some((z.index_at, e, bytes));
+            }
+            let (_, e, bytes) = last.as_ref().expect("just filled");
+            let from = (o - e.start) as usize;
+            let n = (bytes.len() - from).min(buf.len() - done);
+            buf[done..done + n].copy_from_slice(&bytes[from..from + n]);
+            done += n;
+        }
+        Ok(())
+    }
+
     /// Reads `buf.len()` bytes of a file's data at `off` (inside its size).
     fn read_data(&self, d: &Data, off: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        if let Some(z) = &d.z {
+            if off.checked_add(buf.len() as u64).is_none_or(|e| e > d.size) {
+                return Err(self.corrupt("a read past a compressed file's end"));
+            }
+            return self.read_z(d, z, off, buf);
+        }
         let mut done = 0;
         while done < buf.len() {
             let o = off + done as u64;
@@ -459,7 +712,13 @@ impl ErofsReader {
     /// At most the first `limit` bytes of the regular file at `rel_path`.
     pub fn read_prefix(&self, rel_path: &str, limit: u64) -> Result<Vec<u8>, ReadError> {
         let (_, d) = self.file(rel_path)?;
-        let n = d.size.min(limit).min(self.len);
+        // Flat data lies in the image; a compressed file's size is bounded by its indexes
+        // (checked against the image when its inode was read) and by `limit`.
+        let n = if d.z.is_some() {
+            d.size.min(limit)
+        } else {
+            d.size.min(limit).min(self.len)
+        };
         let mut out = vec![0u8; n as usize];
         self.read_data(&d, 0, &mut out)?;
         Ok(out)
