@@ -11,7 +11,8 @@
 #                       bytes; seed: a small image made by
 #                       mksquashfs.
 #   erofs               crates/flix/fuzz: sysext_core::inspect on arbitrary bytes with the EROFS
-#                       magic; seed: a small image made by mkfs.erofs.
+#                       magic (listing, reading files, the ELF scan); seeds: small images made
+#                       by mkfs.erofs, uncompressed and lz4hc-compressed.
 #   tar_unpack          ocirootfs's layer unpacker into a temp root (nothing may appear beside
 #                       it); seeds: tar, gzip and zstd layers with links, hardlinks, whiteouts.
 #   oci_manifest        ocirootfs's index / manifest / config / manifest.json parsers; seeds:
@@ -80,6 +81,9 @@ fi
 er=$(seed erofs)
 if command -v mkfs.erofs >/dev/null; then
   mkfs.erofs --quiet -T0 --all-root "$er/x.raw" "$tree" >/dev/null
+  # Compressed with full indexes (the form our writer and reader use): reaches the index
+  # walk and the LZ4 decoder.
+  mkfs.erofs --quiet -T0 --all-root -zlz4hc -Elegacy-compress "$er/x-lz4hc.raw" "$tree" >/dev/null
 fi
 
 tu=$(seed tar_unpack)
