@@ -81,9 +81,10 @@ fi
 er=$(seed erofs)
 if command -v mkfs.erofs >/dev/null; then
   mkfs.erofs --quiet -T0 --all-root "$er/x.raw" "$tree" >/dev/null
-  # Compressed with full indexes (the form our writer and reader use): reaches the index
-  # walk and the LZ4 decoder.
-  mkfs.erofs --quiet -T0 --all-root -zlz4hc -Elegacy-compress "$er/x-lz4hc.raw" "$tree" >/dev/null
+  # Compressed with compact (the form our writer uses) and full indexes: reaches the index
+  # walks and the LZ4 decoder.
+  mkfs.erofs --quiet -T0 --all-root -zlz4hc "$er/x-lz4hc.raw" "$tree" >/dev/null
+  mkfs.erofs --quiet -T0 --all-root -zlz4hc -Elegacy-compress "$er/x-full.raw" "$tree" >/dev/null
 fi
 
 tu=$(seed tar_unpack)

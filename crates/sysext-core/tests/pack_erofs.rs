@@ -581,6 +581,27 @@ fn our_reader_sees_erofs_images_as_the_squashfs_image_of_the_same_tree() {
             "{c}"
         );
     }
+    // mkfs.erofs' lz4hc image (compact indexes, its default form) reads the same.
+    mkfs_image(&d.path().join("z"), &ztree, &["-zlz4hc,12"]);
+    let m = Image::open(&d.path().join("z/mkfs.raw")).unwrap();
+    let long = format!("usr/share/ero/{}", "n".repeat(255));
+    let without: Vec<_> = flat
+        .entries()
+        .iter()
+        .filter(|x| x.path != long)
+        .cloned()
+        .collect();
+    assert_eq!(m.entries(), &without[..]);
+    for x in m.entries() {
+        if x.kind == fsimage::EntryKind::File {
+            let want = fs::read(ztree.join(&x.path)).unwrap();
+            assert!(
+                m.read_file(&x.path).unwrap() == want,
+                "mkfs.erofs: {}",
+                x.path
+            );
+        }
+    }
 
     // mkfs.erofs' image (without the name it cannot take, see above) reads the same.
     let long = format!("usr/share/ero/{}", "n".repeat(255));

@@ -1,18 +1,18 @@
 //! Reads an EROFS image back, in place: its entries and file contents.
 //!
-//! Our own parser of the format the writer writes (and mkfs.erofs writes without
-//! compression or with full indexes): 4 KiB blocks, compact and extended inodes,
-//! `FLAT_PLAIN` and `FLAT_INLINE` data, compressed files with full lcluster indexes (LZ4 or
-//! zstd, one-block physical clusters, `0PADDING`), inline and shared xattrs (for
-//! `security.capability`). An image using another incompatible feature (compact indexes,
-//! big physical clusters, tail packing, fragments, chunks, extra devices, long xattr
-//! prefixes, 48-bit addresses) is refused as not read yet. A compressed file is read one
-//! extent at a time (at most [`MAX_EXTENT`] bytes decompressed, the last one kept for the
-//! next read); every index walk is bounded by that size, so a hostile map ends in an error. The tree is walked iteratively with the same refusals as the
-//! squashfs reader (`crates/fsimage/src/squashfs/reader.rs`): a duplicate name in one
-//! directory, a name no path can name, a directory reached twice, folders deeper than
-//! [`MAX_DEPTH`]. Every read is bounds-checked against the image; nothing is allocated by a
-//! size an inode declares beyond the caller's limit.
+//! Our own parser of the format the writer writes (and mkfs.erofs writes without `-E`
+//! options): 4 KiB blocks, compact and extended inodes, `FLAT_PLAIN` and `FLAT_INLINE` data,
+//! compressed files with full or compact lcluster indexes (LZ4 or zstd, one-block physical
+//! clusters, `0PADDING`), inline and shared xattrs (for `security.capability`). An image
+//! using another incompatible feature (big physical clusters, tail packing, fragments,
+//! chunks, extra devices, long xattr prefixes, 48-bit addresses) is refused as not read yet.
+//! A compressed file is read one extent at a time (at most [`MAX_EXTENT`] bytes
+//! decompressed, the last one kept for the next read); every index walk is bounded by that
+//! size, so a hostile map ends in an error. The tree is walked iteratively with the same
+//! refusals as the squashfs reader (`crates/fsimage/src/squashfs/reader.rs`): a duplicate
+//! name in one directory, a name no path can name, a directory reached twice, folders
+//! deeper than [`MAX_DEPTH`]. Every read is bounds-checked against the image; nothing is
+//! allocated by a size an inode declares beyond the caller's limit.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -54,11 +54,21 @@ struct Data {
     inline_at: u64,
 }
 
-/// A compressed file's map: full lcluster indexes at `index_at`, one per 4 KiB of the file.
+/// A compressed file's map: lcluster indexes at `index_at`, one per 4 KiB of the file,
+/// full (8 bytes each) or compact.
 #[derive(Debug, Clone, Copy)]
 struct ZMap {
     index_at: u64,
     algorithm: u8,
+    compact: Option<Compact>,
+}
+
+/// The compact index form: `initial` 4-byte entries up to a 32-byte boundary, then `two`
+/// 2-byte entries (packs of 16), then 4-byte entries (packs of 2).
+#[derive(Debug, Clone, Copy)]
+struct Compact {
+    initial: u64,
+    two: u64,
 }
 
 /// One extent of a compressed file: bytes `start..end` of the file, in block `blkaddr`.
@@ -288,9 +298,9 @@ impl ErofsReader {
                     inline_at,
                 }
             }
-            1 if mode & 0o170000 == 0o100000 => Data {
+            1 | 3 if mode & 0o170000 == 0o100000 => Data {
                 size,
-                z: Some(self.zmap(nid, at + isize + xattr_len, size)?),
+                z: Some(self.zmap(nid, at + isize + xattr_len, size, layout == 3)?),
                 startblk: NULL_ADDR,
                 inline_from: size,
                 inline_at: 0,
@@ -313,7 +323,7 @@ impl ErofsReader {
 
     /// A compressed file's map header (at the 8-byte boundary after the inode's xattrs): the
     /// forms read here, and the indexes inside the image.
-    fn zmap(&self, nid: u64, end: u64, size: u64) -> Result<ZMap, ReadError> {
+    fn zmap(&self, nid: u64, end: u64, size: u64, compact: bool) -> Result<ZMap, ReadError> {
         let at = end.next_multiple_of(8);
         let mut h = [0u8; 8];
         self.read_exact_at(&mut h, at)?;
@@ -322,7 +332,9 @@ impl ErofsReader {
             what: format!("inode {nid}: {what}"),
         };
         let advise = u16::from_le_bytes([h[4], h[5]]);
-        if h[7] & 0x80 != 0 || advise != 0 || h[2..4] != [0, 0] {
+        // Compact indexes may use 2-byte entries (bit 0); full ones use nothing here.
+        let allowed = if compact { 1 } else { 0 };
+        if h[7] & 0x80 != 0 || advise & !allowed != 0 || h[2..4] != [0, 0] {
             return Err(unsupported(format!(
                 "a compressed file's map with options {advise:#x} (big clusters, tail packing or fragments)"
             )));
@@ -339,10 +351,23 @@ impl ErofsReader {
                 "compression algorithm {algorithm} (LZ4 and zstd are read)"
             )));
         }
-        let index_at = at + 16;
         let indexes = size.div_ceil(BLK);
-        if indexes
-            .checked_mul(8)
+        let (index_at, compact, bytes) = if compact {
+            let ebase = at + 8;
+            let initial = ((32 - ebase % 32) / 4) & 7;
+            let two = if advise & 1 != 0 && initial < indexes {
+                (indexes - initial) / 16 * 16
+            } else {
+                0
+            };
+            let rest = indexes.saturating_sub(initial + two);
+            let bytes =
+                (initial.min(indexes).next_multiple_of(2) + rest.next_multiple_of(2)) * 4 + two * 2;
+            (ebase, Some(Compact { initial, two }), Some(bytes))
+        } else {
+            (at + 16, None, indexes.checked_mul(8))
+        };
+        if bytes
             .and_then(|n| n.checked_add(index_at))
             .is_none_or(|e| e > self.len)
         {
@@ -353,16 +378,93 @@ impl ErofsReader {
         Ok(ZMap {
             index_at,
             algorithm,
+            compact,
         })
     }
 
     fn index(&self, z: &ZMap, lcn: u64) -> Result<Index, ReadError> {
+        if let Some(c) = &z.compact {
+            return self.compact_index(z.index_at, c, lcn);
+        }
         let mut b = [0u8; 8];
         self.read_exact_at(&mut b, z.index_at + lcn * 8)?;
         Ok(Index {
             ty: u16::from_le_bytes([b[0], b[1]]) & 3,
             clusterofs: u64::from(u16::from_le_bytes([b[2], b[3]])),
             u: u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+        })
+    }
+
+    /// A compact index: found in its pack as the kernel finds it. A `NONHEAD` entry holds
+    /// the distance back to its head (the last of a pack: the distance on to the next head,
+    /// its own then taken from the entry before it); a head's block is the pack's base (its
+    /// last 4 bytes) plus one for each head up to it in the pack.
+    fn compact_index(&self, ebase: u64, c: &Compact, lcn: u64) -> Result<Index, ReadError> {
+        let (mut pos, mut l, mut entry) = (ebase, lcn, 4u64);
+        if lcn >= c.initial {
+            pos += c.initial * 4;
+            l -= c.initial;
+            if l < c.two {
+                entry = 2;
+            } else {
+                pos += c.two * 2;
+                l -= c.two;
+            }
+        }
+        pos += l * entry;
+        let vcnt: usize = if entry == 4 { 2 } else { 16 };
+        let psize = vcnt as u64 * entry;
+        let base = pos / psize * psize;
+        let mut pack = [0u8; 32];
+        let pack = &mut pack[..psize as usize];
+        self.read_exact_at(pack, base)?;
+        let encodebits = (pack.len() * 8 - 32) / vcnt;
+        let decode = |i: usize| -> (u16, u64) {
+            let bit = encodebits * i;
+            let mut w = 0u32;
+            for k in 0..3 {
+                w |= u32::from(*pack.get(bit / 8 + k).unwrap_or(&0)) << (8 * k);
+            }
+            let v = (w >> (bit % 8)) & ((1 << encodebits) - 1);
+            (((v >> 12) & 3) as u16, u64::from(v & 0xfff))
+        };
+        let i = ((pos - base) / entry) as usize;
+        let (ty, lo) = decode(i);
+        if ty == NONHEAD {
+            if lo & 0x800 != 0 {
+                return Err(self.corrupt("a compact index counts blocks of a big cluster"));
+            }
+            let d0 = if i + 1 != vcnt {
+                lo
+            } else {
+                match decode(i - 1) {
+                    (NONHEAD, prev) => prev + 1,
+                    _ => 1,
+                }
+            };
+            return Ok(Index {
+                ty,
+                clusterofs: BLK,
+                u: d0 as u32,
+            });
+        }
+        let mut nblk = 1u32;
+        let mut j = i as i64;
+        while j > 0 {
+            j -= 1;
+            let (t, lo) = decode(j as usize);
+            if t == NONHEAD {
+                j -= lo as i64;
+            }
+            if j >= 0 {
+                nblk += 1;
+            }
+        }
+        let stored = u32::from_le_bytes(pack[pack.len() - 4..].try_into().expect("4 bytes"));
+        Ok(Index {
+            ty,
+            clusterofs: lo,
+            u: stored.wrapping_add(nblk),
         })
     }
 

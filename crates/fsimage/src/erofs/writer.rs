@@ -112,6 +112,9 @@ pub struct WriteStats {
     pub extended_inodes: u64,
     /// Regular files stored compressed (the others gained nothing from it).
     pub compressed_files: u64,
+    /// Regular files sharing the blocks of an earlier file with the same bytes (compressed
+    /// images).
+    pub duplicates: u64,
     /// Size of the image.
     pub image_bytes: u64,
 }
@@ -130,8 +133,8 @@ pub(super) struct Placed {
     pub(super) startblk: u32,
     /// Data blocks (of a compressed file: its physical clusters).
     pub(super) blocks: u64,
-    /// A compressed file's map (header and indexes; see [`zdata::map_bytes`]); empty for
-    /// any other inode.
+    /// A compressed file's map (header and compact indexes; see [`zdata::map_bytes`]);
+    /// empty for any other inode.
     pub(super) zmap: Vec<u8>,
 }
 
@@ -402,6 +405,7 @@ fn write_compressed(
         .collect();
     out.set_len(0).map_err(werr)?;
     let data = zdata::run(&jobs, &out, out_path, kind, level, opts.threads)?;
+    let duplicates = data.duplicates;
     let mut tails = Vec::with_capacity(files.len());
     for (&i, stored) in files.iter().zip(data.files) {
         let p = &mut placed[i];
@@ -411,7 +415,8 @@ fn write_compressed(
                 tails.push(tail);
             }
             zdata::Stored::Z { extents, blocks } => {
-                p.zmap = zdata::map_bytes(p.size, &extents, algorithm(kind));
+                let meta_len = p.inode_len() + p.xattrs.len();
+                p.zmap = zdata::map_bytes(p.size, &extents, algorithm(kind), meta_len);
                 p.blocks = blocks;
                 tails.push(Vec::new());
             }
@@ -458,6 +463,7 @@ fn write_compressed(
     out.set_len(next * BLK).map_err(werr)?;
     out.sync_all().map_err(werr)?;
     stats.image_bytes = next * BLK;
+    stats.duplicates = duplicates;
     Ok(stats)
 }
 

@@ -12,7 +12,7 @@ const DIRENT_LEN: usize = 12;
 const XATTR_HEADER_LEN: usize = 12;
 
 const LAYOUT_FLAT_PLAIN: u16 = 0;
-const LAYOUT_COMPRESSED_FULL: u16 = 1;
+const LAYOUT_COMPRESSED_COMPACT: u16 = 3;
 const LAYOUT_FLAT_INLINE: u16 = 2;
 
 // Incompatible features.
@@ -129,7 +129,7 @@ pub(super) fn dir_block_bytes(
 /// The inode (compact, or extended when `p.extended`) followed by its xattr body.
 pub(super) fn inode_bytes(inode: &Inode, p: &Placed, index: usize, mtime: u64) -> Vec<u8> {
     let layout = if !p.zmap.is_empty() {
-        LAYOUT_COMPRESSED_FULL
+        LAYOUT_COMPRESSED_COMPACT
     } else if p.inline {
         LAYOUT_FLAT_INLINE
     } else {

@@ -10,9 +10,10 @@
 //! Where compression gains nothing (the input consumed fits in the block as it is), the
 //! next 4 KiB are stored as they are (a `PLAIN` extent). A file of one segment that gains
 //! no block over storing it flat is stored flat instead (its tail beside its inode), as
-//! mkfs.erofs does.
+//! mkfs.erofs does. A file of one segment with the same bytes as an earlier one shares its
+//! blocks (found by size and SHA-256 before any compression).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
@@ -50,7 +51,7 @@ pub(super) struct Extent {
 }
 
 /// How a file was stored.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) enum Stored {
     /// Uncompressed: whole blocks from `startblk` (none: `NULL_ADDR`), the tail (when it
     /// goes beside the inode) kept here.
@@ -65,6 +66,8 @@ pub(super) struct DataOut {
     pub(super) files: Vec<Stored>,
     pub(super) end_blk: u64,
     pub(super) digest: [u8; 32],
+    /// Files sharing an earlier file's blocks.
+    pub(super) duplicates: u64,
 }
 
 /// A compressor for one worker.
@@ -202,6 +205,8 @@ struct Job {
 enum Out {
     Z(Segment),
     Flat(Vec<u8>),
+    /// The same bytes as an earlier file (of the same tail placement): stored once.
+    Dup(usize),
 }
 
 struct Done {
@@ -279,8 +284,10 @@ pub(super) fn run(
         drop(done_tx);
         s.spawn(move || {
             let mut seq = 0;
+            let mut seen = HashMap::new();
             for (i, f) in files.iter().enumerate() {
-                if let Err(e) = read_file(f, i, &mut seq, &job_tx, &tok_tx) {
+                let sent = read_file(f, i, &mut seq, &job_tx, &tok_tx, &mut seen, &reader_done);
+                if let Err(e) = sent {
                     let Some(e) = e else { return };
                     let _ = tok_tx.send(());
                     let _ = reader_done.send(Done {
@@ -303,6 +310,8 @@ fn read_file(
     seq: &mut usize,
     job_tx: &mpsc::SyncSender<Job>,
     tok_tx: &mpsc::SyncSender<()>,
+    seen: &mut HashMap<(u64, bool, [u8; 32]), usize>,
+    done_tx: &mpsc::Sender<Done>,
 ) -> Result<(), Option<WriteError>> {
     let rerr = |source| {
         Some(WriteError::Read {
@@ -338,6 +347,21 @@ fn read_file(
             }
         }
         tok_tx.send(()).map_err(|_| None)?;
+        if whole && f.size > 0 {
+            let key = (f.size, f.inline_tail, Sha256::digest(&data).into());
+            if let Some(&orig) = seen.get(&key) {
+                done_tx
+                    .send(Done {
+                        seq: *seq,
+                        file,
+                        result: Ok(Out::Dup(orig)),
+                    })
+                    .map_err(|_| None)?;
+                *seq += 1;
+                return Ok(());
+            }
+            seen.insert(key, file);
+        }
         job_tx
             .send(Job {
                 seq: *seq,
@@ -370,6 +394,7 @@ fn write_in_order(
     let mut next_seq = 0;
     let mut blk = 1u64;
     let mut hash = Sha256::new();
+    let mut duplicates = 0;
     let too_large = || WriteError::TooLarge("block addresses".into());
     for d in done_rx.iter() {
         pending.insert(d.seq, d);
@@ -377,6 +402,10 @@ fn write_in_order(
             next_seq += 1;
             let _ = tok_rx.recv();
             match d.result? {
+                Out::Dup(orig) => {
+                    stored[d.file] = stored[orig].clone();
+                    duplicates += 1;
+                }
                 Out::Flat(data) => {
                     let f = &files[d.file];
                     let body = if f.inline_tail {
@@ -438,53 +467,61 @@ fn write_in_order(
         files,
         end_blk: blk,
         digest: hash.finalize().into(),
+        duplicates,
     })
 }
 
-/// The compressed inode's map: the map header (algorithm, 4 KiB logical clusters), 8
-/// reserved bytes, then one full 8-byte index per logical cluster: `HEAD1` (compressed) or
-/// `PLAIN` (stored) where an extent starts, with its offset in the cluster and its block;
-/// `NONHEAD` for the clusters an extent covers past its head, with the distances back to
-/// its head and on to the next head; and, when the file ends inside a cluster after an
-/// extent that crossed into it, a final `PLAIN` index holding the end offset.
-pub(super) fn map_bytes(size: u64, extents: &[Extent], algorithm: u8) -> Vec<u8> {
-    const PLAIN: u16 = 0;
-    const HEAD1: u16 = 1;
-    const NONHEAD: u16 = 2;
-    let n = size.div_ceil(BLK) as usize;
-    let mut out = Vec::with_capacity(16 + 8 * n);
-    out.extend_from_slice(&[0u8; 4]); // no inline (tail-packed) data
-    out.extend_from_slice(&0u16.to_le_bytes()); // full indexes, 1-block pclusters
-    out.push(algorithm); // HEAD1's algorithm
-    out.push(0); // logical clusters of one block
-    out.extend_from_slice(&[0u8; 8]);
-    let index = |out: &mut Vec<u8>, ty: u16, ofs: u16, u: [u8; 4]| {
-        out.extend_from_slice(&ty.to_le_bytes());
-        out.extend_from_slice(&ofs.to_le_bytes());
-        out.extend_from_slice(&u);
-    };
+/// One logical cluster's index: its type (`PLAIN`/`HEAD1` where an extent starts, else
+/// `NONHEAD`), the extent's offset in its head cluster, its block (heads) or the distances
+/// back to its head and on to the next head (`NONHEAD`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Index {
+    pub(super) ty: u16,
+    pub(super) clusterofs: u16,
+    pub(super) blkaddr: u32,
+    pub(super) d0: u16,
+    pub(super) d1: u16,
+}
+
+pub(super) const PLAIN: u16 = 0;
+pub(super) const HEAD1: u16 = 1;
+pub(super) const NONHEAD: u16 = 2;
+
+/// The indexes of a file of `size` bytes stored as `extents`: a head index for the cluster
+/// where each extent starts, a `NONHEAD` one for each cluster it covers past that, and, when
+/// the file ends inside a cluster after an extent that crossed into it, a final `PLAIN`
+/// index holding the end offset. One index per logical cluster.
+pub(super) fn indexes(size: u64, extents: &[Extent]) -> Vec<Index> {
+    let mut out = Vec::with_capacity(size.div_ceil(BLK) as usize);
     let mut clusterofs = 0u64;
     for e in extents {
-        let head = if e.raw { PLAIN } else { HEAD1 };
-        let ofs = clusterofs as u16;
+        let head = Index {
+            ty: if e.raw { PLAIN } else { HEAD1 },
+            clusterofs: clusterofs as u16,
+            blkaddr: e.blkaddr,
+            d0: 0,
+            d1: 0,
+        };
         let mut count = u64::from(e.len);
         let mut d1 = (clusterofs + count) / BLK;
         if d1 == 0 {
             // Ends in the cluster it starts in: only the file's last extent.
-            index(&mut out, head, ofs, e.blkaddr.to_le_bytes());
+            out.push(head);
             clusterofs = 0;
             continue;
         }
         let mut d0 = 0u64;
         loop {
-            if d0 == 0 {
-                index(&mut out, head, ofs, e.blkaddr.to_le_bytes());
+            out.push(if d0 == 0 {
+                head
             } else {
-                let mut u = [0u8; 4];
-                u[..2].copy_from_slice(&(d0.min(2047) as u16).to_le_bytes());
-                u[2..].copy_from_slice(&(d1 as u16).to_le_bytes());
-                index(&mut out, NONHEAD, ofs, u);
-            }
+                Index {
+                    ty: NONHEAD,
+                    d0: d0.min(2047) as u16,
+                    d1: d1 as u16,
+                    ..head
+                }
+            });
             count -= BLK - clusterofs;
             clusterofs = 0;
             d0 += 1;
@@ -496,9 +533,106 @@ pub(super) fn map_bytes(size: u64, extents: &[Extent], algorithm: u8) -> Vec<u8>
         clusterofs = count;
     }
     if clusterofs != 0 {
-        index(&mut out, PLAIN, clusterofs as u16, [0u8; 4]);
+        out.push(Index {
+            ty: PLAIN,
+            clusterofs: clusterofs as u16,
+            blkaddr: 0,
+            d0: 0,
+            d1: 0,
+        });
     }
-    debug_assert_eq!(out.len(), 16 + 8 * n, "one index per logical cluster");
+    debug_assert_eq!(
+        out.len() as u64,
+        size.div_ceil(BLK),
+        "one index per cluster"
+    );
+    out
+}
+
+/// Where the compact index area starts relative to the inode (which starts a 32-byte
+/// slot), for an inode and xattrs of `meta_len` bytes: after the map header, itself at the
+/// next 8-byte boundary.
+pub(super) fn compact_start(meta_len: usize) -> usize {
+    meta_len.next_multiple_of(8) + 8
+}
+
+/// The compressed inode's map in the compact form (`COMPRESSED_COMPACT`, `COMPACTED_2B`):
+/// the map header (algorithm, 4 KiB logical clusters), then the indexes in packs whose
+/// last 4 bytes hold the block before the pack's first head (its heads' blocks follow one
+/// another): 4-byte entries (packs of 2) up to the first 32-byte boundary, 2-byte entries
+/// (packs of 16) for as many whole packs as remain, 4-byte entries for the rest. An entry
+/// holds its type and its head's offset, or (`NONHEAD`) the distance back to its head,
+/// except a pack's last `NONHEAD`, which holds the distance on to the next head.
+/// `meta_len` is the inode's and its xattrs' length.
+pub(super) fn map_bytes(size: u64, extents: &[Extent], algorithm: u8, meta_len: usize) -> Vec<u8> {
+    const COMPACTED_2B: u16 = 1;
+    let idx = indexes(size, extents);
+    let total = idx.len();
+    let ebase = compact_start(meta_len);
+    let initial = ((32 - ebase % 32) / 4) & 7;
+    let two = if initial < total {
+        (total - initial) / 16 * 16
+    } else {
+        0
+    };
+    let mut out = Vec::with_capacity(8 + 2 * total + 64);
+    out.extend_from_slice(&[0u8; 4]); // no inline (tail-packed) data
+    out.extend_from_slice(&COMPACTED_2B.to_le_bytes());
+    out.push(algorithm); // HEAD1's algorithm
+    out.push(0); // logical clusters of one block
+                 // The block before the first head of the next pack: starts before the first extent.
+    let mut base = extents.first().map_or(0, |e| e.blkaddr.wrapping_sub(1));
+    let mut at = 0;
+    let mut pack = |out: &mut Vec<u8>, entries: &[Index], vcnt: usize, bytes: usize| {
+        let encodebits = (vcnt * bytes * 8 - 32) / vcnt;
+        let mut p = vec![0u8; vcnt * bytes];
+        if let Some(h) = entries.iter().find(|e| e.ty != NONHEAD && e.blkaddr != 0) {
+            base = h.blkaddr.wrapping_sub(1);
+        }
+        for i in 0..vcnt {
+            // Past the file's last cluster (the end of the last 4-byte pack): a head.
+            let e = entries.get(i).copied().unwrap_or(Index {
+                ty: PLAIN,
+                clusterofs: 0,
+                blkaddr: 0,
+                d0: 0,
+                d1: 0,
+            });
+            let lo = match e.ty {
+                NONHEAD if i + 1 == vcnt => e.d1.min(4095),
+                NONHEAD => e.d0,
+                _ => e.clusterofs,
+            };
+            let v = (u32::from(e.ty) << 12) | u32::from(lo);
+            let pos = encodebits * i;
+            let w = v << (pos % 8);
+            for k in 0..3 {
+                if let Some(b) = p.get_mut(pos / 8 + k) {
+                    *b |= (w >> (8 * k)) as u8;
+                }
+            }
+        }
+        let n = p.len();
+        p[n - 4..].copy_from_slice(&base.to_le_bytes());
+        out.extend_from_slice(&p);
+        // The next pack's heads follow this one's.
+        let heads = entries.iter().filter(|e| e.ty != NONHEAD).count() as u32;
+        base = base.wrapping_add(heads);
+    };
+    while at < initial.min(total) {
+        let n = 2.min(total - at);
+        pack(&mut out, &idx[at..at + n], 2, 4);
+        at += n;
+    }
+    while at < initial.min(total) + two {
+        pack(&mut out, &idx[at..at + 16], 16, 2);
+        at += 16;
+    }
+    while at < total {
+        let n = 2.min(total - at);
+        pack(&mut out, &idx[at..at + n], 2, 4);
+        at += n;
+    }
     out
 }
 
@@ -589,14 +723,41 @@ mod tests {
                 blkaddr: 4,
             },
         ];
-        let m = map_bytes(36115, &e, 0);
-        let idx = |i: usize| &m[16 + 8 * i..24 + 8 * i];
-        assert_eq!(m.len(), 16 + 9 * 8);
-        assert_eq!(idx(0), [1, 0, 0, 0, 3, 0, 0, 0]);
-        assert_eq!(idx(1), [2, 0, 0, 0, 1, 0, 5, 0]);
-        assert_eq!(idx(5), [2, 0, 0, 0, 5, 0, 1, 0]);
-        assert_eq!(idx(6), [1, 0, 0x83, 0x09, 4, 0, 0, 0]);
-        assert_eq!(idx(7), [2, 0, 0x83, 0x09, 1, 0, 1, 0]);
-        assert_eq!(idx(8), [0, 0, 0x13, 0x0d, 0, 0, 0, 0]);
+        let idx = indexes(36115, &e);
+        let i = |ty, clusterofs, blkaddr, d0, d1| Index {
+            ty,
+            clusterofs,
+            blkaddr,
+            d0,
+            d1,
+        };
+        assert_eq!(idx.len(), 9);
+        assert_eq!(idx[0], i(HEAD1, 0, 3, 0, 0));
+        assert_eq!(idx[1], i(NONHEAD, 0, 3, 1, 5));
+        assert_eq!(idx[5], i(NONHEAD, 0, 3, 5, 1));
+        assert_eq!(idx[6], i(HEAD1, 2435, 4, 0, 0));
+        assert_eq!(idx[7], i(NONHEAD, 2435, 4, 1, 1));
+        assert_eq!(idx[8], i(PLAIN, 3347, 0, 0, 0));
+        // A 32-byte inode: the header at 32, entries from 40: three 4-byte packs up to the
+        // 32-byte boundary at 64, then (9 - 6 < 16) one more 4-byte pack and a half one.
+        let m = map_bytes(36115, &e, 0, 32);
+        assert_eq!(m.len(), 8 + 5 * 8);
+        assert_eq!(&m[4..8], &[1, 0, 0, 0]);
+        let entry = |pack: usize, k: usize| {
+            u16::from_le_bytes([m[8 + pack * 8 + 2 * k], m[9 + pack * 8 + 2 * k]])
+        };
+        let base =
+            |pack: usize| u32::from_le_bytes(m[12 + pack * 8..16 + pack * 8].try_into().unwrap());
+        assert_eq!(
+            (entry(0, 0), entry(0, 1), base(0)),
+            (1 << 12, (2 << 12) | 5, 2)
+        );
+        // Cluster 5, a pack's last NONHEAD: the distance on to the next head.
+        assert_eq!((entry(2, 0), entry(2, 1)), ((2 << 12) | 4, (2 << 12) | 1));
+        assert_eq!(
+            (entry(3, 0), entry(3, 1), base(3)),
+            ((1 << 12) | 2435, (2 << 12) | 1, 3)
+        );
+        assert_eq!((entry(4, 0), entry(4, 1)), (3347, 0));
     }
 }
