@@ -107,27 +107,30 @@ impl Codec {
     }
 
     /// zstd has no destination-size mode: the longest prefix of `src` whose frame fits
-    /// `dst`, by a search over the prefix length guided by the ratio seen so far.
+    /// `dst` (within 1/128 of the block), searched by the ratio seen so far and by halving
+    /// when a try overflows; at most 8 tries. Each fitting try is longer than the one
+    /// before, so `dst` ends holding the longest.
     fn zstd_fill(&mut self, src: &[u8], dst: &mut [u8]) -> Option<(usize, usize)> {
         let cap = dst.len();
         let z = self.zstd.as_mut()?;
-        // (longest prefix that fits, its frame length), shortest prefix known not to fit.
         let mut fit: Option<(usize, usize)> = None;
+        // Longest prefix known to fit, shortest known not to.
         let mut lo = 0usize;
         let mut hi = src.len() + 1;
-        let mut m = (cap * 4).min(src.len());
-        loop {
-            m = m.max(lo + 1).min(hi - 1);
+        let mut m = (cap * 3).min(src.len());
+        for _ in 0..8 {
+            m = m.clamp(lo + 1, hi - 1);
             match z.compress_to_buffer(&src[..m], &mut self.scratch[..]) {
                 Ok(n) if n <= cap => {
                     dst[..n].copy_from_slice(&self.scratch[..n]);
                     fit = Some((m, n));
                     lo = m;
-                    if hi <= lo + 1 || n + cap / 64 > cap {
+                    if hi <= lo + 1 || n + cap / 128 >= cap {
                         break;
                     }
-                    m = (m as u64 * cap as u64 / n.max(1) as u64) as usize;
-                    m = m.max(lo + (hi - lo) / 2).min(hi - 1);
+                    // Grow by the ratio seen, aiming a little short of the block.
+                    let target = (cap - cap / 64) as u64;
+                    m = (m as u64 * target / n.max(1) as u64) as usize;
                 }
                 _ => {
                     hi = m;
@@ -138,16 +141,7 @@ impl Codec {
                 }
             }
         }
-        let (m, n) = fit?;
-        // The last fitting attempt may not be the one in `dst`: redo it.
-        if self.scratch[..n] != dst[..n] {
-            let n2 = z
-                .compress_to_buffer(&src[..m], &mut self.scratch[..])
-                .ok()?;
-            dst[..n2].copy_from_slice(&self.scratch[..n2]);
-            return Some((m, n2));
-        }
-        Some((m, n))
+        fit
     }
 }
 
