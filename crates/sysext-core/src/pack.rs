@@ -258,6 +258,24 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
     };
     // The name first: nothing is read or written for a name no image may have.
     crate::release::validate_new_name(&name)?;
+    // Then the compressor's level, before the tree is looked at.
+    let erofs = format == Format::Raw && opts.fs == Fs::Erofs;
+    if erofs {
+        let c = opts.erofs_compression;
+        if let Some(l) = opts.level {
+            if !c.level_range().contains(&l) {
+                return Err(PackError::ErofsLevel(if c.level_range().is_empty() {
+                    format!("EROFS compression {c} takes no level (level {l} given)")
+                } else {
+                    format!(
+                        "EROFS compression {c} takes a level from {} to {} (level {l} given)",
+                        c.level_range().start(),
+                        c.level_range().end()
+                    )
+                }));
+            }
+        }
+    }
     let meta = fs::metadata(tree).map_err(|source| PackError::Tree {
         path: tree.to_path_buf(),
         source,
@@ -280,23 +298,6 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
         });
     }
     let mtime = resolve_mtime(opts.mtime)?;
-    let erofs = format == Format::Raw && opts.fs == Fs::Erofs;
-    if erofs {
-        let c = opts.erofs_compression;
-        if let Some(l) = opts.level {
-            if !c.level_range().contains(&l) {
-                return Err(PackError::ErofsLevel(if c.level_range().is_empty() {
-                    format!("EROFS compression {c} takes no level (level {l} given)")
-                } else {
-                    format!(
-                        "EROFS compression {c} takes a level from {} to {} (level {l} given)",
-                        c.level_range().start(),
-                        c.level_range().end()
-                    )
-                }));
-            }
-        }
-    }
     // EROFS keeps 64-bit timestamps.
     let mtime32 = match u32::try_from(mtime) {
         Ok(m) => m,
