@@ -1,11 +1,13 @@
-//! EROFS images: our own writer (uncompressed for now).
+//! EROFS images: our own writer and reader, uncompressed or compressed ([`Compression`]).
 //!
-//! - [`reader`]: read an uncompressed image back in place (entries, file contents, the ELF
+//! - [`reader`]: read an image back in place (entries, file contents decompressed, the ELF
 //!   scan of a file) for `inspect` and `check`.
 //! - [`writer`]: a folder to an EROFS image: 4 KiB blocks, compact inodes (extended ones only
 //!   where a size or link count needs them), directories as sorted dirent blocks, file tails
-//!   and small files packed beside their inode (`FLAT_INLINE`), hardlinks as one inode, inline
-//!   xattrs, reproducible output (same bytes whatever the thread count).
+//!   and small files packed beside their inode (`FLAT_INLINE`), regular files optionally
+//!   compressed (LZ4, LZ4HC, zstd) into 4 KiB physical clusters with compact indexes,
+//!   hardlinks as one inode, inline xattrs, reproducible output (same bytes whatever the
+//!   thread count).
 //!
 //! The on-disk format follows the Linux kernel's `Documentation/filesystems/erofs.rst` and
 //! erofs-utils' `include/erofs_fs.h`: a 128-byte superblock at offset 1024, inodes in a

@@ -1,21 +1,26 @@
-//! Writes a folder as an uncompressed EROFS image.
+//! Writes a folder as an EROFS image, uncompressed or compressed.
 //!
-//! Four steps, each a function of the tree alone: [`scan`] (shared with the squashfs writer:
-//! metadata only, names sorted by bytes, hardlinks folded into one inode, the kept xattrs);
-//! the layout, which gives every inode its slot in the metadata area (its nid) and every
-//! data-carrying inode its blocks (directory sizes depend on names only, so this needs no
-//! nids); the copy, where worker threads stream the files' whole blocks to their places
-//! (positions are known up front, so the bytes never depend on the thread count) and hand
-//! back their tails; and the metadata pass, which encodes inodes, inline tails, directory
-//! blocks and the superblock.
+//! Uncompressed, four steps, each a function of the tree alone: [`scan`] (shared with the
+//! squashfs writer: metadata only, names sorted by bytes, hardlinks folded into one inode,
+//! the kept xattrs); the layout, which gives every inode its slot in the metadata area (its
+//! nid) and every data-carrying inode its blocks (directory sizes depend on names only, so
+//! this needs no nids); the copy, where worker threads stream the files' whole blocks to
+//! their places (positions are known up front, so the bytes never depend on the thread
+//! count) and hand back their tails; and the metadata pass, which encodes inodes, inline
+//! tails, directory blocks and the superblock. Image layout: the metadata area starts at
+//! block 0, which holds the superblock at offset 1024; the inodes follow it (the root first,
+//! nid 36), then the data blocks in inode order.
 //!
-//! Image layout: the metadata area starts at block 0, which holds the superblock at offset
-//! 1024; the inodes follow it (the root first, nid 36), then the data blocks in inode order. Ownership is always root,
-//! every timestamp is `mtime`, the UUID is derived from the image's contents.
+//! Compressed, the data comes first, as its sizes are known only once compressed: the
+//! regular files' data from block 1 on, in tree order ([`zdata`]: compressed in parallel,
+//! written in order), then the metadata area (its block in the superblock; nid 0 unused),
+//! then the directory and symlink blocks; block 0 holds the superblock and the compressor's
+//! configuration.
+//!
+//! Ownership is always root, every timestamp is `mtime`, the UUID is derived from the
+//! image's contents.
 
 use std::collections::VecDeque;
-
-use super::Compression;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -23,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::Compression;
 use crate::squashfs::writer::scan::{scan, Kind, Tree};
 use crate::squashfs::writer::WriteError as ScanError;
 
