@@ -581,9 +581,8 @@ fn our_reader_sees_erofs_images_as_the_squashfs_image_of_the_same_tree() {
             "{c}"
         );
     }
-    // mkfs.erofs' lz4hc image (compact indexes, its default form) reads the same.
-    mkfs_image(&d.path().join("z"), &ztree, &["-zlz4hc,12"]);
-    let m = Image::open(&d.path().join("z/mkfs.raw")).unwrap();
+    // mkfs.erofs' compressed images (compact indexes, its default form; full ones) read the
+    // same.
     let long = format!("usr/share/ero/{}", "n".repeat(255));
     let without: Vec<_> = flat
         .entries()
@@ -591,15 +590,19 @@ fn our_reader_sees_erofs_images_as_the_squashfs_image_of_the_same_tree() {
         .filter(|x| x.path != long)
         .cloned()
         .collect();
-    assert_eq!(m.entries(), &without[..]);
-    for x in m.entries() {
-        if x.kind == fsimage::EntryKind::File {
-            let want = fs::read(ztree.join(&x.path)).unwrap();
-            assert!(
-                m.read_file(&x.path).unwrap() == want,
-                "mkfs.erofs: {}",
-                x.path
-            );
+    for args in [&["-zlz4hc,12"][..], &["-zlz4", "-Elegacy-compress"]] {
+        mkfs_image(&d.path().join("z"), &ztree, args);
+        let m = Image::open(&d.path().join("z/mkfs.raw")).unwrap();
+        assert_eq!(m.entries(), &without[..]);
+        for x in m.entries() {
+            if x.kind == fsimage::EntryKind::File {
+                let want = fs::read(ztree.join(&x.path)).unwrap();
+                assert!(
+                    m.read_file(&x.path).unwrap() == want,
+                    "{args:?}: {}",
+                    x.path
+                );
+            }
         }
     }
 
@@ -713,7 +716,7 @@ fn damaged_compressed_images_are_errors_not_panics() {
     for c in [ErofsCompression::Lz4hc, ErofsCompression::Zstd] {
         let image = d.path().join(format!("{c}.raw"));
         let report = pack(&t, &image, &zopts(c, None, 1, 0)).unwrap();
-        assert_eq!(report.erofs.unwrap().compressed_files, 12, "{c}");
+        assert_eq!(report.erofs.unwrap().compressed_files, 13, "{c}");
         let good = fs::read(&image).unwrap();
         assert!(try_image(&good));
         // Cut short anywhere: never a panic.

@@ -3,9 +3,10 @@
 //! Our own parser of the format the writer writes (and mkfs.erofs writes without `-E`
 //! options): 4 KiB blocks, compact and extended inodes, `FLAT_PLAIN` and `FLAT_INLINE` data,
 //! compressed files with full or compact lcluster indexes (LZ4 or zstd, one-block physical
-//! clusters, `0PADDING`), inline and shared xattrs (for `security.capability`). An image
-//! using another incompatible feature (big physical clusters, tail packing, fragments,
-//! chunks, extra devices, long xattr prefixes, 48-bit addresses) is refused as not read yet.
+//! clusters, with or without `0PADDING`), inline and shared xattrs (for `security.capability`). An image
+//! using another incompatible feature (big physical clusters, fragments, deduplication,
+//! chunks, extra devices, long xattr prefixes, 48-bit addresses) is refused as not read yet;
+//! packed tails (`ztailpacking`) are read.
 //! A compressed file is read one extent at a time (at most [`MAX_EXTENT`] bytes
 //! decompressed, the last one kept for the next read); every index walk is bounded by that
 //! size, so a hostile map ends in an error. The tree is walked iteratively with the same
@@ -35,6 +36,7 @@ const NULL_ADDR: u32 = u32::MAX;
 pub const MAX_EXTENT: u64 = 12 << 20;
 const INCOMPAT_ZERO_PADDING: u32 = 0x1;
 const INCOMPAT_COMPR_CFGS: u32 = 0x2;
+const INCOMPAT_ZTAILPACKING: u32 = 0x10;
 const ALG_LZ4: u8 = 0;
 const ALG_ZSTD: u8 = 3;
 /// Longest symlink target read (PATH_MAX).
@@ -61,6 +63,8 @@ struct ZMap {
     index_at: u64,
     algorithm: u8,
     compact: Option<Compact>,
+    /// The last extent packed beside the inode (after the indexes): where, how many bytes.
+    tail: Option<(u64, u64)>,
 }
 
 /// The compact index form: `initial` 4-byte entries up to a 32-byte boundary, then `two`
@@ -78,6 +82,8 @@ struct Extent {
     end: u64,
     blkaddr: u32,
     raw: bool,
+    /// In the inode's tail (`ZMap::tail`), not in a block.
+    inline: bool,
 }
 
 /// One lcluster index: its type, offset in the cluster and its block or deltas.
@@ -109,6 +115,8 @@ pub struct ErofsReader {
     files: HashMap<String, Data>,
     /// The algorithms the superblock declares (bit per algorithm number).
     algorithms: u16,
+    /// Compressed data ends its block (`0PADDING`), else it starts it.
+    zero_padding: bool,
     /// The last extent decompressed, for the next read.
     last: Mutex<Option<(u64, Extent, Vec<u8>)>>,
 }
@@ -127,6 +135,7 @@ struct Super {
     xattr: u64,
     root: u64,
     algorithms: u16,
+    zero_padding: bool,
 }
 
 impl ErofsReader {
@@ -151,10 +160,12 @@ impl ErofsReader {
             nodes: Vec::new(),
             files: HashMap::new(),
             algorithms: 0,
+            zero_padding: false,
             last: Mutex::new(None),
         };
         let sb = r.superblock()?;
         r.algorithms = sb.algorithms;
+        r.zero_padding = sb.zero_padding;
         r.walk(&sb)?;
         r.nodes.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(r)
@@ -206,28 +217,25 @@ impl ErofsReader {
             )));
         }
         let incompat = u32_at(80);
-        let known = INCOMPAT_ZERO_PADDING | INCOMPAT_COMPR_CFGS;
+        let known = INCOMPAT_ZERO_PADDING | INCOMPAT_COMPR_CFGS | INCOMPAT_ZTAILPACKING;
         if incompat & !known != 0 {
             return Err(unsupported(format!(
-                "incompatible features {:#x} (tail packing, fragments, chunks, devices, long xattr prefixes or 48-bit addresses)",
+                "incompatible features {:#x} (fragments, deduplication, chunks, devices, long xattr prefixes or 48-bit addresses)",
                 incompat & !known
             )));
         }
-        // Compressed data is read only where it ends its block (0PADDING); without
-        // COMPR_CFGS, LZ4 is the one algorithm.
-        let algorithms = match (
-            incompat & INCOMPAT_ZERO_PADDING,
-            incompat & INCOMPAT_COMPR_CFGS,
-        ) {
-            (0, _) => 0,
-            (_, 0) => 1 << ALG_LZ4,
-            _ => u16::from_le_bytes([b[84], b[85]]),
+        // Without COMPR_CFGS, LZ4 is the one algorithm.
+        let algorithms = if incompat & INCOMPAT_COMPR_CFGS == 0 {
+            1 << ALG_LZ4
+        } else {
+            u16::from_le_bytes([b[84], b[85]])
         };
         Ok(Super {
             root: u64::from(u16::from_le_bytes([b[14], b[15]])),
             meta: u64::from(u32_at(40)) * BLK,
             xattr: u64::from(u32_at(44)) * BLK,
             algorithms,
+            zero_padding: incompat & INCOMPAT_ZERO_PADDING != 0,
         })
     }
 
@@ -332,11 +340,16 @@ impl ErofsReader {
             what: format!("inode {nid}: {what}"),
         };
         let advise = u16::from_le_bytes([h[4], h[5]]);
-        // Compact indexes may use 2-byte entries (bit 0); full ones use nothing here.
-        let allowed = if compact { 1 } else { 0 };
-        if h[7] & 0x80 != 0 || advise & !allowed != 0 || h[2..4] != [0, 0] {
+        // Compact indexes may use 2-byte entries (bit 0); either may pack the tail (bit 3).
+        const INLINE_PCLUSTER: u16 = 8;
+        let allowed = INLINE_PCLUSTER | if compact { 1 } else { 0 };
+        let idata = u64::from(u16::from_le_bytes([h[2], h[3]]));
+        if h[7] & 0x80 != 0
+            || advise & !allowed != 0
+            || (advise & INLINE_PCLUSTER == 0 && idata != 0)
+        {
             return Err(unsupported(format!(
-                "a compressed file's map with options {advise:#x} (big clusters, tail packing or fragments)"
+                "a compressed file's map with options {advise:#x} (big clusters or fragments)"
             )));
         }
         if h[7] & 15 != 0 {
@@ -367,18 +380,30 @@ impl ErofsReader {
         } else {
             (at + 16, None, indexes.checked_mul(8))
         };
-        if bytes
+        let Some(idx_end) = bytes
             .and_then(|n| n.checked_add(index_at))
-            .is_none_or(|e| e > self.len)
-        {
+            .filter(|&e| e <= self.len)
+        else {
             return Err(self.corrupt(format!(
                 "inode {nid}: a compressed file of {size} bytes has more indexes than the image holds"
             )));
-        }
+        };
+        // The packed tail follows the indexes, inside one block.
+        let tail = if advise & INLINE_PCLUSTER != 0 {
+            if idata == 0 || idx_end % BLK + idata > BLK || idx_end + idata > self.len {
+                return Err(self.corrupt(format!(
+                    "inode {nid}: its packed tail of {idata} bytes lies outside its block"
+                )));
+            }
+            Some((idx_end, idata))
+        } else {
+            None
+        };
         Ok(ZMap {
             index_at,
             algorithm,
             compact,
+            tail,
         })
     }
 
@@ -527,18 +552,36 @@ impl ErofsReader {
             end,
             blkaddr,
             raw,
+            // The file's last extent, when its tail is packed.
+            inline: z.tail.is_some() && end == d.size,
         })
     }
 
     /// The decompressed bytes of an extent.
     fn decompress(&self, z: &ZMap, e: &Extent) -> Result<Vec<u8>, ReadError> {
         let len = (e.end - e.start) as usize;
-        let mut block = vec![0u8; BLK as usize];
-        self.read_exact_at(&mut block, u64::from(e.blkaddr) * BLK)?;
+        let mut block = match (e.inline, z.tail) {
+            (true, Some((at, n))) => {
+                let mut b = vec![0u8; n as usize];
+                self.read_exact_at(&mut b, at)?;
+                b
+            }
+            _ => {
+                let mut b = vec![0u8; BLK as usize];
+                self.read_exact_at(&mut b, u64::from(e.blkaddr) * BLK)?;
+                b
+            }
+        };
         let bad = |why: String| {
             self.corrupt(format!(
-                "the compressed cluster at block {} (file bytes {}..{}): {why}",
-                e.blkaddr, e.start, e.end
+                "the compressed cluster {} (file bytes {}..{}): {why}",
+                if e.inline {
+                    "beside its inode".to_string()
+                } else {
+                    format!("at block {}", e.blkaddr)
+                },
+                e.start,
+                e.end
             ))
         };
         if e.raw {
@@ -548,8 +591,13 @@ impl ErofsReader {
             block.truncate(len);
             return Ok(block);
         }
-        // 0PADDING: the compressed stream ends the block.
-        let from = block.iter().position(|&b| b != 0).unwrap_or(block.len());
+        // 0PADDING: the compressed stream ends the block (else it starts it, and the
+        // decoder stops once the extent is whole).
+        let from = if self.zero_padding {
+            block.iter().position(|&b| b != 0).unwrap_or(block.len())
+        } else {
+            0
+        };
         let src = &block[from..];
         let mut out = vec![0u8; len];
         let got = match z.algorithm {

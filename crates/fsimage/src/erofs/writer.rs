@@ -401,11 +401,22 @@ fn write_compressed(
                 unreachable!("a file")
             };
             let p = &placed[i];
+            let meta_len = p.inode_len() + p.xattrs.len();
             let tail = size % BLK;
+            // A tail-packed extent follows the indexes, inside the block where they end.
+            let idx_end =
+                zdata::compact_start(meta_len) + zdata::compact_index_len(*size, meta_len);
+            let blk = BLK as usize;
+            let tail_room = if idx_end < blk {
+                blk - idx_end
+            } else {
+                blk - idx_end % blk
+            };
             zdata::FileJob {
                 path: path.clone(),
                 size: *size,
-                inline_tail: tail > 0 && (p.inode_len() + p.xattrs.len()) as u64 + tail <= BLK,
+                inline_tail: tail > 0 && meta_len as u64 + tail <= BLK,
+                tail_room,
             }
         })
         .collect();
@@ -420,9 +431,14 @@ fn write_compressed(
                 p.startblk = startblk;
                 tails.push(tail);
             }
-            zdata::Stored::Z { extents, blocks } => {
+            zdata::Stored::Z {
+                extents,
+                blocks,
+                tail,
+            } => {
                 let meta_len = p.inode_len() + p.xattrs.len();
-                p.zmap = zdata::map_bytes(p.size, &extents, algorithm(kind), meta_len);
+                p.zmap =
+                    zdata::map_bytes(p.size, &extents, algorithm(kind), meta_len, tail.as_deref());
                 p.blocks = blocks;
                 tails.push(Vec::new());
             }

@@ -18,6 +18,7 @@ const LAYOUT_FLAT_INLINE: u16 = 2;
 // Incompatible features.
 const INCOMPAT_ZERO_PADDING: u32 = 0x1;
 const INCOMPAT_COMPR_CFGS: u32 = 0x2;
+const INCOMPAT_ZTAILPACKING: u32 = 0x10;
 
 // Directory entry file types.
 const FT_REG_FILE: u8 = 1;
@@ -200,8 +201,11 @@ pub(super) struct Super {
 pub(super) fn superblock(s: &Super) -> Vec<u8> {
     let (incompat, u1) = match s.compression {
         Compression::None => (0, 0u16),
-        Compression::Lz4 | Compression::Lz4hc => (INCOMPAT_ZERO_PADDING, 0),
-        Compression::Zstd => (INCOMPAT_ZERO_PADDING | INCOMPAT_COMPR_CFGS, 1 << 3),
+        Compression::Lz4 | Compression::Lz4hc => (INCOMPAT_ZERO_PADDING | INCOMPAT_ZTAILPACKING, 0),
+        Compression::Zstd => (
+            INCOMPAT_ZERO_PADDING | INCOMPAT_COMPR_CFGS | INCOMPAT_ZTAILPACKING,
+            1 << 3,
+        ),
     };
     let mut b = Vec::with_capacity(128);
     b.extend_from_slice(&super::super::MAGIC.to_le_bytes());

@@ -12,6 +12,11 @@
 //! no block over storing it flat is stored flat instead (its tail beside its inode), as
 //! mkfs.erofs does. A file of one segment with the same bytes as an earlier one shares its
 //! blocks (found by size and SHA-256 before any compression).
+//!
+//! Tail packing (`ztailpacking`): a file's last extent, when it fits compressed (or, gaining
+//! nothing, as it is) in the room left in the block where the file's indexes end, goes there
+//! instead of into a block of its own; small files are then compressed too, when that
+//! shrinks what sits beside the inode.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -40,6 +45,8 @@ pub(super) struct FileJob {
     pub(super) size: u64,
     /// Whether its tail would be stored beside its inode if it were stored flat.
     pub(super) inline_tail: bool,
+    /// The most bytes its last extent may take beside its inode if it is stored compressed.
+    pub(super) tail_room: usize,
 }
 
 /// One extent of a compressed file: `len` bytes of the file, in the block `blkaddr`.
@@ -56,8 +63,13 @@ pub(super) enum Stored {
     /// Uncompressed: whole blocks from `startblk` (none: `NULL_ADDR`), the tail (when it
     /// goes beside the inode) kept here.
     Flat { startblk: u32, tail: Vec<u8> },
-    /// Compressed: its extents in order, `blocks` physical blocks in all.
-    Z { extents: Vec<Extent>, blocks: u64 },
+    /// Compressed: its extents in order, `blocks` physical blocks in all; the last
+    /// extent's bytes when they go beside the inode.
+    Z {
+        extents: Vec<Extent>,
+        blocks: u64,
+        tail: Option<Vec<u8>>,
+    },
 }
 
 /// The data pass' result: every file's storage (in job order), the first block after the
@@ -145,29 +157,54 @@ impl Codec {
     }
 }
 
-/// A compressed segment: its blocks and its extents' (length, raw) in order.
+/// A compressed segment: its blocks, its extents' (length, raw) in order and, when its
+/// last extent is packed beside the inode (tail packing), that extent's bytes (it has no
+/// block).
 pub(super) struct Segment {
     pub(super) blocks: Vec<u8>,
     pub(super) extents: Vec<(u32, bool)>,
+    pub(super) tail: Option<Vec<u8>>,
 }
 
-/// Cuts `data` into extents (see the module documentation).
-pub(super) fn compress_segment(codec: &mut Codec, data: &[u8]) -> Segment {
+/// Cuts `data` into extents (see the module documentation). `tail_room`: the most bytes the
+/// file's last extent may take beside the inode (0: none; only for the file's last
+/// segment): the rest of the data, once it fits there compressed (or, when compression
+/// gains nothing, as it is), goes there instead of into a block of its own.
+pub(super) fn compress_segment(codec: &mut Codec, data: &[u8], tail_room: usize) -> Segment {
     let mut blocks = Vec::new();
     let mut extents = Vec::new();
     let mut pos = 0;
     let mut buf = vec![0u8; BLK_USIZE];
+    let room = tail_room.min(BLK_USIZE - 1);
     while pos < data.len() {
         let rest = &data[pos..];
         let window = &rest[..rest.len().min(MAX_EXTENT)];
         let compressed = if rest.len() > BLK_USIZE {
-            codec
-                .fill(window, &mut buf)
-                .filter(|&(read, _)| read > BLK_USIZE)
+            codec.fill(window, &mut buf)
+        } else if room > 0 {
+            // The last few bytes: worth compressing only beside the inode.
+            codec.fill(rest, &mut buf[..room])
         } else {
             None
         };
-        match compressed {
+        if room > 0 {
+            let tail = match compressed {
+                Some((read, wrote)) if read == rest.len() && wrote <= room && wrote < read => {
+                    Some((buf[..wrote].to_vec(), false))
+                }
+                _ if rest.len() <= room => Some((rest.to_vec(), true)),
+                _ => None,
+            };
+            if let Some((bytes, raw)) = tail {
+                extents.push((rest.len() as u32, raw));
+                return Segment {
+                    blocks,
+                    extents,
+                    tail: Some(bytes),
+                };
+            }
+        }
+        match compressed.filter(|&(read, _)| read > BLK_USIZE) {
             Some((read, wrote)) => {
                 let start = blocks.len();
                 blocks.resize(start + BLK_USIZE, 0);
@@ -185,7 +222,11 @@ pub(super) fn compress_segment(codec: &mut Codec, data: &[u8]) -> Segment {
             }
         }
     }
-    Segment { blocks, extents }
+    Segment {
+        blocks,
+        extents,
+        tail: None,
+    }
 }
 
 struct Job {
@@ -194,6 +235,8 @@ struct Job {
     data: Vec<u8>,
     /// The whole file is this segment: it may be stored flat.
     whole: bool,
+    /// The file's last segment: its tail may go beside the inode, in this many bytes.
+    tail_room: usize,
 }
 
 enum Out {
@@ -252,9 +295,12 @@ pub(super) fn run(
                         Err(_) => return,
                     };
                     let Ok(job) = job else { return };
-                    let seg = compress_segment(&mut codec, &job.data);
+                    let seg = compress_segment(&mut codec, &job.data, job.tail_room);
                     let size = job.data.len() as u64;
-                    let out = if job.whole && seg.blocks.len() as u64 >= size.next_multiple_of(BLK)
+                    // Flat when compression saves no block, or stores everything as it is.
+                    let gains = seg.extents.iter().any(|e| !e.1);
+                    let out = if job.whole
+                        && (!gains || seg.blocks.len() as u64 >= size.next_multiple_of(BLK))
                     {
                         Out::Flat(job.data)
                     } else {
@@ -362,6 +408,7 @@ fn read_file(
                 file,
                 data,
                 whole,
+                tail_room: if done == f.size { f.tail_room } else { 0 },
             })
             .map_err(|_| None)?;
         *seq += 1;
@@ -430,11 +477,27 @@ fn write_in_order(
                     let entry = stored[d.file].get_or_insert(Stored::Z {
                         extents: Vec::new(),
                         blocks: 0,
+                        tail: None,
                     });
-                    let Stored::Z { extents, blocks } = entry else {
+                    let Stored::Z {
+                        extents,
+                        blocks,
+                        tail,
+                    } = entry
+                    else {
                         unreachable!("a file is flat only when it is one segment")
                     };
-                    for (len, raw) in seg.extents {
+                    let n = seg.extents.len();
+                    for (k, (len, raw)) in seg.extents.into_iter().enumerate() {
+                        if k + 1 == n && seg.tail.is_some() {
+                            // Beside the inode: no block.
+                            extents.push(Extent {
+                                len,
+                                raw,
+                                blkaddr: 0,
+                            });
+                            break;
+                        }
                         extents.push(Extent {
                             len,
                             raw,
@@ -442,6 +505,10 @@ fn write_in_order(
                         });
                         blk += 1;
                         *blocks += 1;
+                    }
+                    if let Some(t) = seg.tail {
+                        hash.update(&t);
+                        *tail = Some(t);
                     }
                 }
             }
@@ -558,8 +625,15 @@ pub(super) fn compact_start(meta_len: usize) -> usize {
 /// holds its type and its head's offset, or (`NONHEAD`) the distance back to its head,
 /// except a pack's last `NONHEAD`, which holds the distance on to the next head.
 /// `meta_len` is the inode's and its xattrs' length.
-pub(super) fn map_bytes(size: u64, extents: &[Extent], algorithm: u8, meta_len: usize) -> Vec<u8> {
+pub(super) fn map_bytes(
+    size: u64,
+    extents: &[Extent],
+    algorithm: u8,
+    meta_len: usize,
+    tail: Option<&[u8]>,
+) -> Vec<u8> {
     const COMPACTED_2B: u16 = 1;
+    const INLINE_PCLUSTER: u16 = 8;
     let idx = indexes(size, extents);
     let total = idx.len();
     let ebase = compact_start(meta_len);
@@ -569,9 +643,11 @@ pub(super) fn map_bytes(size: u64, extents: &[Extent], algorithm: u8, meta_len: 
     } else {
         0
     };
-    let mut out = Vec::with_capacity(8 + 2 * total + 64);
-    out.extend_from_slice(&[0u8; 4]); // no inline (tail-packed) data
-    out.extend_from_slice(&COMPACTED_2B.to_le_bytes());
+    let mut out = Vec::with_capacity(8 + 2 * total + 64 + tail.map_or(0, <[u8]>::len));
+    out.extend_from_slice(&[0u8; 2]);
+    out.extend_from_slice(&(tail.map_or(0, <[u8]>::len) as u16).to_le_bytes());
+    let advise = COMPACTED_2B | if tail.is_some() { INLINE_PCLUSTER } else { 0 };
+    out.extend_from_slice(&advise.to_le_bytes());
     out.push(algorithm); // HEAD1's algorithm
     out.push(0); // logical clusters of one block
                  // The block before the first head of the next pack: starts before the first extent.
@@ -627,7 +703,22 @@ pub(super) fn map_bytes(size: u64, extents: &[Extent], algorithm: u8, meta_len: 
         pack(&mut out, &idx[at..at + n], 2, 4);
         at += n;
     }
+    // The tail-packed last extent follows the last pack.
+    out.extend_from_slice(tail.unwrap_or_default());
     out
+}
+
+/// The bytes of the compact indexes of a file of `size` bytes (see [`map_bytes`]).
+pub(super) fn compact_index_len(size: u64, meta_len: usize) -> usize {
+    let total = size.div_ceil(BLK) as usize;
+    let initial = ((32 - compact_start(meta_len) % 32) / 4) & 7;
+    let two = if initial < total {
+        (total - initial) / 16 * 16
+    } else {
+        0
+    };
+    let rest = total.saturating_sub(initial + two);
+    (initial.min(total).next_multiple_of(2) + rest.next_multiple_of(2)) * 4 + two * 2
 }
 
 #[cfg(test)]
@@ -653,7 +744,7 @@ mod tests {
             let mut data = text(200_000);
             data.extend(testkit_free_random(10_000));
             data.extend(text(5000));
-            let seg = compress_segment(&mut c, &data);
+            let seg = compress_segment(&mut c, &data, 0);
             assert_eq!(seg.blocks.len(), seg.extents.len() * BLK_USIZE);
             let mut back = Vec::new();
             for (k, (len, raw)) in seg.extents.iter().enumerate() {
@@ -689,7 +780,7 @@ mod tests {
     fn zstd_fill_fits_one_block() {
         let mut c = Codec::new(Compression::Zstd, 3).unwrap();
         let data = text(300_000);
-        let seg = compress_segment(&mut c, &data);
+        let seg = compress_segment(&mut c, &data, 0);
         let mut back = Vec::new();
         for (k, (len, raw)) in seg.extents.iter().enumerate() {
             let b = &seg.blocks[k * BLK_USIZE..(k + 1) * BLK_USIZE];
@@ -734,7 +825,7 @@ mod tests {
         assert_eq!(idx[8], i(PLAIN, 3347, 0, 0, 0));
         // A 32-byte inode: the header at 32, entries from 40: three 4-byte packs up to the
         // 32-byte boundary at 64, then (9 - 6 < 16) one more 4-byte pack and a half one.
-        let m = map_bytes(36115, &e, 0, 32);
+        let m = map_bytes(36115, &e, 0, 32, None);
         assert_eq!(m.len(), 8 + 5 * 8);
         assert_eq!(&m[4..8], &[1, 0, 0, 0]);
         let entry = |pack: usize, k: usize| {
