@@ -3,7 +3,7 @@
 # and with `mksquashfs -all-root -noappend` at the same compressor, and prints wall time and
 # output size of each plus the ratios (sysext / mksquashfs: below 1 is better). Then the same
 # for EROFS (`--fs erofs --compression COMP:LEVEL`) against `mkfs.erofs -zCOMP,LEVEL -T0
-# --all-root` (no -E options on either side).
+# --all-root`.
 #
 #   bench/pack.sh                 # gzip zstd xz; erofs lz4hc:12 zstd:3
 #   COMPRESSORS="zstd" EROFS_COMPRESSORS="lz4hc:9" bench/pack.sh
@@ -12,6 +12,8 @@
 #
 # Needs the fixture tar (SYSEXT_FIXTURES, default ./fixtures; `cargo test -p testkit` or any
 # test using testkit::fixtures::trixie_tar builds it), squashfs-tools and erofs-utils.
+# MKFS_EROFS_OPTS adds options to mkfs.erofs only (e.g. the Flatcar bakery's
+# "-Eztailpacking,fragments"; ours always packs tails).
 # MKFS_EROFS names the reference mkfs.erofs (a command, words split); by default the host's,
 # or, for a compressor the host's lacks (Debian 12's 1.5 has no zstd), trixie's 1.8 from the
 # trixie-repart fixture when it is there, run through its own loader.
@@ -85,7 +87,8 @@ for spec in ${EROFS_COMPRESSORS-lz4hc:12 zstd:3}; do
   t0=$(now)
   "$bin" pack "$tree" "$work/bench.raw" --fs erofs --compression "$spec" --threads "$threads" --force >/dev/null
   t1=$(now)
-  $mkfs --quiet -T0 --all-root -U00000000-0000-0000-0000-000000000000 "${workers[@]}" \
+  # shellcheck disable=SC2086
+  $mkfs --quiet -T0 --all-root -U00000000-0000-0000-0000-000000000000 "${workers[@]}" ${MKFS_EROFS_OPTS:-} \
     -z"$comp,$level" "$work/mk.raw" "$tree" >/dev/null
   t2=$(now)
   s_ours=$(stat -c %s "$work/bench.raw")
