@@ -723,14 +723,18 @@ fn damaged_compressed_images_are_errors_not_panics() {
         for cut in (0..good.len()).step_by(1009) {
             try_image(&good[..cut]);
         }
-        // Bytes changed anywhere: compressed clusters, indexes, inodes, superblock.
+        // Bytes changed anywhere (compressed clusters, superblock), and every other time in
+        // the metadata area (inodes, map headers, indexes, packed tails).
+        let meta = 4096 * u32::from_le_bytes(good[1064..1068].try_into().unwrap()) as usize;
+        assert!(meta > 4096 && meta < good.len(), "{meta}");
         let mut seed = 0x2545_f491_4f6c_dd1du64;
-        for _ in 0..400 {
+        for k in 0..600 {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
             let mut b = good.clone();
-            let at = 1024 + (seed as usize % (good.len() - 1024));
+            let from = if k % 2 == 0 { meta } else { 1024 };
+            let at = from + (seed as usize % (good.len() - from));
             b[at] ^= (seed >> 32) as u8 | 1;
             try_image(&b);
         }
