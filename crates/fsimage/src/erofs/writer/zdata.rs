@@ -229,6 +229,9 @@ pub(super) fn compress_segment(codec: &mut Codec, data: &[u8], tail_room: usize)
     }
 }
 
+/// What makes a file a copy of an earlier one: size, tail placement (flat, packed), bytes.
+type DupKey = (u64, bool, usize, [u8; 32]);
+
 struct Job {
     seq: usize,
     file: usize,
@@ -350,7 +353,7 @@ fn read_file(
     seq: &mut usize,
     job_tx: &mpsc::SyncSender<Job>,
     tok_tx: &mpsc::SyncSender<()>,
-    seen: &mut HashMap<(u64, bool, [u8; 32]), usize>,
+    seen: &mut HashMap<DupKey, usize>,
     done_tx: &mpsc::Sender<Done>,
 ) -> Result<(), Option<WriteError>> {
     let rerr = |source| {
@@ -388,7 +391,13 @@ fn read_file(
         }
         tok_tx.send(()).map_err(|_| None)?;
         if whole && f.size > 0 {
-            let key = (f.size, f.inline_tail, Sha256::digest(&data).into());
+            // The same placement of the tail too: a copy is stored exactly as its original.
+            let key = (
+                f.size,
+                f.inline_tail,
+                f.tail_room,
+                Sha256::digest(&data).into(),
+            );
             if let Some(&orig) = seen.get(&key) {
                 done_tx
                     .send(Done {
