@@ -11,7 +11,8 @@
 #                       bytes; seed: a small image made by
 #                       mksquashfs.
 #   erofs               crates/flix/fuzz: sysext_core::inspect on arbitrary bytes with the EROFS
-#                       magic; seed: a small image made by mkfs.erofs.
+#                       magic (listing, reading files, the ELF scan); seeds: small images made
+#                       by mkfs.erofs, uncompressed and lz4hc-compressed.
 #   ddi                 crates/flix/fuzz: fsimage::dissect and sysext_core::inspect on
 #                       arbitrary bytes with a GPT header's signature; seed: a DDI laid out
 #                       with sfdisk around the EROFS seed.
@@ -83,6 +84,10 @@ fi
 er=$(seed erofs)
 if command -v mkfs.erofs >/dev/null; then
   mkfs.erofs --quiet -T0 --all-root "$er/x.raw" "$tree" >/dev/null
+  # Compressed with compact (the form our writer uses) and full indexes: reaches the index
+  # walks and the LZ4 decoder.
+  mkfs.erofs --quiet -T0 --all-root -zlz4hc "$er/x-lz4hc.raw" "$tree" >/dev/null
+  mkfs.erofs --quiet -T0 --all-root -zlz4hc -Elegacy-compress "$er/x-full.raw" "$tree" >/dev/null
 fi
 
 dk=$(seed ddi)

@@ -225,8 +225,8 @@ fn file_system_and_compression_are_checked_first() {
     for (name, args) in cases {
         for (flags, says) in [
             (
-                &["--fs", "erofs", "--compression", "zstd"][..],
-                "--compression none",
+                &["--fs", "erofs", "--compression", "xz"][..],
+                "--compression lz4hc",
             ),
             (&["--compression", "none"][..], "--fs erofs"),
         ] {

@@ -199,7 +199,7 @@ mod tests {
         .unwrap();
         assert_eq!(a.paths.len(), 2);
         assert_eq!(
-            a.out.compression,
+            a.out.compression.map(|c| c.kind),
             Some(sysext_core::cli::CompressionArg::Squashfs(
                 sysext_core::pack::Compression::Zstd
             ))

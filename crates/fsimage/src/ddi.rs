@@ -467,10 +467,10 @@ mod tests {
         assert_eq!(ddi.arch.arch, "arm64");
         assert_eq!(ddi.uuid_root_hash(), Some([9; 32]));
         assert_eq!(ddi.data.label, "root-arm64");
-        // A flipped bit in the entries is caught by the checksum.
+        // A flipped bit in the entries is caught by the checksum (CRC32).
         let mut b = [0u8; 1];
         f.read_exact_at(&mut b, 1024 + 60).unwrap();
         f.write_all_at(&[b[0] ^ 1], 1024 + 60).unwrap();
-        assert!(read(&f, 1 << 30).unwrap_err().contains("checksum"));
+        assert!(read(&f, 1 << 30).unwrap_err().contains("CRC"));
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! - [`squashfs`]: our squashfs 4.0 writer (parallel, reproducible) and a reader that reads an
 //!   image in place (entries, file contents, the ELF scan of a file).
-//! - [`erofs`]: our EROFS writer (uncompressed; 4 KiB blocks, inline tails, hardlinks, xattrs),
-//!   reproducible like the squashfs one, and a reader of uncompressed images.
+//! - [`erofs`]: our EROFS writer (uncompressed or LZ4/LZ4HC/zstd; 4 KiB blocks, inline tails,
+//!   hardlinks, xattrs), reproducible like the squashfs one, and its reader.
 //! - [`gpt`]: a reader of GUID partition tables in disk image files (labels, types, ranges).
 //! - [`verity`]: dm-verity hash trees (format 1, sha256, 4 KiB blocks, superblock), salt and
 //!   UUIDs derived from a seed as systemd-repart derives them, and the userspace check.

@@ -20,7 +20,7 @@ use std::io::{self, StdoutLock, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::pack::{Format, Fs};
+use crate::pack::{ErofsCompression, Format, Fs};
 use fsimage::squashfs::Compression;
 
 /// How a command ended, for [`run_main`].
@@ -181,13 +181,14 @@ pub struct OutputArgs {
     /// does not end in ".raw").
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub format: Option<Format>,
-    /// The file system of a raw image: squashfs (default) or erofs (uncompressed for now).
+    /// The file system of a raw image: squashfs (default) or erofs.
     #[arg(long, value_name = "FS", default_value_t = Fs::Squashfs)]
     pub fs: Fs,
-    /// Compressor: gzip (squashfs' default; every kernel has it), zstd or xz for squashfs;
-    /// none for erofs (its default).
-    #[arg(long, value_name = "COMP")]
-    pub compression: Option<CompressionArg>,
+    /// Compressor, optionally with its level (COMP:LEVEL): gzip (squashfs' default; every
+    /// kernel has it), zstd or xz for squashfs; none (erofs' default), lz4, lz4hc (level
+    /// 1-12, default 9) or zstd (level 1-22, default 3) for erofs.
+    #[arg(long, value_name = "COMP[:LEVEL]")]
+    pub compression: Option<CompressionSpec>,
     /// Also write a dm-verity hash tree (sha256, 4 KiB blocks) beside the .raw image:
     /// NAME.verity and NAME.roothash, as systemd-sysext and systemd-dissect look for them.
     #[arg(long)]
@@ -211,23 +212,45 @@ fn parse_seed(s: &str) -> Result<[u8; 16], String> {
         .ok_or_else(|| format!("{s:?} is not a UUID (32 hex digits, dashes allowed)"))
 }
 
-/// `--compression`: a squashfs compressor, or none (EROFS, written uncompressed for now).
+/// `--compression`'s name: a squashfs compressor (zstd also for EROFS), none, lz4 or lz4hc
+/// (EROFS).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompressionArg {
     None,
     Squashfs(Compression),
+    Lz4,
+    Lz4hc,
 }
 
-impl std::str::FromStr for CompressionArg {
+/// `--compression COMP[:LEVEL]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompressionSpec {
+    pub kind: CompressionArg,
+    pub level: Option<i32>,
+}
+
+impl std::str::FromStr for CompressionSpec {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "none" => Ok(CompressionArg::None),
-            other => other
-                .parse()
-                .map(CompressionArg::Squashfs)
-                .map_err(|_| format!("unknown compression {other:?}; use gzip, zstd, xz or none")),
-        }
+        let (name, level) = match s.split_once(':') {
+            Some((n, l)) => (
+                n,
+                Some(
+                    l.parse::<i32>()
+                        .map_err(|_| format!("compression level {l:?} is not a number"))?,
+                ),
+            ),
+            None => (s, None),
+        };
+        let kind = match name {
+            "none" => CompressionArg::None,
+            "lz4" => CompressionArg::Lz4,
+            "lz4hc" => CompressionArg::Lz4hc,
+            other => other.parse().map(CompressionArg::Squashfs).map_err(|_| {
+                format!("unknown compression {other:?}; use gzip, zstd, xz (squashfs) or none, lz4, lz4hc, zstd (erofs)")
+            })?,
+        };
+        Ok(CompressionSpec { kind, level })
     }
 }
 
@@ -254,9 +277,10 @@ impl OutputArgs {
         self.apply(&mut crate::pack::PackOptions::default())
     }
 
-    /// Fills the output fields of pack options: force, format, file system, compression.
-    /// Refuses a compression the file system cannot have (EROFS is written uncompressed for
-    /// now; squashfs always compresses).
+    /// Fills the output fields of pack options: force, format, file system, compression
+    /// and its level (when `COMP:LEVEL` gives one). Refuses a compression the file system
+    /// cannot have (squashfs always compresses, and not with lz4; EROFS not with gzip or
+    /// xz).
     pub fn apply(&self, opts: &mut crate::pack::PackOptions) -> anyhow::Result<()> {
         opts.force = self.force;
         opts.format = Some(self.format());
@@ -281,17 +305,33 @@ impl OutputArgs {
         if self.verity && self.format() == Format::Ddi {
             anyhow::bail!("--format ddi holds its hash tree in a partition: drop --verity (it writes side files beside a plain image)");
         }
-        opts.compression = match (self.fs, self.compression) {
-            (Fs::Squashfs, None) => Compression::Gzip,
-            (Fs::Squashfs, Some(CompressionArg::Squashfs(c))) => c,
+        let kind = self.compression.map(|c| c.kind);
+        opts.compression = Compression::Gzip;
+        opts.erofs_compression = ErofsCompression::None;
+        match (self.fs, kind) {
+            (Fs::Squashfs, None) => {}
+            (Fs::Squashfs, Some(CompressionArg::Squashfs(c))) => opts.compression = c,
             (Fs::Squashfs, Some(CompressionArg::None)) => anyhow::bail!(
                 "squashfs images are always compressed: use --compression gzip, zstd or xz, or --fs erofs for an uncompressed image"
             ),
-            (Fs::Erofs, None | Some(CompressionArg::None)) => Compression::Gzip,
+            (Fs::Squashfs, Some(CompressionArg::Lz4 | CompressionArg::Lz4hc)) => anyhow::bail!(
+                "squashfs images are not written with lz4 here: use --compression gzip, zstd or xz, or --fs erofs for lz4"
+            ),
+            (Fs::Erofs, None | Some(CompressionArg::None)) => {}
+            (Fs::Erofs, Some(CompressionArg::Lz4)) => opts.erofs_compression = ErofsCompression::Lz4,
+            (Fs::Erofs, Some(CompressionArg::Lz4hc)) => {
+                opts.erofs_compression = ErofsCompression::Lz4hc
+            }
+            (Fs::Erofs, Some(CompressionArg::Squashfs(Compression::Zstd))) => {
+                opts.erofs_compression = ErofsCompression::Zstd
+            }
             (Fs::Erofs, Some(CompressionArg::Squashfs(c))) => anyhow::bail!(
-                "compressed EROFS images are not written yet ({c} asked): use --compression none (the default for --fs erofs), or --fs squashfs to compress with {c}"
+                "EROFS images are not compressed with {c}: use --compression lz4hc, lz4, zstd or none (the default for --fs erofs), or --fs squashfs to compress with {c}"
             ),
         };
+        if let Some(l) = self.compression.and_then(|c| c.level) {
+            opts.level = Some(l);
+        }
         Ok(())
     }
 }
@@ -304,7 +344,8 @@ impl clap::ValueEnum for Fs {
     fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
         Some(match self {
             Fs::Squashfs => clap::builder::PossibleValue::new("squashfs").help("compressed"),
-            Fs::Erofs => clap::builder::PossibleValue::new("erofs").help("uncompressed for now"),
+            Fs::Erofs => clap::builder::PossibleValue::new("erofs")
+                .help("uncompressed unless --compression says lz4, lz4hc or zstd"),
         })
     }
 }
@@ -369,7 +410,10 @@ mod tests {
         assert!(o.force);
         assert_eq!(
             o.compression,
-            Some(CompressionArg::Squashfs(Compression::Zstd))
+            Some(CompressionSpec {
+                kind: CompressionArg::Squashfs(Compression::Zstd),
+                level: None
+            })
         );
         assert_eq!(parse(&[]).compression, None);
         assert!(parse(&["--force"]).force);
@@ -390,14 +434,37 @@ mod tests {
             parse(ok).apply(&mut p).unwrap();
             assert_eq!(p.fs, Fs::Erofs);
         }
-        let e = parse(&["--fs", "erofs", "--compression", "zstd"])
+        for (args, want, level) in [
+            (
+                &["--fs", "erofs", "--compression", "zstd"][..],
+                ErofsCompression::Zstd,
+                None,
+            ),
+            (
+                &["--fs", "erofs", "--compression", "lz4hc:12"],
+                ErofsCompression::Lz4hc,
+                Some(12),
+            ),
+            (
+                &["--fs", "erofs", "--compression", "lz4"],
+                ErofsCompression::Lz4,
+                None,
+            ),
+        ] {
+            let mut p = crate::pack::PackOptions::default();
+            parse(args).apply(&mut p).unwrap();
+            assert_eq!((p.erofs_compression, p.level), (want, level), "{args:?}");
+        }
+        let e = parse(&["--fs", "erofs", "--compression", "xz"])
             .apply(&mut p)
             .unwrap_err()
             .to_string();
-        assert!(
-            e.contains("not written yet") && e.contains("--compression none"),
-            "{e}"
-        );
+        assert!(e.contains("lz4hc") && e.contains("--fs squashfs"), "{e}");
+        let e = parse(&["--compression", "lz4hc"])
+            .apply(&mut p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--fs erofs"), "{e}");
         let e = parse(&["--compression", "none"])
             .apply(&mut p)
             .unwrap_err()
@@ -405,7 +472,8 @@ mod tests {
         assert!(e.contains("--fs erofs"), "{e}");
         for bad in [
             &["--format", "tar"][..],
-            &["--compression", "lz4"],
+            &["--compression", "lz5"],
+            &["--compression", "zstd:high"],
             &["--fs", "ext4"],
         ] {
             let e = Cmd::try_parse_from(std::iter::once("cmd").chain(bad.iter().copied()))

@@ -1,5 +1,6 @@
 //! Read an extension image back: a squashfs `.raw` (recognised by its `hsqs` magic, whatever
-//! its name), an uncompressed EROFS `.raw` (its magic at offset 1024) or a folder. Lists entries, reads files, and summarises the image: release file,
+//! its name), an EROFS `.raw` (its magic at offset 1024; compressed or not) or a folder. Lists
+//! entries, reads files, and summarises the image: release file,
 //! file count, sizes and the CPU architectures of the ELF files inside.
 //!
 //! Nothing is extracted and nothing in the image is followed out of it: a `.raw` is read in

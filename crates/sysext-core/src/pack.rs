@@ -1,4 +1,4 @@
-//! A staged extension tree to `NAME.raw` (squashfs, or uncompressed EROFS with [`Fs::Erofs`]) or a
+//! A staged extension tree to `NAME.raw` (squashfs, or EROFS with [`Fs::Erofs`]) or a
 //! folder copy.
 //!
 //! Everything comes out root-owned (uid/gid 0), with the tree's modes, symlinks, hardlinks and
@@ -22,6 +22,7 @@ use serde::Serialize;
 use crate::release::ImageClass;
 use fsimage::erofs::writer as erofs_writer;
 pub use fsimage::erofs::writer::WriteStats as ErofsStats;
+pub use fsimage::erofs::Compression as ErofsCompression;
 pub use fsimage::squashfs::writer::WriteStats;
 use fsimage::squashfs::writer::{self, WriteError, WriterOptions};
 pub use fsimage::squashfs::Compression;
@@ -80,7 +81,7 @@ pub enum Fs {
     /// squashfs, compressed (gzip, zstd or xz).
     #[default]
     Squashfs,
-    /// EROFS, uncompressed (compressed EROFS is not written yet).
+    /// EROFS, uncompressed or compressed with lz4, lz4hc or zstd.
     Erofs,
 }
 
@@ -139,11 +140,13 @@ impl std::fmt::Display for Format {
 pub struct PackOptions {
     /// The file system of a `.raw` image (squashfs by default).
     pub fs: Fs,
-    /// Squashfs compressor (gzip by default); not used for EROFS, which is written
-    /// uncompressed.
+    /// Squashfs compressor (gzip by default); not used for EROFS.
     pub compression: Compression,
-    /// Compressor level (gzip 1-9, zstd 1-22, xz 0-9); `None` = mksquashfs' default. Refused
-    /// for EROFS.
+    /// EROFS compressor (none by default); not used for squashfs.
+    pub erofs_compression: ErofsCompression,
+    /// Compressor level (squashfs: gzip 1-9, zstd 1-22, xz 0-9, `None` = mksquashfs'
+    /// default; EROFS: lz4hc 1-12, zstd 1-22, `None` = mkfs.erofs' default, refused for none
+    /// and lz4).
     pub level: Option<i32>,
     /// Replace an existing output.
     pub force: bool,
@@ -235,6 +238,10 @@ pub struct PackReport {
     pub fs: Option<Fs>,
     /// Set for squashfs output.
     pub compression: Option<Compression>,
+    /// Set for EROFS output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub erofs_compression: Option<ErofsCompression>,
+    /// The compressor's level (squashfs, compressed EROFS but lz4).
     pub level: Option<i32>,
     pub mtime: u64,
     /// Size of the output file (squashfs) or of the copied file data (folder).
@@ -291,8 +298,8 @@ pub enum PackError {
         #[source]
         source: erofs_writer::WriteError,
     },
-    #[error("EROFS images are written uncompressed for now: leave out the compression level")]
-    ErofsLevel,
+    #[error("{0}")]
+    ErofsLevel(String),
     #[error("no partition types for the architecture {0:?}: DDIs are written for x86-64, arm64 and x86 (set ARCHITECTURE= in the release file to one of them)")]
     DdiArch(String),
     #[error("cannot sign the root hash of {}", path.display())]
@@ -349,6 +356,25 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
     };
     // The name first: nothing is read or written for a name no image may have.
     crate::release::validate_new_name(&name)?;
+    // Then the compressor's level, before the tree is looked at.
+    let image = matches!(format, Format::Raw | Format::Ddi);
+    let erofs = image && opts.fs == Fs::Erofs;
+    if erofs {
+        let c = opts.erofs_compression;
+        if let Some(l) = opts.level {
+            if !c.level_range().contains(&l) {
+                return Err(PackError::ErofsLevel(if c.level_range().is_empty() {
+                    format!("EROFS compression {c} takes no level (level {l} given)")
+                } else {
+                    format!(
+                        "EROFS compression {c} takes a level from {} to {} (level {l} given)",
+                        c.level_range().start(),
+                        c.level_range().end()
+                    )
+                }));
+            }
+        }
+    }
     let meta = fs::metadata(tree).map_err(|source| PackError::Tree {
         path: tree.to_path_buf(),
         source,
@@ -415,11 +441,6 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
     } else {
         None
     };
-    let image = matches!(format, Format::Raw | Format::Ddi);
-    let erofs = image && opts.fs == Fs::Erofs;
-    if erofs && opts.level.is_some() {
-        return Err(PackError::ErofsLevel);
-    }
     // EROFS keeps 64-bit timestamps.
     let mtime32 = match u32::try_from(mtime) {
         Ok(m) => m,
@@ -470,6 +491,8 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
             let mut wopts = erofs_writer::WriterOptions::default();
             wopts.mtime = mtime;
             wopts.threads = opts.threads;
+            wopts.compression = opts.erofs_compression;
+            wopts.level = opts.level;
             let stats = erofs_writer::write_image(tree, file, out.path(), &wopts).map_err(werr)?;
             let bytes = stats.image_bytes;
             erofs_stats = Some(stats);
@@ -542,6 +565,10 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
         bytes
     };
     let compression = squashfs.as_ref().map(|_| opts.compression);
+    let erofs_compression = erofs_stats.as_ref().map(|_| opts.erofs_compression);
+    let erofs_level = erofs_compression
+        .filter(|c| !c.level_range().is_empty())
+        .map(|c| opts.level.unwrap_or(c.default_level()));
     Ok(PackReport {
         verity,
         ddi,
@@ -551,7 +578,10 @@ pub fn pack(tree: &Path, output: &Path, opts: &PackOptions) -> Result<PackReport
         format,
         fs: image.then_some(opts.fs),
         compression,
-        level: compression.map(|c| opts.level.unwrap_or(c.default_level())),
+        erofs_compression,
+        level: compression
+            .map(|c| opts.level.unwrap_or(c.default_level()))
+            .or(erofs_level),
         mtime,
         bytes,
         squashfs,

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 use sysext_core::inspect::Image;
-use sysext_core::pack::{pack, Format, Fs, PackOptions};
+use sysext_core::pack::{pack, ErofsCompression, Format, Fs, PackOptions};
 use testkit::random_bytes;
 
 fn opts(threads: usize, mtime: u64) -> PackOptions {
@@ -22,6 +22,77 @@ fn opts(threads: usize, mtime: u64) -> PackOptions {
     o.mtime = Some(mtime);
     o.name = Some("ero".into());
     o
+}
+
+fn zopts(c: ErofsCompression, level: Option<i32>, threads: usize, mtime: u64) -> PackOptions {
+    let mut o = opts(threads, mtime);
+    o.erofs_compression = c;
+    o.level = level;
+    o
+}
+
+/// Text-like bytes (words picked by a seeded generator): compressible, not trivially.
+fn text(len: usize, seed: u64) -> Vec<u8> {
+    const WORDS: [&str; 16] = [
+        "usr",
+        "lib",
+        "share",
+        "extension",
+        "release",
+        "erofs",
+        "kernel",
+        "cluster",
+        "block",
+        "index",
+        "the",
+        "of",
+        "and",
+        "compress",
+        "data",
+        "\n",
+    ];
+    let picks = random_bytes(len, seed);
+    let mut out = Vec::with_capacity(len + 16);
+    for b in picks {
+        if out.len() >= len {
+            break;
+        }
+        out.extend_from_slice(WORDS[usize::from(b % 16)].as_bytes());
+        out.push(b' ');
+    }
+    out.truncate(len);
+    out
+}
+
+/// [`varied_tree`] with compressible files: small ones (stored flat, gaining nothing), ones
+/// of many extents, one of several 4 MiB segments, one of zeros and stored bytes between
+/// compressible ones.
+fn compressible_tree(dir: &Path) -> PathBuf {
+    let t = varied_tree(dir);
+    let z = t.join("usr/share/ero/z");
+    fs::create_dir(&z).unwrap();
+    for (i, size) in [100usize, 4096, 4097, 9000, 65536, 300_000, (1 << 20) + 17]
+        .into_iter()
+        .enumerate()
+    {
+        fs::write(z.join(format!("text-{size}")), text(size, 100 + i as u64)).unwrap();
+    }
+    fs::write(z.join("text-5m"), text(5 << 20, 7)).unwrap();
+    fs::write(z.join("zeros"), vec![0u8; 5 << 20]).unwrap();
+    let mut mixed = text(50_000, 8);
+    mixed.extend(random_bytes(20_000, 9));
+    mixed.extend(text(50_000, 10));
+    fs::write(z.join("mixed"), &mixed).unwrap();
+    fs::hard_link(z.join("text-300000"), z.join("hl-text")).unwrap();
+    setfattr(&z.join("text-9000"), "user.z", "compressed");
+    // Identical bytes, one stored once for both; a third with xattrs large enough to leave
+    // less room beside its inode, stored on its own.
+    for name in ["copy-a", "copy-b", "copy-c"] {
+        fs::write(z.join(name), text(9000, 50)).unwrap();
+    }
+    setfattr(&z.join("copy-c"), "user.big", &"c".repeat(3000));
+    fs::copy("/proc/self/exe", z.join("elf")).unwrap();
+    t
 }
 
 fn mode(p: &Path, m: u32) {
@@ -196,6 +267,60 @@ fn listing(image: &Path, mnt: &Path) -> Listing {
     }
 }
 
+/// mkfs.erofs' image of `tree` (with `args`) at `dir`/mkfs.raw: its size and time.
+/// mkfs.erofs 1.5 (Debian 12) fails on a 255-byte name ("Could not format the device"): its
+/// image is made without that file, which [`listed_as_mkfs_image`] checks against the tree
+/// alone.
+fn mkfs_image(dir: &Path, tree: &Path, args: &[&str]) -> (u64, std::time::Duration) {
+    let reference = dir.join("mkfs.raw");
+    let long = format!("usr/share/ero/{}", "n".repeat(255));
+    let aside = dir.join("long-name-aside");
+    fs::rename(tree.join(&long), &aside).unwrap();
+    let started = Instant::now();
+    testkit::run_ok(
+        Command::new("mkfs.erofs")
+            .args(["--quiet", "-T0", "--all-root"])
+            .args(args)
+            .arg(&reference)
+            .arg(tree),
+    );
+    let took = started.elapsed();
+    fs::rename(&aside, tree.join(&long)).unwrap();
+    (fs::metadata(&reference).unwrap().len(), took)
+}
+
+/// Mounts `ours` and `dir`/mkfs.raw ([`mkfs_image`]) and asserts the kernel lists them
+/// alike (paths, types, modes, owners, sizes, link targets, contents, xattrs, hardlink
+/// groups) and sees every entry of `tree`; returns our listing.
+fn listed_as_mkfs_image(dir: &Path, tree: &Path, ours: &Path) -> Listing {
+    let long = format!("usr/share/ero/{}", "n".repeat(255));
+    let a = listing(ours, &dir.join("mnt-ours"));
+    let mut b = listing(&dir.join("mkfs.raw"), &dir.join("mnt-mkfs"));
+    let long_row = format!("./{long}");
+    let row = a.rows[&long_row].clone();
+    assert_eq!((&row.0[..], &row.1[..], &row.3[..]), ("f", "644", "10"));
+    // Its folder's size in mkfs.erofs' image lacks the name and its dirent (255 + 12 bytes).
+    let folder = b.rows.get_mut("./usr/share/ero").unwrap();
+    folder.3 = (folder.3.parse::<u64>().unwrap() + 267).to_string();
+    b.rows.insert(long_row.clone(), row);
+    b.sums.insert(long_row.clone(), a.sums[&long_row].clone());
+    // The kernel sees every entry of the tree, and the same as in mkfs.erofs' image.
+    assert_eq!(a.rows.len(), testkit::tree_paths(tree).len());
+    for (path, row) in &b.rows {
+        assert_eq!(a.rows.get(path), Some(row), "{path}");
+    }
+    assert_eq!(a.rows.len(), b.rows.len());
+    assert_eq!(a.sums, b.sums);
+    assert_eq!(a.xattrs, b.xattrs);
+    assert_eq!(a.links, b.links);
+    // Every file's contents, against the tree itself.
+    for (path, sum) in &a.sums {
+        let want = format!("{:x}", Sha256::digest(fs::read(tree.join(path)).unwrap()));
+        assert_eq!(&want, sum, "{path}");
+    }
+    a
+}
+
 #[test]
 fn kernel_sees_our_image_as_mkfs_erofs_image_of_the_same_tree() {
     if !testkit::require_root("mounting EROFS images")
@@ -216,55 +341,20 @@ fn kernel_sees_our_image_as_mkfs_erofs_image_of_the_same_tree() {
     assert!(report.squashfs.is_none() && report.compression.is_none());
     assert!(stats.inline_tails > 1000, "{stats:?}");
 
-    let reference = d.path().join("mkfs.raw");
-    // mkfs.erofs 1.5 (Debian 12) fails on a 255-byte name ("Could not format the device"):
-    // its image is made without that file, which is checked against the tree alone.
-    let long = format!("usr/share/ero/{}", "n".repeat(255));
-    let aside = d.path().join("long-name-aside");
-    fs::rename(tree.join(&long), &aside).unwrap();
-    let started = Instant::now();
-    testkit::run_ok(
-        Command::new("mkfs.erofs")
-            .args(["--quiet", "-T0", "--all-root"])
-            .arg(&reference)
-            .arg(&tree),
-    );
-    let mkfs_time = started.elapsed();
-    fs::rename(&aside, tree.join(&long)).unwrap();
+    let (mkfs_bytes, mkfs_time) = mkfs_image(d.path(), &tree, &[]);
     eprintln!(
-        "ours {} bytes in {ours_time:?}; mkfs.erofs {} bytes in {mkfs_time:?}",
+        "ours {} bytes in {ours_time:?}; mkfs.erofs {mkfs_bytes} bytes in {mkfs_time:?}",
         report.bytes,
-        fs::metadata(&reference).unwrap().len()
     );
 
     // Packed as tightly as mkfs.erofs packs (its image lacks one 10-byte file).
-    let mkfs_bytes = fs::metadata(&reference).unwrap().len();
     assert!(
         report.bytes <= mkfs_bytes + 4096,
         "{} > {mkfs_bytes}",
         report.bytes
     );
     testkit::run_ok(Command::new("fsck.erofs").arg("--extract").arg(&ours));
-
-    let a = listing(&ours, &d.path().join("mnt-ours"));
-    let mut b = listing(&reference, &d.path().join("mnt-mkfs"));
-    let long_row = format!("./{long}");
-    let row = a.rows[&long_row].clone();
-    assert_eq!((&row.0[..], &row.1[..], &row.3[..]), ("f", "644", "10"));
-    // Its folder's size in mkfs.erofs' image lacks the name and its dirent (255 + 12 bytes).
-    let folder = b.rows.get_mut("./usr/share/ero").unwrap();
-    folder.3 = (folder.3.parse::<u64>().unwrap() + 267).to_string();
-    b.rows.insert(long_row.clone(), row);
-    b.sums.insert(long_row.clone(), a.sums[&long_row].clone());
-    // The kernel sees every entry of the tree, and the same as in mkfs.erofs' image.
-    assert_eq!(a.rows.len(), testkit::tree_paths(&tree).len());
-    for (path, row) in &b.rows {
-        assert_eq!(a.rows.get(path), Some(row), "{path}");
-    }
-    assert_eq!(a.rows.len(), b.rows.len());
-    assert_eq!(a.sums, b.sums);
-    assert_eq!(a.xattrs, b.xattrs);
-    assert_eq!(a.links, b.links);
+    let a = listed_as_mkfs_image(d.path(), &tree, &ours);
 
     // And what that means, spelled out.
     let row = |p: &str| a.rows[&format!("./usr/share/ero/{p}")].clone();
@@ -299,13 +389,63 @@ fn kernel_sees_our_image_as_mkfs_erofs_image_of_the_same_tree() {
         .filter(|p| p.starts_with("./usr/share/ero/many/"))
         .count();
     assert_eq!(many, 1000);
-    // Every file's contents, against the tree itself.
-    for (path, sum) in &a.sums {
-        let want = format!("{:x}", Sha256::digest(fs::read(tree.join(path)).unwrap()));
-        assert_eq!(&want, sum, "{path}");
-    }
     // 990 files in many/, 7 sizes, 12 others (hardlinks counted by name).
     assert_eq!(a.sums.len(), 990 + 7 + 13);
+}
+
+#[test]
+fn kernel_sees_our_compressed_images_as_mkfs_erofs_images_of_the_same_tree() {
+    if !testkit::require_root("mounting EROFS images")
+        || !["mkfs.erofs", "fsck.erofs", "setfattr", "getfattr", "setcap"]
+            .iter()
+            .all(|t| testkit::require_tool(t))
+    {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let tree = compressible_tree(d.path());
+    let plain = d.path().join("plain.raw");
+    let plain_bytes = pack(&tree, &plain, &opts(0, 0)).unwrap().bytes;
+    let mut listings = Vec::new();
+    // mkfs.erofs 1.5 writes lz4 and lz4hc; zstd is checked against the same listing.
+    for (c, level, z) in [
+        (ErofsCompression::Lz4hc, Some(12), Some("-zlz4hc,12")),
+        (ErofsCompression::Lz4, None, Some("-zlz4")),
+        (ErofsCompression::Zstd, None, None),
+    ] {
+        let ours = d.path().join(format!("ours-{c}.raw"));
+        let started = Instant::now();
+        let report = pack(&tree, &ours, &zopts(c, level, 0, 0)).unwrap();
+        let took = started.elapsed();
+        let stats = report.erofs.clone().unwrap();
+        assert_eq!(report.erofs_compression, Some(c));
+        // Compressed for real: the compressible files are, the small ones stay flat.
+        assert!((8..=17).contains(&stats.compressed_files), "{c}: {stats:?}");
+        assert_eq!(stats.duplicates, 1, "{c}: {stats:?}");
+        assert!(
+            report.bytes * 10 < plain_bytes * 6,
+            "{c}: {} of {plain_bytes}",
+            report.bytes
+        );
+        let Some(z) = z else {
+            listings.push(listing(&ours, &d.path().join(format!("mnt-{c}"))));
+            continue;
+        };
+        testkit::run_ok(Command::new("fsck.erofs").arg("--extract").arg(&ours));
+        let (mkfs_bytes, mkfs_time) = mkfs_image(d.path(), &tree, &[z]);
+        eprintln!(
+            "{c}: ours {} bytes in {took:?}; mkfs.erofs {mkfs_bytes} bytes in {mkfs_time:?}; uncompressed {plain_bytes}",
+            report.bytes
+        );
+        assert!(
+            report.bytes <= mkfs_bytes + mkfs_bytes / 50,
+            "{c}: {} > {mkfs_bytes}",
+            report.bytes
+        );
+        listings.push(listed_as_mkfs_image(d.path(), &tree, &ours));
+    }
+    assert_eq!(listings[0], listings[2], "zstd lists as lz4hc");
+    assert_eq!(listings[0], listings[1], "lz4 lists as lz4hc");
 }
 
 #[test]
@@ -337,6 +477,29 @@ fn output_does_not_depend_on_threads_and_follows_mtime() {
     let other = fs::read(&other).unwrap();
     assert_eq!(other.len(), first.len());
     assert_ne!(other, first);
+
+    // Compressed: the same bytes for any thread count (segments finish in any order).
+    let ztree = compressible_tree(&d.path().join("z"));
+    for (c, level) in [
+        (ErofsCompression::Lz4hc, None),
+        (ErofsCompression::Zstd, None),
+    ] {
+        let mut zfirst: Option<Vec<u8>> = None;
+        for threads in [1, 3] {
+            let out = d.path().join(format!("z-{c}-{threads}.raw"));
+            pack(&ztree, &out, &zopts(c, level, threads, 1_700_000_000)).unwrap();
+            let bytes = fs::read(&out).unwrap();
+            match &zfirst {
+                None => zfirst = Some(bytes),
+                Some(f) => assert!(f == &bytes, "{c}: {threads} threads differ"),
+            }
+        }
+        let zfirst = zfirst.unwrap();
+        assert_eq!(
+            u64::from_le_bytes(zfirst[1024 + 24..1024 + 32].try_into().unwrap()),
+            1_700_000_000
+        );
+    }
 
     if !testkit::require_root("mounting EROFS images") {
         return;
@@ -397,6 +560,58 @@ fn our_reader_sees_erofs_images_as_the_squashfs_image_of_the_same_tree() {
         }
     }
     assert_eq!(e.entry(link_long).unwrap().target, Some("x".repeat(1000)));
+
+    // Compressed images read the same, contents decompressed (the ELF scan too).
+    let ztree = compressible_tree(&d.path().join("z"));
+    let flat = d.path().join("zflat.raw");
+    pack(&ztree, &flat, &opts(0, 0)).unwrap();
+    let flat = Image::open(&flat).unwrap();
+    for c in [
+        ErofsCompression::Lz4hc,
+        ErofsCompression::Lz4,
+        ErofsCompression::Zstd,
+    ] {
+        let img = d.path().join(format!("z-{c}.raw"));
+        pack(&ztree, &img, &zopts(c, None, 0, 0)).unwrap();
+        let z = Image::open(&img).unwrap();
+        assert_eq!(z.entries(), flat.entries(), "{c}");
+        for x in z.entries() {
+            if x.kind == fsimage::EntryKind::File {
+                let want = fs::read(ztree.join(&x.path)).unwrap();
+                assert!(z.read_file(&x.path).unwrap() == want, "{c}: {}", x.path);
+            }
+        }
+        let elf = z.scan_elf("usr/share/ero/z/elf").unwrap().unwrap();
+        assert_eq!(
+            Some(elf),
+            flat.scan_elf("usr/share/ero/z/elf").unwrap(),
+            "{c}"
+        );
+    }
+    // mkfs.erofs' compressed images (compact indexes, its default form; full ones) read the
+    // same.
+    let long = format!("usr/share/ero/{}", "n".repeat(255));
+    let without: Vec<_> = flat
+        .entries()
+        .iter()
+        .filter(|x| x.path != long)
+        .cloned()
+        .collect();
+    for args in [&["-zlz4hc,12"][..], &["-zlz4", "-Elegacy-compress"]] {
+        mkfs_image(&d.path().join("z"), &ztree, args);
+        let m = Image::open(&d.path().join("z/mkfs.raw")).unwrap();
+        assert_eq!(m.entries(), &without[..]);
+        for x in m.entries() {
+            if x.kind == fsimage::EntryKind::File {
+                let want = fs::read(ztree.join(&x.path)).unwrap();
+                assert!(
+                    m.read_file(&x.path).unwrap() == want,
+                    "{args:?}: {}",
+                    x.path
+                );
+            }
+        }
+    }
 
     // mkfs.erofs' image (without the name it cannot take, see above) reads the same.
     let long = format!("usr/share/ero/{}", "n".repeat(255));
@@ -473,4 +688,118 @@ fn damaged_images_are_errors_not_panics() {
         b[at] ^= (seed >> 32) as u8 | 1;
         try_image(&b);
     }
+}
+
+#[test]
+fn damaged_compressed_images_are_errors_not_panics() {
+    let d = tempfile::tempdir().unwrap();
+    let t = d.path().join("tree");
+    let rel = t.join("usr/lib/extension-release.d");
+    fs::create_dir_all(&rel).unwrap();
+    fs::write(rel.join("extension-release.ero"), "ID=_any\n").unwrap();
+    fs::create_dir_all(t.join("usr/share/x")).unwrap();
+    for i in 0..12 {
+        fs::write(
+            t.join(format!("usr/share/x/t{i}")),
+            text(i * 7000 + 100, i as u64),
+        )
+        .unwrap();
+    }
+    fs::write(t.join("usr/share/x/zeros"), vec![0u8; 1 << 20]).unwrap();
+    let bad = d.path().join("bad.raw");
+    let try_image = |bytes: &[u8]| -> bool {
+        fs::write(&bad, bytes).unwrap();
+        match Image::open(&bad) {
+            Ok(img) => {
+                for x in img.entries() {
+                    let _ = img.read_file(&x.path);
+                    let _ = img.scan_elf(&x.path);
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    };
+    for c in [ErofsCompression::Lz4hc, ErofsCompression::Zstd] {
+        let image = d.path().join(format!("{c}.raw"));
+        let report = pack(&t, &image, &zopts(c, None, 1, 0)).unwrap();
+        assert_eq!(report.erofs.unwrap().compressed_files, 13, "{c}");
+        let good = fs::read(&image).unwrap();
+        assert!(try_image(&good));
+        // Cut short anywhere: never a panic.
+        for cut in (0..good.len()).step_by(1009) {
+            try_image(&good[..cut]);
+        }
+        // Bytes changed anywhere (compressed clusters, superblock), and every other time in
+        // the metadata area (inodes, map headers, indexes, packed tails).
+        let meta = 4096 * u32::from_le_bytes(good[1064..1068].try_into().unwrap()) as usize;
+        assert!(meta > 4096 && meta < good.len(), "{meta}");
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for k in 0..600 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut b = good.clone();
+            let from = if k % 2 == 0 { meta } else { 1024 };
+            let at = from + (seed as usize % (good.len() - from));
+            b[at] ^= (seed >> 32) as u8 | 1;
+            try_image(&b);
+        }
+        // The undamaged image still reads back whole.
+        let img = Image::open(&image).unwrap();
+        assert!(img.read_file("usr/share/x/t11").unwrap() == text(11 * 7000 + 100, 11));
+    }
+}
+
+#[test]
+fn trixie_usr_packs_compressed_and_mounts() {
+    if !testkit::require_root("mounting EROFS images") || !testkit::require_tool("fsck.erofs") {
+        return;
+    }
+    let rootfs = testkit::fixtures::trixie_rootfs();
+    // The fixture's /usr, linked (not copied) beside it, with a release file of its own.
+    let d = tempfile::tempdir_in(rootfs.parent().unwrap()).unwrap();
+    let tree = d.path().join("tree");
+    fs::create_dir(&tree).unwrap();
+    testkit::run_ok(
+        Command::new("cp")
+            .arg("-al")
+            .arg(rootfs.join("usr"))
+            .arg(&tree),
+    );
+    let rel = tree.join("usr/lib/extension-release.d");
+    fs::create_dir_all(&rel).unwrap();
+    fs::write(rel.join("extension-release.ero"), "ID=_any\n").unwrap();
+    let image = d.path().join("usr.raw");
+    let report = pack(&tree, &image, &zopts(ErofsCompression::Lz4hc, None, 0, 0)).unwrap();
+    let stats = report.erofs.unwrap();
+    assert!(stats.compressed_files > 1000, "{stats:?}");
+    assert!(
+        report.bytes < stats.data_bytes / 4 * 3,
+        "{} of {}",
+        report.bytes,
+        stats.data_bytes
+    );
+    let mnt = d.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    // Every path, type, mode, size, link target and content, as the kernel reads them.
+    let list = "find . -type d -printf '%p %m\\n' | sort; \
+                find . ! -type d -printf '%p %y %m %s %l\\n' | sort; \
+                find . -type f -print0 | sort -z | xargs -0 sha256sum";
+    let out = testkit::in_mount_namespace(&format!(
+        "set -e; mount -t erofs -o loop,ro {i} {m}; cd {m}; {list}; cd /; umount {m}; cd {t}; {list}",
+        i = image.display(),
+        m = mnt.display(),
+        t = tree.display(),
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    let (a, b) = lines.split_at(lines.len() / 2);
+    assert!(a.len() > 10_000, "{}", a.len());
+    assert!(a == b, "the mounted image lists differently from the tree");
 }

@@ -571,17 +571,53 @@ fn erofs_from_the_command_line() {
     );
     assert!(fs::read(&again).unwrap() == bytes);
 
-    // What cannot be done yet is refused, naming the way out, and leaves nothing.
+    // Compressed: COMP:LEVEL or --level, said in the report and the summary, the epoch
+    // from SOURCE_DATE_EPOCH, read back by inspect below like the uncompressed image.
+    let z = d.path().join("z/demo.raw");
+    fs::create_dir(d.path().join("z")).unwrap();
+    let out = testkit::run_ok(
+        pack_cmd(
+            &tree,
+            &z,
+            &["--fs", "erofs", "--compression", "lz4hc:12", "--json"],
+        )
+        .env("SOURCE_DATE_EPOCH", "86400"),
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&report["erofs_compression"], &report["level"]),
+        (&serde_json::json!("lz4hc"), &serde_json::json!(12))
+    );
+    let zbytes = fs::read(&z).unwrap();
+    assert_eq!(
+        u64::from_le_bytes(zbytes[1048..1056].try_into().unwrap()),
+        86400
+    );
+    let zstd = d.path().join("z/zstd.raw");
+    let out = testkit::run_ok(&mut pack_cmd(
+        &tree,
+        &zstd,
+        &[
+            "--fs",
+            "erofs",
+            "--compression",
+            "zstd",
+            "--level",
+            "5",
+            "--name",
+            "demo",
+        ],
+    ));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(", erofs, zstd level 5"));
+
+    // What cannot be done is refused, naming the way out, and leaves nothing.
     let other = d.path().join("other.raw");
     let e = fails(&mut pack_cmd(
         &tree,
         &other,
-        &["--fs", "erofs", "--compression", "zstd"],
+        &["--fs", "erofs", "--compression", "xz"],
     ));
-    assert!(
-        e.contains("not written yet") && e.contains("--compression none"),
-        "{e}"
-    );
+    assert!(e.contains("lz4hc") && e.contains("--fs squashfs"), "{e}");
     let e = fails(&mut pack_cmd(&tree, &other, &["--compression", "none"]));
     assert!(e.contains("--fs erofs"), "{e}");
     let e = fails(&mut pack_cmd(
@@ -589,7 +625,13 @@ fn erofs_from_the_command_line() {
         &other,
         &["--fs", "erofs", "--level", "3", "--name", "demo"],
     ));
-    assert!(e.contains("uncompressed"), "{e}");
+    assert!(e.contains("none takes no level"), "{e}");
+    let e = fails(&mut pack_cmd(
+        &tree,
+        &other,
+        &["--fs", "erofs", "--compression", "lz4hc:13"],
+    ));
+    assert!(e.contains("from 1 to 12"), "{e}");
     assert!(!other.exists());
 
     // inspect and check read it as they read the squashfs image of the same tree.
@@ -612,6 +654,8 @@ fn erofs_from_the_command_line() {
         "total_size",
     ] {
         assert_eq!(e[key], s[key], "{key}");
+        assert_eq!(json(&z)[key], s[key], "lz4hc: {key}");
+        assert_eq!(json(&zstd)[key], s[key], "zstd: {key}");
     }
     let check = |img: &Path| {
         let out = sysext().arg("check").arg(img).output().unwrap();
@@ -619,4 +663,5 @@ fn erofs_from_the_command_line() {
         (out.status.code(), text)
     };
     assert_eq!(check(&image), check(&squashfs));
+    assert_eq!(check(&z), check(&squashfs));
 }

@@ -1,6 +1,7 @@
 //! The EROFS reader behind `sysext inspect` and `sysext check` (`sysext_core::inspect`) on
-//! arbitrary bytes carrying the EROFS magic: opening, listing, the summary and reading small
-//! files must return errors, never panic, and stay within libFuzzer's memory limit.
+//! arbitrary bytes carrying the EROFS magic: opening, listing, the summary, reading small
+//! files and the ELF scan (compressed files too: index walks, LZ4 and zstd clusters) must
+//! return errors, never panic or hang, and stay within libFuzzer's memory limit.
 #![no_main]
 
 use fsimage::EntryKind;
@@ -30,6 +31,9 @@ fuzz_target!(|data: &[u8]| {
             if e.size <= READ_LIMIT {
                 let _ = image.read_file(&e.path);
             }
+            // Reads at the offsets an ELF header names: compressed files are entered
+            // anywhere, not only from their start.
+            let _ = image.scan_elf(&e.path);
         }
     }
 });

@@ -1,20 +1,26 @@
-//! Reads an uncompressed EROFS image back, in place: its entries and file contents.
+//! Reads an EROFS image back, in place: its entries and file contents.
 //!
-//! Our own parser of the format the writer writes (and mkfs.erofs writes without
-//! compression): 4 KiB blocks, compact and extended inodes, `FLAT_PLAIN` and `FLAT_INLINE`
-//! data, inline and shared xattrs (for `security.capability`). An image using an incompatible
-//! feature (compression, chunks, extra devices, long xattr prefixes, 48-bit addresses) is
-//! refused as not read yet. The tree is walked iteratively with the same refusals as the
-//! squashfs reader (`crates/fsimage/src/squashfs/reader.rs`): a duplicate name in one
-//! directory, a name no path can name, a directory reached twice, folders deeper than
-//! [`MAX_DEPTH`]. Every read is bounds-checked against the image; nothing is allocated by a
-//! size an inode declares beyond the caller's limit.
+//! Our own parser of the format the writer writes (and mkfs.erofs writes without `-E`
+//! options): 4 KiB blocks, compact and extended inodes, `FLAT_PLAIN` and `FLAT_INLINE` data,
+//! compressed files with full or compact lcluster indexes (LZ4 or zstd, one-block physical
+//! clusters, with or without `0PADDING`), inline and shared xattrs (for `security.capability`). An image
+//! using another incompatible feature (big physical clusters, fragments, deduplication,
+//! chunks, extra devices, long xattr prefixes, 48-bit addresses) is refused as not read yet;
+//! packed tails (`ztailpacking`) are read.
+//! A compressed file is read one extent at a time (at most [`MAX_EXTENT`] bytes
+//! decompressed, the last one kept for the next read); every index walk is bounded by that
+//! size, so a hostile map ends in an error. The tree is walked iteratively with the same
+//! refusals as the squashfs reader (`crates/fsimage/src/squashfs/reader.rs`): a duplicate
+//! name in one directory, a name no path can name, a directory reached twice, folders
+//! deeper than [`MAX_DEPTH`]. Every read is bounds-checked against the image; nothing is
+//! allocated by a size an inode declares beyond the caller's limit.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use elf_closure::{ElfError, ElfInfo};
 use gentext::escape;
@@ -26,6 +32,13 @@ use crate::{Entry, EntryKind};
 
 const BLK: u64 = super::BLOCK_SIZE as u64;
 const NULL_ADDR: u32 = u32::MAX;
+/// The longest extent decompressed (the kernel's limit, `Z_EROFS_PCLUSTER_MAX_DSIZE`).
+pub const MAX_EXTENT: u64 = 12 << 20;
+const INCOMPAT_ZERO_PADDING: u32 = 0x1;
+const INCOMPAT_COMPR_CFGS: u32 = 0x2;
+const INCOMPAT_ZTAILPACKING: u32 = 0x10;
+const ALG_LZ4: u8 = 0;
+const ALG_ZSTD: u8 = 3;
 /// Longest symlink target read (PATH_MAX).
 const MAX_TARGET: u64 = 4096;
 
@@ -33,6 +46,8 @@ const MAX_TARGET: u64 = 4096;
 #[derive(Debug, Clone, Copy)]
 struct Data {
     size: u64,
+    /// A compressed file's map; `None` for flat data.
+    z: Option<ZMap>,
     /// First block of the data outside the inode.
     startblk: u32,
     /// Offset in the file where the inline part starts (`size` when there is none).
@@ -40,6 +55,47 @@ struct Data {
     /// Image offset of the inline part.
     inline_at: u64,
 }
+
+/// A compressed file's map: lcluster indexes at `index_at`, one per 4 KiB of the file,
+/// full (8 bytes each) or compact.
+#[derive(Debug, Clone, Copy)]
+struct ZMap {
+    index_at: u64,
+    algorithm: u8,
+    compact: Option<Compact>,
+    /// The last extent packed beside the inode (after the indexes): where, how many bytes.
+    tail: Option<(u64, u64)>,
+}
+
+/// The compact index form: `initial` 4-byte entries up to a 32-byte boundary, then `two`
+/// 2-byte entries (packs of 16), then 4-byte entries (packs of 2).
+#[derive(Debug, Clone, Copy)]
+struct Compact {
+    initial: u64,
+    two: u64,
+}
+
+/// One extent of a compressed file: bytes `start..end` of the file, in block `blkaddr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Extent {
+    start: u64,
+    end: u64,
+    blkaddr: u32,
+    raw: bool,
+    /// In the inode's tail (`ZMap::tail`), not in a block.
+    inline: bool,
+}
+
+/// One lcluster index: its type, offset in the cluster and its block or deltas.
+struct Index {
+    ty: u16,
+    clusterofs: u64,
+    u: u32,
+}
+
+const PLAIN: u16 = 0;
+const HEAD1: u16 = 1;
+const NONHEAD: u16 = 2;
 
 /// A parsed inode.
 struct Inode {
@@ -59,6 +115,12 @@ pub struct ErofsReader {
     len: u64,
     nodes: Vec<Entry>,
     files: HashMap<String, Data>,
+    /// The algorithms the superblock declares (bit per algorithm number).
+    algorithms: u16,
+    /// Compressed data ends its block (`0PADDING`), else it starts it.
+    zero_padding: bool,
+    /// The last extent decompressed, for the next read.
+    last: Mutex<Option<(u64, Extent, Vec<u8>)>>,
 }
 
 impl std::fmt::Debug for ErofsReader {
@@ -74,6 +136,8 @@ struct Super {
     meta: u64,
     xattr: u64,
     root: u64,
+    algorithms: u16,
+    zero_padding: bool,
 }
 
 impl ErofsReader {
@@ -107,8 +171,13 @@ impl ErofsReader {
             len,
             nodes: Vec::new(),
             files: HashMap::new(),
+            algorithms: 0,
+            zero_padding: false,
+            last: Mutex::new(None),
         };
         let sb = r.superblock()?;
+        r.algorithms = sb.algorithms;
+        r.zero_padding = sb.zero_padding;
         r.walk(&sb)?;
         r.nodes.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(r)
@@ -160,15 +229,25 @@ impl ErofsReader {
             )));
         }
         let incompat = u32_at(80);
-        if incompat != 0 {
+        let known = INCOMPAT_ZERO_PADDING | INCOMPAT_COMPR_CFGS | INCOMPAT_ZTAILPACKING;
+        if incompat & !known != 0 {
             return Err(unsupported(format!(
-                "incompatible features {incompat:#x} (compression, chunks, devices, long xattr prefixes or 48-bit addresses)"
+                "incompatible features {:#x} (fragments, deduplication, chunks, devices, long xattr prefixes or 48-bit addresses)",
+                incompat & !known
             )));
         }
+        // Without COMPR_CFGS, LZ4 is the one algorithm.
+        let algorithms = if incompat & INCOMPAT_COMPR_CFGS == 0 {
+            1 << ALG_LZ4
+        } else {
+            u16::from_le_bytes([b[84], b[85]])
+        };
         Ok(Super {
             root: u64::from(u16::from_le_bytes([b[14], b[15]])),
             meta: u64::from(u32_at(40)) * BLK,
             xattr: u64::from(u32_at(44)) * BLK,
+            algorithms,
+            zero_padding: incompat & INCOMPAT_ZERO_PADDING != 0,
         })
     }
 
@@ -211,12 +290,14 @@ impl ErofsReader {
         let data = match layout {
             _ if !data_layout => Data {
                 size: 0,
+                z: None,
                 startblk: NULL_ADDR,
                 inline_from: 0,
                 inline_at: 0,
             },
             0 => Data {
                 size,
+                z: None,
                 startblk: i_u,
                 inline_from: size,
                 inline_at: 0,
@@ -231,11 +312,19 @@ impl ErofsReader {
                 }
                 Data {
                     size,
+                    z: None,
                     startblk: i_u,
                     inline_from,
                     inline_at,
                 }
             }
+            1 | 3 if mode & 0o170000 == 0o100000 => Data {
+                size,
+                z: Some(self.zmap(nid, at + isize + xattr_len, size, layout == 3)?),
+                startblk: NULL_ADDR,
+                inline_from: size,
+                inline_at: 0,
+            },
             other => {
                 return Err(ReadError::Unsupported {
                     path: self.path.clone(),
@@ -250,6 +339,290 @@ impl ErofsReader {
             data,
             capability,
         })
+    }
+
+    /// A compressed file's map header (at the 8-byte boundary after the inode's xattrs): the
+    /// forms read here, and the indexes inside the image.
+    fn zmap(&self, nid: u64, end: u64, size: u64, compact: bool) -> Result<ZMap, ReadError> {
+        let at = end.next_multiple_of(8);
+        let mut h = [0u8; 8];
+        self.read_exact_at(&mut h, at)?;
+        let unsupported = |what: String| ReadError::Unsupported {
+            path: self.path.clone(),
+            what: format!("inode {nid}: {what}"),
+        };
+        let advise = u16::from_le_bytes([h[4], h[5]]);
+        // Compact indexes may use 2-byte entries (bit 0); either may pack the tail (bit 3).
+        const INLINE_PCLUSTER: u16 = 8;
+        let allowed = INLINE_PCLUSTER | if compact { 1 } else { 0 };
+        let idata = u64::from(u16::from_le_bytes([h[2], h[3]]));
+        if h[7] & 0x80 != 0
+            || advise & !allowed != 0
+            || (advise & INLINE_PCLUSTER == 0 && idata != 0)
+        {
+            return Err(unsupported(format!(
+                "a compressed file's map with options {advise:#x} (big clusters or fragments)"
+            )));
+        }
+        if h[7] & 15 != 0 {
+            return Err(unsupported(format!(
+                "logical clusters of {} bytes",
+                BLK << (h[7] & 15)
+            )));
+        }
+        let algorithm = h[6] & 15;
+        if self.algorithms & (1 << algorithm) == 0 || !matches!(algorithm, ALG_LZ4 | ALG_ZSTD) {
+            return Err(unsupported(format!(
+                "compression algorithm {algorithm} (LZ4 and zstd are read)"
+            )));
+        }
+        let indexes = size.div_ceil(BLK);
+        let (index_at, compact, bytes) = if compact {
+            let ebase = at + 8;
+            let initial = ((32 - ebase % 32) / 4) & 7;
+            let two = if advise & 1 != 0 && initial < indexes {
+                (indexes - initial) / 16 * 16
+            } else {
+                0
+            };
+            let rest = indexes.saturating_sub(initial + two);
+            let bytes =
+                (initial.min(indexes).next_multiple_of(2) + rest.next_multiple_of(2)) * 4 + two * 2;
+            (ebase, Some(Compact { initial, two }), Some(bytes))
+        } else {
+            (at + 16, None, indexes.checked_mul(8))
+        };
+        let Some(idx_end) = bytes
+            .and_then(|n| n.checked_add(index_at))
+            .filter(|&e| e <= self.len)
+        else {
+            return Err(self.corrupt(format!(
+                "inode {nid}: a compressed file of {size} bytes has more indexes than the image holds"
+            )));
+        };
+        // The packed tail follows the indexes, inside one block.
+        let tail = if advise & INLINE_PCLUSTER != 0 {
+            if idata == 0 || idx_end % BLK + idata > BLK || idx_end + idata > self.len {
+                return Err(self.corrupt(format!(
+                    "inode {nid}: its packed tail of {idata} bytes lies outside its block"
+                )));
+            }
+            Some((idx_end, idata))
+        } else {
+            None
+        };
+        Ok(ZMap {
+            index_at,
+            algorithm,
+            compact,
+            tail,
+        })
+    }
+
+    fn index(&self, z: &ZMap, lcn: u64) -> Result<Index, ReadError> {
+        if let Some(c) = &z.compact {
+            return self.compact_index(z.index_at, c, lcn);
+        }
+        let mut b = [0u8; 8];
+        self.read_exact_at(&mut b, z.index_at + lcn * 8)?;
+        Ok(Index {
+            ty: u16::from_le_bytes([b[0], b[1]]) & 3,
+            clusterofs: u64::from(u16::from_le_bytes([b[2], b[3]])),
+            u: u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+        })
+    }
+
+    /// A compact index: found in its pack as the kernel finds it. A `NONHEAD` entry holds
+    /// the distance back to its head (the last of a pack: the distance on to the next head,
+    /// its own then taken from the entry before it); a head's block is the pack's base (its
+    /// last 4 bytes) plus one for each head up to it in the pack.
+    fn compact_index(&self, ebase: u64, c: &Compact, lcn: u64) -> Result<Index, ReadError> {
+        let (mut pos, mut l, mut entry) = (ebase, lcn, 4u64);
+        if lcn >= c.initial {
+            pos += c.initial * 4;
+            l -= c.initial;
+            if l < c.two {
+                entry = 2;
+            } else {
+                pos += c.two * 2;
+                l -= c.two;
+            }
+        }
+        pos += l * entry;
+        let vcnt: usize = if entry == 4 { 2 } else { 16 };
+        let psize = vcnt as u64 * entry;
+        let base = pos / psize * psize;
+        let mut pack = [0u8; 32];
+        let pack = &mut pack[..psize as usize];
+        self.read_exact_at(pack, base)?;
+        let encodebits = (pack.len() * 8 - 32) / vcnt;
+        let decode = |i: usize| -> (u16, u64) {
+            let bit = encodebits * i;
+            let mut w = 0u32;
+            for k in 0..3 {
+                w |= u32::from(*pack.get(bit / 8 + k).unwrap_or(&0)) << (8 * k);
+            }
+            let v = (w >> (bit % 8)) & ((1 << encodebits) - 1);
+            (((v >> 12) & 3) as u16, u64::from(v & 0xfff))
+        };
+        let i = ((pos - base) / entry) as usize;
+        let (ty, lo) = decode(i);
+        if ty == NONHEAD {
+            if lo & 0x800 != 0 {
+                return Err(self.corrupt("a compact index counts blocks of a big cluster"));
+            }
+            let d0 = if i + 1 != vcnt {
+                lo
+            } else {
+                match decode(i - 1) {
+                    (NONHEAD, prev) => prev + 1,
+                    _ => 1,
+                }
+            };
+            return Ok(Index {
+                ty,
+                clusterofs: BLK,
+                u: d0 as u32,
+            });
+        }
+        let mut nblk = 1u32;
+        let mut j = i as i64;
+        while j > 0 {
+            j -= 1;
+            let (t, lo) = decode(j as usize);
+            if t == NONHEAD {
+                j -= lo as i64;
+            }
+            if j >= 0 {
+                nblk += 1;
+            }
+        }
+        let stored = u32::from_le_bytes(pack[pack.len() - 4..].try_into().expect("4 bytes"));
+        Ok(Index {
+            ty,
+            clusterofs: lo,
+            u: stored.wrapping_add(nblk),
+        })
+    }
+
+    /// The extent of a compressed file holding byte `o` (inside its size): back from `o`'s
+    /// cluster to the head cluster where the extent starts, on to the next head (or the
+    /// end of the file).
+    fn extent_at(&self, d: &Data, z: &ZMap, o: u64) -> Result<Extent, ReadError> {
+        let bad = |why: &str| self.corrupt(format!("a compressed file's index at byte {o}: {why}"));
+        let n = d.size.div_ceil(BLK);
+        let max_steps = MAX_EXTENT / BLK + 1;
+        let mut lcn = o / BLK;
+        let mut i = self.index(z, lcn)?;
+        if i.ty != NONHEAD && o % BLK < i.clusterofs {
+            // The extent starting in this cluster starts after `o`: `o` is in the previous one.
+            lcn = lcn
+                .checked_sub(1)
+                .ok_or_else(|| bad("the first cluster does not start the file"))?;
+            i = self.index(z, lcn)?;
+        }
+        let mut steps = 0;
+        while i.ty == NONHEAD {
+            let back = u64::from(i.u & 0xffff);
+            steps += back;
+            if back == 0 || back > lcn || steps > max_steps {
+                return Err(bad("no head cluster within reach"));
+            }
+            lcn -= back;
+            i = self.index(z, lcn)?;
+        }
+        if i.clusterofs >= BLK {
+            return Err(bad("a head's offset lies outside its cluster"));
+        }
+        let start = lcn * BLK + i.clusterofs;
+        let (blkaddr, raw) = (i.u, i.ty == PLAIN);
+        if i.ty != PLAIN && i.ty != HEAD1 {
+            return Err(ReadError::Unsupported {
+                path: self.path.clone(),
+                what: "a second compression algorithm in one file (HEAD2 clusters)".into(),
+            });
+        }
+        let mut m = lcn + 1;
+        let end = loop {
+            if m >= n {
+                break d.size;
+            }
+            let j = self.index(z, m)?;
+            if j.ty != NONHEAD {
+                break (m * BLK + j.clusterofs.min(BLK)).min(d.size);
+            }
+            m += 1;
+            if m - lcn > max_steps {
+                return Err(bad("an extent longer than 12 MiB"));
+            }
+        };
+        if start > o || end <= o || end - start > MAX_EXTENT {
+            return Err(bad("the extents do not cover it"));
+        }
+        Ok(Extent {
+            start,
+            end,
+            blkaddr,
+            raw,
+            // The file's last extent, when its tail is packed.
+            inline: z.tail.is_some() && end == d.size,
+        })
+    }
+
+    /// The decompressed bytes of an extent.
+    fn decompress(&self, z: &ZMap, e: &Extent) -> Result<Vec<u8>, ReadError> {
+        let len = (e.end - e.start) as usize;
+        let mut block = match (e.inline, z.tail) {
+            (true, Some((at, n))) => {
+                let mut b = vec![0u8; n as usize];
+                self.read_exact_at(&mut b, at)?;
+                b
+            }
+            _ => {
+                let mut b = vec![0u8; BLK as usize];
+                self.read_exact_at(&mut b, u64::from(e.blkaddr) * BLK)?;
+                b
+            }
+        };
+        let bad = |why: String| {
+            self.corrupt(format!(
+                "the compressed cluster {} (file bytes {}..{}): {why}",
+                if e.inline {
+                    "beside its inode".to_string()
+                } else {
+                    format!("at block {}", e.blkaddr)
+                },
+                e.start,
+                e.end
+            ))
+        };
+        if e.raw {
+            if len > block.len() {
+                return Err(bad("stored data longer than its block".into()));
+            }
+            block.truncate(len);
+            return Ok(block);
+        }
+        // 0PADDING: the compressed stream ends the block (else it starts it, and the
+        // decoder stops once the extent is whole).
+        let from = if self.zero_padding {
+            block.iter().position(|&b| b != 0).unwrap_or(block.len())
+        } else {
+            0
+        };
+        let src = &block[from..];
+        let mut out = vec![0u8; len];
+        let got = match z.algorithm {
+            ALG_LZ4 => lzzzz::lz4::decompress_partial(src, &mut out, len)
+                .map_err(|e| bad(format!("LZ4: {e}")))?,
+            _ => zstd::bulk::Decompressor::new()
+                .and_then(|mut d| d.decompress_to_buffer(src, &mut out[..]))
+                .map_err(|e| bad(format!("zstd: {e}")))?,
+        };
+        if got != len {
+            return Err(bad(format!("{got} bytes decompressed, {len} expected")));
+        }
+        Ok(out)
     }
 
     /// Whether the xattr body at `at` (inline entries and shared ids) holds
@@ -289,8 +662,38 @@ impl ErofsReader {
         Ok(false)
     }
 
+    /// Reads `buf.len()` bytes of a compressed file at `off` (inside its size), extent by
+    /// extent; the last extent is kept for the next read.
+    fn read_z(&self, d: &Data, z: &ZMap, off: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        let mut done = 0;
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        while done < buf.len() {
+            let o = off + done as u64;
+            let hit = last
+                .as_ref()
+                .is_some_and(|(at, e, _)| *at == z.index_at && e.start <= o && o < e.end);
+            if !hit {
+                let e = self.extent_at(d, z, o)?;
+                let bytes = self.decompress(z, &e)?;
+                *last = Some((z.index_at, e, bytes));
+            }
+            let (_, e, bytes) = last.as_ref().expect("just filled");
+            let from = (o - e.start) as usize;
+            let n = (bytes.len() - from).min(buf.len() - done);
+            buf[done..done + n].copy_from_slice(&bytes[from..from + n]);
+            done += n;
+        }
+        Ok(())
+    }
+
     /// Reads `buf.len()` bytes of a file's data at `off` (inside its size).
     fn read_data(&self, d: &Data, off: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        if let Some(z) = &d.z {
+            if off.checked_add(buf.len() as u64).is_none_or(|e| e > d.size) {
+                return Err(self.corrupt("a read past a compressed file's end"));
+            }
+            return self.read_z(d, z, off, buf);
+        }
         let mut done = 0;
         while done < buf.len() {
             let o = off + done as u64;
@@ -471,7 +874,13 @@ impl ErofsReader {
     /// At most the first `limit` bytes of the regular file at `rel_path`.
     pub fn read_prefix(&self, rel_path: &str, limit: u64) -> Result<Vec<u8>, ReadError> {
         let (_, d) = self.file(rel_path)?;
-        let n = d.size.min(limit).min(self.len);
+        // Flat data lies in the image; a compressed file's size is bounded by its indexes
+        // (checked against the image when its inode was read) and by `limit`.
+        let n = if d.z.is_some() {
+            d.size.min(limit)
+        } else {
+            d.size.min(limit).min(self.len)
+        };
         let mut out = vec![0u8; n as usize];
         self.read_data(&d, 0, &mut out)?;
         Ok(out)

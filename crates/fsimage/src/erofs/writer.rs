@@ -1,17 +1,24 @@
-//! Writes a folder as an uncompressed EROFS image.
+//! Writes a folder as an EROFS image, uncompressed or compressed.
 //!
-//! Four steps, each a function of the tree alone: [`scan`] (shared with the squashfs writer:
-//! metadata only, names sorted by bytes, hardlinks folded into one inode, the kept xattrs);
-//! the layout, which gives every inode its slot in the metadata area (its nid) and every
-//! data-carrying inode its blocks (directory sizes depend on names only, so this needs no
-//! nids); the copy, where worker threads stream the files' whole blocks to their places
-//! (positions are known up front, so the bytes never depend on the thread count) and hand
-//! back their tails; and the metadata pass, which encodes inodes, inline tails, directory
-//! blocks and the superblock.
+//! Uncompressed, four steps, each a function of the tree alone: [`scan`] (shared with the
+//! squashfs writer: metadata only, names sorted by bytes, hardlinks folded into one inode,
+//! the kept xattrs); the layout, which gives every inode its slot in the metadata area (its
+//! nid) and every data-carrying inode its blocks (directory sizes depend on names only, so
+//! this needs no nids); the copy, where worker threads stream the files' whole blocks to
+//! their places (positions are known up front, so the bytes never depend on the thread
+//! count) and hand back their tails; and the metadata pass, which encodes inodes, inline
+//! tails, directory blocks and the superblock. Image layout: the metadata area starts at
+//! block 0, which holds the superblock at offset 1024; the inodes follow it (the root first,
+//! nid 36), then the data blocks in inode order.
 //!
-//! Image layout: the metadata area starts at block 0, which holds the superblock at offset
-//! 1024; the inodes follow it (the root first, nid 36), then the data blocks in inode order. Ownership is always root,
-//! every timestamp is `mtime`, the UUID is derived from the image's contents.
+//! Compressed, the data comes first, as its sizes are known only once compressed: the
+//! regular files' data from block 1 on, in tree order ([`zdata`]: compressed in parallel,
+//! written in order), then the metadata area (its block in the superblock; nid 0 unused),
+//! then the directory and symlink blocks; block 0 holds the superblock and the compressor's
+//! configuration.
+//!
+//! Ownership is always root, every timestamp is `mtime`, the UUID is derived from the
+//! image's contents.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -21,11 +28,13 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::Compression;
 use crate::squashfs::writer::scan::{scan, Kind, Tree};
 use crate::squashfs::writer::WriteError as ScanError;
 
 mod copy;
 mod ondisk;
+mod zdata;
 
 use ondisk::*;
 
@@ -83,8 +92,13 @@ impl From<ScanError> for WriteError {
 pub struct WriterOptions {
     /// The modification time of every inode (seconds since the epoch).
     pub mtime: u64,
-    /// Copy threads; 0 = the number of CPUs. The output does not depend on it.
+    /// Copy or compression threads; 0 = the number of CPUs. The output does not depend on
+    /// it.
     pub threads: usize,
+    /// How regular files are compressed (none by default).
+    pub compression: Compression,
+    /// The compressor's level; `None` = [`Compression::default_level`].
+    pub level: Option<i32>,
 }
 
 /// What was written.
@@ -102,6 +116,11 @@ pub struct WriteStats {
     pub inline_tails: u64,
     /// Inodes stored in the 64-byte extended form.
     pub extended_inodes: u64,
+    /// Regular files stored compressed (the others gained nothing from it).
+    pub compressed_files: u64,
+    /// Regular files sharing the blocks of an earlier file with the same bytes (compressed
+    /// images).
+    pub duplicates: u64,
     /// Size of the image.
     pub image_bytes: u64,
 }
@@ -118,7 +137,11 @@ pub(super) struct Placed {
     pub(super) inline: bool,
     /// First data block, or [`NULL_ADDR`] when there are no whole blocks.
     pub(super) startblk: u32,
+    /// Data blocks (of a compressed file: its physical clusters).
     pub(super) blocks: u64,
+    /// A compressed file's map (header and compact indexes; see [`zdata::map_bytes`]);
+    /// empty for any other inode.
+    pub(super) zmap: Vec<u8>,
 }
 
 impl Placed {
@@ -134,6 +157,12 @@ impl Placed {
     /// Byte offset of the inline tail inside the metadata area.
     pub(super) fn tail_at(&self) -> usize {
         (self.nid * 32) as usize + self.inode_len() + self.xattrs.len()
+    }
+
+    /// Byte offset of the compressed map inside the metadata area (8-byte aligned after
+    /// the inode and its xattrs).
+    pub(super) fn zmap_at(&self) -> usize {
+        ((self.nid * 32) as usize + self.inode_len() + self.xattrs.len()).next_multiple_of(8)
     }
 
     pub(super) fn inode_len(&self) -> usize {
@@ -158,53 +187,17 @@ pub fn write_image(
         source,
     };
     let tree = scan(tree_root)?;
-    let n = tree.inodes.len();
     let parents = parents(&tree)?;
-
-    // Sizes first (directory sizes depend on names only), then the slots and blocks.
-    let mut placed = vec![Placed::default(); n];
-    for (i, inode) in tree.inodes.iter().enumerate() {
-        let p = &mut placed[i];
-        p.size = match &inode.kind {
-            Kind::Dir { .. } => {
-                dir_block_bytes(&dir_entries(&tree, i, &parents), |_| 0).len() as u64
-            }
-            Kind::File { size, .. } => *size,
-            Kind::Symlink(t) => t.len() as u64,
-            _ => 0,
-        };
-        p.nlink = match &inode.kind {
-            Kind::Dir { entries } => {
-                let subdirs = entries
-                    .iter()
-                    .filter(|(_, c)| matches!(tree.inodes[*c].kind, Kind::Dir { .. }))
-                    .count();
-                u32::try_from(subdirs + 2)
-                    .map_err(|_| WriteError::TooLarge("subfolders of one folder".into()))?
-            }
-            _ => inode.nlink,
-        };
-        p.extended = p.size > u64::from(u32::MAX) || p.nlink > u32::from(u16::MAX);
-        p.xattrs = xattr_body(&inode.xattrs)?;
+    let mut placed = sized(&tree, &parents)?;
+    if opts.compression != Compression::None {
+        return write_compressed(&tree, &parents, placed, out, out_path, opts);
     }
     let meta_len = place_inodes(&mut placed, SUPER_END)?;
     let meta_blocks = meta_len.div_ceil(BLK);
     let mut next = meta_blocks;
     for p in &mut placed {
-        p.blocks = if p.inline {
-            p.size / BLK
-        } else {
-            p.size.div_ceil(BLK)
-        };
-        p.startblk = if p.blocks == 0 {
-            NULL_ADDR
-        } else {
-            u32::try_from(next).map_err(|_| WriteError::TooLarge("block addresses".into()))?
-        };
-        next += p.blocks;
+        next = place_blocks(p, next)?;
     }
-    let total_blocks =
-        u32::try_from(next).map_err(|_| WriteError::TooLarge("block count".into()))?;
     out.set_len(next * BLK).map_err(werr)?;
 
     // The files' whole blocks go straight to their places; tails come back for the
@@ -227,7 +220,114 @@ pub fn write_image(
 
     let mut meta = vec![0u8; (meta_blocks * BLK) as usize];
     let mut uuid_hash = Sha256::new();
-    let mut copied = copied.into_iter();
+    let mut tails = Vec::with_capacity(copied.len());
+    for (tail, digest) in copied {
+        uuid_hash.update(digest);
+        tails.push(tail);
+    }
+    let mut stats = encode_meta(
+        &tree,
+        &parents,
+        &placed,
+        tails,
+        &mut meta,
+        &out,
+        out_path,
+        opts,
+        &mut uuid_hash,
+    )?;
+    uuid_hash.update(&meta);
+    let sb = superblock(&Super {
+        root_nid: placed[0].nid,
+        inodes: tree.inodes.len() as u64,
+        mtime: opts.mtime,
+        blocks: u32::try_from(next).map_err(|_| WriteError::TooLarge("block count".into()))?,
+        meta_blkaddr: 0,
+        uuid: uuid_of(uuid_hash),
+        compression: Compression::None,
+    });
+    meta[super::SUPER_OFFSET..super::SUPER_OFFSET + sb.len()].copy_from_slice(&sb);
+    out.write_all_at(&meta, 0).map_err(werr)?;
+    out.sync_all().map_err(werr)?;
+    stats.image_bytes = next * BLK;
+    Ok(stats)
+}
+
+/// Every inode's size, link count, inode form and xattr body (directory sizes depend on
+/// names only).
+fn sized(tree: &Tree, parents: &[usize]) -> Result<Vec<Placed>, WriteError> {
+    let mut placed = vec![Placed::default(); tree.inodes.len()];
+    for (i, inode) in tree.inodes.iter().enumerate() {
+        let p = &mut placed[i];
+        p.size = match &inode.kind {
+            Kind::Dir { .. } => dir_block_bytes(&dir_entries(tree, i, parents), |_| 0).len() as u64,
+            Kind::File { size, .. } => *size,
+            Kind::Symlink(t) => t.len() as u64,
+            _ => 0,
+        };
+        p.nlink = match &inode.kind {
+            Kind::Dir { entries } => {
+                let subdirs = entries
+                    .iter()
+                    .filter(|(_, c)| matches!(tree.inodes[*c].kind, Kind::Dir { .. }))
+                    .count();
+                u32::try_from(subdirs + 2)
+                    .map_err(|_| WriteError::TooLarge("subfolders of one folder".into()))?
+            }
+            _ => inode.nlink,
+        };
+        p.extended = p.size > u64::from(u32::MAX) || p.nlink > u32::from(u16::MAX);
+        p.xattrs = xattr_body(&inode.xattrs)?;
+    }
+    Ok(placed)
+}
+
+/// Gives an uncompressed inode's data its blocks from `next` on (the tail, when inline,
+/// stays beside the inode); returns the next free block.
+fn place_blocks(p: &mut Placed, next: u64) -> Result<u64, WriteError> {
+    p.blocks = if p.inline {
+        p.size / BLK
+    } else {
+        p.size.div_ceil(BLK)
+    };
+    p.startblk = if p.blocks == 0 {
+        NULL_ADDR
+    } else {
+        u32::try_from(next).map_err(|_| WriteError::TooLarge("block addresses".into()))?
+    };
+    Ok(next + p.blocks)
+}
+
+/// A version-4 UUID from the image's digest.
+fn uuid_of(hash: Sha256) -> [u8; 16] {
+    let digest = hash.finalize();
+    let mut uuid = [0u8; 16];
+    uuid.copy_from_slice(&digest[..16]);
+    uuid[6] = (uuid[6] & 0x0f) | 0x40;
+    uuid[8] = (uuid[8] & 0x3f) | 0x80;
+    uuid
+}
+
+/// The metadata pass: every inode (with its xattrs, its compressed map or its inline tail)
+/// into `meta` (the metadata area, addressed by nid), directory and symlink blocks into
+/// `out`. `tails` are the regular files' inline tails, in tree order.
+#[allow(clippy::too_many_arguments)]
+fn encode_meta(
+    tree: &Tree,
+    parents: &[usize],
+    placed: &[Placed],
+    tails: Vec<Vec<u8>>,
+    meta: &mut [u8],
+    out: &File,
+    out_path: &Path,
+    opts: &WriterOptions,
+    uuid_hash: &mut Sha256,
+) -> Result<WriteStats, WriteError> {
+    let werr = |source| WriteError::Write {
+        path: out_path.to_path_buf(),
+        source,
+    };
+    let mut tails = tails.into_iter();
     let mut stats = WriteStats::default();
     for (i, inode) in tree.inodes.iter().enumerate() {
         let p = &placed[i];
@@ -237,16 +337,18 @@ pub fn write_image(
         let data: Vec<u8> = match &inode.kind {
             Kind::Dir { .. } => {
                 stats.dirs += 1;
-                dir_block_bytes(&dir_entries(&tree, i, &parents), |c| placed[c].nid)
+                dir_block_bytes(&dir_entries(tree, i, parents), |c| placed[c].nid)
             }
             Kind::Symlink(t) => t.clone(),
             Kind::File { size, .. } => {
                 stats.files += 1;
                 stats.data_bytes += size;
-                let (tail, digest) = copied.next().expect("one copy per file");
-                uuid_hash.update(digest);
-                let at = p.tail_at();
-                meta[at..at + tail.len()].copy_from_slice(&tail);
+                stats.compressed_files += u64::from(!p.zmap.is_empty());
+                let tail = tails.next().expect("one tail per file");
+                if p.tail() > 0 {
+                    let at = p.tail_at();
+                    meta[at..at + tail.len()].copy_from_slice(&tail);
+                }
                 Vec::new()
             }
             _ => Vec::new(),
@@ -264,27 +366,135 @@ pub fn write_image(
         let at = (p.nid * 32) as usize;
         let len = p.inode_len() + p.xattrs.len();
         meta[at..at + len].copy_from_slice(&inode_bytes(inode, p, i, opts.mtime));
+        if !p.zmap.is_empty() {
+            let at = p.zmap_at();
+            meta[at..at + p.zmap.len()].copy_from_slice(&p.zmap);
+        }
     }
-    uuid_hash.update(&meta);
-    let digest = uuid_hash.finalize();
-    let mut uuid = [0u8; 16];
-    uuid.copy_from_slice(&digest[..16]);
-    uuid[6] = (uuid[6] & 0x0f) | 0x40;
-    uuid[8] = (uuid[8] & 0x3f) | 0x80;
+    Ok(stats)
+}
 
+/// A compressed image: block 0 holds the superblock (and the compressor's configuration),
+/// the regular files' data follows from block 1 in tree order ([`zdata`]), then the
+/// metadata area (its start in the superblock), then the directory and symlink blocks.
+fn write_compressed(
+    tree: &Tree,
+    parents: &[usize],
+    mut placed: Vec<Placed>,
+    out: File,
+    out_path: &Path,
+    opts: &WriterOptions,
+) -> Result<WriteStats, WriteError> {
+    let werr = |source| WriteError::Write {
+        path: out_path.to_path_buf(),
+        source,
+    };
+    let kind = opts.compression;
+    let level = opts.level.unwrap_or(kind.default_level());
+    let files: Vec<usize> = (0..tree.inodes.len())
+        .filter(|&i| matches!(tree.inodes[i].kind, Kind::File { .. }))
+        .collect();
+    let jobs: Vec<zdata::FileJob> = files
+        .iter()
+        .map(|&i| {
+            let Kind::File { path, size } = &tree.inodes[i].kind else {
+                unreachable!("a file")
+            };
+            let p = &placed[i];
+            let meta_len = p.inode_len() + p.xattrs.len();
+            let tail = size % BLK;
+            // A tail-packed extent follows the indexes, inside the block where they end.
+            let idx_end =
+                zdata::compact_start(meta_len) + zdata::compact_index_len(*size, meta_len);
+            let blk = BLK as usize;
+            let tail_room = if idx_end < blk {
+                blk - idx_end
+            } else {
+                blk - idx_end % blk
+            };
+            zdata::FileJob {
+                path: path.clone(),
+                size: *size,
+                inline_tail: tail > 0 && meta_len as u64 + tail <= BLK,
+                tail_room,
+            }
+        })
+        .collect();
+    out.set_len(0).map_err(werr)?;
+    let data = zdata::run(&jobs, &out, out_path, kind, level, opts.threads)?;
+    let duplicates = data.duplicates;
+    let mut tails = Vec::with_capacity(files.len());
+    for (&i, stored) in files.iter().zip(data.files) {
+        let p = &mut placed[i];
+        match stored {
+            zdata::Stored::Flat { startblk, tail } => {
+                p.startblk = startblk;
+                tails.push(tail);
+            }
+            zdata::Stored::Z {
+                extents,
+                blocks,
+                tail,
+            } => {
+                let meta_len = p.inode_len() + p.xattrs.len();
+                p.zmap =
+                    zdata::map_bytes(p.size, &extents, algorithm(kind), meta_len, tail.as_deref());
+                p.blocks = blocks;
+                tails.push(Vec::new());
+            }
+        }
+    }
+    let meta_blkaddr = data.end_blk;
+    // nid 0 is left unused: inode numbers derive from nids.
+    let meta_len = place_inodes(&mut placed, 32)?;
+    let meta_blocks = meta_len.div_ceil(BLK);
+    let mut next = meta_blkaddr + meta_blocks;
+    for (i, p) in placed.iter_mut().enumerate() {
+        if matches!(tree.inodes[i].kind, Kind::Dir { .. } | Kind::Symlink(_)) {
+            next = place_blocks(p, next)?;
+        }
+    }
+    let mut meta = vec![0u8; (meta_blocks * BLK) as usize];
+    let mut uuid_hash = Sha256::new();
+    uuid_hash.update(data.digest);
+    let mut stats = encode_meta(
+        tree,
+        parents,
+        &placed,
+        tails,
+        &mut meta,
+        &out,
+        out_path,
+        opts,
+        &mut uuid_hash,
+    )?;
+    uuid_hash.update(&meta);
+    out.write_all_at(&meta, meta_blkaddr * BLK).map_err(werr)?;
     let sb = superblock(&Super {
         root_nid: placed[0].nid,
-        inodes: n as u64,
+        inodes: tree.inodes.len() as u64,
         mtime: opts.mtime,
-        blocks: total_blocks,
-        meta_blkaddr: 0,
-        uuid,
+        blocks: u32::try_from(next).map_err(|_| WriteError::TooLarge("block count".into()))?,
+        meta_blkaddr: u32::try_from(meta_blkaddr)
+            .map_err(|_| WriteError::TooLarge("block addresses".into()))?,
+        uuid: uuid_of(uuid_hash),
+        compression: kind,
     });
-    meta[super::SUPER_OFFSET..SUPER_END as usize].copy_from_slice(&sb);
-    out.write_all_at(&meta, 0).map_err(werr)?;
+    out.write_all_at(&sb, super::SUPER_OFFSET as u64)
+        .map_err(werr)?;
+    out.set_len(next * BLK).map_err(werr)?;
     out.sync_all().map_err(werr)?;
     stats.image_bytes = next * BLK;
+    stats.duplicates = duplicates;
     Ok(stats)
+}
+
+/// The map header's algorithm number of a compressor.
+fn algorithm(kind: Compression) -> u8 {
+    match kind {
+        Compression::Zstd => 3,
+        _ => 0,
+    }
 }
 
 /// The parent of every directory (the root is its own), and the names checked against
@@ -339,8 +549,12 @@ fn place_inodes(placed: &mut [Placed], start: u64) -> Result<u64, WriteError> {
     for p in placed.iter_mut() {
         let meta = (p.inode_len() + p.xattrs.len()) as u64;
         let tail = p.size % BLK;
-        p.inline = tail > 0 && meta + tail <= BLK;
-        let need = meta + if p.inline { tail } else { 0 };
+        p.inline = p.zmap.is_empty() && tail > 0 && meta + tail <= BLK;
+        let need = if p.zmap.is_empty() {
+            meta + if p.inline { tail } else { 0 }
+        } else {
+            meta.next_multiple_of(8) + p.zmap.len() as u64
+        };
         let fit = if need <= BLK {
             let slots = need.div_ceil(32) as usize;
             open[slots..].iter_mut().find_map(|q| q.pop_front())

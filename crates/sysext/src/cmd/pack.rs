@@ -29,7 +29,9 @@ pub struct PackArgs {
     pub confext: bool,
     #[command(flatten)]
     pub out: OutputArgs,
-    /// Compressor level (gzip 1-9, zstd 1-22, xz 0-9; default as mksquashfs: 9, 15, 6).
+    /// Compressor level (squashfs: gzip 1-9, zstd 1-22, xz 0-9, default as mksquashfs: 9,
+    /// 15, 6; erofs: lz4hc 1-12, zstd 1-22, default as mkfs.erofs: 9, 3); the same as
+    /// --compression COMP:LEVEL.
     #[arg(long)]
     pub level: Option<i32>,
     /// Compression (squashfs) or copy (EROFS) threads (default: one per CPU; the output is the
@@ -52,7 +54,9 @@ pub fn run(mut args: PackArgs) -> Result<Exit> {
     };
     let mut opts = PackOptions::default();
     args.out.apply(&mut opts)?;
-    opts.level = args.level;
+    if args.level.is_some() {
+        opts.level = args.level;
+    }
     opts.name = args.name;
     opts.threads = args.threads;
     if args.confext {
@@ -74,7 +78,13 @@ pub fn run(mut args: PackArgs) -> Result<Exit> {
             report.output.display(),
             report.bytes,
             match (report.fs, report.compression) {
-                (Some(Fs::Erofs), _) => ", erofs, uncompressed".to_string(),
+                (Some(Fs::Erofs), _) => match (report.erofs_compression, report.level) {
+                    (Some(c), Some(l)) => format!(", erofs, {c} level {l}"),
+                    (Some(c), None) if c != sysext_core::pack::ErofsCompression::None => {
+                        format!(", erofs, {c}")
+                    }
+                    _ => ", erofs, uncompressed".to_string(),
+                },
                 (_, Some(c)) => format!(", {c}"),
                 _ => String::new(),
             }

@@ -1,7 +1,7 @@
 //! The on-disk encodings: inodes (compact and extended), the inline xattr body, directory
 //! blocks and the superblock (fields as `include/erofs_fs.h` of erofs-utils lays them out).
 
-use super::{Placed, WriteError, BLK};
+use super::{Compression, Placed, WriteError, BLK};
 use crate::squashfs::writer::scan::{Inode, Kind, Xattr};
 
 /// "No block": an inode whose data is all inline, or that has none.
@@ -12,7 +12,13 @@ const DIRENT_LEN: usize = 12;
 const XATTR_HEADER_LEN: usize = 12;
 
 const LAYOUT_FLAT_PLAIN: u16 = 0;
+const LAYOUT_COMPRESSED_COMPACT: u16 = 3;
 const LAYOUT_FLAT_INLINE: u16 = 2;
+
+// Incompatible features.
+const INCOMPAT_ZERO_PADDING: u32 = 0x1;
+const INCOMPAT_COMPR_CFGS: u32 = 0x2;
+const INCOMPAT_ZTAILPACKING: u32 = 0x10;
 
 // Directory entry file types.
 const FT_REG_FILE: u8 = 1;
@@ -123,7 +129,9 @@ pub(super) fn dir_block_bytes(
 
 /// The inode (compact, or extended when `p.extended`) followed by its xattr body.
 pub(super) fn inode_bytes(inode: &Inode, p: &Placed, index: usize, mtime: u64) -> Vec<u8> {
-    let layout = if p.inline {
+    let layout = if !p.zmap.is_empty() {
+        LAYOUT_COMPRESSED_COMPACT
+    } else if p.inline {
         LAYOUT_FLAT_INLINE
     } else {
         LAYOUT_FLAT_PLAIN
@@ -131,6 +139,8 @@ pub(super) fn inode_bytes(inode: &Inode, p: &Placed, index: usize, mtime: u64) -
     let i_u = match inode.kind {
         Kind::Char(dev) | Kind::Block(dev) => dev,
         Kind::Fifo | Kind::Socket => 0,
+        // A compressed file: its block count (for stat).
+        _ if !p.zmap.is_empty() => p.blocks as u32,
         _ => p.startblk,
     };
     let icount = if p.xattrs.is_empty() {
@@ -179,11 +189,24 @@ pub(super) struct Super {
     pub(super) blocks: u32,
     pub(super) meta_blkaddr: u32,
     pub(super) uuid: [u8; 16],
+    pub(super) compression: Compression,
 }
 
-/// The 128-byte superblock: no checksum, no compat or incompat features, 4 KiB blocks,
-/// directory blocks of the block size, compact inodes timed by the epoch.
+/// The 128-byte superblock: no checksum, 4 KiB blocks, directory blocks of the block size,
+/// compact inodes timed by the epoch. Uncompressed: no incompatible features. LZ4:
+/// `ZERO_PADDING` (compressed data ends its block) and the default 64 KiB LZ4 window (the
+/// kernel's default without `COMPR_CFGS`). zstd: `ZERO_PADDING` and `COMPR_CFGS`, the
+/// available algorithms bitmap holding zstd's bit, and zstd's configuration record after
+/// the superblock (its 2-byte length, the format 0 and the window log less 10).
 pub(super) fn superblock(s: &Super) -> Vec<u8> {
+    let (incompat, u1) = match s.compression {
+        Compression::None => (0, 0u16),
+        Compression::Lz4 | Compression::Lz4hc => (INCOMPAT_ZERO_PADDING | INCOMPAT_ZTAILPACKING, 0),
+        Compression::Zstd => (
+            INCOMPAT_ZERO_PADDING | INCOMPAT_COMPR_CFGS | INCOMPAT_ZTAILPACKING,
+            1 << 3,
+        ),
+    };
     let mut b = Vec::with_capacity(128);
     b.extend_from_slice(&super::super::MAGIC.to_le_bytes());
     b.extend_from_slice(&0u32.to_le_bytes()); // checksum
@@ -199,10 +222,20 @@ pub(super) fn superblock(s: &Super) -> Vec<u8> {
     b.extend_from_slice(&0u32.to_le_bytes()); // xattr_blkaddr (no shared xattrs)
     b.extend_from_slice(&s.uuid);
     b.extend_from_slice(&[0u8; 16]); // volume_name
-    b.extend_from_slice(&0u32.to_le_bytes()); // feature_incompat
-    b.resize(128, 0); // no compression, devices, prefixes, packed inode
+    b.extend_from_slice(&incompat.to_le_bytes());
+    b.extend_from_slice(&u1.to_le_bytes());
+    b.resize(128, 0); // no devices, prefixes, packed inode
+    if s.compression == Compression::Zstd {
+        b.extend_from_slice(&6u16.to_le_bytes());
+        b.push(0);
+        b.push((ZSTD_WINDOW_LOG - 10) as u8);
+        b.extend_from_slice(&[0u8; 4]);
+    }
     b
 }
+
+/// The largest window of our zstd frames: an extent takes at most 1 MiB of input.
+pub(super) const ZSTD_WINDOW_LOG: u32 = 20;
 
 #[cfg(test)]
 mod tests {
