@@ -39,6 +39,14 @@ pub enum Mode {
     Static,
 }
 
+/// An image file system a manifest entry may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsName {
+    Squashfs,
+    Erofs,
+}
+
 /// The whole manifest.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -103,6 +111,15 @@ pub struct Extension {
     /// `sysext sign` (offline signing). Left out of the rebuild key when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub verity: bool,
+    /// The image's file system: squashfs (default) or erofs, as `--fs` takes it. Left out of
+    /// the rebuild key when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fs: Option<FsName>,
+    /// The compressor, with an optional level, as `--compression` takes it (`zstd`,
+    /// `lz4hc:12`); checked against `fs` before any work. Left out of the rebuild key when not
+    /// given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
     /// A configuration extension (systemd-confext, merged over /etc) instead of a sysext:
     /// mode static only, `paths` target `/etc/...` (empty: the source's etc/ as it is), no
     /// units. Left out of the rebuild key when false.

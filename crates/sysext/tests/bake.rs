@@ -579,3 +579,58 @@ architectures = ["x86-64"]
     // Four entries, none retried: well under a second each, with room for a loaded machine.
     assert!(elapsed.as_secs() < 8, "took {elapsed:?}: {err}");
 }
+
+/// `fs` and `compression` in a manifest entry: an lz4hc EROFS image, read back by `inspect`;
+/// a compressor EROFS does not have is refused before anything is built, naming the entry.
+#[test]
+fn manifest_entries_choose_file_system_and_compressor() {
+    let Some(busybox) = testkit::which("busybox") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    fs::create_dir_all(d.join("st/bin")).unwrap();
+    fs::copy(&busybox, d.join("st/bin/hello")).unwrap();
+    let manifest = |comp: &str| {
+        format!(
+            "base_url = \"https://example.org/ext\"\n\n[[extension]]\nname = \"hello\"\n\
+             version = \"1.0\"\nsource = \"./st\"\nmode = \"static\"\nfs = \"erofs\"\n\
+             compression = \"{comp}\"\npaths = [\"bin/hello:/usr/bin/\"]\n"
+        )
+    };
+    let err = bake_refused(d, &manifest("xz"), &[]);
+    assert!(
+        err.contains("m.toml") && err.contains("hello") && err.contains("lz4hc"),
+        "{err}"
+    );
+    assert!(!d.join("out").exists());
+    fs::write(d.join("m.toml"), manifest("lz4hc:12")).unwrap();
+    let o = sysext()
+        .current_dir(d)
+        .args(["bake", "m.toml", "--out", "out"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let img = d.join("out/hello-1.0-x86-64.raw");
+    let head = fs::read(&img).unwrap();
+    assert_eq!(
+        &head[1024..1028],
+        &0xE0F5_E1E2u32.to_le_bytes(),
+        "not EROFS"
+    );
+    let o = sysext()
+        .args(["inspect", "--json"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let text = info.to_string();
+    assert!(text.contains("usr/bin/hello"), "{text}");
+    // Compressed: the image is smaller than busybox itself.
+    assert!(
+        (head.len() as u64) < fs::metadata(&busybox).unwrap().len(),
+        "{} bytes",
+        head.len()
+    );
+}

@@ -10,7 +10,8 @@ use anyhow::{bail, Context, Result};
 use safefs::atomic::AtomicOutput;
 use safefs::tree::{self, Stripped, Tree, TreeOptions};
 use sha2::{Digest, Sha256};
-use sysext_core::pack::{self, Format, PackOptions};
+use sysext_core::cli::{CompressionSpec, OutputArgs};
+use sysext_core::pack::{self, Format, Fs, PackOptions};
 use sysext_core::release::{self, ExtensionRelease, ImageClass};
 
 use super::manifest::{goarch, Extension, Mode};
@@ -415,6 +416,10 @@ fn run_job_inner(
     }
 
     let mut po = PackOptions::default();
+    // The entry's file system and compressor, through the rules --fs/--compression follow.
+    output_args(ext)
+        .map_err(anyhow::Error::msg)?
+        .apply(&mut po)?;
     po.format = Some(Format::Raw);
     po.force = true;
     po.name = Some(ext.name.clone());
@@ -434,6 +439,25 @@ fn run_job_inner(
     e.image_digest = image_digest;
     e.warnings = warnings;
     Ok(e)
+}
+
+/// The `--fs` and `--compression` an entry asks for, as the shared output options (their
+/// checks are [`OutputArgs::check`]'s).
+pub fn output_args(ext: &Extension) -> Result<OutputArgs, String> {
+    let compression = ext
+        .compression
+        .as_deref()
+        .map(str::parse::<CompressionSpec>)
+        .transpose()
+        .map_err(|e| format!("extension {}: compression: {e}", ext.name))?;
+    Ok(OutputArgs {
+        fs: match ext.fs {
+            Some(bake_manifest::FsName::Erofs) => Fs::Erofs,
+            _ => Fs::Squashfs,
+        },
+        compression,
+        ..OutputArgs::default()
+    })
 }
 
 /// With `--push`: pushes a built or up-to-date image under its rebuild key; a failed push

@@ -223,6 +223,18 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
             .into());
         }
     }
+    // Each entry's file system and compressor, checked as --fs/--compression are.
+    for e in &m.extensions {
+        build::output_args(e)
+            .and_then(|a| {
+                a.check()
+                    .map_err(|err| format!("extension {}: {err:#}", e.name))
+            })
+            .map_err(|message| manifest::ManifestError::Invalid {
+                path: manifest_path.to_path_buf(),
+                message,
+            })?;
+    }
     // A key that cannot sign fails the bake before anything is built.
     let key = opts
         .signing_key
