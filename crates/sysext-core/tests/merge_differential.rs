@@ -17,7 +17,8 @@ use std::process::Command;
 use sysext_core::merge::{merge, status, unmerge, MergeOptions, Mutable};
 use sysext_core::release::ImageClass;
 
-/// An image: format (`dir`, `sq` for squashfs, `ero` for erofs), the extension directory
+/// An image: format (`dir`, `sq` for squashfs, `ero` for erofs by mkfs.erofs, `our` for an
+/// lz4hc EROFS image by our own writer), the extension directory
 /// inside the root, the image name, and the spec lines of its content.
 struct Ext {
     format: &'static str,
@@ -155,6 +156,18 @@ fn build_root(root: &Path, sc: &Scenario, stage: &Path) {
                         .arg(dir.join(format!("{}.raw", e.name)))
                         .arg(&tree),
                 );
+            }
+            "our" => {
+                let mut o = sysext_core::pack::PackOptions::default();
+                o.fs = sysext_core::pack::Fs::Erofs;
+                o.erofs_compression = sysext_core::pack::ErofsCompression::Lz4hc;
+                o.name = Some(e.name.to_string());
+                o.mtime = Some(0);
+                if tree.join("etc/extension-release.d").is_dir() {
+                    o.class = ImageClass::Confext;
+                }
+                sysext_core::pack::pack(&tree, &dir.join(format!("{}.raw", e.name)), &o)
+                    .unwrap_or_else(|err| panic!("packing {}: {err}", e.name));
             }
             other => panic!("bad format {other}"),
         }
@@ -318,7 +331,7 @@ fn scenarios() -> Vec<Scenario> {
             ],
         },
         Scenario {
-            name: "folder plus raw plus erofs",
+            name: "folder plus raw plus erofs plus our lz4hc erofs",
             host: vec![],
             exts: vec![
                 ext(
@@ -333,6 +346,12 @@ fn scenarios() -> Vec<Scenario> {
                     VL,
                     "zero",
                     &[any, "X usr/bin/tool=erofs", "F opt/zero/z=z"],
+                ),
+                ext(
+                    "our",
+                    VL,
+                    "ours",
+                    &[any, "F usr/share/ours/o=ours", "F opt/ours/o=o"],
                 ),
             ],
         },
@@ -693,6 +712,15 @@ fn compare(all: &[Scenario], sd: &Systemd, what: &str) {
         build_root(&r2, sc, &t.path().join("us/stage"));
         let want = systemd(&r1, &o1, sd);
         let got = ours(&r2, &o2, matches!(sd, Systemd::Trixie(_)));
+        // Our own EROFS images must be among what systemd merged, not skipped by both.
+        for e in sc.exts.iter().filter(|e| e.format == "our") {
+            assert!(
+                want.using.iter().any(|u| u.contains(e.name)),
+                "{what} did not merge our EROFS image {} in '{}': {want:#?}",
+                e.name,
+                sc.name
+            );
+        }
         // Whatever fails, both must agree on it; after a failure nothing is merged, and the
         // messages logged before it may differ in number.
         let same = if want.ok {
@@ -859,7 +887,7 @@ fn confext_scenarios() -> Vec<Scenario> {
     let host = vec!["F etc/host.conf=host", "F etc/shared.conf=host"];
     vec![
         Scenario {
-            name: "confext folder, squashfs and erofs over /etc",
+            name: "confext folder, squashfs, erofs and our lz4hc erofs over /etc",
             host: host.clone(),
             exts: vec![
                 ext(
@@ -880,6 +908,12 @@ fn confext_scenarios() -> Vec<Scenario> {
                     ],
                 ),
                 ext("ero", CL, "c3", &[any, "F etc/c3.conf=3"]),
+                ext(
+                    "our",
+                    CL,
+                    "c4",
+                    &[any, "F etc/c4.conf=4", "F etc/shared.conf=c4"],
+                ),
             ],
         },
         Scenario {

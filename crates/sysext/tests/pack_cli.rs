@@ -270,16 +270,20 @@ fn systemd_sysext_merges_a_packed_image() {
     fs::write(root.join("etc/os-release"), "ID=debian\nVERSION_ID=12\n").unwrap();
     fs::create_dir_all(root.join("usr/bin")).unwrap();
     fs::write(root.join("usr/bin/host-tool"), "host\n").unwrap();
-    for comp in ["gzip", "zstd", "xz", "erofs"] {
+    for comp in ["gzip", "zstd", "xz", "erofs", "erofs-lz4hc", "erofs-zstd"] {
         let image = root.join("var/lib/extensions/demo.raw");
-        let how: &[&str] = if comp == "erofs" {
-            &["--fs", "erofs"]
-        } else {
-            &["--compression", comp]
+        let how: Vec<&str> = match comp.strip_prefix("erofs") {
+            Some("") => vec!["--fs", "erofs"],
+            Some(c) => vec!["--fs", "erofs", "--compression", &c[1..]],
+            None => vec!["--compression", comp],
         };
-        pack(&tree, &image, &[how, &["--force"]].concat());
+        pack(&tree, &image, &[&how[..], &["--force"]].concat());
         let magic = fs::read(&image).unwrap();
-        assert_eq!(fsimage_is_erofs(&magic), comp == "erofs", "{comp}");
+        assert_eq!(
+            fsimage_is_erofs(&magic),
+            comp.starts_with("erofs"),
+            "{comp}"
+        );
         let script = format!(
             "set -e; mount -t tmpfs tmpfs /run; \
              systemd-sysext --root={r} merge; \
