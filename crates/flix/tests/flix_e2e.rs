@@ -295,8 +295,42 @@ fn folder_and_oci_layout_sources_give_working_images() {
     {
         let sub = dir.path().join(i.to_string());
         fs::create_dir_all(&sub).unwrap();
-        flix(&[source, "tools", "/usr/bin/curl", "/usr/bin/htop"], &sub);
+        // The OCI layout's image as an lz4hc-compressed EROFS image.
+        let fs_args: &[&str] = if i == 1 {
+            &["--fs", "erofs", "--compression", "lz4hc"]
+        } else {
+            &[]
+        };
+        flix(
+            &[
+                &[source.as_str(), "tools", "/usr/bin/curl", "/usr/bin/htop"][..],
+                fs_args,
+            ]
+            .concat(),
+            &sub,
+        );
         let raw = sub.join("tools.raw");
+        if i == 1 {
+            let head = fs::read(&raw).unwrap();
+            assert_eq!(
+                &head[1024..1028],
+                &0xE0F5_E1E2u32.to_le_bytes(),
+                "not EROFS"
+            );
+            // `sysext run` runs the relocated program from it, on this host.
+            let o = Command::new(testkit::workspace_bin("sysext"))
+                .arg("run")
+                .arg(&raw)
+                .args(["--", "/usr/bin/htop", "--version"])
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success() && String::from_utf8_lossy(&o.stdout).contains("htop 3."),
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
         assert_clean(&raw);
         // An existing output is kept unless --force.
         let again = Command::new(FLIX)
