@@ -39,6 +39,30 @@ pub enum Mode {
     Static,
 }
 
+/// How image files are named ([`Manifest::image_suffix`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageSuffix {
+    #[default]
+    Raw,
+    Class,
+}
+
+impl ImageSuffix {
+    fn is_raw(&self) -> bool {
+        *self == ImageSuffix::Raw
+    }
+
+    /// `.raw`, or `.sysext.raw` / `.confext.raw` for an entry with `confext`.
+    pub fn of(self, confext: bool) -> &'static str {
+        match (self, confext) {
+            (ImageSuffix::Raw, _) => ".raw",
+            (ImageSuffix::Class, false) => ".sysext.raw",
+            (ImageSuffix::Class, true) => ".confext.raw",
+        }
+    }
+}
+
 /// An image file system a manifest entry may ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -54,6 +78,11 @@ pub struct Manifest {
     /// URL directory the images are served from (transfer files, Butane); `--base-url` wins.
     #[serde(default)]
     pub base_url: Option<String>,
+    /// Image file names: `NAME-VERSION-ARCH.raw` (`raw`, the default; every systemd) or
+    /// `NAME-VERSION-ARCH.sysext.raw` / `.confext.raw` (`class`, as systemd 255 and later
+    /// recommend; the hosts' links are then `NAME.sysext.raw` / `NAME.confext.raw` too).
+    #[serde(default, skip_serializing_if = "ImageSuffix::is_raw")]
+    pub image_suffix: ImageSuffix,
     /// Default architectures of every extension.
     #[serde(default = "default_arches")]
     pub architectures: Vec<String>,

@@ -174,6 +174,35 @@ fn real_sysupdate_lists_offers_and_installs_the_baked_image() {
         fs::read(&installed).unwrap(),
         fs::read(out.join("extra-2.0-x86-64.raw")).unwrap()
     );
+
+    // image_suffix = "class": NAME-VERSION-ARCH.sysext.raw, linked as NAME.sysext.raw.
+    let m = fs::read_to_string(d.join("m.toml")).unwrap();
+    fs::write(d.join("m2.toml"), format!("image_suffix = \"class\"\n{m}")).unwrap();
+    testkit::run_ok(
+        Command::new(env!("CARGO_BIN_EXE_sysext"))
+            .current_dir(d)
+            .args(["bake", "m2.toml", "--out", "out2", "--base-url"])
+            .arg(format!("http://127.0.0.1:{port}/out2/")),
+    );
+    let raw2 = "hello-1.0-x86-64.sysext.raw";
+    let host = d.join("host-class");
+    fs::create_dir_all(host.join("defs")).unwrap();
+    fs::create_dir_all(host.join("etc/extensions")).unwrap();
+    fs::copy(
+        d.join("out2/hello.transfer"),
+        host.join("defs/hello.transfer"),
+    )
+    .unwrap();
+    let update = sysupdate(&root, &host, "update");
+    assert!(update.status.success(), "update failed:\n{}", text(&update));
+    assert_eq!(
+        fs::read(host.join("opt/extensions/hello").join(raw2)).unwrap(),
+        fs::read(d.join("out2").join(raw2)).unwrap()
+    );
+    assert_eq!(
+        fs::read_link(host.join("etc/extensions/hello.sysext.raw")).unwrap(),
+        Path::new("../../opt/extensions/hello").join(raw2)
+    );
 }
 
 /// A new ed25519 signing key in its own GnuPG home; returns the exported secret key file.

@@ -9,6 +9,7 @@
 //! [`gentext`] (`%` escaped), and the Butane config is built as a JSON value and
 //! written by serde_json: JSON is YAML 1.2, which Butane reads (`butane --strict < NAME.bu`).
 
+use bake_manifest::ImageSuffix;
 use base64::Engine;
 use gentext::TextError;
 use serde_json::json;
@@ -59,15 +60,18 @@ impl TransferSuffix {
 pub struct Sysupdate<'a> {
     /// The URL folder the images and SHA256SUMS are served from.
     pub base: &'a BaseUrl,
+    /// How the images are named: `.raw`, or `.sysext.raw` / `.confext.raw`.
+    pub image_suffix: ImageSuffix,
     pub suffix: TransferSuffix,
     /// The public keyring (OpenPGP, binary) that verifies `SHA256SUMS.gpg`; `None` for an
     /// unsigned bake, whose transfer files say `Verify=false`.
     pub keyring: Option<&'a [u8]>,
 }
 
-/// The image file name `NAME-VERSION-ARCH.raw`.
-pub fn raw_name(name: &str, version: &str, arch: &str) -> String {
-    format!("{name}-{version}-{arch}.raw")
+/// The image file name `NAME-VERSION-ARCH.raw` (`suffix`: `.raw`, `.sysext.raw` or
+/// `.confext.raw`).
+pub fn raw_name(name: &str, version: &str, arch: &str, suffix: &str) -> String {
+    format!("{name}-{version}-{arch}{suffix}")
 }
 
 /// `SHA256SUMS` as systemd-sysupdate reads it: `<64 hex>  <file>` lines, sorted by file name.
@@ -80,11 +84,16 @@ pub fn sha256sums<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> 
 
 /// Where the host links the current image of a class: `/etc/extensions/NAME.raw`, or for a
 /// confext `/var/lib/confexts/NAME.raw` (systemd-confext does not look in /etc).
-fn current_link(class: ImageClass, name: &str) -> String {
+fn current_link(class: ImageClass, name: &str, suffix: &str) -> String {
     match class {
-        ImageClass::Sysext => format!("/etc/extensions/{name}.raw"),
-        ImageClass::Confext => format!("/var/lib/confexts/{name}.raw"),
+        ImageClass::Sysext => format!("/etc/extensions/{name}{suffix}"),
+        ImageClass::Confext => format!("/var/lib/confexts/{name}{suffix}"),
     }
+}
+
+/// The image suffix of a class under `su`'s naming.
+fn suffix_of(su: &Sysupdate, class: ImageClass) -> &'static str {
+    su.image_suffix.of(class == ImageClass::Confext)
 }
 
 /// The transfer file for `name`, an image of `class` (`/etc/sysupdate.NAME.d/NAME.transfer`
@@ -100,7 +109,8 @@ pub fn transfer_file(
     su: &Sysupdate,
 ) -> Result<String, ArtifactError> {
     let n = gentext::unit_word("extension name", name)?;
-    let link = current_link(class, &n);
+    let sfx = suffix_of(su, class);
+    let link = current_link(class, &n, sfx);
     let path = gentext::unit_escape(&su.base.folder());
     let shown = su.base.folder();
     let verify = if su.keyring.is_some() { "yes" } else { "false" };
@@ -118,14 +128,14 @@ pub fn transfer_file(
          [Source]\n\
          Type=url-file\n\
          Path={path}\n\
-         MatchPattern={n}-@v-%a.raw\n\
+         MatchPattern={n}-@v-%a{sfx}\n\
          \n\
          [Target]\n\
          InstancesMax=3\n\
          Type=regular-file\n\
          Path=/opt/extensions/{n}\n\
          CurrentSymlink={link}\n\
-         MatchPattern={n}-@v-%a.raw\n"
+         MatchPattern={n}-@v-%a{sfx}\n"
     ))
 }
 
@@ -209,7 +219,7 @@ pub fn butane(
             "files": files,
             "links": [
                 {
-                    "path": current_link(class, name),
+                    "path": current_link(class, name, suffix_of(su, class)),
                     "target": format!("/opt/extensions/{name}/{raw}"),
                     "hard": false,
                 },
@@ -276,7 +286,7 @@ mod tests {
         assert_eq!(keys.len(), 9, "{keys:?}");
         let pat = "tools-@v-%a.raw";
         assert_eq!(
-            matches(pat, &raw_name("tools", "1.2.3", "arm64"), "arm64").as_deref(),
+            matches(pat, &raw_name("tools", "1.2.3", "arm64", ".raw"), "arm64").as_deref(),
             Some("1.2.3")
         );
         assert_eq!(matches(pat, "tools-1.2.3-arm64.raw", "x86-64"), None);
@@ -400,6 +410,7 @@ mod tests {
     fn plain(base: &BaseUrl) -> Sysupdate<'_> {
         Sysupdate {
             base,
+            image_suffix: ImageSuffix::Raw,
             suffix: TransferSuffix::Transfer,
             keyring: None,
         }
@@ -411,6 +422,7 @@ mod tests {
         let keyring = b"\x99\x00\x33not really a key";
         let su = Sysupdate {
             base: &base,
+            image_suffix: ImageSuffix::Raw,
             suffix: TransferSuffix::Conf,
             keyring: Some(keyring),
         };
@@ -473,6 +485,33 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("\nEnabled=true\n"));
+    }
+
+    #[test]
+    fn class_suffixes_name_images_links_and_patterns() {
+        let base = url("https://ex.org/ext");
+        let su = Sysupdate {
+            image_suffix: ImageSuffix::Class,
+            ..plain(&base)
+        };
+        let keys = sections_and_keys(&transfer_file(ImageClass::Confext, "c", false, &su).unwrap());
+        for want in [
+            "[Source]MatchPattern=c-@v-%a.confext.raw",
+            "[Target]CurrentSymlink=/var/lib/confexts/c.confext.raw",
+        ] {
+            assert!(keys.iter().any(|k| k == want), "{want} in {keys:?}");
+        }
+        let raw = raw_name("t", "1", "x86-64", ".sysext.raw");
+        let b = butane(ImageClass::Sysext, "t", false, &raw, &su).unwrap();
+        let d: serde_json::Value = serde_json::from_str(&b).unwrap();
+        assert_eq!(
+            d["storage"]["links"][0]["path"],
+            "/etc/extensions/t.sysext.raw"
+        );
+        assert_eq!(
+            d["storage"]["files"][0]["path"],
+            "/opt/extensions/t/t-1-x86-64.sysext.raw"
+        );
     }
 
     fn url(s: &str) -> BaseUrl {

@@ -24,11 +24,13 @@ pub struct Job {
     pub arch: String,
     /// The resolved source.
     pub source: String,
+    /// `.raw`, `.sysext.raw` or `.confext.raw` (the manifest's `image_suffix`).
+    pub suffix: &'static str,
 }
 
 impl Job {
     pub fn file_name(&self) -> String {
-        artifacts::raw_name(&self.ext.name, &self.ext.version, &self.arch)
+        artifacts::raw_name(&self.ext.name, &self.ext.version, &self.arch, self.suffix)
     }
 
     fn entry(&self, status: Status) -> Entry {

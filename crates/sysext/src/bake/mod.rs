@@ -319,6 +319,7 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
     let mut artifacts = write_sums(&opts.out, &state, key.as_ref())?;
     let su = artifacts::Sysupdate {
         base: &base_url,
+        image_suffix: m.image_suffix,
         suffix: opts.transfer_suffix,
         keyring: key.as_ref().map(|k| k.public_keyring()),
     };
@@ -344,7 +345,7 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
             if !only.has(&e.name, a) {
                 continue;
             }
-            let raw = artifacts::raw_name(&e.name, &e.version, a);
+            let raw = artifacts::raw_name(&e.name, &e.version, a, m.image_suffix.of(e.confext));
             let bu = format!("{}-{a}.bu", e.name);
             write_if_changed(
                 &opts.out.join(&bu),
@@ -469,6 +470,7 @@ pub fn select_jobs(m: &manifest::Manifest, base: &Path, only: &Selection) -> Vec
                     ext: e.clone(),
                     arch: a.clone(),
                     source: e.source_for(a, base),
+                    suffix: m.image_suffix.of(e.confext),
                 });
             }
         }

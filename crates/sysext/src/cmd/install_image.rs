@@ -216,14 +216,16 @@ fn fetch(url: &str, args: &InstallImageArgs) -> Result<(tempfile::TempDir, Vec<S
     Ok((dir, specs))
 }
 
-/// The newest `NAME-VERSION-ARCH.raw` among the listed files (systemd's version order).
+/// The newest `NAME-VERSION-ARCH.raw` (or `.sysext.raw`) among the listed files (systemd's
+/// version order).
 fn newest<'a>(listed: &[(&str, &'a str)], name: &str, arch: &str) -> Option<&'a str> {
     let pre = format!("{name}-");
-    let post = format!("-{arch}.raw");
+    let posts = [format!("-{arch}.sysext.raw"), format!("-{arch}.raw")];
     listed
         .iter()
         .filter_map(|(_, f)| {
-            let v = f.strip_prefix(&pre)?.strip_suffix(&post)?;
+            let rest = f.strip_prefix(&pre)?;
+            let v = posts.iter().find_map(|p| rest.strip_suffix(p.as_str()))?;
             (!v.is_empty() && !v.contains('/')).then_some((v, *f))
         })
         .max_by(|a, b| sysext_core::merge::version::strverscmp_improved(a.0, b.0))
@@ -241,8 +243,12 @@ mod tests {
             ("h", "tools-1.10-x86-64.raw"),
             ("h", "tools-2.0-arm64.raw"),
             ("h", "tool-3-x86-64.raw"),
+            ("h", "tools-1.11-x86-64.sysext.raw"),
         ];
-        assert_eq!(newest(&l, "tools", "x86-64"), Some("tools-1.10-x86-64.raw"));
+        assert_eq!(
+            newest(&l, "tools", "x86-64"),
+            Some("tools-1.11-x86-64.sysext.raw")
+        );
         assert_eq!(newest(&l, "tools", "arm64"), Some("tools-2.0-arm64.raw"));
         assert_eq!(newest(&l, "x", "x86-64"), None);
     }
