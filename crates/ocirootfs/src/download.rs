@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const READ_TIMEOUT: Duration = Duration::from_secs(120);
+use crate::registry::{error_chain as chain, CONNECT_TIMEOUT, READ_TIMEOUT};
+
 const ATTEMPTS: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
@@ -181,20 +181,6 @@ impl Downloader {
             Ok(Some((n, hex::encode(h.finalize()))))
         })
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

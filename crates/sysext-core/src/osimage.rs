@@ -20,7 +20,7 @@
 //! renamed into place at the end ([`safefs::atomic`]).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -340,52 +340,6 @@ fn compression(head: &[u8]) -> Option<&'static str> {
     }
 }
 
-/// Copies `src` to `dst`, leaving holes where whole 4 KiB blocks are zero (a disk image is
-/// mostly empty space). Returns the bytes copied.
-fn sparse_copy(mut src: impl Read, dst: &mut File) -> io::Result<u64> {
-    const BLOCK: usize = 4096;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        // Fill the buffer (decoders return short reads).
-        let mut n = 0;
-        while n < buf.len() {
-            match src.read(&mut buf[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if n == 0 {
-            break;
-        }
-        let mut i = 0;
-        while i < n {
-            let end = (i + BLOCK).min(n);
-            let zero = buf[i..end].iter().all(|&b| b == 0);
-            // Runs of data blocks go out in one write.
-            let mut j = end;
-            while j < n {
-                let e = (j + BLOCK).min(n);
-                if buf[j..e].iter().all(|&b| b == 0) != zero {
-                    break;
-                }
-                j = e;
-            }
-            if zero {
-                dst.seek(SeekFrom::Current((j - i) as i64))?;
-            } else {
-                dst.write_all(&buf[i..j])?;
-            }
-            i = j;
-        }
-        total += n as u64;
-    }
-    dst.set_len(total)?;
-    Ok(total)
-}
-
 /// Copies or decompresses the disk image into `out`.
 fn copy_disk(disk: &Path, out: &Path) -> Result<Option<&'static str>, InstallError> {
     let mut f = File::open(disk).map_err(io_err(disk))?;
@@ -393,20 +347,25 @@ fn copy_disk(disk: &Path, out: &Path) -> Result<Option<&'static str>, InstallErr
     let n = f.read(&mut head).map_err(io_err(disk))?;
     f.seek(SeekFrom::Start(0)).map_err(io_err(disk))?;
     let kind = compression(&head[..n]);
-    let mut dst = OpenOptions::new()
+    let dst = OpenOptions::new()
         .write(true)
         .truncate(true)
         .open(out)
         .map_err(io_err(out))?;
     let r = io::BufReader::with_capacity(1 << 20, f);
+    let mut buf = vec![0u8; 1 << 20];
+    // A disk image is mostly empty space: all-zero blocks stay holes.
+    let mut sparse = |mut reader: Box<dyn Read>| {
+        safefs::tree::write_sparse(&mut reader, &dst, &mut buf).map_err(|e| e.into_io())
+    };
     let res = match kind {
-        Some("bzip2") => sparse_copy(bzip2::read::MultiBzDecoder::new(r), &mut dst),
-        Some("xz") => sparse_copy(liblzma::read::XzDecoder::new_multi_decoder(r), &mut dst),
+        Some("bzip2") => sparse(Box::new(bzip2::read::MultiBzDecoder::new(r))),
+        Some("xz") => sparse(Box::new(liblzma::read::XzDecoder::new_multi_decoder(r))),
         Some("zstd") => {
-            zstd::stream::read::Decoder::with_buffer(r).and_then(|d| sparse_copy(d, &mut dst))
+            zstd::stream::read::Decoder::with_buffer(r).and_then(|d| sparse(Box::new(d)))
         }
-        Some(_) => sparse_copy(flate2::read::MultiGzDecoder::new(r), &mut dst),
-        None => sparse_copy(r, &mut dst),
+        Some(_) => sparse(Box::new(flate2::read::MultiGzDecoder::new(r))),
+        None => sparse(Box::new(r)),
     };
     res.map_err(|e| InstallError::Disk {
         path: disk.to_path_buf(),
@@ -806,20 +765,9 @@ mod tests {
     }
 
     #[test]
-    fn sparse_copies_keep_bytes_and_leave_holes() {
-        let mut data = vec![0u8; 3 << 20];
-        data[5000] = 1;
-        data[(2 << 20) + 7] = 2;
-        let mut f = tempfile::tempfile().unwrap();
-        let n = sparse_copy(&data[..], &mut f).unwrap();
-        assert_eq!(n, data.len() as u64);
-        let mut back = Vec::new();
-        f.seek(SeekFrom::Start(0)).unwrap();
-        f.read_to_end(&mut back).unwrap();
-        assert_eq!(back, data);
-        let blocks = rustix::fs::fstat(&f).unwrap().st_blocks as u64 * 512;
-        assert!(blocks < 1 << 20, "{blocks} bytes allocated");
+    fn compressions_by_magic() {
         assert_eq!(compression(b"BZh91AY"), Some("bzip2"));
+        assert_eq!(compression(&[0x28, 0xb5, 0x2f, 0xfd, 0]), Some("zstd"));
         assert_eq!(compression(b"EFI PART"), None);
     }
 }

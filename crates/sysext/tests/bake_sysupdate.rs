@@ -66,16 +66,7 @@ fn real_sysupdate_lists_offers_and_installs_the_baked_image() {
     let root = sysupdate_root();
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    fs::create_dir_all(d.join("st/bin")).unwrap();
-    fs::copy(testkit::which("busybox").unwrap(), d.join("st/bin/hello")).unwrap();
-    testkit::run_ok(
-        Command::new("tar")
-            .arg("-C")
-            .arg(d.join("st"))
-            .arg("-czf")
-            .arg(d.join("hello.tar.gz"))
-            .arg("bin"),
-    );
+    testkit::hello_tarball(d);
     fs::write(
         d.join("m.toml"),
         "architectures = [\"x86-64\"]\n\n[[extension]]\nname = \"hello\"\nversion = \"1.0\"\n\
@@ -263,16 +254,7 @@ fn real_sysupdate_verifies_the_signed_sha256sums() {
     let root = sysupdate_root();
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    fs::create_dir_all(d.join("st/bin")).unwrap();
-    fs::copy(testkit::which("busybox").unwrap(), d.join("st/bin/hello")).unwrap();
-    testkit::run_ok(
-        Command::new("tar")
-            .arg("-C")
-            .arg(d.join("st"))
-            .arg("-czf")
-            .arg(d.join("hello.tar.gz"))
-            .arg("bin"),
-    );
+    testkit::hello_tarball(d);
     fs::write(
         d.join("m.toml"),
         "architectures = [\"x86-64\"]\n\n[[extension]]\nname = \"hello\"\nversion = \"1.0\"\n\

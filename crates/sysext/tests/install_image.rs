@@ -393,20 +393,6 @@ fn an_extension_for_another_os_is_refused_and_nothing_is_written() {
     assert!(!out.exists());
 }
 
-/// Loop devices whose backing file is under `dir`.
-fn loops_on(dir: &Path) -> Vec<String> {
-    let mut v = Vec::new();
-    for e in fs::read_dir("/sys/block").unwrap().flatten() {
-        let f = e.path().join("loop/backing_file");
-        if let Ok(b) = fs::read_to_string(&f) {
-            if b.trim().starts_with(&*dir.to_string_lossy()) {
-                v.push(format!("{}: {}", e.file_name().to_string_lossy(), b.trim()));
-            }
-        }
-    }
-    v
-}
-
 #[test]
 fn a_killed_run_leaves_no_mount_loop_device_or_output() {
     if !tools_ready() {
@@ -460,13 +446,15 @@ fn a_killed_run_leaves_no_mount_loop_device_or_output() {
             }
             // The kernel lets go of the loop devices once the namespace is gone.
             let start = Instant::now();
-            while !loops_on(d).is_empty() && start.elapsed() < Duration::from_secs(5) {
+            while !testkit::loop_devices_on(d).is_empty()
+                && start.elapsed() < Duration::from_secs(5)
+            {
                 std::thread::sleep(Duration::from_millis(50));
             }
             assert!(
-                loops_on(d).is_empty(),
+                testkit::loop_devices_on(d).is_empty(),
                 "{sig} at {delay_ms} ms: {:?}",
-                loops_on(d)
+                testkit::loop_devices_on(d)
             );
             let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
             assert!(!mounts.contains(".sysext-merge-"), "{mounts}");
@@ -519,16 +507,7 @@ fn from_a_served_bake_output_with_sha256sums() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let disk = flatcar_disk(d, "flatcar");
-    fs::create_dir_all(d.join("st/bin")).unwrap();
-    fs::copy(testkit::which("busybox").unwrap(), d.join("st/bin/hello")).unwrap();
-    testkit::run_ok(
-        Command::new("tar")
-            .arg("-C")
-            .arg(d.join("st"))
-            .arg("-czf")
-            .arg(d.join("hello.tar.gz"))
-            .arg("bin"),
-    );
+    testkit::hello_tarball(d);
     // Two versions baked into one folder: SHA256SUMS lists both.
     for v in ["1.9", "1.10"] {
         fs::write(

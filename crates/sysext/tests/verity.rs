@@ -498,18 +498,6 @@ fn offline_signing_gives_the_bytes_of_signing_at_pack_time_and_check_judges_cert
         assert_eq!(o.status.code(), Some(2), "{kind}: {o:?}");
     }
 }
-/// Loop devices whose backing file is under `dir`.
-fn loops_on(dir: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    for e in fs::read_dir("/sys/block").unwrap().flatten() {
-        if let Ok(b) = fs::read_to_string(e.path().join("loop/backing_file")) {
-            if b.trim_end().starts_with(&*dir.to_string_lossy()) {
-                found.push(b);
-            }
-        }
-    }
-    found
-}
 
 #[test]
 fn run_verifies_a_ddi_and_a_naked_image_and_refuses_a_changed_one() {
@@ -598,7 +586,7 @@ fn run_verifies_a_ddi_and_a_naked_image_and_refuses_a_changed_one() {
         assert!(run().status.success(), "{sub}: whole again");
     }
     assert_eq!(fs::read_to_string("/proc/self/mountinfo").unwrap(), before);
-    assert!(loops_on(d.path()).is_empty());
+    assert!(testkit::loop_devices_on(d.path()).is_empty());
 }
 
 /// CRC-32 (IEEE), as GPT uses it, to forge headers that pass their checksums.
@@ -761,7 +749,7 @@ fn run_with_cert_requires_a_signature_by_it() {
         assert!(o.stdout.is_empty());
     }
     assert_eq!(fs::read_to_string("/proc/self/mountinfo").unwrap(), before);
-    assert!(loops_on(w).is_empty());
+    assert!(testkit::loop_devices_on(w).is_empty());
 }
 
 /// `verity = true` in a bake manifest: DDIs signed at bake time with --verity-key/--verity-cert,

@@ -231,3 +231,43 @@ pub fn program_headers(file: &Path) -> Vec<ProgramHeader> {
         })
         .collect()
 }
+
+/// Loop devices whose backing file is under `dir` (`/sys/block/loop*/loop/backing_file`), for
+/// tests that a run left none attached.
+pub fn loop_devices_on(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/sys/block").unwrap().flatten() {
+        if let Ok(b) = std::fs::read_to_string(e.path().join("loop/backing_file")) {
+            if b.trim_end().starts_with(&*dir.to_string_lossy()) {
+                found.push(format!(
+                    "{}: {}",
+                    e.file_name().to_string_lossy(),
+                    b.trim_end()
+                ));
+            }
+        }
+    }
+    found
+}
+
+/// `dir/hello.tar.gz`: a release tarball of one static program, `bin/hello` (busybox), as
+/// the bake tests use for `mode = "static"` entries.
+pub fn hello_tarball(dir: &Path) -> PathBuf {
+    let st = dir.join("st");
+    std::fs::create_dir_all(st.join("bin")).unwrap();
+    std::fs::copy(
+        which("busybox").expect("busybox-static"),
+        st.join("bin/hello"),
+    )
+    .unwrap();
+    let tar = dir.join("hello.tar.gz");
+    run_ok(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&st)
+            .arg("-czf")
+            .arg(&tar)
+            .arg("bin"),
+    );
+    tar
+}

@@ -10,9 +10,9 @@ const ATTEMPTS: u32 = 6;
 /// ... and no new attempt once this much time has passed since the first.
 const RETRY_BUDGET: Duration = Duration::from_secs(30);
 /// Connecting to a registry or token server may take this long ...
-pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// ... and each read of an answer this long.
-pub(super) const READ_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(120);
 const FIRST_DELAY: Duration = Duration::from_millis(250);
 const MAX_DELAY: Duration = Duration::from_secs(4);
 

@@ -19,9 +19,11 @@ use crate::source::{
 };
 
 use auth::{auth_files, registry_auth, CredsFrom};
-use backoff::{retry, CONNECT_TIMEOUT, READ_TIMEOUT};
+use backoff::retry;
+pub(crate) use backoff::{CONNECT_TIMEOUT, READ_TIMEOUT};
 use blobs::{download, Download};
-use errors::{classify, error_chain};
+use errors::classify;
+pub(crate) use errors::error_chain;
 
 mod auth;
 mod backoff;
