@@ -48,7 +48,7 @@ packages=(
   cryptsetup-bin fdisk  # veritysetup verify checks our hash trees; sfdisk --json reads our DDIs
   strace              # which gconv module the host's and the relocated iconv open (flix_glibc_data)
   gpg gpg-agent gpgv  # bake --signing-key signs SHA256SUMS (the tests make their keys)
-  btrfs-progs dosfstools bzip2 fdisk  # install-image tests build a Flatcar-layout disk (OEM btrfs, EFI vfat, sfdisk)
+  btrfs-progs dosfstools bzip2  # install-image tests build a Flatcar-layout disk (OEM btrfs, EFI vfat)
   curl                # a second client of the registry (sysext push/pull tests read the distribution API)
 )
 [ "$profile" = demo ] && packages=("${demo_packages[@]}")
