@@ -272,18 +272,41 @@ fn listing(image: &Path, mnt: &Path) -> Listing {
 /// image is made without that file, which [`listed_as_mkfs_image`] checks against the tree
 /// alone.
 fn mkfs_image(dir: &Path, tree: &Path, args: &[&str]) -> (u64, std::time::Duration) {
+    mkfs_image_with(dir, tree, args, false)
+}
+
+/// [`mkfs_image`] with trixie's mkfs.erofs (erofs-utils 1.8, which writes zstd) when
+/// `trixie`, run in the shared trixie fixture with `dir` (holding `tree`) on `/w`.
+fn mkfs_image_with(
+    dir: &Path,
+    tree: &Path,
+    args: &[&str],
+    trixie: bool,
+) -> (u64, std::time::Duration) {
     let reference = dir.join("mkfs.raw");
     let long = format!("usr/share/ero/{}", "n".repeat(255));
     let aside = dir.join("long-name-aside");
     fs::rename(tree.join(&long), &aside).unwrap();
     let started = Instant::now();
-    testkit::run_ok(
-        Command::new("mkfs.erofs")
-            .args(["--quiet", "-T0", "--all-root"])
-            .args(args)
-            .arg(&reference)
-            .arg(tree),
-    );
+    if trixie {
+        let rel = tree.strip_prefix(dir).unwrap().display().to_string();
+        let o = testkit::fixtures::in_repart_root(
+            dir,
+            &format!(
+                "mkfs.erofs --quiet -T0 --all-root {} /w/mkfs.raw /w/{rel}",
+                args.join(" ")
+            ),
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    } else {
+        testkit::run_ok(
+            Command::new("mkfs.erofs")
+                .args(["--quiet", "-T0", "--all-root"])
+                .args(args)
+                .arg(&reference)
+                .arg(tree),
+        );
+    }
     let took = started.elapsed();
     fs::rename(&aside, tree.join(&long)).unwrap();
     (fs::metadata(&reference).unwrap().len(), took)
@@ -446,6 +469,27 @@ fn kernel_sees_our_compressed_images_as_mkfs_erofs_images_of_the_same_tree() {
     }
     assert_eq!(listings[0], listings[2], "zstd lists as lz4hc");
     assert_eq!(listings[0], listings[1], "lz4 lists as lz4hc");
+
+    // zstd against trixie's erofs-utils 1.8 (Debian 12's 1.5 has no zstd): its fsck.erofs
+    // passes on ours, its mkfs.erofs image of the same tree lists as ours, ours is no larger.
+    if !testkit::require_tool("mmdebstrap") {
+        return;
+    }
+    let ours = d.path().join("ours-zstd.raw");
+    let o = testkit::fixtures::in_repart_root(d.path(), "fsck.erofs --extract /w/ours-zstd.raw");
+    assert!(
+        o.status.success(),
+        "trixie's fsck.erofs: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let (mkfs_bytes, _) = mkfs_image_with(d.path(), &tree, &["-zzstd,3"], true);
+    let ours_bytes = fs::metadata(&ours).unwrap().len();
+    assert!(
+        ours_bytes <= mkfs_bytes + mkfs_bytes / 50,
+        "zstd: {ours_bytes} > {mkfs_bytes}"
+    );
+    // Asserts that the kernel lists both alike.
+    listed_as_mkfs_image(d.path(), &tree, &ours);
 }
 
 #[test]
