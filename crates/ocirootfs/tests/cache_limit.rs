@@ -464,6 +464,17 @@ fn a_materialized_rootfs_is_an_entry_kept_while_in_use() {
     // Content bytes, the hardlinked file once.
     assert_eq!(e.bytes, 8000);
     assert!(e.in_use);
+    // Walked once, then recorded beside the entry: later scans read the record.
+    let hex = e.digest.strip_prefix("sha256:").unwrap();
+    let record = cache_dir.join("rootfs").join(format!("{hex}.bytes"));
+    assert_eq!(fs::read_to_string(&record).unwrap().trim(), "8000");
+    fs::write(&record, "8123\n").unwrap();
+    assert_eq!(
+        cache.list().entries[0].bytes,
+        8123,
+        "the record is not read"
+    );
+    fs::write(&record, "8000\n").unwrap();
     // In use: kept by any prune.
     let p = cache.prune(None, 0).unwrap();
     assert!(p.removed.is_empty() && p.in_use.len() == 1, "{p:?}");
@@ -473,6 +484,7 @@ fn a_materialized_rootfs_is_an_entry_kept_while_in_use() {
     let p = cache.prune(None, 0).unwrap();
     assert_eq!(p.removed.len(), 1, "{p:?}");
     assert!(!path.exists());
+    assert!(!record.exists(), "the size record outlived its entry");
     let trash = cache_dir.join("trash");
     assert!(!trash.exists() || fs::read_dir(trash).unwrap().count() == 0);
 }

@@ -220,6 +220,36 @@ fn is_hex64(name: &str) -> bool {
 }
 
 impl Cache {
+    /// The bytes of the unpacked rootfs `rootfs/HEX`: walked once, then read from
+    /// `rootfs/HEX.bytes`. An entry is named by its manifest digest and never changes once in
+    /// place, so the record stays true, also for an entry evicted and unpacked again; every
+    /// process that scans the cache (each pull, `cache list`) then reads one small file
+    /// instead of stat-ing every file of every rootfs.
+    fn rootfs_bytes(&self, hex: &str, path: &Path) -> u64 {
+        use std::io::Read;
+        let rec = self.dir.join("rootfs").join(format!("{hex}.bytes"));
+        let mut text = String::new();
+        let recorded = fs::File::open(&rec)
+            .and_then(|f| f.take(32).read_to_string(&mut text))
+            .ok()
+            .and_then(|_| text.trim().parse::<u64>().ok());
+        if let Some(n) = recorded {
+            return n;
+        }
+        let n = tree_bytes(path);
+        // Written under a temporary name and renamed: a reader never sees half a number.
+        // (`.HEX.bytes.tmp-PID-N`: one a killed process leaves is removed as stale.)
+        let tmp = self.dir.join("rootfs").join(format!(
+            ".{hex}.bytes.tmp-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        if fs::write(&tmp, format!("{n}\n")).is_ok() && fs::rename(&tmp, &rec).is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        n
+    }
+
     fn lock_path(&self, kind: Kind, hex: &str) -> PathBuf {
         self.dir
             .join("locks")
@@ -286,7 +316,7 @@ impl Cache {
                 let bytes = match kind {
                     Kind::Blob if m.is_file() => m.len(),
                     Kind::Blob => 0,
-                    Kind::Rootfs if m.is_dir() => tree_bytes(&e.path()),
+                    Kind::Rootfs if m.is_dir() => self.rootfs_bytes(&name, &e.path()),
                     Kind::Rootfs => continue,
                 };
                 let lock = self.lock_path(kind, &name);
@@ -437,6 +467,8 @@ impl Cache {
                     fs::create_dir_all(self.dir.join("trash")).and_then(|()| fs::rename(&path, &t));
                 if r.is_ok() {
                     trash.push(t);
+                    let _ =
+                        fs::remove_file(self.dir.join("rootfs").join(format!("{}.bytes", e.hex())));
                 }
                 r
             }
