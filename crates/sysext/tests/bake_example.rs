@@ -144,4 +144,59 @@ fn example_manifest_builds_for_both_architectures() {
         }
         assert!(elves > 0, "{f} holds no ELF file");
     }
+
+    // The CI fan-out of the same manifest: the plan's jobs dealt to three shards, each baked
+    // by its own process with its own cache, then collected: the same SHA256SUMS.
+    let plan = Command::new(env!("CARGO_BIN_EXE_sysext"))
+        .current_dir(dir)
+        .args(["bake", "bake.toml", "--plan", "--json", "--cache", "cache"])
+        .output()
+        .unwrap();
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    let jobs: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let only: Vec<String> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["only"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(only.len(), files.len());
+    let mut shards = Vec::new();
+    for i in 0..3 {
+        let shard = format!("shard{i}");
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sysext"));
+        c.current_dir(dir)
+            .args(["bake", "bake.toml", "--out", &shard])
+            .args(["--cache", &format!("cache{i}")]);
+        for o in only.iter().skip(i).step_by(3) {
+            c.args(["--only", o]);
+        }
+        let r = c.output().unwrap();
+        assert!(
+            r.status.success(),
+            "{shard}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        shards.push(shard);
+    }
+    let r = Command::new(env!("CARGO_BIN_EXE_sysext"))
+        .current_dir(dir)
+        .args(["bake", "--collect", "release"])
+        .args(&shards)
+        .output()
+        .unwrap();
+    assert!(
+        r.status.success(),
+        "collect: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert_eq!(
+        fs::read_to_string(dir.join("release/SHA256SUMS")).unwrap(),
+        fs::read_to_string(o.join("SHA256SUMS")).unwrap(),
+        "the fan-out's SHA256SUMS differs from one bake's"
+    );
 }
