@@ -653,7 +653,7 @@ pub fn collect(
         .map(|(_, shard)| shard.join(artifacts::KEYRING_FILE));
     match (&key, &shard_keyring) {
         (Some(k), Some(p)) => {
-            let theirs = std::fs::read(p).map_err(io_err(p))?;
+            let theirs = read_limited(p).map_err(io_err(p))?;
             if theirs != k.public_keyring() {
                 return Err(BakeError::KeyMismatch(format!(
                     "the shards were baked with another signing key than {} ({})",

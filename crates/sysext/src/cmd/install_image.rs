@@ -185,6 +185,9 @@ fn fetch(url: &str, args: &InstallImageArgs) -> Result<(tempfile::TempDir, Vec<S
                 (ext.clone(), f.to_string())
             }
         };
+        // The name makes file names below (NAME.transfer): one systemd accepts, or nothing.
+        sysext_core::release::validate_name(&name)
+            .with_context(|| format!("extension name {name:?}"))?;
         if file.contains('/') || file.starts_with('.') || gentext::has_control(&file) {
             bail!("{file:?}: not a file name in {url}");
         }
