@@ -278,7 +278,7 @@ impl Tree {
 
     /// Opens a folder by path, `O_PATH`, inside the root.
     fn open_path(&self, key: &[u8]) -> Result<OwnedFd, Errno> {
-        rfs::openat2(
+        crate::openat2(
             &self.root,
             OsStr::from_bytes(key),
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,

@@ -230,7 +230,7 @@ fn open_beneath(root: &Path, rel: &str) -> io::Result<fs::File> {
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    let fd = rustix::fs::openat2(
+    let fd = safefs::openat2(
         &dir,
         rel,
         OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NOFOLLOW,

@@ -208,7 +208,7 @@ pub(crate) fn open_in_layout(
         Mode::empty(),
     )
     .map_err(|e| rd(e, dir))?;
-    let fd = match rustix::fs::openat2(
+    let fd = match safefs::openat2(
         &root,
         rel,
         OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,

@@ -49,7 +49,7 @@ pub fn open_in_root(root: &Path, path: &Path) -> Result<File, TreeError> {
     )
     .map_err(err("open the folder of"))?;
     let how = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_SYMLINKS;
-    let fd = rfs::openat2(
+    let fd = crate::openat2(
         &dir,
         rel,
         OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
@@ -65,7 +65,7 @@ pub fn open_in_root(root: &Path, path: &Path) -> Result<File, TreeError> {
             reason: "not a regular file",
         });
     }
-    let f = rfs::openat2(
+    let f = crate::openat2(
         &dir,
         rel,
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,

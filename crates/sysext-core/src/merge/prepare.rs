@@ -26,7 +26,7 @@ pub(super) fn chase(root: &Path, inside: &str) -> Result<Option<PathBuf>, MergeE
         Err(e) if e == rustix::io::Errno::NOENT => return Ok(None),
         Err(e) => return Err(io_err("opening", root)(e.into())),
     };
-    let fd = match rustix::fs::openat2(
+    let fd = match safefs::openat2(
         &dir,
         rel,
         OFlags::PATH | OFlags::CLOEXEC,
