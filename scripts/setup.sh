@@ -46,6 +46,7 @@ packages=(
   python3-venv python3-dev  # auditwheel (from PyPI) repairs a wheel with flix-patchelf
   qemu-user-static    # relocated arm64 and i386 programs run in a root without libc
   cryptsetup-bin fdisk  # veritysetup verify checks our hash trees; sfdisk --json reads our DDIs
+  softhsm2 libengine-pkcs11-openssl p11-kit-modules  # a PKCS#11 token signs root hashes (--key pkcs11:…)
   strace              # which gconv module the host's and the relocated iconv open (flix_glibc_data)
   gpg gpg-agent gpgv  # bake --signing-key signs SHA256SUMS (the tests make their keys)
   btrfs-progs dosfstools bzip2  # install-image tests build a Flatcar-layout disk (OEM btrfs, EFI vfat)

@@ -6,9 +6,14 @@
 //! "signature":…}` (compact, in that order, the fingerprint the SHA-256 of the certificate's
 //! DER, the signature base64), zero-padded to the partition's 16 KiB.
 
+mod canonical;
+pub mod pkcs11;
+
+pub use canonical::canonical;
+
 use openssl::hash::MessageDigest;
 use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
-use openssl::pkey::PKey;
+use openssl::pkey::{PKey, Private};
 use openssl::stack::Stack;
 use openssl::x509::store::X509StoreBuilder;
 use serde::{Deserialize, Serialize};
@@ -43,13 +48,22 @@ pub use openssl::x509::X509;
 
 /// Loads the PEM certificate file `path` (at most 1 MiB).
 pub fn load_cert_file(path: &std::path::Path) -> Result<X509, SignError> {
+    load_cert(&read_small(path)?, &path.display().to_string())
+}
+
+/// A key or certificate file: a regular file, at most 1 MiB read.
+fn read_small(p: &std::path::Path) -> Result<Vec<u8>, SignError> {
     use std::io::Read;
-    let what = path.display().to_string();
-    let mut pem = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(1 << 20).read_to_end(&mut pem))
+    let what = p.display().to_string();
+    let f = std::fs::File::open(p).map_err(|e| bad(&what, e))?;
+    if !f.metadata().map_err(|e| bad(&what, e))?.is_file() {
+        return Err(bad(&what, "not a regular file"));
+    }
+    let mut b = Vec::new();
+    f.take(1 << 20)
+        .read_to_end(&mut b)
         .map_err(|e| bad(&what, e))?;
-    load_cert(&pem, &what)
+    Ok(b)
 }
 
 /// The certificates systemd trusts for image signatures beside the kernel keyring:
@@ -80,14 +94,12 @@ pub fn fingerprint(cert: &X509) -> Result<String, SignError> {
     Ok(hex::encode(d))
 }
 
-/// Signs `root_hash` (hex text) with the PEM key and certificate: DER PKCS#7 (see the module
+/// Signs `root_hash` (hex text) with the key and certificate: DER PKCS#7 (see the module
 /// docs).
-pub fn sign(root_hash: &str, key_pem: &[u8], cert: &X509) -> Result<Vec<u8>, SignError> {
-    let key = PKey::private_key_from_pem(key_pem)
-        .map_err(|e| bad("key", format!("not a PEM private key ({e})")))?;
+pub fn sign(root_hash: &str, key: &PKey<Private>, cert: &X509) -> Result<Vec<u8>, SignError> {
     let certs = Stack::new().map_err(|e| bad("signing", e))?;
     let flags = Pkcs7Flags::DETACHED | Pkcs7Flags::NOATTR | Pkcs7Flags::BINARY;
-    let p7 = Pkcs7::sign(cert, &key, &certs, root_hash.as_bytes(), flags).map_err(|e| {
+    let p7 = Pkcs7::sign(cert, key, &certs, root_hash.as_bytes(), flags).map_err(|e| {
         bad(
             "signing the root hash (do the key and certificate match?)",
             e,
@@ -168,7 +180,7 @@ pub fn verify(p7s: &[u8], root_hash: &str, certs: &[X509]) -> Result<Option<usiz
 /// A key and its certificate, loaded, to sign root hashes with.
 #[derive(Clone)]
 pub struct Signer {
-    key_pem: Vec<u8>,
+    key: PKey<Private>,
     cert: X509,
     fingerprint: String,
 }
@@ -182,29 +194,20 @@ impl std::fmt::Debug for Signer {
 }
 
 impl Signer {
-    /// Loads the PEM key and certificate files (each at most 1 MiB) and checks they match.
+    /// Loads the key (a PEM file, or a `pkcs11:` URI of a key in a token, see [`pkcs11`]) and
+    /// the PEM certificate file (each file at most 1 MiB) and checks they match.
     pub fn load(key: &std::path::Path, cert: &std::path::Path) -> Result<Signer, SignError> {
-        let read = |p: &std::path::Path| -> Result<Vec<u8>, SignError> {
-            use std::io::Read;
-            let what = p.display().to_string();
-            let f = std::fs::File::open(p).map_err(|e| bad(&what, e))?;
-            if !f.metadata().map_err(|e| bad(&what, e))?.is_file() {
-                return Err(bad(&what, "not a regular file"));
-            }
-            let mut b = Vec::new();
-            f.take(1 << 20)
-                .read_to_end(&mut b)
-                .map_err(|e| bad(&what, e))?;
-            Ok(b)
+        let cert = load_cert_file(cert)?;
+        let pkey = if pkcs11::is_uri(key) {
+            pkcs11::load(&key.to_string_lossy())?
+        } else {
+            PKey::private_key_from_pem(&read_small(key)?).map_err(|e| {
+                bad(
+                    &key.display().to_string(),
+                    format!("not a PEM private key ({e})"),
+                )
+            })?
         };
-        let key_pem = read(key)?;
-        let cert = load_cert(&read(cert)?, &cert.display().to_string())?;
-        let pkey = PKey::private_key_from_pem(&key_pem).map_err(|e| {
-            bad(
-                &key.display().to_string(),
-                format!("not a PEM private key ({e})"),
-            )
-        })?;
         let public = cert.public_key().map_err(|e| bad("certificate", e))?;
         if !public.public_eq(&pkey) {
             return Err(bad(
@@ -214,7 +217,7 @@ impl Signer {
         }
         let fingerprint = fingerprint(&cert)?;
         Ok(Signer {
-            key_pem,
+            key: pkey,
             cert,
             fingerprint,
         })
@@ -227,7 +230,7 @@ impl Signer {
 
     /// The DER PKCS#7 signature of `root_hash` (hex).
     pub fn p7s(&self, root_hash: &str) -> Result<Vec<u8>, SignError> {
-        sign(root_hash, &self.key_pem, &self.cert)
+        sign(root_hash, &self.key, &self.cert)
     }
 
     /// The signature partition's content for `root_hash`.
@@ -273,6 +276,7 @@ mod tests {
     #[test]
     fn sign_verify_and_the_partition_object() {
         let (key, cert) = keypair("a");
+        let key = PKey::private_key_from_pem(&key).unwrap();
         let (_, other) = keypair("b");
         let root = "ab".repeat(32);
         let p7s = sign(&root, &key, &cert).unwrap();
@@ -315,5 +319,27 @@ mod tests {
         let obj = br#"{"rootHash":"00","certificateFingerprint":"00","signature":"!!"}"#;
         assert!(parse_partition(obj).is_err());
         assert!(verify(b"not der", "00", &[]).is_err());
+    }
+
+    /// A CMS signature (as `openssl cms -sign -binary -noattr` makes it) is 4 bytes shorter
+    /// than PKCS#7's for the same signed value; in canonical form it is PKCS#7's, byte for
+    /// byte, and verifies.
+    #[test]
+    fn cms_signatures_take_pkcs7_form() {
+        use openssl::cms::{CMSOptions, CmsContentInfo};
+        let (key, cert) = keypair("c");
+        let key = PKey::private_key_from_pem(&key).unwrap();
+        let root = "0f".repeat(32);
+        let flags = CMSOptions::DETACHED | CMSOptions::BINARY | CMSOptions::NOATTR;
+        let cms = CmsContentInfo::sign(Some(&cert), Some(&key), None, Some(root.as_bytes()), flags)
+            .unwrap()
+            .to_der()
+            .unwrap();
+        let p7 = sign(&root, &key, &cert).unwrap();
+        assert_ne!(cms, p7);
+        assert_eq!(cms.len() + 4, p7.len());
+        assert_eq!(canonical(&cms), p7);
+        assert_eq!(canonical(&p7), p7);
+        assert_eq!(verify(&canonical(&cms), &root, &[cert]).unwrap(), Some(0));
     }
 }

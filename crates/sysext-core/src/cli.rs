@@ -197,10 +197,11 @@ pub struct OutputArgs {
     /// from (default: derived from the name and the timestamp, so builds are reproducible).
     #[arg(long, value_name = "UUID", value_parser = parse_seed)]
     pub seed: Option<[u8; 16]>,
-    /// Sign the root hash with this PEM private key (with --cert): NAME.roothash.p7s beside a
-    /// --verity image, the signature partition of a --format ddi image. Without it, sign later
-    /// with `sysext sign`.
-    #[arg(long, value_name = "KEY.pem", requires = "cert")]
+    /// Sign the root hash with this PEM private key, or the key in a PKCS#11 token that a
+    /// `pkcs11:` URI names (PIN in the URI or SYSEXT_PKCS11_PIN), with --cert:
+    /// NAME.roothash.p7s beside a --verity image, the signature partition of a --format ddi
+    /// image. Without it, sign later with `sysext sign`.
+    #[arg(long, value_name = "KEY.pem|URI", requires = "cert")]
     pub key: Option<PathBuf>,
     /// The PEM certificate of --key.
     #[arg(long, value_name = "CERT.pem", requires = "key")]

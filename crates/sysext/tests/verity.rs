@@ -365,13 +365,13 @@ fn signature_of(image: &Path, part: &serde_json::Value) -> Vec<u8> {
     o.stdout
 }
 
-/// `openssl smime -sign` over `root` (hex, no newline), as repart signs: detached, binary,
-/// no signed attributes, DER.
-fn openssl_smime_sign(dir: &Path, root: &str, out: &Path) {
+/// `openssl smime -sign` (as repart signs) or `openssl cms -sign` over `root` (hex, no
+/// newline): detached, binary, no signed attributes, DER.
+fn openssl_sign(dir: &Path, root: &str, out: &Path, tool: &str) {
     fs::write(dir.join("root.txt"), root).unwrap();
     testkit::run_ok(
         Command::new("openssl")
-            .args(["smime", "-sign", "-binary", "-noattr", "-outform", "DER"])
+            .args([tool, "-sign", "-binary", "-noattr", "-outform", "DER"])
             .arg("-signer")
             .arg(dir.join("cert.pem"))
             .arg("-inkey")
@@ -445,8 +445,8 @@ fn offline_signing_gives_the_bytes_of_signing_at_pack_time_and_check_judges_cert
             String::from_utf8_lossy(&o.stderr).contains("is not signed"),
             "{kind}"
         );
-        // Signed elsewhere with openssl, joined without repacking: the same bytes.
-        openssl_smime_sign(w, root, &w.join("x.p7s"));
+        // Signed elsewhere with openssl, joined without repacking: the same bytes, whether
+        // `openssl cms` signed (its encoding is 4 bytes shorter) or `openssl smime`.
         let sign = |c: &Path| {
             sysext()
                 .args(["sign", "-f"])
@@ -458,18 +458,24 @@ fn offline_signing_gives_the_bytes_of_signing_at_pack_time_and_check_judges_cert
                 .output()
                 .unwrap()
         };
-        // A signature checked against another certificate is not joined.
-        assert_eq!(sign(&cert2).status.code(), Some(2), "{kind}");
-        assert!(sign(&cert).status.success(), "{kind}");
-        assert_eq!(
-            fs::read(&raw).unwrap(),
-            fs::read(at_pack.join("vt.raw")).unwrap(),
-            "{kind}"
-        );
-        if kind == "naked" {
-            let p7s = fs::read(later.join("vt.roothash.p7s")).unwrap();
-            assert_eq!(p7s, fs::read(at_pack.join("vt.roothash.p7s")).unwrap());
-            assert_eq!(p7s, fs::read(w.join("x.p7s")).unwrap());
+        for tool in ["cms", "smime"] {
+            openssl_sign(w, root, &w.join("x.p7s"), tool);
+            // A signature checked against another certificate is not joined.
+            assert_eq!(sign(&cert2).status.code(), Some(2), "{kind} {tool}");
+            let o = sign(&cert);
+            assert!(o.status.success(), "{kind} {tool}: {o:?}");
+            assert_eq!(
+                fs::read(&raw).unwrap(),
+                fs::read(at_pack.join("vt.raw")).unwrap(),
+                "{kind} {tool}"
+            );
+            if kind == "naked" {
+                let p7s = fs::read(later.join("vt.roothash.p7s")).unwrap();
+                assert_eq!(p7s, fs::read(at_pack.join("vt.roothash.p7s")).unwrap());
+                if tool == "smime" {
+                    assert_eq!(p7s, fs::read(w.join("x.p7s")).unwrap());
+                }
+            }
         }
         let o = check(&cert);
         assert!(matches!(o.status.code(), Some(0 | 1)), "{kind}: {o:?}");
@@ -496,6 +502,110 @@ fn offline_signing_gives_the_bytes_of_signing_at_pack_time_and_check_judges_cert
         }
         let o = check(&cert);
         assert_eq!(o.status.code(), Some(2), "{kind}: {o:?}");
+    }
+}
+
+/// A key in a PKCS#11 token (SoftHSM, reached through p11-kit by OpenSSL's pkcs11 engine)
+/// signs as the same key in a PEM file does: the same DDI, byte for byte; a wrong PIN or an
+/// object the token does not hold is an error naming the URI (without its PIN) and leaves
+/// nothing.
+#[test]
+fn a_key_in_a_pkcs11_token_signs_as_its_pem_file() {
+    if !testkit::require_tool("openssl") || !testkit::require_tool("softhsm2-util") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let w = d.path();
+    let t = tree(w, "vt");
+    keypair(w, "");
+    fs::create_dir(w.join("tokens")).unwrap();
+    let conf = w.join("softhsm2.conf");
+    fs::write(
+        &conf,
+        format!("directories.tokendir = {}\n", w.join("tokens").display()),
+    )
+    .unwrap();
+    let hsm = |args: &[&str]| {
+        testkit::run_ok(
+            Command::new("softhsm2-util")
+                .env("SOFTHSM2_CONF", &conf)
+                .args(args),
+        );
+    };
+    hsm(&[
+        "--init-token",
+        "--free",
+        "--label",
+        "vt",
+        "--pin",
+        "1234",
+        "--so-pin",
+        "5678",
+    ]);
+    testkit::run_ok(
+        Command::new("openssl")
+            .args(["pkcs8", "-topk8", "-nocrypt", "-in"])
+            .arg(w.join("key.pem"))
+            .arg("-out")
+            .arg(w.join("key8.pem")),
+    );
+    let key8 = w.join("key8.pem");
+    hsm(&[
+        "--import",
+        key8.to_str().unwrap(),
+        "--token",
+        "vt",
+        "--label",
+        "roothash",
+        "--id",
+        "01",
+        "--pin",
+        "1234",
+    ]);
+    let pack = |out: &str, key: &str, pin: &str| {
+        let o = w.join(out);
+        fs::create_dir_all(&o).unwrap();
+        let r = sysext()
+            .env("SOFTHSM2_CONF", &conf)
+            .env("SYSEXT_PKCS11_PIN", pin)
+            .arg("pack")
+            .arg(&t)
+            .arg(o.join("vt.raw"))
+            .args(["--format", "ddi", "--key", key, "--cert"])
+            .arg(w.join("cert.pem"))
+            .output()
+            .unwrap();
+        (r, o.join("vt.raw"))
+    };
+    let (o, pem) = pack("pem", w.join("key.pem").to_str().unwrap(), "");
+    assert!(o.status.success(), "{o:?}");
+    let uri = "pkcs11:token=vt;object=roothash;type=private";
+    let (o, token) = pack("token", uri, "1234");
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(fs::read(&token).unwrap(), fs::read(&pem).unwrap());
+    // The PIN in the URI works as well, and is not shown.
+    let (o, _) = pack("uri-pin", &format!("{uri};pin-value=1234"), "");
+    assert!(o.status.success(), "{o:?}");
+    for (out, key, pin) in [
+        ("wrong-pin", uri, "0000"),
+        (
+            "no-object",
+            "pkcs11:token=vt;object=nope;type=private",
+            "1234",
+        ),
+        (
+            "wrong-pin-in-uri",
+            "pkcs11:token=vt;object=roothash;pin-value=9999",
+            "",
+        ),
+    ] {
+        let (o, raw) = pack(out, key, pin);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{out}: {err}");
+        assert!(err.contains("pkcs11:token=vt"), "{out}: {err}");
+        assert!(!err.contains("9999"), "{out}: the PIN is shown: {err}");
+        assert!(!raw.exists(), "{out}");
+        assert_eq!(fs::read_dir(w.join(out)).unwrap().count(), 0, "{out}");
     }
 }
 

@@ -55,9 +55,9 @@ pub struct BakeArgs {
     /// /etc/systemd/import-pubring.gpg. A passphrase comes from $SYSEXT_SIGNING_PASSPHRASE.
     #[arg(long, env = "SYSEXT_SIGNING_KEY", value_name = "FILE")]
     pub signing_key: Option<PathBuf>,
-    /// Sign the root hash of `verity = true` entries with this PEM private key (and
-    /// --verity-cert); without it their DDIs are left unsigned, for `sysext sign`.
-    #[arg(long, value_name = "KEY.pem", requires = "verity_cert")]
+    /// Sign the root hash of `verity = true` entries with this PEM private key or `pkcs11:`
+    /// URI (and --verity-cert); without it their DDIs are left unsigned, for `sysext sign`.
+    #[arg(long, value_name = "KEY.pem|URI", requires = "verity_cert")]
     pub verity_key: Option<PathBuf>,
     /// The PEM certificate of --verity-key.
     #[arg(long, value_name = "CERT.pem", requires = "verity_key")]

@@ -15,10 +15,11 @@ use crate::bake;
 
 /// Sign the root hash of a DDI (`pack --format ddi`) or a naked verity image (`pack --verity`):
 /// with --key and --cert here, or join a signature made elsewhere (--signature FILE.p7s, DER
-/// PKCS#7 as `openssl smime -sign -binary -noattr -outform DER -in ROOTHASH` writes over the
-/// root hash in hex without a newline). The hash tree is checked against the data first. A
-/// DDI gets its signature partition (the result is the same bytes as signing at pack time);
-/// a naked image gets NAME.roothash.p7s beside it.
+/// PKCS#7 or CMS as `openssl smime|cms -sign -binary -noattr -outform DER -in ROOTHASH` writes
+/// over the root hash in hex without a newline; it is stored in PKCS#7's encoding, as
+/// systemd-repart writes it). The hash tree is checked against the data first. A DDI gets its
+/// signature partition (the result is the same bytes as signing at pack time); a naked image
+/// gets NAME.roothash.p7s beside it.
 #[derive(Debug, Args)]
 pub struct SignArgs {
     /// The image (NAME.raw).
@@ -26,8 +27,9 @@ pub struct SignArgs {
     /// A detached DER PKCS#7 signature of the root hash made elsewhere.
     #[arg(long, value_name = "FILE.p7s", conflicts_with = "key")]
     pub signature: Option<PathBuf>,
-    /// Sign with this PEM private key.
-    #[arg(long, value_name = "KEY.pem")]
+    /// Sign with this PEM private key, or the key in a PKCS#11 token that a `pkcs11:` URI
+    /// names (PIN in the URI or SYSEXT_PKCS11_PIN).
+    #[arg(long, value_name = "KEY.pem|URI")]
     pub key: Option<PathBuf>,
     /// The signer's PEM certificate (the signature is checked against it, and a DDI names
     /// its fingerprint).
@@ -109,10 +111,9 @@ pub fn run(args: SignArgs) -> Result<Exit> {
                     signature::MAX_SIGNATURE
                 );
             }
-            let pem = fs::read(&args.cert)
-                .with_context(|| format!("reading the certificate {}", args.cert.display()))?;
-            let cert = signature::load_cert(&pem, &args.cert.display().to_string())?;
-            (b, cert)
+            let cert = signature::load_cert_file(&args.cert)?;
+            // CMS's encoding of the same signature becomes PKCS#7's, as signing here makes it.
+            (signature::canonical(&b), cert)
         }
         (None, Some(k)) => {
             let s = signature::Signer::load(k, &args.cert)?;
