@@ -20,6 +20,7 @@
 
 pub mod check;
 pub mod cli;
+pub mod decompress;
 pub mod entries;
 pub mod inspect;
 pub mod logging;

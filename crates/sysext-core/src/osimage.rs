@@ -20,7 +20,7 @@
 //! renamed into place at the end ([`safefs::atomic`]).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -30,6 +30,7 @@ use safefs::tree::{Tree, TreeError, TreeOptions};
 use serde::Serialize;
 
 use crate::check::{check_image, CheckError, Host, Severity};
+use crate::decompress::{self, Compression};
 use crate::inspect::{Image, InspectError};
 use crate::merge::sys::LoopDevice;
 use crate::merge::{in_private_namespace, MergeError, Workspace};
@@ -325,28 +326,9 @@ fn release_name(image: &Image) -> Result<String, String> {
     }
 }
 
-/// The compression of a stream, by its first bytes.
-fn compression(head: &[u8]) -> Option<&'static str> {
-    if head.starts_with(b"BZh") {
-        Some("bzip2")
-    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        Some("xz")
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Some("zstd")
-    } else if head.starts_with(&[0x1f, 0x8b]) {
-        Some("gzip")
-    } else {
-        None
-    }
-}
-
 /// Copies or decompresses the disk image into `out`.
 fn copy_disk(disk: &Path, out: &Path) -> Result<Option<&'static str>, InstallError> {
-    let mut f = File::open(disk).map_err(io_err(disk))?;
-    let mut head = [0u8; 8];
-    let n = f.read(&mut head).map_err(io_err(disk))?;
-    f.seek(SeekFrom::Start(0)).map_err(io_err(disk))?;
-    let kind = compression(&head[..n]);
+    let f = File::open(disk).map_err(io_err(disk))?;
     let dst = OpenOptions::new()
         .write(true)
         .truncate(true)
@@ -354,27 +336,20 @@ fn copy_disk(disk: &Path, out: &Path) -> Result<Option<&'static str>, InstallErr
         .map_err(io_err(out))?;
     let r = io::BufReader::with_capacity(1 << 20, f);
     let mut buf = vec![0u8; 1 << 20];
+    let mut kind = None;
     // A disk image is mostly empty space: all-zero blocks stay holes.
-    let mut sparse = |mut reader: Box<dyn Read>| {
+    let res = decompress::decoder(r, Compression::ALL).and_then(|(k, mut reader)| {
+        kind = k;
         safefs::tree::write_sparse(&mut reader, &dst, &mut buf).map_err(|e| e.into_io())
-    };
-    let res = match kind {
-        Some("bzip2") => sparse(Box::new(bzip2::read::MultiBzDecoder::new(r))),
-        Some("xz") => sparse(Box::new(liblzma::read::XzDecoder::new_multi_decoder(r))),
-        Some("zstd") => {
-            zstd::stream::read::Decoder::with_buffer(r).and_then(|d| sparse(Box::new(d)))
-        }
-        Some(_) => sparse(Box::new(flate2::read::MultiGzDecoder::new(r))),
-        None => sparse(Box::new(r)),
-    };
+    });
     res.map_err(|e| InstallError::Disk {
         path: disk.to_path_buf(),
         what: match kind {
-            Some(k) => format!("cannot decompress it as {k}: {e}"),
+            Some(k) => format!("cannot decompress it as {}: {e}", k.name()),
             None => format!("cannot copy it: {e}"),
         },
     })?;
-    Ok(kind)
+    Ok(kind.map(Compression::name))
 }
 
 /// The partition labelled `label`, of one of the types `tys`.
@@ -762,12 +737,5 @@ mod tests {
         assert_eq!(s.name, None);
         let s = ExtensionSpec::parse("x.raw");
         assert_eq!((s.name, s.file), (None, PathBuf::from("x.raw")));
-    }
-
-    #[test]
-    fn compressions_by_magic() {
-        assert_eq!(compression(b"BZh91AY"), Some("bzip2"));
-        assert_eq!(compression(&[0x28, 0xb5, 0x2f, 0xfd, 0]), Some("zstd"));
-        assert_eq!(compression(b"EFI PART"), None);
     }
 }

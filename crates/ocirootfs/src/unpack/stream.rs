@@ -3,10 +3,11 @@
 //! ended gracefully when a writer left out the end-of-archive blocks.
 
 use std::cell::{Cell, RefCell};
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::rc::Rc;
 
 use sha2::{Digest as _, Sha256};
+use sysext_core::decompress::Compression;
 
 struct Hashing<R> {
     inner: R,
@@ -75,21 +76,16 @@ pub(super) fn decode_stream(
     hash_tx: std::sync::mpsc::SyncSender<Chunk>,
 ) -> io::Result<String> {
     let outer = Rc::new(RefCell::new(Sha256::new()));
-    let mut buffered = BufReader::with_capacity(
+    let buffered = BufReader::with_capacity(
         1 << 20,
         Hashing {
             inner: blob,
             state: outer.clone(),
         },
     );
-    let magic = buffered.fill_buf()?;
-    let mut decoded: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::bufread::MultiGzDecoder::new(buffered))
-    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?)
-    } else {
-        Box::new(buffered)
-    };
+    // OCI's layer media types allow gzip and zstd.
+    let (_, mut decoded) =
+        sysext_core::decompress::decoder(buffered, &[Compression::Gzip, Compression::Zstd])?;
     const CHUNK: usize = 256 << 10;
     loop {
         let mut buf = Vec::with_capacity(CHUNK);
