@@ -118,7 +118,21 @@ pub struct Rootfs {
     pub working_dir: Option<String>,
     _guard: Option<TempGuard>,
     /// Keeps a cached rootfs from eviction while it is read.
-    _lease: Option<cache::Lease>,
+    lease: Option<cache::Lease>,
+    /// The cache holding it, trimmed to its limit when the lease ends (see `Drop`).
+    cache: Option<Cache>,
+}
+
+impl Drop for Rootfs {
+    /// Ends the lease, then evicts to the cache's limit: the rootfs (and what it kept from
+    /// eviction while it was read) may go now, so a bake or flix run leaves the cache under
+    /// its limit, not over it by the trees it held at the end.
+    fn drop(&mut self) {
+        if let (Some(lease), Some(cache)) = (self.lease.take(), &self.cache) {
+            drop(lease);
+            cache.make_room(0);
+        }
+    }
 }
 
 /// A temp folder removed on drop, and on SIGINT/SIGTERM ([`safefs::cleanup`]).
@@ -416,19 +430,21 @@ pub fn materialize(source: &str, opts: &SourceOptions) -> Result<Rootfs, Error> 
             env: Vec::new(),
             working_dir: None,
             _guard: None,
-            _lease: None,
+            lease: None,
+            cache: None,
         });
     }
     let cache = open_cache(opts, &src)?;
     let mut image = source::resolve(&src, cache.as_ref(), &resolve_opts(opts)?)?;
-    let made = |path: PathBuf, image: &Image, guard, lease| Rootfs {
+    let made = |path: PathBuf, image: &Image, guard, lease: Option<cache::Lease>| Rootfs {
         path,
         digest: image.digest.clone(),
         platform: image.platform.clone(),
         env: image.config.env.clone(),
         working_dir: image.config.working_dir.clone(),
         _guard: guard,
-        _lease: lease,
+        cache: lease.as_ref().and(cache.clone()),
+        lease,
     };
     if let (Some(cache), Some(digest)) = (&cache, image.digest.clone()) {
         // Leased before it is looked up, for as long as the Rootfs lives.

@@ -488,3 +488,38 @@ fn a_materialized_rootfs_is_an_entry_kept_while_in_use() {
     let trash = cache_dir.join("trash");
     assert!(!trash.exists() || fs::read_dir(trash).unwrap().count() == 0);
 }
+
+#[test]
+fn a_rootfs_let_go_is_trimmed_to_the_limit() {
+    // Two images of 8000 bytes under a limit of 10000: each held while in use (the limit is
+    // exceeded meanwhile), and the one let go is evicted at once, not at the next pull.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut layout = Layout::new(&tmp.path().join("layout"));
+    for (tag, seed) in [("a", 7), ("b", 8)] {
+        let mut t = LayerTar::new();
+        t.dir("etc", 0o755)
+            .file("etc/x", 0o644, &random(seed, 8000));
+        let m = layout.image(&[t.finish()], Comp::Gzip, "amd64", None, &[]);
+        layout.tag(&m, tag);
+    }
+    let cache_dir = tmp.path().join("cache");
+    let mut opts = ocirootfs::SourceOptions::default();
+    opts.cache_dir = Some(cache_dir.clone());
+    opts.cache_max = Some(10_000);
+    let get = |tag: &str| {
+        ocirootfs::materialize(&format!("oci:{}:{tag}", layout.dir.display()), &opts).unwrap()
+    };
+    let a = get("a");
+    let b = get("b");
+    let (pa, pb) = (a.path.clone(), b.path.clone());
+    assert!(pa.join("etc/x").is_file() && pb.join("etc/x").is_file());
+    let cache = ocirootfs::cache::Cache::open(&cache_dir).unwrap();
+    assert_eq!(cache.list().total, 16_000);
+    drop(a);
+    assert!(!pa.exists(), "the rootfs let go stayed over the limit");
+    assert!(pb.join("etc/x").is_file());
+    assert_eq!(cache.list().total, 8000);
+    // Under the limit, the last one stays for the next run.
+    drop(b);
+    assert!(pb.join("etc/x").is_file());
+}

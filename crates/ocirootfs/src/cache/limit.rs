@@ -19,6 +19,10 @@
 //! - A lessee that got its lock checks that the lock file's path still names the inode it
 //!   locked; if an evictor unlinked it meanwhile, it starts again with a new lock file. So a
 //!   lease always protects the entry under its name.
+//! - Eviction to the limit runs before a pull downloads (with room for what it will write),
+//!   after it ends, and when a [`crate::Rootfs`] is dropped (its lease ended first), so a
+//!   command that held an unpacked tree to the end still leaves the cache under its limit.
+//!   Entries in use count, so the cache may be over its limit while commands run.
 //! - Entries are written under a temporary name starting with a dot and renamed into place
 //!   (`BlobWriter::finish`, `safefs::atomic` for a rootfs), so a partial entry is never
 //!   visible under its final name; dot names are not entries and are never evicted (stale ones
