@@ -90,31 +90,6 @@ fn push(
     }
 }
 
-/// The regular files under `root` and their sha256.
-fn files_of(root: &Path) -> BTreeMap<PathBuf, String> {
-    walkdir::WalkDir::new(root)
-        .into_iter()
-        .map(|e| e.unwrap())
-        .filter(|e| e.file_type().is_file())
-        .map(|e| {
-            (
-                e.path().strip_prefix(root).unwrap().to_path_buf(),
-                sha(&fs::read(e.path()).unwrap()),
-            )
-        })
-        .collect()
-}
-
-/// Bytes of every regular file under the cache folder, counted by the test itself.
-fn du(cache: &Path) -> u64 {
-    walkdir::WalkDir::new(cache)
-        .into_iter()
-        .map(|e| e.unwrap())
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.metadata().unwrap().len())
-        .sum()
-}
-
 fn cache_cmd(cache: &Path, args: &[&str]) -> Output {
     Command::new(bin())
         .arg("cache")
@@ -173,7 +148,12 @@ fn least_recently_used_images_go_first() {
                 .args(["--cache-max", &limit.to_string()]);
         }
         let out = ok(cmd.arg(&img.image).arg(&folder).output().unwrap());
-        assert_eq!(files_of(&folder), img.files, "{}", img.image);
+        assert_eq!(
+            testkit::files::regular_files(&folder),
+            img.files,
+            "{}",
+            img.image
+        );
         fs::remove_dir_all(&folder).unwrap();
         json(&out)
     };
@@ -183,7 +163,7 @@ fn least_recently_used_images_go_first() {
         let l = listing(&cache, "16M");
         let have = listed(&l);
         assert!(
-            l["total"].as_u64().unwrap() <= limit && du(&cache) <= limit,
+            l["total"].as_u64().unwrap() <= limit && testkit::files::bytes_under(&cache) <= limit,
             "after pulling {}: {l:#}",
             img.image
         );
@@ -210,7 +190,7 @@ fn least_recently_used_images_go_first() {
     let own: u64 = images[0].layers[1..].iter().map(|(_, s)| s).sum();
     let got = report["downloaded_bytes"].as_u64().unwrap();
     assert!(got >= own && got < own + base.1, "{got} bytes for {own}");
-    assert!(du(&cache) <= limit);
+    assert!(testkit::files::bytes_under(&cache) <= limit);
     // A warm pull under the limit downloads nothing.
     assert_eq!(pull(&images[0], 4, false)["downloaded_bytes"], 0);
 }
@@ -277,7 +257,11 @@ fn concurrent_pulls_with_eviction_give_complete_trees() {
                     img.image,
                     String::from_utf8_lossy(&out.stderr)
                 );
-                assert_eq!(files_of(&folder), img.files, "round {round}");
+                assert_eq!(
+                    testkit::files::regular_files(&folder),
+                    img.files,
+                    "round {round}"
+                );
                 fs::remove_dir_all(&folder).unwrap();
             }
             drop(stopper);
@@ -303,7 +287,11 @@ fn concurrent_pulls_with_eviction_give_complete_trees() {
             });
         }
     });
-    assert!(du(&cache) <= 8 * MIB, "{:#}", listing(&cache, "8M"));
+    assert!(
+        testkit::files::bytes_under(&cache) <= 8 * MIB,
+        "{:#}",
+        listing(&cache, "8M")
+    );
 }
 
 #[test]
@@ -340,7 +328,7 @@ fn cache_list_and_prune_as_documented() {
     assert_eq!(entries.len(), 3, "{l:#}");
     let total: u64 = entries.iter().map(|e| e["bytes"].as_u64().unwrap()).sum();
     assert_eq!(l["total"], total);
-    assert_eq!(total, du(&cache.join("blobs")));
+    assert_eq!(total, testkit::files::bytes_under(&cache.join("blobs")));
     for (d, size) in &img.layers {
         let e = entries.iter().find(|e| e["digest"] == *d).expect("listed");
         assert_eq!(e["bytes"], *size);
@@ -407,7 +395,7 @@ fn cache_list_and_prune_as_documented() {
     assert_eq!(removed, want, "{p:#}");
     assert_eq!(p["freed"], big.1 + bytes_of(&config));
     assert_eq!(p["total"], keep);
-    assert_eq!(keep, du(&cache.join("blobs")));
+    assert_eq!(keep, testkit::files::bytes_under(&cache.join("blobs")));
     let have = listed(&listing(&cache, "1G"));
     for (d, _) in &other.layers {
         assert!(have.contains(d), "{d}");
@@ -436,7 +424,10 @@ fn cache_list_and_prune_as_documented() {
         &cache,
         &[&img.image, tmp.path().join("d").to_str().unwrap()],
     ));
-    assert_eq!(files_of(&tmp.path().join("d")), img.files);
+    assert_eq!(
+        testkit::files::regular_files(&tmp.path().join("d")),
+        img.files
+    );
 }
 
 #[test]

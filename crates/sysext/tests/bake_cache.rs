@@ -39,10 +39,6 @@ const BIG: usize = 250 << 20;
 /// Free space the test needs where it writes, with a margin.
 const NEEDED: u64 = 3 << 30;
 
-fn sha(b: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(b)))
-}
-
 /// Incompressible bytes from a seed: the AES-128-CTR keystream of a key made of it (fast in
 /// a debug build, where a byte loop in the test is not).
 fn random(seed: u64, len: usize) -> Vec<u8> {
@@ -141,8 +137,14 @@ fn push_image(registry: &testkit::registry::Registry, dir: &Path, n: u64, busybo
     let data = random(n + 1, BIG);
     let big_name = format!("opt/big{n}");
     let files = BTreeMap::from([
-        (PathBuf::from("usr/bin/busybox"), sha(busybox)),
-        (PathBuf::from(&big_name), sha(&data)),
+        (
+            PathBuf::from("usr/bin/busybox"),
+            testkit::files::sha256_digest(busybox),
+        ),
+        (
+            PathBuf::from(&big_name),
+            testkit::files::sha256_digest(&data),
+        ),
     ]);
     let (small, small_id) = layer(
         &layout,
@@ -152,7 +154,7 @@ fn push_image(registry: &testkit::registry::Registry, dir: &Path, n: u64, busybo
     let (big, big_id) = layer(&layout, &["opt"], &[(&big_name, 0o644, &data)]);
     drop(data);
     let blob = |bytes: &[u8], media_type: &str| {
-        let d = sha(bytes);
+        let d = testkit::files::sha256_digest(bytes);
         let hex = d.strip_prefix("sha256:").unwrap();
         fs::write(layout.join("blobs/sha256").join(hex), bytes).unwrap();
         serde_json::json!({"mediaType": media_type, "digest": d, "size": bytes.len()})
@@ -195,31 +197,6 @@ fn push_image(registry: &testkit::registry::Registry, dir: &Path, n: u64, busybo
         layers,
         files,
     }
-}
-
-/// The regular files under `root` and their sha256.
-fn files_of(root: &Path) -> BTreeMap<PathBuf, String> {
-    walkdir::WalkDir::new(root)
-        .into_iter()
-        .map(|e| e.unwrap())
-        .filter(|e| e.file_type().is_file())
-        .map(|e| {
-            (
-                e.path().strip_prefix(root).unwrap().to_path_buf(),
-                sha(&fs::read(e.path()).unwrap()),
-            )
-        })
-        .collect()
-}
-
-/// Bytes of every regular file under the cache folder, counted by the test itself.
-fn du(cache: &Path) -> u64 {
-    walkdir::WalkDir::new(cache)
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
-        .sum()
 }
 
 /// Free bytes on the file system holding `dir`.
@@ -324,9 +301,14 @@ fn cache_of_300m_with_images_of_250m_pulls_and_concurrent_bakes() {
             .map(|l| l["digest"].as_str().unwrap())
             .collect();
         assert_eq!(pulled, img.layers, "the registry holds other layers");
-        assert_eq!(files_of(&folder), img.files, "{}", img.reference);
+        assert_eq!(
+            testkit::files::regular_files(&folder),
+            img.files,
+            "{}",
+            img.reference
+        );
         fs::remove_dir_all(&folder).unwrap();
-        let used = du(&cache);
+        let used = testkit::files::bytes_under(&cache);
         let have = cached(&cache);
         assert!(
             used <= LIMIT,
@@ -405,8 +387,8 @@ fn cache_of_300m_with_images_of_250m_pulls_and_concurrent_bakes() {
         let raw = out.join(format!("{name}-1-x86-64.raw"));
         let img = sysext_core::inspect::Image::open(&raw).unwrap();
         assert_eq!(
-            sha(&img.read_file("usr/bin/busybox").unwrap()),
-            sha(&busybox),
+            testkit::files::sha256_digest(&img.read_file("usr/bin/busybox").unwrap()),
+            testkit::files::sha256_digest(&busybox),
             "{name}"
         );
         assert!(
@@ -421,7 +403,7 @@ fn cache_of_300m_with_images_of_250m_pulls_and_concurrent_bakes() {
         "the bakes evicted nothing: {after:?}"
     );
     // Both done: the trees they held may go, and the cache is back under its limit.
-    let used = du(&cache);
+    let used = testkit::files::bytes_under(&cache);
     assert!(
         used <= LIMIT,
         "{used} bytes in the cache after the bakes: {after:?}"

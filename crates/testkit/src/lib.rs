@@ -11,6 +11,7 @@
 //! - Small helpers several test crates share: [`run_ok`], [`in_mount_namespace`],
 //!   [`mksquashfs`], [`tree_paths`], [`random_bytes`], [`host_glibc`], [`program_headers`].
 
+pub mod files;
 pub mod fixtures;
 pub mod hostile;
 pub mod http;

@@ -9,7 +9,6 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use sha2::{Digest, Sha256};
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ocirootfs"))
@@ -147,9 +146,7 @@ pub fn compress(tar: &[u8], c: Comp) -> (Vec<u8>, &'static str) {
     }
 }
 
-pub fn sha(b: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(b)))
-}
+pub use testkit::files::sha256_digest as sha;
 
 // ---------- OCI layouts ----------
 
