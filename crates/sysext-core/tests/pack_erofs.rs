@@ -1014,6 +1014,115 @@ fn damaged_compressed_images_are_errors_not_panics() {
     }
 }
 
+/// mkfs.erofs' images with fragments, shared clusters and big physical clusters, damaged:
+/// bytes changed in the superblock (the packed inode's nid among them), inodes, map headers,
+/// indexes, fragments; cut short. Never a panic or a hang; the packed inode pointed at a
+/// folder or at a file of fragments (itself referring to fragments) is an error.
+#[test]
+fn damaged_field_images_are_errors_not_panics() {
+    if !testkit::require_root("running trixie's mkfs.erofs in its chroot")
+        || !testkit::require_tool("mmdebstrap")
+    {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let t = d.path().join("tree");
+    let x = t.join("usr/share/x");
+    fs::create_dir_all(&x).unwrap();
+    for i in 0..30 {
+        fs::write(x.join(format!("t{i}")), text(i * 3000 + 10, i as u64)).unwrap();
+    }
+    fs::write(x.join("big"), text(400_000, 99)).unwrap();
+    fs::write(x.join("big-copy"), text(400_000, 99)).unwrap();
+    fs::write(x.join("start"), text(150_000, 99)).unwrap();
+    fs::write(x.join("rand"), random_bytes(20_000, 7)).unwrap();
+    let options = [
+        "-zlz4hc,12 -C65536 -Efragments,ztailpacking -Uclear",
+        "-zzstd,3 -C16384 -Ededupe",
+        "-zlz4hc -Eall-fragments",
+    ];
+    let script: Vec<String> = options
+        .iter()
+        .enumerate()
+        .map(|(i, o)| format!("mkfs.erofs --quiet -T0 --all-root {o} /w/d{i}.raw /w/tree"))
+        .collect();
+    let o = testkit::fixtures::in_repart_root(d.path(), &script.join(" && "));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bad = d.path().join("bad.raw");
+    let try_image = |bytes: &[u8]| -> Result<usize, String> {
+        fs::write(&bad, bytes).unwrap();
+        let img = Image::open(&bad).map_err(|e| e.to_string())?;
+        let mut read = 0;
+        for x in img.entries() {
+            if img.read_file(&x.path).is_ok() {
+                read += 1;
+            }
+            let _ = img.scan_elf(&x.path);
+        }
+        Ok(read)
+    };
+    let nid = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    for (i, o) in options.iter().enumerate() {
+        let good = fs::read(d.path().join(format!("d{i}.raw"))).unwrap();
+        assert_eq!(try_image(&good), Ok(34), "{o}");
+        let started = Instant::now();
+        // The packed inode: at the root folder, at the first file stored whole in it.
+        let packed = nid(&good, 1024 + 96);
+        if packed != 0 {
+            let mut b = good.clone();
+            let root = u64::from(u16::from_le_bytes([b[1024 + 14], b[1024 + 15]]));
+            b[1024 + 96..1024 + 104].copy_from_slice(&root.to_le_bytes());
+            let err = try_image(&b).unwrap_err();
+            assert!(err.contains("packed inode"), "{o}: {err}");
+            // An inode after the root's (small files come first in mkfs.erofs' order) stored
+            // whole in the packed inode.
+            let meta = 4096 * u32::from_le_bytes(good[1064..1068].try_into().unwrap()) as u64;
+            let whole = (root + 1..packed).find(|n| {
+                let at = (meta + n * 32) as usize;
+                let format = u16::from_le_bytes([good[at], good[at + 1]]);
+                let mode = u16::from_le_bytes([good[at + 4], good[at + 5]]);
+                let isize = if format & 1 == 1 { 64 } else { 32 };
+                let xattrs = u16::from_le_bytes([good[at + 2], good[at + 3]]);
+                (format >> 1) & 7 == 1
+                    && mode & 0o170000 == 0o100000
+                    && xattrs == 0
+                    && good[at + isize + 7] & 0x80 != 0
+            });
+            if let Some(whole) = whole {
+                let mut b = good.clone();
+                b[1024 + 96..1024 + 104].copy_from_slice(&whole.to_le_bytes());
+                let err = try_image(&b).unwrap_err();
+                assert!(err.contains("fragments (in itself)"), "{o}: {err}");
+            } else {
+                assert!(
+                    !o.contains("fragments"),
+                    "{o}: no file stored whole in fragments"
+                );
+            }
+        }
+        for cut in (0..good.len()).step_by(8191) {
+            let _ = try_image(&good[..cut]);
+        }
+        // Bytes changed anywhere, and every other time in the superblock and metadata.
+        let meta_end = good.len().min(8 * 4096);
+        let mut seed = 0x853c_49e6_748f_ea9bu64 ^ i as u64;
+        for k in 0..300 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut b = good.clone();
+            let at = if k % 2 == 0 {
+                1024 + seed as usize % (meta_end - 1024)
+            } else {
+                seed as usize % good.len()
+            };
+            b[at] ^= (seed >> 32) as u8 | 1;
+            let _ = try_image(&b);
+        }
+        eprintln!("{o}: damaged copies read in {:?}", started.elapsed());
+    }
+}
+
 #[test]
 fn trixie_usr_packs_compressed_and_mounts() {
     if !testkit::require_root("mounting EROFS images") || !testkit::require_tool("fsck.erofs") {
