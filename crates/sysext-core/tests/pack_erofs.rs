@@ -683,8 +683,9 @@ fn our_reader_sees_erofs_images_as_the_squashfs_image_of_the_same_tree() {
 
 /// mkfs.erofs options the field uses beyond our writer's: fragments (tails or whole files in
 /// the packed inode), tails beside their inode with fragments, shared clusters, big physical
-/// clusters; the Flatcar sysext-bakery's own line and a zstd line of image builders.
-const FIELD_OPTIONS: [&[&str]; 11] = [
+/// clusters; two algorithms in one image (the second, with bigger clusters, for the files
+/// `hints` names); the Flatcar sysext-bakery's own line and a zstd line of image builders.
+const FIELD_OPTIONS: [&[&str]; 12] = [
     &["-zlz4hc", "-Efragments"],
     &["-zlz4hc", "-Eall-fragments"],
     &["-zlz4", "-Efragments,ztailpacking"],
@@ -694,6 +695,7 @@ const FIELD_OPTIONS: [&[&str]; 11] = [
     &["-zlz4hc", "-C65536"],
     &["-zzstd,3", "-C16384"],
     &["-zzstd,3", "-C65536"],
+    &["-zlz4hc:zstd,3", "--compress-hints=/w/hints"],
     &[
         "-zlz4hc,12",
         "-C65536",
@@ -846,6 +848,7 @@ fn our_reader_reads_trixie_mkfs_erofs_images_with_fragments_dedupe_and_big_clust
     }
     let d = tempfile::tempdir().unwrap();
     let tree = field_tree(d.path());
+    fs::write(d.path().join("hints"), "65536 1 usr/share/ero/f/\n").unwrap();
     // Every image in one run of trixie's mkfs.erofs (erofs-utils 1.8) in the shared fixture.
     let script: Vec<String> = FIELD_OPTIONS
         .iter()
