@@ -49,7 +49,7 @@ pub enum ReadError {
         format: ImageFormat,
         reason: String,
     },
-    #[error("{} is an EROFS image with {what}, which is not read yet (images from `sysext pack --fs erofs`, and mkfs.erofs' without `-E` tail packing, fragments or deduplication, are)", path.display())]
+    #[error("{} is an EROFS image with {what}, which is not read yet (images from `sysext pack --fs erofs` and from mkfs.erofs 1.8 with lz4, lz4hc or zstd, `-C`, `-Efragments`, `-Eall-fragments`, `-Eztailpacking` or `-Ededupe` are; rebuild it with those)", path.display())]
     Unsupported { path: PathBuf, what: String },
     #[error("image {} is malformed: directory {} holds two entries named {}; {}", path.display(), show_dir(dir), escape(name), format.duplicate_hint())]
     Duplicate {

@@ -462,3 +462,61 @@ fn files_hiding_the_hosts_are_reported() {
         .iter()
         .all(|(c, _, _)| !c.starts_with("shadows-") && !c.starts_with("hides-")));
 }
+
+/// An EROFS image as the Flatcar sysext-bakery builds one (trixie's mkfs.erofs, erofs-utils
+/// 1.8, with the bakery's `-zlz4hc,12 -C65536 -Efragments,ztailpacking -Uclear --all-root`:
+/// small files and tails in fragments, big physical clusters): `check` passes it (exit 0)
+/// and `inspect` reads its release file, files and ELF architecture.
+#[test]
+fn bakery_erofs_image_checks_and_inspects() {
+    if !testkit::require_root("running trixie's mkfs.erofs in its chroot")
+        || !testkit::require_tool("mmdebstrap")
+    {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let work = d.path().join("w");
+    let t = tree(&work, "bakery", "ID=_any\n");
+    let share = t.join("usr/share/bakery");
+    fs::create_dir_all(&share).unwrap();
+    for i in 0..200u64 {
+        let line = format!("bakery file {i}\n");
+        fs::write(
+            share.join(format!("f{i:03}")),
+            line.repeat(1 + i as usize * 7),
+        )
+        .unwrap();
+    }
+    fs::write(share.join("big"), testkit::random_bytes(300_000, 1)).unwrap();
+    fs::copy("/usr/bin/true", t.join("usr/bin/true")).unwrap();
+    testkit::dirs_0755(&t);
+    let o = testkit::fixtures::in_repart_root(
+        &work,
+        "mkfs.erofs --quiet -zlz4hc,12 -C65536 -Efragments,ztailpacking -Uclear --all-root \
+         /w/bakery.raw /w/bakery",
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let raw = work.join("bakery.raw");
+
+    let host = host_file(d.path(), DEB);
+    let o = check(&raw, &host, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    let o = sysext()
+        .arg("inspect")
+        .arg(&raw)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["format"], "erofs", "{v}");
+    assert_eq!(v["name"], "bakery");
+    assert_eq!(
+        v["release_file"],
+        "usr/lib/extension-release.d/extension-release.bakery"
+    );
+    assert_eq!(v["release"], "ID=_any\n");
+    assert_eq!(v["architectures"], serde_json::json!(["x86-64"]));
+    assert_eq!(v["files"], 205, "{v}");
+}

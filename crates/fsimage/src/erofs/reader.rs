@@ -1,15 +1,20 @@
 //! Reads an EROFS image back, in place: its entries and file contents.
 //!
-//! Our own parser of the format the writer writes (and mkfs.erofs writes without `-E`
-//! options): 4 KiB blocks, compact and extended inodes, `FLAT_PLAIN` and `FLAT_INLINE` data,
-//! compressed files with full or compact lcluster indexes (LZ4 or zstd, one-block physical
-//! clusters, with or without `0PADDING`), inline and shared xattrs (for `security.capability`). An image
-//! using another incompatible feature (big physical clusters, fragments, deduplication,
-//! chunks, extra devices, long xattr prefixes, 48-bit addresses) is refused as not read yet;
-//! packed tails (`ztailpacking`) are read.
+//! Our own parser of the format the writer writes and mkfs.erofs (erofs-utils 1.8) writes:
+//! 4 KiB blocks, compact and extended inodes, `FLAT_PLAIN` and `FLAT_INLINE` data, compressed
+//! files with full or compact lcluster indexes (LZ4 or zstd, with or without `0PADDING`, a
+//! second algorithm in `HEAD2` clusters), big physical clusters (`-C`, at most
+//! [`MAX_PCLUSTER`] bytes), uncompressed clusters stored rotated (`INTERLACED`), tails packed
+//! beside their inode (`-Eztailpacking`), fragments (`-Efragments`, `-Eall-fragments`: a
+//! file's tail or all of it stored in the special packed inode, itself read like a file but
+//! never referring to fragments), shared clusters (`-Ededupe`, an extent decoding only the
+//! start of a cluster), inline and shared xattrs (for `security.capability`). An image using
+//! another incompatible feature (chunks, extra devices, long xattr prefixes, 48-bit
+//! addresses, extent records of erofs-utils 1.9) is refused as not read yet.
 //! A compressed file is read one extent at a time (at most [`MAX_EXTENT`] bytes
-//! decompressed, the last one kept for the next read); every index walk is bounded by that
-//! size, so a hostile map ends in an error. The tree is walked iteratively with the same
+//! decompressed, the last one kept for the next read, the packed inode's apart); every index
+//! walk is bounded by that size, so a hostile map ends in an error; a fragment is read only
+//! inside the packed inode's size. The tree is walked iteratively with the same
 //! refusals as the squashfs reader (`crates/fsimage/src/squashfs/reader.rs`): a duplicate
 //! name in one directory, a name no path can name, a directory reached twice, folders
 //! deeper than [`MAX_DEPTH`]. Every read is bounds-checked against the image; nothing is
@@ -34,9 +39,25 @@ const BLK: u64 = super::BLOCK_SIZE as u64;
 const NULL_ADDR: u32 = u32::MAX;
 /// The longest extent decompressed (the kernel's limit, `Z_EROFS_PCLUSTER_MAX_DSIZE`).
 pub const MAX_EXTENT: u64 = 12 << 20;
+/// The largest physical cluster (the kernel's `Z_EROFS_PCLUSTER_MAX_SIZE`).
+pub const MAX_PCLUSTER: u64 = 1 << 20;
 const INCOMPAT_ZERO_PADDING: u32 = 0x1;
+/// Compression configurations after the superblock; the same bit allows big clusters.
 const INCOMPAT_COMPR_CFGS: u32 = 0x2;
+/// `HEAD2` clusters; the same bit announces a device table (read when it lists no device).
+const INCOMPAT_HEAD2: u32 = 0x8;
 const INCOMPAT_ZTAILPACKING: u32 = 0x10;
+/// Fragments in the packed inode; the same bit announces shared (deduplicated) clusters.
+const INCOMPAT_FRAGMENTS: u32 = 0x20;
+// The map header's options (`h_advise`).
+const ADVISE_COMPACTED_2B: u16 = 0x1;
+const ADVISE_BIG_PCLUSTER_1: u16 = 0x2;
+const ADVISE_BIG_PCLUSTER_2: u16 = 0x4;
+const ADVISE_INLINE_PCLUSTER: u16 = 0x8;
+const ADVISE_INTERLACED_PCLUSTER: u16 = 0x10;
+const ADVISE_FRAGMENT_PCLUSTER: u16 = 0x20;
+/// A non-head lcluster index holding its physical cluster's block count.
+const D0_CBLKCNT: u32 = 0x800;
 const ALG_LZ4: u8 = 0;
 const ALG_ZSTD: u8 = 3;
 /// Longest symlink target read (PATH_MAX).
@@ -61,10 +82,22 @@ struct Data {
 #[derive(Debug, Clone, Copy)]
 struct ZMap {
     index_at: u64,
-    algorithm: u8,
+    /// The algorithms of `HEAD1` and `HEAD2` clusters.
+    algorithms: [u8; 2],
     compact: Option<Compact>,
+    /// Big physical clusters for `HEAD1` clusters, for `PLAIN` and `HEAD2` ones.
+    big: [bool; 2],
+    /// Uncompressed clusters are stored rotated by their extent's offset in its block.
+    interlaced: bool,
     /// The last extent packed beside the inode (after the indexes): where, how many bytes.
     tail: Option<(u64, u64)>,
+    /// The last extent in the packed inode at this offset (its low 32 bits with full
+    /// indexes, the high ones in the extent's head).
+    fragment: Option<u64>,
+    /// The whole file in the packed inode at this offset (no indexes).
+    whole: Option<u64>,
+    /// This is the packed inode (its extents are kept apart).
+    packed: bool,
 }
 
 /// The compact index form: `initial` 4-byte entries up to a 32-byte boundary, then `two`
@@ -75,27 +108,46 @@ struct Compact {
     two: u64,
 }
 
-/// One extent of a compressed file: bytes `start..end` of the file, in block `blkaddr`.
+/// One extent of a compressed file: bytes `start..end` of the file, where `at` says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Extent {
     start: u64,
     end: u64,
-    blkaddr: u32,
-    raw: bool,
-    /// In the inode's tail (`ZMap::tail`), not in a block.
-    inline: bool,
+    at: At,
+    /// Stored uncompressed, else the algorithm.
+    alg: Option<u8>,
 }
 
-/// One lcluster index: its type, offset in the cluster and its block or deltas.
+/// Where an extent's stored bytes lie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum At {
+    /// `blocks` blocks from block `blkaddr`.
+    Blocks { blkaddr: u32, blocks: u32 },
+    /// In the inode's tail (`ZMap::tail`).
+    Inline,
+    /// Uncompressed in the packed inode, at this offset of it for the extent's start.
+    Fragment(u64),
+}
+
+/// One lcluster index: its type, offset in the cluster and its block or deltas (the
+/// distance back to its head for a `NONHEAD`); a `NONHEAD` may instead give its physical
+/// cluster's block count (`cblk`, distance 1).
+#[derive(Clone, Copy)]
 struct Index {
     ty: u16,
     clusterofs: u64,
     u: u32,
+    cblk: Option<u32>,
 }
 
 const PLAIN: u16 = 0;
 const HEAD1: u16 = 1;
 const NONHEAD: u16 = 2;
+const HEAD2: u16 = 3;
+
+/// A decompressed extent kept for the next read: the map it belongs to (`index_at`), the
+/// extent, its bytes.
+type Cached = Option<(u64, Extent, Vec<u8>)>;
 
 /// A parsed inode.
 struct Inode {
@@ -114,13 +166,18 @@ pub struct ErofsReader {
     base: u64,
     len: u64,
     nodes: Vec<Entry>,
-    files: HashMap<String, Data>,
+    /// Every regular file's data and inode number (nid).
+    files: HashMap<String, (Data, u64)>,
     /// The algorithms the superblock declares (bit per algorithm number).
     algorithms: u16,
     /// Compressed data ends its block (`0PADDING`), else it starts it.
     zero_padding: bool,
-    /// The last extent decompressed, for the next read.
-    last: Mutex<Option<(u64, Extent, Vec<u8>)>>,
+    /// Big physical clusters are allowed.
+    big_pcluster: bool,
+    /// The packed inode (fragments), when the image has one.
+    packed: Option<Data>,
+    /// The last extent decompressed, for the next read: of a file, of the packed inode.
+    last: [Mutex<Cached>; 2],
 }
 
 impl std::fmt::Debug for ErofsReader {
@@ -138,6 +195,8 @@ struct Super {
     root: u64,
     algorithms: u16,
     zero_padding: bool,
+    big_pcluster: bool,
+    packed_nid: Option<u64>,
 }
 
 impl ErofsReader {
@@ -173,11 +232,21 @@ impl ErofsReader {
             files: HashMap::new(),
             algorithms: 0,
             zero_padding: false,
-            last: Mutex::new(None),
+            big_pcluster: false,
+            packed: None,
+            last: [Mutex::new(None), Mutex::new(None)],
         };
         let sb = r.superblock()?;
         r.algorithms = sb.algorithms;
         r.zero_padding = sb.zero_padding;
+        r.big_pcluster = sb.big_pcluster;
+        if let Some(nid) = sb.packed_nid {
+            let packed = r.inode(&sb, nid, true)?;
+            if packed.mode & 0o170000 != 0o100000 {
+                return Err(r.corrupt(format!("the packed inode {nid} is not a regular file")));
+            }
+            r.packed = Some(packed.data);
+        }
         r.walk(&sb)?;
         r.nodes.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(r)
@@ -229,13 +298,22 @@ impl ErofsReader {
             )));
         }
         let incompat = u32_at(80);
-        let known = INCOMPAT_ZERO_PADDING | INCOMPAT_COMPR_CFGS | INCOMPAT_ZTAILPACKING;
+        let known = INCOMPAT_ZERO_PADDING
+            | INCOMPAT_COMPR_CFGS
+            | INCOMPAT_HEAD2
+            | INCOMPAT_ZTAILPACKING
+            | INCOMPAT_FRAGMENTS;
         if incompat & !known != 0 {
             return Err(unsupported(format!(
-                "incompatible features {:#x} (fragments, deduplication, chunks, devices, long xattr prefixes or 48-bit addresses)",
+                "incompatible features {:#x} (chunks, long xattr prefixes, 48-bit addresses or a metadata box)",
                 incompat & !known
             )));
         }
+        let devices = u16::from_le_bytes([b[86], b[87]]);
+        if incompat & INCOMPAT_HEAD2 != 0 && devices != 0 {
+            return Err(unsupported(format!("{devices} extra devices")));
+        }
+        let packed_nid = u64::from_le_bytes(b[96..104].try_into().expect("8 bytes"));
         // Without COMPR_CFGS, LZ4 is the one algorithm.
         let algorithms = if incompat & INCOMPAT_COMPR_CFGS == 0 {
             1 << ALG_LZ4
@@ -248,10 +326,15 @@ impl ErofsReader {
             xattr: u64::from(u32_at(44)) * BLK,
             algorithms,
             zero_padding: incompat & INCOMPAT_ZERO_PADDING != 0,
+            big_pcluster: incompat & INCOMPAT_COMPR_CFGS != 0,
+            packed_nid: (incompat & INCOMPAT_FRAGMENTS != 0 && packed_nid != 0)
+                .then_some(packed_nid),
         })
     }
 
-    fn inode(&self, sb: &Super, nid: u64) -> Result<Inode, ReadError> {
+    /// The inode `nid`; `packed` when it is the packed inode (which may not refer to
+    /// fragments).
+    fn inode(&self, sb: &Super, nid: u64, packed: bool) -> Result<Inode, ReadError> {
         let at = nid
             .checked_mul(32)
             .and_then(|o| o.checked_add(sb.meta))
@@ -320,7 +403,7 @@ impl ErofsReader {
             }
             1 | 3 if mode & 0o170000 == 0o100000 => Data {
                 size,
-                z: Some(self.zmap(nid, at + isize + xattr_len, size, layout == 3)?),
+                z: Some(self.zmap(nid, at + isize + xattr_len, size, layout == 3, packed)?),
                 startblk: NULL_ADDR,
                 inline_from: size,
                 inline_at: 0,
@@ -342,8 +425,16 @@ impl ErofsReader {
     }
 
     /// A compressed file's map header (at the 8-byte boundary after the inode's xattrs): the
-    /// forms read here, and the indexes inside the image.
-    fn zmap(&self, nid: u64, end: u64, size: u64, compact: bool) -> Result<ZMap, ReadError> {
+    /// forms read here, and the indexes inside the image. `packed`: this is the packed
+    /// inode, which may not refer to fragments (itself).
+    fn zmap(
+        &self,
+        nid: u64,
+        end: u64,
+        size: u64,
+        compact: bool,
+        packed: bool,
+    ) -> Result<ZMap, ReadError> {
         let at = end.next_multiple_of(8);
         let mut h = [0u8; 8];
         self.read_exact_at(&mut h, at)?;
@@ -351,17 +442,53 @@ impl ErofsReader {
             path: self.path.clone(),
             what: format!("inode {nid}: {what}"),
         };
+        let mut z = ZMap {
+            index_at: at + 8,
+            algorithms: [h[6] & 15, h[6] >> 4],
+            compact: None,
+            big: [false; 2],
+            interlaced: false,
+            tail: None,
+            fragment: None,
+            whole: None,
+            packed,
+        };
+        let fragments = |what: &str| -> Result<Data, ReadError> {
+            if packed {
+                return Err(self.corrupt(format!(
+                    "the packed inode {nid} stores {what} in fragments (in itself)"
+                )));
+            }
+            self.packed.ok_or_else(|| {
+                self.corrupt(format!(
+                    "inode {nid} stores {what} in fragments, but the image has no packed inode"
+                ))
+            })
+        };
+        // The highest bit set: the whole file is a fragment, at the offset the other 63 bits
+        // give.
+        if h[7] & 0x80 != 0 {
+            let p = fragments("all its data")?;
+            let off = u64::from_le_bytes(h) & !(1 << 63);
+            if off.checked_add(size).is_none_or(|e| e > p.size) {
+                return Err(self.corrupt(format!(
+                    "inode {nid}: its {size} bytes at offset {off} of the packed inode lie outside it ({} bytes)",
+                    p.size
+                )));
+            }
+            z.whole = Some(off);
+            return Ok(z);
+        }
         let advise = u16::from_le_bytes([h[4], h[5]]);
-        // Compact indexes may use 2-byte entries (bit 0); either may pack the tail (bit 3).
-        const INLINE_PCLUSTER: u16 = 8;
-        let allowed = INLINE_PCLUSTER | if compact { 1 } else { 0 };
-        let idata = u64::from(u16::from_le_bytes([h[2], h[3]]));
-        if h[7] & 0x80 != 0
-            || advise & !allowed != 0
-            || (advise & INLINE_PCLUSTER == 0 && idata != 0)
-        {
+        let allowed = ADVISE_BIG_PCLUSTER_1
+            | ADVISE_BIG_PCLUSTER_2
+            | ADVISE_INLINE_PCLUSTER
+            | ADVISE_INTERLACED_PCLUSTER
+            | ADVISE_FRAGMENT_PCLUSTER
+            | if compact { ADVISE_COMPACTED_2B } else { 0 };
+        if advise & !allowed != 0 {
             return Err(unsupported(format!(
-                "a compressed file's map with options {advise:#x} (big clusters or fragments)"
+                "a compressed file's map with options {advise:#x} (extent records)"
             )));
         }
         if h[7] & 15 != 0 {
@@ -370,7 +497,38 @@ impl ErofsReader {
                 BLK << (h[7] & 15)
             )));
         }
-        let algorithm = h[6] & 15;
+        z.big = [
+            advise & ADVISE_BIG_PCLUSTER_1 != 0,
+            advise & ADVISE_BIG_PCLUSTER_2 != 0,
+        ];
+        if (z.big[0] || z.big[1]) && !self.big_pcluster {
+            return Err(self.corrupt(format!(
+                "inode {nid} has big physical clusters, which the superblock does not allow"
+            )));
+        }
+        if compact && z.big[0] != z.big[1] {
+            return Err(self.corrupt(format!(
+                "inode {nid}: compact indexes with big clusters for one head type only"
+            )));
+        }
+        z.interlaced = advise & ADVISE_INTERLACED_PCLUSTER != 0;
+        // A fragment's offset and a packed tail's size share the header's first 4 bytes.
+        let idata = if advise & ADVISE_FRAGMENT_PCLUSTER != 0 {
+            fragments("its tail")?;
+            z.fragment = Some(u64::from(u32::from_le_bytes(
+                h[..4].try_into().expect("4 bytes"),
+            )));
+            0
+        } else {
+            let idata = u64::from(u16::from_le_bytes([h[2], h[3]]));
+            if advise & ADVISE_INLINE_PCLUSTER == 0 && idata != 0 {
+                return Err(unsupported(format!(
+                    "a compressed file's map with {idata} bytes of packed tail but no packed tail"
+                )));
+            }
+            idata
+        };
+        let algorithm = z.algorithms[0];
         if self.algorithms & (1 << algorithm) == 0 || !matches!(algorithm, ALG_LZ4 | ALG_ZSTD) {
             return Err(unsupported(format!(
                 "compression algorithm {algorithm} (LZ4 and zstd are read)"
@@ -380,7 +538,7 @@ impl ErofsReader {
         let (index_at, compact, bytes) = if compact {
             let ebase = at + 8;
             let initial = ((32 - ebase % 32) / 4) & 7;
-            let two = if advise & 1 != 0 && initial < indexes {
+            let two = if advise & ADVISE_COMPACTED_2B != 0 && initial < indexes {
                 (indexes - initial) / 16 * 16
             } else {
                 0
@@ -401,42 +559,70 @@ impl ErofsReader {
             )));
         };
         // The packed tail follows the indexes, inside one block.
-        let tail = if advise & INLINE_PCLUSTER != 0 {
+        if advise & ADVISE_INLINE_PCLUSTER != 0 && z.fragment.is_none() {
             if idata == 0 || idx_end % BLK + idata > BLK || idx_end + idata > self.len {
                 return Err(self.corrupt(format!(
                     "inode {nid}: its packed tail of {idata} bytes lies outside its block"
                 )));
             }
-            Some((idx_end, idata))
-        } else {
-            None
-        };
-        Ok(ZMap {
-            index_at,
-            algorithm,
-            compact,
-            tail,
-        })
+            z.tail = Some((idx_end, idata));
+        }
+        z.index_at = index_at;
+        z.compact = compact;
+        Ok(z)
     }
 
     fn index(&self, z: &ZMap, lcn: u64) -> Result<Index, ReadError> {
+        let big = z.big[0] || z.big[1];
         if let Some(c) = &z.compact {
-            return self.compact_index(z.index_at, c, lcn);
+            return self.compact_index(z.index_at, c, lcn, big);
         }
         let mut b = [0u8; 8];
         self.read_exact_at(&mut b, z.index_at + lcn * 8)?;
+        let ty = u16::from_le_bytes([b[0], b[1]]) & 3;
+        let u = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+        if ty == NONHEAD {
+            let d0 = u & 0xffff;
+            if d0 & D0_CBLKCNT == 0 {
+                return Ok(Index {
+                    ty,
+                    clusterofs: BLK,
+                    u: d0,
+                    cblk: None,
+                });
+            }
+            if !big {
+                return Err(self.corrupt(
+                    "an index counts the blocks of a big cluster in a file without them",
+                ));
+            }
+            return Ok(Index {
+                ty,
+                clusterofs: BLK,
+                u: 1,
+                cblk: Some(d0 & !D0_CBLKCNT),
+            });
+        }
         Ok(Index {
-            ty: u16::from_le_bytes([b[0], b[1]]) & 3,
+            ty,
             clusterofs: u64::from(u16::from_le_bytes([b[2], b[3]])),
-            u: u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+            u,
+            cblk: None,
         })
     }
 
     /// A compact index: found in its pack as the kernel finds it. A `NONHEAD` entry holds
     /// the distance back to its head (the last of a pack: the distance on to the next head,
-    /// its own then taken from the entry before it); a head's block is the pack's base (its
-    /// last 4 bytes) plus one for each head up to it in the pack.
-    fn compact_index(&self, ebase: u64, c: &Compact, lcn: u64) -> Result<Index, ReadError> {
+    /// its own then taken from the entry before it) or, right after its head, the block count
+    /// of a big cluster; a head's block is the pack's base (its last 4 bytes) plus the blocks
+    /// of the clusters heading before it in the pack (one each without big clusters).
+    fn compact_index(
+        &self,
+        ebase: u64,
+        c: &Compact,
+        lcn: u64,
+        big: bool,
+    ) -> Result<Index, ReadError> {
         let (mut pos, mut l, mut entry) = (ebase, lcn, 4u64);
         if lcn >= c.initial {
             pos += c.initial * 4;
@@ -465,16 +651,28 @@ impl ErofsReader {
             let v = (w >> (bit % 8)) & ((1 << encodebits) - 1);
             (((v >> 12) & 3) as u16, u64::from(v & 0xfff))
         };
+        let cblk = u64::from(D0_CBLKCNT);
         let i = ((pos - base) / entry) as usize;
         let (ty, lo) = decode(i);
         if ty == NONHEAD {
-            if lo & 0x800 != 0 {
-                return Err(self.corrupt("a compact index counts blocks of a big cluster"));
+            if lo & cblk != 0 {
+                if !big {
+                    return Err(self.corrupt(
+                        "a compact index counts the blocks of a big cluster in a file without them",
+                    ));
+                }
+                return Ok(Index {
+                    ty,
+                    clusterofs: BLK,
+                    u: 1,
+                    cblk: Some((lo & !cblk) as u32),
+                });
             }
             let d0 = if i + 1 != vcnt {
                 lo
             } else {
                 match decode(i - 1) {
+                    (NONHEAD, prev) if prev & cblk != 0 => 2,
                     (NONHEAD, prev) => prev + 1,
                     _ => 1,
                 }
@@ -483,18 +681,41 @@ impl ErofsReader {
                 ty,
                 clusterofs: BLK,
                 u: d0 as u32,
+                cblk: None,
             });
         }
-        let mut nblk = 1u32;
+        let mut nblk = 0u32;
         let mut j = i as i64;
-        while j > 0 {
-            j -= 1;
-            let (t, lo) = decode(j as usize);
-            if t == NONHEAD {
-                j -= lo as i64;
+        if !big {
+            nblk = 1;
+            while j > 0 {
+                j -= 1;
+                let (t, lo) = decode(j as usize);
+                if t == NONHEAD {
+                    j -= lo as i64;
+                }
+                if j >= 0 {
+                    nblk += 1;
+                }
             }
-            if j >= 0 {
-                nblk += 1;
+        } else {
+            while j > 0 {
+                j -= 1;
+                let (t, lo) = decode(j as usize);
+                if t != NONHEAD {
+                    nblk += 1;
+                } else if lo & cblk != 0 {
+                    // The count follows its head: skip the head.
+                    j -= 1;
+                    nblk += (lo & !cblk) as u32;
+                } else if lo <= 1 {
+                    return Err(self.corrupt(
+                        "a compact index of big clusters gives a distance of 1 to its head",
+                    ));
+                } else {
+                    // On to the entry holding the count, after the head.
+                    j -= lo as i64 - 2;
+                }
             }
         }
         let stored = u32::from_le_bytes(pack[pack.len() - 4..].try_into().expect("4 bytes"));
@@ -502,12 +723,13 @@ impl ErofsReader {
             ty,
             clusterofs: lo,
             u: stored.wrapping_add(nblk),
+            cblk: None,
         })
     }
 
     /// The extent of a compressed file holding byte `o` (inside its size): back from `o`'s
     /// cluster to the head cluster where the extent starts, on to the next head (or the
-    /// end of the file).
+    /// end of the file); where its stored bytes lie (blocks, the packed tail, a fragment).
     fn extent_at(&self, d: &Data, z: &ZMap, o: u64) -> Result<Extent, ReadError> {
         let bad = |why: &str| self.corrupt(format!("a compressed file's index at byte {o}: {why}"));
         let n = d.size.div_ceil(BLK);
@@ -534,22 +756,21 @@ impl ErofsReader {
         if i.clusterofs >= BLK {
             return Err(bad("a head's offset lies outside its cluster"));
         }
-        let start = lcn * BLK + i.clusterofs;
-        let (blkaddr, raw) = (i.u, i.ty == PLAIN);
-        if i.ty != PLAIN && i.ty != HEAD1 {
-            return Err(ReadError::Unsupported {
-                path: self.path.clone(),
-                what: "a second compression algorithm in one file (HEAD2 clusters)".into(),
-            });
-        }
+        let head = i;
+        let start = lcn * BLK + head.clusterofs;
         let mut m = lcn + 1;
+        let mut next = None;
         let end = loop {
             if m >= n {
                 break d.size;
             }
             let j = self.index(z, m)?;
-            if j.ty != NONHEAD {
-                break (m * BLK + j.clusterofs.min(BLK)).min(d.size);
+            let (ty, ofs) = (j.ty, j.clusterofs);
+            if m == lcn + 1 {
+                next = Some(j);
+            }
+            if ty != NONHEAD {
+                break (m * BLK + ofs.min(BLK)).min(d.size);
             }
             m += 1;
             if m - lcn > max_steps {
@@ -559,69 +780,147 @@ impl ErofsReader {
         if start > o || end <= o || end - start > MAX_EXTENT {
             return Err(bad("the extents do not cover it"));
         }
+        let alg = match head.ty {
+            PLAIN => None,
+            HEAD2 => Some(z.algorithms[1]),
+            _ => Some(z.algorithms[0]),
+        };
+        // The file's last extent may be packed beside the inode or be a fragment.
+        let last = end == d.size;
+        let at = match (z.tail, z.fragment) {
+            (Some(_), _) if last => At::Inline,
+            (_, Some(f)) if last => {
+                // Full indexes keep the offset's high 32 bits in the head.
+                let high = if z.compact.is_none() {
+                    u64::from(head.u) << 32
+                } else {
+                    0
+                };
+                return Ok(Extent {
+                    start,
+                    end,
+                    at: At::Fragment(f | high),
+                    alg,
+                });
+            }
+            _ => {
+                let big = if head.ty == HEAD1 { z.big[0] } else { z.big[1] };
+                let blocks = match next {
+                    Some(Index {
+                        ty: NONHEAD,
+                        cblk: Some(c),
+                        ..
+                    }) if big => c,
+                    Some(Index { ty: NONHEAD, .. }) if big => {
+                        return Err(bad("a big cluster without its block count"))
+                    }
+                    _ => 1,
+                };
+                if blocks == 0 || u64::from(blocks) * BLK > MAX_PCLUSTER {
+                    return Err(bad(&format!("a physical cluster of {blocks} blocks")));
+                }
+                At::Blocks {
+                    blkaddr: head.u,
+                    blocks,
+                }
+            }
+        };
+        match (alg, at) {
+            (None, At::Blocks { blocks, .. }) if end - start > u64::from(blocks) * BLK => {
+                return Err(bad("more bytes than its uncompressed cluster stores"))
+            }
+            (Some(a), _) if self.algorithms & (1 << a) == 0 || !matches!(a, ALG_LZ4 | ALG_ZSTD) => {
+                return Err(ReadError::Unsupported {
+                    path: self.path.clone(),
+                    what: format!("compression algorithm {a} (LZ4 and zstd are read)"),
+                });
+            }
+            _ => {}
+        }
         Ok(Extent {
             start,
             end,
-            blkaddr,
-            raw,
-            // The file's last extent, when its tail is packed.
-            inline: z.tail.is_some() && end == d.size,
+            at,
+            alg,
         })
     }
 
-    /// The decompressed bytes of an extent.
+    /// The decompressed bytes of an extent stored in blocks or beside its inode. An extent
+    /// may decode only the start of its cluster (a cluster shared by `-Ededupe`).
     fn decompress(&self, z: &ZMap, e: &Extent) -> Result<Vec<u8>, ReadError> {
         let len = (e.end - e.start) as usize;
-        let mut block = match (e.inline, z.tail) {
-            (true, Some((at, n))) => {
+        let (stored, where_) = match (e.at, z.tail) {
+            (At::Inline, Some((at, n))) => {
                 let mut b = vec![0u8; n as usize];
                 self.read_exact_at(&mut b, at)?;
-                b
+                (b, "beside its inode".to_string())
             }
-            _ => {
-                let mut b = vec![0u8; BLK as usize];
-                self.read_exact_at(&mut b, u64::from(e.blkaddr) * BLK)?;
-                b
+            (At::Blocks { blkaddr, blocks }, _) => {
+                let mut b = vec![0u8; (u64::from(blocks) * BLK) as usize];
+                self.read_exact_at(&mut b, u64::from(blkaddr) * BLK)?;
+                (b, format!("at block {blkaddr}"))
             }
+            _ => return Err(self.corrupt("a compressed file's fragment read as a cluster")),
         };
         let bad = |why: String| {
             self.corrupt(format!(
-                "the compressed cluster {} (file bytes {}..{}): {why}",
-                if e.inline {
-                    "beside its inode".to_string()
-                } else {
-                    format!("at block {}", e.blkaddr)
-                },
-                e.start,
-                e.end
+                "the compressed cluster {where_} (file bytes {}..{}): {why}",
+                e.start, e.end
             ))
         };
-        if e.raw {
-            if len > block.len() {
-                return Err(bad("stored data longer than its block".into()));
+        let Some(alg) = e.alg else {
+            if z.interlaced && e.at == At::Inline {
+                return self
+                    .rotated_tail(z, e.start % BLK, len)
+                    .map_err(|why| bad(why.into()));
             }
-            block.truncate(len);
-            return Ok(block);
-        }
-        // 0PADDING: the compressed stream ends the block (else it starts it, and the
-        // decoder stops once the extent is whole).
+            return plain(&stored, len, z.interlaced.then_some(e.start % BLK))
+                .map_err(|why| bad(why.into()));
+        };
+        // 0PADDING: the compressed stream ends the cluster, zeros before it in its first
+        // block (else it starts the cluster, and the decoder stops once the extent is whole).
         let from = if self.zero_padding {
-            block.iter().position(|&b| b != 0).unwrap_or(block.len())
+            let first = &stored[..stored.len().min(BLK as usize)];
+            first.iter().position(|&b| b != 0).unwrap_or(first.len())
         } else {
             0
         };
-        let src = &block[from..];
+        let src = &stored[from..];
         let mut out = vec![0u8; len];
-        let got = match z.algorithm {
-            ALG_LZ4 => lzzzz::lz4::decompress_partial(src, &mut out, len)
-                .map_err(|e| bad(format!("LZ4: {e}")))?,
-            _ => zstd::bulk::Decompressor::new()
-                .and_then(|mut d| d.decompress_to_buffer(src, &mut out[..]))
-                .map_err(|e| bad(format!("zstd: {e}")))?,
-        };
-        if got != len {
-            return Err(bad(format!("{got} bytes decompressed, {len} expected")));
+        if alg == ALG_LZ4 {
+            let got = lzzzz::lz4::decompress_partial(src, &mut out, len)
+                .map_err(|e| bad(format!("LZ4: {e}")))?;
+            if got != len {
+                return Err(bad(format!("{got} bytes decompressed, {len} expected")));
+            }
+        } else {
+            zstd_prefix(src, &mut out).map_err(|e| bad(format!("zstd: {e}")))?;
         }
+        Ok(out)
+    }
+
+    /// A packed tail stored uncompressed and rotated (`len` bytes from `ofs` in its block), as
+    /// the kernel reads it: the rotation taken over the whole block holding the tail, the part
+    /// up to the block's end from where the stored bytes would end in it. erofs-utils 1.8
+    /// writes such a tail (the packed inode's, with `-Efragments,ztailpacking`) unrotated, so
+    /// the kernel (and so this reader) sees other bytes than the files had; where the kernel
+    /// reads past the block (memory outside the image), this is an error.
+    fn rotated_tail(&self, z: &ZMap, ofs: u64, len: usize) -> Result<Vec<u8>, &'static str> {
+        const PAST: &str =
+            "an uncompressed tail stored rotated beside its inode, which the kernel \
+                            reads from outside its block (erofs-utils 1.8 writes these with \
+                            -Efragments,ztailpacking); rebuild the image without ztailpacking";
+        let (at, n) = z.tail.ok_or("no packed tail")?;
+        let mut block = vec![0u8; BLK as usize];
+        self.read_exact_at(&mut block, at / BLK * BLK)
+            .map_err(|_| "its block lies outside the image")?;
+        let (bs, p) = (BLK as usize, (at % BLK) as usize);
+        let cur = bs - ofs as usize;
+        let from = (p + n as usize + bs - cur) % bs;
+        let first = cur.min(len);
+        let mut out = Vec::with_capacity(len);
+        out.extend_from_slice(block.get(from..from + first).ok_or(PAST)?);
+        out.extend_from_slice(block.get(p..p + len - first).ok_or(PAST)?);
         Ok(out)
     }
 
@@ -663,10 +962,19 @@ impl ErofsReader {
     }
 
     /// Reads `buf.len()` bytes of a compressed file at `off` (inside its size), extent by
-    /// extent; the last extent is kept for the next read.
+    /// extent; the last extent is kept for the next read (the packed inode's apart, as a
+    /// file's fragment is read from it while the file's extent is kept).
     fn read_z(&self, d: &Data, z: &ZMap, off: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        if let Some(at) = z.whole {
+            let at = at
+                .checked_add(off)
+                .ok_or_else(|| self.corrupt("a fragment lies beyond any image"))?;
+            return self.read_packed(at, buf);
+        }
         let mut done = 0;
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = self.last[usize::from(z.packed)]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         while done < buf.len() {
             let o = off + done as u64;
             let hit = last
@@ -674,6 +982,15 @@ impl ErofsReader {
                 .is_some_and(|(at, e, _)| *at == z.index_at && e.start <= o && o < e.end);
             if !hit {
                 let e = self.extent_at(d, z, o)?;
+                if let At::Fragment(f) = e.at {
+                    let n = (e.end - o).min((buf.len() - done) as u64) as usize;
+                    let at = f
+                        .checked_add(o - e.start)
+                        .ok_or_else(|| self.corrupt("a fragment lies beyond any image"))?;
+                    self.read_packed(at, &mut buf[done..done + n])?;
+                    done += n;
+                    continue;
+                }
                 let bytes = self.decompress(z, &e)?;
                 *last = Some((z.index_at, e, bytes));
             }
@@ -684,6 +1001,21 @@ impl ErofsReader {
             done += n;
         }
         Ok(())
+    }
+
+    /// Reads `buf.len()` bytes of the packed inode at `at`, inside its size.
+    fn read_packed(&self, at: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        let p = self.packed.as_ref().ok_or_else(|| {
+            self.corrupt("a file refers to fragments, but the image has no packed inode")
+        })?;
+        if at.checked_add(buf.len() as u64).is_none_or(|e| e > p.size) {
+            return Err(self.corrupt(format!(
+                "a fragment of {} bytes at offset {at} lies outside the packed inode ({} bytes)",
+                buf.len(),
+                p.size
+            )));
+        }
+        self.read_data(p, at, buf)
     }
 
     /// Reads `buf.len()` bytes of a file's data at `off` (inside its size).
@@ -716,7 +1048,7 @@ impl ErofsReader {
     }
 
     fn walk(&mut self, sb: &Super) -> Result<(), ReadError> {
-        let root = self.inode(sb, sb.root)?;
+        let root = self.inode(sb, sb.root, false)?;
         if root.mode & 0o170000 != 0o040000 {
             return Err(self.corrupt("the root inode is not a directory"));
         }
@@ -751,7 +1083,7 @@ impl ErofsReader {
                 } else {
                     format!("{dir_path}/{name}")
                 };
-                let inode = self.inode(sb, nid)?;
+                let inode = self.inode(sb, nid, false)?;
                 let (kind, target) = match inode.mode & 0o170000 {
                     0o040000 => {
                         if depth + 1 > MAX_DEPTH {
@@ -770,7 +1102,7 @@ impl ErofsReader {
                         (EntryKind::Dir, None)
                     }
                     0o100000 => {
-                        self.files.insert(path.clone(), inode.data);
+                        self.files.insert(path.clone(), (inode.data, nid));
                         (EntryKind::File, None)
                     }
                     0o120000 => {
@@ -850,11 +1182,18 @@ impl ErofsReader {
         let want = rel_path.trim_start_matches('/');
         self.files
             .get(want)
-            .map(|d| (want, *d))
+            .map(|(d, _)| (want, *d))
             .ok_or_else(|| ReadError::NotAFile {
                 image: self.path.clone(),
                 path: want.to_string(),
             })
+    }
+
+    /// The inode number of the regular file at `rel_path`: hardlinks share it.
+    pub fn file_id(&self, rel_path: &str) -> Option<u64> {
+        self.files
+            .get(rel_path.trim_start_matches('/'))
+            .map(|(_, nid)| *nid)
     }
 
     /// The contents of the regular file at `rel_path` (relative, e.g. "usr/bin/x"), when it
@@ -952,4 +1291,31 @@ impl Seek for Cursor<'_> {
         self.pos = new;
         Ok(new)
     }
+}
+
+/// An uncompressed cluster's `len` bytes: its start, or, stored rotated (`interlaced`: the
+/// extent's offset in its block), from that offset to the block's end, then from its start.
+/// A rotated cluster is one block (as erofs-utils writes and reads them).
+fn plain(stored: &[u8], len: usize, interlaced: Option<u64>) -> Result<Vec<u8>, &'static str> {
+    const SHORT: &str = "stored data shorter than its extent";
+    let Some(ofs) = interlaced else {
+        return stored.get(..len).map(<[u8]>::to_vec).ok_or(SHORT);
+    };
+    if stored.len() > BLK as usize {
+        return Err("an uncompressed cluster stored rotated over more than one block");
+    }
+    let ofs = ofs as usize;
+    let right = (BLK as usize - ofs).min(len);
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(stored.get(ofs..ofs + right).ok_or(SHORT)?);
+    out.extend_from_slice(stored.get(..len - right).ok_or(SHORT)?);
+    Ok(out)
+}
+
+/// Fills `out` with the start of the zstd frame `src` (the whole frame, or its first bytes
+/// for a shared cluster), with a window of at most 16 MiB.
+fn zstd_prefix(src: &[u8], out: &mut [u8]) -> io::Result<()> {
+    let mut d = zstd::stream::read::Decoder::with_buffer(src)?.single_frame();
+    d.window_log_max(24)?;
+    d.read_exact(out)
 }
