@@ -9,7 +9,6 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ocirootfs"))
 }
