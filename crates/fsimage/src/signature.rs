@@ -198,20 +198,19 @@ impl Signer {
     /// the PEM certificate file (each file at most 1 MiB) and checks they match.
     pub fn load(key: &std::path::Path, cert: &std::path::Path) -> Result<Signer, SignError> {
         let cert = load_cert_file(cert)?;
-        let pkey = if pkcs11::is_uri(key) {
-            pkcs11::load(&key.to_string_lossy())?
+        let (pkey, shown) = if pkcs11::is_uri(key) {
+            let uri = key.to_string_lossy();
+            (pkcs11::load(&uri)?, pkcs11::shown(&uri))
         } else {
-            PKey::private_key_from_pem(&read_small(key)?).map_err(|e| {
-                bad(
-                    &key.display().to_string(),
-                    format!("not a PEM private key ({e})"),
-                )
-            })?
+            let shown = key.display().to_string();
+            let pkey = PKey::private_key_from_pem(&read_small(key)?)
+                .map_err(|e| bad(&shown, format!("not a PEM private key ({e})")))?;
+            (pkey, shown)
         };
         let public = cert.public_key().map_err(|e| bad("certificate", e))?;
         if !public.public_eq(&pkey) {
             return Err(bad(
-                &key.display().to_string(),
+                &shown,
                 "this key does not belong to the certificate; pass the matching --key and --cert",
             ));
         }

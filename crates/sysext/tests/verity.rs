@@ -586,6 +586,27 @@ fn a_key_in_a_pkcs11_token_signs_as_its_pem_file() {
     // The PIN in the URI works as well, and is not shown.
     let (o, _) = pack("uri-pin", &format!("{uri};pin-value=1234"), "");
     assert!(o.status.success(), "{o:?}");
+    // The PIN in the URI is not shown when the key does not belong to the certificate.
+    keypair(w, "2");
+    let o = sysext()
+        .env("SOFTHSM2_CONF", &conf)
+        .arg("pack")
+        .arg(&t)
+        .arg(w.join("other.raw"))
+        .args([
+            "--format",
+            "ddi",
+            "--key",
+            &format!("{uri};pin-value=1234"),
+            "--cert",
+        ])
+        .arg(w.join("cert2.pem"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("does not belong to the certificate"), "{err}");
+    assert!(!err.contains("1234"), "the PIN is shown: {err}");
     for (out, key, pin) in [
         ("wrong-pin", uri, "0000"),
         (

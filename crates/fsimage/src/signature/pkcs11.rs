@@ -127,6 +127,11 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The URI as messages show it: without its PIN.
+pub fn shown(uri: &str) -> String {
+    split_pin(uri).0
+}
+
 /// Loads the private key the URI names.
 pub fn load(uri: &str) -> Result<PKey<Private>, SignError> {
     let (what, uri_pin) = split_pin(uri);
