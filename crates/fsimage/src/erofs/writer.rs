@@ -218,38 +218,80 @@ pub fn write_image(
         .collect();
     let copied = copy::run(&jobs, &out, out_path, opts.threads)?;
 
-    let mut meta = vec![0u8; (meta_blocks * BLK) as usize];
     let mut uuid_hash = Sha256::new();
     let mut tails = Vec::with_capacity(copied.len());
     for (tail, digest) in copied {
         uuid_hash.update(digest);
         tails.push(tail);
     }
+    let layout = Layout {
+        meta_blkaddr: 0,
+        meta_blocks,
+        next,
+        compression: Compression::None,
+    };
+    finish(
+        &tree, &parents, &placed, tails, &out, out_path, opts, uuid_hash, layout,
+    )
+}
+
+/// Where the metadata area lies and what the superblock says of the data.
+struct Layout {
+    meta_blkaddr: u64,
+    meta_blocks: u64,
+    /// The image's length in blocks.
+    next: u64,
+    compression: Compression,
+}
+
+/// The end both forms share: the metadata area encoded (hashed into the UUID after the data)
+/// and written at its block, the superblock, the image's length.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    tree: &Tree,
+    parents: &[usize],
+    placed: &[Placed],
+    tails: Vec<Vec<u8>>,
+    out: &File,
+    out_path: &Path,
+    opts: &WriterOptions,
+    mut uuid_hash: Sha256,
+    l: Layout,
+) -> Result<WriteStats, WriteError> {
+    let werr = |source| WriteError::Write {
+        path: out_path.to_path_buf(),
+        source,
+    };
+    let mut meta = vec![0u8; (l.meta_blocks * BLK) as usize];
     let mut stats = encode_meta(
-        &tree,
-        &parents,
-        &placed,
+        tree,
+        parents,
+        placed,
         tails,
         &mut meta,
-        &out,
+        out,
         out_path,
         opts,
         &mut uuid_hash,
     )?;
     uuid_hash.update(&meta);
+    out.write_all_at(&meta, l.meta_blkaddr * BLK)
+        .map_err(werr)?;
     let sb = superblock(&Super {
         root_nid: placed[0].nid,
         inodes: tree.inodes.len() as u64,
         mtime: opts.mtime,
-        blocks: u32::try_from(next).map_err(|_| WriteError::TooLarge("block count".into()))?,
-        meta_blkaddr: 0,
+        blocks: u32::try_from(l.next).map_err(|_| WriteError::TooLarge("block count".into()))?,
+        meta_blkaddr: u32::try_from(l.meta_blkaddr)
+            .map_err(|_| WriteError::TooLarge("block addresses".into()))?,
         uuid: uuid_of(uuid_hash),
-        compression: Compression::None,
+        compression: l.compression,
     });
-    meta[super::SUPER_OFFSET..super::SUPER_OFFSET + sb.len()].copy_from_slice(&sb);
-    out.write_all_at(&meta, 0).map_err(werr)?;
+    out.write_all_at(&sb, super::SUPER_OFFSET as u64)
+        .map_err(werr)?;
+    out.set_len(l.next * BLK).map_err(werr)?;
     out.sync_all().map_err(werr)?;
-    stats.image_bytes = next * BLK;
+    stats.image_bytes = l.next * BLK;
     Ok(stats)
 }
 
@@ -454,37 +496,17 @@ fn write_compressed(
             next = place_blocks(p, next)?;
         }
     }
-    let mut meta = vec![0u8; (meta_blocks * BLK) as usize];
     let mut uuid_hash = Sha256::new();
     uuid_hash.update(data.digest);
-    let mut stats = encode_meta(
-        tree,
-        parents,
-        &placed,
-        tails,
-        &mut meta,
-        &out,
-        out_path,
-        opts,
-        &mut uuid_hash,
-    )?;
-    uuid_hash.update(&meta);
-    out.write_all_at(&meta, meta_blkaddr * BLK).map_err(werr)?;
-    let sb = superblock(&Super {
-        root_nid: placed[0].nid,
-        inodes: tree.inodes.len() as u64,
-        mtime: opts.mtime,
-        blocks: u32::try_from(next).map_err(|_| WriteError::TooLarge("block count".into()))?,
-        meta_blkaddr: u32::try_from(meta_blkaddr)
-            .map_err(|_| WriteError::TooLarge("block addresses".into()))?,
-        uuid: uuid_of(uuid_hash),
+    let layout = Layout {
+        meta_blkaddr,
+        meta_blocks,
+        next,
         compression: kind,
-    });
-    out.write_all_at(&sb, super::SUPER_OFFSET as u64)
-        .map_err(werr)?;
-    out.set_len(next * BLK).map_err(werr)?;
-    out.sync_all().map_err(werr)?;
-    stats.image_bytes = next * BLK;
+    };
+    let mut stats = finish(
+        tree, parents, &placed, tails, &out, out_path, opts, uuid_hash, layout,
+    )?;
     stats.duplicates = duplicates;
     Ok(stats)
 }
