@@ -185,7 +185,10 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BakeError + '_ {
 /// unchanged artifact keeps its mtime).
 pub fn write_if_changed(path: &Path, text: impl AsRef<[u8]>) -> Result<bool, BakeError> {
     let text = text.as_ref();
-    if std::fs::read(path).is_ok_and(|old| old == text) {
+    // Read back only a regular file of the same length (not a FIFO, not a huge file).
+    let same_len =
+        std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.len() == text.len() as u64);
+    if same_len && std::fs::read(path).is_ok_and(|old| old == text) {
         return Ok(false);
     }
     let out = AtomicOutput::file(path, true)?;
