@@ -326,8 +326,13 @@ fn release_name(image: &Image) -> Result<String, String> {
     }
 }
 
-/// Copies or decompresses the disk image into `out`.
-fn copy_disk(disk: &Path, out: &Path) -> Result<Option<&'static str>, InstallError> {
+/// The most bytes a compressed disk image may decompress to (Flatcar's images are about
+/// 8.5 GiB): a bound on the time and disk a decompression bomb could take.
+const MAX_DECOMPRESSED: u64 = 64 << 30;
+
+/// Copies or decompresses the disk image into `out`; a compressed one may give at most
+/// `limit` bytes.
+fn copy_disk(disk: &Path, out: &Path, limit: u64) -> Result<Option<&'static str>, InstallError> {
     let f = File::open(disk).map_err(io_err(disk))?;
     let dst = OpenOptions::new()
         .write(true)
@@ -338,9 +343,17 @@ fn copy_disk(disk: &Path, out: &Path) -> Result<Option<&'static str>, InstallErr
     let mut buf = vec![0u8; 1 << 20];
     let mut kind = None;
     // A disk image is mostly empty space: all-zero blocks stay holes.
-    let res = decompress::decoder(r, Compression::ALL).and_then(|(k, mut reader)| {
+    let res = decompress::decoder(r, Compression::ALL).and_then(|(k, reader)| {
         kind = k;
-        safefs::tree::write_sparse(&mut reader, &dst, &mut buf).map_err(|e| e.into_io())
+        let limit = if k.is_some() { limit } else { u64::MAX };
+        let mut reader = reader.take(limit.saturating_add(1));
+        let n = safefs::tree::write_sparse(&mut reader, &dst, &mut buf).map_err(|e| e.into_io())?;
+        if n > limit {
+            return Err(io::Error::other(format!(
+                "it gives more than {limit} bytes, more than an OS disk image this command takes"
+            )));
+        }
+        Ok(n)
     });
     res.map_err(|e| InstallError::Disk {
         path: disk.to_path_buf(),
@@ -479,7 +492,7 @@ pub fn install(opts: &InstallOptions) -> Result<InstallReport, InstallError> {
     let exts = prepare_extensions(opts)?;
     let out = AtomicOutput::file(&opts.output, opts.force)?;
     let tmp = out.path().to_path_buf();
-    let decompressed = copy_disk(&opts.disk, &tmp)?;
+    let decompressed = copy_disk(&opts.disk, &tmp, MAX_DECOMPRESSED)?;
     let table = fsimage::gpt::read(&tmp).map_err(|e| match e {
         // Name the input, not our temporary copy.
         fsimage::gpt::GptError::NoTable { .. } => fsimage::gpt::GptError::NoTable {
@@ -707,6 +720,26 @@ fn write_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_compressed_disk_is_decompressed_up_to_the_limit() {
+        use std::io::Write;
+        let d = tempfile::tempdir().unwrap();
+        let disk = d.path().join("disk.raw.gz");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&vec![0u8; 3 << 20]).unwrap();
+        fs::write(&disk, gz.finish().unwrap()).unwrap();
+        // The output exists already (AtomicOutput's temporary file).
+        let out = d.path().join("out");
+        fs::write(&out, b"").unwrap();
+        assert_eq!(copy_disk(&disk, &out, 3 << 20).unwrap(), Some("gzip"));
+        assert_eq!(fs::metadata(&out).unwrap().len(), 3 << 20);
+        let e = copy_disk(&disk, &out, 1 << 20).unwrap_err().to_string();
+        assert!(e.contains("more than 1048576 bytes"), "{e}");
+        // An uncompressed disk is copied whatever its size.
+        fs::write(&disk, vec![1u8; 3 << 20]).unwrap();
+        assert_eq!(copy_disk(&disk, &out, 1 << 20).unwrap(), None);
+    }
 
     #[test]
     fn targets() {
