@@ -879,6 +879,19 @@ fn run_with_cert_requires_a_signature_by_it() {
         assert!(err.contains(says), "{sub} {cert}: {err}");
         assert!(o.stdout.is_empty());
     }
+    // A folder cannot carry a signature: refused where one is required.
+    let o = sysext()
+        .arg("run")
+        .arg("--cert")
+        .arg(w.join("cert.pem"))
+        .arg(&t)
+        .args(["--", "/usr/libexec/vt/busybox", "echo", "ran"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("not an image file"), "{err}");
+    assert!(o.stdout.is_empty());
     assert_eq!(fs::read_to_string("/proc/self/mountinfo").unwrap(), before);
     assert!(testkit::loop_devices_on(w).is_empty());
 }

@@ -39,6 +39,15 @@ pub fn detect_format(head: &[u8]) -> Result<ImageFormat, &'static str> {
     }
 }
 
+/// The certificates' files, for messages.
+fn cert_names(certs: &[(PathBuf, fsimage::signature::X509)]) -> String {
+    certs
+        .iter()
+        .map(|(p, _)| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The byte range of an image file to mount: its file system's partition (a DDI) or the whole
 /// file, after the dm-verity check of a DDI or naked verity image (said on stderr).
 fn verified_range(
@@ -51,13 +60,7 @@ fn verified_range(
         path: c.path.clone(),
         source,
     })?;
-    let names = || {
-        certs
-            .iter()
-            .map(|(p, _)| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let names = || cert_names(certs);
     let refuse = |reason: String| MergeError::Signature {
         path: c.path.clone(),
         reason,
@@ -118,6 +121,17 @@ pub(super) fn mount_image(
     target: &Path,
     certs: &[(PathBuf, fsimage::signature::X509)],
 ) -> Result<ImageFormat, MergeError> {
+    // A signature can only be checked on an image file: a folder or a block device is
+    // refused when one is required.
+    if !certs.is_empty() && (c.directory || !fs::metadata(&c.path).is_ok_and(|m| m.is_file())) {
+        return Err(MergeError::Signature {
+            path: c.path.clone(),
+            reason: format!(
+                "not an image file, so it cannot carry a signature, and a signature is required ({})",
+                cert_names(certs)
+            ),
+        });
+    }
     if c.directory {
         let merr = |source| MergeError::Mount {
             what: c.path.display().to_string(),
