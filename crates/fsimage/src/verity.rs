@@ -237,7 +237,11 @@ fn hash_data(
     threads: usize,
 ) -> io::Result<Vec<u8>> {
     let mut out = vec![0u8; blocks as usize * 32];
-    let threads = threads.max(1) as u64;
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    } as u64;
     let per = blocks.div_ceil(threads).max(1);
     std::thread::scope(|s| {
         let mut handles = Vec::new();
@@ -282,11 +286,6 @@ pub fn build(
             format!("data of {size} bytes is not a whole, non-zero number of 4096-byte blocks"),
         ));
     }
-    let threads = if threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        threads
-    };
     let shape = Shape::new(size / BLOCK);
     let mut bytes = vec![0u8; shape.hash_bytes() as usize];
     let sb = Superblock {
@@ -326,6 +325,8 @@ pub enum VerifyError {
     Superblock(String),
     #[error("the hash device says {sb} data blocks, the data has {have}")]
     DataSize { sb: u64, have: u64 },
+    #[error("the hash device says {0} data blocks, more than the {MAX_VERIFIED_BLOCKS} (16 GiB) this userspace check reads")]
+    TooLarge(u64),
     #[error("the hash device has {have} bytes, its tree needs {need}")]
     HashSize { have: u64, need: u64 },
     #[error("data block {0} does not match its hash (or the root hash): the data was changed after it was hashed")]
@@ -339,6 +340,10 @@ pub enum VerifyError {
     #[error(transparent)]
     Io(#[from] io::Error),
 }
+
+/// The most data blocks the userspace check verifies (16 GiB of data; its hash tree and the
+/// data's hashes then take at most 128 MiB each in memory).
+pub const MAX_VERIFIED_BLOCKS: u64 = (16 << 30) / BLOCK;
 
 /// A byte range of a file: a partition, or a whole file.
 #[derive(Debug, Clone, Copy)]
@@ -376,6 +381,9 @@ pub fn verify(
             have,
         });
     }
+    if sb.data_blocks > MAX_VERIFIED_BLOCKS {
+        return Err(VerifyError::TooLarge(sb.data_blocks));
+    }
     let shape = Shape::new(sb.data_blocks);
     if shape.hash_bytes() > hash_size {
         return Err(VerifyError::HashSize {
@@ -385,15 +393,10 @@ pub fn verify(
     }
     let mut tree = vec![0u8; (shape.tree_blocks() * BLOCK) as usize];
     hash.read_exact_at(&mut tree, hash_offset + BLOCK)?;
-    let threads = if threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        threads
-    };
     let salt = &sb.params.salt;
     // Top down: the tree is checked against the root hash first, so a mismatch found at a
     // level is a change of that level, and a data mismatch is a change of the data.
-    let mut above: Vec<u8> = root_hash.to_vec();
+    let mut above: &[u8] = &root_hash[..];
     for (level, &(start, count)) in shape.levels.iter().enumerate().rev() {
         let region = &tree[(start * BLOCK) as usize..((start + count) * BLOCK) as usize];
         for (i, b) in region.chunks(BLOCK as usize).enumerate() {
@@ -422,7 +425,7 @@ pub fn verify(
                 block: (entries * 32) as u64 / BLOCK,
             });
         }
-        above = region[..entries * 32].to_vec();
+        above = &region[..entries * 32];
     }
     let data_hashes = hash_data(data, data_offset, sb.data_blocks, salt, threads)?;
     if let Some(i) = data_hashes
@@ -457,6 +460,45 @@ pub fn parse_root_hash(text: &str) -> Option<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A superblock claiming more data than the check reads is refused before any hash tree
+    /// is allocated (the data here is a sparse file).
+    #[test]
+    fn too_much_data_is_refused_before_allocating() {
+        let d = tempfile::tempdir().unwrap();
+        let open = |n: &str| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(d.path().join(n))
+                .unwrap()
+        };
+        let data = open("data");
+        let blocks = MAX_VERIFIED_BLOCKS + 1;
+        data.set_len(blocks * BLOCK).unwrap();
+        let hash = open("hash");
+        let sb = Superblock {
+            params: Params::from_seed(&[7; 16]),
+            data_blocks: blocks,
+        };
+        std::os::unix::fs::FileExt::write_all_at(&hash, &sb.to_bytes(), 0).unwrap();
+        hash.set_len(Shape::new(blocks).hash_bytes()).unwrap();
+        let range = |file, len| Range {
+            file,
+            offset: 0,
+            len,
+        };
+        let e = verify(
+            range(&data, blocks * BLOCK),
+            range(&hash, Shape::new(blocks).hash_bytes()),
+            &[0; 32],
+            1,
+        )
+        .unwrap_err();
+        assert!(matches!(e, VerifyError::TooLarge(b) if b == blocks), "{e}");
+    }
 
     #[test]
     fn hmac_matches_rfc4231_case_2() {
