@@ -257,29 +257,39 @@ impl Dissected {
     }
 }
 
+/// At most `max + 1` bytes of the side file `p`, if there is one: opened without blocking
+/// (a FIFO planted beside an image does not hang the reader) and only as a regular file.
+fn read_side(p: &Path, max: u64) -> Result<Option<Vec<u8>>, DissectError> {
+    use std::io::Read;
+    let io = |source| DissectError::Io {
+        path: p.to_path_buf(),
+        source,
+    };
+    let f = match safefs::tree::open_regular(p) {
+        Ok(Ok(f)) => f,
+        Ok(Err(kind)) => {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{kind}, not a regular file"),
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(e)),
+    };
+    let mut b = Vec::new();
+    f.take(max + 1).read_to_end(&mut b).map_err(io)?;
+    Ok(Some(b))
+}
+
 /// `NAME.roothash` beside `image`, if there is one.
 fn read_side_root(image: &Path) -> Result<Option<([u8; 32], PathBuf)>, DissectError> {
-    use std::io::Read;
     let p = side_path(image, ".roothash");
-    let f = match File::open(&p) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(DissectError::Io { path: p, source }),
+    let Some(b) = read_side(&p, MAX_ROOTHASH_FILE)? else {
+        return Ok(None);
     };
-    let meta = f.metadata().map_err(|source| DissectError::Io {
-        path: p.clone(),
-        source,
-    })?;
-    if !meta.is_file() {
-        return Err(DissectError::RootHashFile { path: p });
-    }
-    let mut text = String::new();
-    f.take(MAX_ROOTHASH_FILE)
-        .read_to_string(&mut text)
-        .map_err(|_| DissectError::RootHashFile { path: p.clone() })?;
-    match parse_root_hash(&text) {
-        Some(r) => Ok(Some((r, p))),
-        None => Err(DissectError::RootHashFile { path: p }),
+    match std::str::from_utf8(&b).ok().and_then(parse_root_hash) {
+        Some(r) if b.len() as u64 <= MAX_ROOTHASH_FILE => Ok(Some((r, p))),
+        _ => Err(DissectError::RootHashFile { path: p }),
     }
 }
 
@@ -287,20 +297,10 @@ fn read_side_root(image: &Path) -> Result<Option<([u8; 32], PathBuf)>, DissectEr
 ///
 /// [`MAX_SIGNATURE`]: crate::signature::MAX_SIGNATURE
 fn read_side_signature(image: &Path) -> Result<Option<Signature>, DissectError> {
-    use std::io::Read;
     let p = side_path(image, ".roothash.p7s");
-    let f = match File::open(&p) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(DissectError::Io { path: p, source }),
+    let Some(der) = read_side(&p, crate::signature::MAX_SIGNATURE)? else {
+        return Ok(None);
     };
-    let mut der = Vec::new();
-    f.take(crate::signature::MAX_SIGNATURE + 1)
-        .read_to_end(&mut der)
-        .map_err(|source| DissectError::Io {
-            path: p.clone(),
-            source,
-        })?;
     if der.len() as u64 > crate::signature::MAX_SIGNATURE {
         return Err(DissectError::Signature {
             path: p,
