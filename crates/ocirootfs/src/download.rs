@@ -34,6 +34,28 @@ pub enum DownloadError {
     Setup(String),
 }
 
+/// The scheme rule: https, or plain http to a loopback host (or with `insecure`). Checked for
+/// the URL asked for and for every redirect.
+fn check_url(u: &url::Url, insecure: bool) -> Result<(), DownloadError> {
+    match u.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let loopback = match u.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(d)) => d == "localhost",
+                None => false,
+            };
+            if loopback || insecure {
+                Ok(())
+            } else {
+                Err(DownloadError::PlainHttp { url: u.to_string() })
+            }
+        }
+        _ => Err(DownloadError::Scheme { url: u.to_string() }),
+    }
+}
+
 /// A client for a series of downloads.
 pub struct Downloader {
     rt: tokio::runtime::Runtime,
@@ -52,6 +74,16 @@ impl Downloader {
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
             .user_agent(concat!("sysext-tools/", env!("CARGO_PKG_VERSION")))
+            // A redirect is held to the same scheme rule as the URL asked for.
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                if attempt.previous().len() >= 10 {
+                    attempt.error("more than 10 redirects")
+                } else if let Err(e) = check_url(attempt.url(), insecure) {
+                    attempt.error(e)
+                } else {
+                    attempt.follow()
+                }
+            }))
             .build()
             .map_err(|e| DownloadError::Setup(e.to_string()))?;
         Ok(Downloader { rt, http, insecure })
@@ -62,23 +94,7 @@ impl Downloader {
             url: url.into(),
             message: e.to_string(),
         })?;
-        match u.scheme() {
-            "https" => Ok(()),
-            "http" => {
-                let loopback = match u.host() {
-                    Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-                    Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-                    Some(url::Host::Domain(d)) => d == "localhost",
-                    None => false,
-                };
-                if loopback || self.insecure {
-                    Ok(())
-                } else {
-                    Err(DownloadError::PlainHttp { url: url.into() })
-                }
-            }
-            _ => Err(DownloadError::Scheme { url: url.into() }),
-        }
+        check_url(&u, self.insecure)
     }
 
     /// GETs `url` with retries; `None` for 404 (the file is not there).
@@ -206,5 +222,31 @@ mod tests {
         ));
         let d = Downloader::new(true).unwrap();
         d.check_url("http://example.org/out/").unwrap();
+    }
+
+    /// A loopback server that redirects to plain HTTP on another host: the redirect is refused
+    /// by the same rule, not followed.
+    #[test]
+    fn a_redirect_to_plain_http_elsewhere_is_refused() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut c, _) = listener.accept().unwrap();
+            let mut req = [0u8; 4096];
+            let _ = c.read(&mut req);
+            c.write_all(
+                b"HTTP/1.1 302 Found\r\nLocation: http://downgrade.example/SHA256SUMS\r\n\
+                  Content-Length: 0\r\nConnection: close\r\n\r\n",
+            )
+            .unwrap();
+        });
+        let d = Downloader::new(false).unwrap();
+        let e = d
+            .get_bytes(&format!("http://127.0.0.1:{port}/SHA256SUMS"), 1024)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("loopback"), "{e}");
+        server.join().unwrap();
     }
 }

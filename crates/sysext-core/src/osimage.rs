@@ -475,10 +475,9 @@ fn usr_arch(usr: &Path) -> Option<&'static str> {
         };
         let path = safefs::rootfs::host_path(usr, &inside);
         let mut head = [0u8; 64];
-        if File::open(&path)
-            .and_then(|mut f| f.read_exact(&mut head))
-            .is_ok()
-        {
+        // Without blocking, and only a regular file: a FIFO in the OS image does not hang us.
+        let opened = safefs::tree::open_regular(&path).ok().and_then(Result::ok);
+        if opened.is_some_and(|mut f| f.read_exact(&mut head).is_ok()) {
             if let Some(a) = arch_from_elf_header(&head) {
                 return Some(a);
             }

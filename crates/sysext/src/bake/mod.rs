@@ -247,7 +247,7 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
     let base = manifest::base_dir(manifest_path);
     std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
     let state_path = opts.out.join(STATE_FILE);
-    let old_state: State = std::fs::read(&state_path)
+    let old_state: State = read_limited(&state_path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
@@ -580,7 +580,19 @@ pub fn collect(
         let mut names = Vec::new();
         for e in std::fs::read_dir(shard).map_err(io_err(shard))? {
             let e = e.map_err(io_err(shard))?;
-            let name = e.file_name().to_string_lossy().into_owned();
+            // A name goes into SHA256SUMS as a line of text: UTF-8, no control characters.
+            let name = e
+                .file_name()
+                .into_string()
+                .ok()
+                .filter(|n| !gentext::has_control(n))
+                .ok_or_else(|| BakeError::Io {
+                    path: e.path(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "a file name that is not UTF-8 or holds control characters cannot be                          listed in SHA256SUMS; remove it from the shard",
+                    ),
+                })?;
             let md = std::fs::symlink_metadata(e.path()).map_err(io_err(&e.path()))?;
             if md.is_file() && !collect_skips(&name) {
                 names.push(name);
