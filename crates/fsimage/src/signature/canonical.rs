@@ -59,7 +59,7 @@ fn encode(tag: u8, body: &[u8]) -> Vec<u8> {
     out
 }
 
-fn join(parts: &[(u8, Vec<u8>)]) -> Vec<u8> {
+fn join(parts: &[(u8, &[u8])]) -> Vec<u8> {
     parts.iter().flat_map(|(t, b)| encode(*t, b)).collect()
 }
 
@@ -117,13 +117,10 @@ fn rewrite(p7s: &[u8]) -> Option<Vec<u8>> {
     }
     let digest_alg = with_null(si[2].1)?;
     si[2].1 = &digest_alg;
-    let signer = encode(
-        SEQUENCE,
-        &join(&si.iter().map(|(t, b)| (*t, b.to_vec())).collect::<Vec<_>>()),
-    );
+    let signer = encode(SEQUENCE, &join(&si));
     sd[1].1 = &digests;
     sd[last].1 = &signer;
-    let sd = join(&sd.iter().map(|(t, b)| (*t, b.to_vec())).collect::<Vec<_>>());
+    let sd = join(&sd);
     let ci = [
         encode(OID, SIGNED_DATA),
         encode(CONTEXT_0, &encode(SEQUENCE, &sd)),
