@@ -73,28 +73,30 @@ ours="cd $work && XDG_CACHE_HOME=$work/cache $FLIX_BIN --force $image tools $pat
 theirs="cd $work && skopeo copy --quiet --src-tls-verify=false docker://$image oci:$work/ref-layout:t && umoci raw unpack --image $work/ref-layout:t $work/ref-root && $work/reloc.sh $work/ref-root tools $work/ref-tree $paths && mksquashfs $work/ref-tree $work/ref.raw -all-root -noappend -quiet -no-progress"
 
 hyperfine --style basic --runs "$runs" --export-json "$work/cold.json" \
-    -n "flix cold" --prepare "rm -rf $work/cache $work/tools.raw; sync" "$ours" \
-    -n "reference cold" --prepare "rm -rf $work/ref-layout $work/ref-root $work/ref-tree $work/ref.raw; sync" "$theirs" >&2
+    -n "flix cold" --prepare "$work/aside $work/cache $work/tools.raw; sync" "$ours" \
+    -n "reference cold" --prepare "$work/aside $work/ref-layout $work/ref-root $work/ref-tree $work/ref.raw; sync" "$theirs" >&2
 
+ref_size=$(stat -c %s "$work/ref.raw")
 rss() { /usr/bin/time -f %M sh -c "$1" 2>&1 >/dev/null | tail -1; }
 # Where flix's time goes (its --json report): getting the rootfs, planning, staging and packing.
-rm -rf "$work/cache" "$work/tools.raw"
+"$work/aside" "$work/cache" "$work/tools.raw"
 (cd "$work" && XDG_CACHE_HOME=$work/cache $FLIX_BIN --force --json $image tools $paths 2>/dev/null) >"$work/phases.json"
 python3 - "$work/phases.json" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))["seconds"]
 print("flix phases: " + ", ".join(f"{k.replace('_', ' ')} {v:.2f}s" for k, v in s.items()))
 PY
-rm -rf "$work/cache" "$work/tools.raw"
+"$work/aside" "$work/cache" "$work/tools.raw"
 ours_rss=$(rss "$ours")
 ours_size=$(stat -c %s "$work/tools.raw")
-rm -rf "$work/ref-layout" "$work/ref-root" "$work/ref-tree" "$work/ref.raw"
+"$work/aside" "$work/ref-layout" "$work/ref-root" "$work/ref-tree" "$work/ref.raw"
 ref_size_rootfs=$(du -sb "$layout" | cut -f1)
 
-python3 - "$work/cold.json" "$ours_rss" "$ours_size" "$ref_size_rootfs" <<'PY'
+python3 - "$work/cold.json" "$ours_rss" "$ours_size" "$ref_size_rootfs" "$ref_size" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))["results"]
 ours, ref = r[0]["median"], r[1]["median"]
 print(f"cold: flix {ours:.2f}s  reference (skopeo+umoci+patchelf+mksquashfs) {ref:.2f}s  ratio {ours / ref:.2f}")
-print(f"flix peak RSS {int(sys.argv[2]) / 1024:.0f} MiB; image layout {int(sys.argv[4]) / 2**20:.0f} MiB; tools.raw {int(sys.argv[3]) / 2**20:.0f} MiB")
+print(f"flix peak RSS {int(sys.argv[2]) / 1024:.0f} MiB; image layout {int(sys.argv[4]) / 2**20:.0f} MiB; "
+      f"tools.raw {int(sys.argv[3]) / 1e6:.2f} MB, the reference's {int(sys.argv[5]) / 1e6:.2f} MB")
 PY

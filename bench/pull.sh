@@ -33,8 +33,8 @@ ours="$fresh && $OCIROOTFS_BIN --cache $work/cache $image \$d/rootfs"
 theirs="$fresh && skopeo copy --quiet --src-tls-verify=false docker://$image oci:$work/ref-layout:t && umoci raw unpack --image $work/ref-layout:t \$d/rootfs"
 
 hyperfine --style basic --runs "$runs" --export-json "$work/cold.json" \
-    -n "ocirootfs cold" --prepare "rm -rf $work/cache; sync" "$ours" \
-    -n "skopeo+umoci cold" --prepare "rm -rf $work/ref-layout; sync" "$theirs" >&2
+    -n "ocirootfs cold" --prepare "$work/aside $work/cache; sync" "$ours" \
+    -n "skopeo+umoci cold" --prepare "$work/aside $work/ref-layout; sync" "$theirs" >&2
 hyperfine --style basic --runs "$runs" --warmup 1 --export-json "$work/warm.json" \
     -n "ocirootfs warm" --prepare "sync" "$ours" \
     -n "skopeo+umoci warm" --prepare "sync" "$theirs" >&2

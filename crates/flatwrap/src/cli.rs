@@ -144,6 +144,9 @@ pub fn build(args: Args) -> Result<Report> {
             // Stage beside the output (same filesystem), pack, and drop the staged tree.
             let scratch_name = format!(".{}.flatwrap-tree", args.name);
             let scratch = AtomicOutput::dir(&output.with_file_name(scratch_name), true)?;
+            // The scratch tree is packed and removed: files of an image we unpacked are linked.
+            let mut stage_opts = stage_opts.clone();
+            stage_opts.link_source = rootfs.unpacked();
             let report =
                 stage::stage_with(&plan, scratch.path(), &stage_opts).with_context(|| {
                     format!("staging the extension tree in {}", scratch.path().display())

@@ -99,12 +99,13 @@ struct FileJob {
 
 /// Copies the rootfs `src` into the folder `dst` of `out` (created when missing; relative to
 /// the tree). Folders become 0755, files keep their modes but setuid/setgid and file
-/// capabilities, which go unless `keep` (listed in `report.stripped`).
+/// capabilities, which go unless `opts.keep_privileges` (listed in `report.stripped`); files
+/// are hard links to the source's where `opts.link_source` allows.
 pub fn copy_tree(
     src: &Path,
     out: &Tree,
     dst: &Path,
-    keep: bool,
+    opts: &StageOptions,
     report: &mut StageReport,
 ) -> Result<(), StageError> {
     let mut files = Vec::new();
@@ -168,7 +169,7 @@ pub fn copy_tree(
             report.skipped_special += 1;
         }
     }
-    report.stripped.extend(copy_files(src, out, files, keep)?);
+    report.stripped.extend(copy_files(src, out, files, opts)?);
     report.stripped.sort_by(|a, b| a.path.cmp(&b.path));
     for (first, to) in links {
         out.hardlink(&to, &first)?;
@@ -185,7 +186,7 @@ fn copy_files(
     src: &Path,
     out: &Tree,
     mut jobs: Vec<FileJob>,
-    keep: bool,
+    opts: &StageOptions,
 ) -> Result<Vec<Stripped>, StageError> {
     jobs.sort_by_key(|j| std::cmp::Reverse(fs::symlink_metadata(&j.from).map_or(0, |m| m.len())));
     let threads = std::thread::available_parallelism()
@@ -202,7 +203,7 @@ fn copy_files(
                 if error.lock().map(|e| e.is_some()).unwrap_or(true) {
                     break;
                 }
-                if let Err(e) = copy_one(src, out, job, keep, &stripped) {
+                if let Err(e) = copy_one(src, out, job, opts, &stripped) {
                     if let Ok(mut slot) = error.lock() {
                         slot.get_or_insert(e);
                     }
@@ -221,9 +222,13 @@ fn copy_one(
     src: &Path,
     out: &Tree,
     job: &FileJob,
-    keep: bool,
+    opts: &StageOptions,
     stripped: &Mutex<Vec<Stripped>>,
 ) -> Result<(), StageError> {
+    let keep = opts.keep_privileges;
+    if opts.link_source && out.link_in(&job.to, src, &job.rel, job.mode, keep)? {
+        return Ok(());
+    }
     // The one producers' copier: listed without following links, opened the same way.
     let c = out.copy_in(&job.to, src, &job.rel, job.mode, keep)?;
     if let Ok(mut list) = stripped.lock() {
@@ -257,7 +262,7 @@ pub fn stage_with(
     let mut report = StageReport::default();
     let own = PathBuf::from("usr/local").join(&plan.name);
     out.create_dir_all(Path::new("usr/local"), 0o755)?;
-    copy_tree(&plan.rootfs, &out, &own, opts.keep_privileges, &mut report)?;
+    copy_tree(&plan.rootfs, &out, &own, opts, &mut report)?;
     out.set_mode(&own, 0o755)?;
     let private = own.join(PRIVATE_DIR);
     out.create_dir_all(&private, 0o755)?;
@@ -333,7 +338,7 @@ mod tests {
         let d = dst.path().join("copy");
         let mut r = StageReport::default();
         let out = Tree::open(dst.path(), &TreeOptions::no_symlinks()).unwrap();
-        copy_tree(s, &out, Path::new("copy"), true, &mut r).unwrap();
+        copy_tree(s, &out, Path::new("copy"), &StageOptions::new(true), &mut r).unwrap();
         assert_eq!(fs::read_to_string(d.join("a/b/f")).unwrap(), "data");
         let m = fs::metadata(d.join("a/b/f")).unwrap();
         assert_eq!(m.mode() & 0o7777, 0o4755);
@@ -357,7 +362,7 @@ mod tests {
         let dst2 = tempfile::tempdir().unwrap();
         let out2 = Tree::open(dst2.path(), &TreeOptions::no_symlinks()).unwrap();
         let mut r2 = StageReport::default();
-        copy_tree(s, &out2, Path::new("c"), false, &mut r2).unwrap();
+        copy_tree(s, &out2, Path::new("c"), &StageOptions::new(false), &mut r2).unwrap();
         let m = fs::metadata(dst2.path().join("c/a/b/f")).unwrap();
         assert_eq!(m.mode() & 0o7777, 0o755);
         assert_eq!(r2.stripped.len(), 1);

@@ -151,7 +151,9 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         }
     }
     let output = args.output_path();
-    let stage_opts = stage::StageOptions::new(args.keep_privileges);
+    let mut stage_opts = stage::StageOptions::new(args.keep_privileges);
+    // The staged tree is packed and removed, so files of an image we unpacked are linked.
+    stage_opts.link_source = rootfs.unpacked();
     let (report, stripped) = stage::stage_and_pack(&plan, &output, &pack_opts, &stage_opts)
         .with_context(|| format!("writing {}", output.display()))?;
     let packed = started.elapsed();

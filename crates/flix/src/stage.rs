@@ -101,6 +101,12 @@ fn copy_one(
                 path: to.to_path_buf(),
                 source,
             };
+            if elf.is_none()
+                && opts.link_source
+                && out.link_in(to, &plan.root, rel, *mode, opts.keep_privileges)?
+            {
+                return Ok(());
+            }
             // The one producers' copier (privileges stripped and listed unless kept), the data
             // rewritten on the way for ELF files with edits.
             let c = out.copy_in_with(

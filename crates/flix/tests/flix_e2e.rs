@@ -354,4 +354,55 @@ fn folder_and_oci_layout_sources_give_working_images() {
             "{source}: {out}"
         );
     }
+    // From an image we unpack, files that stay as they are (here terminfo's) are staged as
+    // links to the unpacked tree (in a cache on the output's file system) instead of copies:
+    // the image is byte for byte the one made from the folder, and the cached tree is left as
+    // it was.
+    let cache = dir.path().join("cache");
+    let image = format!("oci:{}:trixie", layout.display());
+    let folder = rootfs.display().to_string();
+    let args = ["tools", "/usr/bin/curl", "/usr/share/terminfo"];
+    let mut raws = Vec::new();
+    for (i, source) in [
+        vec!["--cache", cache.to_str().unwrap(), image.as_str()],
+        vec![folder.as_str()],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let sub = dir.path().join(format!("same-{i}"));
+        fs::create_dir_all(&sub).unwrap();
+        flix(&[&source[..], &args[..]].concat(), &sub);
+        raws.push(fs::read(sub.join("tools.raw")).unwrap());
+    }
+    assert!(
+        raws[0] == raws[1],
+        "the image from the OCI layout differs from the one from the folder"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let cached: Vec<_> = walkdir::WalkDir::new(&cache)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_type().is_file() && e.path().to_string_lossy().contains("/usr/share/terminfo/")
+        })
+        .collect();
+    assert!(
+        cached.len() > 10,
+        "the unpacked tree is cached: {}",
+        cached.len()
+    );
+    for e in cached {
+        let p = e.path().to_string_lossy();
+        let rel = &p[p.find("/usr/share/terminfo/").unwrap() + 1..];
+        let (a, b) = (
+            e.metadata().unwrap(),
+            fs::metadata(rootfs.join(rel)).unwrap(),
+        );
+        assert_eq!(
+            (a.nlink(), a.mode(), a.len()),
+            (b.nlink(), b.mode(), b.len()),
+            "{rel}: cached as unpacked"
+        );
+    }
 }

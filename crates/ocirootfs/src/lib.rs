@@ -117,10 +117,21 @@ pub struct Rootfs {
     pub env: Vec<String>,
     pub working_dir: Option<String>,
     _guard: Option<TempGuard>,
+    /// Unpacked from an image by us (see [`Rootfs::unpacked`]).
+    unpacked: bool,
     /// Keeps a cached rootfs from eviction while it is read.
     lease: Option<cache::Lease>,
     /// The cache holding it, trimmed to its limit when the lease ends (see `Drop`).
     cache: Option<Cache>,
+}
+
+impl Rootfs {
+    /// Whether the tree was unpacked by us (into the cache or a scratch folder), not a
+    /// folder the user named: its files may then be shared with a staged tree as hard links
+    /// (`safefs::tree::StageOptions::link_source`).
+    pub fn unpacked(&self) -> bool {
+        self.unpacked
+    }
 }
 
 impl Drop for Rootfs {
@@ -130,7 +141,10 @@ impl Drop for Rootfs {
     fn drop(&mut self) {
         if let (Some(lease), Some(cache)) = (self.lease.take(), &self.cache) {
             drop(lease);
-            cache.make_room(0);
+            match &self.digest {
+                Some(d) => cache.make_room_after_release(d),
+                None => cache.make_room(0),
+            }
         }
     }
 }
@@ -430,6 +444,7 @@ pub fn materialize(source: &str, opts: &SourceOptions) -> Result<Rootfs, Error> 
             env: Vec::new(),
             working_dir: None,
             _guard: None,
+            unpacked: false,
             lease: None,
             cache: None,
         });
@@ -443,6 +458,7 @@ pub fn materialize(source: &str, opts: &SourceOptions) -> Result<Rootfs, Error> 
         env: image.config.env.clone(),
         working_dir: image.config.working_dir.clone(),
         _guard: guard,
+        unpacked: true,
         cache: lease.as_ref().and(cache.clone()),
         lease,
     };

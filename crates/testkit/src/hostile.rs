@@ -269,3 +269,32 @@ mod tempfile_lite {
         }
     }
 }
+
+/// A child forked from this process that holds copies of all its descriptors (and so the
+/// `flock` locks on them) for `millis`, then exits, as a child forked by another thread
+/// does until it runs its program. Dropping it waits for it.
+pub struct ForkedHolder(libc::pid_t);
+
+impl ForkedHolder {
+    #[allow(unsafe_code)]
+    pub fn new(millis: u32) -> ForkedHolder {
+        // SAFETY: the child only calls usleep and _exit, both async-signal-safe, so forking a
+        // multi-threaded process is sound here.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: as above.
+            unsafe {
+                libc::usleep(millis.saturating_mul(1000));
+                libc::_exit(0);
+            }
+        }
+        assert!(pid > 0, "fork: {}", std::io::Error::last_os_error());
+        ForkedHolder(pid)
+    }
+}
+
+impl Drop for ForkedHolder {
+    fn drop(&mut self) {
+        wait4(self.0, 0);
+    }
+}

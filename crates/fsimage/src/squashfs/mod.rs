@@ -21,7 +21,9 @@ pub const MAGIC: &[u8; 4] = b"hsqs";
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
-    /// zlib, the safe default: every kernel has it. Default level 9.
+    /// zlib, the safe default: every kernel has it. Compressed with libdeflate, whose levels
+    /// 1-12 give smaller blocks than zlib's same level, faster; the default, 7, gives images no
+    /// larger than mksquashfs' default (zlib level 9) in about a third of the time.
     #[default]
     Gzip,
     /// zstd (kernel 4.14+). Default level 15, as mksquashfs.
@@ -40,10 +42,11 @@ impl Compression {
         }
     }
 
-    /// The level used when none is given (mksquashfs' defaults).
+    /// The level used when none is given: mksquashfs' defaults, but for gzip, where level 7 of
+    /// libdeflate makes images no larger than zlib's level 9 (mksquashfs' default).
     pub fn default_level(self) -> i32 {
         match self {
-            Compression::Gzip => 9,
+            Compression::Gzip => 7,
             Compression::Zstd => 15,
             Compression::Xz => 6,
         }
@@ -52,7 +55,7 @@ impl Compression {
     /// The accepted levels.
     pub fn level_range(self) -> std::ops::RangeInclusive<i32> {
         match self {
-            Compression::Gzip => 1..=9,
+            Compression::Gzip => 1..=12,
             Compression::Zstd => 1..=22,
             Compression::Xz => 0..=9,
         }

@@ -45,7 +45,8 @@ const UNCOMPRESSED_BLOCK: u32 = 1 << 24;
 const NO_FRAGMENT: u32 = 0xFFFF_FFFF;
 const NO_XATTR: u32 = 0xFFFF_FFFF;
 const NO_TABLE: u64 = 0xFFFF_FFFF_FFFF_FFFF;
-/// Files up to this size are read whole and hashed, so duplicates are stored once.
+/// Files up to this size are read whole and hashed, so duplicates are stored once (larger ones
+/// are hashed in a read of their own when another file has their size).
 const DEDUP_MAX: u64 = 32 * 1024 * 1024;
 
 /// Errors from writing an image.

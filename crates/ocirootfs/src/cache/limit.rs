@@ -440,6 +440,29 @@ impl Cache {
         }
     }
 
+    /// [`Cache::make_room`] once this process has let go of the rootfs `digest`: when that
+    /// rootfs would go but is still held, tries again for a moment (up to 250 ms). A child
+    /// that another thread of this process forks holds a copy of the lease's descriptor, and
+    /// so its lock, until it runs its program; a rootfs held by another process stays.
+    pub fn make_room_after_release(&self, digest: &str) {
+        for _ in 0..25 {
+            match self.prune(Some(self.max), 0) {
+                Ok(p)
+                    if p.in_use
+                        .iter()
+                        .any(|e| e.kind == Kind::Rootfs && e.digest == digest) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!("cannot keep the cache under its limit: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
     /// Removes one entry if nobody holds it and nobody used it since it was listed.
     fn try_remove(&self, e: &Entry, trash: &mut Vec<PathBuf>) -> bool {
         let lock = self.lock_path(e.kind, e.hex());

@@ -67,6 +67,51 @@ impl Tree {
             stripped,
         })
     }
+
+    /// Places the regular file `rel` of `src_root` at `path` as a hard link to it instead of a
+    /// copy, when that gives the entry [`Tree::copy_in`] would: the same file system, a
+    /// source whose permission bits are `mode` and that the privilege rule leaves as it is (no
+    /// setuid/setgid bit or capability to strip, or `keep_privileges`). Returns whether it
+    /// linked (`false`: a copy is needed). The inode is then shared with the source:
+    /// only for a tree that is read and removed (a staged tree that is packed), from a source
+    /// the tools own (an unpacked image in the cache), never from a user's folder.
+    pub fn link_in(
+        &self,
+        path: &Path,
+        src_root: &Path,
+        rel: &Path,
+        mode: u32,
+        keep_privileges: bool,
+    ) -> Result<bool, TreeError> {
+        let from = open_in_root(src_root, rel)?;
+        let st = rfs::fstat(&from).map_err(self.io("stat the source of", bytes(path)))?;
+        let src_mode = st.st_mode & 0o7777;
+        if src_mode != mode & 0o7777 || (!keep_privileges && src_mode & 0o6000 != 0) {
+            return Ok(false);
+        }
+        if !keep_privileges {
+            match rfs::fgetxattr(&from, CAPABILITY_XATTR, &mut [0u8; 0][..]) {
+                Err(Errno::NODATA | Errno::NOTSUP) => {}
+                _ => return Ok(false),
+            }
+        }
+        let p = bytes(path);
+        let (dir, name) = self.parent_required(p)?;
+        match rfs::linkat(
+            &from,
+            c"",
+            &dir,
+            OsStr::from_bytes(name),
+            AtFlags::EMPTY_PATH,
+        ) {
+            Ok(()) => Ok(true),
+            Err(Errno::EXIST) => {
+                Err(self.unsafe_path(p, "it already exists (two inputs map to one place)"))
+            }
+            // Another file system, no CAP_DAC_READ_SEARCH, a link count at its limit: copied.
+            Err(_) => Ok(false),
+        }
+    }
 }
 
 /// What [`Tree::copy_in`] did for one file.
@@ -320,5 +365,67 @@ mod tests {
             .copy_in(Path::new("link"), &src, Path::new("link"), 0o644, false)
             .is_err());
         assert!(!out_dir.join("link").exists());
+    }
+
+    /// A file that the privilege rule leaves as it is becomes a link to the source's inode;
+    /// one the rule would change (setuid, a capability), or whose mode differs, is left to the
+    /// copier; a link planted as the last component is not followed out of the source root.
+    #[test]
+    fn link_in_links_only_what_a_copy_would_not_change() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir_all(src.join("lib")).unwrap();
+        let plain = src.join("lib/plain");
+        std::fs::write(&plain, b"plain").unwrap();
+        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let su = src.join("su");
+        std::fs::write(&su, b"su").unwrap();
+        std::fs::set_permissions(&su, std::fs::Permissions::from_mode(0o4755)).unwrap();
+        let capped = src.join("capped");
+        std::fs::write(&capped, b"cap").unwrap();
+        // VFS_CAP_REVISION_2 with CAP_NET_RAW permitted (only root may set it).
+        let cap: [u8; 20] = [
+            0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        let has_cap =
+            rfs::setxattr(&capped, CAPABILITY_XATTR, &cap, rfs::XattrFlags::empty()).is_ok();
+        std::os::unix::fs::symlink("/etc/passwd", src.join("link")).unwrap();
+        let out_dir = d.path().join("out");
+        std::fs::create_dir(&out_dir).unwrap();
+        let out = Tree::open(&out_dir, &TreeOptions::no_symlinks()).unwrap();
+        let link = |to: &str, from: &str, mode: u32, keep: bool| {
+            out.link_in(Path::new(to), &src, Path::new(from), mode, keep)
+        };
+
+        let root = rustix::process::geteuid().is_root();
+        // Linking from a descriptor needs CAP_DAC_READ_SEARCH; without it the copier is used.
+        assert_eq!(link("usr/plain", "lib/plain", 0o644, false).unwrap(), root);
+        if root {
+            let (a, b) = (
+                std::fs::metadata(&plain).unwrap(),
+                std::fs::metadata(out_dir.join("usr/plain")).unwrap(),
+            );
+            assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()), "one inode");
+            // Two inputs at one place are refused, as with the copier.
+            assert!(link("usr/plain", "lib/plain", 0o644, false).is_err());
+        }
+        assert!(!link("other-mode", "lib/plain", 0o755, false).unwrap());
+        assert!(!link("su", "su", 0o4755, false).unwrap(), "setuid to strip");
+        assert_eq!(link("su-kept", "su", 0o4755, true).unwrap(), root);
+        if has_cap {
+            assert!(
+                !link("capped", "capped", 0o644, false).unwrap(),
+                "capability to strip"
+            );
+        }
+        assert!(link("link", "link", 0o644, false).is_err());
+        for n in ["other-mode", "su", "capped", "link"] {
+            assert!(
+                std::fs::symlink_metadata(out_dir.join(n)).is_err(),
+                "{n} not placed"
+            );
+        }
+        assert_eq!(std::fs::read(&plain).unwrap(), b"plain", "source unchanged");
     }
 }

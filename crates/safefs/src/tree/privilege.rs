@@ -11,12 +11,21 @@ pub struct StageOptions {
     /// Keep setuid/setgid bits and file capabilities (`security.capability`) of the source's
     /// files; by default they are stripped and listed ([`Stripped`]).
     pub keep_privileges: bool,
+    /// Place files that stay as they are as hard links to the source's ([`Tree::link_in`])
+    /// where possible, instead of copies: only for a staged tree that is packed and removed,
+    /// from a source the tools unpacked themselves (`ocirootfs::Rootfs::unpacked`).
+    ///
+    /// [`Tree::link_in`]: crate::tree::Tree::link_in
+    pub link_source: bool,
 }
 
 impl StageOptions {
     /// Options that keep (`true`) or strip (`false`, the default) privileges.
     pub fn new(keep_privileges: bool) -> StageOptions {
-        StageOptions { keep_privileges }
+        StageOptions {
+            keep_privileges,
+            link_source: false,
+        }
     }
 }
 

@@ -334,6 +334,9 @@ fn run_job_inner(
         (Kind::Image, None) => unreachable_source(&job.source)?,
     };
 
+    // The tree is packed and removed with the scratch folder: files of an image we unpacked
+    // are staged as links to it.
+    let linkable = rootfs.as_ref().is_some_and(|r| r.unpacked());
     let built_arch: Option<String> = match ext.mode {
         Mode::Flix => {
             let po = flix::plan::PlanOptions {
@@ -351,6 +354,7 @@ fn run_job_inner(
             }));
             let mut so = flix::stage::StageOptions::default();
             so.keep_privileges = ext.keep_privileges;
+            so.link_source = linkable;
             stripped = flix::stage::stage_tree(&plan, &tree, &so)
                 .with_context(|| format!("staging {}", ext.name))?;
             plan.architecture.clone()
@@ -363,6 +367,7 @@ fn run_job_inner(
             warnings.extend(plan.warnings.iter().cloned());
             let mut so = flatwrap::stage::StageOptions::default();
             so.keep_privileges = ext.keep_privileges;
+            so.link_source = linkable;
             let report = flatwrap::stage::stage_with(&plan, &tree, &so)
                 .with_context(|| format!("staging {}", ext.name))?;
             stripped = report.stripped;

@@ -5,7 +5,7 @@ use super::*;
 pub(super) struct Codec {
     pub(super) compression: Compression,
     pub(super) level: i32,
-    pub(super) zlib: Option<flate2::Compress>,
+    pub(super) zlib: Option<libdeflater::Compressor>,
     pub(super) zstd: Option<zstd::bulk::Compressor<'static>>,
 }
 
@@ -27,24 +27,22 @@ impl Codec {
         let err = |e: io::Error| WriteError::Compress(name, e);
         match self.compression {
             Compression::Gzip => {
-                let level = self.level as u32;
-                let z = self.zlib.get_or_insert_with(|| {
-                    flate2::Compress::new(flate2::Compression::new(level), true)
-                });
-                z.reset();
-                let mut out = Vec::with_capacity(input.len() + input.len() / 512 + 64);
-                let mut consumed = 0usize;
-                loop {
-                    let before = z.total_in();
-                    let st = z
-                        .compress_vec(&input[consumed..], &mut out, flate2::FlushCompress::Finish)
-                        .map_err(|e| err(io::Error::other(e)))?;
-                    consumed += (z.total_in() - before) as usize;
-                    if st == flate2::Status::StreamEnd {
-                        break;
+                // Blocks are compressed whole, so libdeflate's one-shot compressor fits; the
+                // level was checked against `level_range` when the codec was made.
+                let level = self.level;
+                let z = match &mut self.zlib {
+                    Some(z) => z,
+                    None => {
+                        let l = libdeflater::CompressionLvl::new(level)
+                            .map_err(|_| err(io::Error::other(format!("no gzip level {level}"))))?;
+                        self.zlib.insert(libdeflater::Compressor::new(l))
                     }
-                    out.reserve(out.capacity().max(4096));
-                }
+                };
+                let mut out = vec![0u8; z.zlib_compress_bound(input.len())];
+                let n = z
+                    .zlib_compress(input, &mut out)
+                    .map_err(|e| err(io::Error::other(format!("{e:?}"))))?;
+                out.truncate(n);
                 Ok(out)
             }
             Compression::Zstd => self

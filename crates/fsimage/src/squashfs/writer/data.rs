@@ -248,6 +248,17 @@ pub(super) fn data_pass(
     let mut seen: HashMap<(u64, [u8; 32]), usize> = HashMap::new();
     let mut data_bytes = 0u64;
     let mut duplicates = 0u64;
+    // Files too large to hold in memory are hashed first, in a read of their own, when
+    // another file has the same size (only those can be duplicates), as mksquashfs stores
+    // duplicates of any size once.
+    let mut large_sizes: HashMap<u64, u32> = HashMap::new();
+    for inode in &tree.inodes {
+        if let Kind::File { size, .. } = &inode.kind {
+            if *size > DEDUP_MAX {
+                *large_sizes.entry(*size).or_default() += 1;
+            }
+        }
+    }
     let mut produce = || -> Result<(), WriteError> {
         for (idx, inode) in tree.inodes.iter().enumerate() {
             let Kind::File { size, path } = &inode.kind else {
@@ -279,10 +290,41 @@ pub(super) fn data_pass(
                 let fd = sub.file_bytes(&content);
                 files.insert(idx, Placed::File(fd));
             } else {
-                let (fd, got) = sub.file_stream(&mut f, size).map_err(read_err(path))?;
+                let hash = if large_sizes.get(&size).is_some_and(|&n| n > 1) {
+                    let mut h = HashReader(&mut f, Some(Sha256::new()), 0);
+                    io::copy(&mut h, &mut io::sink()).map_err(read_err(path))?;
+                    let HashReader(_, hasher, read) = h;
+                    if read != size {
+                        return Err(changed(read));
+                    }
+                    let hash: [u8; 32] = hasher.expect("hashing").finalize().into();
+                    if let Some(&orig) = seen.get(&(size, hash)) {
+                        duplicates += 1;
+                        files.insert(idx, DupOf(orig).into());
+                        continue;
+                    }
+                    f.seek(SeekFrom::Start(0)).map_err(read_err(path))?;
+                    Some(hash)
+                } else {
+                    None
+                };
+                // Hashed again while stored: what is stored is what was compared.
+                let mut h = HashReader(&mut f, hash.map(|_| Sha256::new()), 0);
+                let (fd, got) = sub.file_stream(&mut h, size).map_err(read_err(path))?;
+                let HashReader(_, hasher, _) = h;
                 let mut extra = [0u8; 1];
                 if got != size || f.read(&mut extra).map_err(read_err(path))? != 0 {
                     return Err(changed(got));
+                }
+                if let (Some(hash), Some(hasher)) = (hash, hasher) {
+                    let again: [u8; 32] = hasher.finalize().into();
+                    if again != hash {
+                        return Err(WriteError::Read {
+                            path: path.clone(),
+                            source: io::Error::other("the file changed while it was read"),
+                        });
+                    }
+                    seen.insert((size, hash), idx);
                 }
                 files.insert(idx, Placed::File(fd));
             }
@@ -329,6 +371,20 @@ pub(super) fn data_pass(
 }
 
 pub(super) struct DupOf(pub(super) usize);
+
+/// A reader that hashes (when it has a hasher) what it reads, and counts it.
+struct HashReader<R>(R, Option<Sha256>, u64);
+
+impl<R: Read> Read for HashReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.0.read(buf)?;
+        if let Some(h) = &mut self.1 {
+            h.update(&buf[..n]);
+        }
+        self.2 += n as u64;
+        Ok(n)
+    }
+}
 
 pub(super) enum Placed {
     File(FileData),
