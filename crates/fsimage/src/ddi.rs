@@ -162,15 +162,6 @@ pub fn plan(sizes: &[u64]) -> Plan {
     }
 }
 
-/// GUID bytes on disk: the first three fields little-endian.
-fn guid_disk(u: &[u8; 16]) -> [u8; 16] {
-    let mut g = *u;
-    g[..4].reverse();
-    g[4..6].reverse();
-    g[6..8].reverse();
-    g
-}
-
 /// A UUID of a type constant.
 pub fn type_uuid(s: &str) -> [u8; 16] {
     parse_uuid(s).expect("a partition type constant")
@@ -216,8 +207,8 @@ fn entry_bytes(parts: &[Partition]) -> Vec<u8> {
     let mut e = vec![0u8; (ENTRIES * ENTRY_SIZE) as usize];
     for (i, p) in parts.iter().enumerate() {
         let b = &mut e[i * ENTRY_SIZE as usize..(i + 1) * ENTRY_SIZE as usize];
-        b[..16].copy_from_slice(&guid_disk(&p.type_uuid));
-        b[16..32].copy_from_slice(&guid_disk(&p.uuid));
+        b[..16].copy_from_slice(&crate::gpt::guid_swap(&p.type_uuid));
+        b[16..32].copy_from_slice(&crate::gpt::guid_swap(&p.uuid));
         b[32..40].copy_from_slice(&p.first_lba.to_le_bytes());
         b[40..48].copy_from_slice(&(p.first_lba + p.sectors - 1).to_le_bytes());
         b[48..56].copy_from_slice(&p.attrs.to_le_bytes());
@@ -245,7 +236,7 @@ fn header(
     h[40..48].copy_from_slice(&plan.first_usable.to_le_bytes());
     let last_usable = plan.total_sectors - 2 - ENTRY_SECTORS;
     h[48..56].copy_from_slice(&last_usable.to_le_bytes());
-    h[56..72].copy_from_slice(&guid_disk(disk));
+    h[56..72].copy_from_slice(&crate::gpt::guid_swap(disk));
     h[72..80].copy_from_slice(&entries_lba.to_le_bytes());
     h[80..84].copy_from_slice(&(ENTRIES as u32).to_le_bytes());
     h[84..88].copy_from_slice(&(ENTRY_SIZE as u32).to_le_bytes());
@@ -339,10 +330,16 @@ pub struct Gpt {
     pub partitions: Vec<Partition>,
 }
 
-/// Does `f` start like a GPT disk (protective MBR and "EFI PART" in sector 1)?
+/// Does `f` start like a GPT disk (a protective MBR's signature, and "EFI PART" in sector 1
+/// of 512 or 4096 bytes, as [`crate::gpt::read_file`] reads them)?
 pub fn is_gpt(f: &File) -> bool {
-    let mut b = [0u8; 8];
-    f.read_exact_at(&mut b, SECTOR).is_ok() && &b == b"EFI PART"
+    let mut mbr = [0u8; 2];
+    f.read_exact_at(&mut mbr, 510).is_ok()
+        && mbr == [0x55, 0xaa]
+        && [512, 4096].into_iter().any(|at| {
+            let mut b = [0u8; 8];
+            f.read_exact_at(&mut b, at).is_ok() && &b == b"EFI PART"
+        })
 }
 
 /// Reads the primary GPT of `f` (`len` bytes) through [`crate::gpt`], the one GPT reader

@@ -211,13 +211,21 @@ pub fn read_file(f: &File, path: &Path) -> Result<Table, GptError> {
     })
 }
 
-/// A GUID in its on-disk mixed-endian form as lower-case text.
+/// A GUID between its on-disk mixed-endian form (the first three fields little-endian) and
+/// the byte order of its text; the same swap both ways.
+pub fn guid_swap(g: &[u8; 16]) -> [u8; 16] {
+    let mut out = *g;
+    out[..4].reverse();
+    out[4..6].reverse();
+    out[6..8].reverse();
+    out
+}
+
+/// A GUID in its on-disk mixed-endian form (16 bytes) as lower-case text.
 pub fn guid_text(b: &[u8]) -> String {
-    format!(
-        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
-        b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9], b[10], b[11], b[12], b[13],
-        b[14], b[15]
-    )
+    let mut g = [0u8; 16];
+    g.copy_from_slice(&b[..16]);
+    crate::verity::uuid_string(&guid_swap(&g))
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The disk image readers behind `sysext inspect`, `check`, `merge` and `run`
 //! (`fsimage::dissect`, `fsimage::ddi`, `fsimage::verity`, `fsimage::signature`) on arbitrary
-//! bytes carrying a GPT header's signature: dissecting, reading the file system in its
+//! bytes carrying a protective MBR's and a GPT header's signatures: dissecting, reading the file system in its
 //! partition, the summary and the userspace hash tree check must return errors, never panic,
 //! and stay within libFuzzer's memory limit.
 #![no_main]
@@ -13,6 +13,7 @@ fuzz_target!(|data: &[u8]| {
     if bytes.len() < 1024 {
         bytes.resize(1024, 0);
     }
+    bytes[510..512].copy_from_slice(&[0x55, 0xaa]);
     bytes[512..520].copy_from_slice(b"EFI PART");
     let dir = tempfile::tempdir().expect("temp folder");
     let path = dir.path().join("fuzz.raw");
