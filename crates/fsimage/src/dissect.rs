@@ -150,19 +150,29 @@ impl Dissected {
     /// Dissects the file `path` (see the module docs); a plain file system gives
     /// `verity: None` and the whole file as its range.
     pub fn open(path: &Path) -> Result<Dissected, DissectError> {
+        let f = File::open(path).map_err(|source| DissectError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::open_file(&f, path)
+    }
+
+    /// [`Dissected::open`] of the open file `f`, which is the file `path` (named in errors;
+    /// the side files are looked for beside it): what is dissected is what the caller holds,
+    /// e.g. the descriptor a loop device is then attached to.
+    pub fn open_file(f: &File, path: &Path) -> Result<Dissected, DissectError> {
         let io = |source| DissectError::Io {
             path: path.to_path_buf(),
             source,
         };
-        let f = File::open(path).map_err(io)?;
         let len = f.metadata().map_err(io)?.len();
         let side_root = read_side_root(path)?;
-        if ddi::is_gpt(&f) {
+        if ddi::is_gpt(f) {
             let gerr = |reason| DissectError::Gpt {
                 path: path.to_path_buf(),
                 reason,
             };
-            let gpt = ddi::read(&f, len).map_err(gerr)?;
+            let gpt = ddi::read(f, len).map_err(gerr)?;
             let d = ddi::Ddi::find(&gpt).map_err(gerr)?;
             let Some(v) = &d.verity else {
                 return Err(DissectError::NoVerity {

@@ -280,7 +280,7 @@ impl Image {
         head.truncate(n);
         // A squashfs or EROFS image, told apart by magic as systemd does.
         let (source, nodes) = if head.len() >= 4 && &head[..4] == fsimage::squashfs::MAGIC {
-            let reader = Arc::new(SquashfsReader::open_at(path, off)?);
+            let reader = Arc::new(SquashfsReader::open_range(path, off, Some(len))?);
             (Source::Squashfs(reader.clone()), reader.nodes().to_vec())
         } else if fsimage::erofs::is_erofs(&head) {
             let reader = Arc::new(ErofsReader::open_range(path, off, Some(len))?);

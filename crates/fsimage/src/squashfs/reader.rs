@@ -425,26 +425,77 @@ fn capability_sets(
     Ok(found)
 }
 
+/// The bytes `start..end` of a file, seen as a whole file: reads stop at `end`.
+struct Window {
+    file: File,
+    start: u64,
+    end: u64,
+    /// Relative to `start`.
+    pos: u64,
+}
+
+impl Read for Window {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let left = (self.end - self.start).saturating_sub(self.pos);
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.start + self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for Window {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let len = self.end - self.start;
+        let new = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = new
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
+        Ok(self.pos)
+    }
+}
+
 impl SquashfsReader {
     /// Opens and indexes the image at `path` (see the module documentation for what makes an
     /// image refused).
     pub fn open(path: &Path) -> Result<Self, ReadError> {
-        Self::open_at(path, 0)
+        Self::open_range(path, 0, None)
     }
 
-    /// Opens the image at `offset` of the file `path` (a partition of a disk image).
-    pub fn open_at(path: &Path, offset: u64) -> Result<Self, ReadError> {
-        let file = File::open(path).map_err(|source| ReadError::Open {
+    /// Opens the image that takes `len` bytes (default: the rest of the file) at `offset` of
+    /// the file `path` (a partition of a disk image). Nothing outside those bytes is read: a
+    /// damaged image cannot read the partitions after it.
+    pub fn open_range(path: &Path, offset: u64, len: Option<u64>) -> Result<Self, ReadError> {
+        let open_err = |source| ReadError::Open {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let file = File::open(path).map_err(open_err)?;
+        let file_len = file.metadata().map_err(open_err)?.len();
+        let end = match len {
+            Some(l) => offset.saturating_add(l).min(file_len),
+            None => file_len,
+        };
+        let file = Window {
+            file,
+            start: offset.min(end),
+            end,
+            pos: 0,
+        };
         let corrupt = |reason: String| ReadError::Corrupt {
             format: ImageFormat::Squashfs,
             path: path.to_path_buf(),
             reason,
         };
         let mut sq = catch_unwind(AssertUnwindSafe(|| {
-            Squashfs::from_reader_with_offset(BufReader::new(file), offset)
+            Squashfs::from_reader(BufReader::new(file))
         }))
         .map_err(|p| corrupt(panic_reason(p)))?
         .map_err(|e| corrupt(e.to_string()))?;
@@ -623,6 +674,36 @@ impl Seek for FileCursor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An image read as a partition of a disk: only its bytes are read; a range too short for
+    /// it (its tables lie past the end) is an error, not a read into what follows.
+    #[test]
+    fn a_range_bounds_every_read() {
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("tree");
+        std::fs::create_dir_all(tree.join("usr")).unwrap();
+        let content: Vec<u8> = (0..300_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+        std::fs::write(tree.join("usr/f"), &content).unwrap();
+        let img = d.path().join("img.raw");
+        let out = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&img)
+            .unwrap();
+        let opts = crate::squashfs::writer::WriterOptions::default();
+        crate::squashfs::writer::write_image(&tree, out, &img, &opts).unwrap();
+        let image = std::fs::read(&img).unwrap();
+        let mut disk = vec![0xa5u8; 4096];
+        disk.extend_from_slice(&image);
+        disk.extend_from_slice(&[0x5a; 8192]);
+        let disk_path = d.path().join("disk");
+        std::fs::write(&disk_path, &disk).unwrap();
+        let len = image.len() as u64;
+        let r = SquashfsReader::open_range(&disk_path, 4096, Some(len)).unwrap();
+        assert_eq!(r.read_file("usr/f", 1 << 20).unwrap(), content);
+        assert!(SquashfsReader::open_range(&disk_path, 4096, Some(len / 2)).is_err());
+    }
 
     fn listing_bytes(base: u32, entries: &[(&[u8], i16)]) -> Vec<u8> {
         let mut b = Vec::new();

@@ -2,10 +2,20 @@
 
 use super::*;
 
-pub(super) fn raw_format(path: &Path, offset: u64) -> Result<ImageFormat, MergeError> {
+pub(super) fn raw_format(
+    f: &File,
+    path: &Path,
+    offset: u64,
+    sizelimit: u64,
+) -> Result<ImageFormat, MergeError> {
     use std::os::unix::fs::FileExt;
-    let f = File::open(path).map_err(io_err("opening image", path))?;
-    let mut head = vec![0u8; 2048];
+    // Only the image's own bytes: a partition's, when `sizelimit` is set.
+    let want = if sizelimit == 0 {
+        2048
+    } else {
+        sizelimit.min(2048)
+    };
+    let mut head = vec![0u8; want as usize];
     let mut n = 0;
     while n < head.len() {
         match f.read_at(&mut head[n..], offset + n as u64) {
@@ -56,9 +66,13 @@ fn verified_range(
     certs: &[(PathBuf, fsimage::signature::X509)],
 ) -> Result<(u64, u64), MergeError> {
     use fsimage::dissect::SignatureVerdict;
-    let d = fsimage::dissect::Dissected::open(&c.path).map_err(|source| MergeError::Dissect {
-        path: c.path.clone(),
-        source,
+    // Dissected from the descriptor the loop device will use: the partition table, hash
+    // tree and signature read are those of what is mounted.
+    let d = fsimage::dissect::Dissected::open_file(backing, &c.path).map_err(|source| {
+        MergeError::Dissect {
+            path: c.path.clone(),
+            source,
+        }
     })?;
     let names = || cert_names(certs);
     let refuse = |reason: String| MergeError::Signature {
@@ -153,7 +167,7 @@ pub(super) fn mount_image(
     } else {
         (0, 0)
     };
-    let format = raw_format(&c.path, offset)?;
+    let format = raw_format(&backing, &c.path, offset, sizelimit)?;
     let fstype = match format {
         ImageFormat::Squashfs => "squashfs",
         ImageFormat::Erofs => "erofs",
