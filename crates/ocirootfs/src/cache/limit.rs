@@ -428,15 +428,20 @@ impl Cache {
     /// write. Errors are logged: a pull does not fail over housekeeping.
     pub fn make_room(&self, room: u64) {
         match self.prune(Some(self.max), room) {
-            Ok(p) if !p.removed.is_empty() => tracing::info!(
+            Ok(p) => self.log_pruned(&p),
+            Err(e) => tracing::warn!("cannot keep the cache under its limit: {e}"),
+        }
+    }
+
+    fn log_pruned(&self, p: &Pruned) {
+        if !p.removed.is_empty() {
+            tracing::info!(
                 "cache {}: removed {} entries ({}) not used recently, to stay under {}",
                 self.dir.display(),
                 p.removed.len(),
                 human_size(p.freed),
                 human_size(self.max)
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!("cannot keep the cache under its limit: {e}"),
+            );
         }
     }
 
@@ -452,9 +457,10 @@ impl Cache {
                         .iter()
                         .any(|e| e.kind == Kind::Rootfs && e.digest == digest) =>
                 {
+                    self.log_pruned(&p);
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
-                Ok(_) => return,
+                Ok(p) => return self.log_pruned(&p),
                 Err(e) => {
                     tracing::warn!("cannot keep the cache under its limit: {e}");
                     return;

@@ -86,7 +86,9 @@ impl Tree {
         let from = open_in_root(src_root, rel)?;
         let st = rfs::fstat(&from).map_err(self.io("stat the source of", bytes(path)))?;
         let src_mode = st.st_mode & 0o7777;
-        if src_mode != mode & 0o7777 || (!keep_privileges && src_mode & 0o6000 != 0) {
+        // The privilege rule, as the copier applies it: nothing it would strip.
+        let (_, stripped) = strip_privilege("", src_mode, keep_privileges);
+        if src_mode != mode & 0o7777 || stripped.is_some() {
             return Ok(false);
         }
         if !keep_privileges {
