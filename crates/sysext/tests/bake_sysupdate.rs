@@ -196,37 +196,6 @@ fn real_sysupdate_lists_offers_and_installs_the_baked_image() {
     );
 }
 
-/// A new ed25519 signing key in its own GnuPG home; returns the exported secret key file.
-fn new_key(dir: &Path, name: &str, passphrase: &str) -> PathBuf {
-    let home = dir.join(format!("gnupg-{name}"));
-    fs::create_dir_all(&home).unwrap();
-    let gpg = |args: &[&str]| {
-        let mut c = Command::new("gpg");
-        c.args(["--batch", "--no-tty", "--homedir"])
-            .arg(&home)
-            .args(["--pinentry-mode", "loopback", "--passphrase", passphrase])
-            .args(args);
-        c
-    };
-    testkit::run_ok(&mut gpg(&[
-        "--quick-gen-key",
-        &format!("{name} <{name}@example.org>"),
-        "ed25519",
-        "sign",
-        "never",
-    ]));
-    let secret = gpg(&["--armor", "--export-secret-keys"]).output().unwrap();
-    assert!(secret.status.success() && !secret.stdout.is_empty());
-    let file = dir.join(format!("{name}.asc"));
-    fs::write(&file, &secret.stdout).unwrap();
-    let _ = Command::new("gpgconf")
-        .arg("--homedir")
-        .arg(&home)
-        .args(["--kill", "all"])
-        .status();
-    file
-}
-
 /// Copies the files of folder `from` into a new folder `to`.
 fn copy_folder(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
@@ -261,8 +230,8 @@ fn real_sysupdate_verifies_the_signed_sha256sums() {
          source = \"./hello.tar.gz\"\nmode = \"static\"\npaths = [\"bin/hello:/usr/bin/\"]\n",
     )
     .unwrap();
-    let key = new_key(d, "publisher", "pass phrase");
-    new_key(d, "intruder", "");
+    let key = testkit::new_signing_key(d, "publisher", "pass phrase");
+    testkit::new_signing_key(d, "intruder", "");
     let (_server, port) = testkit::http::Server::start(d);
     let bake = |extra: &[(&str, &str)]| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_sysext"));

@@ -581,6 +581,102 @@ fn from_a_served_bake_output_with_sha256sums() {
     assert!(!out2.exists());
 }
 
+/// `--from --keyring`: SHA256SUMS must carry a good signature by a key of the keyring, as
+/// systemd-sysupdate checks it. A bake signed by another key, an image changed on the server
+/// together with its SHA256SUMS line, and an unsigned bake are refused, and nothing is written.
+#[test]
+fn from_a_signed_bake_output_with_a_keyring() {
+    if !tools_ready() || !testkit::require_tool("python3") || !testkit::require_tool("gpg") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let disk = flatcar_disk(d, "flatcar");
+    testkit::hello_tarball(d);
+    fs::write(
+        d.join("m.toml"),
+        "architectures = [\"x86-64\"]\n\n[[extension]]\nname = \"hello\"\n\
+         version = \"1.0\"\nsource = \"./hello.tar.gz\"\nmode = \"static\"\n\
+         paths = [\"bin/hello:/usr/bin/\"]\n",
+    )
+    .unwrap();
+    // Three bake outputs: signed by the publisher, signed by someone else, unsigned.
+    let publisher = testkit::new_signing_key(d, "publisher", "");
+    let other = testkit::new_signing_key(d, "other", "");
+    for (out, key) in [
+        ("signed", Some(&publisher)),
+        ("other", Some(&other)),
+        ("plain", None),
+    ] {
+        let mut c = sysext();
+        c.current_dir(d)
+            .args([
+                "bake",
+                "m.toml",
+                "--out",
+                &format!("srv/{out}"),
+                "--base-url",
+            ])
+            .arg("http://127.0.0.1:1/out/");
+        if let Some(k) = key {
+            c.arg("--signing-key").arg(k);
+        }
+        testkit::run_ok(&mut c);
+    }
+    let keyring = d.join("keyring.gpg");
+    fs::copy(d.join("srv/signed/import-pubring.gpg"), &keyring).unwrap();
+    let (_server, port) = testkit::http::Server::start(&d.join("srv"));
+    let install = |from: &str, out: &str| {
+        sysext()
+            .arg("install-image")
+            .arg(&disk)
+            .arg("hello")
+            .args([
+                "--from",
+                &format!("http://127.0.0.1:{port}/{from}/"),
+                "--keyring",
+            ])
+            .arg(&keyring)
+            .arg("-o")
+            .arg(d.join(out))
+            .output()
+            .unwrap()
+    };
+    let o = install("signed", "ok.bin");
+    assert!(o.status.success(), "{}", text(&o));
+    let l = inspect_disk(&d.join("ok.bin"), "ls $R/etc/sysupdate.hello.d");
+    assert_eq!(l, "hello.transfer\n");
+
+    let refused = |from: &str, out: &str, why: &str| {
+        let o = install(from, out);
+        assert_eq!(o.status.code(), Some(2), "{from}: {}", text(&o));
+        assert!(text(&o).contains(why), "{from}: {}", text(&o));
+        assert!(!d.join(out).exists(), "{from}: output written");
+    };
+    refused(
+        "other",
+        "other.bin",
+        "is not a good signature of SHA256SUMS",
+    );
+    refused("plain", "plain.bin", "SHA256SUMS.gpg: not found");
+    // The image changed on the server and its line in SHA256SUMS with it: only the signature
+    // tells.
+    let img = d.join("srv/signed/hello-1.0-x86-64.raw");
+    let old = sha(&img);
+    let mut b = fs::read(&img).unwrap();
+    let n = b.len();
+    b[n / 2] ^= 1;
+    fs::write(&img, &b).unwrap();
+    let sums = d.join("srv/signed/SHA256SUMS");
+    let text_sums = fs::read_to_string(&sums).unwrap();
+    fs::write(&sums, text_sums.replace(&old, &sha(&img))).unwrap();
+    refused(
+        "signed",
+        "tampered.bin",
+        "is not a good signature of SHA256SUMS",
+    );
+}
+
 /// Links planted in the OS image's ROOT are resolved inside ROOT, never on the machine running
 /// the tool: an absolute `/opt` naming a folder of this machine is a dangling link inside the
 /// image (refused, nothing written anywhere); `/etc/extensions` pointing above the file

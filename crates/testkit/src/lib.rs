@@ -9,7 +9,8 @@
 //! - [`hostile`]: the hostile-input suite's bounded runs, sentinel folder and privilege checks.
 //! - [`workspace_bin`]: the path of a binary built from this workspace.
 //! - Small helpers several test crates share: [`run_ok`], [`in_mount_namespace`],
-//!   [`mksquashfs`], [`tree_paths`], [`random_bytes`], [`host_glibc`], [`program_headers`].
+//!   [`mksquashfs`], [`tree_paths`], [`random_bytes`], [`host_glibc`], [`program_headers`],
+//!   [`new_signing_key`].
 
 pub mod files;
 pub mod fixtures;
@@ -271,4 +272,35 @@ pub fn hello_tarball(dir: &Path) -> PathBuf {
             .arg("bin"),
     );
     tar
+}
+
+/// A new ed25519 signing key in its own GnuPG home; returns the exported secret key file.
+pub fn new_signing_key(dir: &Path, name: &str, passphrase: &str) -> PathBuf {
+    let home = dir.join(format!("gnupg-{name}"));
+    std::fs::create_dir_all(&home).unwrap();
+    let gpg = |args: &[&str]| {
+        let mut c = Command::new("gpg");
+        c.args(["--batch", "--no-tty", "--homedir"])
+            .arg(&home)
+            .args(["--pinentry-mode", "loopback", "--passphrase", passphrase])
+            .args(args);
+        c
+    };
+    run_ok(&mut gpg(&[
+        "--quick-gen-key",
+        &format!("{name} <{name}@example.org>"),
+        "ed25519",
+        "sign",
+        "never",
+    ]));
+    let secret = gpg(&["--armor", "--export-secret-keys"]).output().unwrap();
+    assert!(secret.status.success() && !secret.stdout.is_empty());
+    let file = dir.join(format!("{name}.asc"));
+    std::fs::write(&file, &secret.stdout).unwrap();
+    let _ = Command::new("gpgconf")
+        .arg("--homedir")
+        .arg(&home)
+        .args(["--kill", "all"])
+        .status();
+    file
 }

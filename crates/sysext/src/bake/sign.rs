@@ -170,22 +170,8 @@ impl SigningKey {
             return false;
         }
         let keyring = self.home.path().join("verify.gpg");
-        if std::fs::write(&keyring, &self.public).is_err() {
-            return false;
-        }
-        Command::new("gpgv")
-            .arg("--homedir")
-            .arg(self.home.path())
-            .arg("--keyring")
-            .arg(&keyring)
-            .arg("--")
-            .arg(sig)
-            .arg(data)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+        std::fs::write(&keyring, &self.public).is_ok()
+            && verify_detached(&keyring, data, sig).is_ok()
     }
 
     /// Runs `gpg --batch --homedir HOME ARGS [FILE]`, `input` on its standard input.
@@ -233,6 +219,35 @@ impl Drop for SigningKey {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+/// Checks that `sig` is a good detached OpenPGP signature of `data` by a key of `keyring` (a
+/// binary public keyring, as `import-pubring.gpg`), as systemd-sysupdate checks
+/// `SHA256SUMS.gpg`: GnuPG's `gpgv` with an empty private home, so no other keyring is read.
+/// The error is gpgv's own words.
+pub fn verify_detached(keyring: &Path, data: &Path, sig: &Path) -> Result<(), String> {
+    let home = tempfile::tempdir().map_err(|e| format!("a private GnuPG home: {e}"))?;
+    let o = Command::new("gpgv")
+        .arg("--homedir")
+        .arg(home.path())
+        .arg("--keyring")
+        .arg(keyring)
+        .arg("--")
+        .arg(sig)
+        .arg(data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .env("LC_ALL", "C")
+        .output()
+        .map_err(|e| {
+            format!("cannot run gpgv ({e}); install GnuPG (Debian: apt-get install gpgv)")
+        })?;
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(stderr(&o))
     }
 }
 

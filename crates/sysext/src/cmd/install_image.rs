@@ -31,6 +31,12 @@ pub struct InstallImageArgs {
     /// or with --insecure.
     #[arg(long, value_name = "URL")]
     pub from: Option<String>,
+    /// With --from: SHA256SUMS must carry a good signature (SHA256SUMS.gpg) by a key of this
+    /// OpenPGP public keyring (binary: the bake's import-pubring.gpg, or the hosts'
+    /// /etc/systemd/import-pubring.gpg), as systemd-sysupdate checks it, and a transfer file
+    /// taken must not say Verify=no; otherwise nothing is written.
+    #[arg(long, value_name = "FILE", requires = "from")]
+    pub keyring: Option<PathBuf>,
     /// Allow plain HTTP and invalid certificates for --from hosts that are not loopback.
     #[arg(long)]
     pub insecure: bool,
@@ -158,14 +164,6 @@ fn fetch(url: &str, args: &InstallImageArgs) -> Result<(tempfile::TempDir, Vec<S
     let sums = dl
         .get_bytes(&sums_url, SUMS_LIMIT)?
         .with_context(|| format!("{sums_url}: not found; is {url} a bake output?"))?;
-    let sums = String::from_utf8_lossy(&sums).into_owned();
-    let listed: Vec<(&str, &str)> = sums
-        .lines()
-        .filter_map(|l| {
-            let (h, f) = l.split_once("  ").or_else(|| l.split_once(" *"))?;
-            (h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())).then_some((h, f.trim()))
-        })
-        .collect();
     let dir = tempfile::Builder::new()
         .prefix(".sysext-install-")
         .tempdir_in(
@@ -175,6 +173,17 @@ fn fetch(url: &str, args: &InstallImageArgs) -> Result<(tempfile::TempDir, Vec<S
                 .unwrap_or(std::path::Path::new(".")),
         )
         .context("creating a folder for the downloads")?;
+    if let Some(keyring) = &args.keyring {
+        verify_sums(&dl, &base, &sums, keyring, dir.path())?;
+    }
+    let sums = String::from_utf8_lossy(&sums).into_owned();
+    let listed: Vec<(&str, &str)> = sums
+        .lines()
+        .filter_map(|l| {
+            let (h, f) = l.split_once("  ").or_else(|| l.split_once(" *"))?;
+            (h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())).then_some((h, f.trim()))
+        })
+        .collect();
     let mut specs = Vec::new();
     for ext in &args.extensions {
         let (name, file) = match ext.split_once(':') {
@@ -210,6 +219,16 @@ fn fetch(url: &str, args: &InstallImageArgs) -> Result<(tempfile::TempDir, Vec<S
         for ext in ["transfer", "conf", "feature"] {
             let f = format!("{name}.{ext}");
             if let Some(bytes) = dl.get_bytes(&base.file(&f), TEXT_LIMIT)? {
+                // Transfer files are not in SHA256SUMS: with a keyring, only one that makes
+                // the hosts verify what they download is taken.
+                if args.keyring.is_some() && ext != "feature" && !verifies_updates(&bytes) {
+                    bail!(
+                        "{}: it says Verify=no in [Transfer], so hosts would take updates \
+                         unverified; with --keyring only transfer files of a signed \
+                         bake (sysext bake --signing-key) are installed; nothing was written",
+                        base.file(&f)
+                    );
+                }
                 std::fs::write(dir.path().join(&f), bytes)
                     .with_context(|| format!("writing {f}"))?;
             }
@@ -217,6 +236,59 @@ fn fetch(url: &str, args: &InstallImageArgs) -> Result<(tempfile::TempDir, Vec<S
         specs.push(format!("{name}:{}", dest.display()));
     }
     Ok((dir, specs))
+}
+
+/// Most bytes of SHA256SUMS.gpg.
+const SIG_LIMIT: u64 = 64 << 10;
+
+/// Checks SHA256SUMS (`sums`, as downloaded) against the served SHA256SUMS.gpg with
+/// `keyring`; both are kept in `dir` for gpgv.
+fn verify_sums(
+    dl: &ocirootfs::download::Downloader,
+    base: &gentext::BaseUrl,
+    sums: &[u8],
+    keyring: &std::path::Path,
+    dir: &std::path::Path,
+) -> Result<()> {
+    if !std::fs::metadata(keyring).is_ok_and(|m| m.is_file()) {
+        bail!(
+            "--keyring {}: not a keyring file (give the bake's import-pubring.gpg or \
+             /etc/systemd/import-pubring.gpg)",
+            keyring.display()
+        );
+    }
+    let sig_url = base.file("SHA256SUMS.gpg");
+    let sig = dl.get_bytes(&sig_url, SIG_LIMIT)?.with_context(|| {
+        format!("{sig_url}: not found; --keyring needs a signed bake output (sysext bake --signing-key); nothing was written")
+    })?;
+    let (sums_path, sig_path) = (dir.join("SHA256SUMS"), dir.join("SHA256SUMS.gpg"));
+    std::fs::write(&sums_path, sums).context("writing SHA256SUMS")?;
+    std::fs::write(&sig_path, sig).context("writing SHA256SUMS.gpg")?;
+    crate::bake::sign::verify_detached(keyring, &sums_path, &sig_path).map_err(|e| {
+        anyhow::anyhow!(
+            "{sig_url} is not a good signature of SHA256SUMS by a key of {}: {e}; nothing was \
+             written",
+            keyring.display()
+        )
+    })
+}
+
+/// Whether a transfer file makes systemd-sysupdate verify: `Verify=` in `[Transfer]`, yes
+/// unless it says otherwise (systemd's default), the last one counting.
+fn verifies_updates(text: &[u8]) -> bool {
+    let mut section = "";
+    let mut verify = true;
+    for line in String::from_utf8_lossy(text).lines() {
+        let line = line.trim();
+        if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = if s == "Transfer" { "Transfer" } else { "" };
+        } else if let Some((k, v)) = line.split_once('=') {
+            if section == "Transfer" && k.trim() == "Verify" {
+                verify = matches!(v.trim(), "1" | "yes" | "y" | "true" | "t" | "on");
+            }
+        }
+    }
+    verify
 }
 
 /// The newest `NAME-VERSION-ARCH.raw` (or `.sysext.raw`) among the listed files (systemd's
@@ -237,7 +309,23 @@ fn newest<'a>(listed: &[(&str, &'a str)], name: &str, arch: &str) -> Option<&'a 
 
 #[cfg(test)]
 mod tests {
-    use super::newest;
+    use super::{newest, verifies_updates};
+
+    #[test]
+    fn verify_is_read_from_the_transfer_section() {
+        assert!(verifies_updates(
+            b"[Source]\nType=url-file\n[Transfer]\nVerify=yes\n"
+        ));
+        assert!(!verifies_updates(b"[Transfer]\nVerify=false\n"));
+        assert!(!verifies_updates(b"[Transfer]\nVerify=yes\nVerify=no\n"));
+        assert!(!verifies_updates(
+            b"[Source]\nVerify=yes\n[Transfer]\nVerify = 0\n"
+        ));
+        assert!(
+            verifies_updates(b"[Source]\nVerify=no\n[Transfer]\n"),
+            "systemd's default"
+        );
+    }
 
     #[test]
     fn newest_version_wins() {
