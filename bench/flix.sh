@@ -4,11 +4,14 @@
 # patchelf-based relocation script written for this benchmark (closure from the rootfs's own
 # ldd run in a chroot, libraries flat in usr/local/NAME, PT_INTERP and RUNPATH set with
 # patchelf, also on ELF files inside resource folders) + `mksquashfs -all-root`, both cold
-# (empty blob cache / empty layout). Prints the medians, the ratio and each side's peak RSS.
-# Goal: ratio at most 0.25; flix's memory bounded by the closure, not the image size.
+# (empty blob cache / empty layout; earlier runs set aside, not deleted, see registry.sh).
+# Prints the medians, the ratio, flix's phases, each side's peak RSS and image size (the
+# reference ships a different tree). Goal (#14): ratio at most 0.1; flix's memory bounded by
+# the closure, not the image size.
 #
 # Usage: bench/flix.sh [OCI_LAYOUT [TAG]]   (default: the trixie fixture, tag trixie)
-# Env:   FLIX_BIN (default: a release build, built here), RUNS (default 3), SYSEXT_FIXTURES.
+# Env:   FLIX_BIN (default: a release build, built here), RUNS (default 3), SYSEXT_FIXTURES,
+#        BENCH_DIR (default /var/tmp, a disk; /dev/shm measures without the file system).
 # Needs root, docker-registry, skopeo, umoci, patchelf, mksquashfs, hyperfine, python3.
 set -eu
 

@@ -429,5 +429,22 @@ mod tests {
             );
         }
         assert_eq!(std::fs::read(&plain).unwrap(), b"plain", "source unchanged");
+
+        // A source on another file system (a tmpfs, when /dev/shm is one) is left to the copier.
+        let shm = Path::new("/dev/shm");
+        let other_fs = |p: &Path| {
+            std::fs::metadata(p)
+                .is_ok_and(|m| m.dev() != std::fs::metadata(&out_dir).unwrap().dev())
+        };
+        if other_fs(shm) {
+            let far = tempfile::tempdir_in(shm).unwrap();
+            std::fs::write(far.path().join("f"), b"far").unwrap();
+            std::fs::set_permissions(far.path().join("f"), std::fs::Permissions::from_mode(0o644))
+                .unwrap();
+            assert!(out
+                .link_in(Path::new("far"), far.path(), Path::new("f"), 0o644, false)
+                .is_ok_and(|l| !l));
+            assert!(std::fs::symlink_metadata(out_dir.join("far")).is_err());
+        }
     }
 }
