@@ -134,7 +134,9 @@ pub fn exec_paths(text: &str) -> Vec<String> {
     out
 }
 
-/// The `WantedBy=` targets of a unit's `[Install]` section.
+/// The `WantedBy=` targets of a unit's `[Install]` section. Words that are not unit names
+/// ([`is_unit_name`]) are dropped, as systemd drops them: they become folder names
+/// (`TARGET.d`) in the extension.
 pub fn wanted_by(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut install = false;
@@ -146,11 +148,25 @@ pub fn wanted_by(text: &str) -> Vec<String> {
         }
         if install {
             if let Some(v) = line.strip_prefix("WantedBy=") {
-                out.extend(v.split_whitespace().map(str::to_string));
+                out.extend(
+                    v.split_whitespace()
+                        .filter(|w| is_unit_name(w))
+                        .map(str::to_string),
+                );
             }
         }
     }
     out
+}
+
+/// systemd's unit name rule: at most 255 bytes of `[A-Za-z0-9:_.\\@-]`, a name before the
+/// last dot and a type after it.
+pub fn is_unit_name(s: &str) -> bool {
+    s.len() <= 255
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b":_.\\@-".contains(&b))
+        && s.rsplit_once('.')
+            .is_some_and(|(name, ty)| !name.is_empty() && !ty.is_empty())
 }
 
 #[cfg(test)]
@@ -224,6 +240,11 @@ mod tests {
             ]
         );
         assert_eq!(wanted_by(u), ["multi-user.target", "graphical.target"]);
+        assert_eq!(
+            wanted_by("[Install]\nWantedBy=../../etc/x.target a/b.target ok.target .target\n"),
+            ["ok.target"],
+            "words that are no unit names are dropped"
+        );
         assert_eq!(
             wanted_by("[Service]\nWantedBy=x.target\n"),
             Vec::<String>::new()
