@@ -259,6 +259,7 @@ pub fn stage_with(
     opts: &StageOptions,
 ) -> Result<StageReport, StageError> {
     let out = Tree::open(tree, &TreeOptions::no_symlinks())?;
+    let opts = &opts.resolved_for(&out, &plan.rootfs);
     let mut report = StageReport::default();
     let own = PathBuf::from("usr/local").join(&plan.name);
     out.create_dir_all(Path::new("usr/local"), 0o755)?;

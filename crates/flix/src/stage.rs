@@ -160,6 +160,7 @@ pub fn stage_tree(
     opts: &StageOptions,
 ) -> Result<Vec<Stripped>, StageError> {
     let out = Tree::open(tree, &TreeOptions::no_symlinks())?;
+    let opts = &opts.resolved_for(&out, &plan.root);
     // Directories first (actions list parents before children), then files in parallel,
     // then symlinks.
     for a in &plan.actions {

@@ -51,14 +51,23 @@ pub fn load_cert_file(path: &std::path::Path) -> Result<X509, SignError> {
     load_cert(&read_small(path)?, &path.display().to_string())
 }
 
-/// A key or certificate file: a regular file, at most 1 MiB read.
+/// The files of loaded certificates, for messages: `A.crt, B.crt`.
+pub fn cert_names(certs: &[(std::path::PathBuf, X509)]) -> String {
+    certs
+        .iter()
+        .map(|(p, _)| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A key or certificate file: a regular file (opened without blocking, so a FIFO does not
+/// hang the read), at most 1 MiB read.
 fn read_small(p: &std::path::Path) -> Result<Vec<u8>, SignError> {
     use std::io::Read;
     let what = p.display().to_string();
-    let f = std::fs::File::open(p).map_err(|e| bad(&what, e))?;
-    if !f.metadata().map_err(|e| bad(&what, e))?.is_file() {
-        return Err(bad(&what, "not a regular file"));
-    }
+    let f = safefs::tree::open_regular(p)
+        .map_err(|e| bad(&what, e))?
+        .map_err(|kind| bad(&what, format!("{kind}, not a regular file")))?;
     let mut b = Vec::new();
     f.take(1 << 20)
         .read_to_end(&mut b)

@@ -27,6 +27,21 @@ impl StageOptions {
             link_source: false,
         }
     }
+
+    /// These options for staging from `src_root` into `out`, decided once: linking is dropped
+    /// when the two are on different file systems, where every link would fail and each file
+    /// would be opened twice.
+    pub fn resolved_for(&self, out: &super::Tree, src_root: &Path) -> StageOptions {
+        let same_fs = || {
+            let tree = rustix::fs::fstat(out.root_fd()).map(|st| st.st_dev);
+            let src = rustix::fs::stat(src_root).map(|st| st.st_dev);
+            matches!((tree, src), (Ok(a), Ok(b)) if a == b)
+        };
+        StageOptions {
+            keep_privileges: self.keep_privileges,
+            link_source: self.link_source && same_fs(),
+        }
+    }
 }
 
 /// What a producer stripped from one file it placed.

@@ -49,15 +49,6 @@ pub fn detect_format(head: &[u8]) -> Result<ImageFormat, &'static str> {
     }
 }
 
-/// The certificates' files, for messages.
-fn cert_names(certs: &[(PathBuf, fsimage::signature::X509)]) -> String {
-    certs
-        .iter()
-        .map(|(p, _)| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// The byte range of an image file to mount: its file system's partition (a DDI) or the whole
 /// file, after the dm-verity check of a DDI or naked verity image (said on stderr).
 fn verified_range(
@@ -74,7 +65,7 @@ fn verified_range(
             source,
         }
     })?;
-    let names = || cert_names(certs);
+    let names = || fsimage::signature::cert_names(certs);
     let refuse = |reason: String| MergeError::Signature {
         path: c.path.clone(),
         reason,
@@ -142,7 +133,7 @@ pub(super) fn mount_image(
             path: c.path.clone(),
             reason: format!(
                 "not an image file, so it cannot carry a signature, and a signature is required ({})",
-                cert_names(certs)
+                fsimage::signature::cert_names(certs)
             ),
         });
     }

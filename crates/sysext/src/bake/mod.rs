@@ -590,7 +590,8 @@ pub fn collect(
                     path: e.path(),
                     source: std::io::Error::new(
                         std::io::ErrorKind::InvalidData,
-                        "a file name that is not UTF-8 or holds control characters cannot be                          listed in SHA256SUMS; remove it from the shard",
+                        "a file name that is not UTF-8 or holds control characters cannot be \
+                         listed in SHA256SUMS; remove it from the shard",
                     ),
                 })?;
             let md = std::fs::symlink_metadata(e.path()).map_err(io_err(&e.path()))?;

@@ -161,7 +161,7 @@ fn check_signature(image: &Image, args: &CheckArgs) -> Result<()> {
         if !certs.is_empty() {
             anyhow::bail!(
                 "{shown} is not signed (it has no dm-verity hash tree), and a signature is required ({}); pack it with --format ddi --key KEY --cert CERT",
-                names(&certs)
+                fsimage::signature::cert_names(&certs)
             );
         }
         return Ok(());
@@ -189,19 +189,11 @@ fn check_signature(image: &Image, args: &CheckArgs) -> Result<()> {
         }
         SignatureVerdict::WrongCertificate => anyhow::bail!(
             "{shown}: the root hash signature does not verify with {}: wrong certificate (it was signed with another key), or the signature was changed",
-            names(&certs)
+            fsimage::signature::cert_names(&certs)
         ),
         SignatureVerdict::Unsigned => anyhow::bail!(
             "{shown} is not signed, and a signature is required ({}); sign it with `sysext sign`",
-            names(&certs)
+            fsimage::signature::cert_names(&certs)
         ),
     }
-}
-
-fn names(certs: &[(PathBuf, openssl::x509::X509)]) -> String {
-    certs
-        .iter()
-        .map(|(p, _)| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
