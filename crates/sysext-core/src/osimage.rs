@@ -10,11 +10,13 @@
 //! when the thread ends, or the process is killed, the kernel drops the mounts and the loop
 //! devices with them. Each extension is first checked ([`crate::check`]) against the OS
 //! image's os-release and `/usr`, under the name its link gives it; one with errors is
-//! refused and nothing is written. Then, for each: the image goes into the install folder
-//! (`root:/opt/extensions/` by default, or `oem:/DIR`, which the booted host sees under
-//! `/oem`), `/etc/extensions/NAME.raw` on ROOT links to it, and its transfer file
-//! (`NAME.transfer` or `NAME.conf`, and `NAME.feature`, found beside the image) goes to
-//! `/etc/sysupdate.NAME.d/`. Every write into the mounted file systems goes through the safe
+//! refused and nothing is written. Then, for each: the image goes into a folder of its own in
+//! the install folder (`root:/opt/extensions/NAME/` by default, where sysupdate keeps NAME's
+//! versions, or `oem:/DIR/NAME/`, which the booted host sees under `/oem`),
+//! `/etc/extensions/NAME.raw` on ROOT links to it (a confext's `/var/lib/confexts/NAME.raw`),
+//! and its transfer file (`NAME.transfer` or `NAME.conf`, and `NAME.feature`, found beside
+//! the image) goes to `/etc/sysupdate.NAME.d/`; a transfer file whose `[Target] Path=` or
+//! `CurrentSymlink=` names another place is refused before anything is copied. Every write into the mounted file systems goes through the safe
 //! writer ([`safefs::tree`]): a link planted in the OS image is never followed out of it.
 //! Only ROOT and OEM are written; every other byte of the disk stays as it was. The output is
 //! renamed into place at the end ([`safefs::atomic`]).
@@ -92,6 +94,8 @@ pub enum InstallError {
         disk: PathBuf,
         reasons: String,
     },
+    #[error("{}: {what}, so systemd-sysupdate on the host would not see the installed version; install it where the transfer file says (--to [NAME=]PART:/DIR puts the image in DIR/NAME/) or give a transfer file for that place", file.display())]
+    TransferMismatch { file: PathBuf, what: String },
     #[error("{} already holds {path} (from another extension or an earlier install); use a fresh OS image", disk.display())]
     Exists { disk: PathBuf, path: String },
     #[error("writing {what} into the {partition} partition of {}: {source}", disk.display())]
@@ -239,7 +243,7 @@ pub struct Installed {
     pub partition: PartitionKind,
     /// Where the booted host sees the image.
     pub path: PathBuf,
-    /// `/etc/extensions/NAME.raw`.
+    /// `/etc/extensions/NAME.raw` (a confext's: `/var/lib/confexts/NAME.raw`).
     pub link: PathBuf,
     /// Transfer and feature files placed in `/etc/sysupdate.NAME.d/`.
     pub sysupdate: Vec<PathBuf>,
@@ -266,6 +270,97 @@ struct Prepared {
     image: Image,
     target: Target,
     sysupdate: Vec<PathBuf>,
+}
+
+/// Where an extension goes: the image in a folder of its own under the target folder
+/// (`/opt/extensions/NAME/FILE`, where sysupdate keeps NAME's versions) and the link of its
+/// class ([`crate::release::ImageClass::current_link`]: `/etc/extensions/NAME.raw`, a confext's
+/// `/var/lib/confexts/NAME.raw`) on ROOT. One rule for the writes and for the check of the
+/// transfer files that come along.
+struct Placement {
+    /// The image's folder, relative to its partition's root.
+    dir: PathBuf,
+    /// The image file, relative to its partition's root.
+    file: PathBuf,
+    /// The image's folder and file as the booted host sees them.
+    host_dir: PathBuf,
+    host_file: PathBuf,
+    /// The link, as the booted host sees it (on ROOT).
+    link: PathBuf,
+}
+
+impl Prepared {
+    fn placement(&self) -> Placement {
+        let file_name = self.file.file_name().map(PathBuf::from).unwrap_or_default();
+        let class = self.image.class();
+        let suffix = class.link_suffix(&file_name.to_string_lossy());
+        let dir = self.target.dir.join(&self.name);
+        let host_dir = self.target.host_dir().join(&self.name);
+        Placement {
+            file: dir.join(&file_name),
+            host_file: host_dir.join(&file_name),
+            dir,
+            host_dir,
+            link: PathBuf::from(class.current_link(&self.name, suffix)),
+        }
+    }
+
+    /// Each transfer file's `[Target] Path=` and `CurrentSymlink=` must name where the image
+    /// and its link go: otherwise sysupdate on the host would not count the installed version,
+    /// and its first update would install beside it.
+    fn check_transfers(&self) -> Result<(), InstallError> {
+        let at = self.placement();
+        for f in &self.sysupdate {
+            if f.extension().is_some_and(|e| e == "feature") {
+                continue;
+            }
+            let text = read_small(f)?;
+            for (key, what, expected) in [
+                ("Path", "image folder", &at.host_dir),
+                ("CurrentSymlink", "link", &at.link),
+            ] {
+                // The last one counts, as in systemd; `%%` is a `%`.
+                let Some(found) = crate::units::values(&text, "Target", key).pop() else {
+                    continue;
+                };
+                if Path::new(&found.replace("%%", "%")) != expected {
+                    return Err(InstallError::TransferMismatch {
+                        file: f.clone(),
+                        what: format!(
+                            "its [Target] {key}={} is not where this install puts {}'s {what} \
+                             ({})",
+                            gentext::escape(&found),
+                            self.name,
+                            expected.display()
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The text of a small file beside an image (a transfer file): a regular file, opened
+/// without blocking, at most 64 KiB.
+fn read_small(path: &Path) -> Result<String, InstallError> {
+    const MAX: u64 = 64 << 10;
+    let bad = |what: String| InstallError::Io {
+        path: path.to_path_buf(),
+        source: io::Error::other(what),
+    };
+    let mut f = safefs::tree::open_regular(path)
+        .map_err(io_err(path))?
+        .map_err(|_| bad("not a regular file".into()))?;
+    let mut b = Vec::new();
+    (&mut f)
+        .take(MAX + 1)
+        .read_to_end(&mut b)
+        .map_err(io_err(path))?;
+    if b.len() as u64 > MAX {
+        return Err(bad(format!("larger than {MAX} bytes, not a transfer file")));
+    }
+    String::from_utf8(b).map_err(|_| bad("not UTF-8 text".into()))
 }
 
 fn prepare_extensions(opts: &InstallOptions) -> Result<Vec<Prepared>, InstallError> {
@@ -296,7 +391,7 @@ fn prepare_extensions(opts: &InstallOptions) -> Result<Vec<Prepared>, InstallErr
             .map(|ext| dir.join(format!("{name}.{ext}")))
             .filter(|p| p.is_file())
             .collect();
-        out.push(Prepared {
+        let p = Prepared {
             image: image.with_name(&name),
             name,
             file: spec.file.clone(),
@@ -305,18 +400,21 @@ fn prepare_extensions(opts: &InstallOptions) -> Result<Vec<Prepared>, InstallErr
                 .clone()
                 .unwrap_or_else(|| opts.default_target.clone()),
             sysupdate,
-        });
+        };
+        p.check_transfers()?;
+        out.push(p);
     }
     Ok(out)
 }
 
-/// The NAME of the image's only `usr/lib/extension-release.d/extension-release.NAME`.
+/// The NAME of the image's only `extension-release.NAME` (in `usr/lib/extension-release.d/`,
+/// a confext's in `etc/extension-release.d/`).
 fn release_name(image: &Image) -> Result<String, String> {
-    const PREFIX: &str = "usr/lib/extension-release.d/extension-release.";
+    let prefix = format!("{}/extension-release.", image.class().release_dir());
     let names: Vec<&str> = image
         .entries()
         .iter()
-        .filter_map(|e| e.path.strip_prefix(PREFIX))
+        .filter_map(|e| e.path.strip_prefix(prefix.as_str()))
         .filter(|n| !n.contains('/'))
         .collect();
     match names.as_slice() {
@@ -649,13 +747,12 @@ fn write_all(
             PartitionKind::Root => &root,
             PartitionKind::Oem => oem.as_ref().unwrap_or(&root),
         };
-        let file_name = e.file.file_name().map(PathBuf::from).unwrap_or_default();
-        let rel = e.target.dir.join(&file_name);
-        let shown = Path::new("/").join(&rel).display().to_string();
-        tree.create_dir_all(&e.target.dir, 0o755)
-            .map_err(werr(label, e.target.dir.display().to_string()))?;
+        let at = e.placement();
+        let shown = at.host_file.display().to_string();
+        tree.create_dir_all(&at.dir, 0o755)
+            .map_err(werr(label, at.host_dir.display().to_string()))?;
         if tree
-            .stat(&rel)
+            .stat(&at.file)
             .map_err(werr(label, shown.clone()))?
             .is_some()
         {
@@ -665,25 +762,28 @@ fn write_all(
             });
         }
         let src = File::open(&e.file).map_err(io_err(&e.file))?;
-        tree.copy_file(&rel, &src, 0o644)
+        tree.copy_file(&at.file, &src, 0o644)
             .map_err(werr(label, shown.clone()))?;
 
-        let link = PathBuf::from(format!("etc/extensions/{}.raw", e.name));
-        let host_path = e.target.host_dir().join(&file_name);
-        root.create_dir_all(Path::new("etc/extensions"), 0o755)
-            .map_err(werr("ROOT", "/etc/extensions".into()))?;
+        // On ROOT, relative to its root.
+        let link = at.link.strip_prefix("/").unwrap_or(&at.link);
+        let shown_link = at.link.display().to_string();
+        if let Some(parent) = link.parent() {
+            root.create_dir_all(parent, 0o755)
+                .map_err(werr("ROOT", shown_link.clone()))?;
+        }
         if root
-            .stat(&link)
-            .map_err(werr("ROOT", link.display().to_string()))?
+            .stat(link)
+            .map_err(werr("ROOT", shown_link.clone()))?
             .is_some()
         {
             return Err(InstallError::Exists {
                 disk: disk.to_path_buf(),
-                path: format!("/{}", link.display()),
+                path: shown_link,
             });
         }
-        root.symlink(&link, &host_path)
-            .map_err(werr("ROOT", link.display().to_string()))?;
+        root.symlink(link, &at.host_file)
+            .map_err(werr("ROOT", shown_link))?;
 
         let conf_dir = PathBuf::from(format!("etc/sysupdate.{}.d", e.name));
         let mut placed = Vec::new();
@@ -703,8 +803,8 @@ fn write_all(
             name: e.name.clone(),
             source: e.file.clone(),
             partition: e.target.partition,
-            path: host_path,
-            link: Path::new("/").join(&link),
+            path: at.host_file,
+            link: at.link,
             sysupdate: placed,
             warnings,
         });

@@ -138,21 +138,34 @@ pub fn exec_paths(text: &str) -> Vec<String> {
 /// ([`is_unit_name`]) are dropped, as systemd drops them: they become folder names
 /// (`TARGET.d`) in the extension.
 pub fn wanted_by(text: &str) -> Vec<String> {
+    values(text, "Install", "WantedBy")
+        .iter()
+        .flat_map(|v| v.split_whitespace())
+        .filter(|w| is_unit_name(w))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The values of `KEY=` in `[SECTION]` of a unit-style file (units, sysupdate's transfer
+/// files), in order, trimmed; comment lines (`#`, `;`) skipped. Continuation lines are not
+/// joined: none of the keys read here takes them.
+pub fn values(text: &str, section: &str, key: &str) -> Vec<String> {
     let mut out = Vec::new();
-    let mut install = false;
+    let mut inside = false;
     for line in text.lines() {
         let line = line.trim();
-        if line.starts_with('[') {
-            install = line == "[Install]";
+        if line.starts_with('#') || line.starts_with(';') {
             continue;
         }
-        if install {
-            if let Some(v) = line.strip_prefix("WantedBy=") {
-                out.extend(
-                    v.split_whitespace()
-                        .filter(|w| is_unit_name(w))
-                        .map(str::to_string),
-                );
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            inside = name == section;
+            continue;
+        }
+        if inside {
+            if let Some((k, v)) = line.split_once('=') {
+                if k.trim_end() == key {
+                    out.push(v.trim().to_string());
+                }
             }
         }
     }
@@ -249,5 +262,17 @@ mod tests {
             wanted_by("[Service]\nWantedBy=x.target\n"),
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn values_of_a_key_in_a_section() {
+        let t = "[Source]\nPath=/src\n[Target]\n# Path=/commented\n; Path=/too\nPath = /opt/extensions/a \nCurrentSymlink=/etc/extensions/a.raw\nPathRelativeTo=root\n[Target]\nPath=/later\n";
+        assert_eq!(values(t, "Target", "Path"), ["/opt/extensions/a", "/later"]);
+        assert_eq!(values(t, "Source", "Path"), ["/src"]);
+        assert_eq!(
+            values(t, "Target", "CurrentSymlink"),
+            ["/etc/extensions/a.raw"]
+        );
+        assert!(values(t, "Transfer", "Path").is_empty());
     }
 }

@@ -43,15 +43,9 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// The assessment (last column) of `version`'s row in the table `list` prints on stdout.
+/// The assessment of `version`'s row in the table `list` printed.
 fn row<'a>(o: &'a Output, version: &str) -> Option<&'a str> {
-    std::str::from_utf8(&o.stdout)
-        .ok()?
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|w| w.contains(&version))?
-        .last()
-        .copied()
+    testkit::fixtures::sysupdate_assessment(&o.stdout, version)
 }
 
 #[test]
@@ -338,7 +332,11 @@ fn real_sysupdate_verifies_the_signed_sha256sums() {
     copy_folder(&out, &d.join("bad-sums"));
     fs::write(d.join("bad-sums").join(raw), &img).unwrap();
     let sums = fs::read_to_string(out.join("SHA256SUMS")).unwrap();
-    let real = sums.split_whitespace().next().unwrap();
+    let real = sums
+        .lines()
+        .find(|l| l.ends_with(raw))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap();
     let forged = Command::new("sha256sum")
         .arg(d.join("bad-sums").join(raw))
         .output()

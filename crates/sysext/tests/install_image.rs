@@ -220,6 +220,24 @@ fn inspect_disk(disk: &Path, script: &str) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Trixie's `systemd-sysupdate list` with the definitions `/etc/sysupdate.NAME.d` of the
+/// ROOT partition of `disk` (mounted read-only on a folder in `scratch`) as its root.
+fn sysupdate_list(disk: &Path, scratch: &Path, name: &str) -> Output {
+    let chroot = testkit::fixtures::trixie_systemd_root();
+    let mnt = scratch.join("sysupdate-root");
+    fs::create_dir_all(&mnt).unwrap();
+    let (ro, rs) = part("ROOT");
+    testkit::in_mount_namespace(&format!(
+        "set -e; mount -o ro,loop,offset={ro},sizelimit={rs} '{}' '{}'; {}; \
+         chroot '{}' /usr/lib/systemd/systemd-sysupdate --root=/target \
+           --definitions=/etc/sysupdate.{name}.d list",
+        disk.display(),
+        mnt.display(),
+        testkit::fixtures::chroot_prelude(&chroot, &mnt),
+        chroot.display()
+    ))
+}
+
 /// The bytes of `disk` outside ROOT and OEM.
 fn outside_written_partitions(disk: &Path) -> Vec<u8> {
     let b = fs::read(disk).unwrap();
@@ -280,19 +298,20 @@ fn extensions_go_into_root_and_oem_and_nothing_else_changes() {
 
     let listing = inspect_disk(
         &out,
-        "stat -c '%n %a %u:%g %s' $R/opt/extensions/hello-1.0-x86-64.raw | sed \"s|$R||\"; \
+        "stat -c '%n %a %u:%g %s' $R/opt/extensions/hello/hello-1.0-x86-64.raw \
+           | sed \"s|$R||\"; \
          readlink $R/etc/extensions/hello.raw $R/etc/extensions/tools.raw; \
          cat $R/etc/sysupdate.hello.d/hello.transfer; \
          ls $R/etc/sysupdate.tools.d 2>&1 | grep -c 'No such' ; \
-         stat -c '%n %a' $O/sysext/tools-2-x86-64.raw | sed \"s|$O||\"; \
+         stat -c '%n %a' $O/sysext/tools/tools-2-x86-64.raw | sed \"s|$O||\"; \
          cat $O/oem-release $R/etc/hostname; \
-         sha256sum $R/opt/extensions/hello-1.0-x86-64.raw $O/sysext/tools-2-x86-64.raw \
-           | cut -d' ' -f1",
+         sha256sum $R/opt/extensions/hello/hello-1.0-x86-64.raw \
+           $O/sysext/tools/tools-2-x86-64.raw | cut -d' ' -f1",
     );
     let want = format!(
-        "/opt/extensions/hello-1.0-x86-64.raw 644 0:0 {}\n\
-         /opt/extensions/hello-1.0-x86-64.raw\n/oem/sysext/tools-2-x86-64.raw\n\
-         [Transfer]\nVerify=false\n1\n/sysext/tools-2-x86-64.raw 644\n\
+        "/opt/extensions/hello/hello-1.0-x86-64.raw 644 0:0 {}\n\
+         /opt/extensions/hello/hello-1.0-x86-64.raw\n/oem/sysext/tools/tools-2-x86-64.raw\n\
+         [Transfer]\nVerify=false\n1\n/sysext/tools/tools-2-x86-64.raw 644\n\
          ID=qemu\nlocalhost\n{}\n{}\n",
         fs::metadata(&hello).unwrap().len(),
         sha(&hello),
@@ -330,7 +349,7 @@ fn extensions_go_into_root_and_oem_and_nothing_else_changes() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("bzip2"), "{}", text(&o));
     let l = inspect_disk(&out2, "readlink $R/etc/extensions/hello.raw");
-    assert_eq!(l, "/opt/extensions/hello-1.0-x86-64.raw\n");
+    assert_eq!(l, "/opt/extensions/hello/hello-1.0-x86-64.raw\n");
     assert!(outside_written_partitions(&out2) == outside_written_partitions(&disk));
 }
 
@@ -498,16 +517,21 @@ fn a_killed_run_leaves_no_mount_loop_device_or_output() {
 }
 
 /// `--from`: the newest image of a name from a bake output served over HTTP, with its
-/// transfer file, verified against the folder's SHA256SUMS; a tampered image is refused.
+/// transfer file, verified against the folder's SHA256SUMS; a tampered image is refused. The
+/// host's systemd-sysupdate (trixie's, in a chroot, on the output's ROOT) counts the
+/// installed image as its current version.
 #[test]
 fn from_a_served_bake_output_with_sha256sums() {
-    if !tools_ready() || !testkit::require_tool("python3") {
+    if !tools_ready() || !testkit::require_tool("python3") || !testkit::require_tool("mmdebstrap") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let disk = flatcar_disk(d, "flatcar");
     testkit::hello_tarball(d);
+    fs::create_dir_all(d.join("srv")).unwrap();
+    let (_server, port) = testkit::http::Server::start(&d.join("srv"));
+    let url = format!("http://127.0.0.1:{port}/out/");
     // Two versions baked into one folder: SHA256SUMS lists both.
     for v in ["1.9", "1.10"] {
         fs::write(
@@ -523,11 +547,9 @@ fn from_a_served_bake_output_with_sha256sums() {
             sysext()
                 .current_dir(d)
                 .args(["bake", "m.toml", "--out", "srv/out", "--base-url"])
-                .arg("http://127.0.0.1:1/out/"),
+                .arg(&url),
         );
     }
-    let (_server, port) = testkit::http::Server::start(&d.join("srv"));
-    let url = format!("http://127.0.0.1:{port}/out/");
     let out = d.join("out.bin");
     let o = sysext()
         .arg("install-image")
@@ -541,14 +563,25 @@ fn from_a_served_bake_output_with_sha256sums() {
     let l = inspect_disk(
         &out,
         "readlink $R/etc/extensions/hello.raw; ls $R/etc/sysupdate.hello.d; \
-         sha256sum $R/opt/extensions/hello-1.10-x86-64.raw | cut -d' ' -f1",
+         sha256sum $R/opt/extensions/hello/hello-1.10-x86-64.raw | cut -d' ' -f1",
     );
     assert_eq!(
         l,
         format!(
-            "/opt/extensions/hello-1.10-x86-64.raw\nhello.transfer\n{}\n",
+            "/opt/extensions/hello/hello-1.10-x86-64.raw\nhello.transfer\n{}\n",
             sha(&d.join("srv/out/hello-1.10-x86-64.raw"))
         )
+    );
+    // Where the transfer file keeps the versions: 1.10 is installed and current, 1.9 only
+    // offered.
+    let list = sysupdate_list(&out, d, "hello");
+    assert!(list.status.success(), "{}", text(&list));
+    let row = |v| testkit::fixtures::sysupdate_assessment(&list.stdout, v);
+    assert_eq!(
+        (row("1.10"), row("1.9")),
+        (Some("current"), Some("available")),
+        "{}",
+        text(&list)
     );
     let left: Vec<_> = fs::read_dir(d)
         .unwrap()
@@ -560,6 +593,29 @@ fn from_a_served_bake_output_with_sha256sums() {
         })
         .collect();
     assert!(left.is_empty(), "downloads left behind");
+
+    // A transfer file changed on the server (it is listed in SHA256SUMS): refused, nothing
+    // written.
+    let tf = d.join("srv/out/hello.transfer");
+    let good = fs::read_to_string(&tf).unwrap();
+    fs::write(&tf, good.replace("InstancesMax=3", "InstancesMax=2")).unwrap();
+    let out3 = d.join("out3.bin");
+    let o = sysext()
+        .arg("install-image")
+        .arg(&disk)
+        .arg("hello")
+        .args(["--from", &url, "-o"])
+        .arg(&out3)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("hello.transfer does not match"),
+        "{}",
+        text(&o)
+    );
+    assert!(!out3.exists());
+    fs::write(&tf, good).unwrap();
 
     // A tampered image on the server: refused, nothing written.
     let img = d.join("srv/out/hello-1.10-x86-64.raw");
@@ -677,6 +733,107 @@ fn from_a_signed_bake_output_with_a_keyring() {
     );
 }
 
+/// A transfer file that keeps NAME's versions, or links the current one, elsewhere than where
+/// the image and its link go is refused before anything is written (the host's sysupdate would
+/// not see the installed version); where it says, the image goes in. A confext is linked from
+/// `/var/lib/confexts`, where systemd-confext looks, and named by its own release file.
+#[test]
+fn transfer_files_agree_with_the_placement_and_confexts_link_from_var_lib() {
+    if !tools_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let disk = flatcar_disk(d, "flatcar");
+    let tools = extension(d, "tools", "tools-2-x86-64.raw", "_any");
+    let transfer = |path: &str, link: &str| {
+        fs::write(
+            d.join("tools.transfer"),
+            format!(
+                "[Transfer]\nVerify=false\n[Source]\nType=url-file\nPath=http://127.0.0.1:1/\n\
+                 MatchPattern=tools-@v-%a.raw\n[Target]\nType=regular-file\nPath={path}\n\
+                 CurrentSymlink={link}\nMatchPattern=tools-@v-%a.raw\n"
+            ),
+        )
+        .unwrap();
+    };
+    let install = |args: &[&str], out: &str| {
+        sysext()
+            .arg("install-image")
+            .arg(&disk)
+            .args(args)
+            .arg("-o")
+            .arg(d.join(out))
+            .output()
+            .unwrap()
+    };
+    let refused = |o: Output, out: &str, words: &[&str]| {
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        for w in words {
+            assert!(text(&o).contains(w), "no {w:?} in: {}", text(&o));
+        }
+        assert!(!d.join(out).exists(), "output written");
+    };
+    let t = format!("tools:{}", tools.display());
+
+    transfer("/opt/extensions/tools", "/etc/extensions/tools.raw");
+    refused(
+        install(&[&t, "--to", "tools=oem:/sysext"], "oem.bin"),
+        "oem.bin",
+        &[
+            "tools.transfer",
+            "Path=/opt/extensions/tools",
+            "/oem/sysext/tools",
+        ],
+    );
+    transfer("/opt/extensions/tools", "/etc/extensions/tools.sysext.raw");
+    refused(
+        install(&[&t], "link.bin"),
+        "link.bin",
+        &[
+            "CurrentSymlink=/etc/extensions/tools.sysext.raw",
+            "/etc/extensions/tools.raw",
+        ],
+    );
+    // The same folder, written with a trailing slash and a %-escape.
+    transfer("/opt/extensions/tools/", "/etc/extensions/%%tools.raw");
+    refused(install(&[&t], "pct.bin"), "pct.bin", &["%tools.raw"]);
+    transfer("/opt/extensions/tools/", "/etc/extensions/tools.raw");
+    let o = install(&[&t], "ok.bin");
+    assert!(o.status.success(), "{}", text(&o));
+
+    // A confext, given as a plain FILE.
+    let tree = d.join("tree-conf");
+    fs::create_dir_all(tree.join("etc/extension-release.d")).unwrap();
+    fs::write(
+        tree.join("etc/extension-release.d/extension-release.conf"),
+        "ID=_any\n",
+    )
+    .unwrap();
+    fs::write(tree.join("etc/conf.toml"), "x = 1\n").unwrap();
+    let conf = d.join("conf-1.confext.raw");
+    testkit::run_ok(sysext().arg("pack").arg(&tree).arg(&conf).args([
+        "--confext",
+        "--name",
+        "conf",
+    ]));
+    let o = install(&[conf.to_str().unwrap()], "conf.bin");
+    assert!(o.status.success(), "{}", text(&o));
+    let l = inspect_disk(
+        &d.join("conf.bin"),
+        &format!(
+            "readlink $R/var/lib/confexts/conf.confext.raw; \
+             test ! -e $R/etc/extensions/conf.raw && echo no-sysext-link; \
+             cmp $R/opt/extensions/conf/conf-1.confext.raw '{}' && echo same",
+            conf.display()
+        ),
+    );
+    assert_eq!(
+        l,
+        "/opt/extensions/conf/conf-1.confext.raw\nno-sysext-link\nsame\n"
+    );
+}
+
 /// Links planted in the OS image's ROOT are resolved inside ROOT, never on the machine running
 /// the tool: an absolute `/opt` naming a folder of this machine is a dangling link inside the
 /// image (refused, nothing written anywhere); `/etc/extensions` pointing above the file
@@ -731,8 +888,8 @@ fn links_planted_in_root_stay_inside_it() {
         [victim.join("etc")],
         "written outside the image"
     );
-    let l = inspect_disk(&out, "readlink $R/hello.raw; ls $R/opt/extensions");
-    assert_eq!(l, "/opt/extensions/hello.raw\nhello.raw\n");
+    let l = inspect_disk(&out, "readlink $R/hello.raw; ls $R/opt/extensions/*");
+    assert_eq!(l, "/opt/extensions/hello/hello.raw\nhello.raw\n");
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

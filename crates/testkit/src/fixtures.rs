@@ -188,6 +188,18 @@ pub fn chroot_prelude(root: &Path, host: &Path) -> String {
     )
 }
 
+/// The assessment (the last column: `candidate`, `current`, `available`, ...) of `version`'s
+/// row in the table `systemd-sysupdate list` prints on stdout.
+pub fn sysupdate_assessment<'a>(stdout: &'a [u8], version: &str) -> Option<&'a str> {
+    std::str::from_utf8(stdout)
+        .ok()?
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|w| w.contains(&version))?
+        .last()
+        .copied()
+}
+
 /// A Debian trixie arm64 tree (`--variant=extract`), for checks that read foreign ELF files.
 pub fn trixie_arm64_rootfs() -> PathBuf {
     foreign_rootfs("arm64", ARM64_PACKAGES)

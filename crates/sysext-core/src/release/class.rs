@@ -5,6 +5,12 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+/// The host folder holding each extension's images in a folder of its own,
+/// `/opt/extensions/NAME/` (the Flatcar bakery's layout, for both classes): where `sysext
+/// bake`'s transfer files keep the versions (`[Target] Path=`), its Butane snippets put the
+/// image, and `sysext install-image` installs by default.
+pub const IMAGES_DIR: &str = "/opt/extensions";
+
 /// Which tool takes an image, and so where its metadata lives and what it merges.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -121,6 +127,26 @@ impl ImageClass {
                 "/usr/local/lib/confexts",
                 "/usr/lib/confexts",
             ],
+        }
+    }
+
+    /// Where the host links NAME's current image (sysupdate's `CurrentSymlink=`):
+    /// `/etc/extensions/NAME{suffix}`, for a confext `/var/lib/confexts/NAME{suffix}`
+    /// (systemd-confext does not look in /etc). `suffix` is [`ImageClass::link_suffix`]'s.
+    pub fn current_link(self, name: &str, suffix: &str) -> String {
+        match self {
+            ImageClass::Sysext => format!("/etc/extensions/{name}{suffix}"),
+            ImageClass::Confext => format!("/var/lib/confexts/{name}{suffix}"),
+        }
+    }
+
+    /// The suffix of the link to an image file: this class's [`ImageClass::raw_suffix`] when
+    /// the file is named with it (`NAME-1-x86-64.sysext.raw`), else `.raw`.
+    pub fn link_suffix(self, file_name: &str) -> &'static str {
+        if file_name.ends_with(self.raw_suffix()) {
+            self.raw_suffix()
+        } else {
+            ".raw"
         }
     }
 

@@ -31,7 +31,7 @@ mod parse;
 mod tests;
 
 pub use arch::{arch_from_elf, arch_from_elf_header, arch_from_uname, host_architecture};
-pub use class::ImageClass;
+pub use class::{ImageClass, IMAGES_DIR};
 pub use compat::{check_class_compatibility, check_compatibility, Verdict};
 pub use extension::{release_file_path, ExtensionRelease};
 pub use names::{validate_name, validate_new_name, MAX_NAME_LEN, NEW_NAME_PUNCTUATION};

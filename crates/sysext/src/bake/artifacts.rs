@@ -13,7 +13,7 @@ use bake_manifest::ImageSuffix;
 use base64::Engine;
 use gentext::TextError;
 use serde_json::json;
-use sysext_core::release::ImageClass;
+use sysext_core::release::{ImageClass, IMAGES_DIR};
 
 /// Why a base URL or a name cannot go into the artifacts.
 #[derive(Debug, thiserror::Error)]
@@ -82,22 +82,14 @@ pub fn sha256sums<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> 
     v.iter().map(|(f, h)| format!("{h}  {f}\n")).collect()
 }
 
-/// Where the host links the current image of a class: `/etc/extensions/NAME.raw`, or for a
-/// confext `/var/lib/confexts/NAME.raw` (systemd-confext does not look in /etc).
-fn current_link(class: ImageClass, name: &str, suffix: &str) -> String {
-    match class {
-        ImageClass::Sysext => format!("/etc/extensions/{name}{suffix}"),
-        ImageClass::Confext => format!("/var/lib/confexts/{name}{suffix}"),
-    }
-}
-
 /// The image suffix of a class under `su`'s naming.
 fn suffix_of(su: &Sysupdate, class: ImageClass) -> &'static str {
     su.image_suffix.of(class == ImageClass::Confext)
 }
 
 /// The transfer file for `name`, an image of `class` (`/etc/sysupdate.NAME.d/NAME.transfer`
-/// on the host; its current link is [`current_link`]'s). Values are checked and `%`-escaped
+/// on the host; the images in [`IMAGES_DIR`]`/NAME`, the current link
+/// [`ImageClass::current_link`]'s). Values are checked and `%`-escaped
 /// ([`gentext::unit_word`]): `%` starts a specifier there. `Verify=yes` when the bake is
 /// signed: systemd-sysupdate then downloads `SHA256SUMS.gpg` and refuses the update unless
 /// the host's keyring verifies it. An `optional` extension's transfer belongs to the feature
@@ -110,7 +102,7 @@ pub fn transfer_file(
 ) -> Result<String, ArtifactError> {
     let n = gentext::unit_word("extension name", name)?;
     let sfx = suffix_of(su, class);
-    let link = current_link(class, &n, sfx);
+    let link = class.current_link(&n, sfx);
     let path = gentext::unit_escape(&su.base.folder());
     let shown = su.base.folder();
     let verify = if su.keyring.is_some() { "yes" } else { "false" };
@@ -133,7 +125,7 @@ pub fn transfer_file(
          [Target]\n\
          InstancesMax=3\n\
          Type=regular-file\n\
-         Path=/opt/extensions/{n}\n\
+         Path={IMAGES_DIR}/{n}\n\
          CurrentSymlink={link}\n\
          MatchPattern={n}-@v-%a{sfx}\n"
     ))
@@ -181,7 +173,7 @@ pub fn butane(
                 [Target]\nType=regular-file\nPath=/\n";
     let mut files = vec![
         json!({
-            "path": format!("/opt/extensions/{name}/{raw}"),
+            "path": format!("{IMAGES_DIR}/{name}/{raw}"),
             "mode": 0o644,
             "contents": { "source": su.base.file(raw) },
         }),
@@ -219,8 +211,8 @@ pub fn butane(
             "files": files,
             "links": [
                 {
-                    "path": current_link(class, name, suffix_of(su, class)),
-                    "target": format!("/opt/extensions/{name}/{raw}"),
+                    "path": class.current_link(name, suffix_of(su, class)),
+                    "target": format!("{IMAGES_DIR}/{name}/{raw}"),
                     "hard": false,
                 },
             ],

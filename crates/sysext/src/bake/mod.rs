@@ -318,8 +318,7 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
     let text = serde_json::to_string_pretty(&state).unwrap_or_default() + "\n";
     write_if_changed(&state_path, &text)?;
 
-    // SHA256SUMS over every image the folder holds that we know (signed with the key).
-    let mut artifacts = write_sums(&opts.out, &state, key.as_ref())?;
+    let mut artifacts = Vec::new();
     let su = artifacts::Sysupdate {
         base: &base_url,
         image_suffix: m.image_suffix,
@@ -357,6 +356,10 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
             artifacts.push(bu);
         }
     }
+    // SHA256SUMS over every image the folder holds that we know and the transfer files just
+    // written (signed with the key).
+    let sums = write_sums(&opts.out, &state, key.as_ref())?;
+    artifacts.splice(0..0, sums);
     let report = Report {
         out: opts.out.clone(),
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -369,18 +372,23 @@ pub fn bake(manifest_path: &Path, opts: &BakeOptions) -> Result<Report, BakeErro
     Ok(report)
 }
 
-/// SHA256SUMS over every image of `state` (the images the folder holds): written by bake and
-/// by [`collect`]. Gives the names of the files written.
+/// SHA256SUMS over every image of `state` (the images the folder holds) and the transfer and
+/// feature files beside them ([`sysupdate_texts`]: `install-image --from` verifies them, and
+/// with the signature their origin; systemd-sysupdate reads only the lines its MatchPattern
+/// matches): written by bake, after those files, and by [`collect`]. Gives the names of the
+/// files written.
 pub fn write_sums(
     out: &Path,
     state: &State,
     key: Option<&sign::SigningKey>,
 ) -> Result<Vec<String>, BakeError> {
+    let texts = sysupdate_texts(out)?;
     let sums = artifacts::sha256sums(
         state
             .images
             .iter()
-            .map(|(f, s)| (f.as_str(), s.sha256.as_str())),
+            .map(|(f, s)| (f.as_str(), s.sha256.as_str()))
+            .chain(texts.iter().map(|(f, h)| (f.as_str(), h.as_str()))),
     );
     let sums_path = out.join("SHA256SUMS");
     let sums_changed = write_if_changed(&sums_path, &sums)?;
@@ -413,6 +421,34 @@ pub fn write_sums(
         }
     }
     Ok(written)
+}
+
+/// The transfer and feature files (`NAME.transfer`, `NAME.conf`, `NAME.feature`; regular
+/// files) in `out`, with their sha256.
+fn sysupdate_texts(out: &Path) -> Result<Vec<(String, String)>, BakeError> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(out).map_err(io_err(out))? {
+        let e = e.map_err(io_err(out))?;
+        let Some(name) = e.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        let text = [".transfer", ".conf", ".feature"]
+            .iter()
+            .any(|x| name.strip_suffix(x).is_some_and(|n| !n.is_empty()));
+        if !text || name.starts_with('.') || gentext::has_control(&name) {
+            continue;
+        }
+        let path = e.path();
+        if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+            continue;
+        }
+        let sha = build::file_sha256(&path).map_err(|e| BakeError::Io {
+            path: path.clone(),
+            source: std::io::Error::other(format!("{e:#}")),
+        })?;
+        v.push((name, sha));
+    }
+    Ok(v)
 }
 
 /// Which jobs `--only` selects: `NAME` or `NAME@ARCH`, checked against the manifest.

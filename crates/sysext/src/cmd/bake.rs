@@ -67,8 +67,8 @@ pub struct BakeArgs {
     #[arg(long, conflicts_with_all = ["collect", "out"])]
     pub plan: bool,
     /// Assemble the output folders of `--only` bakes (shards) into one release in OUT:
-    /// images, transfer files and Butane snippets copied, SHA256SUMS written over all images,
-    /// reports merged. Two shards with different bytes under one file name are refused.
+    /// images, transfer files and Butane snippets copied, SHA256SUMS written over all images
+    /// and transfer files, reports merged. Two shards with different bytes under one file name are refused.
     #[arg(long, num_args = 2.., value_names = ["OUT", "SHARD"], conflicts_with = "out")]
     pub collect: Vec<PathBuf>,
     /// Use a registry as the build cache shared by runners: push every image built (or up to

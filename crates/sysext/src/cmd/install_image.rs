@@ -5,14 +5,16 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use sha2::{Digest, Sha256};
 use sysext_core::cli::Exit;
 use sysext_core::osimage::{self, ExtensionSpec, InstallOptions, Target};
 
 /// Put extensions into a Flatcar OS disk image (flatcar_production_image.bin, raw or
 /// .bz2/.xz/.zst/.gz compressed), as the bakery's bake_flatcar_image.sh does: each image
-/// into /opt/extensions/ on ROOT (or a folder on OEM, seen as /oem/... when booted), the link
-/// /etc/extensions/NAME.raw, and NAME.transfer / NAME.conf / NAME.feature from beside the
-/// image into /etc/sysupdate.NAME.d/. Each image is first checked against the OS image's
+/// into /opt/extensions/NAME/ on ROOT (or a folder on OEM, seen as /oem/... when booted), the
+/// link /etc/extensions/NAME.raw (a confext's /var/lib/confexts/NAME.raw), and NAME.transfer
+/// / NAME.conf / NAME.feature from beside the image into /etc/sysupdate.NAME.d/ (a transfer
+/// file must keep the images and link where they go). Each image is first checked against the OS image's
 /// os-release and /usr; one with errors is refused and nothing is written. The input is only
 /// read; OUTPUT is a new disk image. Runs as root (loop devices, mounts in a private mount
 /// namespace; nothing stays mounted or attached, also when killed). Vendor images (the
@@ -46,8 +48,8 @@ pub struct InstallImageArgs {
     /// Replace an existing output (atomically).
     #[arg(short, long)]
     pub force: bool,
-    /// Where extensions go: root:/DIR or oem:/DIR (default root:/opt/extensions/);
-    /// NAME=oem:/DIR for one extension. Repeatable.
+    /// Where extensions go, each in a folder NAME/ there: root:/DIR or oem:/DIR (default
+    /// root:/opt/extensions/); NAME=oem:/DIR for one extension. Repeatable.
     #[arg(long, value_name = "[NAME=]PART:/DIR")]
     pub to: Vec<String>,
     /// The OS image's architecture (systemd's name; default: from the programs in its /usr;
@@ -200,11 +202,13 @@ fn fetch(url: &str, args: &InstallImageArgs) -> Result<(tempfile::TempDir, Vec<S
         if file.contains('/') || file.starts_with('.') || gentext::has_control(&file) {
             bail!("{file:?}: not a file name in {url}");
         }
-        let want = listed
-            .iter()
-            .find(|(_, f)| *f == file)
-            .map(|(h, _)| h.to_ascii_lowercase())
-            .with_context(|| format!("{file} is not in {sums_url}"))?;
+        let listed_sha = |f: &str| {
+            listed
+                .iter()
+                .find(|(_, g)| *g == f)
+                .map(|(h, _)| h.to_ascii_lowercase())
+        };
+        let want = listed_sha(&file).with_context(|| format!("{file} is not in {sums_url}"))?;
         let dest = dir.path().join(&file);
         let file_url = base.file(&file);
         let (_, got) = dl
@@ -218,15 +222,26 @@ fn fetch(url: &str, args: &InstallImageArgs) -> Result<(tempfile::TempDir, Vec<S
         }
         for ext in ["transfer", "conf", "feature"] {
             let f = format!("{name}.{ext}");
-            if let Some(bytes) = dl.get_bytes(&base.file(&f), TEXT_LIMIT)? {
-                // Transfer files are not in SHA256SUMS: with a keyring, only one that makes
-                // the hosts verify what they download is taken.
+            let f_url = base.file(&f);
+            if let Some(bytes) = dl.get_bytes(&f_url, TEXT_LIMIT)? {
+                // Listed in SHA256SUMS by bakes since 2026-12 (and so signed with it).
+                if let Some(want) = listed_sha(&f) {
+                    let got = hex::encode(Sha256::digest(&bytes));
+                    if got != want {
+                        bail!(
+                            "{f_url} does not match {sums_url} (sha256 {got}, listed {want}); \
+                             nothing was written"
+                        );
+                    }
+                }
+                // With a keyring, only a transfer file that makes the hosts verify what they
+                // download is taken.
                 if args.keyring.is_some() && ext != "feature" && !verifies_updates(&bytes) {
                     bail!(
                         "{}: it says Verify=no in [Transfer], so hosts would take updates \
                          unverified; with --keyring only transfer files of a signed \
                          bake (sysext bake --signing-key) are installed; nothing was written",
-                        base.file(&f)
+                        f_url
                     );
                 }
                 std::fs::write(dir.path().join(&f), bytes)
@@ -276,26 +291,20 @@ fn verify_sums(
 /// Whether a transfer file makes systemd-sysupdate verify: `Verify=` in `[Transfer]`, yes
 /// unless it says otherwise (systemd's default), the last one counting.
 fn verifies_updates(text: &[u8]) -> bool {
-    let mut section = "";
-    let mut verify = true;
-    for line in String::from_utf8_lossy(text).lines() {
-        let line = line.trim();
-        if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            section = if s == "Transfer" { "Transfer" } else { "" };
-        } else if let Some((k, v)) = line.split_once('=') {
-            if section == "Transfer" && k.trim() == "Verify" {
-                verify = matches!(v.trim(), "1" | "yes" | "y" | "true" | "t" | "on");
-            }
-        }
-    }
-    verify
+    sysext_core::units::values(&String::from_utf8_lossy(text), "Transfer", "Verify")
+        .last()
+        .is_none_or(|v| matches!(v.as_str(), "1" | "yes" | "y" | "true" | "t" | "on"))
 }
 
-/// The newest `NAME-VERSION-ARCH.raw` (or `.sysext.raw`) among the listed files (systemd's
+/// The newest `NAME-VERSION-ARCH.raw` (or `.sysext.raw`, `.confext.raw`) among the listed files (systemd's
 /// version order).
 fn newest<'a>(listed: &[(&str, &'a str)], name: &str, arch: &str) -> Option<&'a str> {
     let pre = format!("{name}-");
-    let posts = [format!("-{arch}.sysext.raw"), format!("-{arch}.raw")];
+    let posts = [
+        format!("-{arch}.sysext.raw"),
+        format!("-{arch}.confext.raw"),
+        format!("-{arch}.raw"),
+    ];
     listed
         .iter()
         .filter_map(|(_, f)| {
