@@ -150,7 +150,7 @@ impl Dissected {
     /// Dissects the file `path` (see the module docs); a plain file system gives
     /// `verity: None` and the whole file as its range.
     pub fn open(path: &Path) -> Result<Dissected, DissectError> {
-        let f = File::open(path).map_err(|source| DissectError::Io {
+        let f = safefs::tree::open_input(path).map_err(|source| DissectError::Io {
             path: path.to_path_buf(),
             source,
         })?;
@@ -360,7 +360,7 @@ impl Protected {
     /// Checks every data block and hash block against the root hash, in userspace; returns
     /// the bytes of data the tree covers (what may be mounted).
     pub fn verify(&self, d: &Dissected, threads: usize) -> Result<u64, VerifyError> {
-        self.verify_with(d, &File::open(&d.path)?, threads)
+        self.verify_with(d, &safefs::tree::open_input(&d.path)?, threads)
     }
 
     /// [`Protected::verify`] reading the image through `image`, an open descriptor of it (the
@@ -376,7 +376,7 @@ impl Protected {
         let hash = if self.layout == Layout::Ddi {
             image
         } else {
-            own = File::open(&self.hash_file)?;
+            own = safefs::tree::open_input(&self.hash_file)?;
             &own
         };
         let data = image;

@@ -98,7 +98,7 @@ const MAX_ENTRIES: u32 = 16384;
 
 /// Reads the primary table of the disk image `path`.
 pub fn read(path: &Path) -> Result<Table, GptError> {
-    let f = File::open(path).map_err(|source| GptError::Io {
+    let f = safefs::tree::open_input(path).map_err(|source| GptError::Io {
         path: path.to_path_buf(),
         source,
     })?;

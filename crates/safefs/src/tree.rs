@@ -45,7 +45,7 @@ pub use privilege::{
     copy_xattrs_fd, image_xattrs, note_capability, report_stripped, strip_privilege, StageOptions,
     Stripped, Xattr, CAPABILITY_XATTR,
 };
-pub use read::{open_in_root, open_regular, read_in_root};
+pub use read::{open_in_root, open_input, open_regular, read_in_root};
 pub use sparse::{copy_sparse, write_sparse, SparseError};
 
 /// Errors of the tree writer. Paths are relative to the tree's root.

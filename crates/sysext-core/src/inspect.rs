@@ -248,42 +248,50 @@ fn open_beneath(root: &Path, rel: &str) -> io::Result<fs::File> {
 }
 
 impl Image {
-    /// Opens a squashfs `.raw` (by content) or a folder.
+    /// Opens a squashfs or EROFS `.raw` (by content, also inside a verity DDI) or a folder.
+    /// The file is opened once, without blocking (a FIFO does not hang the call), and only a
+    /// regular file is read: what is dissected is what is then read.
     pub fn open(path: &Path) -> Result<Image, InspectError> {
         let oerr = |source| InspectError::Open {
             path: path.to_path_buf(),
             source,
         };
-        let meta = fs::metadata(path).map_err(oerr)?;
         let file_name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| path.to_string_lossy().into_owned());
-        if meta.is_dir() {
-            let mut entries = walk_dir(path)?;
-            entries.sort_by(|a, b| a.path.cmp(&b.path));
-            return Ok(Image {
-                path: path.to_path_buf(),
-                name: file_name,
-                class: ImageClass::detect(entries.iter().map(|e| e.path.as_str())),
-                source: Source::Dir(path.to_path_buf()),
-                entries,
-                dissected: None,
-            });
-        }
+        let f = match safefs::tree::open_regular(path).map_err(oerr)? {
+            Ok(f) => f,
+            Err("a folder") => {
+                let mut entries = walk_dir(path)?;
+                entries.sort_by(|a, b| a.path.cmp(&b.path));
+                return Ok(Image {
+                    path: path.to_path_buf(),
+                    name: file_name,
+                    class: ImageClass::detect(entries.iter().map(|e| e.path.as_str())),
+                    source: Source::Dir(path.to_path_buf()),
+                    entries,
+                    dissected: None,
+                });
+            }
+            Err(kind) => {
+                return Err(oerr(io::Error::other(format!(
+                    "it is {kind}, not an image file or a folder"
+                ))))
+            }
+        };
         // A DDI's file system is read in its partition, in place.
-        let dissected = Dissected::open(path)?;
+        let dissected = Dissected::open_file(&f, path)?;
         let (off, len) = (dissected.data_offset, dissected.data_bytes);
         let mut head = vec![0u8; fsimage::erofs::SUPER_OFFSET + 4];
-        let f = fs::File::open(path).map_err(oerr)?;
         let n = read_at_most(&f, &mut head, off, len).map_err(oerr)?;
         head.truncate(n);
         // A squashfs or EROFS image, told apart by magic as systemd does.
         let (source, nodes) = if head.len() >= 4 && &head[..4] == fsimage::squashfs::MAGIC {
-            let reader = Arc::new(SquashfsReader::open_range(path, off, Some(len))?);
+            let reader = Arc::new(SquashfsReader::open_file_range(f, path, off, Some(len))?);
             (Source::Squashfs(reader.clone()), reader.nodes().to_vec())
         } else if fsimage::erofs::is_erofs(&head) {
-            let reader = Arc::new(ErofsReader::open_range(path, off, Some(len))?);
+            let reader = Arc::new(ErofsReader::open_file_range(f, path, off, Some(len))?);
             (Source::Erofs(reader.clone()), reader.nodes().to_vec())
         } else {
             return Err(InspectError::UnknownFormat(path.to_path_buf()));

@@ -431,7 +431,7 @@ const MAX_DECOMPRESSED: u64 = 64 << 30;
 /// Copies or decompresses the disk image into `out`; a compressed one may give at most
 /// `limit` bytes.
 fn copy_disk(disk: &Path, out: &Path, limit: u64) -> Result<Option<&'static str>, InstallError> {
-    let f = File::open(disk).map_err(io_err(disk))?;
+    let f = safefs::tree::open_input(disk).map_err(io_err(disk))?;
     let dst = OpenOptions::new()
         .write(true)
         .truncate(true)
@@ -761,7 +761,7 @@ fn write_all(
                 path: format!("{shown} in {label}"),
             });
         }
-        let src = File::open(&e.file).map_err(io_err(&e.file))?;
+        let src = safefs::tree::open_input(&e.file).map_err(io_err(&e.file))?;
         tree.copy_file(&at.file, &src, 0o644)
             .map_err(werr(label, shown.clone()))?;
 
@@ -794,7 +794,7 @@ fn write_all(
                     .map_err(werr("ROOT", conf_dir.display().to_string()))?;
             }
             let dst = conf_dir.join(n);
-            let src = File::open(f).map_err(io_err(f))?;
+            let src = safefs::tree::open_input(f).map_err(io_err(f))?;
             root.copy_file(&dst, &src, 0o644)
                 .map_err(werr("ROOT", dst.display().to_string()))?;
             placed.push(Path::new("/").join(&dst));

@@ -262,6 +262,24 @@ fn errors_exit_2_with_a_clear_message() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("empty-root"));
+
+    // A FIFO where an image is expected: refused at once, naming it, by check and inspect
+    // (opening it for reading would wait for a writer forever).
+    let fifo = d.path().join("fifo.raw");
+    testkit::mkfifo(&fifo);
+    for cmd in ["check", "inspect"] {
+        let r = testkit::hostile::run_bounded(
+            sysext().arg(cmd).arg(&fifo),
+            std::time::Duration::from_secs(20),
+        );
+        r.assert_bounded(&format!("sysext {cmd} on a FIFO"), 512);
+        assert_eq!(r.code, Some(2), "{cmd}: {}", r.stderr_text());
+        let err = r.stderr_text();
+        assert!(
+            err.contains("fifo.raw") && err.contains("a FIFO"),
+            "{cmd}: {err}"
+        );
+    }
 }
 
 fn pack(tree: &Path, out: &Path) {

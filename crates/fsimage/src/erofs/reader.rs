@@ -209,10 +209,21 @@ impl ErofsReader {
     /// Opens the image that takes `len` bytes (default: the rest of the file) at `offset` of
     /// the file `path` (a partition of a disk image).
     pub fn open_range(path: &Path, offset: u64, len: Option<u64>) -> Result<Self, ReadError> {
-        let file = File::open(path).map_err(|source| ReadError::Open {
+        let file = safefs::tree::open_input(path).map_err(|source| ReadError::Open {
             path: path.to_path_buf(),
             source,
         })?;
+        Self::open_file_range(file, path, offset, len)
+    }
+
+    /// [`ErofsReader::open_range`] of the open file `file`, which is the file `path` (named in
+    /// errors): what is read is what the caller opened and checked.
+    pub fn open_file_range(
+        file: File,
+        path: &Path,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<Self, ReadError> {
         let file_len = file
             .metadata()
             .map_err(|source| ReadError::Open {

@@ -473,11 +473,25 @@ impl SquashfsReader {
     /// the file `path` (a partition of a disk image). Nothing outside those bytes is read: a
     /// damaged image cannot read the partitions after it.
     pub fn open_range(path: &Path, offset: u64, len: Option<u64>) -> Result<Self, ReadError> {
+        let file = safefs::tree::open_input(path).map_err(|source| ReadError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::open_file_range(file, path, offset, len)
+    }
+
+    /// [`SquashfsReader::open_range`] of the open file `file`, which is the file `path` (named
+    /// in errors): what is read is what the caller opened and checked.
+    pub fn open_file_range(
+        file: File,
+        path: &Path,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<Self, ReadError> {
         let open_err = |source| ReadError::Open {
             path: path.to_path_buf(),
             source,
         };
-        let file = File::open(path).map_err(open_err)?;
         let file_len = file.metadata().map_err(open_err)?.len();
         let end = match len {
             Some(l) => offset.saturating_add(l).min(file_len),

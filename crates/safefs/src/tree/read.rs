@@ -127,3 +127,15 @@ pub fn open_regular(path: &Path) -> io::Result<Result<File, &'static str>> {
         _ => Err("not a file"),
     })
 }
+
+/// [`open_regular`] for a file the user named (an image, a disk, a tarball, a signature): what
+/// is not a regular file is an `InvalidInput` error saying what it is, e.g. "it is a FIFO, not
+/// a regular file", for the caller to put after the path.
+pub fn open_input(path: &Path) -> io::Result<File> {
+    open_regular(path)?.map_err(|kind| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("it is {kind}, not a regular file"),
+        )
+    })
+}

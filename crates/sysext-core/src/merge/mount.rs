@@ -148,12 +148,25 @@ pub(super) fn mount_image(
             .map_err(|e| merr(e.into()))?;
         return Ok(ImageFormat::Directory);
     }
-    let md = fs::metadata(&c.path).map_err(io_err("reading image", &c.path))?;
     // A DDI or a naked verity image: no device-mapper here, so the hash tree is checked in
     // userspace first, then the file system's range is mounted read-only.
     // One descriptor for the check and the loop device: what is mounted is what was checked.
-    let backing = File::open(&c.path).map_err(io_err("opening image", &c.path))?;
-    let (offset, sizelimit) = if md.is_file() {
+    // Opened without blocking: a regular file or a block device, never a FIFO.
+    let (backing, is_file) = match safefs::tree::open_regular(&c.path) {
+        Ok(Ok(f)) => (f, true),
+        Ok(Err("a block device")) => (
+            File::open(&c.path).map_err(io_err("opening image", &c.path))?,
+            false,
+        ),
+        Ok(Err(kind)) => {
+            return Err(io_err("opening image", &c.path)(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("it is {kind}, not an image file, a block device or a folder"),
+            )))
+        }
+        Err(e) => return Err(io_err("opening image", &c.path)(e)),
+    };
+    let (offset, sizelimit) = if is_file {
         verified_range(c, &backing, certs)?
     } else {
         (0, 0)
@@ -165,7 +178,7 @@ pub(super) fn mount_image(
         ImageFormat::Ext4 => "ext4",
         ImageFormat::Directory => unreachable!("raw_format never returns Directory"),
     };
-    let (source, _loop) = if md.file_type().is_block_device() {
+    let (source, _loop) = if !is_file {
         (c.path.clone(), None)
     } else {
         let dev = sys::LoopDevice::attach_range(

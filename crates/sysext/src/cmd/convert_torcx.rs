@@ -136,7 +136,7 @@ pub fn run(args: ConvertTorcxArgs) -> Result<Exit> {
     for d in [&src, &tree] {
         fs::create_dir(d).with_context(|| format!("creating {}", d.display()))?;
     }
-    let f = fs::File::open(&args.tarball)
+    let f = safefs::tree::open_input(&args.tarball)
         .with_context(|| format!("opening {}", args.tarball.display()))?;
     let mut uo = ocirootfs::unpack::UnpackOptions::default();
     uo.as_root = false;

@@ -101,7 +101,7 @@ pub fn run(args: SignArgs) -> Result<Exit> {
         (Some(p), None) => {
             use std::io::Read;
             let mut b = Vec::new();
-            fs::File::open(p)
+            safefs::tree::open_input(p)
                 .and_then(|f| f.take(signature::MAX_SIGNATURE + 1).read_to_end(&mut b))
                 .with_context(|| format!("reading the signature {}", p.display()))?;
             if b.len() as u64 > signature::MAX_SIGNATURE {
@@ -175,7 +175,7 @@ fn rewrite_ddi(
 ) -> Result<()> {
     use std::os::unix::fs::FileExt;
     let v = d.verity.as_ref().expect("a verity image");
-    let f = fs::File::open(&args.image)?;
+    let f = safefs::tree::open_input(&args.image)?;
     let len = f.metadata()?.len();
     let gpt = ddi::read(&f, len).map_err(anyhow::Error::msg)?;
     let found = ddi::Ddi::find(&gpt).map_err(anyhow::Error::msg)?;

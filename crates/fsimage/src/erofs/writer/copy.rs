@@ -83,7 +83,7 @@ fn copy_one(job: &Job, out: &File, out_path: &Path, buf: &mut [u8]) -> Result<Co
         path: out_path.to_path_buf(),
         source,
     };
-    let mut f = File::open(&job.path).map_err(rerr)?;
+    let mut f = safefs::tree::open_input(&job.path).map_err(rerr)?;
     let mut hash = Sha256::new();
     let mut tail = Vec::with_capacity((job.size - job.body) as usize);
     let mut done = 0u64;

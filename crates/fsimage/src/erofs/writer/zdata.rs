@@ -369,7 +369,7 @@ fn read_file(
             got,
         })
     };
-    let mut h = File::open(&f.path).map_err(rerr)?;
+    let mut h = safefs::tree::open_input(&f.path).map_err(rerr)?;
     let mut done = 0u64;
     let whole = f.size <= SEGMENT;
     loop {
