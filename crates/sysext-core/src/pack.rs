@@ -144,7 +144,7 @@ pub struct PackOptions {
     pub compression: Compression,
     /// EROFS compressor (none by default); not used for squashfs.
     pub erofs_compression: ErofsCompression,
-    /// Compressor level (squashfs: gzip 1-12, zstd 1-22, xz 0-9, `None` = 7 for gzip, else
+    /// Compressor level (squashfs: gzip 1-12, zstd 1-22, xz 0-9, `None` = 6 for gzip, else
     /// mksquashfs' default; EROFS: lz4hc 1-12, zstd 1-22, `None` = mkfs.erofs' default, refused for none
     /// and lz4).
     pub level: Option<i32>,

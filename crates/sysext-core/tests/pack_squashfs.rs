@@ -346,7 +346,7 @@ fn image_bytes_are_pinned() {
 }
 
 const PINNED: [&str; 3] = [
-    "gzip b25a3ec3a8b213b747be057e64981ecb47f0d7484c94bb37515d9dca9330529c",
+    "gzip 1422b7307b501aa0e11a2da9beda5329521e9d7314afbd3dfe351fc4dcf1f6b0",
     "zstd 9af81576f2742f64762fc8d5c68f9860b65c624fbe46a5c6d132e66e6a708ea6",
     "xz 99e9b957501522cc99f9247037f09a73f2724efed36009e3941fd27a6b7ea409",
 ];

@@ -42,11 +42,13 @@ impl Compression {
         }
     }
 
-    /// The level used when none is given: mksquashfs' defaults, but for gzip, where level 7 of
-    /// libdeflate makes images no larger than zlib's level 9 (mksquashfs' default).
+    /// The level used when none is given: mksquashfs' defaults, but for gzip, where level 6 of
+    /// libdeflate makes images no larger than zlib's level 9 (mksquashfs' default; measured:
+    /// 0.992x on a relocated htop, nginx, curl and python tree, 0.991x on trixie's /usr/lib and
+    /// /usr/bin) with 17% less CPU than its level 7.
     pub fn default_level(self) -> i32 {
         match self {
-            Compression::Gzip => 7,
+            Compression::Gzip => 6,
             Compression::Zstd => 15,
             Compression::Xz => 6,
         }

@@ -29,8 +29,8 @@ pub struct PackArgs {
     pub confext: bool,
     #[command(flatten)]
     pub out: OutputArgs,
-    /// Compressor level (squashfs: gzip 1-12, zstd 1-22, xz 0-9, default 7, 15, 6: gzip is
-    /// libdeflate's, whose 7 is no larger than mksquashfs' default zlib 9; erofs: lz4hc 1-12,
+    /// Compressor level (squashfs: gzip 1-12, zstd 1-22, xz 0-9, default 6, 15, 6: gzip is
+    /// libdeflate's, whose 6 is no larger than mksquashfs' default zlib 9; erofs: lz4hc 1-12,
     /// zstd 1-22, default as mkfs.erofs: 9, 3); the same as --compression COMP:LEVEL.
     #[arg(long)]
     pub level: Option<i32>,
