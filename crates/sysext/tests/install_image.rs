@@ -550,15 +550,18 @@ fn from_a_served_bake_output_with_sha256sums() {
                 .arg(&url),
         );
     }
+    let install = |out: &Path| {
+        sysext()
+            .arg("install-image")
+            .arg(&disk)
+            .arg("hello")
+            .args(["--from", &url, "-o"])
+            .arg(out)
+            .output()
+            .unwrap()
+    };
     let out = d.join("out.bin");
-    let o = sysext()
-        .arg("install-image")
-        .arg(&disk)
-        .arg("hello")
-        .args(["--from", &url, "-o"])
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = install(&out);
     assert!(o.status.success(), "{}", text(&o));
     let l = inspect_disk(
         &out,
@@ -600,14 +603,7 @@ fn from_a_served_bake_output_with_sha256sums() {
     let good = fs::read_to_string(&tf).unwrap();
     fs::write(&tf, good.replace("InstancesMax=3", "InstancesMax=2")).unwrap();
     let out3 = d.join("out3.bin");
-    let o = sysext()
-        .arg("install-image")
-        .arg(&disk)
-        .arg("hello")
-        .args(["--from", &url, "-o"])
-        .arg(&out3)
-        .output()
-        .unwrap();
+    let o = install(&out3);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         text(&o).contains("hello.transfer does not match"),
@@ -624,14 +620,7 @@ fn from_a_served_bake_output_with_sha256sums() {
     b[n / 2] ^= 1;
     fs::write(&img, b).unwrap();
     let out2 = d.join("out2.bin");
-    let o = sysext()
-        .arg("install-image")
-        .arg(&disk)
-        .arg("hello")
-        .args(["--from", &url, "-o"])
-        .arg(&out2)
-        .output()
-        .unwrap();
+    let o = install(&out2);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("does not match"), "{}", text(&o));
     assert!(!out2.exists());
