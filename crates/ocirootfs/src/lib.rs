@@ -506,6 +506,7 @@ pub fn materialize(source: &str, opts: &SourceOptions) -> Result<Rootfs, Error> 
         path: base.clone(),
         source,
     })?;
+    safefs::cleanup::created(&base);
     let guard = TempGuard(base.clone(), registration);
     apply_all(&mut image, &base)?;
     Ok(made(base, &image, Some(guard), None))

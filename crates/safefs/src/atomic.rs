@@ -122,6 +122,7 @@ impl AtomicOutput {
             path: tmp_path.clone(),
             source,
         })?;
+        cleanup::created(&tmp_path);
         Ok(Self {
             final_path,
             tmp_path,

@@ -124,6 +124,17 @@ impl Drop for Registration {
     }
 }
 
+/// Called right after creating a [registered](register) path. A signal may have come between
+/// registering and creating it, and the signal thread may already have removed the registered
+/// paths, this one not there yet: then it is removed here and the call never returns (the
+/// signal thread ends the process). Returns at once otherwise.
+pub fn created(path: &Path) {
+    if stopping() {
+        let _ = remove_tree(path);
+        wait_if_stopping();
+    }
+}
+
 /// The paths registered now (for tests and diagnostics).
 pub fn registered() -> Vec<PathBuf> {
     registry().values().cloned().collect()

@@ -421,9 +421,12 @@ impl Workspace {
                 std::process::id(),
                 WORKSPACE_SEQ.fetch_add(1, Ordering::Relaxed)
             ));
+            // Registered before it exists (a signal in between cannot leave it behind), and
+            // checked once it does (safefs::cleanup::created).
+            let r = safefs::cleanup::register(&p);
             match fs::DirBuilder::new().mode(0o700).create(&p) {
                 Ok(()) => {
-                    let r = safefs::cleanup::register(&p);
+                    safefs::cleanup::created(&p);
                     return Ok(Workspace(p, r));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,

@@ -16,8 +16,9 @@
 //! `/etc/extensions/NAME.raw` on ROOT links to it (a confext's `/var/lib/confexts/NAME.raw`),
 //! and its transfer file (`NAME.transfer` or `NAME.conf`, and `NAME.feature`, found beside
 //! the image) goes to `/etc/sysupdate.NAME.d/`; a transfer file whose `[Target] Path=` or
-//! `CurrentSymlink=` names another place is refused before anything is copied. Every write into the mounted file systems goes through the safe
-//! writer ([`safefs::tree`]): a link planted in the OS image is never followed out of it.
+//! `CurrentSymlink=` names another place is refused before anything is copied. Every write
+//! into the mounted file systems goes through the safe writer ([`safefs::tree`]): a link
+//! planted in the OS image is never followed out of it.
 //! Only ROOT and OEM are written; every other byte of the disk stays as it was. The output is
 //! renamed into place at the end ([`safefs::atomic`]).
 
@@ -341,17 +342,15 @@ impl Prepared {
     }
 }
 
-/// The text of a small file beside an image (a transfer file): a regular file, opened
-/// without blocking, at most 64 KiB.
+/// The text of a small file beside an image (a transfer file): a regular file
+/// ([`safefs::tree::open_input`]), at most 64 KiB.
 fn read_small(path: &Path) -> Result<String, InstallError> {
     const MAX: u64 = 64 << 10;
     let bad = |what: String| InstallError::Io {
         path: path.to_path_buf(),
         source: io::Error::other(what),
     };
-    let mut f = safefs::tree::open_regular(path)
-        .map_err(io_err(path))?
-        .map_err(|_| bad("not a regular file".into()))?;
+    let mut f = safefs::tree::open_input(path).map_err(io_err(path))?;
     let mut b = Vec::new();
     (&mut f)
         .take(MAX + 1)
