@@ -275,14 +275,8 @@ fn read_side(p: &Path, max: u64) -> Result<Option<Vec<u8>>, DissectError> {
         path: p.to_path_buf(),
         source,
     };
-    let f = match safefs::tree::open_regular(p) {
-        Ok(Ok(f)) => f,
-        Ok(Err(kind)) => {
-            return Err(io(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("{kind}, not a regular file"),
-            )))
-        }
+    let f = match safefs::tree::open_input(p) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io(e)),
     };

@@ -65,9 +65,7 @@ pub fn cert_names(certs: &[(std::path::PathBuf, X509)]) -> String {
 fn read_small(p: &std::path::Path) -> Result<Vec<u8>, SignError> {
     use std::io::Read;
     let what = p.display().to_string();
-    let f = safefs::tree::open_regular(p)
-        .map_err(|e| bad(&what, e))?
-        .map_err(|kind| bad(&what, format!("{kind}, not a regular file")))?;
+    let f = safefs::tree::open_input(p).map_err(|e| bad(&what, e))?;
     let mut b = Vec::new();
     f.take(1 << 20)
         .read_to_end(&mut b)

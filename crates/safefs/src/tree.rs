@@ -45,7 +45,7 @@ pub use privilege::{
     copy_xattrs_fd, image_xattrs, note_capability, report_stripped, strip_privilege, StageOptions,
     Stripped, Xattr, CAPABILITY_XATTR,
 };
-pub use read::{open_in_root, open_input, open_regular, read_in_root};
+pub use read::{open_in_root, open_input, open_regular, read_in_root, read_input};
 pub use sparse::{copy_sparse, write_sparse, SparseError};
 
 /// Errors of the tree writer. Paths are relative to the tree's root.
@@ -1073,6 +1073,14 @@ mod tests {
         );
         assert!(open_in_root(r, Path::new("etc")).is_err());
         assert!(open_in_root(r, Path::new("../x")).is_err());
+
+        // A file the user named (on the host, not in a root): FIFOs and folders are refused.
+        assert_eq!(read_input(&r.join("etc/unit"), 100).unwrap(), b"inside");
+        let e = read_input(&r.join("etc/unit"), 3).unwrap_err();
+        assert!(e.to_string().contains("larger than 3 bytes"), "{e}");
+        let e = read_input(&r.join("fifo"), 100).unwrap_err();
+        assert!(e.to_string().contains("a FIFO"), "{e}");
+        assert!(read_input(&r.join("etc"), 100).is_err());
     }
 
     #[test]

@@ -342,24 +342,14 @@ impl Prepared {
     }
 }
 
-/// The text of a small file beside an image (a transfer file): a regular file
-/// ([`safefs::tree::open_input`]), at most 64 KiB.
+/// The text of a small file beside an image (a transfer file): a regular file of at most
+/// 64 KiB ([`safefs::tree::read_input`]).
 fn read_small(path: &Path) -> Result<String, InstallError> {
-    const MAX: u64 = 64 << 10;
-    let bad = |what: String| InstallError::Io {
+    let b = safefs::tree::read_input(path, 64 << 10).map_err(io_err(path))?;
+    String::from_utf8(b).map_err(|_| InstallError::Io {
         path: path.to_path_buf(),
-        source: io::Error::other(what),
-    };
-    let mut f = safefs::tree::open_input(path).map_err(io_err(path))?;
-    let mut b = Vec::new();
-    (&mut f)
-        .take(MAX + 1)
-        .read_to_end(&mut b)
-        .map_err(io_err(path))?;
-    if b.len() as u64 > MAX {
-        return Err(bad(format!("larger than {MAX} bytes, not a transfer file")));
-    }
-    String::from_utf8(b).map_err(|_| bad("not UTF-8 text".into()))
+        source: io::Error::other("not UTF-8 text"),
+    })
 }
 
 fn prepare_extensions(opts: &InstallOptions) -> Result<Vec<Prepared>, InstallError> {

@@ -146,6 +146,16 @@ pub fn wanted_by(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// systemd's boolean words (`parse_boolean()`): `1 yes y true t on`, `0 no n false f off`;
+/// `None` for anything else.
+pub fn parse_boolean(s: &str) -> Option<bool> {
+    match s.trim() {
+        "1" | "yes" | "y" | "true" | "t" | "on" => Some(true),
+        "0" | "no" | "n" | "false" | "f" | "off" => Some(false),
+        _ => None,
+    }
+}
+
 /// The values of `KEY=` in `[SECTION]` of a unit-style file (units, sysupdate's transfer
 /// files), in order, trimmed; comment lines (`#`, `;`) skipped. Continuation lines are not
 /// joined: none of the keys read here takes them.

@@ -139,3 +139,17 @@ pub fn open_input(path: &Path) -> io::Result<File> {
         )
     })
 }
+
+/// Reads the regular file `path` the user named ([`open_input`]), at most `limit` bytes: a
+/// longer file is an `InvalidData` error naming the limit.
+pub fn read_input(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    open_input(path)?.take(limit + 1).read_to_end(&mut v)?;
+    if v.len() as u64 > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("it is larger than {limit} bytes"),
+        ));
+    }
+    Ok(v)
+}

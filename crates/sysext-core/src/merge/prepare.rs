@@ -83,14 +83,6 @@ pub(super) fn host_release(root: &Path) -> Result<OsRelease, MergeError> {
     })
 }
 
-pub(super) fn parse_boolean(s: &str) -> Option<bool> {
-    match s.trim() {
-        "1" | "yes" | "y" | "true" | "t" | "on" => Some(true),
-        "0" | "no" | "n" | "false" | "f" | "off" => Some(false),
-        _ => None,
-    }
-}
-
 /// The extension-release file of a mounted image of `class`, as systemd 252's
 /// `open_extension_release()`.
 pub(super) fn find_release(
@@ -123,7 +115,9 @@ pub(super) fn find_release(
         let mut buf = [0u8; 64];
         let strict =
             match rustix::fs::lgetxattr(de.path(), "user.extension-release.strict", &mut buf) {
-                Ok(n) => std::str::from_utf8(&buf[..n]).ok().and_then(parse_boolean),
+                Ok(n) => std::str::from_utf8(&buf[..n])
+                    .ok()
+                    .and_then(crate::units::parse_boolean),
                 Err(_) => continue,
             };
         if strict != Some(false) {

@@ -563,22 +563,8 @@ const MAX_SHARD_DOC: u64 = 64 << 20;
 /// A bake folder's state or report (a shard's, for `--collect`; the state beside an image,
 /// for `push`): a regular file of at most [`MAX_SHARD_DOC`] bytes.
 pub(crate) fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let f = safefs::tree::open_regular(path)?.map_err(|kind| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("{} is {kind}", path.display()),
-        )
-    })?;
-    let mut bytes = Vec::new();
-    f.take(MAX_SHARD_DOC + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_SHARD_DOC {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("{} is over {MAX_SHARD_DOC} bytes", path.display()),
-        ));
-    }
-    Ok(bytes)
+    safefs::tree::read_input(path, MAX_SHARD_DOC)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
 /// Files of a shard that [`collect`] merges or writes again instead of copying.

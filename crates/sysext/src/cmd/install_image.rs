@@ -14,8 +14,8 @@ use sysext_core::osimage::{self, ExtensionSpec, InstallOptions, Target};
 /// into /opt/extensions/NAME/ on ROOT (or a folder on OEM, seen as /oem/... when booted), the
 /// link /etc/extensions/NAME.raw (a confext's /var/lib/confexts/NAME.raw), and NAME.transfer
 /// / NAME.conf / NAME.feature from beside the image into /etc/sysupdate.NAME.d/ (a transfer
-/// file must keep the images and link where they go). Each image is first checked against the OS image's
-/// os-release and /usr; one with errors is refused and nothing is written. The input is only
+/// file must keep the images and link where they go). Each image is first checked against
+/// the OS image's os-release and /usr; one with errors is refused and nothing is written. The input is only
 /// read; OUTPUT is a new disk image. Runs as root (loop devices, mounts in a private mount
 /// namespace; nothing stays mounted or attached, also when killed). Vendor images (the
 /// Flatcar SDK's image_to_vm.sh) are out of scope: convert the output with the SDK.
@@ -238,10 +238,9 @@ fn fetch(url: &str, args: &InstallImageArgs) -> Result<(tempfile::TempDir, Vec<S
                 // download is taken.
                 if args.keyring.is_some() && ext != "feature" && !verifies_updates(&bytes) {
                     bail!(
-                        "{}: it says Verify=no in [Transfer], so hosts would take updates \
+                        "{f_url}: it says Verify=no in [Transfer], so hosts would take updates \
                          unverified; with --keyring only transfer files of a signed \
-                         bake (sysext bake --signing-key) are installed; nothing was written",
-                        f_url
+                         bake (sysext bake --signing-key) are installed; nothing was written"
                     );
                 }
                 std::fs::write(dir.path().join(&f), bytes)
@@ -293,11 +292,11 @@ fn verify_sums(
 fn verifies_updates(text: &[u8]) -> bool {
     sysext_core::units::values(&String::from_utf8_lossy(text), "Transfer", "Verify")
         .last()
-        .is_none_or(|v| matches!(v.as_str(), "1" | "yes" | "y" | "true" | "t" | "on"))
+        .is_none_or(|v| sysext_core::units::parse_boolean(v) == Some(true))
 }
 
-/// The newest `NAME-VERSION-ARCH.raw` (or `.sysext.raw`, `.confext.raw`) among the listed files (systemd's
-/// version order).
+/// The newest `NAME-VERSION-ARCH.raw` (or `.sysext.raw`, `.confext.raw`) among the listed
+/// files (systemd's version order).
 fn newest<'a>(listed: &[(&str, &'a str)], name: &str, arch: &str) -> Option<&'a str> {
     let pre = format!("{name}-");
     let posts = [
